@@ -1,0 +1,236 @@
+package fhir
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Kind classifies an error by what the caller did wrong (or what went wrong
+// here). The HTTP layer maps each kind to a status code in one place.
+type Kind uint8
+
+const (
+	KindInternal         Kind = iota // a fault of the broker's: 500
+	KindInvalid                      // bad input: 400
+	KindUnauthorized                 // no or bad credentials: 401
+	KindForbidden                    // not allowed for this principal: 403
+	KindNotFound                     // no such resource: 404
+	KindConflict                     // conflicts with the current state: 409
+	KindTooLarge                     // body over the limit: 413
+	KindUnsupportedMedia             // media type not accepted: 415
+	KindUnavailable                  // a dependency is down; retry: 503
+	KindThrottled                    // too many requests: 429
+	KindMethodNotAllowed             // 405
+)
+
+// Code systems for issue[].details.coding.
+const (
+	SystemSpineErrorOrWarningCode = "https://fhir.nhs.uk/CodeSystem/Spine-ErrorOrWarningCode"
+	SystemEPSIssueCode            = "https://fhir.nhs.uk/CodeSystem/EPS-IssueCode"
+)
+
+// EPS codes used in details.coding.
+const (
+	CodeMissingValue                = "MISSING_VALUE"
+	CodeInvalidValue                = "INVALID_VALUE"
+	CodeInvalidChecksum             = "INVALID_CHECKSUM"
+	CodeDuplicatePrescriptionID     = "DUPLICATE_PRESCRIPTION_ID"
+	CodeMissingDigitalSignature     = "MISSING_DIGITAL_SIGNATURE"
+	CodePrescriptionWithAnother     = "PRESCRIPTION_WITH_ANOTHER_DISPENSER"
+	CodeResourceNotFound            = "RESOURCE_NOT_FOUND"
+	CodeInvalidStateTransition      = "INVALID_STATE_TRANSITION"
+	CodeFailureToProcessMessage     = "FAILURE_TO_PROCESS_MESSAGE"
+	CodeAccessDenied                = "ACCESS_DENIED"
+	CodeUnauthorised                = "UNAUTHORIZED"
+	CodeServiceUnavailable          = "SERVICE_UNAVAILABLE"
+	CodeServerError                 = "SERVER_ERROR"
+	CodeTooLarge                    = "MESSAGE_TOO_LARGE"
+	CodeUnsupportedMedia            = "UNSUPPORTED_MEDIA_TYPE"
+	CodeDuplicateRequestIDDifferent = "DUPLICATE_REQUEST_ID"
+	CodeMethodNotAllowed            = "METHOD_NOT_ALLOWED"
+)
+
+// Coding is a FHIR Coding.
+type Coding struct {
+	System  string `json:"system,omitempty"`
+	Code    string `json:"code,omitempty"`
+	Display string `json:"display,omitempty"`
+}
+
+// Error is the one error type of the broker's domain. It carries what an
+// OperationOutcome issue needs: the FHIR issue type, the EPS code (and any
+// further codings), the words and the FHIRPath of the offending field.
+type Error struct {
+	Kind        Kind
+	Op          string   // what was being done, e.g. "validate prescription-order"
+	IssueType   string   // FHIR issue type: invalid, value, required, structure, ...
+	Code        string   // EPS code, e.g. INVALID_VALUE
+	CodeSystem  string   // system of Code; SystemSpineErrorOrWarningCode when empty
+	Display     string   // display of Code
+	Diagnostics string   // in words: what is wrong and where
+	Expression  []string // FHIRPath of the field
+	Codings     []Coding // further codings after Code
+	Err         error    // the underlying cause, never shown to callers for KindInternal
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.Op != "" {
+		b.WriteString(e.Op)
+		b.WriteString(": ")
+	}
+	if e.Code != "" {
+		b.WriteString(e.Code)
+		b.WriteString(": ")
+	}
+	if e.Diagnostics != "" {
+		b.WriteString(e.Diagnostics)
+	} else if e.Display != "" {
+		b.WriteString(e.Display)
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Invalid builds a KindInvalid error with the given EPS code, FHIR issue type,
+// FHIRPath and words.
+func Invalid(code, issueType, expression, format string, args ...any) *Error {
+	e := &Error{Kind: KindInvalid, Code: code, IssueType: issueType, Diagnostics: fmt.Sprintf(format, args...)}
+	if expression != "" {
+		e.Expression = []string{expression}
+	}
+	return e
+}
+
+// Errorf builds an error of the given kind with words only.
+func Errorf(kind Kind, code, format string, args ...any) *Error {
+	return &Error{Kind: kind, Code: code, IssueType: defaultIssueType(kind), Diagnostics: fmt.Sprintf(format, args...)}
+}
+
+// ErrorKind returns the kind of err: that of the first *Error in its chain,
+// KindInternal otherwise.
+func ErrorKind(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return KindInternal
+}
+
+func defaultIssueType(k Kind) string {
+	switch k {
+	case KindInvalid:
+		return "invalid"
+	case KindUnauthorized:
+		return "security"
+	case KindForbidden:
+		return "forbidden"
+	case KindNotFound:
+		return "not-found"
+	case KindConflict:
+		return "conflict"
+	case KindTooLarge:
+		return "too-long"
+	case KindUnsupportedMedia:
+		return "not-supported"
+	case KindMethodNotAllowed:
+		return "not-supported"
+	case KindUnavailable:
+		return "transient"
+	case KindThrottled:
+		return "throttled"
+	default:
+		return "exception"
+	}
+}
+
+// Issue is one OperationOutcome issue.
+type Issue struct {
+	Severity    string   `json:"severity"`
+	Code        string   `json:"code"`
+	Details     *Concept `json:"details,omitempty"`
+	Diagnostics string   `json:"diagnostics,omitempty"`
+	Expression  []string `json:"expression,omitempty"`
+}
+
+// Concept is a FHIR CodeableConcept.
+type Concept struct {
+	Coding []Coding `json:"coding,omitempty"`
+	Text   string   `json:"text,omitempty"`
+}
+
+// OperationOutcome is the FHIR resource every error answer carries.
+type OperationOutcome struct {
+	ResourceType string  `json:"resourceType"`
+	ID           string  `json:"id,omitempty"`
+	Meta         *Meta   `json:"meta,omitempty"`
+	Issue        []Issue `json:"issue"`
+}
+
+// Meta is FHIR resource metadata.
+type Meta struct {
+	LastUpdated string `json:"lastUpdated,omitempty"`
+}
+
+// IssueFor turns an error into an OperationOutcome issue. Errors that are not
+// *Error, and KindInternal errors, give a generic exception issue whose words
+// reveal nothing of the cause.
+func IssueFor(err error) Issue {
+	var e *Error
+	if !errors.As(err, &e) || e.Kind == KindInternal {
+		return Issue{Severity: "error", Code: "exception",
+			Details:     &Concept{Coding: []Coding{{System: SystemSpineErrorOrWarningCode, Code: CodeServerError, Display: "Unexpected internal server error"}}},
+			Diagnostics: "the broker could not process the request; it has not changed anything it did not acknowledge, and the request may be retried"}
+	}
+	is := Issue{Severity: "error", Code: e.IssueType, Diagnostics: e.Diagnostics, Expression: e.Expression}
+	if is.Code == "" {
+		is.Code = defaultIssueType(e.Kind)
+	}
+	if e.Code != "" || len(e.Codings) > 0 {
+		is.Details = &Concept{}
+		if e.Code != "" {
+			sys := e.CodeSystem
+			if sys == "" {
+				sys = SystemSpineErrorOrWarningCode
+			}
+			display := e.Display
+			if display == "" {
+				display = e.Diagnostics
+			}
+			is.Details.Coding = append(is.Details.Coding, Coding{System: sys, Code: e.Code, Display: display})
+		}
+		is.Details.Coding = append(is.Details.Coding, e.Codings...)
+	}
+	return is
+}
+
+// ErrorOutcome encodes err as an OperationOutcome.
+func ErrorOutcome(err error) []byte {
+	return encodeOutcome(OperationOutcome{ResourceType: "OperationOutcome", Issue: []Issue{IssueFor(err)}})
+}
+
+// InformationalOutcome is the OperationOutcome of an accepted message, with
+// optional warning issues after the informational one.
+func InformationalOutcome(now time.Time, warnings ...Issue) []byte {
+	oo := OperationOutcome{ResourceType: "OperationOutcome",
+		Meta:  &Meta{LastUpdated: now.UTC().Format(time.RFC3339)},
+		Issue: []Issue{{Severity: "information", Code: "informational"}}}
+	oo.Issue = append(oo.Issue, warnings...)
+	return encodeOutcome(oo)
+}
+
+func encodeOutcome(oo OperationOutcome) []byte {
+	b, err := json.Marshal(oo)
+	if err != nil { // cannot happen: the types are plain
+		return []byte(`{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception"}]}`)
+	}
+	return b
+}

@@ -1,0 +1,83 @@
+package fhir
+
+import "time"
+
+// Message event codes (MessageHeader.eventCoding, system
+// https://fhir.nhs.uk/CodeSystem/message-event).
+const (
+	EventPrescriptionOrder         = "prescription-order"
+	EventPrescriptionOrderUpdate   = "prescription-order-update"
+	EventPrescriptionOrderResponse = "prescription-order-response"
+	EventDispenseNotification      = "dispense-notification"
+)
+
+// Course of therapy codes.
+const (
+	TherapyAcute            = "acute"
+	TherapyContinuous       = "continuous"
+	TherapyRepeatDispensing = "continuous-repeat-dispensing"
+)
+
+// Message is a decoded FHIR message Bundle: what every $process-message
+// needs before the event-specific decoding. Raw keeps the request bytes,
+// untouched; they are what the broker stores and forwards.
+type Message struct {
+	Raw           []byte
+	BundleID      string // Bundle.identifier.value
+	Event         string // MessageHeader.eventCoding.code
+	Sender        string // MessageHeader.sender.identifier.value (ODS)
+	Receiver      string // MessageHeader.destination[0].receiver.identifier.value (ODS), may be empty
+	ReplacementOf string // MessageHeader.extension replacementOf identifier, may be empty
+	Entries       []Entry
+}
+
+// Entry is one Bundle.entry: its fullUrl, its resourceType and its resource's
+// raw JSON (a slice of Message.Raw).
+type Entry struct {
+	FullURL      string
+	ResourceType string
+	ID           string
+	Resource     []byte
+}
+
+// Order is a validated prescription-order: what routing, storage and the
+// tracker need. Dates are in UTC.
+type Order struct {
+	BundleID         string
+	PrescriptionID   string    // short form, e.g. 24F5DA-A83008-7EFE6Z
+	LongID           string    // long form UUID (Extension-DM-PrescriptionId)
+	NHSNumber        string    // Patient NHS number
+	Sender           string    // MessageHeader.sender ODS code
+	Receiver         string    // MessageHeader destination receiver ODS code, may be empty
+	Performer        string    // dispenseRequest.performer ODS code, may be empty
+	SiteType         string    // Extension-DM-PerformerSiteType code: P1, P2, P3, 0004 (may be empty)
+	PrescriptionType string    // Extension-DM-PrescriptionType code, e.g. 0101
+	TherapyType      string    // acute, continuous or continuous-repeat-dispensing (continuous when acute and continuous are mixed)
+	PrescriberOrg    string    // ODS code of the requester's organisation, may be empty
+	AuthoredOn       time.Time // MedicationRequest.authoredOn, zero when absent
+	ValidityStart    time.Time // dispenseRequest.validityPeriod.start, zero when absent
+	ValidityEnd      time.Time // dispenseRequest.validityPeriod.end, zero when absent
+	RepeatsAllowed   int       // dispenseRequest.numberOfRepeatsAllowed (0 when absent)
+	SupplyDays       int       // expectedSupplyDuration in days (0 when absent)
+	Items            []OrderItem
+}
+
+// OrderItem is one MedicationRequest (line item).
+type OrderItem struct {
+	ID                string // identifier with system .../prescription-order-item-number (UUID)
+	MedicationCode    string // medicationCodeableConcept.coding[0].code
+	MedicationDisplay string // medicationCodeableConcept.coding[0].display
+	Quantity          float64
+	QuantityUnit      string
+	Dosage            string // dosageInstruction[0].text
+}
+
+// Nominated reports whether the order names a nominated site type (P1, P2 or
+// P3) rather than non-nominated (0004).
+func (o *Order) Nominated() bool {
+	switch o.SiteType {
+	case "P1", "P2", "P3":
+		return true
+	}
+	return false
+}
