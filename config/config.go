@@ -1,0 +1,288 @@
+// Package config holds the broker's settings and reads them from flags,
+// EPS_* environment variables and an optional JSON config file, in that order
+// of precedence. It is a leaf package: it imports nothing of the project.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SyncAlways is the JetStream sync policy that fsyncs every write before it
+// is acknowledged.
+const SyncAlways = "always"
+
+// Config is every setting of epsbroker.
+type Config struct {
+	HTTPAddr         string
+	DataDir          string
+	NATSURL          string
+	LogLevel         string
+	JetStreamSync    string // "always" or a Go duration (the file store's sync interval)
+	Replicas         int
+	MaxBodyBytes     int64
+	HTTPReadTimeout  time.Duration
+	HTTPWriteTimeout time.Duration
+	HTTPIdleTimeout  time.Duration
+	ShutdownTimeout  time.Duration
+	TLSCert          string
+	TLSKey           string
+	NATSListen       string
+	NATSCreds        string
+	NATSTLSCA        string
+	NATSTLSCert      string
+	NATSTLSKey       string
+	JWTIssuer        string
+	JWTAudience      string
+	JWKS             string
+	IdempotencyTTL   time.Duration
+	ConfigFile       string
+}
+
+type setting struct {
+	name  string // flag name; env is EPS_ + upper snake; file key is the flag name
+	usage string
+	def   string
+	set   func(c *Config, v string) error
+}
+
+func str(p func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *p(c) = v; return nil }
+}
+
+func dur(p func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("not a duration (e.g. 30s, 5m): %q", v)
+		}
+		*p(c) = d
+		return nil
+	}
+}
+
+var settings = []setting{
+	{"http-addr", "address the HTTP API listens on", "127.0.0.1:8080", str(func(c *Config) *string { return &c.HTTPAddr })},
+	{"data-dir", "directory for JetStream storage (embedded server) and the issuer key", "./data", str(func(c *Config) *string { return &c.DataDir })},
+	{"nats-url", "external NATS server or cluster URLs, comma-separated; empty starts an embedded server", "", str(func(c *Config) *string { return &c.NATSURL })},
+	{"log-level", "log level: debug, info, warn, error", "info", str(func(c *Config) *string { return &c.LogLevel })},
+	{"jetstream-sync", "embedded JetStream file-store sync policy: 'always' (fsync every write before it is acknowledged) or an interval such as 2m (NATS's default; acknowledged writes can be lost on power failure)", SyncAlways, str(func(c *Config) *string { return &c.JetStreamSync })},
+	{"replicas", "JetStream replicas for the broker's streams and buckets (3 on a cluster)", "1", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("not a whole number: %q", v)
+		}
+		c.Replicas = n
+		return nil
+	}},
+	{"max-body", "largest request body in bytes; larger answers 413", "1048576", func(c *Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("not a whole number of bytes: %q", v)
+		}
+		c.MaxBodyBytes = n
+		return nil
+	}},
+	{"http-read-timeout", "HTTP read timeout (whole request)", "15s", dur(func(c *Config) *time.Duration { return &c.HTTPReadTimeout })},
+	{"http-write-timeout", "HTTP write timeout (whole response)", "30s", dur(func(c *Config) *time.Duration { return &c.HTTPWriteTimeout })},
+	{"http-idle-timeout", "HTTP keep-alive idle timeout", "120s", dur(func(c *Config) *time.Duration { return &c.HTTPIdleTimeout })},
+	{"shutdown-timeout", "how long SIGTERM/SIGINT waits for in-flight requests to finish", "25s", dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	{"tls-cert", "PEM certificate for HTTPS (with --tls-key); empty serves plain HTTP", "", str(func(c *Config) *string { return &c.TLSCert })},
+	{"tls-key", "PEM private key for HTTPS", "", str(func(c *Config) *string { return &c.TLSKey })},
+	{"nats-listen", "embedded server only: host:port to accept NATS clients on (e.g. 127.0.0.1:4222 for the nats CLI); empty accepts in-process connections only", "", str(func(c *Config) *string { return &c.NATSListen })},
+	{"nats-creds", "external NATS: credentials file (JWT and nkey seed)", "", str(func(c *Config) *string { return &c.NATSCreds })},
+	{"nats-tls-ca", "NATS TLS: CA certificate to verify the server (external) ", "", str(func(c *Config) *string { return &c.NATSTLSCA })},
+	{"nats-tls-cert", "NATS TLS: certificate (client certificate for an external server; server certificate for the embedded listener)", "", str(func(c *Config) *string { return &c.NATSTLSCert })},
+	{"nats-tls-key", "NATS TLS: private key for --nats-tls-cert", "", str(func(c *Config) *string { return &c.NATSTLSKey })},
+	{"jwt-issuer", "expected iss claim of bearer tokens", "epsbroker", str(func(c *Config) *string { return &c.JWTIssuer })},
+	{"jwt-audience", "expected aud claim of bearer tokens", "eps-broker", str(func(c *Config) *string { return &c.JWTAudience })},
+	{"jwks", "external issuer keys to trust as well: a JWKS file path or https:// URL", "", str(func(c *Config) *string { return &c.JWKS })},
+	{"idempotency-ttl", "how long an X-Request-ID and its answer are remembered", "24h", dur(func(c *Config) *time.Duration { return &c.IdempotencyTTL })},
+}
+
+// EnvName is the environment variable of a setting: EPS_ and the flag name in
+// upper snake case.
+func EnvName(flagName string) string {
+	return "EPS_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Default returns the configuration with every default applied.
+func Default() Config {
+	var c Config
+	for _, s := range settings {
+		if err := s.set(&c, s.def); err != nil {
+			panic("config default of " + s.name + ": " + err.Error())
+		}
+	}
+	return c
+}
+
+// Load reads the settings: flags first, then EPS_* environment variables
+// (getenv), then the JSON config file named by --config or EPS_CONFIG, then
+// the defaults. It returns flag.ErrHelp when --help was asked for, after
+// writing the usage to out.
+func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("epsbroker", flag.ContinueOnError)
+	fs.SetOutput(out)
+	vals := make(map[string]*string, len(settings))
+	for _, s := range settings {
+		vals[s.name] = fs.String(s.name, s.def, fmt.Sprintf("%s (env %s)", s.usage, EnvName(s.name)))
+	}
+	configFile := fs.String("config", "", "optional JSON config file whose keys are these flag names (env EPS_CONFIG)")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: epsbroker [flags]\n\nSettings come from flags, then EPS_* environment variables, then the --config file, then the defaults.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+
+	file := *configFile
+	if !explicit["config"] {
+		file = getenv("EPS_CONFIG")
+	}
+	fileVals := map[string]string{}
+	if file != "" {
+		var err error
+		if fileVals, err = readFile(file); err != nil {
+			return Config{}, err
+		}
+	}
+
+	c := Config{ConfigFile: file}
+	var errs []error
+	for _, s := range settings {
+		v, from := s.def, "default"
+		if fv, ok := fileVals[s.name]; ok {
+			v, from = fv, "config file "+file
+		}
+		if ev := getenv(EnvName(s.name)); ev != "" {
+			v, from = ev, EnvName(s.name)
+		}
+		if explicit[s.name] {
+			v, from = *vals[s.name], "--"+s.name
+		}
+		if err := s.set(&c, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s (from %s): %w", s.name, from, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	return c, c.Validate()
+}
+
+func readFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("config file %s: not a JSON object: %w", path, err)
+	}
+	known := map[string]bool{}
+	for _, s := range settings {
+		known[s.name] = true
+	}
+	out := make(map[string]string, len(raw))
+	var unknown []string
+	for k, v := range raw {
+		if !known[k] {
+			unknown = append(unknown, k)
+			continue
+		}
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case float64:
+			out[k] = strconv.FormatFloat(v, 'f', -1, 64)
+		case bool:
+			out[k] = strconv.FormatBool(v)
+		default:
+			return nil, fmt.Errorf("config file %s: %s must be a string or a number", path, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, fmt.Errorf("config file %s: unknown settings %s", path, strings.Join(unknown, ", "))
+	}
+	return out, nil
+}
+
+// Validate checks the settings together and says what is wrong with each.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("http-addr %q: want host:port", c.HTTPAddr))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir must not be empty"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	if c.JetStreamSync != SyncAlways {
+		d, err := time.ParseDuration(c.JetStreamSync)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("jetstream-sync %q: want 'always' or a positive interval such as 2m", c.JetStreamSync))
+		}
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("replicas %d: want 1 to 5", c.Replicas))
+	}
+	if c.MaxBodyBytes < 1024 {
+		errs = append(errs, fmt.Errorf("max-body %d: want at least 1024 bytes", c.MaxBodyBytes))
+	}
+	for name, d := range map[string]time.Duration{"http-read-timeout": c.HTTPReadTimeout, "http-write-timeout": c.HTTPWriteTimeout,
+		"http-idle-timeout": c.HTTPIdleTimeout, "shutdown-timeout": c.ShutdownTimeout, "idempotency-ttl": c.IdempotencyTTL} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("tls-cert and tls-key go together"))
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		errs = append(errs, errors.New("nats-tls-cert and nats-tls-key go together"))
+	}
+	if c.NATSURL != "" && c.NATSListen != "" {
+		errs = append(errs, errors.New("nats-listen is for the embedded server; it cannot be used with nats-url"))
+	}
+	if c.NATSListen != "" {
+		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
+			errs = append(errs, fmt.Errorf("nats-listen %q: want host:port", c.NATSListen))
+		}
+	}
+	if c.JWTIssuer == "" || c.JWTAudience == "" {
+		errs = append(errs, errors.New("jwt-issuer and jwt-audience must not be empty"))
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+// SyncInterval returns the embedded file store's sync interval and whether
+// every write is synced (the safe default).
+func (c Config) SyncInterval() (time.Duration, bool) {
+	if c.JetStreamSync == SyncAlways {
+		return 0, true
+	}
+	d, _ := time.ParseDuration(c.JetStreamSync)
+	return d, false
+}
