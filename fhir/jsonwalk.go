@@ -1,0 +1,395 @@
+package fhir
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+)
+
+// This file holds a small pull decoder for JSON text that validJSON has
+// already accepted. It reads each byte once, hands out sub-slices of the
+// input, allocates only the Go strings it returns (and when unescaping a
+// string that holds escapes), matches keys case-sensitively as FHIR
+// requires, and records the first JSON type mismatch with its FHIRPath.
+//
+// On text that is not valid JSON it never panics and always terminates
+// (every loop moves forward), but what it reads is then meaningless.
+
+// isSpace reports whether c is JSON whitespace.
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// skipSpace returns the index of the first non-whitespace byte of b at or
+// after i (len(b) if there is none). Indentation is skipped eight spaces at
+// a time.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+const eightSpaces = 0x2020202020202020
+
+// stringEnd returns the index just past the string literal whose opening
+// quote is b[i], and whether the literal holds escapes.
+func stringEnd(b []byte, i int) (end int, escaped bool) {
+	j := i + 1
+	for j <= len(b) {
+		q := bytes.IndexByte(b[j:], '"')
+		if q < 0 {
+			break
+		}
+		q += j
+		bs := bytes.IndexByte(b[j:q], '\\')
+		if bs < 0 {
+			return q + 1, escaped
+		}
+		// An escape before the quote: step over escapes one by one.
+		escaped = true
+		for j += bs; j < q; j++ {
+			if b[j] == '\\' {
+				j++ // the escaped byte, which may be the quote
+			}
+		}
+		if j == q {
+			return q + 1, true
+		}
+	}
+	return len(b), escaped
+}
+
+// valueEnd returns the index just past the JSON value that starts at b[i]
+// (a non-whitespace byte). The result is always greater than i.
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		end, _ := stringEnd(b, i)
+		return end
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			if !structural[b[i]] {
+				i++
+				continue
+			}
+			switch b[i] {
+			case '"':
+				i, _ = stringEnd(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return len(b)
+	default: // number, true, false, null
+		j := i + 1
+		for j < len(b) && !isSpace(b[j]) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ':' {
+			j++
+		}
+		return j
+	}
+}
+
+// structural tells the bytes that valueEnd looks at within an object or
+// array.
+var structural = [256]bool{'"': true, '{': true, '[': true, '}': true, ']': true}
+
+// literal returns the content of the string literal lit (quotes included)
+// with its escapes decoded. Without escapes it is a sub-slice of lit.
+func literal(lit []byte, escaped bool) []byte {
+	if len(lit) < 2 {
+		return nil
+	}
+	if !escaped {
+		return lit[1 : len(lit)-1]
+	}
+	// Escapes are rare in FHIR: let encoding/json decode them, so that the
+	// result is exactly what a consumer decoding with it would see.
+	var s string
+	if json.Unmarshal(lit, &s) != nil {
+		return nil
+	}
+	return []byte(s)
+}
+
+// jsonKind names the JSON type of the raw value v, for diagnostics.
+func jsonKind(v []byte) string {
+	if len(v) == 0 {
+		return "nothing"
+	}
+	switch v[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	default:
+		return "a number"
+	}
+}
+
+// reader is a cursor on a JSON value b, whose FHIRPath is root (or the
+// resource of Bundle.entry[entry] when entry >= 0). It records the first type
+// mismatch in err. Like encoding/json, it takes null for an absent value and
+// the last of repeated members.
+type reader struct {
+	b     []byte
+	i     int
+	root  string
+	entry int
+	err   *Error
+}
+
+// newReader reads b, whose FHIRPath is root.
+func newReader(b []byte, root string) reader {
+	return reader{b: b, i: skipSpace(b, 0), root: root, entry: -1}
+}
+
+// entryReader reads res, the resource of Bundle entry k.
+func entryReader(res []byte, k int) reader {
+	return reader{b: res, i: skipSpace(res, 0), entry: k}
+}
+
+// expr is the FHIRPath of the value at the cursor.
+func (r *reader) expr() string { return r.exprAt(r.i) }
+
+// exprAt is the FHIRPath of the value that starts at offset off. It is
+// worked out from the top when an error needs it, so that reading keeps no
+// path.
+func (r *reader) exprAt(off int) string {
+	root := r.root
+	if r.entry >= 0 {
+		root = entryPath(r.entry, "")
+	}
+	return fhirPath(root, pathAt(r.b, off))
+}
+
+// pathAt returns the path, from the top of the JSON text b, of the value
+// that starts at offset off.
+func pathAt(b []byte, off int) []pathSeg {
+	var path []pathSeg
+	for i := skipSpace(b, 0); i < off && i < len(b); {
+		r := reader{b: b, i: i}
+		next := -1
+		find := func(seg pathSeg) {
+			if start := r.i; start <= off && off < valueEnd(b, start) {
+				path, next = append(path, seg), start
+			}
+		}
+		switch b[i] {
+		case '{':
+			r.object(func(key []byte) { find(pathSeg{key: key, index: -1}) })
+		case '[':
+			r.array(func(n int) { find(pathSeg{index: n}) })
+		}
+		if next < 0 {
+			break
+		}
+		i = next
+	}
+	return path
+}
+
+// peek returns the first byte of the value at the cursor (0 at the end).
+func (r *reader) peek() byte {
+	if r.i < len(r.b) {
+		return r.b[r.i]
+	}
+	return 0
+}
+
+// skip moves past the value at the cursor.
+func (r *reader) skip() {
+	if r.i < len(r.b) {
+		r.i = valueEnd(r.b, r.i)
+	}
+}
+
+// fail records err, unless an error is already recorded.
+func (r *reader) fail(err *Error) {
+	if r.err == nil {
+		r.err = err
+	}
+}
+
+// mismatch records that the value at the cursor is not want, and skips it.
+func (r *reader) mismatch(want string) {
+	r.fail(wrongType(r.expr(), r.b[min(r.i, len(r.b)):], want))
+	r.skip()
+}
+
+// capture runs read and returns the error it records, leaving r.err as it
+// was: checks can then report errors in their own order.
+func (r *reader) capture(read func()) *Error {
+	saved := r.err
+	r.err = nil
+	read()
+	err := r.err
+	r.err = saved
+	return err
+}
+
+// object reads the object at the cursor: it calls fn with each key, the
+// cursor on the member's value, and skips the values fn does not read. It
+// returns false (after recording a mismatch) if the value is not an object.
+func (r *reader) object(fn func(key []byte)) bool {
+	switch r.peek() {
+	case '{':
+	case 'n':
+		r.skip()
+		return true
+	default:
+		r.mismatch("an object")
+		return false
+	}
+	b := r.b
+	for r.i++; ; r.i++ {
+		r.i = skipSpace(b, r.i)
+		if r.i >= len(b) || b[r.i] != '"' {
+			break // '}' (or text that is not JSON)
+		}
+		kEnd, esc := stringEnd(b, r.i)
+		key := literal(b[r.i:kEnd], esc)
+		r.i = skipSpace(b, kEnd)
+		if r.i < len(b) && b[r.i] == ':' {
+			r.i = skipSpace(b, r.i+1)
+		}
+		start := r.i
+		fn(key)
+		if r.i == start {
+			r.skip()
+		}
+		if r.i = skipSpace(b, r.i); r.i >= len(b) || b[r.i] != ',' {
+			break
+		}
+	}
+	r.i = min(r.i+1, len(b)) // the closing brace
+	return true
+}
+
+// array reads the array at the cursor: it calls fn with each index, the
+// cursor on the element, and skips the elements fn does not read. It returns
+// false (after recording a mismatch) if the value is not an array.
+func (r *reader) array(fn func(i int)) bool {
+	switch r.peek() {
+	case '[':
+	case 'n':
+		r.skip()
+		return true
+	default:
+		r.mismatch("an array")
+		return false
+	}
+	b := r.b
+	r.i++
+	for n := 0; ; n++ {
+		if r.i = skipSpace(b, r.i); r.i >= len(b) || b[r.i] == ']' {
+			break
+		}
+		start := r.i
+		fn(n)
+		if r.i == start {
+			r.skip()
+		}
+		if r.i = skipSpace(b, r.i); r.i >= len(b) || b[r.i] != ',' {
+			break
+		}
+		r.i++
+	}
+	r.i = min(r.i+1, len(b)) // the closing bracket
+	return true
+}
+
+// bytes reads the string at the cursor and returns its content, a sub-slice
+// of the input unless it holds escapes; nil for null or a mismatch.
+func (r *reader) bytes() []byte {
+	switch r.peek() {
+	case '"':
+		end, esc := stringEnd(r.b, r.i)
+		s := literal(r.b[r.i:end], esc)
+		r.i = end
+		return s
+	case 'n':
+		r.skip()
+		return nil
+	}
+	r.mismatch("a string")
+	return nil
+}
+
+// str reads the string at the cursor ("" for null or a mismatch).
+func (r *reader) str() string { return string(r.bytes()) }
+
+// raw returns the value at the cursor as it is, and skips it.
+func (r *reader) raw() []byte {
+	start := r.i
+	r.skip()
+	return r.b[start:r.i]
+}
+
+// number returns the text of the number at the cursor, or nil (after
+// recording a mismatch unless the value is null).
+func (r *reader) number() []byte {
+	switch c := r.peek(); {
+	case c == '-' || c >= '0' && c <= '9':
+		return r.raw()
+	case c == 'n':
+		r.skip()
+	default:
+		r.mismatch("a number")
+	}
+	return nil
+}
+
+// float reads the number at the cursor; ok is false when it is absent or
+// not a float64.
+func (r *reader) float() (v float64, ok bool) {
+	start := r.i
+	if n := r.number(); n != nil {
+		var err error
+		if v, err = strconv.ParseFloat(string(n), 64); err == nil {
+			return v, true
+		}
+		r.i = start
+		r.mismatch("a number that fits a float64")
+	}
+	return 0, false
+}
+
+// integer reads the integer at the cursor; ok is false when it is absent or
+// not an integer (a fraction or an exponent is a mismatch, as in
+// encoding/json).
+func (r *reader) integer() (v int, ok bool) {
+	start := r.i
+	if n := r.number(); n != nil {
+		v64, err := strconv.ParseInt(string(n), 10, 0)
+		if err == nil {
+			return int(v64), true
+		}
+		r.i = start
+		r.mismatch("an integer")
+	}
+	return 0, false
+}
+
+// list reads the array at the cursor into *dst (replacing what it held),
+// reading each element with read.
+func list[T any](r *reader, dst *[]T, read func(*T)) {
+	*dst = (*dst)[:0]
+	r.array(func(int) {
+		var zero T
+		*dst = append(*dst, zero)
+		read(&(*dst)[len(*dst)-1])
+	})
+}
