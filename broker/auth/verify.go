@@ -1,0 +1,301 @@
+package auth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/fhir"
+)
+
+// Defaults of VerifierConfig.
+const (
+	DefaultJWKSRefresh = time.Hour
+	DefaultLeeway      = 30 * time.Second
+)
+
+// maxTokenSize bounds the tokens Verify looks at; real ones are well under
+// 2 KiB.
+const maxTokenSize = 16 << 10
+
+// allowedAlgList holds the signature algorithms Verify accepts: never
+// "none" and never HMAC, whose keys are secrets the broker does not share.
+var allowedAlgList = []string{
+	"EdDSA",
+	"RS256", "RS384", "RS512",
+	"PS256", "PS384", "PS512",
+	"ES256", "ES384", "ES512",
+}
+
+// allowedAlgs is allowedAlgList as a set.
+var allowedAlgs = func() map[string]bool {
+	m := make(map[string]bool, len(allowedAlgList))
+	for _, a := range allowedAlgList {
+		m[a] = true
+	}
+	return m
+}()
+
+// claims are the JWT claims Verify reads: the registered ones plus the
+// user's organisation and role.
+type claims struct {
+	ODS  string `json:"ods,omitempty"`
+	Role Role   `json:"role,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// VerifierConfig says which tokens a Verifier accepts.
+type VerifierConfig struct {
+	// Issuer and Audience are the iss and aud the tokens must carry.
+	// Both are required.
+	Issuer, Audience string
+	// LocalKey is the public half of the broker's own issuer key; nil
+	// when only external keys are trusted.
+	LocalKey ed25519.PublicKey
+	// JWKS is optional: the path of a JWKS file or the https:// URL of an
+	// external issuer's JWKS (NHS CIS2, say). When set, tokens signed by
+	// those keys are trusted too.
+	JWKS string
+	// JWKSRefresh is how often the JWKS is reloaded (default
+	// DefaultJWKSRefresh). A token whose kid is unknown also triggers a
+	// reload, at most once a minute.
+	JWKSRefresh time.Duration
+	// Leeway is the clock skew allowed when checking exp, nbf and iat
+	// (default DefaultLeeway; negative for none).
+	Leeway time.Duration
+	// HTTPClient fetches the JWKS URL; nil for a client with a 10s
+	// timeout that follows redirects only to https.
+	HTTPClient *http.Client
+	// Now returns the current time; nil for time.Now. For tests.
+	Now func() time.Time
+	// Logger receives warnings about JWKS refreshes; nil for none.
+	Logger *zap.Logger
+}
+
+// Verifier checks bearer tokens. It is safe for concurrent use.
+type Verifier struct {
+	parser *jwt.Parser
+	local  []trustedKey // the broker's own key, if trusted
+	jwks   *jwksSource  // the external issuer's keys, if configured
+	close  sync.Once
+}
+
+// NewVerifier returns a Verifier for cfg. When cfg.JWKS is set it loads the
+// JWKS first, within ctx, and fails if it holds no usable key; the keys are
+// then refreshed in the background until ctx ends or Close is called.
+func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
+	if cfg.Issuer == "" || cfg.Audience == "" {
+		return nil, errors.New("auth: verifier: issuer and audience are required")
+	}
+	if cfg.LocalKey == nil && cfg.JWKS == "" {
+		return nil, errors.New("auth: verifier: no trusted key: give the local issuer key, a JWKS, or both")
+	}
+	if cfg.LocalKey != nil && len(cfg.LocalKey) != ed25519.PublicKeySize {
+		return nil, errors.New("auth: verifier: local key is not an Ed25519 public key")
+	}
+	leeway := cfg.Leeway
+	switch {
+	case leeway == 0:
+		leeway = DefaultLeeway
+	case leeway < 0:
+		leeway = 0
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	refresh := cfg.JWKSRefresh
+	if refresh <= 0 {
+		refresh = DefaultJWKSRefresh
+	}
+	refresh = max(refresh, jwksMinRefresh)
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+
+	v := &Verifier{
+		parser: jwt.NewParser(
+			jwt.WithValidMethods(allowedAlgList),
+			jwt.WithIssuer(cfg.Issuer),
+			jwt.WithAudience(cfg.Audience),
+			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+			jwt.WithLeeway(leeway),
+			jwt.WithTimeFunc(now),
+		),
+	}
+	if cfg.LocalKey != nil {
+		pub := ed25519.PublicKey(append([]byte(nil), cfg.LocalKey...))
+		v.local = []trustedKey{{kid: KeyID(pub), alg: "EdDSA", key: pub}}
+	}
+	if cfg.JWKS != "" {
+		src, err := newJWKSSource(ctx, cfg.JWKS, refresh, cfg.HTTPClient, log)
+		if err != nil {
+			return nil, err
+		}
+		v.jwks = src
+	}
+	return v, nil
+}
+
+// Close stops refreshing the JWKS. Verify still works afterwards, with the
+// keys last loaded.
+func (v *Verifier) Close() error {
+	v.close.Do(func() {
+		if v.jwks != nil {
+			v.jwks.close()
+		}
+	})
+	return nil
+}
+
+// Verify checks token and returns whom it authenticates. It accepts only
+// the signature algorithms EdDSA, RS256/384/512, PS256/384/512 and
+// ES256/384/512, by a trusted key; it requires exp and checks exp, nbf and
+// iat (with the configured leeway), iss and aud; and it requires a
+// non-empty sub, a role that is one of the four and an ods that is a valid
+// ODS code.
+//
+// Any failure returns an error wrapping ErrUnauthorized with a short reason,
+// which never includes the token or key material.
+func (v *Verifier) Verify(token string) (Principal, error) {
+	if token == "" {
+		return Principal{}, unauthorized("no token")
+	}
+	if len(token) > maxTokenSize {
+		return Principal{}, unauthorized("token too large")
+	}
+	var c claims
+	t, err := v.parser.ParseWithClaims(token, &c, v.keyFunc)
+	if err != nil {
+		return Principal{}, unauthorized(reason(t, &c, err))
+	}
+	switch {
+	case c.Subject == "":
+		return Principal{}, unauthorized("missing sub claim")
+	case c.Role == "":
+		return Principal{}, unauthorized("missing role claim")
+	case !c.Role.Valid():
+		return Principal{}, unauthorized("invalid role claim")
+	case c.ODS == "":
+		return Principal{}, unauthorized("missing ods claim")
+	case !fhir.ValidODSCode(c.ODS):
+		return Principal{}, unauthorized("invalid ods claim")
+	}
+	return Principal{Subject: c.Subject, ODS: c.ODS, Role: c.Role}, nil
+}
+
+func unauthorized(reason string) error {
+	return fmt.Errorf("%w: %s", ErrUnauthorized, reason)
+}
+
+// Errors of keyFunc; their text is safe to show.
+var (
+	errNoKey  = errors.New("signing key not trusted")
+	errBadKid = errors.New("malformed kid header")
+	errCrit   = errors.New("unsupported crit header")
+)
+
+// keyFunc chooses the trusted keys that may have signed t: those with its
+// kid (all of them when it has none) that suit its algorithm. An unknown
+// kid makes the JWKS refresh, at most once a minute. Tokens with a crit
+// header are refused.
+func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
+	// RFC 7515 section 4.1.11: extensions listed in crit must be
+	// understood, and the broker understands none.
+	if _, ok := t.Header["crit"]; ok {
+		return nil, errCrit
+	}
+	alg := t.Method.Alg()
+	var kid string
+	if raw, ok := t.Header["kid"]; ok {
+		s, ok := raw.(string)
+		if !ok {
+			return nil, errBadKid
+		}
+		kid = s
+	}
+	keys := v.candidates(kid, alg)
+	if len(keys) == 0 && kid != "" && v.jwks != nil {
+		v.jwks.refreshForUnknownKID()
+		keys = v.candidates(kid, alg)
+	}
+	switch len(keys) {
+	case 0:
+		return nil, errNoKey
+	case 1:
+		return keys[0], nil
+	}
+	return jwt.VerificationKeySet{Keys: keys}, nil
+}
+
+// candidates returns the trusted keys with the given kid ("" matches any)
+// that suit alg.
+func (v *Verifier) candidates(kid, alg string) []jwt.VerificationKey {
+	var out []jwt.VerificationKey
+	add := func(keys []trustedKey) {
+		for _, k := range keys {
+			if (kid == "" || k.kid == kid) && k.fits(alg) {
+				out = append(out, k.key)
+			}
+		}
+	}
+	add(v.local)
+	if v.jwks != nil {
+		add(v.jwks.current())
+	}
+	return out
+}
+
+// reason turns an error of the JWT parser into a short reason that holds
+// nothing from the token (header values such as alg and kid are chosen by
+// whoever sent it).
+func reason(t *jwt.Token, c *claims, err error) string {
+	if errors.Is(err, jwt.ErrTokenMalformed) {
+		return "malformed token"
+	}
+	if t != nil {
+		if alg, _ := t.Header["alg"].(string); !allowedAlgs[alg] {
+			return "signing algorithm not allowed"
+		}
+	}
+	switch {
+	case errors.Is(err, errNoKey):
+		return errNoKey.Error()
+	case errors.Is(err, errBadKid):
+		return errBadKid.Error()
+	case errors.Is(err, errCrit):
+		return errCrit.Error()
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return "invalid signature"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		switch {
+		case c.ExpiresAt == nil:
+			return "missing exp claim"
+		case c.Issuer == "":
+			return "missing iss claim"
+		case len(c.Audience) == 0:
+			return "missing aud claim"
+		}
+		return "missing required claim"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "token expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return "token not valid yet"
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "token issued in the future"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "wrong issuer"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "wrong audience"
+	}
+	return "invalid token"
+}
