@@ -1,0 +1,192 @@
+// Package app assembles the broker: NATS (embedded or external), the
+// JetStream store, the intake service, the projections and the HTTP API. The
+// epsbroker command runs it; end-to-end tests start it in-process.
+package app
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/httpapi"
+	"github.com/nhs-eps/epsbroker/config"
+)
+
+// App is a running broker.
+type App struct {
+	cfg       config.Config
+	log       *zap.Logger
+	NATS      *broker.NATS
+	Store     *broker.Store
+	Metrics   *broker.Metrics
+	projector *broker.QueueProjector
+	verifier  *auth.Verifier
+	// IssuerKey is the broker's own token signing key (from the data dir).
+	IssuerKey ed25519.PrivateKey
+	server    *http.Server
+	listener  net.Listener
+}
+
+// New starts everything but the HTTP server: NATS, the streams and buckets,
+// the projections and the token verifier. Now is the clock (time.Now when nil).
+func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() time.Time) (*App, error) {
+	if now == nil {
+		now = time.Now
+	}
+	a := &App{cfg: cfg, log: log, Metrics: broker.NewMetrics()}
+	ok := false
+	defer func() {
+		if !ok {
+			a.closeBackend()
+		}
+	}()
+
+	key, err := auth.LoadOrCreateIssuerKey(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("issuer key: %w", err)
+	}
+	a.IssuerKey = key
+	a.verifier, err = auth.NewVerifier(ctx, auth.VerifierConfig{
+		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
+		LocalKey: key.Public().(ed25519.PublicKey), JWKS: cfg.JWKS,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("token verifier: %w", err)
+	}
+
+	if a.NATS, err = broker.ConnectNATS(ctx, cfg, log); err != nil {
+		return nil, err
+	}
+	maxMsg := int32(max(cfg.MaxBodyBytes*2, 1<<20))
+	if a.NATS.Embedded == nil {
+		maxMsg = int32(min(int64(maxMsg), a.NATS.Conn.MaxPayload()))
+	}
+	a.Store, err = broker.OpenStore(ctx, a.NATS.Conn, broker.StoreConfig{
+		Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg,
+	}, a.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	if a.projector, err = broker.StartQueueProjector(ctx, a.Store, a.NATS.Conn, a.Metrics, log); err != nil {
+		return nil, err
+	}
+
+	handler := httpapi.NewHandler(httpapi.Deps{
+		Intake:   broker.NewIntake(a.Store, a.Metrics, log, now),
+		Store:    a.Store,
+		Verifier: a.verifier,
+		Metrics:  a.Metrics,
+		Log:      log,
+		Ready:    a.Ready,
+		MaxBody:  cfg.MaxBodyBytes,
+		Now:      now,
+	})
+	a.server = &http.Server{
+		Handler:           handler,
+		ReadTimeout:       cfg.HTTPReadTimeout,
+		ReadHeaderTimeout: min(cfg.HTTPReadTimeout, 10*time.Second),
+		WriteTimeout:      cfg.HTTPWriteTimeout,
+		IdleTimeout:       cfg.HTTPIdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	ok = true
+	return a, nil
+}
+
+// Ready reports whether the broker can serve requests.
+func (a *App) Ready(ctx context.Context) error {
+	if st := a.NATS.Conn.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("NATS connection %s", st)
+	}
+	if err := a.Store.Healthy(ctx); err != nil {
+		return fmt.Errorf("JetStream: %w", err)
+	}
+	if !a.projector.Running() {
+		return errors.New("queue projector stopped")
+	}
+	return nil
+}
+
+// Listen binds the HTTP address (cfg.HTTPAddr; port 0 picks a free one).
+func (a *App) Listen() error {
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http-addr: %w", err)
+	}
+	if a.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(a.cfg.TLSCert, a.cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("tls: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	a.listener = ln
+	return nil
+}
+
+// Addr is the address the HTTP API listens on (after Listen).
+func (a *App) Addr() string { return a.listener.Addr().String() }
+
+// Handler is the HTTP API.
+func (a *App) Handler() http.Handler { return a.server.Handler }
+
+// Serve answers HTTP requests until ctx ends, then drains: in-flight
+// requests finish (within the shutdown timeout), the projections stop and
+// NATS closes cleanly. It returns nil after a clean drain.
+func (a *App) Serve(ctx context.Context) error {
+	if a.listener == nil {
+		if err := a.Listen(); err != nil {
+			a.closeBackend()
+			return err
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- a.server.Serve(a.listener) }()
+	scheme := "http"
+	if a.cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	a.log.Info("epsbroker serving", zap.String("addr", scheme+"://"+a.Addr()))
+	var serveErr error
+	select {
+	case serveErr = <-errc:
+	case <-ctx.Done():
+		a.log.Info("draining: no new requests; waiting for in-flight ones", zap.Duration("timeout", a.cfg.ShutdownTimeout))
+		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+		serveErr = a.server.Shutdown(sctx)
+		cancel()
+		if e := <-errc; !errors.Is(e, http.ErrServerClosed) && serveErr == nil {
+			serveErr = e
+		}
+	}
+	a.closeBackend()
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	a.log.Info("epsbroker stopped", zap.Error(serveErr))
+	return serveErr
+}
+
+func (a *App) closeBackend() {
+	if a.projector != nil {
+		a.projector.Stop()
+	}
+	if a.NATS != nil {
+		a.NATS.Close()
+	}
+	if a.verifier != nil {
+		_ = a.verifier.Close()
+	}
+}

@@ -1,0 +1,47 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// capabilityStatement lists what the broker implements, and only that.
+var capabilityStatement = mustJSON(map[string]any{
+	"resourceType": "CapabilityStatement",
+	"status":       "active",
+	"date":         "2026-11-21",
+	"publisher":    "EPS prescription-routing broker",
+	"kind":         "instance",
+	"software":     map[string]any{"name": "epsbroker"},
+	"fhirVersion":  "4.0.1",
+	"format":       []string{"application/fhir+json", "application/json"},
+	"rest": []any{map[string]any{
+		"mode": "server",
+		"security": map[string]any{
+			"cors":        false,
+			"description": "Authorization: Bearer <JWT> signed by the broker's issuer key or a configured external issuer; claims sub, ods, role (prescriber, dispenser, tracker, admin).",
+		},
+		"operation": []any{map[string]any{
+			"name":          "process-message",
+			"definition":    "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
+			"documentation": "Accepts FHIR message Bundles. Supported events: prescription-order.",
+		}},
+	}},
+	"messaging": []any{map[string]any{
+		"supportedMessage": []any{
+			map[string]any{"mode": "receiver", "definition": "https://fhir.nhs.uk/MessageDefinition/prescription-order"},
+		},
+	}},
+})
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func (a *api) metadata(w http.ResponseWriter, _ *http.Request) {
+	writeFHIR(w, http.StatusOK, capabilityStatement)
+}

@@ -1,0 +1,277 @@
+// Package httpapi is the broker's HTTP interface: the FHIR endpoints of
+// CONTRACT.md, health, readiness and metrics. It authenticates callers,
+// limits request bodies, applies X-Request-ID idempotency and maps the
+// domain's error kinds to HTTP status codes in one place (statusFor).
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir"
+)
+
+// FHIRMediaType is the media type of every FHIR answer.
+const FHIRMediaType = "application/fhir+json"
+
+// Verifier checks bearer tokens.
+type Verifier interface {
+	Verify(token string) (auth.Principal, error)
+}
+
+// Deps are what the HTTP API serves from.
+type Deps struct {
+	Intake   *broker.Intake
+	Store    *broker.Store
+	Verifier Verifier
+	Metrics  *broker.Metrics
+	Log      *zap.Logger
+	// Ready reports whether the broker can serve: NATS connected, streams and
+	// buckets in place, projections running.
+	Ready   func(context.Context) error
+	MaxBody int64
+	Now     func() time.Time
+}
+
+type api struct{ Deps }
+
+// NewHandler returns the broker's HTTP handler.
+func NewHandler(d Deps) http.Handler {
+	a := &api{d}
+	mux := http.NewServeMux()
+	route := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, a.observe(pattern, h))
+	}
+	route("GET /healthz", http.HandlerFunc(a.healthz))
+	route("GET /readyz", http.HandlerFunc(a.readyz))
+	route("GET /metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{Registry: d.Metrics.Registry}))
+	route("GET /FHIR/R4/metadata", http.HandlerFunc(a.metadata))
+	route("POST /FHIR/R4/$process-message", a.authenticated(a.withBody(a.idempotent(a.processMessage))))
+	// Everything else under the API prefixes answers with an OperationOutcome.
+	route("/FHIR/R4/", a.authenticated(http.HandlerFunc(a.notFound)))
+	route("/api/", a.authenticated(http.HandlerFunc(a.notFound)))
+	route("/", http.HandlerFunc(a.notFound))
+	return a.recoverer(mux)
+}
+
+// statusFor maps an error kind to its HTTP status: the one place where
+// domain errors meet HTTP.
+func statusFor(k fhir.Kind) int {
+	switch k {
+	case fhir.KindInvalid:
+		return http.StatusBadRequest
+	case fhir.KindUnauthorized:
+		return http.StatusUnauthorized
+	case fhir.KindForbidden:
+		return http.StatusForbidden
+	case fhir.KindNotFound:
+		return http.StatusNotFound
+	case fhir.KindConflict:
+		return http.StatusConflict
+	case fhir.KindTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case fhir.KindUnsupportedMedia:
+		return http.StatusUnsupportedMediaType
+	case fhir.KindMethodNotAllowed:
+		return http.StatusMethodNotAllowed
+	case fhir.KindThrottled:
+		return http.StatusTooManyRequests
+	case fhir.KindUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// writeError answers with err as an OperationOutcome.
+func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := statusFor(fhir.ErrorKind(err))
+	if status >= 500 {
+		a.Log.Error("request failed", zap.String("path", r.URL.Path), zap.String("request_id", r.Header.Get("X-Request-ID")), zap.Error(err))
+	} else {
+		a.Log.Debug("request rejected", zap.String("path", r.URL.Path), zap.Int("status", status), zap.Error(err))
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="eps"`)
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeFHIR(w, status, fhir.ErrorOutcome(err))
+}
+
+func writeFHIR(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", FHIRMediaType+"; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+type ctxKey int
+
+const (
+	principalKey ctxKey = iota
+	bodyKey
+)
+
+func principalFrom(ctx context.Context) auth.Principal {
+	p, _ := ctx.Value(principalKey).(auth.Principal)
+	return p
+}
+
+func bodyFrom(ctx context.Context) []byte {
+	b, _ := ctx.Value(bodyKey).([]byte)
+	return b
+}
+
+// authenticated requires a valid bearer token and puts its principal in the
+// request context.
+func (a *api) authenticated(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := auth.BearerToken(r.Header.Get("Authorization"))
+		if token == "" {
+			a.writeError(w, r, fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "missing bearer token: send Authorization: Bearer <JWT>"))
+			return
+		}
+		p, err := a.Verifier.Verify(token)
+		if err != nil {
+			a.writeError(w, r, fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "invalid bearer token: %s", strings.TrimPrefix(err.Error(), auth.ErrUnauthorized.Error()+": ")))
+			return
+		}
+		if o, ok := w.(*observedWriter); ok {
+			o.principal = p
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+	})
+}
+
+// withBody reads the whole request body, up to the configured limit (413
+// past it), and refuses media types that are not JSON.
+func (a *api) withBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ct := strings.ToLower(r.Header.Get("Content-Type"))
+		if strings.Contains(ct, "xml") {
+			a.writeError(w, r, fhir.Errorf(fhir.KindUnsupportedMedia, fhir.CodeUnsupportedMedia, "Content-Type %q is not supported: send application/fhir+json", ct))
+			return
+		}
+		tooLarge := fhir.Errorf(fhir.KindTooLarge, fhir.CodeTooLarge, "request body is larger than the limit of %d bytes", a.MaxBody)
+		if r.ContentLength > a.MaxBody {
+			a.writeError(w, r, tooLarge)
+			return
+		}
+		start := time.Now()
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.MaxBody))
+		var maxErr *http.MaxBytesError
+		switch {
+		case errors.As(err, &maxErr):
+			a.writeError(w, r, tooLarge)
+			return
+		case err != nil:
+			a.writeError(w, r, fhir.Errorf(fhir.KindInvalid, fhir.CodeInvalidValue, "request body could not be read: %v", err))
+			return
+		}
+		a.Metrics.IntakeStage.WithLabelValues("read").Observe(time.Since(start).Seconds())
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyKey, body)))
+	})
+}
+
+// idempotent applies X-Request-ID: the same key from the same user with the
+// same request answers as the first time did, and changes nothing.
+func (a *api) idempotent(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-ID")
+		if id == "" {
+			next(w, r)
+			return
+		}
+		if len(id) > 200 {
+			a.writeError(w, r, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "value", Code: fhir.CodeInvalidValue,
+				Diagnostics: "X-Request-ID is longer than 200 characters (send a UUID)"})
+			return
+		}
+		p := principalFrom(r.Context())
+		key := broker.RequestKey(p.Subject, p.ODS, id)
+		hash := broker.RequestHash(r.Method, r.URL.Path, bodyFrom(r.Context()))
+		saved, err := a.Store.SavedResponse(r.Context(), key)
+		switch {
+		case err == nil && saved.BodyHash == hash:
+			w.Header().Set("X-Idempotent-Replay", "true")
+			w.Header().Set("Content-Type", saved.ContentType)
+			w.WriteHeader(saved.Status)
+			_, _ = w.Write(saved.Body)
+			return
+		case err == nil:
+			a.writeError(w, r, &fhir.Error{Kind: fhir.KindConflict, IssueType: "duplicate", Code: fhir.CodeDuplicateRequestIDDifferent,
+				Diagnostics: "X-Request-ID was already used for a different request; a retry must resend the same request, a new request needs a new X-Request-ID"})
+			return
+		case !errors.Is(err, broker.ErrNotFound):
+			a.writeError(w, r, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable, Diagnostics: "X-Request-ID could not be checked; retry", Err: err})
+			return
+		}
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		next(rec, r)
+		if rec.status < 500 {
+			err := a.Store.SaveResponse(r.Context(), key, &broker.SavedResponse{BodyHash: hash, Status: rec.status,
+				ContentType: rec.Header().Get("Content-Type"), Body: rec.body})
+			if err != nil {
+				a.Log.Warn("X-Request-ID answer not remembered", zap.Error(err))
+			}
+		}
+		rec.flush()
+	})
+}
+
+// recorder holds a response back until it has been remembered.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	body   []byte
+}
+
+func (r *recorder) WriteHeader(status int)      { r.status = status }
+func (r *recorder) Write(b []byte) (int, error) { r.body = append(r.body, b...); return len(b), nil }
+func (r *recorder) flush() {
+	r.ResponseWriter.Header().Set("Content-Length", strconv.Itoa(len(r.body)))
+	r.ResponseWriter.WriteHeader(r.status)
+	_, _ = r.ResponseWriter.Write(r.body)
+}
+
+func (a *api) processMessage(w http.ResponseWriter, r *http.Request) {
+	out, err := a.Intake.ProcessMessage(r.Context(), principalFrom(r.Context()), bodyFrom(r.Context()))
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeFHIR(w, http.StatusOK, out.Body)
+}
+
+func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := a.Ready(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "not ready: "+err.Error()+"\n")
+		return
+	}
+	_, _ = io.WriteString(w, "ready\n")
+}
+
+func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
+	a.writeError(w, r, fhir.Errorf(fhir.KindNotFound, fhir.CodeResourceNotFound, "no endpoint %s %s (see GET /FHIR/R4/metadata)", r.Method, r.URL.Path))
+}

@@ -1,0 +1,121 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/tracker"
+)
+
+// Intake accepts FHIR messages posted to $process-message: it decodes and
+// validates them, checks who may send them, and makes each accepted message
+// real with one durable write to the event log.
+type Intake struct {
+	store   *Store
+	metrics *Metrics
+	log     *zap.Logger
+	now     func() time.Time
+}
+
+// NewIntake returns the intake service. now is the clock (time.Now in
+// production).
+func NewIntake(store *Store, m *Metrics, log *zap.Logger, now func() time.Time) *Intake {
+	return &Intake{store: store, metrics: m, log: log, now: now}
+}
+
+// Outcome is the answer to an accepted message: the FHIR resource to return.
+type Outcome struct {
+	Body           []byte
+	PrescriptionID string
+	// Resent is true when the message had been accepted before and nothing
+	// new was stored.
+	Resent bool
+}
+
+// ProcessMessage handles one $process-message request body from principal p.
+// Errors are *fhir.Error values whose Kind says what the caller did wrong.
+func (in *Intake) ProcessMessage(ctx context.Context, p auth.Principal, body []byte) (*Outcome, error) {
+	start := time.Now()
+	msg, err := fhir.DecodeMessage(body)
+	in.stage("decode", start)
+	if err != nil {
+		in.metrics.Orders.WithLabelValues("invalid").Inc()
+		return nil, err
+	}
+	switch msg.Event {
+	case fhir.EventPrescriptionOrder:
+		return in.order(ctx, p, msg)
+	default:
+		return nil, &fhir.Error{Kind: fhir.KindInvalid, Op: "process-message", IssueType: "not-supported",
+			Code: fhir.CodeInvalidValue, Expression: []string{"Bundle.entry[0].resource.eventCoding.code"},
+			Diagnostics: fmt.Sprintf("message event %q is not supported by this broker (see GET /FHIR/R4/metadata)", msg.Event)}
+	}
+}
+
+func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message) (*Outcome, error) {
+	if p.Role != auth.RolePrescriber {
+		in.metrics.Orders.WithLabelValues("forbidden").Inc()
+		return nil, fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "role %q may not send prescription orders", p.Role)
+	}
+	if msg.Sender != p.ODS {
+		in.metrics.Orders.WithLabelValues("forbidden").Inc()
+		return nil, &fhir.Error{Kind: fhir.KindForbidden, IssueType: "forbidden", Code: fhir.CodeAccessDenied,
+			Expression:  []string{"Bundle.entry[0].resource.sender.identifier.value"},
+			Diagnostics: "MessageHeader.sender is not the organisation of the authenticated user; a prescriber may only send for its own organisation"}
+	}
+	start := time.Now()
+	order, err := msg.Order()
+	in.stage("validate", start)
+	if err != nil {
+		in.metrics.Orders.WithLabelValues("invalid").Inc()
+		return nil, err
+	}
+
+	now := in.now()
+	rec := tracker.Create(order, tracker.Actor{User: p.Subject, Org: p.ODS}, now)
+	start = time.Now()
+	_, err = in.store.Append(ctx, tracker.EventOrder, order.BundleID, rec, msg.Raw, 0)
+	in.stage("store", start)
+	switch {
+	case errors.Is(err, ErrConflict):
+		return in.existingOrder(ctx, order)
+	case err != nil:
+		in.metrics.Orders.WithLabelValues("error").Inc()
+		return nil, &fhir.Error{Kind: fhir.KindUnavailable, Op: "store prescription-order", Code: fhir.CodeServiceUnavailable,
+			Diagnostics: "the prescription could not be stored durably and was not accepted; retry it", Err: err}
+	}
+	in.metrics.Orders.WithLabelValues("accepted").Inc()
+	in.log.Debug("prescription accepted", zap.String("prescription_id", order.PrescriptionID), zap.String("status", string(rec.Status)))
+	return &Outcome{Body: fhir.InformationalOutcome(now), PrescriptionID: order.PrescriptionID}, nil
+}
+
+// existingOrder answers an order whose prescription ID is already in the
+// log: the same message again is accepted without storing anything; another
+// message reusing the ID is a duplicate.
+func (in *Intake) existingOrder(ctx context.Context, order *fhir.Order) (*Outcome, error) {
+	cur, err := in.store.Current(ctx, order.PrescriptionID)
+	if err != nil {
+		in.metrics.Orders.WithLabelValues("error").Inc()
+		return nil, &fhir.Error{Kind: fhir.KindUnavailable, Op: "read prescription", Code: fhir.CodeServiceUnavailable,
+			Diagnostics: "the prescription could not be checked against the store; retry it", Err: err}
+	}
+	if cur.Record.BundleID == order.BundleID {
+		in.metrics.Orders.WithLabelValues("resent").Inc()
+		return &Outcome{Body: fhir.InformationalOutcome(in.now()), PrescriptionID: order.PrescriptionID, Resent: true}, nil
+	}
+	in.metrics.Orders.WithLabelValues("duplicate_id").Inc()
+	return nil, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "duplicate", Code: fhir.CodeDuplicatePrescriptionID,
+		Display:     "Duplicate prescription ID",
+		Expression:  []string{"Bundle.entry.resource.ofType(MedicationRequest).groupIdentifier.value"},
+		Diagnostics: fmt.Sprintf("prescription ID %s has already been used by another prescription message", order.PrescriptionID)}
+}
+
+func (in *Intake) stage(name string, start time.Time) {
+	in.metrics.IntakeStage.WithLabelValues(name).Observe(time.Since(start).Seconds())
+}

@@ -1,0 +1,186 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/config"
+)
+
+// NATS is the broker's connection to NATS: to its own embedded server, or to
+// an external server or cluster.
+type NATS struct {
+	Conn     *nats.Conn
+	Embedded *server.Server // nil when external
+}
+
+// ConnectNATS starts the embedded NATS server with JetStream on file storage
+// under cfg.DataDir (when cfg.NATSURL is empty) and connects to it, or
+// connects to the external servers of cfg.NATSURL.
+func ConnectNATS(ctx context.Context, cfg config.Config, log *zap.Logger) (*NATS, error) {
+	opts := []nats.Option{
+		nats.Name("epsbroker"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", zap.String("server", c.ConnectedUrlRedacted())) }),
+		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			subj := ""
+			if s != nil {
+				subj = s.Subject
+			}
+			log.Error("NATS asynchronous error", zap.String("subscription", subj), zap.Error(err))
+		}),
+	}
+	if cfg.NATSURL != "" {
+		if cfg.NATSCreds != "" {
+			opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+		}
+		if cfg.NATSTLSCA != "" {
+			opts = append(opts, nats.RootCAs(cfg.NATSTLSCA))
+		}
+		if cfg.NATSTLSCert != "" {
+			opts = append(opts, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
+		}
+		nc, err := nats.Connect(cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(false))...)
+		if err != nil {
+			return nil, fmt.Errorf("connect to NATS %s: %w", redactURLs(cfg.NATSURL), err)
+		}
+		log.Info("connected to external NATS", zap.String("server", nc.ConnectedUrlRedacted()))
+		return &NATS{Conn: nc}, nil
+	}
+
+	srv, err := startEmbedded(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(srv.ClientURL(), append(opts, nats.InProcessServer(srv))...)
+	if err != nil {
+		srv.Shutdown()
+		return nil, fmt.Errorf("connect to the embedded NATS server: %w", err)
+	}
+	return &NATS{Conn: nc, Embedded: srv}, nil
+}
+
+func startEmbedded(cfg config.Config, log *zap.Logger) (*server.Server, error) {
+	storeDir := filepath.Join(cfg.DataDir, "jetstream")
+	if err := os.MkdirAll(storeDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	so := &server.Options{
+		ServerName: "epsbroker-embedded",
+		JetStream:  true,
+		StoreDir:   storeDir,
+		NoSigs:     true,
+		NoLog:      true,
+		DontListen: cfg.NATSListen == "",
+		// The broker's own limits: the body limit plus headers.
+		MaxPayload: int32(max(cfg.MaxBodyBytes*2, 1<<20)),
+	}
+	interval, always := cfg.SyncInterval()
+	so.SyncAlways = always
+	if !always {
+		so.SyncInterval = interval
+	}
+	if cfg.NATSListen != "" {
+		host, port, err := net.SplitHostPort(cfg.NATSListen)
+		if err != nil {
+			return nil, fmt.Errorf("nats-listen: %w", err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("nats-listen port: %w", err)
+		}
+		so.Host, so.Port = host, p
+		if cfg.NATSTLSCert != "" {
+			tc, err := serverTLS(cfg.NATSTLSCert, cfg.NATSTLSKey, cfg.NATSTLSCA)
+			if err != nil {
+				return nil, err
+			}
+			so.TLSConfig, so.TLS = tc, true
+			so.TLSVerify = tc.ClientAuth == tls.RequireAndVerifyClientCert
+		}
+	} else {
+		so.Port = server.RANDOM_PORT // not listened on: DontListen
+	}
+	srv, err := server.NewServer(so)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS server: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("embedded NATS server did not become ready in 30s")
+	}
+	log.Info("embedded NATS server started", zap.String("store_dir", storeDir),
+		zap.Bool("sync_always", always), zap.Duration("sync_interval", interval),
+		zap.String("listen", cfg.NATSListen))
+	return srv, nil
+}
+
+func serverTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("nats TLS certificate: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats TLS CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("nats TLS CA %s: no certificates", caFile)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// redactURLs hides passwords in NATS URLs for logs and errors.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if at := strings.LastIndex(p, "@"); at >= 0 {
+			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
+				parts[i] = p[:scheme+3] + "[REDACTED]" + p[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Close drains the connection and stops the embedded server, if any, cleanly
+// (flushing JetStream to disk).
+func (n *NATS) Close() {
+	if n.Conn != nil {
+		_ = n.Conn.Drain()
+		deadline := time.Now().Add(5 * time.Second)
+		for !n.Conn.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		n.Conn.Close()
+	}
+	if n.Embedded != nil {
+		n.Embedded.Shutdown()
+		n.Embedded.WaitForShutdown()
+	}
+}

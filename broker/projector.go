@@ -1,0 +1,200 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/tracker"
+)
+
+// Notification is what the broker publishes on eps.notify.dispenser.<ODS>.<event>
+// so that a dispensing system can react without polling. It carries no
+// patient identifiers: the dispenser releases the prescription to see it.
+type Notification struct {
+	Event          string         `json:"event"` // e.g. prescription-ready
+	PrescriptionID string         `json:"prescriptionId"`
+	Status         tracker.Status `json:"status"`
+	Dispenser      string         `json:"dispenser"`
+	Time           time.Time      `json:"time"`
+	EventSeq       uint64         `json:"eventSeq"`
+}
+
+// NotifyReady is the event of a prescription entering a dispenser's ready
+// queue.
+const NotifyReady = "prescription-ready"
+
+// QueueProjector keeps the dispensers' ready queues (StreamQueue) from the
+// event log, and publishes a notification when a prescription enters a queue.
+// It consumes the log through a durable consumer, so after a restart it goes
+// on where it stopped; every step is idempotent, so a redelivered event does
+// no harm.
+type QueueProjector struct {
+	store    *Store
+	nc       *nats.Conn
+	metrics  *Metrics
+	log      *zap.Logger
+	cc       jetstream.ConsumeContext
+	running  atomic.Bool
+	inflight sync.WaitGroup // enqueues not yet acknowledged by the queue stream
+}
+
+// StartQueueProjector creates (or resumes) the durable consumer and starts
+// applying events.
+func StartQueueProjector(ctx context.Context, store *Store, nc *nats.Conn, m *Metrics, log *zap.Logger) (*QueueProjector, error) {
+	cons, err := store.js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
+		Durable:       ConsumerQueueProjector,
+		Description:   "keeps EPS_QUEUE (dispensers' ready queues) and publishes eps.notify.dispenser.*",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 4096,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", ConsumerQueueProjector, err)
+	}
+	p := &QueueProjector{store: store, nc: nc, metrics: m, log: log}
+	cc, err := cons.Consume(p.handle, jetstream.PullMaxMessages(256), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+			log.Warn("queue projector consume error", zap.Error(err))
+		}
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", ConsumerQueueProjector, err)
+	}
+	p.cc = cc
+	p.running.Store(true)
+	return p, nil
+}
+
+// Running reports whether the projector is consuming.
+func (p *QueueProjector) Running() bool { return p.running.Load() }
+
+// Stop stops consuming; events not yet acknowledged are redelivered later.
+func (p *QueueProjector) Stop() {
+	if p.running.CompareAndSwap(true, false) {
+		p.cc.Drain()
+		<-p.cc.Closed()
+		p.inflight.Wait()
+	}
+}
+
+func (p *QueueProjector) handle(m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		p.log.Error("queue projector: message without metadata", zap.Error(err))
+		_ = m.Term()
+		return
+	}
+	ev, err := decodeStored(md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
+	if err != nil {
+		// A message the broker did not write: nothing to project.
+		p.metrics.Projected.WithLabelValues("queue", "skipped").Inc()
+		p.log.Error("queue projector: undecodable event", zap.Uint64("seq", md.Sequence.Stream), zap.Error(err))
+		_ = m.Ack()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if md.NumDelivered > 1 {
+		// A redelivery may come after later events of the same prescription:
+		// apply it only while it is still the prescription's latest state.
+		cur, err := p.store.Current(ctx, ev.Record.ID)
+		if err != nil {
+			p.retry(m, ev, err)
+			return
+		}
+		if cur.Seq != ev.Seq {
+			p.metrics.Projected.WithLabelValues("queue", "superseded").Inc()
+			_ = m.Ack()
+			return
+		}
+	}
+	if !ev.Record.Ready() {
+		// Leaving the queues: wait for the enqueues in flight first, so that a
+		// purge is never overtaken by an earlier event's enqueue.
+		p.inflight.Wait()
+		if err := p.purge(ctx, ev.Record.ID); err != nil {
+			p.retry(m, ev, err)
+			return
+		}
+		p.done(m, ev)
+		return
+	}
+	if err := p.enqueue(ev, m); err != nil {
+		p.retry(m, ev, err)
+	}
+}
+
+func (p *QueueProjector) retry(m jetstream.Msg, ev *StoredEvent, err error) {
+	p.metrics.Projected.WithLabelValues("queue", "retry").Inc()
+	p.log.Warn("queue projector: apply failed; will retry", zap.Uint64("seq", ev.Seq), zap.Error(err))
+	_ = m.NakWithDelay(time.Second)
+}
+
+func (p *QueueProjector) done(m jetstream.Msg, ev *StoredEvent) {
+	p.metrics.Projected.WithLabelValues("queue", "applied").Inc()
+	if err := m.Ack(); err != nil {
+		p.log.Warn("queue projector: ack failed; the event will be applied again", zap.Uint64("seq", ev.Seq), zap.Error(err))
+	}
+}
+
+// enqueue puts a ready prescription in its dispenser's queue, without
+// waiting: the event is acknowledged, and the dispenser notified, once the
+// queue stream has stored the entry. The entry's message ID makes a
+// redelivered event's enqueue a no-op.
+func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
+	rec := ev.Record
+	data, _ := json.Marshal(queueMsg{PrescriptionID: rec.ID, EventSeq: ev.Seq})
+	msg := &nats.Msg{Subject: SubjectQueue + rec.Nominated + "." + rec.ID, Data: data, Header: nats.Header{}}
+	msg.Header.Set("Eps-Event-Seq", strconv.FormatUint(ev.Seq, 10))
+	start := time.Now()
+	fut, err := p.store.js.PublishMsgAsync(msg, jetstream.WithMsgID(rec.ID+":"+strconv.FormatUint(ev.Seq, 10)), jetstream.WithExpectStream(StreamQueue))
+	if err != nil {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	p.inflight.Add(1)
+	go func() {
+		defer p.inflight.Done()
+		select {
+		case ack := <-fut.Ok():
+			p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "ok").Observe(time.Since(start).Seconds())
+			if !ack.Duplicate {
+				p.notifyReady(ev)
+			}
+			p.done(m, ev)
+		case err := <-fut.Err():
+			p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "error").Observe(time.Since(start).Seconds())
+			p.retry(m, ev, fmt.Errorf("enqueue: %w", err))
+		}
+	}()
+	return nil
+}
+
+func (p *QueueProjector) notifyReady(ev *StoredEvent) {
+	rec := ev.Record
+	n := Notification{Event: NotifyReady, PrescriptionID: rec.ID, Status: rec.Status, Dispenser: rec.Nominated, Time: ev.Time, EventSeq: ev.Seq}
+	body, _ := json.Marshal(n)
+	if err := p.nc.Publish(SubjectNotifyDispenser+rec.Nominated+"."+NotifyReady, body); err != nil {
+		p.log.Warn("queue projector: notification not published", zap.Uint64("seq", ev.Seq), zap.Error(err))
+		return
+	}
+	p.metrics.Notifications.WithLabelValues("dispenser", NotifyReady).Inc()
+}
+
+func (p *QueueProjector) purge(ctx context.Context, id string) error {
+	if err := p.store.queue.Purge(ctx, jetstream.WithPurgeSubject(SubjectQueue+"*."+id)); err != nil {
+		return fmt.Errorf("dequeue: %w", err)
+	}
+	return nil
+}

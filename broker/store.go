@@ -1,0 +1,272 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nhs-eps/epsbroker/tracker"
+)
+
+// Streams, subjects and buckets the broker creates. README.md lists them for
+// operators.
+const (
+	// StreamEvents is the event log: every accepted message about a
+	// prescription, on the prescription's own subject. The latest message on
+	// a subject is the prescription's current state, and publishing with the
+	// expected last subject sequence is the compare-and-set that serialises
+	// updates to one prescription.
+	StreamEvents = "EPS_EVENTS"
+	// SubjectRx is the subject prefix of the event log: eps.rx.<short ID>.
+	SubjectRx = "eps.rx."
+	// StreamQueue holds each dispenser's ready queue: one message per
+	// prescription ready for nominated release, on
+	// eps.queue.<dispenser ODS>.<short ID>, in arrival order (oldest first).
+	// It is a projection of StreamEvents and can be rebuilt from it.
+	StreamQueue = "EPS_QUEUE"
+	// SubjectQueue is the subject prefix of the ready queues.
+	SubjectQueue = "eps.queue."
+	// SubjectNotifyDispenser is the prefix of the per-dispenser notification
+	// subjects: eps.notify.dispenser.<ODS>.<event>.
+	SubjectNotifyDispenser = "eps.notify.dispenser."
+	// BucketRequests remembers X-Request-ID keys and their answers.
+	BucketRequests = "EPS_REQUESTS"
+	// ConsumerQueueProjector is the durable consumer that keeps StreamQueue.
+	ConsumerQueueProjector = "eps-queue-projector"
+)
+
+// Headers of event log messages. The message data is the original request
+// body, byte for byte.
+const (
+	HeaderEvent     = "Eps-Event"      // the event type, e.g. prescription-order
+	HeaderMessageID = "Eps-Message-Id" // the FHIR message's Bundle.identifier
+	HeaderRecord    = "Eps-Record"     // JSON of the prescription after the event
+)
+
+// Store errors.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrConflict is a failed compare-and-set: the prescription changed (or
+	// already exists) since the state the writer decided from.
+	ErrConflict = errors.New("prescription changed concurrently")
+)
+
+// Store is the broker's JetStream storage.
+type Store struct {
+	js       jetstream.JetStream
+	events   jetstream.Stream
+	queue    jetstream.Stream
+	requests jetstream.KeyValue
+	metrics  *Metrics
+}
+
+// StoreConfig sets how the streams and buckets are created.
+type StoreConfig struct {
+	Replicas       int
+	IdempotencyTTL time.Duration
+	MaxMessage     int32
+}
+
+// OpenStore creates (or updates) the streams and buckets the broker needs.
+func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) (*Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	events, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamEvents,
+		Description: "EPS event log: every accepted message per prescription (data: original bytes; header Eps-Record: state after it)",
+		Subjects:    []string{SubjectRx + ">"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew, // never drop an acknowledged prescription to make room
+		Duplicates:  2 * time.Minute,
+		MaxMsgSize:  cfg.MaxMessage,
+		AllowDirect: true,
+		DenyDelete:  true,
+		DenyPurge:   true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamEvents, err)
+	}
+	queue, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              StreamQueue,
+		Description:       "Dispensers' ready queues (projection of EPS_EVENTS): eps.queue.<ODS>.<prescription ID>",
+		Subjects:          []string{SubjectQueue + ">"},
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		MaxMsgsPerSubject: 1,
+		Duplicates:        10 * time.Minute,
+		AllowDirect:       true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamQueue, err)
+	}
+	requests, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketRequests,
+		Description: "X-Request-ID idempotency keys and their answers",
+		TTL:         cfg.IdempotencyTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		History:     1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", BucketRequests, err)
+	}
+	return &Store{js: js, events: events, queue: queue, requests: requests, metrics: m}, nil
+}
+
+// JetStream is the store's JetStream context.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// StoredEvent is one message of the event log.
+type StoredEvent struct {
+	Seq       uint64
+	Time      time.Time
+	Event     string
+	MessageID string
+	Record    *tracker.Prescription
+	Body      []byte // the original message, byte for byte
+}
+
+// Append publishes an event about prescription rec.ID and returns its
+// sequence once JetStream has stored it under the configured sync policy.
+// expectSeq is the sequence of the state the caller decided from (0: the
+// prescription must be new); ErrConflict when it is no longer the latest.
+func (s *Store) Append(ctx context.Context, event, messageID string, rec *tracker.Prescription, body []byte, expectSeq uint64) (uint64, error) {
+	recJSON, err := json.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("encode record: %w", err)
+	}
+	msg := &nats.Msg{Subject: SubjectRx + rec.ID, Data: body, Header: nats.Header{}}
+	msg.Header.Set(HeaderEvent, event)
+	msg.Header.Set(HeaderMessageID, messageID)
+	msg.Header.Set(HeaderRecord, string(recJSON))
+	start := time.Now()
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expectSeq), jetstream.WithExpectStream(StreamEvents))
+	outcome := "ok"
+	switch {
+	case isWrongLastSequence(err):
+		outcome, err = "conflict", ErrConflict
+	case err != nil:
+		outcome = "error"
+		err = fmt.Errorf("publish %s event: %w", event, err)
+	}
+	s.metrics.JetStreamPublish.WithLabelValues(StreamEvents, outcome).Observe(time.Since(start).Seconds())
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}
+
+// Current returns the latest event about a prescription: its current state.
+func (s *Store) Current(ctx context.Context, id string) (*StoredEvent, error) {
+	raw, err := s.events.GetLastMsgForSubject(ctx, SubjectRx+id)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read prescription: %w", err)
+	}
+	return decodeStored(raw.Sequence, raw.Time, raw.Header, raw.Data)
+}
+
+// Event returns the event log message at seq.
+func (s *Store) Event(ctx context.Context, seq uint64) (*StoredEvent, error) {
+	raw, err := s.events.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read event %d: %w", seq, err)
+	}
+	return decodeStored(raw.Sequence, raw.Time, raw.Header, raw.Data)
+}
+
+// decodeStored turns a stored message into a StoredEvent. An order's own
+// record carries OrderSeq 0: it is filled with the message's sequence.
+func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*StoredEvent, error) {
+	ev := &StoredEvent{Seq: seq, Time: t, Event: h.Get(HeaderEvent), MessageID: h.Get(HeaderMessageID), Body: data}
+	var rec tracker.Prescription
+	if err := json.Unmarshal([]byte(h.Get(HeaderRecord)), &rec); err != nil {
+		return nil, fmt.Errorf("event %d: bad %s header: %w", seq, HeaderRecord, err)
+	}
+	if rec.OrderSeq == 0 {
+		rec.OrderSeq = seq
+	}
+	ev.Record = &rec
+	return ev, nil
+}
+
+// QueueEntry is one prescription in a dispenser's ready queue.
+type QueueEntry struct {
+	PrescriptionID string
+	EventSeq       uint64 // the event that put it there
+	Queued         time.Time
+}
+
+// ReadyQueue lists up to limit prescriptions waiting in a dispenser's ready
+// queue, oldest first.
+func (s *Store) ReadyQueue(ctx context.Context, ods string, limit int) ([]QueueEntry, error) {
+	cons, err := s.js.OrderedConsumer(ctx, StreamQueue, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{SubjectQueue + ods + ".*"},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read queue: %w", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read queue: %w", err)
+	}
+	n := int(min(uint64(limit), info.NumPending))
+	out := make([]QueueEntry, 0, n)
+	if n == 0 {
+		return out, nil
+	}
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("read queue: %w", err)
+	}
+	for m := range batch.Messages() {
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		var e queueMsg
+		if err := json.Unmarshal(m.Data(), &e); err != nil {
+			return nil, fmt.Errorf("queue entry %d: %w", md.Sequence.Stream, err)
+		}
+		out = append(out, QueueEntry{PrescriptionID: e.PrescriptionID, EventSeq: e.EventSeq, Queued: md.Timestamp})
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		return nil, fmt.Errorf("read queue: %w", err)
+	}
+	return out, nil
+}
+
+type queueMsg struct {
+	PrescriptionID string `json:"prescriptionId"`
+	EventSeq       uint64 `json:"eventSeq"`
+}
+
+// Healthy reports whether the store's streams answer.
+func (s *Store) Healthy(ctx context.Context) error {
+	_, err := s.events.Info(ctx)
+	return err
+}
