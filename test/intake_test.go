@@ -1,0 +1,185 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/broker/auth"
+)
+
+// Every signed NHS example order is accepted with a prescriber token for its
+// sender, resending it answers 200 without a second record, and a nominated
+// one enters its dispenser's ready queue (with a notification on NATS) while
+// a non-nominated one enters none. Each runs in a fresh store: several
+// examples share their Bundle.identifier and prescription ID.
+func TestNHSOrdersAccepted(t *testing.T) {
+	for _, path := range orderFixtures(t) {
+		rel, _ := filepath.Rel(fixtures, path)
+		t.Run(rel, func(t *testing.T) {
+			body := readFile(t, path)
+			f := factsOf(t, body)
+			b := startBroker(t, "")
+			tok := b.token(auth.RolePrescriber, f.Sender)
+
+			var notes chan *nats.Msg
+			if f.Performer != "" {
+				notes = make(chan *nats.Msg, 4)
+				sub, err := b.App.NATS.Conn.ChanSubscribe(broker.SubjectNotifyDispenser+f.Performer+".>", notes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer sub.Unsubscribe()
+			}
+
+			res := b.post(tok, body)
+			if res.Status != http.StatusOK {
+				t.Fatalf("first post: status %d: %s", res.Status, res.Body)
+			}
+			oo := res.outcome(t)
+			if oo.Issue[0].Severity != "information" || oo.Issue[0].Code != "informational" {
+				t.Errorf("accepted answer is not an informational OperationOutcome: %s", res.Body)
+			}
+			if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/fhir+json") {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if n := b.events(f.ShortID); n != 1 {
+				t.Fatalf("%d events stored for %s, want 1", n, f.ShortID)
+			}
+			res = b.post(tok, body)
+			if res.Status != http.StatusOK {
+				t.Fatalf("resend: status %d: %s", res.Status, res.Body)
+			}
+			if n := b.events(""); n != 1 {
+				t.Errorf("resend stored something: %d events in the log, want 1", n)
+			}
+
+			// The stored message is the posted bytes, unchanged.
+			cur, err := b.App.Store.Current(context.Background(), f.ShortID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(cur.Body) != string(body) {
+				t.Error("stored message differs from the posted bytes")
+			}
+			if cur.Record.Status != "0001" || cur.Record.BundleID != f.BundleID {
+				t.Errorf("record: status %s bundle %s", cur.Record.Status, cur.Record.BundleID)
+			}
+			for _, it := range cur.Record.Items {
+				if it.Status != "0007" {
+					t.Errorf("item %s status %s, want 0007", it.ID, it.Status)
+				}
+			}
+
+			b.settle()
+			nominated := f.Performer != "" && f.SiteType != "0004"
+			if nominated {
+				q, err := b.App.Store.ReadyQueue(context.Background(), f.Performer, 25)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(q) != 1 || q[0].PrescriptionID != f.ShortID {
+					t.Errorf("ready queue of %s = %+v, want [%s]", f.Performer, q, f.ShortID)
+				}
+				select {
+				case m := <-notes:
+					var n broker.Notification
+					if err := json.Unmarshal(m.Data, &n); err != nil || n.PrescriptionID != f.ShortID || n.Event != broker.NotifyReady {
+						t.Errorf("notification on %s: %s (%v)", m.Subject, m.Data, err)
+					}
+				case <-time.After(5 * time.Second):
+					t.Error("no notification on " + broker.SubjectNotifyDispenser + f.Performer + ".>")
+				}
+			} else if f.Performer != "" {
+				if q, _ := b.App.Store.ReadyQueue(context.Background(), f.Performer, 25); len(q) != 0 {
+					t.Errorf("non-nominated order is in a queue: %+v", q)
+				}
+			}
+			if !nominated {
+				if cur.Record.Nominated != "" {
+					t.Errorf("non-nominated order recorded as nominated to %s", cur.Record.Nominated)
+				}
+			}
+		})
+	}
+}
+
+// Each NHS error example is rejected as its paired response says, and leaves
+// nothing stored; each unsigned Prepare bundle is MISSING_DIGITAL_SIGNATURE.
+func TestNHSErrorExamplesRejected(t *testing.T) {
+	b := startBroker(t, "")
+	type pair struct{ request, response string }
+	var cases []pair
+	reqs, _ := filepath.Glob(filepath.Join(fixtures, "errors", "*-Process-Request-Send-400_*.json"))
+	for _, r := range reqs {
+		cases = append(cases, pair{r, strings.Replace(r, "-Request-", "-Response-", 1)})
+	}
+	if len(cases) < 3 {
+		t.Fatalf("only %d error examples", len(cases))
+	}
+	for _, c := range cases {
+		t.Run(filepath.Base(c.request), func(t *testing.T) {
+			body := readFile(t, c.request)
+			var want outcome
+			if err := json.Unmarshal(readFile(t, c.response), &want); err != nil {
+				t.Fatal(err)
+			}
+			res := b.post(b.token(auth.RolePrescriber, factsOf(t, body).Sender), body)
+			if res.Status != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400: %s", res.Status, res.Body)
+			}
+			got := res.outcome(t)
+			for _, code := range want.codes() {
+				if !got.hasCode(code) {
+					t.Errorf("answer lacks code %s: %s", code, res.Body)
+				}
+			}
+			if len(want.Issue[0].Expression) > 0 && strings.Join(got.Issue[0].Expression, ",") != strings.Join(want.Issue[0].Expression, ",") {
+				t.Errorf("expression %v, want %v", got.Issue[0].Expression, want.Issue[0].Expression)
+			}
+			if want.Issue[0].Code != "" && got.Issue[0].Code != want.Issue[0].Code {
+				t.Errorf("issue code %q, want %q", got.Issue[0].Code, want.Issue[0].Code)
+			}
+			if got.Issue[0].Severity != "error" || got.Issue[0].Diagnostics == "" && len(got.Issue[0].Details.Coding) == 0 {
+				t.Errorf("issue does not say what is wrong: %s", res.Body)
+			}
+		})
+	}
+	if strings.Contains(filepath.Base(cases[0].request), "CHECKSUM") {
+		// the NHS response names FAILURE_TO_PROCESS_MESSAGE; the contract names INVALID_CHECKSUM too
+		res := b.post(b.token(auth.RolePrescriber, "RBA"), readFile(t, cases[0].request))
+		if !res.outcome(t).hasCode("INVALID_CHECKSUM") {
+			t.Errorf("checksum error lacks INVALID_CHECKSUM: %s", res.Body)
+		}
+	}
+
+	var prepares []string
+	filepath.WalkDir(fixtures, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.Contains(d.Name(), "Prepare-Request") {
+			prepares = append(prepares, path)
+		}
+		return nil
+	})
+	for _, p := range prepares {
+		body := readFile(t, p)
+		f := factsOf(t, body)
+		res := b.post(b.token(auth.RolePrescriber, f.Sender), body)
+		if res.Status != http.StatusBadRequest || !res.outcome(t).hasCode("MISSING_DIGITAL_SIGNATURE") {
+			// Prepare bundles whose other content is also invalid may fail for that first.
+			if !strings.Contains(p, "errors") {
+				t.Errorf("%s: status %d, want 400 MISSING_DIGITAL_SIGNATURE: %s", p, res.Status, res.Body)
+			}
+		}
+	}
+	if n := b.events(""); n != 0 {
+		t.Errorf("rejected messages left %d events stored", n)
+	}
+}
