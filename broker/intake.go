@@ -85,6 +85,9 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 	switch {
 	case errors.Is(err, ErrConflict):
 		return in.existingOrder(ctx, order)
+	case errors.Is(err, ErrTooLarge):
+		in.metrics.Orders.WithLabelValues("invalid").Inc()
+		return nil, fhir.Errorf(fhir.KindTooLarge, fhir.CodeTooLarge, "the message is too large to store with its record; send a smaller message")
 	case err != nil:
 		in.metrics.Orders.WithLabelValues("error").Inc()
 		return nil, &fhir.Error{Kind: fhir.KindUnavailable, Op: "store prescription-order", Code: fhir.CodeServiceUnavailable,

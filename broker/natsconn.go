@@ -89,7 +89,6 @@ func startEmbedded(cfg config.Config, log *zap.Logger) (*server.Server, error) {
 		JetStream:  true,
 		StoreDir:   storeDir,
 		NoSigs:     true,
-		NoLog:      true,
 		DontListen: cfg.NATSListen == "",
 		// The broker's own limits: the body limit plus headers.
 		MaxPayload: int32(max(cfg.MaxBodyBytes*2, 1<<20)),
@@ -124,10 +123,12 @@ func startEmbedded(cfg config.Config, log *zap.Logger) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS server: %w", err)
 	}
+	srv.SetLoggerV2(natsLogger{log.Named("nats").Sugar()}, false, false, false)
 	go srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
+	// Recovering a large store after a crash can take a while.
+	if !srv.ReadyForConnections(5 * time.Minute) {
 		srv.Shutdown()
-		return nil, errors.New("embedded NATS server did not become ready in 30s")
+		return nil, errors.New("embedded NATS server did not become ready in 5 minutes (see its log lines)")
 	}
 	log.Info("embedded NATS server started", zap.String("store_dir", storeDir),
 		zap.Bool("sync_always", always), zap.Duration("sync_interval", interval),
@@ -155,18 +156,32 @@ func serverTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 	return tc, nil
 }
 
-// redactURLs hides passwords in NATS URLs for logs and errors.
+// redactURLs hides credentials in NATS URLs (scheme://user:pass@host or
+// user:pass@host) for logs and errors.
 func redactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
 		if at := strings.LastIndex(p, "@"); at >= 0 {
+			start := 0
 			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
-				parts[i] = p[:scheme+3] + "[REDACTED]" + p[at:]
+				start = scheme + 3
 			}
+			parts[i] = p[:start] + "[REDACTED]" + p[at:]
 		}
 	}
 	return strings.Join(parts, ",")
 }
+
+// natsLogger sends the embedded server's log to zap: notices at debug (the
+// server is chatty on start), warnings and errors as such.
+type natsLogger struct{ s *zap.SugaredLogger }
+
+func (l natsLogger) Noticef(format string, v ...any) { l.s.Debugf(format, v...) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.s.Warnf(format, v...) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.s.Errorf(format, v...) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.s.Errorf(format, v...) }
+func (l natsLogger) Debugf(format string, v ...any)  { l.s.Debugf(format, v...) }
+func (l natsLogger) Tracef(format string, v ...any)  {}
 
 // Close drains the connection and stops the embedded server, if any, cleanly
 // (flushing JetStream to disk).

@@ -65,7 +65,12 @@ func StartQueueProjector(ctx context.Context, store *Store, nc *nats.Conn, m *Me
 	}
 	p := &QueueProjector{store: store, nc: nc, metrics: m, log: log}
 	cc, err := cons.Consume(p.handle, jetstream.PullMaxMessages(256), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			// Not ready until restarted: the queues would go stale.
+			p.running.Store(false)
+			log.Error("queue projector consumer is gone; the broker is not ready until it restarts", zap.Error(err))
+		case !errors.Is(err, jetstream.ErrNoHeartbeat):
 			log.Warn("queue projector consume error", zap.Error(err))
 		}
 	}))
@@ -80,12 +85,22 @@ func StartQueueProjector(ctx context.Context, store *Store, nc *nats.Conn, m *Me
 // Running reports whether the projector is consuming.
 func (p *QueueProjector) Running() bool { return p.running.Load() }
 
-// Stop stops consuming; events not yet acknowledged are redelivered later.
+// Stop stops consuming and waits (at most 15 s) for the events in hand;
+// events not yet acknowledged are redelivered later.
 func (p *QueueProjector) Stop() {
 	if p.running.CompareAndSwap(true, false) {
 		p.cc.Drain()
-		<-p.cc.Closed()
-		p.inflight.Wait()
+		done := make(chan struct{})
+		go func() {
+			<-p.cc.Closed()
+			p.inflight.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			p.log.Warn("queue projector: stopped with events in hand; they will be redelivered")
+		}
 	}
 }
 
@@ -107,18 +122,23 @@ func (p *QueueProjector) handle(m jetstream.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if md.NumDelivered > 1 {
-		// A redelivery may come after later events of the same prescription:
-		// apply it only while it is still the prescription's latest state.
+		// A redelivery may come after later events of the same prescription,
+		// or after an enqueue that failed on a disconnect but still landed:
+		// apply the prescription's current state rather than this event's.
 		cur, err := p.store.Current(ctx, ev.Record.ID)
 		if err != nil {
 			p.retry(m, ev, err)
 			return
 		}
-		if cur.Seq != ev.Seq {
-			p.metrics.Projected.WithLabelValues("queue", "superseded").Inc()
-			_ = m.Ack()
+		if cur.Seq < ev.Seq {
+			// Read from a replica that is behind: try again later.
+			p.retry(m, ev, fmt.Errorf("current state of %s is behind event %d", ev.Record.ID, ev.Seq))
 			return
 		}
+		if cur.Seq > ev.Seq {
+			p.metrics.Projected.WithLabelValues("queue", "superseded").Inc()
+		}
+		ev = cur
 	}
 	if !ev.Record.Ready() {
 		// Leaving the queues: wait for the enqueues in flight first, so that a

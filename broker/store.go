@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -54,6 +55,9 @@ var (
 	// ErrConflict is a failed compare-and-set: the prescription changed (or
 	// already exists) since the state the writer decided from.
 	ErrConflict = errors.New("prescription changed concurrently")
+	// ErrTooLarge is a message that, with its record, exceeds what the
+	// event log takes in one message.
+	ErrTooLarge = errors.New("message too large to store")
 )
 
 // Store is the broker's JetStream storage.
@@ -63,6 +67,7 @@ type Store struct {
 	queue    jetstream.Stream
 	requests jetstream.KeyValue
 	metrics  *Metrics
+	maxMsg   int
 }
 
 // StoreConfig sets how the streams and buckets are created.
@@ -74,7 +79,9 @@ type StoreConfig struct {
 
 // OpenStore creates (or updates) the streams and buckets the broker needs.
 func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) (*Store, error) {
-	js, err := jetstream.New(nc)
+	// An async publish (the projections') that gets no answer, e.g. while a
+	// cluster has lost its quorum, fails after this instead of waiting forever.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +126,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", BucketRequests, err)
 	}
-	return &Store{js: js, events: events, queue: queue, requests: requests, metrics: m}, nil
+	return &Store{js: js, events: events, queue: queue, requests: requests, metrics: m, maxMsg: int(cfg.MaxMessage)}, nil
 }
 
 // JetStream is the store's JetStream context.
@@ -140,9 +147,17 @@ type StoredEvent struct {
 // expectSeq is the sequence of the state the caller decided from (0: the
 // prescription must be new); ErrConflict when it is no longer the latest.
 func (s *Store) Append(ctx context.Context, event, messageID string, rec *tracker.Prescription, body []byte, expectSeq uint64) (uint64, error) {
-	recJSON, err := json.Marshal(rec)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(rec); err != nil {
 		return 0, fmt.Errorf("encode record: %w", err)
+	}
+	recJSON := bytes.TrimRight(buf.Bytes(), "\n")
+	// Headers and data must fit in one message; leave room for the header
+	// names, the subject and the expected-sequence headers.
+	if len(recJSON)+len(body)+len(messageID)+1024 > s.maxMsg {
+		return 0, ErrTooLarge
 	}
 	msg := &nats.Msg{Subject: SubjectRx + rec.ID, Data: body, Header: nats.Header{}}
 	msg.Header.Set(HeaderEvent, event)
@@ -221,41 +236,25 @@ type QueueEntry struct {
 }
 
 // ReadyQueue lists up to limit prescriptions waiting in a dispenser's ready
-// queue, oldest first.
+// queue, oldest first. It reads with direct gets of the next message for the
+// dispenser's subjects, so it leaves no consumer behind.
 func (s *Store) ReadyQueue(ctx context.Context, ods string, limit int) ([]QueueEntry, error) {
-	cons, err := s.js.OrderedConsumer(ctx, StreamQueue, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{SubjectQueue + ods + ".*"},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read queue: %w", err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read queue: %w", err)
-	}
-	n := int(min(uint64(limit), info.NumPending))
-	out := make([]QueueEntry, 0, n)
-	if n == 0 {
-		return out, nil
-	}
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("read queue: %w", err)
-	}
-	for m := range batch.Messages() {
-		md, err := m.Metadata()
+	out := make([]QueueEntry, 0, min(limit, 64))
+	filter := SubjectQueue + ods + ".*"
+	for seq := uint64(1); len(out) < limit; {
+		m, err := s.queue.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read queue: %w", err)
 		}
 		var e queueMsg
-		if err := json.Unmarshal(m.Data(), &e); err != nil {
-			return nil, fmt.Errorf("queue entry %d: %w", md.Sequence.Stream, err)
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			return nil, fmt.Errorf("queue entry %d: %w", m.Sequence, err)
 		}
-		out = append(out, QueueEntry{PrescriptionID: e.PrescriptionID, EventSeq: e.EventSeq, Queued: md.Timestamp})
-	}
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-		return nil, fmt.Errorf("read queue: %w", err)
+		out = append(out, QueueEntry{PrescriptionID: e.PrescriptionID, EventSeq: e.EventSeq, Queued: m.Time})
+		seq = m.Sequence + 1
 	}
 	return out, nil
 }

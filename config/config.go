@@ -247,8 +247,11 @@ func (c Config) Validate() error {
 	if c.Replicas < 1 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("replicas %d: want 1 to 5", c.Replicas))
 	}
-	if c.MaxBodyBytes < 1024 {
-		errs = append(errs, fmt.Errorf("max-body %d: want at least 1024 bytes", c.MaxBodyBytes))
+	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 16<<20 {
+		errs = append(errs, fmt.Errorf("max-body %d: want 1024 bytes to 16 MiB (a message and its record must fit in one NATS message)", c.MaxBodyBytes))
+	}
+	if c.NATSURL == "" && c.Replicas != 1 {
+		errs = append(errs, fmt.Errorf("replicas %d: the embedded server is a single node; use replicas 1, or --nats-url with a cluster", c.Replicas))
 	}
 	for name, d := range map[string]time.Duration{"http-read-timeout": c.HTTPReadTimeout, "http-write-timeout": c.HTTPWriteTimeout,
 		"http-idle-timeout": c.HTTPIdleTimeout, "shutdown-timeout": c.ShutdownTimeout, "idempotency-ttl": c.IdempotencyTTL} {

@@ -60,6 +60,8 @@ func TestInvalidSettingsSayWhat(t *testing.T) {
 		{[]string{"--tls-cert", "x.pem"}, "tls-cert and tls-key"},
 		{[]string{"--http-addr", "nohost"}, "http-addr"},
 		{[]string{"--replicas", "0"}, "replicas"},
+		{[]string{"--replicas", "3"}, "embedded server is a single node"},
+		{[]string{"--max-body", "1073741824"}, "max-body"},
 		{[]string{"--nats-url", "nats://x:4222", "--nats-listen", "127.0.0.1:4222"}, "nats-listen"},
 		{[]string{"stray"}, "unexpected arguments"},
 	} {

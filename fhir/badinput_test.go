@@ -142,6 +142,8 @@ func TestBadInputs(t *testing.T) {
 		{"short ID without check character", CodeInvalidValue, "value", "Bundle.entry[1].resource.groupIdentifier.value", setOnItems("24F5DA-A83008-7EFE6", "groupIdentifier", "value")},
 		{"short ID in lower case", CodeInvalidValue, "value", "Bundle.entry[1].resource.groupIdentifier.value", setOnItems("24f5da-a83008-7efe6z", "groupIdentifier", "value")},
 		{"short ID bad check character", CodeInvalidChecksum, "processing", "Bundle.entry[1].resource.groupIdentifier.value", setOnItems("24F5DA-A83008-7EFE6Y", "groupIdentifier", "value")},
+		{"medication code not a dm+d id", CodeInvalidValue, "value", "Bundle.entry[1].resource.medicationCodeableConcept.coding[0].code", setOnItems("<amoxicillin>", "medicationCodeableConcept", "coding", 0, "code")},
+		{"medication code missing", CodeMissingValue, "required", "Bundle.entry[1].resource.medicationCodeableConcept.coding[0].code", setOnItems("", "medicationCodeableConcept", "coding", 0, "code")},
 		{"no short ID", CodeMissingValue, "required", "Bundle.entry[1].resource.groupIdentifier.value", eachItem(func(r map[string]any) { delete(r, "groupIdentifier") })},
 		{"short ID of another system", CodeInvalidValue, "value", "Bundle.entry[1].resource.groupIdentifier.system", setOnItems("https://fhir.nhs.uk/Id/prescription-short-form", "groupIdentifier", "system")},
 		{"bad long-form ID", CodeInvalidValue, "value", "Bundle.entry[1].resource." + longIDPath, setAt(1, "20ba5fb5-cb58-462c-923e", "groupIdentifier", "extension", 0, "valueIdentifier", "value")},

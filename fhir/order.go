@@ -434,7 +434,29 @@ func (c *orderCheck) checkItemIDs() *Error {
 					"%s %s is the id of another line item too: line item ids must be unique", expr, quote(id))
 			}
 		}
+		if err := checkMedicationCode(&it.mr, it.k); err != nil {
+			return err
+		}
 		c.o.Items = append(c.o.Items, newOrderItem(id, &it.mr))
+	}
+	return nil
+}
+
+// checkMedicationCode checks that an item names its medication by a dm+d
+// (SNOMED CT) concept id: 6 to 18 digits.
+func checkMedicationCode(r *medicationRequest, k int) *Error {
+	expr := entryPath(k, "medicationCodeableConcept.coding[0].code")
+	cs := r.MedicationCodeableConcept.Coding
+	if len(cs) == 0 || cs[0].Code == "" {
+		return missing(expr, "%s is missing: every line item names its medication by a dm+d (SNOMED CT) code", expr)
+	}
+	code := cs[0].Code
+	ok := len(code) >= 6 && len(code) <= 18
+	for i := 0; ok && i < len(code); i++ {
+		ok = code[i] >= '0' && code[i] <= '9'
+	}
+	if !ok {
+		return badValue(expr, "%s %s is not a dm+d (SNOMED CT) concept id (6 to 18 digits)", expr, quote(code))
 	}
 	return nil
 }

@@ -270,6 +270,18 @@ func TestServiceEndpoints(t *testing.T) {
 	if res := b.do("GET", "/FHIR/R4/Nothing", "", nil); res.Status != 401 {
 		t.Errorf("unknown path without token: %d (must not tell what exists)", res.Status)
 	}
+	if res := b.do("POST", "/FHIR/R4/metadata", "", []byte(`{}`)); res.Status != 405 || res.Header.Get("Allow") != "GET" {
+		t.Errorf("POST metadata: %d", res.Status)
+	}
+	if res := b.do("GET", "/FHIR/R4/$process-message", b.token(auth.RolePrescriber, "A83008"), nil); res.Status != 405 {
+		t.Errorf("GET $process-message: %d", res.Status)
+	}
+	if res := b.do("BREW", "/", "", nil); res.Status != 404 {
+		t.Errorf("BREW /: %d", res.Status)
+	}
+	if res := b.do("GET", "/metrics", "", nil); !bytes.Contains(res.Body, []byte(`method="other"`)) || bytes.Contains(res.Body, []byte(`BREW`)) {
+		t.Error("an unknown method must be counted as method=\"other\"")
+	}
 	if res := b.post(b.token(auth.RolePrescriber, "A83008"), []byte(`<Bundle/>`), "Content-Type", "application/fhir+xml"); res.Status != 415 {
 		t.Errorf("XML: %d", res.Status)
 	}

@@ -70,6 +70,14 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	maxMsg := int32(max(cfg.MaxBodyBytes*2, 1<<20))
 	if a.NATS.Embedded == nil {
 		maxMsg = int32(min(int64(maxMsg), a.NATS.Conn.MaxPayload()))
+		if int64(maxMsg) < cfg.MaxBodyBytes+64<<10 {
+			log.Warn("the NATS server's max_payload is close to --max-body: the largest orders will be refused with 413",
+				zap.Int64("max_payload", a.NATS.Conn.MaxPayload()), zap.Int64("max_body", cfg.MaxBodyBytes))
+		}
+		if cfg.Replicas < 3 {
+			log.Warn("external NATS with fewer than 3 replicas: durability rests on that server's own sync policy (set jetstream { sync_interval: always })",
+				zap.Int("replicas", cfg.Replicas))
+		}
 	}
 	a.Store, err = broker.OpenStore(ctx, a.NATS.Conn, broker.StoreConfig{
 		Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg,
@@ -165,7 +173,12 @@ func (a *App) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 		a.log.Info("draining: no new requests; waiting for in-flight ones", zap.Duration("timeout", a.cfg.ShutdownTimeout))
 		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
-		serveErr = a.server.Shutdown(sctx)
+		if err := a.server.Shutdown(sctx); err != nil {
+			// Requests still running after the timeout are cut off; what they
+			// had acknowledged is stored, what they had not was not answered.
+			a.log.Warn("drain timed out; closing the remaining connections", zap.Error(err))
+			_ = a.server.Close()
+		}
 		cancel()
 		if e := <-errc; !errors.Is(e, http.ErrServerClosed) && serveErr == nil {
 			serveErr = e

@@ -48,13 +48,14 @@ func (a *api) observe(route string, next http.Handler) http.Handler {
 			w.Header().Set("X-Request-ID", id)
 		}
 		ow := &observedWriter{ResponseWriter: w}
-		next.ServeHTTP(ow, r)
+		a.recoverer(next).ServeHTTP(ow, r)
 		if ow.status == 0 {
 			ow.status = http.StatusOK
 		}
 		d := time.Since(start)
-		a.Metrics.HTTPRequests.WithLabelValues(route, r.Method, strconv.Itoa(ow.status)).Inc()
-		a.Metrics.HTTPDuration.WithLabelValues(route, r.Method, fmt.Sprintf("%dxx", ow.status/100)).Observe(d.Seconds())
+		method := methodLabel(r.Method)
+		a.Metrics.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(ow.status)).Inc()
+		a.Metrics.HTTPDuration.WithLabelValues(route, method, fmt.Sprintf("%dxx", ow.status/100)).Observe(d.Seconds())
 		if route == "GET /healthz" || route == "GET /readyz" || route == "GET /metrics" {
 			return
 		}
@@ -64,6 +65,16 @@ func (a *api) observe(route string, next http.Handler) http.Handler {
 			zap.String("correlation_id", r.Header.Get("X-Correlation-ID")),
 			zap.String("role", string(ow.principal.Role)), zap.String("org", ow.principal.ODS))
 	})
+}
+
+// methodLabel bounds the method label: anyone can send any method name.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 // recoverer turns a panic into a 500 OperationOutcome (and a log line with

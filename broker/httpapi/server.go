@@ -57,11 +57,23 @@ func NewHandler(d Deps) http.Handler {
 	route("GET /metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{Registry: d.Metrics.Registry}))
 	route("GET /FHIR/R4/metadata", http.HandlerFunc(a.metadata))
 	route("POST /FHIR/R4/$process-message", a.authenticated(a.withBody(a.idempotent(a.processMessage))))
+	// Known paths with another method: 405 (after authentication, so that
+	// nothing is told to an anonymous caller).
+	route("/FHIR/R4/$process-message", a.authenticated(methodNotAllowed(a, "POST")))
+	route("/FHIR/R4/metadata", methodNotAllowed(a, "GET"))
 	// Everything else under the API prefixes answers with an OperationOutcome.
 	route("/FHIR/R4/", a.authenticated(http.HandlerFunc(a.notFound)))
 	route("/api/", a.authenticated(http.HandlerFunc(a.notFound)))
 	route("/", http.HandlerFunc(a.notFound))
-	return a.recoverer(mux)
+	return mux
+}
+
+// methodNotAllowed answers 405 with the allowed method.
+func methodNotAllowed(a *api, allow string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		a.writeError(w, r, fhir.Errorf(fhir.KindMethodNotAllowed, fhir.CodeMethodNotAllowed, "%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow))
+	})
 }
 
 // statusFor maps an error kind to its HTTP status: the one place where
@@ -220,15 +232,24 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 		}
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		next(rec, r)
-		if rec.status < 500 {
-			err := a.Store.SaveResponse(r.Context(), key, &broker.SavedResponse{BodyHash: hash, Status: rec.status,
+		if final(rec.status) {
+			// Saved even when the client has gone: its retry must get this answer.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+			err := a.Store.SaveResponse(ctx, key, &broker.SavedResponse{BodyHash: hash, Status: rec.status,
 				ContentType: rec.Header().Get("Content-Type"), Body: rec.body})
+			cancel()
 			if err != nil {
 				a.Log.Warn("X-Request-ID answer not remembered", zap.Error(err))
 			}
 		}
 		rec.flush()
 	})
+}
+
+// final reports whether an answer is final, and so is replayed for the same
+// X-Request-ID: not a 5xx, a timeout or a throttle, which a retry may change.
+func final(status int) bool {
+	return status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
 }
 
 // recorder holds a response back until it has been remembered.

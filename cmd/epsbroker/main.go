@@ -40,6 +40,10 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal ends the process at once, without the drain
+	}()
 	a, err := app.New(ctx, cfg, log, nil)
 	if err != nil {
 		log.Error("epsbroker could not start", zap.Error(err))
