@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,16 @@ const (
 	BucketRequests = "EPS_REQUESTS"
 	// ConsumerQueueProjector is the durable consumer that keeps StreamQueue.
 	ConsumerQueueProjector = "eps-queue-projector"
+	// StreamAudit records every tracker look-up on
+	// eps.audit.<NHS number or "none">.<user key>.
+	StreamAudit = "EPS_AUDIT"
+	// SubjectAudit is the subject prefix of the audit trail.
+	SubjectAudit = "eps.audit."
+	// BucketSessions holds the tracker page's sessions; an entry expires
+	// after SessionIdle without use.
+	BucketSessions = "EPS_SESSIONS"
+	// SessionIdle is how long a tracker page session lives without use.
+	SessionIdle = 15 * time.Minute
 )
 
 // Headers of event log messages. The message data is the original request
@@ -66,8 +77,25 @@ type Store struct {
 	events   jetstream.Stream
 	queue    jetstream.Stream
 	requests jetstream.KeyValue
+	audit    jetstream.Stream
+	sessions jetstream.KeyValue
 	metrics  *Metrics
 	maxMsg   int
+	// lastSeq is the highest event log sequence this process has written:
+	// readers of projections wait for it to read their own writes.
+	lastSeq atomic.Uint64
+}
+
+// LastWritten is the highest event log sequence this process has written.
+func (s *Store) LastWritten() uint64 { return s.lastSeq.Load() }
+
+func (s *Store) noteWritten(seq uint64) {
+	for {
+		cur := s.lastSeq.Load()
+		if seq <= cur || s.lastSeq.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
 }
 
 // StoreConfig sets how the streams and buckets are created.
@@ -126,7 +154,33 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", BucketRequests, err)
 	}
-	return &Store{js: js, events: events, queue: queue, requests: requests, metrics: m, maxMsg: int(cfg.MaxMessage)}, nil
+	audit, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamAudit,
+		Description: "Tracker look-ups: who, their organisation, what was searched, when, how many results",
+		Subjects:    []string{SubjectAudit + ">"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Discard:     jetstream.DiscardNew,
+		AllowDirect: true,
+		DenyDelete:  true,
+		DenyPurge:   true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamAudit, err)
+	}
+	sessions, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketSessions,
+		Description: "Tracker page sessions (keys are hashes of the session cookies)",
+		TTL:         SessionIdle,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		History:     1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", BucketSessions, err)
+	}
+	return &Store{js: js, events: events, queue: queue, requests: requests, audit: audit, sessions: sessions,
+		metrics: m, maxMsg: int(cfg.MaxMessage)}, nil
 }
 
 // JetStream is the store's JetStream context.
@@ -177,6 +231,7 @@ func (s *Store) Append(ctx context.Context, event, messageID string, rec *tracke
 	if err != nil {
 		return 0, err
 	}
+	s.noteWritten(ack.Sequence)
 	return ack.Sequence, nil
 }
 

@@ -30,7 +30,9 @@ type App struct {
 	Store     *broker.Store
 	Metrics   *broker.Metrics
 	projector *broker.QueueProjector
-	verifier  *auth.Verifier
+	// Tracker keeps the tracker's status index.
+	Tracker  *broker.TrackerProjector
+	verifier *auth.Verifier
 	// IssuerKey is the broker's own token signing key (from the data dir).
 	IssuerKey ed25519.PrivateKey
 	server    *http.Server
@@ -88,10 +90,14 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	if a.projector, err = broker.StartQueueProjector(ctx, a.Store, a.NATS.Conn, a.Metrics, log); err != nil {
 		return nil, err
 	}
+	if a.Tracker, err = broker.StartTrackerProjector(ctx, a.Store, a.Metrics, log, cfg.DataDir); err != nil {
+		return nil, err
+	}
 
 	handler := httpapi.NewHandler(httpapi.Deps{
 		Intake:   broker.NewIntake(a.Store, a.Metrics, log, now),
 		Store:    a.Store,
+		Tracker:  a.Tracker.Index,
 		Verifier: a.verifier,
 		Metrics:  a.Metrics,
 		Log:      log,
@@ -122,6 +128,9 @@ func (a *App) Ready(ctx context.Context) error {
 	}
 	if !a.projector.Running() {
 		return errors.New("queue projector stopped")
+	}
+	if !a.Tracker.CaughtUp() {
+		return errors.New("tracker index is catching up with the event log")
 	}
 	return nil
 }
@@ -195,6 +204,9 @@ func (a *App) Serve(ctx context.Context) error {
 func (a *App) closeBackend() {
 	if a.projector != nil {
 		a.projector.Stop()
+	}
+	if a.Tracker != nil {
+		a.Tracker.Stop()
 	}
 	if a.NATS != nil {
 		a.NATS.Close()

@@ -17,6 +17,7 @@ package auth
 import (
 	"errors"
 	"strings"
+	"time"
 )
 
 // DefaultIssuer is the iss claim of tokens signed with the broker's own key.
@@ -68,6 +69,8 @@ type Principal struct {
 	ODS string
 	// Role is the user's role (the role claim).
 	Role Role
+	// Expires is when the token ends (the exp claim); zero when not known.
+	Expires time.Time
 }
 
 // BearerToken extracts the token from the value of an Authorization header,

@@ -190,7 +190,11 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 	case !fhir.ValidODSCode(c.ODS):
 		return Principal{}, unauthorized("invalid ods claim")
 	}
-	return Principal{Subject: c.Subject, ODS: c.ODS, Role: c.Role}, nil
+	p := Principal{Subject: c.Subject, ODS: c.ODS, Role: c.Role}
+	if c.ExpiresAt != nil {
+		p.Expires = c.ExpiresAt.Time
+	}
+	return p, nil
 }
 
 func unauthorized(reason string) error {

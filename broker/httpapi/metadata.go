@@ -21,6 +21,17 @@ var capabilityStatement = mustJSON(map[string]any{
 			"cors":        false,
 			"description": "Authorization: Bearer <JWT> signed by the broker's issuer key or a configured external issuer; claims sub, ods, role (prescriber, dispenser, tracker, admin).",
 		},
+		"resource": []any{map[string]any{
+			"type": "RequestGroup",
+			"interaction": []any{
+				map[string]any{"code": "read", "documentation": "GET /FHIR/R4/RequestGroup/{prescriptionId}: the prescription's detail and message history (clinical prescription tracker)"},
+				map[string]any{"code": "search-type", "documentation": "GET /FHIR/R4/RequestGroup?prescriptionId= or ?nhsNumber= (exactly one)"},
+			},
+			"searchParam": []any{
+				map[string]any{"name": "prescriptionId", "type": "token"},
+				map[string]any{"name": "nhsNumber", "type": "token"},
+			},
+		}},
 		"operation": []any{map[string]any{
 			"name":          "process-message",
 			"definition":    "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",

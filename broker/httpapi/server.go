@@ -7,6 +7,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/tracker"
 )
 
 // FHIRMediaType is the media type of every FHIR answer.
@@ -33,6 +35,7 @@ type Verifier interface {
 type Deps struct {
 	Intake   *broker.Intake
 	Store    *broker.Store
+	Tracker  *tracker.Index
 	Verifier Verifier
 	Metrics  *broker.Metrics
 	Log      *zap.Logger
@@ -57,6 +60,14 @@ func NewHandler(d Deps) http.Handler {
 	route("GET /metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{Registry: d.Metrics.Registry}))
 	route("GET /FHIR/R4/metadata", http.HandlerFunc(a.metadata))
 	route("POST /FHIR/R4/$process-message", a.authenticated(a.withBody(a.idempotent(a.processMessage))))
+	route("GET /FHIR/R4/RequestGroup", a.authenticated(http.HandlerFunc(a.searchRequestGroups)))
+	route("GET /FHIR/R4/RequestGroup/{id}", a.authenticated(http.HandlerFunc(a.getRequestGroup)))
+	route("GET /api/v1/audit", a.authenticated(http.HandlerFunc(a.auditList)))
+	route("GET /tracker", a.trackerPage())
+	route("GET /tracker/", a.trackerPage())
+	route("POST /tracker/session", a.withBody(http.HandlerFunc(a.signIn)))
+	route("GET /tracker/session", a.authenticated(http.HandlerFunc(a.sessionInfo)))
+	route("DELETE /tracker/session", http.HandlerFunc(a.signOut))
 	// Known paths with another method: 405 (after authentication, so that
 	// nothing is told to an anonymous caller).
 	route("/FHIR/R4/$process-message", a.authenticated(methodNotAllowed(a, "POST")))
@@ -122,6 +133,8 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeFHIR(w, status, fhir.ErrorOutcome(err))
 }
 
+func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
 func writeFHIR(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", FHIRMediaType+"; charset=utf-8")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -151,6 +164,26 @@ func bodyFrom(ctx context.Context) []byte {
 func (a *api) authenticated(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token := auth.BearerToken(r.Header.Get("Authorization"))
+		if token == "" && r.Header.Get("Authorization") == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			// The tracker page's session cookie, for reads only.
+			if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
+				ss, err := a.Store.TouchSession(r.Context(), c.Value, a.Now())
+				switch {
+				case errors.Is(err, broker.ErrNoSession):
+					a.writeError(w, r, fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "your session has ended: sign in again"))
+					return
+				case err != nil:
+					a.writeError(w, r, unavailable("session", err))
+					return
+				}
+				p := ss.Principal()
+				if o, ok := w.(*observedWriter); ok {
+					o.principal = p
+				}
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+				return
+			}
+		}
 		if token == "" {
 			a.writeError(w, r, fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "missing bearer token: send Authorization: Bearer <JWT>"))
 			return

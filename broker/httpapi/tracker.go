@@ -1,0 +1,335 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/web"
+)
+
+// sessionCookie is the tracker page's session cookie.
+const sessionCookie = "eps_session"
+
+// mayRead reports whether p may see a prescription: the tracker and admin
+// roles may see any; a prescriber those its organisation sent; a dispenser
+// those nominated to or held by its organisation.
+func mayRead(p auth.Principal, rec *tracker.Prescription) bool {
+	switch p.Role {
+	case auth.RoleTracker, auth.RoleAdmin:
+		return true
+	case auth.RolePrescriber:
+		return rec.Prescriber == p.ODS || rec.PrescriberOrg == p.ODS
+	case auth.RoleDispenser:
+		return rec.Nominated == p.ODS || rec.Dispenser == p.ODS
+	}
+	return false
+}
+
+// seesAll reports whether p may see every prescription (so a missing one
+// may be answered 404 rather than 403).
+func seesAll(p auth.Principal) bool { return p.Role == auth.RoleTracker || p.Role == auth.RoleAdmin }
+
+// rawQueryParam reads a query parameter without turning '+' into a space:
+// prescription IDs may end in '+', and clients do not always encode it.
+func rawQueryParam(rawQuery, name string) (string, bool, error) {
+	found, value := false, ""
+	for _, part := range strings.Split(rawQuery, "&") {
+		k, v, _ := strings.Cut(part, "=")
+		if k != name {
+			continue
+		}
+		if found {
+			return "", true, errors.New("given twice")
+		}
+		var err error
+		if value, err = url.PathUnescape(v); err != nil {
+			return "", true, err
+		}
+		found = true
+	}
+	return strings.TrimSpace(value), found, nil
+}
+
+func badParam(param, format string, args ...any) *fhir.Error {
+	return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "value", Code: fhir.CodeInvalidValue,
+		Expression: []string{param}, Diagnostics: sprintf(format, args...)}
+}
+
+// searchRequestGroups answers GET /FHIR/R4/RequestGroup?prescriptionId= or
+// ?nhsNumber= (exactly one).
+func (a *api) searchRequestGroups(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	id, hasID, errID := rawQueryParam(r.URL.RawQuery, "prescriptionId")
+	nhs, hasNHS, errNHS := rawQueryParam(r.URL.RawQuery, "nhsNumber")
+	switch {
+	case hasID && hasNHS:
+		a.writeError(w, r, badParam("prescriptionId", "include only one of prescriptionId and nhsNumber"))
+		return
+	case !hasID && !hasNHS:
+		a.writeError(w, r, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "required", Code: fhir.CodeMissingValue,
+			Diagnostics: "search by prescriptionId or by nhsNumber: include one of them"})
+		return
+	case errID != nil || errNHS != nil:
+		a.writeError(w, r, badParam("prescriptionId", "the query string is not well formed: %v", errors.Join(errID, errNHS)))
+		return
+	case hasID && !fhir.ValidShortID(strings.ToUpper(id)):
+		a.writeError(w, r, badParam("prescriptionId", "prescriptionId %q is not a valid prescription ID (format XXXXXX-XXXXXX-XXXXXC with a MOD 37-2 check character)", id))
+		return
+	case hasNHS && !fhir.ValidNHSNumber(nhs):
+		a.writeError(w, r, badParam("nhsNumber", "nhsNumber %q is not a valid NHS number (10 digits, modulus 11 check)", nhs))
+		return
+	}
+	a.waitForOwnWrites(r.Context())
+	var entries []tracker.Entry
+	audit := broker.AuditEntry{Time: a.Now().UTC(), Action: "search"}
+	if hasID {
+		id = strings.ToUpper(id)
+		audit.PrescriptionID = id
+		if e, ok := a.Tracker.Get(id); ok {
+			entries = []tracker.Entry{e}
+		}
+	} else {
+		audit.NHSNumber = nhs
+		entries = a.Tracker.ByNHSNumber(nhs)
+	}
+	var results []tracker.SearchResult
+	patients := map[string]fhir.PatientDetails{}
+	for _, e := range entries {
+		cur, err := a.Store.Current(r.Context(), e.ID)
+		if err != nil {
+			a.writeError(w, r, unavailable("read prescription", err))
+			return
+		}
+		if !mayRead(p, cur.Record) {
+			continue
+		}
+		pd, ok := patients[cur.Record.NHSNumber]
+		if !ok {
+			d, err := a.orderDetails(r.Context(), cur.Record)
+			if err != nil {
+				a.writeError(w, r, unavailable("read prescription", err))
+				return
+			}
+			pd = d.Patient
+			patients[cur.Record.NHSNumber] = pd
+		}
+		results = append(results, tracker.SearchResult{Record: cur.Record, Patient: pd})
+	}
+	if hasID && len(results) == 1 {
+		audit.NHSNumber = results[0].Record.NHSNumber
+	}
+	audit.Results, audit.Outcome = len(results), http.StatusOK
+	if err := a.Store.Audit(r.Context(), p, audit); err != nil {
+		a.writeError(w, r, unavailable("audit", err))
+		return
+	}
+	writeFHIR(w, http.StatusOK, tracker.SearchBundle(results))
+}
+
+// getRequestGroup answers GET /FHIR/R4/RequestGroup/{id}: the prescription's
+// detail. A caller who may not see it is answered 403 whether or not it
+// exists, so the answer tells nothing.
+func (a *api) getRequestGroup(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	id := strings.ToUpper(strings.TrimSpace(r.PathValue("id")))
+	if !fhir.ValidShortID(id) {
+		a.writeError(w, r, badParam("id", "%q is not a valid prescription ID (format XXXXXX-XXXXXX-XXXXXC with a MOD 37-2 check character)", id))
+		return
+	}
+	audit := broker.AuditEntry{Time: a.Now().UTC(), Action: "detail", PrescriptionID: id}
+	forbidden := fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "your organisation has no access to prescription %s (or it does not exist)", id)
+	cur, err := a.Store.Current(r.Context(), id)
+	switch {
+	case errors.Is(err, broker.ErrNotFound):
+		audit.Outcome = http.StatusNotFound
+		if !seesAll(p) {
+			audit.Outcome = http.StatusForbidden
+		}
+		if err := a.Store.Audit(r.Context(), p, audit); err != nil {
+			a.writeError(w, r, unavailable("audit", err))
+			return
+		}
+		if !seesAll(p) {
+			a.writeError(w, r, forbidden)
+			return
+		}
+		a.writeError(w, r, fhir.Errorf(fhir.KindNotFound, fhir.CodeResourceNotFound, "prescription %s not found", id))
+		return
+	case err != nil:
+		a.writeError(w, r, unavailable("read prescription", err))
+		return
+	}
+	audit.NHSNumber = cur.Record.NHSNumber
+	if !mayRead(p, cur.Record) {
+		audit.Outcome = http.StatusForbidden
+		if err := a.Store.Audit(r.Context(), p, audit); err != nil {
+			a.writeError(w, r, unavailable("audit", err))
+			return
+		}
+		a.writeError(w, r, forbidden)
+		return
+	}
+	d, err := a.orderDetails(r.Context(), cur.Record)
+	if err != nil {
+		a.writeError(w, r, unavailable("read prescription", err))
+		return
+	}
+	audit.Results, audit.Outcome = 1, http.StatusOK
+	if err := a.Store.Audit(r.Context(), p, audit); err != nil {
+		a.writeError(w, r, unavailable("audit", err))
+		return
+	}
+	writeFHIR(w, http.StatusOK, tracker.DetailBundle(cur.Record, d))
+}
+
+// orderDetails decodes what the tracker shows from the original order.
+func (a *api) orderDetails(ctx context.Context, rec *tracker.Prescription) (*fhir.OrderDetails, error) {
+	ev, err := a.Store.Event(ctx, rec.OrderSeq)
+	if err != nil {
+		return nil, err
+	}
+	return fhir.DecodeOrderDetails(ev.Body)
+}
+
+// waitForOwnWrites lets a search see what this broker has just stored: it
+// waits (briefly) until the index has applied this process's latest write.
+func (a *api) waitForOwnWrites(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := a.Tracker.WaitApplied(ctx, a.Store.LastWritten()); err != nil {
+		a.Log.Warn("tracker index is behind the event log; answering from it anyway", zap.Error(err))
+	}
+}
+
+func unavailable(op string, err error) *fhir.Error {
+	return &fhir.Error{Kind: fhir.KindUnavailable, Op: op, Code: fhir.CodeServiceUnavailable,
+		Diagnostics: "the tracker could not read the store; retry", Err: err}
+}
+
+// auditList answers GET /api/v1/audit?user=&nhsNumber=&limit= for admins:
+// who looked at what, newest first.
+func (a *api) auditList(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	if p.Role != auth.RoleAdmin {
+		a.writeError(w, r, fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the admin role may read the audit trail"))
+		return
+	}
+	q := broker.AuditQuery{User: r.URL.Query().Get("user"), NHSNumber: r.URL.Query().Get("nhsNumber"), Limit: 100}
+	if q.NHSNumber != "" && !fhir.ValidNHSNumber(q.NHSNumber) {
+		a.writeError(w, r, badParam("nhsNumber", "nhsNumber %q is not a valid NHS number", q.NHSNumber))
+		return
+	}
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 10000 {
+			a.writeError(w, r, badParam("limit", "limit %q: want 1 to 10000", l))
+			return
+		}
+		q.Limit = n
+	}
+	entries, err := a.Store.AuditEntries(r.Context(), q)
+	if err != nil {
+		a.writeError(w, r, unavailable("read audit", err))
+		return
+	}
+	if entries == nil {
+		entries = []broker.AuditEntry{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": entries, "count": len(entries)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// trackerPage serves the tracker web page and its assets from the embedded
+// files, with headers that keep it to itself.
+func (a *api) trackerPage() http.Handler {
+	files := web.FS()
+	assets := http.StripPrefix("/tracker/assets/", http.FileServer(http.FS(files)))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		if r.URL.Path == "/tracker" || r.URL.Path == "/tracker/" {
+			b, err := fs.ReadFile(files, "index.html")
+			if err != nil {
+				a.writeError(w, r, err)
+				return
+			}
+			h.Set("Content-Type", "text/html; charset=utf-8")
+			_, _ = w.Write(b)
+			return
+		}
+		assets.ServeHTTP(w, r)
+	})
+}
+
+// signIn answers POST /tracker/session {"token": "..."}: the token is
+// verified and exchanged for an HttpOnly, SameSite=Strict session cookie.
+func (a *api) signIn(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(bodyFrom(r.Context()), &req); err != nil || strings.TrimSpace(req.Token) == "" {
+		a.writeError(w, r, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "required", Code: fhir.CodeMissingValue,
+			Diagnostics: `send {"token": "<bearer token>"}`})
+		return
+	}
+	p, err := a.Verifier.Verify(strings.TrimSpace(req.Token))
+	if err != nil {
+		a.writeError(w, r, fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "invalid token: %s", strings.TrimPrefix(err.Error(), auth.ErrUnauthorized.Error()+": ")))
+		return
+	}
+	cookie, err := a.Store.NewSession(r.Context(), p)
+	if err != nil {
+		a.writeError(w, r, unavailable("session", err))
+		return
+	}
+	if o, ok := w.(*observedWriter); ok {
+		o.principal = p
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: cookie, Path: "/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// sessionInfo answers GET /tracker/session: who is signed in.
+func (a *api) sessionInfo(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	info := map[string]any{"user": p.Subject, "ods": p.ODS, "role": p.Role}
+	if !p.Expires.IsZero() {
+		info["expires"] = p.Expires.UTC().Format(time.RFC3339)
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// signOut answers DELETE /tracker/session.
+func (a *api) signOut(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(sessionCookie); err == nil {
+		if err := a.Store.EndSession(r.Context(), c.Value); err != nil {
+			a.writeError(w, r, unavailable("session", err))
+			return
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	w.WriteHeader(http.StatusNoContent)
+}

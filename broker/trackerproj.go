@@ -1,0 +1,180 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/tracker"
+)
+
+// SnapshotPath is where a broker keeps its tracker index snapshot.
+func SnapshotPath(dataDir string) string { return filepath.Join(dataDir, "tracker", "index.gob") }
+
+// TrackerProjector keeps the tracker's index from the event log. On start it
+// loads the index snapshot from the data dir (if any) and catches up from the
+// event after it; it saves a snapshot every minute when something changed
+// and when it stops. Deleting the snapshot rebuilds the index from the whole
+// log on the next start.
+type TrackerProjector struct {
+	Index    *tracker.Index
+	store    *Store
+	log      *zap.Logger
+	metrics  *Metrics
+	path     string
+	cc       jetstream.ConsumeContext
+	caughtUp atomic.Bool
+	target   uint64 // the log's last sequence when the projector started
+	stop     chan struct{}
+	done     sync.WaitGroup
+	saved    atomic.Uint64
+}
+
+// StartTrackerProjector loads the snapshot and starts consuming the log.
+func StartTrackerProjector(ctx context.Context, store *Store, m *Metrics, log *zap.Logger, dataDir string) (*TrackerProjector, error) {
+	p := &TrackerProjector{Index: tracker.NewIndex(), store: store, log: log, metrics: m, path: SnapshotPath(dataDir), stop: make(chan struct{})}
+	info, err := store.events.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("tracker: %w", err)
+	}
+	p.target = info.State.LastSeq
+	switch err := p.Index.LoadSnapshot(p.path); {
+	case errors.Is(err, tracker.ErrNoSnapshot):
+		log.Info("tracker index: no snapshot; building it from the event log", zap.Uint64("events", info.State.Msgs))
+	case err != nil:
+		log.Warn("tracker index: snapshot unreadable; rebuilding from the event log", zap.Error(err))
+		p.Index = tracker.NewIndex()
+	case p.Index.Applied() > info.State.LastSeq:
+		log.Warn("tracker index: snapshot is ahead of the event log (a different log?); rebuilding",
+			zap.Uint64("snapshot", p.Index.Applied()), zap.Uint64("log", info.State.LastSeq))
+		p.Index = tracker.NewIndex()
+	default:
+		log.Info("tracker index: snapshot loaded", zap.Int("prescriptions", p.Index.Len()), zap.Uint64("applied", p.Index.Applied()))
+	}
+	p.saved.Store(p.Index.Applied())
+	if p.Index.Applied() >= p.target {
+		p.caughtUp.Store(true)
+	}
+	cons, err := store.js.OrderedConsumer(ctx, StreamEvents, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: p.Index.Applied() + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tracker consumer: %w", err)
+	}
+	p.cc, err = cons.Consume(p.handle, jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return nil, fmt.Errorf("tracker consume: %w", err)
+	}
+	p.done.Add(1)
+	go p.saveLoop()
+	return p, nil
+}
+
+func (p *TrackerProjector) handle(m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	ev, err := decodeStored(md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
+	if err != nil {
+		p.metrics.Projected.WithLabelValues("tracker", "skipped").Inc()
+		p.log.Error("tracker index: undecodable event", zap.Uint64("seq", md.Sequence.Stream), zap.Error(err))
+		return
+	}
+	p.Index.Apply(ev.Seq, ev.Record)
+	p.metrics.Projected.WithLabelValues("tracker", "applied").Inc()
+	if !p.caughtUp.Load() && ev.Seq >= p.target {
+		p.caughtUp.Store(true)
+		p.log.Info("tracker index caught up", zap.Int("prescriptions", p.Index.Len()), zap.Uint64("applied", ev.Seq))
+	}
+}
+
+// CaughtUp reports whether the index holds every event that was in the log
+// when the broker started.
+func (p *TrackerProjector) CaughtUp() bool { return p.caughtUp.Load() }
+
+func (p *TrackerProjector) saveLoop() {
+	defer p.done.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			p.save()
+		case <-p.stop:
+			return
+		}
+	}
+}
+
+func (p *TrackerProjector) save() {
+	applied := p.Index.Applied()
+	if applied == p.saved.Load() {
+		return
+	}
+	if err := p.Index.SaveSnapshot(p.path); err != nil {
+		p.log.Warn("tracker index: snapshot not saved", zap.Error(err))
+		return
+	}
+	p.saved.Store(applied)
+}
+
+// Stop stops consuming and saves a snapshot.
+func (p *TrackerProjector) Stop() {
+	p.cc.Stop()
+	close(p.stop)
+	p.done.Wait()
+	p.save()
+}
+
+// RebuildTrackerIndex builds a tracker index from the whole event log and
+// returns it; progress, when not nil, is told how many events of how many
+// have been applied.
+func RebuildTrackerIndex(ctx context.Context, store *Store, progress func(done, total uint64)) (*tracker.Index, error) {
+	info, err := store.events.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ix := tracker.NewIndex()
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return ix, nil
+	}
+	cons, err := store.js.OrderedConsumer(ctx, StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return nil, err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
+	var n uint64
+	for ix.Applied() < last {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("read event log: %w", err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		ev, err := decodeStored(md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
+		if err != nil {
+			return nil, fmt.Errorf("event %d: %w", md.Sequence.Stream, err)
+		}
+		ix.Apply(ev.Seq, ev.Record)
+		n++
+		if progress != nil && (n%1000 == 0 || ev.Seq >= last) {
+			progress(n, info.State.Msgs)
+		}
+	}
+	return ix, nil
+}

@@ -1,0 +1,288 @@
+package tracker
+
+import (
+	"context"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Entry is what the index keeps of one prescription: enough to find it and
+// to sort and filter search results. The full record is in the event log.
+type Entry struct {
+	ID         string
+	NHSNumber  string
+	Status     Status
+	Prescriber string // sending organisation
+	PrescOrg   string // requester's organisation, when different
+	Nominated  string
+	Dispenser  string
+	Created    time.Time
+	Seq        uint64 // the event log sequence of the latest event applied
+}
+
+// Index is the tracker's status index: a projection of the event log, by
+// prescription ID, by NHS number, by prescriber organisation, and by
+// nominated and holding dispenser. It is safe for concurrent use.
+type Index struct {
+	mu           sync.RWMutex
+	byID         map[string]*Entry
+	byNHS        map[string][]*Entry // a prescription's NHS number never changes
+	byPrescriber map[string][]*Entry // nor does its prescriber
+	byNominated  map[string]map[string]*Entry
+	byDispenser  map[string]map[string]*Entry
+	applied      uint64
+	changed      chan struct{} // closed and replaced on every Apply
+}
+
+// NewIndex returns an empty index.
+func NewIndex() *Index {
+	return &Index{
+		byID:         map[string]*Entry{},
+		byNHS:        map[string][]*Entry{},
+		byPrescriber: map[string][]*Entry{},
+		byNominated:  map[string]map[string]*Entry{},
+		byDispenser:  map[string]map[string]*Entry{},
+		changed:      make(chan struct{}),
+	}
+}
+
+// Apply records the state of a prescription after the event at seq. Events
+// at or below the last applied sequence are ignored, so replaying the log
+// over an index is harmless.
+func (ix *Index) Apply(seq uint64, rec *Prescription) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if seq <= ix.applied {
+		return
+	}
+	ix.applied = seq
+	ix.apply(seq, rec)
+	close(ix.changed)
+	ix.changed = make(chan struct{})
+}
+
+func (ix *Index) apply(seq uint64, rec *Prescription) {
+	e, ok := ix.byID[rec.ID]
+	if !ok {
+		e = &Entry{ID: rec.ID, NHSNumber: rec.NHSNumber, Prescriber: rec.Prescriber, Created: rec.Created}
+		if rec.PrescriberOrg != rec.Prescriber {
+			e.PrescOrg = rec.PrescriberOrg
+		}
+		ix.byID[rec.ID] = e
+		ix.byNHS[e.NHSNumber] = append(ix.byNHS[e.NHSNumber], e)
+		ix.byPrescriber[e.Prescriber] = append(ix.byPrescriber[e.Prescriber], e)
+	}
+	moveSet(ix.byNominated, e.Nominated, rec.Nominated, e)
+	moveSet(ix.byDispenser, e.Dispenser, rec.Dispenser, e)
+	e.Status, e.Nominated, e.Dispenser, e.Seq = rec.Status, rec.Nominated, rec.Dispenser, seq
+}
+
+// moveSet moves e from set[from] to set[to] ("" is no set).
+func moveSet(set map[string]map[string]*Entry, from, to string, e *Entry) {
+	if from == to {
+		if to != "" {
+			if set[to] == nil {
+				set[to] = map[string]*Entry{}
+			}
+			set[to][e.ID] = e
+		}
+		return
+	}
+	if from != "" {
+		delete(set[from], e.ID)
+		if len(set[from]) == 0 {
+			delete(set, from)
+		}
+	}
+	if to != "" {
+		if set[to] == nil {
+			set[to] = map[string]*Entry{}
+		}
+		set[to][e.ID] = e
+	}
+}
+
+// Applied is the sequence of the last event applied.
+func (ix *Index) Applied() uint64 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.applied
+}
+
+// Len is the number of prescriptions indexed.
+func (ix *Index) Len() int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return len(ix.byID)
+}
+
+// WaitApplied waits until the event at seq has been applied, or ctx ends.
+func (ix *Index) WaitApplied(ctx context.Context, seq uint64) error {
+	for {
+		ix.mu.RLock()
+		applied, ch := ix.applied, ix.changed
+		ix.mu.RUnlock()
+		if applied >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Get returns the entry of a prescription.
+func (ix *Index) Get(id string) (Entry, bool) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	e, ok := ix.byID[id]
+	if !ok {
+		return Entry{}, false
+	}
+	return *e, true
+}
+
+// ByNHSNumber returns a patient's prescriptions, newest first.
+func (ix *Index) ByNHSNumber(nhs string) []Entry { return ix.list(ix.byNHS, nhs) }
+
+// ByPrescriber returns the prescriptions an organisation sent, newest first.
+func (ix *Index) ByPrescriber(ods string) []Entry { return ix.list(ix.byPrescriber, ods) }
+
+// ByNominated returns the prescriptions nominated to a dispenser, newest first.
+func (ix *Index) ByNominated(ods string) []Entry { return ix.listSet(ix.byNominated, ods) }
+
+// ByDispenser returns the prescriptions a dispenser holds, newest first.
+func (ix *Index) ByDispenser(ods string) []Entry { return ix.listSet(ix.byDispenser, ods) }
+
+// list copies the entries of m[key] under the read lock and sorts them
+// newest first.
+func (ix *Index) list(m map[string][]*Entry, key string) []Entry {
+	ix.mu.RLock()
+	out := make([]Entry, len(m[key]))
+	for i, e := range m[key] {
+		out[i] = *e
+	}
+	ix.mu.RUnlock()
+	SortNewestFirst(out)
+	return out
+}
+
+func (ix *Index) listSet(set map[string]map[string]*Entry, ods string) []Entry {
+	ix.mu.RLock()
+	out := make([]Entry, 0, len(set[ods]))
+	for _, e := range set[ods] {
+		out = append(out, *e)
+	}
+	ix.mu.RUnlock()
+	SortNewestFirst(out)
+	return out
+}
+
+// SortNewestFirst sorts entries by creation time, newest first, then by ID.
+func SortNewestFirst(es []Entry) {
+	slices.SortFunc(es, func(a, b Entry) int {
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}
+
+// snapshot is the on-disk form of an index.
+type snapshot struct {
+	Version int
+	Applied uint64
+	Entries []Entry
+}
+
+const snapshotVersion = 1
+
+// WriteSnapshot writes the index to w.
+func (ix *Index) WriteSnapshot(w io.Writer) error {
+	ix.mu.RLock()
+	s := snapshot{Version: snapshotVersion, Applied: ix.applied, Entries: make([]Entry, 0, len(ix.byID))}
+	for _, e := range ix.byID {
+		s.Entries = append(s.Entries, *e)
+	}
+	ix.mu.RUnlock()
+	return gob.NewEncoder(w).Encode(&s)
+}
+
+// ReadSnapshot replaces the index's contents with a snapshot read from r.
+func (ix *Index) ReadSnapshot(r io.Reader) error {
+	var s snapshot
+	if err := gob.NewDecoder(r).Decode(&s); err != nil {
+		return fmt.Errorf("tracker index snapshot: %w", err)
+	}
+	if s.Version != snapshotVersion {
+		return fmt.Errorf("tracker index snapshot: version %d, want %d", s.Version, snapshotVersion)
+	}
+	fresh := NewIndex()
+	for i := range s.Entries {
+		e := s.Entries[i]
+		rec := &Prescription{ID: e.ID, NHSNumber: e.NHSNumber, Status: e.Status, Prescriber: e.Prescriber,
+			PrescriberOrg: e.PrescOrg, Nominated: e.Nominated, Dispenser: e.Dispenser, Created: e.Created}
+		if rec.PrescriberOrg == "" {
+			rec.PrescriberOrg = rec.Prescriber
+		}
+		fresh.apply(e.Seq, rec)
+	}
+	ix.mu.Lock()
+	ix.byID, ix.byNHS, ix.byPrescriber = fresh.byID, fresh.byNHS, fresh.byPrescriber
+	ix.byNominated, ix.byDispenser, ix.applied = fresh.byNominated, fresh.byDispenser, s.Applied
+	close(ix.changed)
+	ix.changed = make(chan struct{})
+	ix.mu.Unlock()
+	return nil
+}
+
+// SaveSnapshot writes the index to path atomically (a temp file, synced,
+// then renamed over the old one).
+func (ix *Index) SaveSnapshot(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".index-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := ix.WriteSnapshot(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// LoadSnapshot reads the snapshot at path; ErrNoSnapshot when there is none.
+func (ix *Index) LoadSnapshot(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return ErrNoSnapshot
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return ix.ReadSnapshot(f)
+}
+
+// ErrNoSnapshot says that no snapshot exists yet.
+var ErrNoSnapshot = errors.New("no tracker index snapshot")

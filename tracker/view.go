@@ -1,0 +1,765 @@
+package tracker
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nhs-eps/epsbroker/fhir"
+)
+
+// The tracker's FHIR views: the searchset Bundles that GET
+// /FHIR/R4/RequestGroup answers, shaped like the NHS Clinical Prescription
+// Tracker API's (prescriptionSearch and clinicalView). They are built from
+// the prescription record and, for the detail view, from the details of the
+// original order message. The output is deterministic: every fullUrl is a
+// name-based UUID derived from an identifier (the NHS number, the
+// prescription ID, the line item id), so the same state always gives the
+// same bytes and a Patient has the same fullUrl in every Bundle.
+
+// Extension URLs and code systems of the tracker views.
+const (
+	extStatusHistory         = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-PrescriptionStatusHistory"
+	extPendingCancellation   = "https://fhir.nhs.uk/StructureDefinition/Extension-PendingCancellation"
+	extRepeatInformation     = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-RepeatInformation"
+	extDispensingInformation = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-DispensingInformation"
+	extParticipantType       = "http://hl7.org/fhir/5.0/StructureDefinition/extension-RequestOrchestration.action.participant.typeReference"
+	// ExtSearchCategory is the broker's extension on every RequestGroup of
+	// the tracker views: valueString current, future or past (Category).
+	ExtSearchCategory = "https://github.com/nhs-eps/epsbroker/StructureDefinition/search-category"
+
+	systemPrescriptionType = "https://fhir.nhs.uk/CodeSystem/prescription-type"
+	systemSiteType         = "https://fhir.nhs.uk/CodeSystem/dispensing-site-preference"
+	systemMessageID        = "https://tools.ietf.org/html/rfc4122"
+	systemSNOMED           = "http://snomed.info/sct"
+)
+
+// Categories of the tracker's search results (Category).
+const (
+	CategoryCurrent = "current"
+	CategoryFuture  = "future"
+	CategoryPast    = "past"
+)
+
+// Category is the group the tracker shows a prescription in: current (To Be
+// Dispensed, With Dispenser, With Dispenser - Active), future (awaiting
+// release ready, future repeat dispensing or post-dated instances) or past
+// (expired, cancelled, dispensed, not dispensed, claimed, no-claimed). It is
+// "" for an unknown status.
+func Category(s Status) string {
+	switch s {
+	case StatusToBeDispensed, StatusWithDispenser, StatusWithDispenserActive:
+		return CategoryCurrent
+	case StatusAwaitingReleaseReady, StatusRepeatFuture, StatusFuture:
+		return CategoryFuture
+	case StatusExpired, StatusCancelled, StatusDispensed, StatusNotDispensed, StatusClaimed, StatusNoClaimed, StatusCancelledFuture:
+		return CategoryPast
+	}
+	return ""
+}
+
+// requestStatus is the RequestGroup.status of a prescription status: active
+// when current, on-hold when future, revoked when cancelled, completed when
+// otherwise past.
+func requestStatus(s Status) string {
+	if s == StatusCancelled || s == StatusCancelledFuture {
+		return "revoked"
+	}
+	switch Category(s) {
+	case CategoryCurrent:
+		return "active"
+	case CategoryFuture:
+		return "on-hold"
+	case CategoryPast:
+		return "completed"
+	}
+	return "unknown"
+}
+
+// SearchResult is one prescription found by a tracker search.
+type SearchResult struct {
+	Record  *Prescription
+	Patient fhir.PatientDetails // from the order message; may be empty
+}
+
+// SearchBundle is the searchset Bundle of a tracker search, like the NHS
+// tracker API's prescriptionSearch: for each distinct patient a Patient
+// (search mode include: NHS number and name), then a RequestGroup (mode
+// match) per prescription, newest first (Created descending, then ID): its
+// short prescription ID, its Patient, status, intent, issue date, status
+// history, repeat information, pending cancellation and category. total is
+// the number of RequestGroups. Results without a Record are skipped.
+func SearchBundle(results []SearchResult) []byte {
+	rs := make([]SearchResult, 0, len(results))
+	for _, r := range results {
+		if r.Record != nil {
+			rs = append(rs, r)
+		}
+	}
+	slices.SortStableFunc(rs, func(a, b SearchResult) int {
+		if c := b.Record.Created.Compare(a.Record.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Record.ID, b.Record.ID)
+	})
+
+	b := bundle{ResourceType: "Bundle", Type: "searchset", Entry: []bundleEntry{}}
+	patients := map[string]*patient{} // by NHS number
+	var matches []bundleEntry
+	for _, r := range rs {
+		rec := r.Record
+		nhs := rec.NHSNumber
+		if nhs == "" {
+			nhs = r.Patient.NHSNumber
+		}
+		url, _ := urn("Patient", nhs)
+		if p, seen := patients[nhs]; !seen {
+			p = &patient{ResourceType: "Patient", Identifier: []identifier{{fhir.SystemNHSNumber, nhs}}, Name: humanNames(r.Patient)}
+			patients[nhs] = p
+			b.Entry = append(b.Entry, bundleEntry{FullURL: url, Search: modeInclude, Resource: p})
+		} else if p.Name == nil {
+			p.Name = humanNames(r.Patient)
+		}
+		rg := &requestGroup{
+			ResourceType: "RequestGroup",
+			Identifier:   []identifier{{fhir.SystemPrescriptionID, rec.ID}},
+			Subject:      reference{Reference: url},
+			Status:       requestStatus(rec.Status),
+			Intent:       intent(rec.TherapyType),
+			AuthoredOn:   instant(issueDate(rec)),
+		}
+		rg.Extension = append(rg.Extension, statusExtension(rec.Status))
+		if ext, ok := repeatExtension(rec); ok {
+			rg.Extension = append(rg.Extension, ext)
+		}
+		rg.Extension = append(rg.Extension,
+			extension{URL: extPendingCancellation, Extension: []extension{
+				boolExtension("prescriptionPendingCancellation", prescriptionPendingCancellation(rec)),
+				boolExtension("lineItemPendingCancellation", anyLineItemPendingCancellation(rec)),
+			}},
+			categoryExtension(rec.Status))
+		recURL, _ := urn("RequestGroup", rec.ID)
+		matches = append(matches, bundleEntry{FullURL: recURL, Search: modeMatch, Resource: rg})
+	}
+	b.Entry = append(b.Entry, matches...)
+	b.Total = len(matches)
+	return encode(b)
+}
+
+// DetailBundle is the searchset Bundle of GET RequestGroup/{id}, like the NHS
+// tracker API's clinicalView: the Patient, the prescriber's PractitionerRole
+// and a MedicationRequest per line item (search mode include: medication,
+// dosage, quantity, item status, nominated dispenser in
+// dispenseRequest.performer and the dispenser that holds it in performer),
+// then the RequestGroup (mode match) with the prescription status as in
+// SearchBundle, the line items and the message history: an action per
+// history event with its time, its title as the NHS tracker names it, the
+// status after it and the organisation and user that caused it. d holds
+// what the order message says of the patient, prescriber and items; when it
+// is nil the view shows what the record holds.
+func DetailBundle(rec *Prescription, d *fhir.OrderDetails) []byte {
+	if d == nil {
+		d = &fhir.OrderDetails{}
+	}
+	patientURL, patientID := urn("Patient", rec.NHSNumber)
+	roleURL, roleID := urn("PractitionerRole", rec.ID)
+	rgURL, rgID := urn("RequestGroup", rec.ID)
+
+	b := bundle{ResourceType: "Bundle", Type: "searchset", Total: 1}
+	b.Entry = append(b.Entry,
+		bundleEntry{FullURL: patientURL, Search: modeInclude, Resource: detailPatient(patientID, rec.NHSNumber, d.Patient)},
+		bundleEntry{FullURL: roleURL, Search: modeInclude, Resource: prescriberRole(roleID, rec, d.Prescriber)})
+
+	items := make([]action, 0, len(rec.Items))
+	for _, it := range rec.Items {
+		url, id := urn("MedicationRequest", rec.ID+"/"+it.ID)
+		mr := medicationRequestOf(id, rec, it, itemDetails(d, it.ID), patientURL, roleURL)
+		b.Entry = append(b.Entry, bundleEntry{FullURL: url, Search: modeInclude, Resource: mr})
+		items = append(items, action{Resource: &reference{Reference: url}})
+	}
+
+	rg := &requestGroup{
+		ResourceType: "RequestGroup",
+		ID:           rgID,
+		Identifier:   []identifier{{fhir.SystemPrescriptionID, rec.ID}},
+		Subject:      reference{Reference: patientURL},
+		Status:       requestStatus(rec.Status),
+		Intent:       intent(rec.TherapyType),
+		AuthoredOn:   authoredOn(rec, d.AuthoredOn),
+	}
+	if org := firstNonEmpty(rec.PrescriberOrg, rec.Prescriber, d.Prescriber.OrgODS); org != "" {
+		rg.Author = &reference{Identifier: &identifier{fhir.SystemODSCode, org}}
+	}
+	rg.Extension = append(rg.Extension, statusExtension(rec.Status))
+	if rec.PrescriptionType != "" {
+		rg.Extension = append(rg.Extension, extension{URL: fhir.ExtPrescriptionType,
+			ValueCoding: &fhir.Coding{System: systemPrescriptionType, Code: rec.PrescriptionType, Display: d.PrescriptionTypeDisplay}})
+	}
+	if ext, ok := repeatExtension(rec); ok {
+		rg.Extension = append(rg.Extension, ext)
+	}
+	rg.Extension = append(rg.Extension,
+		extension{URL: extPendingCancellation, Extension: []extension{
+			boolExtension("prescriptionPendingCancellation", prescriptionPendingCancellation(rec)),
+		}},
+		categoryExtension(rec.Status))
+
+	history := make([]action, 0, len(rec.History))
+	for _, ev := range rec.History {
+		history = append(history, historyAction(ev))
+	}
+	rg.Action = []action{
+		{Title: "Prescription Line Items(Medications)", TimingTiming: supplyTiming(rec.SupplyDays), Action: items},
+		{Title: "Prescription status transitions", Action: history},
+	}
+	b.Entry = append(b.Entry, bundleEntry{FullURL: rgURL, Search: modeMatch, Resource: rg})
+	return encode(b)
+}
+
+// detailPatient is the Patient of the detail view.
+func detailPatient(id, nhs string, p fhir.PatientDetails) *patient {
+	if nhs == "" {
+		nhs = p.NHSNumber
+	}
+	out := &patient{ResourceType: "Patient", ID: id, Identifier: []identifier{{fhir.SystemNHSNumber, nhs}},
+		Name: humanNames(p), BirthDate: p.BirthDate, Gender: p.Gender}
+	if len(p.Address) > 0 || p.PostalCode != "" {
+		text := slices.Clone(p.Address)
+		if p.PostalCode != "" {
+			text = append(text, p.PostalCode)
+		}
+		out.Address = []address{{Line: p.Address, PostalCode: p.PostalCode, Text: strings.Join(text, ", ")}}
+	}
+	return out
+}
+
+// humanNames is the name of p: prefix, given names and family name; nil
+// when p has none of them.
+func humanNames(p fhir.PatientDetails) []humanName {
+	if p.Prefix == "" && len(p.Given) == 0 && p.Family == "" {
+		return nil
+	}
+	n := humanName{Given: p.Given, Family: p.Family}
+	if p.Prefix != "" {
+		n.Prefix = []string{p.Prefix}
+	}
+	return []humanName{n}
+}
+
+// prescriberRole is the prescriber's PractitionerRole: its SDS role profile,
+// the practitioner's SDS user ID and name, the organisation's ODS code and
+// name, and the telephone number.
+func prescriberRole(id string, rec *Prescription, p fhir.PrescriberDetails) *practitionerRole {
+	r := &practitionerRole{ResourceType: "PractitionerRole", ID: id}
+	if p.RoleProfileID != "" {
+		r.Identifier = []identifier{{fhir.SystemSDSRoleProfileID, p.RoleProfileID}}
+	}
+	if p.SDSUserID != "" || p.PractitionerName != "" {
+		r.Practitioner = &reference{Display: p.PractitionerName}
+		if p.SDSUserID != "" {
+			r.Practitioner.Identifier = &identifier{fhir.SystemSDSUserID, p.SDSUserID}
+		}
+	}
+	r.Organization.Display = p.OrgName
+	if org := firstNonEmpty(p.OrgODS, rec.PrescriberOrg, rec.Prescriber); org != "" {
+		r.Organization.Identifier = &identifier{fhir.SystemODSCode, org}
+	}
+	if p.Telecom != "" {
+		r.Telecom = []contactPoint{{System: "phone", Value: p.Telecom, Use: "work"}}
+	}
+	return r
+}
+
+// itemDetails returns the details of the line item with the given id (line
+// item ids are UUIDs: compared without regard to case).
+func itemDetails(d *fhir.OrderDetails, id string) *fhir.ItemDetails {
+	for i := range d.Items {
+		if strings.EqualFold(d.Items[i].ID, id) {
+			return &d.Items[i]
+		}
+	}
+	return nil
+}
+
+// medicationRequestOf is the MedicationRequest of line item it; det, when
+// not nil, is what the order says of it.
+func medicationRequestOf(id string, rec *Prescription, it Item, det *fhir.ItemDetails, patientURL, roleURL string) *medicationRequest {
+	mr := &medicationRequest{
+		ResourceType:    "MedicationRequest",
+		ID:              id,
+		Identifier:      []identifier{{fhir.SystemLineItemID, it.ID}},
+		Subject:         reference{Reference: patientURL},
+		Status:          itemRequestStatus(it.Status),
+		Intent:          intent(rec.TherapyType),
+		Requester:       reference{Reference: roleURL},
+		GroupIdentifier: identifier{fhir.SystemPrescriptionID, rec.ID},
+		Substitution:    substitution{AllowedBoolean: false},
+	}
+	code := it.Code
+	if det != nil {
+		code = firstNonEmpty(code, det.MedicationCode)
+		mr.MedicationCodeableConcept.Text = det.MedicationDisplay
+		if det.Quantity != 0 || det.QuantityUnit != "" {
+			mr.DispenseRequest.Quantity = &quantity{Value: det.Quantity, Unit: det.QuantityUnit}
+		}
+		if det.Dosage != "" {
+			mr.DosageInstruction = []dosage{{Text: det.Dosage}}
+		}
+		if rec.TherapyType != fhir.TherapyAcute && det.RepeatsAllowed > 0 {
+			n := det.RepeatsAllowed
+			mr.DispenseRequest.NumberOfRepeatsAllowed = &n
+		}
+	}
+	if code != "" {
+		mr.MedicationCodeableConcept.Coding = []fhir.Coding{{System: systemSNOMED, Code: code, Display: mr.MedicationCodeableConcept.Text}}
+	}
+	if t := therapyCoding(rec.TherapyType); t != nil {
+		mr.CourseOfTherapyType = &fhir.Concept{Coding: []fhir.Coding{*t}}
+	}
+	if rec.Nominated != "" {
+		mr.DispenseRequest.Performer = odsReference(rec.Nominated)
+	}
+	if rec.SiteType != "" {
+		mr.DispenseRequest.Extension = []extension{{URL: fhir.ExtPerformerSiteType,
+			ValueCoding: &fhir.Coding{System: systemSiteType, Code: rec.SiteType, Display: siteTypeDisplays[rec.SiteType]}}}
+	}
+	if rec.Dispenser != "" {
+		mr.Performer = odsReference(rec.Dispenser)
+	}
+	mr.Extension = []extension{
+		{URL: extDispensingInformation, Extension: []extension{{URL: "dispenseStatus",
+			ValueCoding: &fhir.Coding{System: SystemItemStatus, Code: string(it.Status), Display: it.Status.Display()}}}},
+		{URL: extPendingCancellation, Extension: []extension{
+			boolExtension("lineItemPendingCancellation", lineItemPendingCancellation(rec, it))}},
+	}
+	return mr
+}
+
+// itemRequestStatus is the MedicationRequest.status of a line item status,
+// as the NHS tracker answers: completed when dispensed, stopped when not
+// dispensed or expired, cancelled when cancelled, active otherwise.
+func itemRequestStatus(s ItemStatus) string {
+	switch s {
+	case ItemFullyDispensed:
+		return "completed"
+	case ItemNotDispensed, ItemExpired:
+		return "stopped"
+	case ItemCancelled:
+		return "cancelled"
+	case ItemPartiallyDispensed, ItemNotDispensedOwing, ItemToBeDispensed, ItemWithDispenser:
+		return "active"
+	}
+	return "unknown"
+}
+
+// siteTypeDisplays are the displays of the dispensing-site-preference codes.
+var siteTypeDisplays = map[string]string{
+	"P1":   "Other (e.g. Community Pharmacy)",
+	"P2":   "Appliance Contractor",
+	"P3":   "Dispensing Doctor",
+	"0004": "None",
+}
+
+// intent is the RequestGroup and MedicationRequest intent of a course of
+// therapy, as the NHS tracker answers: order (acute), instance-order (repeat
+// prescribing) or reflex-order (repeat dispensing).
+func intent(therapy string) string {
+	switch therapy {
+	case fhir.TherapyContinuous:
+		return "instance-order"
+	case fhir.TherapyRepeatDispensing:
+		return "reflex-order"
+	}
+	return "order"
+}
+
+// therapyCoding is the courseOfTherapyType coding of a course of therapy.
+func therapyCoding(therapy string) *fhir.Coding {
+	display, ok := map[string]string{
+		fhir.TherapyAcute:            "Short course (acute) therapy",
+		fhir.TherapyContinuous:       "Continuous long term therapy",
+		fhir.TherapyRepeatDispensing: "Continuous long term (repeat dispensing)",
+	}[therapy]
+	if !ok {
+		return nil
+	}
+	return &fhir.Coding{System: fhir.SystemCourseOfTherapy, Code: therapy, Display: display}
+}
+
+// isRepeat reports whether the prescription is one of a series of issues:
+// repeat prescribing or repeat dispensing.
+func isRepeat(rec *Prescription) bool {
+	return rec.TherapyType == fhir.TherapyContinuous || rec.TherapyType == fhir.TherapyRepeatDispensing
+}
+
+// issueNumber is the issue of a repeat prescription the record is. The
+// record holds the first issue only, for now.
+func issueNumber(*Prescription) int { return 1 }
+
+// repeatExtension is the Extension-EPS-RepeatInformation of a repeat
+// prescription: which issue it is and how many issues there are (the NHS
+// tracker's numberOfRepeatsAllowed counts issues: the order's
+// numberOfRepeatsAllowed + 1).
+func repeatExtension(rec *Prescription) (extension, bool) {
+	if !isRepeat(rec) {
+		return extension{}, false
+	}
+	return extension{URL: extRepeatInformation, Extension: []extension{
+		intExtension("numberOfRepeatsIssued", issueNumber(rec)),
+		intExtension("numberOfRepeatsAllowed", rec.RepeatsAllowed+1),
+	}}, true
+}
+
+// prescriptionPendingCancellation reports whether a cancellation waits for
+// the dispenser to return the prescription. The record does not hold
+// pending cancellations yet.
+func prescriptionPendingCancellation(*Prescription) bool { return false }
+
+// lineItemPendingCancellation reports whether a cancellation of line item it
+// waits for the dispenser. The record does not hold pending cancellations
+// yet.
+func lineItemPendingCancellation(*Prescription, Item) bool { return false }
+
+// anyLineItemPendingCancellation reports whether any line item has a
+// pending cancellation.
+func anyLineItemPendingCancellation(rec *Prescription) bool {
+	return slices.ContainsFunc(rec.Items, func(it Item) bool { return lineItemPendingCancellation(rec, it) })
+}
+
+func statusExtension(s Status) extension {
+	return extension{URL: extStatusHistory, Extension: []extension{{URL: "status", ValueCoding: statusCoding(s)}}}
+}
+
+func statusCoding(s Status) *fhir.Coding {
+	return &fhir.Coding{System: SystemPrescriptionStatus, Code: string(s), Display: s.Display()}
+}
+
+func categoryExtension(s Status) extension {
+	return extension{URL: ExtSearchCategory, ValueString: Category(s)}
+}
+
+func boolExtension(url string, v bool) extension { return extension{URL: url, ValueBoolean: &v} }
+
+func intExtension(url string, v int) extension { return extension{URL: url, ValueInteger: &v} }
+
+// defaultSupplyDays is the days supply of an order that does not say.
+const defaultSupplyDays = 28
+
+// supplyTiming is the line items' timing: once every days supply.
+func supplyTiming(days int) *timing {
+	if days <= 0 {
+		days = defaultSupplyDays
+	}
+	return &timing{Repeat: timingRepeat{Frequency: 1, Period: days, PeriodUnit: "d"}}
+}
+
+// eventTitles names the history events as the NHS tracker does, by
+// Event.Type. A type missing here shows as itself.
+var eventTitles = map[string]string{
+	EventOrder:                        "Prescription upload successful",
+	"release":                         "Release Request successful",
+	"nominated-release":               "Nominated Release Request successful",
+	fhir.EventDispenseNotification:    "Dispense notification successful",
+	"claim":                           "Dispense claim successful",
+	"return":                          "Dispense proposal return successful",
+	"withdraw":                        "Dispense Withdrawal successful",
+	fhir.EventPrescriptionOrderUpdate: "Prescription/item was cancelled",
+	"subsequent-cancellation":         "Subsequent cancellation",
+}
+
+// eventTitle is the title of a history event. A cancellation that finds the
+// prescription with a dispenser marks it for cancellation instead.
+func eventTitle(ev Event) string {
+	if ev.Type == fhir.EventPrescriptionOrderUpdate {
+		switch ev.Status {
+		case StatusWithDispenser:
+			return "Prescription/item was not cancelled. With dispenser. Marked for cancellation"
+		case StatusWithDispenserActive:
+			return "Prescription/item was not cancelled. With dispenser active. Marked for cancellation"
+		}
+	}
+	if t, ok := eventTitles[ev.Type]; ok {
+		return t
+	}
+	return ev.Type
+}
+
+// historyAction is the action of one history event: title, time, the status
+// after it (and the message id of a dispense notification), and who caused
+// it: the organisation (ODS code) and the user (SDS user ID).
+func historyAction(ev Event) action {
+	a := action{Title: eventTitle(ev), TimingDateTime: instant(ev.Time),
+		Code: []fhir.Concept{{Coding: []fhir.Coding{*statusCoding(ev.Status)}}}}
+	if ev.Type == fhir.EventDispenseNotification && ev.MessageID != "" {
+		a.Code = append(a.Code, fhir.Concept{Coding: []fhir.Coding{{System: systemMessageID, Code: ev.MessageID}}})
+	}
+	if ev.Org != "" {
+		a.Participant = append(a.Participant, participantOf(fhir.SystemODSCode, ev.Org))
+	}
+	if ev.User != "" {
+		a.Participant = append(a.Participant, participantOf(fhir.SystemSDSUserID, ev.User))
+	}
+	return a
+}
+
+func participantOf(system, value string) participant {
+	return participant{Extension: []extension{{URL: extParticipantType,
+		ValueReference: &reference{Identifier: &identifier{system, value}}}}}
+}
+
+// issueDate is the date the prescription is issued on: its start date, or
+// else when it was created.
+func issueDate(rec *Prescription) time.Time {
+	if !rec.StartDate.IsZero() {
+		return rec.StartDate
+	}
+	return rec.Created
+}
+
+// authoredOn is the RequestGroup.authoredOn of the detail view: the order's
+// own authoredOn when it has one (a dateTime in the views' format, or a date
+// as it is), else the issue date.
+func authoredOn(rec *Prescription, fromOrder string) string {
+	if fromOrder == "" {
+		return instant(issueDate(rec))
+	}
+	if t, err := time.Parse(time.RFC3339Nano, fromOrder); err == nil {
+		return instant(t)
+	}
+	return fromOrder
+}
+
+// instantLayout is how the NHS tracker writes instants: UTC, milliseconds.
+const instantLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// instant formats t as the tracker does; "" for the zero time.
+func instant(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(instantLayout)
+}
+
+// uuidNamespaceURL is the RFC 9562 namespace for names that are URLs.
+var uuidNamespaceURL = [16]byte{0x6b, 0xa7, 0xb8, 0x11, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8}
+
+// nameUUID is the name-based UUID (version 5, SHA-1) of name in namespace ns.
+func nameUUID(ns [16]byte, name string) string {
+	h := sha1.New()
+	h.Write(ns[:])
+	h.Write([]byte(name))
+	u := h.Sum(nil)[:16]
+	u[6] = u[6]&0x0f | 0x50 // version 5
+	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
+	var buf [36]byte
+	hex.Encode(buf[0:8], u[0:4])
+	buf[8] = '-'
+	hex.Encode(buf[9:13], u[4:6])
+	buf[13] = '-'
+	hex.Encode(buf[14:18], u[6:8])
+	buf[18] = '-'
+	hex.Encode(buf[19:23], u[8:10])
+	buf[23] = '-'
+	hex.Encode(buf[24:], u[10:])
+	return string(buf[:])
+}
+
+// urn returns the fullUrl (urn:uuid:...) and the id of the resource of the
+// given type that stands for key (an NHS number, a prescription ID...): the
+// UUID of the URL https://github.com/nhs-eps/epsbroker/<type>/<key>.
+func urn(resourceType, key string) (fullURL, id string) {
+	id = nameUUID(uuidNamespaceURL, "https://github.com/nhs-eps/epsbroker/"+resourceType+"/"+key)
+	return "urn:uuid:" + id, id
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func odsReference(ods string) *identifiers {
+	return &identifiers{Identifier: []identifier{{fhir.SystemODSCode, ods}}}
+}
+
+// encode marshals a view. The views hold only strings, numbers from JSON
+// and booleans, so marshalling cannot fail.
+func encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("tracker: encoding a view: %v", err))
+	}
+	return b
+}
+
+// The types below are the FHIR elements of the views, in the key order the
+// NHS tracker API writes them.
+
+type bundle struct {
+	ResourceType string        `json:"resourceType"`
+	Type         string        `json:"type"`
+	Total        int           `json:"total"`
+	Entry        []bundleEntry `json:"entry"`
+}
+
+type bundleEntry struct {
+	FullURL  string     `json:"fullUrl"`
+	Search   searchMode `json:"search"`
+	Resource any        `json:"resource"`
+}
+
+type searchMode struct {
+	Mode string `json:"mode"`
+}
+
+var (
+	modeInclude = searchMode{Mode: "include"}
+	modeMatch   = searchMode{Mode: "match"}
+)
+
+type identifier struct {
+	System string `json:"system"`
+	Value  string `json:"value"`
+}
+
+// identifiers is the reference to an organisation by ODS code as the NHS
+// tracker writes it in performer and dispenseRequest.performer: with an
+// array of identifiers.
+type identifiers struct {
+	Identifier []identifier `json:"identifier"`
+}
+
+type reference struct {
+	Reference  string      `json:"reference,omitempty"`
+	Identifier *identifier `json:"identifier,omitempty"`
+	Display    string      `json:"display,omitempty"`
+}
+
+type extension struct {
+	URL            string       `json:"url"`
+	ValueCoding    *fhir.Coding `json:"valueCoding,omitempty"`
+	ValueBoolean   *bool        `json:"valueBoolean,omitempty"`
+	ValueInteger   *int         `json:"valueInteger,omitempty"`
+	ValueString    string       `json:"valueString,omitempty"`
+	ValueReference *reference   `json:"valueReference,omitempty"`
+	Extension      []extension  `json:"extension,omitempty"`
+}
+
+type humanName struct {
+	Prefix []string `json:"prefix,omitempty"`
+	Given  []string `json:"given,omitempty"`
+	Family string   `json:"family,omitempty"`
+}
+
+type address struct {
+	Line       []string `json:"line,omitempty"`
+	PostalCode string   `json:"postalCode,omitempty"`
+	Text       string   `json:"text,omitempty"`
+}
+
+type contactPoint struct {
+	System string `json:"system"`
+	Value  string `json:"value"`
+	Use    string `json:"use"`
+}
+
+type patient struct {
+	ResourceType string       `json:"resourceType"`
+	ID           string       `json:"id,omitempty"`
+	Identifier   []identifier `json:"identifier"`
+	Name         []humanName  `json:"name,omitempty"`
+	BirthDate    string       `json:"birthDate,omitempty"`
+	Gender       string       `json:"gender,omitempty"`
+	Address      []address    `json:"address,omitempty"`
+}
+
+type practitionerRole struct {
+	ResourceType string         `json:"resourceType"`
+	ID           string         `json:"id"`
+	Identifier   []identifier   `json:"identifier,omitempty"`
+	Practitioner *reference     `json:"practitioner,omitempty"`
+	Organization reference      `json:"organization"`
+	Telecom      []contactPoint `json:"telecom,omitempty"`
+}
+
+type quantity struct {
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit,omitempty"`
+}
+
+type dispenseRequest struct {
+	Quantity               *quantity    `json:"quantity,omitempty"`
+	NumberOfRepeatsAllowed *int         `json:"numberOfRepeatsAllowed,omitempty"`
+	Performer              *identifiers `json:"performer,omitempty"`
+	Extension              []extension  `json:"extension,omitempty"`
+}
+
+type dosage struct {
+	Text string `json:"text"`
+}
+
+type substitution struct {
+	AllowedBoolean bool `json:"allowedBoolean"`
+}
+
+type medicationRequest struct {
+	ResourceType              string          `json:"resourceType"`
+	ID                        string          `json:"id"`
+	Identifier                []identifier    `json:"identifier"`
+	Subject                   reference       `json:"subject"`
+	Status                    string          `json:"status"`
+	Intent                    string          `json:"intent"`
+	Requester                 reference       `json:"requester"`
+	GroupIdentifier           identifier      `json:"groupIdentifier"`
+	MedicationCodeableConcept fhir.Concept    `json:"medicationCodeableConcept"`
+	CourseOfTherapyType       *fhir.Concept   `json:"courseOfTherapyType,omitempty"`
+	DispenseRequest           dispenseRequest `json:"dispenseRequest"`
+	DosageInstruction         []dosage        `json:"dosageInstruction,omitempty"`
+	Substitution              substitution    `json:"substitution"`
+	Performer                 *identifiers    `json:"performer,omitempty"`
+	Extension                 []extension     `json:"extension"`
+}
+
+type requestGroup struct {
+	ResourceType string       `json:"resourceType"`
+	ID           string       `json:"id,omitempty"`
+	Identifier   []identifier `json:"identifier"`
+	Subject      reference    `json:"subject"`
+	Status       string       `json:"status"`
+	Intent       string       `json:"intent"`
+	Author       *reference   `json:"author,omitempty"`
+	AuthoredOn   string       `json:"authoredOn,omitempty"`
+	Extension    []extension  `json:"extension"`
+	Action       []action     `json:"action,omitempty"`
+}
+
+type action struct {
+	Title          string         `json:"title,omitempty"`
+	TimingDateTime string         `json:"timingDateTime,omitempty"`
+	TimingTiming   *timing        `json:"timingTiming,omitempty"`
+	Code           []fhir.Concept `json:"code,omitempty"`
+	Participant    []participant  `json:"participant,omitempty"`
+	Resource       *reference     `json:"resource,omitempty"`
+	Action         []action       `json:"action,omitempty"`
+}
+
+type participant struct {
+	Extension []extension `json:"extension"`
+}
+
+type timing struct {
+	Repeat timingRepeat `json:"repeat"`
+}
+
+type timingRepeat struct {
+	Frequency  int    `json:"frequency"`
+	Period     int    `json:"period"`
+	PeriodUnit string `json:"periodUnit"`
+}
