@@ -100,6 +100,10 @@ func TestMintVerifyRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
+			if !got.Expires.Equal(testNow.Add(time.Hour)) {
+				t.Errorf("Expires = %v, want the token's exp %v", got.Expires, testNow.Add(time.Hour))
+			}
+			got.Expires = time.Time{}
 			if got != want {
 				t.Fatalf("Verify = %+v, want %+v", got, want)
 			}

@@ -65,6 +65,10 @@ func TestToken(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
 	p := verify(t, dir, auth.DefaultIssuer, auth.DefaultAudience, r.stdout)
+	if p.Expires.Sub(time.Now()) > 15*time.Minute || p.Expires.Before(time.Now()) {
+		t.Errorf("token expires at %v, want in 15 minutes", p.Expires)
+	}
+	p.Expires = time.Time{}
 	if want := (auth.Principal{Subject: "555123456789", ODS: "FA565", Role: auth.RoleDispenser}); p != want {
 		t.Errorf("principal %+v, want %+v", p, want)
 	}
@@ -78,6 +82,7 @@ func TestToken(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
 	p = verify(t, dir, auth.DefaultIssuer, auth.DefaultAudience, r.stdout)
+	p.Expires = time.Time{}
 	if want := (auth.Principal{Subject: "admin-A83008", ODS: "A83008", Role: auth.RoleAdmin}); p != want {
 		t.Errorf("principal %+v, want %+v (default sub)", p, want)
 	}
@@ -167,6 +172,7 @@ func TestHelp(t *testing.T) {
 func TestDispatch(t *testing.T) {
 	saved := slices.Clone(commands)
 	t.Cleanup(func() { commands = saved })
+	commands = nil // only the test's commands
 	var got []string
 	for _, name := range []string{"tracker rebuild", "tracker", "nominations import"} {
 		register(command{name: name, summary: "test " + name, run: func(_ context.Context, _ *env, args []string) int {

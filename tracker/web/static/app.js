@@ -389,8 +389,11 @@
     detail: $('detail'),
   };
 
-  function showMessage(text) {
+  // showMessage says something about the page as a whole: an error unless
+  // kind is 'info'.
+  function showMessage(text, kind) {
     el.message.textContent = text || '';
+    el.message.classList.toggle('message-info', kind === 'info');
   }
 
   function announce(text) {
@@ -477,7 +480,7 @@
     used();
   }
 
-  function showSignedOut(why) {
+  function showSignedOut(why, kind) {
     generation++;
     session = null;
     window.clearTimeout(expiryTimer);
@@ -488,7 +491,7 @@
     el.signInView.hidden = false;
     el.token.value = '';
     setFieldError(el.token, el.tokenError, '');
-    showMessage(why || '');
+    showMessage(why || '', kind);
   }
 
   // failed says what went wrong with a call; a 401 means the session is over.
@@ -564,7 +567,7 @@
     } catch (err) {
       if (err.status !== 401) why = `Signing out may not have worked: ${err.message} Close the browser to be sure.`;
     }
-    showSignedOut(why);
+    showSignedOut(why, why === 'You have signed out.' ? 'info' : 'error');
     el.token.focus();
   });
 
