@@ -40,6 +40,12 @@ type testBroker struct {
 // startBroker starts a broker on dir (a new temp dir when empty).
 func startBroker(t *testing.T, dir string, mutate ...func(*config.Config)) *testBroker {
 	t.Helper()
+	return startBrokerClock(t, dir, nil, mutate...)
+}
+
+// startBrokerClock starts a broker whose clock is now (time.Now when nil).
+func startBrokerClock(t *testing.T, dir string, now func() time.Time, mutate ...func(*config.Config)) *testBroker {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -54,7 +60,7 @@ func startBroker(t *testing.T, dir string, mutate ...func(*config.Config)) *test
 	}
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.New(ctx, cfg, log, nil)
+	a, err := app.New(ctx, cfg, log, now)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
@@ -316,5 +318,28 @@ func TestTrackerSession(t *testing.T) {
 	page := b.do("GET", "/tracker", "", nil)
 	if page.Status != 200 || !bytes.Contains(page.Body, []byte("<html")) || page.Header.Get("Content-Security-Policy") == "" {
 		t.Errorf("page: %d", page.Status)
+	}
+}
+
+// A session ends after 15 minutes without use; use keeps it alive.
+func TestTrackerSessionIdleTimeout(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	b := startBrokerClock(t, "", clock)
+	res := b.do("POST", "/tracker/session", "", []byte(`{"token":"`+b.token(auth.RoleTracker, "X26")+`"}`))
+	c := (&http.Response{Header: res.Header}).Cookies()
+	if res.Status != 204 || len(c) != 1 {
+		t.Fatalf("sign in: %d", res.Status)
+	}
+	cookie := "eps_session=" + c[0].Value
+	advance(14 * time.Minute)
+	if res := b.do("GET", "/tracker/session", "", nil, "Cookie", cookie); res.Status != 200 {
+		t.Fatalf("after 14 idle minutes: %d", res.Status)
+	}
+	advance(16 * time.Minute)
+	if res := b.do("GET", "/tracker/session", "", nil, "Cookie", cookie); res.Status != 401 {
+		t.Errorf("after 16 idle minutes: %d, want 401", res.Status)
 	}
 }
