@@ -30,7 +30,7 @@ const fixtures = "testdata/nhs/nhs-eps-api"
 
 // testBroker is a broker running in-process on a temp data dir.
 type testBroker struct {
-	t    *testing.T
+	t    testing.TB
 	App  *app.App
 	URL  string
 	Dir  string
@@ -38,13 +38,13 @@ type testBroker struct {
 }
 
 // startBroker starts a broker on dir (a new temp dir when empty).
-func startBroker(t *testing.T, dir string, mutate ...func(*config.Config)) *testBroker {
+func startBroker(t testing.TB, dir string, mutate ...func(*config.Config)) *testBroker {
 	t.Helper()
 	return startBrokerClock(t, dir, nil, mutate...)
 }
 
 // startBrokerClock starts a broker whose clock is now (time.Now when nil).
-func startBrokerClock(t *testing.T, dir string, now func() time.Time, mutate ...func(*config.Config)) *testBroker {
+func startBrokerClock(t testing.TB, dir string, now func() time.Time, mutate ...func(*config.Config)) *testBroker {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
