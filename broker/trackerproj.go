@@ -100,6 +100,11 @@ func (p *TrackerProjector) handle(m jetstream.Msg) {
 // when the broker started.
 func (p *TrackerProjector) CaughtUp() bool { return p.caughtUp.Load() }
 
+// MustReach is the event log sequence the index must have applied before it
+// answers a search: everything in the log when the broker started, and
+// everything this broker has written since.
+func (p *TrackerProjector) MustReach() uint64 { return max(p.target, p.store.LastWritten()) }
+
 func (p *TrackerProjector) saveLoop() {
 	defer p.done.Done()
 	t := time.NewTicker(time.Minute)

@@ -95,15 +95,16 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	}
 
 	handler := httpapi.NewHandler(httpapi.Deps{
-		Intake:   broker.NewIntake(a.Store, a.Metrics, log, now),
-		Store:    a.Store,
-		Tracker:  a.Tracker.Index,
-		Verifier: a.verifier,
-		Metrics:  a.Metrics,
-		Log:      log,
-		Ready:    a.Ready,
-		MaxBody:  cfg.MaxBodyBytes,
-		Now:      now,
+		Intake:           broker.NewIntake(a.Store, a.Metrics, log, now),
+		Store:            a.Store,
+		Tracker:          a.Tracker.Index,
+		TrackerMustReach: a.Tracker.MustReach,
+		Verifier:         a.verifier,
+		Metrics:          a.Metrics,
+		Log:              log,
+		Ready:            a.Ready,
+		MaxBody:          cfg.MaxBodyBytes,
+		Now:              now,
 	})
 	a.server = &http.Server{
 		Handler:           handler,

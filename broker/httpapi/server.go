@@ -33,12 +33,15 @@ type Verifier interface {
 
 // Deps are what the HTTP API serves from.
 type Deps struct {
-	Intake   *broker.Intake
-	Store    *broker.Store
-	Tracker  *tracker.Index
-	Verifier Verifier
-	Metrics  *broker.Metrics
-	Log      *zap.Logger
+	Intake  *broker.Intake
+	Store   *broker.Store
+	Tracker *tracker.Index
+	// TrackerMustReach is the event sequence the index must have applied
+	// before a search is answered from it.
+	TrackerMustReach func() uint64
+	Verifier         Verifier
+	Metrics          *broker.Metrics
+	Log              *zap.Logger
 	// Ready reports whether the broker can serve: NATS connected, streams and
 	// buckets in place, projections running.
 	Ready   func(context.Context) error

@@ -4,14 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
@@ -92,7 +91,10 @@ func (a *api) searchRequestGroups(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, badParam("nhsNumber", "nhsNumber %q is not a valid NHS number (10 digits, modulus 11 check)", nhs))
 		return
 	}
-	a.waitForOwnWrites(r.Context())
+	if err := a.waitForIndex(r.Context()); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	var entries []tracker.Entry
 	audit := broker.AuditEntry{Time: a.Now().UTC(), Action: "search"}
 	if hasID {
@@ -204,14 +206,20 @@ func (a *api) orderDetails(ctx context.Context, rec *tracker.Prescription) (*fhi
 	return fhir.DecodeOrderDetails(ev.Body)
 }
 
-// waitForOwnWrites lets a search see what this broker has just stored: it
-// waits (briefly) until the index has applied this process's latest write.
-func (a *api) waitForOwnWrites(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+// waitForIndex waits (up to 2 s) until the index has applied everything in
+// the log when the broker started and everything this broker has written
+// since, so that a search sees what was just accepted. An index still
+// rebuilding at start answers 503 rather than an incomplete result.
+func (a *api) waitForIndex(ctx context.Context) error {
+	target := a.TrackerMustReach()
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := a.Tracker.WaitApplied(ctx, a.Store.LastWritten()); err != nil {
-		a.Log.Warn("tracker index is behind the event log; answering from it anyway", zap.Error(err))
+	if err := a.Tracker.WaitApplied(wctx, target); err != nil {
+		return &fhir.Error{Kind: fhir.KindUnavailable, Op: "tracker search", Code: fhir.CodeServiceUnavailable,
+			Diagnostics: fmt.Sprintf("the tracker index is catching up with the event log (%d of %d events applied); retry shortly", a.Tracker.Applied(), target),
+			Err:         err}
 	}
+	return nil
 }
 
 func unavailable(op string, err error) *fhir.Error {
