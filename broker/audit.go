@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
@@ -74,6 +75,9 @@ type AuditQuery struct {
 }
 
 // AuditEntries lists look-ups matching q, newest first, at most q.Limit.
+// Without a filter it reads only the newest q.Limit messages; with one, the
+// server walks just the matching subjects (an ordered consumer), so the
+// listing costs what it returns, not the size of the trail.
 func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, error) {
 	nhs, user := "*", "*"
 	if q.NHSNumber != "" {
@@ -82,28 +86,62 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 	if q.User != "" {
 		user = userKey(q.User)
 	}
-	filter := SubjectAudit + nhs + "." + user
-	var out []AuditEntry
-	// Read forward with direct gets of the next matching message, keeping
-	// the newest Limit entries.
-	for seq := uint64(1); ; {
-		m, err := s.audit.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
+	info, err := s.audit.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read audit: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if q.NHSNumber == "" && q.User == "" {
+		first := uint64(1)
+		if info.State.LastSeq > uint64(q.Limit) {
+			first = info.State.LastSeq - uint64(q.Limit) + 1
 		}
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, first
+	} else {
+		cfg.FilterSubjects = []string{SubjectAudit + nhs + "." + user}
+	}
+	cons, err := s.js.OrderedConsumer(ctx, StreamAudit, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("read audit: %w", err)
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read audit: %w", err)
+	}
+	pending := ci.NumPending
+	var out []AuditEntry
+	for pending > 0 {
+		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("read audit: %w", err)
 		}
-		var e AuditEntry
-		if err := json.Unmarshal(m.Data, &e); err != nil {
-			return nil, fmt.Errorf("audit entry %d: %w", m.Sequence, err)
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			var e AuditEntry
+			if err := json.Unmarshal(m.Data(), &e); err != nil {
+				return nil, fmt.Errorf("audit entry %d: %w", md.Sequence.Stream, err)
+			}
+			e.Seq = md.Sequence.Stream
+			out = append(out, e)
+			if len(out) > q.Limit {
+				out = out[1:]
+			}
+			pending = md.NumPending
 		}
-		e.Seq = m.Sequence
-		out = append(out, e)
-		if len(out) > q.Limit {
-			out = out[1:]
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("read audit: %w", err)
 		}
-		seq = m.Sequence + 1
+		if got == 0 {
+			break
+		}
 	}
 	slices.Reverse(out)
 	return out, nil

@@ -23,7 +23,8 @@ type Session struct {
 	Subject string    `json:"sub"`
 	ODS     string    `json:"ods"`
 	Role    auth.Role `json:"role"`
-	Expires time.Time `json:"exp"` // the token's expiry
+	Expires time.Time `json:"exp"`  // the token's expiry
+	Used    time.Time `json:"used"` // last use, by the broker's clock
 }
 
 // Principal is the session's user.
@@ -39,13 +40,13 @@ func sessionKey(cookie string) string {
 }
 
 // NewSession stores a session for p and returns the cookie value.
-func (s *Store) NewSession(ctx context.Context, p auth.Principal) (string, error) {
+func (s *Store) NewSession(ctx context.Context, p auth.Principal, now time.Time) (string, error) {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err
 	}
 	cookie := base64.RawURLEncoding.EncodeToString(b[:])
-	v, _ := json.Marshal(Session{Subject: p.Subject, ODS: p.ODS, Role: p.Role, Expires: p.Expires})
+	v, _ := json.Marshal(Session{Subject: p.Subject, ODS: p.ODS, Role: p.Role, Expires: p.Expires, Used: now})
 	if _, err := s.sessions.Create(ctx, sessionKey(cookie), v); err != nil {
 		return "", fmt.Errorf("session: %w", err)
 	}
@@ -69,21 +70,29 @@ func (s *Store) TouchSession(ctx context.Context, cookie string, now time.Time) 
 	if err := json.Unmarshal(e.Value(), &ss); err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
-	if now.Sub(e.Created()) > SessionIdle {
-		return nil, ErrNoSession // expired, not yet removed
+	if now.Sub(ss.Used) > SessionIdle {
+		return nil, ErrNoSession // idle too long (the bucket's TTL removes it too)
 	}
 	if !ss.Expires.IsZero() && now.After(ss.Expires) {
-		_ = s.sessions.Delete(ctx, key)
+		_ = s.sessions.Purge(ctx, key)
 		return nil, ErrNoSession
 	}
-	// Writing it again restarts the bucket's TTL: the idle timer.
-	if _, err := s.sessions.Update(ctx, key, e.Value(), e.Revision()); err != nil && !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	// Writing it again records the use and restarts the bucket's TTL.
+	ss.Used = now
+	v, _ := json.Marshal(ss)
+	if _, err := s.sessions.Update(ctx, key, v, e.Revision()); err != nil && !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return nil, fmt.Errorf("session: %w", err)
 	}
 	return &ss, nil
 }
 
-// EndSession signs a cookie out.
+// EndSession signs a cookie out. A cookie with no session writes nothing.
 func (s *Store) EndSession(ctx context.Context, cookie string) error {
-	return s.sessions.Purge(ctx, sessionKey(cookie))
+	key := sessionKey(cookie)
+	if _, err := s.sessions.Get(ctx, key); errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return s.sessions.Purge(ctx, key)
 }

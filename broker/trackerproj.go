@@ -45,19 +45,22 @@ func StartTrackerProjector(ctx context.Context, store *Store, m *Metrics, log *z
 		return nil, fmt.Errorf("tracker: %w", err)
 	}
 	p.target = info.State.LastSeq
+	origin := LogOrigin(info)
 	switch err := p.Index.LoadSnapshot(p.path); {
 	case errors.Is(err, tracker.ErrNoSnapshot):
 		log.Info("tracker index: no snapshot; building it from the event log", zap.Uint64("events", info.State.Msgs))
 	case err != nil:
 		log.Warn("tracker index: snapshot unreadable; rebuilding from the event log", zap.Error(err))
 		p.Index = tracker.NewIndex()
-	case p.Index.Applied() > info.State.LastSeq:
-		log.Warn("tracker index: snapshot is ahead of the event log (a different log?); rebuilding",
+	case p.Index.Origin() != origin || p.Index.Applied() > info.State.LastSeq:
+		log.Warn("tracker index: the snapshot is of another event log (recreated or restored); rebuilding",
+			zap.String("snapshot_origin", p.Index.Origin()), zap.String("log_origin", origin),
 			zap.Uint64("snapshot", p.Index.Applied()), zap.Uint64("log", info.State.LastSeq))
 		p.Index = tracker.NewIndex()
 	default:
 		log.Info("tracker index: snapshot loaded", zap.Int("prescriptions", p.Index.Len()), zap.Uint64("applied", p.Index.Applied()))
 	}
+	p.Index.SetOrigin(origin)
 	p.saved.Store(p.Index.Applied())
 	if p.Index.Applied() >= p.target {
 		p.caughtUp.Store(true)
@@ -82,17 +85,18 @@ func (p *TrackerProjector) handle(m jetstream.Msg) {
 	if err != nil {
 		return
 	}
-	ev, err := decodeStored(md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
-	if err != nil {
+	seq := md.Sequence.Stream
+	if ev, err := decodeStored(seq, md.Timestamp, m.Headers(), m.Data()); err != nil {
 		p.metrics.Projected.WithLabelValues("tracker", "skipped").Inc()
-		p.log.Error("tracker index: undecodable event", zap.Uint64("seq", md.Sequence.Stream), zap.Error(err))
-		return
+		p.log.Error("tracker index: undecodable event", zap.Uint64("seq", seq), zap.Error(err))
+		p.Index.Skip(seq)
+	} else {
+		p.Index.Apply(seq, ev.Record)
+		p.metrics.Projected.WithLabelValues("tracker", "applied").Inc()
 	}
-	p.Index.Apply(ev.Seq, ev.Record)
-	p.metrics.Projected.WithLabelValues("tracker", "applied").Inc()
-	if !p.caughtUp.Load() && ev.Seq >= p.target {
+	if !p.caughtUp.Load() && seq >= p.target {
 		p.caughtUp.Store(true)
-		p.log.Info("tracker index caught up", zap.Int("prescriptions", p.Index.Len()), zap.Uint64("applied", ev.Seq))
+		p.log.Info("tracker index caught up", zap.Int("prescriptions", p.Index.Len()), zap.Uint64("applied", seq))
 	}
 }
 
@@ -139,20 +143,32 @@ func (p *TrackerProjector) Stop() {
 	p.save()
 }
 
-// RebuildTrackerIndex builds a tracker index from the whole event log and
-// returns it; progress, when not nil, is told how many events of how many
-// have been applied.
-func RebuildTrackerIndex(ctx context.Context, store *Store, progress func(done, total uint64)) (*tracker.Index, error) {
-	info, err := store.events.Info(ctx)
+// LogOrigin identifies an event log: its name and creation time. A snapshot
+// of another log (the stream recreated, or a backup restored) is not used.
+func LogOrigin(info *jetstream.StreamInfo) string {
+	return info.Config.Name + "@" + info.Created.UTC().Format(time.RFC3339Nano)
+}
+
+// RebuildTrackerIndex builds a tracker index from the whole event log of js
+// and returns it; progress, when not nil, is told how many events of how
+// many have been applied. It only reads: the stream is not created or
+// changed.
+func RebuildTrackerIndex(ctx context.Context, js jetstream.JetStream, progress func(done, total uint64)) (*tracker.Index, error) {
+	events, err := js.Stream(ctx, StreamEvents)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamEvents, err)
+	}
+	info, err := events.Info(ctx)
 	if err != nil {
 		return nil, err
 	}
 	ix := tracker.NewIndex()
+	ix.SetOrigin(LogOrigin(info))
 	last := info.State.LastSeq
 	if info.State.Msgs == 0 {
 		return ix, nil
 	}
-	cons, err := store.js.OrderedConsumer(ctx, StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	cons, err := js.OrderedConsumer(ctx, StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		return nil, err
 	}
@@ -173,9 +189,10 @@ func RebuildTrackerIndex(ctx context.Context, store *Store, progress func(done, 
 		}
 		ev, err := decodeStored(md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
 		if err != nil {
-			return nil, fmt.Errorf("event %d: %w", md.Sequence.Stream, err)
+			ix.Skip(md.Sequence.Stream) // not the broker's: as the running projector does
+		} else {
+			ix.Apply(ev.Seq, ev.Record)
 		}
-		ix.Apply(ev.Seq, ev.Record)
 		n++
 		if progress != nil && (n%1000 == 0 || ev.Seq >= last) {
 			progress(n, info.State.Msgs)

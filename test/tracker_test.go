@@ -17,6 +17,9 @@ import (
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
+// page is the header the tracker page sends with its cookie.
+const page = "X-EPS-Tracker"
+
 // searchset is the part of a searchset Bundle the tests look at.
 type searchset struct {
 	ResourceType string `json:"resourceType"`
@@ -256,6 +259,10 @@ func TestTrackerRebuildGivesIdenticalAnswers(t *testing.T) {
 		return out
 	}
 	before := answers(f.b)
+	_, epsctl := binaries(t)
+	if out, err := exec.Command(epsctl, "tracker", "rebuild", "--data-dir", dir, "--quiet").CombinedOutput(); err == nil || !strings.Contains(string(out), "stop the broker") {
+		t.Errorf("a rebuild while the broker runs on the data dir must be refused: %v %s", err, out)
+	}
 	f.b.stop()
 	snap := broker.SnapshotPath(dir)
 	if _, err := os.Stat(snap); err != nil {
@@ -264,7 +271,6 @@ func TestTrackerRebuildGivesIdenticalAnswers(t *testing.T) {
 
 	// Rebuilt by epsctl.
 	os.Remove(snap)
-	_, epsctl := binaries(t)
 	out, err := exec.Command(epsctl, "tracker", "rebuild", "--data-dir", dir, "--quiet").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "4 prescriptions") {
 		t.Fatalf("epsctl tracker rebuild: %v %s", err, out)
@@ -288,7 +294,18 @@ func TestTrackerRebuildGivesIdenticalAnswers(t *testing.T) {
 func TestTrackerSession(t *testing.T) {
 	f := newTrackerFixture(t, "")
 	b := f.b
-	res := b.do("POST", "/tracker/session", "", []byte(`{"token":"`+b.token(auth.RoleTracker, "X26")+`"}`))
+	signIn := []byte(`{"token":"` + b.token(auth.RoleTracker, "X26") + `"}`)
+	// Login CSRF: without the page's header, or from another site, refused.
+	if res := b.do("POST", "/tracker/session", "", signIn, "Content-Type", "application/json"); res.Status != 403 {
+		t.Errorf("sign-in without the page's header: %d", res.Status)
+	}
+	if res := b.do("POST", "/tracker/session", "", signIn, page, "1", "Content-Type", "application/json", "Sec-Fetch-Site", "cross-site"); res.Status != 403 {
+		t.Errorf("cross-site sign-in: %d", res.Status)
+	}
+	if res := b.do("POST", "/tracker/session", "", signIn, page, "1", "Content-Type", "text/plain"); res.Status != 415 {
+		t.Errorf("text/plain sign-in: %d", res.Status)
+	}
+	res := b.do("POST", "/tracker/session", "", signIn, page, "1", "Content-Type", "application/json")
 	if res.Status != 204 {
 		t.Fatalf("sign in: %d %s", res.Status, res.Body)
 	}
@@ -297,22 +314,25 @@ func TestTrackerSession(t *testing.T) {
 		t.Fatalf("cookie %+v", c)
 	}
 	cookie := "eps_session=" + c[0].Value
-	if res := b.do("GET", "/tracker/session", "", nil, "Cookie", cookie); res.Status != 200 || !bytes.Contains(res.Body, []byte(`"role":"tracker"`)) {
+	if res := b.do("GET", "/tracker/session", "", nil, "Cookie", cookie, page, "1"); res.Status != 200 || !bytes.Contains(res.Body, []byte(`"role":"tracker"`)) {
 		t.Errorf("session info: %d %s", res.Status, res.Body)
 	}
-	if ids, _, _ := groups(t, b.do("GET", "/FHIR/R4/RequestGroup?prescriptionId="+f.first.ShortID, "", nil, "Cookie", cookie)); len(ids) != 1 {
+	if ids, _, _ := groups(t, b.do("GET", "/FHIR/R4/RequestGroup?prescriptionId="+f.first.ShortID, "", nil, "Cookie", cookie, page, "1")); len(ids) != 1 {
 		t.Errorf("search with the cookie found %v", ids)
 	}
-	if res := b.post("", f.first.Body, "Cookie", cookie); res.Status != 401 {
+	if res := b.do("GET", "/FHIR/R4/RequestGroup?prescriptionId="+f.first.ShortID, "", nil, "Cookie", cookie); res.Status != 403 {
+		t.Errorf("the cookie without the page's header (a cross-site link): %d, want 403", res.Status)
+	}
+	if res := b.post("", f.first.Body, "Cookie", cookie, page, "1"); res.Status != 401 {
 		t.Errorf("the cookie must not authorise writes: %d", res.Status)
 	}
-	if res := b.do("DELETE", "/tracker/session", "", nil, "Cookie", cookie); res.Status != 204 {
+	if res := b.do("DELETE", "/tracker/session", "", nil, "Cookie", cookie, page, "1"); res.Status != 204 {
 		t.Errorf("sign out: %d", res.Status)
 	}
-	if res := b.do("GET", "/tracker/session", "", nil, "Cookie", cookie); res.Status != 401 {
+	if res := b.do("GET", "/tracker/session", "", nil, "Cookie", cookie, page, "1"); res.Status != 401 {
 		t.Errorf("after sign-out: %d", res.Status)
 	}
-	if res := b.do("POST", "/tracker/session", "", []byte(`{"token":"nonsense"}`)); res.Status != 401 {
+	if res := b.do("POST", "/tracker/session", "", []byte(`{"token":"nonsense"}`), page, "1", "Content-Type", "application/json"); res.Status != 401 {
 		t.Errorf("bad token sign-in: %d", res.Status)
 	}
 	page := b.do("GET", "/tracker", "", nil)
@@ -328,18 +348,21 @@ func TestTrackerSessionIdleTimeout(t *testing.T) {
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	b := startBrokerClock(t, "", clock)
-	res := b.do("POST", "/tracker/session", "", []byte(`{"token":"`+b.token(auth.RoleTracker, "X26")+`"}`))
+	res := b.do("POST", "/tracker/session", "", []byte(`{"token":"`+b.token(auth.RoleTracker, "X26")+`"}`), page, "1", "Content-Type", "application/json")
 	c := (&http.Response{Header: res.Header}).Cookies()
 	if res.Status != 204 || len(c) != 1 {
 		t.Fatalf("sign in: %d", res.Status)
 	}
 	cookie := "eps_session=" + c[0].Value
-	advance(14 * time.Minute)
-	if res := b.do("GET", "/tracker/session", "", nil, "Cookie", cookie); res.Status != 200 {
-		t.Fatalf("after 14 idle minutes: %d", res.Status)
+	// Used every 14 minutes, it lives on past 15 minutes from sign-in.
+	for _, step := range []time.Duration{14 * time.Minute, 14 * time.Minute} {
+		advance(step)
+		if res := b.do("GET", "/tracker/session", "", nil, "Cookie", cookie, page, "1"); res.Status != 200 {
+			t.Fatalf("used after %s idle: %d", step, res.Status)
+		}
 	}
 	advance(16 * time.Minute)
-	if res := b.do("GET", "/tracker/session", "", nil, "Cookie", cookie); res.Status != 401 {
+	if res := b.do("GET", "/tracker/session", "", nil, "Cookie", cookie, page, "1"); res.Status != 401 {
 		t.Errorf("after 16 idle minutes: %d, want 401", res.Status)
 	}
 }

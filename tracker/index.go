@@ -39,6 +39,7 @@ type Index struct {
 	byNominated  map[string]map[string]*Entry
 	byDispenser  map[string]map[string]*Entry
 	applied      uint64
+	origin       string        // which event log the index is of
 	changed      chan struct{} // closed and replaced on every Apply
 }
 
@@ -108,6 +109,31 @@ func moveSet(set map[string]map[string]*Entry, from, to string, e *Entry) {
 		}
 		set[to][e.ID] = e
 	}
+}
+
+// Skip records that the event at seq holds nothing to index.
+func (ix *Index) Skip(seq uint64) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if seq > ix.applied {
+		ix.applied = seq
+		close(ix.changed)
+		ix.changed = make(chan struct{})
+	}
+}
+
+// SetOrigin names the event log the index is of; snapshots carry it.
+func (ix *Index) SetOrigin(o string) {
+	ix.mu.Lock()
+	ix.origin = o
+	ix.mu.Unlock()
+}
+
+// Origin is the event log the index is of ("" when unknown).
+func (ix *Index) Origin() string {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.origin
 }
 
 // Applied is the sequence of the last event applied.
@@ -201,6 +227,7 @@ func SortNewestFirst(es []Entry) {
 // snapshot is the on-disk form of an index.
 type snapshot struct {
 	Version int
+	Origin  string
 	Applied uint64
 	Entries []Entry
 }
@@ -210,7 +237,7 @@ const snapshotVersion = 1
 // WriteSnapshot writes the index to w.
 func (ix *Index) WriteSnapshot(w io.Writer) error {
 	ix.mu.RLock()
-	s := snapshot{Version: snapshotVersion, Applied: ix.applied, Entries: make([]Entry, 0, len(ix.byID))}
+	s := snapshot{Version: snapshotVersion, Origin: ix.origin, Applied: ix.applied, Entries: make([]Entry, 0, len(ix.byID))}
 	for _, e := range ix.byID {
 		s.Entries = append(s.Entries, *e)
 	}
@@ -239,7 +266,7 @@ func (ix *Index) ReadSnapshot(r io.Reader) error {
 	}
 	ix.mu.Lock()
 	ix.byID, ix.byNHS, ix.byPrescriber = fresh.byID, fresh.byNHS, fresh.byPrescriber
-	ix.byNominated, ix.byDispenser, ix.applied = fresh.byNominated, fresh.byDispenser, s.Applied
+	ix.byNominated, ix.byDispenser, ix.applied, ix.origin = fresh.byNominated, fresh.byDispenser, s.Applied, s.Origin
 	close(ix.changed)
 	ix.changed = make(chan struct{})
 	ix.mu.Unlock()

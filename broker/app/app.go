@@ -37,6 +37,7 @@ type App struct {
 	IssuerKey ed25519.PrivateKey
 	server    *http.Server
 	listener  net.Listener
+	unlock    func()
 }
 
 // New starts everything but the HTTP server: NATS, the streams and buckets,
@@ -46,6 +47,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		now = time.Now
 	}
 	a := &App{cfg: cfg, log: log, Metrics: broker.NewMetrics()}
+	var err error
 	ok := false
 	defer func() {
 		if !ok {
@@ -53,6 +55,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		}
 	}()
 
+	if a.unlock, err = broker.LockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	key, err := auth.LoadOrCreateIssuerKey(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("issuer key: %w", err)
@@ -130,9 +135,8 @@ func (a *App) Ready(ctx context.Context) error {
 	if !a.projector.Running() {
 		return errors.New("queue projector stopped")
 	}
-	if !a.Tracker.CaughtUp() {
-		return errors.New("tracker index is catching up with the event log")
-	}
+	// The tracker index catching up does not make the broker unready:
+	// intake and dispensing go on, and searches answer 503 until it has.
 	return nil
 }
 
@@ -214,5 +218,9 @@ func (a *App) closeBackend() {
 	}
 	if a.verifier != nil {
 		_ = a.verifier.Close()
+	}
+	if a.unlock != nil {
+		a.unlock()
+		a.unlock = nil
 	}
 }

@@ -170,6 +170,10 @@ func (a *api) authenticated(next http.Handler) http.Handler {
 		if token == "" && r.Header.Get("Authorization") == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			// The tracker page's session cookie, for reads only.
 			if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
+				if r.Header.Get(trackerHeader) == "" {
+					a.writeError(w, r, fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "a session cookie is accepted only from the tracker page (header %s)", trackerHeader))
+					return
+				}
 				ss, err := a.Store.TouchSession(r.Context(), c.Value, a.Now())
 				switch {
 				case errors.Is(err, broker.ErrNoSession):

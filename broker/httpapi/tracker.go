@@ -22,6 +22,30 @@ import (
 // sessionCookie is the tracker page's session cookie.
 const sessionCookie = "eps_session"
 
+// trackerHeader must accompany every request the tracker page makes with its
+// cookie: a cross-site form, link or image cannot send it.
+const trackerHeader = "X-EPS-Tracker"
+
+// sameOrigin refuses cross-site requests to the session endpoints (login
+// CSRF): they must be JSON, carry the page's header, and say (where the
+// browser tells) that they come from the same origin.
+func sameOrigin(r *http.Request) error {
+	if r.Header.Get(trackerHeader) == "" {
+		return fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "sign-in and sign-out are accepted only from the tracker page (header %s)", trackerHeader)
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "cross-site request refused")
+	}
+	return nil
+}
+
+// mayReadEntry is mayRead on what the index holds, so that prescriptions a
+// caller may not see are dropped before anything is read for them (no
+// timing difference between "hidden" and "absent").
+func mayReadEntry(p auth.Principal, e tracker.Entry) bool {
+	return mayRead(p, &tracker.Prescription{Prescriber: e.Prescriber, PrescriberOrg: e.PrescOrg, Nominated: e.Nominated, Dispenser: e.Dispenser})
+}
+
 // mayRead reports whether p may see a prescription: the tracker and admin
 // roles may see any; a prescriber those its organisation sent; a dispenser
 // those nominated to or held by its organisation.
@@ -102,15 +126,25 @@ func (a *api) searchRequestGroups(w http.ResponseWriter, r *http.Request) {
 		audit.PrescriptionID = id
 		if e, ok := a.Tracker.Get(id); ok {
 			entries = []tracker.Entry{e}
+			audit.NHSNumber = e.NHSNumber // recorded even when the caller may not see it
 		}
 	} else {
 		audit.NHSNumber = nhs
 		entries = a.Tracker.ByNHSNumber(nhs)
 	}
+	visible := entries[:0]
+	for _, e := range entries {
+		if mayReadEntry(p, e) {
+			visible = append(visible, e)
+		}
+	}
 	var results []tracker.SearchResult
 	patients := map[string]fhir.PatientDetails{}
-	for _, e := range entries {
+	for _, e := range visible {
 		cur, err := a.Store.Current(r.Context(), e.ID)
+		if errors.Is(err, broker.ErrNotFound) {
+			continue
+		}
 		if err != nil {
 			a.writeError(w, r, unavailable("read prescription", err))
 			return
@@ -129,9 +163,6 @@ func (a *api) searchRequestGroups(w http.ResponseWriter, r *http.Request) {
 			patients[cur.Record.NHSNumber] = pd
 		}
 		results = append(results, tracker.SearchResult{Record: cur.Record, Patient: pd})
-	}
-	if hasID && len(results) == 1 {
-		audit.NHSNumber = results[0].Record.NHSNumber
 	}
 	audit.Results, audit.Outcome = len(results), http.StatusOK
 	if err := a.Store.Audit(r.Context(), p, audit); err != nil {
@@ -235,7 +266,13 @@ func (a *api) auditList(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the admin role may read the audit trail"))
 		return
 	}
-	q := broker.AuditQuery{User: r.URL.Query().Get("user"), NHSNumber: r.URL.Query().Get("nhsNumber"), Limit: 100}
+	user, _, errU := rawQueryParam(r.URL.RawQuery, "user")
+	nhs, _, errN := rawQueryParam(r.URL.RawQuery, "nhsNumber")
+	if err := errors.Join(errU, errN); err != nil {
+		a.writeError(w, r, badParam("user", "the query string is not well formed: %v", err))
+		return
+	}
+	q := broker.AuditQuery{User: user, NHSNumber: nhs, Limit: 100}
 	if q.NHSNumber != "" && !fhir.ValidNHSNumber(q.NHSNumber) {
 		a.writeError(w, r, badParam("nhsNumber", "nhsNumber %q is not a valid NHS number", q.NHSNumber))
 		return
@@ -294,6 +331,14 @@ func (a *api) trackerPage() http.Handler {
 // signIn answers POST /tracker/session {"token": "..."}: the token is
 // verified and exchanged for an HttpOnly, SameSite=Strict session cookie.
 func (a *api) signIn(w http.ResponseWriter, r *http.Request) {
+	if err := sameOrigin(r); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+		a.writeError(w, r, fhir.Errorf(fhir.KindUnsupportedMedia, fhir.CodeUnsupportedMedia, "send the token as application/json"))
+		return
+	}
 	var req struct {
 		Token string `json:"token"`
 	}
@@ -307,7 +352,10 @@ func (a *api) signIn(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "invalid token: %s", strings.TrimPrefix(err.Error(), auth.ErrUnauthorized.Error()+": ")))
 		return
 	}
-	cookie, err := a.Store.NewSession(r.Context(), p)
+	if old, err := r.Cookie(sessionCookie); err == nil && old.Value != "" {
+		_ = a.Store.EndSession(r.Context(), old.Value) // a new sign-in ends the old session
+	}
+	cookie, err := a.Store.NewSession(r.Context(), p, a.Now())
 	if err != nil {
 		a.writeError(w, r, unavailable("session", err))
 		return
@@ -316,7 +364,7 @@ func (a *api) signIn(w http.ResponseWriter, r *http.Request) {
 		o.principal = p
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: cookie, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		SameSite: http.SameSiteStrictMode, Secure: overTLS(r)})
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -330,8 +378,18 @@ func (a *api) sessionInfo(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, info)
 }
 
+// overTLS reports whether the browser reached the broker over HTTPS: directly,
+// or through a TLS-terminating proxy that says so.
+func overTLS(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
 // signOut answers DELETE /tracker/session.
 func (a *api) signOut(w http.ResponseWriter, r *http.Request) {
+	if err := sameOrigin(r); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	if c, err := r.Cookie(sessionCookie); err == nil {
 		if err := a.Store.EndSession(r.Context(), c.Value); err != nil {
 			a.writeError(w, r, unavailable("session", err))

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"go.uber.org/zap"
 
@@ -25,9 +26,10 @@ func init() {
 
 // runTrackerRebuild replays the whole event log into a new tracker index and
 // writes it as the data dir's index snapshot, which the broker loads on its
-// next start. With the embedded server the broker must be stopped (the data
-// dir's JetStream store is opened here); with --nats-url it reads the
-// external server and writes the snapshot for the broker using --data-dir.
+// next start. The broker using the data dir must be stopped (the data dir's
+// lock says so): with the embedded server this opens its JetStream store;
+// with --nats-url it reads the external cluster, which other brokers may go
+// on using. It only reads the event log: no stream is created or changed.
 func runTrackerRebuild(ctx context.Context, e *env, args []string) int {
 	fs := flag.NewFlagSet("epsctl tracker rebuild", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
@@ -61,13 +63,21 @@ func runTrackerRebuild(ctx context.Context, e *env, args []string) int {
 			return exitFailure
 		}
 	}
+	// The broker using the data dir must be stopped: it would write its own
+	// snapshot over this one, and (embedded) it holds the JetStream store.
+	unlock, err := broker.LockDataDir(cfg.DataDir)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "epsctl tracker rebuild: stop the broker using this data dir first:", err)
+		return exitFailure
+	}
+	defer unlock()
 	n, err := broker.ConnectNATS(ctx, cfg, zap.NewNop())
 	if err != nil {
 		fmt.Fprintln(e.stderr, "epsctl tracker rebuild:", err)
 		return exitFailure
 	}
 	defer n.Close()
-	store, err := broker.OpenStore(ctx, n.Conn, broker.StoreConfig{Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: 2 << 20}, broker.NewMetrics())
+	js, err := jetstream.New(n.Conn)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "epsctl tracker rebuild:", err)
 		return exitFailure
@@ -84,7 +94,7 @@ func runTrackerRebuild(ctx context.Context, e *env, args []string) int {
 		}
 		_ = bar.Set64(int64(done))
 	}
-	ix, err := broker.RebuildTrackerIndex(ctx, store, progress)
+	ix, err := broker.RebuildTrackerIndex(ctx, js, progress)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "\nepsctl tracker rebuild:", err)
 		return exitFailure

@@ -316,7 +316,9 @@
       method,
       credentials: 'same-origin',
       cache: 'no-store',
-      headers: { Accept: 'application/fhir+json, application/json' },
+      // The broker accepts the session cookie only with this header, which a
+      // cross-site form or link cannot send.
+      headers: { Accept: 'application/fhir+json, application/json', 'X-EPS-Tracker': '1' },
     };
     if (body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
