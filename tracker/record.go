@@ -31,8 +31,40 @@ type Prescription struct {
 	SupplyDays       int       `json:"supplyDays,omitempty"`
 	// OrderSeq is the event log sequence of the accepted order: where its
 	// original bytes are.
-	OrderSeq uint64  `json:"orderSeq,omitempty"`
-	History  []Event `json:"history"`
+	OrderSeq uint64 `json:"orderSeq,omitempty"`
+	// ExpiresAt is when the prescription's validity ends (6 months after its
+	// start unless the order says earlier).
+	ExpiresAt time.Time `json:"expiresAt,omitempty"`
+	// Pending is a cancellation requested while the prescription was with a
+	// dispenser; it takes effect on return or when the item is not dispensed.
+	Pending *PendingCancel `json:"pending,omitempty"`
+	// Dispenses are the dispense notifications, oldest first; the latest
+	// one not withdrawn may be amended or withdrawn.
+	Dispenses    []DispenseRecord `json:"dispenses,omitempty"`
+	LastDispense time.Time        `json:"lastDispense,omitempty"`
+	Completed    time.Time        `json:"completed,omitempty"` // when it became 0006 or 0007
+	ClaimID      string           `json:"claimId,omitempty"`
+	History      []Event          `json:"history"`
+}
+
+// PendingCancel is a cancellation waiting for the dispenser.
+type PendingCancel struct {
+	Org    string    `json:"org"`
+	User   string    `json:"user,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	Items  []string  `json:"items"` // line item ids
+	Time   time.Time `json:"time"`
+}
+
+// DispenseRecord is one dispense notification and the state it replaced, so
+// that withdrawing it restores that state.
+type DispenseRecord struct {
+	ID          string       `json:"id"`
+	Time        time.Time    `json:"time"`
+	Dispenser   string       `json:"dispenser"`
+	Before      Status       `json:"before"`
+	BeforeItems []ItemStatus `json:"beforeItems"`
+	Withdrawn   bool         `json:"withdrawn,omitempty"`
 }
 
 // Item is one line item of a prescription.
@@ -93,6 +125,10 @@ func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 	}
 	if o.Nominated() && o.Performer != "" {
 		p.Nominated, p.NominationSource = o.Performer, NominationFromOrder
+	}
+	p.ExpiresAt = start.UTC().AddDate(0, 6, 0)
+	if !o.ValidityEnd.IsZero() && o.ValidityEnd.Before(p.ExpiresAt) {
+		p.ExpiresAt = o.ValidityEnd.UTC()
 	}
 	p.Items = make([]Item, len(o.Items))
 	for i, it := range o.Items {

@@ -1,0 +1,465 @@
+package tracker
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nhs-eps/epsbroker/fhir"
+)
+
+// This file is the prescription state machine of EPS-DOMAIN.md, written
+// once: every legal transition, and the error or R-code of every illegal
+// one. Each transition takes the current record and returns a new one (the
+// input is never changed), with the event appended to its history. The
+// broker writes the result with compare-and-set on the prescription's
+// subject, so two transitions of one prescription can never both succeed
+// from the same state.
+
+// History event types (besides EventOrder).
+const (
+	EventRelease          = "release"
+	EventNominatedRelease = "nominated-release"
+	EventReturn           = "return"
+	EventWithdraw         = "withdraw"
+	EventDispense         = "dispense-notification"
+	EventClaim            = "claim"
+	EventCancel           = "prescription-order-update"
+	EventSubsequentCancel = "subsequent-cancellation"
+	EventExpire           = "expire"
+	EventComplete         = "complete"
+	EventNoClaim          = "no-claim"
+	EventReady            = "ready"
+)
+
+// Cancellation answers (R-codes) of EPS-DOMAIN.md.
+const (
+	RCancelled          = "R-0001"
+	RPendingWith        = "R-0002" // with dispenser: marked for cancellation
+	RPendingActive      = "R-0003" // with dispenser, part dispensed: marked for cancellation
+	RDispensed          = "R-0004"
+	RExpired            = "R-0005"
+	RAlreadyCancelled   = "R-0006"
+	RRequestedByAnother = "R-0007"
+	RNotFound           = "R-0008"
+	RDisabled           = "R-0009"
+	RNotDispensed       = "R-0010"
+	RMismatch           = "R-5000"
+	RInvalid            = "R-5888"
+)
+
+// invalidTransition is INVALID_STATE_TRANSITION with words.
+func invalidTransition(p *Prescription, format string, args ...any) *fhir.Error {
+	return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidStateTransition,
+		CodeSystem:  fhir.SystemEPSIssueCode,
+		Diagnostics: fmt.Sprintf("prescription %s is %s (%s): ", p.ID, p.Status.Display(), p.Status) + fmt.Sprintf(format, args...)}
+}
+
+// WithAnotherDispenser is PRESCRIPTION_WITH_ANOTHER_DISPENSER; Holder names
+// the dispenser that has it (the answer names it in a contained
+// Organization).
+type WithAnotherDispenser struct {
+	Holder string
+	err    *fhir.Error
+}
+
+func (e *WithAnotherDispenser) Error() string { return e.err.Error() }
+func (e *WithAnotherDispenser) Unwrap() error { return e.err }
+
+// clone copies a record deeply enough for a transition to change it.
+func (p *Prescription) clone() *Prescription {
+	c := *p
+	c.Items = slices.Clone(p.Items)
+	c.History = slices.Clone(p.History)
+	c.Dispenses = slices.Clone(p.Dispenses)
+	for i := range c.Dispenses {
+		c.Dispenses[i].BeforeItems = slices.Clone(p.Dispenses[i].BeforeItems)
+	}
+	if p.Pending != nil {
+		pc := *p.Pending
+		pc.Items = slices.Clone(p.Pending.Items)
+		c.Pending = &pc
+	}
+	return &c
+}
+
+func (p *Prescription) record(event, messageID string, by Actor, now time.Time) {
+	p.History = append(p.History, Event{Time: now.UTC(), Type: event, MessageID: messageID, Org: by.Org, User: by.User, Status: p.Status})
+}
+
+func (p *Prescription) itemIndex(id string) int {
+	return slices.IndexFunc(p.Items, func(it Item) bool { return it.ID == id })
+}
+
+func (p *Prescription) itemStatuses() []ItemStatus {
+	out := make([]ItemStatus, len(p.Items))
+	for i, it := range p.Items {
+		out[i] = it.Status
+	}
+	return out
+}
+
+// Release hands the prescription to dispenser: 0001 -> 0002, items 0007 ->
+// 0008. nominated says it came from the dispenser's ready queue.
+func Release(p *Prescription, dispenser string, by Actor, messageID string, nominated bool, now time.Time) (*Prescription, error) {
+	switch p.Status {
+	case StatusToBeDispensed:
+		if nominated && p.Nominated != dispenser {
+			return nil, invalidTransition(p, "it is not nominated to %s", dispenser)
+		}
+	case StatusWithDispenser, StatusWithDispenserActive:
+		if p.Dispenser != dispenser {
+			return nil, &WithAnotherDispenser{Holder: p.Dispenser, err: &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule",
+				Code: fhir.CodePrescriptionWithAnother, CodeSystem: fhir.SystemEPSIssueCode,
+				Diagnostics: fmt.Sprintf("prescription %s is with another dispenser (%s)", p.ID, p.Dispenser)}}
+		}
+		return nil, invalidTransition(p, "it has already been released to %s", dispenser)
+	default:
+		return nil, invalidTransition(p, "only a prescription To Be Dispensed (0001) can be released")
+	}
+	n := p.clone()
+	n.Status, n.Dispenser = StatusWithDispenser, dispenser
+	for i := range n.Items {
+		if n.Items[i].Status == ItemToBeDispensed {
+			n.Items[i].Status = ItemWithDispenser
+		}
+	}
+	ev := EventRelease
+	if nominated {
+		ev = EventNominatedRelease
+	}
+	n.record(ev, messageID, by, now)
+	return n, nil
+}
+
+// holder checks that dispenser holds the prescription.
+func holder(p *Prescription, dispenser, what string) error {
+	if p.Dispenser == "" || p.Dispenser != dispenser {
+		return invalidTransition(p, "%s only by the dispenser that holds it", what)
+	}
+	return nil
+}
+
+// Return gives the prescription back: 0002 -> 0001, items 0008 -> 0007,
+// the nominated dispenser cleared (it leaves every queue and can then only
+// be released by ID). A pending cancellation takes effect.
+func Return(p *Prescription, dispenser string, by Actor, messageID string, now time.Time) (*Prescription, error) {
+	if p.Status != StatusWithDispenser {
+		return nil, invalidTransition(p, "only a prescription With Dispenser (0002) can be returned")
+	}
+	if err := holder(p, dispenser, "it can be returned"); err != nil {
+		return nil, err
+	}
+	n := p.clone()
+	n.Status, n.Dispenser, n.Nominated, n.NominationSource = StatusToBeDispensed, "", "", ""
+	for i := range n.Items {
+		if n.Items[i].Status == ItemWithDispenser {
+			n.Items[i].Status = ItemToBeDispensed
+		}
+	}
+	n.record(EventReturn, messageID, by, now)
+	if n.Pending != nil {
+		pc := n.Pending
+		for _, id := range pc.Items {
+			if i := n.itemIndex(id); i >= 0 && n.Items[i].Status == ItemToBeDispensed {
+				n.Items[i].Status = ItemCancelled
+			}
+		}
+		n.Pending = nil
+		n.settleCancelled()
+		n.record(EventSubsequentCancel, "", Actor{User: pc.User, Org: pc.Org}, now)
+	}
+	return n, nil
+}
+
+// settleCancelled makes the prescription Cancelled when every item is.
+func (p *Prescription) settleCancelled() {
+	for _, it := range p.Items {
+		if it.Status != ItemCancelled {
+			return
+		}
+	}
+	switch p.Status {
+	case StatusRepeatFuture, StatusFuture:
+		p.Status = StatusCancelledFuture
+	default:
+		p.Status = StatusCancelled
+	}
+}
+
+// DispenseInput is what a dispense notification says.
+type DispenseInput struct {
+	ID            string                // the notification's Bundle.identifier
+	ReplacementOf string                // the notification it amends, if any
+	Items         map[string]ItemStatus // line item id -> 0001..0004
+	Status        Status                // the prescription status it states (0003, 0006, 0007), or ""
+}
+
+// Dispense applies a dispense notification (or an amendment of the latest
+// one): items to 0001-0004, the prescription to 0003, 0006 or 0007. An item
+// marked not dispensed while its cancellation is pending becomes Cancelled.
+func Dispense(p *Prescription, dispenser string, by Actor, in DispenseInput, now time.Time) (*Prescription, error) {
+	if err := holder(p, dispenser, "dispense notifications are accepted"); err != nil {
+		return nil, err
+	}
+	n := p.clone()
+	before, beforeItems := p.Status, p.itemStatuses()
+	if in.ReplacementOf != "" {
+		last := n.latestDispense()
+		if last < 0 || n.Dispenses[last].ID != in.ReplacementOf {
+			return nil, invalidTransition(p, "only the latest dispense notification can be amended, and %s is not it", in.ReplacementOf)
+		}
+		before, beforeItems = n.Dispenses[last].Before, n.Dispenses[last].BeforeItems
+		n.Dispenses[last].Withdrawn = true // replaced by the amendment
+		n.Status = before
+		for i := range n.Items {
+			n.Items[i].Status = beforeItems[i]
+		}
+	}
+	if n.Status != StatusWithDispenser && n.Status != StatusWithDispenserActive {
+		return nil, invalidTransition(p, "dispense notifications are accepted only while it is with the dispenser (0002 or 0003)")
+	}
+	if len(in.Items) == 0 {
+		return nil, invalidTransition(p, "the notification names no line item")
+	}
+	for id, st := range in.Items {
+		i := n.itemIndex(id)
+		switch {
+		case i < 0:
+			return nil, invalidTransition(p, "it has no line item %s", id)
+		case st != ItemFullyDispensed && st != ItemNotDispensed && st != ItemPartiallyDispensed && st != ItemNotDispensedOwing:
+			return nil, invalidTransition(p, "line item status %s is not a dispense outcome (0001-0004)", st)
+		case n.Items[i].Status == ItemCancelled:
+			return nil, invalidTransition(p, "line item %s is cancelled", id)
+		}
+		n.Items[i].Status = st
+		if st == ItemNotDispensed && n.Pending != nil && slices.Contains(n.Pending.Items, id) {
+			n.Items[i].Status = ItemCancelled
+			n.Pending.Items = slices.DeleteFunc(n.Pending.Items, func(x string) bool { return x == id })
+		}
+	}
+	if n.Pending != nil && len(n.Pending.Items) == 0 {
+		n.Pending = nil
+	}
+	// The status the message states wins (EPS takes it from the message);
+	// without one, the items decide.
+	switch in.Status {
+	case StatusWithDispenserActive, StatusDispensed, StatusNotDispensed:
+		n.Status = in.Status
+	case "":
+		n.Status = dispensedStatus(n.Items)
+	default:
+		return nil, invalidTransition(p, "a dispense notification may state 0003, 0006 or 0007, not %s", in.Status)
+	}
+	n.Dispenses = append(n.Dispenses, DispenseRecord{ID: in.ID, Time: now.UTC(), Dispenser: dispenser, Before: before, BeforeItems: beforeItems})
+	n.LastDispense = now.UTC()
+	n.Completed = time.Time{}
+	if n.Status == StatusDispensed || n.Status == StatusNotDispensed {
+		n.Completed = now.UTC()
+	}
+	n.record(EventDispense, in.ID, by, now)
+	return n, nil
+}
+
+// dispensedStatus is the prescription status its items make: any item still
+// owed (0003, 0004) or not yet dispensed (0008) keeps it With Dispenser -
+// Active; otherwise Not Dispensed when nothing was dispensed, else Dispensed.
+func dispensedStatus(items []Item) Status {
+	dispensed := false
+	for _, it := range items {
+		switch it.Status {
+		case ItemPartiallyDispensed, ItemNotDispensedOwing, ItemWithDispenser:
+			return StatusWithDispenserActive
+		case ItemFullyDispensed:
+			dispensed = true
+		}
+	}
+	if dispensed {
+		return StatusDispensed
+	}
+	return StatusNotDispensed
+}
+
+func (p *Prescription) latestDispense() int {
+	for i := len(p.Dispenses) - 1; i >= 0; i-- {
+		if !p.Dispenses[i].Withdrawn {
+			return i
+		}
+	}
+	return -1
+}
+
+// Withdraw takes back the latest dispense notification: the prescription
+// returns to the state before it (for repeat dispensing no further back
+// than With Dispenser - Active).
+func Withdraw(p *Prescription, dispenser string, by Actor, notificationID, messageID string, now time.Time) (*Prescription, error) {
+	if err := holder(p, dispenser, "a dispense notification can be withdrawn"); err != nil {
+		return nil, err
+	}
+	if p.Status == StatusClaimed || p.Status == StatusNoClaimed {
+		return nil, invalidTransition(p, "a claimed prescription's notifications cannot be withdrawn")
+	}
+	last := p.latestDispense()
+	if last < 0 || p.Dispenses[last].ID != notificationID {
+		return nil, invalidTransition(p, "only the latest dispense notification can be withdrawn, and %s is not it", notificationID)
+	}
+	n := p.clone()
+	d := &n.Dispenses[last]
+	d.Withdrawn = true
+	n.Status = d.Before
+	for i := range n.Items {
+		n.Items[i].Status = d.BeforeItems[i]
+	}
+	if n.TherapyType == fhir.TherapyRepeatDispensing && n.Status == StatusWithDispenser {
+		n.Status = StatusWithDispenserActive
+	}
+	n.Completed = time.Time{}
+	n.record(EventWithdraw, messageID, by, now)
+	return n, nil
+}
+
+// Claim sends the claim for reimbursement: 0006/0007 -> 0008; a claim
+// amendment (replacing the current claim) keeps 0008.
+func Claim(p *Prescription, dispenser string, by Actor, claimID, replacementOf string, now time.Time) (*Prescription, error) {
+	if err := holder(p, dispenser, "it can be claimed"); err != nil {
+		return nil, err
+	}
+	switch {
+	case replacementOf != "":
+		if p.Status != StatusClaimed || p.ClaimID != replacementOf {
+			return nil, invalidTransition(p, "only the current claim can be amended, and %s is not it", replacementOf)
+		}
+	case p.Status != StatusDispensed && p.Status != StatusNotDispensed:
+		return nil, invalidTransition(p, "only a Dispensed (0006) or Not Dispensed (0007) prescription can be claimed")
+	}
+	n := p.clone()
+	n.Status, n.ClaimID = StatusClaimed, claimID
+	n.record(EventClaim, claimID, by, now)
+	return n, nil
+}
+
+// CancelInput is what a cancellation (prescription-order-update) says.
+type CancelInput struct {
+	MessageID  string
+	NHSNumber  string
+	LineItemID string
+	Reason     string
+}
+
+// Cancel applies a cancellation of one line item and returns the R-code of
+// the answer and the new record (nil when nothing changes). Only R-0001
+// (cancelled) is a success; R-0002/R-0003 change the record too: the item is
+// marked for cancellation, which takes effect when the dispenser returns
+// the prescription or marks the item not dispensed.
+func Cancel(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescription, string) {
+	if in.NHSNumber != p.NHSNumber {
+		return nil, RMismatch
+	}
+	i := p.itemIndex(in.LineItemID)
+	if i < 0 {
+		return nil, RInvalid
+	}
+	item := p.Items[i]
+	switch {
+	case p.Status == StatusCancelled || p.Status == StatusCancelledFuture || item.Status == ItemCancelled:
+		return nil, RAlreadyCancelled
+	case p.Status == StatusExpired || item.Status == ItemExpired:
+		return nil, RExpired
+	case item.Status == ItemFullyDispensed || item.Status == ItemPartiallyDispensed ||
+		p.Status == StatusDispensed || p.Status == StatusClaimed || p.Status == StatusNoClaimed:
+		return nil, RDispensed
+	case item.Status == ItemNotDispensed || p.Status == StatusNotDispensed:
+		return nil, RNotDispensed
+	case p.Status == StatusWithDispenser || p.Status == StatusWithDispenserActive:
+		if p.Pending != nil && p.Pending.Org != by.Org {
+			return nil, RRequestedByAnother
+		}
+		code := RPendingWith
+		if p.Status == StatusWithDispenserActive {
+			code = RPendingActive
+		}
+		n := p.clone()
+		if n.Pending == nil {
+			n.Pending = &PendingCancel{Org: by.Org, User: by.User, Reason: in.Reason, Time: now.UTC()}
+		}
+		if !slices.Contains(n.Pending.Items, in.LineItemID) {
+			n.Pending.Items = append(n.Pending.Items, in.LineItemID)
+		}
+		n.record(EventCancel, in.MessageID, by, now)
+		return n, code
+	}
+	switch p.Status {
+	case StatusAwaitingReleaseReady, StatusToBeDispensed, StatusRepeatFuture, StatusFuture:
+		if item.Status != ItemToBeDispensed {
+			return nil, RInvalid
+		}
+		n := p.clone()
+		n.Items[i].Status = ItemCancelled
+		n.settleCancelled()
+		n.record(EventCancel, in.MessageID, by, now)
+		return n, RCancelled
+	}
+	return nil, RInvalid
+}
+
+// Scheduled is the time-driven transition due for a prescription at now, if
+// any: EventReady (a post-dated prescription whose start is within a day),
+// EventExpire (validity ended), EventComplete (part dispensed and 180 days
+// without a dispense), EventNoClaim (completed 180 days ago and not
+// claimed); "" when none is due.
+func Scheduled(p *Prescription, now time.Time) string {
+	switch p.Status {
+	case StatusFuture:
+		if !p.ExpiresAt.IsZero() && !now.Before(p.ExpiresAt) {
+			return EventExpire
+		}
+		if p.StartDate.Sub(now) <= 24*time.Hour {
+			return EventReady
+		}
+	case StatusAwaitingReleaseReady, StatusToBeDispensed, StatusWithDispenser, StatusRepeatFuture, StatusCancelledFuture:
+		if !p.ExpiresAt.IsZero() && !now.Before(p.ExpiresAt) {
+			return EventExpire
+		}
+	case StatusWithDispenserActive:
+		if !p.LastDispense.IsZero() && now.Sub(p.LastDispense) >= 180*24*time.Hour {
+			return EventComplete
+		}
+	case StatusDispensed, StatusNotDispensed:
+		if !p.Completed.IsZero() && now.Sub(p.Completed) >= 180*24*time.Hour {
+			return EventNoClaim
+		}
+	}
+	return ""
+}
+
+// ApplyScheduled applies the transition Scheduled says is due; nil when none
+// is (so a scheduler that runs twice, or on two brokers, changes nothing the
+// second time).
+func ApplyScheduled(p *Prescription, now time.Time) *Prescription {
+	ev := Scheduled(p, now)
+	if ev == "" {
+		return nil
+	}
+	n := p.clone()
+	system := Actor{User: "epsbroker", Org: "EPS"}
+	switch ev {
+	case EventReady:
+		n.Status = StatusToBeDispensed
+	case EventExpire:
+		n.Status = StatusExpired
+		for i := range n.Items {
+			switch n.Items[i].Status {
+			case ItemToBeDispensed, ItemWithDispenser:
+				n.Items[i].Status = ItemExpired
+			}
+		}
+		n.Pending = nil
+	case EventComplete:
+		n.Status = StatusDispensed
+		n.Completed = now.UTC()
+	case EventNoClaim:
+		n.Status = StatusNoClaimed
+	}
+	n.record(ev, "", system, now)
+	return n
+}

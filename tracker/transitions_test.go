@@ -1,0 +1,305 @@
+package tracker
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nhs-eps/epsbroker/fhir"
+)
+
+var (
+	t0       = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	gp       = Actor{User: "gp", Org: "A83008"}
+	pharmacy = Actor{User: "pharmacist", Org: "FA565"}
+	other    = Actor{User: "other", Org: "FCG71"}
+)
+
+// fresh is a new nominated prescription of two items, To Be Dispensed.
+func fresh() *Prescription {
+	o := &fhir.Order{PrescriptionID: "24F5DA-A83008-7EFE6Z", BundleID: "b1", NHSNumber: "9449305552", Sender: "A83008",
+		SiteType: "P1", Performer: "FA565", ValidityStart: t0, TherapyType: fhir.TherapyAcute,
+		Items: []fhir.OrderItem{{ID: "i1"}, {ID: "i2"}}}
+	return Create(o, gp, t0)
+}
+
+// must is the record of a transition that must succeed (a failure panics,
+// which fails the test with the error).
+func must(p *Prescription, err error) *Prescription {
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+func released(_ *testing.T) *Prescription {
+	return must(Release(fresh(), "FA565", pharmacy, "rel-1", true, t0.Add(time.Hour)))
+}
+
+func items(p *Prescription) string {
+	s := ""
+	for _, it := range p.Items {
+		s += string(it.Status) + " "
+	}
+	return s[:len(s)-1]
+}
+
+func wantInvalid(t *testing.T, err error) {
+	t.Helper()
+	var fe *fhir.Error
+	if !errors.As(err, &fe) || fe.Code != fhir.CodeInvalidStateTransition || fe.Kind != fhir.KindInvalid {
+		t.Fatalf("err = %v, want INVALID_STATE_TRANSITION", err)
+	}
+}
+
+// snapshotJSON lets tests check that a transition never changes its input.
+func snapshotJSON(p *Prescription) string { b, _ := json.Marshal(p); return string(b) }
+
+func TestRelease(t *testing.T) {
+	p := fresh()
+	before := snapshotJSON(p)
+	r := must(Release(p, "FA565", pharmacy, "rel-1", true, t0))
+	if r.Status != StatusWithDispenser || r.Dispenser != "FA565" || items(r) != "0008 0008" || r.History[1].Type != EventNominatedRelease {
+		t.Errorf("released: %s %s %s %+v", r.Status, r.Dispenser, items(r), r.History)
+	}
+	if snapshotJSON(p) != before {
+		t.Error("Release changed its input")
+	}
+	if _, err := Release(p, "FCG71", other, "x", true, t0); err == nil {
+		t.Error("nominated release by a dispenser it is not nominated to")
+	}
+	byID := must(Release(p, "FCG71", other, "x", false, t0))
+	if byID.Dispenser != "FCG71" || byID.History[1].Type != EventRelease {
+		t.Errorf("release by ID: %+v", byID)
+	}
+	_, err := Release(r, "FCG71", other, "x", false, t0)
+	var wad *WithAnotherDispenser
+	if !errors.As(err, &wad) || wad.Holder != "FA565" || fhir.ErrorKind(err) != fhir.KindInvalid {
+		t.Errorf("release held by another: %v", err)
+	}
+	wantInvalid(t, func() error { _, err := Release(r, "FA565", pharmacy, "x", false, t0); return err }())
+	for _, st := range []Status{StatusCancelled, StatusExpired, StatusFuture, StatusDispensed, StatusClaimed, StatusRepeatFuture} {
+		q := fresh()
+		q.Status = st
+		_, err := Release(q, "FA565", pharmacy, "x", false, t0)
+		wantInvalid(t, err)
+	}
+}
+
+func TestReturn(t *testing.T) {
+	r := released(t)
+	back := must(Return(r, "FA565", pharmacy, "ret-1", t0))
+	if back.Status != StatusToBeDispensed || back.Nominated != "" || back.Dispenser != "" || items(back) != "0007 0007" || back.Ready() {
+		t.Errorf("returned: %s nominated %q dispenser %q %s ready %v", back.Status, back.Nominated, back.Dispenser, items(back), back.Ready())
+	}
+	_, err := Return(r, "FCG71", other, "x", t0)
+	wantInvalid(t, err)
+	_, err = Return(fresh(), "FA565", pharmacy, "x", t0)
+	wantInvalid(t, err)
+	// After a return it can only be released by ID, by anyone.
+	if _, err := Release(back, "FA565", pharmacy, "x", true, t0); err == nil {
+		t.Error("nominated release after a return")
+	}
+	must(Release(back, "FCG71", other, "x", false, t0))
+}
+
+func TestDispenseAmendWithdraw(t *testing.T) {
+	r := released(t)
+	part := must(Dispense(r, "FA565", pharmacy, DispenseInput{ID: "dn-1", Items: map[string]ItemStatus{"i1": ItemFullyDispensed, "i2": ItemNotDispensedOwing}}, t0))
+	if part.Status != StatusWithDispenserActive || items(part) != "0001 0004" {
+		t.Errorf("partial: %s %s", part.Status, items(part))
+	}
+	full := must(Dispense(part, "FA565", pharmacy, DispenseInput{ID: "dn-2", Items: map[string]ItemStatus{"i2": ItemFullyDispensed}}, t0.Add(time.Hour)))
+	if full.Status != StatusDispensed || items(full) != "0001 0001" || full.Completed.IsZero() {
+		t.Errorf("complete: %s %s", full.Status, items(full))
+	}
+	// Amend the latest: i2 not dispensed after all.
+	amended := must(Dispense(full, "FA565", pharmacy, DispenseInput{ID: "dn-3", ReplacementOf: "dn-2", Items: map[string]ItemStatus{"i2": ItemNotDispensed}}, t0))
+	if amended.Status != StatusDispensed || items(amended) != "0001 0002" {
+		t.Errorf("amended: %s %s", amended.Status, items(amended))
+	}
+	_, err := Dispense(amended, "FA565", pharmacy, DispenseInput{ID: "dn-4", ReplacementOf: "dn-1", Items: map[string]ItemStatus{"i1": ItemNotDispensed}}, t0)
+	wantInvalid(t, err) // not the latest
+	// Withdraw the latest (dn-3): back to the state before dn-2 (part dispensed).
+	w := must(Withdraw(amended, "FA565", pharmacy, "dn-3", "wd-1", t0))
+	if w.Status != StatusWithDispenserActive || items(w) != "0001 0004" {
+		t.Errorf("withdrawn: %s %s", w.Status, items(w))
+	}
+	_, err = Withdraw(w, "FA565", pharmacy, "dn-3", "wd-2", t0)
+	wantInvalid(t, err) // already withdrawn
+	w2 := must(Withdraw(w, "FA565", pharmacy, "dn-1", "wd-3", t0))
+	if w2.Status != StatusWithDispenser || items(w2) != "0008 0008" {
+		t.Errorf("withdrawn to release: %s %s", w2.Status, items(w2))
+	}
+	// Not dispensed at all: 0007.
+	nd := must(Dispense(r, "FA565", pharmacy, DispenseInput{ID: "dn-9", Items: map[string]ItemStatus{"i1": ItemNotDispensed, "i2": ItemNotDispensed}}, t0))
+	if nd.Status != StatusNotDispensed {
+		t.Errorf("not dispensed: %s", nd.Status)
+	}
+	// Illegal: before release, by another dispenser, unknown item, bad status.
+	for name, f := range map[string]func() error{
+		"before release": func() error {
+			_, err := Dispense(fresh(), "FA565", pharmacy, DispenseInput{ID: "x", Items: map[string]ItemStatus{"i1": "0001"}}, t0)
+			return err
+		},
+		"another": func() error {
+			_, err := Dispense(r, "FCG71", other, DispenseInput{ID: "x", Items: map[string]ItemStatus{"i1": "0001"}}, t0)
+			return err
+		},
+		"unknown item": func() error {
+			_, err := Dispense(r, "FA565", pharmacy, DispenseInput{ID: "x", Items: map[string]ItemStatus{"i9": "0001"}}, t0)
+			return err
+		},
+		"not an outcome": func() error {
+			_, err := Dispense(r, "FA565", pharmacy, DispenseInput{ID: "x", Items: map[string]ItemStatus{"i1": "0007"}}, t0)
+			return err
+		},
+		"no items":         func() error { _, err := Dispense(r, "FA565", pharmacy, DispenseInput{ID: "x"}, t0); return err },
+		"withdraw unknown": func() error { _, err := Withdraw(part, "FA565", pharmacy, "nope", "x", t0); return err },
+	} {
+		t.Run(name, func(t *testing.T) { wantInvalid(t, f()) })
+	}
+}
+
+func TestWithdrawRepeatDispensingStopsAtActive(t *testing.T) {
+	p := fresh()
+	p.TherapyType = fhir.TherapyRepeatDispensing
+	r := must(Release(p, "FA565", pharmacy, "x", true, t0))
+	d := must(Dispense(r, "FA565", pharmacy, DispenseInput{ID: "dn-1", Items: map[string]ItemStatus{"i1": "0001", "i2": "0001"}}, t0))
+	w := must(Withdraw(d, "FA565", pharmacy, "dn-1", "wd", t0))
+	if w.Status != StatusWithDispenserActive {
+		t.Errorf("eRD withdraw went back to %s, want 0003", w.Status)
+	}
+}
+
+func TestClaim(t *testing.T) {
+	d := must(Dispense(released(t), "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": "0001", "i2": "0001"}}, t0))
+	c := must(Claim(d, "FA565", pharmacy, "claim-1", "", t0))
+	if c.Status != StatusClaimed || c.ClaimID != "claim-1" {
+		t.Errorf("claimed: %s", c.Status)
+	}
+	c2 := must(Claim(c, "FA565", pharmacy, "claim-2", "claim-1", t0))
+	if c2.ClaimID != "claim-2" || c2.Status != StatusClaimed {
+		t.Errorf("amended claim: %+v", c2)
+	}
+	for name, f := range map[string]func() error{
+		"before dispense":     func() error { _, err := Claim(released(t), "FA565", pharmacy, "c", "", t0); return err },
+		"by another":          func() error { _, err := Claim(d, "FCG71", other, "c", "", t0); return err },
+		"twice":               func() error { _, err := Claim(c, "FA565", pharmacy, "c3", "", t0); return err },
+		"amend not the claim": func() error { _, err := Claim(c, "FA565", pharmacy, "c3", "nope", t0); return err },
+		"withdraw after claim": func() error {
+			_, err := Withdraw(c, "FA565", pharmacy, "dn", "w", t0)
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) { wantInvalid(t, f()) })
+	}
+}
+
+func TestCancel(t *testing.T) {
+	in := func(item string) CancelInput {
+		return CancelInput{MessageID: "c", NHSNumber: "9449305552", LineItemID: item, Reason: "0001"}
+	}
+	// Before release: R-0001, item by item; the prescription is Cancelled
+	// when both are.
+	one, code := Cancel(fresh(), gp, in("i1"), t0)
+	if code != RCancelled || items(one) != "0005 0007" || one.Status != StatusToBeDispensed {
+		t.Fatalf("first item: %s %v", code, one)
+	}
+	both, code := Cancel(one, gp, in("i2"), t0)
+	if code != RCancelled || both.Status != StatusCancelled || both.Ready() {
+		t.Errorf("second item: %s %s", code, both.Status)
+	}
+	if _, code := Cancel(both, gp, in("i1"), t0); code != RAlreadyCancelled {
+		t.Errorf("twice: %s", code)
+	}
+	// Post-dated: cancelled future instance.
+	fut := fresh()
+	fut.Status = StatusFuture
+	fut, _ = Cancel(fut, gp, in("i1"), t0)
+	fut, _ = Cancel(fut, gp, in("i2"), t0)
+	if fut.Status != StatusCancelledFuture {
+		t.Errorf("future: %s", fut.Status)
+	}
+	// With the dispenser: R-0002, marked; applied on return.
+	r := released(t)
+	marked, code := Cancel(r, gp, in("i1"), t0)
+	if code != RPendingWith || marked.Pending == nil || marked.Status != StatusWithDispenser {
+		t.Fatalf("after release: %s %+v", code, marked)
+	}
+	if _, code := Cancel(marked, other, in("i2"), t0); code != RRequestedByAnother {
+		t.Errorf("another prescriber: %s", code)
+	}
+	back := must(Return(marked, "FA565", pharmacy, "ret", t0))
+	if items(back) != "0005 0007" || back.Pending != nil || back.History[len(back.History)-1].Type != EventSubsequentCancel {
+		t.Errorf("return applies the cancellation: %s %+v", items(back), back.History)
+	}
+	// ... or when the item is marked not dispensed.
+	nd := must(Dispense(marked, "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": ItemNotDispensed, "i2": ItemFullyDispensed}}, t0))
+	if items(nd) != "0005 0001" || nd.Pending != nil || nd.Status != StatusDispensed {
+		t.Errorf("not dispensed applies it: %s %s", items(nd), nd.Status)
+	}
+	part := must(Dispense(r, "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": ItemPartiallyDispensed}}, t0))
+	if _, code := Cancel(part, gp, in("i2"), t0); code != RPendingActive {
+		t.Errorf("part dispensed: %s", code)
+	}
+	if _, code := Cancel(part, gp, in("i1"), t0); code != RDispensed {
+		t.Errorf("a partly dispensed item: %s", code)
+	}
+	full := must(Dispense(r, "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": "0001", "i2": "0001"}}, t0))
+	if _, code := Cancel(full, gp, in("i1"), t0); code != RDispensed {
+		t.Errorf("dispensed: %s", code)
+	}
+	notd := must(Dispense(r, "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": "0002", "i2": "0002"}}, t0))
+	if _, code := Cancel(notd, gp, in("i1"), t0); code != RNotDispensed {
+		t.Errorf("not dispensed: %s", code)
+	}
+	exp := fresh()
+	exp.Status = StatusExpired
+	if _, code := Cancel(exp, gp, in("i1"), t0); code != RExpired {
+		t.Errorf("expired: %s", code)
+	}
+	if _, code := Cancel(fresh(), gp, CancelInput{NHSNumber: "5839945242", LineItemID: "i1"}, t0); code != RMismatch {
+		t.Errorf("other NHS number: %s", code)
+	}
+	if _, code := Cancel(fresh(), gp, in("i9"), t0); code != RInvalid {
+		t.Errorf("unknown item: %s", code)
+	}
+}
+
+func TestScheduled(t *testing.T) {
+	p := fresh() // start t0, expires t0 + 6 months
+	if ev := Scheduled(p, t0.AddDate(0, 6, 0).Add(-time.Second)); ev != "" {
+		t.Errorf("before expiry: %q", ev)
+	}
+	exp := ApplyScheduled(p, p.ExpiresAt)
+	if exp == nil || exp.Status != StatusExpired || items(exp) != "0006 0006" {
+		t.Fatalf("expired: %+v", exp)
+	}
+	if ApplyScheduled(exp, p.ExpiresAt.Add(time.Hour)) != nil {
+		t.Error("a second run changed an expired prescription")
+	}
+	part := must(Dispense(released(t), "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": "0003"}}, t0))
+	if Scheduled(part, t0.Add(179*24*time.Hour)) != "" || Scheduled(part, t0.Add(180*24*time.Hour)) != EventComplete {
+		t.Error("0003 -> 0006 after 180 days without a dispense")
+	}
+	done := ApplyScheduled(part, t0.Add(180*24*time.Hour))
+	if done.Status != StatusDispensed {
+		t.Errorf("completed: %s", done.Status)
+	}
+	if ev := Scheduled(done, done.Completed.Add(180*24*time.Hour)); ev != EventNoClaim {
+		t.Errorf("no-claim: %q", ev)
+	}
+	if nc := ApplyScheduled(done, done.Completed.Add(180*24*time.Hour)); nc.Status != StatusNoClaimed {
+		t.Errorf("no-claimed: %s", nc.Status)
+	}
+	fut := fresh()
+	fut.Status, fut.StartDate = StatusFuture, t0.Add(72*time.Hour)
+	if Scheduled(fut, t0) != "" || Scheduled(fut, t0.Add(48*time.Hour)) != EventReady {
+		t.Error("post-dated becomes due a day before its start")
+	}
+	if r := ApplyScheduled(fut, t0.Add(48*time.Hour)); r.Status != StatusToBeDispensed || !r.Ready() {
+		t.Errorf("ready: %s", r.Status)
+	}
+}
