@@ -287,6 +287,7 @@ func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*StoredE
 type QueueEntry struct {
 	PrescriptionID string
 	EventSeq       uint64 // the event that put it there
+	QueueSeq       uint64 // its place in the queue stream
 	Queued         time.Time
 }
 
@@ -294,9 +295,15 @@ type QueueEntry struct {
 // queue, oldest first. It reads with direct gets of the next message for the
 // dispenser's subjects, so it leaves no consumer behind.
 func (s *Store) ReadyQueue(ctx context.Context, ods string, limit int) ([]QueueEntry, error) {
+	return s.ReadyQueueFrom(ctx, ods, 1, limit)
+}
+
+// ReadyQueueFrom is ReadyQueue from queue stream sequence from on (to page
+// through a queue).
+func (s *Store) ReadyQueueFrom(ctx context.Context, ods string, from uint64, limit int) ([]QueueEntry, error) {
 	out := make([]QueueEntry, 0, min(limit, 64))
 	filter := SubjectQueue + ods + ".*"
-	for seq := uint64(1); len(out) < limit; {
+	for seq := max(from, 1); len(out) < limit; {
 		m, err := s.queue.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
@@ -308,7 +315,7 @@ func (s *Store) ReadyQueue(ctx context.Context, ods string, limit int) ([]QueueE
 		if err := json.Unmarshal(m.Data, &e); err != nil {
 			return nil, fmt.Errorf("queue entry %d: %w", m.Sequence, err)
 		}
-		out = append(out, QueueEntry{PrescriptionID: e.PrescriptionID, EventSeq: e.EventSeq, Queued: m.Time})
+		out = append(out, QueueEntry{PrescriptionID: e.PrescriptionID, EventSeq: e.EventSeq, QueueSeq: m.Sequence, Queued: m.Time})
 		seq = m.Sequence + 1
 	}
 	return out, nil

@@ -73,7 +73,11 @@ type Error struct {
 	Diagnostics string   // in words: what is wrong and where
 	Expression  []string // FHIRPath of the field
 	Codings     []Coding // further codings after Code
-	Err         error    // the underlying cause, never shown to callers for KindInternal
+	// SupportingOrg, when set, is an organisation's ODS code the answer
+	// names in a contained Organization (e.g. the dispenser that holds a
+	// prescription), referenced by Extension-Spine-supportingInfo.
+	SupportingOrg string
+	Err           error // the underlying cause, never shown to callers for KindInternal
 }
 
 func (e *Error) Error() string {
@@ -169,10 +173,12 @@ type Concept struct {
 
 // OperationOutcome is the FHIR resource every error answer carries.
 type OperationOutcome struct {
-	ResourceType string  `json:"resourceType"`
-	ID           string  `json:"id,omitempty"`
-	Meta         *Meta   `json:"meta,omitempty"`
-	Issue        []Issue `json:"issue"`
+	ResourceType string           `json:"resourceType"`
+	ID           string           `json:"id,omitempty"`
+	Meta         *Meta            `json:"meta,omitempty"`
+	Contained    []map[string]any `json:"contained,omitempty"`
+	Extension    []map[string]any `json:"extension,omitempty"`
+	Issue        []Issue          `json:"issue"`
 }
 
 // Meta is FHIR resource metadata.
@@ -214,7 +220,16 @@ func IssueFor(err error) Issue {
 
 // ErrorOutcome encodes err as an OperationOutcome.
 func ErrorOutcome(err error) []byte {
-	return encodeOutcome(OperationOutcome{ResourceType: "OperationOutcome", Issue: []Issue{IssueFor(err)}})
+	oo := OperationOutcome{ResourceType: "OperationOutcome", Issue: []Issue{IssueFor(err)}}
+	var e *Error
+	if errors.As(err, &e) && e.Kind != KindInternal && e.SupportingOrg != "" {
+		id := "org-" + strings.ToLower(e.SupportingOrg)
+		oo.Contained = []map[string]any{{"resourceType": "Organization", "id": id,
+			"identifier": []map[string]string{{"system": SystemODSCode, "value": e.SupportingOrg}}}}
+		oo.Extension = []map[string]any{{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-Spine-supportingInfo",
+			"valueReference": map[string]string{"reference": "#" + id}}}
+	}
+	return encodeOutcome(oo)
 }
 
 // InformationalOutcome is the OperationOutcome of an accepted message, with

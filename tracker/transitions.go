@@ -55,17 +55,6 @@ func invalidTransition(p *Prescription, format string, args ...any) *fhir.Error 
 		Diagnostics: fmt.Sprintf("prescription %s is %s (%s): ", p.ID, p.Status.Display(), p.Status) + fmt.Sprintf(format, args...)}
 }
 
-// WithAnotherDispenser is PRESCRIPTION_WITH_ANOTHER_DISPENSER; Holder names
-// the dispenser that has it (the answer names it in a contained
-// Organization).
-type WithAnotherDispenser struct {
-	Holder string
-	err    *fhir.Error
-}
-
-func (e *WithAnotherDispenser) Error() string { return e.err.Error() }
-func (e *WithAnotherDispenser) Unwrap() error { return e.err }
-
 // clone copies a record deeply enough for a transition to change it.
 func (p *Prescription) clone() *Prescription {
 	c := *p
@@ -109,9 +98,12 @@ func Release(p *Prescription, dispenser string, by Actor, messageID string, nomi
 		}
 	case StatusWithDispenser, StatusWithDispenserActive:
 		if p.Dispenser != dispenser {
-			return nil, &WithAnotherDispenser{Holder: p.Dispenser, err: &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule",
+			// The answer names the holder in a contained Organization.
+			return nil, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule",
 				Code: fhir.CodePrescriptionWithAnother, CodeSystem: fhir.SystemEPSIssueCode,
-				Diagnostics: fmt.Sprintf("prescription %s is with another dispenser (%s)", p.ID, p.Dispenser)}}
+				Display:       "Prescription is with another dispenser",
+				Diagnostics:   fmt.Sprintf("prescription %s is with another dispenser (%s)", p.ID, p.Dispenser),
+				SupportingOrg: p.Dispenser}
 		}
 		return nil, invalidTransition(p, "it has already been released to %s", dispenser)
 	default:

@@ -3,6 +3,7 @@ package tracker
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,9 +75,12 @@ func TestRelease(t *testing.T) {
 		t.Errorf("release by ID: %+v", byID)
 	}
 	_, err := Release(r, "FCG71", other, "x", false, t0)
-	var wad *WithAnotherDispenser
-	if !errors.As(err, &wad) || wad.Holder != "FA565" || fhir.ErrorKind(err) != fhir.KindInvalid {
+	var fe *fhir.Error
+	if !errors.As(err, &fe) || fe.Code != fhir.CodePrescriptionWithAnother || fe.SupportingOrg != "FA565" || fe.Kind != fhir.KindInvalid {
 		t.Errorf("release held by another: %v", err)
+	}
+	if oo := string(fhir.ErrorOutcome(err)); !strings.Contains(oo, `"contained":[{"id":"org-fa565","identifier":[{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"FA565"}],"resourceType":"Organization"}]`) {
+		t.Errorf("the answer does not name the holder in a contained Organization: %s", oo)
 	}
 	wantInvalid(t, func() error { _, err := Release(r, "FA565", pharmacy, "x", false, t0); return err }())
 	for _, st := range []Status{StatusCancelled, StatusExpired, StatusFuture, StatusDispensed, StatusClaimed, StatusRepeatFuture} {

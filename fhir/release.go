@@ -1,0 +1,39 @@
+package fhir
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+)
+
+// ReleasedOrder is one prescription handed to a dispenser: its original
+// order message, byte for byte, and that message's Bundle.identifier.
+type ReleasedOrder struct {
+	BundleID string
+	Raw      []byte
+}
+
+// ReleaseResponse is the answer to Task/$release: a Parameters resource
+// whose passedPrescriptions is a searchset Bundle of the released
+// prescription-order Bundles exactly as they were posted (their bytes are
+// copied in, never decoded and encoded again), and whose
+// failedPrescriptions is an empty searchset Bundle.
+func ReleaseResponse(orders []ReleasedOrder) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"resourceType":"Parameters","parameter":[{"name":"passedPrescriptions","resource":{"resourceType":"Bundle","type":"searchset","total":`)
+	b.WriteString(strconv.Itoa(len(orders)))
+	b.WriteString(`,"entry":[`)
+	for i, o := range orders {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		url, _ := json.Marshal("urn:uuid:" + o.BundleID)
+		b.WriteString(`{"fullUrl":`)
+		b.Write(url)
+		b.WriteString(`,"resource":`)
+		b.Write(bytes.TrimSpace(o.Raw))
+		b.WriteString(`,"search":{"mode":"match"}}`)
+	}
+	b.WriteString(`]}},{"name":"failedPrescriptions","resource":{"resourceType":"Bundle","type":"searchset","total":0,"entry":[]}}]}`)
+	return b.Bytes()
+}
