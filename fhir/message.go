@@ -36,7 +36,11 @@ import (
 //
 // A reference resolves when it designates an entry (see refIndex.resolve) or
 // is "urn:uuid:" followed by the Bundle's own id: NHS prescribing systems
-// send Provenance.target references to the Bundle itself.
+// send Provenance.target references to the Bundle itself. A reference inside
+// a contained resource (but "#id") may name a resource outside the Bundle
+// when its entry is a MedicationDispense or the event is not
+// prescription-order: a dispense notification's contained MedicationRequest
+// names the order's Patient (see mayPointOutside).
 //
 // The Message keeps body as Raw, unchanged; each Entry.Resource is a slice of
 // it. DecodeMessage reads body in four passes, none of which uses reflection:

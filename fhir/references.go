@@ -235,14 +235,14 @@ func containedIDs(res []byte) map[string]bool {
 
 // checkReferences reports the first reference in m.Raw that does not
 // resolve inside the Bundle. self, when not empty, is the absolute reference
-// of the Bundle itself.
+// of the Bundle itself. References that mayPointOutside are not checked.
 func checkReferences(m *Message, self string) *Error {
 	x, err := newRefIndex(m.Entries)
 	if err != nil {
 		return err
 	}
 	scanReferences(m.Raw, func(ref []byte, path []pathSeg) bool {
-		if x.resolve(ref, holderOf(path)) >= 0 || self != "" && string(ref) == self {
+		if x.resolve(ref, holderOf(path)) >= 0 || self != "" && string(ref) == self || mayPointOutside(m, ref, path) {
 			return true
 		}
 		expr := fhirPath("Bundle", path) + ".reference"
@@ -252,4 +252,19 @@ func checkReferences(m *Message, self string) *Error {
 		return false
 	})
 	return err
+}
+
+// mayPointOutside reports whether ref, found at path, may name a resource
+// that is not in the Bundle: a reference that is not local ("#id"), inside a
+// resource contained in an entry's resource, when that entry is a
+// MedicationDispense or the message is not a prescription-order. EPS
+// dispense notifications carry a copy of the order's MedicationRequest, whose
+// subject and requester are the order's Patient and PractitionerRole.
+func mayPointOutside(m *Message, ref []byte, path []pathSeg) bool {
+	k := holderOf(path)
+	if k < 0 || k >= len(m.Entries) || len(ref) == 0 || ref[0] == '#' || len(path) < 5 ||
+		path[3].index >= 0 || string(path[3].key) != "contained" || path[4].index < 0 {
+		return false
+	}
+	return m.Event != EventPrescriptionOrder || m.Entries[k].ResourceType == "MedicationDispense"
 }

@@ -249,7 +249,7 @@ func orderFixtures(t *testing.T) []string {
 	return out
 }
 
-func readFile(t *testing.T, path string) []byte {
+func readFile(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -263,7 +263,7 @@ type orderFacts struct {
 	BundleID, ShortID, Sender, Performer, SiteType string
 }
 
-func factsOf(t *testing.T, body []byte) orderFacts {
+func factsOf(t testing.TB, body []byte) orderFacts {
 	t.Helper()
 	var b struct {
 		Identifier struct{ Value string } `json:"identifier"`

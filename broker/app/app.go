@@ -101,6 +101,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 
 	handler := httpapi.NewHandler(httpapi.Deps{
 		Intake:           broker.NewIntake(a.Store, a.Metrics, log, now),
+		Lifecycle:        broker.NewLifecycle(a.Store, a.Metrics, log, now),
 		Store:            a.Store,
 		Tracker:          a.Tracker.Index,
 		TrackerMustReach: a.Tracker.MustReach,

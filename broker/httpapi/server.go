@@ -33,9 +33,10 @@ type Verifier interface {
 
 // Deps are what the HTTP API serves from.
 type Deps struct {
-	Intake  *broker.Intake
-	Store   *broker.Store
-	Tracker *tracker.Index
+	Intake    *broker.Intake
+	Lifecycle *broker.Lifecycle
+	Store     *broker.Store
+	Tracker   *tracker.Index
 	// TrackerMustReach is the event sequence the index must have applied
 	// before a search is answered from it.
 	TrackerMustReach func() uint64
@@ -63,6 +64,7 @@ func NewHandler(d Deps) http.Handler {
 	route("GET /metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{Registry: d.Metrics.Registry}))
 	route("GET /FHIR/R4/metadata", http.HandlerFunc(a.metadata))
 	route("POST /FHIR/R4/$process-message", a.authenticated(a.withBody(a.idempotent(a.processMessage))))
+	route("POST /FHIR/R4/Task/$release", a.authenticated(a.withBody(a.idempotent(a.release))))
 	route("GET /FHIR/R4/RequestGroup", a.authenticated(http.HandlerFunc(a.searchRequestGroups)))
 	route("GET /FHIR/R4/RequestGroup/{id}", a.authenticated(http.HandlerFunc(a.getRequestGroup)))
 	route("GET /api/v1/audit", a.authenticated(http.HandlerFunc(a.auditList)))
@@ -75,6 +77,7 @@ func NewHandler(d Deps) http.Handler {
 	// nothing is told to an anonymous caller).
 	route("/FHIR/R4/$process-message", a.authenticated(methodNotAllowed(a, "POST")))
 	route("/FHIR/R4/metadata", methodNotAllowed(a, "GET"))
+	route("/FHIR/R4/Task/$release", a.authenticated(methodNotAllowed(a, "POST")))
 	// Everything else under the API prefixes answers with an OperationOutcome.
 	route("/FHIR/R4/", a.authenticated(http.HandlerFunc(a.notFound)))
 	route("/api/", a.authenticated(http.HandlerFunc(a.notFound)))

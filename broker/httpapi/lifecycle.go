@@ -1,0 +1,56 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/google/uuid"
+
+	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/fhir"
+)
+
+// nominatedReleaseMax is how many prescriptions one nominated release hands
+// over at most, as on the live service.
+const nominatedReleaseMax = 25
+
+// messageID names a lifecycle message in the event log: its X-Request-ID
+// when sent, otherwise a new UUID.
+func messageID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-ID"); id != "" {
+		return id
+	}
+	return uuid.NewString()
+}
+
+// release answers POST /FHIR/R4/Task/$release: by prescription ID
+// (group-identifier) or, without one, the oldest (up to 25) prescriptions in
+// the owner's ready queue.
+func (a *api) release(w http.ResponseWriter, r *http.Request) {
+	body := bodyFrom(r.Context())
+	req, err := fhir.DecodeReleaseRequest(body)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	p := principalFrom(r.Context())
+	var released []broker.Released
+	if req.PrescriptionID != "" {
+		one, err := a.Lifecycle.ReleaseByID(r.Context(), p, req.Owner, req.PrescriptionID, messageID(r), body)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		released = []broker.Released{*one}
+	} else {
+		released, err = a.Lifecycle.ReleaseNominated(r.Context(), p, req.Owner, messageID(r), body, nominatedReleaseMax)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+	}
+	orders := make([]fhir.ReleasedOrder, len(released))
+	for i, rel := range released {
+		orders[i] = fhir.ReleasedOrder{BundleID: rel.Record.BundleID, Raw: rel.Order}
+	}
+	writeFHIR(w, http.StatusOK, fhir.ReleaseResponse(orders))
+}

@@ -1,0 +1,237 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+)
+
+// releaseBody makes a Task/$release Parameters from the NHS nominated
+// release example: for owner, by prescription ID when id is not empty.
+func releaseBody(t testing.TB, owner, id string) []byte {
+	t.Helper()
+	raw := readFile(t, filepath.Join(fixtures, "spec/dispense/Nominated-Pharmacy-Request-Release-200_OK.json"))
+	return fhirgen.Mutate(raw, func(m map[string]any) {
+		params := m["parameter"].([]any)
+		for _, p := range params {
+			pm := p.(map[string]any)
+			if pm["name"] == "owner" {
+				pm["resource"].(map[string]any)["identifier"].([]any)[0].(map[string]any)["value"] = owner
+			}
+		}
+		if id != "" {
+			m["parameter"] = append(params, map[string]any{"name": "group-identifier",
+				"valueIdentifier": map[string]any{"system": "https://fhir.nhs.uk/Id/prescription-order-number", "value": id}})
+		}
+	})
+}
+
+// released reads the prescription IDs and the raw order bundles a release
+// answer hands over.
+func released(t testing.TB, res *response) (ids []string, raws []json.RawMessage) {
+	t.Helper()
+	if res.Status != 200 {
+		t.Fatalf("release: %d %s", res.Status, res.Body)
+	}
+	var p struct {
+		ResourceType string
+		Parameter    []struct {
+			Name     string
+			Resource struct {
+				Total int
+				Entry []struct{ Resource json.RawMessage }
+			}
+		}
+	}
+	if err := json.Unmarshal(res.Body, &p); err != nil || p.ResourceType != "Parameters" || p.Parameter[0].Name != "passedPrescriptions" {
+		t.Fatalf("not a release answer (%v): %.300s", err, res.Body)
+	}
+	for _, e := range p.Parameter[0].Resource.Entry {
+		raws = append(raws, e.Resource)
+		ids = append(ids, factsOf(t, e.Resource).ShortID)
+	}
+	if p.Parameter[0].Resource.Total != len(ids) {
+		t.Errorf("total %d for %d entries", p.Parameter[0].Resource.Total, len(ids))
+	}
+	return ids, raws
+}
+
+func (b *testBroker) release(owner, id string) *response {
+	b.t.Helper()
+	return b.do("POST", "/FHIR/R4/Task/$release", b.token(auth.RoleDispenser, owner), releaseBody(b.t, owner, id))
+}
+
+func postOrders(t testing.TB, b *testBroker, n int, opts fhirgen.Options) []*fhirgen.Generated {
+	t.Helper()
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	tok := b.token(auth.RolePrescriber, "A83008")
+	var out []*fhirgen.Generated
+	for i := 0; i < n; i++ {
+		g, _ := tmpl.Order(opts)
+		if res := b.post(tok, g.Body); res.Status != 200 {
+			t.Fatalf("order: %d %s", res.Status, res.Body)
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+func (b *testBroker) status(id string) (string, string) {
+	b.t.Helper()
+	cur, err := b.App.Store.Current(context.Background(), id)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return string(cur.Record.Status), cur.Record.Dispenser
+}
+
+func TestReleaseByID(t *testing.T) {
+	b := startBroker(t, "")
+	g := postOrders(t, b, 1, fhirgen.Options{})[0]
+	ids, raws := released(t, b.release("FCG71", g.ShortID))
+	if len(ids) != 1 || ids[0] != g.ShortID || !bytes.Equal(bytes.TrimSpace(raws[0]), bytes.TrimSpace(g.Body)) {
+		t.Fatalf("released %v; the order must come back byte for byte", ids)
+	}
+	if st, d := b.status(g.ShortID); st != "0002" || d != "FCG71" {
+		t.Errorf("after release: %s held by %s", st, d)
+	}
+	res := b.release("VNE51", g.ShortID)
+	if res.Status != 400 || !res.outcome(t).hasCode("PRESCRIPTION_WITH_ANOTHER_DISPENSER") || !bytes.Contains(res.Body, []byte(`"value":"FCG71"`)) {
+		t.Errorf("release held by another: %d %s", res.Status, res.Body)
+	}
+	if res := b.release("VNE51", fhirgen.ShortID("A83008")); res.Status != 404 || !res.outcome(t).hasCode("RESOURCE_NOT_FOUND") {
+		t.Errorf("unknown ID: %d %s", res.Status, res.Body)
+	}
+	if res := b.do("POST", "/FHIR/R4/Task/$release", b.token(auth.RolePrescriber, "A83008"), releaseBody(t, "A83008", g.ShortID)); res.Status != 403 {
+		t.Errorf("prescriber releasing: %d", res.Status)
+	}
+	if res := b.do("POST", "/FHIR/R4/Task/$release", b.token(auth.RoleDispenser, "VNE51"), releaseBody(t, "FCG71", g.ShortID)); res.Status != 403 {
+		t.Errorf("releasing for another organisation: %d", res.Status)
+	}
+	if res := b.do("POST", "/FHIR/R4/Task/$release", b.token(auth.RoleDispenser, "VNE51"), []byte(`{"resourceType":"Parameters"}`)); res.Status != 400 {
+		t.Errorf("no owner: %d", res.Status)
+	}
+	if st, d := b.status(g.ShortID); st != "0002" || d != "FCG71" {
+		t.Errorf("refused releases changed it: %s held by %s", st, d)
+	}
+}
+
+// A nominated release hands over the 25 oldest prescriptions of the owner's
+// queue, then the rest, then none (an empty Bundle).
+func TestNominatedRelease(t *testing.T) {
+	b := startBroker(t, "")
+	orders := postOrders(t, b, 30, fhirgen.Options{Performer: "FA565"})
+	postOrders(t, b, 2, fhirgen.Options{Performer: "FCG71"}) // another dispenser's
+	b.settle()
+	first, _ := released(t, b.release("FA565", ""))
+	if len(first) != 25 {
+		t.Fatalf("first release: %d prescriptions, want 25", len(first))
+	}
+	for i, id := range first {
+		if id != orders[i].ShortID {
+			t.Fatalf("release %d is %s, want the oldest first (%s)", i, id, orders[i].ShortID)
+		}
+	}
+	second, _ := released(t, b.release("FA565", ""))
+	if len(second) != 5 || second[0] != orders[25].ShortID {
+		t.Errorf("second release: %v", second)
+	}
+	b.settle()
+	if third, _ := released(t, b.release("FA565", "")); len(third) != 0 {
+		t.Errorf("empty queue released %v", third)
+	}
+	for _, g := range orders {
+		if st, d := b.status(g.ShortID); st != "0002" || d != "FA565" {
+			t.Fatalf("%s: %s held by %s", g.ShortID, st, d)
+		}
+	}
+}
+
+// 50 dispensers release one prescription at once: exactly one gets it, 49
+// are told it is with another dispenser.
+func TestConcurrentReleaseByIDExactlyOnce(t *testing.T) {
+	b := startBroker(t, "")
+	g := postOrders(t, b, 1, fhirgen.Options{})[0]
+	bodies := make([][]byte, 50)
+	toks := make([]string, 50)
+	for i := range bodies {
+		ods := fmt.Sprintf("FX%03d", i)
+		bodies[i], toks[i] = releaseBody(t, ods, g.ShortID), b.token(auth.RoleDispenser, ods)
+	}
+	statuses := make([]*response, 50)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range bodies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			statuses[i] = b.do("POST", "/FHIR/R4/Task/$release", toks[i], bodies[i])
+		}()
+	}
+	close(start)
+	wg.Wait()
+	won, lost := 0, 0
+	for _, res := range statuses {
+		switch {
+		case res.Status == 200:
+			won++
+		case res.Status == 400 && bytes.Contains(res.Body, []byte("PRESCRIPTION_WITH_ANOTHER_DISPENSER")):
+			lost++
+		default:
+			t.Errorf("unexpected answer %d %s", res.Status, res.Body)
+		}
+	}
+	if won != 1 || lost != 49 {
+		t.Errorf("%d releases succeeded and %d were refused; want 1 and 49", won, lost)
+	}
+}
+
+// 20 nominated releases at once by one dispenser over 500 ready
+// prescriptions hand out each exactly once.
+func TestConcurrentNominatedReleasesHandOutEachOnce(t *testing.T) {
+	b := startBroker(t, "")
+	orders := postOrders(t, b, 500, fhirgen.Options{Performer: "FA565"})
+	b.settle()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for w := 0; w < 20; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				res := b.release("FA565", "")
+				if res.Status != 200 {
+					t.Errorf("release: %d %s", res.Status, res.Body)
+					return
+				}
+				ids, _ := released(t, res)
+				if len(ids) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, id := range ids {
+					seen[id]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, g := range orders {
+		if seen[g.ShortID] != 1 {
+			t.Errorf("%s handed out %d times", g.ShortID, seen[g.ShortID])
+		}
+	}
+	if len(seen) != 500 {
+		t.Errorf("%d distinct prescriptions handed out, want 500", len(seen))
+	}
+}
