@@ -17,10 +17,13 @@ import (
 // validates them, checks who may send them, and makes each accepted message
 // real with one durable write to the event log.
 type Intake struct {
-	store   *Store
-	metrics *Metrics
-	log     *zap.Logger
-	now     func() time.Time
+	// Lifecycle handles the messages about existing prescriptions
+	// (dispense notifications, cancellations).
+	Lifecycle *Lifecycle
+	store     *Store
+	metrics   *Metrics
+	log       *zap.Logger
+	now       func() time.Time
 }
 
 // NewIntake returns the intake service. now is the clock (time.Now in
@@ -31,6 +34,9 @@ func NewIntake(store *Store, m *Metrics, log *zap.Logger, now func() time.Time) 
 
 // Outcome is the answer to an accepted message: the FHIR resource to return.
 type Outcome struct {
+	// Status is the HTTP status when not 200 (a cancellation answered with
+	// an R-code other than R-0001 is a Bundle with a 4xx status).
+	Status         int
 	Body           []byte
 	PrescriptionID string
 	// Resent is true when the message had been accepted before and nothing
@@ -51,6 +57,37 @@ func (in *Intake) ProcessMessage(ctx context.Context, p auth.Principal, body []b
 	switch msg.Event {
 	case fhir.EventPrescriptionOrder:
 		return in.order(ctx, p, msg)
+	case fhir.EventDispenseNotification:
+		n, err := msg.DispenseNotification()
+		if err != nil {
+			return nil, err
+		}
+		if err := in.Lifecycle.Dispense(ctx, p, n, msg.Raw); err != nil {
+			return nil, err
+		}
+		return &Outcome{Body: fhir.InformationalOutcome(in.now()), PrescriptionID: n.PrescriptionID}, nil
+	case fhir.EventPrescriptionOrderUpdate:
+		c, err := msg.Cancellation()
+		if err != nil {
+			return nil, err
+		}
+		code, err := in.Lifecycle.Cancel(ctx, p, c, msg.Raw)
+		if err != nil {
+			return nil, err
+		}
+		switch code {
+		case tracker.RNotFound, tracker.RDisabled, tracker.RMismatch, tracker.RInvalid:
+			return nil, fhir.RCodeError(code)
+		}
+		body, err := fhir.CancelResponse(msg.Raw, code, in.now())
+		if err != nil {
+			return nil, err
+		}
+		out := &Outcome{Body: body, PrescriptionID: c.PrescriptionID}
+		if code != tracker.RCancelled {
+			out.Status = 400
+		}
+		return out, nil
 	default:
 		return nil, &fhir.Error{Kind: fhir.KindInvalid, Op: "process-message", IssueType: "not-supported",
 			Code: fhir.CodeInvalidValue, Expression: []string{"Bundle.entry[0].resource.eventCoding.code"},

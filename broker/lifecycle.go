@@ -176,3 +176,149 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 	}
 	return out, nil
 }
+
+// errAlready tells update that the message was applied before: nothing is
+// written and the request succeeds (a resent message).
+var errAlready = errors.New("already applied")
+
+// sameNHSNumber is R-5000: every message about a prescription must name the
+// NHS number of its patient (when the message names one).
+func sameNHSNumber(cur *tracker.Prescription, nhs string) error {
+	if nhs != "" && nhs != cur.NHSNumber {
+		return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidValue,
+			Codings:     []fhir.Coding{{System: fhir.SystemStatusHistory, Code: tracker.RMismatch, Display: fhir.RCodeDisplay[tracker.RMismatch]}},
+			Diagnostics: fmt.Sprintf("R-5000: the message's NHS number does not match prescription %s", cur.ID)}
+	}
+	return nil
+}
+
+// Task applies a return or a withdraw from the dispenser that holds the
+// prescription.
+func (l *Lifecycle) Task(ctx context.Context, p auth.Principal, t *fhir.TaskRequest, body []byte) error {
+	if err := dispenserOnly(p, t.Owner); err != nil {
+		return err
+	}
+	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
+	msgID := t.ID
+	event := tracker.EventReturn
+	if t.Kind == fhir.TaskKindWithdraw {
+		event = tracker.EventWithdraw
+	}
+	_, err := l.update(ctx, t.PrescriptionID, event, msgID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		if err := sameNHSNumber(cur, t.NHSNumber); err != nil {
+			return nil, err
+		}
+		if event == tracker.EventWithdraw {
+			return tracker.Withdraw(cur, p.ODS, actor, t.FocusID, msgID, l.now())
+		}
+		return tracker.Return(cur, p.ODS, actor, msgID, l.now())
+	})
+	return err
+}
+
+// Dispense applies a dispense notification (or an amendment of the latest
+// one) from the dispenser that holds the prescription. The same notification
+// sent again changes nothing.
+func (l *Lifecycle) Dispense(ctx context.Context, p auth.Principal, n *fhir.DispenseNotification, body []byte) error {
+	if err := dispenserOnly(p, n.Sender); err != nil {
+		return err
+	}
+	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
+	in := tracker.DispenseInput{ID: n.BundleID, ReplacementOf: n.ReplacementOf, Items: map[string]tracker.ItemStatus{},
+		Status: tracker.Status(n.PrescriptionStatus)}
+	for _, it := range n.Items {
+		in.Items[it.LineItemID] = tracker.ItemStatus(it.Status)
+	}
+	_, err := l.update(ctx, n.PrescriptionID, tracker.EventDispense, n.BundleID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		if err := sameNHSNumber(cur, n.NHSNumber); err != nil {
+			return nil, err
+		}
+		for _, d := range cur.Dispenses {
+			if d.ID == n.BundleID {
+				return nil, errAlready
+			}
+		}
+		// An item the message states cancelled (0005) must be cancelled here:
+		// it is not a dispense outcome, and it changes nothing.
+		items := map[string]tracker.ItemStatus{}
+		for id, st := range in.Items {
+			if st == tracker.ItemCancelled {
+				for _, it := range cur.Items {
+					if it.ID == id && it.Status != tracker.ItemCancelled {
+						return nil, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidStateTransition,
+							CodeSystem: fhir.SystemEPSIssueCode, Diagnostics: fmt.Sprintf("line item %s is not cancelled", id)}
+					}
+				}
+				continue
+			}
+			items[id] = st
+		}
+		in := in
+		in.Items = items
+		return tracker.Dispense(cur, p.ODS, actor, in, l.now())
+	})
+	if errors.Is(err, errAlready) {
+		return nil
+	}
+	return err
+}
+
+// Claim applies a claim (or a claim amendment) from the dispenser that holds
+// the prescription. The same claim sent again changes nothing.
+func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRequest, body []byte) error {
+	if err := dispenserOnly(p, c.Provider); err != nil {
+		return err
+	}
+	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
+	_, err := l.update(ctx, c.PrescriptionID, tracker.EventClaim, c.ID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		if err := sameNHSNumber(cur, c.NHSNumber); err != nil {
+			return nil, err
+		}
+		if cur.ClaimID != "" && cur.ClaimID == c.ID {
+			return nil, errAlready
+		}
+		return tracker.Claim(cur, p.ODS, actor, c.ID, c.ReplacementOf, l.now())
+	})
+	if errors.Is(err, errAlready) {
+		return nil
+	}
+	return err
+}
+
+// Cancel applies a cancellation of one line item from the prescribing
+// organisation and returns the R-code of the answer. R-0002/R-0003 mark the
+// item for cancellation (applied when the dispenser returns the
+// prescription or marks the item not dispensed).
+func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancellation, body []byte) (string, error) {
+	if p.Role != auth.RolePrescriber || c.Sender != p.ODS {
+		return "", fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the prescribing organisation may cancel, with a prescriber token for MessageHeader.sender")
+	}
+	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
+	in := tracker.CancelInput{MessageID: c.BundleID, NHSNumber: c.NHSNumber, LineItemID: c.LineItemID, Reason: c.Reason}
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		cur, err := l.store.Current(ctx, c.PrescriptionID)
+		if errors.Is(err, ErrNotFound) {
+			return tracker.RNotFound, nil
+		}
+		if err != nil {
+			return "", storeUnavailable("read prescription", err)
+		}
+		if cur.Record.Prescriber != p.ODS {
+			return "", fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the prescribing organisation may cancel prescription %s", c.PrescriptionID)
+		}
+		next, code := tracker.Cancel(cur.Record, actor, in, l.now())
+		if next == nil {
+			return code, nil
+		}
+		_, err = l.store.Append(ctx, tracker.EventCancel, c.BundleID, next, body, cur.Seq)
+		switch {
+		case errors.Is(err, ErrConflict):
+			continue
+		case err != nil:
+			return "", storeUnavailable("store cancellation", err)
+		}
+		return code, nil
+	}
+	return "", &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
+		Diagnostics: fmt.Sprintf("prescription %s is changing too often to cancel now; retry", c.PrescriptionID)}
+}

@@ -99,9 +99,12 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		return nil, err
 	}
 
+	lifecycle := broker.NewLifecycle(a.Store, a.Metrics, log, now)
+	intake := broker.NewIntake(a.Store, a.Metrics, log, now)
+	intake.Lifecycle = lifecycle
 	handler := httpapi.NewHandler(httpapi.Deps{
-		Intake:           broker.NewIntake(a.Store, a.Metrics, log, now),
-		Lifecycle:        broker.NewLifecycle(a.Store, a.Metrics, log, now),
+		Intake:           intake,
+		Lifecycle:        lifecycle,
 		Store:            a.Store,
 		Tracker:          a.Tracker.Index,
 		TrackerMustReach: a.Tracker.MustReach,

@@ -54,3 +54,40 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 	}
 	writeFHIR(w, http.StatusOK, fhir.ReleaseResponse(orders))
 }
+
+// task answers POST /FHIR/R4/Task: a return (status rejected) or a withdraw
+// (status in-progress, code abort).
+func (a *api) task(w http.ResponseWriter, r *http.Request) {
+	body := bodyFrom(r.Context())
+	t, err := fhir.DecodeTaskRequest(body)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if t.ID == "" {
+		t.ID = messageID(r)
+	}
+	if err := a.Lifecycle.Task(r.Context(), principalFrom(r.Context()), t, body); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeFHIR(w, http.StatusOK, fhir.InformationalOutcome(a.Now()))
+}
+
+// claim answers POST /FHIR/R4/Claim.
+func (a *api) claim(w http.ResponseWriter, r *http.Request) {
+	body := bodyFrom(r.Context())
+	c, err := fhir.DecodeClaim(body)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if c.ID == "" {
+		c.ID = messageID(r)
+	}
+	if err := a.Lifecycle.Claim(r.Context(), principalFrom(r.Context()), c, body); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeFHIR(w, http.StatusOK, fhir.InformationalOutcome(a.Now()))
+}

@@ -65,6 +65,8 @@ func NewHandler(d Deps) http.Handler {
 	route("GET /FHIR/R4/metadata", http.HandlerFunc(a.metadata))
 	route("POST /FHIR/R4/$process-message", a.authenticated(a.withBody(a.idempotent(a.processMessage))))
 	route("POST /FHIR/R4/Task/$release", a.authenticated(a.withBody(a.idempotent(a.release))))
+	route("POST /FHIR/R4/Task", a.authenticated(a.withBody(a.idempotent(a.task))))
+	route("POST /FHIR/R4/Claim", a.authenticated(a.withBody(a.idempotent(a.claim))))
 	route("GET /FHIR/R4/RequestGroup", a.authenticated(http.HandlerFunc(a.searchRequestGroups)))
 	route("GET /FHIR/R4/RequestGroup/{id}", a.authenticated(http.HandlerFunc(a.getRequestGroup)))
 	route("GET /api/v1/audit", a.authenticated(http.HandlerFunc(a.auditList)))
@@ -78,6 +80,8 @@ func NewHandler(d Deps) http.Handler {
 	route("/FHIR/R4/$process-message", a.authenticated(methodNotAllowed(a, "POST")))
 	route("/FHIR/R4/metadata", methodNotAllowed(a, "GET"))
 	route("/FHIR/R4/Task/$release", a.authenticated(methodNotAllowed(a, "POST")))
+	route("/FHIR/R4/Task", a.authenticated(methodNotAllowed(a, "POST")))
+	route("/FHIR/R4/Claim", a.authenticated(methodNotAllowed(a, "POST")))
 	// Everything else under the API prefixes answers with an OperationOutcome.
 	route("/FHIR/R4/", a.authenticated(http.HandlerFunc(a.notFound)))
 	route("/api/", a.authenticated(http.HandlerFunc(a.notFound)))
@@ -316,7 +320,11 @@ func (a *api) processMessage(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeFHIR(w, http.StatusOK, out.Body)
+	status := http.StatusOK
+	if out.Status != 0 {
+		status = out.Status
+	}
+	writeFHIR(w, status, out.Body)
 }
 
 func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {
