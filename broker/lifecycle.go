@@ -47,7 +47,8 @@ func storeUnavailable(op string, err error) *fhir.Error {
 }
 
 // update applies decide to the current state of prescription id and writes
-// the result, with the message body, as one event: compare-and-set on the
+// the result, with the message body, as one event (named event, or after the
+// transition's history entry when event is ""): compare-and-set on the
 // sequence it decided from, re-reading and deciding again when another
 // writer got there first.
 func (l *Lifecycle) update(ctx context.Context, id, event, messageID string, body []byte,
@@ -64,7 +65,11 @@ func (l *Lifecycle) update(ctx context.Context, id, event, messageID string, bod
 		if err != nil {
 			return nil, err
 		}
-		_, err = l.store.Append(ctx, event, messageID, next, body, cur.Seq)
+		ev := event
+		if ev == "" && len(next.History) > 0 {
+			ev = next.History[len(next.History)-1].Type // the transition names itself
+		}
+		_, err = l.store.Append(ctx, ev, messageID, next, body, cur.Seq)
 		switch {
 		case errors.Is(err, ErrConflict):
 			l.metrics.Projected.WithLabelValues("lifecycle", "cas_retry").Inc()

@@ -45,6 +45,7 @@ type Config struct {
 	JWTAudience      string
 	JWKS             string
 	IdempotencyTTL   time.Duration
+	SchedulerEvery   time.Duration
 	ConfigFile       string
 }
 
@@ -107,6 +108,7 @@ var settings = []setting{
 	{"jwt-audience", "expected aud claim of bearer tokens", "eps-broker", str(func(c *Config) *string { return &c.JWTAudience })},
 	{"jwks", "external issuer keys to trust as well: a JWKS file path or https:// URL", "", str(func(c *Config) *string { return &c.JWKS })},
 	{"idempotency-ttl", "how long an X-Request-ID and its answer are remembered", "24h", dur(func(c *Config) *time.Duration { return &c.IdempotencyTTL })},
+	{"scheduler-interval", "how often due transitions (post-dated becoming ready, expiry, no-claim) are applied", "1m", dur(func(c *Config) *time.Duration { return &c.SchedulerEvery })},
 }
 
 // EnvName is the environment variable of a setting: EPS_ and the flag name in
@@ -254,7 +256,8 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("replicas %d: the embedded server is a single node; use replicas 1, or --nats-url with a cluster", c.Replicas))
 	}
 	for name, d := range map[string]time.Duration{"http-read-timeout": c.HTTPReadTimeout, "http-write-timeout": c.HTTPWriteTimeout,
-		"http-idle-timeout": c.HTTPIdleTimeout, "shutdown-timeout": c.ShutdownTimeout, "idempotency-ttl": c.IdempotencyTTL} {
+		"http-idle-timeout": c.HTTPIdleTimeout, "shutdown-timeout": c.ShutdownTimeout, "idempotency-ttl": c.IdempotencyTTL,
+		"scheduler-interval": c.SchedulerEvery} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}

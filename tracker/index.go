@@ -25,7 +25,8 @@ type Entry struct {
 	Nominated  string
 	Dispenser  string
 	Created    time.Time
-	Seq        uint64 // the event log sequence of the latest event applied
+	DueAt      time.Time // when a scheduled transition may be due (zero: none)
+	Seq        uint64    // the event log sequence of the latest event applied
 }
 
 // Index is the tracker's status index: a projection of the event log, by
@@ -84,6 +85,21 @@ func (ix *Index) apply(seq uint64, rec *Prescription) {
 	moveSet(ix.byNominated, e.Nominated, rec.Nominated, e)
 	moveSet(ix.byDispenser, e.Dispenser, rec.Dispenser, e)
 	e.Status, e.Nominated, e.Dispenser, e.Seq = rec.Status, rec.Nominated, rec.Dispenser, seq
+	e.DueAt = NextDue(rec)
+}
+
+// Due lists the prescriptions whose scheduled transition may be due at now.
+func (ix *Index) Due(now time.Time) []string {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	var out []string
+	for id, e := range ix.byID {
+		if !e.DueAt.IsZero() && !now.Before(e.DueAt) {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // moveSet moves e from set[from] to set[to] ("" is no set).
@@ -232,7 +248,7 @@ type snapshot struct {
 	Entries []Entry
 }
 
-const snapshotVersion = 1
+const snapshotVersion = 2
 
 // WriteSnapshot writes the index to w.
 func (ix *Index) WriteSnapshot(w io.Writer) error {
@@ -263,6 +279,7 @@ func (ix *Index) ReadSnapshot(r io.Reader) error {
 			rec.PrescriberOrg = rec.Prescriber
 		}
 		fresh.apply(e.Seq, rec)
+		fresh.byID[e.ID].DueAt = e.DueAt
 	}
 	ix.mu.Lock()
 	ix.byID, ix.byNHS, ix.byPrescriber = fresh.byID, fresh.byNHS, fresh.byPrescriber

@@ -126,8 +126,16 @@ func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 	if o.Nominated() && o.Performer != "" {
 		p.Nominated, p.NominationSource = o.Performer, NominationFromOrder
 	}
-	p.ExpiresAt = start.UTC().AddDate(0, 6, 0)
-	if !o.ValidityEnd.IsZero() && o.ValidityEnd.Before(p.ExpiresAt) {
+	// Validity runs 6 months from the prescription date, or from its
+	// arrival when that is later: an order dated further back (the NHS
+	// example messages are from 2021-2022) is not expired on arrival. An
+	// explicit validity end counts only when it is still ahead.
+	from := start
+	if now.After(from) {
+		from = now
+	}
+	p.ExpiresAt = from.UTC().AddDate(0, 6, 0)
+	if !o.ValidityEnd.IsZero() && o.ValidityEnd.After(now) && o.ValidityEnd.Before(p.ExpiresAt) {
 		p.ExpiresAt = o.ValidityEnd.UTC()
 	}
 	p.Items = make([]Item, len(o.Items))

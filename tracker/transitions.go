@@ -424,6 +424,27 @@ func Scheduled(p *Prescription, now time.Time) string {
 	return ""
 }
 
+// NextDue is the earliest time a scheduled transition may become due for p
+// (zero when none can): the scheduler looks only at prescriptions whose
+// time has come.
+func NextDue(p *Prescription) time.Time {
+	switch p.Status {
+	case StatusFuture:
+		return p.StartDate.Add(-24 * time.Hour)
+	case StatusAwaitingReleaseReady, StatusToBeDispensed, StatusWithDispenser, StatusRepeatFuture, StatusCancelledFuture:
+		return p.ExpiresAt
+	case StatusWithDispenserActive:
+		if !p.LastDispense.IsZero() {
+			return p.LastDispense.Add(180 * 24 * time.Hour)
+		}
+	case StatusDispensed, StatusNotDispensed:
+		if !p.Completed.IsZero() {
+			return p.Completed.Add(180 * 24 * time.Hour)
+		}
+	}
+	return time.Time{}
+}
+
 // ApplyScheduled applies the transition Scheduled says is due; nil when none
 // is (so a scheduler that runs twice, or on two brokers, changes nothing the
 // second time).

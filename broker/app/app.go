@@ -31,8 +31,10 @@ type App struct {
 	Metrics   *broker.Metrics
 	projector *broker.QueueProjector
 	// Tracker keeps the tracker's status index.
-	Tracker  *broker.TrackerProjector
-	verifier *auth.Verifier
+	Tracker *broker.TrackerProjector
+	// Scheduler applies the time-driven transitions.
+	Scheduler *broker.Scheduler
+	verifier  *auth.Verifier
 	// IssuerKey is the broker's own token signing key (from the data dir).
 	IssuerKey ed25519.PrivateKey
 	server    *http.Server
@@ -102,6 +104,8 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	lifecycle := broker.NewLifecycle(a.Store, a.Metrics, log, now)
 	intake := broker.NewIntake(a.Store, a.Metrics, log, now)
 	intake.Lifecycle = lifecycle
+	a.Scheduler = broker.NewScheduler(lifecycle, a.Tracker.Index, log, now)
+	a.Scheduler.Start(cfg.SchedulerEvery)
 	handler := httpapi.NewHandler(httpapi.Deps{
 		Intake:           intake,
 		Lifecycle:        lifecycle,
@@ -211,6 +215,10 @@ func (a *App) Serve(ctx context.Context) error {
 }
 
 func (a *App) closeBackend() {
+	if a.Scheduler != nil {
+		a.Scheduler.Stop()
+		a.Scheduler = nil
+	}
 	if a.projector != nil {
 		a.projector.Stop()
 	}

@@ -1,0 +1,102 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/tracker"
+)
+
+// Scheduler applies the time-driven transitions (post-dated prescriptions
+// becoming ready, expiry, completion of part-dispensed prescriptions,
+// no-claim) when they fall due by its clock. Every broker instance may run
+// one: each transition is a compare-and-set write decided from the current
+// state, so it happens once whichever instance gets there first, and
+// prescriptions that fell due while no broker ran are caught up on the next
+// pass.
+type Scheduler struct {
+	life  *Lifecycle
+	index *tracker.Index
+	log   *zap.Logger
+	now   func() time.Time
+	stop  chan struct{}
+	done  sync.WaitGroup
+}
+
+// NewScheduler returns a scheduler over the tracker index (which says what
+// may be due) using the lifecycle's store; now is its clock.
+func NewScheduler(life *Lifecycle, index *tracker.Index, log *zap.Logger, now func() time.Time) *Scheduler {
+	return &Scheduler{life: life, index: index, log: log, now: now, stop: make(chan struct{})}
+}
+
+// RunOnce applies every transition due now and returns how many it applied.
+func (s *Scheduler) RunOnce(ctx context.Context) (int, error) {
+	now := s.now()
+	applied := 0
+	var errs []error
+	for _, id := range s.index.Due(now) {
+		var event string
+		_, err := s.life.update(ctx, id, "", "", scheduledBody(now), func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+			event = tracker.Scheduled(cur, now)
+			next := tracker.ApplyScheduled(cur, now)
+			if next == nil {
+				return nil, errSkip // applied already (elsewhere), or no longer due
+			}
+			return next, nil
+		})
+		switch {
+		case errors.Is(err, errSkip), fhir.ErrorKind(err) == fhir.KindNotFound:
+		case err != nil:
+			errs = append(errs, err)
+		default:
+			applied++
+			s.log.Debug("scheduled transition applied", zap.String("event", event))
+		}
+	}
+	return applied, errors.Join(errs...)
+}
+
+// Start runs a pass every interval until Stop.
+func (s *Scheduler) Start(interval time.Duration) {
+	s.done.Add(1)
+	go func() {
+		defer s.done.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), interval)
+				n, err := s.RunOnce(ctx)
+				cancel()
+				if err != nil {
+					s.log.Warn("scheduler pass incomplete; the rest is retried next pass", zap.Int("applied", n), zap.Error(err))
+				} else if n > 0 {
+					s.log.Info("scheduler pass", zap.Int("applied", n))
+				}
+			case <-s.stop:
+				return
+			}
+		}
+	}()
+}
+
+// Stop ends the passes.
+func (s *Scheduler) Stop() {
+	close(s.stop)
+	s.done.Wait()
+}
+
+// scheduledBody is the event log body of a scheduled transition: there is no
+// message, so the log records that the scheduler applied it, and when by its
+// clock (the event's type is in its Eps-Event header).
+func scheduledBody(at time.Time) []byte {
+	b, _ := json.Marshal(map[string]string{"appliedBy": "scheduler", "at": at.UTC().Format(time.RFC3339)})
+	return b
+}
