@@ -140,6 +140,9 @@ func (p *QueueProjector) handle(m jetstream.Msg) {
 		}
 		ev = cur
 	}
+	if md.NumDelivered == 1 {
+		p.notifyTransition(ev)
+	}
 	if !ev.Record.Ready() {
 		// Leaving the queues: wait for the enqueues in flight first, so that a
 		// purge is never overtaken by an earlier event's enqueue.
@@ -210,6 +213,37 @@ func (p *QueueProjector) notifyReady(ev *StoredEvent) {
 		return
 	}
 	p.metrics.Notifications.WithLabelValues("dispenser", NotifyReady).Inc()
+}
+
+// notifyTransition tells the prescribing organisation, and the dispenser
+// concerned (the one that holds the prescription, or the one that just gave
+// it up), about every event: eps.notify.prescriber.<ODS>.<event> and
+// eps.notify.dispenser.<ODS>.<event>. Delivery is at least once.
+func (p *QueueProjector) notifyTransition(ev *StoredEvent) {
+	rec := ev.Record
+	event := ev.Event
+	if event == "" || len(rec.History) == 0 {
+		return
+	}
+	last := rec.History[len(rec.History)-1]
+	n := Notification{Event: event, PrescriptionID: rec.ID, Status: rec.Status, Time: ev.Time, EventSeq: ev.Seq}
+	publish := func(audience, subject string) {
+		body, _ := json.Marshal(n)
+		if err := p.nc.Publish(subject, body); err != nil {
+			p.log.Warn("notification not published", zap.String("audience", audience), zap.Error(err))
+			return
+		}
+		p.metrics.Notifications.WithLabelValues(audience, event).Inc()
+	}
+	publish("prescriber", SubjectNotifyPrescriber+rec.Prescriber+"."+event)
+	dispenser := rec.Dispenser
+	if dispenser == "" && last.Org != rec.Prescriber && last.Org != "" && last.Org != "EPS" {
+		dispenser = last.Org // e.g. the dispenser that returned it
+	}
+	if dispenser != "" {
+		n.Dispenser = dispenser
+		publish("dispenser", SubjectNotifyDispenser+dispenser+"."+event)
+	}
 }
 
 func (p *QueueProjector) purge(ctx context.Context, id string) error {

@@ -36,6 +36,9 @@ const (
 	// SubjectNotifyDispenser is the prefix of the per-dispenser notification
 	// subjects: eps.notify.dispenser.<ODS>.<event>.
 	SubjectNotifyDispenser = "eps.notify.dispenser."
+	// SubjectNotifyPrescriber is the prefix of the per-prescriber
+	// notification subjects: eps.notify.prescriber.<ODS>.<event>.
+	SubjectNotifyPrescriber = "eps.notify.prescriber."
 	// BucketRequests remembers X-Request-ID keys and their answers.
 	BucketRequests = "EPS_REQUESTS"
 	// ConsumerQueueProjector is the durable consumer that keeps StreamQueue.

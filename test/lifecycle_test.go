@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
@@ -234,4 +237,40 @@ func TestConcurrentNominatedReleasesHandOutEachOnce(t *testing.T) {
 	if len(seen) != 500 {
 		t.Errorf("%d distinct prescriptions handed out, want 500", len(seen))
 	}
+}
+
+// Every transition is published on the prescriber's and the dispenser's
+// notification subjects, so they can follow their prescriptions without
+// polling.
+func TestTransitionNotifications(t *testing.T) {
+	b := startBroker(t, "")
+	presc := make(chan *nats.Msg, 16)
+	disp := make(chan *nats.Msg, 16)
+	s1, _ := b.App.NATS.Conn.ChanSubscribe("eps.notify.prescriber.A83008.>", presc)
+	s2, _ := b.App.NATS.Conn.ChanSubscribe("eps.notify.dispenser.FCG71.>", disp)
+	defer s1.Unsubscribe()
+	defer s2.Unsubscribe()
+	g := postOrders(t, b, 1, fhirgen.Options{})[0]
+	released(t, b.release("FCG71", g.ShortID))
+	want := func(ch chan *nats.Msg, subject string) {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case m := <-ch:
+				if m.Subject == subject {
+					if !bytes.Contains(m.Data, []byte(g.ShortID)) || bytes.Contains(m.Data, []byte(g.NHSNumber)) {
+						t.Errorf("%s: %s (must name the prescription, not the patient)", subject, m.Data)
+					}
+					return
+				}
+			case <-deadline:
+				t.Errorf("no notification on %s", subject)
+				return
+			}
+		}
+	}
+	want(presc, "eps.notify.prescriber.A83008.prescription-order")
+	want(presc, "eps.notify.prescriber.A83008.release")
+	want(disp, "eps.notify.dispenser.FCG71.release")
 }
