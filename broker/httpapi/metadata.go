@@ -22,6 +22,12 @@ var capabilityStatement = mustJSON(map[string]any{
 			"description": "Authorization: Bearer <JWT> signed by the broker's issuer key or a configured external issuer; claims sub, ods, role (prescriber, dispenser, tracker, admin).",
 		},
 		"resource": []any{map[string]any{
+			"type":        "Task",
+			"interaction": []any{map[string]any{"code": "create", "documentation": "POST /FHIR/R4/Task: return (status rejected) or withdraw (status in-progress, code abort)"}},
+		}, map[string]any{
+			"type":        "Claim",
+			"interaction": []any{map[string]any{"code": "create", "documentation": "POST /FHIR/R4/Claim: claim or claim amendment"}},
+		}, map[string]any{
 			"type": "RequestGroup",
 			"interaction": []any{
 				map[string]any{"code": "read", "documentation": "GET /FHIR/R4/RequestGroup/{prescriptionId}: the prescription's detail and message history (clinical prescription tracker)"},
@@ -35,12 +41,18 @@ var capabilityStatement = mustJSON(map[string]any{
 		"operation": []any{map[string]any{
 			"name":          "process-message",
 			"definition":    "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
-			"documentation": "Accepts FHIR message Bundles. Supported events: prescription-order.",
+			"documentation": "Accepts FHIR message Bundles. Supported events: prescription-order, prescription-order-update (cancel), dispense-notification.",
+		}, map[string]any{
+			"name":          "release",
+			"definition":    "https://fhir.nhs.uk/OperationDefinition/Task-release",
+			"documentation": "POST /FHIR/R4/Task/$release: nominated release (25 oldest) or release by prescription ID",
 		}},
 	}},
 	"messaging": []any{map[string]any{
 		"supportedMessage": []any{
 			map[string]any{"mode": "receiver", "definition": "https://fhir.nhs.uk/MessageDefinition/prescription-order"},
+			map[string]any{"mode": "receiver", "definition": "https://fhir.nhs.uk/MessageDefinition/prescription-order-update"},
+			map[string]any{"mode": "receiver", "definition": "https://fhir.nhs.uk/MessageDefinition/dispense-notification"},
 		},
 	}},
 })

@@ -41,6 +41,7 @@ type Template struct {
 	nhsNumber string
 	sender    string
 	performer string
+	itemIDs   []string // the line item ids, in the order of the MedicationRequests
 	uuids     []string // every other UUID in the message (fullUrls, item ids)
 }
 
@@ -58,6 +59,9 @@ func NewTemplate(order []byte) (*Template, error) {
 	}
 	t := &Template{raw: order, bundleID: o.BundleID, shortID: o.PrescriptionID, longID: o.LongID,
 		nhsNumber: o.NHSNumber, sender: o.Sender, performer: o.Performer}
+	for _, it := range o.Items {
+		t.itemIDs = append(t.itemIDs, it.ID)
+	}
 	seen := map[string]bool{strings.ToLower(o.BundleID): true, strings.ToLower(o.LongID): true}
 	for _, u := range uuidRe.FindAll(order, -1) {
 		s := strings.ToLower(string(u))
@@ -88,6 +92,9 @@ type Generated struct {
 	NHSNumber string
 	Sender    string
 	Performer string
+	// ItemIDs are the line item ids (MedicationRequest identifiers), in the
+	// order of the MedicationRequests.
+	ItemIDs []string
 }
 
 // Order makes a new order from the template.
@@ -121,8 +128,24 @@ func (t *Template) Order(o Options) (*Generated, error) {
 	if t.performer != "" && t.performer != g.Performer {
 		pairs = append(pairs, `"`+t.performer+`"`, `"`+g.Performer+`"`)
 	}
+	fresh := make(map[string]string, len(t.uuids))
 	for _, u := range t.uuids {
-		pairs = append(pairs, u, uuid.NewString())
+		n := uuid.NewString()
+		fresh[strings.ToLower(u)] = n
+		pairs = append(pairs, u, n)
+	}
+	for _, id := range t.itemIDs {
+		n, ok := fresh[strings.ToLower(id)]
+		switch {
+		case ok:
+		case strings.EqualFold(id, t.bundleID):
+			n = g.BundleID
+		case strings.EqualFold(id, t.longID):
+			n = g.LongID
+		default:
+			n = id
+		}
+		g.ItemIDs = append(g.ItemIDs, n)
 	}
 	g.Body = []byte(strings.NewReplacer(pairs...).Replace(string(t.raw)))
 	return g, nil
