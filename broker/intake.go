@@ -121,7 +121,7 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 	in.stage("store", start)
 	switch {
 	case errors.Is(err, ErrConflict):
-		return in.existingOrder(ctx, order)
+		return in.existingOrder(ctx, order, rec, msg.Raw)
 	case errors.Is(err, ErrTooLarge):
 		in.metrics.Orders.WithLabelValues("invalid").Inc()
 		return nil, fhir.Errorf(fhir.KindTooLarge, fhir.CodeTooLarge, "the message is too large to store with its record; send a smaller message")
@@ -138,19 +138,43 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 // existingOrder answers an order whose prescription ID is already in the
 // log: the same message again is accepted without storing anything; another
 // message reusing the ID is a duplicate.
-func (in *Intake) existingOrder(ctx context.Context, order *fhir.Order) (*Outcome, error) {
+func (in *Intake) existingOrder(ctx context.Context, order *fhir.Order, created *tracker.Prescription, raw []byte) (*Outcome, error) {
+	for attempt := 0; ; attempt++ {
+		out, retry, err := in.existingOrderOnce(ctx, order, created, raw)
+		if !retry || attempt == maxAttempts {
+			return out, err
+		}
+	}
+}
+
+func (in *Intake) existingOrderOnce(ctx context.Context, order *fhir.Order, created *tracker.Prescription, raw []byte) (*Outcome, bool, error) {
 	cur, err := in.store.Current(ctx, order.PrescriptionID)
 	if err != nil {
 		in.metrics.Orders.WithLabelValues("error").Inc()
-		return nil, &fhir.Error{Kind: fhir.KindUnavailable, Op: "read prescription", Code: fhir.CodeServiceUnavailable,
+		return nil, false, &fhir.Error{Kind: fhir.KindUnavailable, Op: "read prescription", Code: fhir.CodeServiceUnavailable,
 			Diagnostics: "the prescription could not be checked against the store; retry it", Err: err}
+	}
+	if cur.Record.IsEarlyCancellation() {
+		// A cancellation came first: the order is stored with it applied.
+		rec := tracker.ApplyEarlyCancellations(cur.Record, created, in.now())
+		_, err := in.store.Append(ctx, tracker.EventOrder, order.BundleID, rec, raw, cur.Seq)
+		switch {
+		case errors.Is(err, ErrConflict):
+			return nil, true, nil
+		case err != nil:
+			in.metrics.Orders.WithLabelValues("error").Inc()
+			return nil, false, &fhir.Error{Kind: fhir.KindUnavailable, Op: "store prescription-order", Code: fhir.CodeServiceUnavailable,
+				Diagnostics: "the prescription could not be stored durably and was not accepted; retry it", Err: err}
+		}
+		in.metrics.Orders.WithLabelValues("accepted").Inc()
+		return &Outcome{Body: fhir.InformationalOutcome(in.now()), PrescriptionID: order.PrescriptionID}, false, nil
 	}
 	if cur.Record.BundleID == order.BundleID {
 		in.metrics.Orders.WithLabelValues("resent").Inc()
-		return &Outcome{Body: fhir.InformationalOutcome(in.now()), PrescriptionID: order.PrescriptionID, Resent: true}, nil
+		return &Outcome{Body: fhir.InformationalOutcome(in.now()), PrescriptionID: order.PrescriptionID, Resent: true}, false, nil
 	}
 	in.metrics.Orders.WithLabelValues("duplicate_id").Inc()
-	return nil, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "duplicate", Code: fhir.CodeDuplicatePrescriptionID,
+	return nil, false, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "duplicate", Code: fhir.CodeDuplicatePrescriptionID,
 		Display:     "Duplicate prescription ID",
 		Expression:  []string{"Bundle.entry.resource.ofType(MedicationRequest).groupIdentifier.value"},
 		Diagnostics: fmt.Sprintf("prescription ID %s has already been used by another prescription message", order.PrescriptionID)}

@@ -303,6 +303,15 @@ func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancel
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		cur, err := l.store.Current(ctx, c.PrescriptionID)
 		if errors.Is(err, ErrNotFound) {
+			// Before its prescription: kept (9005) and applied when the
+			// order arrives; the answer is still "not found".
+			_, err = l.store.Append(ctx, tracker.EventCancel, c.BundleID, tracker.EarlyCancellation(c.PrescriptionID, actor, in, l.now()), body, 0)
+			switch {
+			case errors.Is(err, ErrConflict):
+				continue
+			case err != nil:
+				return "", storeUnavailable("store cancellation", err)
+			}
 			return tracker.RNotFound, nil
 		}
 		if err != nil {
@@ -311,7 +320,13 @@ func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancel
 		if cur.Record.Prescriber != p.ODS {
 			return "", fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the prescribing organisation may cancel prescription %s", c.PrescriptionID)
 		}
-		next, code := tracker.Cancel(cur.Record, actor, in, l.now())
+		var next *tracker.Prescription
+		code := tracker.RNotFound
+		if cur.Record.IsEarlyCancellation() {
+			next = tracker.AddEarlyCancellation(cur.Record, actor, in, l.now())
+		} else {
+			next, code = tracker.Cancel(cur.Record, actor, in, l.now())
+		}
 		if next == nil {
 			return code, nil
 		}

@@ -45,3 +45,47 @@ func BenchmarkNominatedRelease25(b *testing.B) {
 	b.ReportMetric(float64(intakePer.Microseconds()), "µs/order-accepted")
 	b.ReportMetric(float64(releasePer)/float64(intakePer), "release/intake")
 }
+
+// BenchmarkDispenseNotification measures a dispense notification over HTTP
+// (decode and validate, one compare-and-set write) against the intake of
+// the same prescriptions' orders in the same run.
+//
+//	go test -run '^$' -bench DispenseNotification -benchtime 300x -count 3 ./test/
+func BenchmarkDispenseNotification(b *testing.B) {
+	tb := startBroker(b, b.TempDir())
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	tok := tb.token(auth.RolePrescriber, "A83008")
+	disp := tb.token(auth.RoleDispenser, "FCG71")
+	orders := make([]*fhirgen.Generated, b.N)
+	t0 := time.Now()
+	for i := range orders {
+		orders[i], _ = tmpl.Order(fhirgen.Options{})
+		if res := tb.post(tok, orders[i].Body); res.Status != 200 {
+			b.Fatalf("%d", res.Status)
+		}
+	}
+	intakePer := time.Since(t0) / time.Duration(b.N)
+	bodies := make([][]byte, b.N)
+	for i, g := range orders {
+		if res := tb.release("FCG71", g.ShortID); res.Status != 200 {
+			b.Fatalf("release %d", res.Status)
+		}
+		st := map[string]string{}
+		for _, id := range g.ItemIDs {
+			st[id] = "0001"
+		}
+		bodies[i], _ = fhirgen.DispenseNotification(g, "FCG71", st, "0006", "")
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if res := tb.post(disp, bodies[i]); res.Status != 200 {
+			b.Fatalf("dispense: %d %s", res.Status, res.Body)
+		}
+	}
+	b.StopTimer()
+	per := time.Since(start) / time.Duration(b.N)
+	b.ReportMetric(float64(per.Microseconds()), "µs/notification")
+	b.ReportMetric(float64(intakePer.Microseconds()), "µs/order-accepted")
+	b.ReportMetric(float64(per)/float64(intakePer), "dispense/intake")
+}

@@ -274,3 +274,38 @@ func TestTransitionNotifications(t *testing.T) {
 	want(presc, "eps.notify.prescriber.A83008.release")
 	want(disp, "eps.notify.dispenser.FCG71.release")
 }
+
+// A cancellation that arrives before its prescription answers R-0008 but is
+// kept, and applies when the order arrives.
+func TestCancellationBeforeItsPrescription(t *testing.T) {
+	b := startBroker(t, "")
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	g, _ := tmpl.Order(fhirgen.Options{})
+	tok := b.token(auth.RolePrescriber, g.Sender)
+	cancel, _ := fhirgen.Cancellation(g, g.ItemIDs[0], "0001")
+	res := b.post(tok, cancel)
+	if res.Status != 404 || !res.outcome(t).hasCode("R-0008") {
+		t.Fatalf("early cancellation: %d %s", res.Status, res.Body)
+	}
+	if st, _ := b.status(g.ShortID); st != "9005" {
+		t.Fatalf("kept as %s, want 9005", st)
+	}
+	if res := b.post(tok, g.Body); res.Status != 200 {
+		t.Fatalf("the order after its cancellation: %d %s", res.Status, res.Body)
+	}
+	cur, err := b.App.Store.Current(context.Background(), g.ShortID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.Record.Status != "0001" || cur.Record.Items[0].Status != "0005" || cur.Record.Items[1].Status != "0007" || cur.Record.BundleID != g.BundleID {
+		t.Errorf("after arrival: %s items %+v", cur.Record.Status, cur.Record.Items)
+	}
+	if res := b.post(tok, g.Body); res.Status != 200 {
+		t.Errorf("the order resent: %d", res.Status)
+	}
+	// The tracker shows it, with the cancellation in its history.
+	res = b.do("GET", "/FHIR/R4/RequestGroup/"+g.ShortID, b.token(auth.RoleTracker, "X26"), nil)
+	if _, st, _ := groups(t, res); st[0] != "0001" || !bytes.Contains(res.Body, []byte("0005")) {
+		t.Errorf("tracker: %v", st)
+	}
+}

@@ -394,6 +394,60 @@ func Cancel(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescrip
 	return nil, RInvalid
 }
 
+// EarlyCancellation is the record kept for a cancellation that arrived
+// before its prescription: status 9005, the cancelled line item pending, no
+// order yet (BundleID is empty). ApplyEarlyCancellations applies it when the
+// prescription arrives.
+func EarlyCancellation(id string, by Actor, in CancelInput, now time.Time) *Prescription {
+	p := &Prescription{ID: id, NHSNumber: in.NHSNumber, Prescriber: by.Org, Status: StatusCancelledFuture,
+		Created: now.UTC(), StartDate: now.UTC(), ExpiresAt: now.UTC().AddDate(0, 6, 0),
+		Pending: &PendingCancel{Org: by.Org, User: by.User, Reason: in.Reason, Items: []string{in.LineItemID}, Time: now.UTC()}}
+	p.record(EventCancel, in.MessageID, by, now)
+	return p
+}
+
+// AddEarlyCancellation adds another early cancellation to a kept record.
+func AddEarlyCancellation(p *Prescription, by Actor, in CancelInput, now time.Time) *Prescription {
+	n := p.clone()
+	if !slices.Contains(n.Pending.Items, in.LineItemID) {
+		n.Pending.Items = append(n.Pending.Items, in.LineItemID)
+	}
+	n.record(EventCancel, in.MessageID, by, now)
+	return n
+}
+
+// IsEarlyCancellation reports whether p is only a kept cancellation, with
+// no prescription yet.
+func (p *Prescription) IsEarlyCancellation() bool {
+	return p.BundleID == "" && p.Status == StatusCancelledFuture
+}
+
+// ApplyEarlyCancellations makes the record of an arriving order over a kept
+// cancellation: the order's record with the kept history first and the
+// cancelled items at 0005 (the prescription Cancelled when all are). A
+// cancellation naming another patient or sent by another organisation is
+// not applied.
+func ApplyEarlyCancellations(kept, created *Prescription, now time.Time) *Prescription {
+	n := created.clone()
+	n.History = append(slices.Clone(kept.History), n.History...)
+	pc := kept.Pending
+	if pc == nil || kept.NHSNumber != n.NHSNumber || pc.Org != n.Prescriber {
+		return n
+	}
+	applied := false
+	for _, id := range pc.Items {
+		if i := n.itemIndex(id); i >= 0 && n.Items[i].Status == ItemToBeDispensed {
+			n.Items[i].Status = ItemCancelled
+			applied = true
+		}
+	}
+	if applied {
+		n.settleCancelled()
+		n.record(EventSubsequentCancel, "", Actor{User: pc.User, Org: pc.Org}, now)
+	}
+	return n
+}
+
 // Scheduled is the time-driven transition due for a prescription at now, if
 // any: EventReady (a post-dated prescription whose start is within a day),
 // EventExpire (validity ended), EventComplete (part dispensed and 180 days

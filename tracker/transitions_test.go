@@ -307,3 +307,26 @@ func TestScheduled(t *testing.T) {
 		t.Errorf("ready: %s", r.Status)
 	}
 }
+
+// A cancellation before its prescription is kept (9005) and applied when
+// the order arrives; one naming another patient is not.
+func TestEarlyCancellation(t *testing.T) {
+	in := CancelInput{MessageID: "c1", NHSNumber: "9449305552", LineItemID: "i1", Reason: "0001"}
+	kept := EarlyCancellation("24F5DA-A83008-7EFE6Z", gp, in, t0)
+	if !kept.IsEarlyCancellation() || kept.Status != StatusCancelledFuture || kept.Ready() {
+		t.Fatalf("kept: %+v", kept)
+	}
+	kept = AddEarlyCancellation(kept, gp, CancelInput{MessageID: "c2", NHSNumber: "9449305552", LineItemID: "i2"}, t0)
+	rec := ApplyEarlyCancellations(kept, fresh(), t0.Add(time.Hour))
+	if rec.Status != StatusCancelled || items(rec) != "0005 0005" || rec.IsEarlyCancellation() || len(rec.History) != 4 {
+		t.Errorf("arrived: %s %s history %d", rec.Status, items(rec), len(rec.History))
+	}
+	one := ApplyEarlyCancellations(EarlyCancellation("24F5DA-A83008-7EFE6Z", gp, in, t0), fresh(), t0)
+	if one.Status != StatusToBeDispensed || items(one) != "0005 0007" {
+		t.Errorf("one item: %s %s", one.Status, items(one))
+	}
+	other := EarlyCancellation("24F5DA-A83008-7EFE6Z", gp, CancelInput{NHSNumber: "5839945242", LineItemID: "i1"}, t0)
+	if r := ApplyEarlyCancellations(other, fresh(), t0); items(r) != "0007 0007" {
+		t.Errorf("another patient's cancellation applied: %s", items(r))
+	}
+}

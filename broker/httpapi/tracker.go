@@ -159,7 +159,11 @@ func (a *api) searchRequestGroups(w http.ResponseWriter, r *http.Request) {
 				a.writeError(w, r, unavailable("read prescription", err))
 				return
 			}
-			pd = d.Patient
+			if d != nil {
+				pd = d.Patient
+			} else {
+				pd = fhir.PatientDetails{NHSNumber: cur.Record.NHSNumber}
+			}
 			patients[cur.Record.NHSNumber] = pd
 		}
 		results = append(results, tracker.SearchResult{Record: cur.Record, Patient: pd})
@@ -228,8 +232,12 @@ func (a *api) getRequestGroup(w http.ResponseWriter, r *http.Request) {
 	writeFHIR(w, http.StatusOK, tracker.DetailBundle(cur.Record, d))
 }
 
-// orderDetails decodes what the tracker shows from the original order.
+// orderDetails decodes what the tracker shows from the original order; a
+// kept cancellation whose order has not arrived has none (nil).
 func (a *api) orderDetails(ctx context.Context, rec *tracker.Prescription) (*fhir.OrderDetails, error) {
+	if rec.IsEarlyCancellation() {
+		return nil, nil
+	}
 	ev, err := a.Store.Event(ctx, rec.OrderSeq)
 	if err != nil {
 		return nil, err
