@@ -295,6 +295,26 @@ func siteType(r *medicationRequest) string {
 	return extensionCode(r.DispenseRequest.Extension, ExtPerformerSiteType)
 }
 
+// ExtControlledDrug is the controlled drug extension of a MedicationRequest:
+// its part "schedule" codes CD1..CD5.
+const ExtControlledDrug = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-ControlledDrug"
+
+// controlledDrugSchedule is an item's controlled drug schedule, "" if none.
+func controlledDrugSchedule(r *medicationRequest) string {
+	if e := findExtension(r.Extension, ExtControlledDrug); e != nil {
+		return extensionCode(e.Extension, "schedule")
+	}
+	return ""
+}
+
+// cdRank orders schedules from the most controlled (CD1) down.
+func cdRank(cd string) byte {
+	if len(cd) >= 3 {
+		return cd[2]
+	}
+	return '9'
+}
+
 func prescriptionType(r *medicationRequest) string {
 	return extensionCode(r.Extension, ExtPrescriptionType)
 }
@@ -314,6 +334,11 @@ func (c *orderCheck) checkSameOnEveryItem() *Error {
 	first := &c.items[0].mr
 	c.o.SiteType = siteType(first)
 	c.o.PrescriptionType = prescriptionType(first)
+	for _, it := range c.items {
+		if cd := controlledDrugSchedule(&it.mr); cd != "" && (c.o.ControlledDrug == "" || cdRank(cd) < cdRank(c.o.ControlledDrug)) {
+			c.o.ControlledDrug = cd
+		}
+	}
 	return nil
 }
 

@@ -80,6 +80,7 @@ type extension struct {
 	URL             string
 	ValueCoding     *Coding
 	ValueIdentifier *identifier
+	Extension       []extension // a complex extension's parts
 }
 
 func (r *reader) extension(e *extension) {
@@ -93,6 +94,8 @@ func (r *reader) extension(e *extension) {
 		case "valueIdentifier":
 			e.ValueIdentifier = new(identifier)
 			r.identifier(e.ValueIdentifier)
+		case "extension":
+			list(r, &e.Extension, r.extension)
 		}
 	})
 }

@@ -58,8 +58,12 @@ type Order struct {
 	ValidityStart    time.Time // dispenseRequest.validityPeriod.start, zero when absent
 	ValidityEnd      time.Time // dispenseRequest.validityPeriod.end, zero when absent
 	RepeatsAllowed   int       // dispenseRequest.numberOfRepeatsAllowed (0 when absent)
-	SupplyDays       int       // expectedSupplyDuration in days (0 when absent)
-	Items            []OrderItem
+	// ControlledDrug is the highest controlled drug schedule among the items
+	// (Extension-DM-ControlledDrug schedule: CD1..CD5, e.g. "CD2"); empty
+	// when no item is a controlled drug.
+	ControlledDrug string
+	SupplyDays     int // expectedSupplyDuration in days (0 when absent)
+	Items          []OrderItem
 }
 
 // OrderItem is one MedicationRequest (line item).
@@ -70,6 +74,12 @@ type OrderItem struct {
 	Quantity          float64
 	QuantityUnit      string
 	Dosage            string // dosageInstruction[0].text
+}
+
+// ShortValidity reports whether the order holds a Schedule 2, 3 or 4
+// controlled drug, legally valid for 28 days only.
+func (o *Order) ShortValidity() bool {
+	return len(o.ControlledDrug) >= 3 && o.ControlledDrug[:2] == "CD" && o.ControlledDrug[2] >= '2' && o.ControlledDrug[2] <= '4'
 }
 
 // Nominated reports whether the order names a nominated site type (P1, P2 or

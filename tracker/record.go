@@ -27,6 +27,7 @@ type Prescription struct {
 	Dispenser        string    `json:"dispenser,omitempty"` // the dispenser that holds it (ODS)
 	Created          time.Time `json:"created"`
 	StartDate        time.Time `json:"startDate"`
+	ControlledDrug   string    `json:"controlledDrug,omitempty"`
 	RepeatsAllowed   int       `json:"repeatsAllowed,omitempty"`
 	SupplyDays       int       `json:"supplyDays,omitempty"`
 	// OrderSeq is the event log sequence of the accepted order: where its
@@ -122,6 +123,7 @@ func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 		Prescriber: o.Sender, PrescriberOrg: o.PrescriberOrg, SiteType: o.SiteType,
 		PrescriptionType: o.PrescriptionType, TherapyType: o.TherapyType, Status: status,
 		Created: now, StartDate: start.UTC(), RepeatsAllowed: o.RepeatsAllowed, SupplyDays: o.SupplyDays,
+		ControlledDrug: o.ControlledDrug,
 	}
 	if o.Nominated() && o.Performer != "" {
 		p.Nominated, p.NominationSource = o.Performer, NominationFromOrder
@@ -135,6 +137,9 @@ func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 		from = now
 	}
 	p.ExpiresAt = from.UTC().AddDate(0, 6, 0)
+	if o.ShortValidity() { // Schedule 2-4 controlled drugs: 28 days
+		p.ExpiresAt = from.UTC().AddDate(0, 0, 28)
+	}
 	if !o.ValidityEnd.IsZero() && o.ValidityEnd.After(now) && o.ValidityEnd.Before(p.ExpiresAt) {
 		p.ExpiresAt = o.ValidityEnd.UTC()
 	}

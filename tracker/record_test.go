@@ -57,3 +57,20 @@ func TestStatusModel(t *testing.T) {
 		t.Error("Valid wrong")
 	}
 }
+
+// Schedule 2-4 controlled drugs are valid for 28 days; others 6 months.
+func TestValidity(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	for cd, want := range map[string]time.Time{"": now.AddDate(0, 6, 0), "CD2": now.AddDate(0, 0, 28), "CD3": now.AddDate(0, 0, 28),
+		"CD4-1": now.AddDate(0, 0, 28), "CD5": now.AddDate(0, 6, 0)} {
+		o := &fhir.Order{PrescriptionID: "x", ValidityStart: now, ControlledDrug: cd, Items: []fhir.OrderItem{{ID: "i"}}}
+		if p := Create(o, Actor{}, now); !p.ExpiresAt.Equal(want) {
+			t.Errorf("%q: expires %v, want %v", cd, p.ExpiresAt, want)
+		}
+	}
+	// An order dated long ago is valid from its arrival.
+	o := &fhir.Order{PrescriptionID: "x", ValidityStart: now.AddDate(-3, 0, 0), Items: []fhir.OrderItem{{ID: "i"}}}
+	if p := Create(o, Actor{}, now); !p.ExpiresAt.Equal(now.AddDate(0, 6, 0)) {
+		t.Errorf("old order expires %v", p.ExpiresAt)
+	}
+}
