@@ -91,6 +91,11 @@ func (p *Prescription) itemStatuses() []ItemStatus {
 // Release hands the prescription to dispenser: 0001 -> 0002, items 0007 ->
 // 0008. nominated says it came from the dispenser's ready queue.
 func Release(p *Prescription, dispenser string, by Actor, messageID string, nominated bool, now time.Time) (*Prescription, error) {
+	if p.IsEarlyCancellation() {
+		// Only a cancellation is known: the prescription itself is not.
+		return nil, &fhir.Error{Kind: fhir.KindNotFound, IssueType: "not-found", Code: fhir.CodeResourceNotFound,
+			Display: "Resource not found", Diagnostics: fmt.Sprintf("prescription %s not found", p.ID)}
+	}
 	switch p.Status {
 	case StatusToBeDispensed:
 		if nominated && p.Nominated != dispenser {
@@ -363,12 +368,15 @@ func Cancel(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescrip
 	case item.Status == ItemNotDispensed || p.Status == StatusNotDispensed:
 		return nil, RNotDispensed
 	case p.Status == StatusWithDispenser || p.Status == StatusWithDispenserActive:
-		if p.Pending != nil && p.Pending.Org != by.Org {
+		if p.Pending != nil && (p.Pending.Org != by.Org || p.Pending.User != by.User) {
 			return nil, RRequestedByAnother
 		}
 		code := RPendingWith
 		if p.Status == StatusWithDispenserActive {
 			code = RPendingActive
+		}
+		if p.Pending != nil && slices.Contains(p.Pending.Items, in.LineItemID) {
+			return nil, code // asked again: already marked, nothing changes
 		}
 		n := p.clone()
 		if n.Pending == nil {

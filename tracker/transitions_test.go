@@ -235,6 +235,12 @@ func TestCancel(t *testing.T) {
 	if _, code := Cancel(marked, other, in("i2"), t0); code != RRequestedByAnother {
 		t.Errorf("another prescriber: %s", code)
 	}
+	if _, code := Cancel(marked, Actor{User: "another-gp", Org: gp.Org}, in("i2"), t0); code != RRequestedByAnother {
+		t.Errorf("another prescriber of the same practice: %s", code)
+	}
+	if again, code := Cancel(marked, gp, in("i1"), t0); code != RPendingWith || again != nil {
+		t.Errorf("the same cancellation again must change nothing: %s %v", code, again != nil)
+	}
 	back := must(Return(marked, "FA565", pharmacy, "ret", t0))
 	if items(back) != "0005 0007" || back.Pending != nil || back.History[len(back.History)-1].Type != EventSubsequentCancel {
 		t.Errorf("return applies the cancellation: %s %+v", items(back), back.History)

@@ -415,14 +415,14 @@ func repeatExtension(rec *Prescription) (extension, bool) {
 }
 
 // prescriptionPendingCancellation reports whether a cancellation waits for
-// the dispenser to return the prescription. The record does not hold
-// pending cancellations yet.
-func prescriptionPendingCancellation(*Prescription) bool { return false }
+// the dispenser (marked for cancellation while it is with them).
+func prescriptionPendingCancellation(rec *Prescription) bool { return rec.Pending != nil }
 
 // lineItemPendingCancellation reports whether a cancellation of line item it
-// waits for the dispenser. The record does not hold pending cancellations
-// yet.
-func lineItemPendingCancellation(*Prescription, Item) bool { return false }
+// waits for the dispenser.
+func lineItemPendingCancellation(rec *Prescription, it Item) bool {
+	return rec.Pending != nil && slices.Contains(rec.Pending.Items, it.ID)
+}
 
 // anyLineItemPendingCancellation reports whether any line item has a
 // pending cancellation.

@@ -191,6 +191,13 @@ func WithdrawTask(g *Generated, dispenser, notificationID, reason string) []byte
 // not empty, makes it an amendment of that claim (Extension-replacementOf).
 // It returns the claim and its identifier.
 func Claim(g *Generated, dispenser string, replacementOf string) (body []byte, claimID string) {
+	return ClaimItems(g, dispenser, replacementOf, nil, "0006")
+}
+
+// ClaimItems is Claim with the prescription status it states (0006 or
+// 0007) and the status of each line item (line item id ->
+// medicationdispense-type; an item of g it does not name is 0001).
+func ClaimItems(g *Generated, dispenser, replacementOf string, itemStatus map[string]string, prescriptionStatus string) (body []byte, claimID string) {
 	claimID = uuid.NewString()
 	requests := orderRequests(g)
 	body = Mutate([]byte(claimExample), func(c map[string]any) {
@@ -218,6 +225,11 @@ func Claim(g *Generated, dispenser string, replacementOf string) (body []byte, c
 			}
 		}
 		item := arr(c, "item")[0].(map[string]any)
+		for _, x := range arr(item, "extension") {
+			if e := x.(map[string]any); e["url"] == fhir.ExtTaskBusinessStatus {
+				e["valueCoding"] = coding(fhir.SystemTaskBusinessStatus, prescriptionStatus, prescriptionStatusDisplays)
+			}
+		}
 		template := arr(item, "detail")[0]
 		details := make([]any, 0, len(g.ItemIDs))
 		for i, id := range g.ItemIDs {
@@ -233,7 +245,11 @@ func Claim(g *Generated, dispenser string, replacementOf string) (body []byte, c
 					obj(obj(e, "valueReference"), "identifier")["value"] = id
 				}
 			}
-			d["modifier"] = []any{map[string]any{"coding": []any{coding(fhir.SystemDispenseType, "0001", itemStatusDisplays)}}}
+			status := "0001"
+			if st, ok := itemStatus[id]; ok {
+				status = st
+			}
+			d["modifier"] = []any{map[string]any{"coding": []any{coding(fhir.SystemDispenseType, status, itemStatusDisplays)}}}
 			if src := requestFor(requests, id); src != nil {
 				if m, ok := src["medicationCodeableConcept"].(map[string]any); ok {
 					d["productOrService"] = map[string]any{"coding": deepCopy(m["coding"])}

@@ -138,6 +138,15 @@ func TestLifecycleMessagesDecode(t *testing.T) {
 				}
 			}
 
+			body, claimID := ClaimItems(g, "FCG71", "", map[string]string{g.ItemIDs[0]: "0002"}, "0007")
+			c, err := fhir.DecodeClaim(body)
+			if err != nil {
+				t.Fatalf("claim: %v", err)
+			}
+			if c.ID != claimID || c.PrescriptionStatus != "0007" || c.Items[0].Status != "0002" || c.Items[len(c.Items)-1].Status != "0001" && len(c.Items) > 1 {
+				t.Errorf("claim of items not dispensed: %+v", c)
+			}
+
 			for _, item := range g.ItemIDs {
 				body, id := Cancellation(g, item, "0002")
 				msg, err := fhir.DecodeMessage(body)
