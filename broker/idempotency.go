@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -36,31 +37,64 @@ func RequestHash(method, path string, body []byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// SavedResponse returns the answer remembered for key; ErrNotFound when none.
-func (s *Store) SavedResponse(ctx context.Context, key string) (*SavedResponse, error) {
+// ErrInFlight says that a request with the same X-Request-ID is being
+// processed now.
+var ErrInFlight = errors.New("a request with this X-Request-ID is in progress")
+
+// abandonAfter is how long a reservation may stand without an answer before
+// a retry may take it over (its request died with its broker).
+const abandonAfter = 2 * time.Minute
+
+// ReserveRequest claims key for a request whose hash is hash, atomically:
+// the first caller gets a revision to complete or release; a caller whose
+// request was answered before gets that answer; a caller while another is
+// in progress gets ErrInFlight.
+func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.Time) (*SavedResponse, uint64, error) {
+	pending, _ := json.Marshal(SavedResponse{BodyHash: hash})
+	rev, err := s.requests.Create(ctx, key, pending)
+	if err == nil {
+		return nil, rev, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, 0, fmt.Errorf("reserve request key: %w", err)
+	}
 	e, err := s.requests.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, ErrNotFound
+		return nil, 0, ErrInFlight // released meanwhile: the client retries
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read request key: %w", err)
+		return nil, 0, fmt.Errorf("read request key: %w", err)
 	}
 	var r SavedResponse
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return nil, fmt.Errorf("request key: %w", err)
+		return nil, 0, fmt.Errorf("request key: %w", err)
 	}
-	return &r, nil
+	if r.Status != 0 {
+		return &r, 0, nil
+	}
+	if now.Sub(e.Created()) < abandonAfter {
+		return nil, 0, ErrInFlight
+	}
+	// Abandoned: take it over (exactly one retry can).
+	rev, err = s.requests.Update(ctx, key, pending, e.Revision())
+	if err != nil {
+		return nil, 0, ErrInFlight
+	}
+	return nil, rev, nil
 }
 
-// SaveResponse remembers the answer for key unless one is remembered already.
-func (s *Store) SaveResponse(ctx context.Context, key string, r *SavedResponse) error {
+// CompleteRequest records the answer to a reserved request.
+func (s *Store) CompleteRequest(ctx context.Context, key string, rev uint64, r *SavedResponse) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	_, err = s.requests.Create(ctx, key, b)
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return nil
-	}
+	_, err = s.requests.Update(ctx, key, b, rev)
 	return err
+}
+
+// ReleaseRequest gives a reservation up (the answer was not final), so that
+// a retry runs again.
+func (s *Store) ReleaseRequest(ctx context.Context, key string, rev uint64) error {
+	return s.requests.Delete(ctx, key, jetstream.LastRevision(rev))
 }

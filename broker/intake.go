@@ -139,12 +139,14 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 // log: the same message again is accepted without storing anything; another
 // message reusing the ID is a duplicate.
 func (in *Intake) existingOrder(ctx context.Context, order *fhir.Order, created *tracker.Prescription, raw []byte) (*Outcome, error) {
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; attempt < maxAttempts; attempt++ {
 		out, retry, err := in.existingOrderOnce(ctx, order, created, raw)
-		if !retry || attempt == maxAttempts {
+		if !retry {
 			return out, err
 		}
 	}
+	return nil, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
+		Diagnostics: fmt.Sprintf("prescription %s is changing too often to accept the order now; retry", order.PrescriptionID)}
 }
 
 func (in *Intake) existingOrderOnce(ctx context.Context, order *fhir.Order, created *tracker.Prescription, raw []byte) (*Outcome, bool, error) {

@@ -69,7 +69,11 @@ func (l *Lifecycle) update(ctx context.Context, id, event, messageID string, bod
 		if ev == "" && len(next.History) > 0 {
 			ev = next.History[len(next.History)-1].Type // the transition names itself
 		}
-		_, err = l.store.Append(ctx, ev, messageID, next, body, cur.Seq)
+		// Once decided, the write is not abandoned because the client went:
+		// an abandoned publish may still be stored, and the answer would lie.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_, err = l.store.Append(wctx, ev, messageID, next, body, cur.Seq)
+		cancel()
 		switch {
 		case errors.Is(err, ErrConflict):
 			l.metrics.Projected.WithLabelValues("lifecycle", "cas_retry").Inc()
@@ -92,14 +96,6 @@ type Released struct {
 	Order  []byte
 }
 
-func (l *Lifecycle) withOrder(ctx context.Context, rec *tracker.Prescription) (Released, error) {
-	ev, err := l.store.Event(ctx, rec.OrderSeq)
-	if err != nil {
-		return Released{}, storeUnavailable("read order", err)
-	}
-	return Released{Record: rec, Order: ev.Body}, nil
-}
-
 // dispenserOnly refuses any role but dispenser, and a dispenser acting for
 // another organisation than its own.
 func dispenserOnly(p auth.Principal, owner string) error {
@@ -119,17 +115,46 @@ func (l *Lifecycle) ReleaseByID(ctx context.Context, p auth.Principal, owner, id
 		return nil, err
 	}
 	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
+	// The order's bytes are read before anything is written, so nothing can
+	// fail between the release and handing the prescription over.
+	order, err := l.orderOf(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var held *tracker.Prescription
 	rec, err := l.update(ctx, id, tracker.EventRelease, messageID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		if cur.Status == tracker.StatusWithDispenser && cur.Dispenser == p.ODS {
+			held = cur // released to this dispenser before (a retry): hand it over again
+			return nil, errAlready
+		}
 		return tracker.Release(cur, p.ODS, actor, messageID, false, l.now())
 	})
+	if errors.Is(err, errAlready) {
+		rec, err = held, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	r, err := l.withOrder(ctx, rec)
-	if err != nil {
-		return nil, err
+	return &Released{Record: rec, Order: order}, nil
+}
+
+// orderOf reads the original order message of a prescription.
+func (l *Lifecycle) orderOf(ctx context.Context, id string) ([]byte, error) {
+	cur, err := l.store.Current(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, notFound(id)
 	}
-	return &r, nil
+	if err != nil {
+		return nil, storeUnavailable("read prescription", err)
+	}
+	if cur.Record.IsEarlyCancellation() {
+		return nil, notFound(id)
+	}
+	ev, err := l.store.Event(ctx, cur.Record.OrderSeq)
+	if err != nil {
+		return nil, storeUnavailable("read order", err)
+	}
+	return ev.Body, nil
 }
 
 // ReleaseNominated releases up to max of the oldest prescriptions waiting in
@@ -154,21 +179,29 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 			if len(out) == max {
 				break
 			}
-			rec, err := l.update(ctx, e.PrescriptionID, tracker.EventNominatedRelease, messageID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
-				if !cur.Ready() || cur.Nominated != p.ODS {
-					return nil, errSkip // taken, returned or changed since it was queued
-				}
-				return tracker.Release(cur, p.ODS, actor, messageID, true, l.now())
-			})
+			order, err := l.orderOf(ctx, e.PrescriptionID)
+			if fhir.ErrorKind(err) == fhir.KindNotFound {
+				_ = l.store.Dequeue(ctx, p.ODS, e.PrescriptionID) // a stale entry
+				continue
+			}
+			var rec *tracker.Prescription
+			if err == nil {
+				rec, err = l.update(ctx, e.PrescriptionID, tracker.EventNominatedRelease, messageID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+					if !cur.Ready() || cur.Nominated != p.ODS {
+						return nil, errSkip // taken, returned or changed since it was queued
+					}
+					return tracker.Release(cur, p.ODS, actor, messageID, true, l.now())
+				})
+			}
 			if errors.Is(err, errSkip) || fhir.ErrorKind(err) == fhir.KindNotFound {
+				// No longer ready here: the entry is stale (its projection
+				// may not have run yet; removing it twice is harmless).
+				_ = l.store.Dequeue(ctx, p.ODS, e.PrescriptionID)
 				continue
 			}
 			if err == nil {
-				var r Released
-				if r, err = l.withOrder(ctx, rec); err == nil {
-					out = append(out, r)
-					continue
-				}
+				out = append(out, Released{Record: rec, Order: order})
+				continue
 			}
 			if len(out) > 0 {
 				// Hand over what is already released: those prescriptions are
@@ -185,6 +218,13 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 // errAlready tells update that the message was applied before: nothing is
 // written and the request succeeds (a resent message).
 var errAlready = errors.New("already applied")
+
+// heldBy checks that dispenser holds the prescription before anything
+// else of the message is compared with it (so that a dispenser cannot probe
+// another's prescription, e.g. its NHS number).
+func heldBy(cur *tracker.Prescription, dispenser string) error {
+	return tracker.HeldBy(cur, dispenser)
+}
 
 // sameNHSNumber is R-5000: every message about a prescription must name the
 // NHS number of its patient (when the message names one).
@@ -210,6 +250,9 @@ func (l *Lifecycle) Task(ctx context.Context, p auth.Principal, t *fhir.TaskRequ
 		event = tracker.EventWithdraw
 	}
 	_, err := l.update(ctx, t.PrescriptionID, event, msgID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		if err := heldBy(cur, p.ODS); err != nil {
+			return nil, err
+		}
 		if err := sameNHSNumber(cur, t.NHSNumber); err != nil {
 			return nil, err
 		}
@@ -235,6 +278,9 @@ func (l *Lifecycle) Dispense(ctx context.Context, p auth.Principal, n *fhir.Disp
 		in.Items[it.LineItemID] = tracker.ItemStatus(it.Status)
 	}
 	_, err := l.update(ctx, n.PrescriptionID, tracker.EventDispense, n.BundleID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		if err := heldBy(cur, p.ODS); err != nil {
+			return nil, err
+		}
 		if err := sameNHSNumber(cur, n.NHSNumber); err != nil {
 			return nil, err
 		}
@@ -276,6 +322,9 @@ func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRe
 	}
 	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
 	_, err := l.update(ctx, c.PrescriptionID, tracker.EventClaim, c.ID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		if err := heldBy(cur, p.ODS); err != nil {
+			return nil, err
+		}
 		if err := sameNHSNumber(cur, c.NHSNumber); err != nil {
 			return nil, err
 		}

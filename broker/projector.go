@@ -121,28 +121,27 @@ func (p *QueueProjector) handle(m jetstream.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if md.NumDelivered > 1 {
-		// A redelivery may come after later events of the same prescription,
-		// or after an enqueue that failed on a disconnect but still landed:
-		// apply the prescription's current state rather than this event's.
-		cur, err := p.store.Current(ctx, ev.Record.ID)
-		if err != nil {
-			p.retry(m, ev, err)
-			return
-		}
-		if cur.Seq < ev.Seq {
-			// Read from a replica that is behind: try again later.
-			p.retry(m, ev, fmt.Errorf("current state of %s is behind event %d", ev.Record.ID, ev.Seq))
-			return
-		}
-		if cur.Seq > ev.Seq {
-			p.metrics.Projected.WithLabelValues("queue", "superseded").Inc()
-		}
-		ev = cur
+	// Apply the prescription's current state, not this event's: events may
+	// be handled out of order (a redelivery, or another broker instance
+	// sharing this consumer), and the current state is what the queues must
+	// show.
+	cur, err := p.store.Current(ctx, ev.Record.ID)
+	if err != nil {
+		p.retry(m, ev, err)
+		return
+	}
+	if cur.Seq < ev.Seq {
+		// Read from a replica that is behind: try again later.
+		p.retry(m, ev, fmt.Errorf("current state of %s is behind event %d", ev.Record.ID, ev.Seq))
+		return
 	}
 	if md.NumDelivered == 1 {
 		p.notifyTransition(ev)
 	}
+	if cur.Seq > ev.Seq {
+		p.metrics.Projected.WithLabelValues("queue", "superseded").Inc()
+	}
+	ev = cur
 	if !ev.Record.Ready() {
 		// Leaving the queues: wait for the enqueues in flight first, so that a
 		// purge is never overtaken by an earlier event's enqueue.
@@ -182,7 +181,10 @@ func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
 	msg := &nats.Msg{Subject: SubjectQueue + rec.Nominated + "." + rec.ID, Data: data, Header: nats.Header{}}
 	msg.Header.Set("Eps-Event-Seq", strconv.FormatUint(ev.Seq, 10))
 	start := time.Now()
-	fut, err := p.store.js.PublishMsgAsync(msg, jetstream.WithMsgID(rec.ID+":"+strconv.FormatUint(ev.Seq, 10)), jetstream.WithExpectStream(StreamQueue))
+	// Only into an empty place: a prescription already queued keeps its
+	// place (oldest first), whatever later events say about it.
+	fut, err := p.store.js.PublishMsgAsync(msg, jetstream.WithMsgID(rec.ID+":"+strconv.FormatUint(ev.Seq, 10)),
+		jetstream.WithExpectStream(StreamQueue), jetstream.WithExpectLastSequencePerSubject(0))
 	if err != nil {
 		return fmt.Errorf("enqueue: %w", err)
 	}
@@ -197,6 +199,11 @@ func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
 			}
 			p.done(m, ev)
 		case err := <-fut.Err():
+			if isWrongLastSequence(err) {
+				p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "queued_already").Observe(time.Since(start).Seconds())
+				p.done(m, ev) // already in the queue, in its place
+				return
+			}
 			p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "error").Observe(time.Since(start).Seconds())
 			p.retry(m, ev, fmt.Errorf("enqueue: %w", err))
 		}
@@ -247,8 +254,5 @@ func (p *QueueProjector) notifyTransition(ev *StoredEvent) {
 }
 
 func (p *QueueProjector) purge(ctx context.Context, id string) error {
-	if err := p.store.queue.Purge(ctx, jetstream.WithPurgeSubject(SubjectQueue+"*."+id)); err != nil {
-		return fmt.Errorf("dequeue: %w", err)
-	}
-	return nil
+	return p.store.Dequeue(ctx, "*", id)
 }

@@ -324,6 +324,15 @@ func (s *Store) ReadyQueueFrom(ctx context.Context, ods string, from uint64, lim
 	return out, nil
 }
 
+// Dequeue removes a prescription's entry from a dispenser's ready queue
+// (ods "*": from every queue).
+func (s *Store) Dequeue(ctx context.Context, ods, id string) error {
+	if err := s.queue.Purge(ctx, jetstream.WithPurgeSubject(SubjectQueue+ods+"."+id)); err != nil {
+		return fmt.Errorf("dequeue: %w", err)
+	}
+	return nil
+}
+
 type queueMsg struct {
 	PrescriptionID string `json:"prescriptionId"`
 	EventSeq       uint64 `json:"eventSeq"`

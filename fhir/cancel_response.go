@@ -32,10 +32,15 @@ var RCodeDisplay = map[string]string{
 // prescription to answer about (R-0008), or could not be processed (R-0009,
 // R-5000, R-5888), as the NHS examples answer them.
 func RCodeError(rcode string) *Error {
-	e := &Error{Kind: KindInvalid, IssueType: "business-rule", Code: rcode, CodeSystem: SystemStatusHistory,
+	e := &Error{Kind: KindInvalid, IssueType: "invalid", Code: rcode, CodeSystem: SystemStatusHistory,
 		Display: RCodeDisplay[rcode], Diagnostics: RCodeDisplay[rcode]}
-	if rcode == "R-0008" {
+	switch rcode {
+	case "R-0008":
 		e.Kind, e.IssueType = KindNotFound, "not-found"
+	case "R-0009":
+		e.IssueType = "not-supported"
+	case "R-5000":
+		e.IssueType = "processing"
 	}
 	return e
 }
@@ -43,8 +48,10 @@ func RCodeError(rcode string) *Error {
 // CancelResponse is the prescription-order-response Bundle answering a
 // cancellation: the request's resources, its MessageHeader turned into the
 // response (response.identifier = the request's Bundle.identifier), and the
-// cancelled MedicationRequest carrying the R-code in
-// Extension-DM-PrescriptionTaskStatusReason.
+// MedicationRequest carrying the R-code: for R-0001 (cancelled) in
+// Extension-DM-PrescriptionTaskStatusReason with status cancelled, for the
+// others in Extension-DM-PrescriptionStatusHistory with status active, as
+// the NHS examples answer.
 func CancelResponse(request []byte, rcode string, now time.Time) ([]byte, error) {
 	d := json.NewDecoder(bytes.NewReader(request))
 	d.UseNumber()
@@ -68,8 +75,13 @@ func CancelResponse(request []byte, rcode string, now time.Time) ([]byte, error)
 			delete(r, "reason")
 		case "MedicationRequest":
 			ext, _ := r["extension"].([]any)
+			url := "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionTaskStatusReason"
+			if rcode != "R-0001" {
+				url = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionStatusHistory"
+				r["status"] = "active"
+			}
 			r["extension"] = append([]any{map[string]any{
-				"url": "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionTaskStatusReason",
+				"url": url,
 				"extension": []any{
 					map[string]any{"url": "status", "valueCoding": map[string]any{"system": SystemStatusHistory, "code": rcode, "display": RCodeDisplay[rcode]}},
 					map[string]any{"url": "statusDate", "valueDateTime": now.UTC().Format(time.RFC3339)},

@@ -347,7 +347,8 @@ func cancelAnswer(t *testing.T, what string, res *response, rcode string) bool {
 }
 
 // rCode reads the R-code of a cancellation answer: the resourceType and the
-// code of the response Bundle's Extension-DM-PrescriptionTaskStatusReason,
+// code of the response Bundle's Extension-DM-PrescriptionTaskStatusReason
+// (R-0001) or Extension-DM-PrescriptionStatusHistory (the others),
 // or of the OperationOutcome's details.
 func rCode(res *response) (typ, code string) {
 	var m map[string]any
@@ -364,7 +365,8 @@ func rCode(res *response) (typ, code string) {
 			}
 			for _, x := range asList(r["extension"]) {
 				xm := x.(map[string]any)
-				if xm["url"] != "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionTaskStatusReason" {
+				if xm["url"] != "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionTaskStatusReason" &&
+					xm["url"] != "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionStatusHistory" {
 					continue
 				}
 				for _, s := range asList(xm["extension"]) {

@@ -309,3 +309,71 @@ func TestCancellationBeforeItsPrescription(t *testing.T) {
 		t.Errorf("tracker: %v", st)
 	}
 }
+
+// Concurrent requests with one X-Request-ID: one runs; the others are told
+// it is in progress or get its answer; nothing is released twice.
+func TestConcurrentSameRequestIDReleasesOnce(t *testing.T) {
+	b := startBroker(t, "")
+	postOrders(t, b, 60, fhirgen.Options{Performer: "FA565"})
+	b.settle()
+	key := "5f4ad9b2-8d8e-4f53-9a54-0d4b7a6f1c11"
+	tok := b.token(auth.RoleDispenser, "FA565")
+	body := releaseBody(t, "FA565", "")
+	answers := make([]*response, 8)
+	var wg sync.WaitGroup
+	for i := range answers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i] = b.do("POST", "/FHIR/R4/Task/$release", tok, body, "X-Request-ID", key)
+		}()
+	}
+	wg.Wait()
+	var first []byte
+	for _, res := range answers {
+		switch res.Status {
+		case 200:
+			if first != nil && !bytes.Equal(first, res.Body) {
+				t.Error("two different answers for one X-Request-ID")
+			}
+			first = res.Body
+		case 409:
+			if res.Header.Get("Retry-After") == "" {
+				t.Error("409 in progress without Retry-After")
+			}
+		default:
+			t.Errorf("answer %d %s", res.Status, res.Body)
+		}
+	}
+	// Exactly 25 are with the dispenser: one release ran.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.App.Tracker.Index.WaitApplied(ctx, b.App.Store.LastWritten()); err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for _, e := range b.App.Tracker.Index.ByDispenser("FA565") {
+		if e.Status == "0002" {
+			held++
+		}
+	}
+	if held != 25 {
+		t.Errorf("%d prescriptions released, want 25 (one release)", held)
+	}
+}
+
+// The dispenser holding a prescription that asks for it again by ID (a
+// retry whose answer was lost) gets it again; nothing changes.
+func TestReleaseByIDRetryByTheHolder(t *testing.T) {
+	b := startBroker(t, "")
+	g := postOrders(t, b, 1, fhirgen.Options{})[0]
+	released(t, b.release("FCG71", g.ShortID))
+	n := b.events(g.ShortID)
+	ids, raws := released(t, b.release("FCG71", g.ShortID))
+	if len(ids) != 1 || !bytes.Equal(bytes.TrimSpace(raws[0]), bytes.TrimSpace(g.Body)) {
+		t.Errorf("retry by the holder: %v", ids)
+	}
+	if b.events(g.ShortID) != n {
+		t.Error("the retry wrote an event")
+	}
+}

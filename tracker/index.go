@@ -82,6 +82,19 @@ func (ix *Index) apply(seq uint64, rec *Prescription) {
 		ix.byNHS[e.NHSNumber] = append(ix.byNHS[e.NHSNumber], e)
 		ix.byPrescriber[e.Prescriber] = append(ix.byPrescriber[e.Prescriber], e)
 	}
+	if e.NHSNumber != rec.NHSNumber || e.Prescriber != rec.Prescriber {
+		// A kept cancellation's guess replaced by the order itself.
+		ix.byNHS[e.NHSNumber] = slices.DeleteFunc(ix.byNHS[e.NHSNumber], func(x *Entry) bool { return x == e })
+		ix.byPrescriber[e.Prescriber] = slices.DeleteFunc(ix.byPrescriber[e.Prescriber], func(x *Entry) bool { return x == e })
+		e.NHSNumber, e.Prescriber = rec.NHSNumber, rec.Prescriber
+		ix.byNHS[e.NHSNumber] = append(ix.byNHS[e.NHSNumber], e)
+		ix.byPrescriber[e.Prescriber] = append(ix.byPrescriber[e.Prescriber], e)
+	}
+	e.PrescOrg = ""
+	if rec.PrescriberOrg != rec.Prescriber {
+		e.PrescOrg = rec.PrescriberOrg
+	}
+	e.Created = rec.Created
 	moveSet(ix.byNominated, e.Nominated, rec.Nominated, e)
 	moveSet(ix.byDispenser, e.Dispenser, rec.Dispenser, e)
 	e.Status, e.Nominated, e.Dispenser, e.Seq = rec.Status, rec.Nominated, rec.Dispenser, seq

@@ -181,3 +181,18 @@ func BenchmarkIndexSearch1M(b *testing.B) {
 	b.ReportMetric(perRx, "heap-B/prescription")
 	runtime.KeepAlive(idsList)
 }
+
+// A prescription first known from a kept cancellation is filed under the
+// order's patient and prescriber when the order arrives.
+func TestIndexRefilesWhenTheOrderArrives(t *testing.T) {
+	ix := NewIndex()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ix.Apply(1, rec("A", "1111111111", "X1", "", t0, StatusCancelledFuture))
+	ix.Apply(2, rec("A", "9449305552", "A83008", "FA565", t0.Add(time.Hour), StatusToBeDispensed))
+	if len(ix.ByNHSNumber("1111111111")) != 0 || len(ix.ByPrescriber("X1")) != 0 {
+		t.Error("still filed under the cancellation's patient or prescriber")
+	}
+	if ids(ix.ByNHSNumber("9449305552")) != "A" || ids(ix.ByPrescriber("A83008")) != "A" {
+		t.Error("not filed under the order's patient and prescriber")
+	}
+}

@@ -65,7 +65,11 @@ type DispenseRecord struct {
 	Dispenser   string       `json:"dispenser"`
 	Before      Status       `json:"before"`
 	BeforeItems []ItemStatus `json:"beforeItems"`
-	Withdrawn   bool         `json:"withdrawn,omitempty"`
+	// BeforePending and BeforeLast are the pending cancellation and the last
+	// dispense time before the notification: a withdraw restores them too.
+	BeforePending *PendingCancel `json:"beforePending,omitempty"`
+	BeforeLast    time.Time      `json:"beforeLast,omitempty"`
+	Withdrawn     bool           `json:"withdrawn,omitempty"`
 }
 
 // Item is one line item of a prescription.

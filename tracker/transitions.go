@@ -63,12 +63,18 @@ func (p *Prescription) clone() *Prescription {
 	c.Dispenses = slices.Clone(p.Dispenses)
 	for i := range c.Dispenses {
 		c.Dispenses[i].BeforeItems = slices.Clone(p.Dispenses[i].BeforeItems)
+		c.Dispenses[i].BeforePending = p.Dispenses[i].BeforePending.clone()
 	}
-	if p.Pending != nil {
-		pc := *p.Pending
-		pc.Items = slices.Clone(p.Pending.Items)
-		c.Pending = &pc
+	c.Pending = p.Pending.clone()
+	return &c
+}
+
+func (pc *PendingCancel) clone() *PendingCancel {
+	if pc == nil {
+		return nil
 	}
+	c := *pc
+	c.Items = slices.Clone(pc.Items)
 	return &c
 }
 
@@ -127,6 +133,12 @@ func Release(p *Prescription, dispenser string, by Actor, messageID string, nomi
 	}
 	n.record(ev, messageID, by, now)
 	return n, nil
+}
+
+// HeldBy checks that dispenser holds the prescription: INVALID_STATE_TRANSITION
+// otherwise.
+func HeldBy(p *Prescription, dispenser string) error {
+	return holder(p, dispenser, "this is accepted")
 }
 
 // holder checks that dispenser holds the prescription.
@@ -199,16 +211,20 @@ func Dispense(p *Prescription, dispenser string, by Actor, in DispenseInput, now
 	if err := holder(p, dispenser, "dispense notifications are accepted"); err != nil {
 		return nil, err
 	}
+	if p.Status == StatusClaimed || p.Status == StatusNoClaimed {
+		return nil, invalidTransition(p, "a claimed prescription's dispensing cannot be changed")
+	}
 	n := p.clone()
-	before, beforeItems := p.Status, p.itemStatuses()
+	before, beforeItems, beforePending, beforeLast := p.Status, p.itemStatuses(), p.Pending.clone(), p.LastDispense
 	if in.ReplacementOf != "" {
 		last := n.latestDispense()
 		if last < 0 || n.Dispenses[last].ID != in.ReplacementOf {
 			return nil, invalidTransition(p, "only the latest dispense notification can be amended, and %s is not it", in.ReplacementOf)
 		}
-		before, beforeItems = n.Dispenses[last].Before, n.Dispenses[last].BeforeItems
+		d := n.Dispenses[last]
+		before, beforeItems, beforePending, beforeLast = d.Before, d.BeforeItems, d.BeforePending.clone(), d.BeforeLast
 		n.Dispenses[last].Withdrawn = true // replaced by the amendment
-		n.Status = before
+		n.Status, n.Pending, n.LastDispense = before, beforePending.clone(), beforeLast
 		for i := range n.Items {
 			n.Items[i].Status = beforeItems[i]
 		}
@@ -230,25 +246,32 @@ func Dispense(p *Prescription, dispenser string, by Actor, in DispenseInput, now
 			return nil, invalidTransition(p, "line item %s is cancelled", id)
 		}
 		n.Items[i].Status = st
-		if st == ItemNotDispensed && n.Pending != nil && slices.Contains(n.Pending.Items, id) {
-			n.Items[i].Status = ItemCancelled
-			n.Pending.Items = slices.DeleteFunc(n.Pending.Items, func(x string) bool { return x == id })
+		if n.Pending != nil && slices.Contains(n.Pending.Items, id) {
+			if st == ItemNotDispensed {
+				n.Items[i].Status = ItemCancelled // the pending cancellation takes effect
+			}
+			if st != ItemNotDispensedOwing {
+				// Cancelled now, or dispensed: the pending request is settled.
+				n.Pending.Items = slices.DeleteFunc(n.Pending.Items, func(x string) bool { return x == id })
+			}
 		}
 	}
 	if n.Pending != nil && len(n.Pending.Items) == 0 {
 		n.Pending = nil
 	}
-	// The status the message states wins (EPS takes it from the message);
-	// without one, the items decide.
+	// The items decide the prescription status; a status the message states
+	// must agree with them.
+	n.Status = dispensedStatus(n.Items)
+	n.settleCancelled()
 	switch in.Status {
+	case "", n.Status:
 	case StatusWithDispenserActive, StatusDispensed, StatusNotDispensed:
-		n.Status = in.Status
-	case "":
-		n.Status = dispensedStatus(n.Items)
+		return nil, invalidTransition(p, "the notification states prescription status %s, but its line items make it %s", in.Status, n.Status)
 	default:
 		return nil, invalidTransition(p, "a dispense notification may state 0003, 0006 or 0007, not %s", in.Status)
 	}
-	n.Dispenses = append(n.Dispenses, DispenseRecord{ID: in.ID, Time: now.UTC(), Dispenser: dispenser, Before: before, BeforeItems: beforeItems})
+	n.Dispenses = append(n.Dispenses, DispenseRecord{ID: in.ID, Time: now.UTC(), Dispenser: dispenser, Before: before, BeforeItems: beforeItems,
+		BeforePending: beforePending, BeforeLast: beforeLast})
 	n.LastDispense = now.UTC()
 	n.Completed = time.Time{}
 	if n.Status == StatusDispensed || n.Status == StatusNotDispensed {
@@ -303,7 +326,7 @@ func Withdraw(p *Prescription, dispenser string, by Actor, notificationID, messa
 	n := p.clone()
 	d := &n.Dispenses[last]
 	d.Withdrawn = true
-	n.Status = d.Before
+	n.Status, n.Pending, n.LastDispense = d.Before, d.BeforePending.clone(), d.BeforeLast
 	for i := range n.Items {
 		n.Items[i].Status = d.BeforeItems[i]
 	}
@@ -354,7 +377,7 @@ func Cancel(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescrip
 	}
 	i := p.itemIndex(in.LineItemID)
 	if i < 0 {
-		return nil, RInvalid
+		return nil, RNotFound // "Prescription/item not found"
 	}
 	item := p.Items[i]
 	switch {

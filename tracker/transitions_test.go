@@ -273,7 +273,7 @@ func TestCancel(t *testing.T) {
 	if _, code := Cancel(fresh(), gp, CancelInput{NHSNumber: "5839945242", LineItemID: "i1"}, t0); code != RMismatch {
 		t.Errorf("other NHS number: %s", code)
 	}
-	if _, code := Cancel(fresh(), gp, in("i9"), t0); code != RInvalid {
+	if _, code := Cancel(fresh(), gp, in("i9"), t0); code != RNotFound {
 		t.Errorf("unknown item: %s", code)
 	}
 }
@@ -335,4 +335,34 @@ func TestEarlyCancellation(t *testing.T) {
 	if r := ApplyEarlyCancellations(other, fresh(), t0); items(r) != "0007 0007" {
 		t.Errorf("another patient's cancellation applied: %s", items(r))
 	}
+}
+
+// Review findings: no dispensing change after a claim; a withdraw restores
+// the pending cancellation; a pending cancellation of every item makes the
+// prescription Cancelled; a stated status must agree with the items.
+func TestDispenseEdgeRules(t *testing.T) {
+	r := released(t)
+	all := map[string]ItemStatus{"i1": ItemFullyDispensed, "i2": ItemFullyDispensed}
+	d := must(Dispense(r, "FA565", pharmacy, DispenseInput{ID: "dn-1", Items: all}, t0))
+	c := must(Claim(d, "FA565", pharmacy, "c1", "", t0))
+	_, err := Dispense(c, "FA565", pharmacy, DispenseInput{ID: "dn-2", ReplacementOf: "dn-1", Items: all}, t0)
+	wantInvalid(t, err)
+
+	in := func(item string) CancelInput {
+		return CancelInput{MessageID: "c-" + item, NHSNumber: "9449305552", LineItemID: item}
+	}
+	marked, _ := Cancel(r, gp, in("i1"), t0)
+	marked, _ = Cancel(marked, gp, in("i2"), t0)
+	nd := must(Dispense(marked, "FA565", pharmacy, DispenseInput{ID: "dn-3", Items: map[string]ItemStatus{"i1": ItemNotDispensed, "i2": ItemNotDispensed}}, t0))
+	if nd.Status != StatusCancelled || items(nd) != "0005 0005" || nd.Pending != nil {
+		t.Errorf("every pending item not dispensed: %s %s", nd.Status, items(nd))
+	}
+	part := must(Dispense(marked, "FA565", pharmacy, DispenseInput{ID: "dn-4", Items: map[string]ItemStatus{"i1": ItemNotDispensed}}, t0))
+	w := must(Withdraw(part, "FA565", pharmacy, "dn-4", "wd", t0))
+	if w.Pending == nil || len(w.Pending.Items) != 2 || items(w) != "0008 0008" {
+		t.Errorf("withdraw must restore the pending cancellation: %+v %s", w.Pending, items(w))
+	}
+	_, err = Dispense(r, "FA565", pharmacy, DispenseInput{ID: "dn-5", Status: StatusDispensed,
+		Items: map[string]ItemStatus{"i1": ItemFullyDispensed, "i2": ItemNotDispensedOwing}}, t0)
+	wantInvalid(t, err)
 }

@@ -261,33 +261,40 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 		p := principalFrom(r.Context())
 		key := broker.RequestKey(p.Subject, p.ODS, id)
 		hash := broker.RequestHash(r.Method, r.URL.Path, bodyFrom(r.Context()))
-		saved, err := a.Store.SavedResponse(r.Context(), key)
+		saved, rev, err := a.Store.ReserveRequest(r.Context(), key, hash, a.Now())
 		switch {
-		case err == nil && saved.BodyHash == hash:
+		case errors.Is(err, broker.ErrInFlight):
+			w.Header().Set("Retry-After", "1")
+			a.writeError(w, r, &fhir.Error{Kind: fhir.KindConflict, IssueType: "conflict", Code: fhir.CodeDuplicateRequestIDDifferent,
+				Diagnostics: "a request with this X-Request-ID is still being processed; retry shortly to get its answer"})
+			return
+		case err != nil:
+			a.writeError(w, r, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable, Diagnostics: "X-Request-ID could not be checked; retry", Err: err})
+			return
+		case saved != nil && saved.BodyHash == hash:
 			w.Header().Set("X-Idempotent-Replay", "true")
 			w.Header().Set("Content-Type", saved.ContentType)
 			w.WriteHeader(saved.Status)
 			_, _ = w.Write(saved.Body)
 			return
-		case err == nil:
+		case saved != nil:
 			a.writeError(w, r, &fhir.Error{Kind: fhir.KindConflict, IssueType: "duplicate", Code: fhir.CodeDuplicateRequestIDDifferent,
 				Diagnostics: "X-Request-ID was already used for a different request; a retry must resend the same request, a new request needs a new X-Request-ID"})
-			return
-		case !errors.Is(err, broker.ErrNotFound):
-			a.writeError(w, r, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable, Diagnostics: "X-Request-ID could not be checked; retry", Err: err})
 			return
 		}
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		next(rec, r)
+		// Recorded even when the client has gone: its retry must get this answer.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 		if final(rec.status) {
-			// Saved even when the client has gone: its retry must get this answer.
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
-			err := a.Store.SaveResponse(ctx, key, &broker.SavedResponse{BodyHash: hash, Status: rec.status,
+			err = a.Store.CompleteRequest(ctx, key, rev, &broker.SavedResponse{BodyHash: hash, Status: rec.status,
 				ContentType: rec.Header().Get("Content-Type"), Body: rec.body})
-			cancel()
-			if err != nil {
-				a.Log.Warn("X-Request-ID answer not remembered", zap.Error(err))
-			}
+		} else {
+			err = a.Store.ReleaseRequest(ctx, key, rev)
+		}
+		cancel()
+		if err != nil {
+			a.Log.Warn("X-Request-ID answer not recorded", zap.Error(err))
 		}
 		rec.flush()
 	})
