@@ -539,7 +539,7 @@ func (m *Message) DispenseNotification() (*DispenseNotification, error) {
 }
 
 type medicationDispense struct {
-	Extension               []ext
+	Extension               []extension
 	Contained               []rawResource
 	Subject                 reference
 	AuthorizingPrescription []authorizingPrescription
@@ -554,14 +554,14 @@ type medicationDispense struct {
 type authorizingPrescription struct {
 	Reference  string
 	Identifier identifier
-	Extension  []ext
+	Extension  []extension
 }
 
 func (r *reader) medicationDispense(md *medicationDispense, k int) {
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "extension":
-			list(r, &md.Extension, r.ext)
+			list(r, &md.Extension, r.extension)
 		case "contained":
 			md.Contained = r.containedList(entryPath(k, "contained"))
 		case "subject":
@@ -575,7 +575,7 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 					case "identifier":
 						r.identifier(&a.Identifier)
 					case "extension":
-						list(r, &a.Extension, r.ext)
+						list(r, &a.Extension, r.extension)
 					}
 				})
 			})
@@ -975,7 +975,7 @@ func DecodeClaim(body []byte) (*ClaimRequest, error) {
 
 type claim struct {
 	ResourceType string
-	Extension    []ext
+	Extension    []extension
 	Contained    []rawResource
 	Identifier   []identifier
 	Status       string
@@ -983,17 +983,17 @@ type claim struct {
 	Provider     reference
 	Insurance    []reference // insurance[].coverage
 	PayeeParty   reference
-	Prescription []ext // prescription.extension
+	Prescription []extension // prescription.extension
 	Items        []claimItem
 }
 
 type claimItem struct {
-	Extension []ext
+	Extension []extension
 	Detail    []claimDetail
 }
 
 type claimDetail struct {
-	Extension   []ext
+	Extension   []extension
 	Modifier    []Concept
 	ProgramCode []Concept
 }
@@ -1002,13 +1002,13 @@ func (r *reader) claimItem(it *claimItem) {
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "extension":
-			list(r, &it.Extension, r.ext)
+			list(r, &it.Extension, r.extension)
 		case "detail":
 			list(r, &it.Detail, func(d *claimDetail) {
 				r.object(func(key []byte) {
 					switch string(key) {
 					case "extension":
-						list(r, &d.Extension, r.ext)
+						list(r, &d.Extension, r.extension)
 					case "modifier":
 						list(r, &d.Modifier, r.concept)
 					case "programCode":
@@ -1040,7 +1040,7 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 		}
 		switch k {
 		case "extension":
-			list(&r, &cl.Extension, r.ext)
+			list(&r, &cl.Extension, r.extension)
 		case "contained":
 			cl.Contained = r.containedList(root + ".contained")
 		case "identifier":
@@ -1068,7 +1068,7 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 		case "prescription":
 			r.object(func(key []byte) {
 				if string(key) == "extension" {
-					list(&r, &cl.Prescription, r.ext)
+					list(&r, &cl.Prescription, r.extension)
 				}
 			})
 		case "item":
@@ -1421,39 +1421,9 @@ func refODS(ref reference, expr string, cs []rawResource, viaRole bool) (f found
 	return found{}, nil
 }
 
-// ext is a FHIR extension with the values the lifecycle messages use,
-// including nested extensions.
-type ext struct {
-	URL             string
-	ValueCoding     *Coding
-	ValueIdentifier *identifier
-	ValueReference  *reference
-	Extension       []ext
-}
-
-func (r *reader) ext(e *ext) {
-	r.object(func(key []byte) {
-		switch string(key) {
-		case "url":
-			e.URL = r.str()
-		case "valueCoding":
-			e.ValueCoding = new(Coding)
-			r.coding(e.ValueCoding)
-		case "valueIdentifier":
-			e.ValueIdentifier = new(identifier)
-			r.identifier(e.ValueIdentifier)
-		case "valueReference":
-			e.ValueReference = new(reference)
-			r.reference(e.ValueReference)
-		case "extension":
-			list(r, &e.Extension, r.ext)
-		}
-	})
-}
-
 // findExtensionIndex returns the index of the first of exts with the given
 // url, or -1.
-func findExtensionIndex(exts []ext, url string) int {
+func findExtensionIndex(exts []extension, url string) int {
 	for i := range exts {
 		if exts[i].URL == url {
 			return i
@@ -1464,7 +1434,7 @@ func findExtensionIndex(exts []ext, url string) int {
 
 // extCode returns valueCoding.code of the first extension with the given
 // url ("" when absent).
-func extCode(exts []ext, url string) string {
+func extCode(exts []extension, url string) string {
 	if k := findExtensionIndex(exts, url); k >= 0 && exts[k].ValueCoding != nil {
 		return exts[k].ValueCoding.Code
 	}
@@ -1473,7 +1443,7 @@ func extCode(exts []ext, url string) string {
 
 // extCodeIn reads the code of the extension url of the element at base: it
 // must be present and one of allowed.
-func extCodeIn(exts []ext, url, base string, allowed []string, what string) (found, *Error) {
+func extCodeIn(exts []extension, url, base string, allowed []string, what string) (found, *Error) {
 	k := findExtensionIndex(exts, url)
 	if k < 0 || exts[k].ValueCoding == nil || exts[k].ValueCoding.Code == "" {
 		expr := base + ".extension('" + url + "').valueCoding.code"
@@ -1490,7 +1460,7 @@ func extCodeIn(exts []ext, url, base string, allowed []string, what string) (fou
 // groupIdentifierExt reads the Extension-DM-GroupIdentifier of the element
 // at base: its shortForm (a valid short-form ID) and its UUID (not checked
 // here).
-func groupIdentifierExt(exts []ext, base string) (short, long found, err *Error) {
+func groupIdentifierExt(exts []extension, base string) (short, long found, err *Error) {
 	k := findExtensionIndex(exts, ExtGroupIdentifier)
 	if k < 0 {
 		expr := base + ".extension('" + ExtGroupIdentifier + "')"

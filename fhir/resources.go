@@ -80,6 +80,7 @@ type extension struct {
 	URL             string
 	ValueCoding     *Coding
 	ValueIdentifier *identifier
+	ValueReference  *reference
 	Extension       []extension // a complex extension's parts
 }
 
@@ -94,6 +95,9 @@ func (r *reader) extension(e *extension) {
 		case "valueIdentifier":
 			e.ValueIdentifier = new(identifier)
 			r.identifier(e.ValueIdentifier)
+		case "valueReference":
+			e.ValueReference = new(reference)
+			r.reference(e.ValueReference)
 		case "extension":
 			list(r, &e.Extension, r.extension)
 		}
