@@ -10,6 +10,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/nomination"
 	"github.com/nhs-eps/epsbroker/tracker"
 )
 
@@ -116,6 +117,25 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 
 	now := in.now()
 	rec := tracker.Create(order, tracker.Actor{User: p.Subject, Org: p.ODS}, now)
+	var warnings []fhir.Issue
+	if order.Nominated() && order.Performer == "" {
+		// No performer named: the patient's nomination of this site type.
+		start = time.Now()
+		noms, _, err := in.store.Nominations(ctx, order.NHSNumber)
+		in.stage("nomination", start)
+		if err != nil {
+			in.metrics.Orders.WithLabelValues("error").Inc()
+			return nil, storeUnavailable("read nominations", err)
+		}
+		if ods := noms.Of(nomination.Type(order.SiteType)); ods != "" {
+			rec.Nominated, rec.NominationSource = ods, tracker.NominationFromRegistry
+		} else {
+			rec.NominationSource = tracker.NominationNone
+			warnings = append(warnings, fhir.Issue{Severity: "warning", Code: "informational",
+				Diagnostics: fmt.Sprintf("no nominated dispenser of type %s is on record for the patient: the prescription was accepted as non-nominated (it can be released by its ID)", order.SiteType),
+				Expression:  []string{"Bundle.entry.resource.ofType(MedicationRequest).dispenseRequest.performer"}})
+		}
+	}
 	start = time.Now()
 	_, err = in.store.Append(ctx, tracker.EventOrder, order.BundleID, rec, msg.Raw, 0)
 	in.stage("store", start)
@@ -132,7 +152,7 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 	}
 	in.metrics.Orders.WithLabelValues("accepted").Inc()
 	in.log.Debug("prescription accepted", zap.String("prescription_id", order.PrescriptionID), zap.String("status", string(rec.Status)))
-	return &Outcome{Body: fhir.InformationalOutcome(now), PrescriptionID: order.PrescriptionID}, nil
+	return &Outcome{Body: fhir.InformationalOutcome(now, warnings...), PrescriptionID: order.PrescriptionID}, nil
 }
 
 // existingOrder answers an order whose prescription ID is already in the

@@ -76,14 +76,15 @@ var (
 
 // Store is the broker's JetStream storage.
 type Store struct {
-	js       jetstream.JetStream
-	events   jetstream.Stream
-	queue    jetstream.Stream
-	requests jetstream.KeyValue
-	audit    jetstream.Stream
-	sessions jetstream.KeyValue
-	metrics  *Metrics
-	maxMsg   int
+	js          jetstream.JetStream
+	events      jetstream.Stream
+	queue       jetstream.Stream
+	requests    jetstream.KeyValue
+	audit       jetstream.Stream
+	sessions    jetstream.KeyValue
+	nominations jetstream.KeyValue
+	metrics     *Metrics
+	maxMsg      int
 	// lastSeq is the highest event log sequence this process has written:
 	// readers of projections wait for it to read their own writes.
 	lastSeq atomic.Uint64
@@ -182,8 +183,12 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", BucketSessions, err)
 	}
+	nominations, err := openNominations(ctx, js, cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
 	return &Store{js: js, events: events, queue: queue, requests: requests, audit: audit, sessions: sessions,
-		metrics: m, maxMsg: int(cfg.MaxMessage)}, nil
+		nominations: nominations, metrics: m, maxMsg: int(cfg.MaxMessage)}, nil
 }
 
 // JetStream is the store's JetStream context.

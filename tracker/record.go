@@ -96,7 +96,9 @@ const (
 
 // Nomination sources: how the dispenser of a nominated order was found.
 const (
-	NominationFromOrder = "order" // the order named its performer
+	NominationFromOrder    = "order"    // the order named its performer (a one-off nomination)
+	NominationFromRegistry = "registry" // the patient's nomination of the order's site type
+	NominationNone         = "none"     // nominated site type, but no dispenser could be found
 )
 
 // Actor is who caused an event.

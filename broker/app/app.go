@@ -109,6 +109,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	handler := httpapi.NewHandler(httpapi.Deps{
 		Intake:           intake,
 		Lifecycle:        lifecycle,
+		Registry:         broker.NewRegistry(a.Store, now),
 		Store:            a.Store,
 		Tracker:          a.Tracker.Index,
 		TrackerMustReach: a.Tracker.MustReach,

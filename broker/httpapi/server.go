@@ -35,6 +35,7 @@ type Verifier interface {
 type Deps struct {
 	Intake    *broker.Intake
 	Lifecycle *broker.Lifecycle
+	Registry  *broker.Registry
 	Store     *broker.Store
 	Tracker   *tracker.Index
 	// TrackerMustReach is the event sequence the index must have applied
@@ -70,6 +71,9 @@ func NewHandler(d Deps) http.Handler {
 	route("GET /FHIR/R4/RequestGroup", a.authenticated(http.HandlerFunc(a.searchRequestGroups)))
 	route("GET /FHIR/R4/RequestGroup/{id}", a.authenticated(http.HandlerFunc(a.getRequestGroup)))
 	route("GET /api/v1/audit", a.authenticated(http.HandlerFunc(a.auditList)))
+	route("GET /api/v1/nominations/{nhsNumber}", a.authenticated(http.HandlerFunc(a.getNominations)))
+	route("PUT /api/v1/nominations/{nhsNumber}/{type}", a.authenticated(a.withBody(a.idempotent(a.putNomination))))
+	route("DELETE /api/v1/nominations/{nhsNumber}/{type}", a.authenticated(a.idempotent(a.deleteNomination)))
 	route("GET /tracker", a.trackerPage())
 	route("GET /tracker/", a.trackerPage())
 	route("POST /tracker/session", a.withBody(http.HandlerFunc(a.signIn)))

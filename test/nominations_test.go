@@ -1,0 +1,153 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+)
+
+type nominationsAnswer struct {
+	NHSNumber   string `json:"nhsNumber"`
+	Nominations map[string]struct {
+		ODS string `json:"ods"`
+		By  struct {
+			User, Org, Role string
+			OnBehalfOf      bool `json:"onBehalfOfPatient"`
+		} `json:"by"`
+	} `json:"nominations"`
+	History []struct {
+		Type, From, To string
+		By             struct{ Org, Role string }
+	} `json:"history"`
+}
+
+func (b *testBroker) nominations(nhs string) nominationsAnswer {
+	b.t.Helper()
+	res := b.do("GET", "/api/v1/nominations/"+nhs, b.token(auth.RoleTracker, "X26"), nil)
+	var a nominationsAnswer
+	if res.Status != 200 || json.Unmarshal(res.Body, &a) != nil {
+		b.t.Fatalf("nominations: %d %s", res.Status, res.Body)
+	}
+	return a
+}
+
+func TestNominationRegistryAPI(t *testing.T) {
+	b := startBroker(t, "")
+	nhs := fhirgen.NHSNumber()
+	put := func(role auth.Role, ods, typ, body string) *response {
+		return b.do("PUT", "/api/v1/nominations/"+nhs+"/"+typ, b.token(role, ods), []byte(body), "Content-Type", "application/json")
+	}
+	if res := put(auth.RolePrescriber, "A83008", "P1", `{"ods":"FA565"}`); res.Status != 200 {
+		t.Fatalf("set: %d %s", res.Status, res.Body)
+	}
+	a := b.nominations(nhs)
+	if n := a.Nominations["P1"]; n.ODS != "FA565" || n.By.Org != "A83008" || !n.By.OnBehalfOf {
+		t.Errorf("after set: %+v", a)
+	}
+	if res := put(auth.RoleDispenser, "FCG71", "P1", `{"ods":"FCG71"}`); res.Status != 200 {
+		t.Fatalf("change: %d %s", res.Status, res.Body)
+	}
+	put(auth.RoleAdmin, "X26", "P3", `{"ods":"A83008"}`)
+	if res := b.do("DELETE", "/api/v1/nominations/"+nhs+"/P1", b.token(auth.RoleAdmin, "X26"), nil); res.Status != 200 {
+		t.Fatalf("remove: %d %s", res.Status, res.Body)
+	}
+	a = b.nominations(nhs)
+	if a.Nominations["P1"].ODS != "" || a.Nominations["P3"].ODS != "A83008" || a.Nominations["P3"].By.OnBehalfOf {
+		t.Errorf("after remove: %+v", a.Nominations)
+	}
+	if len(a.History) != 4 {
+		t.Fatalf("history: %+v, want 4 changes", a.History)
+	}
+	if h := a.History[1]; h.Type != "P1" || h.From != "FA565" || h.To != "FCG71" || h.By.Org != "FCG71" || h.By.Role != "dispenser" {
+		t.Errorf("the change of pharmacy: %+v", h)
+	}
+	if h := a.History[3]; h.From != "FCG71" || h.To != "" {
+		t.Errorf("the removal: %+v", h)
+	}
+	// Bad input: 400 and nothing changes; a role that may not: 403; no token: 401.
+	for _, tc := range []struct {
+		path, body string
+		role       auth.Role
+		status     int
+	}{
+		{"/api/v1/nominations/9449305553/P1", `{"ods":"FA565"}`, auth.RoleAdmin, 400},
+		{"/api/v1/nominations/" + nhs + "/P7", `{"ods":"FA565"}`, auth.RoleAdmin, 400},
+		{"/api/v1/nominations/" + nhs + "/P1", `{"ods":"fa-565"}`, auth.RoleAdmin, 400},
+		{"/api/v1/nominations/" + nhs + "/P1", `not json`, auth.RoleAdmin, 400},
+		{"/api/v1/nominations/" + nhs + "/P1", `{"ods":"FA565"}`, auth.RoleTracker, 403},
+	} {
+		res := b.do("PUT", tc.path, b.token(tc.role, "X26"), []byte(tc.body), "Content-Type", "application/json")
+		if res.Status != tc.status {
+			t.Errorf("PUT %s %s as %s: %d, want %d", tc.path, tc.body, tc.role, res.Status, tc.status)
+		} else {
+			res.outcome(t)
+		}
+	}
+	if res := b.do("GET", "/api/v1/nominations/"+nhs, "", nil); res.Status != 401 {
+		t.Errorf("no token: %d", res.Status)
+	}
+	if got := b.nominations(nhs); len(got.History) != 4 {
+		t.Errorf("refused changes changed the history: %d", len(got.History))
+	}
+}
+
+// An order with a nominated site type but no performer goes to the patient's
+// nominated dispenser of that type; one naming a performer keeps it; with no
+// nomination on record it is accepted as non-nominated, with a warning.
+func TestNominationResolutionAtIntake(t *testing.T) {
+	b := startBroker(t, "")
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	tok := b.token(auth.RolePrescriber, "A83008")
+	withoutPerformer := func(g *fhirgen.Generated) []byte {
+		return fhirgen.Mutate(g.Body, func(m map[string]any) {
+			for _, e := range entries(m) {
+				if r := resource(e); r["resourceType"] == "MedicationRequest" {
+					delete(r["dispenseRequest"].(map[string]any), "performer")
+				}
+			}
+		})
+	}
+	nominated := fhirgen.NHSNumber()
+	if res := b.do("PUT", "/api/v1/nominations/"+nominated+"/P1", b.token(auth.RoleAdmin, "X26"), []byte(`{"ods":"FCG71"}`), "Content-Type", "application/json"); res.Status != 200 {
+		t.Fatal(res.Status)
+	}
+	g1, _ := tmpl.Order(fhirgen.Options{NHSNumber: nominated})
+	if res := b.post(tok, withoutPerformer(g1)); res.Status != 200 {
+		t.Fatalf("%d %s", res.Status, res.Body)
+	}
+	g2, _ := tmpl.Order(fhirgen.Options{NHSNumber: nominated}) // names FA565 itself
+	b.post(tok, g2.Body)
+	g3, _ := tmpl.Order(fhirgen.Options{})
+	res := b.post(tok, withoutPerformer(g3))
+	if res.Status != 200 {
+		t.Fatalf("%d %s", res.Status, res.Body)
+	}
+	oo := res.outcome(t)
+	if len(oo.Issue) < 2 || oo.Issue[1].Severity != "warning" || oo.Issue[1].Diagnostics == "" {
+		t.Errorf("no warning for an order that could not be routed: %s", res.Body)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		g         *fhirgen.Generated
+		nominated string
+		source    string
+	}{{g1, "FCG71", "registry"}, {g2, "FA565", "order"}, {g3, "", "none"}} {
+		cur, err := b.App.Store.Current(ctx, tc.g.ShortID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.Record.Nominated != tc.nominated || cur.Record.NominationSource != tc.source {
+			t.Errorf("%s: nominated %q (%s), want %q (%s)", tc.g.ShortID, cur.Record.Nominated, cur.Record.NominationSource, tc.nominated, tc.source)
+		}
+	}
+	b.settle()
+	if q, _ := b.App.Store.ReadyQueue(ctx, "FCG71", 25); len(q) != 1 || q[0].PrescriptionID != g1.ShortID {
+		t.Errorf("FCG71's queue: %+v", q)
+	}
+	if q, _ := b.App.Store.ReadyQueue(ctx, "FA565", 25); len(q) != 1 || q[0].PrescriptionID != g2.ShortID {
+		t.Errorf("FA565's queue: %+v", q)
+	}
+}
