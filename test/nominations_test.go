@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"testing"
@@ -142,6 +143,11 @@ func TestNominationResolutionAtIntake(t *testing.T) {
 		if cur.Record.Nominated != tc.nominated || cur.Record.NominationSource != tc.source {
 			t.Errorf("%s: nominated %q (%s), want %q (%s)", tc.g.ShortID, cur.Record.Nominated, cur.Record.NominationSource, tc.nominated, tc.source)
 		}
+	}
+	// The tracker shows how the dispenser was found.
+	detail := b.do("GET", "/FHIR/R4/RequestGroup/"+g1.ShortID, b.token(auth.RoleTracker, "X26"), nil)
+	if !bytes.Contains(detail.Body, []byte(`"url":"https://github.com/nhs-eps/epsbroker/StructureDefinition/nomination-source","valueString":"registry"`)) {
+		t.Errorf("the tracker does not say the dispenser came from the registry: %.400s", detail.Body)
 	}
 	b.settle()
 	if q, _ := b.App.Store.ReadyQueue(ctx, "FCG71", 25); len(q) != 1 || q[0].PrescriptionID != g1.ShortID {

@@ -31,6 +31,10 @@ const (
 	// ExtSearchCategory is the broker's extension on every RequestGroup of
 	// the tracker views: valueString current, future or past (Category).
 	ExtSearchCategory = "https://github.com/nhs-eps/epsbroker/StructureDefinition/search-category"
+	// ExtNominationSource says on the detail's RequestGroup how the
+	// nominated dispenser was found: "order" (named by the order),
+	// "registry" (the patient's nomination) or "none".
+	ExtNominationSource = "https://github.com/nhs-eps/epsbroker/StructureDefinition/nomination-source"
 
 	systemPrescriptionType = "https://fhir.nhs.uk/CodeSystem/prescription-type"
 	systemSiteType         = "https://fhir.nhs.uk/CodeSystem/dispensing-site-preference"
@@ -195,6 +199,9 @@ func DetailBundle(rec *Prescription, d *fhir.OrderDetails) []byte {
 		rg.Author = &reference{Identifier: &identifier{fhir.SystemODSCode, org}}
 	}
 	rg.Extension = append(rg.Extension, statusExtension(rec.Status))
+	if rec.NominationSource != "" {
+		rg.Extension = append(rg.Extension, extension{URL: ExtNominationSource, ValueString: rec.NominationSource})
+	}
 	if rec.PrescriptionType != "" {
 		rg.Extension = append(rg.Extension, extension{URL: fhir.ExtPrescriptionType,
 			ValueCoding: &fhir.Coding{System: systemPrescriptionType, Code: rec.PrescriptionType, Display: d.PrescriptionTypeDisplay}})

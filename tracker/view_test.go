@@ -500,7 +500,8 @@ func TestViewShapes(t *testing.T) {
 	}
 	// What the views add to the examples: the search category everywhere;
 	// in the detail view the prescriber's identity, the medication's dm+d
-	// coding and the repeat count of a repeat dispensing item.
+	// coding, the repeat count of a repeat dispensing item and how the
+	// nominated dispenser was found.
 	category := []string{"RequestGroup.extension[].url=" + ExtSearchCategory, "RequestGroup.extension[].valueString"}
 	detailExtra := append([]string{
 		"MedicationRequest.dispenseRequest.numberOfRepeatsAllowed",
@@ -517,6 +518,7 @@ func TestViewShapes(t *testing.T) {
 		"PractitionerRole.telecom[].use",
 		"PractitionerRole.telecom[].value",
 		"RequestGroup.action[].action[].participant[].extension[].valueReference.identifier.system=https://fhir.nhs.uk/Id/sds-user-id",
+		"RequestGroup.extension[].url=" + ExtNominationSource,
 	}, category...)
 	// What the views leave out: the address's use and type (the order's
 	// details do not carry them).

@@ -826,6 +826,7 @@
     const prescriberKind = extension(rg, URL_PRESCRIPTION_TYPE);
 
     const nominated = items.map((mr) => mr.dispenseRequest && mr.dispenseRequest.performer).find(Boolean);
+    const source = extension(rg, 'https://github.com/nhs-eps/epsbroker/StructureDefinition/nomination-source');
     const current = items.map((mr) => (Array.isArray(mr.performer) ? mr.performer[0] : mr.performer)).find(Boolean);
 
     const cancelReason = subValue(extensions(rg, URL_STATUS_HISTORY), 'cancellationReason');
@@ -856,7 +857,9 @@
         ['Prescriber', prescriberName || 'Name not recorded'],
         ['Prescriber organisation', prescriberOrg || 'Not recorded'],
         prescriberKind && prescriberKind.valueCoding ? ['Prescriber type', codingText(prescriberKind.valueCoding)] : null,
-        ['Nominated dispenser', nominated ? organisation(nominated, idx) || 'Not recorded' : 'None (not nominated)'],
+        ['Nominated dispenser', nominated
+          ? `${organisation(nominated, idx) || 'Not recorded'}${source && source.valueString === 'registry' ? " (the patient's nomination)" : source && source.valueString === 'order' ? ' (named on the prescription)' : ''}`
+          : (source && source.valueString === 'none' ? 'None found (no nomination on record)' : 'None (not nominated)')],
         ['Current dispenser', current ? organisation(current, idx) || 'Not recorded' : 'None (not with a dispenser)'],
       ]));
 
