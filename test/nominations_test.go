@@ -157,3 +157,40 @@ func TestNominationResolutionAtIntake(t *testing.T) {
 		t.Errorf("FA565's queue: %+v", q)
 	}
 }
+
+// When a patient's nomination changes, prescriptions already waiting in the
+// old dispenser's queue stay there; new orders go to the new dispenser.
+func TestNominationChangeLeavesQueuedPrescriptions(t *testing.T) {
+	b := startBroker(t, "")
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	tok := b.token(auth.RolePrescriber, "A83008")
+	admin := b.token(auth.RoleAdmin, "X26")
+	nhs := fhirgen.NHSNumber()
+	noPerformer := func(g *fhirgen.Generated) []byte {
+		return fhirgen.Mutate(g.Body, func(m map[string]any) {
+			for _, e := range entries(m) {
+				if r := resource(e); r["resourceType"] == "MedicationRequest" {
+					delete(r["dispenseRequest"].(map[string]any), "performer")
+				}
+			}
+		})
+	}
+	b.do("PUT", "/api/v1/nominations/"+nhs+"/P1", admin, []byte(`{"ods":"FCG71"}`), "Content-Type", "application/json")
+	first, _ := tmpl.Order(fhirgen.Options{NHSNumber: nhs})
+	if res := b.post(tok, noPerformer(first)); res.Status != 200 {
+		t.Fatal(res.Status)
+	}
+	b.do("PUT", "/api/v1/nominations/"+nhs+"/P1", admin, []byte(`{"ods":"VNE51"}`), "Content-Type", "application/json")
+	second, _ := tmpl.Order(fhirgen.Options{NHSNumber: nhs})
+	if res := b.post(tok, noPerformer(second)); res.Status != 200 {
+		t.Fatal(res.Status)
+	}
+	b.settle()
+	ctx := context.Background()
+	if q, _ := b.App.Store.ReadyQueue(ctx, "FCG71", 25); len(q) != 1 || q[0].PrescriptionID != first.ShortID {
+		t.Errorf("the old dispenser's queue: %+v, want the first prescription still there", q)
+	}
+	if q, _ := b.App.Store.ReadyQueue(ctx, "VNE51", 25); len(q) != 1 || q[0].PrescriptionID != second.ShortID {
+		t.Errorf("the new dispenser's queue: %+v", q)
+	}
+}
