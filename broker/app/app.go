@@ -40,6 +40,9 @@ type App struct {
 	server    *http.Server
 	listener  net.Listener
 	unlock    func()
+
+	// NominationReports keeps the nomination changes for the reports.
+	NominationReports *broker.NominationReports
 }
 
 // New starts everything but the HTTP server: NATS, the streams and buckets,
@@ -100,6 +103,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	if a.Tracker, err = broker.StartTrackerProjector(ctx, a.Store, a.Metrics, log, cfg.DataDir); err != nil {
 		return nil, err
 	}
+	if a.NominationReports, err = broker.StartNominationReports(ctx, a.Store, log); err != nil {
+		return nil, err
+	}
 
 	lifecycle := broker.NewLifecycle(a.Store, a.Metrics, log, now)
 	intake := broker.NewIntake(a.Store, a.Metrics, log, now)
@@ -119,6 +125,8 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		Ready:            a.Ready,
 		MaxBody:          cfg.MaxBodyBytes,
 		Now:              now,
+
+		NominationReports: a.NominationReports,
 	})
 	a.server = &http.Server{
 		Handler:           handler,
@@ -225,6 +233,9 @@ func (a *App) closeBackend() {
 	}
 	if a.Tracker != nil {
 		a.Tracker.Stop()
+	}
+	if a.NominationReports != nil {
+		a.NominationReports.Stop()
 	}
 	if a.NATS != nil {
 		a.NATS.Close()

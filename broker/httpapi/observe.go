@@ -27,6 +27,10 @@ func (o *observedWriter) WriteHeader(status int) {
 	o.ResponseWriter.WriteHeader(status)
 }
 
+// Unwrap lets http.ResponseController reach the connection's writer (e.g.
+// to extend deadlines for a long upload).
+func (o *observedWriter) Unwrap() http.ResponseWriter { return o.ResponseWriter }
+
 func (o *observedWriter) Write(b []byte) (int, error) {
 	if o.status == 0 {
 		o.status = http.StatusOK

@@ -49,6 +49,9 @@ type Deps struct {
 	Ready   func(context.Context) error
 	MaxBody int64
 	Now     func() time.Time
+
+	// NominationReports keeps the nomination changes for the reports.
+	NominationReports *broker.NominationReports
 }
 
 type api struct{ Deps }
@@ -74,6 +77,8 @@ func NewHandler(d Deps) http.Handler {
 	route("GET /api/v1/nominations/{nhsNumber}", a.authenticated(http.HandlerFunc(a.getNominations)))
 	route("PUT /api/v1/nominations/{nhsNumber}/{type}", a.authenticated(a.withBody(a.idempotent(a.putNomination))))
 	route("DELETE /api/v1/nominations/{nhsNumber}/{type}", a.authenticated(a.idempotent(a.deleteNomination)))
+	a.nominationImportRoutes(route)
+	a.nominationReportRoutes(route)
 	route("GET /tracker", a.trackerPage())
 	route("GET /tracker/", a.trackerPage())
 	route("POST /tracker/session", a.withBody(http.HandlerFunc(a.signIn)))

@@ -1,0 +1,230 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/csv"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/nomination"
+)
+
+// nominationReportRoutes registers the nomination report endpoints (admin
+// only):
+//
+//	GET /api/v1/nominations/reports/dispensers/{ods}?from=YYYY-MM-DD&to=YYYY-MM-DD[&detail=true][&format=csv]
+//	GET /api/v1/nominations/reports/summary?from=YYYY-MM-DD&to=YYYY-MM-DD[&history=N][&format=csv]
+//
+// from and to are UTC days, both included.
+func (a *api) nominationReportRoutes(route func(string, http.Handler)) {
+	route("GET /api/v1/nominations/reports/dispensers/{ods}", a.authenticated(http.HandlerFunc(a.dispenserReport)))
+	route("GET /api/v1/nominations/reports/summary", a.authenticated(http.HandlerFunc(a.nominationSummary)))
+}
+
+const reportDate = "2006-01-02"
+
+type reportChange struct {
+	NHSNumber  string    `json:"nhsNumber"`
+	Type       string    `json:"type"`
+	From       string    `json:"from"`
+	To         string    `json:"to"`
+	Time       time.Time `json:"time"`
+	User       string    `json:"user"`
+	Org        string    `json:"org"`
+	Role       string    `json:"role"`
+	OnBehalfOf bool      `json:"onBehalfOfPatient"`
+}
+
+type dispenserReportAnswer struct {
+	ODS    string         `json:"ods"`
+	From   string         `json:"from"`
+	To     string         `json:"to"`
+	Gained int            `json:"gained"`
+	Lost   int            `json:"lost"`
+	Detail []reportChange `json:"detail,omitempty"`
+}
+
+type summaryLine struct {
+	ODS          string  `json:"ods"`
+	Gained       int     `json:"gained"`
+	Lost         int     `json:"lost"`
+	MaxDailyGain int     `json:"maxDailyGain"`
+	Day          string  `json:"day"` // "" when it gained none
+	Score        float64 `json:"score"`
+	Baseline     float64 `json:"baseline"`
+	Spread       float64 `json:"spread"`
+	Basis        string  `json:"basis"`
+	HistoryDays  int     `json:"historyDays"`
+}
+
+// reportQuery reads and checks the parameters every report takes.
+type reportQuery struct {
+	from, to string
+	period   nomination.Period
+	csv      bool
+}
+
+func (a *api) reportQuery(w http.ResponseWriter, r *http.Request) (reportQuery, bool) {
+	p := principalFrom(r.Context())
+	if p.Role != auth.RoleAdmin {
+		a.writeError(w, r, fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the admin role may read nomination reports"))
+		return reportQuery{}, false
+	}
+	var q reportQuery
+	var days [2]time.Time
+	for i, name := range []string{"from", "to"} {
+		v, found, err := rawQueryParam(r.URL.RawQuery, name)
+		if err != nil || !found || v == "" {
+			a.writeError(w, r, badParam(name, "%s: want a date YYYY-MM-DD", name))
+			return q, false
+		}
+		d, err := time.Parse(reportDate, v)
+		if err != nil {
+			a.writeError(w, r, badParam(name, "%s %q: want a date YYYY-MM-DD", name, v))
+			return q, false
+		}
+		days[i] = d
+	}
+	if days[0].After(days[1]) {
+		a.writeError(w, r, badParam("from", "from %s is after to %s", days[0].Format(reportDate), days[1].Format(reportDate)))
+		return q, false
+	}
+	q.from, q.to = days[0].Format(reportDate), days[1].Format(reportDate)
+	q.period = nomination.Days(days[0], days[1])
+	switch f, _, err := rawQueryParam(r.URL.RawQuery, "format"); {
+	case err != nil || f != "" && f != "json" && f != "csv":
+		a.writeError(w, r, badParam("format", "format: want json or csv"))
+		return q, false
+	default:
+		q.csv = f == "csv"
+	}
+	if a.NominationReports == nil {
+		a.writeError(w, r, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable, Diagnostics: "nomination reports are not available"})
+		return q, false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if err := a.NominationReports.Wait(ctx); err != nil {
+		a.writeError(w, r, &fhir.Error{Kind: fhir.KindUnavailable, Op: "nomination reports", Code: fhir.CodeServiceUnavailable,
+			Diagnostics: "the nomination reports are catching up; retry", Err: err})
+		return q, false
+	}
+	return q, true
+}
+
+// dispenserReport answers the nominations a dispenser gained and lost in a
+// period; the detail with detail=true (always in CSV).
+func (a *api) dispenserReport(w http.ResponseWriter, r *http.Request) {
+	ods := r.PathValue("ods")
+	if p := principalFrom(r.Context()); p.Role == auth.RoleAdmin && !fhir.ValidODSCode(ods) {
+		a.writeError(w, r, badParam("ods", "%q is not a valid ODS code (3 to 8 capital letters and digits)", ods))
+		return
+	}
+	q, ok := a.reportQuery(w, r)
+	if !ok {
+		return
+	}
+	detail := false
+	switch v, _, err := rawQueryParam(r.URL.RawQuery, "detail"); {
+	case err != nil || v != "" && v != "true" && v != "false":
+		a.writeError(w, r, badParam("detail", "detail: want true or false"))
+		return
+	default:
+		detail = v == "true"
+	}
+	rep := nomination.ForDispenser(a.NominationReports.Changes(), ods, q.period)
+	if q.csv {
+		rows := [][]string{{"ods", "direction", "nhsNumber", "type", "from", "to", "time", "user", "org", "role", "onBehalfOfPatient"}}
+		for _, c := range rep.Detail {
+			dir := "gained"
+			if c.Loss(ods) {
+				dir = "lost"
+			}
+			rows = append(rows, []string{ods, dir, c.NHSNumber, string(c.Type), c.From, c.To, c.Time.UTC().Format(time.RFC3339),
+				c.By.User, c.By.Org, c.By.Role, strconv.FormatBool(c.By.OnBehalfOf)})
+		}
+		writeCSV(w, "nominations-"+ods+"-"+q.from+"-"+q.to+".csv", rows)
+		return
+	}
+	ans := dispenserReportAnswer{ODS: ods, From: q.from, To: q.to, Gained: rep.Gained, Lost: rep.Lost}
+	if detail {
+		ans.Detail = make([]reportChange, 0, len(rep.Detail))
+		for _, c := range rep.Detail {
+			ans.Detail = append(ans.Detail, reportChange{NHSNumber: c.NHSNumber, Type: string(c.Type), From: c.From, To: c.To,
+				Time: c.Time.UTC(), User: c.By.User, Org: c.By.Org, Role: c.By.Role, OnBehalfOf: c.By.OnBehalfOf})
+		}
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// nominationSummary answers every dispenser that gained or lost a
+// nomination in the period, the most unusual daily gain first (see
+// nomination.Summary for the score).
+func (a *api) nominationSummary(w http.ResponseWriter, r *http.Request) {
+	q, ok := a.reportQuery(w, r)
+	if !ok {
+		return
+	}
+	history := nomination.DefaultHistoryDays
+	if v, found, err := rawQueryParam(r.URL.RawQuery, "history"); err != nil || found {
+		n, err2 := strconv.Atoi(v)
+		if err != nil || err2 != nil || n < 1 || n > 366 {
+			a.writeError(w, r, badParam("history", "history %q: want 1 to 366 days", v))
+			return
+		}
+		history = n
+	}
+	ranked := nomination.Summary(a.NominationReports.Changes(), q.period, history)
+	lines := make([]summaryLine, 0, len(ranked))
+	for _, rk := range ranked {
+		l := summaryLine{ODS: rk.ODS, Gained: rk.Gained, Lost: rk.Lost, MaxDailyGain: rk.MaxDailyGain, Score: round3(rk.Score),
+			Baseline: round3(rk.Baseline), Spread: round3(rk.Spread), Basis: rk.Basis, HistoryDays: rk.HistoryDays}
+		if !rk.Day.IsZero() {
+			l.Day = rk.Day.Format(reportDate)
+		}
+		lines = append(lines, l)
+	}
+	if q.csv {
+		rows := [][]string{{"rank", "ods", "gained", "lost", "maxDailyGain", "day", "score", "baseline", "spread", "basis", "historyDays"}}
+		for i, l := range lines {
+			rows = append(rows, []string{strconv.Itoa(i + 1), l.ODS, strconv.Itoa(l.Gained), strconv.Itoa(l.Lost), strconv.Itoa(l.MaxDailyGain),
+				l.Day, fmtFloat(l.Score), fmtFloat(l.Baseline), fmtFloat(l.Spread), l.Basis, strconv.Itoa(l.HistoryDays)})
+		}
+		writeCSV(w, "nominations-summary-"+q.from+"-"+q.to+".csv", rows)
+		return
+	}
+	writeJSON(w, http.StatusOK, lines)
+}
+
+func round3(f float64) float64 {
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(f, 'f', 3, 64), 64)
+	return v
+}
+
+func fmtFloat(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// writeCSV answers rows as a CSV attachment. Text cells that a spreadsheet
+// would take for a formula are prefixed with a quote.
+func writeCSV(w http.ResponseWriter, filename string, rows [][]string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/csv; charset=utf-8")
+	h.Set("Content-Disposition", `attachment; filename="`+filename+`"`)
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	cw := csv.NewWriter(w)
+	for _, row := range rows {
+		for i, c := range row {
+			if c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])) {
+				if _, err := strconv.ParseFloat(c, 64); err != nil {
+					row[i] = "'" + c
+				}
+			}
+		}
+		_ = cw.Write(row)
+	}
+	cw.Flush()
+}

@@ -1,0 +1,209 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/nomination"
+)
+
+// MaxImportRejections is how many rejected rows an import lists; past it
+// only their number is given.
+const MaxImportRejections = 10_000
+
+// DefaultImportWorkers is how many rows an import applies at once.
+const DefaultImportWorkers = 64
+
+// ImportSource yields the rows of an import: nomination.ImportParser.
+type ImportSource interface {
+	Next() (nomination.ImportRow, *nomination.Rejection, error)
+}
+
+// ImportResult is the outcome of a bulk import.
+type ImportResult struct {
+	Rows      int64 `json:"rows"`      // data rows read (stored + unchanged + rejected)
+	Stored    int64 `json:"stored"`    // rows that changed a patient's nominations
+	Unchanged int64 `json:"unchanged"` // valid rows already so on record
+	Rejected  int64 `json:"rejected"`  // invalid rows, not applied
+	// Rejections are the first MaxImportRejections rejected rows, by line;
+	// MoreRejections is how many more there were.
+	Rejections     []nomination.Rejection `json:"rejections"`
+	MoreRejections int64                  `json:"moreRejections"`
+}
+
+// ImportOptions tune an import.
+type ImportOptions struct {
+	Workers int // rows applied at once (DefaultImportWorkers when 0)
+}
+
+// ImportAllowed reports whether the principal may import nominations: the
+// same roles as may change them (a fhir.Error of KindForbidden otherwise).
+func (r *Registry) ImportAllowed(p auth.Principal) error {
+	_, err := changer(p)
+	return err
+}
+
+// Import applies every row of src as Registry.Set would, recorded as made
+// by p (on the patient's behalf for prescribers and dispensers): a row that
+// changes nothing writes nothing, so that re-running an import, whole or
+// after an interruption, gives the same final state. Rows are applied by a
+// pool of workers, each doing read + compare-and-set; the rows of one
+// patient all go to the same worker, in file order, so the last row of a
+// patient and type wins as it would applied one by one.
+//
+// The error is that of src (the rows before it are applied), of the store
+// (a fhir.Error of KindUnavailable), or ctx's; the result then counts what
+// was done.
+func (r *Registry) Import(ctx context.Context, p auth.Principal, src ImportSource, o ImportOptions) (*ImportResult, error) {
+	by, err := changer(p)
+	if err != nil {
+		return nil, err
+	}
+	n := o.Workers
+	if n <= 0 {
+		n = DefaultImportWorkers
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	res := &ImportResult{Rejections: []nomination.Rejection{}}
+	var stored, unchanged atomic.Int64
+	var wg sync.WaitGroup
+	queues := make([]chan nomination.ImportRow, n)
+	for i := range queues {
+		q := make(chan nomination.ImportRow, 128)
+		queues[i] = q
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := importWorker{r: r, by: by}
+			for row := range q {
+				if ctx.Err() != nil {
+					continue // drain
+				}
+				changed, err := w.apply(ctx, row)
+				switch {
+				case err != nil:
+					cancel(err)
+				case changed:
+					stored.Add(1)
+				default:
+					unchanged.Add(1)
+				}
+			}
+		}()
+	}
+
+	var readErr error
+	h := fnv.New32a()
+	for ctx.Err() == nil {
+		row, rej, err := src.Next()
+		if err != nil {
+			if err != io.EOF {
+				readErr = err
+			}
+			break
+		}
+		res.Rows++
+		if rej != nil {
+			res.Rejected++
+			if len(res.Rejections) < MaxImportRejections {
+				res.Rejections = append(res.Rejections, *rej)
+			} else {
+				res.MoreRejections++
+			}
+			continue
+		}
+		h.Reset()
+		_, _ = io.WriteString(h, row.NHSNumber)
+		select {
+		case queues[h.Sum32()%uint32(n)] <- row:
+		case <-ctx.Done():
+		}
+	}
+	for _, q := range queues {
+		close(q)
+	}
+	wg.Wait()
+	res.Stored, res.Unchanged = stored.Load(), unchanged.Load()
+	switch {
+	case readErr != nil:
+		return res, readErr
+	case context.Cause(ctx) != nil:
+		return res, context.Cause(ctx)
+	}
+	return res, nil
+}
+
+// importWorker applies rows. For a new patient creating first takes one
+// round trip instead of two (read, then create): the common case of a first
+// load. A worker creates first until most of a window of rows find the
+// patient already on record (a re-run), then reads first until most of a
+// window find none.
+type importWorker struct {
+	r         *Registry
+	by        nomination.By
+	readFirst bool
+	n, flips  int // rows in this window; rows in it that argue for the other mode
+}
+
+const importWindow = 256
+
+func (w *importWorker) note(other bool) {
+	w.n++
+	if other {
+		w.flips++
+	}
+	if w.n == importWindow {
+		if w.flips*2 > importWindow {
+			w.readFirst = !w.readFirst
+		}
+		w.n, w.flips = 0, 0
+	}
+}
+
+// apply sets one row's nomination; changed is false when it was already so.
+func (w *importWorker) apply(ctx context.Context, row nomination.ImportRow) (changed bool, err error) {
+	s := w.r.store
+	readFirst := w.readFirst
+	if !readFirst {
+		next := nomination.Set(nil, row.NHSNumber, row.Type, row.ODS, w.by, w.r.now())
+		err := s.putNominations(ctx, next, 0)
+		w.note(errors.Is(err, ErrConflict))
+		switch {
+		case err == nil:
+			return true, nil
+		case !errors.Is(err, ErrConflict):
+			return false, storeUnavailable("write nominations", err)
+		}
+	}
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		cur, rev, err := s.Nominations(ctx, row.NHSNumber)
+		if err != nil {
+			return false, storeUnavailable("read nominations", err)
+		}
+		if readFirst && attempt == 0 {
+			w.note(cur == nil)
+		}
+		next := nomination.Set(cur, row.NHSNumber, row.Type, row.ODS, w.by, w.r.now())
+		if next == nil {
+			return false, nil
+		}
+		switch err := s.putNominations(ctx, next, rev); {
+		case errors.Is(err, ErrConflict):
+			continue
+		case err != nil:
+			return false, storeUnavailable("write nominations", err)
+		}
+		return true, nil
+	}
+	return false, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
+		Diagnostics: fmt.Sprintf("line %d: the patient's nominations are changing too often; retry the import", row.Line)}
+}
