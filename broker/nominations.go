@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,27 +23,39 @@ const BucketNominations = "EPS_NOMINATIONS"
 // openNominations creates the registry bucket and lifts its history limit:
 // a nomination change is never overwritten.
 func openNominations(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	// An existing bucket is only opened: creating or updating it would put
+	// the 64-revision limit back, and the server would trim histories.
+	if _, err := js.Stream(ctx, "KV_"+BucketNominations); err == nil {
+		return keepEveryRevision(ctx, js)
+	}
+	_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      BucketNominations,
 		Description: "Nominated dispensers per NHS number (P1, P2, P3); every revision kept as the change history",
 		History:     64,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 		return nil, fmt.Errorf("bucket %s: %w", BucketNominations, err)
 	}
+	return keepEveryRevision(ctx, js)
+}
+
+// keepEveryRevision lifts the registry stream's per-key limit (once) and
+// opens the bucket.
+func keepEveryRevision(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
 	st, err := js.Stream(ctx, "KV_"+BucketNominations)
 	if err != nil {
 		return nil, err
 	}
-	if cfg := st.CachedInfo().Config; cfg.MaxMsgsPerSubject != -1 {
-		cfg.MaxMsgsPerSubject = -1
+	// Effectively unlimited (the key-value client refuses -1).
+	if cfg := st.CachedInfo().Config; cfg.MaxMsgsPerSubject != math.MaxInt32 {
+		cfg.MaxMsgsPerSubject = math.MaxInt32
 		if _, err := js.UpdateStream(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("bucket %s: keep every revision: %w", BucketNominations, err)
 		}
 	}
-	return kv, nil
+	return js.KeyValue(ctx, BucketNominations)
 }
 
 // Nominations returns a patient's nominations and the registry revision they

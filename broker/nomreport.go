@@ -81,7 +81,8 @@ func (r *NominationReports) handle(m jetstream.Msg) {
 func (r *NominationReports) Changes() []nomination.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]nomination.Record(nil), r.recs...)
+	// The slice only grows: a capped view needs no copy.
+	return r.recs[:len(r.recs):len(r.recs)]
 }
 
 // Applied is the registry stream sequence the projection has applied.

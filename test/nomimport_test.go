@@ -216,7 +216,7 @@ func TestNominationImport(t *testing.T) {
 			// connection dropped part way, then the whole file: the same
 			// final state, each change written once.
 			b2 := startBroker(t, "")
-			tok := b2.token(auth.RoleDispenser, "FCG71")
+			tok := b2.token(auth.RoleAdmin, "X27")
 			half := f.body[:bytes.IndexByte(f.body[len(f.body)/2:], '\n')+len(f.body)/2+1]
 			b2.do("POST", "/api/v1/nominations/import", tok, half, "Content-Type", f.contentType())
 			pr, pw := io.Pipe()
@@ -236,7 +236,7 @@ func TestNominationImport(t *testing.T) {
 			if r.Stored+r.Unchanged != int64(f.good) || r.Rejected != int64(len(f.bad)) {
 				t.Errorf("resumed import: %+v", r)
 			}
-			b2.checkImported(f, auth.RoleDispenser, "FCG71")
+			b2.checkImported(f, auth.RoleAdmin, "X27")
 		})
 	}
 }
@@ -269,16 +269,23 @@ func TestNominationImportRefusals(t *testing.T) {
 			t.Errorf("a refused import changed %s", nhs)
 		}
 	}
-	// A prescriber imports on the patients' behalf, over the 1 MiB body limit.
+	// Bulk import is for admins: a prescriber or dispenser may change one
+	// patient's nomination, not load millions.
 	big := genImport(60_000, 0, true, fhirgen.NHSNumber)
 	if len(big.body) < 1<<20 {
 		t.Fatalf("only %d bytes", len(big.body))
 	}
-	r := b.importNominations(b.token(auth.RolePrescriber, "A83008"), big, big.body)
-	if r.Rejected != 0 || r.Stored+r.Unchanged != int64(big.good) {
-		t.Errorf("prescriber import: %+v", r)
+	for _, role := range []auth.Role{auth.RolePrescriber, auth.RoleDispenser} {
+		if res := b.do("POST", "/api/v1/nominations/import", b.token(role, "A83008"), big.body[:4096], "Content-Type", big.contentType()); res.Status != 403 {
+			t.Errorf("%s import: %d, want 403", role, res.Status)
+		}
 	}
-	b.checkImported(&importFile{patients: big.patients[:200], want: big.want, changes: big.changes}, auth.RolePrescriber, "A83008")
+	// Over the 1 MiB body limit.
+	r := b.importNominations(b.token(auth.RoleAdmin, "X28"), big, big.body)
+	if r.Rejected != 0 || r.Stored+r.Unchanged != int64(big.good) {
+		t.Errorf("large import: %+v", r)
+	}
+	b.checkImported(&importFile{patients: big.patients[:200], want: big.want, changes: big.changes}, auth.RoleAdmin, "X28")
 }
 
 // TestNominationImport1M imports a generated file of EPS_IMPORT_ROWS rows

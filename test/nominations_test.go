@@ -27,7 +27,7 @@ type nominationsAnswer struct {
 
 func (b *testBroker) nominations(nhs string) nominationsAnswer {
 	b.t.Helper()
-	res := b.do("GET", "/api/v1/nominations/"+nhs, b.token(auth.RoleTracker, "X26"), nil)
+	res := b.do("GET", "/api/v1/nominations/"+nhs, b.token(auth.RoleAdmin, "X26"), nil)
 	var a nominationsAnswer
 	if res.Status != 200 || json.Unmarshal(res.Body, &a) != nil {
 		b.t.Fatalf("nominations: %d %s", res.Status, res.Body)
@@ -89,6 +89,13 @@ func TestNominationRegistryAPI(t *testing.T) {
 	}
 	if res := b.do("GET", "/api/v1/nominations/"+nhs, "", nil); res.Status != 401 {
 		t.Errorf("no token: %d", res.Status)
+	}
+	// Who changed what is for investigators (admin): other roles see the
+	// nominations only.
+	var seen nominationsAnswer
+	res := b.do("GET", "/api/v1/nominations/"+nhs, b.token(auth.RoleDispenser, "FCG71"), nil)
+	if json.Unmarshal(res.Body, &seen); res.Status != 200 || seen.Nominations["P3"].ODS != "A83008" || len(seen.History) != 0 {
+		t.Errorf("a dispenser's view: %d %s", res.Status, res.Body)
 	}
 	if got := b.nominations(nhs); len(got.History) != 4 {
 		t.Errorf("refused changes changed the history: %d", len(got.History))
@@ -192,5 +199,29 @@ func TestNominationChangeLeavesQueuedPrescriptions(t *testing.T) {
 	}
 	if q, _ := b.App.Store.ReadyQueue(ctx, "VNE51", 25); len(q) != 1 || q[0].PrescriptionID != second.ShortID {
 		t.Errorf("the new dispenser's queue: %+v", q)
+	}
+}
+
+// Every change is kept, beyond the key-value default of 64 revisions, and a
+// restart (which opens the existing bucket) trims nothing.
+func TestNominationHistoryIsNeverTrimmed(t *testing.T) {
+	dir := t.TempDir()
+	b := startBroker(t, dir)
+	nhs := fhirgen.NHSNumber()
+	admin := b.token(auth.RoleAdmin, "X26")
+	for i := 0; i < 70; i++ {
+		ods := []string{"FA565", "FCG71"}[i%2]
+		if res := b.do("PUT", "/api/v1/nominations/"+nhs+"/P1", admin, []byte(`{"ods":"`+ods+`"}`), "Content-Type", "application/json"); res.Status != 200 {
+			t.Fatal(res.Status)
+		}
+	}
+	if n := len(b.nominations(nhs).History); n != 70 {
+		t.Fatalf("%d changes kept, want 70", n)
+	}
+	b.stop()
+	b2 := startBroker(t, dir)
+	b2.do("PUT", "/api/v1/nominations/"+nhs+"/P3", b2.token(auth.RoleAdmin, "X26"), []byte(`{"ods":"A83008"}`), "Content-Type", "application/json")
+	if n := len(b2.nominations(nhs).History); n != 71 {
+		t.Errorf("after a restart and a change: %d changes kept, want 71", n)
 	}
 }

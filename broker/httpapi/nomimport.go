@@ -37,6 +37,14 @@ func (a *api) importNominations(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
+	select {
+	case a.importSlots <- struct{}{}:
+		defer func() { <-a.importSlots }()
+	default:
+		w.Header().Set("Retry-After", "60")
+		a.writeError(w, r, fhir.Errorf(fhir.KindThrottled, "THROTTLED", "%d nomination imports are already running on this broker; retry later", cap(a.importSlots)))
+		return
+	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var format nomination.Format
 	switch strings.ToLower(mt) {

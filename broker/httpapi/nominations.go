@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
 )
@@ -34,7 +35,10 @@ func (a *api) getNominations(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, unavailable("read nominations", err))
 		return
 	}
-	v := nominationsView{NHSNumber: nhs, Nominations: map[nomination.Type]nomination.Nomination{}, History: hist}
+	v := nominationsView{NHSNumber: nhs, Nominations: map[nomination.Type]nomination.Nomination{}}
+	if principalFrom(r.Context()).Role == auth.RoleAdmin {
+		v.History = hist // who changed what: for investigators (admin) only
+	}
 	if cur != nil {
 		v.Nominations = cur.Nominations
 	}

@@ -89,6 +89,10 @@ func (a *api) reportQuery(w http.ResponseWriter, r *http.Request) (reportQuery, 
 		}
 		days[i] = d
 	}
+	if days[1].Sub(days[0]) > 366*24*time.Hour {
+		a.writeError(w, r, badParam("to", "a report covers at most 366 days"))
+		return q, false
+	}
 	if days[0].After(days[1]) {
 		a.writeError(w, r, badParam("from", "from %s is after to %s", days[0].Format(reportDate), days[1].Format(reportDate)))
 		return q, false

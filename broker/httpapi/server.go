@@ -54,11 +54,16 @@ type Deps struct {
 	NominationReports *broker.NominationReports
 }
 
-type api struct{ Deps }
+type api struct {
+	Deps
+	// importSlots bounds the nomination imports this broker runs at once:
+	// each keeps a pool of writers busy.
+	importSlots chan struct{}
+}
 
 // NewHandler returns the broker's HTTP handler.
 func NewHandler(d Deps) http.Handler {
-	a := &api{d}
+	a := &api{Deps: d, importSlots: make(chan struct{}, 2)}
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.Handler) {
 		mux.Handle(pattern, a.observe(pattern, h))
