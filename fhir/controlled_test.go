@@ -1,6 +1,8 @@
 package fhir_test
 
 import (
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/nhs-eps/epsbroker/fhir"
@@ -43,5 +45,64 @@ func TestControlledDrugSchedule(t *testing.T) {
 	plain, _ := fhir.DecodeMessage(fhirgen.Order4Items)
 	if o, _ := plain.Order(); o.ControlledDrug != "" || o.ShortValidity() {
 		t.Errorf("plain order: %q", o.ControlledDrug)
+	}
+}
+
+// Repeat dispensing: no Schedule 2 or 3 controlled drugs, at most 99 issues,
+// a days supply of at most 366, the course within 12 months.
+func TestRepeatDispensingRules(t *testing.T) {
+	erd, err := os.ReadFile("../test/testdata/nhs/nhs-eps-api/spec/prescribing/prescription-order/eRD-primary-example-req.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(f func(mr map[string]any)) []byte {
+		return fhirgen.Mutate(erd, func(m map[string]any) {
+			for _, e := range m["entry"].([]any) {
+				if r := e.(map[string]any)["resource"].(map[string]any); r["resourceType"] == "MedicationRequest" {
+					f(r)
+				}
+			}
+		})
+	}
+	cd := func(code string) func(map[string]any) {
+		return func(mr map[string]any) {
+			ext, _ := mr["extension"].([]any)
+			mr["extension"] = append(ext, map[string]any{"url": fhir.ExtControlledDrug, "extension": []any{
+				map[string]any{"url": "schedule", "valueCoding": map[string]any{"code": code}}}})
+		}
+	}
+	dr := func(key string, v any) func(map[string]any) {
+		return func(mr map[string]any) { mr["dispenseRequest"].(map[string]any)[key] = v }
+	}
+	for _, tc := range []struct {
+		name string
+		body []byte
+		ok   bool
+		want string // part of the FHIRPath named
+	}{
+		{"the NHS example", erd, true, ""},
+		{"Schedule 5 is allowed", edit(cd("CD5")), true, ""},
+		{"Schedule 2 is refused", edit(cd("CD2")), false, "ControlledDrug"},
+		{"Schedule 3 is refused", edit(cd("CD3")), false, "ControlledDrug"},
+		{"100 issues", edit(dr("numberOfRepeatsAllowed", 99)), false, "numberOfRepeatsAllowed"},
+		{"beyond 12 months (40 issues of 10 days)", edit(dr("numberOfRepeatsAllowed", 39)), false, "numberOfRepeatsAllowed"},
+		{"within 12 months (36 issues of 10 days)", edit(dr("numberOfRepeatsAllowed", 35)), true, ""},
+		{"a supply over 366 days", edit(dr("expectedSupplyDuration", map[string]any{"value": 400, "unit": "day", "system": "http://unitsofmeasure.org", "code": "d"})), false, "expectedSupplyDuration"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg, err := fhir.DecodeMessage(tc.body)
+			if err == nil {
+				_, err = msg.Order()
+			}
+			if tc.ok != (err == nil) {
+				t.Fatalf("err = %v, want ok %v", err, tc.ok)
+			}
+			if !tc.ok {
+				e, isFHIR := err.(*fhir.Error)
+				if !isFHIR || e.Kind != fhir.KindInvalid || len(e.Expression) == 0 || !strings.Contains(e.Expression[0], tc.want) {
+					t.Errorf("err = %#v, want an INVALID error naming %s", err, tc.want)
+				}
+			}
+		})
 	}
 }

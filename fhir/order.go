@@ -77,6 +77,48 @@ var orderSteps = [...]func(*orderCheck) *Error{
 	(*orderCheck).checkSignature,
 	(*orderCheck).readDates,
 	(*orderCheck).readSupply,
+	(*orderCheck).checkRepeatDispensing,
+}
+
+// Repeat dispensing limits of EPS-DOMAIN.md.
+const (
+	MaxRepeatIssues       = 99  // issues of one repeat dispensing prescription
+	MaxSupplyDays         = 366 // days supply of one issue
+	DefaultSupplyDays     = 28  // days supply when the order states none
+	MaxRepeatCourseInDays = 366 // the course reaches at most 12 months ahead
+)
+
+// checkRepeatDispensing applies the rules of electronic repeat dispensing:
+// at most 99 issues, a days supply of at most 366, the whole course within
+// 12 months, and no Schedule 2 or 3 controlled drugs.
+func (c *orderCheck) checkRepeatDispensing() *Error {
+	o := &c.o
+	if o.TherapyType != TherapyRepeatDispensing {
+		return nil
+	}
+	const items = "Bundle.entry.resource.ofType(MedicationRequest)"
+	if len(o.ControlledDrug) >= 3 && (o.ControlledDrug[2] == '2' || o.ControlledDrug[2] == '3') {
+		return Invalid(CodeInvalidValue, "business-rule", items+".extension('"+ExtControlledDrug+"')",
+			"a Schedule %c controlled drug (%s) cannot be prescribed for repeat dispensing", o.ControlledDrug[2], o.ControlledDrug)
+	}
+	issues := o.RepeatsAllowed + 1
+	if issues > MaxRepeatIssues {
+		return Invalid(CodeInvalidValue, "value", items+".dispenseRequest.numberOfRepeatsAllowed",
+			"numberOfRepeatsAllowed %d means %d issues; repeat dispensing allows at most %d", o.RepeatsAllowed, issues, MaxRepeatIssues)
+	}
+	days := o.SupplyDays
+	if days == 0 {
+		days = DefaultSupplyDays
+	}
+	if days > MaxSupplyDays {
+		return Invalid(CodeInvalidValue, "value", items+".dispenseRequest.expectedSupplyDuration",
+			"a days supply of %d is more than the %d days allowed", days, MaxSupplyDays)
+	}
+	if issues*days > MaxRepeatCourseInDays {
+		return Invalid(CodeInvalidValue, "value", items+".dispenseRequest.numberOfRepeatsAllowed",
+			"%d issues of %d days reach %d days ahead; a repeat dispensing course may reach at most 12 months", issues, days, issues*days)
+	}
+	return nil
 }
 
 // orderCheck is the state of one Order validation.
