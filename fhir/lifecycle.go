@@ -202,26 +202,36 @@ func (r *reader) parameters(root string) []parameter {
 	return out
 }
 
-func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
-	const root = "Parameters"
+// readBody reads the top-level object of a request body whose resourceType
+// must be root: it checks the body, reads resourceType, refuses a member
+// given twice, and hands each member named in members to read, in order.
+func readBody(body []byte, root string, members []string, read func(r *reader, key string)) *Error {
 	if err := checkBody(body, root); err != nil {
-		return nil, err
+		return err
 	}
 	var resourceType string
-	var params []parameter
 	var rtErr *Error
 	seen := map[string]bool{}
 	r := newReader(body, root)
 	r.object(func(key []byte) {
-		switch k := string(key); k {
-		case "resourceType":
+		k := string(key)
+		switch {
+		case k == "resourceType":
 			rtErr = r.capture(func() { r.member(seen, k); resourceType = r.str() })
-		case "parameter":
+		case slices.Contains(members, k):
 			r.member(seen, k)
-			params = r.parameters(root + ".parameter")
+			read(&r, k)
 		}
 	})
-	if err := firstError(rtErr, requireCode(resourceType, root+".resourceType", root), r.err); err != nil {
+	return firstError(rtErr, requireCode(resourceType, root+".resourceType", root), r.err)
+}
+
+func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
+	const root = "Parameters"
+	var params []parameter
+	if err := readBody(body, root, []string{"parameter"}, func(r *reader, _ string) {
+		params = r.parameters(root + ".parameter")
+	}); err != nil {
 		return nil, err
 	}
 	if len(params) == 0 {
@@ -362,7 +372,6 @@ func DecodeTaskRequest(body []byte) (*TaskRequest, error) {
 }
 
 type task struct {
-	ResourceType    string
 	Contained       []rawResource
 	Identifier      []identifier
 	Status          string
@@ -378,27 +387,13 @@ type task struct {
 
 func decodeTask(body []byte) (*TaskRequest, *Error) {
 	const root = "Task"
-	if err := checkBody(body, root); err != nil {
-		return nil, err
-	}
 	var t task
-	var rtErr *Error
-	seen := map[string]bool{}
-	r := newReader(body, root)
-	r.object(func(key []byte) {
-		k := string(key)
-		switch k {
-		case "resourceType":
-			rtErr = r.capture(func() { r.member(seen, k); t.ResourceType = r.str() })
-			return
-		case "contained", "identifier", "status", "intent", "statusReason", "code", "groupIdentifier", "focus", "for", "requester", "owner":
-			r.member(seen, k)
-		}
-		switch k {
+	if err := readBody(body, root, []string{"contained", "identifier", "status", "intent", "statusReason", "code", "groupIdentifier", "focus", "for", "requester", "owner"}, func(r *reader, key string) {
+		switch key {
 		case "contained":
 			t.Contained = r.containedList(root + ".contained")
 		case "identifier":
-			list(&r, &t.Identifier, r.identifier)
+			list(r, &t.Identifier, r.identifier)
 		case "status":
 			t.Status = r.str()
 		case "intent":
@@ -418,8 +413,7 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		case "owner":
 			r.reference(&t.Owner)
 		}
-	})
-	if err := firstError(rtErr, requireCode(t.ResourceType, root+".resourceType", root), r.err); err != nil {
+	}); err != nil {
 		return nil, err
 	}
 	tr := &TaskRequest{}
@@ -974,7 +968,6 @@ func DecodeClaim(body []byte) (*ClaimRequest, error) {
 }
 
 type claim struct {
-	ResourceType string
 	Extension    []extension
 	Contained    []rawResource
 	Identifier   []identifier
@@ -1022,29 +1015,15 @@ func (r *reader) claimItem(it *claimItem) {
 
 func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 	const root = "Claim"
-	if err := checkBody(body, root); err != nil {
-		return nil, err
-	}
 	var cl claim
-	var rtErr *Error
-	seen := map[string]bool{}
-	r := newReader(body, root)
-	r.object(func(key []byte) {
-		k := string(key)
-		switch k {
-		case "resourceType":
-			rtErr = r.capture(func() { r.member(seen, k); cl.ResourceType = r.str() })
-			return
-		case "extension", "contained", "identifier", "status", "patient", "provider", "insurance", "payee", "prescription", "item":
-			r.member(seen, k)
-		}
-		switch k {
+	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "patient", "provider", "insurance", "payee", "prescription", "item"}, func(r *reader, key string) {
+		switch key {
 		case "extension":
-			list(&r, &cl.Extension, r.extension)
+			list(r, &cl.Extension, r.extension)
 		case "contained":
 			cl.Contained = r.containedList(root + ".contained")
 		case "identifier":
-			list(&r, &cl.Identifier, r.identifier)
+			list(r, &cl.Identifier, r.identifier)
 		case "status":
 			cl.Status = r.str()
 		case "patient":
@@ -1052,7 +1031,7 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 		case "provider":
 			r.reference(&cl.Provider)
 		case "insurance":
-			list(&r, &cl.Insurance, func(cov *reference) {
+			list(r, &cl.Insurance, func(cov *reference) {
 				r.object(func(key []byte) {
 					if string(key) == "coverage" {
 						r.reference(cov)
@@ -1068,14 +1047,13 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 		case "prescription":
 			r.object(func(key []byte) {
 				if string(key) == "extension" {
-					list(&r, &cl.Prescription, r.extension)
+					list(r, &cl.Prescription, r.extension)
 				}
 			})
 		case "item":
-			list(&r, &cl.Items, r.claimItem)
+			list(r, &cl.Items, r.claimItem)
 		}
-	})
-	if err := firstError(rtErr, requireCode(cl.ResourceType, root+".resourceType", root), r.err); err != nil {
+	}); err != nil {
 		return nil, err
 	}
 	c := &ClaimRequest{}
