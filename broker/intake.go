@@ -128,9 +128,9 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 			return nil, storeUnavailable("read nominations", err)
 		}
 		if ods := noms.Of(nomination.Type(order.SiteType)); ods != "" {
-			rec.Nominated, rec.NominationSource = ods, tracker.NominationFromRegistry
+			rec.Nominate(ods, tracker.NominationFromRegistry)
 		} else {
-			rec.NominationSource = tracker.NominationNone
+			rec.Nominate("", tracker.NominationNone)
 			warnings = append(warnings, fhir.Issue{Severity: "warning", Code: "informational",
 				Diagnostics: fmt.Sprintf("no nominated dispenser of type %s is on record for the patient: the prescription was accepted as non-nominated (it can be released by its ID)", order.SiteType),
 				Expression:  []string{"Bundle.entry.resource.ofType(MedicationRequest).dispenseRequest.performer"}})

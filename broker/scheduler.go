@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/nomination"
 	"github.com/nhs-eps/epsbroker/tracker"
 )
 
@@ -44,7 +45,11 @@ func (s *Scheduler) RunOnce(ctx context.Context) (int, error) {
 		var event string
 		_, err := s.life.update(ctx, id, "", "", scheduledBody(now), func(cur *tracker.Prescription) (*tracker.Prescription, error) {
 			event = tracker.Scheduled(cur, now)
-			next := tracker.ApplyScheduled(cur, now)
+			follow, err := s.nominationChange(ctx, cur)
+			if err != nil {
+				return nil, err
+			}
+			next := tracker.ApplyScheduled(cur, now, follow)
 			if next == nil {
 				return nil, errSkip // applied already (elsewhere), or no longer due
 			}
@@ -60,6 +65,30 @@ func (s *Scheduler) RunOnce(ctx context.Context) (int, error) {
 		}
 	}
 	return applied, errors.Join(errs...)
+}
+
+// nominationChange is the patient's latest change of the nomination of a
+// repeat dispensing prescription's dispensing site type (nil for any other
+// prescription, and for a non-nominated order): later issues follow the
+// patient's nomination when it changes.
+func (s *Scheduler) nominationChange(ctx context.Context, cur *tracker.Prescription) (*tracker.NominationChange, error) {
+	if !cur.RepeatDispensing() {
+		return nil, nil
+	}
+	t := nomination.Type(cur.SiteType)
+	if !t.Valid() {
+		return nil, nil // non-nominated (0004): never in a queue
+	}
+	changes, err := s.life.store.NominationHistory(ctx, cur.NHSNumber)
+	if err != nil {
+		return nil, storeUnavailable("read nominations", err)
+	}
+	for i := len(changes) - 1; i >= 0; i-- {
+		if changes[i].Type == t {
+			return &tracker.NominationChange{ODS: changes[i].To, Time: changes[i].Time}, nil
+		}
+	}
+	return nil, nil
 }
 
 // Start runs a pass every interval until Stop.

@@ -286,8 +286,9 @@ func (ix *Index) ReadSnapshot(r io.Reader) error {
 	fresh := NewIndex()
 	for i := range s.Entries {
 		e := s.Entries[i]
-		rec := &Prescription{ID: e.ID, NHSNumber: e.NHSNumber, Status: e.Status, Prescriber: e.Prescriber,
-			PrescriberOrg: e.PrescOrg, Nominated: e.Nominated, Dispenser: e.Dispenser, Created: e.Created}
+		rec := &Prescription{ID: e.ID, NHSNumber: e.NHSNumber, Prescriber: e.Prescriber,
+			PrescriberOrg: e.PrescOrg, Created: e.Created,
+			Issue: Issue{Status: e.Status, Nominated: e.Nominated, Dispenser: e.Dispenser}}
 		if rec.PrescriberOrg == "" {
 			rec.PrescriberOrg = rec.Prescriber
 		}

@@ -13,7 +13,8 @@ import (
 )
 
 func rec(id, nhs, presc, nom string, created time.Time, st Status) *Prescription {
-	return &Prescription{ID: id, NHSNumber: nhs, Prescriber: presc, PrescriberOrg: presc, Nominated: nom, Created: created, Status: st}
+	return &Prescription{ID: id, NHSNumber: nhs, Prescriber: presc, PrescriberOrg: presc, Created: created,
+		Issue: Issue{Nominated: nom, Status: st}}
 }
 
 func TestIndexQueriesAndMoves(t *testing.T) {
@@ -140,7 +141,7 @@ func BenchmarkIndexSearch1M(b *testing.B) {
 		id := fmt.Sprintf("%06X-A%05d-%05X%c", rng.IntN(1<<24), rng.IntN(9000), rng.IntN(1<<20), 'A'+rune(i%26))
 		idsList[i] = id
 		r := &Prescription{ID: id, NHSNumber: nhsList[rng.IntN(len(nhsList))], Prescriber: fmt.Sprintf("A%05d", rng.IntN(9000)),
-			Created: t0.Add(time.Duration(i) * time.Second), Status: StatusToBeDispensed}
+			Created: t0.Add(time.Duration(i) * time.Second), Issue: Issue{Status: StatusToBeDispensed}}
 		r.PrescriberOrg = r.Prescriber
 		if i%10 != 0 {
 			r.Nominated = fmt.Sprintf("F%04d", rng.IntN(11400))

@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"slices"
 	"time"
 
 	"github.com/nhs-eps/epsbroker/fhir"
@@ -17,14 +18,9 @@ type Prescription struct {
 	NHSNumber        string    `json:"nhsNumber"`
 	Prescriber       string    `json:"prescriber"`              // sending organisation (ODS)
 	PrescriberOrg    string    `json:"prescriberOrg,omitempty"` // requester's organisation (ODS)
-	Nominated        string    `json:"nominated,omitempty"`     // nominated dispenser (ODS); empty when not nominated
-	NominationSource string    `json:"nominationSource,omitempty"`
 	SiteType         string    `json:"siteType,omitempty"`
 	PrescriptionType string    `json:"prescriptionType,omitempty"`
 	TherapyType      string    `json:"therapyType"`
-	Status           Status    `json:"status"`
-	Items            []Item    `json:"items"`
-	Dispenser        string    `json:"dispenser,omitempty"` // the dispenser that holds it (ODS)
 	Created          time.Time `json:"created"`
 	StartDate        time.Time `json:"startDate"`
 	ControlledDrug   string    `json:"controlledDrug,omitempty"`
@@ -33,10 +29,37 @@ type Prescription struct {
 	// OrderSeq is the event log sequence of the accepted order: where its
 	// original bytes are.
 	OrderSeq uint64 `json:"orderSeq,omitempty"`
-	// ExpiresAt is when the prescription's validity ends (6 months after its
-	// start unless the order says earlier).
+	// Issue is the current issue: the one a release takes, and the one any
+	// message that names no issue acts on. A prescription that is not
+	// repeat dispensing has only this one (its Number is 0). For repeat
+	// dispensing it is the latest issue that has become available (or issue
+	// 1), and Others holds every other issue, in issue order.
+	Issue
+	Others  []Issue `json:"otherIssues,omitempty"`
+	History []Event `json:"history"`
+}
+
+// Issue is the state of one issue of a prescription: everything a
+// dispenser changes. A repeat dispensing prescription has one per issue
+// (numberOfRepeatsAllowed + 1); any other prescription has one.
+type Issue struct {
+	// Number is the issue number, 1..N, of a repeat dispensing issue; 0 for
+	// a prescription that is not repeat dispensing.
+	Number           int    `json:"issue,omitempty"`
+	Status           Status `json:"status"`
+	Items            []Item `json:"items"`
+	Nominated        string `json:"nominated,omitempty"` // nominated dispenser (ODS); empty when not nominated
+	NominationSource string `json:"nominationSource,omitempty"`
+	Dispenser        string `json:"dispenser,omitempty"` // the dispenser that holds it (ODS)
+	// ExpiresAt is when the issue's validity ends (6 months after the
+	// prescription date unless the order says earlier; 28 days for Schedule
+	// 2-4 controlled drugs; 12 months for later repeat dispensing issues).
 	ExpiresAt time.Time `json:"expiresAt,omitempty"`
-	// Pending is a cancellation requested while the prescription was with a
+	// AvailableAt is when a later repeat dispensing issue may become
+	// downloadable: prescription date + days supply x (issue - 1) - 7 days
+	// (and not before the previous issue is complete).
+	AvailableAt time.Time `json:"availableAt,omitempty"`
+	// Pending is a cancellation requested while the issue was with a
 	// dispenser; it takes effect on return or when the item is not dispensed.
 	Pending *PendingCancel `json:"pending,omitempty"`
 	// Dispenses are the dispense notifications, oldest first; the latest
@@ -45,7 +68,6 @@ type Prescription struct {
 	LastDispense time.Time        `json:"lastDispense,omitempty"`
 	Completed    time.Time        `json:"completed,omitempty"` // when it became 0006 or 0007
 	ClaimID      string           `json:"claimId,omitempty"`
-	History      []Event          `json:"history"`
 }
 
 // PendingCancel is a cancellation waiting for the dispenser.
@@ -87,6 +109,9 @@ type Event struct {
 	Org       string    `json:"org,omitempty"`
 	User      string    `json:"user,omitempty"`
 	Status    Status    `json:"status"`
+	// Issue is the repeat dispensing issue the event is about (0: the
+	// prescription as a whole, or one that is not repeat dispensing).
+	Issue int `json:"issue,omitempty"`
 }
 
 // Event types of the message history.
@@ -110,7 +135,9 @@ type Actor struct {
 // Create is the creation transition: the prescription record of a newly
 // accepted order. Status 0001, or 9001 when the order's start date is more
 // than a day after now; every item 0007. A nominated order (site type P1, P2
-// or P3 naming a performer) is nominated to that performer.
+// or P3 naming a performer) is nominated to that performer. A repeat
+// dispensing order gets all its issues: issue 1 as above, issues 2..N at
+// 9000 with their availability dates and 12-month validity.
 func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 	now = now.UTC()
 	start := o.ValidityStart
@@ -127,10 +154,11 @@ func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 	p := &Prescription{
 		ID: o.PrescriptionID, LongID: o.LongID, BundleID: o.BundleID, NHSNumber: o.NHSNumber,
 		Prescriber: o.Sender, PrescriberOrg: o.PrescriberOrg, SiteType: o.SiteType,
-		PrescriptionType: o.PrescriptionType, TherapyType: o.TherapyType, Status: status,
+		PrescriptionType: o.PrescriptionType, TherapyType: o.TherapyType,
 		Created: now, StartDate: start.UTC(), RepeatsAllowed: o.RepeatsAllowed, SupplyDays: o.SupplyDays,
 		ControlledDrug: o.ControlledDrug,
 	}
+	p.Status = status
 	if o.Nominated() && o.Performer != "" {
 		p.Nominated, p.NominationSource = o.Performer, NominationFromOrder
 	}
@@ -153,12 +181,89 @@ func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 	for i, it := range o.Items {
 		p.Items[i] = Item{ID: it.ID, Code: it.MedicationCode, Status: ItemToBeDispensed}
 	}
+	if p.RepeatDispensing() {
+		p.Number = 1
+		for n := 2; n <= p.RepeatsAllowed+1; n++ {
+			later := Issue{Number: n, Status: StatusRepeatFuture, Items: slices.Clone(p.Items),
+				Nominated: p.Nominated, NominationSource: p.NominationSource,
+				AvailableAt: p.IssueAvailableAt(n), ExpiresAt: from.UTC().AddDate(1, 0, 0)}
+			p.Others = append(p.Others, later)
+		}
+	}
 	p.History = []Event{{Time: now, Type: EventOrder, MessageID: o.BundleID, Org: by.Org, User: by.User, Status: status}}
 	return p
+}
+
+// DefaultSupplyDays is the days supply of a repeat dispensing issue when the
+// order states none.
+const DefaultSupplyDays = 28
+
+// RepeatDispensing reports whether the prescription is electronic repeat
+// dispensing: several issues from one prescription.
+func (p *Prescription) RepeatDispensing() bool {
+	return p.TherapyType == fhir.TherapyRepeatDispensing
+}
+
+// IssueAvailableAt is when issue n of a repeat dispensing prescription
+// becomes downloadable by its date: prescription date + days supply x
+// (n - 1) - 7 days (issue 1: the prescription date).
+func (p *Prescription) IssueAvailableAt(n int) time.Time {
+	if n <= 1 {
+		return p.StartDate
+	}
+	days := p.SupplyDays
+	if days <= 0 {
+		days = DefaultSupplyDays
+	}
+	return p.StartDate.AddDate(0, 0, days*(n-1)-7)
+}
+
+// IssueCount is the number of issues: numberOfRepeatsAllowed + 1 for
+// repeat dispensing, otherwise 1.
+func (p *Prescription) IssueCount() int { return len(p.Others) + 1 }
+
+// IssueNumber is the current issue's number (1 when there is one issue).
+func (p *Prescription) IssueNumber() int { return max(p.Number, 1) }
+
+// Issues lists every issue in issue order (copies).
+func (p *Prescription) Issues() []Issue {
+	out := make([]Issue, 0, p.IssueCount())
+	out = append(out, p.Others...)
+	out = append(out, p.Issue)
+	slices.SortStableFunc(out, func(a, b Issue) int { return a.Number - b.Number })
+	return out
+}
+
+// AtIssue is a copy of the prescription with issue n as its current issue:
+// what a transition of issue n acts on, and what the tracker shows of it.
+// n 0 is the current issue. It is false when there is no issue n.
+func (p *Prescription) AtIssue(n int) (*Prescription, bool) {
+	c := p.clone()
+	if n == 0 || n == p.IssueNumber() {
+		return c, true
+	}
+	i := slices.IndexFunc(c.Others, func(is Issue) bool { return is.Number == n })
+	if i < 0 {
+		return nil, false
+	}
+	c.Others[i], c.Issue = c.Issue, c.Others[i]
+	slices.SortStableFunc(c.Others, func(a, b Issue) int { return a.Number - b.Number })
+	return c, true
 }
 
 // Ready reports whether the prescription waits in its nominated dispenser's
 // queue for a nominated release.
 func (p *Prescription) Ready() bool {
 	return p.Nominated != "" && p.Status == StatusToBeDispensed
+}
+
+// Nominate sets the nominated dispenser of the current issue and of every
+// issue still to come.
+func (p *Prescription) Nominate(ods, source string) {
+	p.Nominated, p.NominationSource = ods, source
+	for i := range p.Others {
+		if p.Others[i].Number > p.IssueNumber() {
+			p.Others[i].Nominated, p.Others[i].NominationSource = ods, source
+		}
+	}
 }

@@ -30,6 +30,9 @@ const (
 	EventComplete         = "complete"
 	EventNoClaim          = "no-claim"
 	EventReady            = "ready"
+	// EventAwaiting is a repeat dispensing issue becoming the next one
+	// (9000 -> 0000) once the issue before it is complete.
+	EventAwaiting = "awaiting-release-ready"
 )
 
 // Cancellation answers (R-codes) of EPS-DOMAIN.md.
@@ -58,15 +61,92 @@ func invalidTransition(p *Prescription, format string, args ...any) *fhir.Error 
 // clone copies a record deeply enough for a transition to change it.
 func (p *Prescription) clone() *Prescription {
 	c := *p
-	c.Items = slices.Clone(p.Items)
-	c.History = slices.Clone(p.History)
-	c.Dispenses = slices.Clone(p.Dispenses)
-	for i := range c.Dispenses {
-		c.Dispenses[i].BeforeItems = slices.Clone(p.Dispenses[i].BeforeItems)
-		c.Dispenses[i].BeforePending = p.Dispenses[i].BeforePending.clone()
+	c.Issue = p.Issue.clone()
+	if p.Others != nil {
+		c.Others = make([]Issue, len(p.Others))
+		for i := range p.Others {
+			c.Others[i] = p.Others[i].clone()
+		}
 	}
-	c.Pending = p.Pending.clone()
+	c.History = slices.Clone(p.History)
 	return &c
+}
+
+func (is *Issue) clone() Issue {
+	c := *is
+	c.Items = slices.Clone(is.Items)
+	c.Dispenses = slices.Clone(is.Dispenses)
+	for i := range c.Dispenses {
+		c.Dispenses[i].BeforeItems = slices.Clone(is.Dispenses[i].BeforeItems)
+		c.Dispenses[i].BeforePending = is.Dispenses[i].BeforePending.clone()
+	}
+	c.Pending = is.Pending.clone()
+	return c
+}
+
+// issue returns issue n of p (nil when there is none): the current one or
+// one of the others, to change in place.
+func (p *Prescription) issue(n int) *Issue {
+	if n == p.IssueNumber() || n == 0 {
+		return &p.Issue
+	}
+	for i := range p.Others {
+		if p.Others[i].Number == n {
+			return &p.Others[i]
+		}
+	}
+	return nil
+}
+
+// nextIssue is the repeat dispensing issue after the current one, nil when
+// there is none.
+func (p *Prescription) nextIssue() *Issue {
+	if !p.RepeatDispensing() {
+		return nil
+	}
+	return p.issue(p.IssueNumber() + 1)
+}
+
+// Complete reports whether an issue in status s is over, so that the next
+// repeat dispensing issue may follow: dispensed, not dispensed, claimed,
+// no-claimed, expired or cancelled.
+func Complete(s Status) bool {
+	switch s {
+	case StatusDispensed, StatusNotDispensed, StatusClaimed, StatusNoClaimed, StatusExpired, StatusCancelled:
+		return true
+	}
+	return false
+}
+
+// noIssue is the error of a message naming an issue the prescription does
+// not have.
+func noIssue(p *Prescription, n int) *fhir.Error {
+	return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "value", Code: fhir.CodeInvalidValue, CodeSystem: fhir.SystemEPSIssueCode,
+		Diagnostics: fmt.Sprintf("prescription %s has %d issues; the message names issue %d (Extension-EPS-RepeatInformation.numberOfRepeatsIssued)", p.ID, p.IssueCount(), n)}
+}
+
+// OnIssue applies transition t to issue n of a repeat dispensing
+// prescription (n 0: the current issue) and returns the result with the
+// current issue as before, unless t sent the current issue back to the
+// future (a withdraw of the issue before it), when issue n is current
+// again. For any other prescription n is ignored: it has one issue.
+func OnIssue(p *Prescription, n int, t func(*Prescription) (*Prescription, error)) (*Prescription, error) {
+	if !p.RepeatDispensing() || n == 0 || n == p.IssueNumber() {
+		return t(p)
+	}
+	v, ok := p.AtIssue(n)
+	if !ok {
+		return nil, noIssue(p, n)
+	}
+	r, err := t(v)
+	if err != nil || r == nil {
+		return r, err
+	}
+	if was := r.issue(p.IssueNumber()); was != nil && was.Status == StatusRepeatFuture {
+		return r, nil
+	}
+	back, _ := r.AtIssue(p.IssueNumber())
+	return back, nil
 }
 
 func (pc *PendingCancel) clone() *PendingCancel {
@@ -79,14 +159,20 @@ func (pc *PendingCancel) clone() *PendingCancel {
 }
 
 func (p *Prescription) record(event, messageID string, by Actor, now time.Time) {
-	p.History = append(p.History, Event{Time: now.UTC(), Type: event, MessageID: messageID, Org: by.Org, User: by.User, Status: p.Status})
+	p.recordFor(&p.Issue, event, messageID, by, now)
 }
 
-func (p *Prescription) itemIndex(id string) int {
+// recordFor adds an event about issue is to the history.
+func (p *Prescription) recordFor(is *Issue, event, messageID string, by Actor, now time.Time) {
+	p.History = append(p.History, Event{Time: now.UTC(), Type: event, MessageID: messageID, Org: by.Org, User: by.User,
+		Status: is.Status, Issue: is.Number})
+}
+
+func (p *Issue) itemIndex(id string) int {
 	return slices.IndexFunc(p.Items, func(it Item) bool { return it.ID == id })
 }
 
-func (p *Prescription) itemStatuses() []ItemStatus {
+func (p *Issue) itemStatuses() []ItemStatus {
 	out := make([]ItemStatus, len(p.Items))
 	for i, it := range p.Items {
 		out[i] = it.Status
@@ -117,6 +203,12 @@ func Release(p *Prescription, dispenser string, by Actor, messageID string, nomi
 				SupportingOrg: p.Dispenser}
 		}
 		return nil, invalidTransition(p, "it has already been released to %s", dispenser)
+	case StatusRepeatFuture, StatusAwaitingReleaseReady:
+		if p.RepeatDispensing() {
+			return nil, invalidTransition(p, "issue %d of %d is not yet available: it becomes available from %s, once issue %d is complete",
+				p.IssueNumber(), p.IssueCount(), p.AvailableAt.Format("2006-01-02"), p.IssueNumber()-1)
+		}
+		return nil, invalidTransition(p, "only a prescription To Be Dispensed (0001) can be released")
 	default:
 		return nil, invalidTransition(p, "only a prescription To Be Dispensed (0001) can be released")
 	}
@@ -181,15 +273,16 @@ func Return(p *Prescription, dispenser string, by Actor, messageID string, now t
 	return n, nil
 }
 
-// settleCancelled makes the prescription Cancelled when every item is.
-func (p *Prescription) settleCancelled() {
+// settleCancelled makes the issue Cancelled when every item is (Cancelled
+// future instance when it was still to come).
+func (p *Issue) settleCancelled() {
 	for _, it := range p.Items {
 		if it.Status != ItemCancelled {
 			return
 		}
 	}
 	switch p.Status {
-	case StatusRepeatFuture, StatusFuture:
+	case StatusRepeatFuture, StatusFuture, StatusAwaitingReleaseReady:
 		p.Status = StatusCancelledFuture
 	default:
 		p.Status = StatusCancelled
@@ -300,7 +393,7 @@ func dispensedStatus(items []Item) Status {
 	return StatusNotDispensed
 }
 
-func (p *Prescription) latestDispense() int {
+func (p *Issue) latestDispense() int {
 	for i := len(p.Dispenses) - 1; i >= 0; i-- {
 		if !p.Dispenses[i].Withdrawn {
 			return i
@@ -324,6 +417,19 @@ func Withdraw(p *Prescription, dispenser string, by Actor, notificationID, messa
 		return nil, invalidTransition(p, "only the latest dispense notification can be withdrawn, and %s is not it", notificationID)
 	}
 	n := p.clone()
+	if next := n.nextIssue(); next != nil {
+		// The next issue followed this one's completion: if no dispenser has
+		// it yet it goes back to the future; otherwise the dispensing of this
+		// one can no longer be taken back.
+		switch next.Status {
+		case StatusRepeatFuture, StatusCancelledFuture:
+		case StatusAwaitingReleaseReady, StatusToBeDispensed:
+			next.Status, next.Dispenser = StatusRepeatFuture, ""
+			n.recordFor(next, EventWithdraw, messageID, by, now)
+		default:
+			return nil, invalidTransition(p, "issue %d has already been released (%s); issue %d's dispensing cannot be withdrawn", next.Number, next.Status, p.IssueNumber())
+		}
+	}
 	d := &n.Dispenses[last]
 	d.Withdrawn = true
 	n.Status, n.Pending, n.LastDispense = d.Before, d.BeforePending.clone(), d.BeforeLast
@@ -371,7 +477,44 @@ type CancelInput struct {
 // (cancelled) is a success; R-0002/R-0003 change the record too: the item is
 // marked for cancellation, which takes effect when the dispenser returns
 // the prescription or marks the item not dispensed.
+//
+// Cancelling a repeat dispensing prescription cancels the item in its
+// current issue (or, when that is complete, in the next issue) and in every
+// issue after it: those become Cancelled future instances (9005) when all
+// their items are cancelled.
 func Cancel(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescription, string) {
+	if !p.RepeatDispensing() {
+		return cancelIssue(p, by, in, now)
+	}
+	target := p.IssueNumber()
+	if next := p.nextIssue(); next != nil && Complete(p.Status) && next.Status == StatusRepeatFuture {
+		target = next.Number // the course goes on from the next issue: that is what is cancelled
+	}
+	var code string
+	n, _ := OnIssue(p, target, func(v *Prescription) (*Prescription, error) {
+		var r *Prescription
+		r, code = cancelIssue(v, by, in, now)
+		return r, nil
+	})
+	if n == nil || (code != RCancelled && code != RPendingWith && code != RPendingActive) {
+		return n, code
+	}
+	for i := range n.Others {
+		is := &n.Others[i]
+		if is.Number <= target || (is.Status != StatusRepeatFuture && is.Status != StatusAwaitingReleaseReady) {
+			continue
+		}
+		if k := is.itemIndex(in.LineItemID); k >= 0 && is.Items[k].Status == ItemToBeDispensed {
+			is.Items[k].Status = ItemCancelled
+			is.settleCancelled()
+			n.recordFor(is, EventCancel, in.MessageID, by, now)
+		}
+	}
+	return n, code
+}
+
+// cancelIssue is Cancel of the current issue.
+func cancelIssue(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescription, string) {
 	if in.NHSNumber != p.NHSNumber {
 		return nil, RMismatch
 	}
@@ -430,9 +573,9 @@ func Cancel(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescrip
 // order yet (BundleID is empty). ApplyEarlyCancellations applies it when the
 // prescription arrives.
 func EarlyCancellation(id string, by Actor, in CancelInput, now time.Time) *Prescription {
-	p := &Prescription{ID: id, NHSNumber: in.NHSNumber, Prescriber: by.Org, Status: StatusCancelledFuture,
-		Created: now.UTC(), StartDate: now.UTC(), ExpiresAt: now.UTC().AddDate(0, 6, 0),
-		Pending: &PendingCancel{Org: by.Org, User: by.User, Reason: in.Reason, Items: []string{in.LineItemID}, Time: now.UTC()}}
+	p := &Prescription{ID: id, NHSNumber: in.NHSNumber, Prescriber: by.Org, Created: now.UTC(), StartDate: now.UTC(),
+		Issue: Issue{Status: StatusCancelledFuture, ExpiresAt: now.UTC().AddDate(0, 6, 0),
+			Pending: &PendingCancel{Org: by.Org, User: by.User, Reason: in.Reason, Items: []string{in.LineItemID}, Time: now.UTC()}}}
 	p.record(EventCancel, in.MessageID, by, now)
 	return p
 }
@@ -465,44 +608,88 @@ func ApplyEarlyCancellations(kept, created *Prescription, now time.Time) *Prescr
 	if pc == nil || kept.NHSNumber != n.NHSNumber || pc.Org != n.Prescriber {
 		return n
 	}
-	applied := false
-	for _, id := range pc.Items {
-		if i := n.itemIndex(id); i >= 0 && n.Items[i].Status == ItemToBeDispensed {
-			n.Items[i].Status = ItemCancelled
-			applied = true
+	for _, is := range n.issues() { // every issue of a repeat dispensing prescription
+		applied := false
+		for _, id := range pc.Items {
+			if i := is.itemIndex(id); i >= 0 && is.Items[i].Status == ItemToBeDispensed {
+				is.Items[i].Status = ItemCancelled
+				applied = true
+			}
 		}
-	}
-	if applied {
-		n.settleCancelled()
-		n.record(EventSubsequentCancel, "", Actor{User: pc.User, Org: pc.Org}, now)
+		if applied {
+			is.settleCancelled()
+			n.recordFor(is, EventSubsequentCancel, "", Actor{User: pc.User, Org: pc.Org}, now)
+		}
 	}
 	return n
 }
 
+// issues are pointers to every issue of p, in issue order, to change in
+// place.
+func (p *Prescription) issues() []*Issue {
+	out := make([]*Issue, 0, p.IssueCount())
+	out = append(out, &p.Issue)
+	for i := range p.Others {
+		out = append(out, &p.Others[i])
+	}
+	slices.SortStableFunc(out, func(a, b *Issue) int { return a.Number - b.Number })
+	return out
+}
+
 // Scheduled is the time-driven transition due for a prescription at now, if
-// any: EventReady (a post-dated prescription whose start is within a day),
-// EventExpire (validity ended), EventComplete (part dispensed and 180 days
-// without a dispense), EventNoClaim (completed 180 days ago and not
-// claimed); "" when none is due.
+// any (the first, when several are): EventReady (a post-dated prescription
+// whose start is within a day, or a repeat dispensing issue whose date has
+// come), EventAwaiting (the next repeat dispensing issue, once the current
+// one is complete), EventExpire (validity ended), EventComplete (part
+// dispensed and 180 days without a dispense), EventNoClaim (completed 180
+// days ago and not claimed); "" when none is due.
 func Scheduled(p *Prescription, now time.Time) string {
-	switch p.Status {
+	ev, _ := due(p, now)
+	return ev
+}
+
+// due is the first scheduled transition due at now and the issue it is of.
+func due(p *Prescription, now time.Time) (string, int) {
+	if next := p.nextIssue(); next != nil && next.Status == StatusRepeatFuture && Complete(p.Status) &&
+		now.Before(next.ExpiresAt) {
+		return EventAwaiting, next.Number
+	}
+	for _, is := range p.issues() {
+		if ev := issueDue(p, is, now); ev != "" {
+			return ev, is.Number
+		}
+	}
+	return "", 0
+}
+
+// issueDue is the time-driven transition due for one issue at now.
+func issueDue(p *Prescription, is *Issue, now time.Time) string {
+	expired := !is.ExpiresAt.IsZero() && !now.Before(is.ExpiresAt)
+	switch is.Status {
 	case StatusFuture:
-		if !p.ExpiresAt.IsZero() && !now.Before(p.ExpiresAt) {
+		if expired {
 			return EventExpire
 		}
 		if p.StartDate.Sub(now) <= 24*time.Hour {
 			return EventReady
 		}
-	case StatusAwaitingReleaseReady, StatusToBeDispensed, StatusWithDispenser, StatusRepeatFuture, StatusCancelledFuture:
-		if !p.ExpiresAt.IsZero() && !now.Before(p.ExpiresAt) {
+	case StatusAwaitingReleaseReady:
+		if expired {
+			return EventExpire
+		}
+		if !now.Before(is.AvailableAt) {
+			return EventReady
+		}
+	case StatusToBeDispensed, StatusWithDispenser, StatusRepeatFuture, StatusCancelledFuture:
+		if expired {
 			return EventExpire
 		}
 	case StatusWithDispenserActive:
-		if !p.LastDispense.IsZero() && now.Sub(p.LastDispense) >= 180*24*time.Hour {
+		if !is.LastDispense.IsZero() && now.Sub(is.LastDispense) >= 180*24*time.Hour {
 			return EventComplete
 		}
 	case StatusDispensed, StatusNotDispensed:
-		if !p.Completed.IsZero() && now.Sub(p.Completed) >= 180*24*time.Hour {
+		if !is.Completed.IsZero() && now.Sub(is.Completed) >= 180*24*time.Hour {
 			return EventNoClaim
 		}
 	}
@@ -513,51 +700,105 @@ func Scheduled(p *Prescription, now time.Time) string {
 // (zero when none can): the scheduler looks only at prescriptions whose
 // time has come.
 func NextDue(p *Prescription) time.Time {
-	switch p.Status {
-	case StatusFuture:
-		return p.StartDate.Add(-24 * time.Hour)
-	case StatusAwaitingReleaseReady, StatusToBeDispensed, StatusWithDispenser, StatusRepeatFuture, StatusCancelledFuture:
-		return p.ExpiresAt
-	case StatusWithDispenserActive:
-		if !p.LastDispense.IsZero() {
-			return p.LastDispense.Add(180 * 24 * time.Hour)
-		}
-	case StatusDispensed, StatusNotDispensed:
-		if !p.Completed.IsZero() {
-			return p.Completed.Add(180 * 24 * time.Hour)
+	var at time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
+			at = t
 		}
 	}
-	return time.Time{}
-}
-
-// ApplyScheduled applies the transition Scheduled says is due; nil when none
-// is (so a scheduler that runs twice, or on two brokers, changes nothing the
-// second time).
-func ApplyScheduled(p *Prescription, now time.Time) *Prescription {
-	ev := Scheduled(p, now)
-	if ev == "" {
-		return nil
+	if next := p.nextIssue(); next != nil && next.Status == StatusRepeatFuture && Complete(p.Status) {
+		earliest(p.Created) // due now
 	}
-	n := p.clone()
-	system := Actor{User: "epsbroker", Org: "EPS"}
-	switch ev {
-	case EventReady:
-		n.Status = StatusToBeDispensed
-	case EventExpire:
-		n.Status = StatusExpired
-		for i := range n.Items {
-			switch n.Items[i].Status {
-			case ItemToBeDispensed, ItemWithDispenser:
-				n.Items[i].Status = ItemExpired
+	for _, is := range p.issues() {
+		switch is.Status {
+		case StatusFuture:
+			earliest(p.StartDate.Add(-24 * time.Hour))
+			earliest(is.ExpiresAt)
+		case StatusAwaitingReleaseReady:
+			earliest(is.AvailableAt)
+			earliest(is.ExpiresAt)
+		case StatusToBeDispensed, StatusWithDispenser, StatusRepeatFuture, StatusCancelledFuture:
+			earliest(is.ExpiresAt)
+		case StatusWithDispenserActive:
+			if !is.LastDispense.IsZero() {
+				earliest(is.LastDispense.Add(180 * 24 * time.Hour))
+			}
+		case StatusDispensed, StatusNotDispensed:
+			if !is.Completed.IsZero() {
+				earliest(is.Completed.Add(180 * 24 * time.Hour))
 			}
 		}
-		n.Pending = nil
-	case EventComplete:
-		n.Status = StatusDispensed
-		n.Completed = now.UTC()
-	case EventNoClaim:
-		n.Status = StatusNoClaimed
 	}
-	n.record(ev, "", system, now)
+	return at
+}
+
+// NominationChange is the patient's nomination as it was last changed:
+// the dispenser (ODS, "" when the nomination was removed) and when. Repeat
+// dispensing issues that become available after the change follow it.
+type NominationChange struct {
+	ODS  string
+	Time time.Time
+}
+
+// ApplyScheduled applies every transition Scheduled says is due (so a
+// prescription that fell due while no broker ran catches up in one write);
+// nil when none is (so a scheduler that runs twice, or on two brokers,
+// changes nothing the second time). follow, when not nil, is the patient's
+// latest nomination change: a repeat dispensing issue that becomes
+// available goes to that dispenser if the change is newer than the
+// prescription.
+func ApplyScheduled(p *Prescription, now time.Time, follow *NominationChange) *Prescription {
+	var n *Prescription
+	cur := p
+	for range 2*cur.IssueCount() + 8 { // each step moves an issue on; bounded all the same
+		ev, num := due(cur, now)
+		if ev == "" {
+			break
+		}
+		cur = applyDue(cur, ev, num, now, follow)
+		n = cur
+	}
+	return n
+}
+
+// applyDue applies scheduled transition ev to issue num.
+func applyDue(p *Prescription, ev string, num int, now time.Time, follow *NominationChange) *Prescription {
+	system := Actor{User: "epsbroker", Org: "EPS"}
+	if ev == EventAwaiting {
+		// The next issue becomes the current one.
+		n, _ := p.AtIssue(num)
+		n.Status = StatusAwaitingReleaseReady
+		n.record(ev, "", system, now)
+		return n
+	}
+	n := p.clone()
+	is := n.issue(num)
+	switch ev {
+	case EventReady:
+		is.Status = StatusToBeDispensed
+		if n.RepeatDispensing() && is.Number > 1 && follow != nil && follow.Time.After(n.Created) && follow.ODS != is.Nominated {
+			// The patient changed their nomination since the prescription
+			// was made: this issue goes to the new dispenser.
+			is.Nominated, is.NominationSource = follow.ODS, NominationFromRegistry
+			if follow.ODS == "" {
+				is.NominationSource = NominationNone
+			}
+		}
+	case EventExpire:
+		is.Status = StatusExpired
+		for i := range is.Items {
+			switch is.Items[i].Status {
+			case ItemToBeDispensed, ItemWithDispenser:
+				is.Items[i].Status = ItemExpired
+			}
+		}
+		is.Pending = nil
+	case EventComplete:
+		is.Status = StatusDispensed
+		is.Completed = now.UTC()
+	case EventNoClaim:
+		is.Status = StatusNoClaimed
+	}
+	n.recordFor(is, ev, "", system, now)
 	return n
 }

@@ -283,25 +283,25 @@ func TestScheduled(t *testing.T) {
 	if ev := Scheduled(p, t0.AddDate(0, 6, 0).Add(-time.Second)); ev != "" {
 		t.Errorf("before expiry: %q", ev)
 	}
-	exp := ApplyScheduled(p, p.ExpiresAt)
+	exp := ApplyScheduled(p, p.ExpiresAt, nil)
 	if exp == nil || exp.Status != StatusExpired || items(exp) != "0006 0006" {
 		t.Fatalf("expired: %+v", exp)
 	}
-	if ApplyScheduled(exp, p.ExpiresAt.Add(time.Hour)) != nil {
+	if ApplyScheduled(exp, p.ExpiresAt.Add(time.Hour), nil) != nil {
 		t.Error("a second run changed an expired prescription")
 	}
 	part := must(Dispense(released(t), "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": "0003"}}, t0))
 	if Scheduled(part, t0.Add(179*24*time.Hour)) != "" || Scheduled(part, t0.Add(180*24*time.Hour)) != EventComplete {
 		t.Error("0003 -> 0006 after 180 days without a dispense")
 	}
-	done := ApplyScheduled(part, t0.Add(180*24*time.Hour))
+	done := ApplyScheduled(part, t0.Add(180*24*time.Hour), nil)
 	if done.Status != StatusDispensed {
 		t.Errorf("completed: %s", done.Status)
 	}
 	if ev := Scheduled(done, done.Completed.Add(180*24*time.Hour)); ev != EventNoClaim {
 		t.Errorf("no-claim: %q", ev)
 	}
-	if nc := ApplyScheduled(done, done.Completed.Add(180*24*time.Hour)); nc.Status != StatusNoClaimed {
+	if nc := ApplyScheduled(done, done.Completed.Add(180*24*time.Hour), nil); nc.Status != StatusNoClaimed {
 		t.Errorf("no-claimed: %s", nc.Status)
 	}
 	fut := fresh()
@@ -309,7 +309,7 @@ func TestScheduled(t *testing.T) {
 	if Scheduled(fut, t0) != "" || Scheduled(fut, t0.Add(48*time.Hour)) != EventReady {
 		t.Error("post-dated becomes due a day before its start")
 	}
-	if r := ApplyScheduled(fut, t0.Add(48*time.Hour)); r.Status != StatusToBeDispensed || !r.Ready() {
+	if r := ApplyScheduled(fut, t0.Add(48*time.Hour), nil); r.Status != StatusToBeDispensed || !r.Ready() {
 		t.Errorf("ready: %s", r.Status)
 	}
 }

@@ -43,7 +43,8 @@ func sameOrigin(r *http.Request) error {
 // caller may not see are dropped before anything is read for them (no
 // timing difference between "hidden" and "absent").
 func mayReadEntry(p auth.Principal, e tracker.Entry) bool {
-	return mayRead(p, &tracker.Prescription{Prescriber: e.Prescriber, PrescriberOrg: e.PrescOrg, Nominated: e.Nominated, Dispenser: e.Dispenser})
+	return mayRead(p, &tracker.Prescription{Prescriber: e.Prescriber, PrescriberOrg: e.PrescOrg,
+		Issue: tracker.Issue{Nominated: e.Nominated, Dispenser: e.Dispenser}})
 }
 
 // mayRead reports whether p may see a prescription: the tracker and admin
