@@ -94,6 +94,10 @@ type TaskRequest struct {
 	FocusID        string // focus.identifier.value: for a withdraw, the dispense notification's Bundle.identifier
 	Reason         string // statusReason code: ReturnReasons or WithdrawReasons
 	ReasonDisplay  string
+	// Issue is the repeat dispensing issue returned or withdrawn (Task
+	// Extension-EPS-RepeatInformation numberOfRepeatsIssued, 1 to
+	// MaxRepeatIssues); 0 when the Task names none.
+	Issue int
 }
 
 // DispenseNotification is a $process-message dispense-notification.
@@ -106,6 +110,12 @@ type DispenseNotification struct {
 	PrescriptionStatus  string // Extension-EPS-TaskBusinessStatus: 0003, 0006 or 0007
 	Items               []DispensedItem
 	NonDispensingReason string // Extension-DM-PrescriptionNonDispensingReason code, if present
+	// Issue is the repeat dispensing issue dispensed: the
+	// Extension-EPS-RepeatInformation numberOfRepeatsIssued (1 to
+	// MaxRepeatIssues) of the MedicationDispenses and their contained
+	// MedicationRequests (its extension or basedOn), the same wherever
+	// stated; 0 when none names one.
+	Issue int
 }
 
 // DispensedItem is one MedicationDispense.
@@ -141,6 +151,11 @@ type ClaimRequest struct {
 	ReplacementOf      string // a claim amendment: the claim it replaces (Extension-replacementOf), if present
 	PrescriptionStatus string // item Extension-EPS-TaskBusinessStatus: 0006 or 0007
 	Items              []ClaimItem
+	// Issue is the repeat dispensing issue claimed: the
+	// Extension-EPS-RepeatInformation numberOfRepeatsIssued (1 to
+	// MaxRepeatIssues) of Claim.item, item.detail and item.detail.subDetail,
+	// the same wherever stated; 0 when none names one.
+	Issue int
 }
 
 // ClaimItem is one line item claimed (Claim.item.detail): its id and the
@@ -362,6 +377,9 @@ func paramWhere(name string) string { return "Parameters.parameter.where(name = 
 //	focus.identifier a UUID (withdraw: required)  MISSING_VALUE required, INVALID_VALUE value
 //	statusReason: a code of the return or
 //	  withdraw reason code system                 MISSING_VALUE required, INVALID_VALUE value
+//	Extension-EPS-RepeatInformation (when
+//	  present) numberOfRepeatsIssued an integer
+//	  1-99, the same in every one                 MISSING_VALUE, INVALID_VALUE structure / value / invalid
 func DecodeTaskRequest(body []byte) (*TaskRequest, error) {
 	tr, err := decodeTask(body)
 	if err != nil {
@@ -372,6 +390,7 @@ func DecodeTaskRequest(body []byte) (*TaskRequest, error) {
 }
 
 type task struct {
+	Extension       []extension
 	Contained       []rawResource
 	Identifier      []identifier
 	Status          string
@@ -388,8 +407,10 @@ type task struct {
 func decodeTask(body []byte) (*TaskRequest, *Error) {
 	const root = "Task"
 	var t task
-	if err := readBody(body, root, []string{"contained", "identifier", "status", "intent", "statusReason", "code", "groupIdentifier", "focus", "for", "requester", "owner"}, func(r *reader, key string) {
+	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "intent", "statusReason", "code", "groupIdentifier", "focus", "for", "requester", "owner"}, func(r *reader, key string) {
 		switch key {
+		case "extension":
+			list(r, &t.Extension, r.extension)
 		case "contained":
 			t.Contained = r.containedList(root + ".contained")
 		case "identifier":
@@ -497,6 +518,12 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		return nil, err
 	}
 	tr.Reason, tr.ReasonDisplay = c.Code, c.Display
+
+	var issue issueSeen
+	if err := issue.add(t.Extension, "Task.extension"); err != nil {
+		return nil, err
+	}
+	tr.Issue = issue.n
 	return tr, nil
 }
 
@@ -523,6 +550,11 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 //	type a medicationdispense-type code 0001-0005,
 //	  the same for MedicationDispenses of one
 //	  line item                                   MISSING_VALUE, INVALID_VALUE value / invalid
+//	Extension-EPS-RepeatInformation (when
+//	  present, on a MedicationDispense or on its
+//	  contained MedicationRequest or that one's
+//	  basedOn) numberOfRepeatsIssued an integer
+//	  1-99, the same in every one                 MISSING_VALUE, INVALID_VALUE structure / value / invalid
 func (m *Message) DispenseNotification() (*DispenseNotification, error) {
 	dn, err := m.dispenseNotification()
 	if err != nil {
@@ -583,10 +615,15 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 	})
 }
 
-// dispense is a decoded MedicationDispense and its entry index.
+// dispense is a decoded MedicationDispense and its entry index; request is
+// the contained MedicationRequest its authorizingPrescription references
+// (nil when it names the line item by identifier) and requestExt that one's
+// extensions.
 type dispense struct {
-	k  int
-	md medicationDispense
+	k          int
+	md         medicationDispense
+	request    *rawResource
+	requestExt []extension
 }
 
 // displayNonDispensingMix is the NHS EPS API's words when the
@@ -668,7 +705,8 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 
 	// The line items.
 	dn.Items = make([]DispensedItem, 0, len(mds))
-	for i, d := range mds {
+	for i := range mds {
+		d := &mds[i]
 		lineItem, rxID, err := d.authorizing()
 		if err != nil {
 			return nil, err
@@ -696,7 +734,57 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 		}
 		dn.Items = append(dn.Items, item)
 	}
+
+	// The repeat dispensing issue.
+	var issue issueSeen
+	for i := range mds {
+		if err := mds[i].issue(&issue); err != nil {
+			return nil, err
+		}
+	}
+	dn.Issue = issue.n
 	return dn, nil
+}
+
+// issue reads into s the repeat dispensing issue that the MedicationDispense
+// names: in its extensions, and in the extensions and basedOn references of
+// the contained MedicationRequest it dispenses.
+func (d *dispense) issue(s *issueSeen) *Error {
+	if err := s.add(d.md.Extension, entryPath(d.k, "extension")); err != nil {
+		return err
+	}
+	c := d.request
+	if c == nil {
+		return nil
+	}
+	if err := s.add(d.requestExt, c.root+".extension"); err != nil {
+		return err
+	}
+	var basedOn [][]extension
+	if err := readRaw(c, func(r *reader) {
+		r.object(func(key []byte) {
+			if string(key) != "basedOn" {
+				return
+			}
+			r.array(func(int) {
+				var exts []extension
+				r.object(func(key []byte) {
+					if string(key) == "extension" {
+						list(r, &exts, r.extension)
+					}
+				})
+				basedOn = append(basedOn, exts)
+			})
+		})
+	}); err != nil {
+		return err
+	}
+	for i, exts := range basedOn {
+		if err := s.add(exts, c.root+".basedOn["+strconv.Itoa(i)+"].extension"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // authorizing reads the line item id and the short-form prescription ID of
@@ -730,6 +818,7 @@ func (d *dispense) authorizing() (lineItem string, rxID found, err *Error) {
 		if err := checkShortID(mr.GroupIdentifier.identifier, expr); err != nil {
 			return "", found{}, err
 		}
+		d.request, d.requestExt = c, mr.Extension
 		return lineItem, found{mr.GroupIdentifier.Value, expr + ".value"}, nil
 	}
 	// An identifier, with the prescription in an Extension-DM-GroupIdentifier.
@@ -953,6 +1042,10 @@ func (m *Message) subjectNHSNumber(mr *medicationRequest, k int) (string, *Error
 //	  present; each detail with a line item id
 //	  (UUID), a medicationdispense-type modifier
 //	  0001-0005 and an endorsement programCode    MISSING_VALUE, INVALID_VALUE value / invalid
+//	Extension-EPS-RepeatInformation (when
+//	  present, on items, details or subDetails)
+//	  numberOfRepeatsIssued an integer 1-99, the
+//	  same in every one                           MISSING_VALUE, INVALID_VALUE structure / value / invalid
 //	the long-form prescription ID a UUID          MISSING_VALUE, INVALID_VALUE value
 //
 // The long-form ID comes last so that a claim without endorsements fails
@@ -989,6 +1082,7 @@ type claimDetail struct {
 	Extension   []extension
 	Modifier    []Concept
 	ProgramCode []Concept
+	SubDetail   [][]extension // each subDetail's extensions
 }
 
 func (r *reader) claimItem(it *claimItem) {
@@ -1006,6 +1100,14 @@ func (r *reader) claimItem(it *claimItem) {
 						list(r, &d.Modifier, r.concept)
 					case "programCode":
 						list(r, &d.ProgramCode, r.concept)
+					case "subDetail":
+						list(r, &d.SubDetail, func(exts *[]extension) {
+							r.object(func(key []byte) {
+								if string(key) == "extension" {
+									list(r, exts, r.extension)
+								}
+							})
+						})
 					}
 				})
 			})
@@ -1117,6 +1219,9 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 	if err := c.readItems(cl.Items); err != nil {
 		return nil, err
 	}
+	if err := c.readIssue(cl.Items); err != nil {
+		return nil, err
+	}
 
 	if err := requireUUID(long.v, pathOf(long.expr)); err != nil {
 		return nil, err
@@ -1173,6 +1278,31 @@ func (c *ClaimRequest) readItems(items []claimItem) *Error {
 			c.Items = append(c.Items, ClaimItem{LineItemID: id.Value, Status: status.Code})
 		}
 	}
+	return nil
+}
+
+// readIssue reads the repeat dispensing issue that the items, their details
+// and their subDetails name.
+func (c *ClaimRequest) readIssue(items []claimItem) *Error {
+	var issue issueSeen
+	for i, it := range items {
+		base := "Claim.item[" + strconv.Itoa(i) + "]"
+		if err := issue.add(it.Extension, base+".extension"); err != nil {
+			return err
+		}
+		for d, det := range it.Detail {
+			dbase := base + ".detail[" + strconv.Itoa(d) + "]"
+			if err := issue.add(det.Extension, dbase+".extension"); err != nil {
+				return err
+			}
+			for s, exts := range det.SubDetail {
+				if err := issue.add(exts, dbase+".subDetail["+strconv.Itoa(s)+"].extension"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	c.Issue = issue.n
 	return nil
 }
 

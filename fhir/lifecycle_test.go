@@ -51,13 +51,21 @@ var (
 		Owner: "VNE51", FocusID: "a14d4fc1-82a2-4a82-aae2-50e212e7b907", Reason: "MU", ReasonDisplay: "Medication Update"}
 )
 
+// The eRD and repeat examples name issue 2 (Extension-EPS-RepeatInformation
+// numberOfRepeatsIssued), the acute ones none.
 var okTasks = map[string]TaskRequest{
 	"spec/dispensing/return/acute-primary-example-req.json":    okReturn,
-	"spec/dispensing/return/eRD-primary-example-req.json":      okReturn,
-	"spec/dispensing/return/repeat-primary-example-req.json":   okReturn,
+	"spec/dispensing/return/eRD-primary-example-req.json":      withIssue(okReturn, 2),
+	"spec/dispensing/return/repeat-primary-example-req.json":   withIssue(okReturn, 2),
 	"spec/dispensing/withdraw/acute-primary-example-req.json":  okWithdraw,
-	"spec/dispensing/withdraw/eRD-primary-example-req.json":    okWithdraw,
-	"spec/dispensing/withdraw/repeat-primary-example-req.json": okWithdraw,
+	"spec/dispensing/withdraw/eRD-primary-example-req.json":    withIssue(okWithdraw, 2),
+	"spec/dispensing/withdraw/repeat-primary-example-req.json": withIssue(okWithdraw, 2),
+}
+
+// withIssue is tr naming the repeat dispensing issue n.
+func withIssue(tr TaskRequest, n int) TaskRequest {
+	tr.Issue = n
+	return tr
 }
 
 // okDispense is what a dispense notification fixture states: its
@@ -65,15 +73,16 @@ var okTasks = map[string]TaskRequest{
 type okDispense struct {
 	status, replacementOf string
 	items                 []ClaimItem // line item id and dispensed status
+	issue                 int         // the repeat dispensing issue named
 }
 
 var okDispenses = map[string]okDispense{
-	"spec/dispensing/dispense-notification/acute-primary-example-01-req.json": {"0003", "", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0004"}, {item4, "0005"}}},
-	"spec/dispensing/dispense-notification/acute-primary-example-02-req.json": {"0003", "", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0003"}, {item4, "0005"}}},
-	"spec/dispensing/dispense-notification/acute-primary-example-03-req.json": {"0006", "", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0001"}, {item4, "0005"}}},
-	"spec/dispensing/dispense-notification/acute-primary-example-04-req.json": {"0006", "a14d4fc1-82a2-4a82-aae2-50e212e7b907", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0001"}, {item4, "0005"}}},
-	"spec/dispensing/dispense-notification/eRD-primary-example-req.json":      {"0003", "", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0004"}, {item4, "0005"}}},
-	"spec/dispensing/dispense-notification/repeat-primary-example-req.json":   {"0003", "", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0004"}, {item4, "0005"}}},
+	"spec/dispensing/dispense-notification/acute-primary-example-01-req.json": {"0003", "", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0004"}, {item4, "0005"}}, 0},
+	"spec/dispensing/dispense-notification/acute-primary-example-02-req.json": {"0003", "", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0003"}, {item4, "0005"}}, 0},
+	"spec/dispensing/dispense-notification/acute-primary-example-03-req.json": {"0006", "", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0001"}, {item4, "0005"}}, 0},
+	"spec/dispensing/dispense-notification/acute-primary-example-04-req.json": {"0006", "a14d4fc1-82a2-4a82-aae2-50e212e7b907", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0001"}, {item4, "0005"}}, 0},
+	"spec/dispensing/dispense-notification/eRD-primary-example-req.json":      {"0003", "", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0004"}, {item4, "0005"}}, 2},
+	"spec/dispensing/dispense-notification/repeat-primary-example-req.json":   {"0003", "", []ClaimItem{{item1, "0001"}, {item2, "0001"}, {item3, "0004"}, {item4, "0005"}}, 2},
 }
 
 // badDispenses are the dispense notification fixtures that must be refused
@@ -114,8 +123,15 @@ var okClaim = ClaimRequest{ID: "737dcf8d-fc7a-436d-b692-7d3c4f258083", Prescript
 
 var okClaims = map[string]ClaimRequest{
 	"spec/dispensing/claim/acute-primary-example-req.json":  okClaim,
-	"spec/dispensing/claim/eRD-primary-example-req.json":    okClaim,
-	"spec/dispensing/claim/repeat-primary-example-req.json": okClaim,
+	"spec/dispensing/claim/eRD-primary-example-req.json":    claimOfIssue(2),
+	"spec/dispensing/claim/repeat-primary-example-req.json": claimOfIssue(2),
+}
+
+// claimOfIssue is okClaim naming the repeat dispensing issue n.
+func claimOfIssue(n int) ClaimRequest {
+	c := okClaim
+	c.Issue = n
+	return c
 }
 
 // TestLifecycleFixturesFound checks that the tables above list every
@@ -186,7 +202,7 @@ func TestDispenseNotificationFixtures(t *testing.T) {
 		}
 		if dn.BundleID != "b240434e-cb85-40bb-899c-1c61410c93a7" || dn.Sender != "VNE51" || dn.PrescriptionID != rx4 ||
 			dn.NHSNumber != "9449304130" || dn.PrescriptionStatus != want.status || dn.ReplacementOf != want.replacementOf ||
-			dn.NonDispensingReason != "" || !slices.Equal(items, want.items) {
+			dn.NonDispensingReason != "" || !slices.Equal(items, want.items) || dn.Issue != want.issue {
 			t.Errorf("%s: got %+v, want %+v", rel, dn, want)
 		}
 	}
@@ -773,6 +789,9 @@ func FuzzLifecycle(f *testing.F) {
 	}
 	f.Add(readFixture(f, dnFixture), uint16(300), `"0007"`)
 	f.Add(readFixture(f, claimFixture), uint16(120), `{"reference":"#provider"}`)
+	for _, s := range repeatSeeds {
+		f.Add(readFixture(f, s.rel), pathIndex(f, s.rel, s.path...), s.v)
+	}
 	f.Fuzz(func(t *testing.T, body []byte, p uint16, v string) {
 		checkLifecycle(t, body)
 		var doc any
@@ -827,14 +846,14 @@ func checkLifecycle(t *testing.T, body []byte) {
 				return false
 			}
 		}
-		return (tr.Kind == TaskKindReturn || tr.Kind == TaskKindWithdraw) && ValidShortID(tr.PrescriptionID) &&
+		return (tr.Kind == TaskKindReturn || tr.Kind == TaskKindWithdraw) && ValidShortID(tr.PrescriptionID) && validIssue(tr.Issue) &&
 			ValidODSCode(tr.Owner) && slices.Contains(reasons, tr.Reason) &&
 			(tr.NHSNumber == "" || ValidNHSNumber(tr.NHSNumber)) && (tr.ID == "" || ValidUUID(tr.ID))
 	})
 	cl, err := DecodeClaim(body)
 	check(cl, err, func() bool {
 		ok := ValidUUID(cl.ID) && ValidShortID(cl.PrescriptionID) && ValidUUID(cl.LongID) && ValidNHSNumber(cl.NHSNumber) &&
-			ValidODSCode(cl.Provider) && len(cl.Items) > 0 && slices.Contains(ClaimPrescriptionStatuses, cl.PrescriptionStatus)
+			ValidODSCode(cl.Provider) && len(cl.Items) > 0 && slices.Contains(ClaimPrescriptionStatuses, cl.PrescriptionStatus) && validIssue(cl.Issue)
 		for _, it := range cl.Items {
 			ok = ok && ValidUUID(it.LineItemID) && slices.Contains(DispensedItemStatuses, it.Status)
 		}
@@ -848,7 +867,7 @@ func checkLifecycle(t *testing.T, body []byte) {
 	dn, err := m.DispenseNotification()
 	check(dn, err, func() bool {
 		ok := m.Event == EventDispenseNotification && ValidShortID(dn.PrescriptionID) && ValidNHSNumber(dn.NHSNumber) &&
-			ValidODSCode(dn.Sender) && len(dn.Items) > 0 && slices.Contains(DispensePrescriptionStatuses, dn.PrescriptionStatus)
+			ValidODSCode(dn.Sender) && len(dn.Items) > 0 && slices.Contains(DispensePrescriptionStatuses, dn.PrescriptionStatus) && validIssue(dn.Issue)
 		for _, it := range dn.Items {
 			ok = ok && ValidUUID(it.LineItemID) && slices.Contains(DispensedItemStatuses, it.Status)
 		}

@@ -81,7 +81,17 @@ type extension struct {
 	ValueCoding     *Coding
 	ValueIdentifier *identifier
 	ValueReference  *reference
-	Extension       []extension // a complex extension's parts
+	// ValueInt is a valueInteger or valueUnsignedInt as it is in the
+	// request, unchecked (its checks are the reader's of the extension that
+	// holds it): its key and its raw JSON.
+	ValueInt  rawValue
+	Extension []extension // a complex extension's parts
+}
+
+// rawValue is the raw JSON of the member key of an object, kept unchecked.
+type rawValue struct {
+	key string
+	b   []byte
 }
 
 func (r *reader) extension(e *extension) {
@@ -98,6 +108,10 @@ func (r *reader) extension(e *extension) {
 		case "valueReference":
 			e.ValueReference = new(reference)
 			r.reference(e.ValueReference)
+		case "valueInteger":
+			e.ValueInt = rawValue{"valueInteger", r.raw()}
+		case "valueUnsignedInt":
+			e.ValueInt = rawValue{"valueUnsignedInt", r.raw()}
 		case "extension":
 			list(r, &e.Extension, r.extension)
 		}

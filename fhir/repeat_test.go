@@ -1,0 +1,298 @@
+package fhir
+
+import (
+	"encoding/json"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// Fixtures naming a repeat dispensing issue. Where the examples carry
+// Extension-EPS-RepeatInformation (numberOfRepeatsIssued is its part [1]):
+//
+//	return:   Task.extension[0] (valueInteger)
+//	withdraw: Task.extension[2] (valueUnsignedInt)
+//	dispense notification: each MedicationDispense's extension[1] and its
+//	  contained[1] MedicationRequest's basedOn[0].extension[0]
+//	claim: item[0].extension[1], each item[0].detail[n].extension[2]; the
+//	  repeat example also detail[1].subDetail[0] and detail[2].subDetail[1]
+//	  .extension[1]
+const (
+	erdReturn   = "spec/dispensing/return/eRD-primary-example-req.json"
+	erdWithdraw = "spec/dispensing/withdraw/eRD-primary-example-req.json"
+	erdDN       = "spec/dispensing/dispense-notification/eRD-primary-example-req.json"
+	erdClaim    = "spec/dispensing/claim/eRD-primary-example-req.json"
+	repeatClaim = "spec/dispensing/claim/repeat-primary-example-req.json"
+)
+
+// repeatInfo is an Extension-EPS-RepeatInformation whose
+// numberOfRepeatsIssued is issued (any JSON value).
+func repeatInfo(issued any) map[string]any {
+	return map[string]any{"url": ExtRepeatInformation, "extension": []any{
+		map[string]any{"url": RepeatPartAllowed, "valueInteger": 5},
+		map[string]any{"url": RepeatPartIssued, "valueInteger": issued},
+	}}
+}
+
+// appendExt appends ext to the extensions of the element at path under v.
+func appendExt(v any, ext any, path ...any) {
+	e := at(v, path...).(map[string]any)
+	exts, _ := e["extension"].([]any)
+	e["extension"] = append(exts, ext)
+}
+
+// issueNamed decodes body with the decoder kind and returns the issue it
+// names.
+func issueNamed(t *testing.T, kind string, body []byte) (int, error) {
+	t.Helper()
+	v, err := decodeAs(t, kind, body)
+	if err != nil {
+		return 0, err
+	}
+	return int(reflect.ValueOf(v).Elem().FieldByName("Issue").Int()), nil
+}
+
+// The NHS examples: eRD and repeat prescribing name issue 2
+// (numberOfRepeatsIssued 2 of numberOfRepeatsAllowed 6 in the Tasks, 5 in
+// the dispense notifications and claims), acute ones none.
+func TestRepeatIssueFixtures(t *testing.T) {
+	for _, tc := range []struct {
+		kind, rel string
+		want      int
+	}{
+		{asTask, "spec/dispensing/return/acute-primary-example-req.json", 0},
+		{asTask, erdReturn, 2},
+		{asTask, "spec/dispensing/return/repeat-primary-example-req.json", 2},
+		{asTask, "spec/dispensing/withdraw/acute-primary-example-req.json", 0},
+		{asTask, erdWithdraw, 2},
+		{asTask, "spec/dispensing/withdraw/repeat-primary-example-req.json", 2},
+		{asDN, "spec/dispensing/dispense-notification/acute-primary-example-01-req.json", 0},
+		{asDN, "spec/dispensing/dispense-notification/acute-primary-example-02-req.json", 0},
+		{asDN, "spec/dispensing/dispense-notification/acute-primary-example-03-req.json", 0},
+		{asDN, "spec/dispensing/dispense-notification/acute-primary-example-04-req.json", 0},
+		{asDN, erdDN, 2},
+		{asDN, "spec/dispensing/dispense-notification/repeat-primary-example-req.json", 2},
+		{asClaim, "spec/dispensing/claim/acute-primary-example-req.json", 0},
+		{asClaim, erdClaim, 2},
+		{asClaim, repeatClaim, 2},
+	} {
+		got, err := issueNamed(t, tc.kind, readFixture(t, tc.rel))
+		if err != nil || got != tc.want {
+			t.Errorf("%s: issue %d %v, want %d", tc.rel, got, err, tc.want)
+		}
+	}
+}
+
+// Forms of Extension-EPS-RepeatInformation the examples do not show.
+func TestRepeatIssueVariants(t *testing.T) {
+	for _, tc := range []struct {
+		name, kind, base string
+		edit             func(b bundle)
+		want             int
+	}{
+		{"task: issue 1", asTask, erdReturn, func(b bundle) { set(b, 1, "extension", 0, "extension", 1, "valueInteger") }, 1},
+		{"task: issue 99", asTask, erdReturn, func(b bundle) { set(b, 99, "extension", 0, "extension", 1, "valueInteger") }, 99},
+		{"task: valueUnsignedInt", asTask, erdReturn, func(b bundle) {
+			set(b, map[string]any{"url": RepeatPartIssued, "valueUnsignedInt": 7}, "extension", 0, "extension", 1)
+		}, 7},
+		{"task: numberOfRepeatsAllowed only", asTask, erdReturn, func(b bundle) {
+			set(b, []any{at(b, "extension", 0, "extension", 0)}, "extension", 0, "extension")
+		}, 0},
+		{"task: numberOfRepeatsAllowed is not read", asTask, erdReturn, func(b bundle) { set(b, "x", "extension", 0, "extension", 0, "valueInteger") }, 2},
+		{"task: the same issue twice", asTask, erdReturn, func(b bundle) { appendExt(b, repeatInfo(2)) }, 2},
+		{"task: added to an acute return", asTask, returnFixture, func(b bundle) { appendExt(b, repeatInfo(4)) }, 4},
+		{"dispense: on the MedicationDispenses only", asDN, erdDN, eachMD(func(r map[string]any) { lcDelete(r, "contained", 1, "basedOn") }), 2},
+		{"dispense: on the contained MedicationRequests' basedOn only", asDN, erdDN, eachMD(func(r map[string]any) {
+			r["extension"] = r["extension"].([]any)[:1]
+		}), 2},
+		{"dispense: on one contained MedicationRequest's extension only", asDN, dnFixture, func(b bundle) {
+			appendExt(res(b, 3), repeatInfo(6), "contained", 1)
+		}, 6},
+		{"claim: on a subDetail only", asClaim, repeatClaim, func(b bundle) {
+			set(b, at(b, "item", 0, "extension", 0), "item", 0, "extension", 1)
+			for d := range 4 {
+				set(b, at(b, "item", 0, "detail", d, "extension", 0), "item", 0, "detail", d, "extension", 2)
+			}
+			set(b, at(b, "item", 0, "detail", 1, "subDetail", 0, "extension", 0), "item", 0, "detail", 1, "subDetail", 0, "extension", 1)
+		}, 2},
+		{"claim: on the details only", asClaim, claimFixture, func(b bundle) {
+			for d := range 4 {
+				appendExt(b, repeatInfo(12), "item", 0, "detail", d)
+			}
+		}, 12},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := issueNamed(t, tc.kind, mutate(t, readFixture(t, tc.base), tc.edit))
+			if err != nil || got != tc.want {
+				t.Errorf("issue %d %v, want %d", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// An issue number that is not an integer from 1 to 99, or that differs
+// from another the message names, is refused where it is found.
+func TestRepeatIssueBad(t *testing.T) {
+	const (
+		taskIssued = "Task.extension[0].extension[1].valueInteger"
+		dn2Basis   = "Bundle.entry[2].resource.contained[1].basedOn[0].extension[0].extension[1].valueInteger"
+	)
+	taskIssue := func(v any) func(b bundle) {
+		return func(b bundle) { set(b, v, "extension", 0, "extension", 1, "valueInteger") }
+	}
+	for _, tc := range []struct {
+		name, kind, base            string
+		edit                        func(b bundle)
+		code, issueType, expression string
+	}{
+		{"task: issue 0", asTask, erdReturn, taskIssue(0), CodeInvalidValue, "value", taskIssued},
+		{"task: issue 100", asTask, erdReturn, taskIssue(100), CodeInvalidValue, "value", taskIssued},
+		{"task: issue -1", asTask, erdReturn, taskIssue(-1), CodeInvalidValue, "value", taskIssued},
+		{"task: issue a string", asTask, erdReturn, taskIssue("x"), CodeInvalidValue, "structure", taskIssued},
+		{"task: issue a numeric string", asTask, erdReturn, taskIssue("2"), CodeInvalidValue, "structure", taskIssued},
+		{"task: issue an object", asTask, erdReturn, taskIssue(map[string]any{}), CodeInvalidValue, "structure", taskIssued},
+		{"task: issue a fraction", asTask, erdReturn, taskIssue(2.5), CodeInvalidValue, "value", taskIssued},
+		{"task: issue beyond int64", asTask, erdReturn, taskIssue(1e30), CodeInvalidValue, "value", taskIssued},
+		{"task: issue null", asTask, erdReturn, taskIssue(nil), CodeMissingValue, "required", taskIssued},
+		{"task: issue without a value", asTask, erdReturn, func(b bundle) { lcDelete(b, "extension", 0, "extension", 1, "valueInteger") },
+			CodeMissingValue, "required", taskIssued},
+		{"task: two issues", asTask, erdReturn, func(b bundle) { appendExt(b, repeatInfo(3)) },
+			CodeInvalidValue, "invalid", "Task.extension[1].extension[1].valueInteger"},
+		{"withdraw: issue 0 (valueUnsignedInt)", asTask, erdWithdraw, func(b bundle) { set(b, 0, "extension", 2, "extension", 1, "valueUnsignedInt") },
+			CodeInvalidValue, "value", "Task.extension[2].extension[1].valueUnsignedInt"},
+		{"withdraw: issue a string (valueUnsignedInt)", asTask, erdWithdraw, func(b bundle) { set(b, "x", "extension", 2, "extension", 1, "valueUnsignedInt") },
+			CodeInvalidValue, "structure", "Task.extension[2].extension[1].valueUnsignedInt"},
+
+		{"dispense: issue 0 everywhere", asDN, erdDN, eachMD(func(r map[string]any) {
+			set(r, 0, "extension", 1, "extension", 1, "valueInteger")
+			set(r, 0, "contained", 1, "basedOn", 0, "extension", 0, "extension", 1, "valueInteger")
+		}), CodeInvalidValue, "value", "Bundle.entry[1].resource.extension[1].extension[1].valueInteger"},
+		{"dispense: issue 100 in a basedOn", asDN, erdDN, func(b bundle) {
+			set(res(b, 2), 100, "contained", 1, "basedOn", 0, "extension", 0, "extension", 1, "valueInteger")
+		}, CodeInvalidValue, "value", dn2Basis},
+		{"dispense: issue a string in a contained MedicationRequest's extension", asDN, erdDN, func(b bundle) {
+			appendExt(res(b, 1), repeatInfo("x"), "contained", 1)
+		}, CodeInvalidValue, "structure", "Bundle.entry[1].resource.contained[1].extension[3].extension[1].valueInteger"},
+		{"dispense: a MedicationDispense of another issue", asDN, erdDN, func(b bundle) {
+			set(res(b, 3), 3, "extension", 1, "extension", 1, "valueInteger")
+		}, CodeInvalidValue, "invalid", "Bundle.entry[3].resource.extension[1].extension[1].valueInteger"},
+		{"dispense: a MedicationDispense and its MedicationRequest disagree", asDN, erdDN, func(b bundle) {
+			set(res(b, 2), 3, "contained", 1, "basedOn", 0, "extension", 0, "extension", 1, "valueInteger")
+		}, CodeInvalidValue, "invalid", dn2Basis},
+		{"dispense: issues added to an acute notification disagree", asDN, dnFixture, func(b bundle) {
+			appendExt(res(b, 1), repeatInfo(2))
+			set(res(b, 2), []any{map[string]any{"extension": []any{repeatInfo(4)}}}, "contained", 1, "basedOn")
+		}, CodeInvalidValue, "invalid", dn2Basis},
+		{"dispense: basedOn an object", asDN, erdDN, func(b bundle) {
+			set(res(b, 1), map[string]any{}, "contained", 1, "basedOn")
+		}, CodeInvalidValue, "structure", "Bundle.entry[1].resource.contained[1].basedOn"},
+
+		{"claim: issue 0 on the item", asClaim, erdClaim, func(b bundle) { set(b, 0, "item", 0, "extension", 1, "extension", 1, "valueInteger") },
+			CodeInvalidValue, "value", "Claim.item[0].extension[1].extension[1].valueInteger"},
+		{"claim: issue a string on a detail", asClaim, erdClaim, func(b bundle) {
+			set(b, "x", "item", 0, "detail", 0, "extension", 2, "extension", 1, "valueInteger")
+		}, CodeInvalidValue, "structure", "Claim.item[0].detail[0].extension[2].extension[1].valueInteger"},
+		{"claim: a detail of another issue", asClaim, erdClaim, func(b bundle) {
+			set(b, 3, "item", 0, "detail", 2, "extension", 2, "extension", 1, "valueInteger")
+		}, CodeInvalidValue, "invalid", "Claim.item[0].detail[2].extension[2].extension[1].valueInteger"},
+		{"claim: a subDetail of another issue", asClaim, repeatClaim, func(b bundle) {
+			set(b, 5, "item", 0, "detail", 2, "subDetail", 1, "extension", 1, "extension", 1, "valueInteger")
+		}, CodeInvalidValue, "invalid", "Claim.item[0].detail[2].subDetail[1].extension[1].extension[1].valueInteger"},
+		{"claim: issue 100 on a subDetail", asClaim, repeatClaim, func(b bundle) {
+			set(b, 100, "item", 0, "detail", 1, "subDetail", 0, "extension", 1, "extension", 1, "valueInteger")
+		}, CodeInvalidValue, "value", "Claim.item[0].detail[1].subDetail[0].extension[1].extension[1].valueInteger"},
+		{"claim: details added to an acute claim disagree", asClaim, claimFixture, func(b bundle) {
+			appendExt(b, repeatInfo(2), "item", 0, "detail", 0)
+			appendExt(b, repeatInfo(1), "item", 0, "detail", 3)
+		}, CodeInvalidValue, "invalid", "Claim.item[0].detail[3].extension[2].extension[1].valueInteger"},
+		{"claim: subDetail an object", asClaim, repeatClaim, func(b bundle) { set(b, map[string]any{}, "item", 0, "detail", 1, "subDetail") },
+			CodeInvalidValue, "structure", "Claim.item[0].detail[1].subDetail"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodeAs(t, tc.kind, mutate(t, readFixture(t, tc.base), tc.edit))
+			if err == nil {
+				t.Fatalf("accepted: %+v", got)
+			}
+			e := fhirErr(t, err)
+			if e.Code != tc.code || e.IssueType != tc.issueType || e.Expression[0] != tc.expression || e.Op != opOf[tc.kind] {
+				t.Errorf("got %s %s %q (%s: %s), want %s %s %q", e.Code, e.IssueType, e.Expression, e.Op, e.Diagnostics, tc.code, tc.issueType, tc.expression)
+			}
+			if !strings.Contains(e.Diagnostics, tc.expression) {
+				t.Errorf("the diagnostics do not name %s: %s", tc.expression, e.Diagnostics)
+			}
+			if !reflect.ValueOf(got).IsNil() {
+				t.Errorf("a value with the error: %+v", got)
+			}
+		})
+	}
+}
+
+// validIssue reports whether n is an issue a decoder may return: 0 (none)
+// or 1 to MaxRepeatIssues.
+func validIssue(n int) bool { return n >= 0 && n <= MaxRepeatIssues }
+
+// repeatSeeds are FuzzLifecycle seeds that replace a value of the repeat
+// information of an eRD example (rel, the path of the value, the new value
+// as JSON).
+var repeatSeeds = []struct {
+	rel  string
+	path []any
+	v    string
+}{
+	{erdReturn, []any{"extension", 0, "extension", 1, "valueInteger"}, `0`},
+	{erdReturn, []any{"extension", 0, "extension", 1, "valueInteger"}, `"x"`},
+	{erdReturn, []any{"extension", 0, "extension", 1}, `{"url":"numberOfRepeatsIssued","valueUnsignedInt":100}`},
+	{erdWithdraw, []any{"extension", 2, "extension", 1, "valueUnsignedInt"}, `99`},
+	{erdDN, []any{"entry", 2, "resource", "extension", 1, "extension", 1, "valueInteger"}, `3`},
+	{erdDN, []any{"entry", 3, "resource", "contained", 1, "basedOn", 0, "extension", 0, "extension", 1, "valueInteger"}, `2.5`},
+	{erdDN, []any{"entry", 1, "resource", "contained", 1, "basedOn"}, `{}`},
+	{erdClaim, []any{"item", 0, "detail", 3, "extension", 2, "extension", 1, "valueInteger"}, `1`},
+	{repeatClaim, []any{"item", 0, "detail", 1, "subDetail", 0, "extension", 1, "extension", 1, "valueInteger"}, `null`},
+}
+
+// pathIndex is the index, among the jsonPaths of the fixture rel, of path
+// (FuzzLifecycle's p).
+func pathIndex(t testing.TB, rel string, path ...any) uint16 {
+	t.Helper()
+	var doc any
+	if err := json.Unmarshal(readFixture(t, rel), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range jsonPaths(doc, nil) {
+		if reflect.DeepEqual(p, path) && i > 0 && i <= math.MaxUint16 {
+			return uint16(i)
+		}
+	}
+	t.Fatalf("%s has no %v", rel, path)
+	return 0
+}
+
+// The seeds reach what they mean to: each edit changes the issue named or
+// is refused where the edit is.
+func TestRepeatSeeds(t *testing.T) {
+	for _, s := range repeatSeeds {
+		var doc any
+		if err := json.Unmarshal(readFixture(t, s.rel), &doc); err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if err := json.Unmarshal([]byte(s.v), &v); err != nil {
+			t.Fatal(err)
+		}
+		paths := jsonPaths(doc, nil)
+		set(doc, v, paths[pathIndex(t, s.rel, s.path...)]...)
+		body, _ := json.Marshal(doc)
+		kind := asTask
+		switch {
+		case strings.Contains(s.rel, "claim"):
+			kind = asClaim
+		case strings.Contains(s.rel, "dispense-notification"):
+			kind = asDN
+		}
+		n, err := issueNamed(t, kind, body)
+		if err == nil && n == 2 {
+			t.Errorf("%s %v = %s: still issue 2", s.rel, s.path, s.v)
+		}
+	}
+}
