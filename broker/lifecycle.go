@@ -249,17 +249,19 @@ func (l *Lifecycle) Task(ctx context.Context, p auth.Principal, t *fhir.TaskRequ
 	if t.Kind == fhir.TaskKindWithdraw {
 		event = tracker.EventWithdraw
 	}
-	_, err := l.update(ctx, t.PrescriptionID, event, msgID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
-		if err := heldBy(cur, p.ODS); err != nil {
-			return nil, err
-		}
-		if err := sameNHSNumber(cur, t.NHSNumber); err != nil {
-			return nil, err
-		}
-		if event == tracker.EventWithdraw {
-			return tracker.Withdraw(cur, p.ODS, actor, t.FocusID, msgID, l.now())
-		}
-		return tracker.Return(cur, p.ODS, actor, msgID, l.now())
+	_, err := l.update(ctx, t.PrescriptionID, event, msgID, body, func(rec *tracker.Prescription) (*tracker.Prescription, error) {
+		return tracker.OnIssue(rec, t.Issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+			if err := heldBy(cur, p.ODS); err != nil {
+				return nil, err
+			}
+			if err := sameNHSNumber(cur, t.NHSNumber); err != nil {
+				return nil, err
+			}
+			if event == tracker.EventWithdraw {
+				return tracker.Withdraw(cur, p.ODS, actor, t.FocusID, msgID, l.now())
+			}
+			return tracker.Return(cur, p.ODS, actor, msgID, l.now())
+		})
 	})
 	return err
 }
@@ -271,47 +273,53 @@ func (l *Lifecycle) Dispense(ctx context.Context, p auth.Principal, n *fhir.Disp
 	if err := dispenserOnly(p, n.Sender); err != nil {
 		return err
 	}
-	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
 	in := tracker.DispenseInput{ID: n.BundleID, ReplacementOf: n.ReplacementOf, Items: map[string]tracker.ItemStatus{},
 		Status: tracker.Status(n.PrescriptionStatus)}
 	for _, it := range n.Items {
 		in.Items[it.LineItemID] = tracker.ItemStatus(it.Status)
 	}
-	_, err := l.update(ctx, n.PrescriptionID, tracker.EventDispense, n.BundleID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
-		if err := heldBy(cur, p.ODS); err != nil {
-			return nil, err
-		}
-		if err := sameNHSNumber(cur, n.NHSNumber); err != nil {
-			return nil, err
-		}
-		for _, d := range cur.Dispenses {
-			if d.ID == n.BundleID {
-				return nil, errAlready
-			}
-		}
-		// An item the message states cancelled (0005) must be cancelled here:
-		// it is not a dispense outcome, and it changes nothing.
-		items := map[string]tracker.ItemStatus{}
-		for id, st := range in.Items {
-			if st == tracker.ItemCancelled {
-				for _, it := range cur.Items {
-					if it.ID == id && it.Status != tracker.ItemCancelled {
-						return nil, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidStateTransition,
-							CodeSystem: fhir.SystemEPSIssueCode, Diagnostics: fmt.Sprintf("line item %s is not cancelled", id)}
-					}
-				}
-				continue
-			}
-			items[id] = st
-		}
-		in := in
-		in.Items = items
-		return tracker.Dispense(cur, p.ODS, actor, in, l.now())
+	_, err := l.update(ctx, n.PrescriptionID, tracker.EventDispense, n.BundleID, body, func(rec *tracker.Prescription) (*tracker.Prescription, error) {
+		return tracker.OnIssue(rec, n.Issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+			return l.dispense(cur, p, n, in)
+		})
 	})
 	if errors.Is(err, errAlready) {
 		return nil
 	}
 	return err
+}
+
+// dispense decides a dispense notification on the issue it names.
+func (l *Lifecycle) dispense(cur *tracker.Prescription, p auth.Principal, n *fhir.DispenseNotification, in tracker.DispenseInput) (*tracker.Prescription, error) {
+	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
+	if err := heldBy(cur, p.ODS); err != nil {
+		return nil, err
+	}
+	if err := sameNHSNumber(cur, n.NHSNumber); err != nil {
+		return nil, err
+	}
+	for _, d := range cur.Dispenses {
+		if d.ID == n.BundleID {
+			return nil, errAlready
+		}
+	}
+	// An item the message states cancelled (0005) must be cancelled here:
+	// it is not a dispense outcome, and it changes nothing.
+	items := map[string]tracker.ItemStatus{}
+	for id, st := range in.Items {
+		if st == tracker.ItemCancelled {
+			for _, it := range cur.Items {
+				if it.ID == id && it.Status != tracker.ItemCancelled {
+					return nil, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidStateTransition,
+						CodeSystem: fhir.SystemEPSIssueCode, Diagnostics: fmt.Sprintf("line item %s is not cancelled", id)}
+				}
+			}
+			continue
+		}
+		items[id] = st
+	}
+	in.Items = items
+	return tracker.Dispense(cur, p.ODS, actor, in, l.now())
 }
 
 // Claim applies a claim (or a claim amendment) from the dispenser that holds
@@ -321,17 +329,19 @@ func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRe
 		return err
 	}
 	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
-	_, err := l.update(ctx, c.PrescriptionID, tracker.EventClaim, c.ID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
-		if err := heldBy(cur, p.ODS); err != nil {
-			return nil, err
-		}
-		if err := sameNHSNumber(cur, c.NHSNumber); err != nil {
-			return nil, err
-		}
-		if cur.ClaimID != "" && cur.ClaimID == c.ID {
-			return nil, errAlready
-		}
-		return tracker.Claim(cur, p.ODS, actor, c.ID, c.ReplacementOf, l.now())
+	_, err := l.update(ctx, c.PrescriptionID, tracker.EventClaim, c.ID, body, func(rec *tracker.Prescription) (*tracker.Prescription, error) {
+		return tracker.OnIssue(rec, c.Issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+			if err := heldBy(cur, p.ODS); err != nil {
+				return nil, err
+			}
+			if err := sameNHSNumber(cur, c.NHSNumber); err != nil {
+				return nil, err
+			}
+			if cur.ClaimID != "" && cur.ClaimID == c.ID {
+				return nil, errAlready
+			}
+			return tracker.Claim(cur, p.ODS, actor, c.ID, c.ReplacementOf, l.now())
+		})
 	})
 	if errors.Is(err, errAlready) {
 		return nil

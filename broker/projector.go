@@ -27,6 +27,9 @@ type Notification struct {
 	Dispenser      string         `json:"dispenser"`
 	Time           time.Time      `json:"time"`
 	EventSeq       uint64         `json:"eventSeq"`
+	// Issue is the repeat dispensing issue it is about (current issue for
+	// prescription-ready); absent for other prescriptions.
+	Issue int `json:"issue,omitempty"`
 }
 
 // NotifyReady is the event of a prescription entering a dispenser's ready
@@ -213,7 +216,8 @@ func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
 
 func (p *QueueProjector) notifyReady(ev *StoredEvent) {
 	rec := ev.Record
-	n := Notification{Event: NotifyReady, PrescriptionID: rec.ID, Status: rec.Status, Dispenser: rec.Nominated, Time: ev.Time, EventSeq: ev.Seq}
+	n := Notification{Event: NotifyReady, PrescriptionID: rec.ID, Status: rec.Status, Dispenser: rec.Nominated, Time: ev.Time, EventSeq: ev.Seq,
+		Issue: rec.Number}
 	body, _ := json.Marshal(n)
 	if err := p.nc.Publish(SubjectNotifyDispenser+rec.Nominated+"."+NotifyReady, body); err != nil {
 		p.log.Warn("queue projector: notification not published", zap.Uint64("seq", ev.Seq), zap.Error(err))
@@ -233,7 +237,14 @@ func (p *QueueProjector) notifyTransition(ev *StoredEvent) {
 		return
 	}
 	last := rec.History[len(rec.History)-1]
-	n := Notification{Event: event, PrescriptionID: rec.ID, Status: rec.Status, Time: ev.Time, EventSeq: ev.Seq}
+	if last.Issue != 0 {
+		// A repeat dispensing event is about one issue: its status and
+		// dispenser, which need not be the current issue's.
+		if at, ok := rec.AtIssue(last.Issue); ok {
+			rec = at
+		}
+	}
+	n := Notification{Event: event, PrescriptionID: rec.ID, Status: rec.Status, Time: ev.Time, EventSeq: ev.Seq, Issue: rec.Number}
 	publish := func(audience, subject string) {
 		body, _ := json.Marshal(n)
 		if err := p.nc.Publish(subject, body); err != nil {

@@ -51,6 +51,9 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 	orders := make([]fhir.ReleasedOrder, len(released))
 	for i, rel := range released {
 		orders[i] = fhir.ReleasedOrder{BundleID: rel.Record.BundleID, Raw: rel.Order}
+		if rel.Record.RepeatDispensing() {
+			orders[i].Issue, orders[i].Issues = rel.Record.IssueNumber(), rel.Record.IssueCount()
+		}
 	}
 	writeFHIR(w, http.StatusOK, fhir.ReleaseResponse(orders))
 }

@@ -1,0 +1,528 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+	"github.com/nhs-eps/epsbroker/tracker"
+)
+
+// Electronic repeat dispensing end to end: one signed order, N issues, each
+// released, dispensed and claimed in turn as the injected clock reaches its
+// date; cancellation and a nomination change part-way through; the issue
+// each lifecycle message names.
+
+// erdFixture is the NHS repeat dispensing order (nominated pharmacy) the
+// generated courses are made from.
+const erdFixture = "primary-care/repeat-dispensing/nominated-pharmacy/medical-prescriber/author/gmc/responsible-party/medication-list/din/1-Process-Request-Send-200_OK.json"
+
+// course is one repeat dispensing prescription of a test, with the test's
+// clock.
+type course struct {
+	t      *testing.T
+	b      *testBroker
+	g      *fhirgen.Generated
+	issues int
+	supply int
+	start  time.Time
+	clock  *testClock
+}
+
+// testClock is the broker's injected clock.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *testClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.After(c.now) {
+		c.now = t
+	}
+}
+
+// erdBroker starts a broker whose clock starts at 09:00 UTC on a fixed day
+// (so that availability dates are whole days from the prescription date).
+func erdBroker(t *testing.T) (*testBroker, *testClock) {
+	t.Helper()
+	clock := &testClock{now: time.Now().UTC().Truncate(24 * time.Hour).Add(9 * time.Hour)}
+	return startBrokerClock(t, "", clock.Now), clock
+}
+
+// newCourse makes (without posting) an eRD order of issues issues of supply
+// days, dated today, nominated to performer.
+func newCourse(t *testing.T, b *testBroker, clock *testClock, issues, supply int, performer string) *course {
+	t.Helper()
+	tmpl, err := fhirgen.NewTemplate(readFile(t, filepath.Join(fixtures, erdFixture)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := tmpl.Order(fhirgen.Options{Performer: performer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := clock.Now().Truncate(24 * time.Hour)
+	g.Body = fhirgen.RepeatDispensing(g.Body, issues-1, supply, start)
+	return &course{t: t, b: b, g: g, issues: issues, supply: supply, start: start, clock: clock}
+}
+
+func (c *course) post() {
+	c.t.Helper()
+	if res := c.b.post(c.b.token(auth.RolePrescriber, c.g.Sender), c.g.Body); res.Status != 200 {
+		c.t.Fatalf("eRD order: %d %s", res.Status, res.Body)
+	}
+}
+
+// record is the prescription's record now.
+func (c *course) record() *tracker.Prescription {
+	c.t.Helper()
+	cur, err := c.b.App.Store.Current(context.Background(), c.g.ShortID)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cur.Record
+}
+
+// statuses are the issues' statuses, in issue order.
+func (c *course) statuses() []string {
+	c.t.Helper()
+	var out []string
+	for _, is := range c.record().Issues() {
+		out = append(out, string(is.Status))
+	}
+	return out
+}
+
+// expect checks every issue's status and which issue is current.
+func (c *course) expect(what string, current int, want ...string) {
+	c.t.Helper()
+	rec := c.record()
+	if got := c.statuses(); !slices.Equal(got, want) || rec.IssueNumber() != current {
+		c.t.Fatalf("%s: issues %v (current %d), want %v (current %d)", what, got, rec.IssueNumber(), want, current)
+	}
+}
+
+// availableAt is the rule: prescription date + days supply x (n - 1) - 7 days.
+func (c *course) availableAt(n int) time.Time {
+	return c.start.AddDate(0, 0, c.supply*(n-1)-7)
+}
+
+// tick moves the clock to at (never back) and runs the scheduler once.
+func (c *course) tick(at time.Time) int {
+	c.t.Helper()
+	c.clock.Set(at)
+	c.b.settle()
+	n, err := c.b.App.Scheduler.RunOnce(context.Background())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.b.settle()
+	return n
+}
+
+// releaseNominated releases dispenser's queue and returns the IDs and the
+// issue each entry of the answer names.
+func (c *course) releaseNominated(dispenser string) (ids []string, issues []int) {
+	c.t.Helper()
+	c.b.settle()
+	res := c.b.release(dispenser, "")
+	ids, _ = released(c.t, res)
+	var p struct {
+		Parameter []struct {
+			Name     string
+			Resource struct {
+				Entry []struct {
+					Extension []struct {
+						URL       string `json:"url"`
+						Extension []struct {
+							URL          string `json:"url"`
+							ValueInteger int    `json:"valueInteger"`
+						} `json:"extension"`
+					} `json:"extension"`
+				} `json:"entry"`
+			} `json:"resource"`
+		} `json:"parameter"`
+	}
+	if err := json.Unmarshal(res.Body, &p); err != nil {
+		c.t.Fatal(err)
+	}
+	for _, e := range p.Parameter[0].Resource.Entry {
+		n := 0
+		for _, x := range e.Extension {
+			for _, part := range x.Extension {
+				if x.URL == fhir.ExtRepeatInformation && part.URL == "numberOfRepeatsIssued" {
+					n = part.ValueInteger
+				}
+			}
+		}
+		issues = append(issues, n)
+	}
+	return ids, issues
+}
+
+func (c *course) allItems(status string) map[string]string {
+	m := map[string]string{}
+	for _, id := range c.g.ItemIDs {
+		m[id] = status
+	}
+	return m
+}
+
+// dispense sends a dispense notification for issue n (0: naming none).
+func (c *course) dispense(dispenser string, n int, itemStatus string, status string) (*response, string) {
+	c.t.Helper()
+	body, id := fhirgen.DispenseNotification(c.g, dispenser, c.allItems(itemStatus), status, "")
+	if n > 0 {
+		body = fhirgen.ForIssue(body, n, c.issues)
+	}
+	return c.b.post(c.b.token(auth.RoleDispenser, dispenser), body), id
+}
+
+// claim sends a claim for issue n.
+func (c *course) claim(dispenser string, n int) *response {
+	c.t.Helper()
+	body, _ := fhirgen.Claim(c.g, dispenser, "")
+	if n > 0 {
+		body = fhirgen.ForIssue(body, n, c.issues)
+	}
+	return c.b.do("POST", "/FHIR/R4/Claim", c.b.token(auth.RoleDispenser, dispenser), body)
+}
+
+func (c *course) cancelAll() []string {
+	c.t.Helper()
+	var codes []string
+	for _, item := range c.g.ItemIDs {
+		body, _ := fhirgen.Cancellation(c.g, item, "0002")
+		res := c.b.post(c.b.token(auth.RolePrescriber, c.g.Sender), body)
+		_, code := rCode(res)
+		codes = append(codes, code)
+	}
+	return codes
+}
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
+
+// A 6-issue course of 28 days, released, dispensed and claimed issue by
+// issue as the clock reaches each issue's date: issue n is downloadable
+// exactly at prescription date + 28 x (n - 1) - 7 days and not a second
+// before; it waits at 0000 (awaiting release ready) once issue n-1 is
+// complete; the release names the issue; each claim names its issue and is
+// accepted after the next issue has become current.
+func TestERDCourseIssueByIssue(t *testing.T) {
+	b, clock := erdBroker(t)
+	pharmacy := newODS("FE")
+	c := newCourse(t, b, clock, 6, 28, pharmacy)
+	c.post()
+
+	rec := c.record()
+	if !rec.RepeatDispensing() || rec.IssueCount() != 6 {
+		t.Fatalf("record: repeat dispensing %v, %d issues", rec.RepeatDispensing(), rec.IssueCount())
+	}
+	c.expect("created", 1, "0001", "9000", "9000", "9000", "9000", "9000")
+	for _, is := range rec.Issues()[1:] {
+		if want := c.availableAt(is.Number); !is.AvailableAt.Equal(want) {
+			t.Errorf("issue %d available from %s, want %s", is.Number, is.AvailableAt, want)
+		}
+		if want := rec.Created.AddDate(1, 0, 0); !is.ExpiresAt.Equal(want) {
+			t.Errorf("issue %d expires %s, want 12 months on (%s)", is.Number, is.ExpiresAt, want)
+		}
+		if is.Nominated != pharmacy {
+			t.Errorf("issue %d nominated to %q, want %s", is.Number, is.Nominated, pharmacy)
+		}
+	}
+	if n := c.tick(clock.Now()); n != 0 {
+		t.Fatalf("scheduler applied %d transitions to a fresh course", n)
+	}
+
+	want := repeat("9000", 6)
+	for n := 1; n <= 6; n++ {
+		if n > 1 {
+			// Issue n-1 is complete: issue n waits for its date.
+			if applied := c.tick(c.availableAt(n).Add(-time.Second)); applied != 1 {
+				t.Fatalf("issue %d: %d transitions applied before its date, want 1 (9000 -> 0000)", n, applied)
+			}
+			want[n-1] = "0000"
+			c.expect(fmt.Sprintf("issue %d a second before its date", n), n, want...)
+			if ids, _ := c.releaseNominated(pharmacy); len(ids) != 0 {
+				t.Fatalf("issue %d released before its date: %v", n, ids)
+			}
+			if c.tick(c.availableAt(n)) != 1 {
+				t.Fatalf("issue %d did not become available at its date", n)
+			}
+		}
+		want[n-1] = "0001"
+		c.expect(fmt.Sprintf("issue %d available", n), n, want...)
+
+		ids, issues := c.releaseNominated(pharmacy)
+		if !slices.Equal(ids, []string{c.g.ShortID}) || !slices.Equal(issues, []int{n}) {
+			t.Fatalf("issue %d: nominated release gave %v (issues %v)", n, ids, issues)
+		}
+		want[n-1] = "0002"
+		c.expect(fmt.Sprintf("issue %d released", n), n, want...)
+
+		if res, _ := c.dispense(pharmacy, n, "0001", "0006"); res.Status != 200 {
+			t.Fatalf("issue %d dispense: %d %s", n, res.Status, res.Body)
+		}
+		want[n-1] = "0006"
+		c.expect(fmt.Sprintf("issue %d dispensed", n), n, want...)
+
+		if n > 1 {
+			// The previous issue's claim arrives after this issue became
+			// current: it names its issue.
+			if res := c.claim(pharmacy, n-1); res.Status != 200 {
+				t.Fatalf("issue %d claim: %d %s", n-1, res.Status, res.Body)
+			}
+			want[n-2] = "0008"
+			c.expect(fmt.Sprintf("issue %d claimed", n-1), n, want...)
+		}
+	}
+	if res := c.claim(pharmacy, 6); res.Status != 200 {
+		t.Fatalf("issue 6 claim: %d %s", res.Status, res.Body)
+	}
+	c.expect("course complete", 6, repeat("0008", 6)...)
+	if c.tick(clock.Now().AddDate(0, 1, 0)) != 0 {
+		t.Errorf("the scheduler changed a completed course")
+	}
+
+	// Every issue's history is its own.
+	perIssue := map[int][]string{}
+	for _, ev := range c.record().History {
+		perIssue[ev.Issue] = append(perIssue[ev.Issue], ev.Type)
+	}
+	wantFirst := []string{tracker.EventNominatedRelease, tracker.EventDispense, tracker.EventClaim}
+	wantLater := append([]string{tracker.EventAwaiting, tracker.EventReady}, wantFirst...)
+	if !slices.Equal(perIssue[0], []string{tracker.EventOrder}) || !slices.Equal(perIssue[1], wantFirst) {
+		t.Errorf("history: order %v, issue 1 %v", perIssue[0], perIssue[1])
+	}
+	for n := 2; n <= 6; n++ {
+		if !slices.Equal(perIssue[n], wantLater) {
+			t.Errorf("issue %d history %v, want %v", n, perIssue[n], wantLater)
+		}
+	}
+}
+
+// An issue becomes available at its date only once the issue before it is
+// complete; when that happens after its date, it becomes available at once
+// (the scheduler catches up); a message naming an issue the prescription
+// does not have is refused and changes nothing; one naming no issue acts
+// on the current one; a withdraw of the dispense that completed an issue
+// sends the next issue back to the future.
+func TestERDAvailabilityWaitsForPreviousIssue(t *testing.T) {
+	b, clock := erdBroker(t)
+	pharmacy := newODS("FE")
+	c := newCourse(t, b, clock, 3, 10, pharmacy)
+	c.post()
+	if c.tick(c.availableAt(2).Add(time.Hour)) != 0 {
+		t.Fatal("issue 2 moved while issue 1 is not complete")
+	}
+	c.expect("issue 1 not yet dispensed, issue 2's date passed", 1, "0001", "9000", "9000")
+	if ids, _ := c.releaseNominated(pharmacy); len(ids) != 1 {
+		t.Fatalf("release: %v", ids)
+	}
+	events := b.events(c.g.ShortID)
+	if res, _ := c.dispense(pharmacy, 4, "0001", "0006"); res.Status != 400 || !res.outcome(t).hasCode("INVALID_VALUE") {
+		t.Fatalf("dispense of issue 4 of 3: %d %s", res.Status, res.Body)
+	}
+	if res, _ := c.dispense(pharmacy, 2, "0001", "0006"); res.Status != 400 {
+		t.Fatalf("dispense of issue 2 (not released): %d %s", res.Status, res.Body)
+	}
+	if got := b.events(c.g.ShortID); got != events {
+		t.Fatalf("refused dispenses stored %d events", got-events)
+	}
+	res, notification := c.dispense(pharmacy, 0, "0001", "0006") // names no issue: the current one
+	if res.Status != 200 {
+		t.Fatalf("dispense naming no issue: %d %s", res.Status, res.Body)
+	}
+	// Issue 2's date has passed: it goes 9000 -> 0000 -> 0001 in one pass.
+	if c.tick(clock.Now()) != 1 {
+		t.Fatal("issue 2 did not follow at once")
+	}
+	c.expect("issue 2 caught up", 2, "0006", "0001", "9000")
+	rec := c.record()
+	if h := rec.History[len(rec.History)-2:]; h[0].Type != tracker.EventAwaiting || h[1].Type != tracker.EventReady || h[1].Issue != 2 {
+		t.Errorf("history of the catch-up: %+v", h)
+	}
+
+	// Withdrawing issue 1's dispense: issue 2 (not yet released) goes back.
+	withdraw := fhirgen.ForIssue(fhirgen.WithdrawTask(c.g, pharmacy, notification, "QU"), 1, 3)
+	if res := b.do("POST", "/FHIR/R4/Task", b.token(auth.RoleDispenser, pharmacy), withdraw); res.Status != 200 {
+		t.Fatalf("withdraw: %d %s", res.Status, res.Body)
+	}
+	c.expect("after withdraw", 1, "0003", "9000", "9000")
+	b.settle()
+	if ids, _ := c.releaseNominated(pharmacy); len(ids) != 0 {
+		t.Fatalf("issue 2 still in the queue after the withdraw: %v", ids)
+	}
+	// Dispensed again, issue 2 follows again; once it is released, issue 1's
+	// dispensing can no longer be withdrawn.
+	res, notification = c.dispense(pharmacy, 1, "0001", "0006")
+	if res.Status != 200 {
+		t.Fatalf("dispense again: %d %s", res.Status, res.Body)
+	}
+	c.tick(clock.Now())
+	if ids, issues := c.releaseNominated(pharmacy); len(ids) != 1 || issues[0] != 2 {
+		t.Fatalf("issue 2 release: %v %v", ids, issues)
+	}
+	withdraw = fhirgen.ForIssue(fhirgen.WithdrawTask(c.g, pharmacy, notification, "QU"), 1, 3)
+	if res := b.do("POST", "/FHIR/R4/Task", b.token(auth.RoleDispenser, pharmacy), withdraw); res.Status != 400 || !res.outcome(t).hasCode(codeInvalidState) {
+		t.Fatalf("withdraw after issue 2 was released: %d %s", res.Status, res.Body)
+	}
+	c.expect("withdraw refused", 2, "0006", "0002", "9000")
+}
+
+// Cancelling a repeat dispensing prescription part-way: every issue still
+// to come becomes a Cancelled future instance (9005) and never becomes
+// available; cancelling while the current issue is with the dispenser marks
+// it for cancellation (R-0002) and cancels the later issues at once.
+func TestERDCancellationMidCourse(t *testing.T) {
+	b, clock := erdBroker(t)
+	pharmacy := newODS("FE")
+
+	t.Run("between issues", func(t *testing.T) {
+		c := newCourse(t, b, clock, 4, 28, pharmacy)
+		c.t = t
+		c.post()
+		c.releaseNominated(pharmacy)
+		if res, _ := c.dispense(pharmacy, 1, "0001", "0006"); res.Status != 200 {
+			t.Fatalf("dispense: %d %s", res.Status, res.Body)
+		}
+		// Issue 1 dispensed, issue 2 not yet moved: the cancellation is of
+		// the rest of the course.
+		for _, code := range c.cancelAll() {
+			if code != tracker.RCancelled {
+				t.Fatalf("cancel answered %s, want R-0001", code)
+			}
+		}
+		c.expect("cancelled after issue 1", 1, "0006", "9005", "9005", "9005")
+		c.tick(c.availableAt(4).Add(time.Hour))
+		c.expect("dates passed", 1, "0006", "9005", "9005", "9005")
+		if ids, _ := c.releaseNominated(pharmacy); len(ids) != 0 {
+			t.Fatalf("a cancelled issue was released: %v", ids)
+		}
+	})
+
+	t.Run("issue with the dispenser", func(t *testing.T) {
+		c := newCourse(t, b, clock, 4, 28, pharmacy)
+		c.t = t
+		c.post()
+		c.releaseNominated(pharmacy)
+		if res, _ := c.dispense(pharmacy, 1, "0001", "0006"); res.Status != 200 {
+			t.Fatalf("dispense: %d %s", res.Status, res.Body)
+		}
+		c.tick(c.availableAt(2))
+		if ids, issues := c.releaseNominated(pharmacy); len(ids) != 1 || issues[0] != 2 {
+			t.Fatalf("issue 2 release: %v %v", ids, issues)
+		}
+		for _, code := range c.cancelAll() {
+			if code != tracker.RPendingWith {
+				t.Fatalf("cancel answered %s, want R-0002", code)
+			}
+		}
+		c.expect("cancelled with issue 2 at the dispenser", 2, "0006", "0002", "9005", "9005")
+		if c.record().Pending == nil {
+			t.Fatal("issue 2 is not marked for cancellation")
+		}
+		// The dispenser returns it: the cancellation takes effect.
+		ret := fhirgen.ForIssue(fhirgen.ReturnTask(c.g, pharmacy, "0003"), 2, 4)
+		if res := b.do("POST", "/FHIR/R4/Task", b.token(auth.RoleDispenser, pharmacy), ret); res.Status != 200 {
+			t.Fatalf("return: %d %s", res.Status, res.Body)
+		}
+		c.expect("returned", 2, "0006", "0005", "9005", "9005")
+	})
+}
+
+// A nomination change part-way through a course: the issues that become
+// available afterwards go to the patient's new pharmacy; the issue already
+// released stays with the old one.
+func TestERDNominationChangeMidCourse(t *testing.T) {
+	b, clock := erdBroker(t)
+	oldPharmacy, newPharmacy := newODS("FE"), newODS("FN")
+	c := newCourse(t, b, clock, 4, 28, oldPharmacy)
+	c.post()
+	if ids, _ := c.releaseNominated(oldPharmacy); len(ids) != 1 {
+		t.Fatalf("issue 1 release: %v", ids)
+	}
+	clock.Set(clock.Now().Add(time.Hour))
+	res := b.do("PUT", "/api/v1/nominations/"+c.g.NHSNumber+"/P1", b.token(auth.RoleAdmin, "X26"),
+		[]byte(`{"ods":"`+newPharmacy+`"}`), "Content-Type", "application/json")
+	if res.Status != 200 {
+		t.Fatalf("nomination change: %d %s", res.Status, res.Body)
+	}
+	if res, _ := c.dispense(oldPharmacy, 1, "0001", "0006"); res.Status != 200 {
+		t.Fatalf("dispense: %d %s", res.Status, res.Body)
+	}
+	for n := 2; n <= 4; n++ {
+		c.tick(c.availableAt(n))
+		if ids, _ := c.releaseNominated(oldPharmacy); len(ids) != 0 {
+			t.Fatalf("issue %d went to the old pharmacy", n)
+		}
+		ids, issues := c.releaseNominated(newPharmacy)
+		if len(ids) != 1 || issues[0] != n {
+			t.Fatalf("issue %d: the new pharmacy released %v %v", n, ids, issues)
+		}
+		rec := c.record()
+		if rec.Nominated != newPharmacy || rec.NominationSource != tracker.NominationFromRegistry {
+			t.Errorf("issue %d nominated %s (%s)", n, rec.Nominated, rec.NominationSource)
+		}
+		if res, _ := c.dispense(newPharmacy, n, "0001", "0006"); res.Status != 200 {
+			t.Fatalf("issue %d dispense: %d %s", n, res.Status, res.Body)
+		}
+	}
+	is1, _ := c.record().AtIssue(1)
+	if is1.Dispenser != oldPharmacy {
+		t.Errorf("issue 1 is now held by %s", is1.Dispenser)
+	}
+}
+
+// Schedule 2 and 3 controlled drugs cannot be repeat dispensed: such an
+// order is refused and nothing is stored; Schedule 4 can.
+func TestERDControlledDrugRefused(t *testing.T) {
+	b, clock := erdBroker(t)
+	for _, tc := range []struct {
+		schedule string
+		status   int
+	}{{"CD2", 400}, {"CD3", 400}, {"CD4-1", 200}} {
+		t.Run(tc.schedule, func(t *testing.T) {
+			c := newCourse(t, b, clock, 3, 28, newODS("FE"))
+			c.g.Body = fhirgen.Mutate(c.g.Body, func(m map[string]any) {
+				for _, mr := range medicationRequests(m) {
+					exts, _ := mr["extension"].([]any)
+					mr["extension"] = append(exts, map[string]any{"url": fhir.ExtControlledDrug, "extension": []any{
+						map[string]any{"url": "quantityWords", "valueString": "twenty"},
+						map[string]any{"url": "schedule", "valueCoding": map[string]any{
+							"system": "https://fhir.nhs.uk/CodeSystem/medicationrequest-controlled-drug", "code": tc.schedule}},
+					}})
+				}
+			})
+			res := b.post(b.token(auth.RolePrescriber, c.g.Sender), c.g.Body)
+			if res.Status != tc.status {
+				t.Fatalf("%s eRD: %d %s", tc.schedule, res.Status, res.Body)
+			}
+			if tc.status == 400 {
+				if !res.outcome(t).hasCode("INVALID_VALUE") {
+					t.Errorf("%s eRD: %s", tc.schedule, res.Body)
+				}
+				if n := b.events(c.g.ShortID); n != 0 {
+					t.Errorf("refused order stored %d events", n)
+				}
+			}
+		})
+	}
+}
