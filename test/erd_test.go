@@ -118,17 +118,31 @@ func (c *course) availableAt(n int) time.Time {
 	return c.start.AddDate(0, 0, c.supply*(n-1)-7)
 }
 
-// tick moves the clock to at (never back) and runs the scheduler once.
+// tick moves the clock to at (never back) and runs two scheduler passes at
+// once, as two broker instances would: the transitions they applied
+// together (each must be applied once).
 func (c *course) tick(at time.Time) int {
 	c.t.Helper()
 	c.clock.Set(at)
 	c.b.settle()
-	n, err := c.b.App.Scheduler.RunOnce(context.Background())
-	if err != nil {
-		c.t.Fatal(err)
+	var wg sync.WaitGroup
+	counts := make([]int, 2)
+	errs := make([]error, 2)
+	for i := range counts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			counts[i], errs[i] = c.b.App.Scheduler.RunOnce(context.Background())
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			c.t.Fatal(err)
+		}
 	}
 	c.b.settle()
-	return n
+	return counts[0] + counts[1]
 }
 
 // releaseNominated releases dispenser's queue and returns the IDs and the
@@ -523,6 +537,82 @@ func TestERDControlledDrugRefused(t *testing.T) {
 					t.Errorf("refused order stored %d events", n)
 				}
 			}
+		})
+	}
+}
+
+// The NHS repeat dispensing orders, as published: each makes its issues
+// (numberOfRepeatsAllowed + 1, dated from its validity start by its days
+// supply), nominated to its pharmacy; a course generated from each runs
+// from issue 1 to issue 2 (whose date is long past: it follows as soon as
+// issue 1 is dispensed).
+func TestERDNHSFixtures(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(fixtures, "primary-care/repeat-dispensing/*/*/*/*/*/*/*/1-Process-Request-Send-200_OK.json"))
+	if len(files) < 2 {
+		t.Fatalf("repeat dispensing fixtures: %v", files)
+	}
+	b, clock := erdBroker(t)
+	for _, f := range files {
+		t.Run(filepath.Base(filepath.Dir(f)), func(t *testing.T) {
+			raw := readFile(t, f)
+			msg, err := fhir.DecodeMessage(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			order, err := msg.Order()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if order.TherapyType != fhir.TherapyRepeatDispensing {
+				t.Fatalf("%s is not repeat dispensing", f)
+			}
+			if res := b.post(b.token(auth.RolePrescriber, order.Sender), raw); res.Status != 200 {
+				t.Fatalf("order: %d %s", res.Status, res.Body)
+			}
+			cur, err := b.App.Store.Current(context.Background(), order.PrescriptionID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := cur.Record
+			if rec.IssueCount() != order.RepeatsAllowed+1 || rec.Nominated != order.Performer {
+				t.Fatalf("%d issues nominated to %s, want %d to %s", rec.IssueCount(), rec.Nominated, order.RepeatsAllowed+1, order.Performer)
+			}
+			want := append([]string{"0001"}, repeat("9000", order.RepeatsAllowed)...)
+			var got []string
+			for _, is := range rec.Issues() {
+				got = append(got, string(is.Status))
+				if is.Number > 1 {
+					if at := order.ValidityStart.AddDate(0, 0, order.SupplyDays*(is.Number-1)-7); !is.AvailableAt.Equal(at) {
+						t.Errorf("issue %d available %s, want %s", is.Number, is.AvailableAt, at)
+					}
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("issues %v, want %v", got, want)
+			}
+
+			tmpl, err := fhirgen.NewTemplate(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pharmacy := newODS("FX")
+			g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &course{t: t, b: b, g: g, issues: order.RepeatsAllowed + 1, supply: order.SupplyDays, clock: clock}
+			c.post()
+			if ids, issues := c.releaseNominated(pharmacy); len(ids) != 1 || issues[0] != 1 {
+				t.Fatalf("issue 1: %v %v", ids, issues)
+			}
+			if res, _ := c.dispense(pharmacy, 1, "0001", "0006"); res.Status != 200 {
+				t.Fatalf("dispense: %d %s", res.Status, res.Body)
+			}
+			c.tick(clock.Now())
+			if ids, issues := c.releaseNominated(pharmacy); len(ids) != 1 || issues[0] != 2 {
+				t.Fatalf("issue 2: %v %v", ids, issues)
+			}
+			c.expect("issue 2 released", 2, append([]string{"0006", "0002"}, repeat("9000", order.RepeatsAllowed-1)...)...)
 		})
 	}
 }

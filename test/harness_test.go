@@ -217,6 +217,17 @@ func (b *testBroker) settle() {
 			b.t.Fatal(err)
 		}
 		if info.NumPending == 0 && info.NumAckPending == 0 {
+			// The tracker index (which the scheduler reads) too.
+			si, err := b.App.Store.JetStream().Stream(ctx, broker.StreamEvents)
+			if err != nil {
+				b.t.Fatal(err)
+			}
+			wctx, cancel := context.WithDeadline(ctx, deadline)
+			err = b.App.Tracker.Index.WaitApplied(wctx, si.CachedInfo().State.LastSeq)
+			cancel()
+			if err != nil {
+				b.t.Fatalf("tracker index did not catch up: %v", err)
+			}
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
