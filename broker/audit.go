@@ -29,6 +29,8 @@ type AuditEntry struct {
 	NHSNumber      string    `json:"nhsNumber,omitempty"` // searched for, or of the prescription shown
 	Results        int       `json:"results"`
 	Outcome        int       `json:"outcome"` // the HTTP status answered
+	// Issue is the repeat dispensing issue asked for (issueNumber), if any.
+	Issue int `json:"issue,omitempty"`
 	Seq            uint64    `json:"seq,omitempty"`
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
 // chromiumPath finds a Chromium or Chrome binary: Debian's chromium first,
@@ -106,7 +107,9 @@ func (l *browserLog) report(t *testing.T) {
 
 // TestTrackerPage drives the tracker web page in headless Chromium: sign in
 // with a token, find a prescription by ID, open it, read its status and
-// history, and see invalid input refused in words before anything is sent.
+// history, and see invalid input refused in words before anything is sent;
+// find an electronic repeat dispensing prescription (a row per issue, "eRD
+// n of N") and step through its issues in the detail.
 func TestTrackerPage(t *testing.T) {
 	chromium := chromiumPath()
 	if chromium == "" {
@@ -119,9 +122,23 @@ func TestTrackerPage(t *testing.T) {
 	if res := b.post(b.token(auth.RolePrescriber, "A83008"), order); res.Status != 200 {
 		t.Fatalf("posting the order: %d %s", res.Status, res.Body)
 	}
+	// A repeat dispensing prescription of 6 issues, dated today.
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	erd, err := tmpl.Order(fhirgen.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	erd.Body = fhirgen.RepeatDispensing(erd.Body, 5, 28, time.Now().UTC().Truncate(24*time.Hour))
+	if res := b.post(b.token(auth.RolePrescriber, erd.Sender), erd.Body); res.Status != 200 {
+		t.Fatalf("posting the eRD order: %d %s", res.Status, res.Body)
+	}
 	b.settle()
 	trackerToken := b.token(auth.RoleTracker, "A83008")
 	waitSearchable(t, b, trackerToken, id)
+	waitSearchable(t, b, trackerToken, erd.ShortID)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -320,6 +337,86 @@ func TestTrackerPage(t *testing.T) {
 		t.Errorf("invalid input sent %d request(s) to the broker", after-before)
 	}
 
+	// A repeat dispensing prescription: a row per issue, "eRD n of N".
+	erdRow := func(n int) chromedp.CSS {
+		return chromedp.CSS(fmt.Sprintf(`#results button[data-id="%s"][data-issue="%d"]`, erd.ShortID, n))
+	}
+	step("search the eRD prescription", 15*time.Second,
+		clearField("query"),
+		chromedp.SendKeys(chromedp.ID("query"), erd.ShortID+kb.Enter),
+		chromedp.WaitVisible(erdRow(1)),
+		chromedp.WaitVisible(erdRow(6)),
+	)
+	rows, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll('#results button[data-id]').length`))
+	if err != nil || rows != 6 {
+		t.Errorf("the eRD search shows %d rows (%v), want 6", rows, err)
+	}
+	results = text("#results")
+	for _, want := range []string{"Current prescriptions (1)", "Future prescriptions (5)", "eRD 1 of 6", "eRD 2 of 6", "eRD 6 of 6",
+		"To Be Dispensed", "Repeat Dispense future instance"} {
+		if !strings.Contains(results, want) {
+			t.Errorf("the eRD results do not show %q:\n%s", want, results)
+		}
+	}
+	screenshot("tracker-erd-results.png")
+
+	disabled := func(id string) bool {
+		d, err := chromedp.Run(bctx, chromedp.Evaluate[bool](fmt.Sprintf(`document.getElementById(%q).disabled`, id)))
+		if err != nil {
+			t.Errorf("#%s: %v", id, err)
+		}
+		return d
+	}
+	// expectIssue waits until the detail shows issue n of 6 and checks its
+	// status and the buttons.
+	expectIssue := func(n int, status string) {
+		t.Helper()
+		poll(fmt.Sprintf("issue %d of 6", n), fmt.Sprintf(`(e => !!e && e.textContent.includes('Issue %d of 6'))(document.getElementById('issue-label'))`, n))
+		if got := text("#status"); !strings.Contains(got, status) {
+			t.Errorf("issue %d: #status shows %q, want %q", n, got, status)
+		}
+		if got := text("#issue-label"); !strings.Contains(got, status) {
+			t.Errorf("issue %d: the issue bar shows %q, want the status %q", n, got, status)
+		}
+		if got := text("#type"); got != fmt.Sprintf("eRD %d of 6", n) {
+			t.Errorf("issue %d: type %q", n, got)
+		}
+		if prev, next := disabled("issue-previous"), disabled("issue-next"); prev != (n == 1) || next != (n == 6) {
+			t.Errorf("issue %d: Previous disabled %v, Next disabled %v", n, prev, next)
+		}
+	}
+	step("open issue 1", 15*time.Second,
+		chromedp.Click(erdRow(1)),
+		chromedp.WaitVisible(chromedp.ID("issue-label")),
+	)
+	expectIssue(1, "To Be Dispensed")
+	step("next issue", 10*time.Second, chromedp.Click(chromedp.ID("issue-next")))
+	expectIssue(2, "Repeat Dispense future instance")
+	if got := text("#available-from"); strings.HasPrefix(got, "(") {
+		t.Errorf("issue 2 does not say when it becomes available: %s", got)
+	}
+	if got := text("#timeline"); !strings.Contains(got, "Prescription upload successful") {
+		t.Errorf("issue 2 history: %q", got)
+	}
+	screenshot("tracker-erd-issue-2.png")
+	step("previous issue", 10*time.Second, chromedp.Click(chromedp.ID("issue-previous")))
+	expectIssue(1, "To Be Dispensed")
+	// Back to the results, and the last issue from its row.
+	step("back to the results and open issue 6", 15*time.Second,
+		chromedp.Click(chromedp.ID("back")),
+		chromedp.WaitVisible(erdRow(6)),
+		chromedp.Click(erdRow(6)),
+	)
+	expectIssue(6, "Repeat Dispense future instance")
+	log.mu.Lock()
+	asked := strings.Join(log.responses, "\n")
+	log.mu.Unlock()
+	for _, want := range []string{"?issueNumber=1", "?issueNumber=2", "?issueNumber=6"} {
+		if !strings.Contains(asked, want) {
+			t.Errorf("the page did not ask for %s:\n%s", want, asked)
+		}
+	}
+
 	path := screenshot("tracker.png")
 	if path == "" {
 		t.Error("no screenshot saved")
@@ -333,8 +430,8 @@ func TestTrackerPage(t *testing.T) {
 		chromedp.Click(chromedp.ID("sign-out")),
 		chromedp.WaitVisible(chromedp.ID("token")),
 	)
-	if left, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`document.getElementById('results').textContent + document.getElementById('detail').textContent`)); strings.Contains(left, id) {
-		t.Errorf("after sign-out the page still shows the prescription: %q", left)
+	if left, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`document.getElementById('results').textContent + document.getElementById('detail').textContent`)); strings.Contains(left, id) || strings.Contains(left, erd.ShortID) {
+		t.Errorf("after sign-out the page still shows a prescription: %q", left)
 	}
 	step("reload after sign-out", 15*time.Second,
 		chromedp.Reload(),

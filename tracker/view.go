@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,11 @@ const (
 	// nominated dispenser was found: "order" (named by the order),
 	// "registry" (the patient's nomination) or "none".
 	ExtNominationSource = "https://github.com/nhs-eps/epsbroker/StructureDefinition/nomination-source"
+	// ExtIssueAvailableFrom says on the detail's RequestGroup of a later
+	// repeat dispensing issue (2..N) from when it may become downloadable
+	// (valueDateTime): the prescription date + days supply x (issue - 1) -
+	// 7 days, and not before the issue before it is complete.
+	ExtIssueAvailableFrom = "https://github.com/nhs-eps/epsbroker/StructureDefinition/issue-available-from"
 
 	systemPrescriptionType = "https://fhir.nhs.uk/CodeSystem/prescription-type"
 	systemSiteType         = "https://fhir.nhs.uk/CodeSystem/dispensing-site-preference"
@@ -95,8 +101,12 @@ type SearchResult struct {
 // (search mode include: NHS number and name), then a RequestGroup (mode
 // match) per prescription, newest first (Created descending, then ID): its
 // short prescription ID, its Patient, status, intent, issue date, status
-// history, repeat information, pending cancellation and category. total is
-// the number of RequestGroups. Results without a Record are skipped.
+// history, repeat information, pending cancellation and category. A repeat
+// dispensing prescription has a RequestGroup per issue, in issue order (like
+// the NHS example 200_With7InstanceErd): the same identifier, each with its
+// own status, repeat information (issue n of N), pending cancellation and
+// category. total is the number of RequestGroups. Results without a Record
+// are skipped.
 func SearchBundle(results []SearchResult) []byte {
 	rs := make([]SearchResult, 0, len(results))
 	for _, r := range results {
@@ -128,30 +138,72 @@ func SearchBundle(results []SearchResult) []byte {
 		} else if p.Name == nil {
 			p.Name = humanNames(r.Patient)
 		}
-		rg := &requestGroup{
-			ResourceType: "RequestGroup",
-			Identifier:   []identifier{{fhir.SystemPrescriptionID, rec.ID}},
-			Subject:      reference{Reference: url},
-			Status:       requestStatus(rec.Status),
-			Intent:       intent(rec.TherapyType),
-			AuthoredOn:   instant(issueDate(rec)),
+		for _, is := range issuesOf(rec) {
+			rg := searchGroup(is, url)
+			recURL, _ := requestGroupURN(is)
+			matches = append(matches, bundleEntry{FullURL: recURL, Search: modeMatch, Resource: rg})
 		}
-		rg.Extension = append(rg.Extension, statusExtension(rec.Status))
-		if ext, ok := repeatExtension(rec); ok {
-			rg.Extension = append(rg.Extension, ext)
-		}
-		rg.Extension = append(rg.Extension,
-			extension{URL: extPendingCancellation, Extension: []extension{
-				boolExtension("prescriptionPendingCancellation", prescriptionPendingCancellation(rec)),
-				boolExtension("lineItemPendingCancellation", anyLineItemPendingCancellation(rec)),
-			}},
-			categoryExtension(rec.Status))
-		recURL, _ := urn("RequestGroup", rec.ID)
-		matches = append(matches, bundleEntry{FullURL: recURL, Search: modeMatch, Resource: rg})
 	}
 	b.Entry = append(b.Entry, matches...)
 	b.Total = len(matches)
 	return encode(b)
+}
+
+// searchGroup is the RequestGroup of one search result: rec's current
+// issue, whose Patient has the fullUrl patientURL.
+func searchGroup(rec *Prescription, patientURL string) *requestGroup {
+	rg := &requestGroup{
+		ResourceType: "RequestGroup",
+		Identifier:   []identifier{{fhir.SystemPrescriptionID, rec.ID}},
+		Subject:      reference{Reference: patientURL},
+		Status:       requestStatus(rec.Status),
+		Intent:       intent(rec.TherapyType),
+		AuthoredOn:   instant(issueDate(rec)),
+	}
+	rg.Extension = append(rg.Extension, statusExtension(rec.Status))
+	if ext, ok := repeatExtension(rec); ok {
+		rg.Extension = append(rg.Extension, ext)
+	}
+	rg.Extension = append(rg.Extension,
+		extension{URL: extPendingCancellation, Extension: []extension{
+			boolExtension("prescriptionPendingCancellation", prescriptionPendingCancellation(rec)),
+			boolExtension("lineItemPendingCancellation", anyLineItemPendingCancellation(rec)),
+		}},
+		categoryExtension(rec.Status))
+	return rg
+}
+
+// issuesOf lists what the tracker shows of a prescription, one record per
+// issue in issue order, each with that issue as its current one: every
+// issue of a repeat dispensing prescription, or the record itself.
+func issuesOf(rec *Prescription) []*Prescription {
+	if !rec.RepeatDispensing() || len(rec.Others) == 0 {
+		return []*Prescription{rec}
+	}
+	out := make([]*Prescription, 0, rec.IssueCount())
+	for _, is := range rec.Issues() {
+		if v, ok := rec.AtIssue(is.Number); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// requestGroupURN is the fullUrl and id of the RequestGroup of rec's current
+// issue: named by the prescription ID, and for a repeat dispensing issue by
+// the ID and the issue number (ID/n), so that every issue has its own and
+// the search and detail views name an issue alike.
+func requestGroupURN(rec *Prescription) (fullURL, id string) {
+	return urn("RequestGroup", issueKey(rec))
+}
+
+// issueKey names rec's current issue: the prescription ID, or ID/n for
+// issue n of a repeat dispensing prescription.
+func issueKey(rec *Prescription) string {
+	if rec.RepeatDispensing() && rec.Number > 0 {
+		return rec.ID + "/" + strconv.Itoa(rec.Number)
+	}
+	return rec.ID
 }
 
 // DetailBundle is the searchset Bundle of GET RequestGroup/{id}, like the NHS
@@ -165,13 +217,19 @@ func SearchBundle(results []SearchResult) []byte {
 // status after it and the organisation and user that caused it. d holds
 // what the order message says of the patient, prescriber and items; when it
 // is nil the view shows what the record holds.
+//
+// It shows rec's current issue: for issue n of a repeat dispensing
+// prescription pass rec.AtIssue(n). Its repeat information is then issue n
+// of N, its history holds the events about the prescription as a whole and
+// those about issue n, and a later issue (2..N) says from when it may
+// become downloadable (ExtIssueAvailableFrom).
 func DetailBundle(rec *Prescription, d *fhir.OrderDetails) []byte {
 	if d == nil {
 		d = &fhir.OrderDetails{}
 	}
 	patientURL, patientID := urn("Patient", rec.NHSNumber)
 	roleURL, roleID := urn("PractitionerRole", rec.ID)
-	rgURL, rgID := urn("RequestGroup", rec.ID)
+	rgURL, rgID := requestGroupURN(rec)
 
 	b := bundle{ResourceType: "Bundle", Type: "searchset", Total: 1}
 	b.Entry = append(b.Entry,
@@ -180,7 +238,7 @@ func DetailBundle(rec *Prescription, d *fhir.OrderDetails) []byte {
 
 	items := make([]action, 0, len(rec.Items))
 	for _, it := range rec.Items {
-		url, id := urn("MedicationRequest", rec.ID+"/"+it.ID)
+		url, id := urn("MedicationRequest", issueKey(rec)+"/"+it.ID)
 		mr := medicationRequestOf(id, rec, it, itemDetails(d, it.ID), patientURL, roleURL)
 		b.Entry = append(b.Entry, bundleEntry{FullURL: url, Search: modeInclude, Resource: mr})
 		items = append(items, action{Resource: &reference{Reference: url}})
@@ -209,6 +267,9 @@ func DetailBundle(rec *Prescription, d *fhir.OrderDetails) []byte {
 	if ext, ok := repeatExtension(rec); ok {
 		rg.Extension = append(rg.Extension, ext)
 	}
+	if rec.RepeatDispensing() && rec.IssueNumber() > 1 && !rec.AvailableAt.IsZero() {
+		rg.Extension = append(rg.Extension, extension{URL: ExtIssueAvailableFrom, ValueDateTime: instant(rec.AvailableAt)})
+	}
 	rg.Extension = append(rg.Extension,
 		extension{URL: extPendingCancellation, Extension: []extension{
 			boolExtension("prescriptionPendingCancellation", prescriptionPendingCancellation(rec)),
@@ -217,6 +278,12 @@ func DetailBundle(rec *Prescription, d *fhir.OrderDetails) []byte {
 
 	history := make([]action, 0, len(rec.History))
 	for _, ev := range rec.History {
+		if !aboutIssue(rec, ev) {
+			continue
+		}
+		if ev.Type == EventOrder && rec.RepeatDispensing() && rec.IssueNumber() > 1 && ev.Status != StatusCancelledFuture {
+			ev.Status = StatusRepeatFuture // what the upload made of this issue
+		}
 		history = append(history, historyAction(ev))
 	}
 	rg.Action = []action{
@@ -403,9 +470,25 @@ func isRepeat(rec *Prescription) bool {
 	return rec.TherapyType == fhir.TherapyContinuous || rec.TherapyType == fhir.TherapyRepeatDispensing
 }
 
-// issueNumber is the issue of a repeat prescription the record is. The
-// record holds the first issue only, for now.
-func issueNumber(*Prescription) int { return 1 }
+// issueNumber is the issue of a repeat prescription the record shows: the
+// current issue's number for repeat dispensing (1 when there is one issue);
+// a repeat prescribing record is one issue, the first.
+func issueNumber(rec *Prescription) int {
+	if rec.RepeatDispensing() {
+		return rec.IssueNumber()
+	}
+	return 1
+}
+
+// issueCount is the number of issues of a repeat prescription: the
+// issues the record holds for repeat dispensing, otherwise the order's
+// numberOfRepeatsAllowed + 1.
+func issueCount(rec *Prescription) int {
+	if rec.RepeatDispensing() && len(rec.Others) > 0 {
+		return rec.IssueCount()
+	}
+	return rec.RepeatsAllowed + 1
+}
 
 // repeatExtension is the Extension-EPS-RepeatInformation of a repeat
 // prescription: which issue it is and how many issues there are (the NHS
@@ -417,8 +500,19 @@ func repeatExtension(rec *Prescription) (extension, bool) {
 	}
 	return extension{URL: extRepeatInformation, Extension: []extension{
 		intExtension("numberOfRepeatsIssued", issueNumber(rec)),
-		intExtension("numberOfRepeatsAllowed", rec.RepeatsAllowed+1),
+		intExtension("numberOfRepeatsAllowed", issueCount(rec)),
 	}}, true
+}
+
+// aboutIssue reports whether the detail of rec's current issue shows the
+// history event ev: every event of a prescription that is not repeat
+// dispensing; for repeat dispensing those about the prescription as a
+// whole (Issue 0) and those about the current issue.
+func aboutIssue(rec *Prescription, ev Event) bool {
+	if !rec.RepeatDispensing() || ev.Issue == 0 {
+		return true
+	}
+	return ev.Issue == rec.IssueNumber()
 }
 
 // prescriptionPendingCancellation reports whether a cancellation waits for
@@ -476,6 +570,11 @@ var eventTitles = map[string]string{
 	"withdraw":                        "Dispense Withdrawal successful",
 	fhir.EventPrescriptionOrderUpdate: "Prescription/item was cancelled",
 	"subsequent-cancellation":         "Subsequent cancellation",
+	EventAwaiting:                     "Awaiting release ready",
+	EventReady:                        "Available for download",
+	EventExpire:                       "Prescription expired",
+	EventComplete:                     "Completed: no dispense for 180 days",
+	EventNoClaim:                      "Not claimed within 180 days",
 }
 
 // eventTitle is the title of a history event. A cancellation that finds the
@@ -655,6 +754,7 @@ type extension struct {
 	ValueBoolean   *bool        `json:"valueBoolean,omitempty"`
 	ValueInteger   *int         `json:"valueInteger,omitempty"`
 	ValueString    string       `json:"valueString,omitempty"`
+	ValueDateTime  string       `json:"valueDateTime,omitempty"`
 	ValueReference *reference   `json:"valueReference,omitempty"`
 	Extension      []extension  `json:"extension,omitempty"`
 }

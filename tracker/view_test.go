@@ -182,17 +182,23 @@ func TestSearchBundle(t *testing.T) {
 	v := decodeView(t, b)
 	checkReferences(t, v)
 
-	wantLayout := []string{"Patient/include", "Patient/include", "RequestGroup/match", "RequestGroup/match", "RequestGroup/match"}
-	if !slices.Equal(v.layout(), wantLayout) || v.Total != 3 {
-		t.Fatalf("layout %v total %d; want %v total 3", v.layout(), v.Total, wantLayout)
+	// The repeat dispensing prescription has a RequestGroup per issue (6).
+	wantLayout := []string{"Patient/include", "Patient/include"}
+	for range 8 {
+		wantLayout = append(wantLayout, "RequestGroup/match")
 	}
-	// Newest first; the patients in the order they first appear.
-	rgs := v.of("RequestGroup")
-	for i, want := range []*Prescription{erd, mixed, acute} {
-		if id := get(rgs[i], "identifier", 0, "value"); id != want.ID {
+	if !slices.Equal(v.layout(), wantLayout) || v.Total != 8 {
+		t.Fatalf("layout %v total %d; want %v total 8", v.layout(), v.Total, wantLayout)
+	}
+	// Newest first (the issues of one prescription in issue order); the
+	// patients in the order they first appear.
+	all := v.of("RequestGroup")
+	for i, want := range []*Prescription{erd, erd, erd, erd, erd, erd, mixed, acute} {
+		if id := get(all[i], "identifier", 0, "value"); id != want.ID {
 			t.Errorf("RequestGroup %d is %v, want %s", i, id, want.ID)
 		}
 	}
+	rgs := []map[string]any{all[0], all[6], all[7]} // eRD issue 1, repeat, acute
 	pts := v.of("Patient")
 	if get(pts[0], "identifier", 0, "value") != "9990548609" || get(pts[1], "identifier", 0, "value") != "5839945242" {
 		t.Errorf("patients %v", pts)
@@ -201,7 +207,7 @@ func TestSearchBundle(t *testing.T) {
 		t.Errorf("patient name %v", got)
 	}
 	if get(rgs[2], "subject", "reference") != v.Entry[1].FullURL || get(rgs[0], "subject", "reference") != v.Entry[0].FullURL ||
-		get(rgs[1], "subject", "reference") != v.Entry[0].FullURL {
+		get(rgs[1], "subject", "reference") != v.Entry[0].FullURL || get(all[5], "subject", "reference") != v.Entry[0].FullURL {
 		t.Error("subjects do not reference their patients")
 	}
 

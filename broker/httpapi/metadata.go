@@ -30,7 +30,7 @@ var capabilityStatement = mustJSON(map[string]any{
 		}, map[string]any{
 			"type": "RequestGroup",
 			"interaction": []any{
-				map[string]any{"code": "read", "documentation": "GET /FHIR/R4/RequestGroup/{prescriptionId}: the prescription's detail and message history (clinical prescription tracker)"},
+				map[string]any{"code": "read", "documentation": "GET /FHIR/R4/RequestGroup/{prescriptionId}[?issueNumber=n]: the prescription's detail and message history (clinical prescription tracker); for repeat dispensing, of issue n (default the current issue)"},
 				map[string]any{"code": "search-type", "documentation": "GET /FHIR/R4/RequestGroup?prescriptionId= or ?nhsNumber= (exactly one)"},
 			},
 			"searchParam": []any{

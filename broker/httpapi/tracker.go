@@ -177,9 +177,41 @@ func (a *api) searchRequestGroups(w http.ResponseWriter, r *http.Request) {
 	writeFHIR(w, http.StatusOK, tracker.SearchBundle(results))
 }
 
-// getRequestGroup answers GET /FHIR/R4/RequestGroup/{id}: the prescription's
-// detail. A caller who may not see it is answered 403 whether or not it
-// exists, so the answer tells nothing.
+// issueNumberParam reads the optional query parameter issueNumber of GET
+// RequestGroup/{id}: 0 when it is absent, otherwise a positive integer (an
+// error in words when it is not one).
+func issueNumberParam(rawQuery string) (int, error) {
+	v, found, err := rawQueryParam(rawQuery, "issueNumber")
+	switch {
+	case !found:
+		return 0, nil
+	case err != nil:
+		return 0, badParam("issueNumber", "issueNumber: the query string is not well formed: %v", err)
+	}
+	digits := v != "" && strings.Trim(v, "0123456789") == ""
+	n, convErr := strconv.Atoi(v)
+	switch {
+	case digits && convErr != nil:
+		// More digits than an int holds: a positive integer, of an issue
+		// that no prescription has (at most 99).
+		return maxIssueNumber, nil
+	case !digits || n < 1:
+		return 0, badParam("issueNumber", "issueNumber %q is not a positive whole number: give the issue of a repeat dispensing prescription to show, from 1", v)
+	}
+	return min(n, maxIssueNumber), nil
+}
+
+// maxIssueNumber stands for an issue number beyond any prescription's
+// issues (an eRD prescription has at most 99).
+const maxIssueNumber = 1 << 30
+
+// getRequestGroup answers GET /FHIR/R4/RequestGroup/{id}[?issueNumber=n]:
+// the prescription's detail, of issue n of a repeat dispensing prescription
+// when given (a prescription that is not repeat dispensing has issue 1
+// only), else of its current issue. A caller who may not see it is answered
+// 403 whether or not it exists, so the answer tells nothing; an issue the
+// prescription does not have is 404, saying how many it has. Other query
+// parameters are ignored.
 func (a *api) getRequestGroup(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	id := strings.ToUpper(strings.TrimSpace(r.PathValue("id")))
@@ -187,7 +219,12 @@ func (a *api) getRequestGroup(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, badParam("id", "%q is not a valid prescription ID (format XXXXXX-XXXXXX-XXXXXC with a MOD 37-2 check character)", id))
 		return
 	}
-	audit := broker.AuditEntry{Time: a.Now().UTC(), Action: "detail", PrescriptionID: id}
+	issue, err := issueNumberParam(r.URL.RawQuery)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	audit := broker.AuditEntry{Time: a.Now().UTC(), Action: "detail", PrescriptionID: id, Issue: min(issue, 100)}
 	forbidden := fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "your organisation has no access to prescription %s (or it does not exist)", id)
 	cur, err := a.Store.Current(r.Context(), id)
 	switch {
@@ -220,6 +257,16 @@ func (a *api) getRequestGroup(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, forbidden)
 		return
 	}
+	rec, ok := cur.Record.AtIssue(issue)
+	if !ok {
+		audit.Outcome = http.StatusNotFound
+		if err := a.Store.Audit(r.Context(), p, audit); err != nil {
+			a.writeError(w, r, unavailable("audit", err))
+			return
+		}
+		a.writeError(w, r, noSuchIssue(cur.Record, issue))
+		return
+	}
 	d, err := a.orderDetails(r.Context(), cur.Record)
 	if err != nil {
 		a.writeError(w, r, unavailable("read prescription", err))
@@ -230,7 +277,25 @@ func (a *api) getRequestGroup(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, unavailable("audit", err))
 		return
 	}
-	writeFHIR(w, http.StatusOK, tracker.DetailBundle(cur.Record, d))
+	writeFHIR(w, http.StatusOK, tracker.DetailBundle(rec, d))
+}
+
+// noSuchIssue is the 404 of an issue number the prescription does not have.
+func noSuchIssue(rec *tracker.Prescription, n int) *fhir.Error {
+	issues := "1 issue (it is not repeat dispensing)"
+	if rec.RepeatDispensing() {
+		issues = fmt.Sprintf("%d issues", rec.IssueCount())
+		if rec.IssueCount() == 1 {
+			issues = "1 issue"
+		}
+	}
+	asked := strconv.Itoa(n)
+	if n >= maxIssueNumber {
+		asked = "beyond 99"
+	}
+	return &fhir.Error{Kind: fhir.KindNotFound, IssueType: "not-found", Code: fhir.CodeResourceNotFound,
+		Display: "Resource not found", Expression: []string{"issueNumber"},
+		Diagnostics: fmt.Sprintf("prescription %s has %s; there is no issue %s (issueNumber)", rec.ID, issues, asked)}
 }
 
 // orderDetails decodes what the tracker shows from the original order; a

@@ -17,6 +17,7 @@
   const URL_DISPENSING_INFO = 'https://fhir.nhs.uk/StructureDefinition/Extension-EPS-DispensingInformation';
   const URL_PRESCRIPTION_TYPE = 'https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionType';
   const URL_NON_DISPENSING_REASON = 'https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionNonDispensingReason';
+  const URL_ISSUE_AVAILABLE_FROM = 'https://github.com/nhs-eps/epsbroker/StructureDefinition/issue-available-from';
   const SYSTEM_ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
   const SYSTEM_NHS_NUMBER = 'https://fhir.nhs.uk/Id/nhs-number';
   const SYSTEM_PRESCRIPTION_STATUS = 'https://fhir.nhs.uk/CodeSystem/EPS-task-business-status';
@@ -252,8 +253,10 @@
     return { issued: Number.isInteger(issued) ? issued : null, allowed: Number.isInteger(allowed) ? allowed : null };
   }
 
-  // prescriptionType is "Acute", "Repeat" or "eRD n of N".
-  function prescriptionType(rg, items) {
+  // therapyKind is 'erd' (electronic repeat dispensing), 'repeat' (repeat
+  // prescribing) or 'acute', from the RequestGroup's intent and the items'
+  // course of therapy.
+  function therapyKind(rg, items) {
     const therapy = (items || [])
       .map((mr) => mr && mr.courseOfTherapyType && mr.courseOfTherapyType.coding && mr.courseOfTherapyType.coding[0] && mr.courseOfTherapyType.coding[0].code)
       .find(Boolean);
@@ -261,11 +264,28 @@
     const intent = rg && rg.intent;
     const erd = intent === 'reflex-order' || therapy === 'continuous-repeat-dispensing';
     const repeat = intent === 'instance-order' || therapy === 'continuous';
-    if (erd || (!repeat && intent !== 'order' && therapy !== 'acute' && rep && rep.allowed > 1)) {
-      if (rep && rep.issued != null && rep.allowed != null) return `eRD ${rep.issued} of ${rep.allowed}`;
-      return 'eRD';
+    if (erd || (!repeat && intent !== 'order' && therapy !== 'acute' && rep && rep.allowed > 1)) return 'erd';
+    if (repeat) return 'repeat';
+    return 'acute';
+  }
+
+  // erdIssue is {issue, issues} of an eRD RequestGroup that says which
+  // issue it is (n of N); null otherwise.
+  function erdIssue(rg, items) {
+    if (therapyKind(rg, items) !== 'erd') return null;
+    const rep = repeatInfo(rg);
+    if (!rep || rep.issued == null || rep.allowed == null || rep.issued < 1) return null;
+    return { issue: rep.issued, issues: rep.allowed };
+  }
+
+  // prescriptionType is "Acute", "Repeat" or "eRD n of N".
+  function prescriptionType(rg, items) {
+    const kind = therapyKind(rg, items);
+    if (kind === 'erd') {
+      const n = erdIssue(rg, items);
+      return n ? `eRD ${n.issue} of ${n.issues}` : 'eRD';
     }
-    if (repeat) return 'Repeat';
+    if (kind === 'repeat') return 'Repeat';
     return 'Acute';
   }
 
@@ -650,6 +670,7 @@
       status: prescriptionStatus(rg),
       type: prescriptionType(rg),
       issue: (repeatInfo(rg) || {}).issued || 0,
+      erd: erdIssue(rg),
       authored: parseInstant(rg.authoredOn),
     }));
     rows.sort((a, b) => ((b.authored ? b.authored.getTime() : 0) - (a.authored ? a.authored.getTime() : 0)) || (a.issue - b.issue));
@@ -677,7 +698,7 @@
               h('button', {
                 type: 'button',
                 class: 'link-button',
-                dataset: { id: r.id },
+                dataset: r.erd ? { id: r.id, issue: String(r.erd.issue) } : { id: r.id },
                 'aria-label': `${r.id}, ${r.type}: view details`,
               }, r.id)),
             h('td', null, r.rg.authoredOn ? h('time', { datetime: r.rg.authoredOn }, formatDate(r.rg.authoredOn)) : 'Not recorded'),
@@ -696,30 +717,40 @@
 
   el.results.addEventListener('click', (ev) => {
     const button = ev.target.closest('button[data-id]');
-    if (button) openDetail(button.dataset.id, button);
+    if (button) openDetail(button.dataset.id, button, Number(button.dataset.issue) || 0);
   });
 
   // ---- Detail -----------------------------------------------------------
 
+  // openDetail shows prescription id: issue n of an eRD prescription when
+  // issue is n (its current issue when 0). from is the results button that
+  // opened it (focus goes back there); focusID, when given, is the element
+  // to focus afterwards if it is there and enabled (the issue buttons),
+  // else the detail's heading.
   let detailSeq = 0;
-  async function openDetail(id, from) {
+  async function openDetail(id, from, issue, focusID) {
     const seq = ++detailSeq;
     const gen = generation;
-    opener = from || null;
+    if (from !== undefined) opener = from || null;
     showMessage('');
-    announce(`Loading prescription ${id}…`);
+    const what = issue ? `prescription ${id}, issue ${issue}` : `prescription ${id}`;
+    announce(`Loading ${what}…`);
+    el.detail.setAttribute('aria-busy', 'true');
     try {
-      const bundle = await call('GET', `${PATH_REQUEST_GROUP}/${encodeURIComponent(id)}`);
+      const query = issue ? `?issueNumber=${encodeURIComponent(String(issue))}` : '';
+      const bundle = await call('GET', `${PATH_REQUEST_GROUP}/${encodeURIComponent(id)}${query}`);
       if (seq !== detailSeq || gen !== generation) return;
       renderDetail(id, bundle);
       el.results.hidden = true;
       el.detail.hidden = false;
-      const heading = $('detail-heading');
-      if (heading) heading.focus();
+      const target = (focusID && $(focusID) && !$(focusID).disabled && $(focusID)) || $('detail-heading');
+      if (target) target.focus();
       used();
     } catch (err) {
       if (seq !== detailSeq || gen !== generation) return;
-      failed(err, `opening prescription ${id}`);
+      failed(err, `opening ${what}`);
+    } finally {
+      if (seq === detailSeq) el.detail.removeAttribute('aria-busy');
     }
   }
 
@@ -831,13 +862,19 @@
 
     const cancelReason = subValue(extensions(rg, URL_STATUS_HISTORY), 'cancellationReason');
     const nonDispensing = extension(rg, URL_NON_DISPENSING_REASON);
+    const erd = erdIssue(rg, items);
+    const availableFrom = extension(rg, URL_ISSUE_AVAILABLE_FROM);
 
     const summary = h('section', { class: 'card', 'aria-labelledby': 'detail-prescription-heading' },
       h('h3', { id: 'detail-prescription-heading' }, 'Prescription'),
       facts([
         ['Status', [h('span', { id: 'status', class: 'status' }, status.text), status.code ? h('span', { class: 'code' }, ` (${status.code})`) : null]],
         ['Type', h('span', { id: 'type' }, prescriptionType(rg, items))],
+        erd ? ['Issue', h('span', { id: 'issue' }, `${erd.issue} of ${erd.issues}`)] : null,
         ['Issue date', rg.authoredOn ? h('time', { datetime: rg.authoredOn }, formatDate(rg.authoredOn)) : 'Not recorded'],
+        availableFrom && availableFrom.valueDateTime
+          ? ['Available from', h('time', { id: 'available-from', datetime: availableFrom.valueDateTime }, formatDate(availableFrom.valueDateTime))]
+          : null,
         ['Pending cancellation', pendingCancellation(rg)],
         cancelReason ? ['Cancellation reason', codingText(cancelReason)] : null,
         nonDispensing && nonDispensing.valueCoding ? ['Reason not dispensed', codingText(nonDispensing.valueCoding)] : null,
@@ -907,14 +944,37 @@
     const back = h('button', { type: 'button', class: 'button button-secondary', id: 'back' }, lastResults ? 'Back to results' : 'Back to search');
     back.addEventListener('click', backToResults);
 
-    el.detail.replaceChildren(
+    // An eRD prescription: one issue at a time, stepped through in order.
+    let issueNav = null;
+    if (erd) {
+      const step = (n, buttonID) => () => openDetail(rxID, undefined, n, buttonID);
+      const prev = h('button', {
+        type: 'button', class: 'button button-secondary', id: 'issue-previous', disabled: erd.issue <= 1,
+        'aria-label': erd.issue > 1 ? `Previous issue: issue ${erd.issue - 1} of ${erd.issues}` : 'Previous issue (this is the first)',
+      }, 'Previous issue');
+      const next = h('button', {
+        type: 'button', class: 'button button-secondary', id: 'issue-next', disabled: erd.issue >= erd.issues,
+        'aria-label': erd.issue < erd.issues ? `Next issue: issue ${erd.issue + 1} of ${erd.issues}` : 'Next issue (this is the last)',
+      }, 'Next issue');
+      if (erd.issue > 1) prev.addEventListener('click', step(erd.issue - 1, 'issue-previous'));
+      if (erd.issue < erd.issues) next.addEventListener('click', step(erd.issue + 1, 'issue-next'));
+      issueNav = h('nav', { class: 'issue-nav', 'aria-label': 'Issues of this repeat dispensing prescription' },
+        prev,
+        h('p', { class: 'issue-label', id: 'issue-label' },
+          `Issue ${erd.issue} of ${erd.issues}`,
+          h('span', { class: 'issue-status', id: 'issue-status' }, `: ${status.text}`)),
+        next);
+    }
+
+    el.detail.replaceChildren(...[
       h('div', { class: 'detail-head' },
-        h('h2', { id: 'detail-heading', tabindex: '-1' }, `Prescription ${rxID}`),
+        h('h2', { id: 'detail-heading', tabindex: '-1' }, erd ? `Prescription ${rxID}, issue ${erd.issue} of ${erd.issues}` : `Prescription ${rxID}`),
         back),
+      issueNav,
       h('div', { class: 'cards' }, summary, patientCard, orgCard),
       itemsSection,
-      historySection);
-    announce(`Prescription ${rxID}: ${status.text}.`);
+      historySection].filter(Boolean));
+    announce(erd ? `Prescription ${rxID}, issue ${erd.issue} of ${erd.issues}: ${status.text}.` : `Prescription ${rxID}: ${status.text}.`);
   }
 
   document.addEventListener('keydown', (ev) => {
