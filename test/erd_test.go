@@ -616,3 +616,34 @@ func TestERDNHSFixtures(t *testing.T) {
 		})
 	}
 }
+
+// Downtime: no broker runs while issue 2's date passes; the next broker to
+// start (same data dir, its tracker index from the snapshot and the log)
+// makes issue 2 available on its first pass.
+func TestERDCatchUpAfterDowntime(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{now: time.Now().UTC().Truncate(24 * time.Hour).Add(9 * time.Hour)}
+	b := startBrokerClock(t, dir, clock.Now)
+	pharmacy := newODS("FE")
+	c := newCourse(t, b, clock, 3, 28, pharmacy)
+	c.post()
+	if ids, _ := c.releaseNominated(pharmacy); len(ids) != 1 {
+		t.Fatalf("issue 1: %v", ids)
+	}
+	if res, _ := c.dispense(pharmacy, 1, "0001", "0006"); res.Status != 200 {
+		t.Fatalf("dispense: %d %s", res.Status, res.Body)
+	}
+	b.settle()
+	b.stop()
+
+	clock.Set(c.availableAt(2).AddDate(0, 0, 3))
+	b2 := startBrokerClock(t, dir, clock.Now)
+	c.b = b2
+	if n := c.tick(clock.Now()); n != 1 {
+		t.Fatalf("first pass after the restart applied %d transitions, want 1", n)
+	}
+	c.expect("after the downtime", 2, "0006", "0001", "9000")
+	if ids, issues := c.releaseNominated(pharmacy); len(ids) != 1 || issues[0] != 2 {
+		t.Fatalf("issue 2 after the downtime: %v %v", ids, issues)
+	}
+}
