@@ -237,6 +237,36 @@ func sameNHSNumber(cur *tracker.Prescription, nhs string) error {
 	return nil
 }
 
+// issueFor is the issue of a repeat dispensing prescription a message is
+// about: the one it names; when it names none, the latest issue that the
+// message fits (about says so: e.g. the issue holding the notification a
+// withdraw names, or the dispensed issue a claim is for), so that a message
+// about issue n still finds it after issue n + 1 has become current; else
+// the current issue (0). For any other prescription, the number it names
+// (ignored by OnIssue).
+func issueFor(rec *tracker.Prescription, named int, about func(is *tracker.Issue) bool) int {
+	if named != 0 || !rec.RepeatDispensing() {
+		return named
+	}
+	issues := rec.Issues()
+	for i := len(issues) - 1; i >= 0; i-- {
+		if about(&issues[i]) {
+			return issues[i].Number
+		}
+	}
+	return 0
+}
+
+// hasDispense reports whether notification id was applied to issue is.
+func hasDispense(is *tracker.Issue, id string) bool {
+	for _, d := range is.Dispenses {
+		if d.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 // Task applies a return or a withdraw from the dispenser that holds the
 // prescription.
 func (l *Lifecycle) Task(ctx context.Context, p auth.Principal, t *fhir.TaskRequest, body []byte) error {
@@ -250,7 +280,13 @@ func (l *Lifecycle) Task(ctx context.Context, p auth.Principal, t *fhir.TaskRequ
 		event = tracker.EventWithdraw
 	}
 	_, err := l.update(ctx, t.PrescriptionID, event, msgID, body, func(rec *tracker.Prescription) (*tracker.Prescription, error) {
-		return tracker.OnIssue(rec, t.Issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		issue := issueFor(rec, t.Issue, func(is *tracker.Issue) bool {
+			if event == tracker.EventWithdraw {
+				return hasDispense(is, t.FocusID)
+			}
+			return is.Status == tracker.StatusWithDispenser && is.Dispenser == p.ODS
+		})
+		return tracker.OnIssue(rec, issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
 			if err := heldBy(cur, p.ODS); err != nil {
 				return nil, err
 			}
@@ -279,7 +315,11 @@ func (l *Lifecycle) Dispense(ctx context.Context, p auth.Principal, n *fhir.Disp
 		in.Items[it.LineItemID] = tracker.ItemStatus(it.Status)
 	}
 	_, err := l.update(ctx, n.PrescriptionID, tracker.EventDispense, n.BundleID, body, func(rec *tracker.Prescription) (*tracker.Prescription, error) {
-		return tracker.OnIssue(rec, n.Issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		issue := issueFor(rec, n.Issue, func(is *tracker.Issue) bool {
+			return hasDispense(is, n.BundleID) || (n.ReplacementOf != "" && hasDispense(is, n.ReplacementOf)) ||
+				(is.Dispenser == p.ODS && (is.Status == tracker.StatusWithDispenser || is.Status == tracker.StatusWithDispenserActive))
+		})
+		return tracker.OnIssue(rec, issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
 			return l.dispense(cur, p, n, in)
 		})
 	})
@@ -330,7 +370,11 @@ func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRe
 	}
 	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
 	_, err := l.update(ctx, c.PrescriptionID, tracker.EventClaim, c.ID, body, func(rec *tracker.Prescription) (*tracker.Prescription, error) {
-		return tracker.OnIssue(rec, c.Issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		issue := issueFor(rec, c.Issue, func(is *tracker.Issue) bool {
+			return (is.ClaimID != "" && (is.ClaimID == c.ID || is.ClaimID == c.ReplacementOf)) ||
+				(is.Dispenser == p.ODS && (is.Status == tracker.StatusDispensed || is.Status == tracker.StatusNotDispensed))
+		})
+		return tracker.OnIssue(rec, issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
 			if err := heldBy(cur, p.ODS); err != nil {
 				return nil, err
 			}

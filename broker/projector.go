@@ -144,6 +144,7 @@ func (p *QueueProjector) handle(m jetstream.Msg) {
 	if cur.Seq > ev.Seq {
 		p.metrics.Projected.WithLabelValues("queue", "superseded").Inc()
 	}
+	newIssue := ev.Event == tracker.EventReady && md.NumDelivered == 1 && cur.Record.IssueNumber() > 1
 	ev = cur
 	if !ev.Record.Ready() {
 		// Leaving the queues: wait for the enqueues in flight first, so that a
@@ -155,6 +156,19 @@ func (p *QueueProjector) handle(m jetstream.Msg) {
 		}
 		p.done(m, ev)
 		return
+	}
+	if newIssue {
+		// A repeat dispensing issue has just become ready: an entry left by
+		// an earlier issue (one that expired in a queue, or whose patient
+		// has since nominated elsewhere) goes first, so that the new issue
+		// takes its place at the back of its dispenser's queue and the
+		// dispenser is told. Only on the first delivery: a redelivered event
+		// must not remove the entry its first delivery made.
+		p.inflight.Wait()
+		if err := p.purge(ctx, ev.Record.ID); err != nil {
+			p.retry(m, ev, err)
+			return
+		}
 	}
 	if err := p.enqueue(ev, m); err != nil {
 		p.retry(m, ev, err)
@@ -180,7 +194,7 @@ func (p *QueueProjector) done(m jetstream.Msg, ev *StoredEvent) {
 // redelivered event's enqueue a no-op.
 func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
 	rec := ev.Record
-	data, _ := json.Marshal(queueMsg{PrescriptionID: rec.ID, EventSeq: ev.Seq})
+	data, _ := json.Marshal(queueMsg{PrescriptionID: rec.ID, EventSeq: ev.Seq, Issue: rec.Number})
 	msg := &nats.Msg{Subject: SubjectQueue + rec.Nominated + "." + rec.ID, Data: data, Header: nats.Header{}}
 	msg.Header.Set("Eps-Event-Seq", strconv.FormatUint(ev.Seq, 10))
 	start := time.Now()

@@ -341,6 +341,7 @@ func (s *Store) Dequeue(ctx context.Context, ods, id string) error {
 type queueMsg struct {
 	PrescriptionID string `json:"prescriptionId"`
 	EventSeq       uint64 `json:"eventSeq"`
+	Issue          int    `json:"issue,omitempty"` // the repeat dispensing issue queued
 }
 
 // Healthy reports whether the store's streams answer.

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
@@ -645,5 +648,120 @@ func TestERDCatchUpAfterDowntime(t *testing.T) {
 	c.expect("after the downtime", 2, "0006", "0001", "9000")
 	if ids, issues := c.releaseNominated(pharmacy); len(ids) != 1 || issues[0] != 2 {
 		t.Fatalf("issue 2 after the downtime: %v %v", ids, issues)
+	}
+}
+
+// Messages that name no issue still find theirs after the next issue has
+// become current: a claim for the dispensed issue, a withdraw of its
+// notification, the same notification resent.
+func TestERDMessagesNamingNoIssue(t *testing.T) {
+	b, clock := erdBroker(t)
+	pharmacy := newODS("FE")
+	c := newCourse(t, b, clock, 3, 28, pharmacy)
+	c.post()
+	c.releaseNominated(pharmacy)
+	res, notification := c.dispense(pharmacy, 0, "0001", "0006")
+	if res.Status != 200 {
+		t.Fatalf("dispense: %d %s", res.Status, res.Body)
+	}
+	c.tick(clock.Now()) // issue 2 follows: 0000, current
+	c.expect("issue 2 awaiting", 2, "0006", "0000", "9000")
+	events := b.events(c.g.ShortID)
+	resent, _ := fhirgen.DispenseNotification(c.g, pharmacy, c.allItems("0001"), "0006", "")
+	resent = fhirgen.Mutate(resent, func(m map[string]any) { m["identifier"].(map[string]any)["value"] = notification })
+	if res := b.post(b.token(auth.RoleDispenser, pharmacy), resent); res.Status != 200 || b.events(c.g.ShortID) != events {
+		t.Fatalf("resent notification: %d %s (events %d -> %d)", res.Status, res.Body, events, b.events(c.g.ShortID))
+	}
+	withdraw := fhirgen.WithdrawTask(c.g, pharmacy, notification, "QU")
+	if res := b.do("POST", "/FHIR/R4/Task", b.token(auth.RoleDispenser, pharmacy), withdraw); res.Status != 200 {
+		t.Fatalf("withdraw naming no issue: %d %s", res.Status, res.Body)
+	}
+	c.expect("withdrawn", 1, "0003", "9000", "9000")
+	if res, _ := c.dispense(pharmacy, 0, "0001", "0006"); res.Status != 200 {
+		t.Fatalf("dispense again: %d %s", res.Status, res.Body)
+	}
+	c.tick(clock.Now())
+	if res := c.claim(pharmacy, 0); res.Status != 200 {
+		t.Fatalf("claim naming no issue: %d %s", res.Status, res.Body)
+	}
+	c.expect("claimed", 2, "0008", "0000", "9000")
+}
+
+// An issue that expired in its pharmacy's queue leaves no entry behind: the
+// next issue, for the same pharmacy, enters the queue afresh and the
+// pharmacy is told; for a new pharmacy (a nomination change), the old
+// pharmacy's queue is emptied.
+func TestERDQueueAfterExpiredIssue(t *testing.T) {
+	for _, moved := range []bool{false, true} {
+		t.Run(fmt.Sprintf("nomination changed %v", moved), func(t *testing.T) {
+			b, clock := erdBroker(t)
+			pharmacy, other := newODS("FE"), newODS("FN")
+			c := newCourse(t, b, clock, 3, 28, pharmacy)
+			c.post()
+			b.settle()
+			want := pharmacy
+			if moved {
+				want = other
+				clock.Set(clock.Now().Add(time.Hour))
+				res := b.do("PUT", "/api/v1/nominations/"+c.g.NHSNumber+"/P1", b.token(auth.RoleAdmin, "X26"),
+					[]byte(`{"ods":"`+other+`"}`), "Content-Type", "application/json")
+				if res.Status != 200 {
+					t.Fatalf("nomination: %d %s", res.Status, res.Body)
+				}
+			}
+			notes := make(chan *nats.Msg, 16)
+			sub, err := b.App.NATS.Conn.ChanSubscribe(broker.SubjectNotifyDispenser+want+"."+broker.NotifyReady, notes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			c.tick(c.record().ExpiresAt) // issue 1 expires unreleased; issue 2 follows at once
+			c.expect("issue 1 expired", 2, "0004", "0001", "9000")
+			select {
+			case m := <-notes:
+				var n broker.Notification
+				if json.Unmarshal(m.Data, &n) != nil || n.PrescriptionID != c.g.ShortID || n.Issue != 2 {
+					t.Errorf("notification: %s", m.Data)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s was not told that issue 2 is ready", want)
+			}
+			ctx := context.Background()
+			if q, _ := b.App.Store.ReadyQueue(ctx, pharmacy, 25); moved && len(q) != 0 {
+				t.Errorf("the old pharmacy's queue still holds %+v", q)
+			}
+			if ids, issues := c.releaseNominated(want); len(ids) != 1 || issues[0] != 2 {
+				t.Fatalf("issue 2 release by %s: %v %v", want, ids, issues)
+			}
+		})
+	}
+}
+
+// The dispenser holding an eRD issue is told when the prescriber marks it
+// for cancellation (the later issues are cancelled in the same write).
+func TestERDCancellationNotifiesHolder(t *testing.T) {
+	b, clock := erdBroker(t)
+	pharmacy := newODS("FE")
+	c := newCourse(t, b, clock, 3, 28, pharmacy)
+	c.post()
+	c.releaseNominated(pharmacy)
+	notes := make(chan *nats.Msg, 16)
+	sub, err := b.App.NATS.Conn.ChanSubscribe(broker.SubjectNotifyDispenser+pharmacy+".>", notes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	body, _ := fhirgen.Cancellation(c.g, c.g.ItemIDs[0], "0001")
+	if _, code := rCode(b.post(b.token(auth.RolePrescriber, c.g.Sender), body)); code != tracker.RPendingWith {
+		t.Fatalf("cancel: %s", code)
+	}
+	select {
+	case m := <-notes:
+		var n broker.Notification
+		if json.Unmarshal(m.Data, &n) != nil || n.Event != tracker.EventCancel || n.Issue != 1 || n.Status != tracker.StatusWithDispenser {
+			t.Errorf("notification %s: %s", m.Subject, m.Data)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the holder was not told of the cancellation")
 	}
 }

@@ -270,3 +270,60 @@ func TestERDExpiry(t *testing.T) {
 	y := ApplyScheduled(e, t0.AddDate(1, 0, 0), nil)
 	wantIssues(t, y, 2, "0004", "0004", "0004")
 }
+
+// An amended notification that leaves the issue open again sends the next
+// issue back like a withdraw does.
+func TestERDAmendReopensIssue(t *testing.T) {
+	p := dispensed(erd(3, 28), t0.Add(time.Hour))
+	dn := p.Dispenses[0].ID
+	next := ApplyScheduled(p, t0.AddDate(0, 0, 21), nil)
+	amend := func(cur *Prescription) (*Prescription, error) {
+		return Dispense(cur, "FA565", pharmacy, DispenseInput{ID: "dn-amended", ReplacementOf: dn,
+			Items: map[string]ItemStatus{"i1": ItemPartiallyDispensed, "i2": ItemFullyDispensed}}, t0.AddDate(0, 0, 22))
+	}
+	a, err := OnIssue(next, 1, amend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIssues(t, a, 1, "0003", "9000", "9000")
+	if h := a.History[len(a.History)-1]; h.Type != EventDispense || h.Issue != 1 {
+		t.Errorf("last event %+v, want the dispense of issue 1", h)
+	}
+	rel := must(Release(next, "FA565", pharmacy, "rel2", true, t0.AddDate(0, 0, 21)))
+	_, err = OnIssue(rel, 1, amend)
+	wantInvalid(t, err)
+}
+
+// Cancelling an item already dispensed in the current issue still cancels
+// it in the issues to come (R-0001); asked again, R-0006. The event of the
+// issue with the dispenser comes last.
+func TestERDCancelDispensedItem(t *testing.T) {
+	in := CancelInput{MessageID: "c1", NHSNumber: "9449305552", LineItemID: "i1", Reason: "0001"}
+	p := must(Release(erd(3, 28), "FA565", pharmacy, "rel", true, t0))
+	p = must(Dispense(p, "FA565", pharmacy, DispenseInput{ID: "dn1",
+		Items: map[string]ItemStatus{"i1": ItemFullyDispensed, "i2": ItemNotDispensedOwing}}, t0))
+	n, code := Cancel(p, gp, in, t0)
+	if code != RCancelled || n == nil {
+		t.Fatalf("cancel of a dispensed item: %s", code)
+	}
+	for _, is := range n.Issues()[1:] {
+		if is.Items[0].Status != ItemCancelled || is.Items[1].Status != ItemToBeDispensed || is.Status != StatusRepeatFuture {
+			t.Errorf("issue %d: %s %+v", is.Number, is.Status, is.Items)
+		}
+	}
+	if _, code := Cancel(n, gp, in, t0); code != RAlreadyCancelled {
+		t.Errorf("again: %s, want R-0006", code)
+	}
+	last := erd(1, 28)
+	last = must(Release(last, "FA565", pharmacy, "rel", true, t0))
+	last = must(Dispense(last, "FA565", pharmacy, DispenseInput{ID: "dn1", Items: map[string]ItemStatus{"i1": ItemFullyDispensed, "i2": ItemNotDispensedOwing}}, t0))
+	if _, code := Cancel(last, gp, in, t0); code != RDispensed {
+		t.Errorf("a one-issue course's dispensed item: %s, want R-0004", code)
+	}
+
+	w := must(Release(erd(3, 28), "FA565", pharmacy, "rel", true, t0))
+	w, code = Cancel(w, gp, in, t0)
+	if h := w.History[len(w.History)-1]; code != RPendingWith || h.Issue != 1 || h.Type != EventCancel {
+		t.Errorf("%s, last event %+v: want issue 1's", code, h)
+	}
+}

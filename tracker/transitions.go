@@ -363,6 +363,9 @@ func Dispense(p *Prescription, dispenser string, by Actor, in DispenseInput, now
 	default:
 		return nil, invalidTransition(p, "a dispense notification may state 0003, 0006 or 0007, not %s", in.Status)
 	}
+	if err := n.recallNext(p, EventDispense, in.ID, by, now); err != nil {
+		return nil, err
+	}
 	n.Dispenses = append(n.Dispenses, DispenseRecord{ID: in.ID, Time: now.UTC(), Dispenser: dispenser, Before: before, BeforeItems: beforeItems,
 		BeforePending: beforePending, BeforeLast: beforeLast})
 	n.LastDispense = now.UTC()
@@ -417,19 +420,6 @@ func Withdraw(p *Prescription, dispenser string, by Actor, notificationID, messa
 		return nil, invalidTransition(p, "only the latest dispense notification can be withdrawn, and %s is not it", notificationID)
 	}
 	n := p.clone()
-	if next := n.nextIssue(); next != nil {
-		// The next issue followed this one's completion: if no dispenser has
-		// it yet it goes back to the future; otherwise the dispensing of this
-		// one can no longer be taken back.
-		switch next.Status {
-		case StatusRepeatFuture, StatusCancelledFuture:
-		case StatusAwaitingReleaseReady, StatusToBeDispensed:
-			next.Status, next.Dispenser = StatusRepeatFuture, ""
-			n.recordFor(next, EventWithdraw, messageID, by, now)
-		default:
-			return nil, invalidTransition(p, "issue %d has already been released (%s); issue %d's dispensing cannot be withdrawn", next.Number, next.Status, p.IssueNumber())
-		}
-	}
 	d := &n.Dispenses[last]
 	d.Withdrawn = true
 	n.Status, n.Pending, n.LastDispense = d.Before, d.BeforePending.clone(), d.BeforeLast
@@ -440,8 +430,33 @@ func Withdraw(p *Prescription, dispenser string, by Actor, notificationID, messa
 		n.Status = StatusWithDispenserActive
 	}
 	n.Completed = time.Time{}
+	if err := n.recallNext(p, EventWithdraw, messageID, by, now); err != nil {
+		return nil, err
+	}
 	n.record(EventWithdraw, messageID, by, now)
 	return n, nil
+}
+
+// recallNext keeps the rule that a repeat dispensing issue follows only a
+// complete one: when a withdraw or an amended notification leaves n's
+// current issue open again, the next issue, if it already followed and no
+// dispenser has it yet (0000 or 0001), goes back to the future (9000; it
+// leaves any queue, and OnIssue makes this issue current again); if a
+// dispenser has it, the change is refused.
+func (n *Prescription) recallNext(orig *Prescription, event, messageID string, by Actor, now time.Time) error {
+	next := n.nextIssue()
+	if next == nil || Complete(n.Status) {
+		return nil
+	}
+	switch next.Status {
+	case StatusAwaitingReleaseReady, StatusToBeDispensed:
+		next.Status, next.Dispenser = StatusRepeatFuture, ""
+		n.recordFor(next, event, messageID, by, now)
+	case StatusWithDispenser, StatusWithDispenserActive, StatusDispensed, StatusNotDispensed, StatusClaimed, StatusNoClaimed:
+		return invalidTransition(orig, "issue %d has already been released (%s): issue %d's dispensing can no longer be reopened",
+			next.Number, next.Status, orig.IssueNumber())
+	}
+	return nil
 }
 
 // Claim sends the claim for reimbursement: 0006/0007 -> 0008; a claim
@@ -496,21 +511,64 @@ func Cancel(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescrip
 		r, code = cancelIssue(v, by, in, now)
 		return r, nil
 	})
-	if n == nil || (code != RCancelled && code != RPendingWith && code != RPendingActive) {
+	switch code {
+	case RCancelled, RPendingWith, RPendingActive:
+		if n == nil {
+			return nil, code // asked again: marked already, the later issues cancelled then
+		}
+		// The later issues' events go before the target's, so that the last
+		// event (which notifications follow) is about the issue a
+		// dispenser may hold.
+		ev := n.History[len(n.History)-1]
+		n.History = n.History[:len(n.History)-1]
+		n.cancelLater(target, by, in, now)
+		n.History = append(n.History, ev)
 		return n, code
+	case RDispensed, RNotDispensed, RAlreadyCancelled:
+		// The item is over in this issue, but the course goes on: it is
+		// cancelled in every issue still to come.
+		n = p.clone()
+		switch cancelled, open := n.cancelLater(target, by, in, now); {
+		case cancelled > 0:
+			return n, RCancelled
+		case open == 0 && n.hasLater(target, in.LineItemID):
+			return nil, RAlreadyCancelled
+		}
+		return nil, code
 	}
-	for i := range n.Others {
-		is := &n.Others[i]
-		if is.Number <= target || (is.Status != StatusRepeatFuture && is.Status != StatusAwaitingReleaseReady) {
+	return n, code
+}
+
+// cancelLater cancels line item in.LineItemID in every issue after target
+// still to come (9000 or 0000): how many it cancelled, and how many later
+// issues have the item in another state that is not cancelled.
+func (n *Prescription) cancelLater(target int, by Actor, in CancelInput, now time.Time) (cancelled, open int) {
+	for _, is := range n.issues() {
+		k := is.itemIndex(in.LineItemID)
+		if is.Number <= target || k < 0 {
 			continue
 		}
-		if k := is.itemIndex(in.LineItemID); k >= 0 && is.Items[k].Status == ItemToBeDispensed {
+		switch {
+		case is.Items[k].Status == ItemToBeDispensed && (is.Status == StatusRepeatFuture || is.Status == StatusAwaitingReleaseReady):
 			is.Items[k].Status = ItemCancelled
 			is.settleCancelled()
 			n.recordFor(is, EventCancel, in.MessageID, by, now)
+			cancelled++
+		case is.Items[k].Status != ItemCancelled:
+			open++
 		}
 	}
-	return n, code
+	return cancelled, open
+}
+
+// hasLater reports whether an issue after target has line item id.
+func (p *Prescription) hasLater(target int, id string) bool {
+	for _, is := range p.issues() {
+		if is.Number > target && is.itemIndex(id) >= 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // cancelIssue is Cancel of the current issue.
