@@ -30,8 +30,8 @@ type AuditEntry struct {
 	Results        int       `json:"results"`
 	Outcome        int       `json:"outcome"` // the HTTP status answered
 	// Issue is the repeat dispensing issue asked for (issueNumber), if any.
-	Issue int `json:"issue,omitempty"`
-	Seq            uint64    `json:"seq,omitempty"`
+	Issue int    `json:"issue,omitempty"`
+	Seq   uint64 `json:"seq,omitempty"`
 }
 
 // userKey is the subject token of a user in the audit trail: user names may
