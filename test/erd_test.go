@@ -228,6 +228,19 @@ func (c *course) cancelAll() []string {
 	return codes
 }
 
+// dispenseFirst posts the order, releases issue 1 to pharmacy (its
+// nominated dispenser) and dispenses it fully.
+func (c *course) dispenseFirst(pharmacy string) {
+	c.t.Helper()
+	c.post()
+	if ids, issues := c.releaseNominated(pharmacy); len(ids) != 1 || issues[0] != 1 {
+		c.t.Fatalf("issue 1 release: %v %v", ids, issues)
+	}
+	if res, _ := c.dispense(pharmacy, 1, "0001", "0006"); res.Status != 200 {
+		c.t.Fatalf("issue 1 dispense: %d %s", res.Status, res.Body)
+	}
+}
+
 func repeat(s string, n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -415,11 +428,7 @@ func TestERDCancellationMidCourse(t *testing.T) {
 	t.Run("between issues", func(t *testing.T) {
 		c := newCourse(t, b, clock, 4, 28, pharmacy)
 		c.t = t
-		c.post()
-		c.releaseNominated(pharmacy)
-		if res, _ := c.dispense(pharmacy, 1, "0001", "0006"); res.Status != 200 {
-			t.Fatalf("dispense: %d %s", res.Status, res.Body)
-		}
+		c.dispenseFirst(pharmacy)
 		// Issue 1 dispensed, issue 2 not yet moved: the cancellation is of
 		// the rest of the course.
 		for _, code := range c.cancelAll() {
@@ -438,11 +447,7 @@ func TestERDCancellationMidCourse(t *testing.T) {
 	t.Run("issue with the dispenser", func(t *testing.T) {
 		c := newCourse(t, b, clock, 4, 28, pharmacy)
 		c.t = t
-		c.post()
-		c.releaseNominated(pharmacy)
-		if res, _ := c.dispense(pharmacy, 1, "0001", "0006"); res.Status != 200 {
-			t.Fatalf("dispense: %d %s", res.Status, res.Body)
-		}
+		c.dispenseFirst(pharmacy)
 		c.tick(c.availableAt(2))
 		if ids, issues := c.releaseNominated(pharmacy); len(ids) != 1 || issues[0] != 2 {
 			t.Fatalf("issue 2 release: %v %v", ids, issues)
