@@ -219,7 +219,8 @@ func TestPostDatedOrder(t *testing.T) {
 	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
 	g, _ := tmpl.Order(fhirgen.Options{})
 	start := time.Now().AddDate(0, 0, 10).Format("2006-01-02")
-	body := bytes.ReplaceAll(g.Body, []byte(`"start": "2022-10-21"`), []byte(`"start": "`+start+`"`))
+	today := time.Now().UTC().Format(time.DateOnly) // fhirgen dates the order today
+	body := bytes.ReplaceAll(g.Body, []byte(`"start": "`+today+`"`), []byte(`"start": "`+start+`"`))
 	if res := b.post(b.token(auth.RolePrescriber, g.Sender), body); res.Status != 200 {
 		t.Fatalf("%d %s", res.Status, res.Body)
 	}

@@ -27,7 +27,8 @@ func TestSchedulerByClock(t *testing.T) {
 	plain, _ := tmpl.Order(fhirgen.Options{})
 	later, _ := tmpl.Order(fhirgen.Options{})
 	start := now.AddDate(0, 0, 10).Format("2006-01-02")
-	laterBody := bytes.ReplaceAll(later.Body, []byte(`"start": "2022-10-21"`), []byte(`"start": "`+start+`"`))
+	today := now.UTC().Format(time.DateOnly) // fhirgen dates the order today
+	laterBody := bytes.ReplaceAll(later.Body, []byte(`"start": "`+today+`"`), []byte(`"start": "`+start+`"`))
 	for _, body := range [][]byte{plain.Body, laterBody} {
 		if res := b.post(tok, body); res.Status != 200 {
 			t.Fatalf("%d %s", res.Status, res.Body)

@@ -12,6 +12,7 @@ package fhirgen
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	_ "embed"
 	"encoding/hex"
@@ -20,6 +21,7 @@ import (
 	"math/big"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -81,6 +83,12 @@ type Options struct {
 	NHSNumber string
 	ShortID   string
 	BundleID  string
+	// Now dates the order (see Redate): its dates move by whole days so
+	// that it is written on Now's date. Zero means time.Now().
+	Now time.Time
+	// KeepDates leaves the template's dates as they are (an old order, for
+	// testing expiry).
+	KeepDates bool
 }
 
 // Generated is an order made from a template and the identifiers it got.
@@ -148,6 +156,9 @@ func (t *Template) Order(o Options) (*Generated, error) {
 		g.ItemIDs = append(g.ItemIDs, n)
 	}
 	g.Body = []byte(strings.NewReplacer(pairs...).Replace(string(t.raw)))
+	if !o.KeepDates {
+		g.Body = Redate(g.Body, cmp.Or(o.Now, time.Now()))
+	}
 	return g, nil
 }
 
