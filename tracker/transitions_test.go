@@ -3,6 +3,7 @@ package tracker
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -232,10 +233,18 @@ func TestCancel(t *testing.T) {
 	if code != RPendingWith || marked.Pending == nil || marked.Status != StatusWithDispenser {
 		t.Fatalf("after release: %s %+v", code, marked)
 	}
-	if _, code := Cancel(marked, other, in("i2"), t0); code != RRequestedByAnother {
-		t.Errorf("another prescriber: %s", code)
+	// record.py check_pending_cancellation_unique_w_disp: the same line
+	// item asked for by another organisation is R-0007; another line item
+	// is a cancellation of its own; the organisation counts, not the user.
+	if _, code := Cancel(marked, other, in("i1"), t0); code != RRequestedByAnother {
+		t.Errorf("another organisation, the same item: %s", code)
 	}
-	if _, code := Cancel(marked, Actor{User: "another-gp", Org: gp.Org}, in("i2"), t0); code != RRequestedByAnother {
+	if n, code := Cancel(marked, other, in("i2"), t0); code != RPendingWith || n == nil || n.Pending.orgOf("i2") != other.Org || n.Pending.orgOf("i1") != gp.Org {
+		t.Errorf("another organisation, another item: %s", code)
+	} else if _, code := Cancel(n, gp, in("i2"), t0); code != RRequestedByAnother {
+		t.Errorf("the first organisation asking for the other's item: %s", code)
+	}
+	if again, code := Cancel(marked, Actor{User: "another-gp", Org: gp.Org}, in("i1"), t0); code != RPendingWith || again != nil {
 		t.Errorf("another prescriber of the same practice: %s", code)
 	}
 	if again, code := Cancel(marked, gp, in("i1"), t0); code != RPendingWith || again != nil {
@@ -254,8 +263,8 @@ func TestCancel(t *testing.T) {
 	if _, code := Cancel(part, gp, in("i2"), t0); code != RPendingActive {
 		t.Errorf("part dispensed: %s", code)
 	}
-	if _, code := Cancel(part, gp, in("i1"), t0); code != RDispensed {
-		t.Errorf("a partly dispensed item: %s", code)
+	if n, code := Cancel(part, gp, in("i1"), t0); code != RPendingActive || n == nil || !slices.Contains(n.Pending.Items, "i1") {
+		t.Errorf("a partly dispensed item: %s, want R-0003 and marked", code)
 	}
 	full := must(Dispense(r, "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": "0001", "i2": "0001"}}, t0))
 	if _, code := Cancel(full, gp, in("i1"), t0); code != RDispensed {
@@ -265,8 +274,7 @@ func TestCancel(t *testing.T) {
 	if _, code := Cancel(notd, gp, in("i1"), t0); code != RNotDispensed {
 		t.Errorf("not dispensed: %s", code)
 	}
-	exp := fresh()
-	exp.Status = StatusExpired
+	exp := ApplyScheduled(fresh(), fresh().ExpiresAt, nil)
 	if _, code := Cancel(exp, gp, in("i1"), t0); code != RExpired {
 		t.Errorf("expired: %s", code)
 	}
@@ -279,8 +287,8 @@ func TestCancel(t *testing.T) {
 }
 
 func TestScheduled(t *testing.T) {
-	p := fresh() // start t0, expires t0 + 6 months
-	if ev := Scheduled(p, t0.AddDate(0, 6, 0).Add(-time.Second)); ev != "" {
+	p := fresh() // dated t0 (09:00), expires on the date 6 months on
+	if ev := Scheduled(p, day(t0).AddDate(0, 6, 0).Add(-time.Second)); ev != "" {
 		t.Errorf("before expiry: %q", ev)
 	}
 	exp := ApplyScheduled(p, p.ExpiresAt, nil)
@@ -290,26 +298,20 @@ func TestScheduled(t *testing.T) {
 	if ApplyScheduled(exp, p.ExpiresAt.Add(time.Hour), nil) != nil {
 		t.Error("a second run changed an expired prescription")
 	}
-	part := must(Dispense(released(t), "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": "0003"}}, t0))
-	if Scheduled(part, t0.Add(179*24*time.Hour)) != "" || Scheduled(part, t0.Add(180*24*time.Hour)) != EventComplete {
-		t.Error("0003 -> 0006 after 180 days without a dispense")
+	done := must(Dispense(released(t), "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": "0001", "i2": "0001"}}, t0))
+	noClaim := day(t0).AddDate(0, 0, 180)
+	if ev := Scheduled(done, noClaim.Add(-time.Second)); ev != "" {
+		t.Errorf("no-claim before its date: %q", ev)
 	}
-	done := ApplyScheduled(part, t0.Add(180*24*time.Hour), nil)
-	if done.Status != StatusDispensed {
-		t.Errorf("completed: %s", done.Status)
-	}
-	if ev := Scheduled(done, done.Completed.Add(180*24*time.Hour)); ev != EventNoClaim {
-		t.Errorf("no-claim: %q", ev)
-	}
-	if nc := ApplyScheduled(done, done.Completed.Add(180*24*time.Hour), nil); nc.Status != StatusNoClaimed {
-		t.Errorf("no-claimed: %s", nc.Status)
+	if nc := ApplyScheduled(done, noClaim, nil); nc == nil || nc.Status != StatusNoClaimed {
+		t.Errorf("no-claimed: %+v", nc)
 	}
 	fut := fresh()
 	fut.Status, fut.StartDate = StatusFuture, t0.Add(72*time.Hour)
-	if Scheduled(fut, t0) != "" || Scheduled(fut, t0.Add(48*time.Hour)) != EventReady {
-		t.Error("post-dated becomes due a day before its start")
+	if Scheduled(fut, day(t0).Add(72*time.Hour-time.Second)) != "" || Scheduled(fut, day(t0).Add(72*time.Hour)) != EventReady {
+		t.Error("post-dated becomes due on its date")
 	}
-	if r := ApplyScheduled(fut, t0.Add(48*time.Hour), nil); r.Status != StatusToBeDispensed || !r.Ready() {
+	if r := ApplyScheduled(fut, t0.Add(72*time.Hour), nil); r.Status != StatusToBeDispensed || !r.Ready() {
 		t.Errorf("ready: %s", r.Status)
 	}
 }
