@@ -368,3 +368,183 @@ func TestDispenseEdgeRules(t *testing.T) {
 		Items: map[string]ItemStatus{"i1": ItemFullyDispensed, "i2": ItemNotDispensedOwing}}, t0)
 	wantInvalid(t, err)
 }
+
+// Every line item and prescription status a cancellation can meet, and
+// Spine's answer (eps-spine-shared record.py; statuses.py
+// ITEM_CANCELLABLE_STATES, ITEM_WITH_DISPENSER_STATES).
+func TestCancelAnswers(t *testing.T) {
+	in := func(item string) CancelInput {
+		return CancelInput{MessageID: "c-" + item, NHSNumber: "9449305552", LineItemID: item}
+	}
+	const (
+		byLI   = "record.py return_error_for_invalid_cancel_by_li_id"
+		byPR   = "record.py return_error_for_invalid_cancel_by_pr_id"
+		toCncl = "record.py check_current_instance_to_cancel_by_li_id"
+	)
+	dn := func(p *Prescription, st ...ItemStatus) *Prescription {
+		return must(Dispense(p, "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": st[0], "i2": st[1]}}, t0))
+	}
+	at := func(p *Prescription, s Status) *Prescription { p.Status = s; return p }
+	for _, tc := range []struct {
+		name, ref string
+		rec       *Prescription
+		item      string
+		want      string
+		marked    bool // the item is marked for cancellation after
+		cancelled bool // the item is 0005 after
+	}{
+		{"0001, item 0007", toCncl, fresh(), "i1", RCancelled, false, true},
+		{"9001, item 0007", toCncl, at(fresh(), StatusFuture), "i1", RCancelled, false, true},
+		{"0000, item 0007", toCncl, at(fresh(), StatusAwaitingReleaseReady), "i1", RCancelled, false, true},
+		{"9000, item 0007", toCncl, at(fresh(), StatusRepeatFuture), "i1", RCancelled, false, true},
+		{"0002, item 0008: marked", byPR, released(t), "i1", RPendingWith, true, false},
+		{"0003, item 0003 (part dispensed): marked", byPR + " (item 0003 is with the dispenser)", dn(released(t), ItemPartiallyDispensed, ItemFullyDispensed), "i1", RPendingActive, true, false},
+		{"0003, item 0004 (owed): R-0003, not marked", byLI + " (else branch)", dn(released(t), ItemNotDispensedOwing, ItemFullyDispensed), "i1", RPendingActive, false, false},
+		{"0003, item 0001", byLI, dn(released(t), ItemNotDispensedOwing, ItemFullyDispensed), "i2", RDispensed, false, false},
+		{"0006, item 0001", byLI, dn(released(t), ItemFullyDispensed, ItemNotDispensed), "i1", RDispensed, false, false},
+		{"0006, item 0002", byLI, dn(released(t), ItemFullyDispensed, ItemNotDispensed), "i2", RNotDispensed, false, false},
+		{"0007, item 0002", byLI, dn(released(t), ItemNotDispensed, ItemNotDispensed), "i1", RNotDispensed, false, false},
+		{"0008, item 0001", byLI, must(Claim(dn(released(t), ItemFullyDispensed, ItemNotDispensed), "FA565", pharmacy, "cl", "", t0)), "i1", RDispensed, false, false},
+		{"0008, item 0002", byLI, must(Claim(dn(released(t), ItemFullyDispensed, ItemNotDispensed), "FA565", pharmacy, "cl", "", t0)), "i2", RNotDispensed, false, false},
+		{"0009, item 0001", byLI, ApplyScheduled(dn(released(t), ItemFullyDispensed, ItemFullyDispensed), t0.AddDate(1, 0, 0), nil), "i1", RDispensed, false, false},
+		{"0004, item 0006", byLI, ApplyScheduled(fresh(), t0.AddDate(1, 0, 0), nil), "i1", RExpired, false, false},
+		{"0005, item 0005", byLI, func() *Prescription {
+			p, _ := Cancel(fresh(), gp, in("i1"), t0)
+			p, _ = Cancel(p, gp, in("i2"), t0)
+			return p
+		}(), "i1", RAlreadyCancelled, false, false},
+		{"0001, item 0005", byLI, func() *Prescription { p, _ := Cancel(fresh(), gp, in("i1"), t0); return p }(), "i1", RAlreadyCancelled, false, false},
+		{"no such item", byLI + " (PRESCRIPTION_NOT_FOUND)", fresh(), "i9", RNotFound, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := snapshotJSON(tc.rec)
+			n, code := Cancel(tc.rec, gp, in(tc.item), t0)
+			if code != tc.want {
+				t.Fatalf("answered %s, want %s (%s)", code, tc.want, tc.ref)
+			}
+			if snapshotJSON(tc.rec) != before {
+				t.Fatal("Cancel changed its input")
+			}
+			changed := tc.marked || tc.cancelled
+			if (n != nil) != changed {
+				t.Fatalf("record changed %v, want %v", n != nil, changed)
+			}
+			if !changed {
+				return
+			}
+			marked := n.Pending != nil && slices.Contains(n.Pending.Items, tc.item)
+			if marked != tc.marked {
+				t.Errorf("marked for cancellation %v, want %v", marked, tc.marked)
+			}
+			if k := n.itemIndex(tc.item); (n.Items[k].Status == ItemCancelled) != tc.cancelled {
+				t.Errorf("item %s, cancelled %v wanted", n.Items[k].Status, tc.cancelled)
+			}
+		})
+	}
+}
+
+// A part-dispensed item marked for cancellation (R-0003): the dispenser
+// marking it not dispensed cancels it; a return is no longer possible
+// (0003); the cancellation stays marked while the item is still owed.
+func TestCancelPartDispensed(t *testing.T) {
+	part := must(Dispense(released(t), "FA565", pharmacy, DispenseInput{ID: "dn-1",
+		Items: map[string]ItemStatus{"i1": ItemPartiallyDispensed, "i2": ItemFullyDispensed}}, t0))
+	marked, code := Cancel(part, gp, CancelInput{MessageID: "c", NHSNumber: "9449305552", LineItemID: "i1"}, t0)
+	if code != RPendingActive || marked == nil || marked.Status != StatusWithDispenserActive {
+		t.Fatalf("%s %+v", code, marked)
+	}
+	owed := must(Dispense(marked, "FA565", pharmacy, DispenseInput{ID: "dn-2",
+		Items: map[string]ItemStatus{"i1": ItemNotDispensedOwing, "i2": ItemFullyDispensed}}, t0))
+	if owed.Pending == nil || !slices.Contains(owed.Pending.Items, "i1") {
+		t.Error("still owed: the cancellation must stay marked")
+	}
+	nd := must(Dispense(marked, "FA565", pharmacy, DispenseInput{ID: "dn-2",
+		Items: map[string]ItemStatus{"i1": ItemNotDispensed, "i2": ItemFullyDispensed}}, t0))
+	if items(nd) != "0005 0001" || nd.Status != StatusDispensed || nd.Pending != nil {
+		t.Errorf("not dispensed: %s %s %+v", items(nd), nd.Status, nd.Pending)
+	}
+}
+
+// Each status's next activity and its date (next_activity_generator.py
+// next_activity_date; record.py _include_next_activity_for_instance,
+// perform_instance_specific_updates): what falls due, when, and the state
+// after.
+func TestNextActivity(t *testing.T) {
+	const nag = "next_activity_generator.py "
+	d0 := day(t0)
+	last := t0.AddDate(0, 2, 0) // a dispense two months after the prescription date
+	dn := func(p *Prescription, when time.Time, st ...ItemStatus) *Prescription {
+		return must(Dispense(p, "FA565", pharmacy, DispenseInput{ID: "dn-" + when.Format(time.RFC3339),
+			Items: map[string]ItemStatus{"i1": st[0], "i2": st[1]}}, when))
+	}
+	part := dn(released(t), last, ItemPartiallyDispensed, ItemFullyDispensed)
+	// An eRD issue whose only notification was withdrawn: 0003 without one.
+	erdPart := func(released time.Time) *Prescription {
+		p := must(Release(erd(2, 28), "FA565", pharmacy, "rel", true, released))
+		p = dn(p, released.Add(time.Hour), ItemPartiallyDispensed, ItemFullyDispensed)
+		return must(Withdraw(p, "FA565", pharmacy, p.Dispenses[0].ID, "wd", released.Add(2*time.Hour)))
+	}
+	lateRelease := d0.AddDate(0, 5, 0) // released a month before issue 1's expiry
+	future := fresh()
+	future.Status, future.StartDate = StatusFuture, t0.AddDate(0, 0, 3)
+	for _, tc := range []struct {
+		name, ref  string
+		rec        *Prescription
+		event      string
+		at         time.Time
+		status     Status // the current issue's status after (the issue the event is about for acute)
+		itemsAfter string
+	}{
+		{"9001: ready on its date", nag + "future_dated", future, EventReady, d0.AddDate(0, 0, 3), StatusToBeDispensed, "0007 0007"},
+		{"0001: expires on its expiry date", nag + "un_dispensed", fresh(), EventExpire, d0.AddDate(0, 6, 0), StatusExpired, "0006 0006"},
+		{"0002: expires on its expiry date", nag + "un_dispensed", released(t), EventExpire, d0.AddDate(0, 6, 0), StatusExpired, "0006 0006"},
+		{"0003 with a notification: no-claim 180 days after the last dispense, even past the expiry", nag + "part_dispensed (createNoClaim); record.py _create_no_claim",
+			dn(released(t), d0.AddDate(0, 5, 0), ItemPartiallyDispensed, ItemFullyDispensed), EventNoClaim, d0.AddDate(0, 5, 180), StatusNoClaimed, "0003 0001"},
+		{"0003 with a notification, dispensed early: no-claim 180 days after", nag + "part_dispensed (createNoClaim)", part, EventNoClaim, day(last).AddDate(0, 0, 180), StatusNoClaimed, "0003 0001"},
+		{"0003 without a notification: to 0006 180 days after its release", nag + "part_dispensed (expire); statuses.py EXPIRY_LOOKUP",
+			erdPart(t0.Add(time.Hour)), EventExpire, d0.AddDate(0, 0, 180), StatusDispensed, "0006 0006"},
+		{"0003 without a notification: to 0006 at the prescription's expiry when that is earlier", nag + "part_dispensed (min of both)",
+			erdPart(lateRelease), EventExpire, d0.AddDate(0, 6, 0), StatusDispensed, "0006 0006"},
+		{"0006: no-claim 180 days after completion", nag + "dispensed", dn(released(t), last, ItemFullyDispensed, ItemNotDispensed), EventNoClaim, day(last).AddDate(0, 0, 180), StatusNoClaimed, "0001 0002"},
+		{"0007: none (never no-claimed)", nag + "not_dispensed (delete only)", dn(released(t), last, ItemNotDispensed, ItemNotDispensed), "", time.Time{}, StatusNotDispensed, "0002 0002"},
+		{"0008: none", nag + "completed (delete only)", must(Claim(dn(released(t), last, ItemFullyDispensed, ItemFullyDispensed), "FA565", pharmacy, "cl", "", last)), "", time.Time{}, StatusClaimed, "0001 0001"},
+		{"0004: none", nag + "expired (delete only)", ApplyScheduled(fresh(), d0.AddDate(1, 0, 0), nil), "", time.Time{}, StatusExpired, "0006 0006"},
+		{"0005: none", nag + "cancelled (delete only)", func() *Prescription {
+			p, _ := Cancel(fresh(), gp, CancelInput{NHSNumber: "9449305552", LineItemID: "i1"}, t0)
+			p, _ = Cancel(p, gp, CancelInput{NHSNumber: "9449305552", LineItemID: "i2"}, t0)
+			return p
+		}(), "", time.Time{}, StatusCancelled, "0005 0005"},
+		{"9005 (a cancellation before its prescription): none", nag + "awaiting_cancellation (delete only)",
+			EarlyCancellation("24F5DA-A83008-7EFE6Z", gp, CancelInput{NHSNumber: "9449305552", LineItemID: "i1"}, t0), "", time.Time{}, StatusCancelledFuture, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			at := NextDue(tc.rec)
+			if tc.event == "" {
+				if !at.IsZero() {
+					t.Fatalf("NextDue %s, want none (%s)", at, tc.ref)
+				}
+				if n := ApplyScheduled(tc.rec, t0.AddDate(3, 0, 0), nil); n != nil {
+					t.Errorf("3 years on: %s, want no change (%s)", n.Status, tc.ref)
+				}
+				return
+			}
+			if !at.Equal(tc.at) {
+				t.Errorf("NextDue %s, want %s (%s)", at, tc.at, tc.ref)
+			}
+			if ev := Scheduled(tc.rec, tc.at.Add(-time.Second)); ev != "" {
+				t.Errorf("%s due before its date (%s)", ev, tc.ref)
+			}
+			if ev := Scheduled(tc.rec, tc.at); ev != tc.event {
+				t.Fatalf("due %q, want %q (%s)", ev, tc.event, tc.ref)
+			}
+			n := ApplyScheduled(tc.rec, tc.at, nil)
+			is, _ := n.AtIssue(1)
+			if is.Status != tc.status || items(is) != tc.itemsAfter {
+				t.Errorf("after: %s %s, want %s %s (%s)", is.Status, items(is), tc.status, tc.itemsAfter, tc.ref)
+			}
+			if h := n.History[len(n.History)-1]; h.Type != tc.event {
+				t.Errorf("last event %s, want %s", h.Type, tc.event)
+			}
+		})
+	}
+}
