@@ -270,8 +270,8 @@ func TestERDCourseIssueByIssue(t *testing.T) {
 		if want := c.availableAt(is.Number); !is.AvailableAt.Equal(want) {
 			t.Errorf("issue %d available from %s, want %s", is.Number, is.AvailableAt, want)
 		}
-		if want := rec.Created.AddDate(1, 0, 0); !is.ExpiresAt.Equal(want) {
-			t.Errorf("issue %d expires %s, want 12 months on (%s)", is.Number, is.ExpiresAt, want)
+		if want := c.start.AddDate(1, 0, 0); !is.ExpiresAt.Equal(want) {
+			t.Errorf("issue %d expires %s, want 12 months after the prescription date (%s)", is.Number, is.ExpiresAt, want)
 		}
 		if is.Nominated != pharmacy {
 			t.Errorf("issue %d nominated to %q, want %s", is.Number, is.Nominated, pharmacy)
@@ -562,7 +562,8 @@ func TestERDNHSFixtures(t *testing.T) {
 	b, clock := erdBroker(t)
 	for _, f := range files {
 		t.Run(filepath.Base(filepath.Dir(f)), func(t *testing.T) {
-			raw := readFile(t, f)
+			// Dated today: the examples' 2022 dates are past their expiry.
+			raw := fhirgen.Redate(readFile(t, f), clock.Now())
 			msg, err := fhir.DecodeMessage(raw)
 			if err != nil {
 				t.Fatal(err)
@@ -616,7 +617,7 @@ func TestERDNHSFixtures(t *testing.T) {
 			if res, _ := c.dispense(pharmacy, 1, "0001", "0006"); res.Status != 200 {
 				t.Fatalf("dispense: %d %s", res.Status, res.Body)
 			}
-			c.tick(clock.Now())
+			c.tick(c.record().Issues()[1].AvailableAt) // issue 2's date
 			if ids, issues := c.releaseNominated(pharmacy); len(ids) != 1 || issues[0] != 2 {
 				t.Fatalf("issue 2: %v %v", ids, issues)
 			}
@@ -692,18 +693,34 @@ func TestERDMessagesNamingNoIssue(t *testing.T) {
 	c.expect("claimed", 2, "0008", "0000", "9000")
 }
 
-// An issue that expired in its pharmacy's queue leaves no entry behind: the
-// next issue, for the same pharmacy, enters the queue afresh and the
-// pharmacy is told; for a new pharmacy (a nomination change), the old
-// pharmacy's queue is emptied.
+// An issue that expired in its pharmacy's queue leaves no entry behind.
+// Issue 1 expiring expires every later issue with it (Spine: record.py
+// perform_instance_specific_updates, NEXTACTIVITY_EXPIRE), so the course is
+// over: the queue is emptied, nothing is handed over, and the pharmacy is
+// not told of a next issue. An issue 2 that expires in its queue (12 months
+// after the prescription date) leaves no entry either.
 func TestERDQueueAfterExpiredIssue(t *testing.T) {
+	t.Run("issue 1", func(t *testing.T) {
+		b, clock := erdBroker(t)
+		pharmacy := newODS("FE")
+		c := newCourse(t, b, clock, 3, 28, pharmacy)
+		c.post()
+		b.settle()
+		c.tick(c.record().ExpiresAt) // issue 1 expires unreleased: the later issues with it
+		c.expect("issue 1 expired", 3, "0004", "0004", "0004")
+		if q, _ := b.App.Store.ReadyQueue(context.Background(), pharmacy, 25); len(q) != 0 {
+			t.Errorf("the pharmacy's queue still holds %+v", q)
+		}
+		if ids, _ := c.releaseNominated(pharmacy); len(ids) != 0 {
+			t.Errorf("an expired course was handed over: %v", ids)
+		}
+	})
 	for _, moved := range []bool{false, true} {
-		t.Run(fmt.Sprintf("nomination changed %v", moved), func(t *testing.T) {
+		t.Run(fmt.Sprintf("issue 2, nomination changed %v", moved), func(t *testing.T) {
 			b, clock := erdBroker(t)
 			pharmacy, other := newODS("FE"), newODS("FN")
 			c := newCourse(t, b, clock, 3, 28, pharmacy)
-			c.post()
-			b.settle()
+			c.dispenseFirst(pharmacy)
 			want := pharmacy
 			if moved {
 				want = other
@@ -720,8 +737,8 @@ func TestERDQueueAfterExpiredIssue(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sub.Unsubscribe()
-			c.tick(c.record().ExpiresAt) // issue 1 expires unreleased; issue 2 follows at once
-			c.expect("issue 1 expired", 2, "0004", "0001", "9000")
+			c.tick(c.availableAt(2))
+			c.expect("issue 2 ready", 2, "0006", "0001", "9000")
 			select {
 			case m := <-notes:
 				var n broker.Notification
@@ -735,8 +752,13 @@ func TestERDQueueAfterExpiredIssue(t *testing.T) {
 			if q, _ := b.App.Store.ReadyQueue(ctx, pharmacy, 25); moved && len(q) != 0 {
 				t.Errorf("the old pharmacy's queue still holds %+v", q)
 			}
-			if ids, issues := c.releaseNominated(want); len(ids) != 1 || issues[0] != 2 {
-				t.Fatalf("issue 2 release by %s: %v %v", want, ids, issues)
+			c.tick(c.start.AddDate(1, 0, 0)) // 12 months after the prescription date
+			c.expect("issue 2 expired in the queue", 3, "0009", "0004", "0004")
+			if q, _ := b.App.Store.ReadyQueue(ctx, want, 25); len(q) != 0 {
+				t.Errorf("%s's queue still holds %+v", want, q)
+			}
+			if ids, _ := c.releaseNominated(want); len(ids) != 0 {
+				t.Errorf("an expired issue was handed over: %v", ids)
 			}
 		})
 	}

@@ -684,11 +684,14 @@ func TestScenarioCancellation(t *testing.T) {
 		t.Run("part dispensed", func(t *testing.T) {
 			r := postRx(t, b, k)
 			r.release(t)
-			owed := r.firstAnd("0004", "0001")
+			// A partly dispensed item (0003) is with the dispenser: R-0003 and
+			// marked (Spine record.py ITEM_WITH_DISPENSER_STATES); one not
+			// dispensed and owing (0004) answers R-0003 unmarked.
+			owed := r.firstAnd("0003", "0001")
 			res, _, _ := r.dispense(r.home, owed, "0003", "")
 			r.ok(t, "part dispensed", res, state{status: "0003", items: owed, dispenser: r.home, title: hDispense})
 			res = r.cancel(0)
-			if cancelAnswer(t, "cancel an owed item", res, "R-0003") {
+			if cancelAnswer(t, "cancel a partly dispensed item", res, "R-0003") {
 				r.changed(t, state{status: "0003", items: owed, dispenser: r.home, title: hMarkedActive}, 1)
 			}
 			if len(r.g.ItemIDs) > 1 {
