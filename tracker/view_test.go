@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
 const (
@@ -38,7 +39,8 @@ func fixtureRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := m.Order()
+	written, _ := fhirgen.MessageDate(b)
+	o, err := m.Order(written)
 	if err != nil {
 		t.Fatal(err)
 	}
