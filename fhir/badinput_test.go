@@ -98,7 +98,7 @@ func TestBadInputs(t *testing.T) {
 		{"bad ODS receiver", CodeInvalidValue, "value", "MessageHeader.destination[0].receiver.identifier.value", setAt(0, "FA 565", "destination", 0, "receiver", "identifier", "value")},
 		{"dangling reference", CodeInvalidValue, "invalid", "Bundle.entry[3].resource.subject.reference", setAt(3, newURN(), "subject", "reference")},
 		{"dangling relative reference", CodeInvalidValue, "invalid", "Bundle.entry[2].resource.requester.reference", setAt(2, "PractitionerRole/56166769", "requester", "reference")},
-		{"dangling local reference", CodeInvalidValue, "invalid", "Bundle.entry[9].resource.signature[0].who.reference", setAt(9, "#m1", "signature", 0, "who", "reference")},
+		{"dangling local reference", CodeInvalidValue, "invalid", "Bundle.entry[5].resource.generalPractitioner[0].reference", setAt(5, "#m1", "generalPractitioner", 0, "reference")},
 		{"dangling reference in MessageHeader", CodeInvalidValue, "invalid", "Bundle.entry[0].resource.focus[5].reference", setAt(0, "urn:uuid:78d3c2eb", "focus", 5, "reference")},
 		{"dangling reference outside entries", CodeInvalidValue, "invalid", "Bundle.signature.who.reference", edit(func(b bundle) {
 			b["signature"] = map[string]any{"who": map[string]any{"reference": "#x"}}

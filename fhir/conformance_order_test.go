@@ -385,6 +385,11 @@ func TestConformancePrescriptionOrder(t *testing.T) {
 				resource(m, eProvenance)["signature"].([]any)[0].(msg)["who"] = msg{"reference": fullURL(m, ePractitioner)}
 			}),
 			code: fhir.CodeMissingDigitalSignature, issue: "required", expr: "Bundle.entry.resource.ofType(Provenance).signature"},
+		{name: "signature by someone outside the Bundle", ref: facadeAuthor + "findRequesterSignature (who.reference compared, not resolved)",
+			body: acute(func(m msg) {
+				resource(m, eProvenance)["signature"].([]any)[0].(msg)["who"] = msg{"reference": "https://directory.spineservices.nhs.uk/STU3/Practitioner/555086689106"}
+			}),
+			code: fhir.CodeMissingDigitalSignature, issue: "required", expr: "Bundle.entry.resource.ofType(Provenance).signature"},
 		{name: "two requester signatures", ref: facadeAuthor + "findRequesterSignature (onlyElementOrNull)",
 			body: acute(func(m msg) {
 				p := resource(m, eProvenance)
