@@ -50,7 +50,9 @@ func Variations(body []byte, seed uint64) []Variation {
 	return []Variation{
 		vary("reversed-members", func(n *node) { n.walk(func(n *node) { slices.Reverse(n.members) }) }),
 		vary("shuffled-members", func(n *node) {
-			n.walk(func(n *node) { rng.Shuffle(len(n.members), func(i, j int) { n.members[i], n.members[j] = n.members[j], n.members[i] }) })
+			n.walk(func(n *node) {
+				rng.Shuffle(len(n.members), func(i, j int) { n.members[i], n.members[j] = n.members[j], n.members[i] })
+			})
 		}),
 		vary("shuffled-entries", func(n *node) {
 			if e := n.get("entry"); e != nil && len(e.elems) > 2 {
