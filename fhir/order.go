@@ -641,20 +641,24 @@ func (c *orderCheck) checkSameOnEveryItem() *Error {
 	return nil
 }
 
-// sameRaw checks that get reads the same JSON (ignoring white space) on
-// every item, and answers as the facade does otherwise
-// (createMedicationRequestInconsistentValueIssue: INVALID_VALUE, issue type
-// value, the distinct values received, absent ones as null).
+// sameRaw checks that get reads the same value on every item, compared as
+// the facade compares them (getUniqueValues: isDeepStrictEqual, so the order
+// of an object's members and white space do not matter), and answers as the
+// facade does otherwise (createMedicationRequestInconsistentValueIssue:
+// INVALID_VALUE, issue type value, the distinct values received, an absent
+// one as null).
 func (c *orderCheck) sameRaw(path string, get func(*medicationRequest) []byte) *Error {
+	first := get(&c.items[0].mr)
+	differ := false
+	for i := 1; i < len(c.items) && !differ; i++ {
+		differ = !bytes.Equal(get(&c.items[i].mr), first) || (first == nil) != (get(&c.items[i].mr) == nil)
+	}
+	if !differ {
+		return nil
+	}
 	var distinct []string
 	for i := range c.items {
-		v := "null"
-		if raw := get(&c.items[i].mr); raw != nil {
-			var b bytes.Buffer
-			if json.Compact(&b, raw) == nil {
-				v = b.String()
-			}
-		}
+		v := canonicalJSON(get(&c.items[i].mr))
 		if !slices.Contains(distinct, v) {
 			distinct = append(distinct, v)
 		}
@@ -665,6 +669,25 @@ func (c *orderCheck) sameRaw(path string, get func(*medicationRequest) []byte) *
 	return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeInvalidValue,
 		Diagnostics: "Expected all MedicationRequests to have the same value for " + path + ". Received [" + clip(strings.Join(distinct, ",")) + "].",
 		Expression:  []string{itemsPath + "." + path}}
+}
+
+// canonicalJSON is raw (a valid JSON value) with its objects' members
+// sorted and no white space; "null" for nil.
+func canonicalJSON(raw []byte) string {
+	if raw == nil {
+		return "null"
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if d.Decode(&v) != nil {
+		return string(raw)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return string(raw)
+	}
+	return string(b)
 }
 
 // checkPrescriptionType checks that the first item has the prescription
