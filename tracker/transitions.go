@@ -352,17 +352,19 @@ func Dispense(p *Prescription, dispenser string, by Actor, in DispenseInput, now
 	if n.Pending != nil && len(n.Pending.Items) == 0 {
 		n.Pending = nil
 	}
-	// The items decide the prescription status; a status the message states
-	// must agree with them.
-	n.Status = dispensedStatus(n.Items)
-	n.settleCancelled()
+	// The prescription takes the status the message states, as Spine's
+	// record takes it (record.py update_for_dispense), even when its line
+	// items would make another; the items decide only when it states none.
+	// (Edited by helper "dispense" for issue 10.)
 	switch in.Status {
-	case "", n.Status:
+	case "":
+		n.Status = dispensedStatus(n.Items)
 	case StatusWithDispenserActive, StatusDispensed, StatusNotDispensed:
-		return nil, invalidTransition(p, "the notification states prescription status %s, but its line items make it %s", in.Status, n.Status)
+		n.Status = in.Status
 	default:
 		return nil, invalidTransition(p, "a dispense notification may state 0003, 0006 or 0007, not %s", in.Status)
 	}
+	n.settleCancelled()
 	if err := n.recallNext(p, EventDispense, in.ID, by, now); err != nil {
 		return nil, err
 	}
