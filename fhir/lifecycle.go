@@ -126,6 +126,11 @@ type DispensedItem struct {
 	MedicationDisplay string
 	Quantity          float64
 	QuantityUnit      string
+	// NonDispensingReason is the statusReasonCodeableConcept code
+	// (medicationdispense-status-reason) and Dosage the first
+	// dosageInstruction's text, if present: what the tracker shows.
+	NonDispensingReason string
+	Dosage              string
 }
 
 // Cancellation is a $process-message prescription-order-update
@@ -572,6 +577,8 @@ type medicationDispense struct {
 	Type                    Concept
 	Medication              Concept
 	Quantity                quantity
+	StatusReason            Concept
+	Dosage                  string
 }
 
 // authorizingPrescription is a MedicationDispense.authorizingPrescription:
@@ -611,6 +618,19 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 			r.concept(&md.Medication)
 		case "quantity":
 			r.quantity(&md.Quantity)
+		// What the tracker shows, not checked: a malformed one is left out.
+		case "statusReasonCodeableConcept":
+			r.capture(func() { r.concept(&md.StatusReason) })
+		case "dosageInstruction":
+			r.capture(func() {
+				r.array(func(i int) {
+					r.object(func(key []byte) {
+						if i == 0 && string(key) == "text" {
+							md.Dosage = r.str()
+						}
+					})
+				})
+			})
 		}
 	})
 }
@@ -732,6 +752,10 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 		if cs := d.md.Medication.Coding; len(cs) > 0 {
 			item.MedicationCode, item.MedicationDisplay = cs[0].Code, cs[0].Display
 		}
+		if cs := d.md.StatusReason.Coding; len(cs) > 0 {
+			item.NonDispensingReason = cs[0].Code
+		}
+		item.Dosage = d.md.Dosage
 		dn.Items = append(dn.Items, item)
 	}
 
