@@ -182,7 +182,7 @@ func TestTrackerDetailDispensesAndCancellations(t *testing.T) {
 			wantStatus: "0006", wantDispenses: [][]mdWant{{{"0001", ""}, {"0001", ""}, {"0004", ""}, {"0004", ""}}, {{"0001", ""}, {"0001", ""}}},
 			wantMR: []string{"", "", "", ""}},
 		{name: "not dispensed with reasons", release: true,
-			dns: []dn{{items: []string{"0002", "0002", "0002", "0002"}, reasons: []string{"0002", "0009", "0006", "0007"}, rx: "0002", status: "0007"}},
+			dns:        []dn{{items: []string{"0002", "0002", "0002", "0002"}, reasons: []string{"0002", "0009", "0006", "0007"}, rx: "0002", status: "0007"}},
 			wantStatus: "0007", wantDispenses: [][]mdWant{{{"0002", "0002"}, {"0002", "0009"}, {"0002", "0006"}, {"0002", "0007"}}},
 			wantRxReason: "0002", wantMR: []string{"", "", "", ""}},
 		{name: "one item not dispensed with a reason", release: true,
