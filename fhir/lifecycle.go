@@ -127,6 +127,11 @@ type DispensedItem struct {
 	MedicationDisplay string
 	Quantity          float64
 	QuantityUnit      string
+	// NonDispensingReason is the statusReasonCodeableConcept code
+	// (medicationdispense-status-reason) and Dosage the first
+	// dosageInstruction's text, if present: what the tracker shows.
+	NonDispensingReason string
+	Dosage              string
 }
 
 // Cancellation is a $process-message prescription-order-update
@@ -282,13 +287,6 @@ func referenceNotIdentifier(path string) *Error {
 func requiredField(path string) *Error {
 	return facadeIssue(CodeMissingValue, "invalid", path, "Required field "+path+" is missing.")
 }
-
-// CodeTooManyValues and CodeTooFewValues are the facade's
-// TooManyValuesError and TooFewValuesError codes.
-const (
-	CodeTooManyValues = "TOO_MANY_VALUES_SUBMITTED"
-	CodeTooFewValues  = "TOO_FEW_VALUES_SUBMITTED"
-)
 
 func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 	const root = "Parameters"
@@ -685,6 +683,8 @@ type medicationDispense struct {
 	WhenHandedOver          []byte      // raw JSON, nil when absent
 	Performers              [][]byte    // each performer's actor, raw JSON (nil when it has none)
 	PerformerRefs           []reference // each performer's actor
+	StatusReason            Concept
+	Dosage                  string
 }
 
 // authorizingPrescription is a MedicationDispense.authorizingPrescription:
@@ -750,6 +750,19 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 				md.Performers = append(md.Performers, actor)
 				md.PerformerRefs = append(md.PerformerRefs, ref)
 			})
+		// What the tracker shows, not checked: a malformed one is left out.
+		case "statusReasonCodeableConcept":
+			r.capture(func() { r.concept(&md.StatusReason) })
+		case "dosageInstruction":
+			r.capture(func() {
+				r.array(func(i int) {
+					r.object(func(key []byte) {
+						if i == 0 && string(key) == "text" {
+							md.Dosage = r.str()
+						}
+					})
+				})
+			})
 		}
 	})
 }
@@ -774,9 +787,6 @@ const (
 	// ExtOrganisationRelationships holds a dispensing Organization's
 	// reimbursement authority.
 	ExtOrganisationRelationships = "https://fhir.nhs.uk/StructureDefinition/Extension-ODS-OrganisationRelationships"
-	// CodeConflictingValues is the facade's code for both a medication
-	// reference and a medication concept.
-	CodeConflictingValues = "CONFLICTING_VALUES"
 )
 
 // dispenseInconsistent is the facade's
@@ -963,6 +973,10 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 			j := pickCoding(cs, systemSNOMEDDispensed)
 			item.MedicationCode, item.MedicationDisplay = cs[j].Code, cs[j].Display
 		}
+		if cs := d.md.StatusReason.Coding; len(cs) > 0 {
+			item.NonDispensingReason = cs[0].Code
+		}
+		item.Dosage = d.md.Dosage
 		dn.Items = append(dn.Items, item)
 	}
 
