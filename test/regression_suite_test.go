@@ -207,6 +207,7 @@ type regRx struct {
 	itemID    string
 	unsigned  []byte // the order before signing (the suite's prepare_body)
 	dnID      string // Bundle.identifier of the latest dispense notification
+	dnOrg     string // when set, the ODS code of the notification's Organization (the dispenser's otherwise)
 }
 
 var regTmpl = func() *fhirgen.Template {
@@ -542,7 +543,11 @@ func (r *regRx) dnBody(itemStatus, status, replacementOf string, erdStyle bool) 
 				res["extension"] = []any{map[string]any{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ODS-OrganisationRelationships",
 					"extension": []any{map[string]any{"url": "reimbursementAuthority",
 						"valueIdentifier": map[string]any{"system": regSystemODS, "value": "T1450"}}}}}
-				res["identifier"] = []any{map[string]any{"system": regSystemODS, "value": r.dispenser}}
+				org := r.dispenser
+				if r.dnOrg != "" {
+					org = r.dnOrg
+				}
+				res["identifier"] = []any{map[string]any{"system": regSystemODS, "value": org}}
 				res["address"] = []any{map[string]any{"city": "West Yorkshire", "use": "work",
 					"line": []any{"17 Austhorpe Road", "Crossgates", "Leeds"}, "postalCode": "LS15 8BA"}}
 				res["active"] = true
@@ -1084,6 +1089,26 @@ func TestRegressionDispenseERDStyle(t *testing.T) {
 			r.create()
 			r.release(true)
 			if r.dispense("dispense (dispense_notification_erd.py, MessageHeader.sender the prescriber)", "0001", "0006", "", true) {
+				r.expectTracker("after dispense", "0006", "0001", 1)
+			}
+		})
+	}
+}
+
+// Issue 10 ("Who sends a message"): a dispense notification without
+// MessageHeader.sender whose Organization (the contained PractitionerRole's
+// organization) names the prescriber's organisation, as the suite's Tasks
+// do: the acting dispenser is the token's, the organisation named inside is
+// recorded, not used to refuse.
+func TestRegressionDispenseNamingPrescriber(t *testing.T) {
+	b := startBroker(t, "")
+	for _, c := range regCases("acute") {
+		t.Run(c.name(), func(t *testing.T) {
+			r := newRegRx(t, b, c)
+			r.dnOrg = regPrescriber
+			r.create()
+			r.release(true)
+			if r.dispense("dispense (no MessageHeader.sender, Organization "+regPrescriber+")", "0001", "0006", "", false) {
 				r.expectTracker("after dispense", "0006", "0001", 1)
 			}
 		})
