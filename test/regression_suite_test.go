@@ -1051,17 +1051,20 @@ func TestRegressionDispenseAmendWithdraw(t *testing.T) {
 					}
 				}
 			})
-			if first == "" {
-				return
-			}
 			t.Run("amend", func(t *testing.T) {
 				r.t = t
+				if first == "" {
+					t.Fatal("not run: the dispense notification it amends was refused")
+				}
 				if r.dispense("amend (replacementOf the notification)", "0001", "0006", first, false) {
 					r.expectTracker("after amend", "0006", "0001", 1)
 				}
 			})
 			t.Run("withdraw", func(t *testing.T) {
 				r.t = t
+				if first == "" {
+					t.Fatal("not run: the dispense notification it withdraws was refused")
+				}
 				res := b.do("POST", "/FHIR/R4/Task", r.dispenserToken(), r.withdrawBody())
 				if regInformational(t, "withdraw (withdraw_dispense_notification.py, contained Organization the prescriber's)", res) {
 					// Back to With Dispenser; for eRD only as far as With
@@ -1161,7 +1164,7 @@ func TestRegressionClaim(t *testing.T) {
 				})
 				r.t = t
 				if !r.dispense("dispense (dispense_notification.py)", "0001", "0006", "", false) {
-					return
+					t.Fatal("claim not run: the dispense notification before it was refused")
 				}
 				res := b.do("POST", "/FHIR/R4/Claim", r.dispenserToken(), r.claimBody(sub))
 				if res.Status != 200 {
