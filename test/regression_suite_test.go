@@ -457,8 +457,36 @@ func (r *regRx) release(byID bool) {
 		r.t.Fatalf("release: parameter[0] %q total %d with %d entries, want passedPrescriptions total 1: %.600s",
 			p.Parameter[0].Name, p.Parameter[0].Resource.Total, len(p.Parameter[0].Resource.Entry), res.Body)
 	}
-	if got := factsOf(r.t, p.Parameter[0].Resource.Entry[0].Resource).ShortID; got != r.id() {
+	released := p.Parameter[0].Resource.Entry[0].Resource
+	if got := factsOf(r.t, released).ShortID; got != r.id() {
 		r.t.Fatalf("release handed over %s, want %s", got, r.id())
+	}
+	if r.c.typ.name == "eRD" {
+		// The suite's notification copies the released MedicationRequest's
+		// basedOn: numberOfRepeatsIssued 0 for issue 1 (EPS
+		// translation/response/release/release-medication-request.ts
+		// createBasedOn: Spine's repeat number - 1).
+		issued := map[string]bool{}
+		for _, e := range asList(mustDecode(released)["entry"]) {
+			mr := resource(e)
+			if mr["resourceType"] != "MedicationRequest" {
+				continue
+			}
+			for _, bo := range asList(mr["basedOn"]) {
+				for _, x := range asList(bo.(map[string]any)["extension"]) {
+					if xm := x.(map[string]any); xm["url"] == regExtRepeat {
+						for _, part := range asList(xm["extension"]) {
+							if pm := part.(map[string]any); pm["url"] == "numberOfRepeatsIssued" {
+								issued[fmt.Sprint(pm["valueInteger"])] = true
+							}
+						}
+					}
+				}
+			}
+		}
+		if len(issued) != 1 || !issued["0"] {
+			r.t.Errorf("release: the released MedicationRequest's basedOn Extension-EPS-RepeatInformation numberOfRepeatsIssued %v, want 0 for issue 1", issued)
+		}
 	}
 	r.expectTracker("after release", "0002", "0008", 0)
 }
