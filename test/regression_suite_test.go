@@ -1009,9 +1009,13 @@ func TestRegressionReleaseWithoutAgent(t *testing.T) {
 	b := startBroker(t, "")
 	r := newRegRx(t, b, regCase{true, regTypes[0]})
 	r.create()
+	before := b.events(r.id())
 	res := b.do("POST", "/FHIR/R4/Task/$release", r.dispenserToken(), r.releaseBody(true, false))
 	if res.Status != 400 {
 		t.Errorf("release without agent: %d %.400s, want 400", res.Status, res.Body)
+	}
+	if after := b.events(r.id()); after != before {
+		t.Errorf("release without agent: %d events about the prescription, want %d (a refused request changes nothing)", after, before)
 	}
 	r.expectTracker("after the refused release", "0001", "0007", 0)
 }
@@ -1182,7 +1186,11 @@ func TestRegressionClaim(t *testing.T) {
 				r.release(true)
 				t.Run("not-dispensed", func(t *testing.T) {
 					r.t = t
+					before := b.events(r.id())
 					res := b.do("POST", "/FHIR/R4/Claim", r.dispenserToken(), r.claimBody(sub))
+					if after := b.events(r.id()); after != before {
+						t.Errorf("claim before dispensing: %d events about the prescription, want %d (a refused request changes nothing)", after, before)
+					}
 					if res.Status != 400 {
 						t.Errorf("claim before dispensing: %d %.500s, want 400", res.Status, res.Body)
 					} else if oo := res.outcome(t); !oo.hasCode("INVALID_STATE_TRANSITION") {
