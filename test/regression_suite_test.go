@@ -27,7 +27,8 @@ package test
 //   - eps_fhir_dispensing/return_prescriptions.feature: nominated and
 //     non-nominated x acute and repeat: create, release, return; 200 and an
 //     informational OperationOutcome.
-//   - eps_fhir/claim.feature (and eps_fhir_dispensing/claim.feature): nominated
+//   - eps_fhir_dispensing/claim.feature and a newer claim feature tagged
+//     @eps_fhir @claim (its path is not in the stored tree listing): nominated
 //     and non-nominated x acute, repeat, eRD (eRD also with the repeat
 //     information in the item.detail.subDetail): dispensed, then claimed: 200;
 //     a claim for a prescription released but not dispensed: 400
@@ -48,7 +49,10 @@ package test
 //     2; after "non-dispense a line item" the detail has a MedicationDispense of
 //     the line item, "Item not dispensed" with its reason; after a
 //     cancellation, the MedicationRequest is "Item Cancelled" with the reason.
-//   - eps_fhir/eps_fhir.feature, */ping.feature: GET /_ping answers 200.
+//   - eps_fhir/eps_fhir.feature, */ping.feature: GET /_ping answers 200 and a
+//     JSON object whose "version" is not empty (features/steps/api_steps.py
+//     "I can see the ping information in the response"; older versions also
+//     read revision, releaseId and commitId).
 //
 // Messages (messages/eps_fhir/):
 //   - prescription.py: one MedicationRequest (fullUrls those of the NHS example
@@ -1318,10 +1322,12 @@ func TestRegressionTrackerSearches(t *testing.T) {
 	})
 }
 
-// ping.feature: GET /_ping answers 200.
+// ping.feature: GET /_ping answers 200 with a version.
 func TestRegressionPing(t *testing.T) {
 	b := startBroker(t, "")
-	if res := b.do("GET", "/_ping", "", nil); res.Status != 200 {
-		t.Errorf("GET /_ping: %d %.200s, want 200", res.Status, res.Body)
+	res := b.do("GET", "/_ping", "", nil)
+	var ping struct{ Version any }
+	if res.Status != 200 || json.Unmarshal(res.Body, &ping) != nil || ping.Version == nil || ping.Version == "" {
+		t.Errorf("GET /_ping: %d %.200s, want 200 and a JSON object with a version", res.Status, res.Body)
 	}
 }
