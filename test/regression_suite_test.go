@@ -50,9 +50,9 @@ package test
 //     the line item, "Item not dispensed" with its reason; after a
 //     cancellation, the MedicationRequest is "Item Cancelled" with the reason.
 //   - eps_fhir/eps_fhir.feature, */ping.feature: GET /_ping answers 200 and a
-//     JSON object whose "version" is not empty (features/steps/api_steps.py
-//     "I can see the ping information in the response"; older versions also
-//     read revision, releaseId and commitId).
+//     JSON object whose "version" is not empty (the step "I can see the ping
+//     information in the response" under features/steps/; older versions
+//     also read revision, releaseId and commitId).
 //
 // Messages (messages/eps_fhir/):
 //   - prescription.py: one MedicationRequest (fullUrls those of the NHS example
