@@ -48,15 +48,20 @@ func fixtureRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The NHS examples are dated 2021-2022: created as of their own date (an
-	// order is expired on arrival 6 months after it), the record shows the
-	// arrival at the test's time.
+	// The NHS examples are dated 2021-2022, so an order is expired on
+	// arrival 6 months after its date: the record is created as of that
+	// date (its dates as the example has them), and shows the arrival at
+	// the test's time with a validity running from then, so that the views
+	// of dispensing it can be tested.
 	when := at
 	if d := PrescriptionDate(o, at); d.Before(at) {
 		when = d
 	}
 	rec := Create(o, Actor{User: "u", Org: o.Sender}, when)
 	rec.Created, rec.History[0].Time = at, at
+	for _, is := range rec.issues() {
+		is.ExpiresAt = day(at).AddDate(1, 0, 0)
+	}
 	return rec, d
 }
 
