@@ -282,20 +282,18 @@ func Return(p *Prescription, dispenser string, by Actor, messageID string, now t
 	return n, nil
 }
 
-// settleCancelled makes the issue Cancelled when every item is (Cancelled
-// future instance when it was still to come).
+// settleCancelled makes the issue Cancelled (0005) when every item is,
+// whether it was current or still to come (record.py
+// process_line_cancellation, process_instance_cancellation: Spine's 9005 is
+// only the record of a cancellation that arrived before its prescription,
+// set_pending_cancellation).
 func (p *Issue) settleCancelled() {
 	for _, it := range p.Items {
 		if it.Status != ItemCancelled {
 			return
 		}
 	}
-	switch p.Status {
-	case StatusRepeatFuture, StatusFuture, StatusAwaitingReleaseReady:
-		p.Status = StatusCancelledFuture
-	default:
-		p.Status = StatusCancelled
-	}
+	p.Status = StatusCancelled
 }
 
 // DispenseInput is what a dispense notification says.

@@ -219,12 +219,14 @@ func TestCancel(t *testing.T) {
 	if _, code := Cancel(both, gp, in("i1"), t0); code != RAlreadyCancelled {
 		t.Errorf("twice: %s", code)
 	}
-	// Post-dated: cancelled future instance.
+	// Post-dated: Cancelled (0005) as any other (record.py
+	// process_instance_cancellation; 9005 is only a cancellation that came
+	// before its prescription).
 	fut := fresh()
 	fut.Status = StatusFuture
 	fut, _ = Cancel(fut, gp, in("i1"), t0)
 	fut, _ = Cancel(fut, gp, in("i2"), t0)
-	if fut.Status != StatusCancelledFuture {
+	if fut.Status != StatusCancelled {
 		t.Errorf("future: %s", fut.Status)
 	}
 	// With the dispenser: R-0002, marked; applied on return.
