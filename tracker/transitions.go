@@ -199,7 +199,12 @@ func Release(p *Prescription, dispenser string, by Actor, messageID string, nomi
 			// Its expiry is overdue (the scheduler has yet to apply it): Spine
 			// checks the issue's expiry date on release (record.py
 			// return_details_for_release) and expires it first
-			// (handle_overdue_expiry).
+			// (handle_overdue_expiry). A nominated release passes it over, as
+			// it passes over any queue entry that is no longer there.
+			if nominated {
+				return nil, &fhir.Error{Kind: fhir.KindNotFound, IssueType: "not-found", Code: fhir.CodeResourceNotFound,
+					Display: "Resource not found", Diagnostics: fmt.Sprintf("prescription %s is no longer ready: it expired on %s", p.ID, p.ExpiresAt.Format("2006-01-02"))}
+			}
 			return nil, invalidTransition(p, "it expired on %s", p.ExpiresAt.Format("2006-01-02"))
 		}
 	case StatusWithDispenser, StatusWithDispenserActive:

@@ -554,3 +554,16 @@ func TestNextActivity(t *testing.T) {
 		})
 	}
 }
+
+// A prescription whose expiry is overdue but not yet applied is not
+// released: by ID it is refused, from the queue passed over (record.py
+// return_details_for_release, handle_overdue_expiry).
+func TestReleaseOverdueExpiry(t *testing.T) {
+	p := fresh()
+	_, err := Release(p, "FCG71", other, "x", false, p.ExpiresAt)
+	wantInvalid(t, err)
+	if _, err := Release(p, "FA565", pharmacy, "x", true, p.ExpiresAt); fhir.ErrorKind(err) != fhir.KindNotFound {
+		t.Errorf("nominated release of an overdue one: %v, want it passed over (not found)", err)
+	}
+	must(Release(p, "FA565", pharmacy, "x", true, p.ExpiresAt.Add(-time.Second)))
+}
