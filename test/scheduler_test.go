@@ -3,7 +3,7 @@ package test
 import (
 	"bytes"
 	"context"
-	"strings"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +11,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+	"github.com/nhs-eps/epsbroker/tracker"
 )
 
 // The scheduler, by an injected clock: a post-dated prescription becomes
@@ -103,6 +104,16 @@ func TestSchedulerByClock(t *testing.T) {
 	}
 }
 
+// current is the stored record of prescription id.
+func current(t *testing.T, b *testBroker, id string) *tracker.Prescription {
+	t.Helper()
+	cur, err := b.App.Store.Current(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cur.Record
+}
+
 // cdOrder marks every line item of an order as a controlled drug of
 // schedule cd (Extension-DM-ControlledDrug).
 func cdOrder(body []byte, cd string) []byte {
@@ -173,12 +184,12 @@ func TestExpiredOnArrival(t *testing.T) {
 			if res := b.release(newODS("FY"), g.ShortID); res.Status != 400 || !res.outcome(t).hasCode(codeInvalidState) {
 				t.Errorf("release by ID of an expired order: %d %s", res.Status, res.Body)
 			}
-			d := trackerDetail(t, b, g.ShortID)
-			if d.status != "0004" || d.items[strings.ToLower(g.ItemIDs[0])] != "0006" {
-				t.Errorf("tracker: %s, item %s; want 0004 and 0006", d.status, d.items[strings.ToLower(g.ItemIDs[0])])
+			rec := current(t, b, g.ShortID)
+			if rec.Status != "0004" || rec.Items[0].Status != "0006" {
+				t.Errorf("record: %s, item %s; want 0004 and 0006", rec.Status, rec.Items[0].Status)
 			}
-			if n := len(d.history); n < 2 || d.history[n-1].status != "0004" {
-				t.Errorf("tracker history %v: want the upload, then the expiry", d.history)
+			if h := rec.History; len(h) < 2 || h[0].Status != "0001" || h[len(h)-1].Type != tracker.EventExpire {
+				t.Errorf("history %+v: want the upload (0001), then the expiry", h)
 			}
 		})
 	}
@@ -221,9 +232,8 @@ func TestPartDispensedByClock(t *testing.T) {
 		if !cancelAnswer(t, "cancel the part-dispensed item", b.post(b.token(auth.RolePrescriber, g.Sender), body), "R-0003") {
 			t.FailNow()
 		}
-		first := strings.ToLower(g.ItemIDs[0])
-		if d := trackerDetail(t, b, g.ShortID); d.status != "0003" || !d.pending || !d.pendingItems[first] || d.items[first] != "0003" {
-			t.Fatalf("tracker: %s pending %v item pending %v item %s; want 0003, marked for cancellation", d.status, d.pending, d.pendingItems[first], d.items[first])
+		if rec := current(t, b, g.ShortID); rec.Status != "0003" || rec.Pending == nil || !slices.Contains(rec.Pending.Items, g.ItemIDs[0]) || rec.Items[0].Status != "0003" {
+			t.Fatalf("record: %s pending %+v item %s; want 0003, the item marked for cancellation", rec.Status, rec.Pending, rec.Items[0].Status)
 		}
 		items := map[string]string{}
 		for i, id := range g.ItemIDs {
@@ -233,8 +243,8 @@ func TestPartDispensedByClock(t *testing.T) {
 		if res := b.post(b.token(auth.RoleDispenser, pharmacy), nd); res.Status != 200 {
 			t.Fatalf("not dispensed: %d %s", res.Status, res.Body)
 		}
-		if d := trackerDetail(t, b, g.ShortID); d.status != "0006" || d.pending || d.items[first] != "0005" {
-			t.Errorf("tracker: %s pending %v item %s; want 0006 with the item cancelled", d.status, d.pending, d.items[first])
+		if rec := current(t, b, g.ShortID); rec.Status != "0006" || rec.Pending != nil || rec.Items[0].Status != "0005" {
+			t.Errorf("record: %s pending %+v item %s; want 0006 with the item cancelled", rec.Status, rec.Pending, rec.Items[0].Status)
 		}
 	})
 	t.Run("0003 to 0009 by the clock", func(t *testing.T) {
@@ -254,9 +264,8 @@ func TestPartDispensedByClock(t *testing.T) {
 		if n, err := b.App.Scheduler.RunOnce(ctx); err != nil || n < 1 {
 			t.Fatalf("on its date: %d applied (%v)", n, err)
 		}
-		d := trackerDetail(t, b, g.ShortID)
-		if d.status != "0009" || d.items[strings.ToLower(g.ItemIDs[0])] != "0003" {
-			t.Errorf("180 days after the last dispense: %s, item %s; want 0009 with the items as they were", d.status, d.items[strings.ToLower(g.ItemIDs[0])])
+		if rec := current(t, b, g.ShortID); rec.Status != "0009" || rec.Items[0].Status != "0003" {
+			t.Errorf("180 days after the last dispense: %s, item %s; want 0009 with the items as they were", rec.Status, rec.Items[0].Status)
 		}
 	})
 }
