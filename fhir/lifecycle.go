@@ -127,10 +127,8 @@ type DispensedItem struct {
 	Quantity          float64
 	QuantityUnit      string
 	// NonDispensingReason is the statusReasonCodeableConcept code
-	// (medicationdispense-status-reason) and Dosage the first
-	// dosageInstruction's text, if present: what the tracker shows.
+	// (medicationdispense-status-reason), if present: the tracker shows it.
 	NonDispensingReason string
-	Dosage              string
 }
 
 // Cancellation is a $process-message prescription-order-update
@@ -578,7 +576,6 @@ type medicationDispense struct {
 	Medication              Concept
 	Quantity                quantity
 	StatusReason            Concept
-	Dosage                  string
 }
 
 // authorizingPrescription is a MedicationDispense.authorizingPrescription:
@@ -618,19 +615,8 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 			r.concept(&md.Medication)
 		case "quantity":
 			r.quantity(&md.Quantity)
-		// What the tracker shows, not checked: a malformed one is left out.
-		case "statusReasonCodeableConcept":
+		case "statusReasonCodeableConcept": // what the tracker shows, not checked: a malformed one is left out
 			r.capture(func() { r.concept(&md.StatusReason) })
-		case "dosageInstruction":
-			r.capture(func() {
-				r.array(func(i int) {
-					r.object(func(key []byte) {
-						if i == 0 && string(key) == "text" {
-							md.Dosage = r.str()
-						}
-					})
-				})
-			})
 		}
 	})
 }
@@ -755,7 +741,6 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 		if cs := d.md.StatusReason.Coding; len(cs) > 0 {
 			item.NonDispensingReason = cs[0].Code
 		}
-		item.Dosage = d.md.Dosage
 		dn.Items = append(dn.Items, item)
 	}
 
