@@ -3,6 +3,7 @@ package fhir
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -364,7 +365,7 @@ type detMedicationRequest struct {
 			Value float64 `json:"value"`
 			Unit  string  `json:"unit"`
 		} `json:"quantity"`
-		NumberOfRepeatsAllowed int `json:"numberOfRepeatsAllowed"`
+		NumberOfRepeatsAllowed flexInt `json:"numberOfRepeatsAllowed"`
 	} `json:"dispenseRequest"`
 }
 
@@ -374,7 +375,7 @@ func (mr *detMedicationRequest) item() ItemDetails {
 		ID:             identifierValue(mr.Identifier, SystemLineItemID),
 		Quantity:       mr.DispenseRequest.Quantity.Value,
 		QuantityUnit:   mr.DispenseRequest.Quantity.Unit,
-		RepeatsAllowed: mr.DispenseRequest.NumberOfRepeatsAllowed,
+		RepeatsAllowed: int(mr.DispenseRequest.NumberOfRepeatsAllowed),
 	}
 	med := mr.MedicationCodeableConcept
 	if len(med.Coding) > 0 {
@@ -391,4 +392,22 @@ func (mr *detMedicationRequest) item() ItemDetails {
 	}
 	it.Dosage = strings.Join(dosage, "; ")
 	return it
+}
+
+// flexInt is a whole number sent as a JSON number or as a string of digits
+// ("6"): EPS accepts numberOfRepeatsAllowed either way.
+type flexInt int
+
+func (n *flexInt) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	if s == "" || s == "null" {
+		*n = 0
+		return nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("not a whole number: %s", b)
+	}
+	*n = flexInt(v)
+	return nil
 }

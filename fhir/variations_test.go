@@ -63,7 +63,7 @@ func decodeAny(body []byte, now time.Time) decoded {
 }
 
 // orderOf validates the order of m as at now.
-func orderOf(m *fhir.Message, _ time.Time) (*fhir.Order, error) { return m.Order() }
+func orderOf(m *fhir.Message, now time.Time) (*fhir.Order, error) { return m.Order(now) }
 
 // Every NHS example message that the broker accepts is accepted in each of
 // its variations (members, entries and codings in other orders, other

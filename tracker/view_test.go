@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
 const (
@@ -38,7 +39,42 @@ func fixtureRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := m.Order()
+	written, _ := fhirgen.MessageDate(b)
+	o, err := m.Order(written)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := fhir.DecodeOrderDetails(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The NHS examples are dated 2021-2022: created as of their own date (an
+	// order is expired on arrival 6 months after it), the record shows the
+	// arrival at the test's time.
+	when := at
+	if d := PrescriptionDate(o, at); d.Before(at) {
+		when = d
+	}
+	rec := Create(o, Actor{User: "u", Org: o.Sender}, when)
+	rec.Created, rec.History[0].Time = at, at
+	return rec, d
+}
+
+// datedRecord is fixtureRecord of the fixture given current dates: dated at
+// (fhirgen.Redate) and created then, so that the transitions tests apply to
+// it act before it expires.
+func datedRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir.OrderDetails) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(epsFixtures, filepath.FromSlash(rel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := fhirgen.Redate(raw, at)
+	m, err := fhir.DecodeMessage(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := m.Order(at)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -769,7 +805,7 @@ func TestDetailBundleDispenses(t *testing.T) {
 			wantReasons: []string{"", "", "", ""}, wantHistoryRef: []int{0, 4}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec, d := fixtureRecord(t, orderAcute4Items, created)
+			rec, d := datedRecord(t, orderAcute4Items, created)
 			rec, err := Release(rec, "FA565", dispenser, "rel", true, at(1))
 			if err != nil {
 				t.Fatal(err)
@@ -922,7 +958,7 @@ func TestDetailBundleCancellationReasons(t *testing.T) {
 			want: []string{"0004", "0004", "0004", "0004"}, pending: []bool{true, true, true, true}, wantRx: "0004", rxStatus: StatusWithDispenser},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec, d := fixtureRecord(t, orderAcute4Items, created)
+			rec, d := datedRecord(t, orderAcute4Items, created)
 			if tc.release {
 				var err error
 				if rec, err = Release(rec, "FA565", Actor{Org: "FA565"}, "rel", true, created.Add(time.Minute)); err != nil {
@@ -999,7 +1035,7 @@ func TestDetailShapesDispensedAndCancelled(t *testing.T) {
 	at := func(m int) time.Time { return created.Add(time.Duration(m) * time.Minute) }
 	fa565 := Actor{User: "d1", Org: "FA565"}
 	released := func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
-		rec, d := fixtureRecord(t, orderAcute4Items, created)
+		rec, d := datedRecord(t, orderAcute4Items, created)
 		rec, err := Release(rec, "FA565", fa565, "rel", true, at(1))
 		if err != nil {
 			t.Fatal(err)
@@ -1028,7 +1064,7 @@ func TestDetailShapesDispensedAndCancelled(t *testing.T) {
 	}
 	cancelled := func(release bool) func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
 		return func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
-			rec, d := fixtureRecord(t, orderAcute4Items, created)
+			rec, d := datedRecord(t, orderAcute4Items, created)
 			if release {
 				rec, d = released(t)
 			}

@@ -62,7 +62,7 @@ func (a *api) validateMessage(body []byte) error {
 		}
 		switch msg.Event {
 		case fhir.EventPrescriptionOrder:
-			_, err = msg.Order()
+			_, err = msg.Order(a.Now())
 		case fhir.EventPrescriptionOrderUpdate:
 			_, err = msg.Cancellation()
 		case fhir.EventDispenseNotification:

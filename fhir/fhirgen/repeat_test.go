@@ -17,7 +17,8 @@ func decodeOrder(t *testing.T, body []byte) (*fhir.Order, error) {
 	if err != nil {
 		t.Fatalf("DecodeMessage: %v", err)
 	}
-	return msg.Order()
+	written, _ := MessageDate(body)
+	return msg.Order(written)
 }
 
 // Every kind of generated order becomes a valid eRD order.
@@ -35,7 +36,7 @@ func TestRepeatDispensing(t *testing.T) {
 				t.Fatalf("Order: %v", err)
 			}
 			if o.TherapyType != fhir.TherapyRepeatDispensing || o.RepeatsAllowed != 5 || o.SupplyDays != 28 ||
-				!o.ValidityStart.Equal(time.Date(2025, 3, 14, 0, 0, 0, 0, time.UTC)) || !o.ValidityEnd.IsZero() ||
+				!o.ValidityStart.Equal(time.Date(2025, 3, 14, 0, 0, 0, 0, time.UTC)) || !o.ValidityEnd.Equal(time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC).Add(-time.Nanosecond)) ||
 				!o.AuthoredOn.Equal(start) {
 				t.Errorf("order %+v", o)
 			}
@@ -93,7 +94,8 @@ func TestRepeatDispensingRefused(t *testing.T) {
 		{"Schedule 3", Mutate(RepeatDispensing(g.Body, 5, 28, start), cd("CD3")), "ControlledDrug"},
 		{"Schedule 5", RepeatDispensing(Mutate(g.Body, cd("CD5")), 5, 28, start), ""},
 		{"100 issues", RepeatDispensing(g.Body, 99, 1, start), "numberOfRepeatsAllowed"},
-		{"14 issues of 28 days", RepeatDispensing(g.Body, 13, 28, start), "numberOfRepeatsAllowed"},
+		// Spine has no "issues x days supply" rule (issue 10).
+		{"14 issues of 28 days", RepeatDispensing(g.Body, 13, 28, start), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := decodeOrder(t, tc.body)
@@ -179,6 +181,20 @@ func TestForIssue(t *testing.T) {
 					if !bytes.Contains(third, []byte(`{"url":"numberOfRepeatsAllowed","valueInteger":5}`)) {
 						t.Errorf("no numberOfRepeatsAllowed 5: %s", third)
 					}
+					// Issue 3 is numberOfRepeatsIssued 2 where EPS counts
+					// from 0, 3 where it counts from 1 (a withdraw, the UK
+					// Core numberOfPrescriptionsIssued).
+					fromZero := bytes.Contains(third, []byte(`{"url":"numberOfRepeatsIssued","valueInteger":2}`))
+					fromOne := bytes.Contains(third, []byte(`{"url":"numberOfRepeatsIssued","valueInteger":3}`))
+					if wantZero := kind != "withdraw"; fromZero != wantZero {
+						t.Errorf("numberOfRepeatsIssued 2 (from 0) written: %v, want %v", fromZero, wantZero)
+					}
+					if kind == "withdraw" && !fromOne {
+						t.Errorf("a withdraw's numberOfRepeatsIssued is not 3 (from 1)")
+					}
+					if kind == "dispense-notification" && !bytes.Contains(third, []byte(`{"url":"numberOfPrescriptionsIssued","valueUnsignedInt":3}`)) {
+						t.Errorf("no UK Core numberOfPrescriptionsIssued 3 in the dispense notification")
+					}
 					if n := issueOf(t, kind, ForIssue(third, 4, 6)); n != 4 {
 						t.Errorf("issue %d after a second ForIssue, want 4", n)
 					}
@@ -228,6 +244,7 @@ func checkPlaces(t *testing.T, kind string, body []byte) {
 		}
 	default:
 		for _, x := range arr(m, "item") {
+			want++
 			places += count(x)
 			for _, d := range arr(x.(map[string]any), "detail") {
 				want++
