@@ -785,9 +785,9 @@ func TestDetailBundleDispenses(t *testing.T) {
 			wantReasons: []string{"", "", "", ""}, wantHistoryRef: []int{4}},
 		{name: "multiple dispenses", dns: []dn{
 			{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}},
-			{status: map[int]ItemStatus{2: "0001", 3: "0001"}}},
-			wantStatus: StatusDispensed, wantTypes: [][]ItemStatus{{"0001", "0001", "0004", "0004"}, {"0001", "0001"}},
-			wantReasons: []string{"", ""}, wantHistoryRef: []int{4, 2}},
+			{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}}}, // every item named again, as EPS requires
+			wantStatus: StatusDispensed, wantTypes: [][]ItemStatus{{"0001", "0001", "0004", "0004"}, {"0001", "0001", "0001", "0001"}},
+			wantReasons: []string{"", "", "", ""}, wantHistoryRef: []int{4, 4}},
 		{name: "not dispensed with reasons", dns: []dn{{status: nil,
 			reasons: map[int]string{0: "0002", 1: "0009", 2: "0006", 3: "0007"}, rxReason: "0002"}},
 			wantStatus: StatusNotDispensed, wantTypes: [][]ItemStatus{{"0002", "0002", "0002", "0002"}},
@@ -1120,7 +1120,7 @@ func TestDetailShapesDispensedAndCancelled(t *testing.T) {
 	}{
 		{"200_AcuteWithMultipleItems_Dispensed.json", dispensed(full), append(slices.Clone(extra), mdCoding...), mdMissing},
 		{"200_AcuteWithMultipleItems_PartiallyDispensed.json", dispensed(part), append(slices.Clone(extra), mdCoding...), mdMissing},
-		{"200_AcuteWithMultipleItems_MultipleDispenses.json", dispensed(part, map[int]ItemStatus{2: "0001", 3: "0001"}), append(slices.Clone(extra), mdCoding...), mdMissing},
+		{"200_AcuteWithMultipleItems_MultipleDispenses.json", dispensed(part, full), append(slices.Clone(extra), mdCoding...), mdMissing},
 		{"200_AcuteWithMultipleItems_NotDispensedWithReason.json", dispensed(none), append(slices.Clone(extra), mdCoding...), mdMissing},
 		{"200_AcuteWithMultipleItems_ItemNotDispensedWithReason.json", dispensed(map[int]ItemStatus{0: "0002", 1: "0004", 2: "0004", 3: "0004"}), append(slices.Clone(extra), mdCoding...), mdMissing},
 		{"200_AcuteWithMultipleItems_CancelledWithReason.json", cancelled(false), extra, missing},
