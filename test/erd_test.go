@@ -775,8 +775,9 @@ func TestERDCancellationNotifiesHolder(t *testing.T) {
 	c := newCourse(t, b, clock, 3, 28, pharmacy)
 	c.post()
 	c.releaseNominated(pharmacy)
+	b.settle() // the release's own notification is out before listening
 	notes := make(chan *nats.Msg, 16)
-	sub, err := b.App.NATS.Conn.ChanSubscribe(broker.SubjectNotifyDispenser+pharmacy+".>", notes)
+	sub, err := b.App.NATS.Conn.ChanSubscribe(broker.SubjectNotifyDispenser+pharmacy+"."+tracker.EventCancel, notes)
 	if err != nil {
 		t.Fatal(err)
 	}
