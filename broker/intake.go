@@ -101,21 +101,27 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 		in.metrics.Orders.WithLabelValues("forbidden").Inc()
 		return nil, fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "role %q may not send prescription orders", p.Role)
 	}
-	if msg.Sender != p.ODS {
+	// EPS takes the acting organisation from the authenticated caller; a
+	// sender, when the message names one (as an identifier or a reference
+	// to an Organization or PractitionerRole), must be that organisation.
+	if msg.Sender != "" && msg.Sender != p.ODS {
 		in.metrics.Orders.WithLabelValues("forbidden").Inc()
 		return nil, &fhir.Error{Kind: fhir.KindForbidden, IssueType: "forbidden", Code: fhir.CodeAccessDenied,
-			Expression:  []string{"Bundle.entry[0].resource.sender.identifier.value"},
+			Expression:  []string{"Bundle.entry[0].resource.sender"},
 			Diagnostics: "MessageHeader.sender is not the organisation of the authenticated user; a prescriber may only send for its own organisation"}
 	}
+	now := in.now()
 	start := time.Now()
-	order, err := msg.Order()
+	order, err := msg.Order(now)
 	in.stage("validate", start)
 	if err != nil {
 		in.metrics.Orders.WithLabelValues("invalid").Inc()
 		return nil, err
 	}
+	if order.Sender == "" {
+		order.Sender = p.ODS
+	}
 
-	now := in.now()
 	rec := tracker.Create(order, tracker.Actor{User: p.Subject, Org: p.ODS}, now)
 	var warnings []fhir.Issue
 	if order.Nominated() && order.Performer == "" {

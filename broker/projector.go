@@ -195,7 +195,7 @@ func (p *QueueProjector) done(m jetstream.Msg, ev *StoredEvent) {
 func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
 	rec := ev.Record
 	data, _ := json.Marshal(queueMsg{PrescriptionID: rec.ID, EventSeq: ev.Seq, Issue: rec.Number})
-	msg := &nats.Msg{Subject: SubjectQueue + rec.Nominated + "." + rec.ID, Data: data, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: QueueSubject(rec.Nominated, rec.ID), Data: data, Header: nats.Header{}}
 	msg.Header.Set("Eps-Event-Seq", strconv.FormatUint(ev.Seq, 10))
 	start := time.Now()
 	// Only into an empty place: a prescription already queued keeps its
@@ -233,7 +233,7 @@ func (p *QueueProjector) notifyReady(ev *StoredEvent) {
 	n := Notification{Event: NotifyReady, PrescriptionID: rec.ID, Status: rec.Status, Dispenser: rec.Nominated, Time: ev.Time, EventSeq: ev.Seq,
 		Issue: rec.Number}
 	body, _ := json.Marshal(n)
-	if err := p.nc.Publish(SubjectNotifyDispenser+rec.Nominated+"."+NotifyReady, body); err != nil {
+	if err := p.nc.Publish(DispenserNotifySubject(rec.Nominated, NotifyReady), body); err != nil {
 		p.log.Warn("queue projector: notification not published", zap.Uint64("seq", ev.Seq), zap.Error(err))
 		return
 	}
@@ -267,14 +267,14 @@ func (p *QueueProjector) notifyTransition(ev *StoredEvent) {
 		}
 		p.metrics.Notifications.WithLabelValues(audience, event).Inc()
 	}
-	publish("prescriber", SubjectNotifyPrescriber+rec.Prescriber+"."+event)
+	publish("prescriber", PrescriberNotifySubject(rec.Prescriber, event))
 	dispenser := rec.Dispenser
 	if dispenser == "" && last.Org != rec.Prescriber && last.Org != "" && last.Org != "EPS" {
 		dispenser = last.Org // e.g. the dispenser that returned it
 	}
 	if dispenser != "" {
 		n.Dispenser = dispenser
-		publish("dispenser", SubjectNotifyDispenser+dispenser+"."+event)
+		publish("dispenser", DispenserNotifySubject(dispenser, event))
 	}
 }
 

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -310,7 +311,7 @@ func (s *Store) ReadyQueue(ctx context.Context, ods string, limit int) ([]QueueE
 // through a queue).
 func (s *Store) ReadyQueueFrom(ctx context.Context, ods string, from uint64, limit int) ([]QueueEntry, error) {
 	out := make([]QueueEntry, 0, min(limit, 64))
-	filter := SubjectQueue + ods + ".*"
+	filter := QueueSubject(ods, "*")
 	for seq := max(from, 1); len(out) < limit; {
 		m, err := s.queue.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -332,7 +333,7 @@ func (s *Store) ReadyQueueFrom(ctx context.Context, ods string, from uint64, lim
 // Dequeue removes a prescription's entry from a dispenser's ready queue
 // (ods "*": from every queue).
 func (s *Store) Dequeue(ctx context.Context, ods, id string) error {
-	if err := s.queue.Purge(ctx, jetstream.WithPurgeSubject(SubjectQueue+ods+"."+id)); err != nil {
+	if err := s.queue.Purge(ctx, jetstream.WithPurgeSubject(QueueSubject(ods, id))); err != nil {
 		return fmt.Errorf("dequeue: %w", err)
 	}
 	return nil
@@ -348,4 +349,41 @@ type queueMsg struct {
 func (s *Store) Healthy(ctx context.Context) error {
 	_, err := s.events.Info(ctx)
 	return err
+}
+
+// SubjectToken maps an ODS code to the one NATS subject token that stands
+// for it in every subject the broker builds (queues, notifications). Spine
+// allows ODS codes of 1 to 8 letters, digits and '-', which are safe in a
+// subject and stay as they are; a code holding anything else (which
+// validation should have refused, but subjects do not rely on it) is
+// encoded as '_' and the hexadecimal of its bytes, which holds no '.', '*',
+// '>' or white space and cannot be the token of another code ('_' is not an
+// ODS character). "*" is the wildcard, as in Dequeue.
+func SubjectToken(ods string) string {
+	if ods == "*" {
+		return ods
+	}
+	safe := ods != ""
+	for i := 0; safe && i < len(ods); i++ {
+		c := ods[i]
+		safe = c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c == '-'
+	}
+	if safe {
+		return ods
+	}
+	return "_" + hex.EncodeToString([]byte(ods))
+}
+
+// QueueSubject is the subject of a prescription in a dispenser's ready
+// queue: eps.queue.<ODS token>.<prescription ID> (id "*": the whole queue).
+func QueueSubject(ods, id string) string { return SubjectQueue + SubjectToken(ods) + "." + id }
+
+// DispenserNotifySubject is eps.notify.dispenser.<ODS token>.<event>.
+func DispenserNotifySubject(ods, event string) string {
+	return SubjectNotifyDispenser + SubjectToken(ods) + "." + event
+}
+
+// PrescriberNotifySubject is eps.notify.prescriber.<ODS token>.<event>.
+func PrescriberNotifySubject(ods, event string) string {
+	return SubjectNotifyPrescriber + SubjectToken(ods) + "." + event
 }

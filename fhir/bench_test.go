@@ -18,7 +18,7 @@ func BenchmarkDecodeValidateOrder4Items(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := m.Order(); err != nil {
+		if _, err := m.Order(written(body)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -6,9 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // nhsDir holds the NHS England example messages (see its README.md).
@@ -187,6 +189,30 @@ func validate(b []byte) (*Message, *Order, error) {
 	if m.Event != EventPrescriptionOrder {
 		return m, nil, nil
 	}
-	o, err := m.Order()
+	o, err := m.Order(written(b))
 	return m, o, err
+}
+
+// writtenDateRe finds the date a message was written: its first authoredOn,
+// else validity period start, Provenance recorded or Bundle timestamp (as
+// fhirgen.MessageDate, which this package cannot import).
+var writtenDateRe = []*regexp.Regexp{
+	regexp.MustCompile(`"authoredOn"\s*:\s*"(\d{4}-\d{2}-\d{2})`),
+	regexp.MustCompile(`"start"\s*:\s*"(\d{4}-\d{2}-\d{2})`),
+	regexp.MustCompile(`"recorded"\s*:\s*"(\d{4}-\d{2}-\d{2})`),
+	regexp.MustCompile(`"timestamp"\s*:\s*"(\d{4}-\d{2}-\d{2})`),
+}
+
+// written is the date the message b was written (noon UTC), or now: the NHS
+// examples are validated as of the day they were written, when they were
+// valid (the eRD validity period must not have ended).
+func written(b []byte) time.Time {
+	for _, re := range writtenDateRe {
+		if m := re.FindSubmatch(b); m != nil {
+			if d, err := time.Parse(time.DateOnly, string(m[1])); err == nil {
+				return d.Add(12 * time.Hour)
+			}
+		}
+	}
+	return time.Now()
 }

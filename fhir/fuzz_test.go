@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 )
 
 // FuzzDecodeOrder feeds DecodeMessage and Order with mutations of the NHS
@@ -33,7 +34,7 @@ func FuzzDecodeOrder(f *testing.F) {
 		if m.Event != EventPrescriptionOrder {
 			return
 		}
-		o, err := m.Order()
+		o, err := m.Order(time.Now())
 		if err != nil {
 			checkOutcome(t, err)
 			return
@@ -93,7 +94,7 @@ func FuzzOrderEdits(f *testing.F) {
 		if m.Event != EventPrescriptionOrder {
 			return
 		}
-		if o, err := m.Order(); err != nil {
+		if o, err := m.Order(time.Now()); err != nil {
 			checkOutcome(t, err)
 		} else if !ValidShortID(o.PrescriptionID) || !ValidNHSNumber(o.NHSNumber) || len(o.Items) < 1 || len(o.Items) > maxItems {
 			t.Fatalf("accepted order %+v", o)

@@ -101,15 +101,18 @@ func ValidShortID(s string) bool {
 	return (t+mod37Value(s[19]))%37 == 1
 }
 
-// ValidODSCode reports whether s is a well-formed ODS organisation code:
-// 3 to 8 upper-case letters and digits (e.g. FA565, A83008, 84H, T1450).
+// ValidODSCode reports whether s is an ODS organisation code as Spine
+// accepts it: 1 to 8 letters (either case), digits and '-'
+// (eps-spine-shared validation/constants.py REGEX_ALPHANUMERIC8), e.g.
+// FA565, A83008, 84H, T1450. Codes are used as they are sent; anything that
+// builds NATS subjects from them encodes them (broker.SubjectToken).
 func ValidODSCode(s string) bool {
-	if len(s) < 3 || len(s) > 8 {
+	if len(s) < 1 || len(s) > 8 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z') {
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c == '-') {
 			return false
 		}
 	}

@@ -45,12 +45,14 @@ func TestValidShortID(t *testing.T) {
 }
 
 func TestValidODSCodeAndUUID(t *testing.T) {
-	for _, s := range []string{"FA565", "A83008", "84H", "T1450", "VNE51", "RBA"} {
+	// Spine's REGEX_ALPHANUMERIC8 (eps-spine-shared validation/constants.py):
+	// 1 to 8 letters, digits and '-'.
+	for _, s := range []string{"FA565", "A83008", "84H", "T1450", "VNE51", "RBA", "fa565", "FA-565", "X", "AB", "12345678"} {
 		if !ValidODSCode(s) {
 			t.Errorf("ValidODSCode(%q) = false", s)
 		}
 	}
-	for _, s := range []string{"", "AB", "fa565", "FA 565", "ABCDEFGHI", "FA-565"} {
+	for _, s := range []string{"", "FA 565", "ABCDEFGHI", "FA.565", "FA*", "A>", "FA_565", "Ä1"} {
 		if ValidODSCode(s) {
 			t.Errorf("ValidODSCode(%q) = true", s)
 		}

@@ -18,11 +18,12 @@ import (
 //	resourceType "Bundle"                         MISSING_VALUE required, INVALID_VALUE value
 //	type "message"                                MISSING_VALUE required, INVALID_VALUE value
 //	Bundle.identifier.value present, a UUID       MISSING_VALUE required, INVALID_VALUE value
+//	Bundle.identifier.system rfc4122              TOO_FEW_VALUES_SUBMITTED invalid
 //	entry present and not empty, each entry an
 //	  object with a resource with a resourceType  MISSING_VALUE required, INVALID_VALUE structure
 //	one MessageHeader, the first entry            MISSING_VALUE required, INVALID_VALUE invalid
 //	eventCoding.code a known event                MISSING_VALUE required, INVALID_VALUE value
-//	sender ODS code present and well formed       MISSING_VALUE required, INVALID_VALUE value
+//	sender, when present, well formed             INVALID_VALUE value
 //	destination receiver ODS codes well formed    INVALID_VALUE value
 //	fullUrls unique                               INVALID_VALUE duplicate
 //	every reference resolves in the Bundle        INVALID_VALUE invalid
@@ -33,6 +34,11 @@ import (
 // Members that it reads to find its way (the Bundle's resourceType, id,
 // type, identifier and entry, each entry's fullUrl and resource, each
 // resource's resourceType and id) must not be repeated in their object.
+//
+// MessageHeader.sender is optional (EPS never reads it: the acting
+// organisation is the authenticated caller's). When present it is resolved
+// to an ODS code, Message.Sender (see resolveSender); "" means absent or
+// naming no ODS code.
 //
 // A reference resolves when it designates an entry (see refIndex.resolve) or
 // is "urn:uuid:" followed by the Bundle's own id: NHS prescribing systems
@@ -71,6 +77,9 @@ func decodeMessage(body []byte) (*Message, *Error) {
 		self = "urn:uuid:" + t.id
 	}
 	if err := checkReferences(m, self); err != nil {
+		return nil, err
+	}
+	if err := m.resolveSender(); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -190,8 +199,45 @@ func (t *bundleTop) check() *Error {
 		t.errs[topType], requireCode(t.typ, "Bundle.type", "message"),
 		t.errs[topID],
 		t.errs[topIdentifier], requireUUID(t.identifier.Value, under("Bundle", "identifier.value")),
+		checkMessageIDSystem(t.identifier.System),
 		t.errs[topEntry], noEntry,
 	)
+}
+
+// EPS codes of the facade's processing errors (nhs-eps-api
+// models/errors/processing-errors.ts) and validation issues.
+const (
+	CodeTooFewValues      = "TOO_FEW_VALUES_SUBMITTED"
+	CodeTooManyValues     = "TOO_MANY_VALUES_SUBMITTED"
+	CodeConflictingValues = "CONFLICTING_VALUES"
+)
+
+// SystemMessageID is the system of Bundle.identifier: a UUID (RFC 4122).
+const SystemMessageID = "https://tools.ietf.org/html/rfc4122"
+
+// checkMessageIDSystem checks Bundle.identifier.system as EPS reads the
+// message id (nhs-eps-api translation/common/index.ts getBundleIdentifierValue:
+// the identifier whose system is rfc4122, exactly one, else
+// TooFewValuesError).
+func checkMessageIDSystem(system string) *Error {
+	if system == SystemMessageID {
+		return nil
+	}
+	return tooFewValues("Bundle.identifier", "system == '"+SystemMessageID+"'")
+}
+
+// tooFewValues is EPS's TooFewValuesError (nhs-eps-api onlyElement):
+// TOO_FEW_VALUES_SUBMITTED, issue type invalid, at expr.
+func tooFewValues(expr, where string) *Error {
+	d := "Too few values submitted. Expected 1 element where " + where + "."
+	return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeTooFewValues, Display: d, Diagnostics: d, Expression: []string{expr}}
+}
+
+// tooManyValues is EPS's TooManyValuesError (nhs-eps-api onlyElement):
+// TOO_MANY_VALUES_SUBMITTED, issue type invalid, at expr.
+func tooManyValues(expr, where string) *Error {
+	d := "Too many values submitted. Expected 1 element where " + where + "."
+	return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeTooManyValues, Display: d, Diagnostics: d, Expression: []string{expr}}
 }
 
 // requireCode checks that v, the value at expr, is want.
@@ -351,8 +397,8 @@ func (m *Message) readHeader() *Error {
 		return err
 	}
 	m.Event = h.EventCoding.Code
-	m.Sender = h.Sender.Identifier.Value
-	if err := requireODS(m.Sender, under(base, "sender.identifier.value")); err != nil {
+	m.sender = h.Sender
+	if err := optionalODS(h.Sender.Identifier.Value, under(base, "sender.identifier.value")); err != nil {
 		return err
 	}
 	for i, d := range h.Destination {
@@ -380,4 +426,64 @@ func checkEvent(code string) *Error {
 	}
 	return badValue(expr, "%s %s is not an event this service accepts (prescription-order, prescription-order-update, dispense-notification)",
 		expr, quote(code))
+}
+
+// resolveSender resolves MessageHeader.sender to an ODS code, m.Sender.
+// EPS never reads the sender; the broker reads it to check that a prescriber
+// sends for its own organisation. It may be
+//
+//   - an identifier: its value (an ODS code, checked by readHeader);
+//   - a reference to an Organization of the Bundle: its identifier with the
+//     ODS system;
+//   - a reference to a PractitionerRole of the Bundle: its organization, an
+//     ODS identifier or a reference to an Organization of the Bundle.
+//
+// An identifier wins over a reference given with it. A reference that
+// resolves to anything else, or to an Organization without an ODS code,
+// names no organisation: m.Sender is "" as when the sender is absent (the
+// acting organisation is then the caller's). A reference that does not
+// resolve at all was refused by checkReferences.
+func (m *Message) resolveSender() *Error {
+	if v := m.sender.Identifier.Value; v != "" || m.sender.Reference == "" {
+		m.Sender = v
+		return nil
+	}
+	x, err := newRefIndex(m.Entries)
+	if err != nil {
+		return err
+	}
+	k := x.resolve([]byte(m.sender.Reference), 0)
+	if k < 0 {
+		return nil
+	}
+	if m.Entries[k].ResourceType == "PractitionerRole" {
+		var org reference
+		if err := readEntry(m, k, func(r *reader) { r.practitionerRoleOrg(&org) }); err != nil {
+			return err
+		}
+		if v := org.Identifier.Value; v != "" {
+			if err := checkODSIdentifier(org.Identifier, inEntry(k, "organization.identifier.value")); err != nil {
+				return err
+			}
+			m.Sender = v
+			return nil
+		}
+		if k = x.resolve([]byte(org.Reference), k); k < 0 {
+			return nil
+		}
+	}
+	if m.Entries[k].ResourceType != "Organization" {
+		return nil
+	}
+	var org organization
+	if err := readEntry(m, k, func(r *reader) { r.organization(&org) }); err != nil {
+		return err
+	}
+	if j := findIdentifier(org.Identifier, SystemODSCode); j >= 0 {
+		if err := requireODS(org.Identifier[j].Value, inEntry(k, "identifier").at(j, ".value")); err != nil {
+			return err
+		}
+		m.Sender = org.Identifier[j].Value
+	}
+	return nil
 }

@@ -1,8 +1,11 @@
 package fhir
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -10,33 +13,33 @@ import (
 // maxItems is the number of line items Spine accepts in one prescription.
 const maxItems = 4
 
-// Order validates a prescription-order message and returns the order it
-// carries. The checks run in this order, so that a message with several
-// faults fails for the first; each failure is a *Error of KindInvalid (code,
-// FHIR issue type):
+// Order validates a prescription-order message as the EPS FHIR facade and
+// Spine do at now (eRD validity and birth dates are checked against it), and
+// returns the order it carries. The checks run in this order, so that a
+// message with several faults fails for the first; each failure is a *Error
+// of KindInvalid. Each rule follows the reference named at its function
+// (nhs-eps-api: the facade's bundle-validator.ts and translation;
+// eps-spine-shared: Spine's validation/create.py and common.py):
 //
-//	1 to 4 MedicationRequests                         MISSING_VALUE required, INVALID_VALUE invalid
-//	groupIdentifier, performer, validityPeriod,
-//	  performer site type and prescription type
-//	  equal on every MedicationRequest                INVALID_VALUE invalid
-//	status active                                     MISSING_VALUE required, INVALID_VALUE value
-//	intent order, original-order or instance-order   INVALID_VALUE value
-//	courseOfTherapyType equal on every item, or
-//	  a mix of acute and continuous                   INVALID_VALUE invalid (or value: unknown code)
-//	line item ids present, UUIDs, unique              MISSING_VALUE, INVALID_VALUE value / duplicate
-//	short prescription ID well formed                 MISSING_VALUE, INVALID_VALUE value
-//	short prescription ID check character             INVALID_CHECKSUM value (+ FAILURE_TO_PROCESS_MESSAGE)
-//	long prescription ID present, a UUID, equal       MISSING_VALUE, INVALID_VALUE value / invalid
-//	one subject, a Patient with a valid NHS number    MISSING_VALUE, INVALID_VALUE value / invalid
-//	ODS codes well formed: performer, sender,
-//	  receiver, Organization and partOf, the GP       MISSING_VALUE, INVALID_VALUE value
-//	a Provenance signature with data                  MISSING_DIGITAL_SIGNATURE required
-//	validityPeriod and authoredOn FHIR dates          INVALID_VALUE value / invalid (end before start)
-//	numberOfRepeatsAllowed, expectedSupplyDuration    MISSING_VALUE, INVALID_VALUE value
-//
-// The intent and course-of-therapy failures answer as the NHS EPS API does.
-func (m *Message) Order() (*Order, error) {
-	o, err := m.order()
+//	1 to 4 MedicationRequests
+//	the same on every item: groupIdentifier, category, authoredOn, subject,
+//	  requester, performer, validityPeriod, expectedSupplyDuration, performer
+//	  site type, prescription type, responsible practitioner
+//	the prescription type extension present
+//	status active; intent not plan or reflex-order
+//	not both medicationCodeableConcept and medicationReference
+//	course of therapy; line item ids unique
+//	exactly one SNOMED CT coding (in the item or its Medication)
+//	dosageInstruction present, each with a sequence when several
+//	the prescription IDs; the Patient, NHS number, birth date not in the future
+//	ODS codes; a named performer's site type P1, P2 or P3
+//	the requester's PractitionerRole: organization a reference; primary care
+//	  (01xx): Organization.partOf and no healthcareService; no gmp-number
+//	telecoms with value and use
+//	the requester's signature (MISSING_DIGITAL_SIGNATURE)
+//	dates; supply; repeat dispensing
+func (m *Message) Order(now time.Time) (*Order, error) {
+	o, err := m.order(now)
 	if err != nil {
 		err.Op = "validate prescription-order"
 		return nil, err
@@ -44,7 +47,7 @@ func (m *Message) Order() (*Order, error) {
 	return o, nil
 }
 
-func (m *Message) order() (*Order, *Error) {
+func (m *Message) order(now time.Time) (*Order, *Error) {
 	if m.Event != EventPrescriptionOrder {
 		return nil, badValue("MessageHeader.eventCoding.code",
 			"MessageHeader.eventCoding.code is %s: only a prescription-order message holds an order", quote(m.Event))
@@ -53,7 +56,8 @@ func (m *Message) order() (*Order, *Error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &orderCheck{m: m, refs: refs, o: Order{BundleID: m.BundleID, Sender: m.Sender, Receiver: m.Receiver}}
+	c := &orderCheck{m: m, refs: refs, now: now.UTC(), role: -1,
+		o: Order{BundleID: m.BundleID, Sender: m.Sender, Receiver: m.Receiver}}
 	for _, step := range orderSteps {
 		if err := step(c); err != nil {
 			return nil, err
@@ -66,69 +70,213 @@ func (m *Message) order() (*Order, *Error) {
 var orderSteps = [...]func(*orderCheck) *Error{
 	(*orderCheck).decodeItems,
 	(*orderCheck).checkSameOnEveryItem,
+	(*orderCheck).checkPrescriptionType,
 	(*orderCheck).checkStatus,
 	(*orderCheck).checkIntent,
+	(*orderCheck).checkMedicationFields,
 	(*orderCheck).checkTherapy,
 	(*orderCheck).checkItemIDs,
+	(*orderCheck).checkDosage,
 	(*orderCheck).checkPrescriptionID,
 	(*orderCheck).checkPatient,
 	(*orderCheck).checkODSCodes,
-	(*orderCheck).readPrescriberOrg,
+	(*orderCheck).checkNominatedPerformer,
+	(*orderCheck).checkRequester,
+	(*orderCheck).checkTelecoms,
 	(*orderCheck).checkSignature,
 	(*orderCheck).readDates,
 	(*orderCheck).readSupply,
 	(*orderCheck).checkRepeatDispensing,
 }
 
-// Repeat dispensing limits of EPS-DOMAIN.md.
+// Repeat dispensing limits.
 const (
-	MaxRepeatIssues       = 99  // issues of one repeat dispensing prescription
-	MaxSupplyDays         = 366 // days supply of one issue
-	DefaultSupplyDays     = 28  // days supply when the order states none
-	MaxRepeatCourseInDays = 366 // the course reaches at most 12 months ahead
+	// MaxRepeatIssues is Spine's MAX_PRESCRIPTIONREPEATS: the issues of one
+	// repeat dispensing prescription (eps-spine-shared validation/constants.py).
+	MaxRepeatIssues = 99
+	// MaxSupplyDays is Spine's MAX_DAYSSUPPLY: the days supply of one issue.
+	MaxSupplyDays = 366
+	// DefaultSupplyDays is Spine's DEFAULT_DAYSSUPPLY, when none is stated.
+	DefaultSupplyDays = 28
+	// MaxFutureSupplyMonths is Spine's MAX_FUTURESUPPLYMONTHS: how far
+	// ahead a repeat dispensing validity period may end.
+	MaxFutureSupplyMonths = 12
 )
 
-// checkRepeatDispensing applies the rules of electronic repeat dispensing:
-// at most 99 issues, a days supply of at most 366, the whole course within
-// 12 months, and no Schedule 2 or 3 controlled drugs.
+// spineError is how the facade answers a refusal of Spine's validation
+// (eps-spine-shared validation/): FAILURE_TO_PROCESS_MESSAGE, issue type
+// processing, "Unable to process message. Information missing or invalid - "
+// and Spine's words (as the NHS example 1-Process-Response-Send-400_INVALID_CHECKSUM
+// shows), with the FHIRPath of the field Spine's value came from.
+func spineError(expr, supp string) *Error {
+	d := "Unable to process message. Information missing or invalid - " + supp
+	return &Error{Kind: KindInvalid, IssueType: "processing", Code: CodeFailureToProcessMessage, Display: d, Diagnostics: d,
+		Expression: []string{expr}}
+}
+
+// itemsPath is the FHIRPath the facade gives for a field of every
+// MedicationRequest.
+const itemsPath = "Bundle.entry.resource.ofType(MedicationRequest)"
+
+// checkRepeatDispensing applies the rules of electronic repeat dispensing
+// (eRD), in the order EPS applies them:
+//
+//   - the facade (nhs-eps-api bundle-validator.ts
+//     verifyRepeatDispensingPrescription): numberOfRepeatsAllowed (and the
+//     UK Core repeat information, when the first item has it) the same on
+//     every item, validityPeriod and expectedSupplyDuration present;
+//   - its translation (translation/request/prescription.ts
+//     extractRepeatNumberHighValue, convertPrescriptionComponent1):
+//     numberOfRepeatsAllowed present, expectedSupplyDuration in days;
+//   - the broker's own rule, stricter than EPS for a regulatory reason: no
+//     Schedule 2 or 3 controlled drug (they may not be repeat dispensed);
+//   - Spine (eps-spine-shared validation/create.py
+//     check_repeat_dispense_instances, check_days_supply,
+//     check_repeat_dispense_window): at most 99 issues, a days supply of 0 to
+//     366, a validity period with start and end, the end not in the past
+//     nor more than 12 months ahead of now, the start not after the end.
 func (c *orderCheck) checkRepeatDispensing() *Error {
 	o := &c.o
 	if o.TherapyType != TherapyRepeatDispensing {
 		return nil
 	}
-	const items = "Bundle.entry.resource.ofType(MedicationRequest)"
+	if err := c.sameRaw("dispenseRequest.numberOfRepeatsAllowed", func(r *medicationRequest) []byte { return r.DispenseRequest.RepeatsRaw }); err != nil {
+		return err
+	}
+	first := &c.items[0]
+	if e := findExtension(first.mr.Extension, ExtUKCoreRepeatInformation); e != nil && len(e.Extension) > 0 {
+		if err := c.sameRaw(`extension("`+ExtUKCoreRepeatInformation+`")`, func(r *medicationRequest) []byte { return extensionRaw(r.Extension, ExtUKCoreRepeatInformation) }); err != nil {
+			return err
+		}
+	}
+	dr := &first.mr.DispenseRequest
+	if dr.ValidityRaw == nil {
+		return missingItemValue("dispenseRequest.validityPeriod")
+	}
+	if dr.ExpectedSupplyDuration == nil {
+		return missingItemValue("dispenseRequest.expectedSupplyDuration")
+	}
+	if dr.RepeatsRaw == nil {
+		return processingError(CodeInvalidValue, "MedicationRequest.dispenseRequest.numberOfRepeatsAllowed", "Number of repeats allowed is required.")
+	}
+	if dr.ExpectedSupplyDuration.Code != "d" {
+		return processingError(CodeInvalidValue, "MedicationRequest.dispenseRequest.expectedSupplyDuration.code", "Expected supply duration must be specified in days.")
+	}
 	if len(o.ControlledDrug) >= 3 && (o.ControlledDrug[2] == '2' || o.ControlledDrug[2] == '3') {
-		return Invalid(CodeInvalidValue, "business-rule", items+".extension('"+ExtControlledDrug+"')",
+		return Invalid(CodeInvalidValue, "business-rule", itemsPath+".extension('"+ExtControlledDrug+"')",
 			"a Schedule %c controlled drug (%s) cannot be prescribed for repeat dispensing", o.ControlledDrug[2], o.ControlledDrug)
 	}
-	issues := o.RepeatsAllowed + 1
-	if issues > MaxRepeatIssues {
-		return Invalid(CodeInvalidValue, "value", items+".dispenseRequest.numberOfRepeatsAllowed",
-			"numberOfRepeatsAllowed %d means %d issues; repeat dispensing allows at most %d", o.RepeatsAllowed, issues, MaxRepeatIssues)
+	repeats := inEntry(first.k, "dispenseRequest.numberOfRepeatsAllowed").String()
+	n, ok := parseRepeats(dr.RepeatsRaw)
+	switch {
+	case !ok:
+		return spineError(repeats, "prescriptionRepeatHigh is not an integer")
+	case n+1 < 0:
+		return spineError(repeats, "prescriptionRepeatHigh is not an integer")
+	case n+1 < 1:
+		return spineError(repeats, "prescriptionRepeatLow is greater than prescriptionRepeatHigh")
+	case n+1 > MaxRepeatIssues:
+		return spineError(repeats, fmt.Sprintf("prescriptionRepeatHigh must not be over configured maximum of %d", MaxRepeatIssues))
 	}
-	days := o.SupplyDays
-	if days == 0 {
-		days = DefaultSupplyDays
+	o.RepeatsAllowed = n
+	supply := inEntry(first.k, "dispenseRequest.expectedSupplyDuration.value").String()
+	q := dr.ExpectedSupplyDuration
+	switch {
+	case !q.HasValue:
+		o.SupplyDays = DefaultSupplyDays
+	case q.Value != math.Trunc(q.Value):
+		return spineError(supply, "daysSupply is not an integer")
+	case q.Value < 0:
+		return spineError(supply, "daysSupply must be a non-zero integer")
+	case q.Value > MaxSupplyDays:
+		return spineError(supply, fmt.Sprintf("daysSupply cannot exceed %d", MaxSupplyDays))
+	case q.Value == 0:
+		o.SupplyDays = DefaultSupplyDays
+	default:
+		o.SupplyDays = int(q.Value)
 	}
-	if days > MaxSupplyDays {
-		return Invalid(CodeInvalidValue, "value", items+".dispenseRequest.expectedSupplyDuration",
-			"a days supply of %d is more than the %d days allowed", days, MaxSupplyDays)
+	vp := dr.ValidityPeriod
+	window := inEntry(first.k, "dispenseRequest.validityPeriod")
+	if vp.Start == "" || vp.End == "" {
+		return spineError(window.String(), "daysSupply effective time not provided but prescription treatment type is repeat")
 	}
-	if issues*days > MaxRepeatCourseInDays {
-		return Invalid(CodeInvalidValue, "value", items+".dispenseRequest.numberOfRepeatsAllowed",
-			"%d issues of %d days reach %d days ahead; a repeat dispensing course may reach at most 12 months", issues, days, issues*days)
+	low, high := writtenDate(vp.Start), writtenDate(vp.End)
+	today := c.now.Format("20060102")
+	maxHigh := c.now.AddDate(0, MaxFutureSupplyMonths, 0).Format("20060102")
+	switch {
+	case high > maxHigh:
+		return spineError(window.String()+".end", fmt.Sprintf("daysSupplyValidHigh is more than %d months beyond current day", MaxFutureSupplyMonths))
+	case high < today:
+		return spineError(window.String()+".end", "daysSupplyValidHigh is in the past")
+	case low > high:
+		return spineError(window.String()+".start", "daysSupplyValid low is after daysSupplyValidHigh")
 	}
 	return nil
+}
+
+// writtenDate is the date of a FHIR date or dateTime as written (its first
+// ten characters), as YYYYMMDD: the date Spine compares.
+func writtenDate(s string) string {
+	if len(s) < 10 {
+		return strings.ReplaceAll(s, "-", "")
+	}
+	return strings.ReplaceAll(s[:10], "-", "")
+}
+
+// missingItemValue is the facade's createMedicationRequestMissingValueIssue
+// (nhs-eps-api models/errors/validation-errors.ts): issue type value, no EPS
+// code there (MISSING_VALUE here).
+func missingItemValue(field string) *Error {
+	return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeMissingValue,
+		Diagnostics: "Expected MedicationRequest to have a value for " + field + ".",
+		Expression:  []string{itemsPath + "." + field}}
+}
+
+// processingError is one of the facade's processing errors (nhs-eps-api
+// models/errors/processing-errors.ts toOperationOutcomeFatal): issue type
+// invalid, the code, the words and the facade's FHIRPath.
+func processingError(code, expr, words string) *Error {
+	return &Error{Kind: KindInvalid, IssueType: "invalid", Code: code, Display: words, Diagnostics: words, Expression: []string{expr}}
+}
+
+// parseRepeats reads numberOfRepeatsAllowed as EPS does (translation
+// parseNumberOfRepeatsAllowed, with lossless-json): a JSON integer, or a
+// string of digits ("6").
+func parseRepeats(raw []byte) (int, bool) {
+	s := string(raw)
+	if len(s) >= 2 && s[0] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	neg := len(s) > 0 && s[0] == '-'
+	if neg {
+		s = s[1:]
+	}
+	if s == "" || len(s) > 9 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
 }
 
 // orderCheck is the state of one Order validation.
 type orderCheck struct {
 	m        *Message
 	refs     *refIndex
+	now      time.Time
 	items    []orderItem
 	patient  patient
 	patientK int      // entry index of the Patient
 	orgs     []orgODS // each Organization entry's ODS code
+	role     int      // entry index of the requester's PractitionerRole
 	o        Order
 }
 
@@ -144,20 +292,28 @@ type orgODS struct {
 	ods string
 }
 
-// medicationRequest holds what the broker reads of a MedicationRequest.
+// medicationRequest holds what the broker reads of a MedicationRequest. The
+// Raw fields keep an element's JSON as sent (nil when absent), for the
+// checks that an element is the same on every item.
 type medicationRequest struct {
 	Extension                 []extension
 	Identifier                []identifier
 	Status                    string
 	Intent                    string
 	MedicationCodeableConcept Concept
+	HasMedicationConcept      bool
+	MedicationReference       *reference
 	Subject                   reference
 	Requester                 reference
 	AuthoredOn                string
 	GroupIdentifier           groupIdentifier
 	CourseOfTherapyType       Concept
 	Dosage                    string // dosageInstruction[0].text
+	Dosages                   int    // len(dosageInstruction); -1 when absent
+	DosagesWithoutSequence    int
 	DispenseRequest           dispenseRequest
+
+	CategoryRaw, AuthoredOnRaw, SubjectRaw, RequesterRaw, GroupIdentifierRaw []byte
 }
 
 type groupIdentifier struct {
@@ -170,41 +326,85 @@ type dispenseRequest struct {
 	ValidityPeriod         period
 	Quantity               quantity
 	ExpectedSupplyDuration *quantity
+	// NumberOfRepeatsAllowed is the number of repeats, read as EPS reads it
+	// (an integer, or a string of digits); nil when absent or unreadable.
 	NumberOfRepeatsAllowed *int
 	Performer              reference
+
+	PerformerRaw, ValidityRaw, SupplyRaw, RepeatsRaw []byte
+}
+
+// extensions reads an extension array, keeping each extension's JSON.
+func (r *reader) extensions(dst *[]extension) {
+	list(r, dst, func(e *extension) {
+		start := r.i
+		r.extension(e)
+		e.raw = r.b[start:r.i]
+	})
+}
+
+// captured reads the value at the cursor with read and returns its JSON.
+func (r *reader) captured(read func()) []byte {
+	start := r.i
+	read()
+	if r.i == start {
+		r.skip()
+	}
+	return r.b[start:r.i]
 }
 
 func (r *reader) medicationRequest(mr *medicationRequest) {
+	mr.Dosages = -1
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "extension":
-			list(r, &mr.Extension, r.extension)
+			r.extensions(&mr.Extension)
 		case "identifier":
 			list(r, &mr.Identifier, r.identifier)
 		case "status":
 			mr.Status = r.str()
 		case "intent":
 			mr.Intent = r.str()
+		case "category":
+			mr.CategoryRaw = r.raw()
 		case "medicationCodeableConcept":
+			mr.HasMedicationConcept = r.peek() != 'n'
 			r.concept(&mr.MedicationCodeableConcept)
+		case "medicationReference":
+			if r.peek() == 'n' {
+				r.skip()
+				return
+			}
+			mr.MedicationReference = new(reference)
+			r.reference(mr.MedicationReference)
 		case "subject":
-			r.reference(&mr.Subject)
+			mr.SubjectRaw = r.captured(func() { r.reference(&mr.Subject) })
 		case "requester":
-			r.reference(&mr.Requester)
+			mr.RequesterRaw = r.captured(func() { r.reference(&mr.Requester) })
 		case "authoredOn":
-			mr.AuthoredOn = r.str()
+			mr.AuthoredOnRaw = r.captured(func() { mr.AuthoredOn = r.str() })
 		case "groupIdentifier":
-			r.groupIdentifier(&mr.GroupIdentifier)
+			mr.GroupIdentifierRaw = r.captured(func() { r.groupIdentifier(&mr.GroupIdentifier) })
 		case "courseOfTherapyType":
 			r.concept(&mr.CourseOfTherapyType)
 		case "dosageInstruction":
-			mr.Dosage = ""
+			mr.Dosage, mr.Dosages, mr.DosagesWithoutSequence = "", 0, 0
 			r.array(func(i int) {
+				mr.Dosages++
+				seq := false
 				r.object(func(key []byte) {
-					if i == 0 && string(key) == "text" {
-						mr.Dosage = r.str()
+					switch string(key) {
+					case "text":
+						if i == 0 {
+							mr.Dosage = r.str()
+						}
+					case "sequence":
+						seq = r.peek() != 'n'
 					}
 				})
+				if !seq {
+					mr.DosagesWithoutSequence++
+				}
 			})
 		case "dispenseRequest":
 			r.dispenseRequest(&mr.DispenseRequest)
@@ -220,7 +420,7 @@ func (r *reader) groupIdentifier(g *groupIdentifier) {
 		case "value":
 			g.Value = r.str()
 		case "extension":
-			list(r, &g.Extension, r.extension)
+			r.extensions(&g.Extension)
 		}
 	})
 }
@@ -229,20 +429,32 @@ func (r *reader) dispenseRequest(d *dispenseRequest) {
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "extension":
-			list(r, &d.Extension, r.extension)
+			r.extensions(&d.Extension)
 		case "validityPeriod":
-			r.period(&d.ValidityPeriod)
+			d.ValidityRaw = r.captured(func() { r.period(&d.ValidityPeriod) })
 		case "quantity":
 			r.quantity(&d.Quantity)
 		case "expectedSupplyDuration":
+			if r.peek() == 'n' {
+				r.skip()
+				return
+			}
 			d.ExpectedSupplyDuration = new(quantity)
-			r.quantity(d.ExpectedSupplyDuration)
+			d.SupplyRaw = r.captured(func() { r.quantity(d.ExpectedSupplyDuration) })
 		case "numberOfRepeatsAllowed":
-			if n, ok := r.integer(); ok {
-				d.NumberOfRepeatsAllowed = &n
+			switch c := r.peek(); {
+			case c == '"' || c == '-' || c >= '0' && c <= '9':
+				d.RepeatsRaw = r.raw()
+				if n, ok := parseRepeats(d.RepeatsRaw); ok {
+					d.NumberOfRepeatsAllowed = &n
+				}
+			case c == 'n':
+				r.skip()
+			default:
+				r.mismatch("an integer")
 			}
 		case "performer":
-			r.reference(&d.Performer)
+			d.PerformerRaw = r.captured(func() { r.reference(&d.Performer) })
 		}
 	})
 }
@@ -250,6 +462,7 @@ func (r *reader) dispenseRequest(d *dispenseRequest) {
 type patient struct {
 	Identifier          []identifier
 	GeneralPractitioner []reference
+	BirthDate           string
 }
 
 func (r *reader) patient(p *patient) {
@@ -259,6 +472,8 @@ func (r *reader) patient(p *patient) {
 			list(r, &p.Identifier, r.identifier)
 		case "generalPractitioner":
 			list(r, &p.GeneralPractitioner, r.reference)
+		case "birthDate":
+			p.BirthDate = r.str()
 		}
 	})
 }
@@ -266,6 +481,7 @@ func (r *reader) patient(p *patient) {
 type organization struct {
 	Identifier []identifier
 	PartOf     reference
+	HasPartOf  bool
 }
 
 func (r *reader) organization(o *organization) {
@@ -274,6 +490,7 @@ func (r *reader) organization(o *organization) {
 		case "identifier":
 			list(r, &o.Identifier, r.identifier)
 		case "partOf":
+			o.HasPartOf = r.peek() != 'n'
 			r.reference(&o.PartOf)
 		}
 	})
@@ -288,9 +505,28 @@ func (r *reader) practitionerRoleOrg(org *reference) {
 	})
 }
 
+// roleEntry is what the broker reads of a PractitionerRole entry.
+type roleEntry struct {
+	Practitioner         reference
+	Organization         reference
+	HasHealthcareService bool
+}
+
+func (r *reader) roleEntry(p *roleEntry) {
+	r.object(func(key []byte) {
+		switch string(key) {
+		case "practitioner":
+			r.reference(&p.Practitioner)
+		case "organization":
+			r.reference(&p.Organization)
+		case "healthcareService":
+			p.HasHealthcareService = r.peek() != 'n'
+		}
+	})
+}
+
 // decodeItems counts and decodes the MedicationRequests.
 func (c *orderCheck) decodeItems() *Error {
-	const expr = "Bundle.entry.resource.ofType(MedicationRequest)"
 	n := 0
 	for _, e := range c.m.Entries {
 		if e.ResourceType == "MedicationRequest" {
@@ -299,9 +535,9 @@ func (c *orderCheck) decodeItems() *Error {
 	}
 	switch {
 	case n == 0:
-		return missing(expr, "a prescription-order needs at least one MedicationRequest; the Bundle has none")
+		return missing(itemsPath, "a prescription-order needs at least one MedicationRequest; the Bundle has none")
 	case n > maxItems:
-		return Invalid(CodeInvalidValue, "invalid", expr,
+		return Invalid(CodeInvalidValue, "invalid", itemsPath,
 			"a prescription-order holds at most %d MedicationRequests (line items); the Bundle has %d", maxItems, n)
 	}
 	c.items = make([]orderItem, 0, n)
@@ -318,28 +554,51 @@ func (c *orderCheck) decodeItems() *Error {
 	return nil
 }
 
-// sameOnEveryItem lists the elements that must be equal on every
-// MedicationRequest of an order: the FHIRPath under the MedicationRequest and
-// a function reading the element.
+// Extensions of a MedicationRequest the order rules name.
+const (
+	// ExtControlledDrug is the controlled drug extension: its part
+	// "schedule" codes CD1..CD5.
+	ExtControlledDrug          = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-ControlledDrug"
+	ExtResponsiblePractitioner = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-ResponsiblePractitioner"
+	ExtUKCoreRepeatInformation = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-MedicationRepeatInformation"
+)
+
+// sameOnEveryItem lists the elements that must be the same on every
+// MedicationRequest, as the facade names them (nhs-eps-api
+// bundle-validator.ts verifyPrescriptionBundle), with a function returning
+// the element's JSON (nil when absent).
 var sameOnEveryItem = [...]struct {
 	path string
-	get  func(*medicationRequest) string
+	get  func(*medicationRequest) []byte
 }{
-	{"groupIdentifier.value", func(r *medicationRequest) string { return r.GroupIdentifier.Value }},
-	{"dispenseRequest.performer.identifier.value", func(r *medicationRequest) string { return r.DispenseRequest.Performer.Identifier.Value }},
-	{"dispenseRequest.validityPeriod.start", func(r *medicationRequest) string { return r.DispenseRequest.ValidityPeriod.Start }},
-	{"dispenseRequest.validityPeriod.end", func(r *medicationRequest) string { return r.DispenseRequest.ValidityPeriod.End }},
-	{"dispenseRequest.extension('" + ExtPerformerSiteType + "').valueCoding.code", siteType},
-	{"extension('" + ExtPrescriptionType + "').valueCoding.code", prescriptionType},
+	{"groupIdentifier", func(r *medicationRequest) []byte { return r.GroupIdentifierRaw }},
+	{"category", func(r *medicationRequest) []byte { return r.CategoryRaw }},
+	{"authoredOn", func(r *medicationRequest) []byte { return r.AuthoredOnRaw }},
+	{"subject", func(r *medicationRequest) []byte { return r.SubjectRaw }},
+	{"requester", func(r *medicationRequest) []byte { return r.RequesterRaw }},
+	{"dispenseRequest.performer", func(r *medicationRequest) []byte { return r.DispenseRequest.PerformerRaw }},
+	{"dispenseRequest.validityPeriod", func(r *medicationRequest) []byte { return r.DispenseRequest.ValidityRaw }},
+	{"dispenseRequest.expectedSupplyDuration", func(r *medicationRequest) []byte { return r.DispenseRequest.SupplyRaw }},
+	{`dispenseRequest.extension("` + ExtPerformerSiteType + `")`, func(r *medicationRequest) []byte {
+		return extensionRaw(r.DispenseRequest.Extension, ExtPerformerSiteType)
+	}},
+	{`extension("` + ExtPrescriptionType + `")`, func(r *medicationRequest) []byte { return extensionRaw(r.Extension, ExtPrescriptionType) }},
+	{`extension("` + ExtResponsiblePractitioner + `")`, func(r *medicationRequest) []byte {
+		return extensionRaw(r.Extension, ExtResponsiblePractitioner)
+	}},
+}
+
+// extensionRaw is the JSON of the extension with the given url, nil if none.
+func extensionRaw(exts []extension, url string) []byte {
+	if e := findExtension(exts, url); e != nil {
+		return e.raw
+	}
+	return nil
 }
 
 func siteType(r *medicationRequest) string {
 	return extensionCode(r.DispenseRequest.Extension, ExtPerformerSiteType)
 }
-
-// ExtControlledDrug is the controlled drug extension of a MedicationRequest:
-// its part "schedule" codes CD1..CD5.
-const ExtControlledDrug = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-ControlledDrug"
 
 // controlledDrugSchedule is an item's controlled drug schedule, "" if none.
 func controlledDrugSchedule(r *medicationRequest) string {
@@ -365,11 +624,9 @@ func longID(r *medicationRequest) string {
 	return extensionIdentifier(r.GroupIdentifier.Extension, ExtPrescriptionLongID)
 }
 
-func subject(r *medicationRequest) string { return r.Subject.Reference }
-
 func (c *orderCheck) checkSameOnEveryItem() *Error {
 	for _, f := range sameOnEveryItem {
-		if err := c.same(f.path, f.get); err != nil {
+		if err := c.sameRaw(f.path, f.get); err != nil {
 			return err
 		}
 	}
@@ -384,45 +641,120 @@ func (c *orderCheck) checkSameOnEveryItem() *Error {
 	return nil
 }
 
-// same checks that get reads the same value, at path, on every item.
-func (c *orderCheck) same(path string, get func(*medicationRequest) string) *Error {
-	first := &c.items[0]
-	want := get(&first.mr)
-	for i := 1; i < len(c.items); i++ {
-		it := &c.items[i]
-		if got := get(&it.mr); got != want {
-			return inconsistent(entryPath(it.k, path),
-				"MedicationRequest.%s must be the same on every MedicationRequest: it is %s in Bundle.entry[%d] and %s in Bundle.entry[%d]",
-				path, quote(want), first.k, quote(got), it.k)
+// sameRaw checks that get reads the same value on every item, compared as
+// the facade compares them (getUniqueValues: isDeepStrictEqual, so the order
+// of an object's members and white space do not matter), and answers as the
+// facade does otherwise (createMedicationRequestInconsistentValueIssue:
+// INVALID_VALUE, issue type value, the distinct values received, an absent
+// one as null).
+func (c *orderCheck) sameRaw(path string, get func(*medicationRequest) []byte) *Error {
+	first := get(&c.items[0].mr)
+	differ := false
+	for i := 1; i < len(c.items) && !differ; i++ {
+		differ = !bytes.Equal(get(&c.items[i].mr), first) || (first == nil) != (get(&c.items[i].mr) == nil)
+	}
+	if !differ {
+		return nil
+	}
+	var distinct []string
+	for i := range c.items {
+		v := canonicalJSON(get(&c.items[i].mr))
+		if !slices.Contains(distinct, v) {
+			distinct = append(distinct, v)
 		}
 	}
-	return nil
+	if len(distinct) < 2 {
+		return nil
+	}
+	return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeInvalidValue,
+		Diagnostics: "Expected all MedicationRequests to have the same value for " + path + ". Received [" + clip(strings.Join(distinct, ",")) + "].",
+		Expression:  []string{itemsPath + "." + path}}
 }
 
+// canonicalJSON is raw (a valid JSON value) with its objects' members
+// sorted and no white space; "null" for nil.
+func canonicalJSON(raw []byte) string {
+	if raw == nil {
+		return "null"
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if d.Decode(&v) != nil {
+		return string(raw)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return string(raw)
+	}
+	return string(b)
+}
+
+// checkPrescriptionType checks that the first item has the prescription
+// type extension, as the facade reads it (bundle-validator.ts
+// verifyPrescriptionBundle; translation getExtensionForUrl: TooFewValuesError).
+func (c *orderCheck) checkPrescriptionType() *Error {
+	if e := findExtension(c.items[0].mr.Extension, ExtPrescriptionType); e != nil && e.ValueCoding != nil && e.ValueCoding.Code != "" {
+		return nil
+	}
+	return tooFewValues("MedicationRequest.extension", "url == '"+ExtPrescriptionType+"'")
+}
+
+// checkStatus: every item active (bundle-validator.ts verifyPrescriptionBundle,
+// createMedicationRequestIncorrectValueIssue).
 func (c *orderCheck) checkStatus() *Error {
 	for _, it := range c.items {
-		switch it.mr.Status {
-		case "active":
-			continue
-		case "":
-			expr := entryPath(it.k, "status")
-			return missing(expr, "%s is missing: it must be active", expr)
+		if it.mr.Status != "active" {
+			return incorrectItemValue("status", "active")
 		}
-		expr := entryPath(it.k, "status")
-		return badValue(expr, "%s must be active in a prescription-order, found %s", expr, quote(it.mr.Status))
 	}
 	return nil
 }
 
-// checkIntent answers as the NHS EPS API does (4-Process-Response-Send-400_invalid_intent).
+// incorrectItemValue is the facade's createMedicationRequestIncorrectValueIssue:
+// INVALID_VALUE, issue type value.
+func incorrectItemValue(field, want string) *Error {
+	return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeInvalidValue,
+		Diagnostics: "MedicationRequest." + field + " must be " + want + ".",
+		Expression:  []string{itemsPath + "." + field}}
+}
+
+// medicationRequestIntents are the codes of FHIR R4's required value set
+// for MedicationRequest.intent.
+var medicationRequestIntents = []string{"proposal", "plan", "order", "original-order", "reflex-order", "filler-order", "instance-order", "option"}
+
+// checkIntent refuses what the facade refuses (bundle-validator.ts
+// verifyCommonBundle validateMedicationRequests: plan and reflex-order, as
+// the NHS example 4-Process-Response-Send-400_invalid_intent answers), and
+// an intent that is absent or not a FHIR R4 intent code (a required
+// binding).
 func (c *orderCheck) checkIntent() *Error {
 	for _, it := range c.items {
-		switch it.mr.Intent {
-		case "order", "original-order", "instance-order":
-			continue
+		switch in := it.mr.Intent; {
+		case in == "plan" || in == "reflex-order":
+			return incorrectItemValue("intent", "order, original-order or instance-order")
+		case in == "":
+			expr := entryPath(it.k, "intent")
+			return missing(expr, "%s is missing", expr)
+		case !slices.Contains(medicationRequestIntents, in):
+			expr := entryPath(it.k, "intent")
+			return badValue(expr, "%s %s is not a MedicationRequest intent code", expr, quote(in))
 		}
-		return badValue("Bundle.entry.resource.ofType(MedicationRequest).intent",
-			"MedicationRequest.intent must be order, original-order or instance-order.")
+	}
+	return nil
+}
+
+// checkMedicationFields refuses an item with both medicationCodeableConcept
+// and medicationReference (bundle-validator.ts validateMedicationRequests,
+// createMedicationFieldIssue).
+func (c *orderCheck) checkMedicationFields() *Error {
+	for _, it := range c.items {
+		if it.mr.HasMedicationConcept && it.mr.MedicationReference != nil {
+			const d = "MedicationRequest cannot contain both medicationReference and medicationCodeableConcept fields."
+			return &Error{Kind: KindInvalid, IssueType: "structure", Code: CodeConflictingValues,
+				Display: "Conflicting values have been specified in different fields", Diagnostics: d,
+				Expression: []string{entryPath(it.k, "medication")}}
+		}
 	}
 	return nil
 }
@@ -480,7 +812,8 @@ func isAcuteOrContinuous(code string) bool {
 	return code == TherapyAcute || code == TherapyContinuous
 }
 
-// checkItemIDs checks the line item ids and fills c.o.Items.
+// checkItemIDs checks the line item ids and the medication codes, and fills
+// c.o.Items.
 func (c *orderCheck) checkItemIDs() *Error {
 	c.o.Items = make([]OrderItem, 0, len(c.items))
 	for _, it := range c.items {
@@ -490,53 +823,109 @@ func (c *orderCheck) checkItemIDs() *Error {
 			return missing(expr, "%s has no identifier with system %s (the line item id)", expr, SystemLineItemID)
 		}
 		id := it.mr.Identifier[j].Value
-		p := inEntry(it.k, "identifier").at(j, ".value")
-		if err := requireUUID(id, p); err != nil {
+		if err := requireUUID(id, inEntry(it.k, "identifier").at(j, ".value")); err != nil {
 			return err
 		}
 		for _, prev := range c.o.Items {
 			if strings.EqualFold(prev.ID, id) {
-				expr := p.String()
-				return Invalid(CodeInvalidValue, "duplicate", expr,
-					"%s %s is the id of another line item too: line item ids must be unique", expr, quote(id))
+				// bundle-validator.ts medicationRequestDuplicateIdentifierIssue
+				return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeInvalidValue,
+					Diagnostics: "Expected all MedicationRequests to have a different value for identifier.",
+					Expression:  []string{itemsPath + ".identifier"}}
 			}
 		}
-		if err := checkMedicationCode(&it.mr, it.k); err != nil {
+		med, err := c.medicationCoding(&it)
+		if err != nil {
 			return err
 		}
-		c.o.Items = append(c.o.Items, newOrderItem(id, &it.mr))
+		item := OrderItem{ID: id, MedicationCode: med.Code, MedicationDisplay: med.Display,
+			Quantity: it.mr.DispenseRequest.Quantity.Value, QuantityUnit: it.mr.DispenseRequest.Quantity.Unit, Dosage: it.mr.Dosage}
+		c.o.Items = append(c.o.Items, item)
 	}
 	return nil
 }
 
-// checkMedicationCode checks that an item names its medication by a dm+d
-// (SNOMED CT) concept id: 6 to 18 digits.
-func checkMedicationCode(r *medicationRequest, k int) *Error {
-	expr := entryPath(k, "medicationCodeableConcept.coding[0].code")
-	cs := r.MedicationCodeableConcept.Coding
-	if len(cs) == 0 || cs[0].Code == "" {
-		return missing(expr, "%s is missing: every line item names its medication by a dm+d (SNOMED CT) code", expr)
-	}
-	code := cs[0].Code
-	ok := len(code) >= 6 && len(code) <= 18
-	for i := 0; ok && i < len(code); i++ {
-		ok = code[i] >= '0' && code[i] <= '9'
-	}
-	if !ok {
-		return badValue(expr, "%s %s is not a dm+d (SNOMED CT) concept id (6 to 18 digits)", expr, quote(code))
-	}
-	return nil
+// SystemSNOMED is the code system of dm+d medication codes.
+const SystemSNOMED = "http://snomed.info/sct"
+
+// medication is what the broker reads of a Medication entry.
+func (r *reader) medicationCode(c *Concept) {
+	r.object(func(key []byte) {
+		if string(key) == "code" {
+			r.concept(c)
+		}
+	})
 }
 
-// newOrderItem is the line item id and r's medication, quantity and dosage.
-func newOrderItem(id string, r *medicationRequest) OrderItem {
-	item := OrderItem{ID: id, QuantityUnit: r.DispenseRequest.Quantity.Unit}
-	if cs := r.MedicationCodeableConcept.Coding; len(cs) > 0 {
-		item.MedicationCode, item.MedicationDisplay = cs[0].Code, cs[0].Display
+// medicationCoding returns the item's dm+d coding as EPS reads it
+// (nhs-eps-api translation/common/index.ts getMedicationCoding): the one
+// coding whose system is SNOMED CT, wherever it stands, of
+// medicationCodeableConcept or else of the code of the Medication that
+// medicationReference names; none or several: TooFewValuesError or
+// TooManyValuesError.
+func (c *orderCheck) medicationCoding(it *orderItem) (Coding, *Error) {
+	codings, expr := it.mr.MedicationCodeableConcept.Coding, "MedicationRequest.medicationCodeableConcept.coding"
+	medK := -1
+	switch ref := it.mr.MedicationReference; {
+	case it.mr.HasMedicationConcept:
+	case ref != nil:
+		p := entryPath(it.k, "medicationReference.reference")
+		if ref.Reference == "" {
+			return Coding{}, missing(p, "%s is missing: it must reference the Medication entry", p)
+		}
+		k, err := c.resolveRef(ref.Reference, it.k, p, "Medication")
+		if err != nil {
+			return Coding{}, err
+		}
+		var code Concept
+		if err := readEntry(c.m, k, func(r *reader) { r.medicationCode(&code) }); err != nil {
+			return Coding{}, err
+		}
+		codings, expr, medK = code.Coding, "Medication.code.coding", k
+	default:
+		p := entryPath(it.k, "medicationCodeableConcept")
+		return Coding{}, missing(p, "%s is missing: every line item names its medication (medicationCodeableConcept or medicationReference)", p)
 	}
-	item.Quantity = r.DispenseRequest.Quantity.Value
-	item.Dosage = r.Dosage
-	return item
+	found := -1
+	for i, cd := range codings {
+		if cd.System != SystemSNOMED {
+			continue
+		}
+		if found >= 0 {
+			return Coding{}, tooManyValues(expr, "system == '"+SystemSNOMED+"'")
+		}
+		found = i
+	}
+	if found < 0 {
+		return Coding{}, tooFewValues(expr, "system == '"+SystemSNOMED+"'")
+	}
+	if codings[found].Code == "" {
+		p := entryPath(it.k, fmt.Sprintf("medicationCodeableConcept.coding[%d].code", found))
+		if !it.mr.HasMedicationConcept {
+			p = entryPath(medK, fmt.Sprintf("code.coding[%d].code", found))
+		}
+		return Coding{}, missing(p, "%s is missing: every line item names its medication by a dm+d (SNOMED CT) code", p)
+	}
+	return codings[found], nil
+}
+
+// checkDosage: every item has a dosageInstruction, and when it has several
+// each has a sequence (bundle-validator.ts verifyPrescriptionBundle:
+// missingRequiredField, createMissingDosageSequenceInstructions).
+func (c *orderCheck) checkDosage() *Error {
+	for _, it := range c.items {
+		switch n := it.mr.Dosages; {
+		case n <= 0:
+			return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeMissingValue,
+				Diagnostics: "Required field dosageInstructions is missing.",
+				Expression:  []string{entryPath(it.k, "dosageInstruction")}}
+		case n > 1 && it.mr.DosagesWithoutSequence > 0:
+			const d = "The request contains multiple dosage instruction lines but no corresponding dosage sequence number."
+			return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeMissingValue, Display: d, Diagnostics: d,
+				Expression: []string{entryPath(it.k, "dosageInstruction.sequence")}}
+		}
+	}
+	return nil
 }
 
 // checkPrescriptionID checks the short-form ID (the same on every item, as
@@ -565,8 +954,11 @@ func (c *orderCheck) checkPrescriptionID() *Error {
 			return err
 		}
 	}
-	if err := c.same(longPath, longID); err != nil {
-		return err
+	for _, it := range c.items[1:] {
+		if got := longID(&it.mr); !strings.EqualFold(got, longID(&first.mr)) {
+			expr := entryPath(it.k, longPath)
+			return inconsistent(expr, "%s %s is not the long-form prescription ID of the first item, %s", expr, quote(got), quote(longID(&first.mr)))
+		}
 	}
 	c.o.LongID = longID(&first.mr)
 	return nil
@@ -601,12 +993,11 @@ func (c *orderCheck) resolveRef(ref string, holder int, expr, want string) (int,
 	return k, nil
 }
 
-// checkPatient checks that every item names the same subject, a Patient
-// with a valid NHS number.
+// checkPatient checks the Patient that the items name (the same on every
+// item, as checked before): a valid NHS number (Spine check_nhs_number) and
+// a birth date not in the future (Spine validation/create.py
+// check_birth_date).
 func (c *orderCheck) checkPatient() *Error {
-	if err := c.same("subject.reference", subject); err != nil {
-		return err
-	}
 	first := &c.items[0]
 	expr := entryPath(first.k, "subject.reference")
 	if first.mr.Subject.Reference == "" {
@@ -630,6 +1021,14 @@ func (c *orderCheck) checkPatient() *Error {
 		return err
 	}
 	c.o.NHSNumber = nhs
+	if bd := c.patient.BirthDate; bd != "" {
+		if _, _, err := dateField(bd, inEntry(p, "birthDate")); err != nil {
+			return err
+		}
+		if writtenDate(bd) > c.now.Format("20060102") {
+			return spineError(entryPath(p, "birthDate"), "birthTime is in the future")
+		}
+	}
 	return nil
 }
 
@@ -639,9 +1038,6 @@ func (c *orderCheck) checkODSCodes() *Error {
 	first := &c.items[0]
 	c.o.Performer = first.mr.DispenseRequest.Performer.Identifier.Value
 	if err := optionalODS(c.o.Performer, inEntry(first.k, "dispenseRequest.performer.identifier.value")); err != nil {
-		return err
-	}
-	if err := requireODS(c.m.Sender, under("MessageHeader", "sender.identifier.value")); err != nil {
 		return err
 	}
 	if err := optionalODS(c.m.Receiver, under("MessageHeader", "destination").at(0, ".receiver.identifier.value")); err != nil {
@@ -675,6 +1071,21 @@ func (c *orderCheck) checkODSCodes() *Error {
 	return nil
 }
 
+// checkNominatedPerformer: a named performer with a site type must be a
+// nominated one, P1, P2 or P3 (eps-spine-shared validation/common.py
+// check_nominated_performer).
+func (c *orderCheck) checkNominatedPerformer() *Error {
+	if c.o.Performer == "" || c.o.SiteType == "" {
+		return nil
+	}
+	switch c.o.SiteType {
+	case "P1", "P2", "P3":
+		return nil
+	}
+	return spineError(entryPath(c.items[0].k, "dispenseRequest.extension('"+ExtPerformerSiteType+"').valueCoding.code"),
+		"nominatedPerformer has invalid type")
+}
+
 // checkODSIdentifier checks the value, at p, of an identifier in the ODS
 // code system; identifiers of other systems are not ODS codes.
 func checkODSIdentifier(id identifier, p fieldPath) *Error {
@@ -684,82 +1095,216 @@ func checkODSIdentifier(id identifier, p fieldPath) *Error {
 	return requireODS(id.Value, p)
 }
 
-// readPrescriberOrg finds the ODS code of the organisation of the first
-// item's requester, when the requester is a PractitionerRole whose
-// organization is an ODS identifier or resolves to an Organization of the
-// Bundle.
-func (c *orderCheck) readPrescriberOrg() *Error {
+// SystemGMPNumber identifies a GP by a GMP number, which EPS refuses as the
+// prescriber's professional code.
+const SystemGMPNumber = "https://fhir.hl7.org.uk/Id/gmp-number"
+
+// notReference is the facade's fieldIsNotReferenceButShouldBe
+// (bundle-validator.ts): issue type invalid, no EPS code there
+// (INVALID_VALUE here).
+func notReference(field, expr string) *Error {
+	return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeInvalidValue,
+		Diagnostics: field + " populated incorrectly. Please populate with Reference to resource within Bundle.",
+		Expression:  []string{expr}}
+}
+
+// checkRequester applies the facade's rules on the prescriber
+// (nhs-eps-api bundle-validator.ts): the requester is a PractitionerRole of
+// the Bundle; every PractitionerRole's organization is a reference
+// (verifyCommonBundle validatePractitionerRole); for primary care
+// (prescription type 01xx) the requester's role has no healthcareService and
+// its Organization a partOf (verifyPrescriptionBundle
+// checkPrimaryCarePrescriptionResources); the requester's Practitioner has
+// no gmp-number identifier (createInvalidIdentifierIssue). It records the
+// prescriber's organisation.
+func (c *orderCheck) checkRequester() *Error {
 	first := &c.items[0]
-	role := c.refs.resolve([]byte(first.mr.Requester.Reference), first.k)
-	if role < 0 || c.m.Entries[role].ResourceType != "PractitionerRole" {
-		return nil
+	expr := entryPath(first.k, "requester.reference")
+	if first.mr.Requester.Reference == "" {
+		return missing(expr, "%s is missing: the order must name its prescriber's PractitionerRole", expr)
 	}
-	var org reference
-	if err := readEntry(c.m, role, func(r *reader) { r.practitionerRoleOrg(&org) }); err != nil {
+	role, err := c.resolveRef(first.mr.Requester.Reference, first.k, expr, "PractitionerRole")
+	if err != nil {
 		return err
 	}
-	if id := org.Identifier; id.Value != "" {
-		if err := checkODSIdentifier(id, inEntry(role, "organization.identifier.value")); err != nil {
+	c.role = role
+	var roles = map[int]roleEntry{}
+	for k, e := range c.m.Entries {
+		if e.ResourceType != "PractitionerRole" {
+			continue
+		}
+		var pr roleEntry
+		if err := readEntry(c.m, k, func(r *reader) { r.roleEntry(&pr) }); err != nil {
 			return err
 		}
-		c.o.PrescriberOrg = id.Value
-		return nil
+		if pr.Organization.Reference == "" {
+			return notReference("practitionerRole.organization", entryPath(k, "organization"))
+		}
+		roles[k] = pr
 	}
-	k := c.refs.resolve([]byte(org.Reference), role)
+	pr := roles[role]
+	org, err := c.resolveRef(pr.Organization.Reference, role, entryPath(role, "organization.reference"), "Organization")
+	if err != nil {
+		return err
+	}
 	for _, o := range c.orgs {
-		if o.k == k {
+		if o.k == org {
 			c.o.PrescriberOrg = o.ods
+		}
+	}
+	if strings.HasPrefix(c.o.PrescriptionType, "01") {
+		if pr.HasHealthcareService {
+			return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeInvalidValue,
+				Diagnostics: "Unexpected field of practitionerRole.healthcareService.",
+				Expression:  []string{entryPath(role, "healthcareService")}}
+		}
+		var o organization
+		if err := readEntry(c.m, org, func(r *reader) { r.organization(&o) }); err != nil {
+			return err
+		}
+		if !o.HasPartOf {
+			return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeMissingValue,
+				Diagnostics: "Required field organization.partOf is missing.",
+				Expression:  []string{entryPath(org, "partOf")}}
+		}
+	}
+	ids := []identifier{pr.Practitioner.Identifier}
+	where := entryPath(role, "practitioner.identifier")
+	if ref := pr.Practitioner.Reference; ref != "" {
+		k, err := c.resolveRef(ref, role, entryPath(role, "practitioner.reference"), "Practitioner")
+		if err != nil {
+			return err
+		}
+		var p struct{ Identifier []identifier }
+		if err := readEntry(c.m, k, func(r *reader) {
+			r.object(func(key []byte) {
+				if string(key) == "identifier" {
+					list(r, &p.Identifier, r.identifier)
+				}
+			})
+		}); err != nil {
+			return err
+		}
+		ids, where = p.Identifier, entryPath(k, "identifier")
+	}
+	if j := findIdentifier(ids, SystemGMPNumber); j >= 0 && ids[j].Value != "" {
+		return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeInvalidValue,
+			Diagnostics: "Bundle resource Practitioner.identifier expected exactly one professional code from GMC|NMC|GPhC|HCPC|professional-code.",
+			Expression:  []string{where}}
+	}
+	return nil
+}
+
+// checkTelecoms: every telecom of an Organization, Practitioner or
+// PractitionerRole entry has a value and a use (bundle-validator.ts
+// verifyCommonBundle validateTelecoms, getPathedTelecoms; missingRequiredField).
+func (c *orderCheck) checkTelecoms() *Error {
+	for k, e := range c.m.Entries {
+		switch e.ResourceType {
+		case "Organization", "Practitioner", "PractitionerRole":
+		default:
+			continue
+		}
+		var err *Error
+		r := entryReader(e.Resource, k)
+		r.object(func(key []byte) {
+			if string(key) != "telecom" {
+				return
+			}
+			r.array(func(i int) {
+				var value, use bool
+				r.object(func(key []byte) {
+					switch string(key) {
+					case "value":
+						value = len(r.bytes()) > 0
+					case "use":
+						use = len(r.bytes()) > 0
+					}
+				})
+				for _, f := range []struct {
+					name string
+					ok   bool
+				}{{"value", value}, {"use", use}} {
+					if !f.ok && err == nil {
+						p := fmt.Sprintf("bundle.entry[%d].resource.telecom[%d].%s", k, i, f.name)
+						err = &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeMissingValue,
+							Diagnostics: "Required field " + p + " is missing.",
+							Expression:  []string{"B" + p[1:]}}
+					}
+				}
+			})
+		})
+		if r.err != nil {
+			return r.err
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// checkSignature checks that a Provenance carries a signature with data.
+// checkSignature checks that the order is signed by its requester: a
+// Provenance signature whose who.reference is the requester's reference, as
+// EPS finds it (nhs-eps-api translation/request/practitioner.ts
+// findRequesterSignature: at most one); other signatures do not count.
 func (c *orderCheck) checkSignature() *Error {
+	requester := c.items[0].mr.Requester.Reference
+	n := 0
+	signed := false
 	for _, e := range c.m.Entries {
-		if e.ResourceType == "Provenance" && hasSignatureData(e.Resource) {
-			return nil
+		if e.ResourceType != "Provenance" {
+			continue
 		}
-	}
-	return &Error{Kind: KindInvalid, IssueType: "required", Code: CodeMissingDigitalSignature,
-		Diagnostics: "the prescription-order is not signed: no Provenance in the Bundle has a signature with data",
-		Expression:  []string{"Bundle.entry.resource.ofType(Provenance).signature"}}
-}
-
-// hasSignatureData reports whether the Provenance res has a signature whose
-// data is a non-empty string.
-func hasSignatureData(res []byte) bool {
-	found := false
-	r := newReader(res, "")
-	r.object(func(key []byte) {
-		if string(key) != "signature" {
-			return
-		}
-		r.array(func(int) {
-			r.object(func(key []byte) {
-				if string(key) == "data" && len(r.bytes()) > 0 {
-					found = true
+		r := newReader(e.Resource, "")
+		r.object(func(key []byte) {
+			if string(key) != "signature" {
+				return
+			}
+			r.array(func(int) {
+				var who reference
+				var data bool
+				r.object(func(key []byte) {
+					switch string(key) {
+					case "who":
+						r.reference(&who)
+					case "data":
+						data = len(r.bytes()) > 0
+					}
+				})
+				if who.Reference == requester {
+					n++
+					signed = signed || data
 				}
 			})
 		})
-	})
-	return found
+	}
+	switch {
+	case n > 1:
+		d := "Too many values submitted. Expected at most 1 element where who.reference == '" + requester + "'."
+		return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeTooManyValues, Display: d, Diagnostics: d,
+			Expression: []string{"Provenance.signature"}}
+	case signed:
+		return nil
+	}
+	return &Error{Kind: KindInvalid, IssueType: "required", Code: CodeMissingDigitalSignature,
+		Diagnostics: fmt.Sprintf("the prescription-order is not signed by its requester: no Provenance signature with data has who.reference %s", quote(requester)),
+		Expression:  []string{"Bundle.entry.resource.ofType(Provenance).signature"}}
 }
 
-// readDates parses the validity period and the authoring date.
+// readDates parses the validity period and the authoring date. EPS does not
+// compare the period's ends for a prescription that is not repeat
+// dispensing (Spine checks them for repeat dispensing only:
+// checkRepeatDispensing).
 func (c *orderCheck) readDates() *Error {
 	first := &c.items[0]
 	vp := first.mr.DispenseRequest.ValidityPeriod
-	end := inEntry(first.k, "dispenseRequest.validityPeriod.end")
 	var err *Error
 	if c.o.ValidityStart, _, err = dateField(vp.Start, inEntry(first.k, "dispenseRequest.validityPeriod.start")); err != nil {
 		return err
 	}
-	if _, c.o.ValidityEnd, err = dateField(vp.End, end); err != nil {
+	if _, c.o.ValidityEnd, err = dateField(vp.End, inEntry(first.k, "dispenseRequest.validityPeriod.end")); err != nil {
 		return err
-	}
-	if !c.o.ValidityStart.IsZero() && !c.o.ValidityEnd.IsZero() && c.o.ValidityEnd.Before(c.o.ValidityStart) {
-		return inconsistent(end.String(), "%s %s is before the start of the validity period %s", end, quote(vp.End), quote(vp.Start))
 	}
 	for _, it := range c.items {
 		t, _, err := dateField(it.mr.AuthoredOn, inEntry(it.k, "authoredOn"))
@@ -818,40 +1363,38 @@ func parseFHIRDate(s string) (first, last time.Time, ok bool) {
 }
 
 // readSupply reads the number of repeats and the days of supply: the largest
-// of the items'.
+// of the items'. EPS reads neither for a prescription that is not repeat
+// dispensing (translation/request/prescription.ts: the days supply and the
+// repeat number of repeat dispensing only), so nothing here refuses: a
+// duration in another UCUM unit of time is converted to whole days where it
+// can be (a week is 7 days), and otherwise not counted; checkRepeatDispensing
+// applies EPS's rules to a repeat dispensing order.
 func (c *orderCheck) readSupply() *Error {
 	for _, it := range c.items {
 		dr := &it.mr.DispenseRequest
-		if n := dr.NumberOfRepeatsAllowed; n != nil {
-			if *n < 0 {
-				expr := entryPath(it.k, "dispenseRequest.numberOfRepeatsAllowed")
-				return badValue(expr, "%s must not be negative, found %d", expr, *n)
-			}
+		if n := dr.NumberOfRepeatsAllowed; n != nil && *n > 0 {
 			c.o.RepeatsAllowed = max(c.o.RepeatsAllowed, *n)
 		}
 		if q := dr.ExpectedSupplyDuration; q != nil {
-			days, err := supplyDays(q, inEntry(it.k, "dispenseRequest.expectedSupplyDuration"))
-			if err != nil {
-				return err
-			}
-			c.o.SupplyDays = max(c.o.SupplyDays, days)
+			c.o.SupplyDays = max(c.o.SupplyDays, supplyDays(q))
 		}
 	}
 	return nil
 }
 
-// supplyDays reads a duration, at p, that must be a whole number of days
-// (UCUM code d, or unit d, day or days without a code).
-func supplyDays(q *quantity, p fieldPath) (int, *Error) {
-	inDays := q.Code == "d" || q.Code == "" && (q.Unit == "d" || q.Unit == "day" || q.Unit == "days")
-	if !inDays {
-		return 0, badValue(p.String()+".code", "%s must be in days (code d), found code %s unit %s", p, quote(q.Code), quote(q.Unit))
+// daysPerUnit are the UCUM units of time (code, or unit when no code is
+// given) that make whole days.
+var daysPerUnit = map[string]int{"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7}
+
+// supplyDays is a duration in whole days, 0 when it is not one.
+func supplyDays(q *quantity) int {
+	unit := q.Code
+	if unit == "" {
+		unit = q.Unit
 	}
-	if !q.HasValue {
-		return 0, missing(p.String()+".value", "%s.value is missing", p)
+	per, ok := daysPerUnit[unit]
+	if !ok || !q.HasValue || q.Value < 0 || q.Value != math.Trunc(q.Value) || q.Value*float64(per) > math.MaxInt32 {
+		return 0
 	}
-	if v := q.Value; v < 0 || v != math.Trunc(v) || v > math.MaxInt32 {
-		return 0, badValue(p.String()+".value", "%s.value must be a whole number of days, found %v", p, v)
-	}
-	return int(q.Value), nil
+	return int(q.Value) * per
 }

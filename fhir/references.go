@@ -260,8 +260,20 @@ func checkReferences(m *Message, self string) *Error {
 // MedicationDispense or the message is not a prescription-order. EPS
 // dispense notifications carry a copy of the order's MedicationRequest, whose
 // subject and requester are the order's Patient and PractitionerRole.
+//
+// Provenance.target, Provenance.agent (agent.who, agent.onBehalfOf) and
+// Provenance.signature (signature.who) may name anything, inside the Bundle
+// or not: EPS does not resolve them, it only compares the signature's
+// who.reference with the requester's reference (nhs-eps-api
+// translation/request/practitioner.ts findRequesterSignature); a signature
+// naming someone else does not sign the order.
 func mayPointOutside(m *Message, ref []byte, path []pathSeg) bool {
 	k := holderOf(path)
+	if k >= 0 && k < len(m.Entries) && m.Entries[k].ResourceType == "Provenance" && len(path) >= 4 && path[3].index < 0 {
+		if key := string(path[3].key); key == "target" || key == "agent" || key == "signature" {
+			return true
+		}
+	}
 	if k < 0 || k >= len(m.Entries) || len(ref) == 0 || ref[0] == '#' || len(path) < 5 ||
 		path[3].index >= 0 || string(path[3].key) != "contained" || path[4].index < 0 {
 		return false

@@ -86,6 +86,7 @@ type extension struct {
 	// holds it): its key and its raw JSON.
 	ValueInt  rawValue
 	Extension []extension // a complex extension's parts
+	raw       []byte      // the extension's JSON, when read by reader.extensions
 }
 
 // rawValue is the raw JSON of the member key of an object, kept unchecked.
@@ -296,7 +297,7 @@ func requireODS(v string, p fieldPath) *Error {
 // organisation code when it is present.
 func optionalODS(v string, p fieldPath) *Error {
 	if v != "" && !ValidODSCode(v) {
-		return badValue(p.String(), "%s %s is not a valid ODS organisation code (3 to 8 upper-case letters and digits)", p, quote(v))
+		return badValue(p.String(), "%s %s is not a valid ODS organisation code (1 to 8 letters, digits and '-')", p, quote(v))
 	}
 	return nil
 }

@@ -22,13 +22,18 @@ const (
 // needs before the event-specific decoding. Raw keeps the request bytes,
 // untouched; they are what the broker stores and forwards.
 type Message struct {
-	Raw           []byte
-	BundleID      string // Bundle.identifier.value
-	Event         string // MessageHeader.eventCoding.code
-	Sender        string // MessageHeader.sender.identifier.value (ODS)
+	Raw      []byte
+	BundleID string // Bundle.identifier.value
+	Event    string // MessageHeader.eventCoding.code
+	// Sender is the ODS code MessageHeader.sender names: its identifier, or
+	// the ODS code of the Organization (or of the PractitionerRole's
+	// organization) it references. "" when the sender is absent or names
+	// no ODS code: the acting organisation is then the caller's.
+	Sender        string
 	Receiver      string // MessageHeader.destination[0].receiver.identifier.value (ODS), may be empty
 	ReplacementOf string // MessageHeader.extension replacementOf identifier, may be empty
 	Entries       []Entry
+	sender        reference // MessageHeader.sender as sent
 }
 
 // Entry is one Bundle.entry: its fullUrl, its resourceType and its resource's

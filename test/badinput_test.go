@@ -113,6 +113,39 @@ func TestBadInputRejectedAndNothingStored(t *testing.T) {
 			}
 			m["entry"] = keep
 		}), prescriber, 400, "MISSING_DIGITAL_SIGNATURE", ""},
+		// Refused by EPS (issue 10): each with its EPS code.
+		{"Bundle.identifier of another system", mutate(func(m map[string]any) {
+			m["identifier"].(map[string]any)["system"] = "https://example.org/id"
+		}), prescriber, 400, "TOO_FEW_VALUES_SUBMITTED", "Bundle.identifier"},
+		{"authoredOn differs between items", mutate(func(m map[string]any) {
+			medicationRequests(m)[1]["authoredOn"] = time.Now().AddDate(0, 0, -1).Format(time.RFC3339)
+		}), prescriber, 400, "INVALID_VALUE", "authoredOn"},
+		{"telecom without use", mutate(func(m map[string]any) {
+			firstOfType(m, "Practitioner")["telecom"] = []any{map[string]any{"system": "phone", "value": "01234567890"}}
+		}), prescriber, 400, "MISSING_VALUE", "telecom[0].use"},
+		{"two SNOMED codings", mutate(func(m map[string]any) {
+			mr := medicationRequests(m)[0]
+			c := mr["medicationCodeableConcept"].(map[string]any)
+			c["coding"] = append(c["coding"].([]any), map[string]any{"system": "http://snomed.info/sct", "code": "323509004"})
+		}), prescriber, 400, "TOO_MANY_VALUES_SUBMITTED", "medicationCodeableConcept"},
+		{"signature not the requester's", mutate(func(m map[string]any) {
+			sig := firstOfType(m, "Provenance")["signature"].([]any)[0].(map[string]any)
+			sig["who"] = map[string]any{"reference": "urn:uuid:" + uuid.NewString()}
+		}), prescriber, 400, "MISSING_DIGITAL_SIGNATURE", ""},
+		{"eRD validity ended", fhirgen.Mutate(fhirgen.RepeatDispensing(good(), 5, 28, time.Now().AddDate(-1, 0, -7)), func(m map[string]any) {}),
+			prescriber, 400, "FAILURE_TO_PROCESS_MESSAGE", "validityPeriod.end"},
+		{"eRD validity ends beyond 12 months", fhirgen.Mutate(fhirgen.RepeatDispensing(good(), 5, 28, time.Now()), func(m map[string]any) {
+			for _, mr := range medicationRequests(m) {
+				mr["dispenseRequest"].(map[string]any)["validityPeriod"].(map[string]any)["end"] = time.Now().AddDate(1, 0, 2).Format(time.DateOnly)
+			}
+		}), prescriber, 400, "FAILURE_TO_PROCESS_MESSAGE", "validityPeriod.end"},
+		{"sender a PractitionerRole of another organisation", mutate(func(m map[string]any) {
+			for _, e := range entries(m) {
+				if resource(e)["resourceType"] == "PractitionerRole" {
+					firstOfType(m, "MessageHeader")["sender"] = map[string]any{"reference": e.(map[string]any)["fullUrl"]}
+				}
+			}
+		}), b.token(auth.RolePrescriber, "B81001"), 403, "ACCESS_DENIED", "sender"},
 		{"oversized body", append(good(), bytes.Repeat([]byte(" "), 70<<10)...), prescriber, 413, "", ""},
 		{"sender is not the token's organisation", good(), b.token(auth.RolePrescriber, "B81001"), 403, "", ""},
 		{"dispenser may not send orders", good(), b.token(auth.RoleDispenser, "A83008"), 403, "", ""},

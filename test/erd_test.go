@@ -567,7 +567,8 @@ func TestERDNHSFixtures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			order, err := msg.Order()
+			written, _ := fhirgen.MessageDate(raw)
+			order, err := msg.Order(written)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,18 +15,21 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
 // Every signed NHS example order is accepted with a prescriber token for its
 // sender, resending it answers 200 without a second record, and a nominated
 // one enters its dispenser's ready queue (with a notification on NATS) while
 // a non-nominated one enters none. Each runs in a fresh store: several
-// examples share their Bundle.identifier and prescription ID.
+// examples share their Bundle.identifier and prescription ID. The examples
+// are given today's dates (fhirgen.Redate): EPS refuses a repeat dispensing
+// order whose validity has ended.
 func TestNHSOrdersAccepted(t *testing.T) {
 	for _, path := range orderFixtures(t) {
 		rel, _ := filepath.Rel(fixtures, path)
 		t.Run(rel, func(t *testing.T) {
-			body := readFile(t, path)
+			body := fhirgen.Redate(readFile(t, path), time.Now())
 			f := factsOf(t, body)
 			b := startBroker(t, "")
 			tok := b.token(auth.RolePrescriber, f.Sender)
@@ -181,5 +185,151 @@ func TestNHSErrorExamplesRejected(t *testing.T) {
 	}
 	if n := b.events(""); n != 0 {
 		t.Errorf("rejected messages left %d events stored", n)
+	}
+}
+
+// Orders EPS accepts although the broker refused them before issue 10: a
+// sender-less order (the acting organisation is the token's), a sender given
+// as a reference (resolved to its ODS code), lower-case and '-' ODS codes
+// (Spine's REGEX_ALPHANUMERIC8). Each is stored with the token's
+// organisation as prescriber and, when nominated, queued for its dispenser
+// with a notification on the dispenser's subject.
+func TestOrderSendersAndODSCodes(t *testing.T) {
+	b := startBroker(t, "")
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entryOf := func(m map[string]any, typ string) map[string]any {
+		for _, e := range entries(m) {
+			if resource(e)["resourceType"] == typ {
+				return e.(map[string]any)
+			}
+		}
+		return nil
+	}
+	header := func(m map[string]any) map[string]any { return firstOfType(m, "MessageHeader") }
+	performer := func(ods string) func(m map[string]any) {
+		return func(m map[string]any) {
+			for _, mr := range medicationRequests(m) {
+				mr["dispenseRequest"].(map[string]any)["performer"].(map[string]any)["identifier"].(map[string]any)["value"] = ods
+			}
+			header(m)["destination"].([]any)[0].(map[string]any)["receiver"].(map[string]any)["identifier"].(map[string]any)["value"] = ods
+		}
+	}
+	for _, tc := range []struct {
+		name, performer string
+		edit            func(m map[string]any)
+	}{
+		{"no sender", "FA565", func(m map[string]any) { delete(header(m), "sender") }},
+		{"sender a reference to the Organization", "FA565", func(m map[string]any) {
+			header(m)["sender"] = map[string]any{"reference": entryOf(m, "Organization")["fullUrl"]}
+		}},
+		{"sender a reference to the PractitionerRole", "FA565", func(m map[string]any) {
+			header(m)["sender"] = map[string]any{"reference": entryOf(m, "PractitionerRole")["fullUrl"]}
+		}},
+		{"performer in lower case with '-'", "fa-565", performer("fa-565")},
+		{"performer of one character", "X", performer("X")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := tmpl.Order(fhirgen.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := fhirgen.Mutate(g.Body, tc.edit)
+			notes := make(chan *nats.Msg, 4)
+			sub, err := b.App.NATS.Conn.ChanSubscribe(broker.DispenserNotifySubject(tc.performer, broker.NotifyReady), notes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+
+			res := b.post(b.token(auth.RolePrescriber, "A83008"), body)
+			if res.Status != http.StatusOK {
+				t.Fatalf("status %d: %s", res.Status, res.Body)
+			}
+			cur, err := b.App.Store.Current(context.Background(), g.ShortID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cur.Record.Status != "0001" || cur.Record.Prescriber != "A83008" || cur.Record.Nominated != tc.performer {
+				t.Errorf("record: status %s prescriber %q nominated %q", cur.Record.Status, cur.Record.Prescriber, cur.Record.Nominated)
+			}
+			b.settle()
+			q, err := b.App.Store.ReadyQueue(context.Background(), tc.performer, 25)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.ContainsFunc(q, func(e broker.QueueEntry) bool { return e.PrescriptionID == g.ShortID }) {
+				t.Errorf("ready queue of %s = %+v, without %s", tc.performer, q, g.ShortID)
+			}
+			select {
+			case m := <-notes:
+				if !strings.Contains(string(m.Data), g.ShortID) {
+					t.Errorf("notification %s", m.Data)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("no notification on " + broker.DispenserNotifySubject(tc.performer, broker.NotifyReady))
+			}
+		})
+	}
+}
+
+// A sender naming another organisation than the token's, as an identifier
+// or as a reference, is 403 and stores nothing.
+func TestOrderSenderOfAnotherOrganisation(t *testing.T) {
+	b := startBroker(t, "")
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(m map[string]any)
+	}{
+		{"identifier", func(m map[string]any) {}},
+		{"reference to the Organization", func(m map[string]any) {
+			for _, e := range entries(m) {
+				if resource(e)["resourceType"] == "Organization" {
+					firstOfType(m, "MessageHeader")["sender"] = map[string]any{"reference": e.(map[string]any)["fullUrl"]}
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, _ := tmpl.Order(fhirgen.Options{})
+			res := b.post(b.token(auth.RolePrescriber, "B81001"), fhirgen.Mutate(g.Body, tc.edit))
+			if res.Status != http.StatusForbidden || !res.outcome(t).hasCode("ACCESS_DENIED") {
+				t.Fatalf("status %d: %s", res.Status, res.Body)
+			}
+		})
+	}
+	if n := b.events(""); n != 0 {
+		t.Errorf("%d events stored", n)
+	}
+}
+
+// Every subject the broker builds from an ODS code is safe: codes of
+// Spine's characters stand as they are, anything else is encoded into one
+// token without '.', '*', '>' or white space, distinct from every code.
+func TestSubjectToken(t *testing.T) {
+	for ods, want := range map[string]string{"FA565": "FA565", "fa-565": "fa-565", "X": "X", "*": "*"} {
+		if got := broker.SubjectToken(ods); got != want {
+			t.Errorf("SubjectToken(%q) = %q, want %q", ods, got, want)
+		}
+	}
+	seen := map[string]string{}
+	for _, ods := range []string{"FA.565", "FA 565", "F>", "F*", "", "_46412e353635", "FA\t1", "Ä1"} {
+		tok := broker.SubjectToken(ods)
+		if tok == "" || strings.ContainsAny(tok, ".*> \t\r\n") {
+			t.Errorf("SubjectToken(%q) = %q is not one safe token", ods, tok)
+		}
+		if other, dup := seen[tok]; dup {
+			t.Errorf("SubjectToken(%q) = SubjectToken(%q) = %q", ods, other, tok)
+		}
+		seen[tok] = ods
+		if got := broker.QueueSubject(ods, "24F5DA-A83008-7EFE6Z"); strings.Count(got, ".") != 3 {
+			t.Errorf("QueueSubject(%q) = %q", ods, got)
+		}
 	}
 }

@@ -31,7 +31,8 @@ func erdRecord(t *testing.T, issues, supply int, start time.Time) (*Prescription
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := m.Order()
+	written, _ := fhirgen.MessageDate(body)
+	o, err := m.Order(written)
 	if err != nil {
 		t.Fatalf("the generated eRD order is not valid: %v", err)
 	}

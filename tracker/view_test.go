@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
 const (
@@ -38,7 +39,8 @@ func fixtureRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := m.Order()
+	written, _ := fhirgen.MessageDate(b)
+	o, err := m.Order(written)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +48,16 @@ func fixtureRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Create(o, Actor{User: "u", Org: o.Sender}, at), d
+	// The NHS examples are dated 2021-2022: created as of their own date (an
+	// order is expired on arrival 6 months after it), the record shows the
+	// arrival at the test's time.
+	when := at
+	if d := PrescriptionDate(o, at); d.Before(at) {
+		when = d
+	}
+	rec := Create(o, Actor{User: "u", Org: o.Sender}, when)
+	rec.Created, rec.History[0].Time = at, at
+	return rec, d
 }
 
 // view is a decoded Bundle.

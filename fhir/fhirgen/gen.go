@@ -49,13 +49,19 @@ type Template struct {
 
 var uuidRe = regexp.MustCompile(`[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`)
 
-// NewTemplate reads the identifiers of a valid prescription-order.
+// NewTemplate reads the identifiers of a valid prescription-order. The
+// order is validated as of its own date (MessageDate): an NHS example
+// written in 2022 was valid then, and generated orders are redated.
 func NewTemplate(order []byte) (*Template, error) {
 	msg, err := fhir.DecodeMessage(order)
 	if err != nil {
 		return nil, err
 	}
-	o, err := msg.Order()
+	at, ok := MessageDate(order)
+	if !ok {
+		at = time.Now()
+	}
+	o, err := msg.Order(at)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/nhs-eps/epsbroker/fhir"
 )
@@ -67,7 +68,7 @@ func TestGeneratedItemIDs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		o, err := msg.Order()
+		o, err := msg.Order(time.Now())
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}

@@ -39,7 +39,7 @@ func TestOrderIsDatedToday(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Order(); err != nil {
+	if _, err := m.Order(time.Date(2030, 5, 6, 12, 0, 0, 0, time.UTC)); err != nil {
 		t.Fatal(err)
 	}
 	old, _ := tmpl.Order(Options{KeepDates: true})

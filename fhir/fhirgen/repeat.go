@@ -33,8 +33,9 @@ const (
 //     the NHS eRD examples have it);
 //   - dispenseRequest.numberOfRepeatsAllowed repeatsAllowed, and
 //     expectedSupplyDuration supplyDays (UCUM d);
-//   - dispenseRequest.validityPeriod starting on start's date (in start's
-//     location), without an end;
+//   - dispenseRequest.validityPeriod from start's date (in start's location)
+//     to the day before its first anniversary (Spine requires both for eRD,
+//     the end at most 12 months ahead);
 //   - authoredOn start (RFC 3339);
 //   - Extension-UKCore-MedicationRepeatInformation with the
 //     authorisationExpiryDate one year after start, as in the NHS eRD
@@ -45,8 +46,8 @@ const (
 // The identifiers are the order's: a Generated whose Body is the result
 // still describes it. The arguments are not checked, so that bad orders can
 // be made too (fhir.Message.Order refuses more than 99 issues, a days supply
-// over 366 days, a course beyond 12 months and Schedule 2 or 3 controlled
-// drugs).
+// over 366 days, a validity period ended or ending more than 12 months ahead
+// and Schedule 2 or 3 controlled drugs).
 func RepeatDispensing(order []byte, repeatsAllowed, supplyDays int, start time.Time) []byte {
 	return Mutate(order, func(b map[string]any) {
 		for _, e := range arr(b, "entry") {
@@ -59,7 +60,7 @@ func RepeatDispensing(order []byte, repeatsAllowed, supplyDays int, start time.T
 			dr := obj(r, "dispenseRequest")
 			dr["numberOfRepeatsAllowed"] = repeatsAllowed
 			dr["expectedSupplyDuration"] = map[string]any{"value": supplyDays, "unit": "day", "system": systemUCUM, "code": "d"}
-			dr["validityPeriod"] = map[string]any{"start": start.Format(time.DateOnly)}
+			dr["validityPeriod"] = map[string]any{"start": start.Format(time.DateOnly), "end": start.AddDate(1, 0, -1).Format(time.DateOnly)}
 			r["authoredOn"] = start.Format(time.RFC3339)
 			exts := slices.DeleteFunc(arr(r, "extension"), func(x any) bool { return urlOf(x) == extUKCoreRepeatInfo })
 			r["extension"] = append(exts, map[string]any{"url": extUKCoreRepeatInfo, "extension": []any{
