@@ -267,10 +267,10 @@ func facadeIssue(code, issueType, expr, diagnostics string) *Error {
 	return e
 }
 
-// processingError is the facade's InvalidValueError (processing-errors.ts):
+// invalidValueError is the facade's InvalidValueError (processing-errors.ts):
 // INVALID_VALUE, issue type invalid, its words and FHIRPath.
-func processingError(expr, diagnostics string) *Error {
-	return facadeIssue(CodeInvalidValue, "invalid", expr, diagnostics)
+func invalidValueError(expr, diagnostics string) *Error {
+	return processingError(CodeInvalidValue, expr, diagnostics)
 }
 
 // referenceNotIdentifier is the facade's fieldIsReferenceButShouldNotBe.
@@ -283,12 +283,6 @@ func requiredField(path string) *Error {
 	return facadeIssue(CodeMissingValue, "invalid", path, "Required field "+path+" is missing.")
 }
 
-// CodeTooManyValues and CodeTooFewValues are the facade's
-// TooManyValuesError and TooFewValuesError codes.
-const (
-	CodeTooManyValues = "TOO_MANY_VALUES_SUBMITTED"
-	CodeTooFewValues  = "TOO_FEW_VALUES_SUBMITTED"
-)
 
 func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 	const root = "Parameters"
@@ -310,10 +304,10 @@ func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 	// The agent: getAgentParameter throws before anything is collected.
 	ai := resourceParam(paramAgent)
 	if ai < 0 {
-		return nil, processingError(root+".parameter", "Parameter with name agent not found")
+		return nil, invalidValueError(root+".parameter", "Parameter with name agent not found")
 	}
 	if params[ai].Resource.typ != "PractitionerRole" {
-		return nil, processingError(paramPath(ai, "resource"), "Parameter with name agent has wrong resourceType")
+		return nil, invalidValueError(paramPath(ai, "resource"), "Parameter with name agent has wrong resourceType")
 	}
 	var role practitionerRole
 	if err := readRaw(&params[ai].Resource, func(r *reader) { r.practitionerRole(&role) }); err != nil {
@@ -453,10 +447,10 @@ func codingsIn(cs []Coding, system string) []int {
 func containedRole(cs []rawResource, ref, expr string) (*practitionerRole, *Error) {
 	c := findContained(cs, ref)
 	if c == nil {
-		return nil, processingError(expr, "Contained resource with reference "+ref+" not found")
+		return nil, invalidValueError(expr, "Contained resource with reference "+ref+" not found")
 	}
 	if c.typ != "PractitionerRole" {
-		return nil, processingError(expr, "Contained resource with reference "+ref+" is not of type PractitionerRole")
+		return nil, invalidValueError(expr, "Contained resource with reference "+ref+" is not of type PractitionerRole")
 	}
 	var role practitionerRole
 	if err := readRaw(c, func(r *reader) { r.practitionerRole(&role) }); err != nil {
@@ -506,7 +500,7 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		return nil, facadeIssue(CodeInvalidValue, "value", "Task.intent", "Task.intent must be one of: 'order'.")
 	}
 	if t.Requester.Reference == "" {
-		return nil, processingError("task.requester", "task.requester should be a reference to contained.practitionerRole")
+		return nil, invalidValueError("task.requester", "task.requester should be a reference to contained.practitionerRole")
 	}
 	role, err := containedRole(t.Contained, t.Requester.Reference, "Task.requester")
 	if err != nil {
@@ -774,9 +768,6 @@ const (
 	// ExtOrganisationRelationships holds a dispensing Organization's
 	// reimbursement authority.
 	ExtOrganisationRelationships = "https://fhir.nhs.uk/StructureDefinition/Extension-ODS-OrganisationRelationships"
-	// CodeConflictingValues is the facade's code for both a medication
-	// reference and a medication concept.
-	CodeConflictingValues = "CONFLICTING_VALUES"
 )
 
 // dispenseInconsistent is the facade's
@@ -1009,7 +1000,7 @@ func (m *Message) facadeDispenseChecks(mds []dispense) *Error {
 			return err
 		}
 		if role.Organization.Reference == "" {
-			return processingError(`resource("MedicationDispense").contained("organization")`,
+			return invalidValueError(`resource("MedicationDispense").contained("organization")`,
 				"fhirContainedPractitionerRole.organization should be a Reference")
 		}
 		ref := role.Organization.Reference
