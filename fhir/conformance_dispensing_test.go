@@ -120,7 +120,9 @@ func idx(l []any, i int) map[string]any {
 }
 
 // entryRes is the resource of Bundle.entry[k].
-func entryRes(b map[string]any, k int) map[string]any { return obj(idx(list(b, "entry"), k), "resource") }
+func entryRes(b map[string]any, k int) map[string]any {
+	return obj(idx(list(b, "entry"), k), "resource")
+}
 
 // dispenses are the MedicationDispense resources of a Bundle.
 func dispenses(b map[string]any) []map[string]any {
@@ -312,10 +314,10 @@ func TestConformanceTask(t *testing.T) {
 				}
 			})},
 		{name: "withdraw whose Task.owner names another organisation", ref: refTask + " (Task.owner is not checked)",
-			body: wd(func(m map[string]any) { m["owner"] = map[string]any{"identifier": odsIdentifier(otherOrg)} }),
+			body:  wd(func(m map[string]any) { m["owner"] = map[string]any{"identifier": odsIdentifier(otherOrg)} }),
 			check: issue(fhir.TaskKindWithdraw, 0)},
 		{name: "withdraw whose Task.owner is not a valid ODS code", ref: refTask + " (Task.owner is not checked)",
-			body: wd(func(m map[string]any) { m["owner"] = map[string]any{"identifier": odsIdentifier("not an ODS code")} }),
+			body:  wd(func(m map[string]any) { m["owner"] = map[string]any{"identifier": odsIdentifier("not an ODS code")} }),
 			check: issue(fhir.TaskKindWithdraw, 0)},
 		{name: "return with code abort (a return's code is not checked)", ref: "validation/task-validator.ts validateReturn",
 			body: ret(func(m map[string]any) { idx(list(obj(m, "code"), "coding"), 0)["code"] = "abort" }), check: issue(fhir.TaskKindReturn, 0)},
@@ -353,7 +355,9 @@ func TestConformanceTask(t *testing.T) {
 			body: wd(func(m map[string]any) { delete(m, "code") }),
 			code: fhir.CodeMissingValue, issueType: "value", expression: "Task.code", words: "Task.code is required when Task.status is 'in-progress'."},
 		{name: "withdraw code of another system", ref: "validation/task-validator.ts validateWithdraw (getCodeableConceptCodingForSystem: TooFewValuesError)",
-			body: wd(func(m map[string]any) { idx(list(obj(m, "code"), "coding"), 0)["system"] = "https://example.org/task-code" }),
+			body: wd(func(m map[string]any) {
+				idx(list(obj(m, "code"), "coding"), 0)["system"] = "https://example.org/task-code"
+			}),
 			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.code.coding", words: "Too few values submitted."},
 		{name: "withdraw with code fulfill", ref: "validation/task-validator.ts validateWithdraw",
 			body: wd(func(m map[string]any) { idx(list(obj(m, "code"), "coding"), 0)["code"] = "fulfill" }),

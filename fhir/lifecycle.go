@@ -283,7 +283,6 @@ func requiredField(path string) *Error {
 	return facadeIssue(CodeMissingValue, "invalid", path, "Required field "+path+" is missing.")
 }
 
-
 func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 	const root = "Parameters"
 	var params []parameter
