@@ -581,6 +581,10 @@ func TestConformanceDispense(t *testing.T) {
 				contained(md, "PractitionerRole")["organization"] = map[string]any{"reference": "urn:uuid:9d3b5a1c-0000-4000-8000-000000000001"}
 			})),
 			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Bundle.entry", words: "Too few values submitted."},
+		{name: "the Organization's telecom without use", ref: "validation/bundle-validator.ts verifyCommonBundle validateTelecoms (missingRequiredField)",
+			body: dn(func(b map[string]any) { delete(idx(list(ofType(b, "Organization"), "telecom"), 0), "use") }),
+			code: fhir.CodeMissingValue, issueType: "invalid", expression: "Bundle.entry[5].resource.telecom[0].use",
+			words: "Required field bundle.entry[5].resource.telecom[0].use is missing."},
 		{name: "no reimbursement authority", ref: refDispense + " (createMissingReimbursementAuthority)",
 			body: dn(func(b map[string]any) { delete(ofType(b, "Organization"), "extension") }),
 			code: fhir.CodeMissingValue, issueType: "invalid", expression: "Organization.extension",
@@ -752,6 +756,12 @@ func TestConformanceCancellation(t *testing.T) {
 				entryRes(b, 0)["sender"] = map[string]any{"reference": url}
 			}), check: sender(prescriber)},
 
+		{name: "a telecom without value", ref: "validation/bundle-validator.ts verifyCommonBundle validateTelecoms (missingRequiredField)",
+			body: cancel(func(b map[string]any) {
+				delete(idx(list(ofType(b, "PractitionerRole"), "telecom"), 0), "value")
+			}),
+			code: fhir.CodeMissingValue, issueType: "invalid", expression: "Bundle.entry[3].resource.telecom[0].value",
+			words: "Required field bundle.entry[3].resource.telecom[0].value is missing."},
 		{name: "two MedicationRequests", ref: refCancel + " (medicationRequestNumberIssue)",
 			body: cancel(func(b map[string]any) {
 				var second map[string]any

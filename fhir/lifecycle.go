@@ -1017,6 +1017,11 @@ func (m *Message) facadeDispenseChecks(mds []dispense) *Error {
 		}
 	}
 
+	// verifyCommonBundle's collected issues come before these:
+	// validateTelecoms (the Organization entry's telecoms).
+	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
+		return err
+	}
 	var whens, subjects, repeats, actors [][]byte
 	for _, d := range mds {
 		whens = append(whens, d.md.WhenHandedOver)
@@ -1243,7 +1248,11 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 		}
 	}
 
-	// verifyCancellationBundle (bundle-validator.ts), in its order.
+	// verifyCommonBundle's validateTelecoms, then verifyCancellationBundle
+	// (bundle-validator.ts), in its order.
+	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
+		return nil, err
+	}
 	k, n := -1, 0
 	for i, e := range m.Entries {
 		if e.ResourceType == "MedicationRequest" {
