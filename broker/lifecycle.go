@@ -323,7 +323,7 @@ func (l *Lifecycle) Dispense(ctx context.Context, p auth.Principal, n *fhir.Disp
 		return err
 	}
 	in := tracker.DispenseInput{ID: n.BundleID, ReplacementOf: n.ReplacementOf, Items: map[string]tracker.ItemStatus{},
-		Status: tracker.Status(n.PrescriptionStatus)}
+		Status: tracker.Status(n.PrescriptionStatus), Lines: tracker.DispensedLines(n), NonDispensingReason: n.NonDispensingReason}
 	for _, it := range n.Items {
 		in.Items[it.LineItemID] = tracker.ItemStatus(it.Status)
 	}

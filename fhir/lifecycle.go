@@ -125,6 +125,11 @@ type DispensedItem struct {
 	MedicationDisplay string
 	Quantity          float64
 	QuantityUnit      string
+	// NonDispensingReason is the statusReasonCodeableConcept code
+	// (medicationdispense-status-reason) and Dosage the first
+	// dosageInstruction's text, if present: what the tracker shows.
+	NonDispensingReason string
+	Dosage              string
 }
 
 // Cancellation is a $process-message prescription-order-update
@@ -675,6 +680,8 @@ type medicationDispense struct {
 	WhenHandedOver          []byte      // raw JSON, nil when absent
 	Performers              [][]byte    // each performer's actor, raw JSON (nil when it has none)
 	PerformerRefs           []reference // each performer's actor
+	StatusReason            Concept
+	Dosage                  string
 }
 
 // authorizingPrescription is a MedicationDispense.authorizingPrescription:
@@ -739,6 +746,19 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 				})
 				md.Performers = append(md.Performers, actor)
 				md.PerformerRefs = append(md.PerformerRefs, ref)
+			})
+		// What the tracker shows, not checked: a malformed one is left out.
+		case "statusReasonCodeableConcept":
+			r.capture(func() { r.concept(&md.StatusReason) })
+		case "dosageInstruction":
+			r.capture(func() {
+				r.array(func(i int) {
+					r.object(func(key []byte) {
+						if i == 0 && string(key) == "text" {
+							md.Dosage = r.str()
+						}
+					})
+				})
 			})
 		}
 	})
@@ -950,6 +970,10 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 			j := pickCoding(cs, systemSNOMEDDispensed)
 			item.MedicationCode, item.MedicationDisplay = cs[j].Code, cs[j].Display
 		}
+		if cs := d.md.StatusReason.Coding; len(cs) > 0 {
+			item.NonDispensingReason = cs[0].Code
+		}
+		item.Dosage = d.md.Dosage
 		dn.Items = append(dn.Items, item)
 	}
 

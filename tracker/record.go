@@ -108,6 +108,37 @@ type DispenseRecord struct {
 	BeforePending *PendingCancel `json:"beforePending,omitempty"`
 	BeforeLast    time.Time      `json:"beforeLast,omitempty"`
 	Withdrawn     bool           `json:"withdrawn,omitempty"`
+	// Lines are what the notification says of each item, one per
+	// MedicationDispense (several for one line item dispensed as several
+	// products), and NonDispensingReason the prescription's non-dispensing
+	// reason (Extension-DM-PrescriptionNonDispensingReason): what the
+	// tracker shows of it. Records from before they were kept have none.
+	Lines               []DispensedLine `json:"lines,omitempty"`
+	NonDispensingReason string          `json:"nonDispensingReason,omitempty"`
+}
+
+// DispensedLine is one MedicationDispense of a dispense notification.
+type DispensedLine struct {
+	LineItem string     `json:"lineItem"` // the line item id
+	Status   ItemStatus `json:"status"`   // medicationdispense-type
+	// Reason is the item's non-dispensing reason
+	// (statusReasonCodeableConcept, medicationdispense-status-reason).
+	Reason     string  `json:"reason,omitempty"`
+	Code       string  `json:"code,omitempty"`       // dm+d code of the product supplied
+	Medication string  `json:"medication,omitempty"` // its name
+	Quantity   float64 `json:"quantity,omitempty"`
+	Unit       string  `json:"unit,omitempty"`
+	Dosage     string  `json:"dosage,omitempty"`
+}
+
+// DispensedLines are the lines of a dispense notification, in message order.
+func DispensedLines(n *fhir.DispenseNotification) []DispensedLine {
+	out := make([]DispensedLine, 0, len(n.Items))
+	for _, it := range n.Items {
+		out = append(out, DispensedLine{LineItem: it.LineItemID, Status: ItemStatus(it.Status), Reason: it.NonDispensingReason,
+			Code: it.MedicationCode, Medication: it.MedicationDisplay, Quantity: it.Quantity, Unit: it.QuantityUnit, Dosage: it.Dosage})
+	}
+	return out
 }
 
 // Item is one line item of a prescription.
@@ -115,6 +146,15 @@ type Item struct {
 	ID     string     `json:"id"`
 	Code   string     `json:"code,omitempty"`
 	Status ItemStatus `json:"status"`
+	// CancelReason is the cancellation reason (medicationrequest-status-
+	// reason, 0001-0009) of a cancelled item; records from before it was
+	// kept have none.
+	CancelReason string `json:"cancelReason,omitempty"`
+}
+
+// cancel cancels the item for the given reason.
+func (it *Item) cancel(reason string) {
+	it.Status, it.CancelReason = ItemCancelled, reason
 }
 
 // Event is one entry of a prescription's message history.

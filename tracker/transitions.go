@@ -272,7 +272,7 @@ func Return(p *Prescription, dispenser string, by Actor, messageID string, now t
 		pc := n.Pending
 		for _, id := range pc.Items {
 			if i := n.itemIndex(id); i >= 0 && n.Items[i].Status == ItemToBeDispensed {
-				n.Items[i].Status = ItemCancelled
+				n.Items[i].cancel(pc.Reason)
 			}
 		}
 		n.Pending = nil
@@ -304,6 +304,10 @@ type DispenseInput struct {
 	ReplacementOf string                // the notification it amends, if any
 	Items         map[string]ItemStatus // line item id -> 0001..0004
 	Status        Status                // the prescription status it states (0003, 0006, 0007), or ""
+	// Lines and NonDispensingReason are what it says for the tracker to
+	// show (DispensedLines), kept with its DispenseRecord.
+	Lines               []DispensedLine
+	NonDispensingReason string
 }
 
 // Dispense applies a dispense notification (or an amendment of the latest
@@ -350,7 +354,7 @@ func Dispense(p *Prescription, dispenser string, by Actor, in DispenseInput, now
 		n.Items[i].Status = st
 		if n.Pending != nil && slices.Contains(n.Pending.Items, id) {
 			if st == ItemNotDispensed {
-				n.Items[i].Status = ItemCancelled // the pending cancellation takes effect
+				n.Items[i].cancel(n.Pending.Reason) // the pending cancellation takes effect
 			}
 			if st != ItemNotDispensedOwing {
 				// Cancelled now, or dispensed: the pending request is settled.
@@ -378,7 +382,7 @@ func Dispense(p *Prescription, dispenser string, by Actor, in DispenseInput, now
 		return nil, err
 	}
 	n.Dispenses = append(n.Dispenses, DispenseRecord{ID: in.ID, Time: now.UTC(), Dispenser: dispenser, Before: before, BeforeItems: beforeItems,
-		BeforePending: beforePending, BeforeLast: beforeLast})
+		BeforePending: beforePending, BeforeLast: beforeLast, Lines: in.Lines, NonDispensingReason: in.NonDispensingReason})
 	n.LastDispense = now.UTC()
 	n.Completed = time.Time{}
 	if n.Status == StatusDispensed || n.Status == StatusNotDispensed {
@@ -561,7 +565,7 @@ func (n *Prescription) cancelLater(target int, by Actor, in CancelInput, now tim
 		}
 		switch {
 		case is.Items[k].Status == ItemToBeDispensed && (is.Status == StatusRepeatFuture || is.Status == StatusAwaitingReleaseReady):
-			is.Items[k].Status = ItemCancelled
+			is.Items[k].cancel(in.Reason)
 			is.settleCancelled()
 			n.recordFor(is, EventCancel, in.MessageID, by, now)
 			cancelled++
@@ -618,7 +622,7 @@ func cancelIssue(p *Prescription, by Actor, in CancelInput, now time.Time) (*Pre
 			return nil, RInvalid
 		}
 		n := p.clone()
-		n.Items[i].Status = ItemCancelled
+		n.Items[i].cancel(in.Reason)
 		n.settleCancelled()
 		n.record(EventCancel, in.MessageID, by, now)
 		return n, RCancelled
@@ -701,7 +705,7 @@ func ApplyEarlyCancellations(kept, created *Prescription, now time.Time) *Prescr
 		applied := false
 		for _, id := range pc.Items {
 			if i := is.itemIndex(id); i >= 0 && is.Items[i].Status == ItemToBeDispensed {
-				is.Items[i].Status = ItemCancelled
+				is.Items[i].cancel(pc.Reason)
 				applied = true
 			}
 		}
