@@ -269,10 +269,10 @@ func facadeIssue(code, issueType, expr, diagnostics string) *Error {
 	return e
 }
 
-// invalidValueError is the facade's InvalidValueError (processing-errors.ts):
+// processingError is the facade's InvalidValueError (processing-errors.ts):
 // INVALID_VALUE, issue type invalid, its words and FHIRPath.
-func invalidValueError(expr, diagnostics string) *Error {
-	return processingError(CodeInvalidValue, expr, diagnostics)
+func processingError(expr, diagnostics string) *Error {
+	return facadeIssue(CodeInvalidValue, "invalid", expr, diagnostics)
 }
 
 // referenceNotIdentifier is the facade's fieldIsReferenceButShouldNotBe.
@@ -305,10 +305,10 @@ func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 	// The agent: getAgentParameter throws before anything is collected.
 	ai := resourceParam(paramAgent)
 	if ai < 0 {
-		return nil, invalidValueError(root+".parameter", "Parameter with name agent not found")
+		return nil, processingError(root+".parameter", "Parameter with name agent not found")
 	}
 	if params[ai].Resource.typ != "PractitionerRole" {
-		return nil, invalidValueError(paramPath(ai, "resource"), "Parameter with name agent has wrong resourceType")
+		return nil, processingError(paramPath(ai, "resource"), "Parameter with name agent has wrong resourceType")
 	}
 	var role practitionerRole
 	if err := readRaw(&params[ai].Resource, func(r *reader) { r.practitionerRole(&role) }); err != nil {
@@ -448,10 +448,10 @@ func codingsIn(cs []Coding, system string) []int {
 func containedRole(cs []rawResource, ref, expr string) (*practitionerRole, *Error) {
 	c := findContained(cs, ref)
 	if c == nil {
-		return nil, invalidValueError(expr, "Contained resource with reference "+ref+" not found")
+		return nil, processingError(expr, "Contained resource with reference "+ref+" not found")
 	}
 	if c.typ != "PractitionerRole" {
-		return nil, invalidValueError(expr, "Contained resource with reference "+ref+" is not of type PractitionerRole")
+		return nil, processingError(expr, "Contained resource with reference "+ref+" is not of type PractitionerRole")
 	}
 	var role practitionerRole
 	if err := readRaw(c, func(r *reader) { r.practitionerRole(&role) }); err != nil {
@@ -501,7 +501,7 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		return nil, facadeIssue(CodeInvalidValue, "value", "Task.intent", "Task.intent must be one of: 'order'.")
 	}
 	if t.Requester.Reference == "" {
-		return nil, invalidValueError("task.requester", "task.requester should be a reference to contained.practitionerRole")
+		return nil, processingError("task.requester", "task.requester should be a reference to contained.practitionerRole")
 	}
 	role, err := containedRole(t.Contained, t.Requester.Reference, "Task.requester")
 	if err != nil {
@@ -1020,7 +1020,7 @@ func (m *Message) facadeDispenseChecks(mds []dispense) *Error {
 			return err
 		}
 		if role.Organization.Reference == "" {
-			return invalidValueError(`resource("MedicationDispense").contained("organization")`,
+			return processingError(`resource("MedicationDispense").contained("organization")`,
 				"fhirContainedPractitionerRole.organization should be a Reference")
 		}
 		ref := role.Organization.Reference

@@ -36,6 +36,11 @@ import (
 // repeat dispensing issue it is about.
 const ExtRepeatInformation = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-RepeatInformation"
 
+// ExtUKCoreRepeatInformation is the UK Core repeat information of a
+// MedicationRequest; its part numberOfPrescriptionsIssued is the issue of a
+// line item, counted from 1.
+const ExtUKCoreRepeatInformation = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-MedicationRepeatInformation"
+
 // Parts of Extension-EPS-RepeatInformation and of the UK Core extension.
 const (
 	RepeatPartIssued       = "numberOfRepeatsIssued"       // the issue number (counted from 0 or 1, see above)
