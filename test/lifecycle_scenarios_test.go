@@ -437,7 +437,7 @@ func trackerDetail(t *testing.T, b *testBroker, id string) detail {
 				ResourceType    string
 				Identifier      []struct{ System, Value string }
 				Extension       []ext
-				Performer       *ref
+				Performer       json.RawMessage // a MedicationRequest's (a MedicationDispense has a list)
 				DispenseRequest struct{ Performer *ref }
 				Action          []struct {
 					Title  string
@@ -499,7 +499,14 @@ func trackerDetail(t *testing.T, b *testBroker, id string) detail {
 			if _, p := sub(r.Extension, pendingExt, "lineItemPendingCancellation"); p != nil {
 				d.pendingItems[id] = *p
 			}
-			d.nominated, d.dispenserShown = odsOf(r.DispenseRequest.Performer), odsOf(r.Performer)
+			var shown *ref
+			if len(r.Performer) > 0 && r.Performer[0] == '{' {
+				shown = new(ref)
+				if err := json.Unmarshal(r.Performer, shown); err != nil {
+					t.Fatalf("tracker detail: MedicationRequest.performer: %v", err)
+				}
+			}
+			d.nominated, d.dispenserShown = odsOf(r.DispenseRequest.Performer), odsOf(shown)
 		}
 	}
 	return d
