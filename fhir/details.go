@@ -100,7 +100,7 @@ func DecodeOrderDetails(order []byte) (*OrderDetails, error) {
 		if first < 0 {
 			first, firstMR = k, mr
 		}
-		d.Items = append(d.Items, mr.item())
+		d.Items = append(d.Items, mr.item(x, k))
 	}
 	if first < 0 {
 		err := missing("Bundle.entry.resource.ofType(MedicationRequest)", "the prescription-order has no MedicationRequest")
@@ -353,6 +353,7 @@ type detMedicationRequest struct {
 	} `json:"extension"`
 	Identifier                []detIdentifier `json:"identifier"`
 	MedicationCodeableConcept Concept         `json:"medicationCodeableConcept"`
+	MedicationReference       detReference    `json:"medicationReference"`
 	Subject                   detReference    `json:"subject"`
 	Requester                 detReference    `json:"requester"`
 	AuthoredOn                string          `json:"authoredOn"`
@@ -364,21 +365,44 @@ type detMedicationRequest struct {
 			Value float64 `json:"value"`
 			Unit  string  `json:"unit"`
 		} `json:"quantity"`
-		NumberOfRepeatsAllowed int `json:"numberOfRepeatsAllowed"`
+		// NumberOfRepeatsAllowed is an integer, or a string of digits as
+		// EPS also accepts it.
+		NumberOfRepeatsAllowed json.RawMessage `json:"numberOfRepeatsAllowed"`
 	} `json:"dispenseRequest"`
 }
 
-// item is the line item mr describes.
-func (mr *detMedicationRequest) item() ItemDetails {
+// item is the line item mr, in entry k, describes. Its medication is the
+// SNOMED CT coding, wherever it stands, of medicationCodeableConcept or of
+// the Medication that medicationReference names (as Order reads it).
+func (mr *detMedicationRequest) item(x *detailsReader, k int) ItemDetails {
 	it := ItemDetails{
-		ID:             identifierValue(mr.Identifier, SystemLineItemID),
-		Quantity:       mr.DispenseRequest.Quantity.Value,
-		QuantityUnit:   mr.DispenseRequest.Quantity.Unit,
-		RepeatsAllowed: mr.DispenseRequest.NumberOfRepeatsAllowed,
+		ID:           identifierValue(mr.Identifier, SystemLineItemID),
+		Quantity:     mr.DispenseRequest.Quantity.Value,
+		QuantityUnit: mr.DispenseRequest.Quantity.Unit,
+	}
+	if n, ok := parseRepeats(mr.DispenseRequest.NumberOfRepeatsAllowed); ok {
+		it.RepeatsAllowed = n
 	}
 	med := mr.MedicationCodeableConcept
+	if len(med.Coding) == 0 && mr.MedicationReference.Reference != "" {
+		if res, _, typ := x.resolve(mr.MedicationReference.Reference, k); typ == "Medication" {
+			var m struct {
+				Code Concept `json:"code"`
+			}
+			if decodeLenient(res, &m) == nil {
+				med = m.Code
+			}
+		}
+	}
 	if len(med.Coding) > 0 {
-		it.MedicationCode, it.MedicationDisplay = med.Coding[0].Code, med.Coding[0].Display
+		c := med.Coding[0]
+		for _, cd := range med.Coding {
+			if cd.System == SystemSNOMED {
+				c = cd
+				break
+			}
+		}
+		it.MedicationCode, it.MedicationDisplay = c.Code, c.Display
 	}
 	if it.MedicationDisplay == "" {
 		it.MedicationDisplay = med.Text
