@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -35,10 +36,18 @@ const maxAttempts = 8
 // errSkip tells update to leave a prescription as it is, without error.
 var errSkip = errors.New("skip")
 
-// notFound is RESOURCE_NOT_FOUND for a prescription ID.
+// notFound is RESOURCE_NOT_FOUND for a prescription ID: HTTP 400, as the
+// EPS specification answers a release (and any dispensing message) about a
+// prescription it does not know.
 func notFound(id string) *fhir.Error {
-	return &fhir.Error{Kind: fhir.KindNotFound, IssueType: "not-found", Code: fhir.CodeResourceNotFound,
+	return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "not-found", Code: fhir.CodeResourceNotFound,
 		Display: "Resource not found", Diagnostics: fmt.Sprintf("prescription %s not found", id)}
+}
+
+// isNotFound reports whether err is notFound's.
+func isNotFound(err error) bool {
+	var e *fhir.Error
+	return errors.As(err, &e) && e.Code == fhir.CodeResourceNotFound
 }
 
 func storeUnavailable(op string, err error) *fhir.Error {
@@ -180,7 +189,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 				break
 			}
 			order, err := l.orderOf(ctx, e.PrescriptionID)
-			if fhir.ErrorKind(err) == fhir.KindNotFound {
+			if isNotFound(err) {
 				_ = l.store.Dequeue(ctx, p.ODS, e.PrescriptionID) // a stale entry
 				continue
 			}
@@ -193,7 +202,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 					return tracker.Release(cur, p.ODS, actor, messageID, true, l.now())
 				})
 			}
-			if errors.Is(err, errSkip) || fhir.ErrorKind(err) == fhir.KindNotFound {
+			if errors.Is(err, errSkip) || isNotFound(err) {
 				// No longer ready here: the entry is stale (its projection
 				// may not have run yet; removing it twice is harmless).
 				_ = l.store.Dequeue(ctx, p.ODS, e.PrescriptionID)
@@ -268,9 +277,11 @@ func hasDispense(is *tracker.Issue, id string) bool {
 }
 
 // Task applies a return or a withdraw from the dispenser that holds the
-// prescription.
+// prescription. The acting dispenser is the caller's organisation; the
+// organisations the Task names (owner, contained Organization) are stored
+// with its bytes and never used to refuse it.
 func (l *Lifecycle) Task(ctx context.Context, p auth.Principal, t *fhir.TaskRequest, body []byte) error {
-	if err := dispenserOnly(p, t.Owner); err != nil {
+	if err := dispenserOnly(p, ""); err != nil {
 		return err
 	}
 	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
@@ -304,13 +315,15 @@ func (l *Lifecycle) Task(ctx context.Context, p auth.Principal, t *fhir.TaskRequ
 
 // Dispense applies a dispense notification (or an amendment of the latest
 // one) from the dispenser that holds the prescription. The same notification
-// sent again changes nothing.
+// sent again changes nothing. The acting dispenser is the caller's
+// organisation: MessageHeader.sender (optional) and the organisations the
+// message names are stored with its bytes and never used to refuse it.
 func (l *Lifecycle) Dispense(ctx context.Context, p auth.Principal, n *fhir.DispenseNotification, body []byte) error {
-	if err := dispenserOnly(p, n.Sender); err != nil {
+	if err := dispenserOnly(p, ""); err != nil {
 		return err
 	}
 	in := tracker.DispenseInput{ID: n.BundleID, ReplacementOf: n.ReplacementOf, Items: map[string]tracker.ItemStatus{},
-		Status: tracker.Status(n.PrescriptionStatus)}
+		Status: tracker.Status(n.PrescriptionStatus), Lines: tracker.DispensedLines(n), NonDispensingReason: n.NonDispensingReason}
 	for _, it := range n.Items {
 		in.Items[it.LineItemID] = tracker.ItemStatus(it.Status)
 	}
@@ -329,6 +342,36 @@ func (l *Lifecycle) Dispense(ctx context.Context, p auth.Principal, n *fhir.Disp
 	return err
 }
 
+// CodeItemNotFound is Spine's ITEM_NOT_FOUND: a dispense notification must
+// name exactly the line items of the prescription.
+const CodeItemNotFound = "ITEM_NOT_FOUND"
+
+// everyItemNamed is Spine's rule (common/prescription/record.py
+// compare_line_items_for_dispense): the set of line items a dispense
+// notification names must be the set of the issue's line items, no fewer
+// and no other; ITEM_NOT_FOUND otherwise.
+func everyItemNamed(cur *tracker.Prescription, n *fhir.DispenseNotification) error {
+	stored, passed := map[string]bool{}, map[string]bool{}
+	for _, it := range cur.Items {
+		stored[strings.ToLower(it.ID)] = true
+	}
+	for _, it := range n.Items {
+		passed[strings.ToLower(it.LineItemID)] = true
+	}
+	same := len(stored) == len(passed)
+	for id := range passed {
+		if !stored[id] {
+			same = false
+		}
+	}
+	if same {
+		return nil
+	}
+	return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: CodeItemNotFound, Display: "Item not found",
+		Expression:  []string{"Bundle.entry.resource.ofType(MedicationDispense).authorizingPrescription"},
+		Diagnostics: fmt.Sprintf("the dispense notification must name every line item of prescription %s, and no other (it names %d, the prescription has %d)", cur.ID, len(passed), len(stored))}
+}
+
 // dispense decides a dispense notification on the issue it names.
 func (l *Lifecycle) dispense(cur *tracker.Prescription, p auth.Principal, n *fhir.DispenseNotification, in tracker.DispenseInput) (*tracker.Prescription, error) {
 	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
@@ -342,6 +385,9 @@ func (l *Lifecycle) dispense(cur *tracker.Prescription, p auth.Principal, n *fhi
 		if d.ID == n.BundleID {
 			return nil, errAlready
 		}
+	}
+	if err := everyItemNamed(cur, n); err != nil {
+		return nil, err
 	}
 	// An item the message states cancelled (0005) must be cancelled here:
 	// it is not a dispense outcome, and it changes nothing.
@@ -363,9 +409,10 @@ func (l *Lifecycle) dispense(cur *tracker.Prescription, p auth.Principal, n *fhi
 }
 
 // Claim applies a claim (or a claim amendment) from the dispenser that holds
-// the prescription. The same claim sent again changes nothing.
+// the prescription. The same claim sent again changes nothing. The acting
+// dispenser is the caller's organisation, whatever the claim names.
 func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRequest, body []byte) error {
-	if err := dispenserOnly(p, c.Provider); err != nil {
+	if err := dispenserOnly(p, ""); err != nil {
 		return err
 	}
 	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
@@ -398,7 +445,10 @@ func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRe
 // item for cancellation (applied when the dispenser returns the
 // prescription or marks the item not dispensed).
 func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancellation, body []byte) (string, error) {
-	if p.Role != auth.RolePrescriber || c.Sender != p.ODS {
+	// The acting prescriber is the caller's organisation; a
+	// MessageHeader.sender (optional; an identifier, or a reference resolved
+	// by DecodeMessage) must name it.
+	if p.Role != auth.RolePrescriber || (c.Sender != "" && c.Sender != p.ODS) {
 		return "", fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the prescribing organisation may cancel, with a prescriber token for MessageHeader.sender")
 	}
 	actor := tracker.Actor{User: p.Subject, Org: p.ODS}

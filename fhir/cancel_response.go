@@ -36,7 +36,8 @@ func RCodeError(rcode string) *Error {
 		Display: RCodeDisplay[rcode], Diagnostics: RCodeDisplay[rcode]}
 	switch rcode {
 	case "R-0008":
-		e.Kind, e.IssueType = KindNotFound, "not-found"
+		// 400, as the EPS specification answers it (not 404).
+		e.IssueType = "not-found"
 	case "R-0009":
 		e.IssueType = "not-supported"
 	case "R-5000":

@@ -3,6 +3,7 @@ package fhir
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -365,9 +366,7 @@ type detMedicationRequest struct {
 			Value float64 `json:"value"`
 			Unit  string  `json:"unit"`
 		} `json:"quantity"`
-		// NumberOfRepeatsAllowed is an integer, or a string of digits as
-		// EPS also accepts it.
-		NumberOfRepeatsAllowed json.RawMessage `json:"numberOfRepeatsAllowed"`
+		NumberOfRepeatsAllowed flexInt `json:"numberOfRepeatsAllowed"`
 	} `json:"dispenseRequest"`
 }
 
@@ -376,12 +375,10 @@ type detMedicationRequest struct {
 // the Medication that medicationReference names (as Order reads it).
 func (mr *detMedicationRequest) item(x *detailsReader, k int) ItemDetails {
 	it := ItemDetails{
-		ID:           identifierValue(mr.Identifier, SystemLineItemID),
-		Quantity:     mr.DispenseRequest.Quantity.Value,
-		QuantityUnit: mr.DispenseRequest.Quantity.Unit,
-	}
-	if n, ok := parseRepeats(mr.DispenseRequest.NumberOfRepeatsAllowed); ok {
-		it.RepeatsAllowed = n
+		ID:             identifierValue(mr.Identifier, SystemLineItemID),
+		Quantity:       mr.DispenseRequest.Quantity.Value,
+		QuantityUnit:   mr.DispenseRequest.Quantity.Unit,
+		RepeatsAllowed: int(mr.DispenseRequest.NumberOfRepeatsAllowed),
 	}
 	med := mr.MedicationCodeableConcept
 	if len(med.Coding) == 0 && mr.MedicationReference.Reference != "" {
@@ -415,4 +412,22 @@ func (mr *detMedicationRequest) item(x *detailsReader, k int) ItemDetails {
 	}
 	it.Dosage = strings.Join(dosage, "; ")
 	return it
+}
+
+// flexInt is a whole number sent as a JSON number or as a string of digits
+// ("6"): EPS accepts numberOfRepeatsAllowed either way.
+type flexInt int
+
+func (n *flexInt) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	if s == "" || s == "null" {
+		*n = 0
+		return nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("not a whole number: %s", b)
+	}
+	*n = flexInt(v)
+	return nil
 }

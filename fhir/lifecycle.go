@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -126,6 +127,11 @@ type DispensedItem struct {
 	MedicationDisplay string
 	Quantity          float64
 	QuantityUnit      string
+	// NonDispensingReason is the statusReasonCodeableConcept code
+	// (medicationdispense-status-reason) and Dosage the first
+	// dosageInstruction's text, if present: what the tracker shows.
+	NonDispensingReason string
+	Dosage              string
 }
 
 // Cancellation is a $process-message prescription-order-update
@@ -166,18 +172,23 @@ type ClaimItem struct{ LineItemID, Status string }
 // Release
 
 // DecodeReleaseRequest decodes and validates a Task/$release Parameters
-// body. The checks, in order (code, FHIR issue type):
+// body as the EPS FHIR facade does (validation/parameters-validator.ts
+// verifyParameters, translation/common getAgentParameter). The checks, in
+// order (code, FHIR issue type):
 //
 //	the body is a JSON object                     INVALID_VALUE structure
 //	resourceType Parameters                       MISSING_VALUE required, INVALID_VALUE value
-//	parameter present, each named, no name twice  MISSING_VALUE required, INVALID_VALUE invalid
-//	status parameter, valueCode accepted          MISSING_VALUE required, INVALID_VALUE value
-//	owner parameter: an Organization (or an
-//	  identifier) with a valid ODS code           MISSING_VALUE required, INVALID_VALUE value
-//	group-identifier (when present): system
-//	  prescription-order-number, a short ID       MISSING_VALUE required, INVALID_VALUE value
-//	  with a right check character                INVALID_CHECKSUM processing
-//	agent (when present): a PractitionerRole      INVALID_VALUE value
+//	an agent parameter holding a PractitionerRole INVALID_VALUE invalid (the facade throws first)
+//	an owner parameter holding an Organization    MISSING_VALUE invalid
+//	agent.practitioner not a reference            INVALID_VALUE invalid
+//	agent.telecom present                         MISSING_VALUE invalid
+//	the owner's ODS code present and valid        MISSING_VALUE required, INVALID_VALUE value
+//	at most one group-identifier; when present:
+//	  system prescription-order-number, a short
+//	  ID with a right check character             TOO_MANY_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE, INVALID_CHECKSUM
+//
+// The status parameter is optional and not read (the facade does not read
+// it either).
 func DecodeReleaseRequest(body []byte) (*ReleaseRequest, error) {
 	rr, err := decodeRelease(body)
 	if err != nil {
@@ -241,6 +252,42 @@ func readBody(body []byte, root string, members []string, read func(r *reader, k
 	return firstError(rtErr, requireCode(resourceType, root+".resourceType", root), r.err)
 }
 
+// Words of the EPS FHIR facade's issues (models/errors/validation-errors.ts
+// and processing-errors.ts of NHSDigital/electronic-prescription-service-api).
+const (
+	exprAgentPractitioner = `Parameters.parameter("agent").resource.practitioner`
+	exprAgentTelecom      = `Parameters.parameter("agent").resource.telecom`
+)
+
+// facadeIssue is an issue as the EPS FHIR facade writes it: the FHIR issue
+// type, the words and the FHIRPath it gives (where it gives none, the path
+// its words name). The facade's validation issues carry no EPS code; the
+// broker gives each one: MISSING_VALUE for an element required, otherwise
+// INVALID_VALUE.
+func facadeIssue(code, issueType, expr, diagnostics string) *Error {
+	e := &Error{Kind: KindInvalid, Code: code, IssueType: issueType, Diagnostics: diagnostics}
+	if expr != "" {
+		e.Expression = []string{expr}
+	}
+	return e
+}
+
+// processingError is the facade's InvalidValueError (processing-errors.ts):
+// INVALID_VALUE, issue type invalid, its words and FHIRPath.
+func processingError(expr, diagnostics string) *Error {
+	return facadeIssue(CodeInvalidValue, "invalid", expr, diagnostics)
+}
+
+// referenceNotIdentifier is the facade's fieldIsReferenceButShouldNotBe.
+func referenceNotIdentifier(path string) *Error {
+	return facadeIssue(CodeInvalidValue, "invalid", path, path+" populated incorrectly. Please populate with Identifier and Display.")
+}
+
+// requiredField is the facade's missingRequiredField.
+func requiredField(path string) *Error {
+	return facadeIssue(CodeMissingValue, "invalid", path, "Required field "+path+" is missing.")
+}
+
 func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 	const root = "Parameters"
 	var params []parameter
@@ -249,100 +296,76 @@ func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 	}); err != nil {
 		return nil, err
 	}
-	if len(params) == 0 {
-		return nil, missing(root+".parameter", "%s.parameter is missing or empty: a release names at least its owner and status", root)
-	}
-	index := map[string]int{}
-	for i, p := range params {
-		expr := paramPath(i, "")
-		if p.Name == "" {
-			return nil, missing(expr+".name", "%s.name is missing", expr)
+	resourceParam := func(name string) int {
+		for i := range params {
+			if params[i].Name == name && params[i].Resource.b != nil {
+				return i
+			}
 		}
-		if first, dup := index[p.Name]; dup {
-			return nil, inconsistent(expr, "%s is a second %s parameter (the first is Parameters.parameter[%d])", expr, quote(p.Name), first)
-		}
-		index[p.Name] = i
+		return -1
 	}
-	find := func(name string) (int, *parameter) {
-		if i, ok := index[name]; ok {
-			return i, &params[i]
-		}
-		return -1, nil
-	}
-	rr := &ReleaseRequest{}
 
-	i, p := find(paramStatus)
-	if p == nil {
-		return nil, missing(paramWhere(paramStatus), "the status parameter is missing: it must be %q", ReleaseStatusAccepted)
+	// The agent: getAgentParameter throws before anything is collected.
+	ai := resourceParam(paramAgent)
+	if ai < 0 {
+		return nil, processingError(root+".parameter", "Parameter with name agent not found")
 	}
-	if err := requireCode(p.ValueCode, paramPath(i, "valueCode"), ReleaseStatusAccepted); err != nil {
+	if params[ai].Resource.typ != "PractitionerRole" {
+		return nil, processingError(paramPath(ai, "resource"), "Parameter with name agent has wrong resourceType")
+	}
+	var role practitionerRole
+	if err := readRaw(&params[ai].Resource, func(r *reader) { r.practitionerRole(&role) }); err != nil {
 		return nil, err
 	}
 
-	i, p = find(paramOwner)
-	if p == nil {
-		return nil, missing(paramWhere(paramOwner), "the owner parameter is missing: it names the releasing dispenser (an Organization with an ODS code)")
+	// Then, as verifyParameters collects them: the owner, the agent's
+	// practitioner and telecom.
+	oi := resourceParam(paramOwner)
+	if oi < 0 || params[oi].Resource.typ != "Organization" {
+		return nil, facadeIssue(CodeMissingValue, "invalid", root+".parameter", "Required parameter owner is missing.")
 	}
-	owner, err := paramODS(i, p)
+	if role.Practitioner.Reference != "" {
+		return nil, referenceNotIdentifier(exprAgentPractitioner)
+	}
+	if role.Telecom == 0 {
+		return nil, requiredField(exprAgentTelecom)
+	}
+
+	rr := &ReleaseRequest{}
+	f, err := containedODS(&params[oi].Resource)
 	if err != nil {
 		return nil, err
 	}
-	rr.Owner = owner
+	if err := requireODS(f.v, pathOf(f.expr)); err != nil {
+		return nil, err
+	}
+	rr.Owner = f.v
 
-	if i, p = find(paramGroupIdentifier); p != nil {
-		if p.ValueIdentifier == nil {
-			expr := paramPath(i, "valueIdentifier")
-			return nil, missing(expr, "%s is missing: the group-identifier parameter holds the short-form prescription ID", expr)
+	gi := -1
+	for i := range params {
+		if params[i].Name != paramGroupIdentifier || params[i].ValueIdentifier == nil {
+			continue
 		}
-		if err := checkShortID(*p.ValueIdentifier, paramPath(i, "valueIdentifier")); err != nil {
+		if gi >= 0 {
+			return nil, facadeIssue(CodeTooManyValues, "invalid", root+".parameter",
+				"Too many values submitted. Expected at most 1 element where name == 'group-identifier'.")
+		}
+		gi = i
+	}
+	if gi >= 0 {
+		if err := checkShortID(*params[gi].ValueIdentifier, paramPath(gi, "valueIdentifier")); err != nil {
 			return nil, err
 		}
-		rr.PrescriptionID = p.ValueIdentifier.Value
+		rr.PrescriptionID = params[gi].ValueIdentifier.Value
 	}
 
-	if i, p = find(paramAgent); p != nil && p.Resource.b != nil {
-		if p.Resource.typ != "PractitionerRole" {
-			expr := paramPath(i, "resource.resourceType")
-			return nil, badValue(expr, "%s must be PractitionerRole, found %s", expr, quote(p.Resource.typ))
-		}
-		var role practitionerRole
-		if err := readRaw(&p.Resource, func(r *reader) { r.practitionerRole(&role) }); err != nil {
-			return nil, err
-		}
-		if j := findIdentifier(role.Identifier, SystemSDSRoleProfileID); j >= 0 {
-			rr.AgentRoleID = role.Identifier[j].Value
-		}
-		if id := role.Practitioner.Identifier; id.System == SystemSDSUserID {
-			rr.AgentUserID = id.Value
-		}
+	if j := findIdentifier(role.Identifier, SystemSDSRoleProfileID); j >= 0 {
+		rr.AgentRoleID = role.Identifier[j].Value
+	}
+	if id := role.Practitioner.Identifier; id.System == SystemSDSUserID {
+		rr.AgentUserID = id.Value
 	}
 	return rr, nil
-}
-
-// paramODS reads the ODS code of the owner parameter p, at index i: its
-// Organization resource's, or its valueIdentifier.
-func paramODS(i int, p *parameter) (string, *Error) {
-	switch {
-	case p.Resource.b != nil:
-		if p.Resource.typ != "Organization" {
-			expr := paramPath(i, "resource.resourceType")
-			return "", badValue(expr, "%s must be Organization, found %s", expr, quote(p.Resource.typ))
-		}
-		f, err := containedODS(&p.Resource)
-		if err != nil {
-			return "", err
-		}
-		return f.v, requireODS(f.v, pathOf(f.expr))
-	case p.ValueIdentifier != nil:
-		id := p.ValueIdentifier
-		if id.System != "" && id.System != SystemODSCode {
-			expr := paramPath(i, "valueIdentifier.system")
-			return "", badValue(expr, "%s must be %s, found %s", expr, SystemODSCode, quote(id.System))
-		}
-		return id.Value, requireODS(id.Value, pathOf(paramPath(i, "valueIdentifier.value")))
-	}
-	expr := paramPath(i, "resource")
-	return "", missing(expr, "%s is missing: the owner parameter holds the dispensing Organization", expr)
 }
 
 func paramPath(i int, field string) string {
@@ -353,33 +376,39 @@ func paramPath(i int, field string) string {
 	return p
 }
 
-func paramWhere(name string) string { return "Parameters.parameter.where(name = '" + name + "')" }
-
 // ---------------------------------------------------------------------------
 // Return and withdraw
 
 // DecodeTaskRequest decodes and validates the body of POST /Task: a return
-// or a withdraw. The checks, in order (code, FHIR issue type):
+// or a withdraw, with the checks of the EPS FHIR facade
+// (validation/task-validator.ts verifyTask; translation/request/return and
+// withdraw) first. The checks, in order (code, FHIR issue type):
 //
 //	the body is a JSON object                     INVALID_VALUE structure
 //	resourceType Task                             MISSING_VALUE required, INVALID_VALUE value
+//	intent order                                  INVALID_VALUE value
+//	requester a reference to a contained
+//	  PractitionerRole                            INVALID_VALUE invalid
+//	its practitioner not a reference              INVALID_VALUE invalid
 //	status rejected (return) or in-progress
-//	  (withdraw)                                  MISSING_VALUE required, INVALID_VALUE value
-//	code fulfill for a return, abort for a
-//	  withdraw                                    MISSING_VALUE required, INVALID_VALUE invalid
-//	intent order                                  MISSING_VALUE required, INVALID_VALUE value
+//	  (withdraw)                                  INVALID_VALUE value
+//	withdraw: code present, one task-code coding,
+//	  abort                                       MISSING_VALUE value, TOO_FEW/TOO_MANY_VALUES_SUBMITTED, INVALID_VALUE value
+//	  (a return's code is not checked)
+//	statusReason: one coding of the return or
+//	  withdraw reason code system, a code of it   INVALID_VALUE value, TOO_MANY_VALUES_SUBMITTED
 //	identifier (when present) a UUID              INVALID_VALUE value
 //	groupIdentifier: system, short ID, check
 //	  character; its long-form extension a UUID   MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
 //	for (when present) a valid NHS number         INVALID_VALUE value
-//	owner: Task.owner, else the requester's or
-//	  the contained Organization; a valid ODS     MISSING_VALUE required, INVALID_VALUE value
 //	focus.identifier a UUID (withdraw: required)  MISSING_VALUE required, INVALID_VALUE value
-//	statusReason: a code of the return or
-//	  withdraw reason code system                 MISSING_VALUE required, INVALID_VALUE value
 //	Extension-EPS-RepeatInformation (when
-//	  present) numberOfRepeatsIssued an integer
-//	  1-99, the same in every one                 MISSING_VALUE, INVALID_VALUE structure / value / invalid
+//	  present) numberOfRepeatsIssued: a return's
+//	  counted from 0, a withdraw's from 1         MISSING_VALUE, INVALID_VALUE structure / value
+//
+// The organisations the Task names (owner, the contained Organization) are
+// recorded as sent and never used to refuse it: the acting dispenser is the
+// caller's.
 func DecodeTaskRequest(body []byte) (*TaskRequest, error) {
 	tr, err := decodeTask(body)
 	if err != nil {
@@ -397,11 +426,41 @@ type task struct {
 	Intent          string
 	StatusReason    Concept
 	Code            Concept
+	HasCode         bool
 	GroupIdentifier groupIdentifier
 	Focus           reference
 	For             reference
 	Requester       reference
 	Owner           reference
+}
+
+// taskCodings returns the indexes of the codings of cs in system.
+func codingsIn(cs []Coding, system string) []int {
+	var out []int
+	for j, c := range cs {
+		if c.System == system {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// containedRole finds the contained PractitionerRole that the reference ref
+// (at expr) names among cs, as the facade's
+// getContainedPractitionerRoleViaReference does.
+func containedRole(cs []rawResource, ref, expr string) (*practitionerRole, *Error) {
+	c := findContained(cs, ref)
+	if c == nil {
+		return nil, processingError(expr, "Contained resource with reference "+ref+" not found")
+	}
+	if c.typ != "PractitionerRole" {
+		return nil, processingError(expr, "Contained resource with reference "+ref+" is not of type PractitionerRole")
+	}
+	var role practitionerRole
+	if err := readRaw(c, func(r *reader) { r.practitionerRole(&role) }); err != nil {
+		return nil, err
+	}
+	return &role, nil
 }
 
 func decodeTask(body []byte) (*TaskRequest, *Error) {
@@ -422,6 +481,7 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		case "statusReason":
 			r.concept(&t.StatusReason)
 		case "code":
+			t.HasCode = r.peek() != 'n'
 			r.concept(&t.Code)
 		case "groupIdentifier":
 			r.groupIdentifier(&t.GroupIdentifier)
@@ -439,31 +499,61 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 	}
 	tr := &TaskRequest{}
 
-	// The kind: status and code together.
-	var wantCode, reasonSystem string
+	// verifyTask: intent, the requester's PractitionerRole, status.
+	if t.Intent != "order" {
+		return nil, facadeIssue(CodeInvalidValue, "value", "Task.intent", "Task.intent must be one of: 'order'.")
+	}
+	if t.Requester.Reference == "" {
+		return nil, processingError("task.requester", "task.requester should be a reference to contained.practitionerRole")
+	}
+	role, err := containedRole(t.Contained, t.Requester.Reference, "Task.requester")
+	if err != nil {
+		return nil, err
+	}
+	if role.Practitioner.Reference != "" {
+		return nil, referenceNotIdentifier(`Task.contained("PractitionerRole").practitioner`)
+	}
+	var reasonSystem string
 	var reasons []string
 	switch t.Status {
 	case taskStatusReturn:
-		tr.Kind, wantCode, reasonSystem, reasons = TaskKindReturn, returnTaskCode, SystemReturnReason, ReturnReasons
+		tr.Kind, reasonSystem, reasons = TaskKindReturn, SystemReturnReason, ReturnReasons
 	case taskStatusWithdraw:
-		tr.Kind, wantCode, reasonSystem, reasons = TaskKindWithdraw, withdrawTaskCode, SystemWithdrawReason, WithdrawReasons
-	case "":
-		return nil, missing("Task.status", "Task.status is missing: it must be rejected (a return) or in-progress (a withdraw)")
+		tr.Kind, reasonSystem, reasons = TaskKindWithdraw, SystemWithdrawReason, WithdrawReasons
 	default:
-		return nil, badValue("Task.status", "Task.status %s is neither rejected (a return) nor in-progress (a withdraw)", quote(t.Status))
+		return nil, facadeIssue(CodeInvalidValue, "value", "Task.status", "Task.status must be one of: 'in-progress', 'rejected'.")
 	}
-	j := pickCoding(t.Code.Coding, SystemTaskCode)
-	if j < 0 || t.Code.Coding[j].Code == "" {
-		return nil, missing("Task.code.coding", "Task.code is missing: a %s (Task.status %s) has code %s", tr.Kind, t.Status, wantCode)
+	if tr.Kind == TaskKindWithdraw {
+		if !t.HasCode {
+			return nil, facadeIssue(CodeMissingValue, "value", "Task.code", "Task.code is required when Task.status is 'in-progress'.")
+		}
+		js := codingsIn(t.Code.Coding, SystemTaskCode)
+		switch {
+		case len(js) == 0:
+			return nil, facadeIssue(CodeTooFewValues, "invalid", "Task.code.coding",
+				"Too few values submitted. Expected 1 element where system == '"+SystemTaskCode+"'.")
+		case len(js) > 1:
+			return nil, facadeIssue(CodeTooManyValues, "invalid", "Task.code.coding",
+				"Too many values submitted. Expected 1 element where system == '"+SystemTaskCode+"'.")
+		case t.Code.Coding[js[0]].Code != withdrawTaskCode:
+			return nil, facadeIssue(CodeInvalidValue, "value", "Task.code.coding.code", "Task.code.coding.code must be one of: 'abort'.")
+		}
 	}
-	if c := t.Code.Coding[j]; c.Code != wantCode {
-		expr := "Task.code.coding[" + strconv.Itoa(j) + "].code"
-		return nil, inconsistent(expr, "%s %s does not go with Task.status %s: a return is status rejected with code fulfill, a withdraw status in-progress with code abort",
-			expr, quote(c.Code), quote(t.Status))
+	js := codingsIn(t.StatusReason.Coding, reasonSystem)
+	switch {
+	case len(js) == 0:
+		return nil, facadeIssue(CodeInvalidValue, "value", "Task.reasonCode",
+			"Task.reasonCode must have a system of '"+reasonSystem+"' and a value from that system.")
+	case len(js) > 1:
+		return nil, facadeIssue(CodeTooManyValues, "invalid", "Task.statusReason",
+			"Too many values submitted. Expected at most 1 element where system == '"+reasonSystem+"'.")
 	}
-	if err := requireCode(t.Intent, "Task.intent", "order"); err != nil {
-		return nil, err
+	reason := t.StatusReason.Coding[js[0]]
+	if !slices.Contains(reasons, reason.Code) {
+		expr := "Task.statusReason.coding[" + strconv.Itoa(js[0]) + "].code"
+		return nil, badValue(expr, "%s %s is not a %s reason (%s)", expr, quote(reason.Code), tr.Kind, strings.Join(reasons, ", "))
 	}
+	tr.Reason, tr.ReasonDisplay = reason.Code, reason.Display
 
 	if len(t.Identifier) > 0 && t.Identifier[0].Value != "" {
 		if err := requireUUID(t.Identifier[0].Value, pathOf("Task.identifier[0].value")); err != nil {
@@ -499,11 +589,11 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		tr.NHSNumber = id.Value
 	}
 
-	owner, err := dispenserODS(t.Contained, "Task", refAt("Task.owner", t.Owner), refAt("Task.requester", t.Requester))
-	if err != nil {
-		return nil, err
+	// Recorded as sent, never used to refuse: the organisation the Task
+	// names, if it names one.
+	if owner, err := dispenserODS(t.Contained, "Task", refAt("Task.owner", t.Owner), refAt("Task.requester", t.Requester)); err == nil {
+		tr.Owner = owner
 	}
-	tr.Owner = owner
 
 	tr.FocusID = t.Focus.Identifier.Value
 	if tr.Kind == TaskKindWithdraw {
@@ -513,17 +603,17 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		}
 	}
 
-	c, err := checkCoding(t.StatusReason.Coding, "Task.statusReason", reasonSystem, reasons, tr.Kind+" reason")
+	// The issue: a return counts from 0 (return.ts adds 1), a withdraw
+	// from 1 (withdraw.ts sends the number as it is).
+	from := countFrom0
+	if tr.Kind == TaskKindWithdraw {
+		from = countFrom1
+	}
+	n, _, err := repeatIssue(t.Extension, "Task.extension", ExtRepeatInformation, RepeatPartIssued, from)
 	if err != nil {
 		return nil, err
 	}
-	tr.Reason, tr.ReasonDisplay = c.Code, c.Display
-
-	var issue issueSeen
-	if err := issue.add(t.Extension, "Task.extension"); err != nil {
-		return nil, err
-	}
-	tr.Issue = issue.n
+	tr.Issue = n
 	return tr, nil
 }
 
@@ -531,18 +621,35 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 // Dispense notification
 
 // DispenseNotification validates a dispense-notification message (decoded by
-// DecodeMessage) and returns what it states. The checks, in order (code,
-// FHIR issue type):
+// DecodeMessage) and returns what it states. First the checks of the EPS
+// FHIR facade (validation/bundle-validator.ts verifyDispenseBundle, in the
+// order it reports them: what it throws first, then what it collects), then
+// what its translation (translation/request/dispense/dispense-notification.ts)
+// and the broker need. In order (code, FHIR issue type):
 //
 //	event dispense-notification                   INVALID_VALUE value
-//	replacementOf (when present) a UUID           INVALID_VALUE value
 //	at least one MedicationDispense               MISSING_VALUE required
-//	the same prescriptionNonDispensingReason on
-//	  every MedicationDispense (as the NHS EPS
-//	  API answers)                                INVALID_VALUE invalid
-//	Extension-EPS-TaskBusinessStatus 0003, 0006
-//	  or 0007, the same on every one              MISSING_VALUE, INVALID_VALUE value / invalid
-//	subject NHS number valid, the same            MISSING_VALUE, INVALID_VALUE value / invalid
+//	the first MedicationDispense's performer
+//	  names a contained PractitionerRole whose
+//	  organization is a reference to an entry     INVALID_VALUE invalid, TOO_FEW_VALUES_SUBMITTED invalid
+//	whenHandedOver, subject.identifier.value and
+//	  Extension-EPS-RepeatInformation the same
+//	  on every MedicationDispense                 INVALID_VALUE value
+//	performer the same on every one, and present  INVALID_VALUE value, MISSING_VALUE value
+//	not both medicationCodeableConcept and
+//	  medicationReference                         CONFLICTING_VALUES structure
+//	the PractitionerRole's practitioner not a
+//	  reference                                   INVALID_VALUE invalid
+//	the Organization's reimbursement authority
+//	  (Extension-ODS-OrganisationRelationships
+//	  reimbursementAuthority) present             MISSING_VALUE invalid
+//	whenHandedOver present                        MISSING_VALUE required
+//	replacementOf (when present) a UUID           INVALID_VALUE value
+//	prescriptionNonDispensingReason: when every
+//	  MedicationDispense has one, the same        INVALID_VALUE invalid
+//	the first one's Extension-EPS-
+//	  TaskBusinessStatus 0003, 0006 or 0007       MISSING_VALUE, INVALID_VALUE value
+//	subject NHS number valid                      MISSING_VALUE, INVALID_VALUE value
 //	authorizingPrescription: a contained
 //	  MedicationRequest (or an identifier) with
 //	  a line item id (UUID) and a short ID
@@ -550,11 +657,10 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 //	type a medicationdispense-type code 0001-0005,
 //	  the same for MedicationDispenses of one
 //	  line item                                   MISSING_VALUE, INVALID_VALUE value / invalid
-//	Extension-EPS-RepeatInformation (when
-//	  present, on a MedicationDispense or on its
-//	  contained MedicationRequest or that one's
-//	  basedOn) numberOfRepeatsIssued an integer
-//	  1-99, the same in every one                 MISSING_VALUE, INVALID_VALUE structure / value / invalid
+//	the issue (see repeat.go)                     MISSING_VALUE, INVALID_VALUE structure / value
+//
+// MessageHeader.sender is optional and recorded only, as are the
+// organisations the message names: the acting dispenser is the caller's.
 func (m *Message) DispenseNotification() (*DispenseNotification, error) {
 	dn, err := m.dispenseNotification()
 	if err != nil {
@@ -571,7 +677,14 @@ type medicationDispense struct {
 	AuthorizingPrescription []authorizingPrescription
 	Type                    Concept
 	Medication              Concept
+	HasMedicationConcept    bool
+	HasMedicationReference  bool
 	Quantity                quantity
+	WhenHandedOver          []byte      // raw JSON, nil when absent
+	Performers              [][]byte    // each performer's actor, raw JSON (nil when it has none)
+	PerformerRefs           []reference // each performer's actor
+	StatusReason            Concept
+	Dosage                  string
 }
 
 // authorizingPrescription is a MedicationDispense.authorizingPrescription:
@@ -608,22 +721,62 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 		case "type":
 			r.concept(&md.Type)
 		case "medicationCodeableConcept":
+			md.HasMedicationConcept = r.peek() != 'n'
 			r.concept(&md.Medication)
+		case "medicationReference":
+			md.HasMedicationReference = r.peek() != 'n'
+			r.skip()
 		case "quantity":
 			r.quantity(&md.Quantity)
+		case "whenHandedOver":
+			if r.peek() == 'n' {
+				r.skip()
+			} else {
+				md.WhenHandedOver = r.raw()
+			}
+		case "performer":
+			md.Performers, md.PerformerRefs = nil, nil
+			r.array(func(int) {
+				var actor []byte
+				var ref reference
+				r.object(func(key []byte) {
+					if string(key) == "actor" && r.peek() == '{' {
+						actor = r.raw()
+						sub := newReader(actor, r.root)
+						sub.reference(&ref)
+						r.fail(sub.err)
+					}
+				})
+				md.Performers = append(md.Performers, actor)
+				md.PerformerRefs = append(md.PerformerRefs, ref)
+			})
+		// What the tracker shows, not checked: a malformed one is left out.
+		case "statusReasonCodeableConcept":
+			r.capture(func() { r.concept(&md.StatusReason) })
+		case "dosageInstruction":
+			r.capture(func() {
+				r.array(func(i int) {
+					r.object(func(key []byte) {
+						if i == 0 && string(key) == "text" {
+							md.Dosage = r.str()
+						}
+					})
+				})
+			})
 		}
 	})
 }
 
 // dispense is a decoded MedicationDispense and its entry index; request is
 // the contained MedicationRequest its authorizingPrescription references
-// (nil when it names the line item by identifier) and requestExt that one's
-// extensions.
+// (nil when it names the line item by identifier) and requestExt and
+// requestBasedOn that one's extensions and those of its basedOn.
 type dispense struct {
-	k          int
-	md         medicationDispense
-	request    *rawResource
-	requestExt []extension
+	k              int
+	md             medicationDispense
+	request        *rawResource
+	requestExt     []extension
+	requestBasedOn [][]extension
 }
 
 // displayNonDispensingMix is the NHS EPS API's words when the
@@ -631,7 +784,87 @@ type dispense struct {
 const (
 	displayNonDispensingMix = "Expected all MedicationDispenses to have the same value for MedicationDispense.extension:prescriptionNonDispensingReason"
 	exprNonDispensingReason = "MedicationDispense.extension:prescriptionNonDispensingReason"
+	// ExtOrganisationRelationships holds a dispensing Organization's
+	// reimbursement authority.
+	ExtOrganisationRelationships = "https://fhir.nhs.uk/StructureDefinition/Extension-ODS-OrganisationRelationships"
 )
+
+// dispenseInconsistent is the facade's
+// createMedicationDispenseInconsistentValueIssue: values are the distinct
+// values found (raw JSON; nil for absent).
+func dispenseInconsistent(field string, values [][]byte) *Error {
+	parts := make([]string, len(values))
+	for i, v := range values {
+		parts[i] = compactJSON(v)
+	}
+	return facadeIssue(CodeInvalidValue, "value", whereMedicationDispense+"."+field,
+		"Expected all MedicationDispenses to have the same value for "+field+". Received ["+strings.Join(parts, ",")+"].")
+}
+
+// compactJSON is v without insignificant white space; "null" for nil.
+func compactJSON(v []byte) string {
+	if v == nil {
+		return "null"
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, v); err != nil {
+		return string(v)
+	}
+	return b.String()
+}
+
+// distinct returns the distinct values of vs (compared as compact JSON), in
+// the order first seen.
+func distinct(vs [][]byte) [][]byte {
+	var out [][]byte
+	seen := map[string]bool{}
+	for _, v := range vs {
+		k := compactJSON(v)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// extensionJSON is the extension of exts with the given url as JSON (nil
+// when absent): its url, its parts' urls and values.
+func extensionJSON(exts []extension, url string) []byte {
+	k := findExtensionIndex(exts, url)
+	if k < 0 {
+		return nil
+	}
+	var b bytes.Buffer
+	var write func(e *extension)
+	write = func(e *extension) {
+		u, _ := json.Marshal(e.URL)
+		b.WriteString(`{"url":`)
+		b.Write(u)
+		if len(e.ValueInt.b) > 0 {
+			b.WriteString(`,"` + e.ValueInt.key + `":`)
+			b.Write(e.ValueInt.b)
+		}
+		if e.ValueCoding != nil {
+			c, _ := json.Marshal(e.ValueCoding)
+			b.WriteString(`,"valueCoding":`)
+			b.Write(c)
+		}
+		if len(e.Extension) > 0 {
+			b.WriteString(`,"extension":[`)
+			for i := range e.Extension {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				write(&e.Extension[i])
+			}
+			b.WriteByte(']')
+		}
+		b.WriteByte('}')
+	}
+	write(&exts[k])
+	return b.Bytes()
+}
 
 func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 	if m.Event != EventDispenseNotification {
@@ -639,11 +872,6 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 			"MessageHeader.eventCoding.code is %s: only a dispense-notification message holds a dispense notification", quote(m.Event))
 	}
 	dn := &DispenseNotification{BundleID: m.BundleID, Sender: m.Sender, ReplacementOf: m.ReplacementOf}
-	if dn.ReplacementOf != "" {
-		if err := requireUUID(dn.ReplacementOf, under("MessageHeader", "extension('"+ExtReplacementOf+"').valueIdentifier.value")); err != nil {
-			return nil, err
-		}
-	}
 	var mds []dispense
 	for k, e := range m.Entries {
 		if e.ResourceType != "MedicationDispense" {
@@ -658,48 +886,60 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 	if len(mds) == 0 {
 		return nil, missing(whereMedicationDispense, "a dispense-notification needs at least one MedicationDispense; the Bundle has none")
 	}
+	if err := m.facadeDispenseChecks(mds); err != nil {
+		return nil, err
+	}
+	if len(mds[0].md.WhenHandedOver) == 0 {
+		expr := entryPath(mds[0].k, "whenHandedOver")
+		return nil, missing(expr, "%s is missing: the time the medication was handed over", expr)
+	}
+	if dn.ReplacementOf != "" {
+		if err := requireUUID(dn.ReplacementOf, under("MessageHeader", "extension('"+ExtReplacementOf+"').valueIdentifier.value")); err != nil {
+			return nil, err
+		}
+	}
 
-	// The non-dispensing reason, first, as the NHS EPS API checks it.
+	// The non-dispensing reason, as the facade's translation checks it:
+	// only when every MedicationDispense gives one must they agree.
+	all := true
+	for _, d := range mds {
+		if findExtensionIndex(d.md.Extension, ExtNonDispensingReason) < 0 {
+			all = false
+		}
+	}
 	for i, d := range mds {
 		code := extCode(d.md.Extension, ExtNonDispensingReason)
 		if i == 0 {
 			dn.NonDispensingReason = code
-		} else if code != dn.NonDispensingReason {
+		} else if all && code != dn.NonDispensingReason {
 			return nil, &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeInvalidValue,
 				Diagnostics: displayNonDispensingMix, Expression: []string{exprNonDispensingReason}}
 		}
 	}
-
-	// The prescription status.
-	for i, d := range mds {
-		f, err := extCodeIn(d.md.Extension, ExtTaskBusinessStatus, inEntry(d.k, "").String(), DispensePrescriptionStatuses, "prescription status")
-		if err != nil {
-			return nil, err
-		}
-		if i == 0 {
-			dn.PrescriptionStatus = f.v
-		} else if f.v != dn.PrescriptionStatus {
-			return nil, inconsistent(f.expr, "%s %s differs from %s in Bundle.entry[%d]: every MedicationDispense states the same prescription status",
-				f.expr, quote(f.v), quote(dn.PrescriptionStatus), mds[0].k)
-		}
+	if !all {
+		dn.NonDispensingReason = ""
 	}
 
-	// The patient.
+	// The prescription status: the first MedicationDispense's, as the
+	// facade translates it.
+	f, err := extCodeIn(mds[0].md.Extension, ExtTaskBusinessStatus, inEntry(mds[0].k, "").String(), DispensePrescriptionStatuses, "prescription status")
+	if err != nil {
+		return nil, err
+	}
+	dn.PrescriptionStatus = f.v
+
+	// The patient (the same on every one, checked above).
 	for i, d := range mds {
 		id := d.md.Subject.Identifier
 		if id.System != "" && id.System != SystemNHSNumber {
 			expr := entryPath(d.k, "subject.identifier.system")
 			return nil, badValue(expr, "%s must be %s, found %s", expr, SystemNHSNumber, quote(id.System))
 		}
-		p := inEntry(d.k, "subject.identifier.value")
-		if err := requireNHSNumber(id.Value, p); err != nil {
+		if err := requireNHSNumber(id.Value, inEntry(d.k, "subject.identifier.value")); err != nil {
 			return nil, err
 		}
 		if i == 0 {
 			dn.NHSNumber = id.Value
-		} else if id.Value != dn.NHSNumber {
-			return nil, inconsistent(p.String(), "%s %s differs from %s in Bundle.entry[%d]: every MedicationDispense names the same patient",
-				p, quote(id.Value), quote(dn.NHSNumber), mds[0].k)
 		}
 	}
 
@@ -730,42 +970,181 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 		}
 		item := DispensedItem{LineItemID: lineItem, Status: c.Code, QuantityUnit: d.md.Quantity.Unit, Quantity: d.md.Quantity.Value}
 		if cs := d.md.Medication.Coding; len(cs) > 0 {
-			item.MedicationCode, item.MedicationDisplay = cs[0].Code, cs[0].Display
+			j := pickCoding(cs, systemSNOMEDDispensed)
+			item.MedicationCode, item.MedicationDisplay = cs[j].Code, cs[j].Display
 		}
+		if cs := d.md.StatusReason.Coding; len(cs) > 0 {
+			item.NonDispensingReason = cs[0].Code
+		}
+		item.Dosage = d.md.Dosage
 		dn.Items = append(dn.Items, item)
 	}
 
-	// The repeat dispensing issue.
-	var issue issueSeen
+	// The repeat dispensing issue: the prescription's, from the first
+	// MedicationDispense's contained MedicationRequest's basedOn (counted
+	// from 0); else a line item's, from the UK Core repeat information of
+	// a contained MedicationRequest (counted from 1).
+	if n, err := mds[0].prescriptionIssue(); err != nil || n > 0 {
+		dn.Issue = n
+		return dn, err
+	}
 	for i := range mds {
-		if err := mds[i].issue(&issue); err != nil {
+		c := mds[i].request
+		if c == nil {
+			continue
+		}
+		n, ok, err := repeatIssue(mds[i].requestExt, c.root+".extension", ExtUKCoreRepeatInformation, RepeatPartPrescriptons, countFrom1)
+		if err != nil {
 			return nil, err
 		}
+		if ok {
+			dn.Issue = n
+			break
+		}
 	}
-	dn.Issue = issue.n
 	return dn, nil
 }
 
-// issue reads into s the repeat dispensing issue that the MedicationDispense
-// names: in its extensions, and in the extensions and basedOn references of
-// the contained MedicationRequest it dispenses.
-func (d *dispense) issue(s *issueSeen) *Error {
-	if err := s.add(d.md.Extension, entryPath(d.k, "extension")); err != nil {
-		return err
-	}
-	c := d.request
-	if c == nil {
-		return nil
-	}
-	if err := s.add(d.requestExt, c.root+".extension"); err != nil {
-		return err
-	}
-	var basedOn [][]extension
-	if err := readRaw(c, func(r *reader) {
-		r.object(func(key []byte) {
-			if string(key) != "basedOn" {
-				return
+// systemSNOMEDDispensed is the code system of the dm+d code of a dispensed
+// medication.
+const systemSNOMEDDispensed = "http://snomed.info/sct"
+
+// facadeDispenseChecks are verifyDispenseBundle's checks: what it throws
+// (the first MedicationDispense's PractitionerRole and its Organization)
+// comes first; then what it collects, in its order.
+func (m *Message) facadeDispenseChecks(mds []dispense) *Error {
+	first := &mds[0].md
+	var role *practitionerRole
+	var org *Entry
+	if len(first.PerformerRefs) > 0 {
+		base := entryPath(mds[0].k, "performer[0].actor.reference")
+		var err *Error
+		if role, err = containedRole(first.Contained, first.PerformerRefs[0].Reference, base); err != nil {
+			return err
+		}
+		if role.Organization.Reference == "" {
+			return processingError(`resource("MedicationDispense").contained("organization")`,
+				"fhirContainedPractitionerRole.organization should be a Reference")
+		}
+		ref := role.Organization.Reference
+		n := 0
+		for i := range m.Entries {
+			if m.Entries[i].FullURL == ref {
+				n++
+				org = &m.Entries[i]
 			}
+		}
+		switch {
+		case n == 0:
+			return facadeIssue(CodeTooFewValues, "invalid", "Bundle.entry",
+				"Too few values submitted. Expected 1 element where fullUrl == '"+ref+"'.")
+		case n > 1:
+			return facadeIssue(CodeTooManyValues, "invalid", "Bundle.entry",
+				"Too many values submitted. Expected 1 element where fullUrl == '"+ref+"'.")
+		}
+	}
+
+	var whens, subjects, repeats, actors [][]byte
+	for _, d := range mds {
+		whens = append(whens, d.md.WhenHandedOver)
+		var subject []byte
+		if v := d.md.Subject.Identifier.Value; v != "" {
+			subject, _ = json.Marshal(v)
+		}
+		subjects = append(subjects, subject)
+		repeats = append(repeats, extensionJSON(d.md.Extension, ExtRepeatInformation))
+		for _, a := range d.md.Performers {
+			if a != nil {
+				actors = append(actors, a)
+			}
+		}
+	}
+	for _, c := range []struct {
+		field  string
+		values [][]byte
+	}{
+		{"whenHandedOver", whens},
+		{"subject.identifier.value", subjects},
+		{`extension("` + ExtRepeatInformation + `")`, repeats},
+		{"performer", actors},
+	} {
+		if u := distinct(c.values); len(u) > 1 {
+			return dispenseInconsistent(c.field, u)
+		}
+	}
+	for _, d := range mds {
+		if len(d.md.Performers) == 0 {
+			return facadeIssue(CodeMissingValue, "value", whereMedicationDispense+".performer.ofType(PractitionerRole)",
+				"Expected MedicationDispense to have a value for performer.ofType(PractitionerRole).")
+		}
+	}
+	for _, d := range mds {
+		if d.md.HasMedicationConcept && d.md.HasMedicationReference {
+			return &Error{Kind: KindInvalid, IssueType: "structure", Code: CodeConflictingValues,
+				Display:     "Conflicting values have been specified in different fields",
+				Diagnostics: "MedicationDispense cannot contain both medicationReference and medicationCodeableConcept fields.",
+				Expression:  []string{entryPath(d.k, "")}}
+		}
+	}
+	if role != nil && role.Practitioner.Reference != "" {
+		return referenceNotIdentifier(`Bundle.entry("PractitionerRole").practitioner`)
+	}
+	if org != nil {
+		var o struct{ Extension []extension }
+		r := newReader(org.Resource, "Organization")
+		r.object(func(key []byte) {
+			if string(key) == "extension" {
+				list(&r, &o.Extension, r.extension)
+			}
+		})
+		if r.err != nil {
+			return r.err
+		}
+		k := findExtensionIndex(o.Extension, ExtOrganisationRelationships)
+		if k < 0 {
+			return facadeIssue(CodeMissingValue, "invalid", "Organization.extension",
+				"The dispense notification is missing the reimbursement authority and it should be provided.")
+		}
+		if findExtensionIndex(o.Extension[k].Extension, "reimbursementAuthority") < 0 {
+			return facadeIssue(CodeMissingValue, "invalid", "Organization.extension[0].extension[0]",
+				"The dispense notification is missing the ODS code for reimbursement authority and it should be provided.")
+		}
+	}
+	return nil
+}
+
+// prescriptionIssue is the issue that the basedOn[0]
+// Extension-EPS-RepeatInformation of the MedicationRequest contained in d
+// names (counted from 0), or 0.
+func (d *dispense) prescriptionIssue() (int, *Error) {
+	c := d.request
+	if c == nil || len(d.requestBasedOn) == 0 {
+		return 0, nil
+	}
+	n, _, err := repeatIssue(d.requestBasedOn[0], c.root+".basedOn[0].extension", ExtRepeatInformation, RepeatPartIssued, countFrom0)
+	return n, err
+}
+
+// dispensedRequest is what the broker reads of the MedicationRequest
+// contained in a MedicationDispense.
+type dispensedRequest struct {
+	Extension       []extension
+	Identifier      []identifier
+	GroupIdentifier groupIdentifier
+	BasedOn         [][]extension
+}
+
+func (r *reader) dispensedRequest(mr *dispensedRequest) {
+	r.object(func(key []byte) {
+		switch string(key) {
+		case "extension":
+			list(r, &mr.Extension, r.extension)
+		case "identifier":
+			list(r, &mr.Identifier, r.identifier)
+		case "groupIdentifier":
+			r.groupIdentifier(&mr.GroupIdentifier)
+		case "basedOn":
+			mr.BasedOn = nil
 			r.array(func(int) {
 				var exts []extension
 				r.object(func(key []byte) {
@@ -773,18 +1152,10 @@ func (d *dispense) issue(s *issueSeen) *Error {
 						list(r, &exts, r.extension)
 					}
 				})
-				basedOn = append(basedOn, exts)
+				mr.BasedOn = append(mr.BasedOn, exts)
 			})
-		})
-	}); err != nil {
-		return err
-	}
-	for i, exts := range basedOn {
-		if err := s.add(exts, c.root+".basedOn["+strconv.Itoa(i)+"].extension"); err != nil {
-			return err
 		}
-	}
-	return nil
+	})
 }
 
 // authorizing reads the line item id and the short-form prescription ID of
@@ -801,8 +1172,8 @@ func (d *dispense) authorizing() (lineItem string, rxID found, err *Error) {
 		if c == nil || c.typ != "MedicationRequest" {
 			return "", found{}, inconsistent(expr, "%s %s must name a MedicationRequest contained in the MedicationDispense", expr, quote(a.Reference))
 		}
-		var mr medicationRequest
-		if err := readRaw(c, func(r *reader) { r.medicationRequest(&mr) }); err != nil {
+		var mr dispensedRequest
+		if err := readRaw(c, func(r *reader) { r.dispensedRequest(&mr) }); err != nil {
 			return "", found{}, err
 		}
 		j := findIdentifier(mr.Identifier, SystemLineItemID)
@@ -818,7 +1189,7 @@ func (d *dispense) authorizing() (lineItem string, rxID found, err *Error) {
 		if err := checkShortID(mr.GroupIdentifier.identifier, expr); err != nil {
 			return "", found{}, err
 		}
-		d.request, d.requestExt = c, mr.Extension
+		d.request, d.requestExt, d.requestBasedOn = c, mr.Extension, mr.BasedOn
 		return lineItem, found{mr.GroupIdentifier.Value, expr + ".value"}, nil
 	}
 	// An identifier, with the prescription in an Extension-DM-GroupIdentifier.
@@ -899,36 +1270,42 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 		}
 	}
 
-	k := -1
+	// verifyCancellationBundle (bundle-validator.ts), in its order.
+	k, n := -1, 0
 	for i, e := range m.Entries {
-		if e.ResourceType != "MedicationRequest" {
-			continue
+		if e.ResourceType == "MedicationRequest" {
+			if k < 0 {
+				k = i
+			}
+			n++
 		}
-		if k >= 0 {
-			expr := entryPath(i, "")
-			return nil, inconsistent(expr, "%s is a second MedicationRequest (the first is Bundle.entry[%d]): a cancellation holds exactly one, the line item cancelled", expr, k)
-		}
-		k = i
 	}
-	if k < 0 {
-		return nil, missing(whereMedicationRequest, "a cancellation needs the MedicationRequest it cancels; the Bundle has none")
+	if n != 1 {
+		return nil, facadeIssue(CodeInvalidValue, "value", whereMedicationRequest,
+			"The Bundle must contain exactly one MedicationRequest if MessageHeader.eventCoding.code is '"+EventPrescriptionOrderUpdate+"'.")
 	}
 	var mr medicationRequest
 	var extra cancelExtras
 	if err := readEntry(m, k, func(r *reader) { r.medicationRequest(&mr) }); err != nil {
 		return nil, err
 	}
+	hasReason := false
 	if err := readEntry(m, k, func(r *reader) {
 		r.object(func(key []byte) {
 			if string(key) == "statusReason" {
+				hasReason = r.peek() != 'n'
 				r.concept(&extra.StatusReason)
 			}
 		})
 	}); err != nil {
 		return nil, err
 	}
-	if err := requireCode(mr.Status, entryPath(k, "status"), cancelledStatus); err != nil {
-		return nil, err
+	if mr.Status != cancelledStatus {
+		return nil, facadeIssue(CodeInvalidValue, "value", whereMedicationRequest+".status", "MedicationRequest.status must be cancelled.")
+	}
+	if !hasReason {
+		return nil, facadeIssue(CodeMissingValue, "value", whereMedicationRequest+".statusReason",
+			"Expected MedicationRequest to have a value for statusReason.")
 	}
 	rc, err := checkCoding(extra.StatusReason.Coding, entryPath(k, "statusReason"), SystemCancellationReason, CancellationReasons, "cancellation reason")
 	if err != nil {
@@ -1158,6 +1535,9 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 	}); err != nil {
 		return nil, err
 	}
+	if err := facadeClaimChecks(&cl); err != nil {
+		return nil, err
+	}
 	c := &ClaimRequest{}
 
 	if len(cl.Identifier) == 0 {
@@ -1171,19 +1551,6 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 		return nil, err
 	}
 
-	if len(cl.Insurance) == 0 {
-		return nil, missing("Claim.insurance", "Claim.insurance is missing: every claim is made to the NHS Business Services Authority (ODS %s)", ODSNHSBSA)
-	}
-	for i, cov := range cl.Insurance {
-		base := "Claim.insurance[" + strconv.Itoa(i) + "].coverage.identifier"
-		if cov.Identifier.System != SystemODSCode {
-			return nil, badValue(base+".system", "%s.system must be %s, found %s: the insurer is named by its ODS code", base, SystemODSCode, quote(cov.Identifier.System))
-		}
-		if cov.Identifier.Value != ODSNHSBSA {
-			return nil, badValue(base+".value", "%s.value must be %s (NHS Business Services Authority), found %s", base, ODSNHSBSA, quote(cov.Identifier.Value))
-		}
-	}
-
 	if id := cl.Patient.Identifier; id.System != SystemNHSNumber {
 		return nil, badValue("Claim.patient.identifier.system", "Claim.patient.identifier.system must be %s, found %s", SystemNHSNumber, quote(id.System))
 	}
@@ -1192,11 +1559,11 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 		return nil, err
 	}
 
-	provider, err := dispenserODS(cl.Contained, "Claim", refAt("Claim.provider", cl.Provider), refAt("Claim.payee.party", cl.PayeeParty))
-	if err != nil {
-		return nil, err
+	// Recorded as sent, never used to refuse: the organisation the claim
+	// names, if it names one.
+	if provider, err := dispenserODS(cl.Contained, "Claim", refAt("Claim.provider", cl.Provider), refAt("Claim.payee.party", cl.PayeeParty)); err == nil {
+		c.Provider = provider
 	}
-	c.Provider = provider
 
 	short, long, err := groupIdentifierExt(cl.Prescription, "Claim.prescription")
 	if err != nil {
@@ -1228,6 +1595,51 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 	}
 	c.LongID = long.v
 	return c, nil
+}
+
+// claimAuthorities are the reimbursement authorities a claim may name
+// (claim-validator.ts).
+var claimAuthorities = []string{ODSNHSBSA, "RQFZ1"}
+
+// facadeClaimChecks are verifyClaim's checks (claim-validator.ts): what it
+// throws (the provider's contained PractitionerRole) first, then what it
+// collects, in its order.
+func facadeClaimChecks(cl *claim) *Error {
+	role, err := containedRole(cl.Contained, cl.Provider.Reference, "Claim.provider")
+	if err != nil {
+		return err
+	}
+	if len(cl.Insurance) != 1 {
+		return facadeIssue(CodeInvalidValue, "invalid", "Claim.insurance",
+			"Expected 1 item(s) in Claim.insurance, but received "+strconv.Itoa(len(cl.Insurance))+".")
+	}
+	if !slices.Contains(claimAuthorities, cl.Insurance[0].Identifier.Value) {
+		return facadeIssue(CodeInvalidValue, "value", "Claim.insurance[0].coverage.identifier.value",
+			"Claim.insurance[0].coverage.identifier.value must be one of: 'T1450', 'RQFZ1'.")
+	}
+	if role.Practitioner.Reference != "" {
+		// (sic: claim-validator.ts names the release's agent)
+		return referenceNotIdentifier(exprAgentPractitioner)
+	}
+	if !endorsementPresent(cl.Items) {
+		return facadeIssue(CodeMissingValue, "invalid", "Claim.item.detail.programCode", "The claim is missing the required endorsement code.")
+	}
+	return nil
+}
+
+// endorsementPresent is the facade's medicationDispenseEndorsementPresent
+// (dispense-claim.ts): the first detail of the first item that has a
+// programCode decides whether one of them is an endorsement.
+func endorsementPresent(items []claimItem) bool {
+	if len(items) == 0 {
+		return false
+	}
+	for _, det := range items[0].Detail {
+		if len(det.ProgramCode) > 0 {
+			return hasCoding(det.ProgramCode, SystemEndorsement)
+		}
+	}
+	return false
 }
 
 // readItems reads the prescription status and the line items of a claim.
@@ -1271,38 +1683,31 @@ func (c *ClaimRequest) readItems(items []claimItem) *Error {
 			if err != nil {
 				return err
 			}
-			if !hasCoding(det.ProgramCode, SystemEndorsement) {
-				expr := dbase + ".programCode"
-				return missing(expr, "%s has no endorsement (a coding of %s; NDEC when there is none)", expr, SystemEndorsement)
-			}
 			c.Items = append(c.Items, ClaimItem{LineItemID: id.Value, Status: status.Code})
 		}
 	}
 	return nil
 }
 
-// readIssue reads the repeat dispensing issue that the items, their details
-// and their subDetails name.
+// readIssue reads the repeat dispensing issue a claim names as the
+// facade's translation does (dispense-claim.ts): the
+// Extension-EPS-RepeatInformation of the (first) item, or else, the
+// deprecated place, of its first detail; counted from 0.
 func (c *ClaimRequest) readIssue(items []claimItem) *Error {
-	var issue issueSeen
-	for i, it := range items {
-		base := "Claim.item[" + strconv.Itoa(i) + "]"
-		if err := issue.add(it.Extension, base+".extension"); err != nil {
+	if len(items) == 0 {
+		return nil
+	}
+	n, ok, err := repeatIssue(items[0].Extension, "Claim.item[0].extension", ExtRepeatInformation, RepeatPartIssued, countFrom0)
+	if err != nil {
+		return err
+	}
+	if !ok && len(items[0].Detail) > 0 {
+		n, _, err = repeatIssue(items[0].Detail[0].Extension, "Claim.item[0].detail[0].extension", ExtRepeatInformation, RepeatPartIssued, countFrom0)
+		if err != nil {
 			return err
 		}
-		for d, det := range it.Detail {
-			dbase := base + ".detail[" + strconv.Itoa(d) + "]"
-			if err := issue.add(det.Extension, dbase+".extension"); err != nil {
-				return err
-			}
-			for s, exts := range det.SubDetail {
-				if err := issue.add(exts, dbase+".subDetail["+strconv.Itoa(s)+"].extension"); err != nil {
-					return err
-				}
-			}
-		}
 	}
-	c.Issue = issue.n
+	c.Issue = n
 	return nil
 }
 
@@ -1423,6 +1828,7 @@ type practitionerRole struct {
 	Identifier   []identifier
 	Practitioner reference
 	Organization reference
+	Telecom      int // how many telecom entries it has
 }
 
 func (r *reader) practitionerRole(p *practitionerRole) {
@@ -1434,6 +1840,9 @@ func (r *reader) practitionerRole(p *practitionerRole) {
 			r.reference(&p.Practitioner)
 		case "organization":
 			r.reference(&p.Organization)
+		case "telecom":
+			p.Telecom = 0
+			r.array(func(int) { r.skip(); p.Telecom++ })
 		}
 	})
 }

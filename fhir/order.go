@@ -157,10 +157,10 @@ func (c *orderCheck) checkRepeatDispensing() *Error {
 		return missingItemValue("dispenseRequest.expectedSupplyDuration")
 	}
 	if dr.RepeatsRaw == nil {
-		return processingError(CodeInvalidValue, "MedicationRequest.dispenseRequest.numberOfRepeatsAllowed", "Number of repeats allowed is required.")
+		return processingError("MedicationRequest.dispenseRequest.numberOfRepeatsAllowed", "Number of repeats allowed is required.")
 	}
 	if dr.ExpectedSupplyDuration.Code != "d" {
-		return processingError(CodeInvalidValue, "MedicationRequest.dispenseRequest.expectedSupplyDuration.code", "Expected supply duration must be specified in days.")
+		return processingError("MedicationRequest.dispenseRequest.expectedSupplyDuration.code", "Expected supply duration must be specified in days.")
 	}
 	if len(o.ControlledDrug) >= 3 && (o.ControlledDrug[2] == '2' || o.ControlledDrug[2] == '3') {
 		return Invalid(CodeInvalidValue, "business-rule", itemsPath+".extension('"+ExtControlledDrug+"')",
@@ -230,13 +230,6 @@ func missingItemValue(field string) *Error {
 	return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeMissingValue,
 		Diagnostics: "Expected MedicationRequest to have a value for " + field + ".",
 		Expression:  []string{itemsPath + "." + field}}
-}
-
-// processingError is one of the facade's processing errors (nhs-eps-api
-// models/errors/processing-errors.ts toOperationOutcomeFatal): issue type
-// invalid, the code, the words and the facade's FHIRPath.
-func processingError(code, expr, words string) *Error {
-	return &Error{Kind: KindInvalid, IssueType: "invalid", Code: code, Display: words, Diagnostics: words, Expression: []string{expr}}
 }
 
 // parseRepeats reads numberOfRepeatsAllowed as EPS does (translation
@@ -560,7 +553,6 @@ const (
 	// "schedule" codes CD1..CD5.
 	ExtControlledDrug          = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-ControlledDrug"
 	ExtResponsiblePractitioner = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-ResponsiblePractitioner"
-	ExtUKCoreRepeatInformation = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-MedicationRepeatInformation"
 )
 
 // sameOnEveryItem lists the elements that must be the same on every

@@ -23,8 +23,9 @@ type ReleasedOrder struct {
 // copied in, never decoded and encoded again), and whose
 // failedPrescriptions is an empty searchset Bundle. The entry of a repeat
 // dispensing issue carries Extension-EPS-RepeatInformation (the issue
-// released as numberOfRepeatsIssued, and numberOfRepeatsAllowed as the order
-// has it): the order's bytes cannot say which issue it is.
+// released as numberOfRepeatsIssued, counted from 0 as EPS counts it: 0 for
+// issue 1; and numberOfRepeatsAllowed, issues - 1): the order's bytes
+// cannot say which issue it is.
 func ReleaseResponse(orders []ReleasedOrder) []byte {
 	var b bytes.Buffer
 	b.WriteString(`{"resourceType":"Parameters","parameter":[{"name":"passedPrescriptions","resource":{"resourceType":"Bundle","type":"searchset","total":`)
@@ -38,8 +39,10 @@ func ReleaseResponse(orders []ReleasedOrder) []byte {
 		b.WriteString(`{"fullUrl":`)
 		b.Write(url)
 		if o.Issues > 1 && o.Issue > 0 {
+			// Counted from 0, as EPS's release answer counts
+			// (release-medication-request.ts: Spine's issue - 1).
 			fmt.Fprintf(&b, `,"extension":[{"url":%q,"extension":[{"url":"numberOfRepeatsIssued","valueInteger":%d},{"url":"numberOfRepeatsAllowed","valueInteger":%d}]}]`,
-				ExtRepeatInformation, o.Issue, o.Issues-1)
+				ExtRepeatInformation, o.Issue-1, o.Issues-1)
 		}
 		b.WriteString(`,"resource":`)
 		b.Write(bytes.TrimSpace(o.Raw))

@@ -179,7 +179,7 @@ func (c *course) releaseNominated(dispenser string) (ids []string, issues []int)
 		for _, x := range e.Extension {
 			for _, part := range x.Extension {
 				if x.URL == fhir.ExtRepeatInformation && part.URL == "numberOfRepeatsIssued" {
-					n = part.ValueInteger
+					n = part.ValueInteger + 1 // EPS's release answer counts from 0
 				}
 			}
 		}
@@ -551,9 +551,9 @@ func TestERDControlledDrugRefused(t *testing.T) {
 
 // The NHS repeat dispensing orders, as published: each makes its issues
 // (numberOfRepeatsAllowed + 1, dated from its validity start by its days
-// supply), nominated to its pharmacy; a course generated from each runs
-// from issue 1 to issue 2 (whose date is long past: it follows as soon as
-// issue 1 is dispensed).
+// supply), nominated to its pharmacy; a course generated from each (dated
+// today) runs from issue 1 to issue 2 once issue 1 is dispensed and issue
+// 2's date has come.
 func TestERDNHSFixtures(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(fixtures, "primary-care/repeat-dispensing/*/*/*/*/*/*/*/1-Process-Request-Send-200_OK.json"))
 	if len(files) < 2 {
@@ -617,9 +617,11 @@ func TestERDNHSFixtures(t *testing.T) {
 			if res, _ := c.dispense(pharmacy, 1, "0001", "0006"); res.Status != 200 {
 				t.Fatalf("dispense: %d %s", res.Status, res.Body)
 			}
-			c.tick(clock.Now())
+			// The generated course is dated today (fhirgen dates generated
+			// orders today): issue 2 follows at its date.
+			c.tick(clock.Now().AddDate(0, 0, order.SupplyDays))
 			if ids, issues := c.releaseNominated(pharmacy); len(ids) != 1 || issues[0] != 2 {
-				t.Fatalf("issue 2: %v %v", ids, issues)
+				t.Fatalf("issue 2: %v %v %v", ids, issues, c.statuses())
 			}
 			c.expect("issue 2 released", 2, append([]string{"0006", "0002"}, repeat("9000", order.RepeatsAllowed-1)...)...)
 		})

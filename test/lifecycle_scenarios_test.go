@@ -710,8 +710,8 @@ func TestScenarioCancellation(t *testing.T) {
 		t.Run("unknown prescription", func(t *testing.T) {
 			r := newRx(t, b, k)
 			res := r.cancel(0)
-			if typ, code := rCode(res); res.Status != 404 || typ != "OperationOutcome" || code != "R-0008" {
-				t.Fatalf("cancel of an unknown prescription: %d %s %s, want 404 OperationOutcome R-0008: %s", res.Status, typ, code, res.Body)
+			if typ, code := rCode(res); res.Status != 400 || typ != "OperationOutcome" || code != "R-0008" {
+				t.Fatalf("cancel of an unknown prescription: %d %s %s, want 400 OperationOutcome R-0008: %s", res.Status, typ, code, res.Body)
 			}
 			// Kept, and applied when the order arrives.
 			if res := b.post(b.token(auth.RolePrescriber, prescriber), r.g.Body); res.Status != 200 {
@@ -782,10 +782,13 @@ func TestIllegalTransitions(t *testing.T) {
 		r.refused(t, "return by a dispenser that does not hold it", r.returnBy(other), 400, codeInvalidState)
 		res, _, _ = r.dispense(other, r.all("0001"), "0006", "")
 		r.refused(t, "dispense by a dispenser that does not hold it", res, 400, codeInvalidState)
+		// The acting dispenser is the token's organisation, whatever the
+		// message names: a non-holder sending the holder's messages is a
+		// non-holder (400 INVALID_STATE_TRANSITION).
 		r.refused(t, "dispense notification sent for the holder by another dispenser",
-			b.post(r.token(auth.RoleDispenser, other), body), 403, "")
+			b.post(r.token(auth.RoleDispenser, other), body), 400, codeInvalidState)
 		r.refused(t, "return sent for the holder by another dispenser",
-			r.b.do("POST", "/FHIR/R4/Task", r.token(auth.RoleDispenser, other), fhirgen.ReturnTask(r.g, home, "0003")), 403, "")
+			r.b.do("POST", "/FHIR/R4/Task", r.token(auth.RoleDispenser, other), fhirgen.ReturnTask(r.g, home, "0003")), 400, codeInvalidState)
 		r.refused(t, "dispenser cancelling a released prescription", b.post(r.token(auth.RoleDispenser, home), cancel), 403, "")
 
 		// Every message about a prescription names its patient (R-5000).

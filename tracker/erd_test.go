@@ -46,16 +46,16 @@ func TestERDCreate(t *testing.T) {
 	wantIssues(t, p, 1, "0001", "9000", "9000", "9000", "9000", "9000")
 	for _, is := range p.Issues() {
 		if is.Number == 1 {
-			if !is.ExpiresAt.Equal(t0.AddDate(0, 6, 0)) {
+			if !is.ExpiresAt.Equal(day(t0).AddDate(0, 6, 0)) {
 				t.Errorf("issue 1 expires %s, want 6 months", is.ExpiresAt)
 			}
 			continue
 		}
 		// Default supply 28 days: date + 28 x (n-1) - 7 days.
-		if want := t0.AddDate(0, 0, 28*(is.Number-1)-7); !is.AvailableAt.Equal(want) {
+		if want := day(t0).AddDate(0, 0, 28*(is.Number-1)-7); !is.AvailableAt.Equal(want) {
 			t.Errorf("issue %d available %s, want %s", is.Number, is.AvailableAt, want)
 		}
-		if !is.ExpiresAt.Equal(t0.AddDate(1, 0, 0)) {
+		if !is.ExpiresAt.Equal(day(t0).AddDate(1, 0, 0)) {
 			t.Errorf("issue %d expires %s, want 12 months", is.Number, is.ExpiresAt)
 		}
 		if is.Nominated != "FA565" || len(is.Items) != 2 || is.Items[0].Status != ItemToBeDispensed {
@@ -89,7 +89,7 @@ func TestERDSchedule(t *testing.T) {
 		t.Errorf("NextDue %s: the next issue is due now", at)
 	}
 	before := snapshotJSON(p)
-	avail2 := t0.AddDate(0, 0, 3) // 10 x 1 - 7 days
+	avail2 := day(t0).AddDate(0, 0, 3) // 10 x 1 - 7 days, from the start of the day
 	n := ApplyScheduled(p, avail2.Add(-time.Minute), nil)
 	if snapshotJSON(p) != before {
 		t.Fatal("ApplyScheduled changed its input")
@@ -261,14 +261,29 @@ func TestERDWithdraw(t *testing.T) {
 	wantInvalid(t, err)
 }
 
-// A later issue that never becomes available expires 12 months after the
-// prescription date; an expired issue counts as complete.
+// An issue that expires expires every issue after it, and the last issue
+// becomes the current one (record.py perform_instance_specific_updates,
+// NEXTACTIVITY_EXPIRE, SPII-10316). Issue 1 expires 6 months after the
+// prescription date; a later issue 12 months after it
+// (next_activity_generator.py _calculate_expiry_date).
 func TestERDExpiry(t *testing.T) {
 	p := erd(3, 28)
+	if ApplyScheduled(p, p.ExpiresAt.Add(-time.Second), nil) != nil {
+		t.Fatal("expired early")
+	}
 	e := ApplyScheduled(p, p.ExpiresAt, nil) // issue 1's 6 months
-	wantIssues(t, e, 2, "0004", "0001", "9000")
-	y := ApplyScheduled(e, t0.AddDate(1, 0, 0), nil)
-	wantIssues(t, y, 2, "0004", "0004", "0004")
+	wantIssues(t, e, 3, "0004", "0004", "0004")
+	if h := e.History[len(e.History)-1]; h.Type != EventExpire || h.Issue != 1 {
+		t.Errorf("the last event is about issue 1: %+v", h)
+	}
+	// Issue 2 at 0001 (issue 1 dispensed): it and issue 3 expire 12 months on.
+	q := ApplyScheduled(dispensed(p, t0.Add(time.Hour)), t0.AddDate(0, 1, 0), nil)
+	wantIssues(t, q, 2, "0006", "0001", "9000")
+	if at := NextDue(q); !at.Equal(day(t0).AddDate(0, 0, 180)) {
+		t.Errorf("NextDue %s: issue 1's no-claim comes first", at)
+	}
+	y := ApplyScheduled(q, day(t0).AddDate(1, 0, 0), nil)
+	wantIssues(t, y, 3, "0009", "0004", "0004")
 }
 
 // An amended notification that leaves the issue open again sends the next

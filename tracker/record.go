@@ -51,9 +51,13 @@ type Issue struct {
 	Nominated        string `json:"nominated,omitempty"` // nominated dispenser (ODS); empty when not nominated
 	NominationSource string `json:"nominationSource,omitempty"`
 	Dispenser        string `json:"dispenser,omitempty"` // the dispenser that holds it (ODS)
-	// ExpiresAt is when the issue's validity ends (6 months after the
-	// prescription date unless the order says earlier; 28 days for Schedule
-	// 2-4 controlled drugs; 12 months for later repeat dispensing issues).
+	// Released is when the dispenser that holds it released it: Spine's
+	// last dispense date of an issue no notification is left on (record.py
+	// create_release_history_entry).
+	Released time.Time `json:"released,omitempty"`
+	// ExpiresAt is when the issue's validity ends (IssueExpiresAt: 6 months
+	// after the prescription date; 28 days for Schedule 2-4 controlled drugs;
+	// 12 months for later repeat dispensing issues).
 	ExpiresAt time.Time `json:"expiresAt,omitempty"`
 	// AvailableAt is when a later repeat dispensing issue may become
 	// downloadable: prescription date + days supply x (issue - 1) - 7 days
@@ -77,6 +81,18 @@ type PendingCancel struct {
 	Reason string    `json:"reason,omitempty"`
 	Items  []string  `json:"items"` // line item ids
 	Time   time.Time `json:"time"`
+	// By names, for a line item whose cancellation another organisation
+	// than Org asked for, that organisation (line item id -> ODS).
+	By map[string]string `json:"by,omitempty"`
+}
+
+// orgOf is the organisation that asked for the pending cancellation of
+// line item id.
+func (pc *PendingCancel) orgOf(id string) string {
+	if org, ok := pc.By[id]; ok {
+		return org
+	}
+	return pc.Org
 }
 
 // DispenseRecord is one dispense notification and the state it replaced, so
@@ -92,6 +108,37 @@ type DispenseRecord struct {
 	BeforePending *PendingCancel `json:"beforePending,omitempty"`
 	BeforeLast    time.Time      `json:"beforeLast,omitempty"`
 	Withdrawn     bool           `json:"withdrawn,omitempty"`
+	// Lines are what the notification says of each item, one per
+	// MedicationDispense (several for one line item dispensed as several
+	// products), and NonDispensingReason the prescription's non-dispensing
+	// reason (Extension-DM-PrescriptionNonDispensingReason): what the
+	// tracker shows of it. Records from before they were kept have none.
+	Lines               []DispensedLine `json:"lines,omitempty"`
+	NonDispensingReason string          `json:"nonDispensingReason,omitempty"`
+}
+
+// DispensedLine is one MedicationDispense of a dispense notification.
+type DispensedLine struct {
+	LineItem string     `json:"lineItem"` // the line item id
+	Status   ItemStatus `json:"status"`   // medicationdispense-type
+	// Reason is the item's non-dispensing reason
+	// (statusReasonCodeableConcept, medicationdispense-status-reason).
+	Reason     string  `json:"reason,omitempty"`
+	Code       string  `json:"code,omitempty"`       // dm+d code of the product supplied
+	Medication string  `json:"medication,omitempty"` // its name
+	Quantity   float64 `json:"quantity,omitempty"`
+	Unit       string  `json:"unit,omitempty"`
+	Dosage     string  `json:"dosage,omitempty"`
+}
+
+// DispensedLines are the lines of a dispense notification, in message order.
+func DispensedLines(n *fhir.DispenseNotification) []DispensedLine {
+	out := make([]DispensedLine, 0, len(n.Items))
+	for _, it := range n.Items {
+		out = append(out, DispensedLine{LineItem: it.LineItemID, Status: ItemStatus(it.Status), Reason: it.NonDispensingReason,
+			Code: it.MedicationCode, Medication: it.MedicationDisplay, Quantity: it.Quantity, Unit: it.QuantityUnit, Dosage: it.Dosage})
+	}
+	return out
 }
 
 // Item is one line item of a prescription.
@@ -99,6 +146,15 @@ type Item struct {
 	ID     string     `json:"id"`
 	Code   string     `json:"code,omitempty"`
 	Status ItemStatus `json:"status"`
+	// CancelReason is the cancellation reason (medicationrequest-status-
+	// reason, 0001-0009) of a cancelled item; records from before it was
+	// kept have none.
+	CancelReason string `json:"cancelReason,omitempty"`
+}
+
+// cancel cancels the item for the given reason.
+func (it *Item) cancel(reason string) {
+	it.Status, it.CancelReason = ItemCancelled, reason
 }
 
 // Event is one entry of a prescription's message history.
@@ -133,20 +189,25 @@ type Actor struct {
 }
 
 // Create is the creation transition: the prescription record of a newly
-// accepted order. Status 0001, or 9001 when the order's start date is more
+// accepted order, as Spine creates it (eps-spine-shared record.py
+// create_initial_record, set_initial_prescription_status; Spine refuses no
+// order for its dates except an eRD validity end in the past or more than 12
+// months ahead, validation/create.py check_repeat_dispense_window, which
+// intake checks). Status 0001, or 9001 when the prescription date is more
 // than a day after now; every item 0007. A nominated order (site type P1, P2
 // or P3 naming a performer) is nominated to that performer. A repeat
 // dispensing order gets all its issues: issue 1 as above, issues 2..N at
-// 9000 with their availability dates and 12-month validity.
+// 9000 with their availability dates.
+//
+// Every issue's expiry counts from the prescription date, never from the
+// arrival (next_activity_generator.py _calculate_expiry_date): issue 1 6
+// months on (28 days for a Schedule 2-4 controlled drug), later issues 12
+// months on. An order that arrives after its expiry is created and expires
+// at once, as Spine's overdue expiry does (record.py handle_overdue_expiry;
+// the next-activity batch), so it is never dispensable.
 func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 	now = now.UTC()
-	start := o.ValidityStart
-	if start.IsZero() {
-		start = o.AuthoredOn
-	}
-	if start.IsZero() {
-		start = now
-	}
+	start := PrescriptionDate(o, now)
 	status := StatusToBeDispensed
 	if start.Sub(now) > 24*time.Hour {
 		status = StatusFuture
@@ -155,28 +216,14 @@ func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 		ID: o.PrescriptionID, LongID: o.LongID, BundleID: o.BundleID, NHSNumber: o.NHSNumber,
 		Prescriber: o.Sender, PrescriberOrg: o.PrescriberOrg, SiteType: o.SiteType,
 		PrescriptionType: o.PrescriptionType, TherapyType: o.TherapyType,
-		Created: now, StartDate: start.UTC(), RepeatsAllowed: o.RepeatsAllowed, SupplyDays: o.SupplyDays,
+		Created: now, StartDate: start, RepeatsAllowed: o.RepeatsAllowed, SupplyDays: o.SupplyDays,
 		ControlledDrug: o.ControlledDrug,
 	}
 	p.Status = status
 	if o.Nominated() && o.Performer != "" {
 		p.Nominated, p.NominationSource = o.Performer, NominationFromOrder
 	}
-	// Validity runs 6 months from the prescription date, or from its
-	// arrival when that is later: an order dated further back (the NHS
-	// example messages are from 2021-2022) is not expired on arrival. An
-	// explicit validity end counts only when it is still ahead.
-	from := start
-	if now.After(from) {
-		from = now
-	}
-	p.ExpiresAt = from.UTC().AddDate(0, 6, 0)
-	if o.ShortValidity() { // Schedule 2-4 controlled drugs: 28 days
-		p.ExpiresAt = from.UTC().AddDate(0, 0, 28)
-	}
-	if !o.ValidityEnd.IsZero() && o.ValidityEnd.After(now) && o.ValidityEnd.Before(p.ExpiresAt) {
-		p.ExpiresAt = o.ValidityEnd.UTC()
-	}
+	p.ExpiresAt = p.IssueExpiresAt(1)
 	p.Items = make([]Item, len(o.Items))
 	for i, it := range o.Items {
 		p.Items[i] = Item{ID: it.ID, Code: it.MedicationCode, Status: ItemToBeDispensed}
@@ -186,12 +233,88 @@ func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 		for n := 2; n <= p.RepeatsAllowed+1; n++ {
 			later := Issue{Number: n, Status: StatusRepeatFuture, Items: slices.Clone(p.Items),
 				Nominated: p.Nominated, NominationSource: p.NominationSource,
-				AvailableAt: p.IssueAvailableAt(n), ExpiresAt: from.UTC().AddDate(1, 0, 0)}
+				AvailableAt: p.IssueAvailableAt(n), ExpiresAt: p.IssueExpiresAt(n)}
 			p.Others = append(p.Others, later)
 		}
 	}
 	p.History = []Event{{Time: now, Type: EventOrder, MessageID: o.BundleID, Org: by.Org, User: by.User, Status: status}}
+	if !now.Before(p.ExpiresAt) {
+		// Past its expiry on arrival: the overdue expiry applies at once.
+		return expireFrom(p, p.Number, now)
+	}
 	return p
+}
+
+// PrescriptionDate is the prescription date as Spine takes it: its
+// prescriptionTime, the HL7 ParentPrescription effectiveTime, which the FHIR
+// facade sets from dispenseRequest.validityPeriod.start and, when the order
+// has no validity period, from the requester's signature time
+// (nhs-eps-api translation/request/prescribe/parent-prescription.ts
+// convertParentPrescription; practitioner.ts convertAuthor). The order's
+// authoredOn stands for the signature time (EPS's examples give both the
+// same instant); an order with neither is dated by its arrival, as the
+// facade dates an unsigned one.
+func PrescriptionDate(o *fhir.Order, now time.Time) time.Time {
+	switch {
+	case !o.ValidityStart.IsZero():
+		return o.ValidityStart.UTC()
+	case !o.AuthoredOn.IsZero():
+		return o.AuthoredOn.UTC()
+	}
+	return now.UTC()
+}
+
+// Validity periods of next_activity_generator.py (its prescriptionExpiryPeriod,
+// repeatDispenseExpiryPeriod, withDispenserActiveExpiryPeriod and
+// notificationDelayPeriod, whose values are Spine's configuration: those of
+// EPS-DOMAIN.md).
+const (
+	ExpiryMonths          = 6   // issue 1 of any prescription
+	RepeatExpiryMonths    = 12  // repeat dispensing issues 2..N
+	ControlledDrugDays    = 28  // Schedule 2-4 controlled drugs (see IssueExpiresAt)
+	WithDispenserDays     = 180 // a part-dispensed issue's last dispense to its no-claim
+	NotificationDelayDays = 180 // a dispensed issue's completion to its no-claim
+)
+
+// IssueExpiresAt is when issue n expires (next_activity_generator.py
+// _calculate_expiry_date): the prescription date (a date: Spine keeps the
+// first 8 characters of prescriptionTime, record.py set_nad_status) + 6
+// months for issue 1, + 12 months for later repeat dispensing issues; and
+// an activity falls due on its date. A Schedule 2, 3 or 4 controlled drug
+// expires 28 days after the prescription date: a deliberate rule stricter
+// than Spine, which has no controlled drug period, because the Misuse of
+// Drugs Regulations 2001 make such a prescription valid for 28 days only.
+func (p *Prescription) IssueExpiresAt(n int) time.Time {
+	d := day(p.StartDate)
+	switch {
+	case n > 1:
+		return addMonths(d, RepeatExpiryMonths)
+	case shortValidity(p.ControlledDrug):
+		return d.AddDate(0, 0, ControlledDrugDays)
+	}
+	return addMonths(d, ExpiryMonths)
+}
+
+// shortValidity reports whether controlled drug schedule cd (CD1..CD5) is
+// Schedule 2, 3 or 4.
+func shortValidity(cd string) bool {
+	o := fhir.Order{ControlledDrug: cd}
+	return o.ShortValidity()
+}
+
+// day is the start of t's day (UTC): Spine's next activity dates are dates.
+func day(t time.Time) time.Time {
+	y, m, d := t.UTC().Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}
+
+// addMonths adds months to a date as dateutil's relativedelta does: the day
+// is kept, or becomes the last day of a shorter month (31 August + 6 months
+// is 28 or 29 February).
+func addMonths(d time.Time, months int) time.Time {
+	first := time.Date(d.Year(), d.Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, months, 0)
+	last := first.AddDate(0, 1, -1).Day()
+	return first.AddDate(0, 0, min(d.Day(), last)-1)
 }
 
 // DefaultSupplyDays is the days supply of a repeat dispensing issue when the
@@ -205,7 +328,8 @@ func (p *Prescription) RepeatDispensing() bool {
 }
 
 // IssueAvailableAt is when issue n of a repeat dispensing prescription
-// becomes downloadable by its date: prescription date + days supply x
+// becomes downloadable by its date, its nominated download date (record.py
+// _calculate_nominated_download_date): the prescription date + days supply x
 // (n - 1) - 7 days (issue 1: the prescription date).
 func (p *Prescription) IssueAvailableAt(n int) time.Time {
 	if n <= 1 {
@@ -215,7 +339,7 @@ func (p *Prescription) IssueAvailableAt(n int) time.Time {
 	if days <= 0 {
 		days = DefaultSupplyDays
 	}
-	return p.StartDate.AddDate(0, 0, days*(n-1)-7)
+	return day(p.StartDate).AddDate(0, 0, days*(n-1)-7)
 }
 
 // IssueCount is the number of issues: numberOfRepeatsAllowed + 1 for

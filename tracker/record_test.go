@@ -58,19 +58,80 @@ func TestStatusModel(t *testing.T) {
 	}
 }
 
-// Schedule 2-4 controlled drugs are valid for 28 days; others 6 months.
-func TestValidity(t *testing.T) {
+// The expiry of each order shape counts from the prescription date as Spine
+// takes it, never from the arrival; an order that arrives past its expiry is
+// created and expires at once, never dispensable.
+func TestExpiryDate(t *testing.T) {
 	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
-	for cd, want := range map[string]time.Time{"": now.AddDate(0, 6, 0), "CD2": now.AddDate(0, 0, 28), "CD3": now.AddDate(0, 0, 28),
-		"CD4-1": now.AddDate(0, 0, 28), "CD5": now.AddDate(0, 6, 0)} {
-		o := &fhir.Order{PrescriptionID: "x", ValidityStart: now, ControlledDrug: cd, Items: []fhir.OrderItem{{ID: "i"}}}
-		if p := Create(o, Actor{}, now); !p.ExpiresAt.Equal(want) {
-			t.Errorf("%q: expires %v, want %v", cd, p.ExpiresAt, want)
-		}
-	}
-	// An order dated long ago is valid from its arrival.
-	o := &fhir.Order{PrescriptionID: "x", ValidityStart: now.AddDate(-3, 0, 0), Items: []fhir.OrderItem{{ID: "i"}}}
-	if p := Create(o, Actor{}, now); !p.ExpiresAt.Equal(now.AddDate(0, 6, 0)) {
-		t.Errorf("old order expires %v", p.ExpiresAt)
+	today := day(now)
+	const (
+		nag    = "next_activity_generator.py _calculate_expiry_date"
+		facade = "nhs-eps-api parent-prescription.ts convertParentPrescription"
+	)
+	for _, tc := range []struct {
+		name, ref  string
+		order      fhir.Order
+		issue      int       // 0: the first
+		want       time.Time // the issue's expiry
+		wantStatus Status    // on creation at now
+	}{
+		{"acute: 6 months", nag, fhir.Order{ValidityStart: now}, 0, today.AddDate(0, 6, 0), StatusToBeDispensed},
+		{"acute dated a week ago: from its date, not its arrival", nag, fhir.Order{ValidityStart: now.AddDate(0, 0, -7)}, 0, today.AddDate(0, 6, -7), StatusToBeDispensed},
+		{"date from authoredOn without a validity period (the signature time)", facade, fhir.Order{AuthoredOn: now.AddDate(0, -1, 0)}, 0, today.AddDate(0, 5, 0), StatusToBeDispensed},
+		{"validityPeriod.start before authoredOn", facade, fhir.Order{ValidityStart: now.AddDate(0, -2, 0), AuthoredOn: now}, 0, today.AddDate(0, 4, 0), StatusToBeDispensed},
+		{"no date at all: the arrival (an unsigned order's time)", "practitioner.ts setSignatureTimeAndText", fhir.Order{}, 0, today.AddDate(0, 6, 0), StatusToBeDispensed},
+		{"a validity end earlier is not Spine's expiry", nag + " (un_dispensed ignores dispenseWindowHighDate)", fhir.Order{ValidityStart: now, ValidityEnd: now.AddDate(0, 1, 0)}, 0, today.AddDate(0, 6, 0), StatusToBeDispensed},
+		{"CD2: 28 days (stricter than Spine: Misuse of Drugs Regulations)", "README deliberate difference", fhir.Order{ValidityStart: now, ControlledDrug: "CD2"}, 0, today.AddDate(0, 0, 28), StatusToBeDispensed},
+		{"CD3: 28 days", "README deliberate difference", fhir.Order{ValidityStart: now, ControlledDrug: "CD3"}, 0, today.AddDate(0, 0, 28), StatusToBeDispensed},
+		{"CD4: 28 days", "README deliberate difference", fhir.Order{ValidityStart: now, ControlledDrug: "CD4-1"}, 0, today.AddDate(0, 0, 28), StatusToBeDispensed},
+		{"CD5: 6 months", nag, fhir.Order{ValidityStart: now, ControlledDrug: "CD5"}, 0, today.AddDate(0, 6, 0), StatusToBeDispensed},
+		{"repeat prescribing: one issue, 6 months", nag + " (repeat_prescribe.py: max_repeats 1)", fhir.Order{ValidityStart: now, TherapyType: fhir.TherapyContinuous}, 0, today.AddDate(0, 6, 0), StatusToBeDispensed},
+		{"eRD issue 1: 6 months", nag, fhir.Order{ValidityStart: now, TherapyType: fhir.TherapyRepeatDispensing, RepeatsAllowed: 2}, 1, today.AddDate(0, 6, 0), StatusToBeDispensed},
+		{"eRD issue 2: 12 months from the prescription date", nag, fhir.Order{ValidityStart: now, TherapyType: fhir.TherapyRepeatDispensing, RepeatsAllowed: 2}, 2, today.AddDate(1, 0, 0), StatusToBeDispensed},
+		{"eRD issue 3: 12 months from the prescription date", nag, fhir.Order{ValidityStart: now, TherapyType: fhir.TherapyRepeatDispensing, RepeatsAllowed: 2}, 3, today.AddDate(1, 0, 0), StatusToBeDispensed},
+		{"31 August + 6 months: the end of February", "dateutil relativedelta(months=+6)", fhir.Order{ValidityStart: time.Date(2026, 8, 31, 12, 0, 0, 0, time.UTC)}, 0, time.Date(2027, 2, 28, 0, 0, 0, 0, time.UTC), StatusToBeDispensed},
+		{"post-dated: 9001, expiry from its date", "record.py set_initial_prescription_status", fhir.Order{ValidityStart: now.AddDate(0, 0, 3)}, 0, today.AddDate(0, 6, 3), StatusFuture},
+		{"dated 2020: expired on arrival", "record.py handle_overdue_expiry", fhir.Order{ValidityStart: time.Date(2020, 6, 1, 0, 0, 0, 0, time.UTC)}, 0, time.Date(2020, 12, 1, 0, 0, 0, 0, time.UTC), StatusExpired},
+		{"CD2 dated 40 days ago: expired on arrival", "README deliberate difference", fhir.Order{ValidityStart: now.AddDate(0, 0, -40), ControlledDrug: "CD2"}, 0, today.AddDate(0, 0, -12), StatusExpired},
+		{"dated 6 months ago today: expired on arrival", "next activity due on its date", fhir.Order{ValidityStart: now.AddDate(0, -6, 0)}, 0, today, StatusExpired},
+		{"eRD dated 2020: every issue expired on arrival", "record.py perform_instance_specific_updates", fhir.Order{ValidityStart: time.Date(2020, 6, 1, 0, 0, 0, 0, time.UTC), TherapyType: fhir.TherapyRepeatDispensing, RepeatsAllowed: 1}, 2, time.Date(2021, 6, 1, 0, 0, 0, 0, time.UTC), StatusExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.order
+			o.PrescriptionID, o.BundleID, o.Items = "24F5DA-A83008-7EFE6Z", "b", []fhir.OrderItem{{ID: "i1"}, {ID: "i2"}}
+			if o.TherapyType == "" {
+				o.TherapyType = fhir.TherapyAcute
+			}
+			p := Create(&o, Actor{Org: "A83008"}, now)
+			at, ok := p.AtIssue(tc.issue)
+			if !ok {
+				t.Fatalf("no issue %d", tc.issue)
+			}
+			if !at.ExpiresAt.Equal(tc.want) {
+				t.Errorf("expires %s, want %s (%s)", at.ExpiresAt, tc.want, tc.ref)
+			}
+			first, _ := p.AtIssue(1)
+			if first.Status != tc.wantStatus {
+				t.Errorf("status on arrival %s, want %s (%s)", first.Status, tc.wantStatus, tc.ref)
+			}
+			if tc.wantStatus != StatusExpired {
+				return
+			}
+			// Never dispensable: expired, its items too, and a release fails.
+			for _, is := range p.Issues() {
+				if is.Status != StatusExpired || is.Items[0].Status != ItemExpired {
+					t.Errorf("issue %d: %s, items %s", is.Number, is.Status, is.Items[0].Status)
+				}
+			}
+			if h := p.History; len(h) < 2 || h[0].Type != EventOrder || h[0].Status != StatusToBeDispensed || h[len(h)-1].Type != EventExpire {
+				t.Errorf("history %+v: want the order (0001), then its expiry", h)
+			}
+			if _, err := Release(p, "FA565", Actor{Org: "FA565"}, "r", false, now); err == nil {
+				t.Error("an expired order was released")
+			}
+			if ApplyScheduled(p, now.AddDate(1, 0, 0), nil) != nil {
+				t.Error("the scheduler changed it again")
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -155,6 +156,7 @@ func (pc *PendingCancel) clone() *PendingCancel {
 	}
 	c := *pc
 	c.Items = slices.Clone(pc.Items)
+	c.By = maps.Clone(pc.By)
 	return &c
 }
 
@@ -193,6 +195,13 @@ func Release(p *Prescription, dispenser string, by Actor, messageID string, nomi
 		if nominated && p.Nominated != dispenser {
 			return nil, invalidTransition(p, "it is not nominated to %s", dispenser)
 		}
+		if !p.ExpiresAt.IsZero() && !now.Before(p.ExpiresAt) {
+			// Its expiry is overdue (the scheduler has yet to apply it): Spine
+			// checks the issue's expiry date on release (record.py
+			// return_details_for_release) and expires it first
+			// (handle_overdue_expiry).
+			return nil, invalidTransition(p, "it expired on %s", p.ExpiresAt.Format("2006-01-02"))
+		}
 	case StatusWithDispenser, StatusWithDispenserActive:
 		if p.Dispenser != dispenser {
 			// The answer names the holder in a contained Organization.
@@ -213,7 +222,7 @@ func Release(p *Prescription, dispenser string, by Actor, messageID string, nomi
 		return nil, invalidTransition(p, "only a prescription To Be Dispensed (0001) can be released")
 	}
 	n := p.clone()
-	n.Status, n.Dispenser = StatusWithDispenser, dispenser
+	n.Status, n.Dispenser, n.Released = StatusWithDispenser, dispenser, now.UTC()
 	for i := range n.Items {
 		if n.Items[i].Status == ItemToBeDispensed {
 			n.Items[i].Status = ItemWithDispenser
@@ -252,7 +261,7 @@ func Return(p *Prescription, dispenser string, by Actor, messageID string, now t
 		return nil, err
 	}
 	n := p.clone()
-	n.Status, n.Dispenser, n.Nominated, n.NominationSource = StatusToBeDispensed, "", "", ""
+	n.Status, n.Dispenser, n.Nominated, n.NominationSource, n.Released = StatusToBeDispensed, "", "", "", time.Time{}
 	for i := range n.Items {
 		if n.Items[i].Status == ItemWithDispenser {
 			n.Items[i].Status = ItemToBeDispensed
@@ -263,7 +272,7 @@ func Return(p *Prescription, dispenser string, by Actor, messageID string, now t
 		pc := n.Pending
 		for _, id := range pc.Items {
 			if i := n.itemIndex(id); i >= 0 && n.Items[i].Status == ItemToBeDispensed {
-				n.Items[i].Status = ItemCancelled
+				n.Items[i].cancel(pc.Reason)
 			}
 		}
 		n.Pending = nil
@@ -295,6 +304,10 @@ type DispenseInput struct {
 	ReplacementOf string                // the notification it amends, if any
 	Items         map[string]ItemStatus // line item id -> 0001..0004
 	Status        Status                // the prescription status it states (0003, 0006, 0007), or ""
+	// Lines and NonDispensingReason are what it says for the tracker to
+	// show (DispensedLines), kept with its DispenseRecord.
+	Lines               []DispensedLine
+	NonDispensingReason string
 }
 
 // Dispense applies a dispense notification (or an amendment of the latest
@@ -341,7 +354,7 @@ func Dispense(p *Prescription, dispenser string, by Actor, in DispenseInput, now
 		n.Items[i].Status = st
 		if n.Pending != nil && slices.Contains(n.Pending.Items, id) {
 			if st == ItemNotDispensed {
-				n.Items[i].Status = ItemCancelled // the pending cancellation takes effect
+				n.Items[i].cancel(n.Pending.Reason) // the pending cancellation takes effect
 			}
 			if st != ItemNotDispensedOwing {
 				// Cancelled now, or dispensed: the pending request is settled.
@@ -352,22 +365,24 @@ func Dispense(p *Prescription, dispenser string, by Actor, in DispenseInput, now
 	if n.Pending != nil && len(n.Pending.Items) == 0 {
 		n.Pending = nil
 	}
-	// The items decide the prescription status; a status the message states
-	// must agree with them.
-	n.Status = dispensedStatus(n.Items)
-	n.settleCancelled()
+	// The prescription takes the status the message states, as Spine's
+	// record takes it (record.py update_for_dispense), even when its line
+	// items would make another; the items decide only when it states none.
+	// (Edited by helper "dispense" for issue 10.)
 	switch in.Status {
-	case "", n.Status:
+	case "":
+		n.Status = dispensedStatus(n.Items)
 	case StatusWithDispenserActive, StatusDispensed, StatusNotDispensed:
-		return nil, invalidTransition(p, "the notification states prescription status %s, but its line items make it %s", in.Status, n.Status)
+		n.Status = in.Status
 	default:
 		return nil, invalidTransition(p, "a dispense notification may state 0003, 0006 or 0007, not %s", in.Status)
 	}
+	n.settleCancelled()
 	if err := n.recallNext(p, EventDispense, in.ID, by, now); err != nil {
 		return nil, err
 	}
 	n.Dispenses = append(n.Dispenses, DispenseRecord{ID: in.ID, Time: now.UTC(), Dispenser: dispenser, Before: before, BeforeItems: beforeItems,
-		BeforePending: beforePending, BeforeLast: beforeLast})
+		BeforePending: beforePending, BeforeLast: beforeLast, Lines: in.Lines, NonDispensingReason: in.NonDispensingReason})
 	n.LastDispense = now.UTC()
 	n.Completed = time.Time{}
 	if n.Status == StatusDispensed || n.Status == StatusNotDispensed {
@@ -550,7 +565,7 @@ func (n *Prescription) cancelLater(target int, by Actor, in CancelInput, now tim
 		}
 		switch {
 		case is.Items[k].Status == ItemToBeDispensed && (is.Status == StatusRepeatFuture || is.Status == StatusAwaitingReleaseReady):
-			is.Items[k].Status = ItemCancelled
+			is.Items[k].cancel(in.Reason)
 			is.settleCancelled()
 			n.recordFor(is, EventCancel, in.MessageID, by, now)
 			cancelled++
@@ -571,7 +586,26 @@ func (p *Prescription) hasLater(target int, id string) bool {
 	return false
 }
 
-// cancelIssue is Cancel of the current issue.
+// cancelIssue is Cancel of the current issue. A cancellation names a line
+// item, and Spine answers from that item's status (eps-spine-shared
+// record.py: check_current_instance_to_cancel_by_li_id,
+// check_current_instance_w_dispenser_by_li_id,
+// return_error_for_invalid_cancel_by_li_id, and for an item with the
+// dispenser return_error_for_invalid_cancel_by_pr_id):
+//
+//	item 0007 (to be dispensed)         R-0001, cancelled
+//	item 0008 or 0003 (with dispenser)  marked for cancellation: R-0002 when
+//	                                    the prescription is 0002, R-0003 when 0003
+//	item 0001 (dispensed)               R-0004
+//	item 0002 (not dispensed)           R-0010
+//	item 0005 (cancelled)               R-0006
+//	item 0006 (expired)                 R-0005
+//	item 0004 (not dispensed, owing)    R-0003, not marked
+//	no such item                        R-0008
+//
+// A cancellation of an item already marked answers R-0007 when another
+// organisation asked for it (check_pending_cancellation_unique_w_disp), and
+// otherwise the same answer again, changing nothing.
 func cancelIssue(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescription, string) {
 	if in.NHSNumber != p.NHSNumber {
 		return nil, RMismatch
@@ -580,50 +614,51 @@ func cancelIssue(p *Prescription, by Actor, in CancelInput, now time.Time) (*Pre
 	if i < 0 {
 		return nil, RNotFound // "Prescription/item not found"
 	}
-	item := p.Items[i]
-	switch {
-	case p.Status == StatusCancelled || p.Status == StatusCancelledFuture || item.Status == ItemCancelled:
-		return nil, RAlreadyCancelled
-	case p.Status == StatusExpired || item.Status == ItemExpired:
-		return nil, RExpired
-	case item.Status == ItemFullyDispensed || item.Status == ItemPartiallyDispensed ||
-		p.Status == StatusDispensed || p.Status == StatusClaimed || p.Status == StatusNoClaimed:
-		return nil, RDispensed
-	case item.Status == ItemNotDispensed || p.Status == StatusNotDispensed:
-		return nil, RNotDispensed
-	case p.Status == StatusWithDispenser || p.Status == StatusWithDispenserActive:
-		if p.Pending != nil && (p.Pending.Org != by.Org || p.Pending.User != by.User) {
-			return nil, RRequestedByAnother
+	switch p.Items[i].Status {
+	case ItemToBeDispensed:
+		switch p.Status {
+		case StatusAwaitingReleaseReady, StatusToBeDispensed, StatusRepeatFuture, StatusFuture:
+		default:
+			return nil, RInvalid
 		}
+		n := p.clone()
+		n.Items[i].cancel(in.Reason)
+		n.settleCancelled()
+		n.record(EventCancel, in.MessageID, by, now)
+		return n, RCancelled
+	case ItemWithDispenser, ItemPartiallyDispensed:
 		code := RPendingWith
 		if p.Status == StatusWithDispenserActive {
 			code = RPendingActive
 		}
 		if p.Pending != nil && slices.Contains(p.Pending.Items, in.LineItemID) {
+			if p.Pending.orgOf(in.LineItemID) != by.Org {
+				return nil, RRequestedByAnother
+			}
 			return nil, code // asked again: already marked, nothing changes
 		}
 		n := p.clone()
 		if n.Pending == nil {
 			n.Pending = &PendingCancel{Org: by.Org, User: by.User, Reason: in.Reason, Time: now.UTC()}
+		} else if by.Org != n.Pending.Org {
+			if n.Pending.By == nil {
+				n.Pending.By = map[string]string{}
+			}
+			n.Pending.By[in.LineItemID] = by.Org
 		}
-		if !slices.Contains(n.Pending.Items, in.LineItemID) {
-			n.Pending.Items = append(n.Pending.Items, in.LineItemID)
-		}
+		n.Pending.Items = append(n.Pending.Items, in.LineItemID)
 		n.record(EventCancel, in.MessageID, by, now)
 		return n, code
+	case ItemFullyDispensed:
+		return nil, RDispensed
+	case ItemNotDispensed:
+		return nil, RNotDispensed
+	case ItemCancelled:
+		return nil, RAlreadyCancelled
+	case ItemExpired:
+		return nil, RExpired
 	}
-	switch p.Status {
-	case StatusAwaitingReleaseReady, StatusToBeDispensed, StatusRepeatFuture, StatusFuture:
-		if item.Status != ItemToBeDispensed {
-			return nil, RInvalid
-		}
-		n := p.clone()
-		n.Items[i].Status = ItemCancelled
-		n.settleCancelled()
-		n.record(EventCancel, in.MessageID, by, now)
-		return n, RCancelled
-	}
-	return nil, RInvalid
+	return nil, RPendingActive // 0004: still owed by the dispenser
 }
 
 // EarlyCancellation is the record kept for a cancellation that arrived
@@ -670,7 +705,7 @@ func ApplyEarlyCancellations(kept, created *Prescription, now time.Time) *Prescr
 		applied := false
 		for _, id := range pc.Items {
 			if i := is.itemIndex(id); i >= 0 && is.Items[i].Status == ItemToBeDispensed {
-				is.Items[i].Status = ItemCancelled
+				is.Items[i].cancel(pc.Reason)
 				applied = true
 			}
 		}
@@ -696,11 +731,11 @@ func (p *Prescription) issues() []*Issue {
 
 // Scheduled is the time-driven transition due for a prescription at now, if
 // any (the first, when several are): EventReady (a post-dated prescription
-// whose start is within a day, or a repeat dispensing issue whose date has
-// come), EventAwaiting (the next repeat dispensing issue, once the current
-// one is complete), EventExpire (validity ended), EventComplete (part
-// dispensed and 180 days without a dispense), EventNoClaim (completed 180
-// days ago and not claimed); "" when none is due.
+// whose date has come, or a repeat dispensing issue whose nominated download
+// date has), EventAwaiting (the next repeat dispensing issue, once the
+// current one is complete), EventExpire (validity ended), EventNoClaim (not
+// claimed in time); "" when none is due. Each issue's next activity and its
+// date are Spine's (next_activity_generator.py, see issueNext).
 func Scheduled(p *Prescription, now time.Time) string {
 	ev, _ := due(p, now)
 	return ev
@@ -708,50 +743,92 @@ func Scheduled(p *Prescription, now time.Time) string {
 
 // due is the first scheduled transition due at now and the issue it is of.
 func due(p *Prescription, now time.Time) (string, int) {
-	if next := p.nextIssue(); next != nil && next.Status == StatusRepeatFuture && Complete(p.Status) &&
-		now.Before(next.ExpiresAt) {
+	if next := p.nextIssue(); next != nil && next.Status == StatusRepeatFuture && Complete(p.Status) {
+		// record.py release_next_instance: the issue after a completed one
+		// follows whatever its dates (its own next activity then decides).
 		return EventAwaiting, next.Number
 	}
 	for _, is := range p.issues() {
-		if ev := issueDue(p, is, now); ev != "" {
+		if ev, at := issueNext(p, is); ev != "" && !now.Before(at) {
 			return ev, is.Number
 		}
 	}
 	return "", 0
 }
 
-// issueDue is the time-driven transition due for one issue at now.
-func issueDue(p *Prescription, is *Issue, now time.Time) string {
-	expired := !is.ExpiresAt.IsZero() && !now.Before(is.ExpiresAt)
+// issueNext is the next activity of issue is and the time it falls due
+// (the start of its date: Spine's next activity dates are dates, done by
+// the batch on that day), "" when it has none (next_activity_generator.py
+// next_activity_date; record.py _include_next_activity_for_instance):
+//
+//	9001              ready on the prescription date, unless that is not
+//	                  before its expiry: then it expires (future_dated)
+//	0000              ready on its nominated download date, unless that is
+//	                  not before its expiry: then it expires
+//	                  (awaiting_nominated_release)
+//	0001, 0002, 9000  expires on its expiry date (un_dispensed)
+//	0003              with a dispense notification: no-claim (0009) on the
+//	                  last dispense date + 180 days; without one (a repeat
+//	                  dispensing issue whose notifications were withdrawn):
+//	                  expires (to 0006) on the earlier of that date, counted
+//	                  from its release, and its expiry (part_dispensed)
+//	0006              no-claim (0009) on its completion date + 180 days
+//	                  (dispensed)
+//	0007, 0004, 0005, 0008, 0009, 9005: none (their next activity is
+//	                  Spine's deletion of the record, which the broker keeps)
+//
+// Of a repeat dispensing prescription only the current issue has these;
+// issues before it only their no-claim, issues after it none (they follow
+// the current one: release_next_instance, and an expiry expires them too).
+func issueNext(p *Prescription, is *Issue) (string, time.Time) {
+	cur := p.IssueNumber()
+	if p.RepeatDispensing() && is.Number > cur {
+		return "", time.Time{}
+	}
+	past := p.RepeatDispensing() && is.Number < cur
+	readyOrExpire := func(ready time.Time) (string, time.Time) {
+		if ready = day(ready); ready.Before(is.ExpiresAt) {
+			return EventReady, ready
+		}
+		return EventExpire, is.ExpiresAt
+	}
 	switch is.Status {
 	case StatusFuture:
-		if expired {
-			return EventExpire
-		}
-		if p.StartDate.Sub(now) <= 24*time.Hour {
-			return EventReady
+		if !past {
+			return readyOrExpire(p.StartDate)
 		}
 	case StatusAwaitingReleaseReady:
-		if expired {
-			return EventExpire
+		if !past {
+			return readyOrExpire(is.AvailableAt)
 		}
-		if !now.Before(is.AvailableAt) {
-			return EventReady
-		}
-	case StatusToBeDispensed, StatusWithDispenser, StatusRepeatFuture, StatusCancelledFuture:
-		if expired {
-			return EventExpire
+	case StatusToBeDispensed, StatusWithDispenser, StatusRepeatFuture:
+		if !past && !is.ExpiresAt.IsZero() {
+			return EventExpire, is.ExpiresAt
 		}
 	case StatusWithDispenserActive:
-		if !is.LastDispense.IsZero() && now.Sub(is.LastDispense) >= 180*24*time.Hour {
-			return EventComplete
+		if is.latestDispense() >= 0 {
+			return EventNoClaim, day(is.LastDispense).AddDate(0, 0, WithDispenserDays)
 		}
-	case StatusDispensed, StatusNotDispensed:
-		if !is.Completed.IsZero() && now.Sub(is.Completed) >= 180*24*time.Hour {
-			return EventNoClaim
+		if past {
+			break
+		}
+		last := is.LastDispense
+		if last.IsZero() {
+			last = is.Released
+		}
+		at := is.ExpiresAt
+		if limit := day(last).AddDate(0, 0, WithDispenserDays); !last.IsZero() && (at.IsZero() || limit.Before(at)) {
+			at = limit
+		}
+		if !at.IsZero() {
+			return EventExpire, at
+		}
+	case StatusDispensed:
+		if !is.Completed.IsZero() {
+			return EventNoClaim, day(is.Completed).AddDate(0, 0, NotificationDelayDays)
 		}
 	}
-	return ""
+	return "", time.Time{}
 }
 
 // NextDue is the earliest time a scheduled transition may become due for p
@@ -768,23 +845,8 @@ func NextDue(p *Prescription) time.Time {
 		earliest(p.Created) // due now
 	}
 	for _, is := range p.issues() {
-		switch is.Status {
-		case StatusFuture:
-			earliest(p.StartDate.Add(-24 * time.Hour))
-			earliest(is.ExpiresAt)
-		case StatusAwaitingReleaseReady:
-			earliest(is.AvailableAt)
-			earliest(is.ExpiresAt)
-		case StatusToBeDispensed, StatusWithDispenser, StatusRepeatFuture, StatusCancelledFuture:
-			earliest(is.ExpiresAt)
-		case StatusWithDispenserActive:
-			if !is.LastDispense.IsZero() {
-				earliest(is.LastDispense.Add(180 * 24 * time.Hour))
-			}
-		case StatusDispensed, StatusNotDispensed:
-			if !is.Completed.IsZero() {
-				earliest(is.Completed.Add(180 * 24 * time.Hour))
-			}
+		if ev, t := issueNext(p, is); ev != "" {
+			earliest(t)
 		}
 	}
 	return at
@@ -819,15 +881,20 @@ func ApplyScheduled(p *Prescription, now time.Time, follow *NominationChange) *P
 	return n
 }
 
+// systemActor is who applies the scheduled transitions.
+var systemActor = Actor{User: "epsbroker", Org: "EPS"}
+
 // applyDue applies scheduled transition ev to issue num.
 func applyDue(p *Prescription, ev string, num int, now time.Time, follow *NominationChange) *Prescription {
-	system := Actor{User: "epsbroker", Org: "EPS"}
-	if ev == EventAwaiting {
+	switch ev {
+	case EventAwaiting:
 		// The next issue becomes the current one.
 		n, _ := p.AtIssue(num)
 		n.Status = StatusAwaitingReleaseReady
-		n.record(ev, "", system, now)
+		n.record(ev, "", systemActor, now)
 		return n
+	case EventExpire:
+		return expireFrom(p, num, now)
 	}
 	n := p.clone()
 	is := n.issue(num)
@@ -842,21 +909,66 @@ func applyDue(p *Prescription, ev string, num int, now time.Time, follow *Nomina
 				is.NominationSource = NominationNone
 			}
 		}
-	case EventExpire:
-		is.Status = StatusExpired
-		for i := range is.Items {
-			switch is.Items[i].Status {
-			case ItemToBeDispensed, ItemWithDispenser:
-				is.Items[i].Status = ItemExpired
-			}
+	case EventNoClaim:
+		// record.py _create_no_claim: No-Claimed, items as they are, and the
+		// issue complete (a part-dispensed one too).
+		is.Status = StatusNoClaimed
+		is.Completed = now.UTC()
+	}
+	n.recordFor(is, ev, "", systemActor, now)
+	return n
+}
+
+// expireFrom expires issue num and every issue after it, and makes the last
+// issue the current one, as Spine expires a repeat dispensing prescription
+// (record.py perform_instance_specific_updates, NEXTACTIVITY_EXPIRE: "we
+// must expire all subsequent issues as well"; issue.py expire). The later
+// issues' events go first, so that the last event is about the issue a
+// dispenser may hold.
+func expireFrom(p *Prescription, num int, now time.Time) *Prescription {
+	n := p.clone()
+	target := n.issue(num)
+	for _, is := range n.issues() {
+		if is != target && is.Number > target.Number && is.expire(now) {
+			n.recordFor(is, EventExpire, "", systemActor, now)
 		}
-		is.Pending = nil
-	case EventComplete:
+	}
+	target.expire(now)
+	n.recordFor(target, EventExpire, "", systemActor, now)
+	if last := n.IssueCount(); n.RepeatDispensing() && last > n.IssueNumber() {
+		n, _ = n.AtIssue(last)
+	}
+	return n
+}
+
+// expire moves the issue to its expired status and its line items to
+// theirs (statuses.py PrescriptionStatus.EXPIRY_LOOKUP and
+// LineItemStatus.EXPIRY_LOOKUP): 0000, 0001, 0002, 9000, 9001 and 9005
+// become Expired (0004), a part-dispensed issue (0003) Dispensed (0006);
+// items to be dispensed or with the dispenser become Expired (0006), a
+// partly dispensed item Dispensed (0001), an owed one Not Dispensed (0002).
+// A completed issue keeps its status. It reports whether the status changed.
+func (is *Issue) expire(now time.Time) bool {
+	was := is.Status
+	switch was {
+	case StatusAwaitingReleaseReady, StatusToBeDispensed, StatusWithDispenser, StatusRepeatFuture, StatusFuture, StatusCancelledFuture:
+		is.Status = StatusExpired
+	case StatusWithDispenserActive:
 		is.Status = StatusDispensed
 		is.Completed = now.UTC()
-	case EventNoClaim:
-		is.Status = StatusNoClaimed
 	}
-	n.recordFor(is, ev, "", system, now)
-	return n
+	for i := range is.Items {
+		switch is.Items[i].Status {
+		case ItemToBeDispensed, ItemWithDispenser:
+			is.Items[i].Status = ItemExpired
+		case ItemPartiallyDispensed:
+			is.Items[i].Status = ItemFullyDispensed
+		case ItemNotDispensedOwing:
+			is.Items[i].Status = ItemNotDispensed
+		}
+	}
+	if is.Status != was {
+		is.Pending = nil // nothing is left to cancel
+	}
+	return is.Status != was
 }

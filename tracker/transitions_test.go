@@ -3,6 +3,7 @@ package tracker
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -232,10 +233,18 @@ func TestCancel(t *testing.T) {
 	if code != RPendingWith || marked.Pending == nil || marked.Status != StatusWithDispenser {
 		t.Fatalf("after release: %s %+v", code, marked)
 	}
-	if _, code := Cancel(marked, other, in("i2"), t0); code != RRequestedByAnother {
-		t.Errorf("another prescriber: %s", code)
+	// record.py check_pending_cancellation_unique_w_disp: the same line
+	// item asked for by another organisation is R-0007; another line item
+	// is a cancellation of its own; the organisation counts, not the user.
+	if _, code := Cancel(marked, other, in("i1"), t0); code != RRequestedByAnother {
+		t.Errorf("another organisation, the same item: %s", code)
 	}
-	if _, code := Cancel(marked, Actor{User: "another-gp", Org: gp.Org}, in("i2"), t0); code != RRequestedByAnother {
+	if n, code := Cancel(marked, other, in("i2"), t0); code != RPendingWith || n == nil || n.Pending.orgOf("i2") != other.Org || n.Pending.orgOf("i1") != gp.Org {
+		t.Errorf("another organisation, another item: %s", code)
+	} else if _, code := Cancel(n, gp, in("i2"), t0); code != RRequestedByAnother {
+		t.Errorf("the first organisation asking for the other's item: %s", code)
+	}
+	if again, code := Cancel(marked, Actor{User: "another-gp", Org: gp.Org}, in("i1"), t0); code != RPendingWith || again != nil {
 		t.Errorf("another prescriber of the same practice: %s", code)
 	}
 	if again, code := Cancel(marked, gp, in("i1"), t0); code != RPendingWith || again != nil {
@@ -254,8 +263,8 @@ func TestCancel(t *testing.T) {
 	if _, code := Cancel(part, gp, in("i2"), t0); code != RPendingActive {
 		t.Errorf("part dispensed: %s", code)
 	}
-	if _, code := Cancel(part, gp, in("i1"), t0); code != RDispensed {
-		t.Errorf("a partly dispensed item: %s", code)
+	if n, code := Cancel(part, gp, in("i1"), t0); code != RPendingActive || n == nil || !slices.Contains(n.Pending.Items, "i1") {
+		t.Errorf("a partly dispensed item: %s, want R-0003 and marked", code)
 	}
 	full := must(Dispense(r, "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": "0001", "i2": "0001"}}, t0))
 	if _, code := Cancel(full, gp, in("i1"), t0); code != RDispensed {
@@ -265,8 +274,7 @@ func TestCancel(t *testing.T) {
 	if _, code := Cancel(notd, gp, in("i1"), t0); code != RNotDispensed {
 		t.Errorf("not dispensed: %s", code)
 	}
-	exp := fresh()
-	exp.Status = StatusExpired
+	exp := ApplyScheduled(fresh(), fresh().ExpiresAt, nil)
 	if _, code := Cancel(exp, gp, in("i1"), t0); code != RExpired {
 		t.Errorf("expired: %s", code)
 	}
@@ -279,8 +287,8 @@ func TestCancel(t *testing.T) {
 }
 
 func TestScheduled(t *testing.T) {
-	p := fresh() // start t0, expires t0 + 6 months
-	if ev := Scheduled(p, t0.AddDate(0, 6, 0).Add(-time.Second)); ev != "" {
+	p := fresh() // dated t0 (09:00), expires on the date 6 months on
+	if ev := Scheduled(p, day(t0).AddDate(0, 6, 0).Add(-time.Second)); ev != "" {
 		t.Errorf("before expiry: %q", ev)
 	}
 	exp := ApplyScheduled(p, p.ExpiresAt, nil)
@@ -290,26 +298,20 @@ func TestScheduled(t *testing.T) {
 	if ApplyScheduled(exp, p.ExpiresAt.Add(time.Hour), nil) != nil {
 		t.Error("a second run changed an expired prescription")
 	}
-	part := must(Dispense(released(t), "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": "0003"}}, t0))
-	if Scheduled(part, t0.Add(179*24*time.Hour)) != "" || Scheduled(part, t0.Add(180*24*time.Hour)) != EventComplete {
-		t.Error("0003 -> 0006 after 180 days without a dispense")
+	done := must(Dispense(released(t), "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": "0001", "i2": "0001"}}, t0))
+	noClaim := day(t0).AddDate(0, 0, 180)
+	if ev := Scheduled(done, noClaim.Add(-time.Second)); ev != "" {
+		t.Errorf("no-claim before its date: %q", ev)
 	}
-	done := ApplyScheduled(part, t0.Add(180*24*time.Hour), nil)
-	if done.Status != StatusDispensed {
-		t.Errorf("completed: %s", done.Status)
-	}
-	if ev := Scheduled(done, done.Completed.Add(180*24*time.Hour)); ev != EventNoClaim {
-		t.Errorf("no-claim: %q", ev)
-	}
-	if nc := ApplyScheduled(done, done.Completed.Add(180*24*time.Hour), nil); nc.Status != StatusNoClaimed {
-		t.Errorf("no-claimed: %s", nc.Status)
+	if nc := ApplyScheduled(done, noClaim, nil); nc == nil || nc.Status != StatusNoClaimed {
+		t.Errorf("no-claimed: %+v", nc)
 	}
 	fut := fresh()
 	fut.Status, fut.StartDate = StatusFuture, t0.Add(72*time.Hour)
-	if Scheduled(fut, t0) != "" || Scheduled(fut, t0.Add(48*time.Hour)) != EventReady {
-		t.Error("post-dated becomes due a day before its start")
+	if Scheduled(fut, day(t0).Add(72*time.Hour-time.Second)) != "" || Scheduled(fut, day(t0).Add(72*time.Hour)) != EventReady {
+		t.Error("post-dated becomes due on its date")
 	}
-	if r := ApplyScheduled(fut, t0.Add(48*time.Hour), nil); r.Status != StatusToBeDispensed || !r.Ready() {
+	if r := ApplyScheduled(fut, t0.Add(72*time.Hour), nil); r.Status != StatusToBeDispensed || !r.Ready() {
 		t.Errorf("ready: %s", r.Status)
 	}
 }
@@ -365,4 +367,184 @@ func TestDispenseEdgeRules(t *testing.T) {
 	_, err = Dispense(r, "FA565", pharmacy, DispenseInput{ID: "dn-5", Status: StatusDispensed,
 		Items: map[string]ItemStatus{"i1": ItemFullyDispensed, "i2": ItemNotDispensedOwing}}, t0)
 	wantInvalid(t, err)
+}
+
+// Every line item and prescription status a cancellation can meet, and
+// Spine's answer (eps-spine-shared record.py; statuses.py
+// ITEM_CANCELLABLE_STATES, ITEM_WITH_DISPENSER_STATES).
+func TestCancelAnswers(t *testing.T) {
+	in := func(item string) CancelInput {
+		return CancelInput{MessageID: "c-" + item, NHSNumber: "9449305552", LineItemID: item}
+	}
+	const (
+		byLI   = "record.py return_error_for_invalid_cancel_by_li_id"
+		byPR   = "record.py return_error_for_invalid_cancel_by_pr_id"
+		toCncl = "record.py check_current_instance_to_cancel_by_li_id"
+	)
+	dn := func(p *Prescription, st ...ItemStatus) *Prescription {
+		return must(Dispense(p, "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{"i1": st[0], "i2": st[1]}}, t0))
+	}
+	at := func(p *Prescription, s Status) *Prescription { p.Status = s; return p }
+	for _, tc := range []struct {
+		name, ref string
+		rec       *Prescription
+		item      string
+		want      string
+		marked    bool // the item is marked for cancellation after
+		cancelled bool // the item is 0005 after
+	}{
+		{"0001, item 0007", toCncl, fresh(), "i1", RCancelled, false, true},
+		{"9001, item 0007", toCncl, at(fresh(), StatusFuture), "i1", RCancelled, false, true},
+		{"0000, item 0007", toCncl, at(fresh(), StatusAwaitingReleaseReady), "i1", RCancelled, false, true},
+		{"9000, item 0007", toCncl, at(fresh(), StatusRepeatFuture), "i1", RCancelled, false, true},
+		{"0002, item 0008: marked", byPR, released(t), "i1", RPendingWith, true, false},
+		{"0003, item 0003 (part dispensed): marked", byPR + " (item 0003 is with the dispenser)", dn(released(t), ItemPartiallyDispensed, ItemFullyDispensed), "i1", RPendingActive, true, false},
+		{"0003, item 0004 (owed): R-0003, not marked", byLI + " (else branch)", dn(released(t), ItemNotDispensedOwing, ItemFullyDispensed), "i1", RPendingActive, false, false},
+		{"0003, item 0001", byLI, dn(released(t), ItemNotDispensedOwing, ItemFullyDispensed), "i2", RDispensed, false, false},
+		{"0006, item 0001", byLI, dn(released(t), ItemFullyDispensed, ItemNotDispensed), "i1", RDispensed, false, false},
+		{"0006, item 0002", byLI, dn(released(t), ItemFullyDispensed, ItemNotDispensed), "i2", RNotDispensed, false, false},
+		{"0007, item 0002", byLI, dn(released(t), ItemNotDispensed, ItemNotDispensed), "i1", RNotDispensed, false, false},
+		{"0008, item 0001", byLI, must(Claim(dn(released(t), ItemFullyDispensed, ItemNotDispensed), "FA565", pharmacy, "cl", "", t0)), "i1", RDispensed, false, false},
+		{"0008, item 0002", byLI, must(Claim(dn(released(t), ItemFullyDispensed, ItemNotDispensed), "FA565", pharmacy, "cl", "", t0)), "i2", RNotDispensed, false, false},
+		{"0009, item 0001", byLI, ApplyScheduled(dn(released(t), ItemFullyDispensed, ItemFullyDispensed), t0.AddDate(1, 0, 0), nil), "i1", RDispensed, false, false},
+		{"0004, item 0006", byLI, ApplyScheduled(fresh(), t0.AddDate(1, 0, 0), nil), "i1", RExpired, false, false},
+		{"0005, item 0005", byLI, func() *Prescription {
+			p, _ := Cancel(fresh(), gp, in("i1"), t0)
+			p, _ = Cancel(p, gp, in("i2"), t0)
+			return p
+		}(), "i1", RAlreadyCancelled, false, false},
+		{"0001, item 0005", byLI, func() *Prescription { p, _ := Cancel(fresh(), gp, in("i1"), t0); return p }(), "i1", RAlreadyCancelled, false, false},
+		{"no such item", byLI + " (PRESCRIPTION_NOT_FOUND)", fresh(), "i9", RNotFound, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := snapshotJSON(tc.rec)
+			n, code := Cancel(tc.rec, gp, in(tc.item), t0)
+			if code != tc.want {
+				t.Fatalf("answered %s, want %s (%s)", code, tc.want, tc.ref)
+			}
+			if snapshotJSON(tc.rec) != before {
+				t.Fatal("Cancel changed its input")
+			}
+			changed := tc.marked || tc.cancelled
+			if (n != nil) != changed {
+				t.Fatalf("record changed %v, want %v", n != nil, changed)
+			}
+			if !changed {
+				return
+			}
+			marked := n.Pending != nil && slices.Contains(n.Pending.Items, tc.item)
+			if marked != tc.marked {
+				t.Errorf("marked for cancellation %v, want %v", marked, tc.marked)
+			}
+			if k := n.itemIndex(tc.item); (n.Items[k].Status == ItemCancelled) != tc.cancelled {
+				t.Errorf("item %s, cancelled %v wanted", n.Items[k].Status, tc.cancelled)
+			}
+		})
+	}
+}
+
+// A part-dispensed item marked for cancellation (R-0003): the dispenser
+// marking it not dispensed cancels it; a return is no longer possible
+// (0003); the cancellation stays marked while the item is still owed.
+func TestCancelPartDispensed(t *testing.T) {
+	part := must(Dispense(released(t), "FA565", pharmacy, DispenseInput{ID: "dn-1",
+		Items: map[string]ItemStatus{"i1": ItemPartiallyDispensed, "i2": ItemFullyDispensed}}, t0))
+	marked, code := Cancel(part, gp, CancelInput{MessageID: "c", NHSNumber: "9449305552", LineItemID: "i1"}, t0)
+	if code != RPendingActive || marked == nil || marked.Status != StatusWithDispenserActive {
+		t.Fatalf("%s %+v", code, marked)
+	}
+	owed := must(Dispense(marked, "FA565", pharmacy, DispenseInput{ID: "dn-2",
+		Items: map[string]ItemStatus{"i1": ItemNotDispensedOwing, "i2": ItemFullyDispensed}}, t0))
+	if owed.Pending == nil || !slices.Contains(owed.Pending.Items, "i1") {
+		t.Error("still owed: the cancellation must stay marked")
+	}
+	nd := must(Dispense(marked, "FA565", pharmacy, DispenseInput{ID: "dn-2",
+		Items: map[string]ItemStatus{"i1": ItemNotDispensed, "i2": ItemFullyDispensed}}, t0))
+	if items(nd) != "0005 0001" || nd.Status != StatusDispensed || nd.Pending != nil {
+		t.Errorf("not dispensed: %s %s %+v", items(nd), nd.Status, nd.Pending)
+	}
+}
+
+// Each status's next activity and its date (next_activity_generator.py
+// next_activity_date; record.py _include_next_activity_for_instance,
+// perform_instance_specific_updates): what falls due, when, and the state
+// after.
+func TestNextActivity(t *testing.T) {
+	const nag = "next_activity_generator.py "
+	d0 := day(t0)
+	last := t0.AddDate(0, 2, 0) // a dispense two months after the prescription date
+	dn := func(p *Prescription, when time.Time, st ...ItemStatus) *Prescription {
+		return must(Dispense(p, "FA565", pharmacy, DispenseInput{ID: "dn-" + when.Format(time.RFC3339),
+			Items: map[string]ItemStatus{"i1": st[0], "i2": st[1]}}, when))
+	}
+	part := dn(released(t), last, ItemPartiallyDispensed, ItemFullyDispensed)
+	// An eRD issue whose only notification was withdrawn: 0003 without one.
+	erdPart := func(released time.Time) *Prescription {
+		p := must(Release(erd(2, 28), "FA565", pharmacy, "rel", true, released))
+		p = dn(p, released.Add(time.Hour), ItemPartiallyDispensed, ItemFullyDispensed)
+		return must(Withdraw(p, "FA565", pharmacy, p.Dispenses[0].ID, "wd", released.Add(2*time.Hour)))
+	}
+	lateRelease := d0.AddDate(0, 5, 0) // released a month before issue 1's expiry
+	future := fresh()
+	future.Status, future.StartDate = StatusFuture, t0.AddDate(0, 0, 3)
+	for _, tc := range []struct {
+		name, ref  string
+		rec        *Prescription
+		event      string
+		at         time.Time
+		status     Status // the current issue's status after (the issue the event is about for acute)
+		itemsAfter string
+	}{
+		{"9001: ready on its date", nag + "future_dated", future, EventReady, d0.AddDate(0, 0, 3), StatusToBeDispensed, "0007 0007"},
+		{"0001: expires on its expiry date", nag + "un_dispensed", fresh(), EventExpire, d0.AddDate(0, 6, 0), StatusExpired, "0006 0006"},
+		{"0002: expires on its expiry date", nag + "un_dispensed", released(t), EventExpire, d0.AddDate(0, 6, 0), StatusExpired, "0006 0006"},
+		{"0003 with a notification: no-claim 180 days after the last dispense, even past the expiry", nag + "part_dispensed (createNoClaim); record.py _create_no_claim",
+			dn(released(t), d0.AddDate(0, 5, 0), ItemPartiallyDispensed, ItemFullyDispensed), EventNoClaim, d0.AddDate(0, 5, 180), StatusNoClaimed, "0003 0001"},
+		{"0003 with a notification, dispensed early: no-claim 180 days after", nag + "part_dispensed (createNoClaim)", part, EventNoClaim, day(last).AddDate(0, 0, 180), StatusNoClaimed, "0003 0001"},
+		{"0003 without a notification: to 0006 180 days after its release", nag + "part_dispensed (expire); statuses.py EXPIRY_LOOKUP",
+			erdPart(t0.Add(time.Hour)), EventExpire, d0.AddDate(0, 0, 180), StatusDispensed, "0006 0006"},
+		{"0003 without a notification: to 0006 at the prescription's expiry when that is earlier", nag + "part_dispensed (min of both)",
+			erdPart(lateRelease), EventExpire, d0.AddDate(0, 6, 0), StatusDispensed, "0006 0006"},
+		{"0006: no-claim 180 days after completion", nag + "dispensed", dn(released(t), last, ItemFullyDispensed, ItemNotDispensed), EventNoClaim, day(last).AddDate(0, 0, 180), StatusNoClaimed, "0001 0002"},
+		{"0007: none (never no-claimed)", nag + "not_dispensed (delete only)", dn(released(t), last, ItemNotDispensed, ItemNotDispensed), "", time.Time{}, StatusNotDispensed, "0002 0002"},
+		{"0008: none", nag + "completed (delete only)", must(Claim(dn(released(t), last, ItemFullyDispensed, ItemFullyDispensed), "FA565", pharmacy, "cl", "", last)), "", time.Time{}, StatusClaimed, "0001 0001"},
+		{"0004: none", nag + "expired (delete only)", ApplyScheduled(fresh(), d0.AddDate(1, 0, 0), nil), "", time.Time{}, StatusExpired, "0006 0006"},
+		{"0005: none", nag + "cancelled (delete only)", func() *Prescription {
+			p, _ := Cancel(fresh(), gp, CancelInput{NHSNumber: "9449305552", LineItemID: "i1"}, t0)
+			p, _ = Cancel(p, gp, CancelInput{NHSNumber: "9449305552", LineItemID: "i2"}, t0)
+			return p
+		}(), "", time.Time{}, StatusCancelled, "0005 0005"},
+		{"9005 (a cancellation before its prescription): none", nag + "awaiting_cancellation (delete only)",
+			EarlyCancellation("24F5DA-A83008-7EFE6Z", gp, CancelInput{NHSNumber: "9449305552", LineItemID: "i1"}, t0), "", time.Time{}, StatusCancelledFuture, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			at := NextDue(tc.rec)
+			if tc.event == "" {
+				if !at.IsZero() {
+					t.Fatalf("NextDue %s, want none (%s)", at, tc.ref)
+				}
+				if n := ApplyScheduled(tc.rec, t0.AddDate(3, 0, 0), nil); n != nil {
+					t.Errorf("3 years on: %s, want no change (%s)", n.Status, tc.ref)
+				}
+				return
+			}
+			if !at.Equal(tc.at) {
+				t.Errorf("NextDue %s, want %s (%s)", at, tc.at, tc.ref)
+			}
+			if ev := Scheduled(tc.rec, tc.at.Add(-time.Second)); ev != "" {
+				t.Errorf("%s due before its date (%s)", ev, tc.ref)
+			}
+			if ev := Scheduled(tc.rec, tc.at); ev != tc.event {
+				t.Fatalf("due %q, want %q (%s)", ev, tc.event, tc.ref)
+			}
+			n := ApplyScheduled(tc.rec, tc.at, nil)
+			is, _ := n.AtIssue(1)
+			if is.Status != tc.status || items(is) != tc.itemsAfter {
+				t.Errorf("after: %s %s, want %s %s (%s)", is.Status, items(is), tc.status, tc.itemsAfter, tc.ref)
+			}
+			if h := n.History[len(n.History)-1]; h.Type != tc.event {
+				t.Errorf("last event %s, want %s", h.Type, tc.event)
+			}
+		})
+	}
 }

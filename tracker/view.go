@@ -29,6 +29,8 @@ const (
 	extRepeatInformation     = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-RepeatInformation"
 	extDispensingInformation = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-DispensingInformation"
 	extParticipantType       = "http://hl7.org/fhir/5.0/StructureDefinition/extension-RequestOrchestration.action.participant.typeReference"
+	extNonDispensingReason   = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionNonDispensingReason"
+	extTaskBusinessStatus    = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-TaskBusinessStatus"
 	// ExtSearchCategory is the broker's extension on every RequestGroup of
 	// the tracker views: valueString current, future or past (Category).
 	ExtSearchCategory = "https://github.com/nhs-eps/epsbroker/StructureDefinition/search-category"
@@ -46,6 +48,8 @@ const (
 	systemSiteType         = "https://fhir.nhs.uk/CodeSystem/dispensing-site-preference"
 	systemMessageID        = "https://tools.ietf.org/html/rfc4122"
 	systemSNOMED           = "http://snomed.info/sct"
+	systemCancelReason     = "https://fhir.nhs.uk/CodeSystem/medicationrequest-status-reason"
+	systemNonDispensing    = "https://fhir.nhs.uk/CodeSystem/medicationdispense-status-reason"
 )
 
 // Categories of the tracker's search results (Category).
@@ -209,14 +213,22 @@ func issueKey(rec *Prescription) string {
 // DetailBundle is the searchset Bundle of GET RequestGroup/{id}, like the NHS
 // tracker API's clinicalView: the Patient, the prescriber's PractitionerRole
 // and a MedicationRequest per line item (search mode include: medication,
-// dosage, quantity, item status, nominated dispenser in
-// dispenseRequest.performer and the dispenser that holds it in performer),
-// then the RequestGroup (mode match) with the prescription status as in
-// SearchBundle, the line items and the message history: an action per
+// dosage, quantity, item status, the cancellation reason of a cancelled item
+// or one marked for cancellation in statusReason, nominated dispenser in
+// dispenseRequest.performer and the dispenser that holds it in performer);
+// when it has dispense notifications, the dispenser's PractitionerRole and
+// a MedicationDispense per item of each notification not withdrawn (its
+// medicationdispense-type, non-dispensing reason, product, quantity and
+// dosage, the MedicationRequest it dispenses, the prescription's status;
+// status in-progress for the latest notification, unknown for earlier
+// ones); then the RequestGroup (mode match) with the prescription status as
+// in SearchBundle (and the cancellation and non-dispensing reasons of the
+// prescription), the line items and the message history: an action per
 // history event with its time, its title as the NHS tracker names it, the
-// status after it and the organisation and user that caused it. d holds
-// what the order message says of the patient, prescriber and items; when it
-// is nil the view shows what the record holds.
+// status after it and the organisation and user that caused it, a dispense
+// notification's with an action per MedicationDispense of it. d holds what
+// the order message says of the patient, prescriber and items; when it is
+// nil the view shows what the record holds.
 //
 // It shows rec's current issue: for issue n of a repeat dispensing
 // prescription pass rec.AtIssue(n). Its repeat information is then issue n
@@ -238,11 +250,13 @@ func DetailBundle(rec *Prescription, d *fhir.OrderDetails) []byte {
 
 	items := make([]action, 0, len(rec.Items))
 	for _, it := range rec.Items {
-		url, id := urn("MedicationRequest", issueKey(rec)+"/"+it.ID)
+		url, id := medicationRequestURN(rec, it)
 		mr := medicationRequestOf(id, rec, it, itemDetails(d, it.ID), patientURL, roleURL)
 		b.Entry = append(b.Entry, bundleEntry{FullURL: url, Search: modeInclude, Resource: mr})
 		items = append(items, action{Resource: &reference{Reference: url}})
 	}
+	entries, dispensed := dispenseEntries(rec, d, patientURL)
+	b.Entry = append(b.Entry, entries...)
 
 	rg := &requestGroup{
 		ResourceType: "RequestGroup",
@@ -273,8 +287,15 @@ func DetailBundle(rec *Prescription, d *fhir.OrderDetails) []byte {
 	rg.Extension = append(rg.Extension,
 		extension{URL: extPendingCancellation, Extension: []extension{
 			boolExtension("prescriptionPendingCancellation", prescriptionPendingCancellation(rec)),
-		}},
-		categoryExtension(rec.Status))
+		}})
+	if reason := prescriptionCancelReason(rec); reason != "" {
+		rg.Extension = append(rg.Extension, extension{URL: extStatusHistory, Extension: []extension{
+			{URL: "cancellationReason", ValueCoding: cancelReasonCoding(reason)}}})
+	}
+	if reason := prescriptionNonDispensingReason(rec); reason != "" {
+		rg.Extension = append(rg.Extension, extension{URL: extNonDispensingReason, ValueCoding: nonDispensingCoding(reason)})
+	}
+	rg.Extension = append(rg.Extension, categoryExtension(rec.Status))
 
 	history := make([]action, 0, len(rec.History))
 	for _, ev := range rec.History {
@@ -284,7 +305,13 @@ func DetailBundle(rec *Prescription, d *fhir.OrderDetails) []byte {
 		if ev.Type == EventOrder && rec.RepeatDispensing() && rec.IssueNumber() > 1 && ev.Status != StatusCancelledFuture {
 			ev.Status = StatusRepeatFuture // what the upload made of this issue
 		}
-		history = append(history, historyAction(ev))
+		a := historyAction(ev)
+		if ev.Type == EventDispense {
+			for _, url := range dispensed[strings.ToLower(ev.MessageID)] {
+				a.Action = append(a.Action, action{Resource: &reference{Reference: url}})
+			}
+		}
+		history = append(history, a)
 	}
 	rg.Action = []action{
 		{Title: "Prescription Line Items(Medications)", TimingTiming: supplyTiming(rec.SupplyDays), Action: items},
@@ -368,6 +395,7 @@ func medicationRequestOf(id string, rec *Prescription, it Item, det *fhir.ItemDe
 		Identifier:      []identifier{{fhir.SystemLineItemID, it.ID}},
 		Subject:         reference{Reference: patientURL},
 		Status:          itemRequestStatus(it.Status),
+		StatusReason:    itemCancelReason(rec, it),
 		Intent:          intent(rec.TherapyType),
 		Requester:       reference{Reference: roleURL},
 		GroupIdentifier: identifier{fhir.SystemPrescriptionID, rec.ID},
@@ -428,6 +456,171 @@ func itemRequestStatus(s ItemStatus) string {
 		return "active"
 	}
 	return "unknown"
+}
+
+// medicationRequestURN is the fullUrl and id of the MedicationRequest of
+// line item it of rec's current issue.
+func medicationRequestURN(rec *Prescription, it Item) (fullURL, id string) {
+	return urn("MedicationRequest", issueKey(rec)+"/"+it.ID)
+}
+
+// shownDispenses are the dispense notifications of rec's current issue that
+// the detail view shows: those not withdrawn (nor replaced by an
+// amendment), oldest first.
+func shownDispenses(rec *Prescription) []DispenseRecord {
+	var out []DispenseRecord
+	for _, d := range rec.Dispenses {
+		if !d.Withdrawn {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// dispenseEntries are the entries the detail view shows of rec's dispense
+// notifications, as the NHS tracker does: the dispensing organisation's
+// PractitionerRole, then a MedicationDispense per line of each notification
+// not withdrawn, in message order. It also returns the fullUrls of each
+// notification's MedicationDispenses by its (lower-case) message id, for the
+// history. A notification recorded before its lines were kept has none.
+func dispenseEntries(rec *Prescription, d *fhir.OrderDetails, patientURL string) ([]bundleEntry, map[string][]string) {
+	shown := shownDispenses(rec)
+	if len(shown) == 0 {
+		return nil, nil
+	}
+	var entries, dispenses []bundleEntry
+	roles := map[string]string{} // dispenser ODS -> PractitionerRole fullUrl
+	byMessage := map[string][]string{}
+	for k, dn := range shown {
+		roleURL, ok := roles[dn.Dispenser]
+		if !ok {
+			var roleID string
+			roleURL, roleID = urn("PractitionerRole", issueKey(rec)+"/dispenser/"+dn.Dispenser)
+			roles[dn.Dispenser] = roleURL
+			entries = append(entries, bundleEntry{FullURL: roleURL, Search: modeInclude, Resource: &practitionerRole{
+				ResourceType: "PractitionerRole", ID: roleID,
+				Organization: reference{Identifier: &identifier{fhir.SystemODSCode, dn.Dispenser}}}})
+		}
+		status := "unknown"
+		if k == len(shown)-1 {
+			status = "in-progress" // the latest notification
+		}
+		for j, line := range dn.Lines {
+			i := slices.IndexFunc(rec.Items, func(it Item) bool { return strings.EqualFold(it.ID, line.LineItem) })
+			if i < 0 {
+				continue // not a line item of this prescription: nothing to point at
+			}
+			it := rec.Items[i]
+			mrURL, _ := medicationRequestURN(rec, it)
+			url, id := urn("MedicationDispense", issueKey(rec)+"/"+strings.ToLower(dn.ID)+"/"+strconv.Itoa(j))
+			md := &medicationDispense{
+				ResourceType:            "MedicationDispense",
+				ID:                      id,
+				Identifier:              []identifier{{fhir.SystemLineItemID, it.ID}},
+				Subject:                 reference{Reference: patientURL},
+				Status:                  status,
+				Performer:               []dispensePerformer{{Actor: reference{Reference: roleURL}}},
+				Type:                    fhir.Concept{Coding: []fhir.Coding{{System: SystemItemStatus, Code: string(line.Status), Display: line.Status.Display()}}},
+				AuthorizingPrescription: []reference{{Reference: mrURL}},
+				Quantity:                quantity{Value: line.Quantity, Unit: line.Unit},
+				Extension:               []extension{{URL: extTaskBusinessStatus, ValueCoding: statusCoding(rec.Status)}},
+			}
+			if line.Reason != "" {
+				md.StatusReasonCodeableConcept = &fhir.Concept{Coding: []fhir.Coding{*nonDispensingCoding(line.Reason)}}
+			}
+			md.MedicationCodeableConcept.Text = line.Medication
+			if det := itemDetails(d, it.ID); det != nil && md.MedicationCodeableConcept.Text == "" && (line.Code == "" || line.Code == det.MedicationCode) {
+				md.MedicationCodeableConcept.Text = det.MedicationDisplay
+			}
+			if line.Code != "" {
+				md.MedicationCodeableConcept.Coding = []fhir.Coding{{System: systemSNOMED, Code: line.Code, Display: md.MedicationCodeableConcept.Text}}
+			}
+			if line.Dosage != "" {
+				md.DosageInstruction = []dosage{{Text: line.Dosage}}
+			}
+			dispenses = append(dispenses, bundleEntry{FullURL: url, Search: modeInclude, Resource: md})
+			key := strings.ToLower(dn.ID)
+			byMessage[key] = append(byMessage[key], url)
+		}
+	}
+	return append(entries, dispenses...), byMessage
+}
+
+// itemCancelReason is the MedicationRequest.statusReason of line item it: the
+// reason it was cancelled for, or the reason of the cancellation waiting
+// for the dispenser; nil when neither.
+func itemCancelReason(rec *Prescription, it Item) *fhir.Concept {
+	reason := ""
+	switch {
+	case it.Status == ItemCancelled:
+		reason = it.CancelReason
+	case lineItemPendingCancellation(rec, it):
+		reason = rec.Pending.Reason
+	}
+	if reason == "" {
+		return nil
+	}
+	return &fhir.Concept{Coding: []fhir.Coding{*cancelReasonCoding(reason)}}
+}
+
+// prescriptionCancelReason is the cancellation reason of the prescription as
+// a whole: when every item is cancelled (that of the last one), or when
+// every item not cancelled is marked for cancellation (the pending one's);
+// "" otherwise (an item cancelled on its own says so on its
+// MedicationRequest).
+func prescriptionCancelReason(rec *Prescription) string {
+	reason, all := "", len(rec.Items) > 0
+	for _, it := range rec.Items {
+		switch {
+		case it.Status == ItemCancelled:
+			reason = firstNonEmpty(it.CancelReason, reason)
+		case lineItemPendingCancellation(rec, it):
+		default:
+			all = false
+		}
+	}
+	if !all {
+		return ""
+	}
+	if rec.Pending != nil && anyLineItemPendingCancellation(rec) {
+		return rec.Pending.Reason
+	}
+	return reason
+}
+
+// prescriptionNonDispensingReason is the prescription's non-dispensing
+// reason stated by its latest dispense notification not withdrawn.
+func prescriptionNonDispensingReason(rec *Prescription) string {
+	if shown := shownDispenses(rec); len(shown) > 0 {
+		return shown[len(shown)-1].NonDispensingReason
+	}
+	return ""
+}
+
+// cancelReasonDisplays and nonDispensingDisplays are the displays the NHS
+// tracker gives the medicationrequest-status-reason and
+// medicationdispense-status-reason codes.
+var (
+	cancelReasonDisplays = map[string]string{
+		"0001": "Prescribing Error", "0002": "Clinical contra-indication", "0003": "Change to medication treatment regime",
+		"0004": "Clinical grounds", "0005": "At the Patients request", "0006": "At the Pharmacists request",
+		"0007": "Notification of Death", "0008": "Patient deducted - other reason",
+		"0009": "Patient deducted - registered with new practice",
+	}
+	nonDispensingDisplays = map[string]string{
+		"0001": "Not required as instructed by the patient", "0002": "Clinically unsuitable", "0003": "Owings note issued to patient",
+		"0004": "Prescription cancellation", "0005": "Prescription cancellation due to death", "0006": "Illegal NHS prescription",
+		"0007": "Prescribed out of scope item", "0008": "Item or prescription expired", "0009": "Not allowed on FP10",
+		"0010": "Patient did not collect medication", "0011": "Patient purchased medication over the counter",
+	}
+)
+
+func cancelReasonCoding(code string) *fhir.Coding {
+	return &fhir.Coding{System: systemCancelReason, Code: code, Display: cancelReasonDisplays[code]}
+}
+
+func nonDispensingCoding(code string) *fhir.Coding {
+	return &fhir.Coding{System: systemNonDispensing, Code: code, Display: nonDispensingDisplays[code]}
 }
 
 // siteTypeDisplays are the displays of the dispensing-site-preference codes.
@@ -822,6 +1015,7 @@ type medicationRequest struct {
 	Identifier                []identifier    `json:"identifier"`
 	Subject                   reference       `json:"subject"`
 	Status                    string          `json:"status"`
+	StatusReason              *fhir.Concept   `json:"statusReason,omitempty"`
 	Intent                    string          `json:"intent"`
 	Requester                 reference       `json:"requester"`
 	GroupIdentifier           identifier      `json:"groupIdentifier"`
@@ -832,6 +1026,26 @@ type medicationRequest struct {
 	Substitution              substitution    `json:"substitution"`
 	Performer                 *identifiers    `json:"performer,omitempty"`
 	Extension                 []extension     `json:"extension"`
+}
+
+type medicationDispense struct {
+	ResourceType                string              `json:"resourceType"`
+	ID                          string              `json:"id"`
+	Identifier                  []identifier        `json:"identifier"`
+	Subject                     reference           `json:"subject"`
+	Status                      string              `json:"status"`
+	StatusReasonCodeableConcept *fhir.Concept       `json:"statusReasonCodeableConcept,omitempty"`
+	Performer                   []dispensePerformer `json:"performer"`
+	Type                        fhir.Concept        `json:"type"`
+	AuthorizingPrescription     []reference         `json:"authorizingPrescription"`
+	MedicationCodeableConcept   fhir.Concept        `json:"medicationCodeableConcept"`
+	Quantity                    quantity            `json:"quantity"`
+	DosageInstruction           []dosage            `json:"dosageInstruction,omitempty"`
+	Extension                   []extension         `json:"extension"`
+}
+
+type dispensePerformer struct {
+	Actor reference `json:"actor"`
 }
 
 type requestGroup struct {

@@ -48,7 +48,16 @@ func fixtureRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Create(o, Actor{User: "u", Org: o.Sender}, at), d
+	// The NHS examples are dated 2021-2022: created as of their own date (an
+	// order is expired on arrival 6 months after it), the record shows the
+	// arrival at the test's time.
+	when := at
+	if d := PrescriptionDate(o, at); d.Before(at) {
+		when = d
+	}
+	rec := Create(o, Actor{User: "u", Org: o.Sender}, when)
+	rec.Created, rec.History[0].Time = at, at
+	return rec, d
 }
 
 // view is a decoded Bundle.
@@ -646,5 +655,473 @@ func TestNameUUID(t *testing.T) {
 	}
 	if url, id := urn("Patient", "5839945242"); url != "urn:uuid:ac98eb1d-996e-54d5-a08f-bf39ffde8cad" || !fhir.ValidUUID(id) {
 		t.Errorf("urn: %s %s", url, id)
+	}
+}
+
+// dispenseInput is a dispense notification of the items of rec (by index):
+// each with its status and, when given, its non-dispensing reason; the
+// product, quantity and dosage as ordered (d), the quantity 0 when the item
+// was not supplied.
+func dispenseInput(rec *Prescription, d *fhir.OrderDetails, id string, status map[int]ItemStatus, reasons map[int]string, rxReason string) DispenseInput {
+	in := DispenseInput{ID: id, Items: map[string]ItemStatus{}, NonDispensingReason: rxReason}
+	for i, it := range rec.Items {
+		st, ok := status[i]
+		if !ok {
+			continue
+		}
+		in.Items[it.ID] = st
+		det := itemDetails(d, it.ID)
+		line := DispensedLine{LineItem: strings.ToUpper(it.ID), Status: st, Reason: reasons[i], Code: det.MedicationCode,
+			Medication: det.MedicationDisplay, Unit: det.QuantityUnit, Dosage: det.Dosage}
+		if st == ItemFullyDispensed {
+			line.Quantity = det.Quantity
+		}
+		in.Lines = append(in.Lines, line)
+	}
+	return in
+}
+
+// all gives every item of rec the same value.
+func all[V any](rec *Prescription, v V) map[int]V {
+	m := map[int]V{}
+	for i := range rec.Items {
+		m[i] = v
+	}
+	return m
+}
+
+// dispensedView is what a test reads of a detail view's dispenses.
+type dispensedView struct {
+	v       view
+	urls    map[string]map[string]any // fullUrl -> resource
+	history []any                     // RequestGroup history actions
+}
+
+func readDispensed(t *testing.T, rec *Prescription, d *fhir.OrderDetails) dispensedView {
+	t.Helper()
+	v := decodeView(t, DetailBundle(rec, d))
+	checkReferences(t, v)
+	dv := dispensedView{v: v, urls: map[string]map[string]any{}}
+	for _, e := range v.Entry {
+		dv.urls[e.FullURL] = e.Resource
+	}
+	dv.history = get(v.of("RequestGroup")[0], "action", 1, "action").([]any)
+	return dv
+}
+
+// dispensesOf returns the MedicationDispenses the history action a points
+// at, in order.
+func (dv dispensedView) dispensesOf(t *testing.T, a any) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	subs, _ := get(a, "action").([]any)
+	for _, s := range subs {
+		r := dv.urls[get(s, "resource", "reference").(string)]
+		if r["resourceType"] != "MedicationDispense" {
+			t.Errorf("history action points at a %v", r["resourceType"])
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// TestDetailBundleDispenses follows the NHS tracker API's clinicalView
+// examples (…_Dispensed, …_PartiallyDispensed, …_MultipleDispenses,
+// …_NotDispensedWithReason, …_ItemNotDispensedWithReason) and
+// generateFhirResponse.ts of NHSDigital/electronic-prescription-service-
+// clinical-prescription-tracker (generateMedicationDispenses,
+// generateHistoryAction).
+func TestDetailBundleDispenses(t *testing.T) {
+	at := func(m int) time.Time { return created.Add(time.Duration(m) * time.Minute) }
+	dispenser := Actor{User: "d1", Org: "FA565"}
+	type dn struct {
+		status   map[int]ItemStatus
+		reasons  map[int]string
+		rxReason string
+		withdraw bool
+	}
+	for _, tc := range []struct {
+		name string
+		dns  []dn
+		// per notification shown: the item statuses of its
+		// MedicationDispenses; per history event of a notification, how
+		// many it points at
+		wantStatus     Status
+		wantTypes      [][]ItemStatus
+		wantReasons    []string // per MedicationDispense of the last notification shown ("" none)
+		wantRxReason   string
+		wantHistoryRef []int
+	}{
+		{name: "dispensed", dns: []dn{{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}}},
+			wantStatus: StatusDispensed, wantTypes: [][]ItemStatus{{"0001", "0001", "0001", "0001"}},
+			wantReasons: []string{"", "", "", ""}, wantHistoryRef: []int{4}},
+		{name: "part dispensed", dns: []dn{{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}}},
+			wantStatus: StatusWithDispenserActive, wantTypes: [][]ItemStatus{{"0001", "0001", "0004", "0004"}},
+			wantReasons: []string{"", "", "", ""}, wantHistoryRef: []int{4}},
+		{name: "multiple dispenses", dns: []dn{
+			{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}},
+			{status: map[int]ItemStatus{2: "0001", 3: "0001"}}},
+			wantStatus: StatusDispensed, wantTypes: [][]ItemStatus{{"0001", "0001", "0004", "0004"}, {"0001", "0001"}},
+			wantReasons: []string{"", ""}, wantHistoryRef: []int{4, 2}},
+		{name: "not dispensed with reasons", dns: []dn{{status: nil,
+			reasons: map[int]string{0: "0002", 1: "0009", 2: "0006", 3: "0007"}, rxReason: "0002"}},
+			wantStatus: StatusNotDispensed, wantTypes: [][]ItemStatus{{"0002", "0002", "0002", "0002"}},
+			wantReasons: []string{"0002", "0009", "0006", "0007"}, wantRxReason: "0002", wantHistoryRef: []int{4}},
+		{name: "item not dispensed with reason", dns: []dn{{status: map[int]ItemStatus{0: "0002", 1: "0004", 2: "0004", 3: "0004"},
+			reasons: map[int]string{0: "0001"}}},
+			wantStatus: StatusWithDispenserActive, wantTypes: [][]ItemStatus{{"0002", "0004", "0004", "0004"}},
+			wantReasons: []string{"0001", "", "", ""}, wantHistoryRef: []int{4}},
+		{name: "withdrawn", dns: []dn{{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}, withdraw: true}},
+			wantStatus: StatusWithDispenser, wantTypes: nil, wantHistoryRef: []int{0}},
+		{name: "withdrawn then dispensed again", dns: []dn{
+			{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}, withdraw: true},
+			{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}}},
+			wantStatus: StatusDispensed, wantTypes: [][]ItemStatus{{"0001", "0001", "0001", "0001"}},
+			wantReasons: []string{"", "", "", ""}, wantHistoryRef: []int{0, 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec, d := fixtureRecord(t, orderAcute4Items, created)
+			rec, err := Release(rec, "FA565", dispenser, "rel", true, at(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, x := range tc.dns {
+				status := x.status
+				if len(status) == 0 {
+					status = all(rec, ItemNotDispensed)
+				}
+				id := strings.ToUpper("7d8c0bc7-9c99-4a03-bab3-9edafdecfef" + string(rune('0'+k)))
+				if rec, err = Dispense(rec, "FA565", dispenser, dispenseInput(rec, d, id, status, x.reasons, x.rxReason), at(2+2*k)); err != nil {
+					t.Fatal(err)
+				}
+				if x.withdraw {
+					if rec, err = Withdraw(rec, "FA565", dispenser, id, "w", at(3+2*k)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if rec.Status != tc.wantStatus {
+				t.Fatalf("status %s, want %s", rec.Status, tc.wantStatus)
+			}
+			dv := readDispensed(t, rec, d)
+			mds := dv.v.of("MedicationDispense")
+
+			// The layout: the dispenser's PractitionerRole and the
+			// MedicationDispenses after the MedicationRequests.
+			want := []string{"Patient/include", "PractitionerRole/include", "MedicationRequest/include", "MedicationRequest/include",
+				"MedicationRequest/include", "MedicationRequest/include"}
+			n := 0
+			for _, types := range tc.wantTypes {
+				n += len(types)
+			}
+			if n > 0 {
+				want = append(want, "PractitionerRole/include")
+				for range n {
+					want = append(want, "MedicationDispense/include")
+				}
+			}
+			want = append(want, "RequestGroup/match")
+			if !slices.Equal(dv.v.layout(), want) {
+				t.Fatalf("layout %v\nwant %v", dv.v.layout(), want)
+			}
+
+			// Each notification's history action points at its own.
+			var dnEvents []any
+			for _, h := range dv.history {
+				if get(h, "title") == "Dispense notification successful" {
+					dnEvents = append(dnEvents, h)
+				}
+			}
+			if len(dnEvents) != len(tc.dns) || len(tc.wantHistoryRef) != len(tc.dns) {
+				t.Fatalf("%d dispense notification events, want %d", len(dnEvents), len(tc.dns))
+			}
+			shown := 0
+			for k, h := range dnEvents {
+				got := dv.dispensesOf(t, h)
+				if len(got) != tc.wantHistoryRef[k] {
+					t.Errorf("notification %d points at %d MedicationDispenses, want %d", k, len(got), tc.wantHistoryRef[k])
+				}
+				if len(got) == 0 {
+					continue
+				}
+				types := tc.wantTypes[shown]
+				shown++
+				for j, md := range got {
+					if j < len(types) && get(md, "type", "coding", 0, "code") != string(types[j]) {
+						t.Errorf("notification %d dispense %d type %v, want %s", k, j, get(md, "type", "coding", 0), types[j])
+					}
+					wantStatus := "unknown"
+					if shown == len(tc.wantTypes) {
+						wantStatus = "in-progress" // the latest notification
+					}
+					if md["status"] != wantStatus {
+						t.Errorf("notification %d dispense %d status %v, want %s", k, j, md["status"], wantStatus)
+					}
+					// It dispenses the line item of its MedicationRequest.
+					mr := dv.urls[get(md, "authorizingPrescription", 0, "reference").(string)]
+					if mr["resourceType"] != "MedicationRequest" ||
+						!strings.EqualFold(get(mr, "identifier", 0, "value").(string), get(md, "identifier", 0, "value").(string)) {
+						t.Errorf("notification %d dispense %d authorizes %v", k, j, mr["identifier"])
+					}
+					if get(md, "medicationCodeableConcept", "text") != get(mr, "medicationCodeableConcept", "text") ||
+						get(md, "dosageInstruction", 0, "text") != get(mr, "dosageInstruction", 0, "text") {
+						t.Errorf("notification %d dispense %d product %v dosage %v", k, j, md["medicationCodeableConcept"], md["dosageInstruction"])
+					}
+					role := dv.urls[get(md, "performer", 0, "actor", "reference").(string)]
+					if get(role, "organization", "identifier", "value") != "FA565" {
+						t.Errorf("dispense %d performer %v", j, role)
+					}
+					if got := get(ext(md, extTaskBusinessStatus), "valueCoding", "code"); got != string(tc.wantStatus) {
+						t.Errorf("dispense %d prescription status %v, want %s", j, got, tc.wantStatus)
+					}
+				}
+			}
+			if len(tc.wantReasons) > 0 {
+				last := dv.dispensesOf(t, dnEvents[len(dnEvents)-1])
+				for j, md := range last {
+					got, _ := get(md, "statusReasonCodeableConcept", "coding", 0, "code").(string)
+					if got != tc.wantReasons[j] {
+						t.Errorf("dispense %d non-dispensing reason %q, want %q", j, got, tc.wantReasons[j])
+					}
+					if got != "" && (get(md, "statusReasonCodeableConcept", "coding", 0, "system") != systemNonDispensing ||
+						get(md, "statusReasonCodeableConcept", "coding", 0, "display") != nonDispensingDisplays[got]) {
+						t.Errorf("dispense %d reason coding %v", j, md["statusReasonCodeableConcept"])
+					}
+					if q := get(md, "quantity", "value").(float64); (md["type"] != nil && get(md, "type", "coding", 0, "code") == "0001") != (q > 0) {
+						t.Errorf("dispense %d quantity %v for type %v", j, q, get(md, "type", "coding", 0, "code"))
+					}
+				}
+			}
+			rg := dv.v.of("RequestGroup")[0]
+			gotRx, _ := get(ext(rg, extNonDispensingReason), "valueCoding", "code").(string)
+			if gotRx != tc.wantRxReason {
+				t.Errorf("prescription non-dispensing reason %q, want %q", gotRx, tc.wantRxReason)
+			}
+			if len(mds) != n {
+				t.Errorf("%d MedicationDispenses, want %d", len(mds), n)
+			}
+		})
+	}
+}
+
+// TestDetailBundleCancellationReasons: MedicationRequest.statusReason of a
+// cancelled item and of one marked for cancellation, and the prescription's
+// cancellationReason when it is cancelled as a whole, as the NHS examples
+// …_CancelledWithReason, …_ItemCancelledWithReason,
+// …_PendingCancellationWithReason and …_ItemPendingCancellationWithReason
+// (generateFhirResponse.ts: statusReason, cancellationReason).
+func TestDetailBundleCancellationReasons(t *testing.T) {
+	prescriber := Actor{User: "p1", Org: "A83008"}
+	for _, tc := range []struct {
+		name     string
+		release  bool
+		cancel   map[int]string // item index -> reason
+		want     []string       // per item: statusReason code ("" none)
+		pending  []bool         // per item: lineItemPendingCancellation
+		wantRx   string         // RequestGroup cancellationReason
+		rxStatus Status
+	}{
+		{name: "one item cancelled", cancel: map[int]string{0: "0001"}, want: []string{"0001", "", "", ""},
+			pending: []bool{false, false, false, false}, rxStatus: StatusToBeDispensed},
+		{name: "all cancelled", cancel: map[int]string{0: "0001", 1: "0001", 2: "0001", 3: "0001"}, want: []string{"0001", "0001", "0001", "0001"},
+			pending: []bool{false, false, false, false}, wantRx: "0001", rxStatus: StatusCancelled},
+		{name: "all cancelled, several reasons", cancel: map[int]string{0: "0003", 1: "0005", 2: "0005", 3: "0007"}, want: []string{"0003", "0005", "0005", "0007"},
+			pending: []bool{false, false, false, false}, wantRx: "0007", rxStatus: StatusCancelled},
+		{name: "one item marked for cancellation", release: true, cancel: map[int]string{1: "0002"}, want: []string{"", "0002", "", ""},
+			pending: []bool{false, true, false, false}, rxStatus: StatusWithDispenser},
+		{name: "all marked for cancellation", release: true, cancel: map[int]string{0: "0004", 1: "0004", 2: "0004", 3: "0004"},
+			want: []string{"0004", "0004", "0004", "0004"}, pending: []bool{true, true, true, true}, wantRx: "0004", rxStatus: StatusWithDispenser},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec, d := fixtureRecord(t, orderAcute4Items, created)
+			if tc.release {
+				var err error
+				if rec, err = Release(rec, "FA565", Actor{Org: "FA565"}, "rel", true, created.Add(time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range rec.Items {
+				reason, ok := tc.cancel[i]
+				if !ok {
+					continue
+				}
+				n, code := Cancel(rec, prescriber, CancelInput{MessageID: "c", NHSNumber: rec.NHSNumber, LineItemID: rec.Items[i].ID, Reason: reason}, created.Add(2*time.Minute))
+				if n == nil {
+					t.Fatalf("cancel item %d: %s", i, code)
+				}
+				rec = n
+			}
+			if rec.Status != tc.rxStatus {
+				t.Fatalf("status %s, want %s", rec.Status, tc.rxStatus)
+			}
+			v := decodeView(t, DetailBundle(rec, d))
+			for i, mr := range v.of("MedicationRequest") {
+				got, _ := get(mr, "statusReason", "coding", 0, "code").(string)
+				if got != tc.want[i] {
+					t.Errorf("item %d statusReason %q, want %q", i, got, tc.want[i])
+				}
+				if got != "" && !jsonEqual(t, get(mr, "statusReason", "coding", 0),
+					`{"system":"https://fhir.nhs.uk/CodeSystem/medicationrequest-status-reason","code":"`+got+`","display":"`+cancelReasonDisplays[got]+`"}`) {
+					t.Errorf("item %d statusReason %v", i, mr["statusReason"])
+				}
+				if p := get(ext(mr, extPendingCancellation), "extension", 0, "valueBoolean"); p != tc.pending[i] {
+					t.Errorf("item %d pending %v, want %v", i, p, tc.pending[i])
+				}
+			}
+			rg := v.of("RequestGroup")[0]
+			var gotRx string
+			for _, e := range get(rg, "extension").([]any) {
+				if get(e, "url") == extStatusHistory && get(e, "extension", 0, "url") == "cancellationReason" {
+					gotRx, _ = get(e, "extension", 0, "valueCoding", "code").(string)
+				}
+			}
+			if gotRx != tc.wantRx {
+				t.Errorf("prescription cancellationReason %q, want %q", gotRx, tc.wantRx)
+			}
+		})
+	}
+}
+
+// TestDetailBundleOldDispenseRecords: a record written before dispense lines
+// and cancellation reasons were kept still renders: no MedicationDispense
+// and no reasons, the history as before.
+func TestDetailBundleOldDispenseRecords(t *testing.T) {
+	rec, d := fixtureRecord(t, orderAcute4Items, created)
+	rec.Status, rec.Dispenser = StatusWithDispenserActive, "FA565"
+	rec.Items[0].Status, rec.Items[1].Status = ItemCancelled, ItemFullyDispensed
+	rec.Dispenses = []DispenseRecord{{ID: "OLD", Time: created, Dispenser: "FA565", Before: StatusWithDispenser}}
+	rec.History = append(rec.History, Event{Time: created, Type: EventDispense, MessageID: "OLD", Org: "FA565", Status: StatusWithDispenserActive})
+	dv := readDispensed(t, rec, d)
+	if n := len(dv.v.of("MedicationDispense")); n != 0 || len(dv.v.of("PractitionerRole")) != 2 {
+		t.Errorf("%d MedicationDispenses, %d PractitionerRoles; want 0 and 2 (prescriber, dispenser)", n, len(dv.v.of("PractitionerRole")))
+	}
+	if a := dv.history[len(dv.history)-1]; get(a, "action") != nil {
+		t.Errorf("history of an old notification points at %v", get(a, "action"))
+	}
+	if mr := dv.v.of("MedicationRequest")[0]; mr["statusReason"] != nil || mr["status"] != "cancelled" {
+		t.Errorf("old cancelled item: %v %v", mr["status"], mr["statusReason"])
+	}
+}
+
+// TestDetailShapesDispensedAndCancelled compares the keys of the detail view
+// after dispensing and cancelling with those of the NHS tracker API's
+// clinicalView examples of the same states.
+func TestDetailShapesDispensedAndCancelled(t *testing.T) {
+	at := func(m int) time.Time { return created.Add(time.Duration(m) * time.Minute) }
+	fa565 := Actor{User: "d1", Org: "FA565"}
+	released := func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
+		rec, d := fixtureRecord(t, orderAcute4Items, created)
+		rec, err := Release(rec, "FA565", fa565, "rel", true, at(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec, d
+	}
+	dispensed := func(steps ...map[int]ItemStatus) func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
+		return func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
+			rec, d := released(t)
+			for k, st := range steps {
+				reasons, rx := map[int]string{}, "0002" // the prescription's when nothing is dispensed
+				for i, s := range st {
+					if s == ItemNotDispensed {
+						reasons[i] = "0002"
+					} else {
+						rx = ""
+					}
+				}
+				var err error
+				if rec, err = Dispense(rec, "FA565", fa565, dispenseInput(rec, d, "DN"+string(rune('0'+k)), st, reasons, rx), at(2+k)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return rec, d
+		}
+	}
+	cancelled := func(release bool) func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
+		return func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
+			rec, d := fixtureRecord(t, orderAcute4Items, created)
+			if release {
+				rec, d = released(t)
+			}
+			for _, it := range rec.Items {
+				n, code := Cancel(rec, Actor{User: "p1", Org: "A83008"}, CancelInput{MessageID: "c", NHSNumber: rec.NHSNumber, LineItemID: it.ID, Reason: "0001"}, at(5))
+				if n == nil {
+					t.Fatalf("cancel: %s", code)
+				}
+				rec = n
+			}
+			return rec, d
+		}
+	}
+	full := map[int]ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}
+	part := map[int]ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}
+	none := map[int]ItemStatus{0: "0002", 1: "0002", 2: "0002", 3: "0002"}
+	// What the detail view adds to the examples (TestViewShapes) and, for
+	// MedicationDispense, the dm+d coding of the product as for
+	// MedicationRequest.
+	extra := []string{
+		"MedicationRequest.medicationCodeableConcept.coding[].code",
+		"MedicationRequest.medicationCodeableConcept.coding[].display",
+		"MedicationRequest.medicationCodeableConcept.coding[].system=http://snomed.info/sct",
+		"PractitionerRole.identifier[].system=https://fhir.nhs.uk/Id/sds-role-profile-id",
+		"PractitionerRole.identifier[].value",
+		"PractitionerRole.organization.display",
+		"PractitionerRole.practitioner.display",
+		"PractitionerRole.practitioner.identifier.system=https://fhir.nhs.uk/Id/sds-user-id",
+		"PractitionerRole.practitioner.identifier.value",
+		"PractitionerRole.telecom[].system=phone",
+		"PractitionerRole.telecom[].use",
+		"PractitionerRole.telecom[].value",
+		"RequestGroup.action[].action[].participant[].extension[].valueReference.identifier.system=https://fhir.nhs.uk/Id/sds-user-id",
+		"RequestGroup.extension[].url=" + ExtNominationSource,
+		"RequestGroup.extension[].url=" + ExtSearchCategory, "RequestGroup.extension[].valueString",
+	}
+	mdCoding := []string{
+		"MedicationDispense.medicationCodeableConcept.coding[].code",
+		"MedicationDispense.medicationCodeableConcept.coding[].display",
+		"MedicationDispense.medicationCodeableConcept.coding[].system=http://snomed.info/sct",
+	}
+	missing := []string{"Patient.address[].type", "Patient.address[].use"}
+	for _, tc := range []struct {
+		fixture string
+		make    func(t *testing.T) (*Prescription, *fhir.OrderDetails)
+		extra   []string
+	}{
+		{"200_AcuteWithMultipleItems_Dispensed.json", dispensed(full), append(slices.Clone(extra), mdCoding...)},
+		{"200_AcuteWithMultipleItems_PartiallyDispensed.json", dispensed(part), append(slices.Clone(extra), mdCoding...)},
+		{"200_AcuteWithMultipleItems_MultipleDispenses.json", dispensed(part, map[int]ItemStatus{2: "0001", 3: "0001"}), append(slices.Clone(extra), mdCoding...)},
+		{"200_AcuteWithMultipleItems_NotDispensedWithReason.json", dispensed(none), append(slices.Clone(extra), mdCoding...)},
+		{"200_AcuteWithMultipleItems_ItemNotDispensedWithReason.json", dispensed(map[int]ItemStatus{0: "0002", 1: "0004", 2: "0004", 3: "0004"}), append(slices.Clone(extra), mdCoding...)},
+		{"200_AcuteWithMultipleItems_CancelledWithReason.json", cancelled(false), extra},
+		{"200_AcuteWithMultipleItems_PendingCancellationWithReason.json", cancelled(true), extra},
+	} {
+		t.Run(tc.fixture, func(t *testing.T) {
+			fixture, err := os.ReadFile(filepath.Join(trackerFixtures, "clinicalView", tc.fixture))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec, d := tc.make(t)
+			want, got := shape(t, fixture), shape(t, DetailBundle(rec, d))
+			var gotExtra, gotMissing []string
+			for k := range got {
+				if !want[k] {
+					gotExtra = append(gotExtra, k)
+				}
+			}
+			for k := range want {
+				if !got[k] {
+					gotMissing = append(gotMissing, k)
+				}
+			}
+			sort.Strings(gotExtra)
+			sort.Strings(gotMissing)
+			wantExtra, wantMissing := slices.Sorted(slices.Values(tc.extra)), slices.Sorted(slices.Values(missing))
+			if !slices.Equal(gotExtra, wantExtra) {
+				t.Errorf("keys beyond the example:\n  %s\nwant\n  %s", strings.Join(gotExtra, "\n  "), strings.Join(wantExtra, "\n  "))
+			}
+			if !slices.Equal(gotMissing, wantMissing) {
+				t.Errorf("keys of the example missing:\n  %s\nwant\n  %s", strings.Join(gotMissing, "\n  "), strings.Join(wantMissing, "\n  "))
+			}
+		})
 	}
 }

@@ -16,7 +16,8 @@ var capabilityStatement = mustJSON(map[string]any{
 	"fhirVersion":  "4.0.1",
 	"format":       []string{"application/fhir+json", "application/json"},
 	"rest": []any{map[string]any{
-		"mode": "server",
+		"mode":          "server",
+		"documentation": "GET /_ping (no token): 200 {version, revision, releaseId, commitId} while the broker serves HTTP, as the EPS API's ping",
 		"security": map[string]any{
 			"cors":        false,
 			"description": "Authorization: Bearer <JWT> signed by the broker's issuer key or a configured external issuer; claims sub, ods, role (prescriber, dispenser, tracker, admin).",
@@ -39,6 +40,10 @@ var capabilityStatement = mustJSON(map[string]any{
 			},
 		}},
 		"operation": []any{map[string]any{
+			"name":          "validate",
+			"definition":    "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+			"documentation": "POST /FHIR/R4/$validate (prescriber or dispenser): the checks of the endpoint a message is for, storing nothing: a Bundle (prescription-order, prescription-order-update, dispense-notification), Task/$release Parameters, a return or withdraw Task, or a Claim. Valid: 200 informational OperationOutcome; invalid: 400 with the issue that endpoint would answer",
+		}, map[string]any{
 			"name":          "process-message",
 			"definition":    "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
 			"documentation": "Accepts FHIR message Bundles. Supported events: prescription-order, prescription-order-update (cancel), dispense-notification.",

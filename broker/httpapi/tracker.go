@@ -87,6 +87,35 @@ func rawQueryParam(rawQuery, name string) (string, bool, error) {
 	return strings.TrimSpace(value), found, nil
 }
 
+// The Clinical Prescription Tracker API's words for a request it cannot
+// serve (packages/prescriptionSearch/src/validateRequest.ts and
+// packages/clinicalView/src/validateRequest.ts of
+// NHSDigital/electronic-prescription-service-clinical-prescription-tracker)
+// and the details coding it answers them with (generateFhirErrorResponse:
+// issue code value, system http-error-codes, BAD_REQUEST; the example
+// errors/400_BadRequest.json).
+const (
+	searchBothParams      = "Invalid query string parameters; only prescriptionId or nhsNumber must be provided, not both."
+	searchNoParam         = "Missing required query string parameter; either prescriptionId or nhsNumber must be included."
+	detailNoID            = "Missing required path parameter: prescriptionId."
+	systemHTTPErrorCodes  = "https://fhir.nhs.uk/CodeSystem/http-error-codes"
+	displayHTTPBadRequest = "400: The Server was unable to process the request."
+)
+
+// trackerBadRequest is a 400 as the Clinical Prescription Tracker API
+// answers it, with the parameters it is about as its expression.
+func trackerBadRequest(diagnostics string, params ...string) *fhir.Error {
+	return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "value", Code: "BAD_REQUEST", CodeSystem: systemHTTPErrorCodes,
+		Display: displayHTTPBadRequest, Diagnostics: diagnostics, Expression: params}
+}
+
+// requestGroupWithoutID answers GET /FHIR/R4/RequestGroup/ (no prescription
+// ID): 400, as the tracker API's clinical view answers a missing path
+// parameter.
+func (a *api) requestGroupWithoutID(w http.ResponseWriter, r *http.Request) {
+	a.writeError(w, r, trackerBadRequest(detailNoID, "prescriptionId"))
+}
+
 func badParam(param, format string, args ...any) *fhir.Error {
 	return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "value", Code: fhir.CodeInvalidValue,
 		Expression: []string{param}, Diagnostics: sprintf(format, args...)}
@@ -100,11 +129,10 @@ func (a *api) searchRequestGroups(w http.ResponseWriter, r *http.Request) {
 	nhs, hasNHS, errNHS := rawQueryParam(r.URL.RawQuery, "nhsNumber")
 	switch {
 	case hasID && hasNHS:
-		a.writeError(w, r, badParam("prescriptionId", "include only one of prescriptionId and nhsNumber"))
+		a.writeError(w, r, trackerBadRequest(searchBothParams, "prescriptionId", "nhsNumber"))
 		return
 	case !hasID && !hasNHS:
-		a.writeError(w, r, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "required", Code: fhir.CodeMissingValue,
-			Diagnostics: "search by prescriptionId or by nhsNumber: include one of them"})
+		a.writeError(w, r, trackerBadRequest(searchNoParam, "prescriptionId", "nhsNumber"))
 		return
 	case errID != nil || errNHS != nil:
 		a.writeError(w, r, badParam("prescriptionId", "the query string is not well formed: %v", errors.Join(errID, errNHS)))

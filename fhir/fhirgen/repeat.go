@@ -85,29 +85,45 @@ func RepeatDispensing(order []byte, repeatsAllowed, supplyDays int, start time.T
 
 // ForIssue makes a lifecycle message made by this package (ReturnTask,
 // WithdrawTask, DispenseNotification, Claim, ClaimItems) about issue issue
-// (counted from 1) of a repeat dispensing prescription of issues issues: it
-// sets Extension-EPS-RepeatInformation, numberOfRepeatsAllowed issues-1 and
-// numberOfRepeatsIssued issue (both valueInteger), where the NHS examples
-// carry it, replacing any there was:
+// (counted from 1, as the broker and Spine count) of a repeat dispensing
+// prescription of issues issues, written as dispensing systems write it for
+// the EPS FHIR API, which reads each place as its translation does
+// (fhir/repeat.go): Extension-EPS-RepeatInformation with
+// numberOfRepeatsAllowed issues-1 and numberOfRepeatsIssued (valueInteger),
+// replacing any there was:
 //
-//   - a Task (return, withdraw): in Task.extension;
-//   - a dispense notification: in each MedicationDispense's extension and in
-//     basedOn[0] of the MedicationRequest it contains (a basedOn naming the
-//     line item is added when it has none);
-//   - a Claim: in every item.detail, and nowhere else (any in an item or a
-//     subDetail is removed).
+//   - a return Task: in Task.extension, numberOfRepeatsIssued issue-1
+//     (return.ts adds 1);
+//   - a withdraw Task: in Task.extension, numberOfRepeatsIssued issue
+//     (withdraw.ts sends it as it is);
+//   - a dispense notification: in basedOn[0] of the MedicationRequest each
+//     MedicationDispense contains (a basedOn naming the line item is added
+//     when it has none), numberOfRepeatsIssued issue-1; that
+//     MedicationRequest's Extension-UKCore-MedicationRepeatInformation
+//     numberOfPrescriptionsIssued issue (from 1); and, as NHS England's
+//     regression suite sends it, each MedicationDispense's own extension
+//     with numberOfRepeatsIssued issue (EPS does not read it);
+//   - a Claim: in item.extension and every item.detail, numberOfRepeatsIssued
+//     issue-1 (dispense-claim.ts adds 1); any in a subDetail is removed.
 //
 // The values are not checked, so that bad messages can be made too. It
 // panics on a message that is none of those.
 func ForIssue(body []byte, issue, issues int) []byte {
-	ri := map[string]any{"url": fhir.ExtRepeatInformation, "extension": []any{
-		map[string]any{"url": fhir.RepeatPartAllowed, "valueInteger": json.Number(strconv.Itoa(issues - 1))},
-		map[string]any{"url": fhir.RepeatPartIssued, "valueInteger": json.Number(strconv.Itoa(issue))},
-	}}
+	ri := func(issued int) map[string]any {
+		return map[string]any{"url": fhir.ExtRepeatInformation, "extension": []any{
+			map[string]any{"url": fhir.RepeatPartAllowed, "valueInteger": json.Number(strconv.Itoa(issues - 1))},
+			map[string]any{"url": fhir.RepeatPartIssued, "valueInteger": json.Number(strconv.Itoa(issued))},
+		}}
+	}
+	fromZero, fromOne := ri(issue-1), ri(issue)
 	return Mutate(body, func(m map[string]any) {
 		switch m["resourceType"] {
 		case "Task":
-			setRepeatInfo(m, ri)
+			if m["status"] == "in-progress" {
+				setRepeatInfo(m, fromOne)
+			} else {
+				setRepeatInfo(m, fromZero)
+			}
 		case "Bundle":
 			n := 0
 			for _, e := range arr(m, "entry") {
@@ -116,10 +132,10 @@ func ForIssue(body []byte, issue, issues int) []byte {
 					continue
 				}
 				n++
-				setRepeatInfo(md, ri)
+				setRepeatInfo(md, fromOne)
 				for _, c := range arr(md, "contained") {
 					if mr := c.(map[string]any); mr["resourceType"] == "MedicationRequest" {
-						requestForIssue(mr, ri)
+						requestForIssue(mr, fromZero, issue)
 					}
 				}
 			}
@@ -129,10 +145,10 @@ func ForIssue(body []byte, issue, issues int) []byte {
 		case "Claim":
 			for _, x := range arr(m, "item") {
 				item := x.(map[string]any)
-				dropRepeatInfo(item)
+				setRepeatInfo(item, fromZero)
 				for _, y := range arr(item, "detail") {
 					d := y.(map[string]any)
-					setRepeatInfo(d, ri)
+					setRepeatInfo(d, fromZero)
 					for _, z := range arr(d, "subDetail") {
 						dropRepeatInfo(z.(map[string]any))
 					}
@@ -146,10 +162,13 @@ func ForIssue(body []byte, issue, issues int) []byte {
 
 // requestForIssue sets the repeat information ri in basedOn[0] of the
 // MedicationRequest mr contained in a MedicationDispense (adding a basedOn
-// naming mr's line item when it has none), and removes it from mr's other
-// elements.
-func requestForIssue(mr, ri map[string]any) {
+// naming mr's line item when it has none), removes it from mr's other
+// elements, and sets mr's UK Core numberOfPrescriptionsIssued to issue.
+func requestForIssue(mr, ri map[string]any, issue int) {
 	dropRepeatInfo(mr)
+	exts := slices.DeleteFunc(arr(mr, "extension"), func(x any) bool { return urlOf(x) == extUKCoreRepeatInfo })
+	mr["extension"] = append(exts, map[string]any{"url": extUKCoreRepeatInfo, "extension": []any{
+		map[string]any{"url": fhir.RepeatPartPrescriptons, "valueUnsignedInt": json.Number(strconv.Itoa(issue))}}})
 	basedOn := arr(mr, "basedOn")
 	if len(basedOn) == 0 {
 		ref := map[string]any{}

@@ -181,6 +181,20 @@ func TestForIssue(t *testing.T) {
 					if !bytes.Contains(third, []byte(`{"url":"numberOfRepeatsAllowed","valueInteger":5}`)) {
 						t.Errorf("no numberOfRepeatsAllowed 5: %s", third)
 					}
+					// Issue 3 is numberOfRepeatsIssued 2 where EPS counts
+					// from 0, 3 where it counts from 1 (a withdraw, the UK
+					// Core numberOfPrescriptionsIssued).
+					fromZero := bytes.Contains(third, []byte(`{"url":"numberOfRepeatsIssued","valueInteger":2}`))
+					fromOne := bytes.Contains(third, []byte(`{"url":"numberOfRepeatsIssued","valueInteger":3}`))
+					if wantZero := kind != "withdraw"; fromZero != wantZero {
+						t.Errorf("numberOfRepeatsIssued 2 (from 0) written: %v, want %v", fromZero, wantZero)
+					}
+					if kind == "withdraw" && !fromOne {
+						t.Errorf("a withdraw's numberOfRepeatsIssued is not 3 (from 1)")
+					}
+					if kind == "dispense-notification" && !bytes.Contains(third, []byte(`{"url":"numberOfPrescriptionsIssued","valueUnsignedInt":3}`)) {
+						t.Errorf("no UK Core numberOfPrescriptionsIssued 3 in the dispense notification")
+					}
 					if n := issueOf(t, kind, ForIssue(third, 4, 6)); n != 4 {
 						t.Errorf("issue %d after a second ForIssue, want 4", n)
 					}
@@ -230,6 +244,7 @@ func checkPlaces(t *testing.T, kind string, body []byte) {
 		}
 	default:
 		for _, x := range arr(m, "item") {
+			want++
 			places += count(x)
 			for _, d := range arr(x.(map[string]any), "detail") {
 				want++
