@@ -605,7 +605,7 @@ func TestERDNHSFixtures(t *testing.T) {
 				t.Fatal(err)
 			}
 			pharmacy := newODS("FX")
-			g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy})
+			g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy, Now: clock.Now()})
 			if err != nil {
 				t.Fatal(err)
 			}
