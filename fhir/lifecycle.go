@@ -128,10 +128,8 @@ type DispensedItem struct {
 	Quantity          float64
 	QuantityUnit      string
 	// NonDispensingReason is the statusReasonCodeableConcept code
-	// (medicationdispense-status-reason) and Dosage the first
-	// dosageInstruction's text, if present: what the tracker shows.
+	// (medicationdispense-status-reason), if present: the tracker shows it.
 	NonDispensingReason string
-	Dosage              string
 }
 
 // Cancellation is a $process-message prescription-order-update
@@ -684,7 +682,6 @@ type medicationDispense struct {
 	Performers              [][]byte    // each performer's actor, raw JSON (nil when it has none)
 	PerformerRefs           []reference // each performer's actor
 	StatusReason            Concept
-	Dosage                  string
 }
 
 // authorizingPrescription is a MedicationDispense.authorizingPrescription:
@@ -753,16 +750,6 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 		// What the tracker shows, not checked: a malformed one is left out.
 		case "statusReasonCodeableConcept":
 			r.capture(func() { r.concept(&md.StatusReason) })
-		case "dosageInstruction":
-			r.capture(func() {
-				r.array(func(i int) {
-					r.object(func(key []byte) {
-						if i == 0 && string(key) == "text" {
-							md.Dosage = r.str()
-						}
-					})
-				})
-			})
 		}
 	})
 }
@@ -976,7 +963,6 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 		if cs := d.md.StatusReason.Coding; len(cs) > 0 {
 			item.NonDispensingReason = cs[0].Code
 		}
-		item.Dosage = d.md.Dosage
 		dn.Items = append(dn.Items, item)
 	}
 

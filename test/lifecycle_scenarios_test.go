@@ -436,7 +436,7 @@ func trackerDetail(t *testing.T, b *testBroker, id string) detail {
 				ResourceType    string
 				Identifier      []struct{ System, Value string }
 				Extension       []ext
-				Performer       *ref
+				Performer       json.RawMessage // a reference of a MedicationRequest, an array of a MedicationDispense
 				DispenseRequest struct{ Performer *ref }
 				Action          []struct {
 					Title  string
@@ -498,7 +498,9 @@ func trackerDetail(t *testing.T, b *testBroker, id string) detail {
 			if _, p := sub(r.Extension, pendingExt, "lineItemPendingCancellation"); p != nil {
 				d.pendingItems[id] = *p
 			}
-			d.nominated, d.dispenserShown = odsOf(r.DispenseRequest.Performer), odsOf(r.Performer)
+			var performer *ref
+			_ = json.Unmarshal(r.Performer, &performer) // absent: nil
+			d.nominated, d.dispenserShown = odsOf(r.DispenseRequest.Performer), odsOf(performer)
 		}
 	}
 	return d
