@@ -563,13 +563,13 @@ func TestERDNHSFixtures(t *testing.T) {
 	b, clock := erdBroker(t)
 	for _, f := range files {
 		t.Run(filepath.Base(filepath.Dir(f)), func(t *testing.T) {
-			raw := readFile(t, f)
+			// Dated today: EPS refuses an eRD order whose validity has ended.
+			raw := fhirgen.Redate(readFile(t, f), clock.Now())
 			msg, err := fhir.DecodeMessage(raw)
 			if err != nil {
 				t.Fatal(err)
 			}
-			written, _ := fhirgen.MessageDate(raw)
-			order, err := msg.Order(written)
+			order, err := msg.Order(clock.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -606,7 +606,7 @@ func TestERDNHSFixtures(t *testing.T) {
 				t.Fatal(err)
 			}
 			pharmacy := newODS("FX")
-			g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy})
+			g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy, Now: clock.Now()})
 			if err != nil {
 				t.Fatal(err)
 			}
