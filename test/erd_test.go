@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -562,14 +563,13 @@ func TestERDNHSFixtures(t *testing.T) {
 	b, clock := erdBroker(t)
 	for _, f := range files {
 		t.Run(filepath.Base(filepath.Dir(f)), func(t *testing.T) {
-			// Dated today: the examples' 2022 dates are past their expiry.
+			// Dated today: EPS refuses an eRD order whose validity has ended.
 			raw := fhirgen.Redate(readFile(t, f), clock.Now())
 			msg, err := fhir.DecodeMessage(raw)
 			if err != nil {
 				t.Fatal(err)
 			}
-			written, _ := fhirgen.MessageDate(raw)
-			order, err := msg.Order(written)
+			order, err := msg.Order(clock.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -795,4 +795,81 @@ func TestERDCancellationNotifiesHolder(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the holder was not told of the cancellation")
 	}
+}
+
+// An eRD course with the issue numbers as dispensing systems send them to
+// EPS (issue 10): the release answer names issue 1 as numberOfRepeatsIssued
+// 0; the dispense notification of issue 1 carries basedOn
+// numberOfRepeatsIssued 0 and UK Core numberOfPrescriptionsIssued 1 (and,
+// as the regression suite sends it, its MedicationDispenses'
+// numberOfRepeatsIssued 1, which EPS does not read), with no sender and the
+// contained MedicationRequests' numberOfRepeatsAllowed a JSON string; its
+// claim numberOfRepeatsIssued 0; issue 2 is released as 1 and returned as
+// 1.
+func TestERDIssueNumbersFromZero(t *testing.T) {
+	b, clock := erdBroker(t)
+	pharmacy := newODS("FZ")
+	c := newCourse(t, b, clock, 3, 28, pharmacy)
+	c.post()
+	b.settle()
+	releasedAs := func(want int) {
+		t.Helper()
+		res := b.release(pharmacy, "")
+		if ids, _ := released(t, res); len(ids) != 1 ||
+			!bytes.Contains(res.Body, []byte(fmt.Sprintf(`{"url":"numberOfRepeatsIssued","valueInteger":%d}`, want))) {
+			t.Fatalf("release: %v, want numberOfRepeatsIssued %d: %s", ids, want, res.Body)
+		}
+	}
+	releasedAs(0)
+
+	body, _ := fhirgen.DispenseNotification(c.g, pharmacy, c.allItems("0001"), "0006", "")
+	body = regressionShaped(fhirgen.ForIssue(body, 1, c.issues))
+	body = fhirgen.Mutate(body, func(m map[string]any) {
+		for _, e := range m["entry"].([]any) {
+			r := e.(map[string]any)["resource"].(map[string]any)
+			cs, _ := r["contained"].([]any)
+			for _, x := range cs {
+				if mr := x.(map[string]any); r["resourceType"] == "MedicationDispense" && mr["resourceType"] == "MedicationRequest" {
+					mr["dispenseRequest"].(map[string]any)["numberOfRepeatsAllowed"] = "2"
+				}
+			}
+		}
+	})
+	for _, want := range []string{
+		`{"url":"numberOfRepeatsIssued","valueInteger":0}`, `{"url":"numberOfPrescriptionsIssued","valueUnsignedInt":1}`,
+		`{"url":"numberOfRepeatsIssued","valueInteger":1}`, `"numberOfRepeatsAllowed":"2"`,
+	} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Fatalf("the notification has no %s", want)
+		}
+	}
+	if res := b.post(b.token(auth.RoleDispenser, pharmacy), body); res.Status != 200 {
+		t.Fatalf("dispense of issue 1: %d %s", res.Status, res.Body)
+	}
+	if st := c.statuses(); st[0] != "0006" {
+		t.Fatalf("issue 1 dispensed: issues %v", st)
+	}
+	claim, _ := fhirgen.Claim(c.g, pharmacy, "")
+	claim = fhirgen.ForIssue(claim, 1, c.issues)
+	if !bytes.Contains(claim, []byte(`{"url":"numberOfRepeatsIssued","valueInteger":0}`)) {
+		t.Fatal("the claim does not count from 0")
+	}
+	if res := b.do("POST", "/FHIR/R4/Claim", b.token(auth.RoleDispenser, pharmacy), claim); res.Status != 200 {
+		t.Fatalf("claim of issue 1: %d %s", res.Status, res.Body)
+	}
+	if st := c.statuses(); st[0] != "0008" {
+		t.Fatalf("issue 1 claimed: issues %v", st)
+	}
+
+	c.tick(c.availableAt(2))
+	c.expect("issue 2 ready", 2, "0008", "0001", "9000")
+	releasedAs(1)
+	ret := fhirgen.ForIssue(regressionShaped(fhirgen.ReturnTask(c.g, pharmacy, "0003")), 2, c.issues)
+	if !bytes.Contains(ret, []byte(`{"url":"numberOfRepeatsIssued","valueInteger":1}`)) {
+		t.Fatal("the return does not count from 0")
+	}
+	if res := b.do("POST", "/FHIR/R4/Task", b.token(auth.RoleDispenser, pharmacy), ret); res.Status != 200 {
+		t.Fatalf("return of issue 2: %d %s", res.Status, res.Body)
+	}
+	c.expect("issue 2 returned", 2, "0008", "0001", "9000")
 }
