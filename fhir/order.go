@@ -320,6 +320,7 @@ type groupIdentifier struct {
 
 type dispenseRequest struct {
 	Extension              []extension
+	HasExtension           bool // the extension array is present
 	ValidityPeriod         period
 	Quantity               quantity
 	ExpectedSupplyDuration *quantity
@@ -426,6 +427,7 @@ func (r *reader) dispenseRequest(d *dispenseRequest) {
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "extension":
+			d.HasExtension = r.peek() != 'n'
 			r.extensions(&d.Extension)
 		case "validityPeriod":
 			d.ValidityRaw = r.captured(func() { r.period(&d.ValidityPeriod) })
@@ -716,9 +718,13 @@ func (c *orderCheck) checkPrescriptionType() *Error {
 // checkSiteTypeExtension checks that the first item has the performer site
 // type extension, as EPS reads it (nhs-eps-api
 // translation/request/prescription.ts convertDispensingSitePreference,
-// getExtensionForUrl: TooFewValuesError, TooManyValuesError).
+// getExtensionForUrl: TooFewValuesError, TooManyValuesError; no extension
+// array at all: onlyElement's InvalidValueError "Required field missing.").
 func (c *orderCheck) checkSiteTypeExtension() *Error {
 	const expr = "MedicationRequest.dispenseRequest.extension"
+	if !c.items[0].mr.DispenseRequest.HasExtension {
+		return processingError(expr, "Required field missing.")
+	}
 	n := 0
 	for _, e := range c.items[0].mr.DispenseRequest.Extension {
 		if e.URL == ExtPerformerSiteType {
