@@ -267,7 +267,7 @@ func TestSearchBundle(t *testing.T) {
 	}
 
 	for i, want := range []struct{ intent, authoredOn string }{
-		{"reflex-order", "2022-02-19T00:00:00.000Z"}, // validity period start
+		{"reflex-order", "2022-02-19T00:00:00.000Z"},   // validity period start
 		{"instance-order", "2021-05-12T05:58:49.000Z"}, // the signature time (no validity period)
 		{"order", "2022-10-21T00:00:00.000Z"},
 	} {
