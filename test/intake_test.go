@@ -15,7 +15,9 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+	"github.com/nhs-eps/epsbroker/tracker"
 )
 
 // Every signed NHS example order is accepted with a prescriber token for its
@@ -29,7 +31,7 @@ func TestNHSOrdersAccepted(t *testing.T) {
 	for _, path := range orderFixtures(t) {
 		rel, _ := filepath.Rel(fixtures, path)
 		t.Run(rel, func(t *testing.T) {
-			body := fhirgen.Redate(readFile(t, path), time.Now())
+			body := currentOrder(t, readFile(t, path), time.Now())
 			f := factsOf(t, body)
 			b := startBroker(t, "")
 			tok := b.token(auth.RolePrescriber, f.Sender)
@@ -332,4 +334,27 @@ func TestSubjectToken(t *testing.T) {
 			t.Errorf("QueueSubject(%q) = %q", ods, got)
 		}
 	}
+}
+
+// currentOrder is the NHS example order body dated today as Spine dates a
+// prescription (its validityPeriod.start, else its requester's signature
+// time: tracker.PrescriptionDate). fhirgen.Redate dates a message by its
+// authoredOn, validity start or Provenance.recorded; an example whose
+// signature was made days after its Provenance was recorded would otherwise
+// be future-dated.
+func currentOrder(t *testing.T, raw []byte, now time.Time) []byte {
+	t.Helper()
+	body := fhirgen.Redate(raw, now)
+	m, err := fhir.DecodeMessage(body)
+	if err != nil {
+		return body
+	}
+	o, err := m.Order(now)
+	if err != nil {
+		return body
+	}
+	if days := fhirgen.DaysBetween(tracker.PrescriptionDate(o, now), now); days != 0 {
+		body = fhirgen.ShiftDates(body, days)
+	}
+	return body
 }
