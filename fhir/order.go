@@ -18,30 +18,44 @@ import (
 const maxItems = 4
 
 // Order validates a prescription-order message as the EPS FHIR facade and
-// Spine do at now (eRD validity and birth dates are checked against it), and
-// returns the order it carries. The checks run in this order, so that a
-// message with several faults fails for the first; each failure is a *Error
-// of KindInvalid. Each rule follows the reference named at its function
-// (nhs-eps-api: the facade's bundle-validator.ts and translation;
-// eps-spine-shared: Spine's validation/create.py and common.py):
+// Spine do at now (eRD validity, review and birth dates are checked against
+// it), and returns the order it carries. The checks run in this order, so
+// that a message with several faults fails for the first; each failure is a
+// *Error of KindInvalid. Each rule follows the reference named at its
+// function (nhs-eps-api: the facade's bundle-validator.ts and translation;
+// eps-spine-shared: Spine's validation/create.py and common.py). A refusal of
+// Spine's is answered as the facade relays it: FAILURE_TO_PROCESS_MESSAGE,
+// "Unable to process message. Information missing or invalid - " and
+// Spine's words (spineError).
 //
-//	1 to 4 MedicationRequests
+//	1 to 4 MedicationRequests (more: Spine's lineItems max count)
 //	the same on every item: groupIdentifier, category, authoredOn, subject,
 //	  requester, performer, validityPeriod, expectedSupplyDuration, performer
 //	  site type, prescription type, responsible practitioner
-//	the prescription type extension present
+//	the prescription type and performer site type extensions present
 //	status active; intent not plan or reflex-order
 //	not both medicationCodeableConcept and medicationReference
-//	course of therapy; line item ids unique
+//	course of therapy (every coding of every item; acute and continuous
+//	  make acute); line item ids (GUIDs, unique as sent)
 //	exactly one SNOMED CT coding (in the item or its Medication)
 //	dosageInstruction present, each with a sequence when several
-//	the prescription IDs; the Patient, NHS number, birth date not in the future
-//	ODS codes; a named performer's site type P1, P2 or P3
-//	the requester's PractitionerRole: organization a reference; primary care
-//	  (01xx): Organization.partOf and no healthcareService; no gmp-number
+//	the prescription IDs (groupIdentifier.value whatever its system)
+//	the one Patient: NHS number, birth date (a date, not in the future)
+//	every PractitionerRole: practitioner, organization, healthcareService
+//	  references; the requester's role, Practitioner (one professional code,
+//	  no gmp-number), Organization (primary care: partOf, no
+//	  healthcareService; ODS code and name; Spine's agentOrganization and
+//	  hcplOrgCode formats); the responsible party; CommunicationRequest lists
+//	the nominated performer (Spine: ODS format, site type P1, P2 or P3)
 //	telecoms with value and use
-//	the requester's signature (MISSING_DIGITAL_SIGNATURE)
+//	the requester's signature (MISSING_DIGITAL_SIGNATURE; its when and data)
+//	the UK Core authorisationExpiryDate in the future
 //	dates; supply; repeat dispensing
+//
+// References are resolved where EPS reads them, by fullUrl only
+// (resolveRef); others are not resolved. The ODS codes EPS does not check
+// (MessageHeader sender and receivers, Patient.generalPractitioner, other
+// Organizations) are not checked.
 func (m *Message) Order(now time.Time) (*Order, error) {
 	o, err := m.order(now)
 	if err != nil {

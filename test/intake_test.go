@@ -193,7 +193,8 @@ func TestNHSErrorExamplesRejected(t *testing.T) {
 // Orders EPS accepts although the broker refused them before issue 10: a
 // sender-less order (the acting organisation is the token's), a sender given
 // as a reference (resolved to its ODS code), lower-case and '-' ODS codes
-// (Spine's REGEX_ALPHANUMERIC8). Each is stored with the token's
+// (Spine's REGEX_ALPHANUMERIC8), ODS fields Spine does not check, the
+// short-form ID of another system. Each is stored with the token's
 // organisation as prescriber and, when nominated, queued for its dispenser
 // with a notification on the dispenser's subject.
 func TestOrderSendersAndODSCodes(t *testing.T) {
@@ -232,6 +233,27 @@ func TestOrderSendersAndODSCodes(t *testing.T) {
 		}},
 		{"performer in lower case with '-'", "fa-565", performer("fa-565")},
 		{"performer of one character", "X", performer("X")},
+		// Fields neither the facade nor Spine checks as ODS codes
+		// (common.py checks agentOrganization and nominatedPerformer only,
+		// create.py hcplOrgCode): a sender that is no ODS code names no
+		// organisation, so the token's acts.
+		{"sender identifier not an ODS code", "FA565", func(m map[string]any) {
+			header(m)["sender"].(map[string]any)["identifier"].(map[string]any)["value"] = "A83 008/x"
+		}},
+		{"receiver not an ODS code", "FA565", func(m map[string]any) {
+			header(m)["destination"].([]any)[0].(map[string]any)["receiver"].(map[string]any)["identifier"].(map[string]any)["value"] = "FA 565!"
+		}},
+		{"generalPractitioner not an ODS code", "FA565", func(m map[string]any) {
+			firstOfType(m, "Patient")["generalPractitioner"] = []any{map[string]any{"identifier": map[string]any{
+				"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "A83 008!"}}}
+		}},
+		// prescription.ts convertPrescriptionIds reads groupIdentifier.value
+		// whatever its system (NHS example-b sends prescription-short-form).
+		{"groupIdentifier of the prescription-short-form system", "FA565", func(m map[string]any) {
+			for _, mr := range medicationRequests(m) {
+				mr["groupIdentifier"].(map[string]any)["system"] = "https://fhir.nhs.uk/Id/prescription-short-form"
+			}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g, err := tmpl.Order(fhirgen.Options{})
