@@ -728,6 +728,28 @@ func TestConformancePrescriptionOrder(t *testing.T) {
 					setExt(r, fhir.ExtResponsiblePractitioner, msg{"url": fhir.ExtResponsiblePractitioner, "valueReference": msg{"reference": url}})
 				})
 			})},
+		{name: "responsible party without a professional code", ref: facadeAuthor + "getAgentPersonPersonIdForResponsibleParty",
+			body: acute(func(m msg) {
+				url := "urn:uuid:9c1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d08"
+				role := msg{"resourceType": "PractitionerRole", "practitioner": msg{"identifier": msg{"system": "https://fhir.nhs.uk/Id/sds-user-id", "value": "555086689106"}},
+					"organization": msg{"reference": fullURL(m, eOrg)}}
+				m["entry"] = append(entryList(m), msg{"fullUrl": url, "resource": role})
+				eachMR(m, func(_ int, r msg) {
+					setExt(r, fhir.ExtResponsiblePractitioner, msg{"url": fhir.ExtResponsiblePractitioner, "valueReference": msg{"reference": url}})
+				})
+			}),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Practitioner.identifier"},
+		{name: "responsible party named by the role's spurious code", ref: facadeAuthor + "getAgentPersonPersonIdForResponsibleParty (nhsbsa-spurious-code)",
+			body: acute(func(m msg) {
+				url := "urn:uuid:9c1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d09"
+				role := msg{"resourceType": "PractitionerRole", "practitioner": msg{"identifier": msg{"system": "https://fhir.nhs.uk/Id/sds-user-id", "value": "555086689106"}},
+					"identifier":   []any{msg{"system": "https://fhir.hl7.org.uk/Id/nhsbsa-spurious-code", "value": "612345"}},
+					"organization": msg{"reference": fullURL(m, eOrg)}}
+				m["entry"] = append(entryList(m), msg{"fullUrl": url, "resource": role})
+				eachMR(m, func(_ int, r msg) {
+					setExt(r, fhir.ExtResponsiblePractitioner, msg{"url": fhir.ExtResponsiblePractitioner, "valueReference": msg{"reference": url}})
+				})
+			})},
 		{name: "responsible party's role names its practitioner by reference and identifier", ref: facadeValidator + "validatePractitionerRolePractitionerField (reference XOR identifier)",
 			body: acute(func(m msg) {
 				url := "urn:uuid:9c1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d06"

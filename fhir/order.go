@@ -527,6 +527,7 @@ func (r *reader) practitionerRoleOrg(org *reference) {
 
 // roleEntry is what the broker reads of a PractitionerRole entry.
 type roleEntry struct {
+	Identifier           []identifier
 	Practitioner         reference
 	HasPractitioner      bool
 	Organization         reference
@@ -537,6 +538,8 @@ type roleEntry struct {
 func (r *reader) roleEntry(p *roleEntry) {
 	r.object(func(key []byte) {
 		switch string(key) {
+		case "identifier":
+			list(r, &p.Identifier, r.identifier)
 		case "practitioner":
 			p.HasPractitioner = r.peek() != 'n'
 			r.reference(&p.Practitioner)
@@ -1355,34 +1358,54 @@ var professionalCodeSystems = [...]string{
 // checkPractitioner checks the requester's Practitioner (a reference
 // resolved by checkPractitionerRoles, or an identifier): no gmp-number
 // (bundle-validator.ts verifyPrescriptionBundle createInvalidIdentifierIssue),
-// then exactly one professional code, each system at most once
-// (practitioner.ts getAgentPersonPersonIdForAuthor,
-// getIdentifierValueOrNullForSystem).
+// then exactly one professional code (practitioner.ts
+// getAgentPersonPersonIdForAuthor).
 func (c *orderCheck) checkPractitioner(pr roleEntry, role int) *Error {
 	if !pr.HasPractitioner {
 		return nil
 	}
-	ids := []identifier{pr.Practitioner.Identifier}
-	where := entryPath(role, "practitioner.identifier")
-	if ref := pr.Practitioner.Reference; ref != "" {
-		k := c.refs.fullURL[ref] // resolved by checkPractitionerRoles
-		var p struct{ Identifier []identifier }
-		if err := readEntry(c.m, k, func(r *reader) {
-			r.object(func(key []byte) {
-				if string(key) == "identifier" {
-					list(r, &p.Identifier, r.identifier)
-				}
-			})
-		}); err != nil {
-			return err
-		}
-		ids, where = p.Identifier, entryPath(k, "identifier")
+	ids, where, err := c.practitionerIDs(pr, role)
+	if err != nil {
+		return err
 	}
 	if j := findIdentifier(ids, SystemGMPNumber); j >= 0 && ids[j].Value != "" {
 		return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeInvalidValue,
 			Diagnostics: "Bundle resource Practitioner.identifier expected exactly one professional code from GMC|NMC|GPhC|HCPC|professional-code.",
 			Expression:  []string{where}}
 	}
+	return professionalCode(ids)
+}
+
+// practitionerIDs are the identifiers of the Practitioner of the role in
+// entry role, as the facade resolves it (translation/common/index.ts
+// resolvePractitioner: the referenced entry, or the identifier given), and
+// where they are.
+func (c *orderCheck) practitionerIDs(pr roleEntry, role int) ([]identifier, string, *Error) {
+	ref := pr.Practitioner.Reference
+	if ref == "" {
+		return []identifier{pr.Practitioner.Identifier}, entryPath(role, "practitioner.identifier"), nil
+	}
+	k, err := c.resolveRef(ref, entryPath(role, "practitioner.reference"), "Practitioner")
+	if err != nil {
+		return nil, "", err
+	}
+	var p struct{ Identifier []identifier }
+	if err := readEntry(c.m, k, func(r *reader) {
+		r.object(func(key []byte) {
+			if string(key) == "identifier" {
+				list(r, &p.Identifier, r.identifier)
+			}
+		})
+	}); err != nil {
+		return nil, "", err
+	}
+	return p.Identifier, entryPath(k, "identifier"), nil
+}
+
+// professionalCode: exactly one professional code among ids, each system
+// at most once (practitioner.ts getAgentPersonPersonIdForAuthor,
+// getIdentifierValueOrNullForSystem).
+func professionalCode(ids []identifier) *Error {
 	var codes []string
 	for _, system := range professionalCodeSystems {
 		j := -1
@@ -1415,12 +1438,21 @@ func (c *orderCheck) checkPractitioner(pr roleEntry, role int) *Error {
 	return &Error{Kind: KindInvalid, IssueType: "invalid", Code: code, Display: d, Diagnostics: d, Expression: []string{"Practitioner.identifier"}}
 }
 
+// Identifier systems that name a responsible party without a professional
+// code (practitioner.ts getAgentPersonPersonIdForResponsibleParty).
+const (
+	systemSpuriousCode = "https://fhir.hl7.org.uk/Id/nhsbsa-spurious-code"
+	systemDINNumber    = "https://fhir.hl7.org.uk/Id/din-number"
+)
+
 // checkResponsibleParty resolves the responsible practitioner as EPS
 // translates it (nhs-eps-api translation/request/practitioner.ts
 // convertResponsibleParty: the first item's
 // Extension-DM-ResponsiblePractitioner valueReference, else the requester;
 // then convertPractitionerRole: its organization and first
-// healthcareService).
+// healthcareService), and names its practitioner as EPS requires
+// (getAgentPersonPersonIdForResponsibleParty: the role's spurious code, else
+// the practitioner's DIN, else exactly one professional code).
 func (c *orderCheck) checkResponsibleParty() *Error {
 	first := &c.items[0]
 	e := findExtension(first.mr.Extension, ExtResponsiblePractitioner)
@@ -1441,7 +1473,20 @@ func (c *orderCheck) checkResponsibleParty() *Error {
 			return err
 		}
 	}
-	return nil
+	if !pr.HasPractitioner {
+		return nil
+	}
+	if j := findIdentifier(pr.Identifier, systemSpuriousCode); j >= 0 && pr.Identifier[j].Value != "" {
+		return nil
+	}
+	ids, _, err := c.practitionerIDs(pr, role)
+	if err != nil {
+		return err
+	}
+	if j := findIdentifier(ids, systemDINNumber); j >= 0 && ids[j].Value != "" {
+		return nil
+	}
+	return professionalCode(ids)
 }
 
 // checkCommunicationRequests resolves each CommunicationRequest's
