@@ -125,7 +125,7 @@ func TestBadInputs(t *testing.T) {
 		{"therapy acute and repeat dispensing", CodeInvalidValue, "invalid", "MedicationRequest.courseOfTherapyType.coding", setAt(2, TherapyRepeatDispensing, "courseOfTherapyType", "coding", 0, "code")},
 		{"therapy unknown", CodeInvalidValue, "invalid", "MedicationRequest.courseOfTherapyType.coding", setAt(1, "sometimes", "courseOfTherapyType", "coding", 0, "code")},
 		{"bad line item UUID", CodeFailureToProcessMessage, "processing", "Bundle.entry[2].resource.identifier[0].value", setAt(2, "6989b7bd8db6428ca5934022e3044c00", "identifier", 0, "value")},
-		{"no line item id", CodeInvalidValue, "invalid", "MedicationRequest.identifier", setAt(2, []any{}, "identifier")},
+		{"no line item id", CodeTooFewValues, "invalid", "MedicationRequest.identifier", setAt(2, []any{}, "identifier")},
 		{"short ID without check character", CodeFailureToProcessMessage, "processing", "Bundle.entry[1].resource.groupIdentifier.value", setOnItems("24F5DA-A83008-7EFE6", "groupIdentifier", "value")},
 		{"short ID in lower case", CodeFailureToProcessMessage, "processing", "Bundle.entry[1].resource.groupIdentifier.value", setOnItems("24f5da-a83008-7efe6z", "groupIdentifier", "value")},
 		{"short ID bad check character", CodeInvalidChecksum, "processing", "Bundle.entry[1].resource.groupIdentifier.value", setOnItems("24F5DA-A83008-7EFE6Y", "groupIdentifier", "value")},

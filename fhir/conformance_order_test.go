@@ -801,6 +801,12 @@ func TestConformancePrescriptionOrder(t *testing.T) {
 		{name: "no line item identifier", ref: facadeLineItem + "convertMedicationRequestToLineItem (getIdentifierValueForSystem)",
 			body: acute(onItem(eItem2, func(r msg) { r["identifier"].([]any)[0].(msg)["system"] = "https://example.org/other" })),
 			code: fhir.CodeTooFewValues, issue: "invalid", expr: "MedicationRequest.identifier"},
+		{name: "line item without identifiers", ref: facadeLineItem + "convertMedicationRequestToLineItem (getIdentifierValueForSystem: no array)",
+			body: acute(onItem(eItem2, func(r msg) { delete(r, "identifier") })),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "MedicationRequest.identifier", diag: "Required field missing."},
+		{name: "line item with an empty identifier list", ref: facadeLineItem + "convertMedicationRequestToLineItem (getIdentifierValueForSystem)",
+			body: acute(onItem(eItem2, func(r msg) { r["identifier"] = []any{} })),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "MedicationRequest.identifier"},
 		{name: "five line items", ref: spineCreate + "validate_line_items (MAX_LINEITEMS)",
 			body: acute(func(m msg) {
 				fifth := msg{}

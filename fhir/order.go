@@ -372,7 +372,11 @@ func (r *reader) medicationRequest(mr *medicationRequest) {
 		case "extension":
 			r.extensions(&mr.Extension)
 		case "identifier":
+			present := r.peek() != 'n'
 			list(r, &mr.Identifier, r.identifier)
+			if present && mr.Identifier == nil {
+				mr.Identifier = []identifier{} // present but empty: not "missing" (identifierForSystem)
+			}
 		case "status":
 			mr.Status = r.str()
 		case "intent":
@@ -482,7 +486,11 @@ func (r *reader) patient(p *patient) {
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "identifier":
+			present := r.peek() != 'n'
 			list(r, &p.Identifier, r.identifier)
+			if present && p.Identifier == nil {
+				p.Identifier = []identifier{} // present but empty: not "missing" (identifierForSystem)
+			}
 		case "generalPractitioner":
 			list(r, &p.GeneralPractitioner, r.reference)
 		case "birthDate":
