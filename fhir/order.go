@@ -1742,20 +1742,6 @@ func (c *orderCheck) readDates() *Error {
 	return nil
 }
 
-// dateField parses the FHIR date or dateTime s at p: it returns the first
-// and the last instant it designates (the same for a dateTime; for a date,
-// its first and last nanosecond), or zero times when s is empty.
-func dateField(s string, p fieldPath) (first, last time.Time, err *Error) {
-	if s == "" {
-		return first, last, nil
-	}
-	first, last, ok := parseFHIRDate(s)
-	if !ok {
-		return first, last, badValue(p.String(), "%s %s is not a FHIR date or dateTime (YYYY-MM-DD, or YYYY-MM-DDThh:mm:ss with a time zone)", p, quote(s))
-	}
-	return first, last, nil
-}
-
 // parseFHIRDate parses a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD) or dateTime
 // (YYYY-MM-DDThh:mm:ss[.fff] with Z or an offset) and returns, in UTC, the
 // first and the last instant it designates.
