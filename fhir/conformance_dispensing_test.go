@@ -258,6 +258,10 @@ const (
 	refTask     = "validation/task-validator.ts verifyTask"
 	refReturn   = "translation/request/return/return.ts getRepeatNumberIssued"
 	refWithdraw = "translation/request/withdraw/withdraw.ts convertTaskToEtpWithdraw"
+	// refReturnTrans is the return's translation.
+	refReturnTrans = "translation/request/return/return.ts convertTaskToDispenseProposalReturn"
+	refMessageID   = "translation/common/index.ts getMessageId"
+	refDateTime    = "translation/common/dateTime.ts convertIsoDateTimeStringToHl7V3DateTime"
 )
 
 func TestConformanceTask(t *testing.T) {
@@ -325,7 +329,74 @@ func TestConformanceTask(t *testing.T) {
 			check: issue(fhir.TaskKindReturn, 0)},
 		{name: "return of issue 1: numberOfRepeatsIssued 0", ref: refReturn + " (+1)", body: ret(setRepeat(0)), check: issue(fhir.TaskKindReturn, 1)},
 		{name: "return of issue 3: numberOfRepeatsIssued 2", ref: refReturn + " (+1)", body: ret(setRepeat(2)), check: issue(fhir.TaskKindReturn, 3)},
-		{name: "withdraw of issue 1: numberOfRepeatsIssued 1", ref: refWithdraw + " (sent as it is)", body: wd(setRepeat(1)), check: issue(fhir.TaskKindWithdraw, 1)},
+		{name: "withdraw of issue 1: numberOfRepeatsIssued 0", ref: refWithdraw + " createPertinentInformation1 (+1)", body: wd(setRepeat(0)), check: issue(fhir.TaskKindWithdraw, 1)},
+		{name: "withdraw of issue 3: numberOfRepeatsIssued 2 (as the return's 2)", ref: refWithdraw + " createPertinentInformation1 (+1)",
+			body: wd(setRepeat(2)), check: issue(fhir.TaskKindWithdraw, 3)},
+		{name: "withdraw without repeat information (optional)", ref: refWithdraw + " (getExtensionForUrlOrNull)",
+			body: wd(func(m map[string]any) { delete(m, "extension") }), check: issue(fhir.TaskKindWithdraw, 0)},
+		{name: "withdraw of numberOfRepeatsIssued -1", ref: refWithdraw + " (+1); Spine: issues from 1", body: wd(setRepeat(-1)),
+			code: fhir.CodeInvalidValue, issueType: "value", expression: "Task.extension[0].extension[0].valueInteger"},
+		{name: "return whose Task.for is not an NHS number (not read)", ref: refReturnTrans + " (no recordTarget)",
+			body: ret(func(m map[string]any) {
+				m["for"] = map[string]any{"identifier": map[string]any{"system": "https://example.org/patient", "value": "x"}}
+			}),
+			check: issue(fhir.TaskKindReturn, 0)},
+		{name: "return without Task.for", ref: refReturnTrans + " (no recordTarget)",
+			body: ret(func(m map[string]any) { delete(m, "for") }), check: issue(fhir.TaskKindReturn, 0)},
+		{name: "return whose role names its organisation by identifier", ref: refReturnTrans + " (the organization is resolved only when a reference)",
+			body: ret(func(m map[string]any) {
+				contained(m, "PractitionerRole")["organization"] = map[string]any{"identifier": odsIdentifier(dispenser)}
+			}), check: issue(fhir.TaskKindReturn, 0)},
+		{name: "withdraw whose Task.for is of another system", ref: refWithdraw + " createRecordTarget (getIdentifierValueForSystem: TooFewValuesError)",
+			body: wd(func(m map[string]any) { obj(obj(m, "for"), "identifier")["system"] = "https://example.org/patient" }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.for.identifier",
+			words: "Too few values submitted. Expected 1 element where system == '" + fhir.SystemNHSNumber + "'."},
+		{name: "withdraw without Task.for", ref: refWithdraw + " createRecordTarget (getIdentifierValueForSystem: TooFewValuesError)",
+			body: wd(func(m map[string]any) { delete(m, "for") }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.for.identifier"},
+		{name: "withdraw whose role names its organisation by identifier", ref: refWithdraw + " (InvalidValueError)",
+			body: wd(func(m map[string]any) {
+				contained(m, "PractitionerRole")["organization"] = map[string]any{"identifier": odsIdentifier(dispenser)}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: `task.contained("PractitionerRole").organization`,
+			words: "practitionerRole.organization should be a Reference"},
+		{name: "withdraw whose role's organization names no contained resource", ref: refWithdraw + " (getContainedOrganizationViaReference)",
+			body: wd(func(m map[string]any) {
+				contained(m, "PractitionerRole")["organization"] = map[string]any{"reference": "#nowhere"}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: `task.contained("PractitionerRole").organization`,
+			words: "Contained resource with reference #nowhere not found"},
+		{name: "return whose role's organization names the PractitionerRole", ref: refReturnTrans + " (getContainedOrganizationViaReference)",
+			body: ret(func(m map[string]any) {
+				role := contained(m, "PractitionerRole")
+				role["organization"] = map[string]any{"reference": "#" + role["id"].(string)}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: `task.contained("PractitionerRole").organization`, words: "Contained resource with reference #"},
+		{name: "return whose identifier is of another system", ref: refMessageID + " (TooFewValuesError)",
+			body: ret(func(m map[string]any) { idx(list(m, "identifier"), 0)["system"] = "https://example.org/id" }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.identifier",
+			words: "Too few values submitted. Expected 1 element where system == 'https://tools.ietf.org/html/rfc4122'."},
+		{name: "withdraw with two rfc4122 identifiers", ref: refMessageID + " (TooManyValuesError)",
+			body: wd(func(m map[string]any) { m["identifier"] = append(list(m, "identifier"), idx(list(m, "identifier"), 0)) }),
+			code: fhir.CodeTooManyValues, issueType: "invalid", expression: "Task.identifier"},
+		{name: "return without identifier", ref: refMessageID + " (getIdentifierValueForSystem: InvalidValueError)",
+			body: ret(func(m map[string]any) { delete(m, "identifier") }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Task.identifier", words: "Required field missing."},
+		{name: "return with authoredOn a date", ref: refDateTime + " (a date alone is a FHIR dateTime)",
+			body: ret(func(m map[string]any) { m["authoredOn"] = "2022-11-29" }), check: issue(fhir.TaskKindReturn, 0)},
+		{name: "withdraw with authoredOn without seconds", ref: refDateTime + " (InvalidValueError)",
+			body: wd(func(m map[string]any) { m["authoredOn"] = "2022-11-29T11:45+00:00" }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Task.authoredOn",
+			words: "Incorrect format for date time string '2022-11-29T11:45+00:00'."},
+		{name: "return without authoredOn", ref: refDateTime + " (InvalidValueError)",
+			body: ret(func(m map[string]any) { delete(m, "authoredOn") }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Task.authoredOn", words: "Incorrect format for date time string 'undefined'."},
+		{name: "return without focus", ref: refReturnTrans + " createReversalOf",
+			body: ret(func(m map[string]any) { delete(m, "focus") }),
+			code: fhir.CodeMissingValue, issueType: "required", expression: "Task.focus.identifier"},
+		{name: "return whose focus identifier is of another system", ref: refReturnTrans + " createReversalOf (getMessageIdFromTaskFocusIdentifier: TooFewValuesError)",
+			body: ret(func(m map[string]any) { obj(obj(m, "focus"), "identifier")["system"] = "https://example.org/id" }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.focus.identifier"},
 		{name: "return of numberOfRepeatsIssued 99 (issue 100)", ref: refReturn + "; Spine: at most 99 issues", body: ret(setRepeat(99)),
 			code: fhir.CodeInvalidValue, issueType: "value", expression: "Task.extension[0].extension[0].valueInteger"},
 

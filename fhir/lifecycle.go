@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -427,6 +428,7 @@ type task struct {
 	For             reference
 	Requester       reference
 	Owner           reference
+	AuthoredOn      *string
 }
 
 // taskCodings returns the indexes of the codings of cs in system.
@@ -461,7 +463,7 @@ func containedRole(cs []rawResource, ref, expr string) (*practitionerRole, *Erro
 func decodeTask(body []byte) (*TaskRequest, *Error) {
 	const root = "Task"
 	var t task
-	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "intent", "statusReason", "code", "groupIdentifier", "focus", "for", "requester", "owner"}, func(r *reader, key string) {
+	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "intent", "statusReason", "code", "groupIdentifier", "focus", "for", "requester", "owner", "authoredOn"}, func(r *reader, key string) {
 		switch key {
 		case "extension":
 			list(r, &t.Extension, r.extension)
@@ -488,6 +490,9 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 			r.reference(&t.Requester)
 		case "owner":
 			r.reference(&t.Owner)
+		case "authoredOn":
+			v := r.str()
+			t.AuthoredOn = &v
 		}
 	}); err != nil {
 		return nil, err
@@ -550,11 +555,23 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 	}
 	tr.Reason, tr.ReasonDisplay = reason.Code, reason.Display
 
-	if len(t.Identifier) > 0 && t.Identifier[0].Value != "" {
-		if err := requireUUID(t.Identifier[0].Value, pathOf("Task.identifier[0].value")); err != nil {
-			return nil, err
-		}
-		tr.ID = t.Identifier[0].Value
+	// The translation (return.ts convertTaskToDispenseProposalReturn,
+	// withdraw.ts convertTaskToEtpWithdraw): the message id, authoredOn,
+	// the requester's organisation.
+	j, err := onlyWithSystem(t.Identifier, SystemMessageID, "Task.identifier")
+	if err != nil {
+		return nil, err
+	}
+	if err := requireUUID(t.Identifier[j].Value, pathOf("Task.identifier["+strconv.Itoa(j)+"].value")); err != nil {
+		return nil, err
+	}
+	tr.ID = t.Identifier[j].Value
+	if err := facadeDateTime(t.AuthoredOn, "Task.authoredOn"); err != nil {
+		return nil, err
+	}
+	if err := containedOrganization(t.Contained, role.Organization, tr.Kind == TaskKindWithdraw,
+		`task.contained("PractitionerRole").organization`, "practitionerRole.organization should be a Reference"); err != nil {
+		return nil, err
 	}
 
 	gi := &t.GroupIdentifier
@@ -574,9 +591,13 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		tr.LongID = e.ValueIdentifier.Value
 	}
 
-	if id := t.For.Identifier; id.Value != "" || id.System != "" {
+	// A withdraw's Task.for names the patient (withdraw.ts createRecordTarget:
+	// the identifier of the nhs-number system); a return's is not read
+	// (return.ts sends no recordTarget), so only checked when it is an NHS
+	// number.
+	if id := t.For.Identifier; tr.Kind == TaskKindWithdraw || id.System == SystemNHSNumber {
 		if id.System != SystemNHSNumber {
-			return nil, badValue("Task.for.identifier.system", "Task.for.identifier.system must be %s, found %s", SystemNHSNumber, quote(id.System))
+			return nil, tooFewValues("Task.for.identifier", "system == '"+SystemNHSNumber+"'")
 		}
 		if err := requireNHSNumber(id.Value, pathOf("Task.for.identifier.value")); err != nil {
 			return nil, err
@@ -590,21 +611,25 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		tr.Owner = owner
 	}
 
-	tr.FocusID = t.Focus.Identifier.Value
-	if tr.Kind == TaskKindWithdraw {
-		if err := requireUUID(tr.FocusID, pathOf("Task.focus.identifier.value")); err != nil {
-			err.Diagnostics += " (a withdraw names the dispense notification it withdraws by its Bundle.identifier)"
-			return nil, err
-		}
+	// focus.identifier (getMessageIdFromTaskFocusIdentifier): the id of the
+	// message returned (the release response) or withdrawn (the dispense
+	// notification), of the rfc4122 system; both messages require it.
+	fid := t.Focus.Identifier
+	if fid.System == "" && fid.Value == "" {
+		return nil, missing("Task.focus.identifier", "Task.focus.identifier is missing: a %s names the message it reverses by its identifier (a UUID)", tr.Kind)
+	}
+	if fid.System != SystemMessageID {
+		return nil, tooFewValues("Task.focus.identifier", "system == '"+SystemMessageID+"'")
+	}
+	tr.FocusID = fid.Value
+	if err := requireUUID(tr.FocusID, pathOf("Task.focus.identifier.value")); err != nil {
+		return nil, err
 	}
 
-	// The issue: a return counts from 0 (return.ts adds 1), a withdraw
-	// from 1 (withdraw.ts sends the number as it is).
-	from := countFrom0
-	if tr.Kind == TaskKindWithdraw {
-		from = countFrom1
-	}
-	n, _, err := repeatIssue(t.Extension, "Task.extension", ExtRepeatInformation, RepeatPartIssued, from)
+	// The issue: both count from 0 (return.ts getRepeatNumberIssued and
+	// withdraw.ts createPertinentInformation1 add 1); the extension is
+	// optional in both.
+	n, _, err := repeatIssue(t.Extension, "Task.extension", ExtRepeatInformation, RepeatPartIssued, countFrom0)
 	if err != nil {
 		return nil, err
 	}
@@ -1712,6 +1737,71 @@ func (c *ClaimRequest) readIssue(items []claimItem) *Error {
 
 // ---------------------------------------------------------------------------
 // Helpers
+
+// onlyWithSystem is the facade's getIdentifierValueForSystem (translation/
+// common/index.ts): exactly one of ids has system, else TooFewValuesError or
+// TooManyValuesError at expr. It returns its index.
+func onlyWithSystem(ids []identifier, system, expr string) (int, *Error) {
+	j, n := -1, 0
+	for i, id := range ids {
+		if id.System == system {
+			if j < 0 {
+				j = i
+			}
+			n++
+		}
+	}
+	switch {
+	case len(ids) == 0:
+		return -1, processingError(expr, "Required field missing.")
+	case n == 0:
+		return -1, tooFewValues(expr, "system == '"+system+"'")
+	case n > 1:
+		return -1, tooManyValues(expr, "system == '"+system+"'")
+	}
+	return j, nil
+}
+
+// fhirDateTime is a FHIR dateTime as the facade accepts it (translation/
+// common/dateTime.ts FHIR_DATE_TIME_REGEX): a year, optionally a month and
+// day, and with a day optionally a time with seconds and a zone.
+var fhirDateTime = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|([+-])((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$`)
+
+// facadeDateTime is dateTime.ts convertIsoDateTimeStringToHl7V3DateTime:
+// v (nil when absent: the facade tests the text "undefined") must be a
+// FHIR dateTime, else InvalidValueError at expr.
+func facadeDateTime(v *string, expr string) *Error {
+	text := "undefined"
+	if v != nil {
+		text = *v
+	}
+	if fhirDateTime.MatchString(text) {
+		return nil
+	}
+	return processingError(expr, "Incorrect format for date time string '"+text+"'.")
+}
+
+// containedOrganization checks the organization of a contained
+// PractitionerRole as the facade's translations do: when it is a reference
+// it must name an Organization contained in the same resource
+// (getContainedOrganizationViaReference); when required, it must be a
+// reference (InvalidValueError at expr with the words given).
+func containedOrganization(cs []rawResource, org reference, required bool, expr, words string) *Error {
+	if org.Reference == "" {
+		if required {
+			return processingError(expr, words)
+		}
+		return nil
+	}
+	c := findContained(cs, org.Reference)
+	if c == nil {
+		return processingError(expr, "Contained resource with reference "+org.Reference+" not found")
+	}
+	if c.typ != "Organization" {
+		return processingError(expr, "Contained resource with reference "+org.Reference+" is not of type Organization")
+	}
+	return nil
+}
 
 // checkBody checks that body, a request whose FHIRPath is root, is valid
 // UTF-8 JSON whose top level is an object.

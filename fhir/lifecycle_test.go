@@ -58,8 +58,8 @@ var okTasks = map[string]TaskRequest{
 	"spec/dispensing/return/eRD-primary-example-req.json":      withIssue(okReturn, 3),
 	"spec/dispensing/return/repeat-primary-example-req.json":   withIssue(okReturn, 3),
 	"spec/dispensing/withdraw/acute-primary-example-req.json":  okWithdraw,
-	"spec/dispensing/withdraw/eRD-primary-example-req.json":    withIssue(okWithdraw, 2),
-	"spec/dispensing/withdraw/repeat-primary-example-req.json": withIssue(okWithdraw, 2),
+	"spec/dispensing/withdraw/eRD-primary-example-req.json":    withIssue(okWithdraw, 3), // numberOfRepeatsIssued 2, from 0 as the return's
+	"spec/dispensing/withdraw/repeat-primary-example-req.json": withIssue(okWithdraw, 3),
 }
 
 // withIssue is tr naming the repeat dispensing issue n.
@@ -402,7 +402,7 @@ func TestLifecycleBadInputs(t *testing.T) {
 		{"task: no owner", asTask, returnFixture, func(b bundle) { delete(b, "contained"); delete(b, "requester") },
 			CodeInvalidValue, "invalid", "task.requester"},
 		{"task: withdraw without focus", asTask, withdrawFixture, func(b bundle) { delete(b, "focus") },
-			CodeMissingValue, "required", "Task.focus.identifier.value"},
+			CodeMissingValue, "required", "Task.focus.identifier"},
 		{"task: withdraw focus not a UUID", asTask, withdrawFixture, func(b bundle) { set(b, "a14d4fc1", "focus", "identifier", "value") },
 			CodeInvalidValue, "value", "Task.focus.identifier.value"},
 		{"task: a Claim", asTask, returnFixture, func(b bundle) { b["resourceType"] = "Claim" },
@@ -600,10 +600,9 @@ func TestLifecycleGoodVariants(t *testing.T) {
 			b["owner"] = map[string]any{"identifier": map[string]any{"system": SystemODSCode, "value": "FA565"}}
 			set(b, []any{map[string]any{"url": ExtPrescriptionLongID, "valueIdentifier": map[string]any{"value": long4}}}, "groupIdentifier", "extension")
 			delete(b, "for")
-			delete(b, "identifier")
 		})
 		tr, err := DecodeTaskRequest(body)
-		if err != nil || tr.Owner != "FA565" || tr.LongID != long4 || tr.NHSNumber != "" || tr.ID != "" {
+		if err != nil || tr.Owner != "FA565" || tr.LongID != long4 || tr.NHSNumber != "" {
 			t.Errorf("got %+v %v", tr, err)
 		}
 	})
