@@ -681,6 +681,9 @@ func TestConformanceDispense(t *testing.T) {
 const (
 	refClaim      = "validation/claim-validator.ts verifyClaim"
 	refClaimTrans = "translation/request/dispense/dispense-claim.ts createDispenseClaimPertinentInformation1"
+	// refClaimConvert and refClaimItem are the rest of the claim's translation.
+	refClaimConvert = "translation/request/dispense/dispense-claim.ts convertDispenseClaim"
+	refClaimItem    = "translation/request/dispense/dispense-claim.ts createSuppliedLineItem"
 )
 
 func TestConformanceClaim(t *testing.T) {
@@ -745,6 +748,66 @@ func TestConformanceClaim(t *testing.T) {
 				}
 			}), check: issue(0)},
 
+		{name: "no Claim.status (not read)", ref: refClaim + "; " + refClaimConvert + " (status is not read)",
+			body: claim(func(m map[string]any) { delete(m, "status") }), check: issue(0)},
+		{name: "Claim.status cancelled (not read)", ref: refClaim + "; " + refClaimConvert + " (status is not read)",
+			body: claim(func(m map[string]any) { m["status"] = "cancelled" }), check: issue(0)},
+		{name: "no Claim.patient (not read)", ref: refClaim + "; " + refClaimConvert + " (patient is not read)",
+			body: claim(func(m map[string]any) { delete(m, "patient") }), check: issue(0)},
+		{name: "Claim.patient not a valid NHS number (not read)", ref: refClaim + "; " + refClaimConvert + " (patient is not read)",
+			body: claim(func(m map[string]any) { obj(obj(m, "patient"), "identifier")["value"] = "944930413" }),
+			check: func(t *testing.T, v any) {
+				if c := v.(*fhir.ClaimRequest); c.NHSNumber != "" {
+					t.Errorf("NHS number %q recorded, want none", c.NHSNumber)
+				}
+			}},
+		{name: "two items", ref: refClaimConvert + " (onlyElement: TooManyValuesError)",
+			body: claim(func(m map[string]any) { m["item"] = append(list(m, "item"), idx(list(m, "item"), 0)) }),
+			code: fhir.CodeTooManyValues, issueType: "invalid", expression: "Claim.item", words: "Too many values submitted. Expected 1 element."},
+		{name: "no Claim.created", ref: refClaimConvert + " (convertIsoDateTimeStringToHl7V3DateTime)",
+			body: claim(func(m map[string]any) { delete(m, "created") }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Claim.created", words: "Incorrect format for date time string 'undefined'."},
+		{name: "Claim.created not a FHIR dateTime", ref: refClaimConvert + " (convertIsoDateTimeStringToHl7V3DateTime)",
+			body: claim(func(m map[string]any) { m["created"] = "29/11/2022" }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Claim.created", words: "Incorrect format for date time string '29/11/2022'."},
+		{name: "Claim.identifier of another system", ref: "translation/common/index.ts getClaimIdentifierValue (TooFewValuesError)",
+			body: claim(func(m map[string]any) { idx(list(m, "identifier"), 0)["system"] = "https://example.org/id" }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Claim.identifier",
+			words: "Too few values submitted. Expected 1 element where system == 'https://tools.ietf.org/html/rfc4122'."},
+		{name: "the provider's organization not a reference", ref: refClaimTrans + " (InvalidValueError)",
+			body: claim(func(m map[string]any) {
+				contained(m, "PractitionerRole")["organization"] = map[string]any{"identifier": odsIdentifier(dispenser)}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: `Claim.contained("PractitionerRole").organization`,
+			words: "practitioner.organization should be a reference"},
+		{name: "the provider's organization names no contained Organization", ref: refClaimTrans + " (getContainedOrganizationViaReference)",
+			body: claim(func(m map[string]any) {
+				contained(m, "PractitionerRole")["organization"] = map[string]any{"reference": "#nowhere"}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: `Claim.contained("PractitionerRole").organization`,
+			words: "Contained resource with reference #nowhere not found"},
+		{name: "a detail without Extension-ClaimSequenceIdentifier", ref: refClaimItem + " (getExtensionForUrl: TooFewValuesError)",
+			body: claim(func(m map[string]any) {
+				d := idx(details(m), 1)
+				var keep []any
+				for _, x := range list(d, "extension") {
+					if x.(map[string]any)["url"] != fhir.ExtClaimSequenceID {
+						keep = append(keep, x)
+					}
+				}
+				d["extension"] = keep
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Claim.item.detail.extension",
+			words: "Too few values submitted. Expected 1 element where url == '" + fhir.ExtClaimSequenceID + "'."},
+		{name: "a detail whose modifier is of another system", ref: refClaimItem + " (getCodeableConceptCodingForSystem: TooFewValuesError)",
+			body: claim(func(m map[string]any) {
+				idx(list(idx(list(idx(details(m), 0), "modifier"), 0), "coding"), 0)["system"] = "https://example.org/type"
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Claim.item.detail.modifier.coding",
+			words: "Too few values submitted. Expected 1 element where system == '" + fhir.SystemDispenseType + "'."},
+		{name: "a detail without modifier", ref: refClaimItem + " (getCodeableConceptCodingForSystem: InvalidValueError)",
+			body: claim(func(m map[string]any) { delete(idx(details(m), 0), "modifier") }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Claim.item.detail.modifier", words: "Required field missing."},
 		{name: "two insurances", ref: refClaim + " (invalidArrayLengthIssue)",
 			body: claim(func(m map[string]any) { m["insurance"] = append(list(m, "insurance"), idx(list(m, "insurance"), 0)) }),
 			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Claim.insurance", words: "Expected 1 item(s) in Claim.insurance, but received 2."},

@@ -34,6 +34,7 @@ const (
 	ExtNonDispensingReason  = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionNonDispensingReason"
 	ExtGroupIdentifier      = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-GroupIdentifier"
 	ExtClaimLineItemRef     = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimMedicationRequestReference"
+	ExtClaimSequenceID      = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimSequenceIdentifier"
 	ODSNHSBSA               = "T1450" // NHS Business Services Authority: a claim's insurer (or RQFZ1)
 	TaskKindReturn          = "return"
 	TaskKindWithdraw        = "withdraw"
@@ -1472,6 +1473,7 @@ type claim struct {
 	PayeeParty   reference
 	Prescription []extension // prescription.extension
 	Items        []claimItem
+	Created      *string
 }
 
 type claimItem struct {
@@ -1519,7 +1521,7 @@ func (r *reader) claimItem(it *claimItem) {
 func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 	const root = "Claim"
 	var cl claim
-	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "patient", "provider", "insurance", "payee", "prescription", "item"}, func(r *reader, key string) {
+	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "patient", "provider", "insurance", "payee", "prescription", "item", "created"}, func(r *reader, key string) {
 		switch key {
 		case "extension":
 			list(r, &cl.Extension, r.extension)
@@ -1554,7 +1556,11 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 				}
 			})
 		case "item":
+			cl.Items = []claimItem{}
 			list(r, &cl.Items, r.claimItem)
+		case "created":
+			v := r.str()
+			cl.Created = &v
 		}
 	}); err != nil {
 		return nil, err
@@ -1564,23 +1570,37 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 	}
 	c := &ClaimRequest{}
 
-	if len(cl.Identifier) == 0 {
-		return nil, missing("Claim.identifier", "Claim.identifier is missing: a claim is identified by a UUID")
-	}
-	c.ID = cl.Identifier[0].Value
-	if err := requireUUID(c.ID, pathOf("Claim.identifier[0].value")); err != nil {
+	// convertDispenseClaim (dispense-claim.ts): the message id, created,
+	// exactly one item, the provider's organisation.
+	j, err := onlyWithSystem(cl.Identifier, SystemMessageID, "Claim.identifier")
+	if err != nil {
 		return nil, err
 	}
-	if err := requireCode(cl.Status, "Claim.status", "active"); err != nil {
+	c.ID = cl.Identifier[j].Value
+	if err := requireUUID(c.ID, pathOf("Claim.identifier["+strconv.Itoa(j)+"].value")); err != nil {
+		return nil, err
+	}
+	if err := facadeDateTime(cl.Created, "Claim.created"); err != nil {
+		return nil, err
+	}
+	switch {
+	case cl.Items == nil:
+		return nil, processingError("Claim.item", "Required field missing.")
+	case len(cl.Items) == 0:
+		return nil, facadeIssue(CodeTooFewValues, "invalid", "Claim.item", "Too few values submitted. Expected 1 element.")
+	case len(cl.Items) > 1:
+		return nil, facadeIssue(CodeTooManyValues, "invalid", "Claim.item", "Too many values submitted. Expected 1 element.")
+	}
+	role, _ := containedRole(cl.Contained, cl.Provider.Reference, "Claim.provider") // resolved by facadeClaimChecks
+	if err := containedOrganization(cl.Contained, role.Organization, true,
+		`Claim.contained("PractitionerRole").organization`, "practitioner.organization should be a reference"); err != nil {
 		return nil, err
 	}
 
-	if id := cl.Patient.Identifier; id.System != SystemNHSNumber {
-		return nil, badValue("Claim.patient.identifier.system", "Claim.patient.identifier.system must be %s, found %s", SystemNHSNumber, quote(id.System))
-	}
-	c.NHSNumber = cl.Patient.Identifier.Value
-	if err := requireNHSNumber(c.NHSNumber, pathOf("Claim.patient.identifier.value")); err != nil {
-		return nil, err
+	// Claim.status and Claim.patient are not read by EPS (claim-validator.ts,
+	// dispense-claim.ts): the patient's NHS number is recorded when given.
+	if id := cl.Patient.Identifier; id.System == SystemNHSNumber && requireNHSNumber(id.Value, pathOf("Claim.patient.identifier.value")) == nil {
+		c.NHSNumber = id.Value
 	}
 
 	// Recorded as sent, never used to refuse: the organisation the claim
@@ -1687,6 +1707,14 @@ func (c *ClaimRequest) readItems(items []claimItem) *Error {
 		}
 		for d, det := range it.Detail {
 			dbase := base + ".detail[" + strconv.Itoa(d) + "]"
+			// createSuppliedLineItem: the claim sequence identifier, then
+			// the line item status (modifier), then the line item.
+			if err := onlyExtension(det.Extension, ExtClaimSequenceID, "Claim.item.detail.extension"); err != nil {
+				return err
+			}
+			if err := onlyCoding(det.Modifier, SystemDispenseType, "Claim.item.detail.modifier"); err != nil {
+				return err
+			}
 			k := findExtensionIndex(det.Extension, ExtClaimLineItemRef)
 			if k < 0 {
 				expr := dbase + ".extension('" + ExtClaimLineItemRef + "')"
@@ -1760,6 +1788,44 @@ func onlyWithSystem(ids []identifier, system, expr string) (int, *Error) {
 		return -1, tooManyValues(expr, "system == '"+system+"'")
 	}
 	return j, nil
+}
+
+// onlyExtension is the facade's getExtensionForUrl: exactly one of exts has
+// url, else TooFewValuesError or TooManyValuesError at expr.
+func onlyExtension(exts []extension, url, expr string) *Error {
+	n := 0
+	for _, e := range exts {
+		if e.URL == url {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return tooFewValues(expr, "url == '"+url+"'")
+	case n > 1:
+		return tooManyValues(expr, "url == '"+url+"'")
+	}
+	return nil
+}
+
+// onlyCoding is the facade's getCodeableConceptCodingForSystem over the
+// concepts cc at expr: present, and exactly one coding of system among
+// them (TooFewValuesError / TooManyValuesError at expr.coding).
+func onlyCoding(cc []Concept, system, expr string) *Error {
+	if cc == nil {
+		return processingError(expr, "Required field missing.")
+	}
+	n := 0
+	for _, c := range cc {
+		n += len(codingsIn(c.Coding, system))
+	}
+	switch {
+	case n == 0:
+		return tooFewValues(expr+".coding", "system == '"+system+"'")
+	case n > 1:
+		return tooManyValues(expr+".coding", "system == '"+system+"'")
+	}
+	return nil
 }
 
 // fhirDateTime is a FHIR dateTime as the facade accepts it (translation/
