@@ -591,6 +591,39 @@ func TestConformanceDispense(t *testing.T) {
 		{name: "basedOn numberOfRepeatsIssued 99 (issue 100)", ref: refDNTrans + "; Spine: at most 99 issues",
 			body: erd(1, eachMD(basedOnIssued(99))),
 			code: fhir.CodeInvalidValue, issueType: "value", expression: "Bundle.entry[1].resource.contained[1].basedOn[0].extension[0].extension[1].valueInteger"},
+		{name: "a second identifier of another system on a MedicationDispense", ref: refDNTrans + " getPrescriptionItemNumber (getIdentifierValueForSystem)",
+			body: dn(secondMD(func(md map[string]any) {
+				md["identifier"] = append(list(md, "identifier"), map[string]any{"system": "https://example.org/id", "value": "x"})
+			})), check: decoded(func(t *testing.T, n *fhir.DispenseNotification) {})},
+		{name: "a MedicationDispense identifier of another system", ref: refDNTrans + " getPrescriptionItemNumber (TooFewValuesError)",
+			body: dn(secondMD(func(md map[string]any) { idx(list(md, "identifier"), 0)["system"] = "https://example.org/id" })),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationDispense.identifier",
+			words: "Too few values submitted. Expected 1 element where system == 'https://fhir.nhs.uk/Id/prescription-dispense-item-number'."},
+		{name: "two dispense item numbers on a MedicationDispense", ref: refDNTrans + " getPrescriptionItemNumber (TooManyValuesError)",
+			body: dn(secondMD(func(md map[string]any) {
+				md["identifier"] = append(list(md, "identifier"), idx(list(md, "identifier"), 0))
+			})),
+			code: fhir.CodeTooManyValues, issueType: "invalid", expression: "MedicationDispense.identifier",
+			words: "Too many values submitted. Expected 1 element where system == 'https://fhir.nhs.uk/Id/prescription-dispense-item-number'."},
+		{name: "a MedicationDispense without identifier", ref: refDNTrans + " getPrescriptionItemNumber (InvalidValueError)",
+			body: dn(secondMD(func(md map[string]any) { delete(md, "identifier") })),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "MedicationDispense.identifier", words: "Required field missing."},
+		{name: "authorizingPrescription by identifier and Extension-DM-GroupIdentifier, no contained MedicationRequest",
+			ref: refDNTrans + " mapMedicationDispenses (getContainedMedicationRequestViaReference: only a reference is read)",
+			body: dn(firstMD(func(md map[string]any) {
+				mr := contained(md, "MedicationRequest")
+				md["authorizingPrescription"] = []any{map[string]any{"identifier": idx(list(mr, "identifier"), 0),
+					"extension": []any{map[string]any{"url": fhir.ExtGroupIdentifier, "extension": []any{
+						map[string]any{"url": "shortForm", "valueIdentifier": obj(mr, "groupIdentifier")},
+					}}}}}
+			})),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[1].resource.authorizingPrescription[0].reference"},
+		{name: "authorizingPrescription naming no contained resource", ref: "translation/common/getResourcesOfType.ts getContainedMedicationRequestViaReference",
+			body: dn(firstMD(func(md map[string]any) {
+				md["authorizingPrescription"] = []any{map[string]any{"reference": "#nothing"}}
+			})),
+			// (the broker's reference check of the whole message answers first, at the same place)
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[1].resource.authorizingPrescription[0].reference"},
 
 		{name: "whenHandedOver differs", ref: refDispense + " (verifyIdenticalForAllMedicationDispenses)",
 			body: dn(secondMD(func(md map[string]any) { md["whenHandedOver"] = "2020-01-01T00:00:00+00:00" })),

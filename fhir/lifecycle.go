@@ -30,27 +30,28 @@ const (
 	SystemTaskBusinessStatus = "https://fhir.nhs.uk/CodeSystem/EPS-task-business-status"
 	SystemEndorsement        = "https://fhir.nhs.uk/CodeSystem/medicationdispense-endorsement"
 
-	ExtTaskBusinessStatus   = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-TaskBusinessStatus"
-	ExtNonDispensingReason  = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionNonDispensingReason"
-	ExtGroupIdentifier      = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-GroupIdentifier"
-	ExtClaimLineItemRef     = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimMedicationRequestReference"
-	ExtClaimSequenceID      = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimSequenceIdentifier"
-	ODSNHSBSA               = "T1450" // NHS Business Services Authority: a claim's insurer (or RQFZ1)
-	TaskKindReturn          = "return"
-	TaskKindWithdraw        = "withdraw"
-	ReleaseStatusAccepted   = "accepted"
-	MessageReasonCancel     = "cancel"
-	extGroupIDShortForm     = "shortForm"
-	extGroupIDUUID          = "UUID"
-	paramOwner              = "owner"
-	paramGroupIdentifier    = "group-identifier"
-	paramAgent              = "agent"
-	withdrawTaskCode        = "abort"
-	taskStatusReturn        = "rejected"
-	taskStatusWithdraw      = "in-progress"
-	cancelledStatus         = "cancelled"
-	whereMedicationDispense = "Bundle.entry.resource.ofType(MedicationDispense)"
-	whereMedicationRequest  = "Bundle.entry.resource.ofType(MedicationRequest)"
+	ExtTaskBusinessStatus    = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-TaskBusinessStatus"
+	ExtNonDispensingReason   = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionNonDispensingReason"
+	ExtGroupIdentifier       = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-GroupIdentifier"
+	ExtClaimLineItemRef      = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimMedicationRequestReference"
+	SystemDispenseItemNumber = "https://fhir.nhs.uk/Id/prescription-dispense-item-number"
+	ExtClaimSequenceID       = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimSequenceIdentifier"
+	ODSNHSBSA                = "T1450" // NHS Business Services Authority: a claim's insurer (or RQFZ1)
+	TaskKindReturn           = "return"
+	TaskKindWithdraw         = "withdraw"
+	ReleaseStatusAccepted    = "accepted"
+	MessageReasonCancel      = "cancel"
+	extGroupIDShortForm      = "shortForm"
+	extGroupIDUUID           = "UUID"
+	paramOwner               = "owner"
+	paramGroupIdentifier     = "group-identifier"
+	paramAgent               = "agent"
+	withdrawTaskCode         = "abort"
+	taskStatusReturn         = "rejected"
+	taskStatusWithdraw       = "in-progress"
+	cancelledStatus          = "cancelled"
+	whereMedicationDispense  = "Bundle.entry.resource.ofType(MedicationDispense)"
+	whereMedicationRequest   = "Bundle.entry.resource.ofType(MedicationRequest)"
 )
 
 // Codes each message may state.
@@ -694,6 +695,7 @@ func (m *Message) DispenseNotification() (*DispenseNotification, error) {
 type medicationDispense struct {
 	Extension               []extension
 	Contained               []rawResource
+	Identifier              []identifier
 	Subject                 reference
 	AuthorizingPrescription []authorizingPrescription
 	Type                    Concept
@@ -708,12 +710,9 @@ type medicationDispense struct {
 }
 
 // authorizingPrescription is a MedicationDispense.authorizingPrescription:
-// a reference to a contained MedicationRequest, or the line item identifier
-// with the prescription's Extension-DM-GroupIdentifier.
+// a reference to a contained MedicationRequest (the only form EPS reads).
 type authorizingPrescription struct {
-	Reference  string
-	Identifier identifier
-	Extension  []extension
+	Reference string
 }
 
 func (r *reader) medicationDispense(md *medicationDispense, k int) {
@@ -723,6 +722,8 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 			list(r, &md.Extension, r.extension)
 		case "contained":
 			md.Contained = r.containedList(entryPath(k, "contained"))
+		case "identifier":
+			list(r, &md.Identifier, r.identifier)
 		case "subject":
 			r.reference(&md.Subject)
 		case "authorizingPrescription":
@@ -731,10 +732,6 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 					switch string(key) {
 					case "reference":
 						a.Reference = r.str()
-					case "identifier":
-						r.identifier(&a.Identifier)
-					case "extension":
-						list(r, &a.Extension, r.extension)
 					}
 				})
 			})
@@ -957,6 +954,11 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 	dn.Items = make([]DispensedItem, 0, len(mds))
 	for i := range mds {
 		d := &mds[i]
+		// getPrescriptionItemNumber (dispense-notification.ts): exactly one
+		// identifier of the prescription-dispense-item-number system.
+		if _, err := onlyWithSystem(d.md.Identifier, SystemDispenseItemNumber, "MedicationDispense.identifier"); err != nil {
+			return nil, err
+		}
 		lineItem, rxID, err := d.authorizing()
 		if err != nil {
 			return nil, err
@@ -1179,51 +1181,45 @@ func (d *dispense) authorizing() (lineItem string, rxID found, err *Error) {
 		expr := entryPath(d.k, "authorizingPrescription")
 		return "", found{}, missing(expr, "%s is missing: it names the prescription line item dispensed", expr)
 	}
+	// getContainedMedicationRequestViaReference (dispense-notification.ts
+	// createPertinentInformation1, mapMedicationDispenses): EPS reads the
+	// line item and the prescription only from the MedicationRequest that
+	// authorizingPrescription[0].reference names among the
+	// MedicationDispense's contained resources; an identifier (with an
+	// Extension-DM-GroupIdentifier) is never read, and the facade fails on
+	// it (it reads .reference of nothing: a server error there, a refusal
+	// here).
 	a := &d.md.AuthorizingPrescription[0]
-	if a.Reference != "" {
-		expr := entryPath(d.k, "authorizingPrescription[0].reference")
-		c := findContained(d.md.Contained, a.Reference)
-		if c == nil || c.typ != "MedicationRequest" {
-			return "", found{}, inconsistent(expr, "%s %s must name a MedicationRequest contained in the MedicationDispense", expr, quote(a.Reference))
-		}
-		var mr dispensedRequest
-		if err := readRaw(c, func(r *reader) { r.dispensedRequest(&mr) }); err != nil {
-			return "", found{}, err
-		}
-		j := findIdentifier(mr.Identifier, SystemLineItemID)
-		if j < 0 {
-			expr := c.root + ".identifier"
-			return "", found{}, missing(expr, "%s has no identifier with system %s (the line item id)", expr, SystemLineItemID)
-		}
-		lineItem = mr.Identifier[j].Value
-		if err := requireUUID(lineItem, pathOf(c.root+".identifier["+strconv.Itoa(j)+"].value")); err != nil {
-			return "", found{}, err
-		}
-		expr = c.root + ".groupIdentifier"
-		if err := checkShortID(mr.GroupIdentifier.identifier, expr); err != nil {
-			return "", found{}, err
-		}
-		d.request, d.requestExt, d.requestBasedOn = c, mr.Extension, mr.BasedOn
-		return lineItem, found{mr.GroupIdentifier.Value, expr + ".value"}, nil
+	expr := entryPath(d.k, "authorizingPrescription[0].reference")
+	if a.Reference == "" {
+		return "", found{}, processingError(expr, expr+" is missing: EPS reads the line item dispensed only from the contained MedicationRequest it references")
 	}
-	// An identifier, with the prescription in an Extension-DM-GroupIdentifier.
-	base := entryPath(d.k, "authorizingPrescription[0]")
-	if a.Identifier.Value == "" {
-		return "", found{}, missing(base+".reference", "%s names no line item: it must reference a contained MedicationRequest", base)
+	c := findContained(d.md.Contained, a.Reference)
+	if c == nil {
+		return "", found{}, processingError(expr, "Contained resource with reference "+a.Reference+" not found")
 	}
-	if a.Identifier.System != SystemLineItemID {
-		expr := base + ".identifier.system"
-		return "", found{}, badValue(expr, "%s must be %s (the line item id), found %s", expr, SystemLineItemID, quote(a.Identifier.System))
+	if c.typ != "MedicationRequest" {
+		return "", found{}, processingError(expr, "Contained resource with reference "+a.Reference+" is not of type MedicationRequest")
 	}
-	lineItem = a.Identifier.Value
-	if err := requireUUID(lineItem, pathOf(base+".identifier.value")); err != nil {
+	var mr dispensedRequest
+	if err := readRaw(c, func(r *reader) { r.dispensedRequest(&mr) }); err != nil {
 		return "", found{}, err
 	}
-	short, _, err := groupIdentifierExt(a.Extension, base)
-	if err != nil {
+	j := findIdentifier(mr.Identifier, SystemLineItemID)
+	if j < 0 {
+		expr := c.root + ".identifier"
+		return "", found{}, missing(expr, "%s has no identifier with system %s (the line item id)", expr, SystemLineItemID)
+	}
+	lineItem = mr.Identifier[j].Value
+	if err := requireUUID(lineItem, pathOf(c.root+".identifier["+strconv.Itoa(j)+"].value")); err != nil {
 		return "", found{}, err
 	}
-	return lineItem, short, nil
+	expr = c.root + ".groupIdentifier"
+	if err := checkShortID(mr.GroupIdentifier.identifier, expr); err != nil {
+		return "", found{}, err
+	}
+	d.request, d.requestExt, d.requestBasedOn = c, mr.Extension, mr.BasedOn
+	return lineItem, found{mr.GroupIdentifier.Value, expr + ".value"}, nil
 }
 
 // ---------------------------------------------------------------------------

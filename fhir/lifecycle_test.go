@@ -613,27 +613,6 @@ func TestLifecycleGoodVariants(t *testing.T) {
 			t.Errorf("got %+v %v", tr, err)
 		}
 	})
-	t.Run("dispense authorized by identifier", func(t *testing.T) {
-		body := mutate(t, readFixture(t, dnFixture), eachMD(func(r map[string]any) {
-			mr := at(r, "contained", 1).(map[string]any)
-			set(r, []any{map[string]any{
-				"identifier": at(mr, "identifier", 0),
-				"extension": []any{map[string]any{"url": groupIDExt, "extension": []any{
-					map[string]any{"url": "shortForm", "valueIdentifier": map[string]any{"system": SystemPrescriptionID, "value": rx4}},
-					map[string]any{"url": "UUID", "valueIdentifier": map[string]any{"value": long4}},
-				}}},
-			}}, "authorizingPrescription")
-			r["contained"] = r["contained"].([]any)[:1]
-		}))
-		m, err := DecodeMessage(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dn, err := m.DispenseNotification()
-		if err != nil || dn.PrescriptionID != rx4 || len(dn.Items) != 4 || dn.Items[3].LineItemID != item4 || dn.Items[3].Status != "0005" {
-			t.Errorf("got %+v %v", dn, err)
-		}
-	})
 	t.Run("dispense with one non-dispensing reason", func(t *testing.T) {
 		body := mutate(t, readFixture(t, dnNHSError), eachMD(func(r map[string]any) { set(r, "0004", "extension", 1, "valueCoding", "code") }))
 		m, err := DecodeMessage(body)
