@@ -876,7 +876,10 @@ func TestConformanceClaim(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Cancellation
 
-const refCancel = "validation/bundle-validator.ts verifyCancellationBundle"
+const (
+	refCancel = "validation/bundle-validator.ts verifyCancellationBundle"
+	refCommon = "validation/bundle-validator.ts verifyCommonBundle"
+)
 
 func TestConformanceCancellation(t *testing.T) {
 	cancel := func(edit func(b map[string]any)) func(t *testing.T) []byte {
@@ -929,6 +932,70 @@ func TestConformanceCancellation(t *testing.T) {
 			}),
 			code: fhir.CodeMissingValue, issueType: "invalid", expression: "Bundle.entry[3].resource.telecom[0].value",
 			words: "Required field bundle.entry[3].resource.telecom[0].value is missing."},
+		{name: "intent original-order", ref: refCommon + " validateMedicationRequests",
+			body: cancel(func(b map[string]any) { medicationRequest(b)["intent"] = "original-order" }), check: sender(prescriber)},
+		{name: "intent plan", ref: refCommon + " validateMedicationRequests (createMedicationRequestIncorrectValueIssue)",
+			body: cancel(func(b map[string]any) { medicationRequest(b)["intent"] = "plan" }),
+			code: fhir.CodeInvalidValue, issueType: "value", expression: mrs + ".intent",
+			words: "MedicationRequest.intent must be order, original-order or instance-order."},
+		{name: "intent reflex-order", ref: refCommon + " validateMedicationRequests (createMedicationRequestIncorrectValueIssue)",
+			body: cancel(func(b map[string]any) { medicationRequest(b)["intent"] = "reflex-order" }),
+			code: fhir.CodeInvalidValue, issueType: "value", expression: mrs + ".intent"},
+		{name: "both medicationCodeableConcept and medicationReference", ref: refCommon + " validateMedicationRequests (createMedicationFieldIssue)",
+			body: cancel(func(b map[string]any) {
+				const med = "urn:uuid:5b3a2c1d-0000-4000-8000-00000000000a"
+				b["entry"] = append(list(b, "entry"), map[string]any{"fullUrl": med, "resource": map[string]any{"resourceType": "Medication",
+					"code": obj(medicationRequest(b), "medicationCodeableConcept")}})
+				medicationRequest(b)["medicationReference"] = map[string]any{"reference": med}
+			}),
+			code: fhir.CodeConflictingValues, issueType: "structure", expression: "Bundle.entry[1].resource.medication",
+			words: "MedicationRequest cannot contain both medicationReference and medicationCodeableConcept fields."},
+		{name: "the PractitionerRole's organization an identifier", ref: refCommon + " validatePractitionerRole (fieldIsNotReferenceButShouldBe)",
+			body: cancel(func(b map[string]any) {
+				ofType(b, "PractitionerRole")["organization"] = map[string]any{"identifier": odsIdentifier(prescriber)}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[3].resource.organization",
+			words: "practitionerRole.organization populated incorrectly. Please populate with Reference to resource within Bundle."},
+		{name: "the PractitionerRole's practitioner an identifier", ref: refCommon + " validatePractitionerRolePractitionerField (fieldIsNotReferenceButShouldBe)",
+			body: cancel(func(b map[string]any) {
+				ofType(b, "PractitionerRole")["practitioner"] = map[string]any{"identifier": map[string]any{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "C1234567"}}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[3].resource.practitioner",
+			words: "practitionerRole.practitioner populated incorrectly. Please populate with Reference to resource within Bundle."},
+		{name: "the responsible practitioner's role names its practitioner by identifier", ref: refCommon + " validatePractitionerRolePractitionerField (reference XOR identifier)",
+			body: cancel(func(b map[string]any) {
+				role := ofType(b, "PractitionerRole")
+				role["practitioner"] = map[string]any{"identifier": map[string]any{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "C1234567"}}
+				var url string
+				for _, e := range list(b, "entry") {
+					if em := e.(map[string]any); obj(em, "resource")["resourceType"] == "PractitionerRole" {
+						url, _ = em["fullUrl"].(string)
+					}
+				}
+				mr := medicationRequest(b)
+				mr["extension"] = append(list(mr, "extension"), map[string]any{"url": fhir.ExtResponsiblePractitioner, "valueReference": map[string]any{"reference": url}})
+			}), check: sender(prescriber)},
+		{name: "the responsible practitioner's role names its practitioner by reference and identifier", ref: refCommon + " validatePractitionerRolePractitionerField (invalidResponsiblePractitionerPractitionerReference)",
+			body: cancel(func(b map[string]any) {
+				role := ofType(b, "PractitionerRole")
+				obj(role, "practitioner")["identifier"] = map[string]any{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "C1234567"}
+				var url string
+				for _, e := range list(b, "entry") {
+					if em := e.(map[string]any); obj(em, "resource")["resourceType"] == "PractitionerRole" {
+						url, _ = em["fullUrl"].(string)
+					}
+				}
+				mr := medicationRequest(b)
+				mr["extension"] = append(list(mr, "extension"), map[string]any{"url": fhir.ExtResponsiblePractitioner, "valueReference": map[string]any{"reference": url}})
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[3].resource.practitioner",
+			words: "Responsible practitioner must be either a reference to a Practitioner resource or an identifier reference."},
+		{name: "a healthcareService by identifier", ref: refCommon + " validatePractitionerRole (fieldIsNotReferenceButShouldBe)",
+			body: cancel(func(b map[string]any) {
+				ofType(b, "PractitionerRole")["healthcareService"] = []any{map[string]any{"identifier": odsIdentifier(prescriber)}}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[3].resource.healthcareService[0]",
+			words: "practitionerRole.healthcareService[0] populated incorrectly."},
 		{name: "two MedicationRequests", ref: refCancel + " (medicationRequestNumberIssue)",
 			body: cancel(func(b map[string]any) {
 				var second map[string]any

@@ -1280,9 +1280,16 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 		}
 	}
 
-	// verifyCommonBundle's validateTelecoms, then verifyCancellationBundle
-	// (bundle-validator.ts), in its order.
+	// verifyCommonBundle (bundle-validator.ts): validateMedicationRequests,
+	// validateTelecoms, validatePractitionerRole; then
+	// verifyCancellationBundle, in its order.
+	if err := m.cancellationRequests(); err != nil {
+		return nil, err
+	}
 	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
+		return nil, err
+	}
+	if err := m.cancellationRoles(); err != nil {
 		return nil, err
 	}
 	k, n := -1, 0
@@ -1408,6 +1415,112 @@ func (m *Message) subjectNHSNumber(mr *medicationRequest, k int) (string, *Error
 	}
 	nhs := pt.Identifier[j].Value
 	return nhs, requireNHSNumber(nhs, inEntry(p, "identifier").at(j, ".value"))
+}
+
+// cancellationRequests is verifyCommonBundle's validateMedicationRequests
+// for a cancellation: no MedicationRequest of intent plan or reflex-order
+// (createMedicationRequestIncorrectValueIssue), none with both
+// medicationCodeableConcept and medicationReference
+// (createMedicationFieldIssue: CONFLICTING_VALUES).
+func (m *Message) cancellationRequests() *Error {
+	var both = -1
+	for k, e := range m.Entries {
+		if e.ResourceType != "MedicationRequest" {
+			continue
+		}
+		var mr medicationRequest
+		if err := readEntry(m, k, func(r *reader) { r.medicationRequest(&mr) }); err != nil {
+			return err
+		}
+		if mr.Intent == "plan" || mr.Intent == "reflex-order" {
+			return incorrectItemValue("intent", "order, original-order or instance-order")
+		}
+		if both < 0 && mr.HasMedicationConcept && mr.MedicationReference != nil {
+			both = k
+		}
+	}
+	if both >= 0 {
+		const d = "MedicationRequest cannot contain both medicationReference and medicationCodeableConcept fields."
+		return &Error{Kind: KindInvalid, IssueType: "structure", Code: CodeConflictingValues,
+			Display: "Conflicting values have been specified in different fields", Diagnostics: d,
+			Expression: []string{entryPath(both, "medication")}}
+	}
+	return nil
+}
+
+// cancelRole is what validatePractitionerRole reads of a PractitionerRole.
+type cancelRole struct {
+	Practitioner      *reference
+	Organization      reference
+	HealthcareService []reference
+}
+
+// cancellationRoles is verifyCommonBundle's validatePractitionerRole for
+// each PractitionerRole entry of a cancellation: its practitioner (when
+// present) a reference, or, for the responsible practitioner named by a
+// MedicationRequest's Extension-DM-ResponsiblePractitioner, a reference or
+// an identifier but not both; its organization and every healthcareService
+// a reference (fieldIsNotReferenceButShouldBe).
+func (m *Message) cancellationRoles() *Error {
+	var responsible []string
+	for k, e := range m.Entries {
+		if e.ResourceType != "MedicationRequest" {
+			continue
+		}
+		var mr medicationRequest
+		if err := readEntry(m, k, func(r *reader) { r.medicationRequest(&mr) }); err != nil {
+			return err
+		}
+		if j := findExtensionIndex(mr.Extension, ExtResponsiblePractitioner); j >= 0 && mr.Extension[j].ValueReference != nil {
+			responsible = append(responsible, mr.Extension[j].ValueReference.Reference)
+		}
+	}
+	for k, e := range m.Entries {
+		if e.ResourceType != "PractitionerRole" {
+			continue
+		}
+		var role cancelRole
+		if err := readEntry(m, k, func(r *reader) {
+			r.object(func(key []byte) {
+				switch string(key) {
+				case "practitioner":
+					if r.peek() == 'n' {
+						r.skip()
+						return
+					}
+					role.Practitioner = new(reference)
+					r.reference(role.Practitioner)
+				case "organization":
+					r.reference(&role.Organization)
+				case "healthcareService":
+					list(r, &role.HealthcareService, r.reference)
+				}
+			})
+		}); err != nil {
+			return err
+		}
+		if p := role.Practitioner; p != nil {
+			isRef, isID := p.Reference != "", p.Identifier != (identifier{})
+			if slices.Contains(responsible, e.FullURL) {
+				if isRef == isID {
+					return facadeIssue(CodeInvalidValue, "invalid", entryPath(k, "practitioner"),
+						"Responsible practitioner must be either a reference to a Practitioner resource or an identifier reference.")
+				}
+			} else if !isRef {
+				return notReference("practitionerRole.practitioner", entryPath(k, "practitioner"))
+			}
+		}
+		if role.Organization.Reference == "" {
+			return notReference("practitionerRole.organization", entryPath(k, "organization"))
+		}
+		for i, hs := range role.HealthcareService {
+			if hs.Reference == "" {
+				field := "practitionerRole.healthcareService[" + strconv.Itoa(i) + "]"
+				return notReference(field, entryPath(k, "healthcareService["+strconv.Itoa(i)+"]"))
+			}
+		}
+	}
+	return nil
 }
 
 // ---------------------------------------------------------------------------
