@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
@@ -924,10 +925,13 @@ func TestScenarioDispensingAsSystemsSendThem(t *testing.T) {
 			state{status: "0002", items: r.all("0008"), dispenser: home, title: hWithdraw})
 
 		// The status stated is taken (record.py update_for_dispense), even
-		// when an item is still owed.
+		// when an item is still owed. The line item ids are GUIDs compared
+		// as EPS compares them (upper-cased: dispense-notification.ts
+		// mapMedicationDispenses): here sent in upper case.
 		owed := r.firstAnd("0004", "0001")
 		body, _ = notification(owed, "0006", "")
-		r.ok(t, "stated Dispensed with an item owed", b.post(r.token(auth.RoleDispenser, home), body),
+		body = upperLineItemIDs(body)
+		r.ok(t, "stated Dispensed with an item owed, line item ids in upper case", b.post(r.token(auth.RoleDispenser, home), body),
 			state{status: "0006", items: owed, dispenser: home, title: hDispense})
 
 		claim, _ := fhirgen.ClaimItems(r.g, home, "", r.statuses(owed), "0006")
@@ -935,6 +939,31 @@ func TestScenarioDispensingAsSystemsSendThem(t *testing.T) {
 		r.refused(t, "the holder's claim from a non-holder", b.do("POST", "/FHIR/R4/Claim", r.token(auth.RoleDispenser, other), claim), 400, codeInvalidState)
 		r.ok(t, "claim (prescriber's Organization contained)", b.do("POST", "/FHIR/R4/Claim", r.token(auth.RoleDispenser, home), claim),
 			state{status: "0008", items: owed, dispenser: home, title: hClaim})
+	})
+}
+
+// upperLineItemIDs upper-cases the line item ids (the contained
+// MedicationRequests' prescription-order-item-number identifiers) of a
+// dispense notification.
+func upperLineItemIDs(body []byte) []byte {
+	return fhirgen.Mutate(body, func(m map[string]any) {
+		for _, e := range m["entry"].([]any) {
+			md := e.(map[string]any)["resource"].(map[string]any)
+			if md["resourceType"] != "MedicationDispense" {
+				continue
+			}
+			for _, c := range md["contained"].([]any) {
+				mr := c.(map[string]any)
+				if mr["resourceType"] != "MedicationRequest" {
+					continue
+				}
+				for _, x := range mr["identifier"].([]any) {
+					if id := x.(map[string]any); id["system"] == fhir.SystemLineItemID {
+						id["value"] = strings.ToUpper(id["value"].(string))
+					}
+				}
+			}
+		}
 	})
 }
 
