@@ -341,6 +341,16 @@ func TestConformanceTask(t *testing.T) {
 				m["for"] = map[string]any{"identifier": map[string]any{"system": "https://example.org/patient", "value": "x"}}
 			}),
 			check: issue(fhir.TaskKindReturn, 0)},
+		{name: "return whose Task.for is not a valid NHS number (not read)", ref: refReturnTrans + " (no recordTarget)",
+			body: ret(func(m map[string]any) { obj(obj(m, "for"), "identifier")["value"] = "9449304131" }),
+			check: task(func(t *testing.T, tr *fhir.TaskRequest) {
+				if tr.NHSNumber != "" {
+					t.Errorf("NHS number %q recorded, want none", tr.NHSNumber)
+				}
+			})},
+		{name: "withdraw whose Task.for is not a valid NHS number", ref: refWithdraw + " createRecordTarget; eps-spine-shared validation/common.py check_nhs_number",
+			body: wd(func(m map[string]any) { obj(obj(m, "for"), "identifier")["value"] = "9449304131" }),
+			code: fhir.CodeInvalidValue, issueType: "value", expression: "Task.for.identifier.value"},
 		{name: "return without Task.for", ref: refReturnTrans + " (no recordTarget)",
 			body: ret(func(m map[string]any) { delete(m, "for") }), check: issue(fhir.TaskKindReturn, 0)},
 		{name: "return whose role names its organisation by identifier", ref: refReturnTrans + " (the organization is resolved only when a reference)",

@@ -594,16 +594,20 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 	}
 
 	// A withdraw's Task.for names the patient (withdraw.ts createRecordTarget:
-	// the identifier of the nhs-number system); a return's is not read
-	// (return.ts sends no recordTarget), so only checked when it is an NHS
-	// number.
-	if id := t.For.Identifier; tr.Kind == TaskKindWithdraw || id.System == SystemNHSNumber {
+	// the identifier of the nhs-number system), which Spine compares. A
+	// return's is not read (return.ts sends no recordTarget): never refused,
+	// recorded only when it is a valid NHS number.
+	id := t.For.Identifier
+	switch {
+	case tr.Kind == TaskKindWithdraw:
 		if id.System != SystemNHSNumber {
 			return nil, tooFewValues("Task.for.identifier", "system == '"+SystemNHSNumber+"'")
 		}
 		if err := requireNHSNumber(id.Value, pathOf("Task.for.identifier.value")); err != nil {
 			return nil, err
 		}
+		tr.NHSNumber = id.Value
+	case id.System == SystemNHSNumber && requireNHSNumber(id.Value, pathOf("Task.for.identifier.value")) == nil:
 		tr.NHSNumber = id.Value
 	}
 

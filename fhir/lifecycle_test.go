@@ -395,7 +395,7 @@ func TestLifecycleBadInputs(t *testing.T) {
 		{"task: bad long-form ID", asTask, returnFixture, func(b bundle) {
 			set(b, []any{map[string]any{"url": ExtPrescriptionLongID, "valueIdentifier": map[string]any{"value": "20ba5fb5"}}}, "groupIdentifier", "extension")
 		}, CodeInvalidValue, "value", "Task.groupIdentifier.extension[0].valueIdentifier.value"},
-		{"task: bad NHS number", asTask, returnFixture, func(b bundle) { set(b, "9449304131", "for", "identifier", "value") },
+		{"task: bad NHS number (a withdraw's: a return's is not read)", asTask, withdrawFixture, func(b bundle) { set(b, "9449304131", "for", "identifier", "value") },
 			CodeInvalidValue, "value", "Task.for.identifier.value"},
 		{"task: bad Task.identifier", asTask, withdrawFixture, func(b bundle) { set(b, "5AC84C11", "identifier", 0, "value") },
 			CodeInvalidValue, "value", "Task.identifier[0].value"},
