@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -472,6 +471,7 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		case "contained":
 			t.Contained = r.containedList(root + ".contained")
 		case "identifier":
+			t.Identifier = presentList(r, t.Identifier)
 			list(r, &t.Identifier, r.identifier)
 		case "status":
 			t.Status = r.str()
@@ -560,7 +560,7 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 	// The translation (return.ts convertTaskToDispenseProposalReturn,
 	// withdraw.ts convertTaskToEtpWithdraw): the message id, authoredOn,
 	// the requester's organisation.
-	j, err := onlyWithSystem(t.Identifier, SystemMessageID, "Task.identifier")
+	j, err := identifierForSystem(t.Identifier, SystemMessageID, "Task.identifier")
 	if err != nil {
 		return nil, err
 	}
@@ -727,6 +727,7 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 		case "contained":
 			md.Contained = r.containedList(entryPath(k, "contained"))
 		case "identifier":
+			md.Identifier = presentList(r, md.Identifier)
 			list(r, &md.Identifier, r.identifier)
 		case "subject":
 			r.reference(&md.Subject)
@@ -960,7 +961,7 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 		d := &mds[i]
 		// getPrescriptionItemNumber (dispense-notification.ts): exactly one
 		// identifier of the prescription-dispense-item-number system.
-		if _, err := onlyWithSystem(d.md.Identifier, SystemDispenseItemNumber, "MedicationDispense.identifier"); err != nil {
+		if _, err := identifierForSystem(d.md.Identifier, SystemDispenseItemNumber, "MedicationDispense.identifier"); err != nil {
 			return nil, err
 		}
 		lineItem, rxID, err := d.authorizing()
@@ -1641,6 +1642,7 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 		case "contained":
 			cl.Contained = r.containedList(root + ".contained")
 		case "identifier":
+			cl.Identifier = presentList(r, cl.Identifier)
 			list(r, &cl.Identifier, r.identifier)
 		case "status":
 			cl.Status = r.str()
@@ -1685,7 +1687,7 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 
 	// convertDispenseClaim (dispense-claim.ts): the message id, created,
 	// exactly one item, the provider's organisation.
-	j, err := onlyWithSystem(cl.Identifier, SystemMessageID, "Claim.identifier")
+	j, err := identifierForSystem(cl.Identifier, SystemMessageID, "Claim.identifier")
 	if err != nil {
 		return nil, err
 	}
@@ -1879,28 +1881,14 @@ func (c *ClaimRequest) readIssue(items []claimItem) *Error {
 // ---------------------------------------------------------------------------
 // Helpers
 
-// onlyWithSystem is the facade's getIdentifierValueForSystem (translation/
-// common/index.ts): exactly one of ids has system, else TooFewValuesError or
-// TooManyValuesError at expr. It returns its index.
-func onlyWithSystem(ids []identifier, system, expr string) (int, *Error) {
-	j, n := -1, 0
-	for i, id := range ids {
-		if id.System == system {
-			if j < 0 {
-				j = i
-			}
-			n++
-		}
+// presentList makes ids, about to be read at the cursor, an empty list
+// rather than nil when the member is present (not null), so that
+// identifierForSystem tells an empty list (too few) from an absent one.
+func presentList(r *reader, ids []identifier) []identifier {
+	if ids == nil && r.peek() != 'n' {
+		return []identifier{}
 	}
-	switch {
-	case len(ids) == 0:
-		return -1, processingError(expr, "Required field missing.")
-	case n == 0:
-		return -1, tooFewValues(expr, "system == '"+system+"'")
-	case n > 1:
-		return -1, tooManyValues(expr, "system == '"+system+"'")
-	}
-	return j, nil
+	return ids
 }
 
 // onlyExtension is the facade's getExtensionForUrl: exactly one of exts has
@@ -1940,11 +1928,6 @@ func onlyCoding(cc []Concept, system, expr string) *Error {
 	}
 	return nil
 }
-
-// fhirDateTime is a FHIR dateTime as the facade accepts it (translation/
-// common/dateTime.ts FHIR_DATE_TIME_REGEX): a year, optionally a month and
-// day, and with a day optionally a time with seconds and a zone.
-var fhirDateTime = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|([+-])((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$`)
 
 // facadeDateTime is dateTime.ts convertIsoDateTimeStringToHl7V3DateTime:
 // v (nil when absent: the facade tests the text "undefined") must be a
