@@ -258,6 +258,10 @@ const (
 	refTask     = "validation/task-validator.ts verifyTask"
 	refReturn   = "translation/request/return/return.ts getRepeatNumberIssued"
 	refWithdraw = "translation/request/withdraw/withdraw.ts convertTaskToEtpWithdraw"
+	// refReturnTrans is the return's translation.
+	refReturnTrans = "translation/request/return/return.ts convertTaskToDispenseProposalReturn"
+	refMessageID   = "translation/common/index.ts getMessageId"
+	refDateTime    = "translation/common/dateTime.ts convertIsoDateTimeStringToHl7V3DateTime"
 )
 
 func TestConformanceTask(t *testing.T) {
@@ -325,7 +329,87 @@ func TestConformanceTask(t *testing.T) {
 			check: issue(fhir.TaskKindReturn, 0)},
 		{name: "return of issue 1: numberOfRepeatsIssued 0", ref: refReturn + " (+1)", body: ret(setRepeat(0)), check: issue(fhir.TaskKindReturn, 1)},
 		{name: "return of issue 3: numberOfRepeatsIssued 2", ref: refReturn + " (+1)", body: ret(setRepeat(2)), check: issue(fhir.TaskKindReturn, 3)},
-		{name: "withdraw of issue 1: numberOfRepeatsIssued 1", ref: refWithdraw + " (sent as it is)", body: wd(setRepeat(1)), check: issue(fhir.TaskKindWithdraw, 1)},
+		{name: "withdraw of issue 1: numberOfRepeatsIssued 0", ref: refWithdraw + " createPertinentInformation1 (+1)", body: wd(setRepeat(0)), check: issue(fhir.TaskKindWithdraw, 1)},
+		{name: "withdraw of issue 3: numberOfRepeatsIssued 2 (as the return's 2)", ref: refWithdraw + " createPertinentInformation1 (+1)",
+			body: wd(setRepeat(2)), check: issue(fhir.TaskKindWithdraw, 3)},
+		{name: "withdraw without repeat information (optional)", ref: refWithdraw + " (getExtensionForUrlOrNull)",
+			body: wd(func(m map[string]any) { delete(m, "extension") }), check: issue(fhir.TaskKindWithdraw, 0)},
+		{name: "withdraw of numberOfRepeatsIssued -1", ref: refWithdraw + " (+1); Spine: issues from 1", body: wd(setRepeat(-1)),
+			code: fhir.CodeInvalidValue, issueType: "value", expression: "Task.extension[0].extension[0].valueInteger"},
+		{name: "return whose Task.for is not an NHS number (not read)", ref: refReturnTrans + " (no recordTarget)",
+			body: ret(func(m map[string]any) {
+				m["for"] = map[string]any{"identifier": map[string]any{"system": "https://example.org/patient", "value": "x"}}
+			}),
+			check: issue(fhir.TaskKindReturn, 0)},
+		{name: "return whose Task.for is not a valid NHS number (not read)", ref: refReturnTrans + " (no recordTarget)",
+			body: ret(func(m map[string]any) { obj(obj(m, "for"), "identifier")["value"] = "9449304131" }),
+			check: task(func(t *testing.T, tr *fhir.TaskRequest) {
+				if tr.NHSNumber != "" {
+					t.Errorf("NHS number %q recorded, want none", tr.NHSNumber)
+				}
+			})},
+		{name: "withdraw whose Task.for is not a valid NHS number", ref: refWithdraw + " createRecordTarget; eps-spine-shared validation/common.py check_nhs_number",
+			body: wd(func(m map[string]any) { obj(obj(m, "for"), "identifier")["value"] = "9449304131" }),
+			code: fhir.CodeInvalidValue, issueType: "value", expression: "Task.for.identifier.value"},
+		{name: "return without Task.for", ref: refReturnTrans + " (no recordTarget)",
+			body: ret(func(m map[string]any) { delete(m, "for") }), check: issue(fhir.TaskKindReturn, 0)},
+		{name: "return whose role names its organisation by identifier", ref: refReturnTrans + " (the organization is resolved only when a reference)",
+			body: ret(func(m map[string]any) {
+				contained(m, "PractitionerRole")["organization"] = map[string]any{"identifier": odsIdentifier(dispenser)}
+			}), check: issue(fhir.TaskKindReturn, 0)},
+		{name: "withdraw whose Task.for is of another system", ref: refWithdraw + " createRecordTarget (getIdentifierValueForSystem: TooFewValuesError)",
+			body: wd(func(m map[string]any) { obj(obj(m, "for"), "identifier")["system"] = "https://example.org/patient" }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.for.identifier",
+			words: "Too few values submitted. Expected 1 element where system == '" + fhir.SystemNHSNumber + "'."},
+		{name: "withdraw without Task.for", ref: refWithdraw + " createRecordTarget (getIdentifierValueForSystem: TooFewValuesError)",
+			body: wd(func(m map[string]any) { delete(m, "for") }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.for.identifier"},
+		{name: "withdraw whose role names its organisation by identifier", ref: refWithdraw + " (InvalidValueError)",
+			body: wd(func(m map[string]any) {
+				contained(m, "PractitionerRole")["organization"] = map[string]any{"identifier": odsIdentifier(dispenser)}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: `task.contained("PractitionerRole").organization`,
+			words: "practitionerRole.organization should be a Reference"},
+		{name: "withdraw whose role's organization names no contained resource", ref: refWithdraw + " (getContainedOrganizationViaReference)",
+			body: wd(func(m map[string]any) {
+				contained(m, "PractitionerRole")["organization"] = map[string]any{"reference": "#nowhere"}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: `task.contained("PractitionerRole").organization`,
+			words: "Contained resource with reference #nowhere not found"},
+		{name: "return whose role's organization names the PractitionerRole", ref: refReturnTrans + " (getContainedOrganizationViaReference)",
+			body: ret(func(m map[string]any) {
+				role := contained(m, "PractitionerRole")
+				role["organization"] = map[string]any{"reference": "#" + role["id"].(string)}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: `task.contained("PractitionerRole").organization`, words: "Contained resource with reference #"},
+		{name: "return whose identifier is of another system", ref: refMessageID + " (TooFewValuesError)",
+			body: ret(func(m map[string]any) { idx(list(m, "identifier"), 0)["system"] = "https://example.org/id" }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.identifier",
+			words: "Too few values submitted. Expected 1 element where system == 'https://tools.ietf.org/html/rfc4122'."},
+		{name: "withdraw with two rfc4122 identifiers", ref: refMessageID + " (TooManyValuesError)",
+			body: wd(func(m map[string]any) { m["identifier"] = append(list(m, "identifier"), idx(list(m, "identifier"), 0)) }),
+			code: fhir.CodeTooManyValues, issueType: "invalid", expression: "Task.identifier"},
+		{name: "return with an empty identifier list", ref: refMessageID + " (getIdentifierValueForSystem: TooFewValuesError)",
+			body: ret(func(m map[string]any) { m["identifier"] = []any{} }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.identifier"},
+		{name: "return without identifier", ref: refMessageID + " (getIdentifierValueForSystem: InvalidValueError)",
+			body: ret(func(m map[string]any) { delete(m, "identifier") }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Task.identifier", words: "Required field missing."},
+		{name: "return with authoredOn a date", ref: refDateTime + " (a date alone is a FHIR dateTime)",
+			body: ret(func(m map[string]any) { m["authoredOn"] = "2022-11-29" }), check: issue(fhir.TaskKindReturn, 0)},
+		{name: "withdraw with authoredOn without seconds", ref: refDateTime + " (InvalidValueError)",
+			body: wd(func(m map[string]any) { m["authoredOn"] = "2022-11-29T11:45+00:00" }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Task.authoredOn",
+			words: "Incorrect format for date time string '2022-11-29T11:45+00:00'."},
+		{name: "return without authoredOn", ref: refDateTime + " (InvalidValueError)",
+			body: ret(func(m map[string]any) { delete(m, "authoredOn") }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Task.authoredOn", words: "Incorrect format for date time string 'undefined'."},
+		{name: "return without focus", ref: refReturnTrans + " createReversalOf",
+			body: ret(func(m map[string]any) { delete(m, "focus") }),
+			code: fhir.CodeMissingValue, issueType: "required", expression: "Task.focus.identifier"},
+		{name: "return whose focus identifier is of another system", ref: refReturnTrans + " createReversalOf (getMessageIdFromTaskFocusIdentifier: TooFewValuesError)",
+			body: ret(func(m map[string]any) { obj(obj(m, "focus"), "identifier")["system"] = "https://example.org/id" }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.focus.identifier"},
 		{name: "return of numberOfRepeatsIssued 99 (issue 100)", ref: refReturn + "; Spine: at most 99 issues", body: ret(setRepeat(99)),
 			code: fhir.CodeInvalidValue, issueType: "value", expression: "Task.extension[0].extension[0].valueInteger"},
 
@@ -520,6 +604,39 @@ func TestConformanceDispense(t *testing.T) {
 		{name: "basedOn numberOfRepeatsIssued 99 (issue 100)", ref: refDNTrans + "; Spine: at most 99 issues",
 			body: erd(1, eachMD(basedOnIssued(99))),
 			code: fhir.CodeInvalidValue, issueType: "value", expression: "Bundle.entry[1].resource.contained[1].basedOn[0].extension[0].extension[1].valueInteger"},
+		{name: "a second identifier of another system on a MedicationDispense", ref: refDNTrans + " getPrescriptionItemNumber (getIdentifierValueForSystem)",
+			body: dn(secondMD(func(md map[string]any) {
+				md["identifier"] = append(list(md, "identifier"), map[string]any{"system": "https://example.org/id", "value": "x"})
+			})), check: decoded(func(t *testing.T, n *fhir.DispenseNotification) {})},
+		{name: "a MedicationDispense identifier of another system", ref: refDNTrans + " getPrescriptionItemNumber (TooFewValuesError)",
+			body: dn(secondMD(func(md map[string]any) { idx(list(md, "identifier"), 0)["system"] = "https://example.org/id" })),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationDispense.identifier",
+			words: "Too few values submitted. Expected 1 element where system == 'https://fhir.nhs.uk/Id/prescription-dispense-item-number'."},
+		{name: "two dispense item numbers on a MedicationDispense", ref: refDNTrans + " getPrescriptionItemNumber (TooManyValuesError)",
+			body: dn(secondMD(func(md map[string]any) {
+				md["identifier"] = append(list(md, "identifier"), idx(list(md, "identifier"), 0))
+			})),
+			code: fhir.CodeTooManyValues, issueType: "invalid", expression: "MedicationDispense.identifier",
+			words: "Too many values submitted. Expected 1 element where system == 'https://fhir.nhs.uk/Id/prescription-dispense-item-number'."},
+		{name: "a MedicationDispense without identifier", ref: refDNTrans + " getPrescriptionItemNumber (InvalidValueError)",
+			body: dn(secondMD(func(md map[string]any) { delete(md, "identifier") })),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "MedicationDispense.identifier", words: "Required field missing."},
+		{name: "authorizingPrescription by identifier and Extension-DM-GroupIdentifier, no contained MedicationRequest",
+			ref: refDNTrans + " mapMedicationDispenses (getContainedMedicationRequestViaReference: only a reference is read)",
+			body: dn(firstMD(func(md map[string]any) {
+				mr := contained(md, "MedicationRequest")
+				md["authorizingPrescription"] = []any{map[string]any{"identifier": idx(list(mr, "identifier"), 0),
+					"extension": []any{map[string]any{"url": fhir.ExtGroupIdentifier, "extension": []any{
+						map[string]any{"url": "shortForm", "valueIdentifier": obj(mr, "groupIdentifier")},
+					}}}}}
+			})),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[1].resource.authorizingPrescription[0].reference"},
+		{name: "authorizingPrescription naming no contained resource", ref: "translation/common/getResourcesOfType.ts getContainedMedicationRequestViaReference",
+			body: dn(firstMD(func(md map[string]any) {
+				md["authorizingPrescription"] = []any{map[string]any{"reference": "#nothing"}}
+			})),
+			// (the broker's reference check of the whole message answers first, at the same place)
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[1].resource.authorizingPrescription[0].reference"},
 
 		{name: "whenHandedOver differs", ref: refDispense + " (verifyIdenticalForAllMedicationDispenses)",
 			body: dn(secondMD(func(md map[string]any) { md["whenHandedOver"] = "2020-01-01T00:00:00+00:00" })),
@@ -610,6 +727,9 @@ func TestConformanceDispense(t *testing.T) {
 const (
 	refClaim      = "validation/claim-validator.ts verifyClaim"
 	refClaimTrans = "translation/request/dispense/dispense-claim.ts createDispenseClaimPertinentInformation1"
+	// refClaimConvert and refClaimItem are the rest of the claim's translation.
+	refClaimConvert = "translation/request/dispense/dispense-claim.ts convertDispenseClaim"
+	refClaimItem    = "translation/request/dispense/dispense-claim.ts createSuppliedLineItem"
 )
 
 func TestConformanceClaim(t *testing.T) {
@@ -674,6 +794,66 @@ func TestConformanceClaim(t *testing.T) {
 				}
 			}), check: issue(0)},
 
+		{name: "no Claim.status (not read)", ref: refClaim + "; " + refClaimConvert + " (status is not read)",
+			body: claim(func(m map[string]any) { delete(m, "status") }), check: issue(0)},
+		{name: "Claim.status cancelled (not read)", ref: refClaim + "; " + refClaimConvert + " (status is not read)",
+			body: claim(func(m map[string]any) { m["status"] = "cancelled" }), check: issue(0)},
+		{name: "no Claim.patient (not read)", ref: refClaim + "; " + refClaimConvert + " (patient is not read)",
+			body: claim(func(m map[string]any) { delete(m, "patient") }), check: issue(0)},
+		{name: "Claim.patient not a valid NHS number (not read)", ref: refClaim + "; " + refClaimConvert + " (patient is not read)",
+			body: claim(func(m map[string]any) { obj(obj(m, "patient"), "identifier")["value"] = "944930413" }),
+			check: func(t *testing.T, v any) {
+				if c := v.(*fhir.ClaimRequest); c.NHSNumber != "" {
+					t.Errorf("NHS number %q recorded, want none", c.NHSNumber)
+				}
+			}},
+		{name: "two items", ref: refClaimConvert + " (onlyElement: TooManyValuesError)",
+			body: claim(func(m map[string]any) { m["item"] = append(list(m, "item"), idx(list(m, "item"), 0)) }),
+			code: fhir.CodeTooManyValues, issueType: "invalid", expression: "Claim.item", words: "Too many values submitted. Expected 1 element."},
+		{name: "no Claim.created", ref: refClaimConvert + " (convertIsoDateTimeStringToHl7V3DateTime)",
+			body: claim(func(m map[string]any) { delete(m, "created") }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Claim.created", words: "Incorrect format for date time string 'undefined'."},
+		{name: "Claim.created not a FHIR dateTime", ref: refClaimConvert + " (convertIsoDateTimeStringToHl7V3DateTime)",
+			body: claim(func(m map[string]any) { m["created"] = "29/11/2022" }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Claim.created", words: "Incorrect format for date time string '29/11/2022'."},
+		{name: "Claim.identifier of another system", ref: "translation/common/index.ts getClaimIdentifierValue (TooFewValuesError)",
+			body: claim(func(m map[string]any) { idx(list(m, "identifier"), 0)["system"] = "https://example.org/id" }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Claim.identifier",
+			words: "Too few values submitted. Expected 1 element where system == 'https://tools.ietf.org/html/rfc4122'."},
+		{name: "the provider's organization not a reference", ref: refClaimTrans + " (InvalidValueError)",
+			body: claim(func(m map[string]any) {
+				contained(m, "PractitionerRole")["organization"] = map[string]any{"identifier": odsIdentifier(dispenser)}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: `Claim.contained("PractitionerRole").organization`,
+			words: "practitioner.organization should be a reference"},
+		{name: "the provider's organization names no contained Organization", ref: refClaimTrans + " (getContainedOrganizationViaReference)",
+			body: claim(func(m map[string]any) {
+				contained(m, "PractitionerRole")["organization"] = map[string]any{"reference": "#nowhere"}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: `Claim.contained("PractitionerRole").organization`,
+			words: "Contained resource with reference #nowhere not found"},
+		{name: "a detail without Extension-ClaimSequenceIdentifier", ref: refClaimItem + " (getExtensionForUrl: TooFewValuesError)",
+			body: claim(func(m map[string]any) {
+				d := idx(details(m), 1)
+				var keep []any
+				for _, x := range list(d, "extension") {
+					if x.(map[string]any)["url"] != fhir.ExtClaimSequenceID {
+						keep = append(keep, x)
+					}
+				}
+				d["extension"] = keep
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Claim.item.detail.extension",
+			words: "Too few values submitted. Expected 1 element where url == '" + fhir.ExtClaimSequenceID + "'."},
+		{name: "a detail whose modifier is of another system", ref: refClaimItem + " (getCodeableConceptCodingForSystem: TooFewValuesError)",
+			body: claim(func(m map[string]any) {
+				idx(list(idx(list(idx(details(m), 0), "modifier"), 0), "coding"), 0)["system"] = "https://example.org/type"
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Claim.item.detail.modifier.coding",
+			words: "Too few values submitted. Expected 1 element where system == '" + fhir.SystemDispenseType + "'."},
+		{name: "a detail without modifier", ref: refClaimItem + " (getCodeableConceptCodingForSystem: InvalidValueError)",
+			body: claim(func(m map[string]any) { delete(idx(details(m), 0), "modifier") }),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Claim.item.detail.modifier", words: "Required field missing."},
 		{name: "two insurances", ref: refClaim + " (invalidArrayLengthIssue)",
 			body: claim(func(m map[string]any) { m["insurance"] = append(list(m, "insurance"), idx(list(m, "insurance"), 0)) }),
 			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Claim.insurance", words: "Expected 1 item(s) in Claim.insurance, but received 2."},
@@ -709,7 +889,10 @@ func TestConformanceClaim(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Cancellation
 
-const refCancel = "validation/bundle-validator.ts verifyCancellationBundle"
+const (
+	refCancel = "validation/bundle-validator.ts verifyCancellationBundle"
+	refCommon = "validation/bundle-validator.ts verifyCommonBundle"
+)
 
 func TestConformanceCancellation(t *testing.T) {
 	cancel := func(edit func(b map[string]any)) func(t *testing.T) []byte {
@@ -762,6 +945,70 @@ func TestConformanceCancellation(t *testing.T) {
 			}),
 			code: fhir.CodeMissingValue, issueType: "invalid", expression: "Bundle.entry[3].resource.telecom[0].value",
 			words: "Required field bundle.entry[3].resource.telecom[0].value is missing."},
+		{name: "intent original-order", ref: refCommon + " validateMedicationRequests",
+			body: cancel(func(b map[string]any) { medicationRequest(b)["intent"] = "original-order" }), check: sender(prescriber)},
+		{name: "intent plan", ref: refCommon + " validateMedicationRequests (createMedicationRequestIncorrectValueIssue)",
+			body: cancel(func(b map[string]any) { medicationRequest(b)["intent"] = "plan" }),
+			code: fhir.CodeInvalidValue, issueType: "value", expression: mrs + ".intent",
+			words: "MedicationRequest.intent must be order, original-order or instance-order."},
+		{name: "intent reflex-order", ref: refCommon + " validateMedicationRequests (createMedicationRequestIncorrectValueIssue)",
+			body: cancel(func(b map[string]any) { medicationRequest(b)["intent"] = "reflex-order" }),
+			code: fhir.CodeInvalidValue, issueType: "value", expression: mrs + ".intent"},
+		{name: "both medicationCodeableConcept and medicationReference", ref: refCommon + " validateMedicationRequests (createMedicationFieldIssue)",
+			body: cancel(func(b map[string]any) {
+				const med = "urn:uuid:5b3a2c1d-0000-4000-8000-00000000000a"
+				b["entry"] = append(list(b, "entry"), map[string]any{"fullUrl": med, "resource": map[string]any{"resourceType": "Medication",
+					"code": obj(medicationRequest(b), "medicationCodeableConcept")}})
+				medicationRequest(b)["medicationReference"] = map[string]any{"reference": med}
+			}),
+			code: fhir.CodeConflictingValues, issueType: "structure", expression: "Bundle.entry[1].resource.medication",
+			words: "MedicationRequest cannot contain both medicationReference and medicationCodeableConcept fields."},
+		{name: "the PractitionerRole's organization an identifier", ref: refCommon + " validatePractitionerRole (fieldIsNotReferenceButShouldBe)",
+			body: cancel(func(b map[string]any) {
+				ofType(b, "PractitionerRole")["organization"] = map[string]any{"identifier": odsIdentifier(prescriber)}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[3].resource.organization",
+			words: "practitionerRole.organization populated incorrectly. Please populate with Reference to resource within Bundle."},
+		{name: "the PractitionerRole's practitioner an identifier", ref: refCommon + " validatePractitionerRolePractitionerField (fieldIsNotReferenceButShouldBe)",
+			body: cancel(func(b map[string]any) {
+				ofType(b, "PractitionerRole")["practitioner"] = map[string]any{"identifier": map[string]any{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "C1234567"}}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[3].resource.practitioner",
+			words: "practitionerRole.practitioner populated incorrectly. Please populate with Reference to resource within Bundle."},
+		{name: "the responsible practitioner's role names its practitioner by identifier", ref: refCommon + " validatePractitionerRolePractitionerField (reference XOR identifier)",
+			body: cancel(func(b map[string]any) {
+				role := ofType(b, "PractitionerRole")
+				role["practitioner"] = map[string]any{"identifier": map[string]any{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "C1234567"}}
+				var url string
+				for _, e := range list(b, "entry") {
+					if em := e.(map[string]any); obj(em, "resource")["resourceType"] == "PractitionerRole" {
+						url, _ = em["fullUrl"].(string)
+					}
+				}
+				mr := medicationRequest(b)
+				mr["extension"] = append(list(mr, "extension"), map[string]any{"url": fhir.ExtResponsiblePractitioner, "valueReference": map[string]any{"reference": url}})
+			}), check: sender(prescriber)},
+		{name: "the responsible practitioner's role names its practitioner by reference and identifier", ref: refCommon + " validatePractitionerRolePractitionerField (invalidResponsiblePractitionerPractitionerReference)",
+			body: cancel(func(b map[string]any) {
+				role := ofType(b, "PractitionerRole")
+				obj(role, "practitioner")["identifier"] = map[string]any{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "C1234567"}
+				var url string
+				for _, e := range list(b, "entry") {
+					if em := e.(map[string]any); obj(em, "resource")["resourceType"] == "PractitionerRole" {
+						url, _ = em["fullUrl"].(string)
+					}
+				}
+				mr := medicationRequest(b)
+				mr["extension"] = append(list(mr, "extension"), map[string]any{"url": fhir.ExtResponsiblePractitioner, "valueReference": map[string]any{"reference": url}})
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[3].resource.practitioner",
+			words: "Responsible practitioner must be either a reference to a Practitioner resource or an identifier reference."},
+		{name: "a healthcareService by identifier", ref: refCommon + " validatePractitionerRole (fieldIsNotReferenceButShouldBe)",
+			body: cancel(func(b map[string]any) {
+				ofType(b, "PractitionerRole")["healthcareService"] = []any{map[string]any{"identifier": odsIdentifier(prescriber)}}
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[3].resource.healthcareService[0]",
+			words: "practitionerRole.healthcareService[0] populated incorrectly."},
 		{name: "two MedicationRequests", ref: refCancel + " (medicationRequestNumberIssue)",
 			body: cancel(func(b map[string]any) {
 				var second map[string]any

@@ -29,26 +29,28 @@ const (
 	SystemTaskBusinessStatus = "https://fhir.nhs.uk/CodeSystem/EPS-task-business-status"
 	SystemEndorsement        = "https://fhir.nhs.uk/CodeSystem/medicationdispense-endorsement"
 
-	ExtTaskBusinessStatus   = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-TaskBusinessStatus"
-	ExtNonDispensingReason  = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionNonDispensingReason"
-	ExtGroupIdentifier      = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-GroupIdentifier"
-	ExtClaimLineItemRef     = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimMedicationRequestReference"
-	ODSNHSBSA               = "T1450" // NHS Business Services Authority: a claim's insurer (or RQFZ1)
-	TaskKindReturn          = "return"
-	TaskKindWithdraw        = "withdraw"
-	ReleaseStatusAccepted   = "accepted"
-	MessageReasonCancel     = "cancel"
-	extGroupIDShortForm     = "shortForm"
-	extGroupIDUUID          = "UUID"
-	paramOwner              = "owner"
-	paramGroupIdentifier    = "group-identifier"
-	paramAgent              = "agent"
-	withdrawTaskCode        = "abort"
-	taskStatusReturn        = "rejected"
-	taskStatusWithdraw      = "in-progress"
-	cancelledStatus         = "cancelled"
-	whereMedicationDispense = "Bundle.entry.resource.ofType(MedicationDispense)"
-	whereMedicationRequest  = "Bundle.entry.resource.ofType(MedicationRequest)"
+	ExtTaskBusinessStatus    = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-TaskBusinessStatus"
+	ExtNonDispensingReason   = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionNonDispensingReason"
+	ExtGroupIdentifier       = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-GroupIdentifier"
+	ExtClaimLineItemRef      = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimMedicationRequestReference"
+	SystemDispenseItemNumber = "https://fhir.nhs.uk/Id/prescription-dispense-item-number"
+	ExtClaimSequenceID       = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimSequenceIdentifier"
+	ODSNHSBSA                = "T1450" // NHS Business Services Authority: a claim's insurer (or RQFZ1)
+	TaskKindReturn           = "return"
+	TaskKindWithdraw         = "withdraw"
+	ReleaseStatusAccepted    = "accepted"
+	MessageReasonCancel      = "cancel"
+	extGroupIDShortForm      = "shortForm"
+	extGroupIDUUID           = "UUID"
+	paramOwner               = "owner"
+	paramGroupIdentifier     = "group-identifier"
+	paramAgent               = "agent"
+	withdrawTaskCode         = "abort"
+	taskStatusReturn         = "rejected"
+	taskStatusWithdraw       = "in-progress"
+	cancelledStatus          = "cancelled"
+	whereMedicationDispense  = "Bundle.entry.resource.ofType(MedicationDispense)"
+	whereMedicationRequest   = "Bundle.entry.resource.ofType(MedicationRequest)"
 )
 
 // Codes each message may state.
@@ -427,6 +429,7 @@ type task struct {
 	For             reference
 	Requester       reference
 	Owner           reference
+	AuthoredOn      *string
 }
 
 // taskCodings returns the indexes of the codings of cs in system.
@@ -461,13 +464,14 @@ func containedRole(cs []rawResource, ref, expr string) (*practitionerRole, *Erro
 func decodeTask(body []byte) (*TaskRequest, *Error) {
 	const root = "Task"
 	var t task
-	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "intent", "statusReason", "code", "groupIdentifier", "focus", "for", "requester", "owner"}, func(r *reader, key string) {
+	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "intent", "statusReason", "code", "groupIdentifier", "focus", "for", "requester", "owner", "authoredOn"}, func(r *reader, key string) {
 		switch key {
 		case "extension":
 			list(r, &t.Extension, r.extension)
 		case "contained":
 			t.Contained = r.containedList(root + ".contained")
 		case "identifier":
+			t.Identifier = presentList(r, t.Identifier)
 			list(r, &t.Identifier, r.identifier)
 		case "status":
 			t.Status = r.str()
@@ -488,6 +492,9 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 			r.reference(&t.Requester)
 		case "owner":
 			r.reference(&t.Owner)
+		case "authoredOn":
+			v := r.str()
+			t.AuthoredOn = &v
 		}
 	}); err != nil {
 		return nil, err
@@ -550,11 +557,23 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 	}
 	tr.Reason, tr.ReasonDisplay = reason.Code, reason.Display
 
-	if len(t.Identifier) > 0 && t.Identifier[0].Value != "" {
-		if err := requireUUID(t.Identifier[0].Value, pathOf("Task.identifier[0].value")); err != nil {
-			return nil, err
-		}
-		tr.ID = t.Identifier[0].Value
+	// The translation (return.ts convertTaskToDispenseProposalReturn,
+	// withdraw.ts convertTaskToEtpWithdraw): the message id, authoredOn,
+	// the requester's organisation.
+	j, err := identifierForSystem(t.Identifier, SystemMessageID, "Task.identifier")
+	if err != nil {
+		return nil, err
+	}
+	if err := requireUUID(t.Identifier[j].Value, pathOf("Task.identifier["+strconv.Itoa(j)+"].value")); err != nil {
+		return nil, err
+	}
+	tr.ID = t.Identifier[j].Value
+	if err := facadeDateTime(t.AuthoredOn, "Task.authoredOn"); err != nil {
+		return nil, err
+	}
+	if err := containedOrganization(t.Contained, role.Organization, tr.Kind == TaskKindWithdraw,
+		`task.contained("PractitionerRole").organization`, "practitionerRole.organization should be a Reference"); err != nil {
+		return nil, err
 	}
 
 	gi := &t.GroupIdentifier
@@ -574,13 +593,21 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		tr.LongID = e.ValueIdentifier.Value
 	}
 
-	if id := t.For.Identifier; id.Value != "" || id.System != "" {
+	// A withdraw's Task.for names the patient (withdraw.ts createRecordTarget:
+	// the identifier of the nhs-number system), which Spine compares. A
+	// return's is not read (return.ts sends no recordTarget): never refused,
+	// recorded only when it is a valid NHS number.
+	id := t.For.Identifier
+	switch {
+	case tr.Kind == TaskKindWithdraw:
 		if id.System != SystemNHSNumber {
-			return nil, badValue("Task.for.identifier.system", "Task.for.identifier.system must be %s, found %s", SystemNHSNumber, quote(id.System))
+			return nil, tooFewValues("Task.for.identifier", "system == '"+SystemNHSNumber+"'")
 		}
 		if err := requireNHSNumber(id.Value, pathOf("Task.for.identifier.value")); err != nil {
 			return nil, err
 		}
+		tr.NHSNumber = id.Value
+	case id.System == SystemNHSNumber && requireNHSNumber(id.Value, pathOf("Task.for.identifier.value")) == nil:
 		tr.NHSNumber = id.Value
 	}
 
@@ -590,21 +617,25 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		tr.Owner = owner
 	}
 
-	tr.FocusID = t.Focus.Identifier.Value
-	if tr.Kind == TaskKindWithdraw {
-		if err := requireUUID(tr.FocusID, pathOf("Task.focus.identifier.value")); err != nil {
-			err.Diagnostics += " (a withdraw names the dispense notification it withdraws by its Bundle.identifier)"
-			return nil, err
-		}
+	// focus.identifier (getMessageIdFromTaskFocusIdentifier): the id of the
+	// message returned (the release response) or withdrawn (the dispense
+	// notification), of the rfc4122 system; both messages require it.
+	fid := t.Focus.Identifier
+	if fid.System == "" && fid.Value == "" {
+		return nil, missing("Task.focus.identifier", "Task.focus.identifier is missing: a %s names the message it reverses by its identifier (a UUID)", tr.Kind)
+	}
+	if fid.System != SystemMessageID {
+		return nil, tooFewValues("Task.focus.identifier", "system == '"+SystemMessageID+"'")
+	}
+	tr.FocusID = fid.Value
+	if err := requireUUID(tr.FocusID, pathOf("Task.focus.identifier.value")); err != nil {
+		return nil, err
 	}
 
-	// The issue: a return counts from 0 (return.ts adds 1), a withdraw
-	// from 1 (withdraw.ts sends the number as it is).
-	from := countFrom0
-	if tr.Kind == TaskKindWithdraw {
-		from = countFrom1
-	}
-	n, _, err := repeatIssue(t.Extension, "Task.extension", ExtRepeatInformation, RepeatPartIssued, from)
+	// The issue: both count from 0 (return.ts getRepeatNumberIssued and
+	// withdraw.ts createPertinentInformation1 add 1); the extension is
+	// optional in both.
+	n, _, err := repeatIssue(t.Extension, "Task.extension", ExtRepeatInformation, RepeatPartIssued, countFrom0)
 	if err != nil {
 		return nil, err
 	}
@@ -668,6 +699,7 @@ func (m *Message) DispenseNotification() (*DispenseNotification, error) {
 type medicationDispense struct {
 	Extension               []extension
 	Contained               []rawResource
+	Identifier              []identifier
 	Subject                 reference
 	AuthorizingPrescription []authorizingPrescription
 	Type                    Concept
@@ -682,12 +714,9 @@ type medicationDispense struct {
 }
 
 // authorizingPrescription is a MedicationDispense.authorizingPrescription:
-// a reference to a contained MedicationRequest, or the line item identifier
-// with the prescription's Extension-DM-GroupIdentifier.
+// a reference to a contained MedicationRequest (the only form EPS reads).
 type authorizingPrescription struct {
-	Reference  string
-	Identifier identifier
-	Extension  []extension
+	Reference string
 }
 
 func (r *reader) medicationDispense(md *medicationDispense, k int) {
@@ -697,6 +726,9 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 			list(r, &md.Extension, r.extension)
 		case "contained":
 			md.Contained = r.containedList(entryPath(k, "contained"))
+		case "identifier":
+			md.Identifier = presentList(r, md.Identifier)
+			list(r, &md.Identifier, r.identifier)
 		case "subject":
 			r.reference(&md.Subject)
 		case "authorizingPrescription":
@@ -705,10 +737,6 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 					switch string(key) {
 					case "reference":
 						a.Reference = r.str()
-					case "identifier":
-						r.identifier(&a.Identifier)
-					case "extension":
-						list(r, &a.Extension, r.extension)
 					}
 				})
 			})
@@ -931,6 +959,11 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 	dn.Items = make([]DispensedItem, 0, len(mds))
 	for i := range mds {
 		d := &mds[i]
+		// getPrescriptionItemNumber (dispense-notification.ts): exactly one
+		// identifier of the prescription-dispense-item-number system.
+		if _, err := identifierForSystem(d.md.Identifier, SystemDispenseItemNumber, "MedicationDispense.identifier"); err != nil {
+			return nil, err
+		}
 		lineItem, rxID, err := d.authorizing()
 		if err != nil {
 			return nil, err
@@ -1153,51 +1186,45 @@ func (d *dispense) authorizing() (lineItem string, rxID found, err *Error) {
 		expr := entryPath(d.k, "authorizingPrescription")
 		return "", found{}, missing(expr, "%s is missing: it names the prescription line item dispensed", expr)
 	}
+	// getContainedMedicationRequestViaReference (dispense-notification.ts
+	// createPertinentInformation1, mapMedicationDispenses): EPS reads the
+	// line item and the prescription only from the MedicationRequest that
+	// authorizingPrescription[0].reference names among the
+	// MedicationDispense's contained resources; an identifier (with an
+	// Extension-DM-GroupIdentifier) is never read, and the facade fails on
+	// it (it reads .reference of nothing: a server error there, a refusal
+	// here).
 	a := &d.md.AuthorizingPrescription[0]
-	if a.Reference != "" {
-		expr := entryPath(d.k, "authorizingPrescription[0].reference")
-		c := findContained(d.md.Contained, a.Reference)
-		if c == nil || c.typ != "MedicationRequest" {
-			return "", found{}, inconsistent(expr, "%s %s must name a MedicationRequest contained in the MedicationDispense", expr, quote(a.Reference))
-		}
-		var mr dispensedRequest
-		if err := readRaw(c, func(r *reader) { r.dispensedRequest(&mr) }); err != nil {
-			return "", found{}, err
-		}
-		j := findIdentifier(mr.Identifier, SystemLineItemID)
-		if j < 0 {
-			expr := c.root + ".identifier"
-			return "", found{}, missing(expr, "%s has no identifier with system %s (the line item id)", expr, SystemLineItemID)
-		}
-		lineItem = mr.Identifier[j].Value
-		if err := requireUUID(lineItem, pathOf(c.root+".identifier["+strconv.Itoa(j)+"].value")); err != nil {
-			return "", found{}, err
-		}
-		expr = c.root + ".groupIdentifier"
-		if err := checkShortID(mr.GroupIdentifier.identifier, expr); err != nil {
-			return "", found{}, err
-		}
-		d.request, d.requestExt, d.requestBasedOn = c, mr.Extension, mr.BasedOn
-		return lineItem, found{mr.GroupIdentifier.Value, expr + ".value"}, nil
+	expr := entryPath(d.k, "authorizingPrescription[0].reference")
+	if a.Reference == "" {
+		return "", found{}, processingError(expr, expr+" is missing: EPS reads the line item dispensed only from the contained MedicationRequest it references")
 	}
-	// An identifier, with the prescription in an Extension-DM-GroupIdentifier.
-	base := entryPath(d.k, "authorizingPrescription[0]")
-	if a.Identifier.Value == "" {
-		return "", found{}, missing(base+".reference", "%s names no line item: it must reference a contained MedicationRequest", base)
+	c := findContained(d.md.Contained, a.Reference)
+	if c == nil {
+		return "", found{}, processingError(expr, "Contained resource with reference "+a.Reference+" not found")
 	}
-	if a.Identifier.System != SystemLineItemID {
-		expr := base + ".identifier.system"
-		return "", found{}, badValue(expr, "%s must be %s (the line item id), found %s", expr, SystemLineItemID, quote(a.Identifier.System))
+	if c.typ != "MedicationRequest" {
+		return "", found{}, processingError(expr, "Contained resource with reference "+a.Reference+" is not of type MedicationRequest")
 	}
-	lineItem = a.Identifier.Value
-	if err := requireUUID(lineItem, pathOf(base+".identifier.value")); err != nil {
+	var mr dispensedRequest
+	if err := readRaw(c, func(r *reader) { r.dispensedRequest(&mr) }); err != nil {
 		return "", found{}, err
 	}
-	short, _, err := groupIdentifierExt(a.Extension, base)
-	if err != nil {
+	j := findIdentifier(mr.Identifier, SystemLineItemID)
+	if j < 0 {
+		expr := c.root + ".identifier"
+		return "", found{}, missing(expr, "%s has no identifier with system %s (the line item id)", expr, SystemLineItemID)
+	}
+	lineItem = mr.Identifier[j].Value
+	if err := requireUUID(lineItem, pathOf(c.root+".identifier["+strconv.Itoa(j)+"].value")); err != nil {
 		return "", found{}, err
 	}
-	return lineItem, short, nil
+	expr = c.root + ".groupIdentifier"
+	if err := checkShortID(mr.GroupIdentifier.identifier, expr); err != nil {
+		return "", found{}, err
+	}
+	d.request, d.requestExt, d.requestBasedOn = c, mr.Extension, mr.BasedOn
+	return lineItem, found{mr.GroupIdentifier.Value, expr + ".value"}, nil
 }
 
 // ---------------------------------------------------------------------------
@@ -1258,9 +1285,16 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 		}
 	}
 
-	// verifyCommonBundle's validateTelecoms, then verifyCancellationBundle
-	// (bundle-validator.ts), in its order.
+	// verifyCommonBundle (bundle-validator.ts): validateMedicationRequests,
+	// validateTelecoms, validatePractitionerRole; then
+	// verifyCancellationBundle, in its order.
+	if err := m.cancellationRequests(); err != nil {
+		return nil, err
+	}
 	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
+		return nil, err
+	}
+	if err := m.cancellationRoles(); err != nil {
 		return nil, err
 	}
 	k, n := -1, 0
@@ -1388,6 +1422,112 @@ func (m *Message) subjectNHSNumber(mr *medicationRequest, k int) (string, *Error
 	return nhs, requireNHSNumber(nhs, inEntry(p, "identifier").at(j, ".value"))
 }
 
+// cancellationRequests is verifyCommonBundle's validateMedicationRequests
+// for a cancellation: no MedicationRequest of intent plan or reflex-order
+// (createMedicationRequestIncorrectValueIssue), none with both
+// medicationCodeableConcept and medicationReference
+// (createMedicationFieldIssue: CONFLICTING_VALUES).
+func (m *Message) cancellationRequests() *Error {
+	var both = -1
+	for k, e := range m.Entries {
+		if e.ResourceType != "MedicationRequest" {
+			continue
+		}
+		var mr medicationRequest
+		if err := readEntry(m, k, func(r *reader) { r.medicationRequest(&mr) }); err != nil {
+			return err
+		}
+		if mr.Intent == "plan" || mr.Intent == "reflex-order" {
+			return incorrectItemValue("intent", "order, original-order or instance-order")
+		}
+		if both < 0 && mr.HasMedicationConcept && mr.MedicationReference != nil {
+			both = k
+		}
+	}
+	if both >= 0 {
+		const d = "MedicationRequest cannot contain both medicationReference and medicationCodeableConcept fields."
+		return &Error{Kind: KindInvalid, IssueType: "structure", Code: CodeConflictingValues,
+			Display: "Conflicting values have been specified in different fields", Diagnostics: d,
+			Expression: []string{entryPath(both, "medication")}}
+	}
+	return nil
+}
+
+// cancelRole is what validatePractitionerRole reads of a PractitionerRole.
+type cancelRole struct {
+	Practitioner      *reference
+	Organization      reference
+	HealthcareService []reference
+}
+
+// cancellationRoles is verifyCommonBundle's validatePractitionerRole for
+// each PractitionerRole entry of a cancellation: its practitioner (when
+// present) a reference, or, for the responsible practitioner named by a
+// MedicationRequest's Extension-DM-ResponsiblePractitioner, a reference or
+// an identifier but not both; its organization and every healthcareService
+// a reference (fieldIsNotReferenceButShouldBe).
+func (m *Message) cancellationRoles() *Error {
+	var responsible []string
+	for k, e := range m.Entries {
+		if e.ResourceType != "MedicationRequest" {
+			continue
+		}
+		var mr medicationRequest
+		if err := readEntry(m, k, func(r *reader) { r.medicationRequest(&mr) }); err != nil {
+			return err
+		}
+		if j := findExtensionIndex(mr.Extension, ExtResponsiblePractitioner); j >= 0 && mr.Extension[j].ValueReference != nil {
+			responsible = append(responsible, mr.Extension[j].ValueReference.Reference)
+		}
+	}
+	for k, e := range m.Entries {
+		if e.ResourceType != "PractitionerRole" {
+			continue
+		}
+		var role cancelRole
+		if err := readEntry(m, k, func(r *reader) {
+			r.object(func(key []byte) {
+				switch string(key) {
+				case "practitioner":
+					if r.peek() == 'n' {
+						r.skip()
+						return
+					}
+					role.Practitioner = new(reference)
+					r.reference(role.Practitioner)
+				case "organization":
+					r.reference(&role.Organization)
+				case "healthcareService":
+					list(r, &role.HealthcareService, r.reference)
+				}
+			})
+		}); err != nil {
+			return err
+		}
+		if p := role.Practitioner; p != nil {
+			isRef, isID := p.Reference != "", p.Identifier != (identifier{})
+			if slices.Contains(responsible, e.FullURL) {
+				if isRef == isID {
+					return facadeIssue(CodeInvalidValue, "invalid", entryPath(k, "practitioner"),
+						"Responsible practitioner must be either a reference to a Practitioner resource or an identifier reference.")
+				}
+			} else if !isRef {
+				return notReference("practitionerRole.practitioner", entryPath(k, "practitioner"))
+			}
+		}
+		if role.Organization.Reference == "" {
+			return notReference("practitionerRole.organization", entryPath(k, "organization"))
+		}
+		for i, hs := range role.HealthcareService {
+			if hs.Reference == "" {
+				field := "practitionerRole.healthcareService[" + strconv.Itoa(i) + "]"
+				return notReference(field, entryPath(k, "healthcareService["+strconv.Itoa(i)+"]"))
+			}
+		}
+	}
+	return nil
+}
+
 // ---------------------------------------------------------------------------
 // Claim
 
@@ -1447,6 +1587,7 @@ type claim struct {
 	PayeeParty   reference
 	Prescription []extension // prescription.extension
 	Items        []claimItem
+	Created      *string
 }
 
 type claimItem struct {
@@ -1494,13 +1635,14 @@ func (r *reader) claimItem(it *claimItem) {
 func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 	const root = "Claim"
 	var cl claim
-	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "patient", "provider", "insurance", "payee", "prescription", "item"}, func(r *reader, key string) {
+	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "patient", "provider", "insurance", "payee", "prescription", "item", "created"}, func(r *reader, key string) {
 		switch key {
 		case "extension":
 			list(r, &cl.Extension, r.extension)
 		case "contained":
 			cl.Contained = r.containedList(root + ".contained")
 		case "identifier":
+			cl.Identifier = presentList(r, cl.Identifier)
 			list(r, &cl.Identifier, r.identifier)
 		case "status":
 			cl.Status = r.str()
@@ -1529,7 +1671,11 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 				}
 			})
 		case "item":
+			cl.Items = []claimItem{}
 			list(r, &cl.Items, r.claimItem)
+		case "created":
+			v := r.str()
+			cl.Created = &v
 		}
 	}); err != nil {
 		return nil, err
@@ -1539,23 +1685,37 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 	}
 	c := &ClaimRequest{}
 
-	if len(cl.Identifier) == 0 {
-		return nil, missing("Claim.identifier", "Claim.identifier is missing: a claim is identified by a UUID")
-	}
-	c.ID = cl.Identifier[0].Value
-	if err := requireUUID(c.ID, pathOf("Claim.identifier[0].value")); err != nil {
+	// convertDispenseClaim (dispense-claim.ts): the message id, created,
+	// exactly one item, the provider's organisation.
+	j, err := identifierForSystem(cl.Identifier, SystemMessageID, "Claim.identifier")
+	if err != nil {
 		return nil, err
 	}
-	if err := requireCode(cl.Status, "Claim.status", "active"); err != nil {
+	c.ID = cl.Identifier[j].Value
+	if err := requireUUID(c.ID, pathOf("Claim.identifier["+strconv.Itoa(j)+"].value")); err != nil {
+		return nil, err
+	}
+	if err := facadeDateTime(cl.Created, "Claim.created"); err != nil {
+		return nil, err
+	}
+	switch {
+	case cl.Items == nil:
+		return nil, processingError("Claim.item", "Required field missing.")
+	case len(cl.Items) == 0:
+		return nil, facadeIssue(CodeTooFewValues, "invalid", "Claim.item", "Too few values submitted. Expected 1 element.")
+	case len(cl.Items) > 1:
+		return nil, facadeIssue(CodeTooManyValues, "invalid", "Claim.item", "Too many values submitted. Expected 1 element.")
+	}
+	role, _ := containedRole(cl.Contained, cl.Provider.Reference, "Claim.provider") // resolved by facadeClaimChecks
+	if err := containedOrganization(cl.Contained, role.Organization, true,
+		`Claim.contained("PractitionerRole").organization`, "practitioner.organization should be a reference"); err != nil {
 		return nil, err
 	}
 
-	if id := cl.Patient.Identifier; id.System != SystemNHSNumber {
-		return nil, badValue("Claim.patient.identifier.system", "Claim.patient.identifier.system must be %s, found %s", SystemNHSNumber, quote(id.System))
-	}
-	c.NHSNumber = cl.Patient.Identifier.Value
-	if err := requireNHSNumber(c.NHSNumber, pathOf("Claim.patient.identifier.value")); err != nil {
-		return nil, err
+	// Claim.status and Claim.patient are not read by EPS (claim-validator.ts,
+	// dispense-claim.ts): the patient's NHS number is recorded when given.
+	if id := cl.Patient.Identifier; id.System == SystemNHSNumber && requireNHSNumber(id.Value, pathOf("Claim.patient.identifier.value")) == nil {
+		c.NHSNumber = id.Value
 	}
 
 	// Recorded as sent, never used to refuse: the organisation the claim
@@ -1662,6 +1822,14 @@ func (c *ClaimRequest) readItems(items []claimItem) *Error {
 		}
 		for d, det := range it.Detail {
 			dbase := base + ".detail[" + strconv.Itoa(d) + "]"
+			// createSuppliedLineItem: the claim sequence identifier, then
+			// the line item status (modifier), then the line item.
+			if err := onlyExtension(det.Extension, ExtClaimSequenceID, "Claim.item.detail.extension"); err != nil {
+				return err
+			}
+			if err := onlyCoding(det.Modifier, SystemDispenseType, "Claim.item.detail.modifier"); err != nil {
+				return err
+			}
 			k := findExtensionIndex(det.Extension, ExtClaimLineItemRef)
 			if k < 0 {
 				expr := dbase + ".extension('" + ExtClaimLineItemRef + "')"
@@ -1712,6 +1880,90 @@ func (c *ClaimRequest) readIssue(items []claimItem) *Error {
 
 // ---------------------------------------------------------------------------
 // Helpers
+
+// presentList makes ids, about to be read at the cursor, an empty list
+// rather than nil when the member is present (not null), so that
+// identifierForSystem tells an empty list (too few) from an absent one.
+func presentList(r *reader, ids []identifier) []identifier {
+	if ids == nil && r.peek() != 'n' {
+		return []identifier{}
+	}
+	return ids
+}
+
+// onlyExtension is the facade's getExtensionForUrl: exactly one of exts has
+// url, else TooFewValuesError or TooManyValuesError at expr.
+func onlyExtension(exts []extension, url, expr string) *Error {
+	n := 0
+	for _, e := range exts {
+		if e.URL == url {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return tooFewValues(expr, "url == '"+url+"'")
+	case n > 1:
+		return tooManyValues(expr, "url == '"+url+"'")
+	}
+	return nil
+}
+
+// onlyCoding is the facade's getCodeableConceptCodingForSystem over the
+// concepts cc at expr: present, and exactly one coding of system among
+// them (TooFewValuesError / TooManyValuesError at expr.coding).
+func onlyCoding(cc []Concept, system, expr string) *Error {
+	if cc == nil {
+		return processingError(expr, "Required field missing.")
+	}
+	n := 0
+	for _, c := range cc {
+		n += len(codingsIn(c.Coding, system))
+	}
+	switch {
+	case n == 0:
+		return tooFewValues(expr+".coding", "system == '"+system+"'")
+	case n > 1:
+		return tooManyValues(expr+".coding", "system == '"+system+"'")
+	}
+	return nil
+}
+
+// facadeDateTime is dateTime.ts convertIsoDateTimeStringToHl7V3DateTime:
+// v (nil when absent: the facade tests the text "undefined") must be a
+// FHIR dateTime, else InvalidValueError at expr.
+func facadeDateTime(v *string, expr string) *Error {
+	text := "undefined"
+	if v != nil {
+		text = *v
+	}
+	if fhirDateTime.MatchString(text) {
+		return nil
+	}
+	return processingError(expr, "Incorrect format for date time string '"+text+"'.")
+}
+
+// containedOrganization checks the organization of a contained
+// PractitionerRole as the facade's translations do: when it is a reference
+// it must name an Organization contained in the same resource
+// (getContainedOrganizationViaReference); when required, it must be a
+// reference (InvalidValueError at expr with the words given).
+func containedOrganization(cs []rawResource, org reference, required bool, expr, words string) *Error {
+	if org.Reference == "" {
+		if required {
+			return processingError(expr, words)
+		}
+		return nil
+	}
+	c := findContained(cs, org.Reference)
+	if c == nil {
+		return processingError(expr, "Contained resource with reference "+org.Reference+" not found")
+	}
+	if c.typ != "Organization" {
+		return processingError(expr, "Contained resource with reference "+org.Reference+" is not of type Organization")
+	}
+	return nil
+}
 
 // checkBody checks that body, a request whose FHIRPath is root, is valid
 // UTF-8 JSON whose top level is an object.
