@@ -245,6 +245,26 @@ func TestConformanceRelease(t *testing.T) {
 			body: byID(func(m map[string]any) { obj(param(m, "agent"), "resource")["telecom"] = []any{} }),
 			code: fhir.CodeMissingValue, issueType: "invalid", expression: `Parameters.parameter("agent").resource.telecom`,
 			words: `Required field Parameters.parameter("agent").resource.telecom is missing.`},
+		{name: "group-identifier of another system (only its value is read)", ref: "translation/request/dispense/release.ts translateReleaseRequest (valueIdentifier.value)",
+			body: byID(func(m map[string]any) { obj(param(m, "group-identifier"), "valueIdentifier")["system"] = "https://example.org/id" }),
+			check: released(dispenser, rx)},
+		{name: "group-identifier with a wrong check character", ref: "eps-spine-shared validation/common.py check_prescription_id",
+			body: byID(func(m map[string]any) { obj(param(m, "group-identifier"), "valueIdentifier")["value"] = "24F5DA-A83008-7EFE6Y" }),
+			code: fhir.CodeInvalidChecksum, issueType: "processing", expression: "Parameters.parameter[3].valueIdentifier.value"},
+		{name: "owner ODS code of any form (compared with the caller's, not format-checked)",
+			ref:  "translation/request/agent-person.ts convertOrganization (getIdentifierValueForSystem, no format check)",
+			body: byID(func(m map[string]any) { idx(list(obj(param(m, "owner"), "resource"), "identifier"), 0)["value"] = "VNE 51" }),
+			check: released("VNE 51", rx)},
+		{name: "owner without an ODS identifier", ref: "translation/request/agent-person.ts convertOrganization (getIdentifierValueForSystem: TooFewValuesError)",
+			body: byID(func(m map[string]any) { obj(param(m, "owner"), "resource")["identifier"] = []any{} }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Organization.identifier",
+			words: "Too few values submitted. Expected 1 element where system == '" + fhir.SystemODSCode + "'."},
+		{name: "owner with two ODS identifiers", ref: "translation/request/agent-person.ts convertOrganization (getIdentifierValueForSystem: TooManyValuesError)",
+			body: byID(func(m map[string]any) {
+				r := obj(param(m, "owner"), "resource")
+				r["identifier"] = []any{odsIdentifier(dispenser), odsIdentifier(otherOrg)}
+			}),
+			code: fhir.CodeTooManyValues, issueType: "invalid", expression: "Organization.identifier", words: "Too many values submitted."},
 		{name: "two group-identifiers", ref: "translation/common/index.ts getIdentifierParameterOrNullByName (TooManyValuesError)",
 			body: byID(func(m map[string]any) { m["parameter"] = append(list(m, "parameter"), param(m, "group-identifier")) }),
 			code: fhir.CodeTooManyValues, issueType: "invalid", expression: "Parameters.parameter", words: "Too many values submitted."},
@@ -459,6 +479,40 @@ func TestConformanceTask(t *testing.T) {
 		{name: "withdraw reason not on Spine's list", ref: "eps-spine-shared validation/constants.py WITHDRAW_RSONLIST",
 			body: wd(func(m map[string]any) { idx(list(obj(m, "statusReason"), "coding"), 0)["code"] = "XX" }),
 			code: fhir.CodeInvalidValue, issueType: "value", expression: "Task.statusReason.coding[0].code"},
+		{name: "groupIdentifier of another system", ref: "translation/request/task.ts getPrescriptionShortFormIdFromTaskGroupIdentifier (TooFewValuesError)",
+			body: ret(func(m map[string]any) { obj(m, "groupIdentifier")["system"] = "https://example.org/id" }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.groupIdentifier",
+			words: "Too few values submitted. Expected 1 element where system == '" + fhir.SystemPrescriptionID + "'."},
+		{name: "withdraw: groupIdentifier without system", ref: "translation/request/task.ts getPrescriptionShortFormIdFromTaskGroupIdentifier (TooFewValuesError)",
+			body: wd(func(m map[string]any) { delete(obj(m, "groupIdentifier"), "system") }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Task.groupIdentifier"},
+		{name: "groupIdentifier with a wrong check character", ref: "eps-spine-shared validation/common.py check_prescription_id",
+			body: ret(func(m map[string]any) {
+				gi := obj(m, "groupIdentifier")
+				v := gi["value"].(string)
+				last := byte('A')
+				if v[len(v)-1] == 'A' {
+					last = 'B'
+				}
+				gi["value"] = v[:len(v)-1] + string(last)
+			}),
+			code: fhir.CodeInvalidChecksum, issueType: "processing", expression: "Task.groupIdentifier.value"},
+		{name: "groupIdentifier's long-form extension not a UUID (not read)", ref: refReturnTrans + " (groupIdentifier.extension is not read)",
+			body: ret(func(m map[string]any) {
+				obj(m, "groupIdentifier")["extension"] = []any{map[string]any{"url": fhir.ExtPrescriptionLongID, "valueIdentifier": map[string]any{"value": "20ba5fb5"}}}
+			}),
+			check: task(func(t *testing.T, tr *fhir.TaskRequest) {
+				if tr.LongID != "" {
+					t.Errorf("long ID %q recorded", tr.LongID)
+				}
+			})},
+		{name: "owner's ODS code of any form (recorded, not checked)", ref: refReturnTrans + " (Task.owner is not read)",
+			body: ret(func(m map[string]any) { m["owner"] = map[string]any{"identifier": odsIdentifier("F A 565")} }),
+			check: task(func(t *testing.T, tr *fhir.TaskRequest) {
+				if tr.Owner != "F A 565" {
+					t.Errorf("owner %q, want as sent", tr.Owner)
+				}
+			})},
 	}, func(body []byte) (any, error) { return fhir.DecodeTaskRequest(body) })
 }
 
@@ -712,6 +766,104 @@ func TestConformanceDispense(t *testing.T) {
 			}),
 			code: fhir.CodeMissingValue, issueType: "invalid", expression: "Organization.extension[0].extension[0]",
 			words: "The dispense notification is missing the ODS code for reimbursement authority and it should be provided."},
+
+		// What EPS reads, and only that (issue 10: no Bundle-wide reference
+		// check, no ODS format check, no groupIdentifier.system check).
+		{name: "contained MedicationRequest's groupIdentifier of another system (only its value is read)",
+			ref: refDNTrans + " createPrescriptionId (groupIdentifier.value)",
+			body: dn(eachMD(func(md map[string]any) {
+				obj(contained(md, "MedicationRequest"), "groupIdentifier")["system"] = "https://example.org/id"
+			})),
+			check: func(t *testing.T, v any) {
+				if dn := v.(*fhir.DispenseNotification); dn.PrescriptionID == "" {
+					t.Errorf("no prescription ID: %+v", dn)
+				}
+			}},
+		{name: "contained MedicationRequest's references name resources elsewhere, or nothing (not read)",
+			ref: refDNTrans + " (only authorizingPrescription and performer.actor are resolved)",
+			body: dn(eachMD(func(md map[string]any) {
+				mr := contained(md, "MedicationRequest")
+				mr["subject"] = map[string]any{"reference": "#nowhere"}
+				mr["requester"] = map[string]any{"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"}
+			}))},
+		{name: "MedicationDispense.subject of another system (its value is read)", ref: refDNTrans + " getNhsNumber (subject.identifier.value)",
+			body: dn(eachMD(func(md map[string]any) { obj(obj(md, "subject"), "identifier")["system"] = "https://example.org/nhs" })),
+			check: func(t *testing.T, v any) {
+				if dn := v.(*fhir.DispenseNotification); dn.NHSNumber == "" {
+					t.Errorf("no NHS number: %+v", dn)
+				}
+			}},
+		{name: "a Patient entry's NHS number is read before the subject's", ref: refDNTrans + " getNhsNumber (getPatientOrNull)",
+			body: dn(func(b map[string]any) {
+				b["entry"] = append(list(b, "entry"), map[string]any{"fullUrl": "urn:uuid:5e3ad0b4-0000-4000-8000-000000000001",
+					"resource": map[string]any{"resourceType": "Patient", "identifier": []any{map[string]any{"system": fhir.SystemNHSNumber, "value": "9449304130"}}}})
+			}),
+			check: func(t *testing.T, v any) {
+				if dn := v.(*fhir.DispenseNotification); dn.NHSNumber != "9449304130" {
+					t.Errorf("NHS number %q, want the Patient's", dn.NHSNumber)
+				}
+			}},
+		{name: "a Patient entry without an NHS number", ref: refDNTrans + " getNhsNumber; eps-spine-shared validation/common.py check_nhs_number",
+			body: dn(func(b map[string]any) {
+				b["entry"] = append(list(b, "entry"), map[string]any{"fullUrl": "urn:uuid:5e3ad0b4-0000-4000-8000-000000000001",
+					"resource": map[string]any{"resourceType": "Patient"}})
+			}),
+			code: fhir.CodeMissingValue, issueType: "required", expression: "Bundle.entry[6].resource.identifier"},
+		{name: "the Organization's and the prescriber's ODS codes of any form (recorded, not checked)",
+			ref: refDNTrans + " (no Spine rule in the reference checks a dispensing message's organisations)",
+			body: dn(func(b map[string]any) {
+				ofType(b, "Organization")["identifier"] = []any{odsIdentifier("F A 565")}
+				for _, md := range dispenses(b) {
+					mr := contained(md, "MedicationRequest")
+					obj(obj(mr, "dispenseRequest"), "performer")["identifier"] = odsIdentifier("F A 565")
+				}
+			})},
+		{name: "two entries with the Organization's fullUrl", ref: "translation/common/index.ts getResourceForFullUrl (TooManyValuesError)",
+			body: dn(func(b map[string]any) {
+				var org map[string]any
+				for _, e := range list(b, "entry") {
+					if em := e.(map[string]any); obj(em, "resource")["resourceType"] == "Organization" {
+						org = em
+					}
+				}
+				b["entry"] = append(list(b, "entry"), org)
+			}),
+			code: fhir.CodeTooManyValues, issueType: "invalid", expression: "Bundle.entry", words: "Too many values submitted."},
+		{name: "duplicate fullUrls EPS does not resolve", ref: refDNTrans + " (getResourceForFullUrl only for what is read)",
+			body: dn(func(b map[string]any) {
+				b["entry"] = append(list(b, "entry"), map[string]any{"fullUrl": "urn:uuid:5e3ad0b4-0000-4000-8000-00000000000a", "resource": map[string]any{"resourceType": "Basic"}},
+					map[string]any{"fullUrl": "urn:uuid:5e3ad0b4-0000-4000-8000-00000000000a", "resource": map[string]any{"resourceType": "Basic"}})
+			})},
+		{name: "a PractitionerRole entry's organization not a reference", ref: refCommon + " validatePractitionerRole (fieldIsNotReferenceButShouldBe)",
+			body: dn(func(b map[string]any) {
+				b["entry"] = append(list(b, "entry"), map[string]any{"fullUrl": "urn:uuid:5e3ad0b4-0000-4000-8000-000000000002",
+					"resource": map[string]any{"resourceType": "PractitionerRole", "organization": map[string]any{"identifier": odsIdentifier(dispenser)}}})
+			}),
+			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[6].resource.organization",
+			words: "practitionerRole.organization populated incorrectly. Please populate with Reference to resource within Bundle."},
+		{name: "a PractitionerRole entry's practitioner names no entry", ref: refCommon + " validatePractitionerRole (resolveReference: TooFewValuesError)",
+			body: dn(func(b map[string]any) {
+				b["entry"] = append(list(b, "entry"), map[string]any{"fullUrl": "urn:uuid:5e3ad0b4-0000-4000-8000-000000000002",
+					"resource": map[string]any{"resourceType": "PractitionerRole", "practitioner": map[string]any{"reference": "urn:uuid:5e3ad0b4-0000-4000-8000-000000000003"},
+						"organization": map[string]any{"reference": "urn:uuid:5e3ad0b4-0000-4000-8000-000000000004"}}})
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Bundle.entry",
+			words: "Too few values submitted. Expected 1 element where fullUrl == 'urn:uuid:5e3ad0b4-0000-4000-8000-000000000003'."},
+		{name: "a PractitionerRole entry with identifiers but no sds-role-profile-id", ref: refCommon + " verifyPractitionerRoleID (getIdentifierValueForSystem: TooFewValuesError)",
+			body: dn(func(b map[string]any) {
+				b["entry"] = append(list(b, "entry"), map[string]any{"fullUrl": "urn:uuid:5e3ad0b4-0000-4000-8000-000000000002",
+					"resource": map[string]any{"resourceType": "PractitionerRole", "identifier": []any{map[string]any{"system": "https://example.org/id", "value": "1"}},
+						"organization": map[string]any{"reference": "urn:uuid:5e3ad0b4-0000-4000-8000-000000000004"}}})
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: `Bundle.entry("PractitionerRole").identifier`},
+		{name: "a Practitioner entry's telecom without value", ref: refCommon + " validateTelecoms (getPathedTelecoms: Practitioner)",
+			body: dn(func(b map[string]any) {
+				b["entry"] = append(list(b, "entry"), map[string]any{"fullUrl": "urn:uuid:5e3ad0b4-0000-4000-8000-000000000005",
+					"resource": map[string]any{"resourceType": "Practitioner", "telecom": []any{map[string]any{"use": "work"}}}})
+			}),
+			code: fhir.CodeMissingValue, issueType: "invalid", expression: "Bundle.entry[6].resource.telecom[0].value"},
+		{name: "a contained PractitionerRole's telecom without use (contained: not checked)", ref: refCommon + " validateTelecoms (entries only)",
+			body: dn(eachMD(func(md map[string]any) { delete(idx(list(contained(md, "PractitionerRole"), "telecom"), 0), "use") }))},
 	}, func(body []byte) (any, error) {
 		m, err := fhir.DecodeMessage(body)
 		if err != nil {
@@ -975,10 +1127,10 @@ func TestConformanceCancellation(t *testing.T) {
 			}),
 			code: fhir.CodeInvalidValue, issueType: "invalid", expression: "Bundle.entry[3].resource.practitioner",
 			words: "practitionerRole.practitioner populated incorrectly. Please populate with Reference to resource within Bundle."},
-		{name: "the responsible practitioner's role names its practitioner by identifier", ref: refCommon + " validatePractitionerRolePractitionerField (reference XOR identifier)",
+		{name: "the responsible practitioner's role names its practitioner by identifier", ref: refCommon + " validatePractitionerRolePractitionerField (reference XOR identifier); cancellation.ts getAgentPersonPersonId (sds-user-id)",
 			body: cancel(func(b map[string]any) {
 				role := ofType(b, "PractitionerRole")
-				role["practitioner"] = map[string]any{"identifier": map[string]any{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "C1234567"}}
+				role["practitioner"] = map[string]any{"identifier": map[string]any{"system": fhir.SystemSDSUserID, "value": "3415870201"}}
 				var url string
 				for _, e := range list(b, "entry") {
 					if em := e.(map[string]any); obj(em, "resource")["resourceType"] == "PractitionerRole" {
@@ -1029,6 +1181,115 @@ func TestConformanceCancellation(t *testing.T) {
 		{name: "no statusReason", ref: refCancel + " (createMedicationRequestMissingValueIssue)",
 			body: cancel(func(b map[string]any) { delete(medicationRequest(b), "statusReason") }),
 			code: fhir.CodeMissingValue, issueType: "value", expression: mrs + ".statusReason", words: "Expected MedicationRequest to have a value for statusReason."},
+		{name: "the responsible practitioner named by a professional code only", ref: "translation/request/cancel/cancellation.ts getAgentPersonPersonId (TooFewValuesError)",
+			body: cancel(func(b map[string]any) {
+				role := ofType(b, "PractitionerRole")
+				role["practitioner"] = map[string]any{"identifier": map[string]any{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "C1234567"}}
+				var url string
+				for _, e := range list(b, "entry") {
+					if em := e.(map[string]any); obj(em, "resource")["resourceType"] == "PractitionerRole" {
+						url, _ = em["fullUrl"].(string)
+					}
+				}
+				mr := medicationRequest(b)
+				mr["extension"] = append(list(mr, "extension"), map[string]any{"url": fhir.ExtResponsiblePractitioner, "valueReference": map[string]any{"reference": url}})
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Practitioner.identifier",
+			words: "Too few values submitted. Expected 1 element where system == '" + fhir.SystemSDSUserID + "'."},
+
+		// What the translation reads, resolved by fullUrl, and only that
+		// (issue 10: no Bundle-wide reference check, no ODS format check,
+		// no groupIdentifier.system check).
+		{name: "groupIdentifier of another system (only its value is read)", ref: "translation/request/cancel/cancellation.ts convertCancellation (groupIdentifier.value)",
+			body: cancel(func(b map[string]any) { obj(medicationRequest(b), "groupIdentifier")["system"] = "https://example.org/id" }),
+			check: sender(prescriber)},
+		{name: "groupIdentifier with a wrong check character", ref: "eps-spine-shared validation/common.py check_prescription_id",
+			body: cancel(func(b map[string]any) {
+				gi := obj(medicationRequest(b), "groupIdentifier")
+				v := gi["value"].(string)
+				last := byte('A')
+				if v[len(v)-1] == 'A' {
+					last = 'B'
+				}
+				gi["value"] = v[:len(v)-1] + string(last)
+			}),
+			code: fhir.CodeInvalidChecksum, issueType: "processing", expression: "Bundle.entry[1].resource.groupIdentifier.value"},
+		{name: "ODS codes of any form (not read as formats)", ref: "translation/request/cancel/cancellation.ts (no Spine rule in the reference checks a cancellation's organisations)",
+			body: cancel(func(b map[string]any) {
+				obj(obj(medicationRequest(b), "dispenseRequest"), "performer")["identifier"] = odsIdentifier("F A 565")
+				ofType(b, "Organization")["identifier"] = []any{odsIdentifier("A83 008")}
+			}),
+			check: sender(prescriber)},
+		{name: "MessageHeader.reason notification (not read)", ref: "translation/common/index.ts identifyMessageType (the event, not the reason)",
+			body: cancel(func(b map[string]any) {
+				entryRes(b, 0)["reason"] = map[string]any{"coding": []any{map[string]any{"system": fhir.SystemMessageReason, "code": "notification"}}}
+			}),
+			check: sender(prescriber)},
+		{name: "subject names nothing (not read: the one Patient is)", ref: "translation/request/cancel/cancellation.ts convertCancellation (getPatient)",
+			body: cancel(func(b map[string]any) { medicationRequest(b)["subject"] = map[string]any{"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"} }),
+			check: func(t *testing.T, v any) {
+				if c := v.(*fhir.Cancellation); c.NHSNumber == "" {
+					t.Errorf("no NHS number: %+v", c)
+				}
+			}},
+		{name: "a reference nobody reads names nothing", ref: "translation/common/index.ts resolveReference (only where read)",
+			body: cancel(func(b map[string]any) {
+				ofType(b, "Patient")["generalPractitioner"] = []any{map[string]any{"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"}}
+				medicationRequest(b)["contained"] = []any{map[string]any{"resourceType": "Provenance", "id": "p", "target": []any{map[string]any{"reference": "#nowhere"}}}}
+			}),
+			check: sender(prescriber)},
+		{name: "no Patient", ref: "translation/common/getResourcesOfType.ts getPatient (TooFewValuesError)",
+			body: cancel(func(b map[string]any) {
+				var keep []any
+				for _, e := range list(b, "entry") {
+					if obj(e.(map[string]any), "resource")["resourceType"] != "Patient" {
+						keep = append(keep, e)
+					}
+				}
+				b["entry"] = keep
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Bundle.entry",
+			words: "Too few values submitted. Expected 1 element where resource.resourceType == 'Patient'."},
+		{name: "the requester names no entry", ref: "translation/request/cancel/cancellation.ts convertAuthor (resolveReference: TooFewValuesError)",
+			body: cancel(func(b map[string]any) {
+				medicationRequest(b)["requester"] = map[string]any{"reference": "urn:uuid:00000000-0000-4000-8000-000000000002"}
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Bundle.entry",
+			words: "Too few values submitted. Expected 1 element where fullUrl == 'urn:uuid:00000000-0000-4000-8000-000000000002'."},
+		{name: "the requester as a relative reference (EPS resolves by fullUrl only)", ref: "translation/common/index.ts getResourceForFullUrl (TooFewValuesError)",
+			body: cancel(func(b map[string]any) {
+				role := ofType(b, "PractitionerRole")
+				role["id"] = "requester"
+				medicationRequest(b)["requester"] = map[string]any{"reference": "PractitionerRole/requester"}
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Bundle.entry"},
+		{name: "the PractitionerRole's practitioner names no entry", ref: refCommon + " validatePractitionerRole (resolveReference: TooFewValuesError)",
+			body: cancel(func(b map[string]any) {
+				obj(ofType(b, "PractitionerRole"), "practitioner")["reference"] = "urn:uuid:00000000-0000-4000-8000-000000000003"
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Bundle.entry",
+			words: "Too few values submitted. Expected 1 element where fullUrl == 'urn:uuid:00000000-0000-4000-8000-000000000003'."},
+		{name: "the PractitionerRole's organization names no entry", ref: "translation/common/index.ts resolveOrganization (resolveReference: TooFewValuesError)",
+			body: cancel(func(b map[string]any) {
+				obj(ofType(b, "PractitionerRole"), "organization")["reference"] = "urn:uuid:00000000-0000-4000-8000-000000000004"
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Bundle.entry"},
+		{name: "the PractitionerRole's identifiers without an sds-role-profile-id", ref: refCommon + " verifyPractitionerRoleID (TooFewValuesError)",
+			body: cancel(func(b map[string]any) {
+				ofType(b, "PractitionerRole")["identifier"] = []any{map[string]any{"system": "https://example.org/id", "value": "1"}}
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: `Bundle.entry("PractitionerRole").identifier`},
+		{name: "no line item identifier", ref: "translation/request/cancel/cancellation.ts convertCancellation (getIdentifierValueForSystem: TooFewValuesError)",
+			body: cancel(func(b map[string]any) { medicationRequest(b)["identifier"] = []any{} }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationRequest.identifier"},
+		{name: "statusReason of another system", ref: "translation/request/cancel/cancellation.ts convertCancellation (getCodingForSystem: TooFewValuesError)",
+			body: cancel(func(b map[string]any) {
+				idx(list(obj(medicationRequest(b), "statusReason"), "coding"), 0)["system"] = fhir.SystemReturnReason
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationRequest.statusReason"},
+		{name: "no long-form prescription ID", ref: "translation/request/cancel/cancellation.ts convertCancellation (getExtensionForUrl: TooFewValuesError)",
+			body: cancel(func(b map[string]any) { obj(medicationRequest(b), "groupIdentifier")["extension"] = []any{} }),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationRequest.groupIdentifier.extension"},
 	}, func(body []byte) (any, error) {
 		m, err := fhir.DecodeMessage(body)
 		if err != nil {

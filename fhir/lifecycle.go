@@ -179,10 +179,11 @@ type ClaimItem struct{ LineItemID, Status string }
 //	an owner parameter holding an Organization    MISSING_VALUE invalid
 //	agent.practitioner not a reference            INVALID_VALUE invalid
 //	agent.telecom present                         MISSING_VALUE invalid
-//	the owner's ODS code present and valid        MISSING_VALUE required, INVALID_VALUE value
+//	the owner's one ods-organization-code
+//	  identifier (its format is not checked)      INVALID_VALUE, TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
 //	at most one group-identifier; when present:
-//	  system prescription-order-number, a short
-//	  ID with a right check character             TOO_MANY_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE, INVALID_CHECKSUM
+//	  a short ID (its system is not read) with a
+//	  right check character                       TOO_MANY_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE, INVALID_CHECKSUM
 //
 // The status parameter is optional and not read (the facade does not read
 // it either).
@@ -328,15 +329,26 @@ func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 		return nil, requiredField(exprAgentTelecom)
 	}
 
+	// The owner's ODS code, as the translation reads it (agent-person.ts
+	// convertOrganization: getIdentifierValueForSystem, the one identifier
+	// of the ods-organization-code system at Organization.identifier). Its
+	// format is not checked (neither the facade nor a Spine rule in the
+	// reference does): the broker compares it with the caller's
+	// organisation (403 when they differ).
 	rr := &ReleaseRequest{}
-	f, err := containedODS(&params[oi].Resource)
+	var owner organization
+	if err := readRaw(&params[oi].Resource, func(r *reader) { r.organization(&owner) }); err != nil {
+		return nil, err
+	}
+	ids := owner.Identifier
+	if ids == nil && owner.HasIdentifier {
+		ids = []identifier{}
+	}
+	j, err := identifierForSystem(ids, SystemODSCode, "Organization.identifier")
 	if err != nil {
 		return nil, err
 	}
-	if err := requireODS(f.v, pathOf(f.expr)); err != nil {
-		return nil, err
-	}
-	rr.Owner = f.v
+	rr.Owner = owner.Identifier[j].Value
 
 	gi := -1
 	for i := range params {
@@ -395,8 +407,8 @@ func paramPath(i int, field string) string {
 //	statusReason: one coding of the return or
 //	  withdraw reason code system, a code of it   INVALID_VALUE value, TOO_MANY_VALUES_SUBMITTED
 //	identifier (when present) a UUID              INVALID_VALUE value
-//	groupIdentifier: system, short ID, check
-//	  character; its long-form extension a UUID   MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
+//	groupIdentifier: system prescription-order-
+//	  number, short ID, check character           TOO_FEW_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
 //	for (when present) a valid NHS number         INVALID_VALUE value
 //	focus.identifier a UUID (withdraw: required)  MISSING_VALUE required, INVALID_VALUE value
 //	Extension-EPS-RepeatInformation (when
@@ -576,20 +588,20 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		return nil, err
 	}
 
+	// The prescription (task.ts getPrescriptionShortFormIdFromTaskGroupIdentifier:
+	// the groupIdentifier of the prescription-order-number system, else
+	// TooFewValuesError at Task.groupIdentifier), then Spine's format and
+	// check character. Its long-form extension is not read by EPS: recorded
+	// when it is a UUID, never refused.
 	gi := &t.GroupIdentifier
+	if (gi.System != "" || gi.Value != "") && gi.System != SystemPrescriptionID {
+		return nil, tooFewValues("Task.groupIdentifier", "system == '"+SystemPrescriptionID+"'")
+	}
 	if err := checkShortID(gi.identifier, "Task.groupIdentifier"); err != nil {
 		return nil, err
 	}
 	tr.PrescriptionID = gi.Value
-	if k := slices.IndexFunc(gi.Extension, func(e extension) bool { return e.URL == ExtPrescriptionLongID }); k >= 0 {
-		e := &gi.Extension[k]
-		expr := "Task.groupIdentifier.extension[" + strconv.Itoa(k) + "].valueIdentifier.value"
-		if e.ValueIdentifier == nil {
-			return nil, missing(expr, "%s is missing: it must be the long-form prescription ID (a UUID)", expr)
-		}
-		if err := requireUUID(e.ValueIdentifier.Value, pathOf(expr)); err != nil {
-			return nil, err
-		}
+	if e := findExtension(gi.Extension, ExtPrescriptionLongID); e != nil && e.ValueIdentifier != nil && ValidUUID(e.ValueIdentifier.Value) {
 		tr.LongID = e.ValueIdentifier.Value
 	}
 
@@ -655,9 +667,21 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 //
 //	event dispense-notification                   INVALID_VALUE value
 //	at least one MedicationDispense               MISSING_VALUE required
+//	every PractitionerRole entry (if any): a
+//	  practitioner reference resolves by fullUrl,
+//	  one sds-role-profile-id when it has
+//	  identifiers (verifyCommonBundle)            TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
 //	the first MedicationDispense's performer
 //	  names a contained PractitionerRole whose
-//	  organization is a reference to an entry     INVALID_VALUE invalid, TOO_FEW_VALUES_SUBMITTED invalid
+//	  organization is a reference to the one
+//	  entry of that fullUrl                       INVALID_VALUE invalid, TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
+//	verifyCommonBundle's collected checks: no
+//	  MedicationRequest entry of intent plan or
+//	  reflex-order or with both medication
+//	  forms; telecoms of Organization,
+//	  Practitioner and PractitionerRole entries
+//	  with value and use; PractitionerRole
+//	  entries' references                         INVALID_VALUE, CONFLICTING_VALUES, MISSING_VALUE
 //	whenHandedOver, subject.identifier.value and
 //	  Extension-EPS-RepeatInformation the same
 //	  on every MedicationDispense                 INVALID_VALUE value
@@ -675,7 +699,8 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 //	  MedicationDispense has one, the same        INVALID_VALUE invalid
 //	the first one's Extension-EPS-
 //	  TaskBusinessStatus 0003, 0006 or 0007       MISSING_VALUE, INVALID_VALUE value
-//	subject NHS number valid                      MISSING_VALUE, INVALID_VALUE value
+//	the NHS number (the one Patient's, else the
+//	  subject's, whatever its system) valid       TOO_MANY_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE value
 //	authorizingPrescription: a contained
 //	  MedicationRequest (or an identifier) with
 //	  a line item id (UUID) and a short ID
@@ -686,7 +711,10 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 //	the issue (see repeat.go)                     MISSING_VALUE, INVALID_VALUE structure / value
 //
 // MessageHeader.sender is optional and recorded only, as are the
-// organisations the message names: the acting dispenser is the caller's.
+// organisations the message names: the acting dispenser is the caller's,
+// and no ODS code's format is checked. Only the references EPS reads are
+// resolved (the contained MedicationRequest and PractitionerRole by "#id",
+// the role's Organization by fullUrl); others may name anything.
 func (m *Message) DispenseNotification() (*DispenseNotification, error) {
 	dn, err := m.dispenseNotification()
 	if err != nil {
@@ -940,20 +968,31 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 	}
 	dn.PrescriptionStatus = f.v
 
-	// The patient (the same on every one, checked above).
-	for i, d := range mds {
-		id := d.md.Subject.Identifier
-		if id.System != "" && id.System != SystemNHSNumber {
-			expr := entryPath(d.k, "subject.identifier.system")
-			return nil, badValue(expr, "%s must be %s, found %s", expr, SystemNHSNumber, quote(id.System))
-		}
-		if err := requireNHSNumber(id.Value, inEntry(d.k, "subject.identifier.value")); err != nil {
+	// The patient, as the translation reads it (dispense-notification.ts
+	// getNhsNumber): the nhs-number identifier of the Patient when the
+	// Bundle has exactly one (getPatientOrNull), else the first
+	// MedicationDispense's subject.identifier.value, whatever its system;
+	// then Spine's check of the NHS number.
+	nhs, p := mds[0].md.Subject.Identifier.Value, inEntry(mds[0].k, "subject.identifier.value")
+	if pk, err := onlyPatient(m); err == nil {
+		var pt patient
+		if err := readEntry(m, pk, func(r *reader) { r.patient(&pt) }); err != nil {
 			return nil, err
 		}
-		if i == 0 {
-			dn.NHSNumber = id.Value
+		js := identifiersIn(pt.Identifier, SystemNHSNumber)
+		if len(js) > 1 {
+			return nil, facadeIssue(CodeTooManyValues, "invalid", "Patient.identifier.value",
+				"Too many values submitted. Expected at most 1 element where system == '"+SystemNHSNumber+"'.")
+		}
+		nhs, p = "", inEntry(pk, "identifier")
+		if len(js) == 1 {
+			nhs, p = pt.Identifier[js[0]].Value, inEntry(pk, "identifier").at(js[0], ".value")
 		}
 	}
+	if err := requireNHSNumber(nhs, p); err != nil {
+		return nil, err
+	}
+	dn.NHSNumber = nhs
 
 	// The line items.
 	dn.Items = make([]DispensedItem, 0, len(mds))
@@ -1029,6 +1068,10 @@ const systemSNOMEDDispensed = "http://snomed.info/sct"
 // (the first MedicationDispense's PractitionerRole and its Organization)
 // comes first; then what it collects, in its order.
 func (m *Message) facadeDispenseChecks(mds []dispense) *Error {
+	// verifyCommonBundle runs first: what it throws comes before all.
+	if err := m.commonRoleThrows(); err != nil {
+		return err
+	}
 	first := &mds[0].md
 	var role *practitionerRole
 	var org *Entry
@@ -1042,27 +1085,15 @@ func (m *Message) facadeDispenseChecks(mds []dispense) *Error {
 			return processingError(`resource("MedicationDispense").contained("organization")`,
 				"fhirContainedPractitionerRole.organization should be a Reference")
 		}
-		ref := role.Organization.Reference
-		n := 0
-		for i := range m.Entries {
-			if m.Entries[i].FullURL == ref {
-				n++
-				org = &m.Entries[i]
-			}
+		k, err := byFullURL(m, role.Organization.Reference)
+		if err != nil {
+			return err
 		}
-		switch {
-		case n == 0:
-			return facadeIssue(CodeTooFewValues, "invalid", "Bundle.entry",
-				"Too few values submitted. Expected 1 element where fullUrl == '"+ref+"'.")
-		case n > 1:
-			return facadeIssue(CodeTooManyValues, "invalid", "Bundle.entry",
-				"Too many values submitted. Expected 1 element where fullUrl == '"+ref+"'.")
-		}
+		org = &m.Entries[k]
 	}
 
-	// verifyCommonBundle's collected issues come before these:
-	// validateTelecoms (the Organization entry's telecoms).
-	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
+	// verifyCommonBundle's collected issues come before these.
+	if err := m.commonCollected(); err != nil {
 		return err
 	}
 	var whens, subjects, repeats, actors [][]byte
@@ -1232,24 +1263,40 @@ func (d *dispense) authorizing() (lineItem string, rxID found, err *Error) {
 
 // Cancellation validates a prescription-order-update (cancel) message
 // (decoded by DecodeMessage) and returns what it asks. The checks, in order
-// (code, FHIR issue type):
+// (code, FHIR issue type), follow the facade's verifyBundle
+// (bundle-validator.ts verifyCommonBundle, verifyCancellationBundle), its
+// translation (translation/request/cancel/cancellation.ts
+// convertCancellation), then Spine's checks of the values it is sent:
 //
 //	event prescription-order-update               INVALID_VALUE value
-//	MessageHeader.reason (when present) cancel    INVALID_VALUE value
-//	exactly one MedicationRequest                 MISSING_VALUE required, INVALID_VALUE invalid
-//	its status cancelled                          MISSING_VALUE required, INVALID_VALUE value
-//	its statusReason a cancellation reason
-//	  0001-0009                                   MISSING_VALUE required, INVALID_VALUE value
-//	its line item id present, a UUID              MISSING_VALUE, INVALID_VALUE value
-//	short prescription ID, check character        MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
-//	long prescription ID a UUID                   MISSING_VALUE, INVALID_VALUE value
-//	subject: a Patient (or an identifier) with
-//	  a valid NHS number                          MISSING_VALUE, INVALID_VALUE value / invalid
-//	ODS codes well formed: performer,
-//	  Organizations and their partOf              INVALID_VALUE value
+//	every PractitionerRole entry: a practitioner
+//	  reference resolves by fullUrl, one
+//	  sds-role-profile-id when it has identifiers TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
+//	no MedicationRequest of intent plan or
+//	  reflex-order, none with both medication
+//	  forms; telecoms with value and use;
+//	  PractitionerRole references                 INVALID_VALUE, CONFLICTING_VALUES, MISSING_VALUE
+//	exactly one MedicationRequest                 INVALID_VALUE value
+//	its status cancelled, a statusReason          INVALID_VALUE value, MISSING_VALUE value
+//	one Patient with one nhs-number identifier    TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
+//	the requester's and the responsible
+//	  party's PractitionerRole, Practitioner,
+//	  Organization (or locations) and first
+//	  HealthcareService, resolved by fullUrl;
+//	  their sds-role-profile-id and sds-user-id   TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
+//	one line item identifier, one statusReason
+//	  coding of medicationrequest-status-reason,
+//	  one Extension-DM-PrescriptionId             TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
+//	the reason 0001-0009, the line item id a
+//	  UUID, the short ID (its system is not
+//	  read) and check character, the long ID a
+//	  UUID, the NHS number                        MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
 //
-// Most NHS example cancellations have no MessageHeader.reason: the event and
-// the cancelled MedicationRequest say what the message is.
+// No other reference is resolved and no ODS code's format is checked: EPS
+// resolves only what it reads, and no rule of the reference checks the
+// format of a cancellation's organisations. MessageHeader.reason is not
+// read (EPS tells a cancellation by its event; most NHS example
+// cancellations have no reason).
 func (m *Message) Cancellation() (*Cancellation, error) {
 	c, err := m.cancellation()
 	if err != nil {
@@ -1268,33 +1315,15 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 		return nil, badValue("MessageHeader.eventCoding.code",
 			"MessageHeader.eventCoding.code is %s: only a prescription-order-update message holds a cancellation", quote(m.Event))
 	}
-	var reason Concept
-	if err := readEntry(m, 0, func(r *reader) {
-		r.object(func(key []byte) {
-			if string(key) == "reason" {
-				r.concept(&reason)
-			}
-		})
-	}); err != nil {
-		return nil, err
-	}
-	if j := pickCoding(reason.Coding, SystemMessageReason); j >= 0 {
-		if c := reason.Coding[j]; c.Code != MessageReasonCancel {
-			expr := "MessageHeader.reason.coding[" + strconv.Itoa(j) + "].code"
-			return nil, badValue(expr, "%s must be cancel in a prescription-order-update, found %s", expr, quote(c.Code))
-		}
-	}
 
-	// verifyCommonBundle (bundle-validator.ts): validateMedicationRequests,
-	// validateTelecoms, validatePractitionerRole; then
+	// verifyCommonBundle (bundle-validator.ts): what validatePractitionerRole
+	// throws first, then validateMedicationRequests, validateTelecoms and
+	// validatePractitionerRole's collected issues; then
 	// verifyCancellationBundle, in its order.
-	if err := m.cancellationRequests(); err != nil {
+	if err := m.commonRoleThrows(); err != nil {
 		return nil, err
 	}
-	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
-		return nil, err
-	}
-	if err := m.cancellationRoles(); err != nil {
+	if err := m.commonCollected(); err != nil {
 		return nil, err
 	}
 	k, n := -1, 0
@@ -1333,22 +1362,63 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 		return nil, facadeIssue(CodeMissingValue, "value", whereMedicationRequest+".statusReason",
 			"Expected MedicationRequest to have a value for statusReason.")
 	}
-	rc, err := checkCoding(extra.StatusReason.Coding, entryPath(k, "statusReason"), SystemCancellationReason, CancellationReasons, "cancellation reason")
+
+	// The translation (cancellation.ts convertCancellation), in its order:
+	// the one Patient, the author (the requester's PractitionerRole) and
+	// the responsible party, each resolved by fullUrl; the line item, the
+	// reason, the long-form prescription ID.
+	pk, err := onlyPatient(m)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cancellation{BundleID: m.BundleID, Sender: m.Sender, Reason: rc.Code, ReasonDisplay: rc.Display}
-
-	j := findIdentifier(mr.Identifier, SystemLineItemID)
-	if j < 0 {
-		expr := entryPath(k, "identifier")
-		return nil, missing(expr, "%s has no identifier with system %s (the line item id)", expr, SystemLineItemID)
+	var pt patient
+	if err := readEntry(m, pk, func(r *reader) { r.patient(&pt) }); err != nil {
+		return nil, err
 	}
+	pj, err := identifierForSystem(pt.Identifier, SystemNHSNumber, "Patient.identifier")
+	if err != nil {
+		return nil, err
+	}
+	if err := m.cancelAgent(mr.Requester.Reference); err != nil {
+		return nil, err
+	}
+	responsible := mr.Requester.Reference
+	if e := findExtension(mr.Extension, ExtResponsiblePractitioner); e != nil {
+		responsible = ""
+		if e.ValueReference != nil {
+			responsible = e.ValueReference.Reference
+		}
+	}
+	if err := m.cancelAgent(responsible); err != nil {
+		return nil, err
+	}
+	j, err := identifierForSystem(mr.Identifier, SystemLineItemID, "MedicationRequest.identifier")
+	if err != nil {
+		return nil, err
+	}
+	rj := codingsIn(extra.StatusReason.Coding, SystemCancellationReason)
+	switch {
+	case len(rj) == 0:
+		return nil, tooFewValues("MedicationRequest.statusReason", "system == '"+SystemCancellationReason+"'")
+	case len(rj) > 1:
+		return nil, tooManyValues("MedicationRequest.statusReason", "system == '"+SystemCancellationReason+"'")
+	}
+	if err := onlyExtension(mr.GroupIdentifier.Extension, ExtPrescriptionLongID, "MedicationRequest.groupIdentifier.extension"); err != nil {
+		return nil, err
+	}
+
+	// Then Spine's checks of what it was sent: the reason, the line item
+	// and prescription IDs, the NHS number.
+	rc := extra.StatusReason.Coding[rj[0]]
+	if !slices.Contains(CancellationReasons, rc.Code) {
+		expr := entryPath(k, "statusReason.coding["+strconv.Itoa(rj[0])+"].code")
+		return nil, badValue(expr, "%s %s is not a cancellation reason (%s)", expr, quote(rc.Code), strings.Join(CancellationReasons, ", "))
+	}
+	c := &Cancellation{BundleID: m.BundleID, Sender: m.Sender, Reason: rc.Code, ReasonDisplay: rc.Display}
 	c.LineItemID = mr.Identifier[j].Value
 	if err := requireUUID(c.LineItemID, inEntry(k, "identifier").at(j, ".value")); err != nil {
 		return nil, err
 	}
-
 	if err := checkShortID(mr.GroupIdentifier.identifier, entryPath(k, "groupIdentifier")); err != nil {
 		return nil, err
 	}
@@ -1357,78 +1427,239 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 	if err := requireUUID(c.LongID, inEntry(k, "groupIdentifier.extension('"+ExtPrescriptionLongID+"').valueIdentifier.value")); err != nil {
 		return nil, err
 	}
-
-	if c.NHSNumber, err = m.subjectNHSNumber(&mr, k); err != nil {
+	c.NHSNumber = pt.Identifier[pj].Value
+	if err := requireNHSNumber(c.NHSNumber, inEntry(pk, "identifier").at(pj, ".value")); err != nil {
 		return nil, err
-	}
-	if err := optionalODS(mr.DispenseRequest.Performer.Identifier.Value, inEntry(k, "dispenseRequest.performer.identifier.value")); err != nil {
-		return nil, err
-	}
-	for i, e := range m.Entries {
-		if e.ResourceType != "Organization" {
-			continue
-		}
-		var org organization
-		if err := readEntry(m, i, func(r *reader) { r.organization(&org) }); err != nil {
-			return nil, err
-		}
-		for j, id := range org.Identifier {
-			if err := checkODSIdentifier(id, inEntry(i, "identifier").at(j, ".value")); err != nil {
-				return nil, err
-			}
-		}
-		if err := checkODSIdentifier(org.PartOf.Identifier, inEntry(i, "partOf.identifier.value")); err != nil {
-			return nil, err
-		}
 	}
 	return c, nil
 }
 
-// subjectNHSNumber reads the NHS number of the subject of mr, in entry k: an
-// nhs-number identifier, or the Patient entry it references.
-func (m *Message) subjectNHSNumber(mr *medicationRequest, k int) (string, *Error) {
-	if id := mr.Subject.Identifier; id.Value != "" && mr.Subject.Reference == "" {
-		if id.System != SystemNHSNumber {
-			expr := entryPath(k, "subject.identifier.system")
-			return "", badValue(expr, "%s must be %s, found %s", expr, SystemNHSNumber, quote(id.System))
+// onlyPatient is the facade's getPatient (getResourcesOfType.ts): the
+// entry of the one Patient of the Bundle, else TooFewValuesError or
+// TooManyValuesError at Bundle.entry.
+func onlyPatient(m *Message) (int, *Error) {
+	p := -1
+	for k, e := range m.Entries {
+		if e.ResourceType != "Patient" {
+			continue
 		}
-		return id.Value, requireNHSNumber(id.Value, inEntry(k, "subject.identifier.value"))
+		if p >= 0 {
+			return -1, tooManyValues("Bundle.entry", "resource.resourceType == 'Patient'")
+		}
+		p = k
 	}
-	expr := entryPath(k, "subject.reference")
-	if mr.Subject.Reference == "" {
-		return "", missing(expr, "%s is missing: the cancellation must name its Patient", expr)
+	if p < 0 {
+		return -1, tooFewValues("Bundle.entry", "resource.resourceType == 'Patient'")
 	}
-	refs, err := newRefIndex(m.Entries)
-	if err != nil {
-		return "", err
-	}
-	p := refs.resolve([]byte(mr.Subject.Reference), k)
-	switch {
-	case p < 0:
-		return "", inconsistent(expr, "%s %s does not resolve to a resource in the Bundle", expr, quote(mr.Subject.Reference))
-	case m.Entries[p].ResourceType != "Patient":
-		return "", inconsistent(expr, "%s must reference a Patient, it references a %s", expr, quote(m.Entries[p].ResourceType))
-	}
-	var pt patient
-	if err := readEntry(m, p, func(r *reader) { r.patient(&pt) }); err != nil {
-		return "", err
-	}
-	j := findIdentifier(pt.Identifier, SystemNHSNumber)
-	if j < 0 {
-		expr := entryPath(p, "identifier")
-		return "", missing(expr, "%s has no identifier with system %s (the NHS number)", expr, SystemNHSNumber)
-	}
-	nhs := pt.Identifier[j].Value
-	return nhs, requireNHSNumber(nhs, inEntry(p, "identifier").at(j, ".value"))
+	return p, nil
 }
 
-// cancellationRequests is verifyCommonBundle's validateMedicationRequests
-// for a cancellation: no MedicationRequest of intent plan or reflex-order
-// (createMedicationRequestIncorrectValueIssue), none with both
-// medicationCodeableConcept and medicationReference
-// (createMedicationFieldIssue: CONFLICTING_VALUES).
-func (m *Message) cancellationRequests() *Error {
+// byFullURL is the facade's resolveReference (translation/common/index.ts
+// getResourceForFullUrl): the entry whose fullUrl is ref, exactly; none is
+// TooFewValuesError, several TooManyValuesError, at Bundle.entry.
+func byFullURL(m *Message, ref string) (int, *Error) {
+	k, n := -1, 0
+	for i := range m.Entries {
+		if m.Entries[i].FullURL == ref {
+			if k < 0 {
+				k = i
+			}
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return -1, tooFewValues("Bundle.entry", "fullUrl == '"+ref+"'")
+	case n > 1:
+		return -1, tooManyValues("Bundle.entry", "fullUrl == '"+ref+"'")
+	}
+	return k, nil
+}
+
+// agentRole is what the cancellation's translation reads of a
+// PractitionerRole (cancellation.ts convertPractitionerRole).
+type agentRole struct {
+	Identifier        []identifier
+	HasIdentifier     bool
+	Practitioner      reference
+	HasPractitioner   bool
+	Organization      reference
+	HealthcareService []reference
+	Location          []reference
+}
+
+func (r *reader) agentRole(p *agentRole) {
+	r.object(func(key []byte) {
+		switch string(key) {
+		case "identifier":
+			p.HasIdentifier = r.peek() != 'n'
+			list(r, &p.Identifier, r.identifier)
+		case "practitioner":
+			p.HasPractitioner = r.peek() != 'n'
+			r.reference(&p.Practitioner)
+		case "organization":
+			r.reference(&p.Organization)
+		case "healthcareService":
+			list(r, &p.HealthcareService, r.reference)
+		case "location":
+			list(r, &p.Location, r.reference)
+		}
+	})
+}
+
+// cancelAgent resolves and reads the PractitionerRole that ref names as the
+// cancellation's translation does (cancellation.ts convertAuthor,
+// convertResponsibleParty, convertPractitionerRole, createAgentPerson):
+// the role by fullUrl; its practitioner (a reference resolved by fullUrl,
+// or an identifier) with one sds-user-id identifier; its sds-role-profile-id
+// (when it has identifiers); its organization (a reference resolved by
+// fullUrl, or an identifier with its locations resolved); its first
+// healthcareService when it has one.
+func (m *Message) cancelAgent(ref string) *Error {
+	k, err := byFullURL(m, ref)
+	if err != nil {
+		return err
+	}
+	var role agentRole
+	if err := readEntry(m, k, func(r *reader) { r.agentRole(&role) }); err != nil {
+		return err
+	}
+	if role.HasPractitioner {
+		ids := []identifier{role.Practitioner.Identifier}
+		if role.Practitioner.Reference != "" {
+			p, err := byFullURL(m, role.Practitioner.Reference)
+			if err != nil {
+				return err
+			}
+			var pr struct{ Identifier []identifier }
+			if err := readEntry(m, p, func(r *reader) {
+				r.object(func(key []byte) {
+					if string(key) == "identifier" {
+						pr.Identifier = presentList(r, pr.Identifier)
+						list(r, &pr.Identifier, r.identifier)
+					}
+				})
+			}); err != nil {
+				return err
+			}
+			ids = pr.Identifier
+		}
+		if role.HasIdentifier {
+			if _, err := identifierForSystem(presentIDs(role.Identifier), SystemSDSRoleProfileID, "PractitionerRole.identifier"); err != nil {
+				return err
+			}
+		}
+		if _, err := identifierForSystem(ids, SystemSDSUserID, "Practitioner.identifier"); err != nil {
+			return err
+		}
+	} else if role.HasIdentifier {
+		if _, err := identifierForSystem(presentIDs(role.Identifier), SystemSDSRoleProfileID, "PractitionerRole.identifier"); err != nil {
+			return err
+		}
+	}
+	if role.Organization.Reference != "" {
+		if _, err := byFullURL(m, role.Organization.Reference); err != nil {
+			return err
+		}
+	} else {
+		for _, l := range role.Location {
+			if _, err := byFullURL(m, l.Reference); err != nil {
+				return err
+			}
+		}
+	}
+	if len(role.HealthcareService) > 0 && role.HealthcareService[0].Reference != "" {
+		if _, err := byFullURL(m, role.HealthcareService[0].Reference); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// presentIDs is ids, or an empty list when nil (an identifier member that
+// is present).
+func presentIDs(ids []identifier) []identifier {
+	if ids == nil {
+		return []identifier{}
+	}
+	return ids
+}
+
+// commonRoleThrows is what verifyCommonBundle's validatePractitionerRole
+// (bundle-validator.ts) throws for the PractitionerRole entries of any
+// message Bundle, role by role: a practitioner given as a reference must
+// resolve by fullUrl (resolveReference), and its Practitioner have at most
+// one sds-user-id (verifyPractitionerID); a role with identifiers must have
+// exactly one sds-role-profile-id (verifyPractitionerRoleID). What the
+// facade throws is answered before what it collects.
+func (m *Message) commonRoleThrows() *Error {
+	for k, e := range m.Entries {
+		if e.ResourceType != "PractitionerRole" {
+			continue
+		}
+		var role agentRole
+		if err := readEntry(m, k, func(r *reader) { r.agentRole(&role) }); err != nil {
+			return err
+		}
+		if role.HasPractitioner && role.Practitioner.Reference != "" {
+			p, err := byFullURL(m, role.Practitioner.Reference)
+			if err != nil {
+				return err
+			}
+			var pr struct{ Identifier []identifier }
+			if err := readEntry(m, p, func(r *reader) {
+				r.object(func(key []byte) {
+					if string(key) == "identifier" {
+						list(r, &pr.Identifier, r.identifier)
+					}
+				})
+			}); err != nil {
+				return err
+			}
+			if len(identifiersIn(pr.Identifier, SystemSDSUserID)) > 1 {
+				const expr = `Bundle.entry("Practitioner").identifier`
+				return facadeIssue(CodeTooManyValues, "invalid", expr,
+					"Too many values submitted. Expected at most 1 element where system == '"+SystemSDSUserID+"'.")
+			}
+		}
+		if role.HasIdentifier {
+			if _, err := identifierForSystem(presentIDs(role.Identifier), SystemSDSRoleProfileID, `Bundle.entry("PractitionerRole").identifier`); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// identifiersIn returns the indexes of the identifiers of ids in system.
+func identifiersIn(ids []identifier, system string) []int {
+	var out []int
+	for j, id := range ids {
+		if id.System == system {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// commonCollected is what verifyCommonBundle (bundle-validator.ts) collects
+// for any message Bundle, in its order: validateMedicationRequests over the
+// MedicationRequest entries (none of intent plan or reflex-order,
+// createMedicationRequestIncorrectValueIssue; none with both
+// medicationCodeableConcept and medicationReference,
+// createMedicationFieldIssue: CONFLICTING_VALUES); validateTelecoms (every
+// telecom of an Organization, Practitioner or PractitionerRole entry with a
+// value and a use); validatePractitionerRole for each PractitionerRole
+// entry: its practitioner (when present) a reference, or, for the
+// responsible practitioner named by a MedicationRequest's
+// Extension-DM-ResponsiblePractitioner, a reference or an identifier but
+// not both; its organization and every healthcareService a reference
+// (fieldIsNotReferenceButShouldBe). Contained resources are not entries:
+// a dispense notification's contained MedicationRequest and
+// PractitionerRole are not checked here.
+func (m *Message) commonCollected() *Error {
 	var both = -1
+	var responsible []string
 	for k, e := range m.Entries {
 		if e.ResourceType != "MedicationRequest" {
 			continue
@@ -1443,6 +1674,9 @@ func (m *Message) cancellationRequests() *Error {
 		if both < 0 && mr.HasMedicationConcept && mr.MedicationReference != nil {
 			both = k
 		}
+		if j := findExtensionIndex(mr.Extension, ExtResponsiblePractitioner); j >= 0 && mr.Extension[j].ValueReference != nil {
+			responsible = append(responsible, mr.Extension[j].ValueReference.Reference)
+		}
 	}
 	if both >= 0 {
 		const d = "MedicationRequest cannot contain both medicationReference and medicationCodeableConcept fields."
@@ -1450,61 +1684,19 @@ func (m *Message) cancellationRequests() *Error {
 			Display: "Conflicting values have been specified in different fields", Diagnostics: d,
 			Expression: []string{entryPath(both, "medication")}}
 	}
-	return nil
-}
-
-// cancelRole is what validatePractitionerRole reads of a PractitionerRole.
-type cancelRole struct {
-	Practitioner      *reference
-	Organization      reference
-	HealthcareService []reference
-}
-
-// cancellationRoles is verifyCommonBundle's validatePractitionerRole for
-// each PractitionerRole entry of a cancellation: its practitioner (when
-// present) a reference, or, for the responsible practitioner named by a
-// MedicationRequest's Extension-DM-ResponsiblePractitioner, a reference or
-// an identifier but not both; its organization and every healthcareService
-// a reference (fieldIsNotReferenceButShouldBe).
-func (m *Message) cancellationRoles() *Error {
-	var responsible []string
-	for k, e := range m.Entries {
-		if e.ResourceType != "MedicationRequest" {
-			continue
-		}
-		var mr medicationRequest
-		if err := readEntry(m, k, func(r *reader) { r.medicationRequest(&mr) }); err != nil {
-			return err
-		}
-		if j := findExtensionIndex(mr.Extension, ExtResponsiblePractitioner); j >= 0 && mr.Extension[j].ValueReference != nil {
-			responsible = append(responsible, mr.Extension[j].ValueReference.Reference)
-		}
+	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
+		return err
 	}
 	for k, e := range m.Entries {
 		if e.ResourceType != "PractitionerRole" {
 			continue
 		}
-		var role cancelRole
-		if err := readEntry(m, k, func(r *reader) {
-			r.object(func(key []byte) {
-				switch string(key) {
-				case "practitioner":
-					if r.peek() == 'n' {
-						r.skip()
-						return
-					}
-					role.Practitioner = new(reference)
-					r.reference(role.Practitioner)
-				case "organization":
-					r.reference(&role.Organization)
-				case "healthcareService":
-					list(r, &role.HealthcareService, r.reference)
-				}
-			})
-		}); err != nil {
+		var role agentRole
+		if err := readEntry(m, k, func(r *reader) { r.agentRole(&role) }); err != nil {
 			return err
 		}
-		if p := role.Practitioner; p != nil {
+		if role.HasPractitioner {
+			p := role.Practitioner
 			isRef, isID := p.Reference != "", p.Identifier != (identifier{})
 			if slices.Contains(responsible, e.FullURL) {
 				if isRef == isID {
@@ -2124,7 +2316,7 @@ func refAt(expr string, r reference) namedRef { return namedRef{expr, r} }
 // or Claim (root) with contained resources cs: that of the first of refs
 // that names one, by an ODS identifier, a contained Organization or a
 // contained PractitionerRole's organization; or else that of the only
-// contained Organization. It must be a valid ODS code.
+// contained Organization. It is recorded as sent: its format is not checked.
 func dispenserODS(cs []rawResource, root string, refs ...namedRef) (string, *Error) {
 	for _, nr := range refs {
 		f, err := refODS(nr.ref, nr.expr, cs, true)
@@ -2132,7 +2324,7 @@ func dispenserODS(cs []rawResource, root string, refs ...namedRef) (string, *Err
 			return "", err
 		}
 		if f.expr != "" {
-			return f.v, requireODS(f.v, pathOf(f.expr))
+			return f.v, nil
 		}
 	}
 	var only *rawResource
@@ -2148,10 +2340,7 @@ func dispenserODS(cs []rawResource, root string, refs ...namedRef) (string, *Err
 	}
 	if only != nil {
 		f, err := containedODS(only)
-		if err != nil {
-			return "", err
-		}
-		return f.v, requireODS(f.v, pathOf(f.expr))
+		return f.v, err
 	}
 	names := make([]string, len(refs))
 	for i, nr := range refs {
@@ -2256,14 +2445,17 @@ func groupIdentifierExt(exts []extension, base string) (short, long found, err *
 	return short, long, nil
 }
 
-// checkShortID checks the identifier id, at expr, of a short-form
-// prescription ID: its system, its form and its check character.
+// checkShortID checks the value of the identifier id, at expr, of a
+// short-form prescription ID as Spine does (eps-spine-shared
+// validation/common.py check_prescription_id): its form and its check
+// character. Its system is not checked: the facade reads the value alone
+// (dispense-notification.ts createPrescriptionId, cancellation.ts
+// pertinentInformation2, release.ts, dispense-claim.ts createPrescriptionId);
+// a Task checks it before (taskGroupIdentifier).
 func checkShortID(id identifier, expr string) *Error {
 	switch {
 	case id.Value == "":
 		return missing(expr+".value", "%s.value is missing: it must be the short-form prescription ID", expr)
-	case id.System != SystemPrescriptionID:
-		return badValue(expr+".system", "%s.system must be %s, found %s", expr, SystemPrescriptionID, quote(id.System))
 	case !ShortIDWellFormed(id.Value):
 		return badValue(expr+".value",
 			"%s.value %s is not a short-form prescription ID (6 hexadecimal characters, the prescriber's ODS code padded to 6, 5 hexadecimal characters and a check character, separated by dashes)",

@@ -24,10 +24,12 @@ import (
 //	  object with a resource with a resourceType  MISSING_VALUE required, INVALID_VALUE structure
 //	one MessageHeader, the first entry            MISSING_VALUE required, INVALID_VALUE invalid
 //	eventCoding.code a known event                MISSING_VALUE required, INVALID_VALUE value
-//	fullUrls unique                               INVALID_VALUE duplicate
-//	every reference resolves in the Bundle, but
-//	  in a prescription-order (Order resolves
-//	  what EPS reads, by fullUrl)                 INVALID_VALUE invalid
+//
+// References are not resolved here: each message's decoder (Order,
+// Cancellation, DispenseNotification) resolves those EPS reads, where it
+// reads them, by fullUrl (nhs-eps-api translation/common/index.ts
+// resolveReference: none is TOO_FEW_VALUES_SUBMITTED, several
+// TOO_MANY_VALUES_SUBMITTED, at Bundle.entry); others may name anything.
 //
 // The sender and the destination receivers are not checked as ODS codes:
 // neither the facade nor Spine reads them.
@@ -43,14 +45,6 @@ import (
 // organisation is the authenticated caller's). When present it is resolved
 // to an ODS code, Message.Sender (see resolveSender); "" means absent or
 // naming no ODS code.
-//
-// A reference resolves when it designates an entry (see refIndex.resolve) or
-// is "urn:uuid:" followed by the Bundle's own id: NHS prescribing systems
-// send Provenance.target references to the Bundle itself. A reference inside
-// a contained resource (but "#id") may name a resource outside the Bundle
-// when its entry is a MedicationDispense or the event is not
-// prescription-order: a dispense notification's contained MedicationRequest
-// names the order's Patient (see mayPointOutside).
 //
 // The Message keeps body as Raw, unchanged; each Entry.Resource is a slice of
 // it. DecodeMessage reads body in four passes, none of which uses reflection:
@@ -76,17 +70,8 @@ func decodeMessage(body []byte) (*Message, *Error) {
 	if err := m.readHeader(); err != nil {
 		return nil, err
 	}
-	self := ""
-	if t.id != "" {
-		self = "urn:uuid:" + t.id
-	}
-	// A prescription-order's references are resolved where EPS resolves
-	// them, by fullUrl (Order); other messages keep the Bundle-wide check.
-	if m.Event != EventPrescriptionOrder {
-		if err := checkReferences(m, self); err != nil {
-			return nil, err
-		}
-	}
+	// No Bundle-wide reference check: EPS resolves only what it reads
+	// (Order, Cancellation, DispenseNotification do so).
 	if err := m.resolveSender(); err != nil {
 		return nil, err
 	}
