@@ -246,14 +246,20 @@ func TestConformanceRelease(t *testing.T) {
 			code: fhir.CodeMissingValue, issueType: "invalid", expression: `Parameters.parameter("agent").resource.telecom`,
 			words: `Required field Parameters.parameter("agent").resource.telecom is missing.`},
 		{name: "group-identifier of another system (only its value is read)", ref: "translation/request/dispense/release.ts translateReleaseRequest (valueIdentifier.value)",
-			body: byID(func(m map[string]any) { obj(param(m, "group-identifier"), "valueIdentifier")["system"] = "https://example.org/id" }),
+			body: byID(func(m map[string]any) {
+				obj(param(m, "group-identifier"), "valueIdentifier")["system"] = "https://example.org/id"
+			}),
 			check: released(dispenser, rx)},
 		{name: "group-identifier with a wrong check character", ref: "eps-spine-shared validation/common.py check_prescription_id",
-			body: byID(func(m map[string]any) { obj(param(m, "group-identifier"), "valueIdentifier")["value"] = "24F5DA-A83008-7EFE6Y" }),
+			body: byID(func(m map[string]any) {
+				obj(param(m, "group-identifier"), "valueIdentifier")["value"] = "24F5DA-A83008-7EFE6Y"
+			}),
 			code: fhir.CodeInvalidChecksum, issueType: "processing", expression: "Parameters.parameter[3].valueIdentifier.value"},
 		{name: "owner ODS code of any form (compared with the caller's, not format-checked)",
-			ref:  "translation/request/agent-person.ts convertOrganization (getIdentifierValueForSystem, no format check)",
-			body: byID(func(m map[string]any) { idx(list(obj(param(m, "owner"), "resource"), "identifier"), 0)["value"] = "VNE 51" }),
+			ref: "translation/request/agent-person.ts convertOrganization (getIdentifierValueForSystem, no format check)",
+			body: byID(func(m map[string]any) {
+				idx(list(obj(param(m, "owner"), "resource"), "identifier"), 0)["value"] = "VNE 51"
+			}),
 			check: released("VNE 51", rx)},
 		{name: "owner without an ODS identifier", ref: "translation/request/agent-person.ts convertOrganization (getIdentifierValueForSystem: TooFewValuesError)",
 			body: byID(func(m map[string]any) { obj(param(m, "owner"), "resource")["identifier"] = []any{} }),
@@ -1201,7 +1207,9 @@ func TestConformanceCancellation(t *testing.T) {
 		// (issue 10: no Bundle-wide reference check, no ODS format check,
 		// no groupIdentifier.system check).
 		{name: "groupIdentifier of another system (only its value is read)", ref: "translation/request/cancel/cancellation.ts convertCancellation (groupIdentifier.value)",
-			body: cancel(func(b map[string]any) { obj(medicationRequest(b), "groupIdentifier")["system"] = "https://example.org/id" }),
+			body: cancel(func(b map[string]any) {
+				obj(medicationRequest(b), "groupIdentifier")["system"] = "https://example.org/id"
+			}),
 			check: sender(prescriber)},
 		{name: "groupIdentifier with a wrong check character", ref: "eps-spine-shared validation/common.py check_prescription_id",
 			body: cancel(func(b map[string]any) {
@@ -1226,7 +1234,9 @@ func TestConformanceCancellation(t *testing.T) {
 			}),
 			check: sender(prescriber)},
 		{name: "subject names nothing (not read: the one Patient is)", ref: "translation/request/cancel/cancellation.ts convertCancellation (getPatient)",
-			body: cancel(func(b map[string]any) { medicationRequest(b)["subject"] = map[string]any{"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"} }),
+			body: cancel(func(b map[string]any) {
+				medicationRequest(b)["subject"] = map[string]any{"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"}
+			}),
 			check: func(t *testing.T, v any) {
 				if c := v.(*fhir.Cancellation); c.NHSNumber == "" {
 					t.Errorf("no NHS number: %+v", c)

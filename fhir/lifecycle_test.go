@@ -673,7 +673,9 @@ func TestReferencesWhereRead(t *testing.T) {
 			func(b bundle) { set(res(b, 1), newURN(), "performer", 0, "actor", "reference") },
 			CodeInvalidValue, "Bundle.entry[1].resource.performer[0].actor.reference"},
 		{"dispense: the contained PractitionerRole's organization names no entry", asDN, dnFixture,
-			func(b bundle) { eachOfType(b, "MedicationDispense", func(r map[string]any) { set(r, newURN(), "contained", 0, "organization", "reference") }) },
+			func(b bundle) {
+				eachOfType(b, "MedicationDispense", func(r map[string]any) { set(r, newURN(), "contained", 0, "organization", "reference") })
+			},
 			CodeTooFewValues, "Bundle.entry"},
 		{"cancellation: contained resource names one elsewhere", asCancel, cancelFixture,
 			func(b bundle) {
