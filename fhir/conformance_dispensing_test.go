@@ -870,6 +870,80 @@ func TestConformanceDispense(t *testing.T) {
 			code: fhir.CodeMissingValue, issueType: "invalid", expression: "Bundle.entry[6].resource.telecom[0].value"},
 		{name: "a contained PractitionerRole's telecom without use (contained: not checked)", ref: refCommon + " validateTelecoms (entries only)",
 			body: dn(eachMD(func(md map[string]any) { delete(idx(list(contained(md, "PractitionerRole"), "telecom"), 0), "use") }))},
+		{name: "type coding of another system", ref: refDNTrans + " getPrescriptionLineItemStatus (getCodingForSystem: TooFewValuesError)",
+			body: dn(firstMD(func(md map[string]any) { idx(list(obj(md, "type"), "coding"), 0)["system"] = "https://example.org/cs" })),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationDispense.type.coding",
+			words: "Too few values submitted. Expected 1 element where system == '" + fhir.SystemDispenseType + "'."},
+		{name: "two type codings of medicationdispense-type", ref: refDNTrans + " getPrescriptionLineItemStatus (getCodingForSystem: TooManyValuesError)",
+			body: dn(firstMD(func(md map[string]any) {
+				ty := obj(md, "type")
+				ty["coding"] = append(list(ty, "coding"), list(ty, "coding")[0])
+			})),
+			code: fhir.CodeTooManyValues, issueType: "invalid", expression: "MedicationDispense.type.coding"},
+		{name: "no Extension-EPS-TaskBusinessStatus on the first", ref: refDNTrans + " getPrescriptionStatus (getExtensionForUrl: TooFewValuesError)",
+			body: dn(firstMD(func(md map[string]any) {
+				var keep []any
+				for _, e := range list(md, "extension") {
+					if e.(map[string]any)["url"] != fhir.ExtTaskBusinessStatus {
+						keep = append(keep, e)
+					}
+				}
+				md["extension"] = keep
+			})),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationDispense.extension"},
+		{name: "a statusReasonCodeableConcept of another system", ref: refDNTrans + " getFhirStatusReasonCodeableConceptCode (getCodingForSystem: TooFewValuesError)",
+			body: dn(firstMD(func(md map[string]any) {
+				md["statusReasonCodeableConcept"] = map[string]any{"coding": []any{map[string]any{"system": "https://example.org/cs", "code": "0001"}}}
+			})),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationDispense.statusReasonCodeableConcept.coding[0]"},
+		{name: "a statusReasonCodeableConcept of medicationdispense-status-reason", ref: refDNTrans + " getFhirStatusReasonCodeableConceptCode",
+			body: dn(firstMD(func(md map[string]any) {
+				md["statusReasonCodeableConcept"] = map[string]any{"coding": []any{
+					map[string]any{"system": "https://example.org/cs", "code": "x"},
+					map[string]any{"system": fhir.SystemDispenseStatusReason, "code": "0002"}}}
+			})),
+			check: func(t *testing.T, v any) {
+				if dn := v.(*fhir.DispenseNotification); dn.Items[0].NonDispensingReason != "0002" {
+					t.Errorf("non-dispensing reason %q, want 0002", dn.Items[0].NonDispensingReason)
+				}
+			}},
+		{name: "medicationCodeableConcept without a SNOMED CT coding", ref: "translation/common/index.ts getMedicationCoding (TooFewValuesError)",
+			body: dn(firstMD(func(md map[string]any) {
+				idx(list(obj(md, "medicationCodeableConcept"), "coding"), 0)["system"] = "https://example.org/cs"
+			})),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationRequest.medicationCodeableConcept.coding"},
+		{name: "medicationReference to a Medication entry", ref: "translation/common/index.ts getMedicationCoding (Medication.code)",
+			body: dn(func(b map[string]any) {
+				md := dispenses(b)[0]
+				const med = "urn:uuid:5b3a2c1d-0000-4000-8000-00000000000b"
+				b["entry"] = append(list(b, "entry"), map[string]any{"fullUrl": med, "resource": map[string]any{"resourceType": "Medication",
+					"code": map[string]any{"coding": []any{map[string]any{"system": "https://example.org/cs", "code": "x"},
+						map[string]any{"system": "http://snomed.info/sct", "code": "39720311000001101", "display": "Paracetamol 500mg tablets"}}}}})
+				delete(md, "medicationCodeableConcept")
+				md["medicationReference"] = map[string]any{"reference": med}
+			}),
+			check: func(t *testing.T, v any) {
+				if dn := v.(*fhir.DispenseNotification); dn.Items[0].MedicationCode != "39720311000001101" {
+					t.Errorf("medication %+v, want the Medication's SNOMED CT code", dn.Items[0])
+				}
+			}},
+		{name: "medicationReference naming no entry", ref: "translation/common/index.ts getMedicationCoding (getResourceForFullUrl: TooFewValuesError)",
+			body: dn(firstMD(func(md map[string]any) {
+				delete(md, "medicationCodeableConcept")
+				md["medicationReference"] = map[string]any{"reference": "urn:uuid:5b3a2c1d-0000-4000-8000-00000000000c"}
+			})),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Bundle.entry"},
+		{name: "the contained MedicationRequest's medication without a SNOMED CT coding", ref: "translation/common/index.ts getMedicationCoding (requested medication: TooFewValuesError)",
+			body: dn(firstMD(func(md map[string]any) {
+				idx(list(obj(contained(md, "MedicationRequest"), "medicationCodeableConcept"), "coding"), 0)["system"] = "https://example.org/cs"
+			})),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationRequest.medicationCodeableConcept.coding"},
+		{name: "the contained MedicationRequest without a line item identifier", ref: refDNTrans + " getPrescriptionItemId (TooFewValuesError)",
+			body: dn(firstMD(func(md map[string]any) { contained(md, "MedicationRequest")["identifier"] = []any{} })),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationDispense.contained[0].identifier"},
+		{name: "the first contained MedicationRequest without the long-form prescription ID", ref: refDNTrans + " createOriginalPrescriptionRef (getExtensionForUrl: TooFewValuesError)",
+			body: dn(firstMD(func(md map[string]any) { obj(contained(md, "MedicationRequest"), "groupIdentifier")["extension"] = []any{} })),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationRequest.groupIdentifier.extension.valueIdentifier"},
 	}, func(body []byte) (any, error) {
 		m, err := fhir.DecodeMessage(body)
 		if err != nil {

@@ -734,6 +734,7 @@ type medicationDispense struct {
 	Medication              Concept
 	HasMedicationConcept    bool
 	HasMedicationReference  bool
+	MedicationReference     reference
 	Quantity                quantity
 	WhenHandedOver          []byte      // raw JSON, nil when absent
 	Performers              [][]byte    // each performer's actor, raw JSON (nil when it has none)
@@ -775,7 +776,7 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 			r.concept(&md.Medication)
 		case "medicationReference":
 			md.HasMedicationReference = r.peek() != 'n'
-			r.skip()
+			r.reference(&md.MedicationReference)
 		case "quantity":
 			r.quantity(&md.Quantity)
 		case "whenHandedOver":
@@ -800,9 +801,8 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 				md.Performers = append(md.Performers, actor)
 				md.PerformerRefs = append(md.PerformerRefs, ref)
 			})
-		// What the tracker shows, not checked: a malformed one is left out.
 		case "statusReasonCodeableConcept":
-			r.capture(func() { r.concept(&md.StatusReason) })
+			r.concept(&md.StatusReason)
 		}
 	})
 }
@@ -814,6 +814,7 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 type dispense struct {
 	k              int
 	md             medicationDispense
+	mr             dispensedRequest // the contained MedicationRequest
 	request        *rawResource
 	requestExt     []extension
 	requestBasedOn [][]extension
@@ -961,7 +962,11 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 	}
 
 	// The prescription status: the first MedicationDispense's, as the
-	// facade translates it.
+	// facade translates it (getPrescriptionStatus: getExtensionForUrl,
+	// exactly one), then the statuses a dispenser may state.
+	if err := onlyExtension(mds[0].md.Extension, ExtTaskBusinessStatus, "MedicationDispense.extension"); err != nil {
+		return nil, err
+	}
 	f, err := extCodeIn(mds[0].md.Extension, ExtTaskBusinessStatus, inEntry(mds[0].k, "").String(), DispensePrescriptionStatuses, "prescription status")
 	if err != nil {
 		return nil, err
@@ -1013,6 +1018,11 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 			return nil, inconsistent(rxID.expr, "%s %s differs from %s in Bundle.entry[%d]: every MedicationDispense belongs to the same prescription",
 				rxID.expr, quote(rxID.v), quote(dn.PrescriptionID), mds[0].k)
 		}
+		// getPrescriptionLineItemStatus: the one coding of
+		// medicationdispense-type; then the statuses a dispenser may state.
+		if err := onlyCodingOf(d.md.Type.Coding, SystemDispenseType, "MedicationDispense.type.coding"); err != nil {
+			return nil, err
+		}
 		c, err := checkCoding(d.md.Type.Coding, entryPath(d.k, "type"), SystemDispenseType, DispensedItemStatuses, "dispensed item status")
 		if err != nil {
 			return nil, err
@@ -1024,15 +1034,43 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 					expr, quote(c.Code), quote(prev.Status), mds[j].k, quote(lineItem))
 			}
 		}
-		item := DispensedItem{LineItemID: lineItem, Status: c.Code, QuantityUnit: d.md.Quantity.Unit, Quantity: d.md.Quantity.Value}
-		if cs := d.md.Medication.Coding; len(cs) > 0 {
-			j := pickCoding(cs, systemSNOMEDDispensed)
-			item.MedicationCode, item.MedicationDisplay = cs[j].Code, cs[j].Display
+		// mapMedicationDispenses: the medication dispensed, and that
+		// requested for the first MedicationDispense of each line item
+		// (getMedicationCoding); the non-dispensing reason
+		// (getFhirStatusReasonCodeableConceptCode: when it has codings,
+		// the one of medicationdispense-status-reason).
+		med, err := m.dispensedMedication(d.md.Medication, d.md.HasMedicationConcept, d.md.MedicationReference)
+		if err != nil {
+			return nil, err
 		}
+		if !slices.ContainsFunc(dn.Items, func(it DispensedItem) bool { return strings.EqualFold(it.LineItemID, lineItem) }) {
+			var ref reference
+			if d.mr.MedicationReference != nil {
+				ref = *d.mr.MedicationReference
+			}
+			if _, err := m.dispensedMedication(d.mr.Medication, d.mr.HasMedicationConcept, ref); err != nil {
+				return nil, err
+			}
+		}
+		item := DispensedItem{LineItemID: lineItem, Status: c.Code, QuantityUnit: d.md.Quantity.Unit, Quantity: d.md.Quantity.Value,
+			MedicationCode: med.Code, MedicationDisplay: med.Display}
 		if cs := d.md.StatusReason.Coding; len(cs) > 0 {
-			item.NonDispensingReason = cs[0].Code
+			js := codingsIn(cs, SystemDispenseStatusReason)
+			switch {
+			case len(js) == 0:
+				return nil, tooFewValues("MedicationDispense.statusReasonCodeableConcept.coding[0]", "system == '"+SystemDispenseStatusReason+"'")
+			case len(js) > 1:
+				return nil, tooManyValues("MedicationDispense.statusReasonCodeableConcept.coding[0]", "system == '"+SystemDispenseStatusReason+"'")
+			}
+			item.NonDispensingReason = cs[js[0]].Code
 		}
 		dn.Items = append(dn.Items, item)
+	}
+
+	// createOriginalPrescriptionRef: the first contained MedicationRequest's
+	// long-form prescription ID extension, exactly one.
+	if err := onlyExtension(mds[0].mr.GroupIdentifier.Extension, ExtPrescriptionLongID, "MedicationRequest.groupIdentifier.extension.valueIdentifier"); err != nil {
+		return nil, err
 	}
 
 	// The repeat dispensing issue: the prescription's, from the first
@@ -1060,9 +1098,49 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 	return dn, nil
 }
 
-// systemSNOMEDDispensed is the code system of the dm+d code of a dispensed
-// medication.
-const systemSNOMEDDispensed = "http://snomed.info/sct"
+// SystemDispenseStatusReason is the code system of a MedicationDispense's
+// non-dispensing reason.
+const SystemDispenseStatusReason = "https://fhir.nhs.uk/CodeSystem/medicationdispense-status-reason"
+
+// onlyCodingOf is the facade's getCodingForSystem: exactly one of cs in
+// system, else TooFewValuesError or TooManyValuesError at expr.
+func onlyCodingOf(cs []Coding, system, expr string) *Error {
+	switch n := len(codingsIn(cs, system)); {
+	case n == 0:
+		return tooFewValues(expr, "system == '"+system+"'")
+	case n > 1:
+		return tooManyValues(expr, "system == '"+system+"'")
+	}
+	return nil
+}
+
+// dispensedMedication is the facade's getMedicationCoding
+// (translation/common/index.ts) for a MedicationDispense or its contained
+// MedicationRequest: the one SNOMED CT coding of its
+// medicationCodeableConcept, or else of the code of the Medication entry
+// its medicationReference names by fullUrl (resolveReference).
+func (m *Message) dispensedMedication(concept Concept, hasConcept bool, ref reference) (Coding, *Error) {
+	codings, expr := concept.Coding, "MedicationRequest.medicationCodeableConcept.coding"
+	if !hasConcept {
+		k, err := byFullURL(m, ref.Reference)
+		if err != nil {
+			return Coding{}, err
+		}
+		var code Concept
+		if err := readEntry(m, k, func(r *reader) { r.medicationCode(&code) }); err != nil {
+			return Coding{}, err
+		}
+		codings, expr = code.Coding, "Medication.code.coding"
+	}
+	js := codingsIn(codings, SystemSNOMED)
+	switch {
+	case len(js) == 0:
+		return Coding{}, tooFewValues(expr, "system == '"+SystemSNOMED+"'")
+	case len(js) > 1:
+		return Coding{}, tooManyValues(expr, "system == '"+SystemSNOMED+"'")
+	}
+	return codings[js[0]], nil
+}
 
 // facadeDispenseChecks are verifyDispenseBundle's checks: what it throws
 // (the first MedicationDispense's PractitionerRole and its Organization)
@@ -1180,10 +1258,13 @@ func (d *dispense) prescriptionIssue() (int, *Error) {
 // dispensedRequest is what the broker reads of the MedicationRequest
 // contained in a MedicationDispense.
 type dispensedRequest struct {
-	Extension       []extension
-	Identifier      []identifier
-	GroupIdentifier groupIdentifier
-	BasedOn         [][]extension
+	Extension            []extension
+	Identifier           []identifier
+	GroupIdentifier      groupIdentifier
+	BasedOn              [][]extension
+	Medication           Concept
+	HasMedicationConcept bool
+	MedicationReference  *reference
 }
 
 func (r *reader) dispensedRequest(mr *dispensedRequest) {
@@ -1192,9 +1273,20 @@ func (r *reader) dispensedRequest(mr *dispensedRequest) {
 		case "extension":
 			list(r, &mr.Extension, r.extension)
 		case "identifier":
+			mr.Identifier = presentList(r, mr.Identifier)
 			list(r, &mr.Identifier, r.identifier)
 		case "groupIdentifier":
 			r.groupIdentifier(&mr.GroupIdentifier)
+		case "medicationCodeableConcept":
+			mr.HasMedicationConcept = r.peek() != 'n'
+			r.concept(&mr.Medication)
+		case "medicationReference":
+			if r.peek() == 'n' {
+				r.skip()
+				return
+			}
+			mr.MedicationReference = new(reference)
+			r.reference(mr.MedicationReference)
 		case "basedOn":
 			mr.BasedOn = nil
 			r.array(func(int) {
@@ -1237,14 +1329,15 @@ func (d *dispense) authorizing() (lineItem string, rxID found, err *Error) {
 	if c.typ != "MedicationRequest" {
 		return "", found{}, processingError(expr, "Contained resource with reference "+a.Reference+" is not of type MedicationRequest")
 	}
-	var mr dispensedRequest
-	if err := readRaw(c, func(r *reader) { r.dispensedRequest(&mr) }); err != nil {
+	mr := &d.mr
+	if err := readRaw(c, func(r *reader) { r.dispensedRequest(mr) }); err != nil {
 		return "", found{}, err
 	}
-	j := findIdentifier(mr.Identifier, SystemLineItemID)
-	if j < 0 {
-		expr := c.root + ".identifier"
-		return "", found{}, missing(expr, "%s has no identifier with system %s (the line item id)", expr, SystemLineItemID)
+	// getPrescriptionItemId: the one prescription-order-item-number
+	// identifier.
+	j, err := identifierForSystem(mr.Identifier, SystemLineItemID, "MedicationDispense.contained[0].identifier")
+	if err != nil {
+		return "", found{}, err
 	}
 	lineItem = mr.Identifier[j].Value
 	if err := requireUUID(lineItem, pathOf(c.root+".identifier["+strconv.Itoa(j)+"].value")); err != nil {

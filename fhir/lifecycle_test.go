@@ -411,15 +411,15 @@ func TestLifecycleBadInputs(t *testing.T) {
 		{"dispense: dispense type to be dispensed", asDN, dnFixture, func(b bundle) { set(res(b, 2), "0007", "type", "coding", 0, "code") },
 			CodeInvalidValue, "value", "Bundle.entry[2].resource.type.coding[0].code"},
 		{"dispense: dispense type of another system", asDN, dnFixture, func(b bundle) { set(res(b, 1), "https://example.org/cs", "type", "coding", 0, "system") },
-			CodeInvalidValue, "value", "Bundle.entry[1].resource.type.coding[0].system"},
+			CodeTooFewValues, "invalid", "MedicationDispense.type.coding"},
 		{"dispense: no dispense type", asDN, dnFixture, func(b bundle) { delete(res(b, 4), "type") },
-			CodeMissingValue, "required", "Bundle.entry[4].resource.type.coding"},
+			CodeTooFewValues, "invalid", "MedicationDispense.type.coding"},
 		{"dispense: contradictory statuses of one line item", asDN, dnFixture, func(b bundle) { set(res(b, 3), item1, "contained", 1, "identifier", 0, "value") },
 			CodeInvalidValue, "invalid", "Bundle.entry[3].resource.type.coding"},
 		{"dispense: prescription status to be dispensed", asDN, dnFixture, setAll("0001", "extension", 0, "valueCoding", "code"),
 			CodeInvalidValue, "value", "Bundle.entry[1].resource.extension[0].valueCoding.code"},
 		{"dispense: no prescription status", asDN, dnFixture, func(b bundle) { delete(res(b, 1), "extension") },
-			CodeMissingValue, "required", "Bundle.entry[1].resource.extension('" + taskStatusExt + "').valueCoding.code"},
+			CodeTooFewValues, "invalid", "MedicationDispense.extension"},
 		{"dispense: bad NHS number", asDN, dnFixture, setAll("9449304131", "subject", "identifier", "value"),
 			CodeInvalidValue, "value", "Bundle.entry[1].resource.subject.identifier.value"},
 		{"dispense: no NHS number", asDN, dnFixture, func(b bundle) { delete(res(b, 1), "subject") },
@@ -433,7 +433,7 @@ func TestLifecycleBadInputs(t *testing.T) {
 		{"dispense: line item id not a UUID", asDN, dnFixture, func(b bundle) { set(res(b, 1), "a54219b8", "contained", 1, "identifier", 0, "value") },
 			CodeInvalidValue, "value", "Bundle.entry[1].resource.contained[1].identifier[0].value"},
 		{"dispense: no line item id", asDN, dnFixture, func(b bundle) { set(res(b, 1), []any{}, "contained", 1, "identifier") },
-			CodeMissingValue, "required", "Bundle.entry[1].resource.contained[1].identifier"},
+			CodeTooFewValues, "invalid", "MedicationDispense.contained[0].identifier"},
 		{"dispense: no MedicationDispense", asDN, dnFixture, func(b bundle) {
 			b["entry"] = []any{entries(b)[0], entries(b)[5]}
 			delete(res(b, 0), "focus")
