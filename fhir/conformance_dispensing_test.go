@@ -942,7 +942,9 @@ func TestConformanceDispense(t *testing.T) {
 			body: dn(firstMD(func(md map[string]any) { contained(md, "MedicationRequest")["identifier"] = []any{} })),
 			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationDispense.contained[0].identifier"},
 		{name: "the first contained MedicationRequest without the long-form prescription ID", ref: refDNTrans + " createOriginalPrescriptionRef (getExtensionForUrl: TooFewValuesError)",
-			body: dn(firstMD(func(md map[string]any) { obj(contained(md, "MedicationRequest"), "groupIdentifier")["extension"] = []any{} })),
+			body: dn(firstMD(func(md map[string]any) {
+				obj(contained(md, "MedicationRequest"), "groupIdentifier")["extension"] = []any{}
+			})),
 			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "MedicationRequest.groupIdentifier.extension.valueIdentifier"},
 	}, func(body []byte) (any, error) {
 		m, err := fhir.DecodeMessage(body)
