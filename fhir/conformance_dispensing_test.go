@@ -274,6 +274,16 @@ func TestConformanceRelease(t *testing.T) {
 		{name: "two group-identifiers", ref: "translation/common/index.ts getIdentifierParameterOrNullByName (TooManyValuesError)",
 			body: byID(func(m map[string]any) { m["parameter"] = append(list(m, "parameter"), param(m, "group-identifier")) }),
 			code: fhir.CodeTooManyValues, issueType: "invalid", expression: "Parameters.parameter", words: "Too many values submitted."},
+		{name: "agent's practitioner named by a professional code", ref: refParams + " (getIdentifierValueForSystem sds-user-id: TooFewValuesError)",
+			body: byID(func(m map[string]any) {
+				obj(param(m, "agent"), "resource")["practitioner"] = map[string]any{"identifier": map[string]any{"system": "https://fhir.hl7.org.uk/Id/gphc-number", "value": "2083469"}}
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: `parameters.parameter("PractitionerRole").practitioner.identifier`},
+		{name: "agent with identifiers but no sds-role-profile-id", ref: refParams + " (getIdentifierValueForSystem sds-role-profile-id: TooFewValuesError)",
+			body: byID(func(m map[string]any) {
+				obj(param(m, "agent"), "resource")["identifier"] = []any{map[string]any{"system": "https://example.org/id", "value": "1"}}
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: `parameters.parameter("PractitionerRole").identifier`},
 	}, func(body []byte) (any, error) { return fhir.DecodeReleaseRequest(body) })
 }
 
@@ -519,6 +529,22 @@ func TestConformanceTask(t *testing.T) {
 					t.Errorf("owner %q, want as sent", tr.Owner)
 				}
 			})},
+		{name: "the requester's practitioner named by a professional code", ref: refTask + " (getIdentifierValueForSystem sds-user-id: TooFewValuesError)",
+			body: ret(func(m map[string]any) {
+				contained(m, "PractitionerRole")["practitioner"] = map[string]any{"identifier": map[string]any{"system": "https://fhir.hl7.org.uk/Id/gphc-number", "value": "2083469"}}
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: `task.contained("PractitionerRole").practitioner.identifier`},
+		{name: "the requester's role with identifiers but no sds-role-profile-id", ref: refTask + " (getIdentifierValueForSystem sds-role-profile-id: TooFewValuesError)",
+			body: wd(func(m map[string]any) {
+				contained(m, "PractitionerRole")["identifier"] = []any{map[string]any{"system": "https://example.org/id", "value": "1"}}
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: `task.contained("PractitionerRole").identifier`},
+		{name: "a thrown error comes before a collected one (intent plan, practitioner by professional code)", ref: refTask + " (throws before it returns its issues)",
+			body: ret(func(m map[string]any) {
+				m["intent"] = "plan"
+				contained(m, "PractitionerRole")["practitioner"] = map[string]any{"identifier": map[string]any{"system": "https://fhir.hl7.org.uk/Id/gphc-number", "value": "2083469"}}
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: `task.contained("PractitionerRole").practitioner.identifier`},
 	}, func(body []byte) (any, error) { return fhir.DecodeTaskRequest(body) })
 }
 
@@ -1117,6 +1143,41 @@ func TestConformanceClaim(t *testing.T) {
 				idx(list(ri, "extension"), 1)["valueInteger"] = 99
 			}),
 			code: fhir.CodeInvalidValue, issueType: "value", expression: "Claim.item[0].extension[1].extension[1].valueInteger"},
+		{name: "the provider's practitioner named by a professional code", ref: refClaim + " (getIdentifierValueForSystem sds-user-id: TooFewValuesError)",
+			body: claim(func(m map[string]any) {
+				contained(m, "PractitionerRole")["practitioner"] = map[string]any{"identifier": map[string]any{"system": "https://fhir.hl7.org.uk/Id/gphc-number", "value": "2083469"}}
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: `claim.contained("PractitionerRole").practitioner.identifier`,
+			words: "Too few values submitted. Expected 1 element where system == '" + fhir.SystemSDSUserID + "'."},
+		{name: "the provider's role with identifiers but no sds-role-profile-id", ref: refClaim + " (getIdentifierValueForSystem sds-role-profile-id: TooFewValuesError)",
+			body: claim(func(m map[string]any) {
+				contained(m, "PractitionerRole")["identifier"] = []any{map[string]any{"system": "https://example.org/id", "value": "1"}}
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: `claim.contained("PractitionerRole").identifier`},
+		{name: "the provider's role without identifier (not read)", ref: refClaim + " (identifier optional)",
+			body: claim(func(m map[string]any) { delete(contained(m, "PractitionerRole"), "identifier") })},
+		{name: "a detail's line item reference of another system (its value is read)", ref: refClaimItem + " (valueReference.identifier.value)",
+			body: claim(func(m map[string]any) {
+				for _, d := range details(m) {
+					for _, e := range list(d.(map[string]any), "extension") {
+						if em := e.(map[string]any); em["url"] == fhir.ExtClaimLineItemRef {
+							obj(obj(em, "valueReference"), "identifier")["system"] = "https://example.org/id"
+						}
+					}
+				}
+			})},
+		{name: "no Extension-EPS-TaskBusinessStatus on the item", ref: "translation/request/dispense/dispense-claim.ts createPrescriptionStatus (getExtensionForUrl: TooFewValuesError)",
+			body: claim(func(m map[string]any) {
+				it := idx(list(m, "item"), 0)
+				var keep []any
+				for _, e := range list(it, "extension") {
+					if e.(map[string]any)["url"] != fhir.ExtTaskBusinessStatus {
+						keep = append(keep, e)
+					}
+				}
+				it["extension"] = keep
+			}),
+			code: fhir.CodeTooFewValues, issueType: "invalid", expression: "Claim.item.extension"},
 	}, func(body []byte) (any, error) { return fhir.DecodeClaim(body) })
 }
 

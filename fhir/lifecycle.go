@@ -176,6 +176,8 @@ type ClaimItem struct{ LineItemID, Status string }
 //	the body is a JSON object                     INVALID_VALUE structure
 //	resourceType Parameters                       MISSING_VALUE required, INVALID_VALUE value
 //	an agent parameter holding a PractitionerRole INVALID_VALUE invalid (the facade throws first)
+//	its practitioner identifier sds-user-id, its
+//	  identifiers with one sds-role-profile-id    TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid (thrown)
 //	an owner parameter holding an Organization    MISSING_VALUE invalid
 //	agent.practitioner not a reference            INVALID_VALUE invalid
 //	agent.telecom present                         MISSING_VALUE invalid
@@ -315,6 +317,9 @@ func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 	if err := readRaw(&params[ai].Resource, func(r *reader) { r.practitionerRole(&role) }); err != nil {
 		return nil, err
 	}
+	if err := sdsIdentifiers(&role, `parameters.parameter("PractitionerRole")`); err != nil {
+		return nil, err
+	}
 
 	// Then, as verifyParameters collects them: the owner, the agent's
 	// practitioner and telecom.
@@ -395,9 +400,11 @@ func paramPath(i int, field string) string {
 //
 //	the body is a JSON object                     INVALID_VALUE structure
 //	resourceType Task                             MISSING_VALUE required, INVALID_VALUE value
-//	intent order                                  INVALID_VALUE value
 //	requester a reference to a contained
 //	  PractitionerRole                            INVALID_VALUE invalid
+//	its practitioner identifier sds-user-id, its
+//	  identifiers with one sds-role-profile-id    TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid (thrown)
+//	intent order                                  INVALID_VALUE value
 //	its practitioner not a reference              INVALID_VALUE invalid
 //	status rejected (return) or in-progress
 //	  (withdraw)                                  INVALID_VALUE value
@@ -408,7 +415,8 @@ func paramPath(i int, field string) string {
 //	  withdraw reason code system, a code of it   INVALID_VALUE value, TOO_MANY_VALUES_SUBMITTED
 //	identifier (when present) a UUID              INVALID_VALUE value
 //	groupIdentifier: system prescription-order-
-//	  number, short ID, check character           TOO_FEW_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
+//	  number, short ID, check character (its
+//	  long-form extension is not read)            TOO_FEW_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
 //	for (when present) a valid NHS number         INVALID_VALUE value
 //	focus.identifier a UUID (withdraw: required)  MISSING_VALUE required, INVALID_VALUE value
 //	Extension-EPS-RepeatInformation (when
@@ -513,16 +521,21 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 	}
 	tr := &TaskRequest{}
 
-	// verifyTask: intent, the requester's PractitionerRole, status.
-	if t.Intent != "order" {
-		return nil, facadeIssue(CodeInvalidValue, "value", "Task.intent", "Task.intent must be one of: 'order'.")
-	}
+	// verifyTask: what it throws (the requester's PractitionerRole, its
+	// SDS identifiers), then what it collects: intent, the practitioner,
+	// status.
 	if t.Requester.Reference == "" {
 		return nil, processingError("task.requester", "task.requester should be a reference to contained.practitionerRole")
 	}
 	role, err := containedRole(t.Contained, t.Requester.Reference, "Task.requester")
 	if err != nil {
 		return nil, err
+	}
+	if err := sdsIdentifiers(role, `task.contained("PractitionerRole")`); err != nil {
+		return nil, err
+	}
+	if t.Intent != "order" {
+		return nil, facadeIssue(CodeInvalidValue, "value", "Task.intent", "Task.intent must be one of: 'order'.")
 	}
 	if role.Practitioner.Reference != "" {
 		return nil, referenceNotIdentifier(`Task.contained("PractitionerRole").practitioner`)
@@ -705,9 +718,16 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 //	  MedicationRequest (or an identifier) with
 //	  a line item id (UUID) and a short ID
 //	  (check character), the same on every one    MISSING_VALUE, INVALID_VALUE, INVALID_CHECKSUM
-//	type a medicationdispense-type code 0001-0005,
-//	  the same for MedicationDispenses of one
-//	  line item                                   MISSING_VALUE, INVALID_VALUE value / invalid
+//	type: one medicationdispense-type coding, a
+//	  code 0001-0005, the same for
+//	  MedicationDispenses of one line item        TOO_FEW/TOO_MANY_VALUES_SUBMITTED, INVALID_VALUE value / invalid
+//	the medication dispensed and, for each line
+//	  item, that requested: one SNOMED CT coding
+//	  (a medicationReference resolved by
+//	  fullUrl); the status reason, when it has
+//	  codings, one of medicationdispense-status-
+//	  reason; the first contained
+//	  MedicationRequest's long-form ID extension  TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
 //	the issue (see repeat.go)                     MISSING_VALUE, INVALID_VALUE structure / value
 //
 // MessageHeader.sender is optional and recorded only, as are the
@@ -1826,6 +1846,8 @@ func (m *Message) commonCollected() *Error {
 //	resourceType Claim                            MISSING_VALUE required, INVALID_VALUE value
 //	provider a reference to a contained
 //	  PractitionerRole                            INVALID_VALUE invalid
+//	its practitioner identifier sds-user-id, its
+//	  identifiers with one sds-role-profile-id    TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid (thrown)
 //	exactly one insurance, its coverage T1450 or
 //	  RQFZ1                                       INVALID_VALUE invalid / value
 //	the PractitionerRole's practitioner not a
@@ -1838,12 +1860,13 @@ func (m *Message) commonCollected() *Error {
 //	prescription Extension-DM-GroupIdentifier
 //	  shortForm: short ID and check character     MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
 //	Extension-replacementOf (when present) a UUID INVALID_VALUE value
-//	item present; each with
+//	item present; each with one
 //	  Extension-EPS-TaskBusinessStatus 0006 or
 //	  0007, the same on every item; detail
-//	  present; each detail with a line item id
-//	  (UUID) and a medicationdispense-type
-//	  modifier 0001-0005                          MISSING_VALUE, INVALID_VALUE value / invalid
+//	  present; each detail with one line item
+//	  reference (its identifier's value a UUID,
+//	  its system not read) and a
+//	  medicationdispense-type modifier 0001-0005  TOO_FEW/TOO_MANY_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE value / invalid
 //	Extension-EPS-RepeatInformation (when
 //	  present, on the item or else its first
 //	  detail) numberOfRepeatsIssued counted
@@ -2053,6 +2076,9 @@ func facadeClaimChecks(cl *claim) *Error {
 	if err != nil {
 		return err
 	}
+	if err := sdsIdentifiers(role, `claim.contained("PractitionerRole")`); err != nil {
+		return err
+	}
 	if len(cl.Insurance) != 1 {
 		return facadeIssue(CodeInvalidValue, "invalid", "Claim.insurance",
 			"Expected 1 item(s) in Claim.insurance, but received "+strconv.Itoa(len(cl.Insurance))+".")
@@ -2093,6 +2119,11 @@ func (c *ClaimRequest) readItems(items []claimItem) *Error {
 	}
 	for i, it := range items {
 		base := "Claim.item[" + strconv.Itoa(i) + "]"
+		// createPrescriptionStatus: getExtensionForUrl, exactly one; then
+		// the statuses a claim may state.
+		if err := onlyExtension(it.Extension, ExtTaskBusinessStatus, "Claim.item.extension"); err != nil {
+			return err
+		}
 		f, err := extCodeIn(it.Extension, ExtTaskBusinessStatus, base, ClaimPrescriptionStatuses, "prescription status")
 		if err != nil {
 			return err
@@ -2115,19 +2146,18 @@ func (c *ClaimRequest) readItems(items []claimItem) *Error {
 			if err := onlyCoding(det.Modifier, SystemDispenseType, "Claim.item.detail.modifier"); err != nil {
 				return err
 			}
-			k := findExtensionIndex(det.Extension, ExtClaimLineItemRef)
-			if k < 0 {
-				expr := dbase + ".extension('" + ExtClaimLineItemRef + "')"
-				return missing(expr, "%s is missing: it names the line item claimed", expr)
+			// The line item: getExtensionForUrl, exactly one; its
+			// valueReference.identifier.value, whatever its system; a
+			// UUID (Spine).
+			if err := onlyExtension(det.Extension, ExtClaimLineItemRef, "Claim.item.detail.extension"); err != nil {
+				return err
 			}
+			k := findExtensionIndex(det.Extension, ExtClaimLineItemRef)
 			var id identifier
 			if e := det.Extension[k]; e.ValueReference != nil {
 				id = e.ValueReference.Identifier
 			}
 			expr := dbase + ".extension[" + strconv.Itoa(k) + "].valueReference.identifier"
-			if id.System != SystemLineItemID {
-				return badValue(expr+".system", "%s.system must be %s (the line item id), found %s", expr, SystemLineItemID, quote(id.System))
-			}
 			if err := requireUUID(id.Value, pathOf(expr+".value")); err != nil {
 				return err
 			}
@@ -2361,18 +2391,22 @@ func readRaw(res *rawResource, read func(r *reader)) *Error {
 
 // practitionerRole holds what the broker reads of a PractitionerRole.
 type practitionerRole struct {
-	Identifier   []identifier
-	Practitioner reference
-	Organization reference
-	Telecom      int // how many telecom entries it has
+	Identifier      []identifier
+	HasIdentifier   bool
+	Practitioner    reference
+	HasPractitioner bool
+	Organization    reference
+	Telecom         int // how many telecom entries it has
 }
 
 func (r *reader) practitionerRole(p *practitionerRole) {
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "identifier":
+			p.HasIdentifier = r.peek() != 'n'
 			list(r, &p.Identifier, r.identifier)
 		case "practitioner":
+			p.HasPractitioner = r.peek() != 'n'
 			r.reference(&p.Practitioner)
 		case "organization":
 			r.reference(&p.Organization)
@@ -2395,6 +2429,29 @@ func containedODS(res *rawResource) (found, *Error) {
 		return found{}, missing(expr, "%s has no identifier with system %s (the ODS code)", expr, SystemODSCode)
 	}
 	return found{org.Identifier[j].Value, res.root + ".identifier[" + strconv.Itoa(j) + "].value"}, nil
+}
+
+// sdsIdentifiers are what the facade's validators throw on the SDS
+// identifiers of the PractitionerRole of a release, Task or Claim, which
+// they compare with the caller's (parameters-validator.ts verifyParameters,
+// task-validator.ts verifyTask, claim-validator.ts verifyClaim): a
+// practitioner given as an identifier must be of the sds-user-id system,
+// and a role with identifiers must have one sds-role-profile-id
+// (getIdentifierValueForSystem: TooFewValuesError, TooManyValuesError at
+// the FHIRPath they give, under base). A mismatch with the caller is only
+// logged.
+func sdsIdentifiers(role *practitionerRole, base string) *Error {
+	if role.HasPractitioner && role.Practitioner.Reference == "" {
+		if _, err := identifierForSystem([]identifier{role.Practitioner.Identifier}, SystemSDSUserID, base+".practitioner.identifier"); err != nil {
+			return err
+		}
+	}
+	if role.HasIdentifier {
+		if _, err := identifierForSystem(presentIDs(role.Identifier), SystemSDSRoleProfileID, base+".identifier"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // namedRef is a reference and its FHIRPath.

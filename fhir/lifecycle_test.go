@@ -510,7 +510,7 @@ func TestLifecycleBadInputs(t *testing.T) {
 		{"claim: detail without line item", asClaim, claimFixture, func(b bundle) {
 			exts := at(b, "item", 0, "detail", 2, "extension").([]any)
 			set(b, slices.DeleteFunc(exts, func(e any) bool { return e.(map[string]any)["url"] == ExtClaimLineItemRef }), "item", 0, "detail", 2, "extension")
-		}, CodeMissingValue, "required", "Claim.item[0].detail[2].extension('" + ExtClaimLineItemRef + "')"},
+		}, CodeTooFewValues, "invalid", "Claim.item.detail.extension"},
 		{"claim: unknown line item status", asClaim, claimFixture, func(b bundle) { set(b, "0009", "item", 0, "detail", 1, "modifier", 0, "coding", 0, "code") },
 			CodeInvalidValue, "value", "Claim.item[0].detail[1].modifier[0].coding[0].code"},
 		{"claim: replacementOf not a UUID", asClaim, claimFixture, func(b bundle) {
