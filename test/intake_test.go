@@ -380,3 +380,26 @@ func currentOrder(t *testing.T, raw []byte, now time.Time) []byte {
 	}
 	return body
 }
+
+// ODS codes are compared as sent: an order nominated to "fa-565" waits for
+// "fa-565", and a dispenser whose token says "FA-565" is another
+// organisation (Spine's REGEX_ALPHANUMERIC8 allows both cases; nothing in
+// EPS folds them).
+func TestODSCodesComparedAsSent(t *testing.T) {
+	b := startBroker(t, "")
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	g, err := tmpl.Order(fhirgen.Options{Performer: "fa-565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := b.post(b.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != http.StatusOK {
+		t.Fatalf("order: %d %s", res.Status, res.Body)
+	}
+	b.settle()
+	if ids, _ := released(t, b.release("FA-565", "")); len(ids) != 0 {
+		t.Errorf("FA-565 was handed %v, nominated to fa-565", ids)
+	}
+	if ids, _ := released(t, b.release("fa-565", "")); len(ids) != 1 || ids[0] != g.ShortID {
+		t.Errorf("fa-565 was handed %v, want [%s]", ids, g.ShortID)
+	}
+}
