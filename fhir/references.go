@@ -13,58 +13,6 @@ type pathSeg struct {
 	index int
 }
 
-// scanReferences calls fn, in document order, for every object member named
-// "reference" (possibly written with escapes) whose value is a string,
-// anywhere in the JSON text b, which validJSON must have accepted. fn gets
-// the unescaped value and the path of the object that holds the member; both
-// are only valid during the call. Scanning stops when fn returns false.
-// Members named "reference" whose value is an object or array are searched
-// like any other.
-//
-// It reads every byte once, with a depth of recursion equal to the nesting
-// of b (at most 10,000, the limit validJSON enforces).
-func scanReferences(b []byte, fn func(ref []byte, path []pathSeg) bool) {
-	s := refScanner{r: newReader(b, ""), fn: fn}
-	s.walk()
-}
-
-type refScanner struct {
-	r    reader
-	fn   func(ref []byte, path []pathSeg) bool
-	path []pathSeg
-	stop bool
-}
-
-// walk scans the value at the cursor.
-func (s *refScanner) walk() {
-	r := &s.r
-	switch r.peek() {
-	case '{':
-		r.object(func(key []byte) {
-			switch c := r.peek(); {
-			case s.stop:
-			case c == '"' && string(key) == "reference":
-				s.stop = !s.fn(r.bytes(), s.path)
-			case c == '{' || c == '[':
-				s.descend(pathSeg{key: key, index: -1})
-			}
-		})
-	case '[':
-		r.array(func(n int) {
-			if c := r.peek(); !s.stop && (c == '{' || c == '[') {
-				s.descend(pathSeg{index: n})
-			}
-		})
-	}
-}
-
-// descend scans the container at the cursor, under seg.
-func (s *refScanner) descend(seg pathSeg) {
-	s.path = append(s.path, seg)
-	s.walk()
-	s.path = s.path[:len(s.path)-1]
-}
-
 // fhirPath formats path as a FHIRPath expression under root, e.g.
 // Bundle.entry[3].resource.subject. Keys that are not plain identifiers are
 // written between backticks.
@@ -100,17 +48,6 @@ func isIdentifier(s string) bool {
 		}
 	}
 	return s != ""
-}
-
-// holderOf returns the index of the Bundle entry whose resource holds a
-// reference found at path, or -1 when the reference is outside every
-// entry's resource.
-func holderOf(path []pathSeg) int {
-	if len(path) >= 3 && path[0].index < 0 && string(path[0].key) == "entry" && path[1].index >= 0 &&
-		path[2].index < 0 && string(path[2].key) == "resource" {
-		return path[1].index
-	}
-	return -1
 }
 
 // refIndex resolves references against the entries of a Bundle.
