@@ -1589,37 +1589,6 @@ func byFullURL(m *Message, ref string) (int, *Error) {
 	return k, nil
 }
 
-// agentRole is what the cancellation's translation reads of a
-// PractitionerRole (cancellation.ts convertPractitionerRole).
-type agentRole struct {
-	Identifier        []identifier
-	HasIdentifier     bool
-	Practitioner      reference
-	HasPractitioner   bool
-	Organization      reference
-	HealthcareService []reference
-	Location          []reference
-}
-
-func (r *reader) agentRole(p *agentRole) {
-	r.object(func(key []byte) {
-		switch string(key) {
-		case "identifier":
-			p.HasIdentifier = r.peek() != 'n'
-			list(r, &p.Identifier, r.identifier)
-		case "practitioner":
-			p.HasPractitioner = r.peek() != 'n'
-			r.reference(&p.Practitioner)
-		case "organization":
-			r.reference(&p.Organization)
-		case "healthcareService":
-			list(r, &p.HealthcareService, r.reference)
-		case "location":
-			list(r, &p.Location, r.reference)
-		}
-	})
-}
-
 // cancelAgent resolves and reads the PractitionerRole that ref names as the
 // cancellation's translation does (cancellation.ts convertAuthor,
 // convertResponsibleParty, convertPractitionerRole, createAgentPerson):
@@ -1633,8 +1602,8 @@ func (m *Message) cancelAgent(ref string) *Error {
 	if err != nil {
 		return err
 	}
-	var role agentRole
-	if err := readEntry(m, k, func(r *reader) { r.agentRole(&role) }); err != nil {
+	var role practitionerRole
+	if err := readEntry(m, k, func(r *reader) { r.practitionerRole(&role) }); err != nil {
 		return err
 	}
 	if role.HasPractitioner {
@@ -1710,8 +1679,8 @@ func (m *Message) commonRoleThrows() *Error {
 		if e.ResourceType != "PractitionerRole" {
 			continue
 		}
-		var role agentRole
-		if err := readEntry(m, k, func(r *reader) { r.agentRole(&role) }); err != nil {
+		var role practitionerRole
+		if err := readEntry(m, k, func(r *reader) { r.practitionerRole(&role) }); err != nil {
 			return err
 		}
 		if role.HasPractitioner && role.Practitioner.Reference != "" {
@@ -1804,8 +1773,8 @@ func (m *Message) commonCollected() *Error {
 		if e.ResourceType != "PractitionerRole" {
 			continue
 		}
-		var role agentRole
-		if err := readEntry(m, k, func(r *reader) { r.agentRole(&role) }); err != nil {
+		var role practitionerRole
+		if err := readEntry(m, k, func(r *reader) { r.practitionerRole(&role) }); err != nil {
 			return err
 		}
 		if role.HasPractitioner {
@@ -2389,14 +2358,18 @@ func readRaw(res *rawResource, read func(r *reader)) *Error {
 	return r.err
 }
 
-// practitionerRole holds what the broker reads of a PractitionerRole.
+// practitionerRole holds what the broker reads of a PractitionerRole: what
+// the facade's validators check and its translations read (e.g.
+// cancellation.ts convertPractitionerRole).
 type practitionerRole struct {
-	Identifier      []identifier
-	HasIdentifier   bool
-	Practitioner    reference
-	HasPractitioner bool
-	Organization    reference
-	Telecom         int // how many telecom entries it has
+	Identifier        []identifier
+	HasIdentifier     bool
+	Practitioner      reference
+	HasPractitioner   bool
+	Organization      reference
+	HealthcareService []reference
+	Location          []reference
+	Telecom           int // how many telecom entries it has
 }
 
 func (r *reader) practitionerRole(p *practitionerRole) {
@@ -2410,6 +2383,10 @@ func (r *reader) practitionerRole(p *practitionerRole) {
 			r.reference(&p.Practitioner)
 		case "organization":
 			r.reference(&p.Organization)
+		case "healthcareService":
+			list(r, &p.HealthcareService, r.reference)
+		case "location":
+			list(r, &p.Location, r.reference)
 		case "telecom":
 			p.Telecom = 0
 			r.array(func(int) { r.skip(); p.Telecom++ })

@@ -750,19 +750,7 @@ func (c *orderCheck) checkSiteTypeExtension() *Error {
 	if !c.items[0].mr.DispenseRequest.HasExtension {
 		return processingError(expr, "Required field missing.")
 	}
-	n := 0
-	for _, e := range c.items[0].mr.DispenseRequest.Extension {
-		if e.URL == ExtPerformerSiteType {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		return tooFewValues(expr, "url == '"+ExtPerformerSiteType+"'")
-	case n > 1:
-		return tooManyValues(expr, "url == '"+ExtPerformerSiteType+"'")
-	}
-	return nil
+	return onlyExtension(c.items[0].mr.DispenseRequest.Extension, ExtPerformerSiteType, expr)
 }
 
 // checkStatus: every item active (bundle-validator.ts verifyPrescriptionBundle,
