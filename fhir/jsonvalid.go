@@ -1,32 +1,109 @@
 package fhir
 
-import "unicode/utf8"
+import (
+	"bytes"
+	"slices"
+	"unicode/utf8"
+)
 
-// validJSON reports whether b is one JSON value (RFC 8259, with the nesting
-// limit of encoding/json: 10,000) that is also valid UTF-8: exactly
-// json.Valid(b) && utf8.Valid(b), in one pass and about four times faster.
-// FuzzValidJSON holds it to that.
-func validJSON(b []byte) bool {
-	v := validator{b: b}
-	i := v.value(skipSpace(b, 0), 0)
-	return i >= 0 && skipSpace(b, i) == len(b)
+// Limits on a request, checked in the first pass over it, before any other
+// work: no FHIR message the broker reads comes near them (the NHS examples
+// nest at most 17 deep and hold at most 20 elements in an array), and with
+// them no request can make the readers do more than a few passes over it.
+const (
+	// MaxJSONDepth is the deepest nesting of objects and arrays a request
+	// may have (the top-level object is at depth 1).
+	MaxJSONDepth = 64
+	// MaxJSONArray is the most elements one array of a request may hold.
+	MaxJSONArray = 1000
+)
+
+// jsonLimits bounds the JSON text checkJSON accepts.
+type jsonLimits struct {
+	depth int // nesting of objects and arrays
+	array int // elements in one array
 }
 
-// maxDepth is encoding/json's limit on nested objects and arrays.
-const maxDepth = 10000
+// limits are the bounds every request is held to. Benchmarks lift them to
+// measure the readers on bodies that go past them.
+var limits = jsonLimits{depth: MaxJSONDepth, array: MaxJSONArray}
 
-type validator struct{ b []byte }
+// jsonFault says why checkJSON refused a text.
+type jsonFault uint8
+
+const (
+	faultNone      jsonFault = iota
+	faultSyntax              // not JSON, or not UTF-8
+	faultDepth               // nested deeper than the limit
+	faultArray               // an array longer than the limit
+	faultDuplicate           // a member name given twice in one object
+)
+
+// jsonCheck is what checkJSON found: the first fault in the text and, for
+// the faults after faultSyntax, the path of the value at fault (the
+// container too deep, the array too long, the repeated member).
+type jsonCheck struct {
+	fault jsonFault
+	path  []pathSeg
+}
+
+// checkJSON checks that b is one JSON value (RFC 8259) that is valid UTF-8,
+// nests at most lim.depth deep, holds at most lim.array elements in each
+// array and, when dups is false, no object with two members of the same name
+// (names compared after unescaping, case-sensitively, as FHIR does). It reads
+// each byte once and keeps, besides the call stack, only the names of the
+// objects open at the time; it allocates only for a name that holds escapes
+// and for objects of more than a few members. Without limits and with dups
+// allowed, it accepts exactly what json.Valid(b) && utf8.Valid(b) accepts
+// (FuzzCheckJSON holds it to that), about four times faster.
+func checkJSON(b []byte, lim jsonLimits, dups bool) jsonCheck {
+	v := validator{b: b, lim: lim, dups: dups}
+	i := v.value(skipSpace(b, 0), 0)
+	if i >= 0 && skipSpace(b, i) != len(b) {
+		i, v.fault = -1, faultSyntax
+	}
+	if i >= 0 {
+		return jsonCheck{}
+	}
+	slices.Reverse(v.path)
+	return jsonCheck{fault: v.fault, path: v.path}
+}
+
+type validator struct {
+	b     []byte
+	lim   jsonLimits
+	dups  bool
+	fault jsonFault
+	path  []pathSeg // innermost first, built as the calls return
+	names [][]byte  // the member names of the open objects, outermost first
+}
+
+// fail records fault at b[i] and returns -1.
+func (v *validator) fail(fault jsonFault) int {
+	v.fault = fault
+	return -1
+}
+
+// failed adds seg to the path of a fault found inside the value seg names,
+// and returns -1.
+func (v *validator) failed(seg pathSeg) int {
+	if v.fault != faultSyntax {
+		v.path = append(v.path, seg)
+	}
+	return -1
+}
 
 // value validates the value at b[i] (nested in depth containers) and returns
 // the index just past it, or -1.
-func (v validator) value(i, depth int) int {
+func (v *validator) value(i, depth int) int {
 	b := v.b
 	if i >= len(b) {
-		return -1
+		return v.fail(faultSyntax)
 	}
 	switch c := b[i]; {
 	case c == '"':
-		return v.str(i)
+		end, _ := v.str(i)
+		return end
 	case c == '{':
 		return v.object(i, depth+1)
 	case c == '[':
@@ -40,33 +117,59 @@ func (v validator) value(i, depth int) int {
 	case c == 'n':
 		return v.word(i, "null")
 	}
-	return -1
+	return v.fail(faultSyntax)
 }
 
-func (v validator) object(i, depth int) int {
-	b := v.b
-	if depth > maxDepth {
-		return -1
+// smallObject is the number of members up to which an object's names are
+// compared one by one; past it they go in a map.
+const smallObject = 8
+
+func (v *validator) object(i, depth int) int {
+	if depth > v.lim.depth {
+		return v.fail(faultDepth)
 	}
+	first := len(v.names)
+	end := v.members(i, depth, first)
+	v.names = v.names[:first]
+	return end
+}
+
+// members validates the members of the object whose opening brace is b[i];
+// its names go in v.names from first.
+func (v *validator) members(i, depth, first int) int {
+	b := v.b
 	i = skipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return i + 1
 	}
+	var seen map[string]struct{} // the names, once there are many
 	for {
 		if i >= len(b) || b[i] != '"' {
+			return v.fail(faultSyntax)
+		}
+		start := i
+		var escaped bool
+		if i, escaped = v.str(i); i < 0 {
 			return -1
 		}
-		if i = v.str(i); i < 0 {
-			return -1
+		name := b[start+1 : i-1]
+		if escaped {
+			name = literal(b[start:i], true)
+		}
+		if !v.dups {
+			if v.repeated(name, first, &seen) {
+				v.fault = faultDuplicate
+				return v.failed(pathSeg{key: name, index: -1})
+			}
 		}
 		if i = skipSpace(b, i); i >= len(b) || b[i] != ':' {
-			return -1
+			return v.fail(faultSyntax)
 		}
 		if i = v.value(skipSpace(b, i+1), depth); i < 0 {
-			return -1
+			return v.failed(pathSeg{key: name, index: -1})
 		}
 		if i = skipSpace(b, i); i >= len(b) {
-			return -1
+			return v.fail(faultSyntax)
 		}
 		switch b[i] {
 		case '}':
@@ -74,26 +177,52 @@ func (v validator) object(i, depth int) int {
 		case ',':
 			i = skipSpace(b, i+1)
 		default:
-			return -1
+			return v.fail(faultSyntax)
 		}
 	}
 }
 
-func (v validator) array(i, depth int) int {
+// repeated reports whether name is among the names of the object whose
+// first name is v.names[first], and adds it to them.
+func (v *validator) repeated(name []byte, first int, seen *map[string]struct{}) bool {
+	if *seen != nil {
+		n := len(*seen)
+		(*seen)[string(name)] = struct{}{}
+		return len(*seen) == n
+	}
+	for _, o := range v.names[first:] {
+		if bytes.Equal(o, name) {
+			return true
+		}
+	}
+	v.names = append(v.names, name)
+	if len(v.names)-first > smallObject {
+		*seen = make(map[string]struct{}, 2*smallObject)
+		for _, o := range v.names[first:] {
+			(*seen)[string(o)] = struct{}{}
+		}
+	}
+	return false
+}
+
+func (v *validator) array(i, depth int) int {
 	b := v.b
-	if depth > maxDepth {
-		return -1
+	if depth > v.lim.depth {
+		return v.fail(faultDepth)
 	}
 	i = skipSpace(b, i+1)
 	if i < len(b) && b[i] == ']' {
 		return i + 1
 	}
-	for {
+	for n := 0; ; n++ {
+		if n == v.lim.array {
+			return v.fail(faultArray)
+		}
 		if i = v.value(i, depth); i < 0 {
-			return -1
+			return v.failed(pathSeg{index: n})
 		}
 		if i = skipSpace(b, i); i >= len(b) {
-			return -1
+			return v.fail(faultSyntax)
 		}
 		switch b[i] {
 		case ']':
@@ -101,14 +230,15 @@ func (v validator) array(i, depth int) int {
 		case ',':
 			i = skipSpace(b, i+1)
 		default:
-			return -1
+			return v.fail(faultSyntax)
 		}
 	}
 }
 
-// str validates the string literal whose opening quote is b[i]: no control
-// characters, valid escapes, valid UTF-8.
-func (v validator) str(i int) int {
+// str validates the string literal whose opening quote is b[i] (no control
+// characters, valid escapes, valid UTF-8) and returns the index just past it
+// (or -1) and whether it holds escapes.
+func (v *validator) str(i int) (end int, escaped bool) {
 	b := v.b
 	for i++; i < len(b); {
 		for i < len(b) && plainByte[b[i]] {
@@ -120,37 +250,38 @@ func (v validator) str(i int) int {
 		c := b[i]
 		switch {
 		case c == '"':
-			return i + 1
+			return i + 1, escaped
 		case c == '\\':
+			escaped = true
 			if i++; i >= len(b) {
-				return -1
+				return v.fail(faultSyntax), escaped
 			}
 			switch b[i] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				i++
 			case 'u':
 				if i+4 >= len(b) || !isHex(b[i+1]) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) {
-					return -1
+					return v.fail(faultSyntax), escaped
 				}
 				i += 5
 			default:
-				return -1
+				return v.fail(faultSyntax), escaped
 			}
 		case c < utf8.RuneSelf: // a control character
-			return -1
+			return v.fail(faultSyntax), escaped
 		default:
 			r, n := utf8.DecodeRune(b[i:])
 			if r == utf8.RuneError && n == 1 {
-				return -1
+				return v.fail(faultSyntax), escaped
 			}
 			i += n
 		}
 	}
-	return -1
+	return v.fail(faultSyntax), escaped
 }
 
 // number validates -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? at b[i].
-func (v validator) number(i int) int {
+func (v *validator) number(i int) int {
 	b := v.b
 	if b[i] == '-' {
 		i++
@@ -161,12 +292,12 @@ func (v validator) number(i int) int {
 	case i < len(b) && b[i] >= '1' && b[i] <= '9':
 		i = digits(b, i)
 	default:
-		return -1
+		return v.fail(faultSyntax)
 	}
 	if i < len(b) && b[i] == '.' {
 		j := digits(b, i+1)
 		if j == i+1 {
-			return -1
+			return v.fail(faultSyntax)
 		}
 		i = j
 	}
@@ -177,7 +308,7 @@ func (v validator) number(i int) int {
 		}
 		j := digits(b, i)
 		if j == i {
-			return -1
+			return v.fail(faultSyntax)
 		}
 		i = j
 	}
@@ -194,9 +325,9 @@ func digits(b []byte, i int) int {
 }
 
 // word validates the literal w (true, false or null) at b[i].
-func (v validator) word(i int, w string) int {
+func (v *validator) word(i int, w string) int {
 	if len(v.b)-i < len(w) || string(v.b[i:i+len(w)]) != w {
-		return -1
+		return v.fail(faultSyntax)
 	}
 	return i + len(w)
 }

@@ -66,27 +66,7 @@ func valueEnd(b []byte, i int) int {
 		end, _ := stringEnd(b, i)
 		return end
 	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			if !structural[b[i]] {
-				i++
-				continue
-			}
-			switch b[i] {
-			case '"':
-				i, _ = stringEnd(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return len(b)
+		return containerEnd(b, i+1)
 	default: // number, true, false, null
 		j := i + 1
 		for j < len(b) && !isSpace(b[j]) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ':' {
@@ -94,6 +74,33 @@ func valueEnd(b []byte, i int) int {
 		}
 		return j
 	}
+}
+
+// containerEnd returns the index just past the bracket or brace that closes
+// the object or array in which b[i] is (b[i] is not inside one of its
+// strings); len(b) if none does.
+func containerEnd(b []byte, i int) int {
+	depth := 1
+	for i < len(b) {
+		if !structural[b[i]] {
+			i++
+			continue
+		}
+		switch b[i] {
+		case '"':
+			i, _ = stringEnd(b, i)
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		}
+		i++
+	}
+	return len(b)
 }
 
 // structural tells the bytes that valueEnd looks at within an object or
@@ -141,13 +148,21 @@ func jsonKind(v []byte) string {
 
 // reader is a cursor on a JSON value b, whose FHIRPath is root (or the
 // resource of Bundle.entry[entry] when entry >= 0). It records the first type
-// mismatch in err. Like encoding/json, it takes null for an absent value and
-// the last of repeated members.
+// mismatch in err. Like encoding/json, it takes null for an absent value.
+//
+// It keeps the path from the top of b to the member or element being read
+// (one step pushed and popped per member or element, no allocation once the
+// stack has grown), so that naming the FHIRPath of an error costs its length,
+// not a new walk of b: decoding stays linear in the size of b however many
+// elements are bad. Once an error is recorded, the rest of the array being
+// read is skipped without reading its elements: the error recorded first is
+// the one reported.
 type reader struct {
 	b     []byte
 	i     int
 	root  string
 	entry int
+	path  []pathSeg
 	err   *Error
 }
 
@@ -161,44 +176,14 @@ func entryReader(res []byte, k int) reader {
 	return reader{b: res, i: skipSpace(res, 0), entry: k}
 }
 
-// expr is the FHIRPath of the value at the cursor.
-func (r *reader) expr() string { return r.exprAt(r.i) }
-
-// exprAt is the FHIRPath of the value that starts at offset off. It is
-// worked out from the top when an error needs it, so that reading keeps no
-// path.
-func (r *reader) exprAt(off int) string {
+// expr is the FHIRPath of the member or element being read (of b itself at
+// the top).
+func (r *reader) expr() string {
 	root := r.root
 	if r.entry >= 0 {
 		root = entryPath(r.entry, "")
 	}
-	return fhirPath(root, pathAt(r.b, off))
-}
-
-// pathAt returns the path, from the top of the JSON text b, of the value
-// that starts at offset off.
-func pathAt(b []byte, off int) []pathSeg {
-	var path []pathSeg
-	for i := skipSpace(b, 0); i < off && i < len(b); {
-		r := reader{b: b, i: i}
-		next := -1
-		find := func(seg pathSeg) {
-			if start := r.i; start <= off && off < valueEnd(b, start) {
-				path, next = append(path, seg), start
-			}
-		}
-		switch b[i] {
-		case '{':
-			r.object(func(key []byte) { find(pathSeg{key: key, index: -1}) })
-		case '[':
-			r.array(func(n int) { find(pathSeg{index: n}) })
-		}
-		if next < 0 {
-			break
-		}
-		i = next
-	}
-	return path
+	return fhirPath(root, r.path)
 }
 
 // peek returns the first byte of the value at the cursor (0 at the end).
@@ -223,9 +208,13 @@ func (r *reader) fail(err *Error) {
 	}
 }
 
-// mismatch records that the value at the cursor is not want, and skips it.
+// mismatch records that the value at the cursor is not want (unless an
+// error is already recorded: its FHIRPath is then not worked out), and skips
+// it.
 func (r *reader) mismatch(want string) {
-	r.fail(wrongType(r.expr(), r.b[min(r.i, len(r.b)):], want))
+	if r.err == nil {
+		r.fail(wrongType(r.expr(), r.b[min(r.i, len(r.b)):], want))
+	}
 	r.skip()
 }
 
@@ -254,6 +243,8 @@ func (r *reader) object(fn func(key []byte)) bool {
 		return false
 	}
 	b := r.b
+	top := len(r.path)
+	r.path = append(r.path, pathSeg{index: -1})
 	for r.i++; ; r.i++ {
 		r.i = skipSpace(b, r.i)
 		if r.i >= len(b) || b[r.i] != '"' {
@@ -266,6 +257,7 @@ func (r *reader) object(fn func(key []byte)) bool {
 			r.i = skipSpace(b, r.i+1)
 		}
 		start := r.i
+		r.path[top].key = key
 		fn(key)
 		if r.i == start {
 			r.skip()
@@ -274,6 +266,7 @@ func (r *reader) object(fn func(key []byte)) bool {
 			break
 		}
 	}
+	r.path = r.path[:top]
 	r.i = min(r.i+1, len(b)) // the closing brace
 	return true
 }
@@ -292,12 +285,20 @@ func (r *reader) array(fn func(i int)) bool {
 		return false
 	}
 	b := r.b
+	top := len(r.path)
+	r.path = append(r.path, pathSeg{})
 	r.i++
 	for n := 0; ; n++ {
 		if r.i = skipSpace(b, r.i); r.i >= len(b) || b[r.i] == ']' {
 			break
 		}
+		if r.err != nil {
+			// The error reported is already known: skip the rest.
+			r.i = containerEnd(b, r.i) - 1
+			break
+		}
 		start := r.i
+		r.path[top].index = n
 		fn(n)
 		if r.i == start {
 			r.skip()
@@ -307,6 +308,7 @@ func (r *reader) array(fn func(i int)) bool {
 		}
 		r.i++
 	}
+	r.path = r.path[:top]
 	r.i = min(r.i+1, len(b)) // the closing bracket
 	return true
 }

@@ -3,7 +3,6 @@ package fhir
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -229,23 +228,22 @@ func (r *reader) parameters(root string) []parameter {
 }
 
 // readBody reads the top-level object of a request body whose resourceType
-// must be root: it checks the body, reads resourceType, refuses a member
-// given twice, and hands each member named in members to read, in order.
+// must be root: it checks the body (checkSyntax, which also refuses any
+// member given twice), reads resourceType, and hands each member named in
+// members to read, in order.
 func readBody(body []byte, root string, members []string, read func(r *reader, key string)) *Error {
-	if err := checkBody(body, root); err != nil {
+	if err := checkSyntax(body, root, "request"); err != nil {
 		return err
 	}
 	var resourceType string
 	var rtErr *Error
-	seen := map[string]bool{}
 	r := newReader(body, root)
 	r.object(func(key []byte) {
 		k := string(key)
 		switch {
 		case k == "resourceType":
-			rtErr = r.capture(func() { r.member(seen, k); resourceType = r.str() })
+			rtErr = r.capture(func() { resourceType = r.str() })
 		case slices.Contains(members, k):
-			r.member(seen, k)
 			read(&r, k)
 		}
 	})
@@ -2249,26 +2247,6 @@ func containedOrganization(cs []rawResource, org reference, required bool, expr,
 	return nil
 }
 
-// checkBody checks that body, a request whose FHIRPath is root, is valid
-// UTF-8 JSON whose top level is an object.
-func checkBody(body []byte, root string) *Error {
-	if validJSON(body) {
-		if v := body[skipSpace(body, 0):]; v[0] != '{' {
-			return Invalid(CodeInvalidValue, "structure", root, "the request must be a JSON object (a FHIR %s), found %s", root, jsonKind(v))
-		}
-		return nil
-	}
-	if json.Valid(body) {
-		return Invalid(CodeInvalidValue, "structure", root, "the request is not valid UTF-8 (at byte offset %d)", invalidUTF8Offset(body))
-	}
-	var v struct{}
-	var se *json.SyntaxError
-	if err := json.Unmarshal(body, &v); errors.As(err, &se) {
-		return Invalid(CodeInvalidValue, "structure", root, "the request is not valid JSON: %s (at byte offset %d)", se.Error(), se.Offset)
-	}
-	return Invalid(CodeInvalidValue, "structure", root, "the request is not valid JSON")
-}
-
 // firstError returns the first of errs that is not nil.
 func firstError(errs ...*Error) *Error {
 	for _, err := range errs {
@@ -2277,14 +2255,6 @@ func firstError(errs ...*Error) *Error {
 		}
 	}
 	return nil
-}
-
-// member records that the member key of the object at the cursor was read,
-// and an error if it was read before (see reader.once).
-func (r *reader) member(seen map[string]bool, key string) {
-	s := seen[key]
-	r.once(&s)
-	seen[key] = true
 }
 
 // pathOf is the fieldPath of the FHIRPath expr.

@@ -14,6 +14,9 @@ import (
 //
 //	the body is JSON (diagnostics give the byte offset)
 //	  and UTF-8                                   INVALID_VALUE structure
+//	no object with two members of the same name   INVALID_VALUE structure, at the second
+//	nested at most MaxJSONDepth (64) deep         INVALID_VALUE structure, at the container
+//	no array of more than MaxJSONArray (1000)     INVALID_VALUE too-long, at the array
 //	the top level is an object                    INVALID_VALUE structure
 //	resourceType "Bundle"                         MISSING_VALUE required, INVALID_VALUE value
 //	type "message"                                MISSING_VALUE required, INVALID_VALUE value
@@ -36,10 +39,9 @@ import (
 //
 // A member of the wrong JSON type is INVALID_VALUE structure where it is
 // found. Like encoding/json, the decoder takes null for an absent member;
-// unlike it, it matches member names case-sensitively, as FHIR does.
-// Members that it reads to find its way (the Bundle's resourceType, id,
-// type, identifier and entry, each entry's fullUrl and resource, each
-// resource's resourceType and id) must not be repeated in their object.
+// unlike it, it matches member names case-sensitively, as FHIR does. The
+// first error found is the one reported, and the time taken grows in
+// proportion to the size of body, however many of its elements are wrong.
 //
 // MessageHeader.sender is optional (EPS never reads it: the acting
 // organisation is the authenticated caller's). When present it is resolved
@@ -47,8 +49,9 @@ import (
 // naming no ODS code.
 //
 // The Message keeps body as Raw, unchanged; each Entry.Resource is a slice of
-// it. DecodeMessage reads body in four passes, none of which uses reflection:
-// validation, the Bundle's skeleton, the references and the MessageHeader.
+// it. DecodeMessage reads body in three passes, none of which uses
+// reflection: validation, the Bundle's skeleton and the MessageHeader (and
+// the resource that names the sender, when it is named by reference).
 func DecodeMessage(body []byte) (*Message, error) {
 	m, err := decodeMessage(body)
 	if err != nil {
@@ -59,7 +62,7 @@ func DecodeMessage(body []byte) (*Message, error) {
 }
 
 func decodeMessage(body []byte) (*Message, *Error) {
-	if err := checkSyntax(body); err != nil {
+	if err := checkSyntax(body, "Bundle", "message"); err != nil {
 		return nil, err
 	}
 	t := readBundle(body)
@@ -81,33 +84,49 @@ func decodeMessage(body []byte) (*Message, *Error) {
 // acceptedEvents lists the message events the broker accepts.
 var acceptedEvents = [...]string{EventPrescriptionOrder, EventPrescriptionOrderUpdate, EventDispenseNotification}
 
-// checkSyntax checks that body is valid UTF-8 JSON whose top level is an
-// object.
-func checkSyntax(body []byte) *Error {
-	if !validJSON(body) {
-		if !json.Valid(body) {
-			return syntaxError(body)
+// checkSyntax checks, in one pass before any other, that body, a request
+// whose FHIRPath is root (noun says what it is: "message", "request"), is
+// valid UTF-8 JSON whose top level is an object, that it keeps within the
+// limits (MaxJSONDepth, MaxJSONArray) and that no object of it has two
+// members of the same name: FHIR forbids it (JSON leaves it undefined), and
+// parsers differ in the copy they keep, so that the broker and those it
+// forwards the message to could read different senders or patients.
+func checkSyntax(body []byte, root, noun string) *Error {
+	c := checkJSON(body, limits, false)
+	expr := fhirPath(root, c.path)
+	switch c.fault {
+	case faultSyntax:
+		if json.Valid(body) {
+			return Invalid(CodeInvalidValue, "structure", root,
+				"the %s is not valid UTF-8 (at byte offset %d)", noun, invalidUTF8Offset(body))
 		}
-		return Invalid(CodeInvalidValue, "structure", "Bundle",
-			"the message is not valid UTF-8 (at byte offset %d)", invalidUTF8Offset(body))
+		return syntaxError(body, root, noun)
+	case faultDepth:
+		return Invalid(CodeInvalidValue, "structure", expr,
+			"%s is nested too deep: a %s may nest objects and arrays at most %d deep", expr, noun, MaxJSONDepth)
+	case faultArray:
+		return Invalid(CodeInvalidValue, "too-long", expr,
+			"%s has more than %d elements: no array of a %s may hold more", expr, MaxJSONArray, noun)
+	case faultDuplicate:
+		return Invalid(CodeInvalidValue, "structure", expr, "%s appears more than once", expr)
 	}
 	if v := body[skipSpace(body, 0):]; v[0] != '{' {
-		return Invalid(CodeInvalidValue, "structure", "Bundle",
-			"the message must be a JSON object (a FHIR Bundle), found %s", jsonKind(v))
+		return Invalid(CodeInvalidValue, "structure", root,
+			"the %s must be a JSON object (a FHIR %s), found %s", noun, root, jsonKind(v))
 	}
 	return nil
 }
 
 // syntaxError describes why body is not JSON, with the byte offset.
-func syntaxError(body []byte) *Error {
+func syntaxError(body []byte, root, noun string) *Error {
 	var v struct{}
 	err := json.Unmarshal(body, &v)
 	var se *json.SyntaxError
 	if !errors.As(err, &se) { // cannot happen: json.Valid said no
-		return Invalid(CodeInvalidValue, "structure", "Bundle", "the message is not valid JSON")
+		return Invalid(CodeInvalidValue, "structure", root, "the %s is not valid JSON", noun)
 	}
-	return Invalid(CodeInvalidValue, "structure", "Bundle",
-		"the message is not valid JSON: %s (at byte offset %d)", se.Error(), se.Offset)
+	return Invalid(CodeInvalidValue, "structure", root,
+		"the %s is not valid JSON: %s (at byte offset %d)", noun, se.Error(), se.Offset)
 }
 
 // invalidUTF8Offset returns the offset of the first byte of b that is not
@@ -142,7 +161,6 @@ type bundleTop struct {
 	resourceType, typ, id string
 	identifier            identifier
 	entries               []Entry
-	seen                  [topMembers]bool
 	errs                  [topMembers]*Error
 }
 
@@ -166,7 +184,6 @@ func readBundle(body []byte) *bundleTop {
 
 // read reads member m at the cursor.
 func (t *bundleTop) read(r *reader, m int) {
-	r.once(&t.seen[m])
 	switch m {
 	case topResourceType:
 		t.resourceType = r.str()
@@ -253,32 +270,19 @@ func requireCode(v, expr, want string) *Error {
 	return badValue(expr, "%s must be %q, found %s", expr, want, quote(v))
 }
 
-// once records, in *seen, that the member at the cursor was read, and an
-// error if it was read before: a repeated member would be read differently
-// by different parsers.
-func (r *reader) once(seen *bool) {
-	if *seen {
-		expr := r.expr()
-		r.fail(Invalid(CodeInvalidValue, "structure", expr, "%s appears more than once", expr))
-	}
-	*seen = true
-}
-
 // entries reads Bundle.entry: each entry's fullUrl and resource, and the
 // resource's resourceType and id.
 func (r *reader) entries() []Entry {
 	var out []Entry
 	r.array(func(int) {
 		var e Entry
-		var seenURL, seenRes bool
-		start := r.i
+		var seenRes bool
 		if !r.object(func(key []byte) {
 			switch string(key) {
 			case "fullUrl":
-				r.once(&seenURL)
 				e.FullURL = r.str()
 			case "resource":
-				r.once(&seenRes)
+				seenRes = true
 				start := r.i
 				r.resourceHead(&e)
 				e.Resource = r.b[start:r.i]
@@ -286,8 +290,8 @@ func (r *reader) entries() []Entry {
 		}) {
 			return
 		}
-		if !seenRes {
-			expr := r.exprAt(start) + ".resource"
+		if !seenRes && r.err == nil {
+			expr := r.expr() + ".resource"
 			r.fail(missing(expr, "%s is missing", expr))
 		}
 		out = append(out, e)
@@ -297,20 +301,16 @@ func (r *reader) entries() []Entry {
 
 // resourceHead reads the resourceType and id of the resource at the cursor.
 func (r *reader) resourceHead(e *Entry) {
-	var seenType, seenID bool
-	start := r.i
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "resourceType":
-			r.once(&seenType)
 			e.ResourceType = internType(r.bytes())
 		case "id":
-			r.once(&seenID)
 			e.ID = r.str()
 		}
 	})
-	if e.ResourceType == "" {
-		expr := r.exprAt(start) + ".resourceType"
+	if e.ResourceType == "" && r.err == nil {
+		expr := r.expr() + ".resourceType"
 		r.fail(missing(expr, "%s is missing", expr))
 	}
 }

@@ -1,7 +1,6 @@
 package fhir
 
 import (
-	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -91,20 +90,5 @@ func TestFHIRPath(t *testing.T) {
 	want := "Bundle.entry[3].resource.`odd key\\``.`" + strings.Repeat("k", maxQuoted) + "...`"
 	if got := fhirPath("Bundle", path); got != want {
 		t.Errorf("fhirPath = %s, want %s", got, want)
-	}
-}
-
-func TestPathAt(t *testing.T) {
-	b := []byte(`{"entry":[{"a":1},{"resource":{"subject":{"reference":"x"},"n":[0,{"k":true}]}}]}`)
-	for _, tc := range []struct{ value, want string }{
-		{`{"reference"`, "$.entry[1].resource.subject"},
-		{`"x"`, "$.entry[1].resource.subject.reference"},
-		{`true`, "$.entry[1].resource.n[1].k"},
-		{`1}`, "$.entry[0].a"},
-		{`{"entry"`, "$"},
-	} {
-		if got := fhirPath("$", pathAt(b, bytes.Index(b, []byte(tc.value)))); got != tc.want {
-			t.Errorf("path of %s = %s, want %s", tc.value, got, tc.want)
-		}
 	}
 }
