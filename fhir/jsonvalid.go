@@ -122,7 +122,7 @@ func (v *validator) value(i, depth int) int {
 
 // smallObject is the number of members up to which an object's names are
 // compared one by one; past it they go in a map.
-const smallObject = 8
+const smallObject = 32
 
 func (v *validator) object(i, depth int) int {
 	if depth > v.lim.depth {
