@@ -6,11 +6,13 @@ import (
 	"strconv"
 )
 
-// This file holds a small pull decoder for JSON text that validJSON has
-// already accepted. It reads each byte once, hands out sub-slices of the
-// input, allocates only the Go strings it returns (and when unescaping a
-// string that holds escapes), matches keys case-sensitively as FHIR
-// requires, and records the first JSON type mismatch with its FHIRPath.
+// This file holds a small pull decoder for JSON text that checkJSON has
+// already accepted (so that no member is repeated). Its time is linear in
+// the text it reads, however many errors the text holds. It hands out
+// sub-slices of the input, allocates only the Go strings it returns (and
+// when unescaping a string that holds escapes), matches keys
+// case-sensitively as FHIR requires, and records the first JSON type
+// mismatch with its FHIRPath.
 //
 // On text that is not valid JSON it never panics and always terminates
 // (every loop moves forward), but what it reads is then meaningless.
