@@ -1322,6 +1322,50 @@ func TestRegressionTrackerSearches(t *testing.T) {
 	})
 }
 
+// eps_fhir_dispensing/validator.feature and validate.feature: a dispenser
+// posts to $validate the suite's order as prescription.py builds it,
+// unsigned, non-nominated (0004), acute (eps_api_steps.py
+// i_make_a_request_to_the_validator_endpoint, x-show-validation-warnings
+// false): 200 and exactly one issue, of severity information, none an
+// error; "foo": 400 and error issues (the suite also looks for the HAPI
+// validator's message number HAPI-1861, which only the HAPI FHIR validator
+// writes). Nothing is stored either way.
+func TestRegressionValidator(t *testing.T) {
+	b := startBroker(t, "")
+	r := newRegRx(t, b, regCase{false, regTypes[0]})
+	tok := r.dispenserToken()
+	severities := func(res *response) map[string]int {
+		var oo struct {
+			ResourceType string
+			Issue        []struct{ Severity string }
+		}
+		n := map[string]int{}
+		if json.Unmarshal(res.Body, &oo) != nil || oo.ResourceType != "OperationOutcome" {
+			return nil
+		}
+		for _, is := range oo.Issue {
+			n[is.Severity]++
+		}
+		return n
+	}
+	t.Run("valid", func(t *testing.T) {
+		res := b.do("POST", "/FHIR/R4/$validate", tok, r.unsigned, "x-show-validation-warnings", "false")
+		if n := severities(res); res.Status != 200 || n == nil || n["information"] != 1 || n["error"] != 0 || len(n) != 1 {
+			t.Errorf("$validate of the suite's order: %d %.600s, want 200 with one information issue", res.Status, res.Body)
+		}
+	})
+	t.Run("invalid", func(t *testing.T) {
+		res := b.do("POST", "/FHIR/R4/$validate", tok, []byte("foo"), "x-show-validation-warnings", "false")
+		if n := severities(res); res.Status != 400 || n == nil || n["error"] == 0 {
+			t.Errorf("$validate of foo: %d %.300s, want 400 with error issues", res.Status, res.Body)
+		}
+	})
+	b.settle()
+	if n := b.events(""); n != 0 {
+		t.Errorf("$validate stored %d events, want none", n)
+	}
+}
+
 // ping.feature: GET /_ping answers 200 with a version.
 func TestRegressionPing(t *testing.T) {
 	b := startBroker(t, "")
