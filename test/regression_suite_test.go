@@ -1366,6 +1366,26 @@ func TestRegressionValidator(t *testing.T) {
 	}
 }
 
+// eps_fhir_dispensing/unauthorised.feature: a release by an application
+// that sends only an API key (no user's bearer token) is unauthorised
+// (401), and changes nothing.
+func TestRegressionUnauthorised(t *testing.T) {
+	b := startBroker(t, "")
+	r := newRegRx(t, b, regCase{true, regTypes[0]})
+	r.create()
+	before := b.events(r.id())
+	res := b.do("POST", "/FHIR/R4/Task/$release", "", r.releaseBody(true, true), "apikey", "an-application-key")
+	if res.Status != 401 {
+		t.Errorf("release with an API key only: %d %.300s, want 401", res.Status, res.Body)
+	} else {
+		res.outcome(t)
+	}
+	if after := b.events(r.id()); after != before {
+		t.Errorf("release with an API key only: %d events, want %d", after, before)
+	}
+	r.expectTracker("after the unauthorised release", "0001", "0007", 0)
+}
+
 // ping.feature: GET /_ping answers 200 with a version.
 func TestRegressionPing(t *testing.T) {
 	b := startBroker(t, "")
