@@ -14,7 +14,7 @@ package test
 //     expects 200 and a release answer whose parameter[0].resource.total is 1
 //     (features/steps/eps_api_steps.py body_indicates_successful_action "release").
 //   - eps_fhir_prescribing/cancel_prescriptions.feature: nominated and
-//     non-nominated x acute and repeat: cancel all line items; expects 200 and
+//     non-nominated x acute and repeat (eRD too here): cancel all line items; expects 200 and
 //     a Bundle whose MedicationRequest.extension[0].extension[0].valueCoding
 //     .display is "Prescription/item was cancelled".
 //   - eps_fhir_dispensing/dispense_prescriptions.feature: nominated and
@@ -109,11 +109,15 @@ package test
 //     Task.owner, focus a random UUID, authoredOn 2022-11-21.
 //   - withdraw_dispense_notification.py: Task status in-progress, code abort,
 //     reason MU; contained Organization the PRESCRIBER's (sender_ods_code),
-//     no Task.owner; focus the dispense notification.
+//     no Task.owner; Task.id and focus context.dn_id (in some versions a
+//     fresh UUID rather than the notification's Bundle.identifier; here the
+//     notification's identifier, the only reading that names it).
 //   - claim.py: the claim example with the dispenser's Organization, the
 //     patient, prescription IDs, line item and (subDetail) dispense item
 //     references; eRD: Extension-EPS-RepeatInformation in item and in
-//     item.detail (or item.detail.subDetail).
+//     item.detail (or item.detail.subDetail), numberOfRepeatsIssued
+//     ERD_DEFAULT_REPEATS_ISSUED (its value is not in the stored tree; 0 here,
+//     issue 1 as the facade counts a claim's issue, dispense-claim.ts).
 //
 // Each builder below starts from the NHS example messages this repository
 // keeps (fhirgen.Order4Items, fhirgen's lifecycle examples, the release
