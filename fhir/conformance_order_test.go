@@ -517,3 +517,47 @@ func TestConformancePrescriptionOrder(t *testing.T) {
 		})
 	}
 }
+
+// The tracker's details of an order read its medication and repeats as Order
+// does: the SNOMED CT coding wherever it stands, a referenced Medication's,
+// and numberOfRepeatsAllowed sent as a string.
+func TestOrderDetailsReadAsOrder(t *testing.T) {
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := tmpl.Order(fhirgen.Options{})
+	body := fhirgen.Mutate(g.Body, func(m msg) {
+		onItems("numberOfRepeatsAllowed", "6")(m)
+		r := resource(m, eItem1)
+		delete(r, "medicationCodeableConcept")
+		r["medicationReference"] = msg{"reference": "urn:uuid:5f0ed37b-0a4c-4f4b-9a64-6f4c3d9d2b11"}
+		m["entry"] = append(entryList(m), msg{"fullUrl": "urn:uuid:5f0ed37b-0a4c-4f4b-9a64-6f4c3d9d2b11",
+			"resource": msg{"resourceType": "Medication", "code": msg{"coding": []any{
+				msg{"system": "https://dmd.nhs.uk", "code": "VMP-1"},
+				msg{"system": fhir.SystemSNOMED, "code": "39732311000001104", "display": "Amoxicillin 250mg capsules"}}}}})
+		resource(m, eItem2)["medicationCodeableConcept"] = msg{"coding": []any{
+			msg{"system": "https://dmd.nhs.uk", "code": "VMP-2"},
+			msg{"system": fhir.SystemSNOMED, "code": "322341003", "display": "Co-codamol 30mg/500mg tablets"}}}
+	})
+	m, err := fhir.DecodeMessage(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := m.Order(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := fhir.DecodeOrderDetails(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"39732311000001104", "322341003"} {
+		if o.Items[i].MedicationCode != want || d.Items[i].MedicationCode != want {
+			t.Errorf("item %d: order reads %q, details %q, want %q", i, o.Items[i].MedicationCode, d.Items[i].MedicationCode, want)
+		}
+	}
+	if d.Items[0].MedicationDisplay != "Amoxicillin 250mg capsules" || d.Items[0].RepeatsAllowed != 6 || o.RepeatsAllowed != 6 {
+		t.Errorf("details %+v, order repeats %d", d.Items[0], o.RepeatsAllowed)
+	}
+}

@@ -101,7 +101,7 @@ func DecodeOrderDetails(order []byte) (*OrderDetails, error) {
 		if first < 0 {
 			first, firstMR = k, mr
 		}
-		d.Items = append(d.Items, mr.item())
+		d.Items = append(d.Items, mr.item(x, k))
 	}
 	if first < 0 {
 		err := missing("Bundle.entry.resource.ofType(MedicationRequest)", "the prescription-order has no MedicationRequest")
@@ -354,6 +354,7 @@ type detMedicationRequest struct {
 	} `json:"extension"`
 	Identifier                []detIdentifier `json:"identifier"`
 	MedicationCodeableConcept Concept         `json:"medicationCodeableConcept"`
+	MedicationReference       detReference    `json:"medicationReference"`
 	Subject                   detReference    `json:"subject"`
 	Requester                 detReference    `json:"requester"`
 	AuthoredOn                string          `json:"authoredOn"`
@@ -369,8 +370,10 @@ type detMedicationRequest struct {
 	} `json:"dispenseRequest"`
 }
 
-// item is the line item mr describes.
-func (mr *detMedicationRequest) item() ItemDetails {
+// item is the line item mr, in entry k, describes. Its medication is the
+// SNOMED CT coding, wherever it stands, of medicationCodeableConcept or of
+// the Medication that medicationReference names (as Order reads it).
+func (mr *detMedicationRequest) item(x *detailsReader, k int) ItemDetails {
 	it := ItemDetails{
 		ID:             identifierValue(mr.Identifier, SystemLineItemID),
 		Quantity:       mr.DispenseRequest.Quantity.Value,
@@ -378,8 +381,25 @@ func (mr *detMedicationRequest) item() ItemDetails {
 		RepeatsAllowed: int(mr.DispenseRequest.NumberOfRepeatsAllowed),
 	}
 	med := mr.MedicationCodeableConcept
+	if len(med.Coding) == 0 && mr.MedicationReference.Reference != "" {
+		if res, _, typ := x.resolve(mr.MedicationReference.Reference, k); typ == "Medication" {
+			var m struct {
+				Code Concept `json:"code"`
+			}
+			if decodeLenient(res, &m) == nil {
+				med = m.Code
+			}
+		}
+	}
 	if len(med.Coding) > 0 {
-		it.MedicationCode, it.MedicationDisplay = med.Coding[0].Code, med.Coding[0].Display
+		c := med.Coding[0]
+		for _, cd := range med.Coding {
+			if cd.System == SystemSNOMED {
+				c = cd
+				break
+			}
+		}
+		it.MedicationCode, it.MedicationDisplay = c.Code, c.Display
 	}
 	if it.MedicationDisplay == "" {
 		it.MedicationDisplay = med.Text

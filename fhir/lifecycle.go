@@ -33,7 +33,7 @@ const (
 	ExtNonDispensingReason  = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionNonDispensingReason"
 	ExtGroupIdentifier      = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-GroupIdentifier"
 	ExtClaimLineItemRef     = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimMedicationRequestReference"
-	ODSNHSBSA               = "T1450" // NHS Business Services Authority: the insurer of every claim
+	ODSNHSBSA               = "T1450" // NHS Business Services Authority: a claim's insurer (or RQFZ1)
 	TaskKindReturn          = "return"
 	TaskKindWithdraw        = "withdraw"
 	ReleaseStatusAccepted   = "accepted"
@@ -41,11 +41,9 @@ const (
 	extGroupIDShortForm     = "shortForm"
 	extGroupIDUUID          = "UUID"
 	paramOwner              = "owner"
-	paramStatus             = "status"
 	paramGroupIdentifier    = "group-identifier"
 	paramAgent              = "agent"
 	withdrawTaskCode        = "abort"
-	returnTaskCode          = "fulfill"
 	taskStatusReturn        = "rejected"
 	taskStatusWithdraw      = "in-progress"
 	cancelledStatus         = "cancelled"
@@ -91,13 +89,13 @@ type TaskRequest struct {
 	PrescriptionID string // groupIdentifier value (short form)
 	LongID         string // groupIdentifier extension Extension-DM-PrescriptionId, if present
 	NHSNumber      string // Task.for identifier (nhs-number) if present
-	Owner          string // dispenser ODS code: Task.owner identifier, or the contained Organization's
+	Owner          string // the organisation the Task names (Task.owner, else the requester's): recorded as sent, never used to refuse; may be ""
 	FocusID        string // focus.identifier.value: for a withdraw, the dispense notification's Bundle.identifier
 	Reason         string // statusReason code: ReturnReasons or WithdrawReasons
 	ReasonDisplay  string
-	// Issue is the repeat dispensing issue returned or withdrawn (Task
-	// Extension-EPS-RepeatInformation numberOfRepeatsIssued, 1 to
-	// MaxRepeatIssues); 0 when the Task names none.
+	// Issue is the repeat dispensing issue returned or withdrawn (1 to
+	// MaxRepeatIssues; see repeat.go for how each counts); 0 when the Task
+	// names none.
 	Issue int
 }
 
@@ -105,17 +103,17 @@ type TaskRequest struct {
 type DispenseNotification struct {
 	BundleID            string
 	ReplacementOf       string // MessageHeader replacementOf extension: the notification it amends
-	Sender              string // MessageHeader.sender ODS (the dispenser)
+	Sender              string // MessageHeader.sender ODS as resolved by DecodeMessage: recorded only, may be ""
 	PrescriptionID      string // the MedicationDispenses' authorizingPrescription groupIdentifier (short form)
 	NHSNumber           string // MedicationDispense.subject identifier (nhs-number)
 	PrescriptionStatus  string // Extension-EPS-TaskBusinessStatus: 0003, 0006 or 0007
 	Items               []DispensedItem
 	NonDispensingReason string // Extension-DM-PrescriptionNonDispensingReason code, if present
-	// Issue is the repeat dispensing issue dispensed: the
-	// Extension-EPS-RepeatInformation numberOfRepeatsIssued (1 to
-	// MaxRepeatIssues) of the MedicationDispenses and their contained
-	// MedicationRequests (its extension or basedOn), the same wherever
-	// stated; 0 when none names one.
+	// Issue is the repeat dispensing issue dispensed (1 to
+	// MaxRepeatIssues): the first contained MedicationRequest's basedOn
+	// Extension-EPS-RepeatInformation, counted from 0, else a contained
+	// MedicationRequest's UK Core numberOfPrescriptionsIssued; 0 when none
+	// names one.
 	Issue int
 }
 
@@ -128,10 +126,8 @@ type DispensedItem struct {
 	Quantity          float64
 	QuantityUnit      string
 	// NonDispensingReason is the statusReasonCodeableConcept code
-	// (medicationdispense-status-reason) and Dosage the first
-	// dosageInstruction's text, if present: what the tracker shows.
+	// (medicationdispense-status-reason), if present: the tracker shows it.
 	NonDispensingReason string
-	Dosage              string
 }
 
 // Cancellation is a $process-message prescription-order-update
@@ -153,14 +149,13 @@ type ClaimRequest struct {
 	PrescriptionID     string // prescription extension Extension-DM-GroupIdentifier shortForm
 	LongID             string // ... UUID
 	NHSNumber          string // patient identifier
-	Provider           string // the dispenser's ODS (provider, or else payee.party, organisation)
+	Provider           string // the organisation the claim names (provider, else payee.party): recorded as sent, never used to refuse; may be ""
 	ReplacementOf      string // a claim amendment: the claim it replaces (Extension-replacementOf), if present
 	PrescriptionStatus string // item Extension-EPS-TaskBusinessStatus: 0006 or 0007
 	Items              []ClaimItem
-	// Issue is the repeat dispensing issue claimed: the
-	// Extension-EPS-RepeatInformation numberOfRepeatsIssued (1 to
-	// MaxRepeatIssues) of Claim.item, item.detail and item.detail.subDetail,
-	// the same wherever stated; 0 when none names one.
+	// Issue is the repeat dispensing issue claimed (1 to MaxRepeatIssues):
+	// the Extension-EPS-RepeatInformation of Claim.item, else of its first
+	// detail, counted from 0; 0 when none names one.
 	Issue int
 }
 
@@ -684,7 +679,6 @@ type medicationDispense struct {
 	Performers              [][]byte    // each performer's actor, raw JSON (nil when it has none)
 	PerformerRefs           []reference // each performer's actor
 	StatusReason            Concept
-	Dosage                  string
 }
 
 // authorizingPrescription is a MedicationDispense.authorizingPrescription:
@@ -753,16 +747,6 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 		// What the tracker shows, not checked: a malformed one is left out.
 		case "statusReasonCodeableConcept":
 			r.capture(func() { r.concept(&md.StatusReason) })
-		case "dosageInstruction":
-			r.capture(func() {
-				r.array(func(i int) {
-					r.object(func(key []byte) {
-						if i == 0 && string(key) == "text" {
-							md.Dosage = r.str()
-						}
-					})
-				})
-			})
 		}
 	})
 }
@@ -976,7 +960,6 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 		if cs := d.md.StatusReason.Coding; len(cs) > 0 {
 			item.NonDispensingReason = cs[0].Code
 		}
-		item.Dosage = d.md.Dosage
 		dn.Items = append(dn.Items, item)
 	}
 
@@ -1044,6 +1027,11 @@ func (m *Message) facadeDispenseChecks(mds []dispense) *Error {
 		}
 	}
 
+	// verifyCommonBundle's collected issues come before these:
+	// validateTelecoms (the Organization entry's telecoms).
+	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
+		return err
+	}
 	var whens, subjects, repeats, actors [][]byte
 	for _, d := range mds {
 		whens = append(whens, d.md.WhenHandedOver)
@@ -1270,7 +1258,11 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 		}
 	}
 
-	// verifyCancellationBundle (bundle-validator.ts), in its order.
+	// verifyCommonBundle's validateTelecoms, then verifyCancellationBundle
+	// (bundle-validator.ts), in its order.
+	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
+		return nil, err
+	}
 	k, n := -1, 0
 	for i, e := range m.Entries {
 		if e.ResourceType == "MedicationRequest" {
@@ -1399,17 +1391,25 @@ func (m *Message) subjectNHSNumber(mr *medicationRequest, k int) (string, *Error
 // ---------------------------------------------------------------------------
 // Claim
 
-// DecodeClaim decodes and validates the body of POST /Claim. The checks, in
-// order (code, FHIR issue type):
+// DecodeClaim decodes and validates the body of POST /Claim: first the
+// checks of the EPS FHIR facade (validation/claim-validator.ts verifyClaim,
+// what it throws first, then what it collects, in its order), then what its
+// translation (translation/request/dispense/dispense-claim.ts) and the
+// broker need. In order (code, FHIR issue type):
 //
 //	the body is a JSON object                     INVALID_VALUE structure
 //	resourceType Claim                            MISSING_VALUE required, INVALID_VALUE value
+//	provider a reference to a contained
+//	  PractitionerRole                            INVALID_VALUE invalid
+//	exactly one insurance, its coverage T1450 or
+//	  RQFZ1                                       INVALID_VALUE invalid / value
+//	the PractitionerRole's practitioner not a
+//	  reference                                   INVALID_VALUE invalid
+//	an endorsement on the first detail (of the
+//	  first item) that has a programCode          MISSING_VALUE invalid
 //	identifier present, a UUID                    MISSING_VALUE required, INVALID_VALUE value
 //	status active                                 MISSING_VALUE required, INVALID_VALUE value
-//	insurance present, every one NHSBSA (T1450)   MISSING_VALUE required, INVALID_VALUE value
 //	patient a valid NHS number                    MISSING_VALUE required, INVALID_VALUE value
-//	provider (or payee.party) organisation a
-//	  valid ODS code                              MISSING_VALUE required, INVALID_VALUE value
 //	prescription Extension-DM-GroupIdentifier
 //	  shortForm: short ID and check character     MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
 //	Extension-replacementOf (when present) a UUID INVALID_VALUE value
@@ -1417,17 +1417,16 @@ func (m *Message) subjectNHSNumber(mr *medicationRequest, k int) (string, *Error
 //	  Extension-EPS-TaskBusinessStatus 0006 or
 //	  0007, the same on every item; detail
 //	  present; each detail with a line item id
-//	  (UUID), a medicationdispense-type modifier
-//	  0001-0005 and an endorsement programCode    MISSING_VALUE, INVALID_VALUE value / invalid
+//	  (UUID) and a medicationdispense-type
+//	  modifier 0001-0005                          MISSING_VALUE, INVALID_VALUE value / invalid
 //	Extension-EPS-RepeatInformation (when
-//	  present, on items, details or subDetails)
-//	  numberOfRepeatsIssued an integer 1-99, the
-//	  same in every one                           MISSING_VALUE, INVALID_VALUE structure / value / invalid
+//	  present, on the item or else its first
+//	  detail) numberOfRepeatsIssued counted
+//	  from 0                                      MISSING_VALUE, INVALID_VALUE structure / value
 //	the long-form prescription ID a UUID          MISSING_VALUE, INVALID_VALUE value
 //
-// The long-form ID comes last so that a claim without endorsements fails
-// for them, as the NHS example 2-Claim-Request-400_Missing_Endorsement_Code
-// (whose UUID is an unfilled template) was refused.
+// The organisation the claim names (provider, payee) is recorded as sent and
+// never used to refuse it: the acting dispenser is the caller's.
 func DecodeClaim(body []byte) (*ClaimRequest, error) {
 	c, err := decodeClaim(body)
 	if err != nil {

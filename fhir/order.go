@@ -840,7 +840,7 @@ func (c *orderCheck) checkItemIDs() *Error {
 // SystemSNOMED is the code system of dm+d medication codes.
 const SystemSNOMED = "http://snomed.info/sct"
 
-// medication is what the broker reads of a Medication entry.
+// medicationCode reads Medication.code.
 func (r *reader) medicationCode(c *Concept) {
 	r.object(func(key []byte) {
 		if string(key) == "code" {

@@ -36,3 +36,90 @@ func TestReleaseResponse(t *testing.T) {
 		t.Errorf("empty release: %s", empty)
 	}
 }
+
+// An issue of a repeat dispensing prescription is released as EPS releases
+// it (release-medication-request.ts createBasedOn,
+// createRepeatInformationExtension): every MedicationRequest names the issue
+// in basedOn[0] Extension-EPS-RepeatInformation, counted from 0, and in
+// the UK Core numberOfPrescriptionsIssued, counted from 1; the entry too.
+// Any other release keeps the order's bytes.
+func TestReleaseResponseRepeatIssue(t *testing.T) {
+	order := readFixture(t, order4Items)
+	out := ReleaseResponse([]ReleasedOrder{{BundleID: "46183abc-9fad-4673-85db-ce2cb6614732", Raw: order, Issue: 1, Issues: 7}})
+	var p struct {
+		Parameter []struct {
+			Resource struct {
+				Entry []struct {
+					Extension []testExtension `json:"extension"`
+					Resource  struct {
+						Entry []struct {
+							Resource struct {
+								ResourceType string          `json:"resourceType"`
+								Extension    []testExtension `json:"extension"`
+								BasedOn      []struct {
+									Extension []testExtension `json:"extension"`
+								} `json:"basedOn"`
+							} `json:"resource"`
+						} `json:"entry"`
+					} `json:"resource"`
+				} `json:"entry"`
+			} `json:"resource"`
+		} `json:"parameter"`
+	}
+	if err := json.Unmarshal(out, &p); err != nil {
+		t.Fatal(err)
+	}
+	entry := p.Parameter[0].Resource.Entry[0]
+	if got := entry.Extension[0].part(RepeatPartIssued); got != "0" {
+		t.Errorf("entry numberOfRepeatsIssued %s, want 0", got)
+	}
+	n := 0
+	for _, e := range entry.Resource.Entry {
+		r := e.Resource
+		if r.ResourceType != "MedicationRequest" {
+			continue
+		}
+		n++
+		if len(r.BasedOn) == 0 || len(r.BasedOn[0].Extension) == 0 {
+			t.Fatalf("MedicationRequest without basedOn repeat information")
+		}
+		ri := r.BasedOn[0].Extension[len(r.BasedOn[0].Extension)-1]
+		if ri.URL != ExtRepeatInformation || ri.part(RepeatPartIssued) != "0" || ri.part(RepeatPartAllowed) != "6" {
+			t.Errorf("basedOn %+v, want issued 0 of allowed 6", ri)
+		}
+		uk := ""
+		for _, x := range r.Extension {
+			if x.URL == ExtUKCoreRepeatInformation {
+				uk = x.part(RepeatPartPrescriptons)
+			}
+		}
+		if uk != "1" {
+			t.Errorf("UK Core numberOfPrescriptionsIssued %q, want 1", uk)
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d MedicationRequests, want 4", n)
+	}
+	acute := ReleaseResponse([]ReleasedOrder{{BundleID: "46183abc-9fad-4673-85db-ce2cb6614732", Raw: order}})
+	if !bytes.Contains(acute, bytes.TrimSpace(order)) {
+		t.Error("an acute order is not released byte for byte")
+	}
+}
+
+// testExtension is an extension as the tests read it.
+type testExtension struct {
+	URL           string          `json:"url"`
+	ValueInteger  json.Number     `json:"valueInteger"`
+	ValueUnsigned json.Number     `json:"valueUnsignedInt"`
+	Extension     []testExtension `json:"extension"`
+}
+
+// part is the value of the part url of x, as text.
+func (x testExtension) part(url string) string {
+	for _, p := range x.Extension {
+		if p.URL == url {
+			return string(p.ValueInteger) + string(p.ValueUnsigned)
+		}
+	}
+	return ""
+}

@@ -52,7 +52,7 @@ type Order struct {
 	PrescriptionID   string    // short form, e.g. 24F5DA-A83008-7EFE6Z
 	LongID           string    // long form UUID (Extension-DM-PrescriptionId)
 	NHSNumber        string    // Patient NHS number
-	Sender           string    // MessageHeader.sender ODS code
+	Sender           string    // the ODS code MessageHeader.sender names (Message.Sender), "" when none: the intake then sets the caller's
 	Receiver         string    // MessageHeader destination receiver ODS code, may be empty
 	Performer        string    // dispenseRequest.performer ODS code, may be empty
 	SiteType         string    // Extension-DM-PerformerSiteType code: P1, P2, P3, 0004 (may be empty)

@@ -46,7 +46,7 @@ func TestImportParserNDJSON(t *testing.T) {
 
 {"nhsNumber":"9449305552","type":"p3","ods":" A83008 "}` + "\r" + `
 {"nhsNumber":"9449305552","type":"P7","ods":"FA565"}
-{"nhsNumber":"9449305552","type":"P2","ods":"fa-565"}
+{"nhsNumber":"9449305552","type":"P2","ods":"fa.565"}
 not json
 {"nhsNumber":9449305552,"type":"P2","ods":"FA565"}
 {"type":"P2","ods":"FA565"}
@@ -79,7 +79,7 @@ func TestImportParserCSV(t *testing.T) {
 		"9449305552,P1,FA565,extra\n" +
 		"9449305552,P9,FA565\n" +
 		"9449305552,P1,\"FA565\n" +
-		"9449305552,P1,fa565\n" +
+		"9449305552,P1,fa_565\n" +
 		"9449305552,P3,A83008"
 	got := parseAll(in, CSV)
 	if got.err != nil {

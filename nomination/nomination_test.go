@@ -44,7 +44,7 @@ func TestCheck(t *testing.T) {
 		{"9449305552", Pharmacy, "FA565", ""},
 		{"9449305553", Pharmacy, "FA565", "nhsNumber"},
 		{"9449305552", "P4", "FA565", "type"},
-		{"9449305552", Pharmacy, "fa565", "ods"},
+		{"9449305552", Pharmacy, "FA 565", "ods"},
 		{"9449305552", Pharmacy, "", "ods"},
 	} {
 		err := Check(tc.nhs, tc.typ, tc.ods, true)

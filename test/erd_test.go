@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -270,8 +271,8 @@ func TestERDCourseIssueByIssue(t *testing.T) {
 		if want := c.availableAt(is.Number); !is.AvailableAt.Equal(want) {
 			t.Errorf("issue %d available from %s, want %s", is.Number, is.AvailableAt, want)
 		}
-		if want := rec.Created.AddDate(1, 0, 0); !is.ExpiresAt.Equal(want) {
-			t.Errorf("issue %d expires %s, want 12 months on (%s)", is.Number, is.ExpiresAt, want)
+		if want := c.start.AddDate(1, 0, 0); !is.ExpiresAt.Equal(want) {
+			t.Errorf("issue %d expires %s, want 12 months after the prescription date (%s)", is.Number, is.ExpiresAt, want)
 		}
 		if is.Nominated != pharmacy {
 			t.Errorf("issue %d nominated to %q, want %s", is.Number, is.Nominated, pharmacy)
@@ -436,9 +437,9 @@ func TestERDCancellationMidCourse(t *testing.T) {
 				t.Fatalf("cancel answered %s, want R-0001", code)
 			}
 		}
-		c.expect("cancelled after issue 1", 1, "0006", "9005", "9005", "9005")
+		c.expect("cancelled after issue 1", 1, "0006", "0005", "0005", "0005")
 		c.tick(c.availableAt(4).Add(time.Hour))
-		c.expect("dates passed", 1, "0006", "9005", "9005", "9005")
+		c.expect("dates passed", 1, "0006", "0005", "0005", "0005")
 		if ids, _ := c.releaseNominated(pharmacy); len(ids) != 0 {
 			t.Fatalf("a cancelled issue was released: %v", ids)
 		}
@@ -457,7 +458,7 @@ func TestERDCancellationMidCourse(t *testing.T) {
 				t.Fatalf("cancel answered %s, want R-0002", code)
 			}
 		}
-		c.expect("cancelled with issue 2 at the dispenser", 2, "0006", "0002", "9005", "9005")
+		c.expect("cancelled with issue 2 at the dispenser", 2, "0006", "0002", "0005", "0005")
 		if c.record().Pending == nil {
 			t.Fatal("issue 2 is not marked for cancellation")
 		}
@@ -466,7 +467,7 @@ func TestERDCancellationMidCourse(t *testing.T) {
 		if res := b.do("POST", "/FHIR/R4/Task", b.token(auth.RoleDispenser, pharmacy), ret); res.Status != 200 {
 			t.Fatalf("return: %d %s", res.Status, res.Body)
 		}
-		c.expect("returned", 2, "0006", "0005", "9005", "9005")
+		c.expect("returned", 2, "0006", "0005", "0005", "0005")
 	})
 }
 
@@ -562,13 +563,13 @@ func TestERDNHSFixtures(t *testing.T) {
 	b, clock := erdBroker(t)
 	for _, f := range files {
 		t.Run(filepath.Base(filepath.Dir(f)), func(t *testing.T) {
-			raw := readFile(t, f)
+			// Dated today: EPS refuses an eRD order whose validity has ended.
+			raw := fhirgen.Redate(readFile(t, f), clock.Now())
 			msg, err := fhir.DecodeMessage(raw)
 			if err != nil {
 				t.Fatal(err)
 			}
-			written, _ := fhirgen.MessageDate(raw)
-			order, err := msg.Order(written)
+			order, err := msg.Order(clock.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -605,7 +606,7 @@ func TestERDNHSFixtures(t *testing.T) {
 				t.Fatal(err)
 			}
 			pharmacy := newODS("FX")
-			g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy})
+			g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy, Now: clock.Now()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -695,18 +696,34 @@ func TestERDMessagesNamingNoIssue(t *testing.T) {
 	c.expect("claimed", 2, "0008", "0000", "9000")
 }
 
-// An issue that expired in its pharmacy's queue leaves no entry behind: the
-// next issue, for the same pharmacy, enters the queue afresh and the
-// pharmacy is told; for a new pharmacy (a nomination change), the old
-// pharmacy's queue is emptied.
+// An issue that expired in its pharmacy's queue leaves no entry behind.
+// Issue 1 expiring expires every later issue with it (Spine: record.py
+// perform_instance_specific_updates, NEXTACTIVITY_EXPIRE), so the course is
+// over: the queue is emptied, nothing is handed over, and the pharmacy is
+// not told of a next issue. An issue 2 that expires in its queue (12 months
+// after the prescription date) leaves no entry either.
 func TestERDQueueAfterExpiredIssue(t *testing.T) {
+	t.Run("issue 1", func(t *testing.T) {
+		b, clock := erdBroker(t)
+		pharmacy := newODS("FE")
+		c := newCourse(t, b, clock, 3, 28, pharmacy)
+		c.post()
+		b.settle()
+		c.tick(c.record().ExpiresAt) // issue 1 expires unreleased: the later issues with it
+		c.expect("issue 1 expired", 3, "0004", "0004", "0004")
+		if q, _ := b.App.Store.ReadyQueue(context.Background(), pharmacy, 25); len(q) != 0 {
+			t.Errorf("the pharmacy's queue still holds %+v", q)
+		}
+		if ids, _ := c.releaseNominated(pharmacy); len(ids) != 0 {
+			t.Errorf("an expired course was handed over: %v", ids)
+		}
+	})
 	for _, moved := range []bool{false, true} {
-		t.Run(fmt.Sprintf("nomination changed %v", moved), func(t *testing.T) {
+		t.Run(fmt.Sprintf("issue 2, nomination changed %v", moved), func(t *testing.T) {
 			b, clock := erdBroker(t)
 			pharmacy, other := newODS("FE"), newODS("FN")
 			c := newCourse(t, b, clock, 3, 28, pharmacy)
-			c.post()
-			b.settle()
+			c.dispenseFirst(pharmacy)
 			want := pharmacy
 			if moved {
 				want = other
@@ -723,8 +740,8 @@ func TestERDQueueAfterExpiredIssue(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sub.Unsubscribe()
-			c.tick(c.record().ExpiresAt) // issue 1 expires unreleased; issue 2 follows at once
-			c.expect("issue 1 expired", 2, "0004", "0001", "9000")
+			c.tick(c.availableAt(2))
+			c.expect("issue 2 ready", 2, "0006", "0001", "9000")
 			select {
 			case m := <-notes:
 				var n broker.Notification
@@ -738,8 +755,13 @@ func TestERDQueueAfterExpiredIssue(t *testing.T) {
 			if q, _ := b.App.Store.ReadyQueue(ctx, pharmacy, 25); moved && len(q) != 0 {
 				t.Errorf("the old pharmacy's queue still holds %+v", q)
 			}
-			if ids, issues := c.releaseNominated(want); len(ids) != 1 || issues[0] != 2 {
-				t.Fatalf("issue 2 release by %s: %v %v", want, ids, issues)
+			c.tick(c.start.AddDate(1, 0, 0)) // 12 months after the prescription date
+			c.expect("issue 2 expired in the queue", 3, "0009", "0004", "0004")
+			if q, _ := b.App.Store.ReadyQueue(ctx, want, 25); len(q) != 0 {
+				t.Errorf("%s's queue still holds %+v", want, q)
+			}
+			if ids, _ := c.releaseNominated(want); len(ids) != 0 {
+				t.Errorf("an expired issue was handed over: %v", ids)
 			}
 		})
 	}
@@ -753,8 +775,9 @@ func TestERDCancellationNotifiesHolder(t *testing.T) {
 	c := newCourse(t, b, clock, 3, 28, pharmacy)
 	c.post()
 	c.releaseNominated(pharmacy)
+	b.settle() // the release's own notification is out before listening
 	notes := make(chan *nats.Msg, 16)
-	sub, err := b.App.NATS.Conn.ChanSubscribe(broker.SubjectNotifyDispenser+pharmacy+".>", notes)
+	sub, err := b.App.NATS.Conn.ChanSubscribe(broker.SubjectNotifyDispenser+pharmacy+"."+tracker.EventCancel, notes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -772,4 +795,81 @@ func TestERDCancellationNotifiesHolder(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the holder was not told of the cancellation")
 	}
+}
+
+// An eRD course with the issue numbers as dispensing systems send them to
+// EPS (issue 10): the release answer names issue 1 as numberOfRepeatsIssued
+// 0; the dispense notification of issue 1 carries basedOn
+// numberOfRepeatsIssued 0 and UK Core numberOfPrescriptionsIssued 1 (and,
+// as the regression suite sends it, its MedicationDispenses'
+// numberOfRepeatsIssued 1, which EPS does not read), with no sender and the
+// contained MedicationRequests' numberOfRepeatsAllowed a JSON string; its
+// claim numberOfRepeatsIssued 0; issue 2 is released as 1 and returned as
+// 1.
+func TestERDIssueNumbersFromZero(t *testing.T) {
+	b, clock := erdBroker(t)
+	pharmacy := newODS("FZ")
+	c := newCourse(t, b, clock, 3, 28, pharmacy)
+	c.post()
+	b.settle()
+	releasedAs := func(want int) {
+		t.Helper()
+		res := b.release(pharmacy, "")
+		if ids, _ := released(t, res); len(ids) != 1 ||
+			!bytes.Contains(res.Body, []byte(fmt.Sprintf(`{"url":"numberOfRepeatsIssued","valueInteger":%d}`, want))) {
+			t.Fatalf("release: %v, want numberOfRepeatsIssued %d: %s", ids, want, res.Body)
+		}
+	}
+	releasedAs(0)
+
+	body, _ := fhirgen.DispenseNotification(c.g, pharmacy, c.allItems("0001"), "0006", "")
+	body = regressionShaped(fhirgen.ForIssue(body, 1, c.issues))
+	body = fhirgen.Mutate(body, func(m map[string]any) {
+		for _, e := range m["entry"].([]any) {
+			r := e.(map[string]any)["resource"].(map[string]any)
+			cs, _ := r["contained"].([]any)
+			for _, x := range cs {
+				if mr := x.(map[string]any); r["resourceType"] == "MedicationDispense" && mr["resourceType"] == "MedicationRequest" {
+					mr["dispenseRequest"].(map[string]any)["numberOfRepeatsAllowed"] = "2"
+				}
+			}
+		}
+	})
+	for _, want := range []string{
+		`{"url":"numberOfRepeatsIssued","valueInteger":0}`, `{"url":"numberOfPrescriptionsIssued","valueUnsignedInt":1}`,
+		`{"url":"numberOfRepeatsIssued","valueInteger":1}`, `"numberOfRepeatsAllowed":"2"`,
+	} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Fatalf("the notification has no %s", want)
+		}
+	}
+	if res := b.post(b.token(auth.RoleDispenser, pharmacy), body); res.Status != 200 {
+		t.Fatalf("dispense of issue 1: %d %s", res.Status, res.Body)
+	}
+	if st := c.statuses(); st[0] != "0006" {
+		t.Fatalf("issue 1 dispensed: issues %v", st)
+	}
+	claim, _ := fhirgen.Claim(c.g, pharmacy, "")
+	claim = fhirgen.ForIssue(claim, 1, c.issues)
+	if !bytes.Contains(claim, []byte(`{"url":"numberOfRepeatsIssued","valueInteger":0}`)) {
+		t.Fatal("the claim does not count from 0")
+	}
+	if res := b.do("POST", "/FHIR/R4/Claim", b.token(auth.RoleDispenser, pharmacy), claim); res.Status != 200 {
+		t.Fatalf("claim of issue 1: %d %s", res.Status, res.Body)
+	}
+	if st := c.statuses(); st[0] != "0008" {
+		t.Fatalf("issue 1 claimed: issues %v", st)
+	}
+
+	c.tick(c.availableAt(2))
+	c.expect("issue 2 ready", 2, "0008", "0001", "9000")
+	releasedAs(1)
+	ret := fhirgen.ForIssue(regressionShaped(fhirgen.ReturnTask(c.g, pharmacy, "0003")), 2, c.issues)
+	if !bytes.Contains(ret, []byte(`{"url":"numberOfRepeatsIssued","valueInteger":1}`)) {
+		t.Fatal("the return does not count from 0")
+	}
+	if res := b.do("POST", "/FHIR/R4/Task", b.token(auth.RoleDispenser, pharmacy), ret); res.Status != 200 {
+		t.Fatalf("return of issue 2: %d %s", res.Status, res.Body)
+	}
+	c.expect("issue 2 returned", 2, "0008", "0001", "9000")
 }

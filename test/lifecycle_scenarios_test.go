@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -436,7 +437,7 @@ func trackerDetail(t *testing.T, b *testBroker, id string) detail {
 				ResourceType    string
 				Identifier      []struct{ System, Value string }
 				Extension       []ext
-				Performer       *ref
+				Performer       json.RawMessage // a MedicationRequest's (a MedicationDispense has a list)
 				DispenseRequest struct{ Performer *ref }
 				Action          []struct {
 					Title  string
@@ -498,7 +499,14 @@ func trackerDetail(t *testing.T, b *testBroker, id string) detail {
 			if _, p := sub(r.Extension, pendingExt, "lineItemPendingCancellation"); p != nil {
 				d.pendingItems[id] = *p
 			}
-			d.nominated, d.dispenserShown = odsOf(r.DispenseRequest.Performer), odsOf(r.Performer)
+			var shown *ref
+			if len(r.Performer) > 0 && r.Performer[0] == '{' {
+				shown = new(ref)
+				if err := json.Unmarshal(r.Performer, shown); err != nil {
+					t.Fatalf("tracker detail: MedicationRequest.performer: %v", err)
+				}
+			}
+			d.nominated, d.dispenserShown = odsOf(r.DispenseRequest.Performer), odsOf(shown)
 		}
 	}
 	return d
@@ -684,11 +692,13 @@ func TestScenarioCancellation(t *testing.T) {
 		t.Run("part dispensed", func(t *testing.T) {
 			r := postRx(t, b, k)
 			r.release(t)
-			owed := r.firstAnd("0004", "0001")
+			// A part-dispensed item (0003) is still with the dispenser:
+			// R-0003, and it is marked for cancellation (issue 10).
+			owed := r.firstAnd("0003", "0001")
 			res, _, _ := r.dispense(r.home, owed, "0003", "")
 			r.ok(t, "part dispensed", res, state{status: "0003", items: owed, dispenser: r.home, title: hDispense})
 			res = r.cancel(0)
-			if cancelAnswer(t, "cancel an owed item", res, "R-0003") {
+			if cancelAnswer(t, "cancel a part-dispensed item", res, "R-0003") {
 				r.changed(t, state{status: "0003", items: owed, dispenser: r.home, title: hMarkedActive}, 1)
 			}
 			if len(r.g.ItemIDs) > 1 {
@@ -814,5 +824,148 @@ func TestIllegalTransitions(t *testing.T) {
 		r.refused(t, "release of a dispensed prescription", r.releaseByID(home), 400, codeInvalidState)
 		claimBody, _ := fhirgen.Claim(r.g, home, "")
 		r.refused(t, "prescriber claiming", b.do("POST", "/FHIR/R4/Claim", r.token(auth.RolePrescriber, prescriber), claimBody), 403, "")
+	})
+}
+
+// regressionShaped edits a dispensing message made by fhirgen into the
+// shape dispensing systems (and NHS England's regression suite) send to
+// EPS: a dispense notification without MessageHeader.sender whose
+// Organization entry (the performer's) is the prescriber's; a Task without
+// owner whose contained Organization is the prescriber's; a claim whose
+// contained Organization is the prescriber's.
+func regressionShaped(body []byte) []byte {
+	return fhirgen.Mutate(body, func(m map[string]any) {
+		setODS := func(org map[string]any) {
+			org["identifier"] = []any{map[string]any{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": prescriber}}
+		}
+		switch m["resourceType"] {
+		case "Bundle":
+			for _, e := range m["entry"].([]any) {
+				r := e.(map[string]any)["resource"].(map[string]any)
+				switch r["resourceType"] {
+				case "MessageHeader":
+					delete(r, "sender")
+				case "Organization":
+					setODS(r)
+				}
+			}
+		case "Task", "Claim":
+			delete(m, "owner")
+			for _, c := range m["contained"].([]any) {
+				if cm := c.(map[string]any); cm["resourceType"] == "Organization" {
+					setODS(cm)
+				}
+			}
+		}
+	})
+}
+
+// Dispensing messages as dispensing systems send them (issue 10): the
+// acting dispenser is the token's organisation, checked against the holder;
+// no MessageHeader.sender, the prescriber's organisation in the message,
+// are recorded and never used to refuse. A dispense notification names
+// every line item of the prescription (Spine's ITEM_NOT_FOUND otherwise);
+// the prescription takes the status it states.
+func TestScenarioDispensingAsSystemsSendThem(t *testing.T) {
+	forKinds(t, func(t *testing.T, b *testBroker, k rxKind) {
+		r := postRx(t, b, k)
+		home, other := r.home, newODS("DO")
+		r.release(t)
+
+		notification := func(items []string, status, replacementOf string) ([]byte, string) {
+			body, id := fhirgen.DispenseNotification(r.g, home, r.statuses(items), status, replacementOf)
+			return regressionShaped(body), id
+		}
+		partial := r.firstAnd("0003", "0001")
+		body, n1 := notification(partial, "0003", "")
+		r.refused(t, "the holder's notification (no sender, prescriber's Organization) from a non-holder",
+			b.post(r.token(auth.RoleDispenser, other), body), 400, codeInvalidState)
+		r.refused(t, "a prescriber posting it", b.post(r.token(auth.RolePrescriber, prescriber), body), 403, "")
+
+		// Spine's ITEM_NOT_FOUND (record.py compare_line_items_for_dispense):
+		// the notification names exactly the prescription's line items.
+		extra := r.statuses(partial)
+		extra["3f2504e0-4f89-41d3-9a0c-0305e82c3301"] = "0001"
+		withExtra, _ := fhirgen.DispenseNotification(r.g, home, extra, "0003", "")
+		r.refused(t, "a notification naming a line item the prescription does not have",
+			b.post(r.token(auth.RoleDispenser, home), regressionShaped(withExtra)), 400, "ITEM_NOT_FOUND")
+		if len(r.g.ItemIDs) > 1 {
+			fewer := r.statuses(partial)
+			delete(fewer, r.g.ItemIDs[len(r.g.ItemIDs)-1])
+			withFewer, _ := fhirgen.DispenseNotification(r.g, home, fewer, "0003", "")
+			r.refused(t, "a notification leaving a line item out",
+				b.post(r.token(auth.RoleDispenser, home), regressionShaped(withFewer)), 400, "ITEM_NOT_FOUND")
+		}
+
+		r.ok(t, "the holder's notification (no sender, prescriber's Organization)", b.post(r.token(auth.RoleDispenser, home), body),
+			state{status: "0003", items: partial, dispenser: home, title: hDispense})
+		stored, err := b.App.Store.Current(context.Background(), r.id())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev, err := b.App.Store.Event(context.Background(), stored.Seq); err != nil || !bytes.Equal(ev.Body, body) {
+			t.Errorf("the notification is not stored as sent: %v", err)
+		}
+
+		// A withdraw as the regression suite sends it (no owner, the
+		// prescriber's organisation contained), by a non-holder and by the
+		// holder.
+		withdraw := regressionShaped(fhirgen.WithdrawTask(r.g, home, n1, "MU"))
+		r.refused(t, "the holder's withdraw from a non-holder", r.task(other, withdraw), 400, codeInvalidState)
+		r.ok(t, "withdraw (no owner, prescriber's Organization)", r.task(home, withdraw),
+			state{status: "0002", items: r.all("0008"), dispenser: home, title: hWithdraw})
+
+		// The status stated is taken (record.py update_for_dispense), even
+		// when an item is still owed.
+		owed := r.firstAnd("0004", "0001")
+		body, _ = notification(owed, "0006", "")
+		r.ok(t, "stated Dispensed with an item owed", b.post(r.token(auth.RoleDispenser, home), body),
+			state{status: "0006", items: owed, dispenser: home, title: hDispense})
+
+		claim, _ := fhirgen.ClaimItems(r.g, home, "", r.statuses(owed), "0006")
+		claim = regressionShaped(claim)
+		r.refused(t, "the holder's claim from a non-holder", b.do("POST", "/FHIR/R4/Claim", r.token(auth.RoleDispenser, other), claim), 400, codeInvalidState)
+		r.ok(t, "claim (prescriber's Organization contained)", b.do("POST", "/FHIR/R4/Claim", r.token(auth.RoleDispenser, home), claim),
+			state{status: "0008", items: owed, dispenser: home, title: hClaim})
+	})
+}
+
+// A return as the regression suite sends it (no owner, the prescriber's
+// organisation contained) is the holder's to send; another dispenser then
+// releases it by ID. A cancellation without MessageHeader.sender is the
+// prescribing organisation's (the token's); an unknown prescription is
+// R-0008 with HTTP 400, and releasing one 400 RESOURCE_NOT_FOUND.
+func TestScenarioReturnAndCancelAsSystemsSendThem(t *testing.T) {
+	forKinds(t, func(t *testing.T, b *testBroker, k rxKind) {
+		r := postRx(t, b, k)
+		home, other := r.home, newODS("DO")
+		r.release(t)
+		ret := regressionShaped(fhirgen.ReturnTask(r.g, home, "0003"))
+		r.refused(t, "the holder's return from a non-holder", r.task(other, ret), 400, codeInvalidState)
+		r.ok(t, "return (no owner, prescriber's Organization)", r.task(home, ret),
+			state{status: "0001", items: r.all("0007"), title: hReturn})
+		r.ok(t, "released by ID elsewhere", r.releaseByID(other),
+			state{status: "0002", items: r.all("0008"), dispenser: other, title: hRelease})
+
+		cancel, _ := fhirgen.Cancellation(r.g, r.g.ItemIDs[0], "0001")
+		noSender := fhirgen.Mutate(cancel, func(m map[string]any) {
+			delete(m["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any), "sender")
+		})
+		r.refused(t, "a cancellation without sender from another prescribing organisation",
+			b.post(r.token(auth.RolePrescriber, "B81001"), noSender), 403, "")
+		if cancelAnswer(t, "a cancellation without sender", b.post(r.token(auth.RolePrescriber, prescriber), noSender), "R-0002") {
+			r.changed(t, state{status: "0002", items: r.all("0008"), dispenser: other, title: hMarked}, 1)
+		}
+
+		unknown := newRx(t, b, k)
+		cancelUnknown, _ := fhirgen.Cancellation(unknown.g, unknown.g.ItemIDs[0], "0001")
+		res := b.post(r.token(auth.RolePrescriber, prescriber), cancelUnknown)
+		if typ, code := rCode(res); res.Status != 400 || typ != "OperationOutcome" || code != "R-0008" {
+			t.Errorf("cancel of an unknown prescription: %d %s %s, want 400 R-0008", res.Status, typ, code)
+		}
+		res = b.release(other, fhirgen.ShortID(prescriber))
+		if res.Status != 400 || !res.outcome(t).hasCode("RESOURCE_NOT_FOUND") {
+			t.Errorf("release of an unknown prescription: %d %s, want 400 RESOURCE_NOT_FOUND", res.Status, res.Body)
+		}
 	})
 }

@@ -70,7 +70,7 @@ func genImport(rows, badEvery int, csv bool, nhs func() string) *importFile {
 				n = n[:9] + string(rune(d))
 				writeImportRow(&buf, csv, n, typ, ods)
 			case 1:
-				writeImportRow(&buf, csv, n, typ, "fa-565")
+				writeImportRow(&buf, csv, n, typ, "FA.565")
 			case 2:
 				writeImportRow(&buf, csv, n, "P7", ods)
 			case 3: // malformed

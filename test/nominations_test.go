@@ -76,7 +76,7 @@ func TestNominationRegistryAPI(t *testing.T) {
 	}{
 		{"/api/v1/nominations/9449305553/P1", `{"ods":"FA565"}`, auth.RoleAdmin, 400},
 		{"/api/v1/nominations/" + nhs + "/P7", `{"ods":"FA565"}`, auth.RoleAdmin, 400},
-		{"/api/v1/nominations/" + nhs + "/P1", `{"ods":"fa-565"}`, auth.RoleAdmin, 400},
+		{"/api/v1/nominations/" + nhs + "/P1", `{"ods":"FA.565"}`, auth.RoleAdmin, 400},
 		{"/api/v1/nominations/" + nhs + "/P1", `not json`, auth.RoleAdmin, 400},
 		{"/api/v1/nominations/" + nhs + "/P1", `{"ods":"FA565"}`, auth.RoleTracker, 403},
 	} {

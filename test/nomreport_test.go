@@ -173,7 +173,7 @@ func TestNominationReports(t *testing.T) {
 		{"/api/v1/nominations/reports/summary?from=2026-13-01&to=" + date(14), admin, 400},
 		{"/api/v1/nominations/reports/summary?to=" + date(14), admin, 400},
 		{"/api/v1/nominations/reports/summary?" + period + "&format=xml", admin, 400},
-		{"/api/v1/nominations/reports/dispensers/fa-565?" + period, admin, 400},
+		{"/api/v1/nominations/reports/dispensers/FA.565?" + period, admin, 400},
 		{"/api/v1/nominations/reports/dispensers/" + spike + "?from=yesterday&to=" + date(14), admin, 400},
 		{"/api/v1/nominations/reports/dispensers/" + spike + "?" + period + "&detail=maybe", admin, 400},
 	} {

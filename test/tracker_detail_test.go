@@ -178,8 +178,8 @@ func TestTrackerDetailDispensesAndCancellations(t *testing.T) {
 			wantMR: []string{"", "", "", ""}},
 		{name: "dispensed in two notifications", release: true,
 			dns: []dn{{items: []string{"0001", "0001", "0004", "0004"}, status: "0003"},
-				{items: []string{"", "", "0001", "0001"}, status: "0006"}},
-			wantStatus: "0006", wantDispenses: [][]mdWant{{{"0001", ""}, {"0001", ""}, {"0004", ""}, {"0004", ""}}, {{"0001", ""}, {"0001", ""}}},
+				{items: []string{"0001", "0001", "0001", "0001"}, status: "0006"}}, // as 200_AcuteWithMultipleItems_MultipleDispenses: every item named again
+			wantStatus: "0006", wantDispenses: [][]mdWant{{{"0001", ""}, {"0001", ""}, {"0004", ""}, {"0004", ""}}, {{"0001", ""}, {"0001", ""}, {"0001", ""}, {"0001", ""}}},
 			wantMR: []string{"", "", "", ""}},
 		{name: "not dispensed with reasons", release: true,
 			dns:        []dn{{items: []string{"0002", "0002", "0002", "0002"}, reasons: []string{"0002", "0009", "0006", "0007"}, rx: "0002", status: "0007"}},

@@ -182,7 +182,8 @@ func asFHIR(err error, fe **fhir.Error) bool {
 }
 
 // Cancelling: from the current issue; when it is complete, from the next
-// issue; every later issue's item cancelled with it (9005 when all are).
+// issue; every later issue's item cancelled with it (the issue 0005 when all
+// are: record.py process_instance_cancellation).
 func TestERDCancel(t *testing.T) {
 	in := func(item string) CancelInput {
 		return CancelInput{MessageID: "c-" + item, NHSNumber: "9449305552", LineItemID: item, Reason: "0001"}
@@ -202,7 +203,7 @@ func TestERDCancel(t *testing.T) {
 	if code != RCancelled {
 		t.Fatalf("cancel i2: %s", code)
 	}
-	wantIssues(t, n, 1, "0005", "9005", "9005", "9005")
+	wantIssues(t, n, 1, "0005", "0005", "0005", "0005")
 	if ApplyScheduled(n, t0.AddDate(0, 2, 0), nil) != nil {
 		t.Error("a cancelled course moved on")
 	}
@@ -214,7 +215,7 @@ func TestERDCancel(t *testing.T) {
 			t.Fatalf("cancel %s after issue 1: %s", item, code)
 		}
 	}
-	wantIssues(t, d, 1, "0006", "9005", "9005", "9005")
+	wantIssues(t, d, 1, "0006", "0005", "0005", "0005")
 
 	// With the dispenser: marked (R-0002), later issues cancelled now.
 	w := must(Release(erd(3, 28), "FA565", pharmacy, "rel", true, t0))
@@ -235,7 +236,7 @@ func TestERDEarlyCancellation(t *testing.T) {
 	kept := EarlyCancellation("7B7EF0-A83008-3220F7", gp, CancelInput{MessageID: "c", NHSNumber: "9449305552", LineItemID: "i1"}, t0)
 	kept = AddEarlyCancellation(kept, gp, CancelInput{MessageID: "c2", NHSNumber: "9449305552", LineItemID: "i2"}, t0)
 	n := ApplyEarlyCancellations(kept, erd(3, 28), t0)
-	wantIssues(t, n, 1, "0005", "9005", "9005")
+	wantIssues(t, n, 1, "0005", "0005", "0005")
 }
 
 // Withdrawing the dispense that completed an issue: the next issue, not yet

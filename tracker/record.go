@@ -128,7 +128,6 @@ type DispensedLine struct {
 	Medication string  `json:"medication,omitempty"` // its name
 	Quantity   float64 `json:"quantity,omitempty"`
 	Unit       string  `json:"unit,omitempty"`
-	Dosage     string  `json:"dosage,omitempty"`
 }
 
 // DispensedLines are the lines of a dispense notification, in message order.
@@ -136,7 +135,7 @@ func DispensedLines(n *fhir.DispenseNotification) []DispensedLine {
 	out := make([]DispensedLine, 0, len(n.Items))
 	for _, it := range n.Items {
 		out = append(out, DispensedLine{LineItem: it.LineItemID, Status: ItemStatus(it.Status), Reason: it.NonDispensingReason,
-			Code: it.MedicationCode, Medication: it.MedicationDisplay, Quantity: it.Quantity, Unit: it.QuantityUnit, Dosage: it.Dosage})
+			Code: it.MedicationCode, Medication: it.MedicationDisplay, Quantity: it.Quantity, Unit: it.QuantityUnit})
 	}
 	return out
 }

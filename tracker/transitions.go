@@ -199,7 +199,12 @@ func Release(p *Prescription, dispenser string, by Actor, messageID string, nomi
 			// Its expiry is overdue (the scheduler has yet to apply it): Spine
 			// checks the issue's expiry date on release (record.py
 			// return_details_for_release) and expires it first
-			// (handle_overdue_expiry).
+			// (handle_overdue_expiry). A nominated release passes it over, as
+			// it passes over any queue entry that is no longer there.
+			if nominated {
+				return nil, &fhir.Error{Kind: fhir.KindNotFound, IssueType: "not-found", Code: fhir.CodeResourceNotFound,
+					Display: "Resource not found", Diagnostics: fmt.Sprintf("prescription %s is no longer ready: it expired on %s", p.ID, p.ExpiresAt.Format("2006-01-02"))}
+			}
 			return nil, invalidTransition(p, "it expired on %s", p.ExpiresAt.Format("2006-01-02"))
 		}
 	case StatusWithDispenser, StatusWithDispenserActive:
@@ -282,20 +287,18 @@ func Return(p *Prescription, dispenser string, by Actor, messageID string, now t
 	return n, nil
 }
 
-// settleCancelled makes the issue Cancelled when every item is (Cancelled
-// future instance when it was still to come).
+// settleCancelled makes the issue Cancelled (0005) when every item is,
+// whether it was current or still to come (record.py
+// process_line_cancellation, process_instance_cancellation: Spine's 9005 is
+// only the record of a cancellation that arrived before its prescription,
+// set_pending_cancellation).
 func (p *Issue) settleCancelled() {
 	for _, it := range p.Items {
 		if it.Status != ItemCancelled {
 			return
 		}
 	}
-	switch p.Status {
-	case StatusRepeatFuture, StatusFuture, StatusAwaitingReleaseReady:
-		p.Status = StatusCancelledFuture
-	default:
-		p.Status = StatusCancelled
-	}
+	p.Status = StatusCancelled
 }
 
 // DispenseInput is what a dispense notification says.

@@ -218,8 +218,8 @@ func issueKey(rec *Prescription) string {
 // dispenseRequest.performer and the dispenser that holds it in performer);
 // when it has dispense notifications, the dispenser's PractitionerRole and
 // a MedicationDispense per item of each notification not withdrawn (its
-// medicationdispense-type, non-dispensing reason, product, quantity and
-// dosage, the MedicationRequest it dispenses, the prescription's status;
+// medicationdispense-type, non-dispensing reason, product and quantity,
+// the MedicationRequest it dispenses, the prescription's status;
 // status in-progress for the latest notification, unknown for earlier
 // ones); then the RequestGroup (mode match) with the prescription status as
 // in SearchBundle (and the cancellation and non-dispensing reasons of the
@@ -534,9 +534,6 @@ func dispenseEntries(rec *Prescription, d *fhir.OrderDetails, patientURL string)
 			}
 			if line.Code != "" {
 				md.MedicationCodeableConcept.Coding = []fhir.Coding{{System: systemSNOMED, Code: line.Code, Display: md.MedicationCodeableConcept.Text}}
-			}
-			if line.Dosage != "" {
-				md.DosageInstruction = []dosage{{Text: line.Dosage}}
 			}
 			dispenses = append(dispenses, bundleEntry{FullURL: url, Search: modeInclude, Resource: md})
 			key := strings.ToLower(dn.ID)
@@ -1040,7 +1037,6 @@ type medicationDispense struct {
 	AuthorizingPrescription     []reference         `json:"authorizingPrescription"`
 	MedicationCodeableConcept   fhir.Concept        `json:"medicationCodeableConcept"`
 	Quantity                    quantity            `json:"quantity"`
-	DosageInstruction           []dosage            `json:"dosageInstruction,omitempty"`
 	Extension                   []extension         `json:"extension"`
 }
 

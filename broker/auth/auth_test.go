@@ -155,7 +155,7 @@ func TestMintRefusesBadInput(t *testing.T) {
 			return Mint(key, DefaultIssuer, DefaultAudience, Principal{Subject: "u", ODS: "FA565", Role: "doctor"}, time.Hour, testNow)
 		},
 		"bad ods": func() (string, error) {
-			return Mint(key, DefaultIssuer, DefaultAudience, Principal{Subject: "u", ODS: "fa565", Role: RoleAdmin}, time.Hour, testNow)
+			return Mint(key, DefaultIssuer, DefaultAudience, Principal{Subject: "u", ODS: "FA 565", Role: RoleAdmin}, time.Hour, testNow)
 		},
 		"no sub": func() (string, error) {
 			return Mint(key, DefaultIssuer, DefaultAudience, Principal{ODS: "FA565", Role: RoleAdmin}, time.Hour, testNow)
@@ -246,7 +246,7 @@ func TestVerifyRejects(t *testing.T) {
 		{"role not a string", sign(t, jwt.SigningMethodEdDSA, key, kid, with(func(c jwt.MapClaims) { c["role"] = 7 })), "malformed"},
 		{"role in wrong case", sign(t, jwt.SigningMethodEdDSA, key, kid, with(func(c jwt.MapClaims) { c["role"] = "Admin" })), "invalid role"},
 		{"missing ods", sign(t, jwt.SigningMethodEdDSA, key, kid, with(func(c jwt.MapClaims) { delete(c, "ods") })), "missing ods"},
-		{"invalid ods", sign(t, jwt.SigningMethodEdDSA, key, kid, with(func(c jwt.MapClaims) { c["ods"] = "fa-565" })), "invalid ods"},
+		{"invalid ods", sign(t, jwt.SigningMethodEdDSA, key, kid, with(func(c jwt.MapClaims) { c["ods"] = "FA.565" })), "invalid ods"},
 		{"missing sub", sign(t, jwt.SigningMethodEdDSA, key, kid, with(func(c jwt.MapClaims) { delete(c, "sub") })), "missing sub"},
 		{"too large", good + strings.Repeat("A", maxTokenSize), "too large"},
 	}

@@ -110,7 +110,7 @@ func TestTokenBadUsage(t *testing.T) {
 		"bad role":         {"--role", "doctor", "--ods", "FA565"},
 		"role in capitals": {"--role", "Dispenser", "--ods", "FA565"},
 		"no role":          {"--ods", "FA565"},
-		"bad ods":          {"--role", "dispenser", "--ods", "fa565"},
+		"bad ods":          {"--role", "dispenser", "--ods", "FA 565"},
 		"ods too long":     {"--role", "dispenser", "--ods", "ABCDEFGHI"},
 		"no ods":           {"--role", "dispenser"},
 		"bad ttl":          {"--role", "dispenser", "--ods", "FA565", "--ttl", "soon"},

@@ -152,6 +152,27 @@ func DispenseNotification(g *Generated, dispenser string, itemStatus map[string]
 	return body, bundleID
 }
 
+// Release makes a Task/$release Parameters from the dispenser owner (the
+// owner Organization's ODS code): of prescription shortID
+// (group-identifier), or a nominated release when shortID is "". Like the
+// NHS example it is made from, it has the status parameter and an agent
+// PractitionerRole with telecom whose practitioner is an identifier, as the
+// EPS FHIR API requires.
+func Release(owner, shortID string) []byte {
+	return Mutate([]byte(releaseExample), func(m map[string]any) {
+		params := arr(m, "parameter")
+		for _, p := range params {
+			if pm := p.(map[string]any); pm["name"] == "owner" {
+				setODS(arr(obj(pm, "resource"), "identifier"), owner)
+			}
+		}
+		if shortID != "" {
+			m["parameter"] = append(params, map[string]any{"name": "group-identifier",
+				"valueIdentifier": map[string]any{"system": fhir.SystemPrescriptionID, "value": shortID}})
+		}
+	})
+}
+
 // ReturnTask makes a return (Task status rejected, code fulfill) of g's
 // prescription by the dispenser, with a return reason (0001-0008).
 func ReturnTask(g *Generated, dispenser, reason string) []byte {
@@ -553,6 +574,11 @@ var returnExample string
 //
 //go:embed nhs/withdraw.json
 var withdrawExample string
+
+// releaseExample is spec/dispense/Nominated-Pharmacy-Request-Release-200_OK.json: a nominated release by pharmacy VNE51.
+//
+//go:embed nhs/release.json
+var releaseExample string
 
 // claimExample is spec/dispensing/claim/acute-primary-example-req.json: a claim by pharmacy VNE51.
 //

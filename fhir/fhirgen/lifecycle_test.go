@@ -23,6 +23,7 @@ func TestLifecycleExamplesUnchanged(t *testing.T) {
 		"spec/dispensing/withdraw/acute-primary-example-req.json":                                                     withdrawExample,
 		"spec/dispensing/claim/acute-primary-example-req.json":                                                        claimExample,
 		"primary-care/acute/nominated-pharmacy/medical-prescriber/cancellations/1-Process-Request-Cancel-200_OK.json": cancellationExample,
+		"spec/dispense/Nominated-Pharmacy-Request-Release-200_OK.json":                                                releaseExample,
 	} {
 		b, err := os.ReadFile(filepath.Join(nhsExamples, path))
 		if err != nil {
@@ -184,6 +185,18 @@ func checkDispense(t *testing.T, body []byte, id string, g *Generated, statuses 
 	for _, it := range dn.Items {
 		if statuses[it.LineItemID] != it.Status || it.MedicationCode == "" {
 			t.Errorf("dispensed item %+v, want status %s", it, statuses[it.LineItemID])
+		}
+	}
+}
+
+// Release makes the release the EPS FHIR API accepts: by ID or nominated,
+// from the owner given.
+func TestRelease(t *testing.T) {
+	id := ShortID("A83008")
+	for _, tc := range []struct{ owner, id string }{{"FA565", id}, {"VNE51", ""}} {
+		rr, err := fhir.DecodeReleaseRequest(Release(tc.owner, tc.id))
+		if err != nil || rr.Owner != tc.owner || rr.PrescriptionID != tc.id || rr.AgentUserID == "" {
+			t.Errorf("Release(%s, %q): %+v %v", tc.owner, tc.id, rr, err)
 		}
 	}
 }
