@@ -1333,7 +1333,10 @@ func TestRegressionTrackerSearches(t *testing.T) {
 // false): 200 and exactly one issue, of severity information, none an
 // error; "foo": 400 and error issues (the suite also looks for the HAPI
 // validator's message number HAPI-1861, which only the HAPI FHIR validator
-// writes). Nothing is stored either way.
+// writes). The EPS API's $validate (electronic-prescription-service-api
+// packages/coordinator/src/routes/debug/validate.ts) runs only the external
+// FHIR validator before answering that one information issue: an unsigned
+// order is valid FHIR. Nothing is stored either way.
 func TestRegressionValidator(t *testing.T) {
 	b := startBroker(t, "")
 	r := newRegRx(t, b, regCase{false, regTypes[0]})
