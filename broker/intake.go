@@ -102,8 +102,11 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 		return nil, fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "role %q may not send prescription orders", p.Role)
 	}
 	// EPS takes the acting organisation from the authenticated caller; a
-	// sender, when the message names one (as an identifier or a reference
-	// to an Organization or PractitionerRole), must be that organisation.
+	// sender, when it names an organisation (an ODS code given as an
+	// identifier, or a reference to an Organization or PractitionerRole
+	// that resolves to one), must be that organisation (CONTRACT.md: a
+	// deliberate difference, for security). A sender naming none is as
+	// absent.
 	if msg.Sender != "" && msg.Sender != p.ODS {
 		in.metrics.Orders.WithLabelValues("forbidden").Inc()
 		return nil, &fhir.Error{Kind: fhir.KindForbidden, IssueType: "forbidden", Code: fhir.CodeAccessDenied,

@@ -235,8 +235,9 @@ func heldBy(cur *tracker.Prescription, dispenser string) error {
 	return tracker.HeldBy(cur, dispenser)
 }
 
-// sameNHSNumber is R-5000: every message about a prescription must name the
-// NHS number of its patient (when the message names one).
+// sameNHSNumber is R-5000: a withdraw, dispense notification or
+// cancellation must name the NHS number of the prescription's patient (when
+// the message names one); returns and claims carry none to Spine.
 func sameNHSNumber(cur *tracker.Prescription, nhs string) error {
 	if nhs != "" && nhs != cur.NHSNumber {
 		return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidValue,
@@ -301,8 +302,13 @@ func (l *Lifecycle) Task(ctx context.Context, p auth.Principal, t *fhir.TaskRequ
 			if err := heldBy(cur, p.ODS); err != nil {
 				return nil, err
 			}
-			if err := sameNHSNumber(cur, t.NHSNumber); err != nil {
-				return nil, err
+			// A withdraw names the patient (withdraw.ts createRecordTarget)
+			// and Spine compares it; a return does not (return.ts sends no
+			// recordTarget), so its Task.for is not compared.
+			if event == tracker.EventWithdraw {
+				if err := sameNHSNumber(cur, t.NHSNumber); err != nil {
+					return nil, err
+				}
 			}
 			if event == tracker.EventWithdraw {
 				return tracker.Withdraw(cur, p.ODS, actor, t.FocusID, msgID, l.now())
@@ -425,9 +431,8 @@ func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRe
 			if err := heldBy(cur, p.ODS); err != nil {
 				return nil, err
 			}
-			if err := sameNHSNumber(cur, c.NHSNumber); err != nil {
-				return nil, err
-			}
+			// Claim.patient is not compared (R-5000 is not a claim's rule:
+			// dispense-claim.ts sends no recordTarget).
 			if cur.ClaimID != "" && cur.ClaimID == c.ID {
 				return nil, errAlready
 			}

@@ -1,6 +1,7 @@
 package fhir_test
 
 import (
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -22,6 +23,14 @@ const (
 	facadeCommon    = "nhs-eps-api/packages/coordinator/src/services/translation/common/index.ts "
 	facadeRx        = "nhs-eps-api/packages/coordinator/src/services/translation/request/prescription.ts "
 	facadeAuthor    = "nhs-eps-api/packages/coordinator/src/services/translation/request/practitioner.ts "
+	facadeTherapy   = "nhs-eps-api/packages/coordinator/src/services/translation/request/course-of-therapy-type.ts "
+	facadeParent    = "nhs-eps-api/packages/coordinator/src/services/translation/request/prescribe/parent-prescription.ts "
+	facadePatient   = "nhs-eps-api/packages/coordinator/src/services/translation/request/patient.ts "
+	facadeOrg       = "nhs-eps-api/packages/coordinator/src/services/translation/request/organization.ts "
+	facadeLineItem  = "nhs-eps-api/packages/coordinator/src/services/translation/request/line-item.ts "
+	facadeDateTime  = "nhs-eps-api/packages/coordinator/src/services/translation/common/dateTime.ts "
+	facadeResources = "nhs-eps-api/packages/coordinator/src/services/translation/common/getResourcesOfType.ts "
+	spineFailure    = "Unable to process message. Information missing or invalid - "
 	spineCreate     = "eps-spine-shared/src/eps_spine_shared/validation/create.py "
 	spineCommon     = "eps-spine-shared/src/eps_spine_shared/validation/common.py "
 	spineConstants  = "eps-spine-shared/src/eps_spine_shared/validation/constants.py "
@@ -97,7 +106,9 @@ type orderCase struct {
 	// refused: the EPS code, issue type and FHIRPath answered; "" code:
 	// accepted.
 	code, issue, expr string
-	check             func(t *testing.T, m *fhir.Message, o *fhir.Order)
+	// diag, when set, is the diagnostics EPS answers, word for word.
+	diag  string
+	check func(t *testing.T, m *fhir.Message, o *fhir.Order)
 }
 
 func TestConformancePrescriptionOrder(t *testing.T) {
@@ -138,6 +149,13 @@ func TestConformancePrescriptionOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec, _ := erdTmpl.Order(fhirgen.Options{Now: now})
+	// NHS example-b (spec/errors): its groupIdentifier's system is
+	// prescription-short-form; redated so that its dates hold.
+	exampleB, err := os.ReadFile("../test/testdata/nhs/nhs-eps-api/spec/errors/example-b-spine-error-patient-deceased/SendRequest-FhirMessageSigned.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortFormExample := fhirgen.Redate(exampleB, now)
 	day := func(d time.Time) string { return d.Format(time.DateOnly) }
 	sender := func(want string) func(t *testing.T, m *fhir.Message, o *fhir.Order) {
 		return func(t *testing.T, m *fhir.Message, _ *fhir.Order) {
@@ -166,9 +184,25 @@ func TestConformancePrescriptionOrder(t *testing.T) {
 			}), check: sender("B81001")},
 		{name: "sender naming no organisation (a Practitioner) is as absent", ref: facadeValidator + "verifyBundle (MessageHeader.sender is not read)",
 			body: acute(func(m msg) { resource(m, eHeader)["sender"] = msg{"reference": fullURL(m, ePractitioner)} }), check: sender("")},
-		{name: "sender identifier not an ODS code", ref: spineConstants + "REGEX_ALPHANUMERIC8",
-			body: acute(func(m msg) { resource(m, eHeader)["sender"].(msg)["identifier"].(msg)["value"] = "A83 008" }),
-			code: fhir.CodeInvalidValue, issue: "value", expr: "MessageHeader.sender.identifier.value"},
+		{name: "sender identifier not an ODS code names no organisation", ref: facadeValidator + "verifyBundle (MessageHeader.sender is not read); " + spineCommon + "check_organisation_and_roles (agentOrganization only)",
+			body: acute(func(m msg) { resource(m, eHeader)["sender"].(msg)["identifier"].(msg)["value"] = "A83 008" }), check: sender("")},
+		{name: "sender reference that resolves nowhere names no organisation", ref: facadeValidator + "verifyBundle (MessageHeader.sender is not read)",
+			body: acute(func(m msg) {
+				resource(m, eHeader)["sender"] = msg{"reference": "urn:uuid:9b2c1d52-0d47-4e4a-8e0e-3f0f3a1f6c01"}
+			}), check: sender("")},
+		{name: "destination receiver not an ODS code", ref: spineCommon + "check_nominated_performer (the receiver is not checked)",
+			body: acute(func(m msg) {
+				resource(m, eHeader)["destination"].([]any)[0].(msg)["receiver"].(msg)["identifier"].(msg)["value"] = "FA 565/x"
+			})},
+		{name: "Patient.generalPractitioner not an ODS code", ref: facadePatient + "convertPatientToProviderPatient (not checked by Spine)",
+			body: acute(func(m msg) {
+				resource(m, ePatient)["generalPractitioner"] = []any{msg{"identifier": msg{"system": fhir.SystemODSCode, "value": "A83 008!"}}}
+			})},
+		{name: "another Organization's ODS identifier not an ODS code", ref: spineCommon + "check_organisation_and_roles (agentOrganization only)",
+			body: acute(func(m msg) {
+				m["entry"] = append(entryList(m), msg{"fullUrl": "urn:uuid:3f1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d01",
+					"resource": msg{"resourceType": "Organization", "name": "elsewhere", "identifier": []any{msg{"system": fhir.SystemODSCode, "value": "NOT AN ODS CODE"}}}})
+			})},
 
 		// Bundle.identifier
 		{name: "Bundle.identifier of another system", ref: facadeCommon + "getBundleIdentifierValue (getMessageId, onlyElement)",
@@ -197,9 +231,18 @@ func TestConformancePrescriptionOrder(t *testing.T) {
 					t.Errorf("performer %q", o.Performer)
 				}
 			}},
-		{name: "ODS code of 9 characters", ref: spineConstants + "REGEX_ALPHANUMERIC8",
+		{name: "nominated performer ODS code of 9 characters", ref: spineCommon + "check_nominated_performer (REGEX_ALPHANUMERIC8)",
 			body: acute(onItems("performer", msg{"identifier": msg{"system": fhir.SystemODSCode, "value": "FA5650000"}})),
-			code: fhir.CodeInvalidValue, issue: "value", expr: "Bundle.entry[1].resource.dispenseRequest.performer.identifier.value"},
+			code: fhir.CodeFailureToProcessMessage, issue: "processing", expr: "Bundle.entry[1].resource.dispenseRequest.performer.identifier.value",
+			diag: spineFailure + "nominatedPerformer has invalid format"},
+		{name: "prescriber Organization ODS code not an ODS code", ref: spineCommon + "check_organisation_and_roles (agentOrganization)",
+			body: acute(func(m msg) { resource(m, eOrg)["identifier"].([]any)[0].(msg)["value"] = "A83 008" }),
+			code: fhir.CodeFailureToProcessMessage, issue: "processing", expr: "Organization.identifier",
+			diag: spineFailure + "agentOrganization has invalid format"},
+		{name: "prescriber Organization.partOf ODS code not an ODS code", ref: spineCreate + "check_hcpl_org (hcplOrgCode)",
+			body: acute(func(m msg) { resource(m, eOrg)["partOf"].(msg)["identifier"].(msg)["value"] = "84H 0" }),
+			code: fhir.CodeFailureToProcessMessage, issue: "processing", expr: "Organization.identifier",
+			diag: spineFailure + "hcplOrgCode has invalid format"},
 
 		// The same on every line item (verifyPrescriptionBundle).
 		{name: "authoredOn differs", ref: facadeValidator + "verifyPrescriptionBundle verifyIdenticalForAllMedicationRequests",
@@ -299,9 +342,16 @@ func TestConformancePrescriptionOrder(t *testing.T) {
 					setExt(r, extRxType, msg{"url": extRxType, "valueCoding": msg{"system": "https://fhir.nhs.uk/CodeSystem/prescription-type", "code": "1001"}})
 				})
 			})},
-		{name: "primary care with a healthcareService", ref: facadeValidator + "verifyPrescriptionBundle checkPrimaryCarePrescriptionResources",
+		{name: "healthcareService an identifier", ref: facadeValidator + "verifyCommonBundle validatePractitionerRole fieldIsNotReferenceButShouldBe",
 			body: acute(func(m msg) {
 				resource(m, eRole)["healthcareService"] = []any{msg{"identifier": msg{"system": fhir.SystemODSCode, "value": "A83008"}}}
+			}),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "Bundle.entry[6].resource.healthcareService[0]"},
+		{name: "primary care with a healthcareService", ref: facadeValidator + "verifyPrescriptionBundle checkPrimaryCarePrescriptionResources",
+			body: acute(func(m msg) {
+				resource(m, eRole)["healthcareService"] = []any{msg{"reference": "urn:uuid:6a1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d02"}}
+				m["entry"] = append(entryList(m), msg{"fullUrl": "urn:uuid:6a1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d02",
+					"resource": msg{"resourceType": "HealthcareService", "name": "clinic", "identifier": []any{msg{"system": fhir.SystemODSCode, "value": "A83008"}}}})
 			}),
 			code: fhir.CodeInvalidValue, issue: "invalid", expr: "Bundle.entry[6].resource.healthcareService"},
 		{name: "Practitioner identified by a gmp-number", ref: facadeValidator + "verifyPrescriptionBundle createInvalidIdentifierIssue",
@@ -441,9 +491,27 @@ func TestConformancePrescriptionOrder(t *testing.T) {
 		{name: "eRD: no validityPeriod", ref: facadeValidator + "verifyRepeatDispensingPrescription createMedicationRequestMissingValueIssue",
 			body: erd(onItems("validityPeriod", nil)),
 			code: fhir.CodeMissingValue, issue: "value", expr: items + "dispenseRequest.validityPeriod"},
-		{name: "eRD: no validityPeriod.end", ref: spineCreate + "check_repeat_dispense_window",
+		{name: "eRD: no validityPeriod.end", ref: facadeRx + "convertPrescriptionComponent1; " + facadeDateTime + "convertIsoDateTimeStringToMoment",
 			body: erd(onItems("validityPeriod", msg{"start": day(now)})),
-			code: fhir.CodeFailureToProcessMessage, issue: "processing", expr: "Bundle.entry[1].resource.dispenseRequest.validityPeriod"},
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "MedicationRequest.dispenseRequest.validityPeriod.end",
+			diag: "Incorrect format for date time string 'undefined'."},
+		{name: "eRD: no validityPeriod.start", ref: facadeParent + "convertParentPrescription; " + facadeRx + "convertPrescriptionComponent1",
+			body: erd(onItems("validityPeriod", msg{"end": day(now.AddDate(0, 6, 0))})),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "MedicationRequest.dispenseRequest.validityPeriod.start",
+			diag: "Incorrect format for date time string 'undefined'."},
+		{name: "eRD: negative days supply", ref: spineCreate + "check_days_supply (REGEX_INTEGER12)",
+			body: erd(onItems("expectedSupplyDuration", msg{"value": -28, "unit": "day", "system": "http://unitsofmeasure.org", "code": "d"})),
+			code: fhir.CodeFailureToProcessMessage, issue: "processing", expr: "Bundle.entry[1].resource.dispenseRequest.expectedSupplyDuration.value",
+			diag: spineFailure + "daysSupply is not an integer"},
+		{name: "eRD: authorisationExpiryDate yesterday", ref: facadeRx + "extractReviewDate (isFutureDated)",
+			body: erd(func(m msg) {
+				eachMR(m, func(_ int, r msg) {
+					setExt(r, fhir.ExtUKCoreRepeatInformation, msg{"url": fhir.ExtUKCoreRepeatInformation, "extension": []any{
+						msg{"url": "authorisationExpiryDate", "valueDateTime": day(now.AddDate(0, 0, -1))}}})
+				})
+			}),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "MedicationRequest.extension.extension.valueDateTime",
+			diag: "authorisationExpiryDate is not in the future '" + day(now.AddDate(0, 0, -1)) + "'."},
 		{name: "eRD: validity ended yesterday", ref: spineCreate + "check_repeat_dispense_window",
 			body: erd(onItems("validityPeriod", msg{"start": day(now.AddDate(0, -1, 0)), "end": day(now.AddDate(0, 0, -1))})),
 			code: fhir.CodeFailureToProcessMessage, issue: "processing", expr: "Bundle.entry[1].resource.dispenseRequest.validityPeriod.end"},
@@ -481,6 +549,285 @@ func TestConformancePrescriptionOrder(t *testing.T) {
 				})
 			}),
 			code: fhir.CodeInvalidValue, issue: "business-rule", expr: items + "extension('" + fhir.ExtControlledDrug + "')"},
+
+		// Prescription IDs (prescription.ts convertPrescriptionIds: groupIdentifier.value
+		// and the PrescriptionId extension; the system is not read).
+		// example-b predates two rules EPS now applies to it (the site type
+		// extension and a professional code): given those, it is accepted.
+		{name: "groupIdentifier of the prescription-short-form system (NHS example-b, with a site type and professional codes)", ref: facadeRx + "convertPrescriptionIds",
+			body: fhirgen.Mutate(shortFormExample, func(m msg) {
+				for _, e := range entryList(m) {
+					if r := e.(msg)["resource"].(msg); r["resourceType"] == "Practitioner" {
+						r["identifier"] = append(r["identifier"].([]any), msg{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "G1234567"})
+					}
+				}
+				eachMR(m, func(_ int, r msg) {
+					setExt(dispReq(r), extSiteType, msg{"url": extSiteType, "valueCoding": msg{"system": "https://fhir.nhs.uk/CodeSystem/dispensing-site-preference", "code": "P1"}})
+				})
+			}),
+			check: func(t *testing.T, _ *fhir.Message, o *fhir.Order) {
+				if o.PrescriptionID != "76787C-C81007-00001G" {
+					t.Errorf("prescription ID %q", o.PrescriptionID)
+				}
+			}},
+		{name: "NHS example-b as sent: no dispenseRequest.extension", ref: facadeRx + "convertDispensingSitePreference (getExtensionForUrl of no array: onlyElement)",
+			body: shortFormExample,
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "MedicationRequest.dispenseRequest.extension", diag: "Required field missing."},
+		{name: "PrescriptionId extension absent", ref: facadeRx + "convertPrescriptionIds (getExtensionForUrl)",
+			body: acute(func(m msg) { eachMR(m, func(_ int, r msg) { r["groupIdentifier"].(msg)["extension"] = []any{} }) }),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "MedicationRequest.groupIdentifier.extension"},
+		{name: "short-form ID of a bad format", ref: spineCommon + "check_prescription_id (REGEX_PRESCRID)",
+			body: acute(func(m msg) { eachMR(m, func(_ int, r msg) { r["groupIdentifier"].(msg)["value"] = "24F5DA-A83008" }) }),
+			code: fhir.CodeFailureToProcessMessage, issue: "processing", expr: "Bundle.entry[1].resource.groupIdentifier.value",
+			diag: spineFailure + "prescriptionID has invalid format"},
+
+		// References: resolved by fullUrl where EPS reads them, and only there
+		// (translation/common/index.ts resolveReference, getResourceForFullUrl).
+		{name: "requester resolves nowhere", ref: facadeCommon + "resolveReference (getResourceForFullUrl)",
+			body: acute(func(m msg) {
+				eachMR(m, func(_ int, r msg) { r["requester"] = msg{"reference": "urn:uuid:0e5c3c1a-1111-4a4a-9b9b-0123456789ab"} })
+			}),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Bundle.entry",
+			diag: "Too few values submitted. Expected 1 element where fullUrl == 'urn:uuid:0e5c3c1a-1111-4a4a-9b9b-0123456789ab'."},
+		{name: "requester as a relative reference (EPS resolves by fullUrl only)", ref: facadeCommon + "getResourceForFullUrl (entry.fullUrl === reference)",
+			body: acute(func(m msg) {
+				resource(m, eRole)["id"] = "role1"
+				eachMR(m, func(_ int, r msg) { r["requester"] = msg{"reference": "PractitionerRole/role1"} })
+				resource(m, eProvenance)["signature"].([]any)[0].(msg)["who"] = msg{"reference": "PractitionerRole/role1"}
+			}),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Bundle.entry"},
+		{name: "PractitionerRole.practitioner resolves nowhere", ref: facadeValidator + "verifyCommonBundle validatePractitionerRole (resolveReference)",
+			body: acute(func(m msg) {
+				resource(m, eRole)["practitioner"] = msg{"reference": "urn:uuid:0e5c3c1a-2222-4a4a-9b9b-0123456789ab"}
+			}),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Bundle.entry"},
+		{name: "PractitionerRole.practitioner an identifier (not the responsible party)", ref: facadeValidator + "validatePractitionerRolePractitionerField",
+			body: acute(func(m msg) {
+				resource(m, eRole)["practitioner"] = msg{"identifier": msg{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "G1234567"}}
+			}),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "Bundle.entry[6].resource.practitioner"},
+		{name: "Organization.partOf reference resolves nowhere", ref: facadeOrg + "convertHealthCareProviderLicense (resolveReference)",
+			body: acute(func(m msg) {
+				resource(m, eOrg)["partOf"] = msg{"reference": "urn:uuid:0e5c3c1a-3333-4a4a-9b9b-0123456789ab"}
+			}),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Bundle.entry"},
+		{name: "ResponsiblePractitioner resolves nowhere", ref: facadeAuthor + "convertResponsibleParty (resolveReference)",
+			body: acute(func(m msg) {
+				eachMR(m, func(_ int, r msg) {
+					setExt(r, fhir.ExtResponsiblePractitioner, msg{"url": fhir.ExtResponsiblePractitioner, "valueReference": msg{"reference": "urn:uuid:0e5c3c1a-4444-4a4a-9b9b-0123456789ab"}})
+				})
+			}),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Bundle.entry"},
+		{name: "medicationReference resolves nowhere", ref: facadeCommon + "getMedicationCoding (getResourceForFullUrl)",
+			body: acute(onItem(eItem1, func(r msg) {
+				delete(r, "medicationCodeableConcept")
+				r["medicationReference"] = msg{"reference": "urn:uuid:0e5c3c1a-5555-4a4a-9b9b-0123456789ab"}
+			})),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Bundle.entry"},
+		{name: "CommunicationRequest contentReference resolves nowhere", ref: facadeRx + "extractMedicationListText (resolveReference)",
+			body: acute(func(m msg) {
+				m["entry"] = append(entryList(m), msg{"fullUrl": "urn:uuid:7a1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d03",
+					"resource": msg{"resourceType": "CommunicationRequest", "payload": []any{msg{"contentReference": msg{"reference": "urn:uuid:0e5c3c1a-6666-4a4a-9b9b-0123456789ab"}}}}})
+			}),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Bundle.entry"},
+		{name: "references EPS does not read may resolve nowhere", ref: facadeResources + "getPatient (the one Patient, not the subject); " + facadeCommon + "resolveReference (only where translated)",
+			body: acute(func(m msg) {
+				resource(m, ePatient)["generalPractitioner"] = []any{msg{"reference": "#nowhere"}}
+				resource(m, eHeader)["focus"] = []any{msg{"reference": "urn:uuid:0e5c3c1a-7777-4a4a-9b9b-0123456789ab"}}
+				resource(m, ePatient)["id"] = "pat1"
+				eachMR(m, func(_ int, r msg) { r["subject"] = msg{"reference": "Patient/pat1"} })
+			})},
+		{name: "two Patients", ref: facadeResources + "getPatient (onlyElement)",
+			body: acute(func(m msg) {
+				m["entry"] = append(entryList(m), msg{"fullUrl": "urn:uuid:8a1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d04", "resource": resource(m, ePatient)})
+			}),
+			code: fhir.CodeTooManyValues, issue: "invalid", expr: "Bundle.entry"},
+
+		// Course of therapy (course-of-therapy-type.ts getCourseOfTherapyTypeCode).
+		{name: "acute and continuous items make an acute prescription", ref: facadeTherapy + "getCourseOfTherapyTypeCode",
+			body: acute(onItem(eItem2, func(r msg) { r["courseOfTherapyType"].(msg)["coding"].([]any)[0].(msg)["code"] = "continuous" })),
+			check: func(t *testing.T, _ *fhir.Message, o *fhir.Order) {
+				if o.TherapyType != fhir.TherapyAcute {
+					t.Errorf("therapy %q, want acute", o.TherapyType)
+				}
+			}},
+		{name: "every coding counts: an item coded acute and repeat dispensing", ref: facadeTherapy + "getCourseOfTherapyTypeCode (flatMap of every coding)",
+			body: acute(onItem(eItem2, func(r msg) {
+				r["courseOfTherapyType"] = msg{"coding": []any{
+					msg{"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy", "code": "acute"},
+					msg{"system": "https://fhir.nhs.uk/CodeSystem/medicationrequest-course-of-therapy", "code": "continuous-repeat-dispensing"}}}
+			})),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "MedicationRequest.courseOfTherapyType.coding"},
+		{name: "an unknown course of therapy on every item", ref: facadeRx + "convertCourseOfTherapyTypeCode",
+			body: acute(func(m msg) {
+				eachMR(m, func(_ int, r msg) { r["courseOfTherapyType"].(msg)["coding"].([]any)[0].(msg)["code"] = "sometimes" })
+			}),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "MedicationRequest.courseOfTherapyType.coding.code",
+			diag: "Unhandled course of therapy type code 'sometimes'."},
+
+		// Dates as EPS parses them.
+		{name: "acute validityPeriod without start", ref: facadeParent + "convertParentPrescription (validityPeriod.start)",
+			body: acute(onItems("validityPeriod", msg{"end": day(now.AddDate(0, 1, 0))})),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "MedicationRequest.dispenseRequest.validityPeriod.start",
+			diag: "Incorrect format for date time string 'undefined'."},
+		{name: "acute validityPeriod.end and authoredOn not read", ref: facadeParent + "convertParentPrescription (only validityPeriod.start is parsed)",
+			body: acute(func(m msg) {
+				onItems("validityPeriod", msg{"start": day(now), "end": "next month"})(m)
+				eachMR(m, func(_ int, r msg) { r["authoredOn"] = "2022-10-21T13:47:00" })
+			})},
+		{name: "no validityPeriod: Spine takes the signature time", ref: facadeParent + "convertParentPrescription; " + facadeAuthor + "setSignatureTimeAndText",
+			body: acute(func(m msg) {
+				onItems("validityPeriod", nil)(m)
+				resource(m, eProvenance)["signature"].([]any)[0].(msg)["when"] = "2026-03-01T09:30:00+00:00"
+			}),
+			check: func(t *testing.T, _ *fhir.Message, o *fhir.Order) {
+				if want := time.Date(2026, 3, 1, 9, 30, 0, 0, time.UTC); !o.SignedAt.Equal(want) || !o.ValidityStart.IsZero() {
+					t.Errorf("signed %v validity start %v, want signed %v", o.SignedAt, o.ValidityStart, want)
+				}
+			}},
+
+		// Performer site type (prescription.ts convertDispensingSitePreference).
+		{name: "performer site type extension absent", ref: facadeRx + "convertDispensingSitePreference (getExtensionForUrl)",
+			body: acute(func(m msg) { eachMR(m, func(_ int, r msg) { setExt(dispReq(r), extSiteType, nil) }) }),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "MedicationRequest.dispenseRequest.extension"},
+
+		// The prescriber.
+		{name: "Practitioner with two professional codes", ref: facadeAuthor + "getAgentPersonPersonIdForAuthor",
+			body: acute(func(m msg) {
+				p := resource(m, ePractitioner)
+				p["identifier"] = append(p["identifier"].([]any), msg{"system": "https://fhir.hl7.org.uk/Id/nmc-number", "value": "12A3456B"})
+			}),
+			code: fhir.CodeTooManyValues, issue: "invalid", expr: "Practitioner.identifier"},
+		{name: "Practitioner without a professional code", ref: facadeAuthor + "getAgentPersonPersonIdForAuthor",
+			body: acute(func(m msg) {
+				p := resource(m, ePractitioner)
+				var keep []any
+				for _, id := range p["identifier"].([]any) {
+					if sys := id.(msg)["system"].(string); !strings.Contains(sys, "-number") && !strings.HasSuffix(sys, "professional-code") {
+						keep = append(keep, id)
+					}
+				}
+				p["identifier"] = keep
+			}),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Practitioner.identifier"},
+		{name: "prescriber Organization without a name", ref: facadeOrg + "convertCommonOrganizationDetails",
+			body: acute(func(m msg) { delete(resource(m, eOrg), "name") }),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "Organization.address", diag: "Name must be provided."},
+		{name: "prescriber Organization without an ODS identifier", ref: facadeOrg + "convertCommonOrganizationDetails (getIdentifierValueForSystem)",
+			body: acute(func(m msg) {
+				resource(m, eOrg)["identifier"] = []any{msg{"system": "https://example.org/other", "value": "X"}}
+			}),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Organization.identifier"},
+		{name: "responsible party's role names its practitioner by identifier", ref: facadeValidator + "validatePractitionerRolePractitionerField (reference XOR identifier)",
+			body: acute(func(m msg) {
+				url := "urn:uuid:9c1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d05"
+				role := msg{"resourceType": "PractitionerRole", "practitioner": msg{"identifier": msg{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "G7654321"}},
+					"organization": msg{"reference": fullURL(m, eOrg)}}
+				m["entry"] = append(entryList(m), msg{"fullUrl": url, "resource": role})
+				eachMR(m, func(_ int, r msg) {
+					setExt(r, fhir.ExtResponsiblePractitioner, msg{"url": fhir.ExtResponsiblePractitioner, "valueReference": msg{"reference": url}})
+				})
+			})},
+		{name: "responsible party without a professional code", ref: facadeAuthor + "getAgentPersonPersonIdForResponsibleParty",
+			body: acute(func(m msg) {
+				url := "urn:uuid:9c1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d08"
+				role := msg{"resourceType": "PractitionerRole", "practitioner": msg{"identifier": msg{"system": "https://fhir.nhs.uk/Id/sds-user-id", "value": "555086689106"}},
+					"organization": msg{"reference": fullURL(m, eOrg)}}
+				m["entry"] = append(entryList(m), msg{"fullUrl": url, "resource": role})
+				eachMR(m, func(_ int, r msg) {
+					setExt(r, fhir.ExtResponsiblePractitioner, msg{"url": fhir.ExtResponsiblePractitioner, "valueReference": msg{"reference": url}})
+				})
+			}),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Practitioner.identifier"},
+		{name: "responsible party named by the role's spurious code", ref: facadeAuthor + "getAgentPersonPersonIdForResponsibleParty (nhsbsa-spurious-code)",
+			body: acute(func(m msg) {
+				url := "urn:uuid:9c1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d09"
+				role := msg{"resourceType": "PractitionerRole", "practitioner": msg{"identifier": msg{"system": "https://fhir.nhs.uk/Id/sds-user-id", "value": "555086689106"}},
+					"identifier":   []any{msg{"system": "https://fhir.hl7.org.uk/Id/nhsbsa-spurious-code", "value": "612345"}},
+					"organization": msg{"reference": fullURL(m, eOrg)}}
+				m["entry"] = append(entryList(m), msg{"fullUrl": url, "resource": role})
+				eachMR(m, func(_ int, r msg) {
+					setExt(r, fhir.ExtResponsiblePractitioner, msg{"url": fhir.ExtResponsiblePractitioner, "valueReference": msg{"reference": url}})
+				})
+			})},
+		{name: "responsible party's role names its practitioner by reference and identifier", ref: facadeValidator + "validatePractitionerRolePractitionerField (reference XOR identifier)",
+			body: acute(func(m msg) {
+				url := "urn:uuid:9c1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d06"
+				role := msg{"resourceType": "PractitionerRole", "organization": msg{"reference": fullURL(m, eOrg)},
+					"practitioner": msg{"reference": fullURL(m, ePractitioner), "identifier": msg{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "G7654321"}}}
+				m["entry"] = append(entryList(m), msg{"fullUrl": url, "resource": role})
+				eachMR(m, func(_ int, r msg) {
+					setExt(r, fhir.ExtResponsiblePractitioner, msg{"url": fhir.ExtResponsiblePractitioner, "valueReference": msg{"reference": url}})
+				})
+			}),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "Bundle.entry[10].resource.practitioner",
+			diag: "Responsible practitioner must be either a reference to a Practitioner resource or an identifier reference."},
+
+		// Patient.
+		{name: "no birthDate", ref: facadePatient + "convertPatientToPatientPerson (convertIsoDateStringToHl7V3Date)",
+			body: acute(func(m msg) { delete(resource(m, ePatient), "birthDate") }),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "Patient.birthDate", diag: "Incorrect format for date string 'undefined'."},
+		{name: "birthDate a dateTime", ref: facadeDateTime + "convertIsoDateStringToMoment (FHIR_DATE_REGEX)",
+			body: acute(func(m msg) { resource(m, ePatient)["birthDate"] = "1999-01-04T00:00:00Z" }),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "Patient.birthDate"},
+		{name: "NHS number of a bad check digit", ref: spineCommon + "check_nhs_number",
+			body: acute(func(m msg) { resource(m, ePatient)["identifier"].([]any)[0].(msg)["value"] = "9449304131" }),
+			code: fhir.CodeFailureToProcessMessage, issue: "processing", expr: "Bundle.entry[5].resource.identifier[0].value",
+			diag: spineFailure + "nhsNumber is not valid"},
+		{name: "no NHS number identifier", ref: facadePatient + "convertPatient (getIdentifierValueForSystem)",
+			body: acute(func(m msg) {
+				resource(m, ePatient)["identifier"].([]any)[0].(msg)["system"] = "https://example.org/other"
+			}),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "Patient.identifier"},
+
+		// The requester's signature (practitioner.ts setSignatureTimeAndText).
+		{name: "signature when not a dateTime", ref: facadeAuthor + "setSignatureTimeAndText (convertIsoDateTimeStringToHl7V3DateTime)",
+			body: acute(func(m msg) { resource(m, eProvenance)["signature"].([]any)[0].(msg)["when"] = "21/10/2022 13:47" }),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "Provenance.signature.when"},
+		{name: "signature data not base64 XML", ref: facadeAuthor + "setSignatureTimeAndText (xml2js)",
+			body: acute(func(m msg) { resource(m, eProvenance)["signature"].([]any)[0].(msg)["data"] = "bm90IFhNTA==" }),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "Provenance.signature.data", diag: "Invalid signature format."},
+
+		// Line items.
+		{name: "line item ids differing only in case are distinct", ref: facadeValidator + "allMedicationRequestsHaveUniqueIdentifier (isDeepStrictEqual)",
+			body: acute(func(m msg) {
+				id := resource(m, eItem1)["identifier"].([]any)[0].(msg)["value"].(string)
+				resource(m, eItem2)["identifier"].([]any)[0].(msg)["value"] = strings.ToUpper(id)
+			})},
+		{name: "line item id not a GUID", ref: spineCreate + "validate_line_item (REGEX_GUID)",
+			body: acute(onItem(eItem2, func(r msg) { r["identifier"].([]any)[0].(msg)["value"] = "item-2" })),
+			code: fhir.CodeFailureToProcessMessage, issue: "processing", expr: "Bundle.entry[2].resource.identifier[0].value",
+			diag: spineFailure + "item-2 is not a valid GUID format"},
+		{name: "no line item identifier", ref: facadeLineItem + "convertMedicationRequestToLineItem (getIdentifierValueForSystem)",
+			body: acute(onItem(eItem2, func(r msg) { r["identifier"].([]any)[0].(msg)["system"] = "https://example.org/other" })),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "MedicationRequest.identifier"},
+		{name: "line item without identifiers", ref: facadeLineItem + "convertMedicationRequestToLineItem (getIdentifierValueForSystem: no array)",
+			body: acute(onItem(eItem2, func(r msg) { delete(r, "identifier") })),
+			code: fhir.CodeInvalidValue, issue: "invalid", expr: "MedicationRequest.identifier", diag: "Required field missing."},
+		{name: "line item with an empty identifier list", ref: facadeLineItem + "convertMedicationRequestToLineItem (getIdentifierValueForSystem)",
+			body: acute(onItem(eItem2, func(r msg) { r["identifier"] = []any{} })),
+			code: fhir.CodeTooFewValues, issue: "invalid", expr: "MedicationRequest.identifier"},
+		{name: "five line items", ref: spineCreate + "validate_line_items (MAX_LINEITEMS)",
+			body: acute(func(m msg) {
+				fifth := msg{}
+				b, _ := json.Marshal(entryList(m)[eItem1])
+				_ = json.Unmarshal(b, &fifth)
+				fifth["fullUrl"] = "urn:uuid:5e1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d07"
+				fifth["resource"].(msg)["identifier"].([]any)[0].(msg)["value"] = "5e1f1e0c-8a44-4c55-9d4e-2b1b2a1c0d07"
+				m["entry"] = append(entryList(m), fifth)
+			}),
+			code: fhir.CodeFailureToProcessMessage, issue: "processing", expr: "Bundle.entry.resource.ofType(MedicationRequest)",
+			diag: spineFailure + "lineItems over expected max count of 4"},
+		{name: "intent absent", ref: facadeValidator + "validateMedicationRequests isPlanOrReflex (intent not read otherwise)",
+			body: acute(func(m msg) { eachMR(m, func(_ int, r msg) { delete(r, "intent") }) })},
+		{name: "intent proposal", ref: facadeValidator + "validateMedicationRequests isPlanOrReflex",
+			body: acute(func(m msg) { eachMR(m, func(_ int, r msg) { r["intent"] = "proposal" }) })},
+
+		// Bundle.identifier as Spine checks it.
+		{name: "Bundle.identifier.value not a UUID", ref: spineCommon + "check_hl7_event_id (REGEX_GUID)",
+			body: acute(func(m msg) { m["identifier"].(msg)["value"] = "message-1" }),
+			code: fhir.CodeFailureToProcessMessage, issue: "processing", expr: "Bundle.identifier.value",
+			diag: spineFailure + "hl7EventID has invalid format"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -513,6 +860,9 @@ func TestConformancePrescriptionOrder(t *testing.T) {
 			}
 			if strings.TrimSpace(e.Diagnostics) == "" {
 				t.Error("no diagnostics")
+			}
+			if tc.diag != "" && e.Diagnostics != tc.diag {
+				t.Errorf("diagnostics %q, want %q", e.Diagnostics, tc.diag)
 			}
 		})
 	}

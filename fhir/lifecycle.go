@@ -29,26 +29,28 @@ const (
 	SystemTaskBusinessStatus = "https://fhir.nhs.uk/CodeSystem/EPS-task-business-status"
 	SystemEndorsement        = "https://fhir.nhs.uk/CodeSystem/medicationdispense-endorsement"
 
-	ExtTaskBusinessStatus   = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-TaskBusinessStatus"
-	ExtNonDispensingReason  = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionNonDispensingReason"
-	ExtGroupIdentifier      = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-GroupIdentifier"
-	ExtClaimLineItemRef     = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimMedicationRequestReference"
-	ODSNHSBSA               = "T1450" // NHS Business Services Authority: a claim's insurer (or RQFZ1)
-	TaskKindReturn          = "return"
-	TaskKindWithdraw        = "withdraw"
-	ReleaseStatusAccepted   = "accepted"
-	MessageReasonCancel     = "cancel"
-	extGroupIDShortForm     = "shortForm"
-	extGroupIDUUID          = "UUID"
-	paramOwner              = "owner"
-	paramGroupIdentifier    = "group-identifier"
-	paramAgent              = "agent"
-	withdrawTaskCode        = "abort"
-	taskStatusReturn        = "rejected"
-	taskStatusWithdraw      = "in-progress"
-	cancelledStatus         = "cancelled"
-	whereMedicationDispense = "Bundle.entry.resource.ofType(MedicationDispense)"
-	whereMedicationRequest  = "Bundle.entry.resource.ofType(MedicationRequest)"
+	ExtTaskBusinessStatus    = "https://fhir.nhs.uk/StructureDefinition/Extension-EPS-TaskBusinessStatus"
+	ExtNonDispensingReason   = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionNonDispensingReason"
+	ExtGroupIdentifier       = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-GroupIdentifier"
+	ExtClaimLineItemRef      = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimMedicationRequestReference"
+	SystemDispenseItemNumber = "https://fhir.nhs.uk/Id/prescription-dispense-item-number"
+	ExtClaimSequenceID       = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimSequenceIdentifier"
+	ODSNHSBSA                = "T1450" // NHS Business Services Authority: a claim's insurer (or RQFZ1)
+	TaskKindReturn           = "return"
+	TaskKindWithdraw         = "withdraw"
+	ReleaseStatusAccepted    = "accepted"
+	MessageReasonCancel      = "cancel"
+	extGroupIDShortForm      = "shortForm"
+	extGroupIDUUID           = "UUID"
+	paramOwner               = "owner"
+	paramGroupIdentifier     = "group-identifier"
+	paramAgent               = "agent"
+	withdrawTaskCode         = "abort"
+	taskStatusReturn         = "rejected"
+	taskStatusWithdraw       = "in-progress"
+	cancelledStatus          = "cancelled"
+	whereMedicationDispense  = "Bundle.entry.resource.ofType(MedicationDispense)"
+	whereMedicationRequest   = "Bundle.entry.resource.ofType(MedicationRequest)"
 )
 
 // Codes each message may state.
@@ -174,13 +176,16 @@ type ClaimItem struct{ LineItemID, Status string }
 //	the body is a JSON object                     INVALID_VALUE structure
 //	resourceType Parameters                       MISSING_VALUE required, INVALID_VALUE value
 //	an agent parameter holding a PractitionerRole INVALID_VALUE invalid (the facade throws first)
+//	its practitioner identifier sds-user-id, its
+//	  identifiers with one sds-role-profile-id    TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid (thrown)
 //	an owner parameter holding an Organization    MISSING_VALUE invalid
 //	agent.practitioner not a reference            INVALID_VALUE invalid
 //	agent.telecom present                         MISSING_VALUE invalid
-//	the owner's ODS code present and valid        MISSING_VALUE required, INVALID_VALUE value
+//	the owner's one ods-organization-code
+//	  identifier (its format is not checked)      INVALID_VALUE, TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
 //	at most one group-identifier; when present:
-//	  system prescription-order-number, a short
-//	  ID with a right check character             TOO_MANY_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE, INVALID_CHECKSUM
+//	  a short ID (its system is not read) with a
+//	  right check character                       TOO_MANY_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE, INVALID_CHECKSUM
 //
 // The status parameter is optional and not read (the facade does not read
 // it either).
@@ -312,6 +317,9 @@ func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 	if err := readRaw(&params[ai].Resource, func(r *reader) { r.practitionerRole(&role) }); err != nil {
 		return nil, err
 	}
+	if err := sdsIdentifiers(&role, `parameters.parameter("PractitionerRole")`); err != nil {
+		return nil, err
+	}
 
 	// Then, as verifyParameters collects them: the owner, the agent's
 	// practitioner and telecom.
@@ -326,15 +334,26 @@ func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 		return nil, requiredField(exprAgentTelecom)
 	}
 
+	// The owner's ODS code, as the translation reads it (agent-person.ts
+	// convertOrganization: getIdentifierValueForSystem, the one identifier
+	// of the ods-organization-code system at Organization.identifier). Its
+	// format is not checked (neither the facade nor a Spine rule in the
+	// reference does): the broker compares it with the caller's
+	// organisation (403 when they differ).
 	rr := &ReleaseRequest{}
-	f, err := containedODS(&params[oi].Resource)
+	var owner organization
+	if err := readRaw(&params[oi].Resource, func(r *reader) { r.organization(&owner) }); err != nil {
+		return nil, err
+	}
+	ids := owner.Identifier
+	if ids == nil && owner.HasIdentifier {
+		ids = []identifier{}
+	}
+	j, err := identifierForSystem(ids, SystemODSCode, "Organization.identifier")
 	if err != nil {
 		return nil, err
 	}
-	if err := requireODS(f.v, pathOf(f.expr)); err != nil {
-		return nil, err
-	}
-	rr.Owner = f.v
+	rr.Owner = owner.Identifier[j].Value
 
 	gi := -1
 	for i := range params {
@@ -381,9 +400,11 @@ func paramPath(i int, field string) string {
 //
 //	the body is a JSON object                     INVALID_VALUE structure
 //	resourceType Task                             MISSING_VALUE required, INVALID_VALUE value
-//	intent order                                  INVALID_VALUE value
 //	requester a reference to a contained
 //	  PractitionerRole                            INVALID_VALUE invalid
+//	its practitioner identifier sds-user-id, its
+//	  identifiers with one sds-role-profile-id    TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid (thrown)
+//	intent order                                  INVALID_VALUE value
 //	its practitioner not a reference              INVALID_VALUE invalid
 //	status rejected (return) or in-progress
 //	  (withdraw)                                  INVALID_VALUE value
@@ -393,8 +414,9 @@ func paramPath(i int, field string) string {
 //	statusReason: one coding of the return or
 //	  withdraw reason code system, a code of it   INVALID_VALUE value, TOO_MANY_VALUES_SUBMITTED
 //	identifier (when present) a UUID              INVALID_VALUE value
-//	groupIdentifier: system, short ID, check
-//	  character; its long-form extension a UUID   MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
+//	groupIdentifier: system prescription-order-
+//	  number, short ID, check character (its
+//	  long-form extension is not read)            TOO_FEW_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
 //	for (when present) a valid NHS number         INVALID_VALUE value
 //	focus.identifier a UUID (withdraw: required)  MISSING_VALUE required, INVALID_VALUE value
 //	Extension-EPS-RepeatInformation (when
@@ -427,6 +449,7 @@ type task struct {
 	For             reference
 	Requester       reference
 	Owner           reference
+	AuthoredOn      *string
 }
 
 // taskCodings returns the indexes of the codings of cs in system.
@@ -461,13 +484,14 @@ func containedRole(cs []rawResource, ref, expr string) (*practitionerRole, *Erro
 func decodeTask(body []byte) (*TaskRequest, *Error) {
 	const root = "Task"
 	var t task
-	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "intent", "statusReason", "code", "groupIdentifier", "focus", "for", "requester", "owner"}, func(r *reader, key string) {
+	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "intent", "statusReason", "code", "groupIdentifier", "focus", "for", "requester", "owner", "authoredOn"}, func(r *reader, key string) {
 		switch key {
 		case "extension":
 			list(r, &t.Extension, r.extension)
 		case "contained":
 			t.Contained = r.containedList(root + ".contained")
 		case "identifier":
+			t.Identifier = presentList(r, t.Identifier)
 			list(r, &t.Identifier, r.identifier)
 		case "status":
 			t.Status = r.str()
@@ -488,22 +512,30 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 			r.reference(&t.Requester)
 		case "owner":
 			r.reference(&t.Owner)
+		case "authoredOn":
+			v := r.str()
+			t.AuthoredOn = &v
 		}
 	}); err != nil {
 		return nil, err
 	}
 	tr := &TaskRequest{}
 
-	// verifyTask: intent, the requester's PractitionerRole, status.
-	if t.Intent != "order" {
-		return nil, facadeIssue(CodeInvalidValue, "value", "Task.intent", "Task.intent must be one of: 'order'.")
-	}
+	// verifyTask: what it throws (the requester's PractitionerRole, its
+	// SDS identifiers), then what it collects: intent, the practitioner,
+	// status.
 	if t.Requester.Reference == "" {
 		return nil, processingError("task.requester", "task.requester should be a reference to contained.practitionerRole")
 	}
 	role, err := containedRole(t.Contained, t.Requester.Reference, "Task.requester")
 	if err != nil {
 		return nil, err
+	}
+	if err := sdsIdentifiers(role, `task.contained("PractitionerRole")`); err != nil {
+		return nil, err
+	}
+	if t.Intent != "order" {
+		return nil, facadeIssue(CodeInvalidValue, "value", "Task.intent", "Task.intent must be one of: 'order'.")
 	}
 	if role.Practitioner.Reference != "" {
 		return nil, referenceNotIdentifier(`Task.contained("PractitionerRole").practitioner`)
@@ -550,37 +582,57 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 	}
 	tr.Reason, tr.ReasonDisplay = reason.Code, reason.Display
 
-	if len(t.Identifier) > 0 && t.Identifier[0].Value != "" {
-		if err := requireUUID(t.Identifier[0].Value, pathOf("Task.identifier[0].value")); err != nil {
-			return nil, err
-		}
-		tr.ID = t.Identifier[0].Value
+	// The translation (return.ts convertTaskToDispenseProposalReturn,
+	// withdraw.ts convertTaskToEtpWithdraw): the message id, authoredOn,
+	// the requester's organisation.
+	j, err := identifierForSystem(t.Identifier, SystemMessageID, "Task.identifier")
+	if err != nil {
+		return nil, err
+	}
+	if err := requireUUID(t.Identifier[j].Value, pathOf("Task.identifier["+strconv.Itoa(j)+"].value")); err != nil {
+		return nil, err
+	}
+	tr.ID = t.Identifier[j].Value
+	if err := facadeDateTime(t.AuthoredOn, "Task.authoredOn"); err != nil {
+		return nil, err
+	}
+	if err := containedOrganization(t.Contained, role.Organization, tr.Kind == TaskKindWithdraw,
+		`task.contained("PractitionerRole").organization`, "practitionerRole.organization should be a Reference"); err != nil {
+		return nil, err
 	}
 
+	// The prescription (task.ts getPrescriptionShortFormIdFromTaskGroupIdentifier:
+	// the groupIdentifier of the prescription-order-number system, else
+	// TooFewValuesError at Task.groupIdentifier), then Spine's format and
+	// check character. Its long-form extension is not read by EPS: recorded
+	// when it is a UUID, never refused.
 	gi := &t.GroupIdentifier
+	if (gi.System != "" || gi.Value != "") && gi.System != SystemPrescriptionID {
+		return nil, tooFewValues("Task.groupIdentifier", "system == '"+SystemPrescriptionID+"'")
+	}
 	if err := checkShortID(gi.identifier, "Task.groupIdentifier"); err != nil {
 		return nil, err
 	}
 	tr.PrescriptionID = gi.Value
-	if k := slices.IndexFunc(gi.Extension, func(e extension) bool { return e.URL == ExtPrescriptionLongID }); k >= 0 {
-		e := &gi.Extension[k]
-		expr := "Task.groupIdentifier.extension[" + strconv.Itoa(k) + "].valueIdentifier.value"
-		if e.ValueIdentifier == nil {
-			return nil, missing(expr, "%s is missing: it must be the long-form prescription ID (a UUID)", expr)
-		}
-		if err := requireUUID(e.ValueIdentifier.Value, pathOf(expr)); err != nil {
-			return nil, err
-		}
+	if e := findExtension(gi.Extension, ExtPrescriptionLongID); e != nil && e.ValueIdentifier != nil && ValidUUID(e.ValueIdentifier.Value) {
 		tr.LongID = e.ValueIdentifier.Value
 	}
 
-	if id := t.For.Identifier; id.Value != "" || id.System != "" {
+	// A withdraw's Task.for names the patient (withdraw.ts createRecordTarget:
+	// the identifier of the nhs-number system), which Spine compares. A
+	// return's is not read (return.ts sends no recordTarget): never refused,
+	// recorded only when it is a valid NHS number.
+	id := t.For.Identifier
+	switch {
+	case tr.Kind == TaskKindWithdraw:
 		if id.System != SystemNHSNumber {
-			return nil, badValue("Task.for.identifier.system", "Task.for.identifier.system must be %s, found %s", SystemNHSNumber, quote(id.System))
+			return nil, tooFewValues("Task.for.identifier", "system == '"+SystemNHSNumber+"'")
 		}
 		if err := requireNHSNumber(id.Value, pathOf("Task.for.identifier.value")); err != nil {
 			return nil, err
 		}
+		tr.NHSNumber = id.Value
+	case id.System == SystemNHSNumber && requireNHSNumber(id.Value, pathOf("Task.for.identifier.value")) == nil:
 		tr.NHSNumber = id.Value
 	}
 
@@ -590,21 +642,25 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		tr.Owner = owner
 	}
 
-	tr.FocusID = t.Focus.Identifier.Value
-	if tr.Kind == TaskKindWithdraw {
-		if err := requireUUID(tr.FocusID, pathOf("Task.focus.identifier.value")); err != nil {
-			err.Diagnostics += " (a withdraw names the dispense notification it withdraws by its Bundle.identifier)"
-			return nil, err
-		}
+	// focus.identifier (getMessageIdFromTaskFocusIdentifier): the id of the
+	// message returned (the release response) or withdrawn (the dispense
+	// notification), of the rfc4122 system; both messages require it.
+	fid := t.Focus.Identifier
+	if fid.System == "" && fid.Value == "" {
+		return nil, missing("Task.focus.identifier", "Task.focus.identifier is missing: a %s names the message it reverses by its identifier (a UUID)", tr.Kind)
+	}
+	if fid.System != SystemMessageID {
+		return nil, tooFewValues("Task.focus.identifier", "system == '"+SystemMessageID+"'")
+	}
+	tr.FocusID = fid.Value
+	if err := requireUUID(tr.FocusID, pathOf("Task.focus.identifier.value")); err != nil {
+		return nil, err
 	}
 
-	// The issue: a return counts from 0 (return.ts adds 1), a withdraw
-	// from 1 (withdraw.ts sends the number as it is).
-	from := countFrom0
-	if tr.Kind == TaskKindWithdraw {
-		from = countFrom1
-	}
-	n, _, err := repeatIssue(t.Extension, "Task.extension", ExtRepeatInformation, RepeatPartIssued, from)
+	// The issue: both count from 0 (return.ts getRepeatNumberIssued and
+	// withdraw.ts createPertinentInformation1 add 1); the extension is
+	// optional in both.
+	n, _, err := repeatIssue(t.Extension, "Task.extension", ExtRepeatInformation, RepeatPartIssued, countFrom0)
 	if err != nil {
 		return nil, err
 	}
@@ -624,9 +680,21 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 //
 //	event dispense-notification                   INVALID_VALUE value
 //	at least one MedicationDispense               MISSING_VALUE required
+//	every PractitionerRole entry (if any): a
+//	  practitioner reference resolves by fullUrl,
+//	  one sds-role-profile-id when it has
+//	  identifiers (verifyCommonBundle)            TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
 //	the first MedicationDispense's performer
 //	  names a contained PractitionerRole whose
-//	  organization is a reference to an entry     INVALID_VALUE invalid, TOO_FEW_VALUES_SUBMITTED invalid
+//	  organization is a reference to the one
+//	  entry of that fullUrl                       INVALID_VALUE invalid, TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
+//	verifyCommonBundle's collected checks: no
+//	  MedicationRequest entry of intent plan or
+//	  reflex-order or with both medication
+//	  forms; telecoms of Organization,
+//	  Practitioner and PractitionerRole entries
+//	  with value and use; PractitionerRole
+//	  entries' references                         INVALID_VALUE, CONFLICTING_VALUES, MISSING_VALUE
 //	whenHandedOver, subject.identifier.value and
 //	  Extension-EPS-RepeatInformation the same
 //	  on every MedicationDispense                 INVALID_VALUE value
@@ -644,18 +712,29 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 //	  MedicationDispense has one, the same        INVALID_VALUE invalid
 //	the first one's Extension-EPS-
 //	  TaskBusinessStatus 0003, 0006 or 0007       MISSING_VALUE, INVALID_VALUE value
-//	subject NHS number valid                      MISSING_VALUE, INVALID_VALUE value
+//	the NHS number (the one Patient's, else the
+//	  subject's, whatever its system) valid       TOO_MANY_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE value
 //	authorizingPrescription: a contained
 //	  MedicationRequest (or an identifier) with
 //	  a line item id (UUID) and a short ID
 //	  (check character), the same on every one    MISSING_VALUE, INVALID_VALUE, INVALID_CHECKSUM
-//	type a medicationdispense-type code 0001-0005,
-//	  the same for MedicationDispenses of one
-//	  line item                                   MISSING_VALUE, INVALID_VALUE value / invalid
+//	type: one medicationdispense-type coding, a
+//	  code 0001-0005, the same for
+//	  MedicationDispenses of one line item        TOO_FEW/TOO_MANY_VALUES_SUBMITTED, INVALID_VALUE value / invalid
+//	the medication dispensed and, for each line
+//	  item, that requested: one SNOMED CT coding
+//	  (a medicationReference resolved by
+//	  fullUrl); the status reason, when it has
+//	  codings, one of medicationdispense-status-
+//	  reason; the first contained
+//	  MedicationRequest's long-form ID extension  TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
 //	the issue (see repeat.go)                     MISSING_VALUE, INVALID_VALUE structure / value
 //
 // MessageHeader.sender is optional and recorded only, as are the
-// organisations the message names: the acting dispenser is the caller's.
+// organisations the message names: the acting dispenser is the caller's,
+// and no ODS code's format is checked. Only the references EPS reads are
+// resolved (the contained MedicationRequest and PractitionerRole by "#id",
+// the role's Organization by fullUrl); others may name anything.
 func (m *Message) DispenseNotification() (*DispenseNotification, error) {
 	dn, err := m.dispenseNotification()
 	if err != nil {
@@ -668,12 +747,14 @@ func (m *Message) DispenseNotification() (*DispenseNotification, error) {
 type medicationDispense struct {
 	Extension               []extension
 	Contained               []rawResource
+	Identifier              []identifier
 	Subject                 reference
 	AuthorizingPrescription []authorizingPrescription
 	Type                    Concept
 	Medication              Concept
 	HasMedicationConcept    bool
 	HasMedicationReference  bool
+	MedicationReference     reference
 	Quantity                quantity
 	WhenHandedOver          []byte      // raw JSON, nil when absent
 	Performers              [][]byte    // each performer's actor, raw JSON (nil when it has none)
@@ -682,12 +763,9 @@ type medicationDispense struct {
 }
 
 // authorizingPrescription is a MedicationDispense.authorizingPrescription:
-// a reference to a contained MedicationRequest, or the line item identifier
-// with the prescription's Extension-DM-GroupIdentifier.
+// a reference to a contained MedicationRequest (the only form EPS reads).
 type authorizingPrescription struct {
-	Reference  string
-	Identifier identifier
-	Extension  []extension
+	Reference string
 }
 
 func (r *reader) medicationDispense(md *medicationDispense, k int) {
@@ -697,6 +775,9 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 			list(r, &md.Extension, r.extension)
 		case "contained":
 			md.Contained = r.containedList(entryPath(k, "contained"))
+		case "identifier":
+			md.Identifier = presentList(r, md.Identifier)
+			list(r, &md.Identifier, r.identifier)
 		case "subject":
 			r.reference(&md.Subject)
 		case "authorizingPrescription":
@@ -705,10 +786,6 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 					switch string(key) {
 					case "reference":
 						a.Reference = r.str()
-					case "identifier":
-						r.identifier(&a.Identifier)
-					case "extension":
-						list(r, &a.Extension, r.extension)
 					}
 				})
 			})
@@ -719,7 +796,7 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 			r.concept(&md.Medication)
 		case "medicationReference":
 			md.HasMedicationReference = r.peek() != 'n'
-			r.skip()
+			r.reference(&md.MedicationReference)
 		case "quantity":
 			r.quantity(&md.Quantity)
 		case "whenHandedOver":
@@ -744,9 +821,8 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 				md.Performers = append(md.Performers, actor)
 				md.PerformerRefs = append(md.PerformerRefs, ref)
 			})
-		// What the tracker shows, not checked: a malformed one is left out.
 		case "statusReasonCodeableConcept":
-			r.capture(func() { r.concept(&md.StatusReason) })
+			r.concept(&md.StatusReason)
 		}
 	})
 }
@@ -758,6 +834,7 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 type dispense struct {
 	k              int
 	md             medicationDispense
+	mr             dispensedRequest // the contained MedicationRequest
 	request        *rawResource
 	requestExt     []extension
 	requestBasedOn [][]extension
@@ -905,32 +982,52 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 	}
 
 	// The prescription status: the first MedicationDispense's, as the
-	// facade translates it.
+	// facade translates it (getPrescriptionStatus: getExtensionForUrl,
+	// exactly one), then the statuses a dispenser may state.
+	if err := onlyExtension(mds[0].md.Extension, ExtTaskBusinessStatus, "MedicationDispense.extension"); err != nil {
+		return nil, err
+	}
 	f, err := extCodeIn(mds[0].md.Extension, ExtTaskBusinessStatus, inEntry(mds[0].k, "").String(), DispensePrescriptionStatuses, "prescription status")
 	if err != nil {
 		return nil, err
 	}
 	dn.PrescriptionStatus = f.v
 
-	// The patient (the same on every one, checked above).
-	for i, d := range mds {
-		id := d.md.Subject.Identifier
-		if id.System != "" && id.System != SystemNHSNumber {
-			expr := entryPath(d.k, "subject.identifier.system")
-			return nil, badValue(expr, "%s must be %s, found %s", expr, SystemNHSNumber, quote(id.System))
-		}
-		if err := requireNHSNumber(id.Value, inEntry(d.k, "subject.identifier.value")); err != nil {
+	// The patient, as the translation reads it (dispense-notification.ts
+	// getNhsNumber): the nhs-number identifier of the Patient when the
+	// Bundle has exactly one (getPatientOrNull), else the first
+	// MedicationDispense's subject.identifier.value, whatever its system;
+	// then Spine's check of the NHS number.
+	nhs, p := mds[0].md.Subject.Identifier.Value, inEntry(mds[0].k, "subject.identifier.value")
+	if pk, err := onlyPatient(m); err == nil {
+		var pt patient
+		if err := readEntry(m, pk, func(r *reader) { r.patient(&pt) }); err != nil {
 			return nil, err
 		}
-		if i == 0 {
-			dn.NHSNumber = id.Value
+		js := identifiersIn(pt.Identifier, SystemNHSNumber)
+		if len(js) > 1 {
+			return nil, facadeIssue(CodeTooManyValues, "invalid", "Patient.identifier.value",
+				"Too many values submitted. Expected at most 1 element where system == '"+SystemNHSNumber+"'.")
+		}
+		nhs, p = "", inEntry(pk, "identifier")
+		if len(js) == 1 {
+			nhs, p = pt.Identifier[js[0]].Value, inEntry(pk, "identifier").at(js[0], ".value")
 		}
 	}
+	if err := requireNHSNumber(nhs, p); err != nil {
+		return nil, err
+	}
+	dn.NHSNumber = nhs
 
 	// The line items.
 	dn.Items = make([]DispensedItem, 0, len(mds))
 	for i := range mds {
 		d := &mds[i]
+		// getPrescriptionItemNumber (dispense-notification.ts): exactly one
+		// identifier of the prescription-dispense-item-number system.
+		if _, err := identifierForSystem(d.md.Identifier, SystemDispenseItemNumber, "MedicationDispense.identifier"); err != nil {
+			return nil, err
+		}
 		lineItem, rxID, err := d.authorizing()
 		if err != nil {
 			return nil, err
@@ -940,6 +1037,11 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 		} else if rxID.v != dn.PrescriptionID {
 			return nil, inconsistent(rxID.expr, "%s %s differs from %s in Bundle.entry[%d]: every MedicationDispense belongs to the same prescription",
 				rxID.expr, quote(rxID.v), quote(dn.PrescriptionID), mds[0].k)
+		}
+		// getPrescriptionLineItemStatus: the one coding of
+		// medicationdispense-type; then the statuses a dispenser may state.
+		if err := onlyCodingOf(d.md.Type.Coding, SystemDispenseType, "MedicationDispense.type.coding"); err != nil {
+			return nil, err
 		}
 		c, err := checkCoding(d.md.Type.Coding, entryPath(d.k, "type"), SystemDispenseType, DispensedItemStatuses, "dispensed item status")
 		if err != nil {
@@ -952,15 +1054,43 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 					expr, quote(c.Code), quote(prev.Status), mds[j].k, quote(lineItem))
 			}
 		}
-		item := DispensedItem{LineItemID: lineItem, Status: c.Code, QuantityUnit: d.md.Quantity.Unit, Quantity: d.md.Quantity.Value}
-		if cs := d.md.Medication.Coding; len(cs) > 0 {
-			j := pickCoding(cs, systemSNOMEDDispensed)
-			item.MedicationCode, item.MedicationDisplay = cs[j].Code, cs[j].Display
+		// mapMedicationDispenses: the medication dispensed, and that
+		// requested for the first MedicationDispense of each line item
+		// (getMedicationCoding); the non-dispensing reason
+		// (getFhirStatusReasonCodeableConceptCode: when it has codings,
+		// the one of medicationdispense-status-reason).
+		med, err := m.dispensedMedication(d.md.Medication, d.md.HasMedicationConcept, d.md.MedicationReference)
+		if err != nil {
+			return nil, err
 		}
+		if !slices.ContainsFunc(dn.Items, func(it DispensedItem) bool { return strings.EqualFold(it.LineItemID, lineItem) }) {
+			var ref reference
+			if d.mr.MedicationReference != nil {
+				ref = *d.mr.MedicationReference
+			}
+			if _, err := m.dispensedMedication(d.mr.Medication, d.mr.HasMedicationConcept, ref); err != nil {
+				return nil, err
+			}
+		}
+		item := DispensedItem{LineItemID: lineItem, Status: c.Code, QuantityUnit: d.md.Quantity.Unit, Quantity: d.md.Quantity.Value,
+			MedicationCode: med.Code, MedicationDisplay: med.Display}
 		if cs := d.md.StatusReason.Coding; len(cs) > 0 {
-			item.NonDispensingReason = cs[0].Code
+			js := codingsIn(cs, SystemDispenseStatusReason)
+			switch {
+			case len(js) == 0:
+				return nil, tooFewValues("MedicationDispense.statusReasonCodeableConcept.coding[0]", "system == '"+SystemDispenseStatusReason+"'")
+			case len(js) > 1:
+				return nil, tooManyValues("MedicationDispense.statusReasonCodeableConcept.coding[0]", "system == '"+SystemDispenseStatusReason+"'")
+			}
+			item.NonDispensingReason = cs[js[0]].Code
 		}
 		dn.Items = append(dn.Items, item)
+	}
+
+	// createOriginalPrescriptionRef: the first contained MedicationRequest's
+	// long-form prescription ID extension, exactly one.
+	if err := onlyExtension(mds[0].mr.GroupIdentifier.Extension, ExtPrescriptionLongID, "MedicationRequest.groupIdentifier.extension.valueIdentifier"); err != nil {
+		return nil, err
 	}
 
 	// The repeat dispensing issue: the prescription's, from the first
@@ -988,14 +1118,58 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 	return dn, nil
 }
 
-// systemSNOMEDDispensed is the code system of the dm+d code of a dispensed
-// medication.
-const systemSNOMEDDispensed = "http://snomed.info/sct"
+// SystemDispenseStatusReason is the code system of a MedicationDispense's
+// non-dispensing reason.
+const SystemDispenseStatusReason = "https://fhir.nhs.uk/CodeSystem/medicationdispense-status-reason"
+
+// onlyCodingOf is the facade's getCodingForSystem: exactly one of cs in
+// system, else TooFewValuesError or TooManyValuesError at expr.
+func onlyCodingOf(cs []Coding, system, expr string) *Error {
+	switch n := len(codingsIn(cs, system)); {
+	case n == 0:
+		return tooFewValues(expr, "system == '"+system+"'")
+	case n > 1:
+		return tooManyValues(expr, "system == '"+system+"'")
+	}
+	return nil
+}
+
+// dispensedMedication is the facade's getMedicationCoding
+// (translation/common/index.ts) for a MedicationDispense or its contained
+// MedicationRequest: the one SNOMED CT coding of its
+// medicationCodeableConcept, or else of the code of the Medication entry
+// its medicationReference names by fullUrl (resolveReference).
+func (m *Message) dispensedMedication(concept Concept, hasConcept bool, ref reference) (Coding, *Error) {
+	codings, expr := concept.Coding, "MedicationRequest.medicationCodeableConcept.coding"
+	if !hasConcept {
+		k, err := byFullURL(m, ref.Reference)
+		if err != nil {
+			return Coding{}, err
+		}
+		var code Concept
+		if err := readEntry(m, k, func(r *reader) { r.medicationCode(&code) }); err != nil {
+			return Coding{}, err
+		}
+		codings, expr = code.Coding, "Medication.code.coding"
+	}
+	js := codingsIn(codings, SystemSNOMED)
+	switch {
+	case len(js) == 0:
+		return Coding{}, tooFewValues(expr, "system == '"+SystemSNOMED+"'")
+	case len(js) > 1:
+		return Coding{}, tooManyValues(expr, "system == '"+SystemSNOMED+"'")
+	}
+	return codings[js[0]], nil
+}
 
 // facadeDispenseChecks are verifyDispenseBundle's checks: what it throws
 // (the first MedicationDispense's PractitionerRole and its Organization)
 // comes first; then what it collects, in its order.
 func (m *Message) facadeDispenseChecks(mds []dispense) *Error {
+	// verifyCommonBundle runs first: what it throws comes before all.
+	if err := m.commonRoleThrows(); err != nil {
+		return err
+	}
 	first := &mds[0].md
 	var role *practitionerRole
 	var org *Entry
@@ -1009,27 +1183,15 @@ func (m *Message) facadeDispenseChecks(mds []dispense) *Error {
 			return processingError(`resource("MedicationDispense").contained("organization")`,
 				"fhirContainedPractitionerRole.organization should be a Reference")
 		}
-		ref := role.Organization.Reference
-		n := 0
-		for i := range m.Entries {
-			if m.Entries[i].FullURL == ref {
-				n++
-				org = &m.Entries[i]
-			}
+		k, err := byFullURL(m, role.Organization.Reference)
+		if err != nil {
+			return err
 		}
-		switch {
-		case n == 0:
-			return facadeIssue(CodeTooFewValues, "invalid", "Bundle.entry",
-				"Too few values submitted. Expected 1 element where fullUrl == '"+ref+"'.")
-		case n > 1:
-			return facadeIssue(CodeTooManyValues, "invalid", "Bundle.entry",
-				"Too many values submitted. Expected 1 element where fullUrl == '"+ref+"'.")
-		}
+		org = &m.Entries[k]
 	}
 
-	// verifyCommonBundle's collected issues come before these:
-	// validateTelecoms (the Organization entry's telecoms).
-	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
+	// verifyCommonBundle's collected issues come before these.
+	if err := m.commonCollected(); err != nil {
 		return err
 	}
 	var whens, subjects, repeats, actors [][]byte
@@ -1116,10 +1278,13 @@ func (d *dispense) prescriptionIssue() (int, *Error) {
 // dispensedRequest is what the broker reads of the MedicationRequest
 // contained in a MedicationDispense.
 type dispensedRequest struct {
-	Extension       []extension
-	Identifier      []identifier
-	GroupIdentifier groupIdentifier
-	BasedOn         [][]extension
+	Extension            []extension
+	Identifier           []identifier
+	GroupIdentifier      groupIdentifier
+	BasedOn              [][]extension
+	Medication           Concept
+	HasMedicationConcept bool
+	MedicationReference  *reference
 }
 
 func (r *reader) dispensedRequest(mr *dispensedRequest) {
@@ -1128,9 +1293,20 @@ func (r *reader) dispensedRequest(mr *dispensedRequest) {
 		case "extension":
 			list(r, &mr.Extension, r.extension)
 		case "identifier":
+			mr.Identifier = presentList(r, mr.Identifier)
 			list(r, &mr.Identifier, r.identifier)
 		case "groupIdentifier":
 			r.groupIdentifier(&mr.GroupIdentifier)
+		case "medicationCodeableConcept":
+			mr.HasMedicationConcept = r.peek() != 'n'
+			r.concept(&mr.Medication)
+		case "medicationReference":
+			if r.peek() == 'n' {
+				r.skip()
+				return
+			}
+			mr.MedicationReference = new(reference)
+			r.reference(mr.MedicationReference)
 		case "basedOn":
 			mr.BasedOn = nil
 			r.array(func(int) {
@@ -1153,51 +1329,46 @@ func (d *dispense) authorizing() (lineItem string, rxID found, err *Error) {
 		expr := entryPath(d.k, "authorizingPrescription")
 		return "", found{}, missing(expr, "%s is missing: it names the prescription line item dispensed", expr)
 	}
+	// getContainedMedicationRequestViaReference (dispense-notification.ts
+	// createPertinentInformation1, mapMedicationDispenses): EPS reads the
+	// line item and the prescription only from the MedicationRequest that
+	// authorizingPrescription[0].reference names among the
+	// MedicationDispense's contained resources; an identifier (with an
+	// Extension-DM-GroupIdentifier) is never read, and the facade fails on
+	// it (it reads .reference of nothing: a server error there, a refusal
+	// here).
 	a := &d.md.AuthorizingPrescription[0]
-	if a.Reference != "" {
-		expr := entryPath(d.k, "authorizingPrescription[0].reference")
-		c := findContained(d.md.Contained, a.Reference)
-		if c == nil || c.typ != "MedicationRequest" {
-			return "", found{}, inconsistent(expr, "%s %s must name a MedicationRequest contained in the MedicationDispense", expr, quote(a.Reference))
-		}
-		var mr dispensedRequest
-		if err := readRaw(c, func(r *reader) { r.dispensedRequest(&mr) }); err != nil {
-			return "", found{}, err
-		}
-		j := findIdentifier(mr.Identifier, SystemLineItemID)
-		if j < 0 {
-			expr := c.root + ".identifier"
-			return "", found{}, missing(expr, "%s has no identifier with system %s (the line item id)", expr, SystemLineItemID)
-		}
-		lineItem = mr.Identifier[j].Value
-		if err := requireUUID(lineItem, pathOf(c.root+".identifier["+strconv.Itoa(j)+"].value")); err != nil {
-			return "", found{}, err
-		}
-		expr = c.root + ".groupIdentifier"
-		if err := checkShortID(mr.GroupIdentifier.identifier, expr); err != nil {
-			return "", found{}, err
-		}
-		d.request, d.requestExt, d.requestBasedOn = c, mr.Extension, mr.BasedOn
-		return lineItem, found{mr.GroupIdentifier.Value, expr + ".value"}, nil
+	expr := entryPath(d.k, "authorizingPrescription[0].reference")
+	if a.Reference == "" {
+		return "", found{}, processingError(expr, expr+" is missing: EPS reads the line item dispensed only from the contained MedicationRequest it references")
 	}
-	// An identifier, with the prescription in an Extension-DM-GroupIdentifier.
-	base := entryPath(d.k, "authorizingPrescription[0]")
-	if a.Identifier.Value == "" {
-		return "", found{}, missing(base+".reference", "%s names no line item: it must reference a contained MedicationRequest", base)
+	c := findContained(d.md.Contained, a.Reference)
+	if c == nil {
+		return "", found{}, processingError(expr, "Contained resource with reference "+a.Reference+" not found")
 	}
-	if a.Identifier.System != SystemLineItemID {
-		expr := base + ".identifier.system"
-		return "", found{}, badValue(expr, "%s must be %s (the line item id), found %s", expr, SystemLineItemID, quote(a.Identifier.System))
+	if c.typ != "MedicationRequest" {
+		return "", found{}, processingError(expr, "Contained resource with reference "+a.Reference+" is not of type MedicationRequest")
 	}
-	lineItem = a.Identifier.Value
-	if err := requireUUID(lineItem, pathOf(base+".identifier.value")); err != nil {
+	mr := &d.mr
+	if err := readRaw(c, func(r *reader) { r.dispensedRequest(mr) }); err != nil {
 		return "", found{}, err
 	}
-	short, _, err := groupIdentifierExt(a.Extension, base)
+	// getPrescriptionItemId: the one prescription-order-item-number
+	// identifier.
+	j, err := identifierForSystem(mr.Identifier, SystemLineItemID, "MedicationDispense.contained[0].identifier")
 	if err != nil {
 		return "", found{}, err
 	}
-	return lineItem, short, nil
+	lineItem = mr.Identifier[j].Value
+	if err := requireUUID(lineItem, pathOf(c.root+".identifier["+strconv.Itoa(j)+"].value")); err != nil {
+		return "", found{}, err
+	}
+	expr = c.root + ".groupIdentifier"
+	if err := checkShortID(mr.GroupIdentifier.identifier, expr); err != nil {
+		return "", found{}, err
+	}
+	d.request, d.requestExt, d.requestBasedOn = c, mr.Extension, mr.BasedOn
+	return lineItem, found{mr.GroupIdentifier.Value, expr + ".value"}, nil
 }
 
 // ---------------------------------------------------------------------------
@@ -1205,24 +1376,40 @@ func (d *dispense) authorizing() (lineItem string, rxID found, err *Error) {
 
 // Cancellation validates a prescription-order-update (cancel) message
 // (decoded by DecodeMessage) and returns what it asks. The checks, in order
-// (code, FHIR issue type):
+// (code, FHIR issue type), follow the facade's verifyBundle
+// (bundle-validator.ts verifyCommonBundle, verifyCancellationBundle), its
+// translation (translation/request/cancel/cancellation.ts
+// convertCancellation), then Spine's checks of the values it is sent:
 //
 //	event prescription-order-update               INVALID_VALUE value
-//	MessageHeader.reason (when present) cancel    INVALID_VALUE value
-//	exactly one MedicationRequest                 MISSING_VALUE required, INVALID_VALUE invalid
-//	its status cancelled                          MISSING_VALUE required, INVALID_VALUE value
-//	its statusReason a cancellation reason
-//	  0001-0009                                   MISSING_VALUE required, INVALID_VALUE value
-//	its line item id present, a UUID              MISSING_VALUE, INVALID_VALUE value
-//	short prescription ID, check character        MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
-//	long prescription ID a UUID                   MISSING_VALUE, INVALID_VALUE value
-//	subject: a Patient (or an identifier) with
-//	  a valid NHS number                          MISSING_VALUE, INVALID_VALUE value / invalid
-//	ODS codes well formed: performer,
-//	  Organizations and their partOf              INVALID_VALUE value
+//	every PractitionerRole entry: a practitioner
+//	  reference resolves by fullUrl, one
+//	  sds-role-profile-id when it has identifiers TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
+//	no MedicationRequest of intent plan or
+//	  reflex-order, none with both medication
+//	  forms; telecoms with value and use;
+//	  PractitionerRole references                 INVALID_VALUE, CONFLICTING_VALUES, MISSING_VALUE
+//	exactly one MedicationRequest                 INVALID_VALUE value
+//	its status cancelled, a statusReason          INVALID_VALUE value, MISSING_VALUE value
+//	one Patient with one nhs-number identifier    TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
+//	the requester's and the responsible
+//	  party's PractitionerRole, Practitioner,
+//	  Organization (or locations) and first
+//	  HealthcareService, resolved by fullUrl;
+//	  their sds-role-profile-id and sds-user-id   TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
+//	one line item identifier, one statusReason
+//	  coding of medicationrequest-status-reason,
+//	  one Extension-DM-PrescriptionId             TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
+//	the reason 0001-0009, the line item id a
+//	  UUID, the short ID (its system is not
+//	  read) and check character, the long ID a
+//	  UUID, the NHS number                        MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
 //
-// Most NHS example cancellations have no MessageHeader.reason: the event and
-// the cancelled MedicationRequest say what the message is.
+// No other reference is resolved and no ODS code's format is checked: EPS
+// resolves only what it reads, and no rule of the reference checks the
+// format of a cancellation's organisations. MessageHeader.reason is not
+// read (EPS tells a cancellation by its event; most NHS example
+// cancellations have no reason).
 func (m *Message) Cancellation() (*Cancellation, error) {
 	c, err := m.cancellation()
 	if err != nil {
@@ -1241,26 +1428,15 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 		return nil, badValue("MessageHeader.eventCoding.code",
 			"MessageHeader.eventCoding.code is %s: only a prescription-order-update message holds a cancellation", quote(m.Event))
 	}
-	var reason Concept
-	if err := readEntry(m, 0, func(r *reader) {
-		r.object(func(key []byte) {
-			if string(key) == "reason" {
-				r.concept(&reason)
-			}
-		})
-	}); err != nil {
+
+	// verifyCommonBundle (bundle-validator.ts): what validatePractitionerRole
+	// throws first, then validateMedicationRequests, validateTelecoms and
+	// validatePractitionerRole's collected issues; then
+	// verifyCancellationBundle, in its order.
+	if err := m.commonRoleThrows(); err != nil {
 		return nil, err
 	}
-	if j := pickCoding(reason.Coding, SystemMessageReason); j >= 0 {
-		if c := reason.Coding[j]; c.Code != MessageReasonCancel {
-			expr := "MessageHeader.reason.coding[" + strconv.Itoa(j) + "].code"
-			return nil, badValue(expr, "%s must be cancel in a prescription-order-update, found %s", expr, quote(c.Code))
-		}
-	}
-
-	// verifyCommonBundle's validateTelecoms, then verifyCancellationBundle
-	// (bundle-validator.ts), in its order.
-	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
+	if err := m.commonCollected(); err != nil {
 		return nil, err
 	}
 	k, n := -1, 0
@@ -1299,22 +1475,63 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 		return nil, facadeIssue(CodeMissingValue, "value", whereMedicationRequest+".statusReason",
 			"Expected MedicationRequest to have a value for statusReason.")
 	}
-	rc, err := checkCoding(extra.StatusReason.Coding, entryPath(k, "statusReason"), SystemCancellationReason, CancellationReasons, "cancellation reason")
+
+	// The translation (cancellation.ts convertCancellation), in its order:
+	// the one Patient, the author (the requester's PractitionerRole) and
+	// the responsible party, each resolved by fullUrl; the line item, the
+	// reason, the long-form prescription ID.
+	pk, err := onlyPatient(m)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cancellation{BundleID: m.BundleID, Sender: m.Sender, Reason: rc.Code, ReasonDisplay: rc.Display}
-
-	j := findIdentifier(mr.Identifier, SystemLineItemID)
-	if j < 0 {
-		expr := entryPath(k, "identifier")
-		return nil, missing(expr, "%s has no identifier with system %s (the line item id)", expr, SystemLineItemID)
+	var pt patient
+	if err := readEntry(m, pk, func(r *reader) { r.patient(&pt) }); err != nil {
+		return nil, err
 	}
+	pj, err := identifierForSystem(pt.Identifier, SystemNHSNumber, "Patient.identifier")
+	if err != nil {
+		return nil, err
+	}
+	if err := m.cancelAgent(mr.Requester.Reference); err != nil {
+		return nil, err
+	}
+	responsible := mr.Requester.Reference
+	if e := findExtension(mr.Extension, ExtResponsiblePractitioner); e != nil {
+		responsible = ""
+		if e.ValueReference != nil {
+			responsible = e.ValueReference.Reference
+		}
+	}
+	if err := m.cancelAgent(responsible); err != nil {
+		return nil, err
+	}
+	j, err := identifierForSystem(mr.Identifier, SystemLineItemID, "MedicationRequest.identifier")
+	if err != nil {
+		return nil, err
+	}
+	rj := codingsIn(extra.StatusReason.Coding, SystemCancellationReason)
+	switch {
+	case len(rj) == 0:
+		return nil, tooFewValues("MedicationRequest.statusReason", "system == '"+SystemCancellationReason+"'")
+	case len(rj) > 1:
+		return nil, tooManyValues("MedicationRequest.statusReason", "system == '"+SystemCancellationReason+"'")
+	}
+	if err := onlyExtension(mr.GroupIdentifier.Extension, ExtPrescriptionLongID, "MedicationRequest.groupIdentifier.extension"); err != nil {
+		return nil, err
+	}
+
+	// Then Spine's checks of what it was sent: the reason, the line item
+	// and prescription IDs, the NHS number.
+	rc := extra.StatusReason.Coding[rj[0]]
+	if !slices.Contains(CancellationReasons, rc.Code) {
+		expr := entryPath(k, "statusReason.coding["+strconv.Itoa(rj[0])+"].code")
+		return nil, badValue(expr, "%s %s is not a cancellation reason (%s)", expr, quote(rc.Code), strings.Join(CancellationReasons, ", "))
+	}
+	c := &Cancellation{BundleID: m.BundleID, Sender: m.Sender, Reason: rc.Code, ReasonDisplay: rc.Display}
 	c.LineItemID = mr.Identifier[j].Value
 	if err := requireUUID(c.LineItemID, inEntry(k, "identifier").at(j, ".value")); err != nil {
 		return nil, err
 	}
-
 	if err := checkShortID(mr.GroupIdentifier.identifier, entryPath(k, "groupIdentifier")); err != nil {
 		return nil, err
 	}
@@ -1323,69 +1540,266 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 	if err := requireUUID(c.LongID, inEntry(k, "groupIdentifier.extension('"+ExtPrescriptionLongID+"').valueIdentifier.value")); err != nil {
 		return nil, err
 	}
-
-	if c.NHSNumber, err = m.subjectNHSNumber(&mr, k); err != nil {
+	c.NHSNumber = pt.Identifier[pj].Value
+	if err := requireNHSNumber(c.NHSNumber, inEntry(pk, "identifier").at(pj, ".value")); err != nil {
 		return nil, err
-	}
-	if err := optionalODS(mr.DispenseRequest.Performer.Identifier.Value, inEntry(k, "dispenseRequest.performer.identifier.value")); err != nil {
-		return nil, err
-	}
-	for i, e := range m.Entries {
-		if e.ResourceType != "Organization" {
-			continue
-		}
-		var org organization
-		if err := readEntry(m, i, func(r *reader) { r.organization(&org) }); err != nil {
-			return nil, err
-		}
-		for j, id := range org.Identifier {
-			if err := checkODSIdentifier(id, inEntry(i, "identifier").at(j, ".value")); err != nil {
-				return nil, err
-			}
-		}
-		if err := checkODSIdentifier(org.PartOf.Identifier, inEntry(i, "partOf.identifier.value")); err != nil {
-			return nil, err
-		}
 	}
 	return c, nil
 }
 
-// subjectNHSNumber reads the NHS number of the subject of mr, in entry k: an
-// nhs-number identifier, or the Patient entry it references.
-func (m *Message) subjectNHSNumber(mr *medicationRequest, k int) (string, *Error) {
-	if id := mr.Subject.Identifier; id.Value != "" && mr.Subject.Reference == "" {
-		if id.System != SystemNHSNumber {
-			expr := entryPath(k, "subject.identifier.system")
-			return "", badValue(expr, "%s must be %s, found %s", expr, SystemNHSNumber, quote(id.System))
+// onlyPatient is the facade's getPatient (getResourcesOfType.ts): the
+// entry of the one Patient of the Bundle, else TooFewValuesError or
+// TooManyValuesError at Bundle.entry.
+func onlyPatient(m *Message) (int, *Error) {
+	p := -1
+	for k, e := range m.Entries {
+		if e.ResourceType != "Patient" {
+			continue
 		}
-		return id.Value, requireNHSNumber(id.Value, inEntry(k, "subject.identifier.value"))
+		if p >= 0 {
+			return -1, tooManyValues("Bundle.entry", "resource.resourceType == 'Patient'")
+		}
+		p = k
 	}
-	expr := entryPath(k, "subject.reference")
-	if mr.Subject.Reference == "" {
-		return "", missing(expr, "%s is missing: the cancellation must name its Patient", expr)
+	if p < 0 {
+		return -1, tooFewValues("Bundle.entry", "resource.resourceType == 'Patient'")
 	}
-	refs, err := newRefIndex(m.Entries)
-	if err != nil {
-		return "", err
+	return p, nil
+}
+
+// byFullURL is the facade's resolveReference (translation/common/index.ts
+// getResourceForFullUrl): the entry whose fullUrl is ref, exactly; none is
+// TooFewValuesError, several TooManyValuesError, at Bundle.entry.
+func byFullURL(m *Message, ref string) (int, *Error) {
+	k, n := -1, 0
+	for i := range m.Entries {
+		if m.Entries[i].FullURL == ref {
+			if k < 0 {
+				k = i
+			}
+			n++
+		}
 	}
-	p := refs.resolve([]byte(mr.Subject.Reference), k)
 	switch {
-	case p < 0:
-		return "", inconsistent(expr, "%s %s does not resolve to a resource in the Bundle", expr, quote(mr.Subject.Reference))
-	case m.Entries[p].ResourceType != "Patient":
-		return "", inconsistent(expr, "%s must reference a Patient, it references a %s", expr, quote(m.Entries[p].ResourceType))
+	case n == 0:
+		return -1, tooFewValues("Bundle.entry", "fullUrl == '"+ref+"'")
+	case n > 1:
+		return -1, tooManyValues("Bundle.entry", "fullUrl == '"+ref+"'")
 	}
-	var pt patient
-	if err := readEntry(m, p, func(r *reader) { r.patient(&pt) }); err != nil {
-		return "", err
+	return k, nil
+}
+
+// cancelAgent resolves and reads the PractitionerRole that ref names as the
+// cancellation's translation does (cancellation.ts convertAuthor,
+// convertResponsibleParty, convertPractitionerRole, createAgentPerson):
+// the role by fullUrl; its practitioner (a reference resolved by fullUrl,
+// or an identifier) with one sds-user-id identifier; its sds-role-profile-id
+// (when it has identifiers); its organization (a reference resolved by
+// fullUrl, or an identifier with its locations resolved); its first
+// healthcareService when it has one.
+func (m *Message) cancelAgent(ref string) *Error {
+	k, err := byFullURL(m, ref)
+	if err != nil {
+		return err
 	}
-	j := findIdentifier(pt.Identifier, SystemNHSNumber)
-	if j < 0 {
-		expr := entryPath(p, "identifier")
-		return "", missing(expr, "%s has no identifier with system %s (the NHS number)", expr, SystemNHSNumber)
+	var role practitionerRole
+	if err := readEntry(m, k, func(r *reader) { r.practitionerRole(&role) }); err != nil {
+		return err
 	}
-	nhs := pt.Identifier[j].Value
-	return nhs, requireNHSNumber(nhs, inEntry(p, "identifier").at(j, ".value"))
+	if role.HasPractitioner {
+		ids := []identifier{role.Practitioner.Identifier}
+		if role.Practitioner.Reference != "" {
+			p, err := byFullURL(m, role.Practitioner.Reference)
+			if err != nil {
+				return err
+			}
+			var pr struct{ Identifier []identifier }
+			if err := readEntry(m, p, func(r *reader) {
+				r.object(func(key []byte) {
+					if string(key) == "identifier" {
+						pr.Identifier = presentList(r, pr.Identifier)
+						list(r, &pr.Identifier, r.identifier)
+					}
+				})
+			}); err != nil {
+				return err
+			}
+			ids = pr.Identifier
+		}
+		if role.HasIdentifier {
+			if _, err := identifierForSystem(presentIDs(role.Identifier), SystemSDSRoleProfileID, "PractitionerRole.identifier"); err != nil {
+				return err
+			}
+		}
+		if _, err := identifierForSystem(ids, SystemSDSUserID, "Practitioner.identifier"); err != nil {
+			return err
+		}
+	} else if role.HasIdentifier {
+		if _, err := identifierForSystem(presentIDs(role.Identifier), SystemSDSRoleProfileID, "PractitionerRole.identifier"); err != nil {
+			return err
+		}
+	}
+	if role.Organization.Reference != "" {
+		if _, err := byFullURL(m, role.Organization.Reference); err != nil {
+			return err
+		}
+	} else {
+		for _, l := range role.Location {
+			if _, err := byFullURL(m, l.Reference); err != nil {
+				return err
+			}
+		}
+	}
+	if len(role.HealthcareService) > 0 && role.HealthcareService[0].Reference != "" {
+		if _, err := byFullURL(m, role.HealthcareService[0].Reference); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// presentIDs is ids, or an empty list when nil (an identifier member that
+// is present).
+func presentIDs(ids []identifier) []identifier {
+	if ids == nil {
+		return []identifier{}
+	}
+	return ids
+}
+
+// commonRoleThrows is what verifyCommonBundle's validatePractitionerRole
+// (bundle-validator.ts) throws for the PractitionerRole entries of any
+// message Bundle, role by role: a practitioner given as a reference must
+// resolve by fullUrl (resolveReference), and its Practitioner have at most
+// one sds-user-id (verifyPractitionerID); a role with identifiers must have
+// exactly one sds-role-profile-id (verifyPractitionerRoleID). What the
+// facade throws is answered before what it collects.
+func (m *Message) commonRoleThrows() *Error {
+	for k, e := range m.Entries {
+		if e.ResourceType != "PractitionerRole" {
+			continue
+		}
+		var role practitionerRole
+		if err := readEntry(m, k, func(r *reader) { r.practitionerRole(&role) }); err != nil {
+			return err
+		}
+		if role.HasPractitioner && role.Practitioner.Reference != "" {
+			p, err := byFullURL(m, role.Practitioner.Reference)
+			if err != nil {
+				return err
+			}
+			var pr struct{ Identifier []identifier }
+			if err := readEntry(m, p, func(r *reader) {
+				r.object(func(key []byte) {
+					if string(key) == "identifier" {
+						list(r, &pr.Identifier, r.identifier)
+					}
+				})
+			}); err != nil {
+				return err
+			}
+			if len(identifiersIn(pr.Identifier, SystemSDSUserID)) > 1 {
+				const expr = `Bundle.entry("Practitioner").identifier`
+				return facadeIssue(CodeTooManyValues, "invalid", expr,
+					"Too many values submitted. Expected at most 1 element where system == '"+SystemSDSUserID+"'.")
+			}
+		}
+		if role.HasIdentifier {
+			if _, err := identifierForSystem(presentIDs(role.Identifier), SystemSDSRoleProfileID, `Bundle.entry("PractitionerRole").identifier`); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// identifiersIn returns the indexes of the identifiers of ids in system.
+func identifiersIn(ids []identifier, system string) []int {
+	var out []int
+	for j, id := range ids {
+		if id.System == system {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// commonCollected is what verifyCommonBundle (bundle-validator.ts) collects
+// for any message Bundle, in its order: validateMedicationRequests over the
+// MedicationRequest entries (none of intent plan or reflex-order,
+// createMedicationRequestIncorrectValueIssue; none with both
+// medicationCodeableConcept and medicationReference,
+// createMedicationFieldIssue: CONFLICTING_VALUES); validateTelecoms (every
+// telecom of an Organization, Practitioner or PractitionerRole entry with a
+// value and a use); validatePractitionerRole for each PractitionerRole
+// entry: its practitioner (when present) a reference, or, for the
+// responsible practitioner named by a MedicationRequest's
+// Extension-DM-ResponsiblePractitioner, a reference or an identifier but
+// not both; its organization and every healthcareService a reference
+// (fieldIsNotReferenceButShouldBe). Contained resources are not entries:
+// a dispense notification's contained MedicationRequest and
+// PractitionerRole are not checked here.
+func (m *Message) commonCollected() *Error {
+	var both = -1
+	var responsible []string
+	for k, e := range m.Entries {
+		if e.ResourceType != "MedicationRequest" {
+			continue
+		}
+		var mr medicationRequest
+		if err := readEntry(m, k, func(r *reader) { r.medicationRequest(&mr) }); err != nil {
+			return err
+		}
+		if mr.Intent == "plan" || mr.Intent == "reflex-order" {
+			return incorrectItemValue("intent", "order, original-order or instance-order")
+		}
+		if both < 0 && mr.HasMedicationConcept && mr.MedicationReference != nil {
+			both = k
+		}
+		if j := findExtensionIndex(mr.Extension, ExtResponsiblePractitioner); j >= 0 && mr.Extension[j].ValueReference != nil {
+			responsible = append(responsible, mr.Extension[j].ValueReference.Reference)
+		}
+	}
+	if both >= 0 {
+		const d = "MedicationRequest cannot contain both medicationReference and medicationCodeableConcept fields."
+		return &Error{Kind: KindInvalid, IssueType: "structure", Code: CodeConflictingValues,
+			Display: "Conflicting values have been specified in different fields", Diagnostics: d,
+			Expression: []string{entryPath(both, "medication")}}
+	}
+	if err := (&orderCheck{m: m}).checkTelecoms(); err != nil {
+		return err
+	}
+	for k, e := range m.Entries {
+		if e.ResourceType != "PractitionerRole" {
+			continue
+		}
+		var role practitionerRole
+		if err := readEntry(m, k, func(r *reader) { r.practitionerRole(&role) }); err != nil {
+			return err
+		}
+		if role.HasPractitioner {
+			p := role.Practitioner
+			isRef, isID := p.Reference != "", p.Identifier != (identifier{})
+			if slices.Contains(responsible, e.FullURL) {
+				if isRef == isID {
+					return facadeIssue(CodeInvalidValue, "invalid", entryPath(k, "practitioner"),
+						"Responsible practitioner must be either a reference to a Practitioner resource or an identifier reference.")
+				}
+			} else if !isRef {
+				return notReference("practitionerRole.practitioner", entryPath(k, "practitioner"))
+			}
+		}
+		if role.Organization.Reference == "" {
+			return notReference("practitionerRole.organization", entryPath(k, "organization"))
+		}
+		for i, hs := range role.HealthcareService {
+			if hs.Reference == "" {
+				field := "practitionerRole.healthcareService[" + strconv.Itoa(i) + "]"
+				return notReference(field, entryPath(k, "healthcareService["+strconv.Itoa(i)+"]"))
+			}
+		}
+	}
+	return nil
 }
 
 // ---------------------------------------------------------------------------
@@ -1401,6 +1815,8 @@ func (m *Message) subjectNHSNumber(mr *medicationRequest, k int) (string, *Error
 //	resourceType Claim                            MISSING_VALUE required, INVALID_VALUE value
 //	provider a reference to a contained
 //	  PractitionerRole                            INVALID_VALUE invalid
+//	its practitioner identifier sds-user-id, its
+//	  identifiers with one sds-role-profile-id    TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid (thrown)
 //	exactly one insurance, its coverage T1450 or
 //	  RQFZ1                                       INVALID_VALUE invalid / value
 //	the PractitionerRole's practitioner not a
@@ -1413,12 +1829,13 @@ func (m *Message) subjectNHSNumber(mr *medicationRequest, k int) (string, *Error
 //	prescription Extension-DM-GroupIdentifier
 //	  shortForm: short ID and check character     MISSING_VALUE, INVALID_VALUE value, INVALID_CHECKSUM
 //	Extension-replacementOf (when present) a UUID INVALID_VALUE value
-//	item present; each with
+//	item present; each with one
 //	  Extension-EPS-TaskBusinessStatus 0006 or
 //	  0007, the same on every item; detail
-//	  present; each detail with a line item id
-//	  (UUID) and a medicationdispense-type
-//	  modifier 0001-0005                          MISSING_VALUE, INVALID_VALUE value / invalid
+//	  present; each detail with one line item
+//	  reference (its identifier's value a UUID,
+//	  its system not read) and a
+//	  medicationdispense-type modifier 0001-0005  TOO_FEW/TOO_MANY_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE value / invalid
 //	Extension-EPS-RepeatInformation (when
 //	  present, on the item or else its first
 //	  detail) numberOfRepeatsIssued counted
@@ -1447,6 +1864,7 @@ type claim struct {
 	PayeeParty   reference
 	Prescription []extension // prescription.extension
 	Items        []claimItem
+	Created      *string
 }
 
 type claimItem struct {
@@ -1494,13 +1912,14 @@ func (r *reader) claimItem(it *claimItem) {
 func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 	const root = "Claim"
 	var cl claim
-	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "patient", "provider", "insurance", "payee", "prescription", "item"}, func(r *reader, key string) {
+	if err := readBody(body, root, []string{"extension", "contained", "identifier", "status", "patient", "provider", "insurance", "payee", "prescription", "item", "created"}, func(r *reader, key string) {
 		switch key {
 		case "extension":
 			list(r, &cl.Extension, r.extension)
 		case "contained":
 			cl.Contained = r.containedList(root + ".contained")
 		case "identifier":
+			cl.Identifier = presentList(r, cl.Identifier)
 			list(r, &cl.Identifier, r.identifier)
 		case "status":
 			cl.Status = r.str()
@@ -1529,7 +1948,11 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 				}
 			})
 		case "item":
+			cl.Items = []claimItem{}
 			list(r, &cl.Items, r.claimItem)
+		case "created":
+			v := r.str()
+			cl.Created = &v
 		}
 	}); err != nil {
 		return nil, err
@@ -1539,23 +1962,37 @@ func decodeClaim(body []byte) (*ClaimRequest, *Error) {
 	}
 	c := &ClaimRequest{}
 
-	if len(cl.Identifier) == 0 {
-		return nil, missing("Claim.identifier", "Claim.identifier is missing: a claim is identified by a UUID")
-	}
-	c.ID = cl.Identifier[0].Value
-	if err := requireUUID(c.ID, pathOf("Claim.identifier[0].value")); err != nil {
+	// convertDispenseClaim (dispense-claim.ts): the message id, created,
+	// exactly one item, the provider's organisation.
+	j, err := identifierForSystem(cl.Identifier, SystemMessageID, "Claim.identifier")
+	if err != nil {
 		return nil, err
 	}
-	if err := requireCode(cl.Status, "Claim.status", "active"); err != nil {
+	c.ID = cl.Identifier[j].Value
+	if err := requireUUID(c.ID, pathOf("Claim.identifier["+strconv.Itoa(j)+"].value")); err != nil {
+		return nil, err
+	}
+	if err := facadeDateTime(cl.Created, "Claim.created"); err != nil {
+		return nil, err
+	}
+	switch {
+	case cl.Items == nil:
+		return nil, processingError("Claim.item", "Required field missing.")
+	case len(cl.Items) == 0:
+		return nil, facadeIssue(CodeTooFewValues, "invalid", "Claim.item", "Too few values submitted. Expected 1 element.")
+	case len(cl.Items) > 1:
+		return nil, facadeIssue(CodeTooManyValues, "invalid", "Claim.item", "Too many values submitted. Expected 1 element.")
+	}
+	role, _ := containedRole(cl.Contained, cl.Provider.Reference, "Claim.provider") // resolved by facadeClaimChecks
+	if err := containedOrganization(cl.Contained, role.Organization, true,
+		`Claim.contained("PractitionerRole").organization`, "practitioner.organization should be a reference"); err != nil {
 		return nil, err
 	}
 
-	if id := cl.Patient.Identifier; id.System != SystemNHSNumber {
-		return nil, badValue("Claim.patient.identifier.system", "Claim.patient.identifier.system must be %s, found %s", SystemNHSNumber, quote(id.System))
-	}
-	c.NHSNumber = cl.Patient.Identifier.Value
-	if err := requireNHSNumber(c.NHSNumber, pathOf("Claim.patient.identifier.value")); err != nil {
-		return nil, err
+	// Claim.status and Claim.patient are not read by EPS (claim-validator.ts,
+	// dispense-claim.ts): the patient's NHS number is recorded when given.
+	if id := cl.Patient.Identifier; id.System == SystemNHSNumber && requireNHSNumber(id.Value, pathOf("Claim.patient.identifier.value")) == nil {
+		c.NHSNumber = id.Value
 	}
 
 	// Recorded as sent, never used to refuse: the organisation the claim
@@ -1608,6 +2045,9 @@ func facadeClaimChecks(cl *claim) *Error {
 	if err != nil {
 		return err
 	}
+	if err := sdsIdentifiers(role, `claim.contained("PractitionerRole")`); err != nil {
+		return err
+	}
 	if len(cl.Insurance) != 1 {
 		return facadeIssue(CodeInvalidValue, "invalid", "Claim.insurance",
 			"Expected 1 item(s) in Claim.insurance, but received "+strconv.Itoa(len(cl.Insurance))+".")
@@ -1648,6 +2088,11 @@ func (c *ClaimRequest) readItems(items []claimItem) *Error {
 	}
 	for i, it := range items {
 		base := "Claim.item[" + strconv.Itoa(i) + "]"
+		// createPrescriptionStatus: getExtensionForUrl, exactly one; then
+		// the statuses a claim may state.
+		if err := onlyExtension(it.Extension, ExtTaskBusinessStatus, "Claim.item.extension"); err != nil {
+			return err
+		}
 		f, err := extCodeIn(it.Extension, ExtTaskBusinessStatus, base, ClaimPrescriptionStatuses, "prescription status")
 		if err != nil {
 			return err
@@ -1662,19 +2107,26 @@ func (c *ClaimRequest) readItems(items []claimItem) *Error {
 		}
 		for d, det := range it.Detail {
 			dbase := base + ".detail[" + strconv.Itoa(d) + "]"
-			k := findExtensionIndex(det.Extension, ExtClaimLineItemRef)
-			if k < 0 {
-				expr := dbase + ".extension('" + ExtClaimLineItemRef + "')"
-				return missing(expr, "%s is missing: it names the line item claimed", expr)
+			// createSuppliedLineItem: the claim sequence identifier, then
+			// the line item status (modifier), then the line item.
+			if err := onlyExtension(det.Extension, ExtClaimSequenceID, "Claim.item.detail.extension"); err != nil {
+				return err
 			}
+			if err := onlyCoding(det.Modifier, SystemDispenseType, "Claim.item.detail.modifier"); err != nil {
+				return err
+			}
+			// The line item: getExtensionForUrl, exactly one; its
+			// valueReference.identifier.value, whatever its system; a
+			// UUID (Spine).
+			if err := onlyExtension(det.Extension, ExtClaimLineItemRef, "Claim.item.detail.extension"); err != nil {
+				return err
+			}
+			k := findExtensionIndex(det.Extension, ExtClaimLineItemRef)
 			var id identifier
 			if e := det.Extension[k]; e.ValueReference != nil {
 				id = e.ValueReference.Identifier
 			}
 			expr := dbase + ".extension[" + strconv.Itoa(k) + "].valueReference.identifier"
-			if id.System != SystemLineItemID {
-				return badValue(expr+".system", "%s.system must be %s (the line item id), found %s", expr, SystemLineItemID, quote(id.System))
-			}
 			if err := requireUUID(id.Value, pathOf(expr+".value")); err != nil {
 				return err
 			}
@@ -1712,6 +2164,90 @@ func (c *ClaimRequest) readIssue(items []claimItem) *Error {
 
 // ---------------------------------------------------------------------------
 // Helpers
+
+// presentList makes ids, about to be read at the cursor, an empty list
+// rather than nil when the member is present (not null), so that
+// identifierForSystem tells an empty list (too few) from an absent one.
+func presentList(r *reader, ids []identifier) []identifier {
+	if ids == nil && r.peek() != 'n' {
+		return []identifier{}
+	}
+	return ids
+}
+
+// onlyExtension is the facade's getExtensionForUrl: exactly one of exts has
+// url, else TooFewValuesError or TooManyValuesError at expr.
+func onlyExtension(exts []extension, url, expr string) *Error {
+	n := 0
+	for _, e := range exts {
+		if e.URL == url {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return tooFewValues(expr, "url == '"+url+"'")
+	case n > 1:
+		return tooManyValues(expr, "url == '"+url+"'")
+	}
+	return nil
+}
+
+// onlyCoding is the facade's getCodeableConceptCodingForSystem over the
+// concepts cc at expr: present, and exactly one coding of system among
+// them (TooFewValuesError / TooManyValuesError at expr.coding).
+func onlyCoding(cc []Concept, system, expr string) *Error {
+	if cc == nil {
+		return processingError(expr, "Required field missing.")
+	}
+	n := 0
+	for _, c := range cc {
+		n += len(codingsIn(c.Coding, system))
+	}
+	switch {
+	case n == 0:
+		return tooFewValues(expr+".coding", "system == '"+system+"'")
+	case n > 1:
+		return tooManyValues(expr+".coding", "system == '"+system+"'")
+	}
+	return nil
+}
+
+// facadeDateTime is dateTime.ts convertIsoDateTimeStringToHl7V3DateTime:
+// v (nil when absent: the facade tests the text "undefined") must be a
+// FHIR dateTime, else InvalidValueError at expr.
+func facadeDateTime(v *string, expr string) *Error {
+	text := "undefined"
+	if v != nil {
+		text = *v
+	}
+	if fhirDateTime.MatchString(text) {
+		return nil
+	}
+	return processingError(expr, "Incorrect format for date time string '"+text+"'.")
+}
+
+// containedOrganization checks the organization of a contained
+// PractitionerRole as the facade's translations do: when it is a reference
+// it must name an Organization contained in the same resource
+// (getContainedOrganizationViaReference); when required, it must be a
+// reference (InvalidValueError at expr with the words given).
+func containedOrganization(cs []rawResource, org reference, required bool, expr, words string) *Error {
+	if org.Reference == "" {
+		if required {
+			return processingError(expr, words)
+		}
+		return nil
+	}
+	c := findContained(cs, org.Reference)
+	if c == nil {
+		return processingError(expr, "Contained resource with reference "+org.Reference+" not found")
+	}
+	if c.typ != "Organization" {
+		return processingError(expr, "Contained resource with reference "+org.Reference+" is not of type Organization")
+	}
+	return nil
+}
 
 // checkBody checks that body, a request whose FHIRPath is root, is valid
 // UTF-8 JSON whose top level is an object.
@@ -1822,23 +2358,35 @@ func readRaw(res *rawResource, read func(r *reader)) *Error {
 	return r.err
 }
 
-// practitionerRole holds what the broker reads of a PractitionerRole.
+// practitionerRole holds what the broker reads of a PractitionerRole: what
+// the facade's validators check and its translations read (e.g.
+// cancellation.ts convertPractitionerRole).
 type practitionerRole struct {
-	Identifier   []identifier
-	Practitioner reference
-	Organization reference
-	Telecom      int // how many telecom entries it has
+	Identifier        []identifier
+	HasIdentifier     bool
+	Practitioner      reference
+	HasPractitioner   bool
+	Organization      reference
+	HealthcareService []reference
+	Location          []reference
+	Telecom           int // how many telecom entries it has
 }
 
 func (r *reader) practitionerRole(p *practitionerRole) {
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "identifier":
+			p.HasIdentifier = r.peek() != 'n'
 			list(r, &p.Identifier, r.identifier)
 		case "practitioner":
+			p.HasPractitioner = r.peek() != 'n'
 			r.reference(&p.Practitioner)
 		case "organization":
 			r.reference(&p.Organization)
+		case "healthcareService":
+			list(r, &p.HealthcareService, r.reference)
+		case "location":
+			list(r, &p.Location, r.reference)
 		case "telecom":
 			p.Telecom = 0
 			r.array(func(int) { r.skip(); p.Telecom++ })
@@ -1860,6 +2408,29 @@ func containedODS(res *rawResource) (found, *Error) {
 	return found{org.Identifier[j].Value, res.root + ".identifier[" + strconv.Itoa(j) + "].value"}, nil
 }
 
+// sdsIdentifiers are what the facade's validators throw on the SDS
+// identifiers of the PractitionerRole of a release, Task or Claim, which
+// they compare with the caller's (parameters-validator.ts verifyParameters,
+// task-validator.ts verifyTask, claim-validator.ts verifyClaim): a
+// practitioner given as an identifier must be of the sds-user-id system,
+// and a role with identifiers must have one sds-role-profile-id
+// (getIdentifierValueForSystem: TooFewValuesError, TooManyValuesError at
+// the FHIRPath they give, under base). A mismatch with the caller is only
+// logged.
+func sdsIdentifiers(role *practitionerRole, base string) *Error {
+	if role.HasPractitioner && role.Practitioner.Reference == "" {
+		if _, err := identifierForSystem([]identifier{role.Practitioner.Identifier}, SystemSDSUserID, base+".practitioner.identifier"); err != nil {
+			return err
+		}
+	}
+	if role.HasIdentifier {
+		if _, err := identifierForSystem(presentIDs(role.Identifier), SystemSDSRoleProfileID, base+".identifier"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // namedRef is a reference and its FHIRPath.
 type namedRef struct {
 	expr string
@@ -1872,7 +2443,7 @@ func refAt(expr string, r reference) namedRef { return namedRef{expr, r} }
 // or Claim (root) with contained resources cs: that of the first of refs
 // that names one, by an ODS identifier, a contained Organization or a
 // contained PractitionerRole's organization; or else that of the only
-// contained Organization. It must be a valid ODS code.
+// contained Organization. It is recorded as sent: its format is not checked.
 func dispenserODS(cs []rawResource, root string, refs ...namedRef) (string, *Error) {
 	for _, nr := range refs {
 		f, err := refODS(nr.ref, nr.expr, cs, true)
@@ -1880,7 +2451,7 @@ func dispenserODS(cs []rawResource, root string, refs ...namedRef) (string, *Err
 			return "", err
 		}
 		if f.expr != "" {
-			return f.v, requireODS(f.v, pathOf(f.expr))
+			return f.v, nil
 		}
 	}
 	var only *rawResource
@@ -1896,10 +2467,7 @@ func dispenserODS(cs []rawResource, root string, refs ...namedRef) (string, *Err
 	}
 	if only != nil {
 		f, err := containedODS(only)
-		if err != nil {
-			return "", err
-		}
-		return f.v, requireODS(f.v, pathOf(f.expr))
+		return f.v, err
 	}
 	names := make([]string, len(refs))
 	for i, nr := range refs {
@@ -2004,14 +2572,17 @@ func groupIdentifierExt(exts []extension, base string) (short, long found, err *
 	return short, long, nil
 }
 
-// checkShortID checks the identifier id, at expr, of a short-form
-// prescription ID: its system, its form and its check character.
+// checkShortID checks the value of the identifier id, at expr, of a
+// short-form prescription ID as Spine does (eps-spine-shared
+// validation/common.py check_prescription_id): its form and its check
+// character. Its system is not checked: the facade reads the value alone
+// (dispense-notification.ts createPrescriptionId, cancellation.ts
+// pertinentInformation2, release.ts, dispense-claim.ts createPrescriptionId);
+// a Task checks it before (taskGroupIdentifier).
 func checkShortID(id identifier, expr string) *Error {
 	switch {
 	case id.Value == "":
 		return missing(expr+".value", "%s.value is missing: it must be the short-form prescription ID", expr)
-	case id.System != SystemPrescriptionID:
-		return badValue(expr+".system", "%s.system must be %s, found %s", expr, SystemPrescriptionID, quote(id.System))
 	case !ShortIDWellFormed(id.Value):
 		return badValue(expr+".value",
 			"%s.value %s is not a short-form prescription ID (6 hexadecimal characters, the prescriber's ODS code padded to 6, 5 hexadecimal characters and a check character, separated by dashes)",

@@ -17,16 +17,22 @@ import (
 //	the top level is an object                    INVALID_VALUE structure
 //	resourceType "Bundle"                         MISSING_VALUE required, INVALID_VALUE value
 //	type "message"                                MISSING_VALUE required, INVALID_VALUE value
-//	Bundle.identifier.value present, a UUID       MISSING_VALUE required, INVALID_VALUE value
+//	Bundle.identifier.value present, a UUID       MISSING_VALUE required,
+//	                                              FAILURE_TO_PROCESS_MESSAGE (Spine check_hl7_event_id)
 //	Bundle.identifier.system rfc4122              TOO_FEW_VALUES_SUBMITTED invalid
 //	entry present and not empty, each entry an
 //	  object with a resource with a resourceType  MISSING_VALUE required, INVALID_VALUE structure
 //	one MessageHeader, the first entry            MISSING_VALUE required, INVALID_VALUE invalid
 //	eventCoding.code a known event                MISSING_VALUE required, INVALID_VALUE value
-//	sender, when present, well formed             INVALID_VALUE value
-//	destination receiver ODS codes well formed    INVALID_VALUE value
-//	fullUrls unique                               INVALID_VALUE duplicate
-//	every reference resolves in the Bundle        INVALID_VALUE invalid
+//
+// References are not resolved here: each message's decoder (Order,
+// Cancellation, DispenseNotification) resolves those EPS reads, where it
+// reads them, by fullUrl (nhs-eps-api translation/common/index.ts
+// resolveReference: none is TOO_FEW_VALUES_SUBMITTED, several
+// TOO_MANY_VALUES_SUBMITTED, at Bundle.entry); others may name anything.
+//
+// The sender and the destination receivers are not checked as ODS codes:
+// neither the facade nor Spine reads them.
 //
 // A member of the wrong JSON type is INVALID_VALUE structure where it is
 // found. Like encoding/json, the decoder takes null for an absent member;
@@ -39,14 +45,6 @@ import (
 // organisation is the authenticated caller's). When present it is resolved
 // to an ODS code, Message.Sender (see resolveSender); "" means absent or
 // naming no ODS code.
-//
-// A reference resolves when it designates an entry (see refIndex.resolve) or
-// is "urn:uuid:" followed by the Bundle's own id: NHS prescribing systems
-// send Provenance.target references to the Bundle itself. A reference inside
-// a contained resource (but "#id") may name a resource outside the Bundle
-// when its entry is a MedicationDispense or the event is not
-// prescription-order: a dispense notification's contained MedicationRequest
-// names the order's Patient (see mayPointOutside).
 //
 // The Message keeps body as Raw, unchanged; each Entry.Resource is a slice of
 // it. DecodeMessage reads body in four passes, none of which uses reflection:
@@ -72,13 +70,8 @@ func decodeMessage(body []byte) (*Message, *Error) {
 	if err := m.readHeader(); err != nil {
 		return nil, err
 	}
-	self := ""
-	if t.id != "" {
-		self = "urn:uuid:" + t.id
-	}
-	if err := checkReferences(m, self); err != nil {
-		return nil, err
-	}
+	// No Bundle-wide reference check: EPS resolves only what it reads
+	// (Order, Cancellation, DispenseNotification do so).
 	if err := m.resolveSender(); err != nil {
 		return nil, err
 	}
@@ -198,8 +191,7 @@ func (t *bundleTop) check() *Error {
 		t.errs[topResourceType], requireCode(t.resourceType, "Bundle.resourceType", "Bundle"),
 		t.errs[topType], requireCode(t.typ, "Bundle.type", "message"),
 		t.errs[topID],
-		t.errs[topIdentifier], requireUUID(t.identifier.Value, under("Bundle", "identifier.value")),
-		checkMessageIDSystem(t.identifier.System),
+		t.errs[topIdentifier], checkMessageIDSystem(t.identifier.System), checkHL7EventID(t.identifier.Value),
 		t.errs[topEntry], noEntry,
 	)
 }
@@ -224,6 +216,16 @@ func checkMessageIDSystem(system string) *Error {
 		return nil
 	}
 	return tooFewValues("Bundle.identifier", "system == '"+SystemMessageID+"'")
+}
+
+// checkHL7EventID checks the message id as Spine does (eps-spine-shared
+// validation/common.py check_hl7_event_id: REGEX_GUID), answered as the
+// facade relays Spine's refusals.
+func checkHL7EventID(v string) *Error {
+	if ValidUUID(v) {
+		return nil
+	}
+	return spineError("Bundle.identifier.value", "hl7EventID has invalid format")
 }
 
 // tooFewValues is EPS's TooFewValuesError (nhs-eps-api onlyElement):
@@ -398,14 +400,6 @@ func (m *Message) readHeader() *Error {
 	}
 	m.Event = h.EventCoding.Code
 	m.sender = h.Sender
-	if err := optionalODS(h.Sender.Identifier.Value, under(base, "sender.identifier.value")); err != nil {
-		return err
-	}
-	for i, d := range h.Destination {
-		if err := optionalODS(d.Identifier.Value, under(base, "destination").at(i, ".receiver.identifier.value")); err != nil {
-			return err
-		}
-	}
 	if len(h.Destination) > 0 {
 		m.Receiver = h.Destination[0].Identifier.Value
 	}
@@ -432,7 +426,7 @@ func checkEvent(code string) *Error {
 // EPS never reads the sender; the broker reads it to check that a prescriber
 // sends for its own organisation. It may be
 //
-//   - an identifier: its value (an ODS code, checked by readHeader);
+//   - an identifier: its value, when it is an ODS code;
 //   - a reference to an Organization of the Bundle: its identifier with the
 //     ODS system;
 //   - a reference to a PractitionerRole of the Bundle: its organization, an
@@ -441,11 +435,14 @@ func checkEvent(code string) *Error {
 // An identifier wins over a reference given with it. A reference that
 // resolves to anything else, or to an Organization without an ODS code,
 // names no organisation: m.Sender is "" as when the sender is absent (the
-// acting organisation is then the caller's). A reference that does not
-// resolve at all was refused by checkReferences.
+// acting organisation is then the caller's), and so is a value that is not
+// an ODS code or a reference that does not resolve: EPS reads none of them,
+// so none is refused.
 func (m *Message) resolveSender() *Error {
 	if v := m.sender.Identifier.Value; v != "" || m.sender.Reference == "" {
-		m.Sender = v
+		if ValidODSCode(v) {
+			m.Sender = v
+		}
 		return nil
 	}
 	x, err := newRefIndex(m.Entries)
@@ -462,10 +459,9 @@ func (m *Message) resolveSender() *Error {
 			return err
 		}
 		if v := org.Identifier.Value; v != "" {
-			if err := checkODSIdentifier(org.Identifier, inEntry(k, "organization.identifier.value")); err != nil {
-				return err
+			if org.Identifier.System == SystemODSCode && ValidODSCode(v) {
+				m.Sender = v
 			}
-			m.Sender = v
 			return nil
 		}
 		if k = x.resolve([]byte(org.Reference), k); k < 0 {
@@ -479,10 +475,7 @@ func (m *Message) resolveSender() *Error {
 	if err := readEntry(m, k, func(r *reader) { r.organization(&org) }); err != nil {
 		return err
 	}
-	if j := findIdentifier(org.Identifier, SystemODSCode); j >= 0 {
-		if err := requireODS(org.Identifier[j].Value, inEntry(k, "identifier").at(j, ".value")); err != nil {
-			return err
-		}
+	if j := findIdentifier(org.Identifier, SystemODSCode); j >= 0 && ValidODSCode(org.Identifier[j].Value) {
 		m.Sender = org.Identifier[j].Value
 	}
 	return nil

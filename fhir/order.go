@@ -2,9 +2,13 @@ package fhir
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/xml"
 	"fmt"
+	"io"
 	"math"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -14,30 +18,44 @@ import (
 const maxItems = 4
 
 // Order validates a prescription-order message as the EPS FHIR facade and
-// Spine do at now (eRD validity and birth dates are checked against it), and
-// returns the order it carries. The checks run in this order, so that a
-// message with several faults fails for the first; each failure is a *Error
-// of KindInvalid. Each rule follows the reference named at its function
-// (nhs-eps-api: the facade's bundle-validator.ts and translation;
-// eps-spine-shared: Spine's validation/create.py and common.py):
+// Spine do at now (eRD validity, review and birth dates are checked against
+// it), and returns the order it carries. The checks run in this order, so
+// that a message with several faults fails for the first; each failure is a
+// *Error of KindInvalid. Each rule follows the reference named at its
+// function (nhs-eps-api: the facade's bundle-validator.ts and translation;
+// eps-spine-shared: Spine's validation/create.py and common.py). A refusal of
+// Spine's is answered as the facade relays it: FAILURE_TO_PROCESS_MESSAGE,
+// "Unable to process message. Information missing or invalid - " and
+// Spine's words (spineError).
 //
-//	1 to 4 MedicationRequests
+//	1 to 4 MedicationRequests (more: Spine's lineItems max count)
 //	the same on every item: groupIdentifier, category, authoredOn, subject,
 //	  requester, performer, validityPeriod, expectedSupplyDuration, performer
 //	  site type, prescription type, responsible practitioner
-//	the prescription type extension present
+//	the prescription type and performer site type extensions present
 //	status active; intent not plan or reflex-order
 //	not both medicationCodeableConcept and medicationReference
-//	course of therapy; line item ids unique
+//	course of therapy (every coding of every item; acute and continuous
+//	  make acute); line item ids (GUIDs, unique as sent)
 //	exactly one SNOMED CT coding (in the item or its Medication)
 //	dosageInstruction present, each with a sequence when several
-//	the prescription IDs; the Patient, NHS number, birth date not in the future
-//	ODS codes; a named performer's site type P1, P2 or P3
-//	the requester's PractitionerRole: organization a reference; primary care
-//	  (01xx): Organization.partOf and no healthcareService; no gmp-number
+//	the prescription IDs (groupIdentifier.value whatever its system)
+//	the one Patient: NHS number, birth date (a date, not in the future)
+//	every PractitionerRole: practitioner, organization, healthcareService
+//	  references; the requester's role, Practitioner (one professional code,
+//	  no gmp-number), Organization (primary care: partOf, no
+//	  healthcareService; ODS code and name; Spine's agentOrganization and
+//	  hcplOrgCode formats); the responsible party; CommunicationRequest lists
+//	the nominated performer (Spine: ODS format, site type P1, P2 or P3)
 //	telecoms with value and use
-//	the requester's signature (MISSING_DIGITAL_SIGNATURE)
+//	the requester's signature (MISSING_DIGITAL_SIGNATURE; its when and data)
+//	the UK Core authorisationExpiryDate in the future
 //	dates; supply; repeat dispensing
+//
+// References are resolved where EPS reads them, by fullUrl only
+// (resolveRef); others are not resolved. The ODS codes EPS does not check
+// (MessageHeader sender and receivers, Patient.generalPractitioner, other
+// Organizations) are not checked.
 func (m *Message) Order(now time.Time) (*Order, error) {
 	o, err := m.order(now)
 	if err != nil {
@@ -71,6 +89,7 @@ var orderSteps = [...]func(*orderCheck) *Error{
 	(*orderCheck).decodeItems,
 	(*orderCheck).checkSameOnEveryItem,
 	(*orderCheck).checkPrescriptionType,
+	(*orderCheck).checkSiteTypeExtension,
 	(*orderCheck).checkStatus,
 	(*orderCheck).checkIntent,
 	(*orderCheck).checkMedicationFields,
@@ -79,11 +98,14 @@ var orderSteps = [...]func(*orderCheck) *Error{
 	(*orderCheck).checkDosage,
 	(*orderCheck).checkPrescriptionID,
 	(*orderCheck).checkPatient,
-	(*orderCheck).checkODSCodes,
-	(*orderCheck).checkNominatedPerformer,
+	(*orderCheck).checkPractitionerRoles,
 	(*orderCheck).checkRequester,
+	(*orderCheck).checkResponsibleParty,
+	(*orderCheck).checkCommunicationRequests,
+	(*orderCheck).checkNominatedPerformer,
 	(*orderCheck).checkTelecoms,
 	(*orderCheck).checkSignature,
+	(*orderCheck).checkReviewDate,
 	(*orderCheck).readDates,
 	(*orderCheck).readSupply,
 	(*orderCheck).checkRepeatDispensing,
@@ -159,6 +181,12 @@ func (c *orderCheck) checkRepeatDispensing() *Error {
 	if dr.RepeatsRaw == nil {
 		return processingError("MedicationRequest.dispenseRequest.numberOfRepeatsAllowed", "Number of repeats allowed is required.")
 	}
+	if _, err := dateTimeAt(dr.ValidityPeriod.Start, "MedicationRequest.dispenseRequest.validityPeriod.start"); err != nil {
+		return err
+	}
+	if _, err := dateTimeAt(dr.ValidityPeriod.End, "MedicationRequest.dispenseRequest.validityPeriod.end"); err != nil {
+		return err
+	}
 	if dr.ExpectedSupplyDuration.Code != "d" {
 		return processingError("MedicationRequest.dispenseRequest.expectedSupplyDuration.code", "Expected supply duration must be specified in days.")
 	}
@@ -184,10 +212,9 @@ func (c *orderCheck) checkRepeatDispensing() *Error {
 	switch {
 	case !q.HasValue:
 		o.SupplyDays = DefaultSupplyDays
-	case q.Value != math.Trunc(q.Value):
+	case q.Value != math.Trunc(q.Value) || q.Value < 0:
+		// REGEX_INTEGER12: digits only, so a negative number is not an integer
 		return spineError(supply, "daysSupply is not an integer")
-	case q.Value < 0:
-		return spineError(supply, "daysSupply must be a non-zero integer")
 	case q.Value > MaxSupplyDays:
 		return spineError(supply, fmt.Sprintf("daysSupply cannot exceed %d", MaxSupplyDays))
 	case q.Value == 0:
@@ -197,9 +224,6 @@ func (c *orderCheck) checkRepeatDispensing() *Error {
 	}
 	vp := dr.ValidityPeriod
 	window := inEntry(first.k, "dispenseRequest.validityPeriod")
-	if vp.Start == "" || vp.End == "" {
-		return spineError(window.String(), "daysSupply effective time not provided but prescription treatment type is repeat")
-	}
 	low, high := writtenDate(vp.Start), writtenDate(vp.End)
 	today := c.now.Format("20060102")
 	maxHigh := c.now.AddDate(0, MaxFutureSupplyMonths, 0).Format("20060102")
@@ -267,9 +291,9 @@ type orderCheck struct {
 	now      time.Time
 	items    []orderItem
 	patient  patient
-	patientK int      // entry index of the Patient
-	orgs     []orgODS // each Organization entry's ODS code
-	role     int      // entry index of the requester's PractitionerRole
+	patientK int               // entry index of the Patient
+	roles    map[int]roleEntry // each PractitionerRole, by entry index
+	role     int               // entry index of the requester's PractitionerRole
 	o        Order
 }
 
@@ -277,12 +301,6 @@ type orderCheck struct {
 type orderItem struct {
 	k  int
 	mr medicationRequest
-}
-
-// orgODS is the ODS code of the Organization in entry k.
-type orgODS struct {
-	k   int
-	ods string
 }
 
 // medicationRequest holds what the broker reads of a MedicationRequest. The
@@ -316,6 +334,7 @@ type groupIdentifier struct {
 
 type dispenseRequest struct {
 	Extension              []extension
+	HasExtension           bool // the extension array is present
 	ValidityPeriod         period
 	Quantity               quantity
 	ExpectedSupplyDuration *quantity
@@ -353,7 +372,11 @@ func (r *reader) medicationRequest(mr *medicationRequest) {
 		case "extension":
 			r.extensions(&mr.Extension)
 		case "identifier":
+			present := r.peek() != 'n'
 			list(r, &mr.Identifier, r.identifier)
+			if present && mr.Identifier == nil {
+				mr.Identifier = []identifier{} // present but empty: not "missing" (identifierForSystem)
+			}
 		case "status":
 			mr.Status = r.str()
 		case "intent":
@@ -422,6 +445,7 @@ func (r *reader) dispenseRequest(d *dispenseRequest) {
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "extension":
+			d.HasExtension = r.peek() != 'n'
 			r.extensions(&d.Extension)
 		case "validityPeriod":
 			d.ValidityRaw = r.captured(func() { r.period(&d.ValidityPeriod) })
@@ -462,7 +486,11 @@ func (r *reader) patient(p *patient) {
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "identifier":
+			present := r.peek() != 'n'
 			list(r, &p.Identifier, r.identifier)
+			if present && p.Identifier == nil {
+				p.Identifier = []identifier{} // present but empty: not "missing" (identifierForSystem)
+			}
 		case "generalPractitioner":
 			list(r, &p.GeneralPractitioner, r.reference)
 		case "birthDate":
@@ -471,17 +499,24 @@ func (r *reader) patient(p *patient) {
 	})
 }
 
+// organization is what the broker reads of an Organization, or of a
+// HealthcareService (which has no partOf).
 type organization struct {
-	Identifier []identifier
-	PartOf     reference
-	HasPartOf  bool
+	Identifier    []identifier
+	HasIdentifier bool
+	Name          string
+	PartOf        reference
+	HasPartOf     bool
 }
 
 func (r *reader) organization(o *organization) {
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "identifier":
+			o.HasIdentifier = r.peek() != 'n'
 			list(r, &o.Identifier, r.identifier)
+		case "name":
+			o.Name = r.str()
 		case "partOf":
 			o.HasPartOf = r.peek() != 'n'
 			r.reference(&o.PartOf)
@@ -500,22 +535,35 @@ func (r *reader) practitionerRoleOrg(org *reference) {
 
 // roleEntry is what the broker reads of a PractitionerRole entry.
 type roleEntry struct {
+	Identifier           []identifier
 	Practitioner         reference
+	HasPractitioner      bool
 	Organization         reference
+	HealthcareService    []reference
 	HasHealthcareService bool
 }
 
 func (r *reader) roleEntry(p *roleEntry) {
 	r.object(func(key []byte) {
 		switch string(key) {
+		case "identifier":
+			list(r, &p.Identifier, r.identifier)
 		case "practitioner":
+			p.HasPractitioner = r.peek() != 'n'
 			r.reference(&p.Practitioner)
 		case "organization":
 			r.reference(&p.Organization)
 		case "healthcareService":
 			p.HasHealthcareService = r.peek() != 'n'
+			list(r, &p.HealthcareService, r.reference)
 		}
 	})
+}
+
+// isIdentifierReference is the facade's isIdentifierReference: the
+// reference has an identifier.
+func isIdentifierReference(ref reference) bool {
+	return ref.Identifier != identifier{}
 }
 
 // decodeItems counts and decodes the MedicationRequests.
@@ -530,8 +578,8 @@ func (c *orderCheck) decodeItems() *Error {
 	case n == 0:
 		return missing(itemsPath, "a prescription-order needs at least one MedicationRequest; the Bundle has none")
 	case n > maxItems:
-		return Invalid(CodeInvalidValue, "invalid", itemsPath,
-			"a prescription-order holds at most %d MedicationRequests (line items); the Bundle has %d", maxItems, n)
+		// Spine validate_line_items (MAX_LINEITEMS)
+		return spineError(itemsPath, fmt.Sprintf("lineItems over expected max count of %d", maxItems))
 	}
 	c.items = make([]orderItem, 0, n)
 	for k, e := range c.m.Entries {
@@ -692,6 +740,19 @@ func (c *orderCheck) checkPrescriptionType() *Error {
 	return tooFewValues("MedicationRequest.extension", "url == '"+ExtPrescriptionType+"'")
 }
 
+// checkSiteTypeExtension checks that the first item has the performer site
+// type extension, as EPS reads it (nhs-eps-api
+// translation/request/prescription.ts convertDispensingSitePreference,
+// getExtensionForUrl: TooFewValuesError, TooManyValuesError; no extension
+// array at all: onlyElement's InvalidValueError "Required field missing.").
+func (c *orderCheck) checkSiteTypeExtension() *Error {
+	const expr = "MedicationRequest.dispenseRequest.extension"
+	if !c.items[0].mr.DispenseRequest.HasExtension {
+		return processingError(expr, "Required field missing.")
+	}
+	return onlyExtension(c.items[0].mr.DispenseRequest.Extension, ExtPerformerSiteType, expr)
+}
+
 // checkStatus: every item active (bundle-validator.ts verifyPrescriptionBundle,
 // createMedicationRequestIncorrectValueIssue).
 func (c *orderCheck) checkStatus() *Error {
@@ -711,26 +772,16 @@ func incorrectItemValue(field, want string) *Error {
 		Expression:  []string{itemsPath + "." + field}}
 }
 
-// medicationRequestIntents are the codes of FHIR R4's required value set
-// for MedicationRequest.intent.
-var medicationRequestIntents = []string{"proposal", "plan", "order", "original-order", "reflex-order", "filler-order", "instance-order", "option"}
-
 // checkIntent refuses what the facade refuses (bundle-validator.ts
-// verifyCommonBundle validateMedicationRequests: plan and reflex-order, as
-// the NHS example 4-Process-Response-Send-400_invalid_intent answers), and
-// an intent that is absent or not a FHIR R4 intent code (a required
-// binding).
+// verifyCommonBundle validateMedicationRequests isPlanOrReflex: plan and
+// reflex-order, as the NHS example 4-Process-Response-Send-400_invalid_intent
+// answers), and only that: neither the facade nor Spine reads a
+// prescription-order's intent otherwise, so any other code, or none, is
+// accepted.
 func (c *orderCheck) checkIntent() *Error {
 	for _, it := range c.items {
-		switch in := it.mr.Intent; {
-		case in == "plan" || in == "reflex-order":
+		if in := it.mr.Intent; in == "plan" || in == "reflex-order" {
 			return incorrectItemValue("intent", "order, original-order or instance-order")
-		case in == "":
-			expr := entryPath(it.k, "intent")
-			return missing(expr, "%s is missing", expr)
-		case !slices.Contains(medicationRequestIntents, in):
-			expr := entryPath(it.k, "intent")
-			return badValue(expr, "%s %s is not a MedicationRequest intent code", expr, quote(in))
 		}
 	}
 	return nil
@@ -751,57 +802,42 @@ func (c *orderCheck) checkMedicationFields() *Error {
 	return nil
 }
 
-// therapyCode returns the course of therapy code of r: that of the coding in
-// the HL7 code system, or else of the first coding.
-func therapyCode(r *medicationRequest) string {
-	cs := r.CourseOfTherapyType.Coding
-	for _, c := range cs {
-		if c.System == SystemCourseOfTherapy {
-			return c.Code
-		}
-	}
-	if len(cs) > 0 {
-		return cs[0].Code
-	}
-	return ""
-}
-
 // displayTherapyMix is the NHS EPS API's words for a forbidden mix
 // (2-Process-Response-Send-400_Invalid_Course_of_Therapy_mixed).
 const displayTherapyMix = "Course of therapy type must either match for all MedicationRequests or be a mixture of 'acute' and 'continuous'."
 
+// checkTherapy reads the course of therapy as EPS does (nhs-eps-api
+// translation/request/course-of-therapy-type.ts getCourseOfTherapyTypeCode):
+// the codes of every coding of every item, whatever their system, as a set.
+// One code is the prescription's; exactly acute and continuous make it
+// acute; anything else (no code at all, or another mix) is INVALID_VALUE.
+// The one code must then be a course of therapy EPS translates
+// (prescription.ts convertCourseOfTherapyTypeCode).
 func (c *orderCheck) checkTherapy() *Error {
+	var codes []string
 	for _, it := range c.items {
-		switch code := therapyCode(&it.mr); code {
-		case TherapyAcute, TherapyContinuous, TherapyRepeatDispensing:
-		case "":
-			expr := entryPath(it.k, "courseOfTherapyType.coding")
-			return missing(expr, "%s is missing: it must be acute, continuous or continuous-repeat-dispensing", expr)
-		default:
-			expr := entryPath(it.k, "courseOfTherapyType.coding")
-			return badValue(expr, "%s %s is not a course of therapy (acute, continuous or continuous-repeat-dispensing)", expr, quote(code))
+		for _, cd := range it.mr.CourseOfTherapyType.Coding {
+			if code := cd.Code; !slices.Contains(codes, code) {
+				codes = append(codes, code)
+			}
 		}
 	}
-	first := therapyCode(&c.items[0].mr)
-	c.o.TherapyType = first
-	for _, it := range c.items[1:] {
-		code := therapyCode(&it.mr)
-		switch {
-		case code == first:
-		case isAcuteOrContinuous(code) && isAcuteOrContinuous(first):
-			c.o.TherapyType = TherapyContinuous
-		default:
-			return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeInvalidValue, Display: displayTherapyMix,
-				Diagnostics: fmt.Sprintf("%s It is %s in Bundle.entry[%d] and %s in Bundle.entry[%d].",
-					displayTherapyMix, quote(first), c.items[0].k, quote(code), it.k),
-				Expression: []string{"MedicationRequest.courseOfTherapyType.coding"}}
-		}
+	switch {
+	case len(codes) == 1:
+		c.o.TherapyType = codes[0]
+	case len(codes) == 2 && slices.Contains(codes, TherapyAcute) && slices.Contains(codes, TherapyContinuous):
+		c.o.TherapyType = TherapyAcute
+	default:
+		return processingError("MedicationRequest.courseOfTherapyType.coding", displayTherapyMix)
 	}
-	return nil
-}
-
-func isAcuteOrContinuous(code string) bool {
-	return code == TherapyAcute || code == TherapyContinuous
+	switch code := c.o.TherapyType; code {
+	case TherapyAcute, TherapyContinuous, TherapyRepeatDispensing:
+		return nil
+	case "":
+		return processingError("MedicationRequest.courseOfTherapyType.coding.code", "Unhandled course of therapy type code 'undefined'.")
+	default:
+		return processingError("MedicationRequest.courseOfTherapyType.coding.code", "Unhandled course of therapy type code '"+code+"'.")
+	}
 }
 
 // checkItemIDs checks the line item ids and the medication codes, and fills
@@ -809,17 +845,19 @@ func isAcuteOrContinuous(code string) bool {
 func (c *orderCheck) checkItemIDs() *Error {
 	c.o.Items = make([]OrderItem, 0, len(c.items))
 	for _, it := range c.items {
-		j := findIdentifier(it.mr.Identifier, SystemLineItemID)
-		if j < 0 {
-			expr := entryPath(it.k, "identifier")
-			return missing(expr, "%s has no identifier with system %s (the line item id)", expr, SystemLineItemID)
-		}
-		id := it.mr.Identifier[j].Value
-		if err := requireUUID(id, inEntry(it.k, "identifier").at(j, ".value")); err != nil {
+		// line-item.ts convertMedicationRequestToLineItem
+		// (getIdentifierValueForSystem); Spine create.py validate_line_item.
+		j, err := identifierForSystem(it.mr.Identifier, SystemLineItemID, "MedicationRequest.identifier")
+		if err != nil {
 			return err
 		}
+		id := it.mr.Identifier[j].Value
+		if !ValidUUID(id) {
+			return spineError(entryPath(it.k, fmt.Sprintf("identifier[%d].value", j)), id+" is not a valid GUID format")
+		}
 		for _, prev := range c.o.Items {
-			if strings.EqualFold(prev.ID, id) {
+			// isDeepStrictEqual: compared as sent, case and all.
+			if prev.ID == id {
 				// bundle-validator.ts medicationRequestDuplicateIdentifierIssue
 				return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeInvalidValue,
 					Diagnostics: "Expected all MedicationRequests to have a different value for identifier.",
@@ -865,7 +903,7 @@ func (c *orderCheck) medicationCoding(it *orderItem) (Coding, *Error) {
 		if ref.Reference == "" {
 			return Coding{}, missing(p, "%s is missing: it must reference the Medication entry", p)
 		}
-		k, err := c.resolveRef(ref.Reference, it.k, p, "Medication")
+		k, err := c.resolveRef(ref.Reference, p, "Medication")
 		if err != nil {
 			return Coding{}, err
 		}
@@ -920,23 +958,25 @@ func (c *orderCheck) checkDosage() *Error {
 	return nil
 }
 
-// checkPrescriptionID checks the short-form ID (the same on every item, as
-// checked before) and the long-form ID of every item.
+// checkPrescriptionID reads the prescription IDs as EPS does (nhs-eps-api
+// translation/request/prescription.ts convertPrescriptionIds: the first
+// item's groupIdentifier.value, whatever its system, and its
+// Extension-DM-PrescriptionId, by getExtensionForUrl), and checks the short
+// form as Spine does (eps-spine-shared validation/common.py
+// check_prescription_id: format, then check character). Both are the same on
+// every item (checkSameOnEveryItem compared the groupIdentifiers).
 func (c *orderCheck) checkPrescriptionID() *Error {
 	first := &c.items[0]
 	gi := &first.mr.GroupIdentifier
-	expr := entryPath(first.k, "groupIdentifier")
+	if findExtension(gi.Extension, ExtPrescriptionLongID) == nil {
+		return tooFewValues("MedicationRequest.groupIdentifier.extension", "url == '"+ExtPrescriptionLongID+"'")
+	}
+	expr := entryPath(first.k, "groupIdentifier.value")
 	switch {
-	case gi.Value == "":
-		return missing(expr+".value", "%s.value is missing: it must be the short-form prescription ID", expr)
-	case gi.System != SystemPrescriptionID:
-		return badValue(expr+".system", "%s.system must be %s, found %s", expr, SystemPrescriptionID, quote(gi.System))
 	case !ShortIDWellFormed(gi.Value):
-		return badValue(expr+".value",
-			"%s.value %s is not a short-form prescription ID (6 hexadecimal characters, the prescriber's ODS code padded to 6, 5 hexadecimal characters and a check character, separated by dashes)",
-			expr, quote(gi.Value))
+		return spineError(expr, "prescriptionID has invalid format")
 	case !ValidShortID(gi.Value):
-		return checksumError(expr+".value", gi.Value)
+		return checksumError(expr, gi.Value)
 	}
 	c.o.PrescriptionID = gi.Value
 
@@ -946,14 +986,33 @@ func (c *orderCheck) checkPrescriptionID() *Error {
 			return err
 		}
 	}
-	for _, it := range c.items[1:] {
-		if got := longID(&it.mr); !strings.EqualFold(got, longID(&first.mr)) {
-			expr := entryPath(it.k, longPath)
-			return inconsistent(expr, "%s %s is not the long-form prescription ID of the first item, %s", expr, quote(got), quote(longID(&first.mr)))
-		}
-	}
 	c.o.LongID = longID(&first.mr)
 	return nil
+}
+
+// identifierForSystem is the facade's getIdentifierValueForSystem
+// (nhs-eps-api translation/common/index.ts): the one identifier of ids with
+// the system, at expr; none is TOO_FEW_VALUES_SUBMITTED, several
+// TOO_MANY_VALUES_SUBMITTED, and no identifier at all INVALID_VALUE
+// "Required field missing.".
+func identifierForSystem(ids []identifier, system, expr string) (int, *Error) {
+	if ids == nil {
+		return -1, processingError(expr, "Required field missing.")
+	}
+	found := -1
+	for j, id := range ids {
+		if id.System != system {
+			continue
+		}
+		if found >= 0 {
+			return -1, tooManyValues(expr, "system == '"+system+"'")
+		}
+		found = j
+	}
+	if found < 0 {
+		return -1, tooFewValues(expr, "system == '"+system+"'")
+	}
+	return found, nil
 }
 
 // displayInvalidChecksum is the NHS EPS API's words for a wrong check
@@ -972,109 +1031,120 @@ func checksumError(expr, id string) *Error {
 		Codings:     []Coding{{System: SystemSpineErrorOrWarningCode, Code: CodeFailureToProcessMessage, Display: displayInvalidChecksum}}}
 }
 
-// resolveRef resolves ref, at expr in the resource of entry holder, to an
-// entry whose resource is a want, or reports why it cannot.
-func (c *orderCheck) resolveRef(ref string, holder int, expr, want string) (int, *Error) {
-	k := c.refs.resolve([]byte(ref), holder)
+// resolveRef resolves ref as EPS does (nhs-eps-api translation/common/index.ts
+// resolveReference, getResourceForFullUrl): the one entry whose fullUrl is
+// ref, whatever the form of ref (a relative "Type/id" resolves only to an
+// entry with that very fullUrl); none is TOO_FEW_VALUES_SUBMITTED at
+// Bundle.entry. The entry must be a want (expr names the reference).
+func (c *orderCheck) resolveRef(ref, expr, want string) (int, *Error) {
+	k, ok := c.refs.fullURL[ref]
 	switch {
-	case k < 0:
-		return -1, inconsistent(expr, "%s %s does not resolve to a resource in the Bundle", expr, quote(ref))
+	case !ok:
+		return -1, tooFewValues("Bundle.entry", "fullUrl == '"+ref+"'")
 	case c.m.Entries[k].ResourceType != want:
 		return -1, inconsistent(expr, "%s must reference a %s, it references a %s", expr, want, quote(c.m.Entries[k].ResourceType))
 	}
 	return k, nil
 }
 
-// checkPatient checks the Patient that the items name (the same on every
-// item, as checked before): a valid NHS number (Spine check_nhs_number) and
-// a birth date not in the future (Spine validation/create.py
-// check_birth_date).
+// checkPatient checks the Patient as EPS reads it: the one Patient of the
+// Bundle (nhs-eps-api translation/common/getResourcesOfType.ts getPatient,
+// not the items' subject), its NHS number (translation/request/patient.ts
+// convertPatient getIdentifierValueForSystem; Spine validation/common.py
+// check_nhs_number), its birth date in date form (patient.ts
+// convertIsoDateStringToHl7V3Date) and not in the future (Spine
+// validation/create.py check_birth_date).
 func (c *orderCheck) checkPatient() *Error {
-	first := &c.items[0]
-	expr := entryPath(first.k, "subject.reference")
-	if first.mr.Subject.Reference == "" {
-		return missing(expr, "%s is missing: the order must name its Patient", expr)
+	p := -1
+	for k, e := range c.m.Entries {
+		if e.ResourceType != "Patient" {
+			continue
+		}
+		if p >= 0 {
+			return tooManyValues("Bundle.entry", "resource.resourceType == 'Patient'")
+		}
+		p = k
 	}
-	p, err := c.resolveRef(first.mr.Subject.Reference, first.k, expr, "Patient")
-	if err != nil {
-		return err
+	if p < 0 {
+		return tooFewValues("Bundle.entry", "resource.resourceType == 'Patient'")
 	}
 	if err := readEntry(c.m, p, func(r *reader) { r.patient(&c.patient) }); err != nil {
 		return err
 	}
 	c.patientK = p
-	j := findIdentifier(c.patient.Identifier, SystemNHSNumber)
-	if j < 0 {
-		expr := entryPath(p, "identifier")
-		return missing(expr, "%s has no identifier with system %s (the NHS number)", expr, SystemNHSNumber)
+	j, err := identifierForSystem(c.patient.Identifier, SystemNHSNumber, "Patient.identifier")
+	if err != nil {
+		return err
 	}
 	nhs := c.patient.Identifier[j].Value
-	if err := requireNHSNumber(nhs, inEntry(p, "identifier").at(j, ".value")); err != nil {
-		return err
+	bd := c.patient.BirthDate
+	if !fhirDate.MatchString(bd) {
+		return processingError("Patient.birthDate", "Incorrect format for date string '"+undefinedIfEmpty(bd)+"'.")
+	}
+	if !ValidNHSNumber(nhs) {
+		return spineError(entryPath(p, fmt.Sprintf("identifier[%d].value", j)), "nhsNumber is not valid")
 	}
 	c.o.NHSNumber = nhs
-	if bd := c.patient.BirthDate; bd != "" {
-		if _, _, err := dateField(bd, inEntry(p, "birthDate")); err != nil {
-			return err
-		}
-		if writtenDate(bd) > c.now.Format("20060102") {
-			return spineError(entryPath(p, "birthDate"), "birthTime is in the future")
-		}
+	if writtenDate(bd) > c.now.Format("20060102") {
+		return spineError(entryPath(p, "birthDate"), "birthTime is in the future")
 	}
 	return nil
 }
 
-// checkODSCodes checks every ODS code the order names and records each
-// Organization's.
-func (c *orderCheck) checkODSCodes() *Error {
+// The FHIR date and dateTime forms the facade accepts (nhs-eps-api
+// translation/common/dateTime.ts FHIR_DATE_REGEX, FHIR_DATE_TIME_REGEX).
+var (
+	fhirDate     = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?$`)
+	fhirDateTime = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|([+-])((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$`)
+)
+
+// undefinedIfEmpty is s, or "undefined" (as the facade writes an absent
+// value) when s is empty.
+func undefinedIfEmpty(s string) string {
+	if s == "" {
+		return "undefined"
+	}
+	return s
+}
+
+// dateTimeAt is the facade's convertIsoDateTimeStringToMoment
+// (nhs-eps-api translation/common/dateTime.ts): s must be a FHIR dateTime
+// (or date), else INVALID_VALUE "Incorrect format for date time string"
+// at expr. It returns the first instant s designates.
+func dateTimeAt(s, expr string) (time.Time, *Error) {
+	if !fhirDateTime.MatchString(s) {
+		return time.Time{}, processingError(expr, "Incorrect format for date time string '"+undefinedIfEmpty(s)+"'.")
+	}
+	t, _, ok := parseFHIRDate(s)
+	if !ok { // a dateTime with a leap second, which Go does not parse
+		return time.Time{}, processingError(expr, "Incorrect format for date time string '"+s+"'.")
+	}
+	return t, nil
+}
+
+// checkNominatedPerformer applies Spine's rules on the nominated performer
+// (eps-spine-shared validation/common.py check_nominated_performer): a
+// performer given with a site type has an ODS code of 1 to 8 letters, digits
+// and '-' and a site type P1, P2 or P3; a performer given without a value
+// is refused. The performer is dispenseRequest.performer.identifier.value
+// (nhs-eps-api translation/request/prescription.ts convertPerformer).
+func (c *orderCheck) checkNominatedPerformer() *Error {
 	first := &c.items[0]
 	c.o.Performer = first.mr.DispenseRequest.Performer.Identifier.Value
-	if err := optionalODS(c.o.Performer, inEntry(first.k, "dispenseRequest.performer.identifier.value")); err != nil {
-		return err
-	}
-	if err := optionalODS(c.m.Receiver, under("MessageHeader", "destination").at(0, ".receiver.identifier.value")); err != nil {
-		return err
-	}
-	for i, gp := range c.patient.GeneralPractitioner {
-		if err := checkODSIdentifier(gp.Identifier, inEntry(c.patientK, "generalPractitioner").at(i, ".identifier.value")); err != nil {
-			return err
-		}
-	}
-	for k, e := range c.m.Entries {
-		if e.ResourceType != "Organization" {
-			continue
-		}
-		var org organization
-		if err := readEntry(c.m, k, func(r *reader) { r.organization(&org) }); err != nil {
-			return err
-		}
-		for j, id := range org.Identifier {
-			if err := checkODSIdentifier(id, inEntry(k, "identifier").at(j, ".value")); err != nil {
-				return err
-			}
-		}
-		if err := checkODSIdentifier(org.PartOf.Identifier, inEntry(k, "partOf.identifier.value")); err != nil {
-			return err
-		}
-		if j := findIdentifier(org.Identifier, SystemODSCode); j >= 0 {
-			c.orgs = append(c.orgs, orgODS{k: k, ods: org.Identifier[j].Value})
-		}
-	}
-	return nil
-}
-
-// checkNominatedPerformer: a named performer with a site type must be a
-// nominated one, P1, P2 or P3 (eps-spine-shared validation/common.py
-// check_nominated_performer).
-func (c *orderCheck) checkNominatedPerformer() *Error {
-	if c.o.Performer == "" || c.o.SiteType == "" {
+	expr := entryPath(first.k, "dispenseRequest.performer.identifier.value")
+	switch {
+	case c.o.Performer == "" && first.mr.DispenseRequest.PerformerRaw != nil:
+		return spineError(expr, "nominatedPerformer is present but empty")
+	case c.o.Performer == "" || c.o.SiteType == "":
 		return nil
+	case !ValidODSCode(c.o.Performer):
+		return spineError(expr, "nominatedPerformer has invalid format")
 	}
 	switch c.o.SiteType {
 	case "P1", "P2", "P3":
 		return nil
 	}
-	return spineError(entryPath(c.items[0].k, "dispenseRequest.extension('"+ExtPerformerSiteType+"').valueCoding.code"),
+	return spineError(entryPath(first.k, "dispenseRequest.extension('"+ExtPerformerSiteType+"').valueCoding.code"),
 		"nominatedPerformer has invalid type")
 }
 
@@ -1100,27 +1170,20 @@ func notReference(field, expr string) *Error {
 		Expression:  []string{expr}}
 }
 
-// checkRequester applies the facade's rules on the prescriber
-// (nhs-eps-api bundle-validator.ts): the requester is a PractitionerRole of
-// the Bundle; every PractitionerRole's organization is a reference
-// (verifyCommonBundle validatePractitionerRole); for primary care
-// (prescription type 01xx) the requester's role has no healthcareService and
-// its Organization a partOf (verifyPrescriptionBundle
-// checkPrimaryCarePrescriptionResources); the requester's Practitioner has
-// no gmp-number identifier (createInvalidIdentifierIssue). It records the
-// prescriber's organisation.
-func (c *orderCheck) checkRequester() *Error {
-	first := &c.items[0]
-	expr := entryPath(first.k, "requester.reference")
-	if first.mr.Requester.Reference == "" {
-		return missing(expr, "%s is missing: the order must name its prescriber's PractitionerRole", expr)
+// checkPractitionerRoles applies the facade's rules on every
+// PractitionerRole (nhs-eps-api bundle-validator.ts verifyCommonBundle
+// validatePractitionerRole): its practitioner a reference (for the
+// responsible practitioner's role: a reference or an identifier, not both),
+// its organization and each healthcareService a reference; a practitioner
+// reference must resolve (resolveReference).
+func (c *orderCheck) checkPractitionerRoles() *Error {
+	var responsible []string
+	for _, it := range c.items {
+		if e := findExtension(it.mr.Extension, ExtResponsiblePractitioner); e != nil && e.ValueReference != nil {
+			responsible = append(responsible, e.ValueReference.Reference)
+		}
 	}
-	role, err := c.resolveRef(first.mr.Requester.Reference, first.k, expr, "PractitionerRole")
-	if err != nil {
-		return err
-	}
-	c.role = role
-	var roles = map[int]roleEntry{}
+	c.roles = map[int]roleEntry{}
 	for k, e := range c.m.Entries {
 		if e.ResourceType != "PractitionerRole" {
 			continue
@@ -1129,20 +1192,69 @@ func (c *orderCheck) checkRequester() *Error {
 		if err := readEntry(c.m, k, func(r *reader) { r.roleEntry(&pr) }); err != nil {
 			return err
 		}
+		c.roles[k] = pr
+		isRef := pr.Practitioner.Reference != ""
+		switch {
+		case !pr.HasPractitioner:
+		case !slices.Contains(responsible, e.FullURL) && !isRef:
+			return notReference("practitionerRole.practitioner", entryPath(k, "practitioner"))
+		case slices.Contains(responsible, e.FullURL) && isRef == isIdentifierReference(pr.Practitioner):
+			return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeInvalidValue,
+				Diagnostics: "Responsible practitioner must be either a reference to a Practitioner resource or an identifier reference.",
+				Expression:  []string{entryPath(k, "practitioner")}}
+		}
 		if pr.Organization.Reference == "" {
 			return notReference("practitionerRole.organization", entryPath(k, "organization"))
 		}
-		roles[k] = pr
+		for i, hs := range pr.HealthcareService {
+			if hs.Reference == "" {
+				p := fmt.Sprintf("practitionerRole.healthcareService[%d]", i)
+				return notReference(p, entryPath(k, fmt.Sprintf("healthcareService[%d]", i)))
+			}
+		}
+		if isRef {
+			if _, err := c.resolveRef(pr.Practitioner.Reference, entryPath(k, "practitioner.reference"), "Practitioner"); err != nil {
+				return err
+			}
+		}
 	}
-	pr := roles[role]
-	org, err := c.resolveRef(pr.Organization.Reference, role, entryPath(role, "organization.reference"), "Organization")
+	return nil
+}
+
+// checkRequester applies the facade's rules on the prescriber
+// (nhs-eps-api bundle-validator.ts verifyPrescriptionBundle, and the
+// translation of the author, translation/request/practitioner.ts
+// convertAuthor, organization.ts): the requester resolves to a
+// PractitionerRole; for primary care (prescription type 01xx) that role has
+// no healthcareService and its Organization a partOf
+// (checkPrimaryCarePrescriptionResources); its Practitioner has no
+// gmp-number (createInvalidIdentifierIssue) and exactly one professional
+// code (getAgentPersonPersonIdForAuthor); the represented organisation (the
+// role's HealthcareService, else its Organization) and the licensing one
+// (the Organization's partOf, else itself) have an ODS code and a name
+// (convertCommonOrganizationDetails); Spine then checks both ODS codes'
+// format (eps-spine-shared validation/common.py check_organisation_and_roles:
+// agentOrganization; create.py check_hcpl_org: hcplOrgCode). It records the
+// prescriber's organisation (the Organization's ODS code).
+func (c *orderCheck) checkRequester() *Error {
+	first := &c.items[0]
+	expr := entryPath(first.k, "requester.reference")
+	if first.mr.Requester.Reference == "" {
+		return missing(expr, "%s is missing: the order must name its prescriber's PractitionerRole", expr)
+	}
+	role, err := c.resolveRef(first.mr.Requester.Reference, expr, "PractitionerRole")
 	if err != nil {
 		return err
 	}
-	for _, o := range c.orgs {
-		if o.k == org {
-			c.o.PrescriberOrg = o.ods
-		}
+	c.role = role
+	pr := c.roles[role]
+	orgK, err := c.resolveRef(pr.Organization.Reference, entryPath(role, "organization.reference"), "Organization")
+	if err != nil {
+		return err
+	}
+	var org organization
+	if err := readEntry(c.m, orgK, func(r *reader) { r.organization(&org) }); err != nil {
+		return err
 	}
 	if strings.HasPrefix(c.o.PrescriptionType, "01") {
 		if pr.HasHealthcareService {
@@ -1150,39 +1262,261 @@ func (c *orderCheck) checkRequester() *Error {
 				Diagnostics: "Unexpected field of practitionerRole.healthcareService.",
 				Expression:  []string{entryPath(role, "healthcareService")}}
 		}
-		var o organization
-		if err := readEntry(c.m, org, func(r *reader) { r.organization(&o) }); err != nil {
-			return err
-		}
-		if !o.HasPartOf {
+		if !org.HasPartOf {
 			return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeMissingValue,
 				Diagnostics: "Required field organization.partOf is missing.",
-				Expression:  []string{entryPath(org, "partOf")}}
+				Expression:  []string{entryPath(orgK, "partOf")}}
 		}
 	}
-	ids := []identifier{pr.Practitioner.Identifier}
-	where := entryPath(role, "practitioner.identifier")
-	if ref := pr.Practitioner.Reference; ref != "" {
-		k, err := c.resolveRef(ref, role, entryPath(role, "practitioner.reference"), "Practitioner")
+	if err := c.checkPractitioner(pr, role); err != nil {
+		return err
+	}
+
+	// The represented organisation and the licensing one.
+	represented, repType := org, "Organization"
+	if len(pr.HealthcareService) > 0 {
+		hsK, err := c.resolveRef(pr.HealthcareService[0].Reference, entryPath(role, "healthcareService[0].reference"), "HealthcareService")
 		if err != nil {
 			return err
 		}
-		var p struct{ Identifier []identifier }
-		if err := readEntry(c.m, k, func(r *reader) {
-			r.object(func(key []byte) {
-				if string(key) == "identifier" {
-					list(r, &p.Identifier, r.identifier)
-				}
-			})
-		}); err != nil {
+		represented, repType = organization{}, "HealthcareService"
+		if err := readEntry(c.m, hsK, func(r *reader) { r.organization(&represented) }); err != nil {
 			return err
 		}
-		ids, where = p.Identifier, entryPath(k, "identifier")
+	}
+	agentOrg, err := costCentre(represented, repType)
+	if err != nil {
+		return err
+	}
+	licensing := org
+	switch {
+	case org.PartOf.Reference != "":
+		k, err := c.resolveRef(org.PartOf.Reference, entryPath(orgK, "partOf.reference"), "Organization")
+		if err != nil {
+			return err
+		}
+		licensing = organization{}
+		if err := readEntry(c.m, k, func(r *reader) { r.organization(&licensing) }); err != nil {
+			return err
+		}
+	case org.HasPartOf:
+		licensing = organization{Identifier: []identifier{org.PartOf.Identifier}, HasIdentifier: true, Name: org.PartOf.Display}
+	}
+	hcplOrg, err := costCentre(licensing, "Organization")
+	if err != nil {
+		return err
+	}
+	if j := findIdentifier(org.Identifier, SystemODSCode); j >= 0 {
+		c.o.PrescriberOrg = org.Identifier[j].Value
+	}
+	if !ValidODSCode(agentOrg) {
+		return spineError(repType+".identifier", "agentOrganization has invalid format")
+	}
+	if !ValidODSCode(hcplOrg) {
+		return spineError("Organization.identifier", "hcplOrgCode has invalid format")
+	}
+	return nil
+}
+
+// costCentre is the facade's convertCommonOrganizationDetails
+// (nhs-eps-api translation/request/organization.ts): the ODS code of an
+// Organization or HealthcareService (getIdentifierValueForSystem), which
+// must also have a name ("Name must be provided.", at its address, as the
+// facade says).
+func costCentre(o organization, typ string) (string, *Error) {
+	ids := o.Identifier
+	if !o.HasIdentifier {
+		ids = nil
+	} else if ids == nil {
+		ids = []identifier{}
+	}
+	j, err := identifierForSystem(ids, SystemODSCode, typ+".identifier")
+	if err != nil {
+		return "", err
+	}
+	if o.Name == "" {
+		return "", processingError(typ+".address", "Name must be provided.")
+	}
+	return ids[j].Value, nil
+}
+
+// Professional code systems of a prescriber (nhs-eps-api
+// translation/request/practitioner.ts getAgentPersonPersonIdForAuthor).
+var professionalCodeSystems = [...]string{
+	"https://fhir.hl7.org.uk/Id/gmc-number",
+	SystemGMPNumber,
+	"https://fhir.hl7.org.uk/Id/nmc-number",
+	"https://fhir.hl7.org.uk/Id/gphc-number",
+	"https://fhir.hl7.org.uk/Id/hcpc-number",
+	"https://fhir.hl7.org.uk/Id/professional-code",
+}
+
+// checkPractitioner checks the requester's Practitioner (a reference
+// resolved by checkPractitionerRoles, or an identifier): no gmp-number
+// (bundle-validator.ts verifyPrescriptionBundle createInvalidIdentifierIssue),
+// then exactly one professional code (practitioner.ts
+// getAgentPersonPersonIdForAuthor).
+func (c *orderCheck) checkPractitioner(pr roleEntry, role int) *Error {
+	if !pr.HasPractitioner {
+		return nil
+	}
+	ids, where, err := c.practitionerIDs(pr, role)
+	if err != nil {
+		return err
 	}
 	if j := findIdentifier(ids, SystemGMPNumber); j >= 0 && ids[j].Value != "" {
 		return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeInvalidValue,
 			Diagnostics: "Bundle resource Practitioner.identifier expected exactly one professional code from GMC|NMC|GPhC|HCPC|professional-code.",
 			Expression:  []string{where}}
+	}
+	return professionalCode(ids)
+}
+
+// practitionerIDs are the identifiers of the Practitioner of the role in
+// entry role, as the facade resolves it (translation/common/index.ts
+// resolvePractitioner: the referenced entry, or the identifier given), and
+// where they are.
+func (c *orderCheck) practitionerIDs(pr roleEntry, role int) ([]identifier, string, *Error) {
+	ref := pr.Practitioner.Reference
+	if ref == "" {
+		return []identifier{pr.Practitioner.Identifier}, entryPath(role, "practitioner.identifier"), nil
+	}
+	k, err := c.resolveRef(ref, entryPath(role, "practitioner.reference"), "Practitioner")
+	if err != nil {
+		return nil, "", err
+	}
+	var p struct{ Identifier []identifier }
+	if err := readEntry(c.m, k, func(r *reader) {
+		r.object(func(key []byte) {
+			if string(key) == "identifier" {
+				list(r, &p.Identifier, r.identifier)
+			}
+		})
+	}); err != nil {
+		return nil, "", err
+	}
+	return p.Identifier, entryPath(k, "identifier"), nil
+}
+
+// professionalCode: exactly one professional code among ids, each system
+// at most once (practitioner.ts getAgentPersonPersonIdForAuthor,
+// getIdentifierValueOrNullForSystem).
+func professionalCode(ids []identifier) *Error {
+	var codes []string
+	for _, system := range professionalCodeSystems {
+		j := -1
+		for i, id := range ids {
+			if id.System != system {
+				continue
+			}
+			if j >= 0 {
+				d := "Too many values submitted. Expected at most 1 element where system == '" + system + "'."
+				return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeTooManyValues, Display: d, Diagnostics: d,
+					Expression: []string{"Practitioner.identifier"}}
+			}
+			j = i
+		}
+		if j >= 0 && ids[j].Value != "" {
+			codes = append(codes, ids[j].Value)
+		}
+	}
+	if len(codes) == 1 {
+		return nil
+	}
+	d := "Expected exactly one professional code. One of GMC|GMP|NMC|GPhC|HCPC|unknown. "
+	if len(codes) > 0 {
+		d += "But got: " + strings.Join(codes, ", ")
+	}
+	code := CodeTooFewValues
+	if len(codes) > 1 {
+		code = CodeTooManyValues
+	}
+	return &Error{Kind: KindInvalid, IssueType: "invalid", Code: code, Display: d, Diagnostics: d, Expression: []string{"Practitioner.identifier"}}
+}
+
+// Identifier systems that name a responsible party without a professional
+// code (practitioner.ts getAgentPersonPersonIdForResponsibleParty).
+const (
+	systemSpuriousCode = "https://fhir.hl7.org.uk/Id/nhsbsa-spurious-code"
+	systemDINNumber    = "https://fhir.hl7.org.uk/Id/din-number"
+)
+
+// checkResponsibleParty resolves the responsible practitioner as EPS
+// translates it (nhs-eps-api translation/request/practitioner.ts
+// convertResponsibleParty: the first item's
+// Extension-DM-ResponsiblePractitioner valueReference, else the requester;
+// then convertPractitionerRole: its organization and first
+// healthcareService), and names its practitioner as EPS requires
+// (getAgentPersonPersonIdForResponsibleParty: the role's spurious code, else
+// the practitioner's DIN, else exactly one professional code).
+func (c *orderCheck) checkResponsibleParty() *Error {
+	first := &c.items[0]
+	e := findExtension(first.mr.Extension, ExtResponsiblePractitioner)
+	if e == nil || e.ValueReference == nil {
+		return nil
+	}
+	role, err := c.resolveRef(e.ValueReference.Reference,
+		entryPath(first.k, "extension('"+ExtResponsiblePractitioner+"').valueReference.reference"), "PractitionerRole")
+	if err != nil {
+		return err
+	}
+	pr := c.roles[role]
+	if _, err := c.resolveRef(pr.Organization.Reference, entryPath(role, "organization.reference"), "Organization"); err != nil {
+		return err
+	}
+	if len(pr.HealthcareService) > 0 {
+		if _, err := c.resolveRef(pr.HealthcareService[0].Reference, entryPath(role, "healthcareService[0].reference"), "HealthcareService"); err != nil {
+			return err
+		}
+	}
+	if !pr.HasPractitioner {
+		return nil
+	}
+	if j := findIdentifier(pr.Identifier, systemSpuriousCode); j >= 0 && pr.Identifier[j].Value != "" {
+		return nil
+	}
+	ids, _, err := c.practitionerIDs(pr, role)
+	if err != nil {
+		return err
+	}
+	if j := findIdentifier(ids, systemDINNumber); j >= 0 && ids[j].Value != "" {
+		return nil
+	}
+	return professionalCode(ids)
+}
+
+// checkCommunicationRequests resolves each CommunicationRequest's
+// payload.contentReference, as EPS does to read the List it names
+// (nhs-eps-api translation/request/prescription.ts extractMedicationListText).
+func (c *orderCheck) checkCommunicationRequests() *Error {
+	for k, e := range c.m.Entries {
+		if e.ResourceType != "CommunicationRequest" {
+			continue
+		}
+		var refs []reference
+		if err := readEntry(c.m, k, func(r *reader) {
+			r.object(func(key []byte) {
+				if string(key) != "payload" {
+					return
+				}
+				r.array(func(int) {
+					r.object(func(key []byte) {
+						if string(key) == "contentReference" {
+							var ref reference
+							r.reference(&ref)
+							refs = append(refs, ref)
+						}
+					})
+				})
+			})
+		}); err != nil {
+			return err
+		}
+		for _, ref := range refs {
+			if _, ok := c.refs.fullURL[ref.Reference]; !ok {
+				return tooFewValues("Bundle.entry", "fullUrl == '"+ref.Reference+"'")
+			}
+		}
 	}
 	return nil
 }
@@ -1239,11 +1573,13 @@ func (c *orderCheck) checkTelecoms() *Error {
 // checkSignature checks that the order is signed by its requester: a
 // Provenance signature whose who.reference is the requester's reference, as
 // EPS finds it (nhs-eps-api translation/request/practitioner.ts
-// findRequesterSignature: at most one); other signatures do not count.
+// findRequesterSignature: at most one; other signatures do not count), and
+// reads it as EPS does (setSignatureTimeAndText): its when a FHIR dateTime
+// (Order.SignedAt), its data base64 of an XML document.
 func (c *orderCheck) checkSignature() *Error {
 	requester := c.items[0].mr.Requester.Reference
 	n := 0
-	signed := false
+	var when, data string
 	for _, e := range c.m.Entries {
 		if e.ResourceType != "Provenance" {
 			continue
@@ -1255,18 +1591,20 @@ func (c *orderCheck) checkSignature() *Error {
 			}
 			r.array(func(int) {
 				var who reference
-				var data bool
+				var w, d string
 				r.object(func(key []byte) {
 					switch string(key) {
 					case "who":
 						r.reference(&who)
+					case "when":
+						w = r.str()
 					case "data":
-						data = len(r.bytes()) > 0
+						d = r.str()
 					}
 				})
 				if who.Reference == requester {
 					n++
-					signed = signed || data
+					when, data = w, d
 				}
 			})
 		})
@@ -1276,52 +1614,120 @@ func (c *orderCheck) checkSignature() *Error {
 		d := "Too many values submitted. Expected at most 1 element where who.reference == '" + requester + "'."
 		return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeTooManyValues, Display: d, Diagnostics: d,
 			Expression: []string{"Provenance.signature"}}
-	case signed:
-		return nil
+	case n == 0:
+		return &Error{Kind: KindInvalid, IssueType: "required", Code: CodeMissingDigitalSignature,
+			Diagnostics: fmt.Sprintf("the prescription-order is not signed by its requester: no Provenance signature has who.reference %s", quote(requester)),
+			Expression:  []string{"Bundle.entry.resource.ofType(Provenance).signature"}}
 	}
-	return &Error{Kind: KindInvalid, IssueType: "required", Code: CodeMissingDigitalSignature,
-		Diagnostics: fmt.Sprintf("the prescription-order is not signed by its requester: no Provenance signature with data has who.reference %s", quote(requester)),
-		Expression:  []string{"Bundle.entry.resource.ofType(Provenance).signature"}}
-}
-
-// readDates parses the validity period and the authoring date. EPS does not
-// compare the period's ends for a prescription that is not repeat
-// dispensing (Spine checks them for repeat dispensing only:
-// checkRepeatDispensing).
-func (c *orderCheck) readDates() *Error {
-	first := &c.items[0]
-	vp := first.mr.DispenseRequest.ValidityPeriod
-	var err *Error
-	if c.o.ValidityStart, _, err = dateField(vp.Start, inEntry(first.k, "dispenseRequest.validityPeriod.start")); err != nil {
+	t, err := dateTimeAt(when, "Provenance.signature.when")
+	if err != nil {
 		return err
 	}
-	if _, c.o.ValidityEnd, err = dateField(vp.End, inEntry(first.k, "dispenseRequest.validityPeriod.end")); err != nil {
-		return err
+	if !signatureXML(data) {
+		return processingError("Provenance.signature.data", "Invalid signature format.")
 	}
-	for _, it := range c.items {
-		t, _, err := dateField(it.mr.AuthoredOn, inEntry(it.k, "authoredOn"))
-		if err != nil {
-			return err
-		}
-		if c.o.AuthoredOn.IsZero() {
-			c.o.AuthoredOn = t
-		}
-	}
+	c.o.SignedAt = t
 	return nil
 }
 
-// dateField parses the FHIR date or dateTime s at p: it returns the first
-// and the last instant it designates (the same for a dateTime; for a date,
-// its first and last nanosecond), or zero times when s is empty.
-func dateField(s string, p fieldPath) (first, last time.Time, err *Error) {
-	if s == "" {
-		return first, last, nil
+// signatureXML reports whether data is, as the facade reads it (Node's
+// Buffer.from(data, "base64"), which skips characters outside the base64
+// alphabet and stops at padding, then a strict XML parse), base64 of a
+// well-formed XML document: one root element, no text outside it.
+func signatureXML(data string) bool {
+	clean := make([]byte, 0, len(data))
+	for i := 0; i < len(data) && data[i] != '='; i++ {
+		switch ch := data[i]; {
+		case ch >= 'A' && ch <= 'Z', ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9', ch == '+', ch == '/':
+			clean = append(clean, ch)
+		case ch == '-':
+			clean = append(clean, '+')
+		case ch == '_':
+			clean = append(clean, '/')
+		}
 	}
-	first, last, ok := parseFHIRDate(s)
-	if !ok {
-		return first, last, badValue(p.String(), "%s %s is not a FHIR date or dateTime (YYYY-MM-DD, or YYYY-MM-DDThh:mm:ss with a time zone)", p, quote(s))
+	if len(clean)%4 == 1 { // a lone last character carries no whole byte
+		clean = clean[:len(clean)-1]
 	}
-	return first, last, nil
+	raw, err := base64.RawStdEncoding.DecodeString(string(clean))
+	if err != nil {
+		return false
+	}
+	d := xml.NewDecoder(bytes.NewReader(raw))
+	depth, roots := 0, 0
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			return roots == 1 && depth == 0
+		}
+		if err != nil {
+			return false
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			if depth == 0 {
+				roots++
+			}
+			depth++
+		case xml.EndElement:
+			depth--
+		case xml.CharData:
+			if depth == 0 && len(bytes.TrimSpace(t)) > 0 {
+				return false
+			}
+		}
+	}
+}
+
+// checkReviewDate: an authorisationExpiryDate in the first item's UK Core
+// repeat information must be in the future (nhs-eps-api
+// translation/request/prescription.ts extractReviewDate, isFutureDated; the
+// facade names no FHIRPath: the broker names the one its
+// convertPrescriptionPertinentInformation7 reads the date at).
+func (c *orderCheck) checkReviewDate() *Error {
+	e := findExtension(c.items[0].mr.Extension, ExtUKCoreRepeatInformation)
+	if e == nil {
+		return nil
+	}
+	d := findExtension(e.Extension, "authorisationExpiryDate")
+	if d == nil {
+		return nil
+	}
+	v := ""
+	if d.ValueDateTime != nil {
+		v = *d.ValueDateTime
+	}
+	if t, _, ok := parseFHIRDate(v); ok && c.now.Before(t) {
+		return nil
+	}
+	return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeInvalidValue,
+		Diagnostics: "authorisationExpiryDate is not in the future '" + undefinedIfEmpty(v) + "'.",
+		Expression:  []string{"MedicationRequest.extension.extension.valueDateTime"}}
+}
+
+// readDates reads the dates of the order as EPS does. When the first item
+// has a validityPeriod, its start is Spine's prescription time and must be a
+// FHIR dateTime (nhs-eps-api translation/request/prescribe/
+// parent-prescription.ts convertParentPrescription); EPS reads the end and
+// the authoring date of no order but repeat dispensing (checkRepeatDispensing),
+// so they are taken when they can be read (zero otherwise) and not refused.
+func (c *orderCheck) readDates() *Error {
+	first := &c.items[0]
+	dr := &first.mr.DispenseRequest
+	if dr.ValidityRaw != nil && string(dr.ValidityRaw) != "null" {
+		t, err := dateTimeAt(dr.ValidityPeriod.Start, "MedicationRequest.dispenseRequest.validityPeriod.start")
+		if err != nil {
+			return err
+		}
+		c.o.ValidityStart = t
+	}
+	if _, end, ok := parseFHIRDate(dr.ValidityPeriod.End); ok {
+		c.o.ValidityEnd = end
+	}
+	if t, _, ok := parseFHIRDate(first.mr.AuthoredOn); ok {
+		c.o.AuthoredOn = t
+	}
+	return nil
 }
 
 // parseFHIRDate parses a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD) or dateTime

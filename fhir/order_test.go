@@ -22,7 +22,7 @@ type okOrder struct {
 // *-Process-Request-*Send*200_OK.json order (TestOrderFixturesFound checks
 // that) and three spec examples.
 var okOrders = []okOrder{
-	{"primary-care/acute-and-repeat-prescribing/1-Process-Request-Send-200_OK.json", "E3E6FA-A83008-41F09Y", "9990548609", "A83008", "FCG71", 2, TherapyContinuous, "P1"},
+	{"primary-care/acute-and-repeat-prescribing/1-Process-Request-Send-200_OK.json", "E3E6FA-A83008-41F09Y", "9990548609", "A83008", "FCG71", 2, TherapyAcute, "P1"}, // acute and continuous items: acute (course-of-therapy-type.ts)
 	{"primary-care/acute/no-nominated-pharmacy/medical-prescriber/author/gmc/responsible-party/din/1-Process-Request-Send-200_OK.json", "315A44-A83008-4C9BB1", "9990548609", "A83008", "", 2, TherapyAcute, "0004"},
 	{"primary-care/acute/no-nominated-pharmacy/medical-prescriber/author/gmc/responsible-party/spurious-code/1-Process-Request-Send-200_OK.json", "FF33AE-A83008-4DDAA4", "9990548609", "A83008", "", 2, TherapyAcute, "0004"},
 	{"primary-care/acute/no-nominated-pharmacy/medical-prescriber/author/unknown/1-Process-Request-Send-200_OK.json", "C3A429-A83008-49E0AP", "9990548609", "A83008", "", 2, TherapyAcute, "0004"},
@@ -117,7 +117,7 @@ func TestOrderFields(t *testing.T) {
 			BundleID: "46183abc-9fad-4673-85db-ce2cb6614732", PrescriptionID: "24F5DA-A83008-7EFE6Z",
 			LongID: "20ba5fb5-cb58-462c-923e-22d180b09356", NHSNumber: "5839945242", Sender: "A83008",
 			Receiver: "FA565", Performer: "FA565", SiteType: "P1", PrescriptionType: "0101", TherapyType: TherapyAcute,
-			PrescriberOrg: "A83008", ValidityStart: day("2022-10-21T00:00:00Z"), SupplyDays: 10,
+			PrescriberOrg: "A83008", ValidityStart: day("2022-10-21T00:00:00Z"), SignedAt: day("2022-10-21T13:47:00Z"), SupplyDays: 10,
 			Items: []OrderItem{
 				item("a54219b8-f741-4c47-b662-e4f8dfa49ab6", "39732311000001104", "Amoxicillin 250mg capsules", 20, "2 times a day for 10 days"),
 				item("6989b7bd-8db6-428c-a593-4022e3044c00", "322341003", "Co-codamol 30mg/500mg tablets", 20, "2 times a day for 10 days"),
@@ -129,7 +129,7 @@ func TestOrderFields(t *testing.T) {
 			BundleID: "46183abc-9fad-4673-85db-ce2cb6614732", PrescriptionID: "24F5DA-A83008-7EFE6Z",
 			LongID: "20ba5fb5-cb58-462c-923e-22d180b09356", NHSNumber: "9449304130", Sender: "A83008",
 			Receiver: "VNE51", Performer: "VNE51", SiteType: "P1", PrescriptionType: "0101", TherapyType: TherapyRepeatDispensing,
-			PrescriberOrg: "A83008", ValidityStart: day("2022-10-21T00:00:00Z"), ValidityEnd: day("2022-11-21T23:59:59Z"),
+			PrescriberOrg: "A83008", ValidityStart: day("2022-10-21T00:00:00Z"), ValidityEnd: day("2022-11-21T23:59:59Z"), SignedAt: day("2022-10-21T13:47:00Z"),
 			RepeatsAllowed: 6, SupplyDays: 10,
 		}},
 	} {

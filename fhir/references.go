@@ -13,58 +13,6 @@ type pathSeg struct {
 	index int
 }
 
-// scanReferences calls fn, in document order, for every object member named
-// "reference" (possibly written with escapes) whose value is a string,
-// anywhere in the JSON text b, which validJSON must have accepted. fn gets
-// the unescaped value and the path of the object that holds the member; both
-// are only valid during the call. Scanning stops when fn returns false.
-// Members named "reference" whose value is an object or array are searched
-// like any other.
-//
-// It reads every byte once, with a depth of recursion equal to the nesting
-// of b (at most 10,000, the limit validJSON enforces).
-func scanReferences(b []byte, fn func(ref []byte, path []pathSeg) bool) {
-	s := refScanner{r: newReader(b, ""), fn: fn}
-	s.walk()
-}
-
-type refScanner struct {
-	r    reader
-	fn   func(ref []byte, path []pathSeg) bool
-	path []pathSeg
-	stop bool
-}
-
-// walk scans the value at the cursor.
-func (s *refScanner) walk() {
-	r := &s.r
-	switch r.peek() {
-	case '{':
-		r.object(func(key []byte) {
-			switch c := r.peek(); {
-			case s.stop:
-			case c == '"' && string(key) == "reference":
-				s.stop = !s.fn(r.bytes(), s.path)
-			case c == '{' || c == '[':
-				s.descend(pathSeg{key: key, index: -1})
-			}
-		})
-	case '[':
-		r.array(func(n int) {
-			if c := r.peek(); !s.stop && (c == '{' || c == '[') {
-				s.descend(pathSeg{index: n})
-			}
-		})
-	}
-}
-
-// descend scans the container at the cursor, under seg.
-func (s *refScanner) descend(seg pathSeg) {
-	s.path = append(s.path, seg)
-	s.walk()
-	s.path = s.path[:len(s.path)-1]
-}
-
 // fhirPath formats path as a FHIRPath expression under root, e.g.
 // Bundle.entry[3].resource.subject. Keys that are not plain identifiers are
 // written between backticks.
@@ -100,17 +48,6 @@ func isIdentifier(s string) bool {
 		}
 	}
 	return s != ""
-}
-
-// holderOf returns the index of the Bundle entry whose resource holds a
-// reference found at path, or -1 when the reference is outside every
-// entry's resource.
-func holderOf(path []pathSeg) int {
-	if len(path) >= 3 && path[0].index < 0 && string(path[0].key) == "entry" && path[1].index >= 0 &&
-		path[2].index < 0 && string(path[2].key) == "resource" {
-		return path[1].index
-	}
-	return -1
 }
 
 // refIndex resolves references against the entries of a Bundle.
@@ -231,52 +168,4 @@ func containedIDs(res []byte) map[string]bool {
 		})
 	})
 	return ids
-}
-
-// checkReferences reports the first reference in m.Raw that does not
-// resolve inside the Bundle. self, when not empty, is the absolute reference
-// of the Bundle itself. References that mayPointOutside are not checked.
-func checkReferences(m *Message, self string) *Error {
-	x, err := newRefIndex(m.Entries)
-	if err != nil {
-		return err
-	}
-	scanReferences(m.Raw, func(ref []byte, path []pathSeg) bool {
-		if x.resolve(ref, holderOf(path)) >= 0 || self != "" && string(ref) == self || mayPointOutside(m, ref, path) {
-			return true
-		}
-		expr := fhirPath("Bundle", path) + ".reference"
-		err = Invalid(CodeInvalidValue, "invalid", expr,
-			"%s: reference %s does not resolve to a resource in the Bundle (no entry has that fullUrl, type and id, or contained id)",
-			expr, quote(string(ref)))
-		return false
-	})
-	return err
-}
-
-// mayPointOutside reports whether ref, found at path, may name a resource
-// that is not in the Bundle: a reference that is not local ("#id"), inside a
-// resource contained in an entry's resource, when that entry is a
-// MedicationDispense or the message is not a prescription-order. EPS
-// dispense notifications carry a copy of the order's MedicationRequest, whose
-// subject and requester are the order's Patient and PractitionerRole.
-//
-// Provenance.target, Provenance.agent (agent.who, agent.onBehalfOf) and
-// Provenance.signature (signature.who) may name anything, inside the Bundle
-// or not: EPS does not resolve them, it only compares the signature's
-// who.reference with the requester's reference (nhs-eps-api
-// translation/request/practitioner.ts findRequesterSignature); a signature
-// naming someone else does not sign the order.
-func mayPointOutside(m *Message, ref []byte, path []pathSeg) bool {
-	k := holderOf(path)
-	if k >= 0 && k < len(m.Entries) && m.Entries[k].ResourceType == "Provenance" && len(path) >= 4 && path[3].index < 0 {
-		if key := string(path[3].key); key == "target" || key == "agent" || key == "signature" {
-			return true
-		}
-	}
-	if k < 0 || k >= len(m.Entries) || len(ref) == 0 || ref[0] == '#' || len(path) < 5 ||
-		path[3].index >= 0 || string(path[3].key) != "contained" || path[4].index < 0 {
-		return false
-	}
-	return m.Event != EventPrescriptionOrder || m.Entries[k].ResourceType == "MedicationDispense"
 }

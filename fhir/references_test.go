@@ -2,192 +2,11 @@ package fhir
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"testing"
-	"unicode/utf8"
 )
-
-// refHit is a reference found in a JSON text: the path of the member (under
-// "$") and its value.
-type refHit struct{ path, value string }
-
-func (h refHit) String() string { return h.path + "=" + fmt.Sprintf("%q", h.value) }
-
-// fastReferences collects what scanReferences finds.
-func fastReferences(b []byte) []refHit {
-	var hits []refHit
-	scanReferences(b, func(ref []byte, path []pathSeg) bool {
-		hits = append(hits, refHit{fhirPath("$", path) + ".reference", string(ref)})
-		return true
-	})
-	return hits
-}
-
-// slowReferences is the reference implementation of scanReferences: it
-// decodes b into any and walks it.
-func slowReferences(b []byte) []refHit {
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return nil
-	}
-	var hits []refHit
-	var walk func(v any, path []pathSeg)
-	walk = func(v any, path []pathSeg) {
-		switch v := v.(type) {
-		case map[string]any:
-			for k, c := range v {
-				if s, ok := c.(string); ok && k == "reference" {
-					hits = append(hits, refHit{fhirPath("$", path) + ".reference", s})
-					continue
-				}
-				walk(c, append(slices.Clip(path), pathSeg{key: []byte(k), index: -1}))
-			}
-		case []any:
-			for i, c := range v {
-				walk(c, append(slices.Clip(path), pathSeg{index: i}))
-			}
-		}
-	}
-	walk(v, nil)
-	return hits
-}
-
-// hasDuplicateKeys reports whether an object of the JSON text b repeats a
-// key (after unescaping), which decoding into a map hides.
-func hasDuplicateKeys(b []byte) bool {
-	type frame struct {
-		keys    map[string]bool
-		wantKey bool // the next token of this object is a key
-	}
-	var stack []*frame // nil frames are arrays
-	dec := json.NewDecoder(bytes.NewReader(b))
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF || err != nil {
-			return false
-		}
-		var top *frame
-		if len(stack) > 0 {
-			top = stack[len(stack)-1]
-		}
-		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
-			stack = stack[:len(stack)-1]
-			continue
-		}
-		if top != nil && top.wantKey {
-			k := tok.(string)
-			if top.keys[k] {
-				return true
-			}
-			top.keys[k], top.wantKey = true, false
-			continue
-		}
-		if top != nil {
-			top.wantKey = true // after this value
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{keys: map[string]bool{}, wantKey: true})
-		case json.Delim('['):
-			stack = append(stack, nil)
-		}
-	}
-}
-
-// sortedHits sorts hits for comparison as multisets.
-func sortedHits(hits []refHit) []refHit {
-	slices.SortFunc(hits, func(a, b refHit) int {
-		return strings.Compare(a.String(), b.String())
-	})
-	return hits
-}
-
-// isSubMultiset reports whether every element of sub (sorted) is in super
-// (sorted), counting repeats.
-func isSubMultiset(sub, super []refHit) bool {
-	i := 0
-	for _, h := range super {
-		if i < len(sub) && sub[i] == h {
-			i++
-		}
-	}
-	return i == len(sub)
-}
-
-// referenceSeeds are JSON texts with tricky references.
-var referenceSeeds = []string{
-	`{"reference":"a"}`,
-	`{"subject":{"reference":"urn:uuid:1"},"x":[{"reference":"#c"},[{"reference":"Patient/1"}]]}`,
-	`{"reference":{"reference":"nested"}}`,
-	`{"reference":5,"y":{"reference":null},"z":{"reference":["r"]}}`,
-	`{"refer\u0065nce":"escaped key","\"reference\"":"quoted key","reference ":"space"}`,
-	`{"reference":"esc\"aped\\","a\\":{"reference":"\u00e9\ud83d\ude00\n"}}`,
-	`{"reference":"\\\"","b":"\\","reference":"dup"}`,
-	`{"k\\\"":{"reference":"after escaped quote"}}`,
-	`[{"reference":"in array"},"reference",{"a":"reference","b":{"reference":"deep"}}]`,
-	` { "reference" : "spaced" , "o" : { } , "a" : [ ] } `,
-	`"reference"`, `[]`, `{}`, `null`, `12`,
-	`{"a":{"b":{"c":{"d":[[[{"reference":"deep"}]]]}}}}`,
-	`{"":{"reference":"empty key"},"we ird` + "`" + `":{"reference":"odd key"}}`,
-	`{"reference":"\ud800"}`,
-}
-
-func TestScanReferences(t *testing.T) {
-	for _, seed := range referenceSeeds {
-		got, want := sortedHits(fastReferences([]byte(seed))), sortedHits(slowReferences([]byte(seed)))
-		if hasDuplicateKeys([]byte(seed)) {
-			if !isSubMultiset(want, got) {
-				t.Errorf("%s:\n got %v\nwant at least %v", seed, got, want)
-			}
-		} else if !slices.Equal(got, want) {
-			t.Errorf("%s:\n got %v\nwant %v", seed, got, want)
-		}
-	}
-	// Document order, paths and early stop.
-	b := []byte(`{"entry":[{"resource":{"subject":{"reference":"x"}}},{"resource":{"a":[{"reference":"y"}]}}]}`)
-	want := []refHit{{"$.entry[0].resource.subject.reference", "x"}, {"$.entry[1].resource.a[0].reference", "y"}}
-	if got := fastReferences(b); !slices.Equal(got, want) {
-		t.Errorf("got %v, want %v", got, want)
-	}
-	n := 0
-	scanReferences(b, func([]byte, []pathSeg) bool { n++; return false })
-	if n != 1 {
-		t.Errorf("scanning went on after fn returned false: %d calls", n)
-	}
-}
-
-// FuzzReferences compares scanReferences with the slow reference
-// implementation on valid JSON, and checks that it neither panics nor hangs
-// on anything else.
-func FuzzReferences(f *testing.F) {
-	for _, s := range referenceSeeds {
-		f.Add([]byte(s))
-	}
-	for _, rel := range []string{order4Items, "spec/dispensing/dispense-notification/acute-primary-example-05-req.json"} {
-		f.Add(readFixture(f, rel))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		got := fastReferences(b)
-		if !json.Valid(b) || !utf8.Valid(b) {
-			return // outside the contract: only must not panic or hang
-		}
-		got, want := sortedHits(got), sortedHits(slowReferences(b))
-		if hasDuplicateKeys(b) {
-			// A map keeps the last of duplicate keys; the scanner sees all.
-			if !isSubMultiset(want, got) {
-				t.Fatalf("%q:\n got %v\nwant at least %v", b, got, want)
-			}
-			return
-		}
-		if !slices.Equal(got, want) {
-			t.Fatalf("%q:\n got %v\nwant %v", b, got, want)
-		}
-	})
-}
 
 func TestReader(t *testing.T) {
 	obj := []byte(` {"a" : "x\"}" , "b\\" :{"c":[1,{"d":"]"}]},"e":[ ],"f":-1.5e3,"g":true, "h":null} `)
@@ -232,7 +51,6 @@ func TestReader(t *testing.T) {
 		r.medicationRequest(&mr)
 		r = newReader([]byte(bad), "$")
 		r.array(func(int) { r.raw() })
-		fastReferences([]byte(bad))
 	}
 }
 
@@ -273,9 +91,6 @@ func TestFHIRPath(t *testing.T) {
 	want := "Bundle.entry[3].resource.`odd key\\``.`" + strings.Repeat("k", maxQuoted) + "...`"
 	if got := fhirPath("Bundle", path); got != want {
 		t.Errorf("fhirPath = %s, want %s", got, want)
-	}
-	if holderOf(path) != 3 || holderOf(path[:2]) != -1 {
-		t.Error("holderOf")
 	}
 }
 

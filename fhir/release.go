@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+
+	"github.com/nhs-eps/epsbroker/fhir/internal/ojson"
 )
 
 // ReleasedOrder is one prescription handed to a dispenser: its original
@@ -71,67 +73,79 @@ func ReleaseResponse(orders []ReleasedOrder) []byte {
 // numberOfRepeatsIssued issue - 1 (a basedOn is added when there is none;
 // the reference it has is kept), and Extension-UKCore-
 // MedicationRepeatInformation numberOfPrescriptionsIssued issue (its other
-// parts kept). Numbers keep their text.
+// parts kept). Everything else keeps its place and its text: members stay
+// in their order and strings and numbers as written (only insignificant
+// white space goes).
 func forIssue(raw []byte, issue, issues int) ([]byte, error) {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	var bundle map[string]any
-	if err := d.Decode(&bundle); err != nil {
+	bundle, err := ojson.Parse(raw)
+	if err != nil {
 		return nil, err
 	}
-	num := func(n int) json.Number { return json.Number(strconv.Itoa(n)) }
-	entries, _ := bundle["entry"].([]any)
-	for _, e := range entries {
-		em, _ := e.(map[string]any)
-		mr, _ := em["resource"].(map[string]any)
-		if mr == nil || mr["resourceType"] != "MedicationRequest" {
+	num := func(n int) *ojson.Node { return &ojson.Node{Scalar: strconv.Itoa(n)} }
+	part := func(url, value string, v *ojson.Node) *ojson.Node {
+		return &ojson.Node{Kind: '{', Members: []ojson.Member{{Name: "url", Value: ojson.String(url)}, {Name: value, Value: v}}}
+	}
+	for _, e := range bundle.Get("entry").Items() {
+		mr := e.Get("resource")
+		if mr.Get("resourceType").Str() != "MedicationRequest" {
 			continue
 		}
-		repeat := map[string]any{"url": ExtRepeatInformation, "extension": []any{
-			map[string]any{"url": RepeatPartAllowed, "valueInteger": num(issues - 1)},
-			map[string]any{"url": RepeatPartIssued, "valueInteger": num(issue - 1)},
+		repeat := &ojson.Node{Kind: '{', Members: []ojson.Member{
+			{Name: "url", Value: ojson.String(ExtRepeatInformation)},
+			{Name: "extension", Value: &ojson.Node{Kind: '[', Elems: []*ojson.Node{
+				part(RepeatPartAllowed, "valueInteger", num(issues-1)),
+				part(RepeatPartIssued, "valueInteger", num(issue-1)),
+			}}},
 		}}
-		basedOn, _ := mr["basedOn"].([]any)
-		first := map[string]any{}
-		if len(basedOn) > 0 {
-			if f, ok := basedOn[0].(map[string]any); ok {
-				first = f
-			}
-		} else {
-			basedOn = []any{first}
+		basedOn := mr.Get("basedOn")
+		if basedOn == nil || basedOn.Kind != '[' {
+			basedOn = &ojson.Node{Kind: '['}
+			mr.Set("basedOn", basedOn)
 		}
-		first["extension"] = append(withoutURL(first["extension"], ExtRepeatInformation), repeat)
-		basedOn[0] = first
-		mr["basedOn"] = basedOn
+		if len(basedOn.Elems) == 0 || basedOn.Elems[0].Kind != '{' {
+			basedOn.Elems = append([]*ojson.Node{{Kind: '{'}}, basedOn.Elems...)
+		}
+		setExtension(basedOn.Elems[0], ExtRepeatInformation, repeat)
 
-		exts, _ := mr["extension"].([]any)
-		var uk map[string]any
-		for _, x := range exts {
-			if xm, ok := x.(map[string]any); ok && xm["url"] == ExtUKCoreRepeatInformation {
-				uk = xm
-			}
-		}
+		uk := findExtensionNode(mr, ExtUKCoreRepeatInformation)
 		if uk == nil {
-			uk = map[string]any{"url": ExtUKCoreRepeatInformation}
-			exts = append(exts, uk)
+			uk = &ojson.Node{Kind: '{', Members: []ojson.Member{{Name: "url", Value: ojson.String(ExtUKCoreRepeatInformation)}}}
+			setExtension(mr, ExtUKCoreRepeatInformation, uk)
 		}
-		uk["extension"] = append(withoutURL(uk["extension"], RepeatPartPrescriptons),
-			map[string]any{"url": RepeatPartPrescriptons, "valueUnsignedInt": num(issue)})
-		mr["extension"] = exts
+		setExtension(uk, RepeatPartPrescriptons, part(RepeatPartPrescriptons, "valueUnsignedInt", num(issue)))
 	}
-	return json.Marshal(bundle)
+	return bundle.Encode(""), nil
 }
 
-// withoutURL is the extension list exts (decoded JSON) without those whose
-// url is url.
-func withoutURL(exts any, url string) []any {
-	list, _ := exts.([]any)
-	out := make([]any, 0, len(list)+1)
-	for _, x := range list {
-		if xm, ok := x.(map[string]any); ok && xm["url"] == url {
-			continue
+// findExtensionNode is the first extension of n whose url is url, or nil.
+func findExtensionNode(n *ojson.Node, url string) *ojson.Node {
+	for _, x := range n.Get("extension").Items() {
+		if x.Get("url").Str() == url {
+			return x
 		}
-		out = append(out, x)
 	}
-	return out
+	return nil
+}
+
+// setExtension puts ext in n's extension list in place of those whose url
+// is url (where the first of them stood), or last when there is none.
+func setExtension(n *ojson.Node, url string, ext *ojson.Node) {
+	list := n.Get("extension")
+	if list == nil || list.Kind != '[' {
+		list = &ojson.Node{Kind: '['}
+		n.Set("extension", list)
+	}
+	out := make([]*ojson.Node, 0, len(list.Elems)+1)
+	placed := false
+	for _, x := range list.Elems {
+		if x.Get("url").Str() != url {
+			out = append(out, x)
+		} else if !placed {
+			out, placed = append(out, ext), true
+		}
+	}
+	if !placed {
+		out = append(out, ext)
+	}
+	list.Elems = out
 }

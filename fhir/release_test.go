@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+
+	"github.com/nhs-eps/epsbroker/fhir/internal/ojson"
 )
 
 // The released orders are inside the answer byte for byte, and the answer
@@ -122,4 +124,48 @@ func (x testExtension) part(url string) string {
 		}
 	}
 	return ""
+}
+
+// The release answer of a repeat dispensing issue adds the issue to the
+// order and changes nothing else: every member of the order keeps its
+// place and every string and number its text.
+func TestReleaseResponseRepeatIssueKeepsTheOrder(t *testing.T) {
+	order := readFixture(t, order4Items)
+	got, err := forIssue(order, 2, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := ojson.Parse(order)
+	back, _ := ojson.Parse(got)
+	// Take the added elements out again: what is left is the order as it was.
+	for _, e := range back.Get("entry").Items() {
+		mr := e.Get("resource")
+		if mr.Get("resourceType").Str() != "MedicationRequest" {
+			continue
+		}
+		if f := mr.Get("basedOn").Items(); len(f) != 1 || findExtensionNode(f[0], ExtRepeatInformation) == nil {
+			t.Fatalf("basedOn %s", mr.Get("basedOn").Encode(""))
+		}
+		drop(mr, "basedOn")
+		exts := mr.Get("extension")
+		var kept []*ojson.Node
+		for _, x := range exts.Items() {
+			if x.Get("url").Str() != ExtUKCoreRepeatInformation {
+				kept = append(kept, x)
+			}
+		}
+		exts.Elems = kept
+	}
+	if a, b := string(back.Encode("")), string(orig.Encode("")); a != b {
+		t.Errorf("the order changed beyond the issue:\n got %s\nwant %s", a, b)
+	}
+}
+
+func drop(n *ojson.Node, name string) {
+	for i, m := range n.Members {
+		if m.Name == name {
+			n.Members = append(n.Members[:i], n.Members[i+1:]...)
+			return
+		}
+	}
 }

@@ -14,8 +14,10 @@ import (
 //
 //   - a return (translation/request/return/return.ts): Task.extension,
 //     numberOfRepeatsIssued counted from 0;
-//   - a withdraw (translation/request/withdraw/withdraw.ts): Task.extension,
-//     numberOfRepeatsIssued taken as it is, counted from 1;
+//   - a withdraw (translation/request/withdraw/withdraw.ts
+//     createPertinentInformation1): Task.extension, numberOfRepeatsIssued
+//     counted from 0 (it adds 1, as return.ts does; older versions of
+//     withdraw.ts sent the number as it is);
 //   - a dispense notification (dispense-notification.ts): the prescription's
 //     issue in the basedOn[0] Extension-EPS-RepeatInformation of the
 //     MedicationRequest contained in the first MedicationDispense, counted

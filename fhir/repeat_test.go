@@ -56,7 +56,9 @@ func issueNamed(t *testing.T, kind string, body []byte) (int, error) {
 // The NHS examples give numberOfRepeatsIssued 2 (of numberOfRepeatsAllowed
 // 6 in the Tasks, 5 in the dispense notifications and claims), acute ones
 // none. Read as EPS reads each place: a return, dispense notification
-// (basedOn) and claim count from 0 (issue 3), a withdraw from 1 (issue 2).
+// (basedOn), claim and withdraw count from 0 (issue 3): withdraw.ts (as of
+// the reference's commit) adds 1 as return.ts does, so the withdraw and the
+// return examples, both 2, name the same issue.
 func TestRepeatIssueFixtures(t *testing.T) {
 	for _, tc := range []struct {
 		kind, rel string
@@ -66,8 +68,8 @@ func TestRepeatIssueFixtures(t *testing.T) {
 		{asTask, erdReturn, 3},
 		{asTask, "spec/dispensing/return/repeat-primary-example-req.json", 3},
 		{asTask, "spec/dispensing/withdraw/acute-primary-example-req.json", 0},
-		{asTask, erdWithdraw, 2},
-		{asTask, "spec/dispensing/withdraw/repeat-primary-example-req.json", 2},
+		{asTask, erdWithdraw, 3},
+		{asTask, "spec/dispensing/withdraw/repeat-primary-example-req.json", 3},
 		{asDN, "spec/dispensing/dispense-notification/acute-primary-example-01-req.json", 0},
 		{asDN, "spec/dispensing/dispense-notification/acute-primary-example-02-req.json", 0},
 		{asDN, "spec/dispensing/dispense-notification/acute-primary-example-03-req.json", 0},
@@ -114,7 +116,7 @@ func TestRepeatIssueVariants(t *testing.T) {
 		{"return: numberOfRepeatsAllowed is not read", asTask, erdReturn, func(b bundle) { set(b, "x", "extension", 0, "extension", 0, "valueInteger") }, 3},
 		{"return: only the first repeat information counts", asTask, erdReturn, func(b bundle) { appendExt(b, repeatInfo(7)) }, 3},
 		{"return: added to an acute return", asTask, returnFixture, func(b bundle) { appendExt(b, repeatInfo(4)) }, 5},
-		{"withdraw: 1 is issue 1", asTask, erdWithdraw, func(b bundle) { set(b, 1, "extension", 2, "extension", 1, "valueUnsignedInt") }, 1},
+		{"withdraw: 0 is issue 1", asTask, erdWithdraw, func(b bundle) { set(b, 0, "extension", 2, "extension", 1, "valueUnsignedInt") }, 1},
 		{"dispense: basedOn 0 is issue 1", asDN, erdDN, eachMD(func(r map[string]any) {
 			set(r, 0, "contained", 1, "basedOn", 0, "extension", 0, "extension", 1, "valueInteger")
 		}), 1},
@@ -180,7 +182,7 @@ func TestRepeatIssueBad(t *testing.T) {
 		{"return: null", asTask, erdReturn, taskIssue(nil), CodeMissingValue, "required", taskIssued},
 		{"return: without a value", asTask, erdReturn, func(b bundle) { lcDelete(b, "extension", 0, "extension", 1, "valueInteger") },
 			CodeMissingValue, "required", taskIssued},
-		{"withdraw: 0 (it counts from 1)", asTask, erdWithdraw, func(b bundle) { set(b, 0, "extension", 2, "extension", 1, "valueUnsignedInt") },
+		{"withdraw: -1 (it counts from 0)", asTask, erdWithdraw, func(b bundle) { set(b, -1, "extension", 2, "extension", 1, "valueUnsignedInt") },
 			CodeInvalidValue, "value", "Task.extension[2].extension[1].valueUnsignedInt"},
 		{"withdraw: 100", asTask, erdWithdraw, func(b bundle) { set(b, 100, "extension", 2, "extension", 1, "valueUnsignedInt") },
 			CodeInvalidValue, "value", "Task.extension[2].extension[1].valueUnsignedInt"},

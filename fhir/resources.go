@@ -42,6 +42,7 @@ func (r *reader) identifier(id *identifier) {
 type reference struct {
 	Reference  string
 	Identifier identifier
+	Display    string
 }
 
 func (r *reader) reference(ref *reference) {
@@ -51,6 +52,8 @@ func (r *reader) reference(ref *reference) {
 			ref.Reference = r.str()
 		case "identifier":
 			r.identifier(&ref.Identifier)
+		case "display":
+			ref.Display = r.str()
 		}
 	})
 }
@@ -84,9 +87,10 @@ type extension struct {
 	// ValueInt is a valueInteger or valueUnsignedInt as it is in the
 	// request, unchecked (its checks are the reader's of the extension that
 	// holds it): its key and its raw JSON.
-	ValueInt  rawValue
-	Extension []extension // a complex extension's parts
-	raw       []byte      // the extension's JSON, when read by reader.extensions
+	ValueInt      rawValue
+	ValueDateTime *string     // valueDateTime, nil when absent
+	Extension     []extension // a complex extension's parts
+	raw           []byte      // the extension's JSON, when read by reader.extensions
 }
 
 // rawValue is the raw JSON of the member key of an object, kept unchecked.
@@ -113,6 +117,9 @@ func (r *reader) extension(e *extension) {
 			e.ValueInt = rawValue{"valueInteger", r.raw()}
 		case "valueUnsignedInt":
 			e.ValueInt = rawValue{"valueUnsignedInt", r.raw()}
+		case "valueDateTime":
+			v := r.str()
+			e.ValueDateTime = &v
 		case "extension":
 			list(r, &e.Extension, r.extension)
 		}

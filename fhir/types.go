@@ -57,12 +57,17 @@ type Order struct {
 	Performer        string    // dispenseRequest.performer ODS code, may be empty
 	SiteType         string    // Extension-DM-PerformerSiteType code: P1, P2, P3, 0004 (may be empty)
 	PrescriptionType string    // Extension-DM-PrescriptionType code, e.g. 0101
-	TherapyType      string    // acute, continuous or continuous-repeat-dispensing (continuous when acute and continuous are mixed)
+	TherapyType      string    // acute, continuous or continuous-repeat-dispensing (acute when acute and continuous are mixed, as EPS)
 	PrescriberOrg    string    // ODS code of the requester's organisation, may be empty
-	AuthoredOn       time.Time // MedicationRequest.authoredOn, zero when absent
-	ValidityStart    time.Time // dispenseRequest.validityPeriod.start, zero when absent
-	ValidityEnd      time.Time // dispenseRequest.validityPeriod.end, zero when absent
-	RepeatsAllowed   int       // dispenseRequest.numberOfRepeatsAllowed (0 when absent)
+	AuthoredOn       time.Time // MedicationRequest.authoredOn, zero when absent or not a FHIR dateTime (EPS does not read it)
+	// SignedAt is the time of the requester's signature (its Provenance
+	// signature's when): Spine's prescription time when the order has no
+	// validityPeriod (nhs-eps-api parent-prescription.ts, practitioner.ts
+	// setSignatureTimeAndText). Zero when the order is not signed.
+	SignedAt       time.Time
+	ValidityStart  time.Time // dispenseRequest.validityPeriod.start, zero when absent
+	ValidityEnd    time.Time // dispenseRequest.validityPeriod.end, zero when absent
+	RepeatsAllowed int       // dispenseRequest.numberOfRepeatsAllowed (0 when absent)
 	// ControlledDrug is the highest controlled drug schedule among the items
 	// (Extension-DM-ControlledDrug schedule: CD1..CD5, e.g. "CD2"); empty
 	// when no item is a controlled drug.

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
@@ -68,7 +69,7 @@ func TestBadInputRejectedAndNothingStored(t *testing.T) {
 		{"a JSON array", []byte(`[{"resourceType":"Bundle"}]`), prescriber, 400, "INVALID_VALUE", ""},
 		{"wrong resourceType", mutate(func(m map[string]any) { m["resourceType"] = "Parameters" }), prescriber, 400, "INVALID_VALUE", "resourceType"},
 		{"not a message bundle", mutate(func(m map[string]any) { m["type"] = "collection" }), prescriber, 400, "INVALID_VALUE", "type"},
-		{"Bundle.identifier not a UUID", mutate(func(m map[string]any) { m["identifier"].(map[string]any)["value"] = "not-a-uuid" }), prescriber, 400, "INVALID_VALUE", "identifier"},
+		{"Bundle.identifier not a UUID", mutate(func(m map[string]any) { m["identifier"].(map[string]any)["value"] = "not-a-uuid" }), prescriber, 400, "FAILURE_TO_PROCESS_MESSAGE", "hl7EventID"},
 		{"no MessageHeader", mutate(func(m map[string]any) { m["entry"] = entries(m)[1:] }), prescriber, 400, "", "MessageHeader"},
 		{"five items", mutate(func(m map[string]any) {
 			e := entries(m)
@@ -78,16 +79,16 @@ func TestBadInputRejectedAndNothingStored(t *testing.T) {
 				x["resource"].(map[string]any)["identifier"].([]any)[0].(map[string]any)["value"] = id
 			})
 			m["entry"] = append(e, mustDecode(extra))
-		}), prescriber, 400, "INVALID_VALUE", "MedicationRequest"},
+		}), prescriber, 400, "FAILURE_TO_PROCESS_MESSAGE", "lineItems over expected max count of 4"},
 		{"mixed prescription IDs", mutate(func(m map[string]any) {
 			medicationRequests(m)[1]["groupIdentifier"].(map[string]any)["value"] = fhirgen.ShortID("A83008")
 		}), prescriber, 400, "INVALID_VALUE", "groupIdentifier"},
 		{"bad NHS number", mutate(func(m map[string]any) {
 			firstOfType(m, "Patient")["identifier"].([]any)[0].(map[string]any)["value"] = "9449305553"
-		}), prescriber, 400, "INVALID_VALUE", "Patient"},
+		}), prescriber, 400, "FAILURE_TO_PROCESS_MESSAGE", "nhsNumber is not valid"},
 		{"bad line item UUID", mutate(func(m map[string]any) {
 			medicationRequests(m)[0]["identifier"].([]any)[0].(map[string]any)["value"] = "item-1"
-		}), prescriber, 400, "INVALID_VALUE", "identifier"},
+		}), prescriber, 400, "FAILURE_TO_PROCESS_MESSAGE", "item-1 is not a valid GUID format"},
 		{"bad long-form ID", mutate(func(m map[string]any) {
 			for _, mr := range medicationRequests(m) {
 				ext := mr["groupIdentifier"].(map[string]any)["extension"].([]any)[0].(map[string]any)
@@ -132,8 +133,23 @@ func TestBadInputRejectedAndNothingStored(t *testing.T) {
 			sig := firstOfType(m, "Provenance")["signature"].([]any)[0].(map[string]any)
 			sig["who"] = map[string]any{"reference": "urn:uuid:" + uuid.NewString()}
 		}), prescriber, 400, "MISSING_DIGITAL_SIGNATURE", ""},
-		{"eRD validity ended", fhirgen.Mutate(fhirgen.RepeatDispensing(good(), 5, 28, time.Now().AddDate(-1, 0, -7)), func(m map[string]any) {}),
+		// Spine's window check (create.py check_repeat_dispense_window); the
+		// UK Core authorisationExpiryDate, which the facade refuses first
+		// when past (prescription.ts extractReviewDate), is left out.
+		{"eRD validity ended", fhirgen.Mutate(fhirgen.RepeatDispensing(good(), 5, 28, time.Now().AddDate(-1, 0, -7)), func(m map[string]any) {
+			for _, mr := range medicationRequests(m) {
+				var keep []any
+				for _, x := range mr["extension"].([]any) {
+					if x.(map[string]any)["url"] != fhir.ExtUKCoreRepeatInformation {
+						keep = append(keep, x)
+					}
+				}
+				mr["extension"] = keep
+			}
+		}),
 			prescriber, 400, "FAILURE_TO_PROCESS_MESSAGE", "validityPeriod.end"},
+		{"eRD authorisation expired", fhirgen.RepeatDispensing(good(), 5, 28, time.Now().AddDate(-1, 0, -7)),
+			prescriber, 400, "INVALID_VALUE", "authorisationExpiryDate is not in the future"},
 		{"eRD validity ends beyond 12 months", fhirgen.Mutate(fhirgen.RepeatDispensing(good(), 5, 28, time.Now()), func(m map[string]any) {
 			for _, mr := range medicationRequests(m) {
 				mr["dispenseRequest"].(map[string]any)["validityPeriod"].(map[string]any)["end"] = time.Now().AddDate(1, 0, 2).Format(time.DateOnly)

@@ -15,7 +15,9 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+	"github.com/nhs-eps/epsbroker/tracker"
 )
 
 // Every signed NHS example order is accepted with a prescriber token for its
@@ -29,7 +31,7 @@ func TestNHSOrdersAccepted(t *testing.T) {
 	for _, path := range orderFixtures(t) {
 		rel, _ := filepath.Rel(fixtures, path)
 		t.Run(rel, func(t *testing.T) {
-			body := fhirgen.Redate(readFile(t, path), time.Now())
+			body := currentOrder(t, readFile(t, path), time.Now())
 			f := factsOf(t, body)
 			b := startBroker(t, "")
 			tok := b.token(auth.RolePrescriber, f.Sender)
@@ -191,7 +193,8 @@ func TestNHSErrorExamplesRejected(t *testing.T) {
 // Orders EPS accepts although the broker refused them before issue 10: a
 // sender-less order (the acting organisation is the token's), a sender given
 // as a reference (resolved to its ODS code), lower-case and '-' ODS codes
-// (Spine's REGEX_ALPHANUMERIC8). Each is stored with the token's
+// (Spine's REGEX_ALPHANUMERIC8), ODS fields Spine does not check, the
+// short-form ID of another system. Each is stored with the token's
 // organisation as prescriber and, when nominated, queued for its dispenser
 // with a notification on the dispenser's subject.
 func TestOrderSendersAndODSCodes(t *testing.T) {
@@ -230,6 +233,27 @@ func TestOrderSendersAndODSCodes(t *testing.T) {
 		}},
 		{"performer in lower case with '-'", "fa-565", performer("fa-565")},
 		{"performer of one character", "X", performer("X")},
+		// Fields neither the facade nor Spine checks as ODS codes
+		// (common.py checks agentOrganization and nominatedPerformer only,
+		// create.py hcplOrgCode): a sender that is no ODS code names no
+		// organisation, so the token's acts.
+		{"sender identifier not an ODS code", "FA565", func(m map[string]any) {
+			header(m)["sender"].(map[string]any)["identifier"].(map[string]any)["value"] = "A83 008/x"
+		}},
+		{"receiver not an ODS code", "FA565", func(m map[string]any) {
+			header(m)["destination"].([]any)[0].(map[string]any)["receiver"].(map[string]any)["identifier"].(map[string]any)["value"] = "FA 565!"
+		}},
+		{"generalPractitioner not an ODS code", "FA565", func(m map[string]any) {
+			firstOfType(m, "Patient")["generalPractitioner"] = []any{map[string]any{"identifier": map[string]any{
+				"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "A83 008!"}}}
+		}},
+		// prescription.ts convertPrescriptionIds reads groupIdentifier.value
+		// whatever its system (NHS example-b sends prescription-short-form).
+		{"groupIdentifier of the prescription-short-form system", "FA565", func(m map[string]any) {
+			for _, mr := range medicationRequests(m) {
+				mr["groupIdentifier"].(map[string]any)["system"] = "https://fhir.nhs.uk/Id/prescription-short-form"
+			}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g, err := tmpl.Order(fhirgen.Options{})
@@ -331,5 +355,51 @@ func TestSubjectToken(t *testing.T) {
 		if got := broker.QueueSubject(ods, "24F5DA-A83008-7EFE6Z"); strings.Count(got, ".") != 3 {
 			t.Errorf("QueueSubject(%q) = %q", ods, got)
 		}
+	}
+}
+
+// currentOrder is the NHS example order body dated today as Spine dates a
+// prescription (its validityPeriod.start, else its requester's signature
+// time: tracker.PrescriptionDate). fhirgen.Redate dates a message by its
+// authoredOn, validity start or Provenance.recorded; an example whose
+// signature was made days after its Provenance was recorded would otherwise
+// be future-dated.
+func currentOrder(t *testing.T, raw []byte, now time.Time) []byte {
+	t.Helper()
+	body := fhirgen.Redate(raw, now)
+	m, err := fhir.DecodeMessage(body)
+	if err != nil {
+		return body
+	}
+	o, err := m.Order(now)
+	if err != nil {
+		return body
+	}
+	if days := fhirgen.DaysBetween(tracker.PrescriptionDate(o, now), now); days != 0 {
+		body = fhirgen.ShiftDates(body, days)
+	}
+	return body
+}
+
+// ODS codes are compared as sent: an order nominated to "fa-565" waits for
+// "fa-565", and a dispenser whose token says "FA-565" is another
+// organisation (Spine's REGEX_ALPHANUMERIC8 allows both cases; nothing in
+// EPS folds them).
+func TestODSCodesComparedAsSent(t *testing.T) {
+	b := startBroker(t, "")
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	g, err := tmpl.Order(fhirgen.Options{Performer: "fa-565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := b.post(b.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != http.StatusOK {
+		t.Fatalf("order: %d %s", res.Status, res.Body)
+	}
+	b.settle()
+	if ids, _ := released(t, b.release("FA-565", "")); len(ids) != 0 {
+		t.Errorf("FA-565 was handed %v, nominated to fa-565", ids)
+	}
+	if ids, _ := released(t, b.release("fa-565", "")); len(ids) != 1 || ids[0] != g.ShortID {
+		t.Errorf("fa-565 was handed %v, want [%s]", ids, g.ShortID)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
@@ -787,7 +788,11 @@ func TestIllegalTransitions(t *testing.T) {
 		r.refused(t, "claim before dispense", res, 400, codeInvalidState)
 		strangerReturn := *r.g
 		strangerReturn.NHSNumber = fhirgen.NHSNumber()
-		r.refused(t, "return naming another patient", r.task(home, fhirgen.ReturnTask(&strangerReturn, home, "0003")), 400, "R-5000")
+		// A return's Task.for is not compared (return.ts sends Spine no
+		// recordTarget): a return naming another patient is a return.
+		r.ok(t, "return naming another patient", r.task(home, fhirgen.ReturnTask(&strangerReturn, home, "0003")),
+			state{status: "0001", items: r.all("0007"), title: hReturn})
+		r.ok(t, "release by ID after the return", r.releaseByID(home), state{status: "0002", items: r.all("0008"), dispenser: home, title: hRelease})
 		r.refused(t, "release by ID of a prescription with another dispenser", r.releaseByID(other), 400, "PRESCRIPTION_WITH_ANOTHER_DISPENSER")
 		r.refused(t, "return by a dispenser that does not hold it", r.returnBy(other), 400, codeInvalidState)
 		res, _, _ = r.dispense(other, r.all("0001"), "0006", "")
@@ -801,7 +806,8 @@ func TestIllegalTransitions(t *testing.T) {
 			r.b.do("POST", "/FHIR/R4/Task", r.token(auth.RoleDispenser, other), fhirgen.ReturnTask(r.g, home, "0003")), 400, codeInvalidState)
 		r.refused(t, "dispenser cancelling a released prescription", b.post(r.token(auth.RoleDispenser, home), cancel), 403, "")
 
-		// Every message about a prescription names its patient (R-5000).
+		// A dispense notification, withdraw and cancellation name the
+		// patient, and Spine compares it (R-5000).
 		stranger := *r.g
 		stranger.NHSNumber = fhirgen.NHSNumber()
 		body, _ = fhirgen.DispenseNotification(&stranger, home, r.statuses(r.all("0001")), "0006", "")
@@ -813,8 +819,6 @@ func TestIllegalTransitions(t *testing.T) {
 		r.refused(t, "withdraw naming another patient", r.task(home, fhirgen.WithdrawTask(&stranger, home, n1, "QU")), 400, "R-5000")
 		res, _, _ = r.dispense(home, r.all("0001"), "0006", "")
 		r.ok(t, "dispensed", res, state{status: "0006", items: r.all("0001"), dispenser: home, title: hDispense})
-		strangerClaim, _ := fhirgen.Claim(&stranger, home, "")
-		r.refused(t, "claim naming another patient", b.do("POST", "/FHIR/R4/Claim", r.token(auth.RoleDispenser, home), strangerClaim), 400, "R-5000")
 		r.refused(t, "withdraw of a notification that is not the latest", r.withdraw(home, n1), 400, codeInvalidState)
 		r.refused(t, "withdraw of an unknown notification", r.withdraw(home, "3f2504e0-4f89-41d3-9a0c-0305e82c3301"), 400, codeInvalidState)
 		r.refused(t, "withdraw by a dispenser that does not hold it", r.withdraw(other, n1), 400, codeInvalidState)
@@ -824,6 +828,11 @@ func TestIllegalTransitions(t *testing.T) {
 		r.refused(t, "release of a dispensed prescription", r.releaseByID(home), 400, codeInvalidState)
 		claimBody, _ := fhirgen.Claim(r.g, home, "")
 		r.refused(t, "prescriber claiming", b.do("POST", "/FHIR/R4/Claim", r.token(auth.RolePrescriber, prescriber), claimBody), 403, "")
+		// Claim.patient is not read (claim-validator.ts, dispense-claim.ts):
+		// a claim naming another patient is the holder's claim.
+		strangerClaim, _ := fhirgen.Claim(&stranger, home, "")
+		r.ok(t, "claim naming another patient", b.do("POST", "/FHIR/R4/Claim", r.token(auth.RoleDispenser, home), strangerClaim),
+			state{status: "0008", items: r.all("0001"), dispenser: home, title: hClaim})
 	})
 }
 
@@ -916,10 +925,13 @@ func TestScenarioDispensingAsSystemsSendThem(t *testing.T) {
 			state{status: "0002", items: r.all("0008"), dispenser: home, title: hWithdraw})
 
 		// The status stated is taken (record.py update_for_dispense), even
-		// when an item is still owed.
+		// when an item is still owed. The line item ids are GUIDs compared
+		// as EPS compares them (upper-cased: dispense-notification.ts
+		// mapMedicationDispenses): here sent in upper case.
 		owed := r.firstAnd("0004", "0001")
 		body, _ = notification(owed, "0006", "")
-		r.ok(t, "stated Dispensed with an item owed", b.post(r.token(auth.RoleDispenser, home), body),
+		body = upperLineItemIDs(body)
+		r.ok(t, "stated Dispensed with an item owed, line item ids in upper case", b.post(r.token(auth.RoleDispenser, home), body),
 			state{status: "0006", items: owed, dispenser: home, title: hDispense})
 
 		claim, _ := fhirgen.ClaimItems(r.g, home, "", r.statuses(owed), "0006")
@@ -927,6 +939,31 @@ func TestScenarioDispensingAsSystemsSendThem(t *testing.T) {
 		r.refused(t, "the holder's claim from a non-holder", b.do("POST", "/FHIR/R4/Claim", r.token(auth.RoleDispenser, other), claim), 400, codeInvalidState)
 		r.ok(t, "claim (prescriber's Organization contained)", b.do("POST", "/FHIR/R4/Claim", r.token(auth.RoleDispenser, home), claim),
 			state{status: "0008", items: owed, dispenser: home, title: hClaim})
+	})
+}
+
+// upperLineItemIDs upper-cases the line item ids (the contained
+// MedicationRequests' prescription-order-item-number identifiers) of a
+// dispense notification.
+func upperLineItemIDs(body []byte) []byte {
+	return fhirgen.Mutate(body, func(m map[string]any) {
+		for _, e := range m["entry"].([]any) {
+			md := e.(map[string]any)["resource"].(map[string]any)
+			if md["resourceType"] != "MedicationDispense" {
+				continue
+			}
+			for _, c := range md["contained"].([]any) {
+				mr := c.(map[string]any)
+				if mr["resourceType"] != "MedicationRequest" {
+					continue
+				}
+				for _, x := range mr["identifier"].([]any) {
+					if id := x.(map[string]any); id["system"] == fhir.SystemLineItemID {
+						id["value"] = strings.ToUpper(id["value"].(string))
+					}
+				}
+			}
+		}
 	})
 }
 

@@ -378,3 +378,95 @@ func TestReleaseByIDRetryByTheHolder(t *testing.T) {
 		t.Error("the retry wrote an event")
 	}
 }
+
+// TestLifecycleReadsWhatEPSReads posts the dispensing messages with what EPS
+// does not read changed (issue 10): a release's group-identifier of another
+// system, a dispense notification whose contained MedicationRequest names
+// resources that are nowhere and whose Organization has an ODS code of
+// another form, a cancellation naming a performer and an Organization by
+// codes of another form: all accepted. A cancellation whose requester names
+// no entry is refused as EPS refuses it (TOO_FEW_VALUES_SUBMITTED at
+// Bundle.entry) and changes nothing.
+func TestLifecycleReadsWhatEPSReads(t *testing.T) {
+	const pharmacy = "FA565"
+	b := startBroker(t, "")
+	orders := postOrders(t, b, 2, fhirgen.Options{Performer: pharmacy})
+	g, other := orders[0], orders[1]
+	tok := b.token(auth.RoleDispenser, pharmacy)
+
+	rel := fhirgen.Mutate(releaseBody(t, pharmacy, g.ShortID), func(m map[string]any) {
+		for _, p := range m["parameter"].([]any) {
+			if pm := p.(map[string]any); pm["name"] == "group-identifier" {
+				pm["valueIdentifier"].(map[string]any)["system"] = "https://example.org/id"
+			}
+		}
+	})
+	if ids, _ := released(t, b.do("POST", "/FHIR/R4/Task/$release", tok, rel)); len(ids) != 1 || ids[0] != g.ShortID {
+		t.Fatalf("released %v", ids)
+	}
+
+	items := map[string]string{}
+	for _, id := range g.ItemIDs {
+		items[id] = "0001"
+	}
+	dn, _ := fhirgen.DispenseNotification(g, pharmacy, items, "0006", "")
+	dn = fhirgen.Mutate(dn, func(m map[string]any) {
+		for _, e := range m["entry"].([]any) {
+			r := e.(map[string]any)["resource"].(map[string]any)
+			switch r["resourceType"] {
+			case "Organization":
+				r["identifier"] = []any{map[string]any{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "F A 565"}}
+			case "MedicationDispense":
+				for _, c := range r["contained"].([]any) {
+					if cm := c.(map[string]any); cm["resourceType"] == "MedicationRequest" {
+						cm["subject"] = map[string]any{"reference": "#nowhere"}
+						cm["requester"] = map[string]any{"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"}
+					}
+				}
+			}
+		}
+	})
+	if res := b.post(tok, dn); res.Status != 200 {
+		t.Fatalf("dispense notification: %d %s", res.Status, res.Body)
+	}
+	b.settle()
+	if st, d := b.status(g.ShortID); st != "0006" || d != pharmacy {
+		t.Errorf("after the dispense notification: %s held by %s", st, d)
+	}
+
+	prescriber := b.token(auth.RolePrescriber, other.Sender)
+	cancel, _ := fhirgen.Cancellation(other, other.ItemIDs[0], "0001")
+	bad := fhirgen.Mutate(cancel, func(m map[string]any) {
+		for _, e := range m["entry"].([]any) {
+			if r := e.(map[string]any)["resource"].(map[string]any); r["resourceType"] == "MedicationRequest" {
+				r["requester"] = map[string]any{"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"}
+			}
+		}
+	})
+	res := b.post(prescriber, bad)
+	if res.Status != 400 || !res.outcome(t).hasCode("TOO_FEW_VALUES_SUBMITTED") || !bytes.Contains(res.Body, []byte(`"Bundle.entry"`)) {
+		t.Errorf("cancellation naming no requester: %d %s", res.Status, res.Body)
+	}
+	if cur, err := b.App.Store.Current(context.Background(), other.ShortID); err != nil || cur.Record.Items[0].Status != "0007" {
+		t.Errorf("the refused cancellation changed the item: %+v %v", cur, err)
+	}
+	odd := fhirgen.Mutate(cancel, func(m map[string]any) {
+		for _, e := range m["entry"].([]any) {
+			r := e.(map[string]any)["resource"].(map[string]any)
+			switch r["resourceType"] {
+			case "Organization":
+				r["identifier"] = []any{map[string]any{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "A83 008"}}
+			case "MedicationRequest":
+				r["dispenseRequest"].(map[string]any)["performer"] = map[string]any{
+					"identifier": map[string]any{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "F A 565"}}
+			}
+		}
+	})
+	if res := b.post(prescriber, odd); res.Status != 200 {
+		t.Fatalf("cancellation: %d %s", res.Status, res.Body)
+	}
+	b.settle()
+	if cur, err := b.App.Store.Current(context.Background(), other.ShortID); err != nil || cur.Record.Items[0].Status != "0005" {
+		t.Errorf("after the cancellation: %+v %v", cur.Record.Items, err)
+	}
+}

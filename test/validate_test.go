@@ -97,8 +97,8 @@ func TestValidate(t *testing.T) {
 			m["status"] = "bogus"
 		}), real: endpoint("/FHIR/R4/Task", dispenserTok)},
 		{name: "claim", token: dispenserTok, body: claim, valid: true},
-		{name: "claim for an invalid NHS number", token: dispenserTok, body: fhirgen.Mutate(claim, func(m map[string]any) {
-			m["patient"].(map[string]any)["identifier"].(map[string]any)["value"] = "1234567890"
+		{name: "claim with two insurances", token: dispenserTok, body: fhirgen.Mutate(claim, func(m map[string]any) {
+			m["insurance"] = append(m["insurance"].([]any), m["insurance"].([]any)[0])
 		}), real: endpoint("/FHIR/R4/Claim", dispenserTok)},
 		{name: "not JSON", token: prescriberTok, body: []byte(`{"resourceType": "Bundle",`), real: processMessage(prescriberTok)},
 		{name: "no resourceType", token: prescriberTok, body: []byte(`{"type": "message"}`), real: processMessage(prescriberTok)},

@@ -249,16 +249,15 @@ func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 // facade sets from dispenseRequest.validityPeriod.start and, when the order
 // has no validity period, from the requester's signature time
 // (nhs-eps-api translation/request/prescribe/parent-prescription.ts
-// convertParentPrescription; practitioner.ts convertAuthor). The order's
-// authoredOn stands for the signature time (EPS's examples give both the
-// same instant); an order with neither is dated by its arrival, as the
+// convertParentPrescription; practitioner.ts setSignatureTimeAndText:
+// Order.SignedAt); an order with neither is dated by its arrival, as the
 // facade dates an unsigned one.
 func PrescriptionDate(o *fhir.Order, now time.Time) time.Time {
 	switch {
 	case !o.ValidityStart.IsZero():
 		return o.ValidityStart.UTC()
-	case !o.AuthoredOn.IsZero():
-		return o.AuthoredOn.UTC()
+	case !o.SignedAt.IsZero():
+		return o.SignedAt.UTC()
 	}
 	return now.UTC()
 }

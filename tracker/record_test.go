@@ -77,8 +77,9 @@ func TestExpiryDate(t *testing.T) {
 	}{
 		{"acute: 6 months", nag, fhir.Order{ValidityStart: now}, 0, today.AddDate(0, 6, 0), StatusToBeDispensed},
 		{"acute dated a week ago: from its date, not its arrival", nag, fhir.Order{ValidityStart: now.AddDate(0, 0, -7)}, 0, today.AddDate(0, 6, -7), StatusToBeDispensed},
-		{"date from authoredOn without a validity period (the signature time)", facade, fhir.Order{AuthoredOn: now.AddDate(0, -1, 0)}, 0, today.AddDate(0, 5, 0), StatusToBeDispensed},
-		{"validityPeriod.start before authoredOn", facade, fhir.Order{ValidityStart: now.AddDate(0, -2, 0), AuthoredOn: now}, 0, today.AddDate(0, 4, 0), StatusToBeDispensed},
+		{"date from the signature time without a validity period", facade, fhir.Order{SignedAt: now.AddDate(0, -1, 0)}, 0, today.AddDate(0, 5, 0), StatusToBeDispensed},
+		{"authoredOn is not the prescription date", facade, fhir.Order{AuthoredOn: now.AddDate(0, -1, 0)}, 0, today.AddDate(0, 6, 0), StatusToBeDispensed},
+		{"validityPeriod.start before the signature", facade, fhir.Order{ValidityStart: now.AddDate(0, -2, 0), SignedAt: now}, 0, today.AddDate(0, 4, 0), StatusToBeDispensed},
 		{"no date at all: the arrival (an unsigned order's time)", "practitioner.ts setSignatureTimeAndText", fhir.Order{}, 0, today.AddDate(0, 6, 0), StatusToBeDispensed},
 		{"a validity end earlier is not Spine's expiry", nag + " (un_dispensed ignores dispenseWindowHighDate)", fhir.Order{ValidityStart: now, ValidityEnd: now.AddDate(0, 1, 0)}, 0, today.AddDate(0, 6, 0), StatusToBeDispensed},
 		{"CD2: 28 days (stricter than Spine: Misuse of Drugs Regulations)", "README deliberate difference", fhir.Order{ValidityStart: now, ControlledDrug: "CD2"}, 0, today.AddDate(0, 0, 28), StatusToBeDispensed},

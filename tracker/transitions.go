@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nhs-eps/epsbroker/fhir"
@@ -170,8 +171,18 @@ func (p *Prescription) recordFor(is *Issue, event, messageID string, by Actor, n
 		Status: is.Status, Issue: is.Number})
 }
 
+// itemIndex is the index of line item id in p, compared as EPS compares
+// line item ids (GUIDs, which it upper-cases: dispense-notification.ts
+// mapMedicationDispenses): without regard to case. The record keeps each
+// item's id as the order gave it, and stores that id wherever it names an
+// item (a pending cancellation), whatever case a later message uses.
 func (p *Issue) itemIndex(id string) int {
-	return slices.IndexFunc(p.Items, func(it Item) bool { return it.ID == id })
+	return slices.IndexFunc(p.Items, func(it Item) bool { return strings.EqualFold(it.ID, id) })
+}
+
+// hasID reports whether ids holds id, without regard to case.
+func hasID(ids []string, id string) bool {
+	return slices.ContainsFunc(ids, func(x string) bool { return strings.EqualFold(x, id) })
 }
 
 func (p *Issue) itemStatuses() []ItemStatus {
@@ -287,18 +298,28 @@ func Return(p *Prescription, dispenser string, by Actor, messageID string, now t
 	return n, nil
 }
 
-// settleCancelled makes the issue Cancelled (0005) when every item is,
-// whether it was current or still to come (record.py
-// process_line_cancellation, process_instance_cancellation: Spine's 9005 is
-// only the record of a cancellation that arrived before its prescription,
+// settleCancelled, after a line item of the issue was cancelled, makes the
+// issue Cancelled (0005) when no item is still active (0007, 0008, 0003 or
+// 0004: statuses.py LineItemStatus.ACTIVE_STATES), whether it was current or
+// still to come: record.py process_line_cancellation cancels the instance
+// when no other line item is active, so an item dispensed (0001), not
+// dispensed (0002) or expired (0006) beside the cancelled ones does not keep
+// it open (process_instance_cancellation; Spine's 9005 is only the record of
+// a cancellation that arrived before its prescription,
 // set_pending_cancellation).
 func (p *Issue) settleCancelled() {
+	cancelled := false
 	for _, it := range p.Items {
-		if it.Status != ItemCancelled {
+		switch it.Status {
+		case ItemToBeDispensed, ItemWithDispenser, ItemPartiallyDispensed, ItemNotDispensedOwing:
 			return
+		case ItemCancelled:
+			cancelled = true
 		}
 	}
-	p.Status = StatusCancelled
+	if cancelled {
+		p.Status = StatusCancelled
+	}
 }
 
 // DispenseInput is what a dispense notification says.
@@ -355,13 +376,14 @@ func Dispense(p *Prescription, dispenser string, by Actor, in DispenseInput, now
 			return nil, invalidTransition(p, "line item %s is cancelled", id)
 		}
 		n.Items[i].Status = st
-		if n.Pending != nil && slices.Contains(n.Pending.Items, id) {
+		id := n.Items[i].ID // the record's own id of the item
+		if n.Pending != nil && hasID(n.Pending.Items, id) {
 			if st == ItemNotDispensed {
 				n.Items[i].cancel(n.Pending.Reason) // the pending cancellation takes effect
 			}
 			if st != ItemNotDispensedOwing {
 				// Cancelled now, or dispensed: the pending request is settled.
-				n.Pending.Items = slices.DeleteFunc(n.Pending.Items, func(x string) bool { return x == id })
+				n.Pending.Items = slices.DeleteFunc(n.Pending.Items, func(x string) bool { return strings.EqualFold(x, id) })
 			}
 		}
 	}
@@ -380,7 +402,13 @@ func Dispense(p *Prescription, dispenser string, by Actor, in DispenseInput, now
 	default:
 		return nil, invalidTransition(p, "a dispense notification may state 0003, 0006 or 0007, not %s", in.Status)
 	}
-	n.settleCancelled()
+	// The status stated stands (above) unless every item is now cancelled
+	// (pending cancellations the notification let take effect): a
+	// dispense notification is not a cancellation, so process_line_cancellation's
+	// rule (settleCancelled) is not applied here.
+	if !slices.ContainsFunc(n.Items, func(it Item) bool { return it.Status != ItemCancelled }) {
+		n.Status = StatusCancelled
+	}
 	if err := n.recallNext(p, EventDispense, in.ID, by, now); err != nil {
 		return nil, err
 	}
@@ -634,8 +662,9 @@ func cancelIssue(p *Prescription, by Actor, in CancelInput, now time.Time) (*Pre
 		if p.Status == StatusWithDispenserActive {
 			code = RPendingActive
 		}
-		if p.Pending != nil && slices.Contains(p.Pending.Items, in.LineItemID) {
-			if p.Pending.orgOf(in.LineItemID) != by.Org {
+		id := p.Items[i].ID // the record's own id of the item
+		if p.Pending != nil && hasID(p.Pending.Items, id) {
+			if p.Pending.orgOf(id) != by.Org {
 				return nil, RRequestedByAnother
 			}
 			return nil, code // asked again: already marked, nothing changes
@@ -647,9 +676,9 @@ func cancelIssue(p *Prescription, by Actor, in CancelInput, now time.Time) (*Pre
 			if n.Pending.By == nil {
 				n.Pending.By = map[string]string{}
 			}
-			n.Pending.By[in.LineItemID] = by.Org
+			n.Pending.By[id] = by.Org
 		}
-		n.Pending.Items = append(n.Pending.Items, in.LineItemID)
+		n.Pending.Items = append(n.Pending.Items, id)
 		n.record(EventCancel, in.MessageID, by, now)
 		return n, code
 	case ItemFullyDispensed:
@@ -679,7 +708,7 @@ func EarlyCancellation(id string, by Actor, in CancelInput, now time.Time) *Pres
 // AddEarlyCancellation adds another early cancellation to a kept record.
 func AddEarlyCancellation(p *Prescription, by Actor, in CancelInput, now time.Time) *Prescription {
 	n := p.clone()
-	if !slices.Contains(n.Pending.Items, in.LineItemID) {
+	if !hasID(n.Pending.Items, in.LineItemID) {
 		n.Pending.Items = append(n.Pending.Items, in.LineItemID)
 	}
 	n.record(EventCancel, in.MessageID, by, now)

@@ -567,3 +567,64 @@ func TestReleaseOverdueExpiry(t *testing.T) {
 	}
 	must(Release(p, "FA565", pharmacy, "x", true, p.ExpiresAt.Add(-time.Second)))
 }
+
+// Line item ids are GUIDs that EPS upper-cases
+// (dispense-notification.ts mapMedicationDispenses): a message naming an
+// item in another case names the same item, in a dispense, a cancellation
+// and a pending cancellation, and the record keeps the order's own id.
+func TestLineItemIDsIgnoreCase(t *testing.T) {
+	o := &fhir.Order{PrescriptionID: "24F5DA-A83008-7EFE6Z", BundleID: "b1", NHSNumber: "9449305552", Sender: "A83008",
+		SiteType: "P1", Performer: "FA565", ValidityStart: t0, TherapyType: fhir.TherapyAcute,
+		Items: []fhir.OrderItem{{ID: "a54219b8-f741-4c47-b662-e4f8dfa49ab6"}, {ID: "6989b7bd-8db6-428c-a593-4022e3044c00"}}}
+	const up1, up2 = "A54219B8-F741-4C47-B662-E4F8DFA49AB6", "6989B7BD-8DB6-428C-A593-4022E3044C00"
+	in := func(item string) CancelInput {
+		return CancelInput{MessageID: "c", NHSNumber: "9449305552", LineItemID: item, Reason: "0001"}
+	}
+	t.Run("cancel before release", func(t *testing.T) {
+		n, code := Cancel(Create(o, gp, t0), gp, in(up1), t0)
+		if code != RCancelled || items(n) != "0005 0007" {
+			t.Errorf("%s %v", code, n)
+		}
+	})
+	rel := must(Release(Create(o, gp, t0), "FA565", pharmacy, "rel-1", true, t0.Add(time.Hour)))
+	t.Run("dispense", func(t *testing.T) {
+		n := must(Dispense(rel, "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{up1: ItemFullyDispensed, up2: ItemNotDispensed}}, t0))
+		if items(n) != "0001 0002" || n.Items[0].ID != o.Items[0].ID {
+			t.Errorf("%s %s", items(n), n.Items[0].ID)
+		}
+	})
+	t.Run("pending cancellation", func(t *testing.T) {
+		marked, code := Cancel(rel, gp, in(up1), t0)
+		if code != RPendingWith || marked == nil || !slices.Equal(marked.Pending.Items, []string{o.Items[0].ID}) {
+			t.Fatalf("%s %+v", code, marked)
+		}
+		if again, code := Cancel(marked, gp, in(o.Items[0].ID), t0); code != RPendingWith || again != nil {
+			t.Errorf("the same item in lower case again: %s %v", code, again != nil)
+		}
+		if _, code := Cancel(marked, other, in(o.Items[0].ID), t0); code != RRequestedByAnother {
+			t.Errorf("another organisation, the same item in another case: %s", code)
+		}
+		nd := must(Dispense(marked, "FA565", pharmacy, DispenseInput{ID: "dn", Items: map[string]ItemStatus{up1: ItemNotDispensed, up2: ItemFullyDispensed}}, t0))
+		if items(nd) != "0005 0001" || nd.Pending != nil {
+			t.Errorf("not dispensed in upper case applies the pending cancellation: %s %+v", items(nd), nd.Pending)
+		}
+	})
+}
+
+// record.py process_line_cancellation: the issue is cancelled when no other
+// line item is active (0007, 0008, 0003, 0004), not only when every item
+// is cancelled: an expired item beside it does not keep it open.
+func TestCancelSettlesWithoutActiveItems(t *testing.T) {
+	in := CancelInput{MessageID: "c", NHSNumber: "9449305552", LineItemID: "i2", Reason: "0001"}
+	p := fresh()
+	p.Items[0].Status = ItemExpired
+	n, code := Cancel(p, gp, in, t0)
+	if code != RCancelled || items(n) != "0006 0005" || n.Status != StatusCancelled {
+		t.Errorf("%s %s %s, want R-0001, 0006 0005, Cancelled", code, items(n), n.Status)
+	}
+	// Another item still to be dispensed keeps it open.
+	n, code = Cancel(fresh(), gp, in, t0)
+	if code != RCancelled || n.Status != StatusToBeDispensed {
+		t.Errorf("%s %s, want To Be Dispensed", code, n.Status)
+	}
+}

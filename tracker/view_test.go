@@ -35,6 +35,20 @@ func fixtureRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rel == orderAcuteRepeat {
+		// EPS makes a mix of acute and continuous items acute
+		// (course-of-therapy-type.ts): these views want the example's
+		// repeat prescription, so every item is continuous.
+		b = fhirgen.Mutate(b, func(m map[string]any) {
+			for _, e := range m["entry"].([]any) {
+				if r := e.(map[string]any)["resource"].(map[string]any); r["resourceType"] == "MedicationRequest" {
+					for _, c := range r["courseOfTherapyType"].(map[string]any)["coding"].([]any) {
+						c.(map[string]any)["code"] = fhir.TherapyContinuous
+					}
+				}
+			}
+		})
+	}
 	m, err := fhir.DecodeMessage(b)
 	if err != nil {
 		t.Fatal(err)
@@ -253,8 +267,8 @@ func TestSearchBundle(t *testing.T) {
 	}
 
 	for i, want := range []struct{ intent, authoredOn string }{
-		{"reflex-order", "2022-02-19T00:00:00.000Z"}, // validity period start
-		{"instance-order", "2026-02-27T16:35:28.000Z"},
+		{"reflex-order", "2022-02-19T00:00:00.000Z"},   // validity period start
+		{"instance-order", "2021-05-12T05:58:49.000Z"}, // the signature time (no validity period)
 		{"order", "2022-10-21T00:00:00.000Z"},
 	} {
 		rg := rgs[i]

@@ -19,18 +19,21 @@ import (
 var dateValue = regexp.MustCompile(`"(\d{4}-\d{2}-\d{2})((?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2}))?)"`)
 
 // anchorMembers match the members that date a message, in the order Redate
-// prefers them: the prescription's authoring date, its validity start, the
-// signature's time, the Bundle's timestamp.
+// prefers them: first the prescription date as Spine takes it (the
+// validity period's start, else the signature's time), then the authoring
+// date, the Provenance's recorded time and the Bundle's timestamp.
 var anchorMembers = []*regexp.Regexp{
+	regexp.MustCompile(`"validityPeriod"\s*:\s*\{[^{}]*?"start"\s*:\s*"(\d{4}-\d{2}-\d{2})`),
+	regexp.MustCompile(`"when"\s*:\s*"(\d{4}-\d{2}-\d{2})`),
 	regexp.MustCompile(`"authoredOn"\s*:\s*"(\d{4}-\d{2}-\d{2})`),
-	regexp.MustCompile(`"start"\s*:\s*"(\d{4}-\d{2}-\d{2})`),
 	regexp.MustCompile(`"recorded"\s*:\s*"(\d{4}-\d{2}-\d{2})`),
 	regexp.MustCompile(`"timestamp"\s*:\s*"(\d{4}-\d{2}-\d{2})`),
 }
 
-// MessageDate is the date that dates a message: the first authoredOn, else
-// the first validity period start, the first Provenance recorded, or the
-// Bundle timestamp. ok is false when the message has none of them.
+// MessageDate is the date that dates a message: the first validity period
+// start (an order's prescription date, as Spine takes it), else the first
+// signature time, authoredOn, Provenance recorded, or the Bundle timestamp.
+// ok is false when the message has none of them.
 func MessageDate(body []byte) (date time.Time, ok bool) {
 	for _, re := range anchorMembers {
 		if m := re.FindSubmatch(body); m != nil {

@@ -92,10 +92,8 @@ func RepeatDispensing(order []byte, repeatsAllowed, supplyDays int, start time.T
 // numberOfRepeatsAllowed issues-1 and numberOfRepeatsIssued (valueInteger),
 // replacing any there was:
 //
-//   - a return Task: in Task.extension, numberOfRepeatsIssued issue-1
-//     (return.ts adds 1);
-//   - a withdraw Task: in Task.extension, numberOfRepeatsIssued issue
-//     (withdraw.ts sends it as it is);
+//   - a return or withdraw Task: in Task.extension, numberOfRepeatsIssued
+//     issue-1 (return.ts and withdraw.ts add 1);
 //   - a dispense notification: in basedOn[0] of the MedicationRequest each
 //     MedicationDispense contains (a basedOn naming the line item is added
 //     when it has none), numberOfRepeatsIssued issue-1; that
@@ -119,11 +117,7 @@ func ForIssue(body []byte, issue, issues int) []byte {
 	return Mutate(body, func(m map[string]any) {
 		switch m["resourceType"] {
 		case "Task":
-			if m["status"] == "in-progress" {
-				setRepeatInfo(m, fromOne)
-			} else {
-				setRepeatInfo(m, fromZero)
-			}
+			setRepeatInfo(m, fromZero)
 		case "Bundle":
 			n := 0
 			for _, e := range arr(m, "entry") {
