@@ -15,11 +15,35 @@ import (
 // SavedResponse is the answer given to a request that carried an
 // X-Request-ID, kept so that the same request sent again is answered the
 // same way without being processed again.
+//
+// A release's answer is not kept: it holds every released order whole (3.4
+// MB for 25 large ones, more than one NATS message takes, and patient data
+// besides). Release lists what was handed over instead, and the same answer
+// is rebuilt from the event log (AnswerHash checks that it is the same).
 type SavedResponse struct {
 	BodyHash    string `json:"bodyHash"` // SHA-256 of method, path and body
 	Status      int    `json:"status"`
 	ContentType string `json:"contentType"`
-	Body        []byte `json:"body"`
+	Body        []byte `json:"body,omitempty"`
+
+	Release    []ReleasedRef `json:"release,omitempty"`
+	Rebuild    bool          `json:"rebuild,omitempty"`    // the answer is rebuilt from Release (which may be empty)
+	AnswerHash string        `json:"answerHash,omitempty"` // SHA-256 of the answer's body, when rebuilt
+}
+
+// ReleasedRef is one prescription a release handed over: what its answer
+// needs to be written again (the order's bytes are read from the event log).
+type ReleasedRef struct {
+	ID       string `json:"id"`
+	BundleID string `json:"bundleId"`
+	Issue    int    `json:"issue,omitempty"`
+	Issues   int    `json:"issues,omitempty"`
+}
+
+// AnswerHash is SavedResponse.AnswerHash for an answer's body.
+func AnswerHash(body []byte) string {
+	h := sha256.Sum256(body)
+	return hex.EncodeToString(h[:])
 }
 
 // RequestKey is the bucket key of an X-Request-ID: scoped to the user and
@@ -83,11 +107,24 @@ func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.T
 	return nil, rev, nil
 }
 
-// CompleteRequest records the answer to a reserved request.
+// ErrAnswerTooLarge is an answer too large to keep in one NATS message and
+// not rebuildable: its reservation is given up instead (see CompleteRequest).
+var ErrAnswerTooLarge = errors.New("the answer is too large to keep for X-Request-ID")
+
+// CompleteRequest records the answer to a reserved request. An answer too
+// large for one message of the bucket gives the reservation up and returns
+// ErrAnswerTooLarge (a retry then runs again, rather than meeting 409 until
+// the reservation is taken over).
 func (s *Store) CompleteRequest(ctx context.Context, key string, rev uint64, r *SavedResponse) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
+	}
+	if s.maxMsg > 0 && len(b)+len(key)+1024 > s.maxMsg {
+		if err := s.ReleaseRequest(ctx, key, rev); err != nil {
+			return fmt.Errorf("%w (%d bytes); and giving it up: %v", ErrAnswerTooLarge, len(b), err)
+		}
+		return fmt.Errorf("%w (%d bytes)", ErrAnswerTooLarge, len(b))
 	}
 	_, err = s.requests.Update(ctx, key, b, rev)
 	return err

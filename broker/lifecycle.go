@@ -147,6 +147,13 @@ func (l *Lifecycle) ReleaseByID(ctx context.Context, p auth.Principal, owner, id
 	return &Released{Record: rec, Order: order}, nil
 }
 
+// OrderOf reads the original order message of a prescription, byte for
+// byte, as a release hands it over: what a replayed release's answer is
+// rebuilt from (it changes nothing).
+func (l *Lifecycle) OrderOf(ctx context.Context, id string) ([]byte, error) {
+	return l.orderOf(ctx, id)
+}
+
 // orderOf reads the original order message of a prescription.
 func (l *Lifecycle) orderOf(ctx context.Context, id string) ([]byte, error) {
 	cur, err := l.store.Current(ctx, id)
