@@ -165,3 +165,38 @@ func TestReleaseReplaySmallAnswer(t *testing.T) {
 		t.Errorf("unknown ID: %d then %d replay=%q", first.Status, again.Status, again.Header.Get("X-Idempotent-Replay"))
 	}
 }
+
+// A replayed release of a repeat dispensing issue names the issue it
+// released, even after the next issue has become current and been released.
+func TestReleaseReplayRepeatDispensingIssue(t *testing.T) {
+	b, clock := erdBroker(t)
+	pharmacy := newODS("FE")
+	c := newCourse(t, b, clock, 3, 28, pharmacy)
+	c.post()
+	b.settle()
+	tok := b.token(auth.RoleDispenser, pharmacy)
+	body := releaseBody(t, pharmacy, "")
+	key := "e1c4a7d8-5b6f-4c9d-8e3f-4a5b6c7d8e9f"
+	first := b.do("POST", "/FHIR/R4/Task/$release", tok, body, "X-Request-ID", key)
+	if ids, _ := released(t, first); !slices.Equal(ids, []string{c.g.ShortID}) {
+		t.Fatalf("issue 1 release: %v", ids)
+	}
+	if res, _ := c.dispense(pharmacy, 1, "0001", "0006"); res.Status != 200 {
+		t.Fatalf("issue 1 dispense: %d %s", res.Status, res.Body)
+	}
+	c.tick(c.availableAt(2))
+	if ids, issues := c.releaseNominated(pharmacy); len(ids) != 1 || issues[0] != 2 {
+		t.Fatalf("issue 2 release: %v %v", ids, issues)
+	}
+	n := b.events("")
+	again := b.do("POST", "/FHIR/R4/Task/$release", tok, body, "X-Request-ID", key)
+	if again.Status != 200 || again.Header.Get("X-Idempotent-Replay") != "true" || !bytes.Equal(again.Body, first.Body) {
+		t.Fatalf("replay after issue 2: %d replay=%q, same body %v", again.Status, again.Header.Get("X-Idempotent-Replay"), bytes.Equal(again.Body, first.Body))
+	}
+	if !bytes.Contains(again.Body, []byte(`"url":"numberOfRepeatsIssued","valueInteger":0`)) {
+		t.Errorf("the replay does not name issue 1: %.400s", again.Body)
+	}
+	if m := b.events(""); m != n {
+		t.Errorf("the replay wrote %d events", m-n)
+	}
+}
