@@ -2,10 +2,13 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/config"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
@@ -198,5 +201,64 @@ func TestReleaseReplayRepeatDispensingIssue(t *testing.T) {
 	}
 	if m := b.events(""); m != n {
 		t.Errorf("the replay wrote %d events", m-n)
+	}
+}
+
+// A release whose answer was never recorded (its broker died after
+// releasing, or the answer could not be kept): the retry that takes the
+// reservation over answers the prescriptions that release handed over, not
+// others, and writes nothing.
+func TestReleaseReplayAfterLostAnswer(t *testing.T) {
+	clock := &testClock{now: time.Now()}
+	b := startBrokerClock(t, "", clock.Now)
+	postOrders(t, b, 30, fhirgen.Options{Performer: "FA565"})
+	b.settle()
+	tok := b.token(auth.RoleDispenser, "FA565")
+	body := releaseBody(t, "FA565", "")
+	key := "f2d5b8e9-6c7a-4d0e-9f4a-5b6c7d8e9fa0"
+	first := b.do("POST", "/FHIR/R4/Task/$release", tok, body, "X-Request-ID", key)
+	ids, _ := released(t, first)
+	if len(ids) != 25 {
+		t.Fatalf("released %d, want 25", len(ids))
+	}
+	// The answer is lost: the key is left reserved, as by a broker that
+	// died before recording it.
+	ctx := context.Background()
+	kv, err := b.App.Store.JetStream().KeyValue(ctx, broker.BucketRequests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := mustJSON(broker.SavedResponse{BodyHash: broker.RequestHash("POST", "/FHIR/R4/Task/$release", body)})
+	if _, err := kv.Put(ctx, broker.RequestKey("dispenser-user-FA565", "FA565", key), pending); err != nil {
+		t.Fatal(err)
+	}
+	b.settle()
+	n := b.events("")
+	if res := b.do("POST", "/FHIR/R4/Task/$release", tok, body, "X-Request-ID", key); res.Status != 409 {
+		t.Fatalf("retry while reserved: %d, want 409", res.Status)
+	}
+	clock.Set(clock.Now().Add(3 * time.Minute))
+	again := b.do("POST", "/FHIR/R4/Task/$release", tok, body, "X-Request-ID", key)
+	if againIDs, _ := released(t, again); !slices.Equal(againIDs, ids) || !bytes.Equal(again.Body, first.Body) {
+		t.Fatalf("the retry taking over answered %v, want the first release's %v byte for byte", againIDs, ids)
+	}
+	if m := b.events(""); m != n {
+		t.Fatalf("the retry wrote %d events", m-n)
+	}
+	// Its answer is kept now.
+	third := b.do("POST", "/FHIR/R4/Task/$release", tok, body, "X-Request-ID", key)
+	if third.Status != 200 || third.Header.Get("X-Idempotent-Replay") != "true" || !bytes.Equal(third.Body, first.Body) {
+		t.Fatalf("replay: %d replay=%q", third.Status, third.Header.Get("X-Idempotent-Replay"))
+	}
+	// The other five are still in the queue.
+	b.settle()
+	next, _ := released(t, b.do("POST", "/FHIR/R4/Task/$release", tok, body, "X-Request-ID", "a3e6c9fa-7d8b-4e1f-8a5b-6c7d8e9fa0b1"))
+	if len(next) != 5 {
+		t.Errorf("the next release handed over %d, want the 5 left", len(next))
+	}
+	for _, id := range next {
+		if slices.Contains(ids, id) {
+			t.Errorf("%s handed over twice", id)
+		}
 	}
 }

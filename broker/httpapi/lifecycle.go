@@ -35,14 +35,25 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 	}
 	p := principalFrom(r.Context())
 	var released []broker.Released
-	if req.PrescriptionID != "" {
+	if since := takenOver(r.Context()); !since.IsZero() {
+		// A retry of a release that never answered: what it released, if
+		// anything, is handed over again instead of other prescriptions.
+		released, err = a.Lifecycle.ReleasedUnder(r.Context(), p, req.Owner, messageID(r), since)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+	}
+	switch {
+	case len(released) > 0:
+	case req.PrescriptionID != "":
 		one, err := a.Lifecycle.ReleaseByID(r.Context(), p, req.Owner, req.PrescriptionID, messageID(r), body)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
 		}
 		released = []broker.Released{*one}
-	} else {
+	default:
 		released, err = a.Lifecycle.ReleaseNominated(r.Context(), p, req.Owner, messageID(r), body, nominatedReleaseMax)
 		if err != nil {
 			a.writeError(w, r, err)

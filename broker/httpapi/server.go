@@ -280,7 +280,7 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 		p := principalFrom(r.Context())
 		key := broker.RequestKey(p.Subject, p.ODS, id)
 		hash := broker.RequestHash(r.Method, r.URL.Path, bodyFrom(r.Context()))
-		saved, rev, err := a.Store.ReserveRequest(r.Context(), key, hash, a.Now())
+		saved, res, err := a.Store.ReserveRequest(r.Context(), key, hash, a.Now())
 		switch {
 		case errors.Is(err, broker.ErrInFlight):
 			w.Header().Set("Retry-After", "1")
@@ -314,7 +314,7 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 			return
 		}
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-		note := &replayNote{}
+		note := &replayNote{takenOver: res.TakenOver}
 		next(rec, r.WithContext(context.WithValue(r.Context(), replayNoteKey{}, note)))
 		// Recorded even when the client has gone: its retry must get this answer.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
@@ -325,9 +325,9 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 				// A release: what it handed over, not the orders themselves.
 				saved.Body, saved.Rebuild, saved.Release, saved.AnswerHash = nil, true, note.release, broker.AnswerHash(rec.body)
 			}
-			err = a.Store.CompleteRequest(ctx, key, rev, saved)
+			err = a.Store.CompleteRequest(ctx, key, res.Rev, saved)
 		} else {
-			err = a.Store.ReleaseRequest(ctx, key, rev)
+			err = a.Store.ReleaseRequest(ctx, key, res.Rev)
 		}
 		cancel()
 		if err != nil {
@@ -342,6 +342,9 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 // replay rebuilds the answer.
 type replayNote struct {
 	release []broker.ReleasedRef
+	// takenOver is when the key was first reserved, when this request took
+	// over a reservation whose request never answered (zero otherwise).
+	takenOver time.Time
 }
 
 type replayNoteKey struct{}
@@ -352,6 +355,16 @@ func noteRelease(ctx context.Context, refs []broker.ReleasedRef) {
 	if n, ok := ctx.Value(replayNoteKey{}).(*replayNote); ok {
 		n.release = append(make([]broker.ReleasedRef, 0, len(refs)), refs...)
 	}
+}
+
+// takenOver is when the request's X-Request-ID was first reserved, when
+// this request took the reservation over from one that never answered; zero
+// otherwise.
+func takenOver(ctx context.Context) time.Time {
+	if n, ok := ctx.Value(replayNoteKey{}).(*replayNote); ok {
+		return n.takenOver
+	}
+	return time.Time{}
 }
 
 // final reports whether an answer is final, and so is replayed for the same
