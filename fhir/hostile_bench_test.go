@@ -40,6 +40,26 @@ func BenchmarkHostile(b *testing.B) {
 
 var hostileSizes = []int{10 << 10, 40 << 10, 160 << 10, 640 << 10, 1 << 20}
 
+// BenchmarkHostileWithinBounds decodes the costliest body found that keeps
+// within the bounds: claim items each of 1000 empty details (each detail
+// costs a struct of the reader), up to 1 MiB.
+func BenchmarkHostileWithinBounds(b *testing.B) {
+	details := "[" + strings.Repeat("{},", MaxJSONArray-1) + "{}]"
+	h := hostile{name: "Claim item [{detail:[{} x 1000]}]", array: "Claim.item", kind: asClaim, base: claimFixture,
+		at: func(b bundle) { b["item"] = sentinel }, elem: `{"detail":` + details + `}`}
+	for _, size := range hostileSizes {
+		body := h.sized(b, size)
+		b.Run(fmt.Sprintf("%dKB", size>>10), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if decodeKind(h.kind, body) == nil {
+					b.Fatal("accepted")
+				}
+			}
+		})
+	}
+}
+
 // liftArrayBound lifts the bound on array lengths for the rest of b.
 func liftArrayBound(b testing.TB) {
 	saved := limits
