@@ -57,7 +57,7 @@ type jsonCheck struct {
 // allowed, it accepts exactly what json.Valid(b) && utf8.Valid(b) accepts
 // (FuzzCheckJSON holds it to that), about four times faster.
 func checkJSON(b []byte, lim jsonLimits, dups bool) jsonCheck {
-	v := validator{b: b, lim: lim, dups: dups}
+	v := validator{b: b, lim: lim, dups: dups, names: make([][]byte, 0, 64)}
 	i := v.value(skipSpace(b, 0), 0)
 	if i >= 0 && skipSpace(b, i) != len(b) {
 		i, v.fault = -1, faultSyntax

@@ -170,12 +170,16 @@ type reader struct {
 
 // newReader reads b, whose FHIRPath is root.
 func newReader(b []byte, root string) reader {
-	return reader{b: b, i: skipSpace(b, 0), root: root, entry: -1}
+	return reader{b: b, i: skipSpace(b, 0), root: root, entry: -1, path: make([]pathSeg, 0, pathCap)}
 }
+
+// pathCap is the depth of path a reader holds without growing: more than
+// the resources of the NHS examples nest.
+const pathCap = 12
 
 // entryReader reads res, the resource of Bundle entry k.
 func entryReader(res []byte, k int) reader {
-	return reader{b: res, i: skipSpace(res, 0), entry: k}
+	return reader{b: res, i: skipSpace(res, 0), entry: k, path: make([]pathSeg, 0, pathCap)}
 }
 
 // expr is the FHIRPath of the member or element being read (of b itself at
