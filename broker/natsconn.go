@@ -122,6 +122,9 @@ func startEmbedded(cfg config.Config, log *zap.Logger, nk []*server.NkeyUser, us
 			return nil, fmt.Errorf("nats-listen port: %w", err)
 		}
 		so.Host, so.Port = host, p
+		if p == 0 {
+			so.Port = server.RANDOM_PORT // port 0 picks a free one, as for --http-addr
+		}
 		if cfg.NATSTLSCert != "" {
 			tc, err := serverTLS(cfg.NATSTLSCert, cfg.NATSTLSKey, cfg.NATSTLSCA)
 			if err != nil {
@@ -146,7 +149,7 @@ func startEmbedded(cfg config.Config, log *zap.Logger, nk []*server.NkeyUser, us
 	}
 	log.Info("embedded NATS server started", zap.String("store_dir", storeDir),
 		zap.Bool("sync_always", always), zap.Duration("sync_interval", interval),
-		zap.String("listen", cfg.NATSListen))
+		zap.String("listen", listenAddr(srv, cfg)))
 	if cfg.NATSListen != "" {
 		if len(users) == 0 {
 			log.Warn("nats-listen: no NATS users yet, so no client can connect; make one with `epsctl nats-user add`",
@@ -156,6 +159,18 @@ func startEmbedded(cfg config.Config, log *zap.Logger, nk []*server.NkeyUser, us
 		}
 	}
 	return srv, nil
+}
+
+// listenAddr is the address the embedded server accepts clients on ("" when
+// in-process only).
+func listenAddr(srv *server.Server, cfg config.Config) string {
+	if cfg.NATSListen == "" {
+		return ""
+	}
+	if a, ok := srv.Addr().(*net.TCPAddr); ok {
+		return a.String()
+	}
+	return cfg.NATSListen
 }
 
 func serverTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
