@@ -242,6 +242,7 @@ func (u NATSUser) Permissions() *server.Permissions {
 	switch u.Role {
 	case NATSRoleInspect:
 		pub := []string{
+			"$SYS.REQ.USER.INFO", // the user's own permissions (nats account info)
 			"$JS.API.INFO",
 			"$JS.API.STREAM.NAMES",
 			"$JS.API.STREAM.LIST",

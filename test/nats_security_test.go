@@ -430,3 +430,39 @@ func TestNATSSecurityRefusesChangedDenySettings(t *testing.T) {
 		})
 	}
 }
+
+// A users file edited into something the broker would misread stops it
+// from starting, rather than letting in a user with other rights than meant.
+func TestNATSSecurityRefusesBadUsersFile(t *testing.T) {
+	for name, users := range map[string]string{
+		"dispenser without ODS": `{"users":[{"name":"d","role":"dispenser","nkey":"UDLQ2TIHH2NJR7VJLC5SPDPRA2DUBKWP5YTF2LT477CSM2EJ6RIATJUS"}]}`,
+		"unknown role":          `{"users":[{"name":"a","role":"admin","nkey":"UDLQ2TIHH2NJR7VJLC5SPDPRA2DUBKWP5YTF2LT477CSM2EJ6RIATJUS"}]}`,
+		"seed for a key":        `{"users":[{"name":"o","role":"inspect","nkey":"SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU"}]}`,
+		"not JSON":              `users: ops`,
+		"same key twice": `{"users":[{"name":"a","role":"inspect","nkey":"UDLQ2TIHH2NJR7VJLC5SPDPRA2DUBKWP5YTF2LT477CSM2EJ6RIATJUS"},` +
+			`{"name":"b","role":"dispenser","ods":"FA565","nkey":"UDLQ2TIHH2NJR7VJLC5SPDPRA2DUBKWP5YTF2LT477CSM2EJ6RIATJUS"}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(broker.NATSUsersPath(dir), []byte(users), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := config.Default()
+			cfg.DataDir, cfg.NATSListen = dir, "127.0.0.1:0"
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			a, err := app.New(ctx, cfg, zap.NewNop(), nil)
+			if err == nil {
+				a.Listen()
+				go a.Serve(ctx)
+				t.Fatal("the broker started")
+			}
+			if !strings.Contains(err.Error(), "NATS users") {
+				t.Fatalf("error %v", err)
+			}
+		})
+	}
+}
