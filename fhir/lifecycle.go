@@ -352,6 +352,12 @@ func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
 		return nil, err
 	}
 	rr.Owner = owner.Identifier[j].Value
+	if rr.Owner == "" {
+		// The facade would pass an undefined organisation id on to Spine,
+		// which cannot route the release: a clear 400 instead.
+		expr := paramPath(oi, "resource") + ".identifier[" + strconv.Itoa(j) + "].value"
+		return nil, missing(expr, "%s is missing: the owner's ODS code", expr)
+	}
 
 	gi := -1
 	for i := range params {

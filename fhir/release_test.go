@@ -3,6 +3,7 @@ package fhir
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"testing"
 
 	"github.com/nhs-eps/epsbroker/fhir/internal/ojson"
@@ -167,5 +168,25 @@ func drop(n *ojson.Node, name string) {
 			n.Members = append(n.Members[:i], n.Members[i+1:]...)
 			return
 		}
+	}
+}
+
+// A release whose owner's ODS identifier has no value names no dispenser:
+// 400 at that value, not a release for the organisation "" (found by
+// FuzzLifecycle).
+func TestReleaseOwnerWithoutValue(t *testing.T) {
+	body := readFixture(t, releaseFixture)
+	var p map[string]any
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatal(err)
+	}
+	owner := p["parameter"].([]any)[1].(map[string]any)["resource"].(map[string]any)
+	id := owner["identifier"].([]any)[0].(map[string]any)
+	delete(id, "value")
+	body, _ = json.Marshal(p)
+	_, err := DecodeReleaseRequest(body)
+	var e *Error
+	if !errors.As(err, &e) || e.Code != CodeMissingValue || e.Expression[0] != "Parameters.parameter[1].resource.identifier[0].value" {
+		t.Fatalf("owner without value: %v", err)
 	}
 }
