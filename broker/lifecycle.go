@@ -147,6 +147,55 @@ func (l *Lifecycle) ReleaseByID(ctx context.Context, p auth.Principal, owner, id
 	return &Released{Record: rec, Order: order}, nil
 }
 
+// takeoverWindow is how long after its reservation a request's releases
+// are looked for: a reservation is taken over only once abandoned that long.
+const takeoverWindow = abandonAfter
+
+// ReleasedUnder finds the prescriptions released to p (this user, this
+// organisation) by a request with messageID (its X-Request-ID) reserved at
+// since, whose answer was never recorded (its broker died, or the answer
+// could not be kept): a retry hands these over again rather than releasing
+// others. Each comes with its record as that release left it (the issue it
+// released) and its order's bytes. None: an empty list.
+func (l *Lifecycle) ReleasedUnder(ctx context.Context, p auth.Principal, owner, messageID string, since time.Time) ([]Released, error) {
+	if err := dispenserOnly(p, owner); err != nil {
+		return nil, err
+	}
+	// The reservation's time and the events' are the NATS server's clock;
+	// a second before it leaves room for a cluster's skew.
+	evs, err := l.store.EventsUnder(ctx, messageID, since.Add(-time.Second), takeoverWindow+time.Second,
+		tracker.EventRelease, tracker.EventNominatedRelease)
+	if err != nil {
+		return nil, storeUnavailable("read event log", err)
+	}
+	var out []Released
+	seen := map[string]bool{}
+	for _, ev := range evs {
+		rec := ev.Record
+		if len(rec.History) == 0 || seen[rec.ID] {
+			continue
+		}
+		h := rec.History[len(rec.History)-1]
+		if h.MessageID != messageID || h.Org != p.ODS || h.User != p.Subject {
+			continue // another user's request with the same X-Request-ID
+		}
+		order, err := l.orderOf(ctx, rec.ID)
+		if err != nil {
+			return nil, err
+		}
+		seen[rec.ID] = true
+		out = append(out, Released{Record: rec, Order: order})
+	}
+	return out, nil
+}
+
+// OrderOf reads the original order message of a prescription, byte for
+// byte, as a release hands it over: what a replayed release's answer is
+// rebuilt from (it changes nothing).
+func (l *Lifecycle) OrderOf(ctx context.Context, id string) ([]byte, error) {
+	return l.orderOf(ctx, id)
+}
+
 // orderOf reads the original order message of a prescription.
 func (l *Lifecycle) orderOf(ctx context.Context, id string) ([]byte, error) {
 	cur, err := l.store.Current(ctx, id)

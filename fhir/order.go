@@ -57,7 +57,7 @@ const maxItems = 4
 // (MessageHeader sender and receivers, Patient.generalPractitioner, other
 // Organizations) are not checked.
 func (m *Message) Order(now time.Time) (*Order, error) {
-	o, err := m.order(now)
+	o, err := m.order(now, false)
 	if err != nil {
 		err.Op = "validate prescription-order"
 		return nil, err
@@ -65,7 +65,22 @@ func (m *Message) Order(now time.Time) (*Order, error) {
 	return o, nil
 }
 
-func (m *Message) order(now time.Time) (*Order, *Error) {
+// OrderBeforeSigning is Order for an order that may not be signed yet: the
+// same checks, except that an order with no signature of its requester is
+// not MISSING_DIGITAL_SIGNATURE (a signature it has is still checked). It is
+// what $validate runs: prescribing systems validate an order before they
+// sign it (the EPS API's $prepare, sign, $process-message), and EPS's
+// $validate accepts it unsigned.
+func (m *Message) OrderBeforeSigning(now time.Time) (*Order, error) {
+	o, err := m.order(now, true)
+	if err != nil {
+		err.Op = "validate prescription-order"
+		return nil, err
+	}
+	return o, nil
+}
+
+func (m *Message) order(now time.Time, unsigned bool) (*Order, *Error) {
 	if m.Event != EventPrescriptionOrder {
 		return nil, badValue("MessageHeader.eventCoding.code",
 			"MessageHeader.eventCoding.code is %s: only a prescription-order message holds an order", quote(m.Event))
@@ -74,7 +89,7 @@ func (m *Message) order(now time.Time) (*Order, *Error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &orderCheck{m: m, refs: refs, now: now.UTC(), role: -1,
+	c := &orderCheck{m: m, refs: refs, now: now.UTC(), role: -1, unsigned: unsigned,
 		o: Order{BundleID: m.BundleID, Sender: m.Sender, Receiver: m.Receiver}}
 	for _, step := range orderSteps {
 		if err := step(c); err != nil {
@@ -294,6 +309,7 @@ type orderCheck struct {
 	patientK int               // entry index of the Patient
 	roles    map[int]roleEntry // each PractitionerRole, by entry index
 	role     int               // entry index of the requester's PractitionerRole
+	unsigned bool              // the order may not be signed yet (OrderBeforeSigning)
 	o        Order
 }
 
@@ -1614,6 +1630,8 @@ func (c *orderCheck) checkSignature() *Error {
 		d := "Too many values submitted. Expected at most 1 element where who.reference == '" + requester + "'."
 		return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeTooManyValues, Display: d, Diagnostics: d,
 			Expression: []string{"Provenance.signature"}}
+	case n == 0 && c.unsigned:
+		return nil
 	case n == 0:
 		return &Error{Kind: KindInvalid, IssueType: "required", Code: CodeMissingDigitalSignature,
 			Diagnostics: fmt.Sprintf("the prescription-order is not signed by its requester: no Provenance signature has who.reference %s", quote(requester)),

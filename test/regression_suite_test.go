@@ -14,7 +14,7 @@ package test
 //     expects 200 and a release answer whose parameter[0].resource.total is 1
 //     (features/steps/eps_api_steps.py body_indicates_successful_action "release").
 //   - eps_fhir_prescribing/cancel_prescriptions.feature: nominated and
-//     non-nominated x acute and repeat: cancel all line items; expects 200 and
+//     non-nominated x acute and repeat (eRD too here): cancel all line items; expects 200 and
 //     a Bundle whose MedicationRequest.extension[0].extension[0].valueCoding
 //     .display is "Prescription/item was cancelled".
 //   - eps_fhir_dispensing/dispense_prescriptions.feature: nominated and
@@ -109,11 +109,15 @@ package test
 //     Task.owner, focus a random UUID, authoredOn 2022-11-21.
 //   - withdraw_dispense_notification.py: Task status in-progress, code abort,
 //     reason MU; contained Organization the PRESCRIBER's (sender_ods_code),
-//     no Task.owner; focus the dispense notification.
+//     no Task.owner; Task.id and focus context.dn_id (in some versions a
+//     fresh UUID rather than the notification's Bundle.identifier; here the
+//     notification's identifier, the only reading that names it).
 //   - claim.py: the claim example with the dispenser's Organization, the
 //     patient, prescription IDs, line item and (subDetail) dispense item
 //     references; eRD: Extension-EPS-RepeatInformation in item and in
-//     item.detail (or item.detail.subDetail).
+//     item.detail (or item.detail.subDetail), numberOfRepeatsIssued
+//     ERD_DEFAULT_REPEATS_ISSUED (its value is not in the stored tree; 0 here,
+//     issue 1 as the facade counts a claim's issue, dispense-claim.ts).
 //
 // Each builder below starts from the NHS example messages this repository
 // keeps (fhirgen.Order4Items, fhirgen's lifecycle examples, the release
@@ -1320,6 +1324,73 @@ func TestRegressionTrackerSearches(t *testing.T) {
 			t.Errorf("eRD detail issueNumber=2: RequestGroup Extension-EPS-RepeatInformation numberOfRepeatsIssued %q, want 2", d.repeatIssued)
 		}
 	})
+}
+
+// eps_fhir_dispensing/validator.feature and validate.feature: a dispenser
+// posts to $validate the suite's order as prescription.py builds it,
+// unsigned, non-nominated (0004), acute (eps_api_steps.py
+// i_make_a_request_to_the_validator_endpoint, x-show-validation-warnings
+// false): 200 and exactly one issue, of severity information, none an
+// error; "foo": 400 and error issues (the suite also looks for the HAPI
+// validator's message number HAPI-1861, which only the HAPI FHIR validator
+// writes). The EPS API's $validate (electronic-prescription-service-api
+// packages/coordinator/src/routes/debug/validate.ts) runs only the external
+// FHIR validator before answering that one information issue: an unsigned
+// order is valid FHIR. Nothing is stored either way.
+func TestRegressionValidator(t *testing.T) {
+	b := startBroker(t, "")
+	r := newRegRx(t, b, regCase{false, regTypes[0]})
+	tok := r.dispenserToken()
+	severities := func(res *response) map[string]int {
+		var oo struct {
+			ResourceType string
+			Issue        []struct{ Severity string }
+		}
+		n := map[string]int{}
+		if json.Unmarshal(res.Body, &oo) != nil || oo.ResourceType != "OperationOutcome" {
+			return nil
+		}
+		for _, is := range oo.Issue {
+			n[is.Severity]++
+		}
+		return n
+	}
+	t.Run("valid", func(t *testing.T) {
+		res := b.do("POST", "/FHIR/R4/$validate", tok, r.unsigned, "x-show-validation-warnings", "false")
+		if n := severities(res); res.Status != 200 || n == nil || n["information"] != 1 || n["error"] != 0 || len(n) != 1 {
+			t.Errorf("$validate of the suite's order: %d %.600s, want 200 with one information issue", res.Status, res.Body)
+		}
+	})
+	t.Run("invalid", func(t *testing.T) {
+		res := b.do("POST", "/FHIR/R4/$validate", tok, []byte("foo"), "x-show-validation-warnings", "false")
+		if n := severities(res); res.Status != 400 || n == nil || n["error"] == 0 {
+			t.Errorf("$validate of foo: %d %.300s, want 400 with error issues", res.Status, res.Body)
+		}
+	})
+	b.settle()
+	if n := b.events(""); n != 0 {
+		t.Errorf("$validate stored %d events, want none", n)
+	}
+}
+
+// eps_fhir_dispensing/unauthorised.feature: a release by an application
+// that sends only an API key (no user's bearer token) is unauthorised
+// (401), and changes nothing.
+func TestRegressionUnauthorised(t *testing.T) {
+	b := startBroker(t, "")
+	r := newRegRx(t, b, regCase{true, regTypes[0]})
+	r.create()
+	before := b.events(r.id())
+	res := b.do("POST", "/FHIR/R4/Task/$release", "", r.releaseBody(true, true), "apikey", "an-application-key")
+	if res.Status != 401 {
+		t.Errorf("release with an API key only: %d %.300s, want 401", res.Status, res.Body)
+	} else {
+		res.outcome(t)
+	}
+	if after := b.events(r.id()); after != before {
+		t.Errorf("release with an API key only: %d events, want %d", after, before)
+	}
+	r.expectTracker("after the unauthorised release", "0001", "0007", 0)
 }
 
 // ping.feature: GET /_ping answers 200 with a version.

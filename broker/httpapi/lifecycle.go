@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/google/uuid"
@@ -34,28 +35,63 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 	}
 	p := principalFrom(r.Context())
 	var released []broker.Released
-	if req.PrescriptionID != "" {
+	if since := takenOver(r.Context()); !since.IsZero() {
+		// A retry of a release that never answered: what it released, if
+		// anything, is handed over again instead of other prescriptions.
+		released, err = a.Lifecycle.ReleasedUnder(r.Context(), p, req.Owner, messageID(r), since)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+	}
+	switch {
+	case len(released) > 0:
+	case req.PrescriptionID != "":
 		one, err := a.Lifecycle.ReleaseByID(r.Context(), p, req.Owner, req.PrescriptionID, messageID(r), body)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
 		}
 		released = []broker.Released{*one}
-	} else {
+	default:
 		released, err = a.Lifecycle.ReleaseNominated(r.Context(), p, req.Owner, messageID(r), body, nominatedReleaseMax)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
 		}
 	}
+	refs := make([]broker.ReleasedRef, len(released))
 	orders := make([]fhir.ReleasedOrder, len(released))
 	for i, rel := range released {
-		orders[i] = fhir.ReleasedOrder{BundleID: rel.Record.BundleID, Raw: rel.Order}
+		refs[i] = broker.ReleasedRef{ID: rel.Record.ID, BundleID: rel.Record.BundleID}
 		if rel.Record.RepeatDispensing() {
-			orders[i].Issue, orders[i].Issues = rel.Record.IssueNumber(), rel.Record.IssueCount()
+			refs[i].Issue, refs[i].Issues = rel.Record.IssueNumber(), rel.Record.IssueCount()
 		}
+		orders[i] = releasedOrder(refs[i], rel.Order)
 	}
+	// A replay of this X-Request-ID rebuilds the answer from refs.
+	noteRelease(r.Context(), refs)
 	writeFHIR(w, http.StatusOK, fhir.ReleaseResponse(orders))
+}
+
+// releasedOrder is one entry of a release answer.
+func releasedOrder(ref broker.ReleasedRef, order []byte) fhir.ReleasedOrder {
+	return fhir.ReleasedOrder{BundleID: ref.BundleID, Raw: order, Issue: ref.Issue, Issues: ref.Issues}
+}
+
+// releaseAnswer writes again the answer of a release that handed over refs,
+// each order's bytes read from the event log: the same answer, with nothing
+// changed.
+func (a *api) releaseAnswer(ctx context.Context, refs []broker.ReleasedRef) ([]byte, error) {
+	orders := make([]fhir.ReleasedOrder, len(refs))
+	for i, ref := range refs {
+		order, err := a.Lifecycle.OrderOf(ctx, ref.ID)
+		if err != nil {
+			return nil, err
+		}
+		orders[i] = releasedOrder(ref, order)
+	}
+	return fhir.ReleaseResponse(orders), nil
 }
 
 // task answers POST /FHIR/R4/Task: a return (status rejected) or a withdraw

@@ -280,7 +280,7 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 		p := principalFrom(r.Context())
 		key := broker.RequestKey(p.Subject, p.ODS, id)
 		hash := broker.RequestHash(r.Method, r.URL.Path, bodyFrom(r.Context()))
-		saved, rev, err := a.Store.ReserveRequest(r.Context(), key, hash, a.Now())
+		saved, res, err := a.Store.ReserveRequest(r.Context(), key, hash, a.Now())
 		switch {
 		case errors.Is(err, broker.ErrInFlight):
 			w.Header().Set("Retry-After", "1")
@@ -291,10 +291,22 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 			a.writeError(w, r, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable, Diagnostics: "X-Request-ID could not be checked; retry", Err: err})
 			return
 		case saved != nil && saved.BodyHash == hash:
+			body := saved.Body
+			if saved.Rebuild {
+				if body, err = a.releaseAnswer(r.Context(), saved.Release); err != nil {
+					a.writeError(w, r, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
+						Diagnostics: "the answer to this X-Request-ID could not be read again; nothing was changed; retry", Err: err})
+					return
+				}
+				if broker.AnswerHash(body) != saved.AnswerHash {
+					a.Log.Warn("X-Request-ID release answer rebuilt differently (same prescriptions)", zap.Int("released", len(saved.Release)))
+				}
+			}
 			w.Header().Set("X-Idempotent-Replay", "true")
 			w.Header().Set("Content-Type", saved.ContentType)
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 			w.WriteHeader(saved.Status)
-			_, _ = w.Write(saved.Body)
+			_, _ = w.Write(body)
 			return
 		case saved != nil:
 			a.writeError(w, r, &fhir.Error{Kind: fhir.KindConflict, IssueType: "duplicate", Code: fhir.CodeDuplicateRequestIDDifferent,
@@ -302,14 +314,20 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 			return
 		}
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-		next(rec, r)
+		note := &replayNote{takenOver: res.TakenOver}
+		next(rec, r.WithContext(context.WithValue(r.Context(), replayNoteKey{}, note)))
 		// Recorded even when the client has gone: its retry must get this answer.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 		if final(rec.status) {
-			err = a.Store.CompleteRequest(ctx, key, rev, &broker.SavedResponse{BodyHash: hash, Status: rec.status,
-				ContentType: rec.Header().Get("Content-Type"), Body: rec.body})
+			saved := &broker.SavedResponse{BodyHash: hash, Status: rec.status,
+				ContentType: rec.Header().Get("Content-Type"), Body: rec.body}
+			if note.release != nil && rec.status == http.StatusOK {
+				// A release: what it handed over, not the orders themselves.
+				saved.Body, saved.Rebuild, saved.Release, saved.AnswerHash = nil, true, note.release, broker.AnswerHash(rec.body)
+			}
+			err = a.Store.CompleteRequest(ctx, key, res.Rev, saved)
 		} else {
-			err = a.Store.ReleaseRequest(ctx, key, rev)
+			err = a.Store.ReleaseRequest(ctx, key, res.Rev)
 		}
 		cancel()
 		if err != nil {
@@ -317,6 +335,36 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 		}
 		rec.flush()
 	})
+}
+
+// replayNote is what a handler tells the idempotency middleware about its
+// answer: a release names the prescriptions it handed over, from which a
+// replay rebuilds the answer.
+type replayNote struct {
+	release []broker.ReleasedRef
+	// takenOver is when the key was first reserved, when this request took
+	// over a reservation whose request never answered (zero otherwise).
+	takenOver time.Time
+}
+
+type replayNoteKey struct{}
+
+// noteRelease tells the idempotency middleware (if the request has an
+// X-Request-ID) which prescriptions a release handed over.
+func noteRelease(ctx context.Context, refs []broker.ReleasedRef) {
+	if n, ok := ctx.Value(replayNoteKey{}).(*replayNote); ok {
+		n.release = append(make([]broker.ReleasedRef, 0, len(refs)), refs...)
+	}
+}
+
+// takenOver is when the request's X-Request-ID was first reserved, when
+// this request took the reservation over from one that never answered; zero
+// otherwise.
+func takenOver(ctx context.Context) time.Time {
+	if n, ok := ctx.Value(replayNoteKey{}).(*replayNote); ok {
+		return n.takenOver
+	}
+	return time.Time{}
 }
 
 // final reports whether an answer is final, and so is replayed for the same

@@ -62,7 +62,7 @@ func (a *api) validateMessage(body []byte) error {
 		}
 		switch msg.Event {
 		case fhir.EventPrescriptionOrder:
-			_, err = msg.Order(a.Now())
+			_, err = msg.OrderBeforeSigning(a.Now())
 		case fhir.EventPrescriptionOrderUpdate:
 			_, err = msg.Cancellation()
 		case fhir.EventDispenseNotification:
