@@ -67,11 +67,20 @@ func ConnectNATS(ctx context.Context, cfg config.Config, log *zap.Logger) (*NATS
 		return &NATS{Conn: nc}, nil
 	}
 
-	srv, err := startEmbedded(cfg, log)
+	kp, nk, users, err := embeddedAuth(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(srv.ClientURL(), append(opts, nats.InProcessServer(srv))...)
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := startEmbedded(cfg, log, nk, users)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(srv.ClientURL(), append(opts, nats.InProcessServer(srv),
+		nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(brokerInbox))...)
 	if err != nil {
 		srv.Shutdown()
 		return nil, fmt.Errorf("connect to the embedded NATS server: %w", err)
@@ -79,7 +88,11 @@ func ConnectNATS(ctx context.Context, cfg config.Config, log *zap.Logger) (*NATS
 	return &NATS{Conn: nc, Embedded: srv}, nil
 }
 
-func startEmbedded(cfg config.Config, log *zap.Logger) (*server.Server, error) {
+// startEmbedded starts the embedded server. Every client authenticates with
+// an nkey: the broker's own (in-process only) and the data dir's users
+// (on --nats-listen only), each with its permissions; no client is let in
+// without one.
+func startEmbedded(cfg config.Config, log *zap.Logger, nk []*server.NkeyUser, users []NATSUser) (*server.Server, error) {
 	storeDir := filepath.Join(cfg.DataDir, "jetstream")
 	if err := os.MkdirAll(storeDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -92,6 +105,7 @@ func startEmbedded(cfg config.Config, log *zap.Logger) (*server.Server, error) {
 		DontListen: cfg.NATSListen == "",
 		// The broker's own limits: the body limit plus headers.
 		MaxPayload: int32(max(cfg.MaxBodyBytes*2, 1<<20)),
+		Nkeys:      nk,
 	}
 	interval, always := cfg.SyncInterval()
 	so.SyncAlways = always
@@ -108,6 +122,9 @@ func startEmbedded(cfg config.Config, log *zap.Logger) (*server.Server, error) {
 			return nil, fmt.Errorf("nats-listen port: %w", err)
 		}
 		so.Host, so.Port = host, p
+		if p == 0 {
+			so.Port = server.RANDOM_PORT // port 0 picks a free one, as for --http-addr
+		}
 		if cfg.NATSTLSCert != "" {
 			tc, err := serverTLS(cfg.NATSTLSCert, cfg.NATSTLSKey, cfg.NATSTLSCA)
 			if err != nil {
@@ -132,8 +149,28 @@ func startEmbedded(cfg config.Config, log *zap.Logger) (*server.Server, error) {
 	}
 	log.Info("embedded NATS server started", zap.String("store_dir", storeDir),
 		zap.Bool("sync_always", always), zap.Duration("sync_interval", interval),
-		zap.String("listen", cfg.NATSListen))
+		zap.String("listen", listenAddr(srv, cfg)))
+	if cfg.NATSListen != "" {
+		if len(users) == 0 {
+			log.Warn("nats-listen: no NATS users yet, so no client can connect; make one with `epsctl nats-user add`",
+				zap.String("users_file", NATSUsersPath(cfg.DataDir)))
+		} else {
+			log.Info("nats-listen: NATS users", zap.String("users", userNames(users)))
+		}
+	}
 	return srv, nil
+}
+
+// listenAddr is the address the embedded server accepts clients on ("" when
+// in-process only).
+func listenAddr(srv *server.Server, cfg config.Config) string {
+	if cfg.NATSListen == "" {
+		return ""
+	}
+	if a, ok := srv.Addr().(*net.TCPAddr); ok {
+		return a.String()
+	}
+	return cfg.NATSListen
 }
 
 func serverTLS(certFile, keyFile, caFile string) (*tls.Config, error) {

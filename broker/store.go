@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -118,6 +119,15 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err != nil {
 		return nil, err
 	}
+	// The streams that keep what cannot be rebuilt deny deleting and purging
+	// messages. NATS will not lift those settings on an update; a stream
+	// found without them was deleted and made again, or changed outside
+	// NATS, and may have lost messages: the broker does not start on it.
+	for _, p := range protectedStreams {
+		if err := checkDenySettings(ctx, js, p); err != nil {
+			return nil, err
+		}
+	}
 	events, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamEvents,
 		Description: "EPS event log: every accepted message per prescription (data: original bytes; header Eps-Record: state after it)",
@@ -144,6 +154,9 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 		MaxMsgsPerSubject: 1,
 		Duplicates:        10 * time.Minute,
 		AllowDirect:       true,
+		// Entries leave a queue by a purge of their subject (Dequeue), never
+		// by deleting a message.
+		DenyDelete: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", StreamQueue, err)
@@ -190,6 +203,53 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	}
 	return &Store{js: js, events: events, queue: queue, requests: requests, audit: audit, sessions: sessions,
 		nominations: nominations, metrics: m, maxMsg: int(cfg.MaxMessage)}, nil
+}
+
+// protectedStream is a stream whose deny settings the broker requires.
+type protectedStream struct {
+	name                  string
+	denyDelete, denyPurge bool
+}
+
+// protectedStreams are checked before the broker opens them. The nominations
+// bucket's stream denies deletes (the key-value client sets it) but not
+// purges: key-value roll-ups need them.
+var protectedStreams = []protectedStream{
+	{StreamEvents, true, true},
+	{StreamAudit, true, true},
+	{"KV_" + BucketNominations, true, false},
+}
+
+// ErrDenySettingsChanged is a protected stream found without its deny
+// settings.
+var ErrDenySettingsChanged = errors.New("stream deny settings changed")
+
+// checkDenySettings refuses an existing stream that allows what it must
+// deny. A stream that does not exist yet is made by OpenStore.
+func checkDenySettings(ctx context.Context, js jetstream.JetStream, p protectedStream) error {
+	st, err := js.Stream(ctx, p.name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", p.name, err)
+	}
+	cfg := st.CachedInfo().Config
+	var lost []string
+	if p.denyDelete && !cfg.DenyDelete {
+		lost = append(lost, "deny_delete")
+	}
+	if p.denyPurge && !cfg.DenyPurge {
+		lost = append(lost, "deny_purge")
+	}
+	if len(lost) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: stream %s exists without %s (created %s): it was deleted and made again, or changed, outside the broker, "+
+		"and messages may have been deleted; the broker will not start on it. Check the stream (nats stream info %s), "+
+		"restore it from a backup, or set %s on it once you have accounted for its contents",
+		ErrDenySettingsChanged, p.name, strings.Join(lost, " and "), st.CachedInfo().Created.UTC().Format(time.RFC3339),
+		p.name, strings.Join(lost, " and "))
 }
 
 // JetStream is the store's JetStream context.

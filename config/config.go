@@ -99,7 +99,7 @@ var settings = []setting{
 	{"shutdown-timeout", "how long SIGTERM/SIGINT waits for in-flight requests to finish", "25s", dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{"tls-cert", "PEM certificate for HTTPS (with --tls-key); empty serves plain HTTP", "", str(func(c *Config) *string { return &c.TLSCert })},
 	{"tls-key", "PEM private key for HTTPS", "", str(func(c *Config) *string { return &c.TLSKey })},
-	{"nats-listen", "embedded server only: host:port to accept NATS clients on (e.g. 127.0.0.1:4222 for the nats CLI); empty accepts in-process connections only", "", str(func(c *Config) *string { return &c.NATSListen })},
+	{"nats-listen", "embedded server only: host:port to accept NATS clients on (e.g. 127.0.0.1:4222 for the nats CLI; port 0 picks a free one); only the nkey users made with epsctl nats-user add get in; empty accepts in-process connections only", "", str(func(c *Config) *string { return &c.NATSListen })},
 	{"nats-creds", "external NATS: credentials file (JWT and nkey seed)", "", str(func(c *Config) *string { return &c.NATSCreds })},
 	{"nats-tls-ca", "NATS TLS: CA certificate to verify the server (external) ", "", str(func(c *Config) *string { return &c.NATSTLSCA })},
 	{"nats-tls-cert", "NATS TLS: certificate (client certificate for an external server; server certificate for the embedded listener)", "", str(func(c *Config) *string { return &c.NATSTLSCert })},

@@ -118,7 +118,7 @@ func TestTrackerPage(t *testing.T) {
 
 	b := startBroker(t, "")
 	const id = "24F5DA-A83008-7EFE6Z"
-	order := readFile(t, filepath.Join(fixtures, "primary-care/acute/nominated-pharmacy/medical-prescriber/1-Process-Request-Send-200_OK.json"))
+	order := currentOrder(t, readFile(t, filepath.Join(fixtures, "primary-care/acute/nominated-pharmacy/medical-prescriber/1-Process-Request-Send-200_OK.json")), time.Now())
 	if res := b.post(b.token(auth.RolePrescriber, "A83008"), order); res.Status != 200 {
 		t.Fatalf("posting the order: %d %s", res.Status, res.Body)
 	}
