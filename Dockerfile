@@ -1,5 +1,5 @@
 # Build: static binaries, no cgo.
-FROM golang:1.26 AS build
+FROM golang:1.27.3 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
