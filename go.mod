@@ -1,6 +1,8 @@
 module github.com/nhs-eps/epsbroker
 
-go 1.27.3
+go 1.26.8
+
+toolchain go1.27.3
 
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
