@@ -66,7 +66,7 @@ func NewHandler(d Deps) http.Handler {
 	a := &api{Deps: d, importSlots: make(chan struct{}, 2)}
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.Handler) {
-		mux.Handle(pattern, a.observe(pattern, h))
+		mux.Handle(pattern, a.observe(pattern, securityHeaders(pattern, h)))
 	}
 	route("GET /healthz", http.HandlerFunc(a.healthz))
 	route("GET /readyz", http.HandlerFunc(a.readyz))
@@ -160,6 +160,29 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeFHIR(w, status, fhir.ErrorOutcome(err))
+}
+
+// securityHeaders sets, before h answers, the headers every answer of the
+// route pattern carries: nosniff on all; no-store on the FHIR API, the
+// /api/ endpoints and the tracker's session (answers that hold patient data
+// or tokens must not be kept by a cache or a browser); and on the tracker
+// page X-Frame-Options DENY beside its CSP frame-ancestors (for browsers
+// that know only the older header).
+func securityHeaders(pattern string, h http.Handler) http.Handler {
+	path := pattern[strings.IndexByte(pattern, ' ')+1:] // "GET /x" -> "/x"
+	noStore := strings.HasPrefix(path, "/FHIR/") || strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/tracker/session")
+	page := strings.HasPrefix(path, "/tracker") && !strings.HasPrefix(path, "/tracker/session")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("X-Content-Type-Options", "nosniff")
+		if noStore {
+			hd.Set("Cache-Control", "no-store")
+		}
+		if page {
+			hd.Set("X-Frame-Options", "DENY")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
