@@ -561,11 +561,9 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		js := codingsIn(t.Code.Coding, SystemTaskCode)
 		switch {
 		case len(js) == 0:
-			return nil, facadeIssue(CodeTooFewValues, "invalid", "Task.code.coding",
-				"Too few values submitted. Expected 1 element where system == '"+SystemTaskCode+"'.")
+			return nil, tooFewValues("Task.code.coding", "system == '"+SystemTaskCode+"'")
 		case len(js) > 1:
-			return nil, facadeIssue(CodeTooManyValues, "invalid", "Task.code.coding",
-				"Too many values submitted. Expected 1 element where system == '"+SystemTaskCode+"'.")
+			return nil, tooManyValues("Task.code.coding", "system == '"+SystemTaskCode+"'")
 		case t.Code.Coding[js[0]].Code != withdrawTaskCode:
 			return nil, facadeIssue(CodeInvalidValue, "value", "Task.code.coding.code", "Task.code.coding.code must be one of: 'abort'.")
 		}
@@ -1301,16 +1299,8 @@ func (r *reader) dispensedRequest(mr *dispensedRequest) {
 			list(r, &mr.Identifier, r.identifier)
 		case "groupIdentifier":
 			r.groupIdentifier(&mr.GroupIdentifier)
-		case "medicationCodeableConcept":
-			mr.HasMedicationConcept = r.peek() != 'n'
-			r.concept(&mr.Medication)
-		case "medicationReference":
-			if r.peek() == 'n' {
-				r.skip()
-				return
-			}
-			mr.MedicationReference = new(reference)
-			r.reference(mr.MedicationReference)
+		case "medicationCodeableConcept", "medicationReference":
+			r.medication(string(key), &mr.Medication, &mr.HasMedicationConcept, &mr.MedicationReference)
 		case "basedOn":
 			mr.BasedOn = nil
 			r.array(func(int) {

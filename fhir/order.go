@@ -381,6 +381,23 @@ func (r *reader) captured(read func()) []byte {
 	return r.b[start:r.i]
 }
 
+// medication reads the member key, medicationCodeableConcept (into concept,
+// recording that it is present) or medicationReference (into *ref, nil when
+// null), of a MedicationRequest.
+func (r *reader) medication(key string, concept *Concept, has *bool, ref **reference) {
+	if key == "medicationCodeableConcept" {
+		*has = r.peek() != 'n'
+		r.concept(concept)
+		return
+	}
+	if r.peek() == 'n' {
+		r.skip()
+		return
+	}
+	*ref = new(reference)
+	r.reference(*ref)
+}
+
 func (r *reader) medicationRequest(mr *medicationRequest) {
 	mr.Dosages = -1
 	r.object(func(key []byte) {
@@ -399,16 +416,8 @@ func (r *reader) medicationRequest(mr *medicationRequest) {
 			mr.Intent = r.str()
 		case "category":
 			mr.CategoryRaw = r.raw()
-		case "medicationCodeableConcept":
-			mr.HasMedicationConcept = r.peek() != 'n'
-			r.concept(&mr.MedicationCodeableConcept)
-		case "medicationReference":
-			if r.peek() == 'n' {
-				r.skip()
-				return
-			}
-			mr.MedicationReference = new(reference)
-			r.reference(mr.MedicationReference)
+		case "medicationCodeableConcept", "medicationReference":
+			r.medication(string(key), &mr.MedicationCodeableConcept, &mr.HasMedicationConcept, &mr.MedicationReference)
 		case "subject":
 			mr.SubjectRaw = r.captured(func() { r.reference(&mr.Subject) })
 		case "requester":
