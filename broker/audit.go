@@ -41,11 +41,32 @@ func userKey(user string) string {
 	return hex.EncodeToString(h[:12])
 }
 
-func auditSubject(nhs, user string) string {
+// auditSubject is eps.audit.<patient>.<user key>: the patient is the
+// pseudonym of the NHS number (never the number: see Pseudonyms), or "none"
+// for a look-up that named no patient.
+func (s *Store) auditSubject(nhs, user string) string {
+	return SubjectAudit + s.auditPatient(nhs) + "." + userKey(user)
+}
+
+func (s *Store) auditPatient(nhs string) string {
 	if nhs == "" {
-		nhs = "none"
+		return "none"
 	}
-	return SubjectAudit + nhs + "." + userKey(user)
+	return s.pseudo.Of(nhs)
+}
+
+// plainAuditToken reports whether an NHS number could have been the subject
+// token of an audit entry written before pseudonyms.
+func plainAuditToken(nhs string) bool {
+	if nhs == "" || nhs == "none" || isPseudonym(nhs) {
+		return false
+	}
+	for _, c := range nhs {
+		if c == '.' || c == '*' || c == '>' || c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // Audit appends a look-up to the audit trail and returns once it is stored:
@@ -57,7 +78,7 @@ func (s *Store) Audit(ctx context.Context, p auth.Principal, e AuditEntry) error
 		return err
 	}
 	start := time.Now()
-	_, err = s.js.Publish(ctx, auditSubject(e.NHSNumber, e.User), b, jetstream.WithExpectStream(StreamAudit))
+	_, err = s.js.Publish(ctx, s.auditSubject(e.NHSNumber, e.User), b, jetstream.WithExpectStream(StreamAudit))
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"
@@ -80,10 +101,15 @@ type AuditQuery struct {
 // Without a filter it reads only the newest q.Limit messages; with one, the
 // server walks just the matching subjects (an ordered consumer), so the
 // listing costs what it returns, not the size of the trail.
+//
+// Entries written before pseudonyms name their patient in clear on their
+// subject (the stream denies deleting them, so they stay until the stream's
+// limits remove them): a patient's listing also walks that subject when the
+// trail has entries from then.
 func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, error) {
 	nhs, user := "*", "*"
 	if q.NHSNumber != "" {
-		nhs = q.NHSNumber
+		nhs = s.auditPatient(q.NHSNumber)
 	}
 	if q.User != "" {
 		user = userKey(q.User)
@@ -104,6 +130,9 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, first
 	} else {
 		cfg.FilterSubjects = []string{SubjectAudit + nhs + "." + user}
+		if q.NHSNumber != "" && s.auditPlainUntil > 0 && info.State.FirstSeq <= s.auditPlainUntil && plainAuditToken(q.NHSNumber) {
+			cfg.FilterSubjects = append(cfg.FilterSubjects, SubjectAudit+q.NHSNumber+"."+user)
+		}
 	}
 	cons, err := s.js.OrderedConsumer(ctx, StreamAudit, cfg)
 	if err != nil {

@@ -47,6 +47,10 @@ type Config struct {
 	IdempotencyTTL   time.Duration
 	SchedulerEvery   time.Duration
 	ConfigFile       string
+
+	// Privacy of identifiers (issue 11): the key of the NHS number
+	// pseudonyms in NATS subjects and keys.
+	PseudonymKey string
 }
 
 type setting struct {
@@ -109,6 +113,7 @@ var settings = []setting{
 	{"jwks", "external issuer keys to trust as well: a JWKS file path or https:// URL", "", str(func(c *Config) *string { return &c.JWKS })},
 	{"idempotency-ttl", "how long an X-Request-ID and its answer are remembered", "24h", dur(func(c *Config) *time.Duration { return &c.IdempotencyTTL })},
 	{"scheduler-interval", "how often due transitions (post-dated becoming ready, expiry, no-claim) are applied", "1m", dur(func(c *Config) *time.Duration { return &c.SchedulerEvery })},
+	{"pseudonym-key", "file of the secret key whose hashes stand for NHS numbers in NATS subjects and keys (created on first start); empty is DATA_DIR/keys/pseudonym-hmac.pem; brokers sharing an external NATS server must share one file", "", str(func(c *Config) *string { return &c.PseudonymKey })},
 }
 
 // EnvName is the environment variable of a setting: EPS_ and the flag name in
