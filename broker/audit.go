@@ -130,8 +130,11 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, first
 	} else {
 		cfg.FilterSubjects = []string{SubjectAudit + nhs + "." + user}
-		if q.NHSNumber != "" && s.auditPlainUntil > 0 && info.State.FirstSeq <= s.auditPlainUntil && plainAuditToken(q.NHSNumber) {
-			cfg.FilterSubjects = append(cfg.FilterSubjects, SubjectAudit+q.NHSNumber+"."+user)
+	}
+	var out []AuditEntry
+	if q.NHSNumber != "" && s.auditPlainUntil >= info.State.FirstSeq && plainAuditToken(q.NHSNumber) {
+		if out, err = s.plainAuditEntries(ctx, SubjectAudit+q.NHSNumber+"."+user, info.State.FirstSeq, q.Limit); err != nil {
+			return nil, err
 		}
 	}
 	cons, err := s.js.OrderedConsumer(ctx, StreamAudit, cfg)
@@ -143,7 +146,6 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 		return nil, fmt.Errorf("read audit: %w", err)
 	}
 	pending := ci.NumPending
-	var out []AuditEntry
 	for pending > 0 {
 		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -175,5 +177,38 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 		}
 	}
 	slices.Reverse(out)
+	return out, nil
+}
+
+// plainAuditEntries reads the entries on subject (which names a patient in
+// clear: written before pseudonyms) up to the last sequence that may be on
+// such a subject, at most the newest limit, oldest first. It reads message
+// by message (the stream's direct get of the next message on a subject)
+// rather than through a consumer, whose configuration, with the subject,
+// other NATS users could list.
+func (s *Store) plainAuditEntries(ctx context.Context, subject string, from uint64, limit int) ([]AuditEntry, error) {
+	var out []AuditEntry
+	for seq := from; seq <= s.auditPlainUntil; {
+		m, err := s.audit.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read audit: %w", err)
+		}
+		if m.Sequence > s.auditPlainUntil {
+			break
+		}
+		var e AuditEntry
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			return nil, fmt.Errorf("audit entry %d: %w", m.Sequence, err)
+		}
+		e.Seq = m.Sequence
+		out = append(out, e)
+		if len(out) > limit {
+			out = out[1:]
+		}
+		seq = m.Sequence + 1
+	}
 	return out, nil
 }

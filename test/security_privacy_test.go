@@ -117,7 +117,18 @@ func natsContents(t *testing.T, js jetstream.JetStream, nhs []string, found func
 						found(name + " header " + h + " of " + m.Subject())
 					}
 				}
-				if !slices.Contains(streamsHoldingRecords, name) && has(string(m.Data())) != "" {
+				data := string(m.Data())
+				if name == "KV_"+broker.BucketRequests {
+					// JSON carries the answer's bytes in base64.
+					var r broker.SavedResponse
+					if len(m.Data()) > 0 {
+						if err := json.Unmarshal(m.Data(), &r); err != nil {
+							t.Fatalf("%s %s: %v", name, m.Subject(), err)
+						}
+					}
+					data += string(r.Body) + string(r.Sealed)
+				}
+				if !slices.Contains(streamsHoldingRecords, name) && has(data) != "" {
 					found(name + " data of " + m.Subject())
 				}
 			}
