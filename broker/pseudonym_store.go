@@ -22,6 +22,10 @@ const (
 	// a subject naming an NHS number in clear (written before pseudonyms);
 	// 0 when there is none.
 	metaAuditPlainUntil = "eps_audit_plain_until"
+	// metaNominationKeys is nominationKeysPseudonym once every nomination
+	// key written before pseudonyms has been moved.
+	metaNominationKeys      = "eps_nomination_keys"
+	nominationKeysPseudonym = "pseudonym"
 )
 
 // ErrPseudonymKeyMismatch is a pseudonym key other than the one the data
@@ -44,13 +48,14 @@ func (s *Store) usePseudonyms(ctx context.Context, p *Pseudonyms) error {
 		return fmt.Errorf("bucket %s: %w", BucketNominations, err)
 	}
 	cfg := st.CachedInfo().Config
-	if got, ok := cfg.Metadata[metaPseudonymKey]; ok {
-		if got != p.KeyCheck() {
-			return fmt.Errorf("%w: the data in NATS was written with the key whose check is %s, this key's is %s: "+
-				"start the broker with the key file it was first started with (--pseudonym-key; every broker sharing "+
-				"a NATS server needs the same file), restored from a backup if need be",
-				ErrPseudonymKeyMismatch, got, p.KeyCheck())
-		}
+	got, recorded := cfg.Metadata[metaPseudonymKey]
+	if recorded && got != p.KeyCheck() {
+		return fmt.Errorf("%w: the data in NATS was written with the key whose check is %s, this key's is %s: "+
+			"start the broker with the key file it was first started with (--pseudonym-key; every broker sharing "+
+			"a NATS server needs the same file), restored from a backup if need be",
+			ErrPseudonymKeyMismatch, got, p.KeyCheck())
+	}
+	if recorded {
 		if s.auditPlainUntil, err = strconv.ParseUint(cfg.Metadata[metaAuditPlainUntil], 10, 64); err != nil {
 			return fmt.Errorf("bucket %s: metadata %s: %w", BucketNominations, metaAuditPlainUntil, err)
 		}
@@ -63,16 +68,24 @@ func (s *Store) usePseudonyms(ctx context.Context, p *Pseudonyms) error {
 			return fmt.Errorf("stream %s: %w", StreamAudit, err)
 		}
 		s.auditPlainUntil = ai.State.LastSeq
-		if cfg.Metadata == nil {
-			cfg.Metadata = map[string]string{}
-		}
-		cfg.Metadata[metaPseudonymKey] = p.KeyCheck()
-		cfg.Metadata[metaAuditPlainUntil] = strconv.FormatUint(s.auditPlainUntil, 10)
-		if _, err := s.js.UpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("bucket %s: record the pseudonym key: %w", BucketNominations, err)
-		}
 	}
-	return s.migrateNominations(ctx, st)
+	if cfg.Metadata[metaNominationKeys] == nominationKeysPseudonym {
+		return nil
+	}
+	if err := s.migrateNominations(ctx, st); err != nil {
+		return err
+	}
+	// Recorded once every key is moved: later starts need not look.
+	if cfg.Metadata == nil {
+		cfg.Metadata = map[string]string{}
+	}
+	cfg.Metadata[metaPseudonymKey] = p.KeyCheck()
+	cfg.Metadata[metaAuditPlainUntil] = strconv.FormatUint(s.auditPlainUntil, 10)
+	cfg.Metadata[metaNominationKeys] = nominationKeysPseudonym
+	if _, err := s.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("bucket %s: record the pseudonym key: %w", BucketNominations, err)
+	}
+	return nil
 }
 
 // plainKey is a nominations bucket key written before pseudonyms: the
@@ -94,12 +107,15 @@ func (s *Store) migrateNominations(ctx context.Context, st jetstream.Stream) err
 	if st.CachedInfo().State.Msgs == 0 {
 		return nil
 	}
-	order, keys, err := s.plainNominationKeys(ctx)
+	order, keys, pseudonyms, err := s.plainNominationKeys(ctx)
 	if err != nil || len(keys) == 0 {
 		return err
 	}
 	// What is under each pseudonym already (a migration cut short).
 	for k, pk := range keys {
+		if _, ok := pseudonyms[s.pseudo.Of(k)]; !ok {
+			continue
+		}
 		hist, err := s.nominations.History(ctx, s.pseudo.Of(k))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
@@ -165,38 +181,42 @@ type keySeq struct {
 }
 
 // plainNominationKeys lists the values in the nominations stream whose key
-// is not a pseudonym, in stream order, and by key. Only headers are read.
-func (s *Store) plainNominationKeys(ctx context.Context) ([]keySeq, map[string]*plainKey, error) {
+// is not a pseudonym, in stream order, and by key; and the pseudonyms that
+// have messages. Only headers are read.
+func (s *Store) plainNominationKeys(ctx context.Context) (order []keySeq, keys map[string]*plainKey, pseudonyms map[string]struct{}, err error) {
 	cons, err := s.js.OrderedConsumer(ctx, streamNominations, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		HeadersOnly:   true,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("migrate nominations: %w", err)
+		return nil, nil, nil, fmt.Errorf("migrate nominations: %w", err)
 	}
 	ci, err := cons.Info(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("migrate nominations: %w", err)
+		return nil, nil, nil, fmt.Errorf("migrate nominations: %w", err)
 	}
-	var order []keySeq
-	keys := map[string]*plainKey{}
+	keys, pseudonyms = map[string]*plainKey{}, map[string]struct{}{}
 	for pending := ci.NumPending; pending > 0; {
 		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return nil, nil, fmt.Errorf("migrate nominations: %w", err)
+			return nil, nil, nil, fmt.Errorf("migrate nominations: %w", err)
 		}
 		got := 0
 		for m := range batch.Messages() {
 			got++
 			md, err := m.Metadata()
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			pending = md.NumPending
 			k := strings.TrimPrefix(m.Subject(), subjectNominations)
 			// Only values: the broker never deletes nominations, and a purge
 			// of a clear key leaves nothing to copy.
-			if isPseudonym(k) || m.Headers().Get("KV-Operation") != "" {
+			if isPseudonym(k) {
+				pseudonyms[k] = struct{}{}
+				continue
+			}
+			if m.Headers().Get("KV-Operation") != "" {
 				continue
 			}
 			pk := keys[k]
@@ -208,13 +228,13 @@ func (s *Store) plainNominationKeys(ctx context.Context) ([]keySeq, map[string]*
 			order = append(order, keySeq{k, md.Sequence.Stream})
 		}
 		if err := batch.Error(); err != nil {
-			return nil, nil, fmt.Errorf("migrate nominations: %w", err)
+			return nil, nil, nil, fmt.Errorf("migrate nominations: %w", err)
 		}
 		if got == 0 {
-			return nil, nil, fmt.Errorf("migrate nominations: no progress with %d pending", pending)
+			return nil, nil, nil, fmt.Errorf("migrate nominations: no progress with %d pending", pending)
 		}
 	}
-	return order, keys, nil
+	return order, keys, pseudonyms, nil
 }
 
 // Pseudonym is the pseudonym of an NHS number under the broker's key (what

@@ -289,7 +289,7 @@ func refusedAPIRequest(t *testing.T, c *natsClient, subject string) bool {
 // bare embedded NATS server on the broker's store dir, the nominations
 // bucket keyed by NHS number and audit subjects naming it, written with
 // nats.go directly. prepare runs on the connection before it closes.
-func oldDataDir(t *testing.T, dir string, prepare func(js jetstream.JetStream, kv jetstream.KeyValue)) {
+func oldDataDir(t testing.TB, dir string, prepare func(js jetstream.JetStream, kv jetstream.KeyValue)) {
 	t.Helper()
 	srv, err := server.NewServer(&server.Options{ServerName: "epsbroker-embedded", JetStream: true,
 		StoreDir: filepath.Join(dir, "jetstream"), DontListen: true, NoSigs: true})
@@ -443,4 +443,36 @@ func TestSecurityPrivacyMigration(t *testing.T) {
 	}
 	b = startBroker(t, dir, func(c *config.Config) { c.PseudonymKey = other })
 	check(b, 2)
+}
+
+// How long the first start takes to move a registry written before
+// pseudonyms: 20 000 patients, one revision each.
+//
+//	go test ./test/ -run XXX -bench PrivacyMigration -benchtime 1x
+func BenchmarkPrivacyMigration(b *testing.B) {
+	const patients = 20_000
+	by := nomination.By{User: "admin-user-X26", Org: "X26", Role: "admin"}
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		dir := b.TempDir()
+		oldDataDir(b, dir, func(js jetstream.JetStream, kv jetstream.KeyValue) {
+			for n := 0; n < patients; n++ {
+				v := nomination.Set(nil, fhirgen.NHSNumber(), nomination.Type("P1"), "FA565", by, time.Now())
+				if _, err := js.PublishAsync("$KV."+broker.BucketNominations+"."+v.NHSNumber, mustJSON(v)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(time.Minute):
+				b.Fatal("old registry not written")
+			}
+		})
+		b.StartTimer()
+		start := time.Now()
+		tb := startBroker(b, dir)
+		b.ReportMetric(float64(patients)/time.Since(start).Seconds(), "patients/s")
+		b.StopTimer()
+		tb.stop()
+	}
 }
