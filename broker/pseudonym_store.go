@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -92,8 +94,7 @@ func (s *Store) usePseudonyms(ctx context.Context, p *Pseudonyms) error {
 // stream sequences of its values, oldest first.
 type plainKey struct {
 	seqs   []uint64
-	copied int    // how many of them are already under the pseudonym
-	rev    uint64 // the pseudonym key's last revision (0: none)
+	copied int // how many of them are already under the pseudonym
 }
 
 // migrateNominations rewrites each nomination key that is an NHS number in
@@ -128,7 +129,6 @@ func (s *Store) migrateNominations(ctx context.Context, st jetstream.Stream) err
 			if e.Operation() == jetstream.KeyValuePut {
 				puts = append(puts, e)
 			}
-			pk.rev = e.Revision()
 		}
 		for i, e := range puts {
 			if i == len(pk.seqs) {
@@ -146,33 +146,126 @@ func (s *Store) migrateNominations(ctx context.Context, st jetstream.Stream) err
 			pk.copied = i + 1
 		}
 	}
+	if err := s.copyNominations(ctx, order, keys); err != nil {
+		return err
+	}
+	return purgeSubjects(ctx, st, keys)
+}
+
+// migrationBatch is how many copies are in flight at once.
+const migrationBatch = 512
+
+// copyNominations writes, in stream order, each clear key's revisions not
+// yet copied under its pseudonym. The writes are pipelined; each carries
+// the clear message's sequence as its message ID, so that a broker
+// migrating at the same time (brokers sharing a NATS server, started
+// together) does not copy a revision twice within the stream's duplicate
+// window, and the revisions of a key stay in order (one connection sends
+// them in order).
+func (s *Store) copyNominations(ctx context.Context, order []keySeq, keys map[string]*plainKey) error {
+	cons, err := s.js.OrderedConsumer(ctx, streamNominations, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   order[0].seq,
+	})
+	if err != nil {
+		return fmt.Errorf("migrate nominations: %w", err)
+	}
+	last := order[len(order)-1].seq
 	seen := map[string]int{}
-	for _, o := range order {
-		pk := keys[o.key]
-		i := seen[o.key]
-		seen[o.key]++
-		if i < pk.copied {
-			continue
+	var futures []jetstream.PubAckFuture
+	wait := func() error {
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return fmt.Errorf("migrate nominations: copy: %w", err)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
-		m, err := st.GetMsg(ctx, o.seq)
+		futures = futures[:0]
+		return nil
+	}
+	for done := false; !done; {
+		batch, err := cons.Fetch(migrationBatch, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return fmt.Errorf("migrate nominations: %w", err)
 		}
-		if pk.rev == 0 {
-			pk.rev, err = s.nominations.Create(ctx, s.pseudo.Of(o.key), m.Data)
-		} else {
-			pk.rev, err = s.nominations.Update(ctx, s.pseudo.Of(o.key), m.Data, pk.rev)
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			seq := md.Sequence.Stream
+			done = done || seq >= last
+			if seq > last {
+				continue
+			}
+			k := strings.TrimPrefix(m.Subject(), subjectNominations)
+			pk := keys[k]
+			if pk == nil {
+				continue
+			}
+			i := seen[k]
+			if i >= len(pk.seqs) || pk.seqs[i] != seq {
+				continue // not a value listed (a marker)
+			}
+			seen[k]++
+			if i < pk.copied {
+				continue
+			}
+			f, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subjectNominations + s.pseudo.Of(k), Data: m.Data()},
+				jetstream.WithMsgID("eps-pseudonym-migration-"+strconv.FormatUint(seq, 10)), jetstream.WithExpectStream(streamNominations))
+			if err != nil {
+				return fmt.Errorf("migrate nominations: copy: %w", err)
+			}
+			futures = append(futures, f)
 		}
-		if err != nil {
-			return fmt.Errorf("migrate nominations (another broker changed them meanwhile: start again): %w", err)
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("migrate nominations: %w", err)
 		}
-	}
-	for k := range keys {
-		if err := st.Purge(ctx, jetstream.WithPurgeSubject(subjectNominations+k)); err != nil {
-			return fmt.Errorf("migrate nominations: purge a clear key: %w", err)
+		if got == 0 && !done {
+			return fmt.Errorf("migrate nominations: no progress before sequence %d", last)
+		}
+		if err := wait(); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// purgeSubjects purges each clear key's subject, several at once.
+func purgeSubjects(ctx context.Context, st jetstream.Stream, keys map[string]*plainKey) error {
+	ch := make(chan string)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range ch {
+				if err := st.Purge(ctx, jetstream.WithPurgeSubject(subjectNominations+k)); err != nil {
+					select {
+					case errs <- fmt.Errorf("migrate nominations: purge a clear key: %w", err):
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for k := range keys {
+		ch <- k
+	}
+	close(ch)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
 }
 
 type keySeq struct {
