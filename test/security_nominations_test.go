@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -333,5 +336,33 @@ func TestSecurityNominationSelfNomination(t *testing.T) {
 	res = b.do("GET", "/metrics", "", nil)
 	if !bytes.Contains(res.Body, []byte(`eps_nomination_self_nominations_total{type="P1"} 2`)) {
 		t.Errorf("metrics: no eps_nomination_self_nominations_total{type=\"P1\"} 2")
+	}
+}
+
+// The cost of auditing a large report's detail (one fsynced audit entry per
+// patient shown), measured on demand:
+// EPS_NOMREPORT_AUDIT=20000 go test ./test/ -run TestSecurityNominationReportAuditCost -v -timeout 20m
+func TestSecurityNominationReportAuditCost(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("EPS_NOMREPORT_AUDIT"))
+	if n <= 0 {
+		t.Skip("set EPS_NOMREPORT_AUDIT to the number of patients")
+	}
+	b := startBroker(t, "")
+	var buf bytes.Buffer
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&buf, `{"nhsNumber":"%s","type":"P1","ods":"FA565"}`+"\n", fhirgen.NHSNumber())
+	}
+	admin := b.token(auth.RoleAdmin, "X26")
+	if res := b.do("POST", "/api/v1/nominations/import", admin, buf.Bytes(), "Content-Type", "application/x-ndjson"); res.Status != 200 {
+		t.Fatalf("import: %d %s", res.Status, res.Body)
+	}
+	today := time.Now().UTC().Format("2006-01-02")
+	for _, q := range []string{"", "&detail=true", "&format=csv"} {
+		start := time.Now()
+		res := b.do("GET", "/api/v1/nominations/reports/dispensers/FA565?from="+today+"&to="+today+q, admin, nil)
+		if res.Status != 200 {
+			t.Fatalf("report %s: %d %.300s", q, res.Status, res.Body)
+		}
+		t.Logf("report%s: %d bytes in %v", q, len(res.Body), time.Since(start).Round(time.Millisecond))
 	}
 }
