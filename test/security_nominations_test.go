@@ -170,8 +170,20 @@ func TestSecurityNominationReadUnaudited(t *testing.T) {
 			if bytes.Contains(res.Body, []byte(nhs)) || bytes.Contains(res.Body, []byte("FA565")) {
 				t.Errorf("the refused answer shows the patient's data: %s", res.Body)
 			}
-			if oo := res.outcome(t); !oo.hasCode("SERVICE_UNAVAILABLE") {
+			oo := res.outcome(t)
+			if !oo.hasCode("SERVICE_UNAVAILABLE") {
 				t.Errorf("codes %v, want SERVICE_UNAVAILABLE", oo.codes())
+			}
+			// A change is made even when its answer cannot be sent: the
+			// caller is told so, and a retry reads it.
+			if changes := tc.method != "GET"; changes != strings.Contains(oo.Issue[0].Diagnostics, "the change was made") {
+				t.Errorf("diagnostics %q", oo.Issue[0].Diagnostics)
+			}
+			if tc.method == "PUT" {
+				cur, _, err := b.App.Store.Nominations(ctx, nhs)
+				if err != nil || cur.Of("P2") != "FA565" {
+					t.Errorf("the change was not made: %+v %v", cur, err)
+				}
 			}
 		})
 	}

@@ -87,6 +87,18 @@ func auditFailed(err error) error {
 		Diagnostics: "the read could not be recorded in the audit trail, so it is not answered; retry", Err: err}
 }
 
+// changedUnaudited is the 503 of a change made whose answer (the patient's
+// nominations) could not be audited: a retry changes nothing more and
+// answers once it is audited.
+func changedUnaudited(err error) error {
+	if e, ok := err.(*fhir.Error); ok {
+		c := *e
+		c.Diagnostics = "the change was made, but its answer (the patient's nominations) could not be recorded in the audit trail, so it is not sent; retry to read it"
+		return &c
+	}
+	return err
+}
+
 // getNominations answers GET /api/v1/nominations/{nhsNumber}: the patient's
 // nominations and every change to them, audited.
 func (a *api) getNominations(w http.ResponseWriter, r *http.Request) {
@@ -138,7 +150,7 @@ func (a *api) putNomination(w http.ResponseWriter, r *http.Request) {
 	// The answer shows all the patient's nominations: a read, audited (the
 	// change itself is in the registry's history).
 	if err := a.auditRead(r.Context(), p, auditNominationChange, r.PathValue("nhsNumber"), len(out.Nominations)); err != nil {
-		a.writeError(w, r, err)
+		a.writeError(w, r, changedUnaudited(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, nominationsView{NHSNumber: out.NHSNumber, Nominations: out.Nominations})
@@ -153,7 +165,7 @@ func (a *api) deleteNomination(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.auditRead(r.Context(), p, auditNominationChange, r.PathValue("nhsNumber"), len(out.Nominations)); err != nil {
-		a.writeError(w, r, err)
+		a.writeError(w, r, changedUnaudited(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, nominationsView{NHSNumber: out.NHSNumber, Nominations: out.Nominations})
