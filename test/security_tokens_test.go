@@ -175,7 +175,9 @@ func TestSecurityTokenForgeries(t *testing.T) {
 		{"kid with SQL", tokenProbe, signToken(t, jwt.SigningMethodEdDSA, evil, claimsFor(auth.RoleAdmin, now), map[string]any{"kid": "' UNION SELECT 'key"}), "malformed kid"},
 		{"kid not a string", tokenProbe, signToken(t, jwt.SigningMethodEdDSA, key, claimsFor(auth.RoleAdmin, now), map[string]any{"kid": []string{kid}}), "malformed kid"},
 		{"kid of 1000 characters", tokenProbe, signToken(t, jwt.SigningMethodEdDSA, key, claimsFor(auth.RoleAdmin, now), map[string]any{"kid": strings.Repeat(kid, 24)}), "malformed kid"},
-		{"expired", tokenProbe, own(func(c jwt.MapClaims) { c["iat"], c["nbf"], c["exp"] = now.Add(-2*time.Hour).Unix(), now.Add(-2*time.Hour).Unix(), now.Add(-time.Hour).Unix() }), "token expired"},
+		{"expired", tokenProbe, own(func(c jwt.MapClaims) {
+			c["iat"], c["nbf"], c["exp"] = now.Add(-2*time.Hour).Unix(), now.Add(-2*time.Hour).Unix(), now.Add(-time.Hour).Unix()
+		}), "token expired"},
 		{"not yet valid", tokenProbe, own(func(c jwt.MapClaims) { c["nbf"] = now.Add(10 * time.Minute).Unix() }), "not valid yet"},
 		{"issued in the future", tokenProbe, own(func(c jwt.MapClaims) { c["iat"] = now.Add(10 * time.Minute).Unix() }), "issued in the future"},
 		{"no exp", tokenProbe, own(func(c jwt.MapClaims) { delete(c, "exp") }), "missing exp"},
@@ -183,7 +185,9 @@ func TestSecurityTokenForgeries(t *testing.T) {
 		{"wrong aud", tokenProbe, own(func(c jwt.MapClaims) { c["aud"] = "another-service" }), "wrong audience"},
 		{"aud a list without ours", tokenProbe, own(func(c jwt.MapClaims) { c["aud"] = []string{"eps-broker-test", "EPS-BROKER"} }), "wrong audience"},
 		{"over the maximum lifetime (12h)", tokenProbe, own(func(c jwt.MapClaims) { c["exp"] = now.Add(12*time.Hour + time.Minute).Unix() }), "lifetime longer than 12h0m0s"},
-		{"issued long ago, still unexpired", tokenProbe, own(func(c jwt.MapClaims) { c["iat"], c["nbf"] = now.Add(-30*24*time.Hour).Unix(), now.Add(-30*24*time.Hour).Unix() }), "lifetime longer"},
+		{"issued long ago, still unexpired", tokenProbe, own(func(c jwt.MapClaims) {
+			c["iat"], c["nbf"] = now.Add(-30*24*time.Hour).Unix(), now.Add(-30*24*time.Hour).Unix()
+		}), "lifetime longer"},
 		{"no iat, exp in 10 years", tokenProbe, own(func(c jwt.MapClaims) { delete(c, "iat"); c["exp"] = now.Add(10 * 365 * 24 * time.Hour).Unix() }), "lifetime longer"},
 		{"sub of 4 KiB", tokenProbe, own(func(c jwt.MapClaims) { c["sub"] = strings.Repeat("a", 4096) }), "invalid sub"},
 		{"sub forging a log line", tokenProbe, own(func(c jwt.MapClaims) { c["sub"] = "alice\n{\"level\":\"info\",\"msg\":\"admin login\"}" }), "invalid sub"},
