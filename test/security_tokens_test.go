@@ -291,13 +291,14 @@ func TestSecurityJWKSKeyRemoved(t *testing.T) {
 
 	only2 := jwksOf(ecJWK("k2", k2))
 	iss.doc.Store(&only2)
-	// Drop the fetches so far; refreshes run one after another, so once a
-	// second fetch after the change is answered, the first one's keys are
-	// in place.
+	// Drop the fetches so far. Refreshes run one after another: of the
+	// fetches reported from now on, the first may have been answered before
+	// the change, the second began after it, and once a third is answered
+	// the second's keys are in place.
 	for len(iss.fetched) > 0 {
 		<-iss.fetched
 	}
-	for range 2 {
+	for range 3 {
 		select {
 		case <-iss.fetched:
 		case <-time.After(30 * time.Second):
