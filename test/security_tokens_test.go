@@ -214,6 +214,13 @@ func TestSecurityTokenForgeries(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			wantUnauthorized(t, b.do("GET", tc.path, tc.token, nil), tc.token, tc.reason)
+			// The tracker page's sign-in verifies the same way.
+			r := b.do("POST", "/tracker/session", "", mustJSON(map[string]string{"token": tc.token}),
+				"Content-Type", "application/json", "X-EPS-Tracker", "1")
+			wantUnauthorized(t, r, tc.token, tc.reason)
+			if c := r.Header.Get("Set-Cookie"); c != "" {
+				t.Errorf("sign-in set a cookie: %s", c)
+			}
 		})
 	}
 	if n := attackerJWKS.Load(); n != 0 {
