@@ -241,8 +241,13 @@ func TestSecurityTokenMaxLifetimeFlag(t *testing.T) {
 			t.Errorf("ttl %v: status %d, want %d: %s", ttl, r.Status, want, r.Body)
 		}
 	}
-	if _, err := config.Load([]string{"--token-max-lifetime", "720h"}, func(string) string { return "" }, io.Discard); err == nil {
-		t.Error("--token-max-lifetime 720h accepted")
+	for _, args := range [][]string{{"--token-max-lifetime", "720h"}, {"--token-max-lifetime", "30s"}, {"--jwks-refresh", "1h"}, {"--jwks-refresh", "0s"}} {
+		if _, err := config.Load(args, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	if c, err := config.Load(nil, func(string) string { return "" }, io.Discard); err != nil || c.TokenMaxLifetime != 12*time.Hour || c.JWKSRefresh != 5*time.Minute {
+		t.Errorf("defaults: %v %v %v", c.TokenMaxLifetime, c.JWKSRefresh, err)
 	}
 }
 
