@@ -17,6 +17,8 @@ type Metrics struct {
 	Projected        *prometheus.CounterVec   // projection, outcome
 	Notifications    *prometheus.CounterVec   // audience, event
 	SelfNominations  *prometheus.CounterVec   // type: self-nominations (issue 11)
+
+	JWKSRefreshes *prometheus.CounterVec // trigger, outcome
 }
 
 // latencyBuckets run from 50 µs to 10 s.
@@ -51,6 +53,11 @@ func NewMetrics() *Metrics {
 	m.SelfNominations = newSelfNominations(m.Registry)
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.IntakeStage, m.Orders, m.JetStreamPublish, m.Projected, m.Notifications,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	m.JWKSRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "eps_jwks_refreshes_total", Help: "Loads of the external issuer's JWKS (--jwks) by trigger (start, periodic, unknown_kid) and outcome (ok, failed).",
+	}, []string{"trigger", "outcome"})
+	m.Registry.MustRegister(m.JWKSRefreshes)
 	return m
 }
 
