@@ -25,7 +25,7 @@ const (
 
 // cancelAs is a cancellation of line item i of g sent by organisation ods
 // (MessageHeader.sender ods, as that organisation's system sends it).
-func cancelAs(t *testing.T, g *fhirgen.Generated, ods string, i int) []byte {
+func cancelAs(t testing.TB, g *fhirgen.Generated, ods string, i int) []byte {
 	t.Helper()
 	as := *g
 	as.Sender = ods
@@ -313,5 +313,49 @@ func TestSecurityPrescriberTrackerAccessBySender(t *testing.T) {
 	}
 	if res := b.do("GET", "/FHIR/R4/RequestGroup/"+g.ShortID, "", nil, "Cookie", cookie, page, "1"); res.Status != 403 {
 		t.Errorf("page detail by the claimed organisation: %d, want 403", res.Status)
+	}
+}
+
+// BenchmarkCancelOtherOrganisation times a prescriber's cancellation of an
+// ID that is not its organisation's prescription, by what the ID holds: no
+// prescription, or another organisation's (first time: one read and one
+// write; repeated: one read). The pairs must not differ by more than noise.
+//
+//	go test -run '^$' -bench CancelOtherOrganisation -benchtime 300x -count 6 ./test/
+func BenchmarkCancelOtherOrganisation(b *testing.B) {
+	tb := startBroker(b, b.TempDir())
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	owner := tb.token(auth.RolePrescriber, ownerODS)
+	attacker := tb.token(auth.RolePrescriber, attackerODS)
+	for _, c := range []struct {
+		name           string
+		exists, repeat bool
+	}{
+		{"unknown", false, false}, {"another-organisations", true, false},
+		{"unknown-repeat", false, true}, {"another-organisations-repeat", true, true},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			bodies := make([][]byte, b.N)
+			for i := range bodies {
+				g, _ := tmpl.Order(fhirgen.Options{})
+				if c.exists {
+					if res := tb.post(owner, g.Body); res.Status != 200 {
+						b.Fatalf("order: %d", res.Status)
+					}
+				}
+				bodies[i] = cancelAs(b, g, attackerODS, 0)
+				if c.repeat {
+					if res := tb.post(attacker, bodies[i]); res.Status != 400 {
+						b.Fatalf("first cancellation: %d", res.Status)
+					}
+				}
+			}
+			b.ResetTimer()
+			for i := range bodies {
+				if res := tb.post(attacker, bodies[i]); res.Status != 400 {
+					b.Fatalf("cancellation: %d %s", res.Status, res.Body)
+				}
+			}
+		})
 	}
 }
