@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"testing"
+	"time"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/tracker"
@@ -36,6 +37,27 @@ func TestMayReadPrescriberBySender(t *testing.T) {
 		}
 		if got := mayReadEntry(p, entry); got != c.want {
 			t.Errorf("mayReadEntry %s %s = %v, want %v", c.role, c.ods, got, c.want)
+		}
+	}
+}
+
+// A record of early cancellations only is shown to no prescriber, not even
+// the one that cancelled: otherwise it would see the ID turn into another
+// organisation's prescription (403) when that order arrived.
+func TestMayReadEarlyCancellation(t *testing.T) {
+	early := tracker.EarlyCancellation("24F5DA-A83008-7EFE6Z", tracker.Actor{User: "u", Org: "B81001"},
+		tracker.CancelInput{MessageID: "m", NHSNumber: "9449305552", LineItemID: "i1"}, time.Now())
+	entry := tracker.Entry{ID: early.ID, NHSNumber: early.NHSNumber, Status: early.Status, Prescriber: early.Prescriber}
+	for _, c := range []struct {
+		role auth.Role
+		want bool
+	}{{auth.RolePrescriber, false}, {auth.RoleDispenser, false}, {auth.RoleTracker, true}, {auth.RoleAdmin, true}} {
+		p := auth.Principal{Subject: "u", ODS: "B81001", Role: c.role}
+		if got := mayRead(p, early); got != c.want {
+			t.Errorf("mayRead %s = %v, want %v", c.role, got, c.want)
+		}
+		if got := mayReadEntry(p, entry); got != c.want {
+			t.Errorf("mayReadEntry %s = %v, want %v", c.role, got, c.want)
 		}
 	}
 }
