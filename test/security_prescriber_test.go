@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -386,4 +387,53 @@ func stripVolatile(body []byte) []byte {
 	delete(m, "timestamp")
 	delete(m, "meta")
 	return mustJSON(m)
+}
+
+// BenchmarkCancelOtherOrganisationPaired is BenchmarkCancelOtherOrganisation
+// with the two cases interleaved (alternating which goes first), so that a
+// busy machine slows both alike: it reports the mean time of each and their
+// ratio, first cancellations and repeats.
+//
+//	go test -run '^$' -bench CancelOtherOrganisationPaired -benchtime 400x -count 5 ./test/
+func BenchmarkCancelOtherOrganisationPaired(b *testing.B) {
+	tb := startBroker(b, b.TempDir())
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	owner := tb.token(auth.RolePrescriber, ownerODS)
+	attacker := tb.token(auth.RolePrescriber, attackerODS)
+	unknown, another := make([][]byte, b.N), make([][]byte, b.N)
+	for i := 0; i < b.N; i++ {
+		gu, _ := tmpl.Order(fhirgen.Options{})
+		ga, _ := tmpl.Order(fhirgen.Options{})
+		if res := tb.post(owner, ga.Body); res.Status != 200 {
+			b.Fatalf("order: %d", res.Status)
+		}
+		unknown[i], another[i] = cancelAs(b, gu, attackerODS, 0), cancelAs(b, ga, attackerODS, 0)
+	}
+	timed := func(body []byte) time.Duration {
+		start := time.Now()
+		if res := tb.post(attacker, body); res.Status != 400 {
+			b.Fatalf("cancellation: %d %s", res.Status, res.Body)
+		}
+		return time.Since(start)
+	}
+	b.ResetTimer()
+	var sum [2][2]time.Duration // [first, repeat][unknown, another]
+	for round := 0; round < 2; round++ {
+		for i := 0; i < b.N; i++ {
+			if i%2 == 0 {
+				sum[round][0] += timed(unknown[i])
+				sum[round][1] += timed(another[i])
+			} else {
+				sum[round][1] += timed(another[i])
+				sum[round][0] += timed(unknown[i])
+			}
+		}
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(sum[0][0].Microseconds())/n, "µs-first-unknown/op")
+	b.ReportMetric(float64(sum[0][1].Microseconds())/n, "µs-first-another/op")
+	b.ReportMetric(float64(sum[0][1])/float64(sum[0][0]), "first-ratio")
+	b.ReportMetric(float64(sum[1][0].Microseconds())/n, "µs-repeat-unknown/op")
+	b.ReportMetric(float64(sum[1][1].Microseconds())/n, "µs-repeat-another/op")
+	b.ReportMetric(float64(sum[1][1])/float64(sum[1][0]), "repeat-ratio")
 }
