@@ -4,6 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
@@ -149,18 +153,45 @@ func waitOpenConns(t *testing.T, b *testBroker, n float64) {
 // A client cannot take every connection: past --http-max-connections a new
 // connection is answered 503 with Retry-After and closed (probes still
 // answer on it), past twice that it is closed unanswered, and once a
-// connection ends the next one is served.
+// connection ends the next one is served. Over HTTPS alike: the cap counts
+// the TCP connections under TLS.
 func TestSecurityConnectionCap(t *testing.T) {
-	b := startBroker(t, "", func(c *config.Config) { c.HTTPMaxConns = 2 })
+	for _, https := range []bool{false, true} {
+		name := "http"
+		if https {
+			name = "https"
+		}
+		t.Run(name, func(t *testing.T) {
+			var pool *x509.CertPool
+			b := startBroker(t, "", func(c *config.Config) {
+				c.HTTPMaxConns = 2
+				if https {
+					c.TLSCert, c.TLSKey, pool = selfSigned(t, t.TempDir())
+				}
+			})
+			dial := func() *rawConn {
+				rc := dialFrom(t, b, "")
+				if https {
+					rc.c = tls.Client(rc.c, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+					rc.rd = bufio.NewReader(rc.c)
+				}
+				return rc
+			}
+			connectionCap(t, b, dial)
+		})
+	}
+}
+
+func connectionCap(t *testing.T, b *testBroker, dial func() *rawConn) {
 	// Two connections, answered (so accepted and counted), kept open.
-	held := []*rawConn{dialFrom(t, b, ""), dialFrom(t, b, "")}
+	held := []*rawConn{dial(), dial()}
 	for i, rc := range held {
 		if res := rc.do("GET", "/FHIR/R4/metadata", nil); res.Status != 200 {
 			t.Fatalf("connection %d under the cap: %d", i, res.Status)
 		}
 	}
 
-	over := dialFrom(t, b, "")
+	over := dial()
 	res := over.do("GET", "/FHIR/R4/metadata", nil)
 	if res.Status != 503 || res.Header.Get("Retry-After") == "" || !strings.EqualFold(res.Header.Get("Connection"), "close") {
 		t.Fatalf("over the cap: %d Retry-After %q Connection %q", res.Status, res.Header.Get("Retry-After"), res.Header.Get("Connection"))
@@ -173,7 +204,7 @@ func TestSecurityConnectionCap(t *testing.T) {
 	}
 	// A liveness probe on a connection over the cap still answers, and the
 	// connection is closed after it too.
-	probe := dialFrom(t, b, "")
+	probe := dial()
 	if res := probe.do("GET", "/healthz", nil); res.Status != 200 {
 		t.Errorf("healthz over the cap: %d", res.Status)
 	}
@@ -186,9 +217,9 @@ func TestSecurityConnectionCap(t *testing.T) {
 
 	// Two more wait for their request over the cap; a fifth is closed
 	// unanswered.
-	dialFrom(t, b, "")
-	dialFrom(t, b, "")
-	dropped := dialFrom(t, b, "")
+	dial()
+	dial()
+	dropped := dial()
 	if !dropped.closedByBroker() {
 		t.Error("a connection past twice the cap was kept")
 	}
@@ -199,7 +230,7 @@ func TestSecurityConnectionCap(t *testing.T) {
 	// A served connection ends: the next new one is served.
 	held[0].c.Close()
 	waitOpenConns(t, b, 1)
-	if res := dialFrom(t, b, "").do("GET", "/FHIR/R4/metadata", nil); res.Status != 200 {
+	if res := dial().do("GET", "/FHIR/R4/metadata", nil); res.Status != 200 {
 		t.Errorf("after a connection ended: %d", res.Status)
 	}
 	if res := held[1].do("GET", "/FHIR/R4/metadata", nil); res.Status != 200 {
@@ -258,6 +289,22 @@ func TestSecurityRateLimitPerUser(t *testing.T) {
 	if res := b.do("POST", "/FHIR/R4/Task/$release", hog, []byte(`{}`), "X-Request-ID", "7d9b8f0e-5a5e-4c4b-9d43-2f0f6b9a1c11"); !isThrottled(t, res) {
 		t.Errorf("a write over the rate: %d, want 429", res.Status)
 	}
+	// A prescriber over its rate: its order is refused before it is read,
+	// and nothing is stored.
+	presc := b.token(auth.RolePrescriber, "A83008")
+	for i := 0; i < 3; i++ {
+		if res := b.do("GET", search, presc, nil); res.Status != 200 {
+			t.Fatalf("prescriber request %d: %d", i+1, res.Status)
+		}
+	}
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	order, _ := tmpl.Order(fhirgen.Options{})
+	if res := b.post(presc, order.Body); !isThrottled(t, res) {
+		t.Errorf("an order over the rate: %d, want 429", res.Status)
+	}
+	if n := b.events(order.ShortID); n != 0 {
+		t.Errorf("a throttled order stored %d events", n)
+	}
 	// Another user, the same address: served.
 	other := b.token(auth.RoleTracker, "Y12")
 	for i := 0; i < 3; i++ {
@@ -272,8 +319,8 @@ func TestSecurityRateLimitPerUser(t *testing.T) {
 			}
 		}
 	}
-	if got := metricValue(t, b, "eps_http_refused_total", "reason", "user_rate"); got != 3 {
-		t.Errorf("user_rate refusals counted %v, want 3", got)
+	if got := metricValue(t, b, "eps_http_refused_total", "reason", "user_rate"); got != 4 {
+		t.Errorf("user_rate refusals counted %v, want 4", got)
 	}
 }
 
@@ -394,6 +441,18 @@ func TestSecurityTrackerSessionsCapped(t *testing.T) {
 	}
 	if n != 3 {
 		t.Errorf("%d sessions stored, want 3 (2 of the capped user, 1 of the other)", n)
+	}
+	// A session made before sessions were capped (its key the cookie's hash
+	// alone) still works until it ends.
+	oldCookie := "c2Vzc2lvbi1tYWRlLWJlZm9yZS10aGUtY2FwLTAwMDAwMDAw"
+	h := sha256.Sum256([]byte(oldCookie))
+	oldSession := mustJSON(map[string]any{"sub": "tracker-user-Z9", "ods": "Z9", "role": "tracker",
+		"exp": time.Now().Add(time.Hour), "used": time.Now()})
+	if _, err := kv.Create(context.Background(), hex.EncodeToString(h[:]), oldSession); err != nil {
+		t.Fatal(err)
+	}
+	if got := alive("eps_session=" + oldCookie); got != 200 {
+		t.Errorf("a session from before the cap: %d, want 200", got)
 	}
 	// A cookie whose user tag was changed names no session (and cannot
 	// reach another key).
