@@ -120,10 +120,10 @@ func (s *Store) NewSession(ctx context.Context, p auth.Principal, now time.Time)
 	return cookie, nil
 }
 
-// trimSessions ends a user's sessions beyond the newest max (by their last
+// trimSessions ends a user's sessions beyond the newest limit (by their last
 // write, which every use makes), never keep's. Two sign-ins at once both
 // trim, to the same newest sessions.
-func (s *Store) trimSessions(ctx context.Context, tag, keep string, max int) error {
+func (s *Store) trimSessions(ctx context.Context, tag, keep string, limit int) error {
 	w, err := s.sessions.WatchFiltered(ctx, []string{tag + ".*"}, jetstream.IgnoreDeletes(), jetstream.MetaOnly())
 	if err != nil {
 		return err
@@ -149,11 +149,11 @@ list:
 			return ctx.Err()
 		}
 	}
-	if len(all) <= max {
+	if len(all) <= limit {
 		return nil
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].rev > all[j].rev }) // newest first
-	for _, e := range all[max:] {
+	for _, e := range all[limit:] {
 		if e.key == keep {
 			continue
 		}
