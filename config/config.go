@@ -49,6 +49,11 @@ type Config struct {
 	SchedulerEvery   time.Duration
 	ConfigFile       string
 
+	// Bearer tokens and the external issuer's keys (issue 11).
+	TokenMaxLifetime time.Duration // longest exp - iat (or exp - now) accepted
+	JWKSRefresh      time.Duration // how often the --jwks keys are reloaded
+	JWKSCA           string        // PEM CA certificates for the --jwks https URL; empty: system roots
+
 	// HTTP limits (issue 11): connections, rates, tracker sessions and the
 	// metrics listener.
 	HTTPMaxConns    int     // connections served at once; 0: no cap
@@ -121,6 +126,13 @@ var settings = []setting{
 	{"idempotency-ttl", "how long an X-Request-ID and its answer are remembered", "24h", dur(func(c *Config) *time.Duration { return &c.IdempotencyTTL })},
 	{"scheduler-interval", "how often due transitions (post-dated becoming ready, expiry, no-claim) are applied", "1m", dur(func(c *Config) *time.Duration { return &c.SchedulerEvery })},
 
+	// Bearer tokens and the external issuer's keys (issue 11).
+	{"token-max-lifetime", "longest lifetime of a bearer token (exp - iat, or exp - now without iat) accepted, 1m to 168h; longer tokens answer 401", "12h",
+		durIn(time.Minute, 168*time.Hour, func(c *Config) *time.Duration { return &c.TokenMaxLifetime })},
+	{"jwks-refresh", "how often the --jwks keys are reloaded, 1s to 15m (a key the issuer removed is distrusted within this time)", "5m",
+		durIn(time.Second, 15*time.Minute, func(c *Config) *time.Duration { return &c.JWKSRefresh })},
+	{"jwks-ca", "PEM file of the CA certificates that verify the --jwks https:// server, instead of the system roots", "", str(func(c *Config) *string { return &c.JWKSCA })},
+
 	// HTTP limits (issue 11).
 	{"http-max-connections", "most HTTP connections served at once; as many again are answered 503 with Retry-After and closed, and more are closed unanswered (0: no cap)", "1024", whole(0, func(c *Config) *int { return &c.HTTPMaxConns })},
 	{"rate-limit", "requests per second that one user (a token's sub and ods) may make; more answer 429 with Retry-After (0: no limit)", "5000", rate(func(c *Config) *float64 { return &c.RateLimit })},
@@ -137,6 +149,21 @@ var settings = []setting{
 		c.MetricsListen = v
 		return nil
 	}},
+}
+
+// durIn is dur limited to [lo, hi].
+func durIn(lo, hi time.Duration, p func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("not a duration (e.g. 30s, 5m): %q", v)
+		}
+		if d < lo || d > hi {
+			return fmt.Errorf("%v is out of range: want %v to %v", d, lo, hi)
+		}
+		*p(c) = d
+		return nil
+	}
 }
 
 // whole sets a whole number of at least least.
