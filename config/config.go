@@ -136,9 +136,9 @@ var settings = []setting{
 	// HTTP limits (issue 11).
 	{"http-max-connections", "most HTTP connections served at once; as many again are answered 503 with Retry-After and closed, and more are closed unanswered (0: no cap)", "1024", whole(0, func(c *Config) *int { return &c.HTTPMaxConns })},
 	{"rate-limit", "requests per second that one user (a token's sub and ods) may make; more answer 429 with Retry-After (0: no limit)", "5000", rate(func(c *Config) *float64 { return &c.RateLimit })},
-	{"rate-burst", "requests one user may make at once above --rate-limit", "10000", whole(1, func(c *Config) *int { return &c.RateBurst })},
+	{"rate-burst", "most requests one user may make in a burst, before --rate-limit paces it", "10000", whole(1, func(c *Config) *int { return &c.RateBurst })},
 	{"rate-limit-ip", "requests per second from one client address (IPv6: one /64) without valid credentials; more answer 429 with Retry-After (0: no limit)", "100", rate(func(c *Config) *float64 { return &c.RateLimitIP })},
-	{"rate-burst-ip", "requests one client address may make at once above --rate-limit-ip", "200", whole(1, func(c *Config) *int { return &c.RateBurstIP })},
+	{"rate-burst-ip", "most requests one client address may make in a burst, before --rate-limit-ip paces it", "200", whole(1, func(c *Config) *int { return &c.RateBurstIP })},
 	{"tracker-sessions-per-user", "live tracker page sessions one user may hold; a new sign-in ends the least recently used beyond it", "5", whole(1, func(c *Config) *int { return &c.SessionsPerUser })},
 	{"metrics-listen", "host:port to serve GET /metrics on, alone; the API listener then answers 404 there (empty: /metrics on the API listener)", "", func(c *Config, v string) error {
 		if v != "" {
