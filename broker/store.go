@@ -87,6 +87,10 @@ type Store struct {
 	nominations jetstream.KeyValue
 	metrics     *Metrics
 	maxMsg      int
+	// pseudo names patients in subjects and keys (pseudonym.go);
+	// auditPlainUntil is the last audit sequence that may name one in clear.
+	pseudo          *Pseudonyms
+	auditPlainUntil uint64
 	// lastSeq is the highest event log sequence this process has written:
 	// readers of projections wait for it to read their own writes.
 	lastSeq atomic.Uint64
@@ -109,6 +113,8 @@ type StoreConfig struct {
 	Replicas       int
 	IdempotencyTTL time.Duration
 	MaxMessage     int32
+	// Pseudonyms stand for NHS numbers in subjects and keys (required).
+	Pseudonyms *Pseudonyms
 }
 
 // OpenStore creates (or updates) the streams and buckets the broker needs.
@@ -201,8 +207,12 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err != nil {
 		return nil, err
 	}
-	return &Store{js: js, events: events, queue: queue, requests: requests, audit: audit, sessions: sessions,
-		nominations: nominations, metrics: m, maxMsg: int(cfg.MaxMessage)}, nil
+	st := &Store{js: js, events: events, queue: queue, requests: requests, audit: audit, sessions: sessions,
+		nominations: nominations, metrics: m, maxMsg: int(cfg.MaxMessage)}
+	if err := st.usePseudonyms(ctx, cfg.Pseudonyms); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // protectedStream is a stream whose deny settings the broker requires.

@@ -63,6 +63,10 @@ type Config struct {
 	RateBurstIP     int
 	SessionsPerUser int    // live tracker page sessions per user
 	MetricsListen   string // host:port serving /metrics alone; empty: /metrics on the API listener
+
+	// Privacy of identifiers (issue 11): the key of the NHS number
+	// pseudonyms in NATS subjects and keys.
+	PseudonymKey string
 }
 
 type setting struct {
@@ -149,6 +153,9 @@ var settings = []setting{
 		c.MetricsListen = v
 		return nil
 	}},
+
+	// Privacy of identifiers (issue 11).
+	{"pseudonym-key", "file of the secret key whose hashes stand for NHS numbers in NATS subjects and keys (created on first start); empty is DATA_DIR/keys/pseudonym-hmac.pem; brokers sharing an external NATS server must share one file", "", str(func(c *Config) *string { return &c.PseudonymKey })},
 }
 
 // durIn is dur limited to [lo, hi].

@@ -99,8 +99,12 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 				zap.Int("replicas", cfg.Replicas))
 		}
 	}
+	pseudonyms, err := broker.LoadOrCreatePseudonymKey(cfg.DataDir, cfg.PseudonymKey)
+	if err != nil {
+		return nil, err
+	}
 	a.Store, err = broker.OpenStore(ctx, a.NATS.Conn, broker.StoreConfig{
-		Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg,
+		Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg, Pseudonyms: pseudonyms,
 	}, a.Metrics)
 	if err != nil {
 		return nil, err
