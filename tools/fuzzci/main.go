@@ -1,17 +1,18 @@
 // Command fuzzci runs every fuzz target of the module for a bounded time, as
 // CI does, and fails if any of them finds a crash.
 //
-//	go run ./tools/fuzzci [-each 20s] [-parallel 2] [-run REGEXP] [-list] [packages]
+//	go run ./tools/fuzzci [-each 20s] [-parallel 2] [-minimize 2s] [-run REGEXP] [-list] [packages]
 //
 // It finds the targets with `go test -list '^Fuzz' PACKAGES` (./... by
 // default), so a new Fuzz function joins the run without any change here,
 // and runs each one on its own with
 //
-//	go test -run '^$' -fuzz '^Name$' -fuzztime EACH -parallel N PACKAGE
+//	go test -run '^$' -fuzz '^Name$' -fuzztime EACH -fuzzminimizetime MIN -parallel N PACKAGE
 //
 // which first replays the target's seed corpus (its f.Add seeds and the
 // crashers kept under the package's testdata/fuzz/Name) and then fuzzes for
-// EACH. Every target runs even after one fails; a failing target's output is
+// EACH. Minimizing each new interesting input takes up to MIN of that time
+// (go test's default, 60s, would eat a short run). Every target runs even after one fails; a failing target's output is
 // printed, including the path of the input go test wrote under
 // testdata/fuzz. The last line says how many passed and failed, and the
 // total time is printed before it.
@@ -27,6 +28,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -41,7 +43,8 @@ type target struct {
 func main() {
 	each := flag.Duration("each", 20*time.Second, "how long to fuzz each target (after its seed corpus has been replayed)")
 	parallel := flag.Int("parallel", 2, "fuzzing workers per target (go test -parallel)")
-	run := flag.String("run", "", "only the targets whose name or package/name matches this regular expression")
+	minimize := flag.Duration("minimize", 2*time.Second, "longest time to minimize one input (go test -fuzzminimizetime)")
+	only := flag.String("run", "", "only the targets whose name or package/name matches this regular expression")
 	list := flag.Bool("list", false, "list the targets and exit")
 	dir := flag.String("C", "", "run in this directory (the module root) instead of the current one")
 	flag.Parse()
@@ -50,9 +53,9 @@ func main() {
 		patterns = []string{"./..."}
 	}
 	var filter *regexp.Regexp
-	if *run != "" {
+	if *only != "" {
 		var err error
-		if filter, err = regexp.Compile(*run); err != nil {
+		if filter, err = regexp.Compile(*only); err != nil {
 			fmt.Fprintln(os.Stderr, "fuzzci: -run:", err)
 			os.Exit(2)
 		}
@@ -74,16 +77,22 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fuzzci: no fuzz targets found")
 		os.Exit(1)
 	}
-	if err := runAll(ctx, *dir, targets, *each, *parallel, os.Stdout); err != nil {
+	if err := runAll(ctx, *dir, targets, run{each: *each, minimize: *minimize, parallel: *parallel}, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "fuzzci:", err)
 		os.Exit(1)
 	}
 }
 
 // discover lists the fuzz targets of the packages matched by patterns,
-// with go test -list.
+// with go test -list. Only packages with a test file that mentions
+// "func Fuzz" are listed (go list says which files those are), so that
+// the packages without any are not built for nothing.
 func discover(ctx context.Context, dir string, patterns []string) ([]target, error) {
-	args := append([]string{"test", "-list", "^Fuzz"}, patterns...)
+	pkgs, err := fuzzPackages(ctx, dir, patterns)
+	if err != nil || len(pkgs) == 0 {
+		return nil, err
+	}
+	args := append([]string{"test", "-list", "^Fuzz"}, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = dir
 	var stderr bytes.Buffer
@@ -93,6 +102,38 @@ func discover(ctx context.Context, dir string, patterns []string) ([]target, err
 		return nil, fmt.Errorf("go %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.Bytes())
 	}
 	return parseList(out)
+}
+
+// fuzzPackages returns the import paths of the packages matched by patterns
+// that have a test file holding "func Fuzz".
+func fuzzPackages(ctx context.Context, dir string, patterns []string) ([]string, error) {
+	args := append([]string{"list", "-f", "{{.ImportPath}}\t{{.Dir}}\t{{join .TestGoFiles \" \"}} {{join .XTestGoFiles \" \"}}"}, patterns...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list: %v\n%s", err, stderr.Bytes())
+	}
+	var pkgs []string
+	for line := range strings.Lines(string(out)) {
+		fields := strings.SplitN(strings.TrimRight(line, "\n"), "\t", 3)
+		if len(fields) < 3 {
+			continue
+		}
+		for _, name := range strings.Fields(fields[2]) {
+			b, err := os.ReadFile(filepath.Join(fields[1], name))
+			if err != nil {
+				return nil, err
+			}
+			if bytes.Contains(b, []byte("func Fuzz")) {
+				pkgs = append(pkgs, fields[0])
+				break
+			}
+		}
+	}
+	return pkgs, nil
 }
 
 // okLine is the closing line of one package in go test -list output:
@@ -145,15 +186,21 @@ func selectTargets(ts []target, filter *regexp.Regexp) []target {
 	return out
 }
 
-// runAll fuzzes each target for each, one after the other, and returns an
+// run says how each target is fuzzed.
+type run struct {
+	each, minimize time.Duration
+	parallel       int
+}
+
+// runAll fuzzes each target as rn says, one after the other, and returns an
 // error naming the targets that failed.
-func runAll(ctx context.Context, dir string, targets []target, each time.Duration, parallel int, w io.Writer) error {
+func runAll(ctx context.Context, dir string, targets []target, rn run, w io.Writer) error {
 	start := time.Now()
 	var failed []string
 	for i, t := range targets {
-		fmt.Fprintf(w, "fuzzci: [%d/%d] %s %s for %v\n", i+1, len(targets), t.Pkg, t.Name, each)
+		fmt.Fprintf(w, "fuzzci: [%d/%d] %s %s for %v\n", i+1, len(targets), t.Pkg, t.Name, rn.each)
 		ts := time.Now()
-		out, err := fuzzOne(ctx, dir, t, each, parallel)
+		out, err := fuzzOne(ctx, dir, t, rn)
 		took := time.Since(ts).Round(100 * time.Millisecond)
 		if err != nil {
 			failed = append(failed, t.Pkg+" "+t.Name)
@@ -172,9 +219,9 @@ func runAll(ctx context.Context, dir string, targets []target, each time.Duratio
 }
 
 // fuzzOne runs go test -fuzz on one target and returns its output.
-func fuzzOne(ctx context.Context, dir string, t target, each time.Duration, parallel int) ([]byte, error) {
+func fuzzOne(ctx context.Context, dir string, t target, rn run) ([]byte, error) {
 	args := []string{"test", "-run", "^$", "-fuzz", "^" + regexp.QuoteMeta(t.Name) + "$",
-		"-fuzztime", each.String(), "-parallel", fmt.Sprint(parallel), t.Pkg}
+		"-fuzztime", rn.each.String(), "-fuzzminimizetime", rn.minimize.String(), "-parallel", fmt.Sprint(rn.parallel), t.Pkg}
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()

@@ -90,7 +90,7 @@ func TestDiscoverAndRun(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	err = runAll(ctx, dir, targets, time.Second, 1, &out)
+	err = runAll(ctx, dir, targets, run{each: time.Second, minimize: time.Second, parallel: 1}, &out)
 	if err == nil || !strings.Contains(err.Error(), "FuzzBad") || strings.Contains(err.Error(), "FuzzGood") {
 		t.Fatalf("runAll: %v, want FuzzBad (only) to fail\n%s", err, out.String())
 	}
