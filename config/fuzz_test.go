@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // FuzzConfigFile reads fuzzed config files (--config) and one fuzzed EPS_*
@@ -56,7 +57,13 @@ func FuzzConfigFile(f *testing.F) {
 			}
 		}
 		// The accepted configuration, written back as a config file,
-		// loads as the same configuration.
+		// loads as the same configuration (JSON strings cannot carry
+		// invalid UTF-8, which an environment variable can).
+		for _, v := range values {
+			if !utf8.ValidString(v) {
+				return
+			}
+		}
 		out, _ := json.Marshal(values)
 		path2 := filepath.Join(dir, "again.json")
 		if err := os.WriteFile(path2, out, 0o600); err != nil {
