@@ -178,7 +178,10 @@ func FuzzHTTP(f *testing.F) {
 		if status >= 500 && status != http.StatusServiceUnavailable {
 			t.Fatalf("%s %s: %d: %s", m, u, status, got)
 		}
-		if api && roleIdx == 0 && u.Path != "/FHIR/R4/metadata" && status != http.StatusUnauthorized {
+		// CONTRACT.md: every request under /FHIR/R4/ and /api/ but the
+		// metadata carries a token.
+		guarded := strings.HasPrefix(u.Path, "/FHIR/R4/") || strings.HasPrefix(u.Path, "/api/")
+		if guarded && roleIdx == 0 && u.Path != "/FHIR/R4/metadata" && status != http.StatusUnauthorized {
 			t.Fatalf("%s %s without a token: %d", m, u, status)
 		}
 		if m == http.MethodHead {
