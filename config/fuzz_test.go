@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -97,8 +98,10 @@ func settingValues(t *testing.T, c Config) map[string]string {
 			cands = append(cands, strconv.Itoa(f))
 		case int64:
 			cands = append(cands, strconv.FormatInt(f, 10))
-		case bool:
-			cands = append(cands, strconv.FormatBool(f))
+		case float64:
+			cands = append(cands, strconv.FormatFloat(f, 'g', -1, 64))
+		default:
+			cands = append(cands, fmt.Sprint(f))
 		}
 	}
 	out := map[string]string{}

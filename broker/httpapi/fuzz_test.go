@@ -116,7 +116,8 @@ func FuzzHTTP(f *testing.F) {
 	cfg := config.Default()
 	cfg.DataDir = f.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.JetStreamSync = "1m" // no fsync per write: the target is the decoding, not durability
+	cfg.JetStreamSync = "1m"              // no fsync per write: the target is the decoding, not durability
+	cfg.RateLimit, cfg.RateLimitIP = 0, 0 // nor throttling: a fuzzer sends thousands of requests a second
 	ctx, stop := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, zap.NewNop(), nil)
 	if err != nil {
