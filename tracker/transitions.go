@@ -473,7 +473,10 @@ func Withdraw(p *Prescription, dispenser string, by Actor, notificationID, messa
 	d := &n.Dispenses[last]
 	d.Withdrawn = true
 	n.Status, n.Pending, n.LastDispense = d.Before, d.BeforePending.clone(), d.BeforeLast
-	for i := range n.Items {
+	// A record the broker wrote has a status before the notification for
+	// every item; one it did not write (a foreign message on the log) may
+	// not, and its items without one keep their status.
+	for i := range min(len(n.Items), len(d.BeforeItems)) {
 		n.Items[i].Status = d.BeforeItems[i]
 	}
 	if n.TherapyType == fhir.TherapyRepeatDispensing && n.Status == StatusWithDispenser {

@@ -1,0 +1,3 @@
+module example.com/fuzzcimod
+
+go 1.26
