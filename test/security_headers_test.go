@@ -1,6 +1,7 @@
 package test
 
 import (
+	"net/http"
 	"testing"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
@@ -33,6 +34,7 @@ func TestSecurityHeaders(t *testing.T) {
 		{"metadata", b.do("GET", "/FHIR/R4/metadata", "", nil), true, false},
 		{"tracker page", b.do("GET", "/tracker", "", nil), true, true},
 		{"healthz", b.do("GET", "/healthz", "", nil), false, false},
+		{"router's redirect of an unclean path", noRedirect(t, b.URL+"//FHIR/R4/metadata", http.StatusTemporaryRedirect), false, false},
 	} {
 		h := tc.res.Header
 		if h.Get("X-Content-Type-Options") != "nosniff" {
@@ -45,6 +47,21 @@ func TestSecurityHeaders(t *testing.T) {
 			t.Errorf("%s: X-Frame-Options %q, want DENY", tc.name, h.Get("X-Frame-Options"))
 		}
 	}
+}
+
+// noRedirect GETs url without following a redirect and wants status.
+func noRedirect(t *testing.T, url string, status int) *response {
+	t.Helper()
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != status {
+		t.Fatalf("GET %s: %d, want %d", url, res.StatusCode, status)
+	}
+	return &response{Status: res.StatusCode, Header: res.Header}
 }
 
 func (r *response) headerIs(name, value string) bool { return r.Header.Get(name) == value }

@@ -169,11 +169,11 @@ func FuzzHTTP(f *testing.F) {
 		res := w.Result()
 		got, _ := io.ReadAll(res.Body)
 		status := res.StatusCode
-		if status >= 300 && status < 400 {
-			return // the router's redirect to the clean path
-		}
 		if res.Header.Get("X-Content-Type-Options") != "nosniff" {
 			t.Fatalf("%s %s: %d without nosniff", m, u, status)
+		}
+		if status >= 300 && status < 400 {
+			return // the router's redirect to the clean path
 		}
 		api := strings.HasPrefix(u.Path, "/FHIR/") || strings.HasPrefix(u.Path, "/api/")
 		if status >= 500 && status != http.StatusServiceUnavailable {

@@ -119,7 +119,12 @@ func NewHandler(d Deps) http.Handler {
 	route("/FHIR/R4/", a.authenticated(http.HandlerFunc(a.notFound)))
 	route("/api/", a.authenticated(http.HandlerFunc(a.notFound)))
 	route("/", http.HandlerFunc(a.notFound))
-	return mux
+	// The mux answers some requests before any route does (a redirect of
+	// an unclean path such as //FHIR/R4/metadata): nosniff on those too.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // methodNotAllowed answers 405 with the allowed method.
