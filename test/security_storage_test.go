@@ -169,3 +169,31 @@ func TestStorageFullAuditAndLimits(t *testing.T) {
 		t.Errorf("refused audit write not counted: %v", v)
 	}
 }
+
+// A limit set (or lowered) on an event log that already holds more drops
+// nothing: the stored prescriptions stay, and new ones are refused with 507.
+func TestStorageLimitLoweredDropsNothing(t *testing.T) {
+	dir := t.TempDir()
+	b := startBroker(t, dir, func(c *configT) { c.EventsMaxBytes = -1 })
+	orders := postOrders(t, b, 8, fhirgen.Options{})
+	before := b.events("")
+	b.stop()
+
+	b = startBroker(t, dir, func(c *configT) { c.EventsMaxBytes = 64 << 10 })
+	if n := b.events(""); n != before {
+		t.Fatalf("event log holds %d messages after the limit was lowered, %d before", n, before)
+	}
+	for _, g := range orders {
+		if n := b.events(g.ShortID); n != 1 {
+			t.Errorf("prescription %s has %d events after the limit was lowered", g.ShortID, n)
+		}
+	}
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	g, _ := tmpl.Order(fhirgen.Options{})
+	if res := b.post(b.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 507 {
+		t.Errorf("order into an event log over its limit: %d %s", res.Status, res.Body)
+	}
+	if v, _ := b.metricValue(`eps_storage_used_ratio{stream="EPS_EVENTS"}`); v <= 1 {
+		t.Errorf("eps_storage_used_ratio %v, want over 1 for an event log over its limit", v)
+	}
+}
