@@ -85,6 +85,9 @@ func TestStorageFullEventLog(t *testing.T) {
 	if refused == nil {
 		t.Fatalf("%d orders accepted into a %d-byte event log", len(accepted), limit)
 	}
+	if v, ok := b.metricValue(`eps_storage_bytes{stream="EPS_EVENTS"}`); ok {
+		t.Logf("%d orders took %.0f bytes of the event log (%.0f each)", len(accepted), v, v/float64(len(accepted)))
+	}
 	if len(accepted) < 3 {
 		t.Fatalf("only %d orders accepted before the event log was full", len(accepted))
 	}
