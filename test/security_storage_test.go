@@ -8,8 +8,13 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
 	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/broker/app"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/config"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
@@ -198,5 +203,67 @@ func TestStorageLimitLoweredDropsNothing(t *testing.T) {
 	}
 	if v, _ := b.metricValue(`eps_storage_used_ratio{stream="EPS_EVENTS"}`); v <= 1 {
 		t.Errorf("eps_storage_used_ratio %v, want over 1 for an event log over its limit", v)
+	}
+}
+
+// Other full buckets answer 507 too: the X-Request-ID bucket (for requests
+// that carry one) and the nominations bucket (for nomination changes).
+func TestStorageFullBuckets(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		limit  func(c *configT)
+		stream string
+		send   func(b *testBroker, i int) *response
+	}{
+		{"X-Request-ID bucket", func(c *configT) { c.RequestsMaxBytes = 64 << 10 }, "KV_EPS_REQUESTS", func(b *testBroker, i int) *response {
+			// A refused order: its 400 is remembered for its X-Request-ID.
+			return b.post(b.token(auth.RolePrescriber, "A83008"), []byte(`{"resourceType":"Bundle"}`), "X-Request-ID", "req-"+strconv.Itoa(i)+"-"+strings.Repeat("x", 150))
+		}},
+		{"nominations bucket", func(c *configT) { c.NominationsMaxBytes = 64 << 10 }, "KV_EPS_NOMINATIONS", func(b *testBroker, i int) *response {
+			return b.do("PUT", "/api/v1/nominations/"+fhirgen.NHSNumber()+"/P1", b.token(auth.RoleAdmin, "X26"), []byte(`{"ods":"FA565"}`), "Content-Type", "application/json")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBroker(t, "", tc.limit)
+			var res *response
+			i := 0
+			for ; i < 3000; i++ {
+				res = tc.send(b, i)
+				if res.Status == 507 {
+					break
+				}
+				if res.Status >= 500 {
+					t.Fatalf("request %d: %d %s", i, res.Status, res.Body)
+				}
+			}
+			if res.Status != 507 {
+				t.Fatalf("a 64 KiB %s never filled", tc.stream)
+			}
+			if oo := res.outcome(t); !oo.hasCode("INSUFFICIENT_STORAGE") || oo.Issue[0].Code != "no-store" {
+				t.Errorf("507 answer: %s", res.Body)
+			}
+			if v, _ := b.metricValue(`eps_storage_used_ratio{stream="` + tc.stream + `"}`); v < 0.8 {
+				t.Errorf("eps_storage_used_ratio of %s = %v after %d writes", tc.stream, v, i)
+			}
+		})
+	}
+}
+
+// A limit that does not fit in the JetStream storage stops the broker at
+// start, naming the stream and the setting to lower.
+func TestStorageLimitThatDoesNotFit(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir, cfg.HTTPAddr = t.TempDir(), "127.0.0.1:0"
+	cfg.EventsMaxBytes = 1 << 60
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := app.New(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), nil)
+	if err == nil {
+		cancel()
+		_ = a.Serve(ctx)
+		t.Fatal("a broker started with an event log limit of 1 EiB")
+	}
+	if !strings.Contains(err.Error(), "EPS_EVENTS") || !strings.Contains(err.Error(), "--events-max-bytes") {
+		t.Errorf("error: %v", err)
 	}
 }
