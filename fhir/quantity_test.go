@@ -146,3 +146,16 @@ func TestAmountIssue(t *testing.T) {
 		}
 	}
 }
+
+// JSON has no NaN or Infinity: a bare one is refused before any check.
+func TestQuantityNotANumber(t *testing.T) {
+	order := readFixture(t, order4Items)
+	for _, lit := range []string{"NaN", "Infinity", "-Infinity", "+1", "0x10", ".5"} {
+		body := withLiteral(mutate(t, order, func(b bundle) { set(res(b, 1), qSentinel, "dispenseRequest", "quantity", "value") }), lit)
+		if m, err := DecodeMessage(body); err == nil {
+			if _, err = m.Order(written(body)); err == nil {
+				t.Errorf("quantity %s accepted", lit)
+			}
+		}
+	}
+}
