@@ -44,11 +44,9 @@ func resolveLimits(ctx context.Context, js jetstream.JetStream, in StorageLimits
 	}
 	if out.Budget <= 0 {
 		out.Budget = 0
-		ai, err := js.AccountInfo(ctx)
-		if err != nil {
-			return out, fmt.Errorf("JetStream account info: %w", err)
-		}
-		if ai.Limits.MaxStore > 0 {
+		// Without the account's info (a user not allowed $JS.API.INFO),
+		// the budget is unknown: automatic limits are none.
+		if ai, err := js.AccountInfo(ctx); err == nil && ai.Limits.MaxStore > 0 {
 			out.Budget = ai.Limits.MaxStore
 		}
 	}
@@ -251,7 +249,7 @@ func (s *Store) StorageUsage(ctx context.Context) ([]StreamUsage, error) {
 	}
 	ai, err := s.js.AccountInfo(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("JetStream account info: %w", err)
+		return out, nil // the streams' own figures stand without the account's
 	}
 	limit := s.limits.Budget
 	if ai.Limits.MaxStore > 0 {
