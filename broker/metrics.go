@@ -20,6 +20,8 @@ type Metrics struct {
 	JetStreamPublish *prometheus.HistogramVec // stream, outcome
 	Projected        *prometheus.CounterVec   // projection, outcome
 	Notifications    *prometheus.CounterVec   // audience, event
+
+	JWKSRefreshes *prometheus.CounterVec // trigger, outcome
 }
 
 // latencyBuckets run from 50 µs to 10 s.
@@ -53,6 +55,11 @@ func NewMetrics() *Metrics {
 	}
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.IntakeStage, m.Orders, m.JetStreamPublish, m.Projected, m.Notifications,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	m.JWKSRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "eps_jwks_refreshes_total", Help: "Loads of the external issuer's JWKS (--jwks) by trigger (start, periodic, unknown_kid) and outcome (ok, failed).",
+	}, []string{"trigger", "outcome"})
+	m.Registry.MustRegister(m.JWKSRefreshes)
 	return m
 }
 

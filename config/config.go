@@ -48,9 +48,14 @@ type Config struct {
 	SchedulerEvery   time.Duration
 	ConfigFile       string
 
+	// Bearer tokens and the external issuer's keys (issue 11).
+	TokenMaxLifetime time.Duration // longest exp - iat (or exp - now) accepted
+	JWKSRefresh      time.Duration // how often the --jwks keys are reloaded
+	JWKSCA           string        // PEM CA certificates for the --jwks https URL; empty: system roots
+
 	// Storage limits (issue 11, storelimits): the most bytes each stream or
 	// bucket keeps, 0 for an automatic share of the JetStream storage
-	// (StorageShares) and -1 for no limit; StorageAlert is the used fraction
+	// (broker.StorageShares) and -1 for no limit; StorageAlert is the used fraction
 	// at which eps_storage_alert fires and /readyz warns.
 	EventsMaxBytes      int64
 	AuditMaxBytes       int64
@@ -121,6 +126,28 @@ var settings = []setting{
 	{"jwks", "external issuer keys to trust as well: a JWKS file path or https:// URL", "", str(func(c *Config) *string { return &c.JWKS })},
 	{"idempotency-ttl", "how long an X-Request-ID and its answer are remembered", "24h", dur(func(c *Config) *time.Duration { return &c.IdempotencyTTL })},
 	{"scheduler-interval", "how often due transitions (post-dated becoming ready, expiry, no-claim) are applied", "1m", dur(func(c *Config) *time.Duration { return &c.SchedulerEvery })},
+
+	// Bearer tokens and the external issuer's keys (issue 11).
+	{"token-max-lifetime", "longest lifetime of a bearer token (exp - iat, or exp - now without iat) accepted, 1m to 168h; longer tokens answer 401", "12h",
+		durIn(time.Minute, 168*time.Hour, func(c *Config) *time.Duration { return &c.TokenMaxLifetime })},
+	{"jwks-refresh", "how often the --jwks keys are reloaded, 1s to 15m (a key the issuer removed is distrusted within this time)", "5m",
+		durIn(time.Second, 15*time.Minute, func(c *Config) *time.Duration { return &c.JWKSRefresh })},
+	{"jwks-ca", "PEM file of the CA certificates that verify the --jwks https:// server, instead of the system roots", "", str(func(c *Config) *string { return &c.JWKSCA })},
+}
+
+// durIn is dur limited to [lo, hi].
+func durIn(lo, hi time.Duration, p func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("not a duration (e.g. 30s, 5m): %q", v)
+		}
+		if d < lo || d > hi {
+			return fmt.Errorf("%v is out of range: want %v to %v", d, lo, hi)
+		}
+		*p(c) = d
+		return nil
+	}
 }
 
 // Storage limits (issue 11, storelimits).

@@ -71,6 +71,8 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	a.verifier, err = auth.NewVerifier(ctx, auth.VerifierConfig{
 		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
 		LocalKey: key.Public().(ed25519.PublicKey), JWKS: cfg.JWKS,
+		MaxLifetime: cfg.TokenMaxLifetime, JWKSRefresh: cfg.JWKSRefresh, JWKSCAFile: cfg.JWKSCA,
+		JWKSRefreshes: a.Metrics.JWKSRefreshes, Logger: log.Named("auth"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("token verifier: %w", err)

@@ -7,6 +7,8 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -15,6 +17,7 @@ import (
 	"math"
 	"math/big"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -22,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -229,10 +233,11 @@ func b64(s string) ([]byte, error) {
 // https URL, and keeps them fresh: periodically, and on demand (rate
 // limited) when a token names a key id it does not know.
 type jwksSource struct {
-	location string // the file path or URL, for messages
+	location string // the file path or URL without credentials or query, for messages
 	fetch    func(ctx context.Context) ([]byte, error)
 	interval time.Duration
 	log      *zap.Logger
+	counter  *prometheus.CounterVec // trigger, outcome; nil for none
 
 	keys atomic.Pointer[[]trustedKey]
 
@@ -244,24 +249,39 @@ type jwksSource struct {
 	done   chan struct{}
 }
 
-// newJWKSSource loads the keys at location (a file path or an https URL)
-// and starts refreshing them until ctx ends or close is called.
-func newJWKSSource(ctx context.Context, location string, interval time.Duration, client *http.Client, log *zap.Logger) (*jwksSource, error) {
-	s := &jwksSource{location: location, interval: interval, log: log}
+// Triggers of a JWKS load, as counted.
+const (
+	triggerStart      = "start"
+	triggerPeriodic   = "periodic"
+	triggerUnknownKID = "unknown_kid"
+)
+
+// newJWKSSource loads the keys at location (a file path or an https URL,
+// fetched with client) and starts refreshing them until ctx ends or close
+// is called. Loads are counted in counter when it is not nil.
+func newJWKSSource(ctx context.Context, location string, interval time.Duration, client *http.Client, log *zap.Logger, counter *prometheus.CounterVec) (*jwksSource, error) {
+	s := &jwksSource{location: location, interval: interval, log: log, counter: counter}
 	lower := strings.ToLower(location)
 	switch {
 	case strings.HasPrefix(lower, "https://"):
-		if client == nil {
-			client = defaultJWKSClient()
+		u, err := url.Parse(location)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("auth: JWKS: %q is not an https URL", redactURL(location))
 		}
-		s.fetch = func(ctx context.Context) ([]byte, error) { return fetchURL(ctx, client, location) }
+		s.location = redactURL(location)
+		c := *client
+		c.CheckRedirect = sameHostRedirect
+		if c.Timeout == 0 {
+			c.Timeout = jwksFetchTimeout
+		}
+		s.fetch = func(ctx context.Context) ([]byte, error) { return fetchURL(ctx, &c, location) }
 	case strings.HasPrefix(lower, "http://"):
-		return nil, fmt.Errorf("auth: JWKS %s: an issuer's keys must be fetched over https", location)
+		return nil, fmt.Errorf("auth: JWKS %s: an issuer's keys must be fetched over https", redactURL(location))
 	default:
 		s.fetch = func(context.Context) ([]byte, error) { return readFile(location) }
 	}
 
-	if err := s.refresh(ctx); err != nil {
+	if err := s.load(ctx, triggerStart); err != nil {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
@@ -270,33 +290,72 @@ func newJWKSSource(ctx context.Context, location string, interval time.Duration,
 	return s, nil
 }
 
-// defaultJWKSClient is used when no client is configured: it gives up after
-// jwksFetchTimeout and follows redirects only to https.
-func defaultJWKSClient() *http.Client {
-	return &http.Client{
-		Timeout: jwksFetchTimeout,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if req.URL.Scheme != "https" {
-				return errors.New("redirect away from https")
-			}
-			if len(via) >= 5 {
-				return errors.New("too many redirects")
-			}
-			return nil
-		},
+// redactURL returns u without its user information, query and fragment,
+// which may hold secrets, for messages and logs.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
 	}
+	p.User, p.RawQuery, p.ForceQuery, p.Fragment, p.RawFragment = nil, "", false, "", ""
+	return p.String()
 }
 
-func fetchURL(ctx context.Context, client *http.Client, url string) ([]byte, error) {
+// defaultJWKSClient is the client used when none is configured: it gives
+// up after jwksFetchTimeout and verifies the server with the CA
+// certificates in caFile, or with the system roots when caFile is "".
+func defaultJWKSClient(caFile string) (*http.Client, error) {
+	c := &http.Client{Timeout: jwksFetchTimeout}
+	if caFile == "" {
+		return c, nil
+	}
+	data, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("auth: JWKS CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("auth: JWKS CA file %s holds no PEM certificate", caFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	c.Transport = tr
+	return c, nil
+}
+
+// sameHostRedirect is the redirect policy of every JWKS fetch: a redirect
+// is followed only to https on the host and port first asked (at most 5
+// times). The keys that decide who may prescribe and dispense are taken
+// only from the server the operator named: a redirect elsewhere (an open
+// redirect on the issuer's site, say) is refused.
+func sameHostRedirect(req *http.Request, via []*http.Request) error {
+	first := via[0].URL
+	switch {
+	case req.URL.Scheme != "https":
+		return errors.New("JWKS redirect away from https refused")
+	case !strings.EqualFold(req.URL.Host, first.Host):
+		return errors.New("JWKS redirect to another host refused")
+	case len(via) >= 5:
+		return errors.New("too many JWKS redirects")
+	}
+	return nil
+}
+
+func fetchURL(ctx context.Context, client *http.Client, location string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, jwksFetchTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, location, nil)
 	if err != nil {
-		return nil, err
+		return nil, errors.New("bad JWKS URL")
 	}
 	req.Header.Set("Accept", "application/jwk-set+json, application/json")
 	resp, err := client.Do(req)
 	if err != nil {
+		// A *url.Error names the URL, query and all: keep only the cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, err
 	}
 	defer resp.Body.Close()
@@ -327,6 +386,54 @@ func readFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("JWKS larger than %d bytes", maxJWKSSize)
 	}
 	return data, nil
+}
+
+// load refreshes the keys, counts the load under trigger and logs what
+// changed; a failure is logged by the caller.
+func (s *jwksSource) load(ctx context.Context, trigger string) error {
+	old := s.keys.Load()
+	err := s.refresh(ctx)
+	outcome := "ok"
+	if err != nil {
+		outcome = "failed"
+	}
+	if s.counter != nil {
+		s.counter.WithLabelValues(trigger, outcome).Inc()
+	}
+	if err == nil && old != nil {
+		added, removed := kidDiff(*old, *s.keys.Load())
+		if len(added) > 0 || len(removed) > 0 {
+			s.log.Info("JWKS keys changed", zap.String("jwks", s.location), zap.String("trigger", trigger),
+				zap.Strings("added", added), zap.Strings("removed", removed))
+		}
+	}
+	return err
+}
+
+// kidDiff lists the key ids in next but not in prev (added) and in prev but
+// not in next (removed); a key without kid is listed as "".
+func kidDiff(prev, next []trustedKey) (added, removed []string) {
+	ids := func(keys []trustedKey) map[string]bool {
+		m := make(map[string]bool, len(keys))
+		for _, k := range keys {
+			m[k.kid] = true
+		}
+		return m
+	}
+	p, n := ids(prev), ids(next)
+	for id := range n {
+		if !p[id] {
+			added = append(added, id)
+		}
+	}
+	for id := range p {
+		if !n[id] {
+			removed = append(removed, id)
+		}
+	}
+	slices.Sort(added)
+	slices.Sort(removed)
+	return added, removed
 }
 
 // refresh fetches and parses the JWKS and, if that works, replaces the
@@ -360,14 +467,14 @@ func (s *jwksSource) run() {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		err := s.refresh(s.ctx)
+		err := s.load(s.ctx, triggerPeriodic)
 		s.mu.Unlock()
 		next := s.interval
 		if err != nil {
 			if s.ctx.Err() != nil {
 				return
 			}
-			s.log.Warn("JWKS refresh failed; keeping the previous keys", zap.Error(err))
+			s.log.Warn("JWKS refresh failed; keeping the previous keys", zap.String("jwks", s.location), zap.Error(err))
 			next = min(next, jwksRetryInterval)
 		}
 		t.Reset(next)
@@ -384,8 +491,8 @@ func (s *jwksSource) refreshForUnknownKID() {
 		return
 	}
 	s.lastOnDemand = time.Now()
-	if err := s.refresh(s.ctx); err != nil && s.ctx.Err() == nil {
-		s.log.Warn("JWKS refresh for an unknown key id failed; keeping the previous keys", zap.Error(err))
+	if err := s.load(s.ctx, triggerUnknownKID); err != nil && s.ctx.Err() == nil {
+		s.log.Warn("JWKS refresh for an unknown key id failed; keeping the previous keys", zap.String("jwks", s.location), zap.Error(err))
 	}
 }
 

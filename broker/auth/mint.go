@@ -26,6 +26,8 @@ func Mint(key ed25519.PrivateKey, issuer, audience string, p Principal, ttl time
 		return "", errors.New("auth: mint: audience is empty")
 	case p.Subject == "":
 		return "", errors.New("auth: mint: subject is empty")
+	case !validSubject(p.Subject):
+		return "", errors.New("auth: mint: subject must be 1 to 256 bytes of printable characters, without leading or trailing spaces")
 	case !p.Role.Valid():
 		return "", fmt.Errorf("auth: mint: invalid role %q", p.Role)
 	case !fhir.ValidODSCode(p.ODS):

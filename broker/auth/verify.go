@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/fhir"
@@ -17,9 +18,14 @@ import (
 
 // Defaults of VerifierConfig.
 const (
-	DefaultJWKSRefresh = time.Hour
+	DefaultJWKSRefresh = 5 * time.Minute
 	DefaultLeeway      = 30 * time.Second
+	DefaultMaxLifetime = 12 * time.Hour
 )
+
+// MaxJWKSRefresh is the longest JWKS refresh interval: a key the issuer
+// removes from its JWKS is distrusted within it.
+const MaxJWKSRefresh = 15 * time.Minute
 
 // maxTokenSize bounds the tokens Verify looks at; real ones are well under
 // 2 KiB.
@@ -64,14 +70,25 @@ type VerifierConfig struct {
 	// those keys are trusted too.
 	JWKS string
 	// JWKSRefresh is how often the JWKS is reloaded (default
-	// DefaultJWKSRefresh). A token whose kid is unknown also triggers a
-	// reload, at most once a minute.
+	// DefaultJWKSRefresh, at most MaxJWKSRefresh). A token whose kid is
+	// unknown also triggers a reload, at most once a minute.
 	JWKSRefresh time.Duration
+	// JWKSCAFile is a PEM file of the CA certificates that verify the JWKS
+	// URL's server, in place of the system roots; "" for the system roots.
+	// Ignored when HTTPClient is set.
+	JWKSCAFile string
+	// JWKSRefreshes, when set, counts the JWKS loads by trigger ("start",
+	// "periodic", "unknown_kid") and outcome ("ok", "failed").
+	JWKSRefreshes *prometheus.CounterVec
+	// MaxLifetime is the longest lifetime a token may have: exp - iat, or
+	// exp - now for a token without iat (default DefaultMaxLifetime).
+	MaxLifetime time.Duration
 	// Leeway is the clock skew allowed when checking exp, nbf and iat
 	// (default DefaultLeeway; negative for none).
 	Leeway time.Duration
 	// HTTPClient fetches the JWKS URL; nil for a client with a 10s
-	// timeout that follows redirects only to https.
+	// timeout. Whatever the client, redirects are followed only to https
+	// on the same host and port.
 	HTTPClient *http.Client
 	// Now returns the current time; nil for time.Now. For tests.
 	Now func() time.Time
@@ -81,10 +98,13 @@ type VerifierConfig struct {
 
 // Verifier checks bearer tokens. It is safe for concurrent use.
 type Verifier struct {
-	parser *jwt.Parser
-	local  []trustedKey // the broker's own key, if trusted
-	jwks   *jwksSource  // the external issuer's keys, if configured
-	close  sync.Once
+	parser      *jwt.Parser
+	maxLifetime time.Duration
+	leeway      time.Duration
+	now         func() time.Time
+	local       []trustedKey // the broker's own key, if trusted
+	jwks        *jwksSource  // the external issuer's keys, if configured
+	close       sync.Once
 }
 
 // NewVerifier returns a Verifier for cfg. When cfg.JWKS is set it loads the
@@ -115,13 +135,20 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 	if refresh <= 0 {
 		refresh = DefaultJWKSRefresh
 	}
-	refresh = max(refresh, jwksMinRefresh)
+	refresh = min(max(refresh, jwksMinRefresh), MaxJWKSRefresh)
+	maxLifetime := cfg.MaxLifetime
+	if maxLifetime <= 0 {
+		maxLifetime = DefaultMaxLifetime
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
 
 	v := &Verifier{
+		maxLifetime: maxLifetime,
+		leeway:      leeway,
+		now:         now,
 		parser: jwt.NewParser(
 			jwt.WithValidMethods(allowedAlgList),
 			jwt.WithIssuer(cfg.Issuer),
@@ -137,7 +164,14 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 		v.local = []trustedKey{{kid: KeyID(pub), alg: "EdDSA", key: pub}}
 	}
 	if cfg.JWKS != "" {
-		src, err := newJWKSSource(ctx, cfg.JWKS, refresh, cfg.HTTPClient, log)
+		client := cfg.HTTPClient
+		if client == nil {
+			var err error
+			if client, err = defaultJWKSClient(cfg.JWKSCAFile); err != nil {
+				return nil, err
+			}
+		}
+		src, err := newJWKSSource(ctx, cfg.JWKS, refresh, client, log, cfg.JWKSRefreshes)
 		if err != nil {
 			return nil, err
 		}
@@ -160,9 +194,12 @@ func (v *Verifier) Close() error {
 // Verify checks token and returns whom it authenticates. It accepts only
 // the signature algorithms EdDSA, RS256/384/512, PS256/384/512 and
 // ES256/384/512, by a trusted key; it requires exp and checks exp, nbf and
-// iat (with the configured leeway), iss and aud; and it requires a
-// non-empty sub, a role that is one of the four and an ods that is a valid
-// ODS code.
+// iat (with the configured leeway), iss and aud, and a lifetime (exp - iat,
+// or exp - now without iat) of at most the configured maximum; it refuses
+// a header or claims set with a member given twice, and a kid that is not
+// 1 to 256 visible ASCII characters; and it requires a sub of 1 to 256
+// bytes of printable characters, a role that is one of the four and an ods
+// that is a valid ODS code.
 //
 // Any failure returns an error wrapping ErrUnauthorized with a short reason,
 // which never includes the token or key material.
@@ -173,14 +210,30 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 	if len(token) > maxTokenSize {
 		return Principal{}, unauthorized("token too large")
 	}
+	if err := checkSegments(token); err != nil {
+		if errors.Is(err, errDuplicate) {
+			return Principal{}, unauthorized("duplicate member in the token header or claims")
+		}
+		return Principal{}, unauthorized("malformed token")
+	}
 	var c claims
 	t, err := v.parser.ParseWithClaims(token, &c, v.keyFunc)
 	if err != nil {
 		return Principal{}, unauthorized(reason(t, &c, err))
 	}
+	// exp is required, so the parser has checked it is there.
+	start, slack := v.now(), v.leeway
+	if c.IssuedAt != nil {
+		start, slack = c.IssuedAt.Time, 0
+	}
+	if c.ExpiresAt.Sub(start) > v.maxLifetime+slack {
+		return Principal{}, unauthorized("token lifetime longer than " + v.maxLifetime.String())
+	}
 	switch {
 	case c.Subject == "":
 		return Principal{}, unauthorized("missing sub claim")
+	case !validSubject(c.Subject):
+		return Principal{}, unauthorized("invalid sub claim")
 	case c.Role == "":
 		return Principal{}, unauthorized("missing role claim")
 	case !c.Role.Valid():
@@ -222,7 +275,7 @@ func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
 	var kid string
 	if raw, ok := t.Header["kid"]; ok {
 		s, ok := raw.(string)
-		if !ok {
+		if !ok || !validKID(s) {
 			return nil, errBadKid
 		}
 		kid = s
