@@ -498,10 +498,18 @@ func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRe
 // organisation and returns the R-code of the answer. R-0002/R-0003 mark the
 // item for cancellation (applied when the dispenser returns the
 // prescription or marks the item not dispensed).
+//
+// A cancellation naming an ID that is not a prescription of the caller's
+// organisation (none yet, only kept cancellations, or another
+// organisation's prescription) is kept for the caller's organisation alone
+// (tracker.KeepCancellation) and answered R-0008, the same answer after the
+// same work (one read, and one write when there is something new to keep)
+// whatever the ID's subject holds: the answer tells nothing of another
+// organisation's prescriptions.
 func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancellation, body []byte) (string, error) {
 	// The acting prescriber is the caller's organisation; a
 	// MessageHeader.sender (optional; an identifier, or a reference resolved
-	// by DecodeMessage) must name it.
+	// by DecodeMessage) must name it. Decided before anything is read.
 	if p.Role != auth.RolePrescriber || (c.Sender != "" && c.Sender != p.ODS) {
 		return "", fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the prescribing organisation may cancel, with a prescriber token for MessageHeader.sender")
 	}
@@ -509,38 +517,36 @@ func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancel
 	in := tracker.CancelInput{MessageID: c.BundleID, NHSNumber: c.NHSNumber, LineItemID: c.LineItemID, Reason: c.Reason}
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		cur, err := l.store.Current(ctx, c.PrescriptionID)
-		if errors.Is(err, ErrNotFound) {
-			// Before its prescription: kept (9005) and applied when the
-			// order arrives; the answer is still "not found".
-			_, err = l.store.Append(ctx, tracker.EventCancel, c.BundleID, tracker.EarlyCancellation(c.PrescriptionID, actor, in, l.now()), body, 0)
-			switch {
-			case errors.Is(err, ErrConflict):
-				continue
-			case err != nil:
-				return "", storeUnavailable("store cancellation", err)
-			}
-			return tracker.RNotFound, nil
-		}
-		if err != nil {
+		var rec *tracker.Prescription
+		var seq uint64
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
 			return "", storeUnavailable("read prescription", err)
+		default:
+			rec, seq = cur.Record, cur.Seq
 		}
-		if cur.Record.Prescriber != p.ODS {
-			return "", fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the prescribing organisation may cancel prescription %s", c.PrescriptionID)
-		}
+		event := tracker.EventCancel
 		var next *tracker.Prescription
 		code := tracker.RNotFound
-		if cur.Record.IsEarlyCancellation() {
-			next = tracker.AddEarlyCancellation(cur.Record, actor, in, l.now())
+		if rec == nil || rec.IsEarlyCancellation() || rec.Prescriber != p.ODS {
+			// Not a prescription of this organisation: kept for it, R-0008.
+			// Kept cancellations are nobody's news: no notification
+			// (tracker.EventCancelKept).
+			event = tracker.EventCancelKept
+			next = tracker.KeepCancellation(rec, c.PrescriptionID, actor, in, l.now())
 		} else {
-			next, code = tracker.Cancel(cur.Record, actor, in, l.now())
+			next, code = tracker.Cancel(rec, actor, in, l.now())
 		}
 		if next == nil {
 			return code, nil
 		}
-		_, err = l.store.Append(ctx, tracker.EventCancel, c.BundleID, next, body, cur.Seq)
+		_, err = l.store.Append(ctx, event, c.BundleID, next, body, seq)
 		switch {
 		case errors.Is(err, ErrConflict):
 			continue
+		case errors.Is(err, ErrTooLarge):
+			return "", fhir.Errorf(fhir.KindTooLarge, fhir.CodeTooLarge, "the message is too large to store")
 		case err != nil:
 			return "", storeUnavailable("store cancellation", err)
 		}

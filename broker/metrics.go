@@ -20,6 +20,7 @@ type Metrics struct {
 	JetStreamPublish *prometheus.HistogramVec // stream, outcome
 	Projected        *prometheus.CounterVec   // projection, outcome
 	Notifications    *prometheus.CounterVec   // audience, event
+	SelfNominations  *prometheus.CounterVec   // type: self-nominations (issue 11)
 
 	JWKSRefreshes *prometheus.CounterVec // trigger, outcome
 }
@@ -53,6 +54,7 @@ func NewMetrics() *Metrics {
 			Name: "eps_notifications_total", Help: "Notifications published on eps.notify.* by audience and event.",
 		}, []string{"audience", "event"}),
 	}
+	m.SelfNominations = newSelfNominations(m.Registry)
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.IntakeStage, m.Orders, m.JetStreamPublish, m.Projected, m.Notifications,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -61,6 +63,19 @@ func NewMetrics() *Metrics {
 	}, []string{"trigger", "outcome"})
 	m.Registry.MustRegister(m.JWKSRefreshes)
 	return m
+}
+
+// newSelfNominations registers the count of self-nominations: a dispenser
+// nominating its own organisation, by nomination type (P1, P2, P3). Not by
+// ODS code, which would make a series per pharmacy: the nomination reports
+// say which dispensers.
+func newSelfNominations(reg *prometheus.Registry) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "eps_nomination_self_nominations_total",
+		Help: "Nomination changes in which a dispenser nominated its own organisation, by nomination type.",
+	}, []string{"type"})
+	reg.MustRegister(c)
+	return c
 }
 
 // Storage metrics (issue 11, storelimits): each stream's bytes against its

@@ -185,6 +185,9 @@ func (r *Registry) change(ctx context.Context, p auth.Principal, nhs string, f f
 		case err != nil:
 			return nil, storeUnavailable("write nominations", err)
 		}
+		if next.Change != nil && next.Change.IsSelfNomination() {
+			r.store.metrics.SelfNominations.WithLabelValues(string(next.Change.Type)).Inc()
+		}
 		return next, nil
 	}
 	return nil, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable, Diagnostics: "the patient's nominations are changing too often; retry"}

@@ -247,7 +247,7 @@ func (p *QueueProjector) notifyReady(ev *StoredEvent) {
 func (p *QueueProjector) notifyTransition(ev *StoredEvent) {
 	rec := ev.Record
 	event := ev.Event
-	if event == "" || len(rec.History) == 0 {
+	if event == "" || event == tracker.EventCancelKept || len(rec.History) == 0 {
 		return
 	}
 	last := rec.History[len(rec.History)-1]

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"sort"
@@ -52,6 +53,16 @@ type Config struct {
 	TokenMaxLifetime time.Duration // longest exp - iat (or exp - now) accepted
 	JWKSRefresh      time.Duration // how often the --jwks keys are reloaded
 	JWKSCA           string        // PEM CA certificates for the --jwks https URL; empty: system roots
+
+	// HTTP limits (issue 11): connections, rates, tracker sessions and the
+	// metrics listener.
+	HTTPMaxConns    int     // connections served at once; 0: no cap
+	RateLimit       float64 // requests per second per user (token sub and ods); 0: none
+	RateBurst       int
+	RateLimitIP     float64 // requests per second per client address without valid credentials; 0: none
+	RateBurstIP     int
+	SessionsPerUser int    // live tracker page sessions per user
+	MetricsListen   string // host:port serving /metrics alone; empty: /metrics on the API listener
 
 	// Storage limits (issue 11, storelimits): the most bytes each stream or
 	// bucket keeps, 0 for an automatic share of the JetStream storage
@@ -133,6 +144,23 @@ var settings = []setting{
 	{"jwks-refresh", "how often the --jwks keys are reloaded, 1s to 15m (a key the issuer removed is distrusted within this time)", "5m",
 		durIn(time.Second, 15*time.Minute, func(c *Config) *time.Duration { return &c.JWKSRefresh })},
 	{"jwks-ca", "PEM file of the CA certificates that verify the --jwks https:// server, instead of the system roots", "", str(func(c *Config) *string { return &c.JWKSCA })},
+
+	// HTTP limits (issue 11).
+	{"http-max-connections", "most HTTP connections served at once; as many again are answered 503 with Retry-After and closed, and more are closed unanswered (0: no cap)", "1024", whole(0, func(c *Config) *int { return &c.HTTPMaxConns })},
+	{"rate-limit", "requests per second that one user (a token's sub and ods) may make; more answer 429 with Retry-After (0: no limit)", "5000", rate(func(c *Config) *float64 { return &c.RateLimit })},
+	{"rate-burst", "most requests one user may make in a burst, before --rate-limit paces it", "10000", whole(1, func(c *Config) *int { return &c.RateBurst })},
+	{"rate-limit-ip", "requests per second from one client address (IPv6: one /64) without valid credentials; more answer 429 with Retry-After (0: no limit)", "100", rate(func(c *Config) *float64 { return &c.RateLimitIP })},
+	{"rate-burst-ip", "most requests one client address may make in a burst, before --rate-limit-ip paces it", "200", whole(1, func(c *Config) *int { return &c.RateBurstIP })},
+	{"tracker-sessions-per-user", "live tracker page sessions one user may hold; a new sign-in ends the least recently used beyond it", "5", whole(1, func(c *Config) *int { return &c.SessionsPerUser })},
+	{"metrics-listen", "host:port to serve GET /metrics on, alone; the API listener then answers 404 there (empty: /metrics on the API listener)", "", func(c *Config, v string) error {
+		if v != "" {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return fmt.Errorf("want host:port: %q", v)
+			}
+		}
+		c.MetricsListen = v
+		return nil
+	}},
 }
 
 // durIn is dur limited to [lo, hi].
@@ -146,6 +174,30 @@ func durIn(lo, hi time.Duration, p func(*Config) *time.Duration) func(*Config, s
 			return fmt.Errorf("%v is out of range: want %v to %v", d, lo, hi)
 		}
 		*p(c) = d
+		return nil
+	}
+}
+
+// whole sets a whole number of at least least.
+func whole(least int, p func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < least {
+			return fmt.Errorf("want a whole number of at least %d: %q", least, v)
+		}
+		*p(c) = n
+		return nil
+	}
+}
+
+// rate sets a rate per second: a number of at least 0.
+func rate(p func(*Config) *float64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+			return fmt.Errorf("want a number of requests per second, 0 or more: %q", v)
+		}
+		*p(c) = f
 		return nil
 	}
 }

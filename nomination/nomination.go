@@ -6,6 +6,7 @@ package nomination
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nhs-eps/epsbroker/fhir"
@@ -26,13 +27,25 @@ var Types = []Type{Pharmacy, ApplianceContractor, DispensingDoctor}
 // Valid reports whether t is P1, P2 or P3.
 func (t Type) Valid() bool { return t == Pharmacy || t == ApplianceContractor || t == DispensingDoctor }
 
-// By is who made a change: the user, their organisation and role, and
-// whether they acted on the patient's behalf (prescribers and dispensers do).
+// By is who made a change: the user, their organisation and role, whether
+// they acted on the patient's behalf (prescribers and dispensers do), and
+// whether the change was a self-nomination: a dispenser nominating its own
+// organisation, the pattern the nomination reports exist to find.
 type By struct {
-	User       string `json:"user"`
-	Org        string `json:"org"`
-	Role       string `json:"role"`
-	OnBehalfOf bool   `json:"onBehalfOfPatient"`
+	User           string `json:"user"`
+	Org            string `json:"org"`
+	Role           string `json:"role"`
+	OnBehalfOf     bool   `json:"onBehalfOfPatient"`
+	SelfNomination bool   `json:"selfNomination,omitempty"`
+}
+
+// RoleDispenser is the role of a dispensing system's user (auth.RoleDispenser).
+const RoleDispenser = "dispenser"
+
+// SelfNominating reports whether by, nominating ods, is a dispenser
+// nominating its own organisation.
+func SelfNominating(by By, ods string) bool {
+	return by.Role == RoleDispenser && ods != "" && strings.EqualFold(strings.TrimSpace(by.Org), ods)
 }
 
 // Nomination is one nominated dispenser.
@@ -49,6 +62,14 @@ type Change struct {
 	To   string    `json:"to,omitempty"`   // ODS code after ("" when removed)
 	Time time.Time `json:"time"`
 	By   By        `json:"by"`
+}
+
+// IsSelfNomination reports whether the change was a dispenser nominating
+// its own organisation: recorded so (By.SelfNomination), or, for a change
+// recorded before the flag existed, made by a dispenser whose organisation
+// is the new nominated dispenser.
+func (c *Change) IsSelfNomination() bool {
+	return c.To != "" && c.From != c.To && (c.By.SelfNomination || SelfNominating(c.By, c.To))
 }
 
 // Patient is a patient's nominations after a change, and that change.
@@ -81,12 +102,14 @@ func Check(nhs string, t Type, ods string, setting bool) error {
 }
 
 // Set returns the patient's nominations with type t set to ods by by at
-// now; nil when nothing changes (already so).
+// now; nil when nothing changes (already so). A dispenser nominating its
+// own organisation is recorded as a self-nomination (By.SelfNomination).
 func Set(cur *Patient, nhs string, t Type, ods string, by By, now time.Time) *Patient {
 	from := cur.Of(t)
 	if from == ods {
 		return nil
 	}
+	by.SelfNomination = SelfNominating(by, ods)
 	n := clone(cur, nhs)
 	n.Nominations[t] = Nomination{ODS: ods, Since: now.UTC(), By: by}
 	n.Change = &Change{Type: t, From: from, To: ods, Time: now.UTC(), By: by}
@@ -100,6 +123,7 @@ func Remove(cur *Patient, nhs string, t Type, by By, now time.Time) *Patient {
 	if from == "" {
 		return nil
 	}
+	by.SelfNomination = false
 	n := clone(cur, nhs)
 	delete(n.Nominations, t)
 	n.Change = &Change{Type: t, From: from, Time: now.UTC(), By: by}
@@ -118,5 +142,9 @@ func clone(cur *Patient, nhs string) *Patient {
 
 // String describes a change for logs (no patient identifiers).
 func (c *Change) String() string {
-	return fmt.Sprintf("%s %s -> %s by %s/%s", c.Type, c.From, c.To, c.By.Org, c.By.Role)
+	self := ""
+	if c.IsSelfNomination() {
+		self = " (self-nomination)"
+	}
+	return fmt.Sprintf("%s %s -> %s by %s/%s%s", c.Type, c.From, c.To, c.By.Org, c.By.Role, self)
 }

@@ -52,6 +52,9 @@ type DispenserReport struct {
 	Period Period
 	Gained int
 	Lost   int
+	// SelfNominated is how many of the gains were self-nominations: the
+	// dispenser nominating itself (Change.IsSelfNomination).
+	SelfNominated int
 	// Detail is every change in the period that gained or lost the
 	// dispenser a nomination, oldest first.
 	Detail []Record
@@ -69,6 +72,9 @@ func ForDispenser(recs []Record, ods string, p Period) DispenserReport {
 		switch {
 		case r.Gain(ods):
 			out.Gained++
+			if r.IsSelfNomination() {
+				out.SelfNominated++
+			}
 		case r.Loss(ods):
 			out.Lost++
 		default:
@@ -95,6 +101,8 @@ const (
 type Ranked struct {
 	ODS          string
 	Gained, Lost int // in the period
+	// SelfNominated is how many of the gains were self-nominations.
+	SelfNominated int
 	// MaxDailyGain is the most nominations gained on one day of the period,
 	// and Day that day (the earliest such; zero when it gained none).
 	MaxDailyGain int
@@ -148,6 +156,7 @@ func Summary(recs []Record, p Period, historyDays int) []Ranked {
 	type acc struct {
 		first        time.Time
 		gained, lost int
+		self         int
 		daily        map[time.Time]int // gains per day, history and period
 	}
 	by := map[string]*acc{}
@@ -179,6 +188,9 @@ func Summary(recs []Record, p Period, historyDays int) []Ranked {
 			a := get(r.To)
 			if in {
 				a.gained++
+				if r.IsSelfNomination() {
+					a.self++
+				}
 			}
 			if in || !r.Time.Before(histStart) && r.Time.Before(p.Start) {
 				a.daily[Day(r.Time)]++
@@ -193,7 +205,7 @@ func Summary(recs []Record, p Period, historyDays int) []Ranked {
 		if a.gained == 0 && a.lost == 0 {
 			continue
 		}
-		rk := Ranked{ODS: ods, Gained: a.gained, Lost: a.lost}
+		rk := Ranked{ODS: ods, Gained: a.gained, Lost: a.lost, SelfNominated: a.self}
 		// The period's days from the dispenser's first appearance.
 		var periodDays []time.Time
 		for d := maxTime(Day(p.Start), a.first); d.Before(p.End); d = d.AddDate(0, 0, 1) {
@@ -245,6 +257,20 @@ func Summary(recs []Record, p Period, historyDays int) []Ranked {
 	if out == nil {
 		out = []Ranked{}
 	}
+	return out
+}
+
+// SelfNominators keeps the summary's dispensers that nominated themselves
+// in the period, the most self-nominations first (then by the summary's
+// order). The summary is left as it was.
+func SelfNominators(ranked []Ranked) []Ranked {
+	out := []Ranked{}
+	for _, rk := range ranked {
+		if rk.SelfNominated > 0 {
+			out = append(out, rk)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].SelfNominated > out[j].SelfNominated })
 	return out
 }
 

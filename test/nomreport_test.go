@@ -138,7 +138,7 @@ func TestNominationReports(t *testing.T) {
 	// CSV: a header and the rows.
 	res = b.do("GET", "/api/v1/nominations/reports/dispensers/"+steady+"?"+one+"&format=csv", admin, nil)
 	rows := readCSV(t, res)
-	if len(rows) != 7 || strings.Join(rows[0], ",") != "ods,direction,nhsNumber,type,from,to,time,user,org,role,onBehalfOfPatient" {
+	if len(rows) != 7 || strings.Join(rows[0], ",") != "ods,direction,nhsNumber,type,from,to,time,user,org,role,onBehalfOfPatient,selfNomination" {
 		t.Fatalf("dispenser CSV: %q", rows)
 	}
 	if r := rows[6]; r[1] != "lost" || r[2] != moved || r[4] != steady || r[5] != spike || r[7] != "dispenser-user-"+spike || r[10] != "true" {

@@ -37,6 +37,27 @@ type Prescription struct {
 	Issue
 	Others  []Issue `json:"otherIssues,omitempty"`
 	History []Event `json:"history"`
+	// Kept are cancellations kept for organisations other than the one
+	// this record is of (Prescriber): sent before any order of theirs with
+	// this ID arrived, or naming another organisation's prescription. Each
+	// is its sender's alone: it applies only to an order that its
+	// organisation sends (KeepCancellation, ApplyEarlyCancellations), and
+	// nothing of it is shown or answered to anyone else.
+	Kept []KeptCancel `json:"kept,omitempty"`
+}
+
+// KeptCancel is one organisation's cancellations of line items of a
+// prescription ID that is not (yet) a prescription of that organisation.
+type KeptCancel struct {
+	Org       string    `json:"org"`
+	NHSNumber string    `json:"nhsNumber"` // the patient its first cancellation named
+	User      string    `json:"user,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	Items     []string  `json:"items"` // line item ids
+	Time      time.Time `json:"time"`
+	// History is the organisation's cancellation events, shown in the
+	// prescription's history only if they are applied.
+	History []Event `json:"history"`
 }
 
 // Issue is the state of one issue of a prescription: everything a

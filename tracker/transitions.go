@@ -35,6 +35,10 @@ const (
 	// EventAwaiting is a repeat dispensing issue becoming the next one
 	// (9000 -> 0000) once the issue before it is complete.
 	EventAwaiting = "awaiting-release-ready"
+	// EventCancelKept is the event log's name for a write that keeps a
+	// cancellation for an organisation whose prescription the ID is not
+	// (KeepCancellation): nobody is notified of it.
+	EventCancelKept = "cancellation-kept"
 )
 
 // Cancellation answers (R-codes) of EPS-DOMAIN.md.
@@ -695,7 +699,8 @@ func cancelIssue(p *Prescription, by Actor, in CancelInput, now time.Time) (*Pre
 
 // EarlyCancellation is the record kept for a cancellation that arrived
 // before its prescription: status 9005, the cancelled line item pending, no
-// order yet (BundleID is empty). ApplyEarlyCancellations applies it when the
+// order yet (BundleID is empty), of the cancelling organisation
+// (Prescriber). ApplyEarlyCancellations applies it when that organisation's
 // prescription arrives.
 func EarlyCancellation(id string, by Actor, in CancelInput, now time.Time) *Prescription {
 	p := &Prescription{ID: id, NHSNumber: in.NHSNumber, Prescriber: by.Org, Created: now.UTC(), StartDate: now.UTC(),
@@ -705,13 +710,64 @@ func EarlyCancellation(id string, by Actor, in CancelInput, now time.Time) *Pres
 	return p
 }
 
-// AddEarlyCancellation adds another early cancellation to a kept record.
+// AddEarlyCancellation adds another early cancellation of the record's own
+// organisation to a kept record. A line item already kept, or one beyond
+// MaxKeptItems, changes nothing (nil).
 func AddEarlyCancellation(p *Prescription, by Actor, in CancelInput, now time.Time) *Prescription {
-	n := p.clone()
-	if !hasID(n.Pending.Items, in.LineItemID) {
-		n.Pending.Items = append(n.Pending.Items, in.LineItemID)
+	if hasID(p.Pending.Items, in.LineItemID) || len(p.Pending.Items) >= MaxKeptItems {
+		return nil
 	}
+	n := p.clone()
+	n.Pending = n.Pending.clone()
+	n.Pending.Items = append(n.Pending.Items, in.LineItemID)
 	n.record(EventCancel, in.MessageID, by, now)
+	return n
+}
+
+// MaxKeptItems bounds the line items one organisation's kept cancellations
+// of one prescription ID name (an order has at most 4), so that no
+// organisation can grow another's record.
+const MaxKeptItems = 16
+
+// KeepCancellation is the rule for a cancellation naming a prescription ID
+// that is not a prescription of the cancelling organisation (by.Org): cur
+// is what the ID's subject holds (nil: nothing; a record kept for early
+// cancellations; or another organisation's prescription). Spine keeps a
+// cancellation that arrives before its prescription and answers it R-0008
+// (record.py set_pending_cancellation); the broker keeps it for the
+// cancelling organisation alone, whatever else the subject holds, and the
+// answer is always R-0008, so that it tells nothing of another
+// organisation's prescriptions or cancellations. The decision depends only
+// on what that organisation kept before: the record to write, or nil when
+// there is nothing new to keep (a line item it kept already, or one beyond
+// MaxKeptItems).
+func KeepCancellation(cur *Prescription, id string, by Actor, in CancelInput, now time.Time) *Prescription {
+	switch {
+	case cur == nil:
+		return EarlyCancellation(id, by, in, now)
+	case cur.IsEarlyCancellation() && cur.Prescriber == by.Org:
+		return AddEarlyCancellation(cur, by, in, now)
+	}
+	i := slices.IndexFunc(cur.Kept, func(k KeptCancel) bool { return k.Org == by.Org })
+	var k KeptCancel
+	if i >= 0 {
+		k = cur.Kept[i]
+		if hasID(k.Items, in.LineItemID) || len(k.Items) >= MaxKeptItems {
+			return nil
+		}
+	} else {
+		k = KeptCancel{Org: by.Org, NHSNumber: in.NHSNumber, User: by.User, Reason: in.Reason, Time: now.UTC()}
+	}
+	k.Items = append(slices.Clone(k.Items), in.LineItemID)
+	k.History = append(slices.Clone(k.History), Event{Time: now.UTC(), Type: EventCancel, MessageID: in.MessageID,
+		Org: by.Org, User: by.User, Status: StatusCancelledFuture})
+	n := cur.clone()
+	n.Kept = slices.Clone(cur.Kept)
+	if i >= 0 {
+		n.Kept[i] = k
+	} else {
+		n.Kept = append(n.Kept, k)
+	}
 	return n
 }
 
@@ -721,31 +777,55 @@ func (p *Prescription) IsEarlyCancellation() bool {
 	return p.BundleID == "" && p.Status == StatusCancelledFuture
 }
 
-// ApplyEarlyCancellations makes the record of an arriving order over a kept
-// cancellation: the order's record with the kept history first and the
-// cancelled items at 0005 (the prescription Cancelled when all are). A
-// cancellation naming another patient or sent by another organisation is
-// not applied.
+// keptCancellations are every cancellation kept on record p, one per
+// organisation: the early record's own (its Prescriber's) first.
+func (p *Prescription) keptCancellations() []KeptCancel {
+	var out []KeptCancel
+	if p.IsEarlyCancellation() && p.Pending != nil {
+		out = append(out, KeptCancel{Org: p.Prescriber, NHSNumber: p.NHSNumber, User: p.Pending.User, Reason: p.Pending.Reason,
+			Items: p.Pending.Items, Time: p.Pending.Time, History: p.History})
+	}
+	return append(out, p.Kept...)
+}
+
+// ApplyEarlyCancellations makes the record of an arriving order over a
+// record of kept cancellations: the order's record, with the cancellations
+// its own organisation (created.Prescriber, the organisation that sent the
+// order) kept for the same patient applied: their events first in its
+// history and the cancelled items at 0005 (the prescription Cancelled when
+// all are). Cancellations kept by any other organisation stay kept for that
+// organisation (never applied, never in the history); the order's own
+// organisation's naming another patient are dropped.
 func ApplyEarlyCancellations(kept, created *Prescription, now time.Time) *Prescription {
 	n := created.clone()
-	n.History = append(slices.Clone(kept.History), n.History...)
-	pc := kept.Pending
-	if pc == nil || kept.NHSNumber != n.NHSNumber || pc.Org != n.Prescriber {
-		return n
-	}
-	for _, is := range n.issues() { // every issue of a repeat dispensing prescription
-		applied := false
-		for _, id := range pc.Items {
-			if i := is.itemIndex(id); i >= 0 && is.Items[i].Status == ItemToBeDispensed {
-				is.Items[i].cancel(pc.Reason)
-				applied = true
+	var own []Event
+	n.Kept = nil
+	for _, k := range kept.keptCancellations() {
+		if k.Org != n.Prescriber {
+			n.Kept = append(n.Kept, k)
+			continue
+		}
+		own = append(own, k.History...)
+		if k.NHSNumber != n.NHSNumber {
+			continue
+		}
+		by := Actor{User: k.User, Org: k.Org}
+		for _, is := range n.issues() { // every issue of a repeat dispensing prescription
+			applied := false
+			for _, id := range k.Items {
+				if i := is.itemIndex(id); i >= 0 && is.Items[i].Status == ItemToBeDispensed {
+					is.Items[i].cancel(k.Reason)
+					applied = true
+				}
+			}
+			if applied {
+				is.settleCancelled()
+				n.recordFor(is, EventSubsequentCancel, "", by, now)
 			}
 		}
-		if applied {
-			is.settleCancelled()
-			n.recordFor(is, EventSubsequentCancel, "", Actor{User: pc.User, Org: pc.Org}, now)
-		}
 	}
+	slices.SortStableFunc(own, func(a, b Event) int { return a.Time.Compare(b.Time) })
+	n.History = append(own, n.History...)
 	return n
 }
 

@@ -43,6 +43,12 @@ type App struct {
 
 	// NominationReports keeps the nomination changes for the reports.
 	NominationReports *broker.NominationReports
+
+	// HTTP limits: the connection cap's and rate limits' metrics, and the
+	// metrics listener (--metrics-listen) with its server.
+	limitMetrics    *httpapi.LimitMetrics
+	metricsServer   *http.Server
+	metricsListener net.Listener
 }
 
 // New starts everything but the HTTP server: NATS, the streams and buckets,
@@ -121,6 +127,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	intake.Lifecycle = lifecycle
 	a.Scheduler = broker.NewScheduler(lifecycle, a.Tracker.Index, log, now)
 	a.Scheduler.Start(cfg.SchedulerEvery)
+	a.limitMetrics = httpapi.NewLimitMetrics(a.Metrics.Registry)
 	handler := httpapi.NewHandler(httpapi.Deps{
 		Intake:           intake,
 		Lifecycle:        lifecycle,
@@ -136,6 +143,11 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		Now:              now,
 
 		NominationReports: a.NominationReports,
+
+		Limits: httpapi.Limits{UserRate: cfg.RateLimit, UserBurst: cfg.RateBurst,
+			AddressRate: cfg.RateLimitIP, AddressBurst: cfg.RateBurstIP, SessionsPerUser: cfg.SessionsPerUser},
+		LimitMetrics:     a.limitMetrics,
+		MetricsElsewhere: cfg.MetricsListen != "",
 	})
 	a.server = &http.Server{
 		Handler:           handler,
@@ -145,6 +157,18 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		IdleTimeout:       cfg.HTTPIdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
+		ConnContext:       httpapi.ConnContext,
+	}
+	if cfg.MetricsListen != "" {
+		a.metricsServer = &http.Server{
+			Handler:           httpapi.MetricsHandler(a.Metrics.Registry),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       cfg.HTTPReadTimeout,
+			WriteTimeout:      cfg.HTTPWriteTimeout,
+			IdleTimeout:       cfg.HTTPIdleTimeout,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          zap.NewStdLog(log.Named("metrics-http")),
+		}
 	}
 	ok = true
 	return a, nil
@@ -166,16 +190,28 @@ func (a *App) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Listen binds the HTTP address (cfg.HTTPAddr; port 0 picks a free one).
+// Listen binds the HTTP address (cfg.HTTPAddr; port 0 picks a free one),
+// and the metrics address when one is set.
 func (a *App) Listen() error {
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http-addr: %w", err)
 	}
+	if a.metricsServer != nil {
+		if a.metricsListener, err = net.Listen("tcp", a.cfg.MetricsListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics-listen: %w", err)
+		}
+	}
+	// The connection cap counts TCP connections: it goes under TLS.
+	ln = httpapi.LimitConnections(ln, a.cfg.HTTPMaxConns, a.limitMetrics)
 	if a.cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(a.cfg.TLSCert, a.cfg.TLSKey)
 		if err != nil {
 			ln.Close()
+			if a.metricsListener != nil {
+				a.metricsListener.Close()
+			}
 			return fmt.Errorf("tls: %w", err)
 		}
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
@@ -186,6 +222,15 @@ func (a *App) Listen() error {
 
 // Addr is the address the HTTP API listens on (after Listen).
 func (a *App) Addr() string { return a.listener.Addr().String() }
+
+// MetricsAddr is the address /metrics is served on alone (after Listen),
+// or "" when it is served on the API listener.
+func (a *App) MetricsAddr() string {
+	if a.metricsListener == nil {
+		return ""
+	}
+	return a.metricsListener.Addr().String()
+}
 
 // Handler is the HTTP API.
 func (a *App) Handler() http.Handler { return a.server.Handler }
@@ -207,6 +252,14 @@ func (a *App) Serve(ctx context.Context) error {
 		scheme = "https"
 	}
 	a.log.Info("epsbroker serving", zap.String("addr", scheme+"://"+a.Addr()))
+	if a.metricsListener != nil {
+		go func() {
+			if err := a.metricsServer.Serve(a.metricsListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("metrics listener stopped", zap.Error(err))
+			}
+		}()
+		a.log.Info("metrics served apart", zap.String("addr", "http://"+a.MetricsAddr()+"/metrics"))
+	}
 	var serveErr error
 	select {
 	case serveErr = <-errc:
@@ -223,6 +276,9 @@ func (a *App) Serve(ctx context.Context) error {
 		if e := <-errc; !errors.Is(e, http.ErrServerClosed) && serveErr == nil {
 			serveErr = e
 		}
+	}
+	if a.metricsServer != nil {
+		_ = a.metricsServer.Close() // scrapes need no drain
 	}
 	a.closeBackend()
 	if errors.Is(serveErr, http.ErrServerClosed) {

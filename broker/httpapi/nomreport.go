@@ -17,9 +17,14 @@ import (
 // only):
 //
 //	GET /api/v1/nominations/reports/dispensers/{ods}?from=YYYY-MM-DD&to=YYYY-MM-DD[&detail=true][&format=csv]
-//	GET /api/v1/nominations/reports/summary?from=YYYY-MM-DD&to=YYYY-MM-DD[&history=N][&format=csv]
+//	GET /api/v1/nominations/reports/summary?from=YYYY-MM-DD&to=YYYY-MM-DD[&history=N][&selfNominated=true][&format=csv]
 //
-// from and to are UTC days, both included.
+// from and to are UTC days, both included. Both count each dispenser's
+// self-nominations (a dispenser nominating its own organisation); the
+// summary with selfNominated=true lists only the dispensers that did, the
+// most first. Every report read is audited before it is answered: once per
+// request, and for a dispenser report that shows NHS numbers (its detail,
+// and its CSV) once per patient shown.
 func (a *api) nominationReportRoutes(route func(string, http.Handler)) {
 	route("GET /api/v1/nominations/reports/dispensers/{ods}", a.authenticated(http.HandlerFunc(a.dispenserReport)))
 	route("GET /api/v1/nominations/reports/summary", a.authenticated(http.HandlerFunc(a.nominationSummary)))
@@ -37,28 +42,33 @@ type reportChange struct {
 	Org        string    `json:"org"`
 	Role       string    `json:"role"`
 	OnBehalfOf bool      `json:"onBehalfOfPatient"`
+	// SelfNomination: the dispenser that made the change nominated itself.
+	SelfNomination bool `json:"selfNomination"`
 }
 
 type dispenserReportAnswer struct {
-	ODS    string         `json:"ods"`
-	From   string         `json:"from"`
-	To     string         `json:"to"`
-	Gained int            `json:"gained"`
-	Lost   int            `json:"lost"`
-	Detail []reportChange `json:"detail,omitempty"`
+	ODS    string `json:"ods"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Gained int    `json:"gained"`
+	Lost   int    `json:"lost"`
+	// SelfNominated is how many of the gains the dispenser made itself.
+	SelfNominated int            `json:"selfNominated"`
+	Detail        []reportChange `json:"detail,omitempty"`
 }
 
 type summaryLine struct {
-	ODS          string  `json:"ods"`
-	Gained       int     `json:"gained"`
-	Lost         int     `json:"lost"`
-	MaxDailyGain int     `json:"maxDailyGain"`
-	Day          string  `json:"day"` // "" when it gained none
-	Score        float64 `json:"score"`
-	Baseline     float64 `json:"baseline"`
-	Spread       float64 `json:"spread"`
-	Basis        string  `json:"basis"`
-	HistoryDays  int     `json:"historyDays"`
+	ODS           string  `json:"ods"`
+	Gained        int     `json:"gained"`
+	Lost          int     `json:"lost"`
+	SelfNominated int     `json:"selfNominated"`
+	MaxDailyGain  int     `json:"maxDailyGain"`
+	Day           string  `json:"day"` // "" when it gained none
+	Score         float64 `json:"score"`
+	Baseline      float64 `json:"baseline"`
+	Spread        float64 `json:"spread"`
+	Basis         string  `json:"basis"`
+	HistoryDays   int     `json:"historyDays"`
 }
 
 // reportQuery reads and checks the parameters every report takes.
@@ -141,28 +151,66 @@ func (a *api) dispenserReport(w http.ResponseWriter, r *http.Request) {
 		detail = v == "true"
 	}
 	rep := nomination.ForDispenser(a.NominationReports.Changes(), ods, q.period)
+	shown := 0 // rows answered
+	if q.csv || detail {
+		shown = len(rep.Detail)
+	}
+	// One audit write per patient shown (each fsynced, about 2 ms): a
+	// detail of thousands of patients takes seconds before its answer, so
+	// the answer's write deadline starts when the audit is done.
+	rc := http.NewResponseController(w)
+	if shown > 0 {
+		_ = rc.SetWriteDeadline(time.Time{})
+	}
+	err := a.auditReport(r, auditNominationReport, shown, rep.Detail[:shown])
+	if shown > 0 {
+		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	}
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	if q.csv {
-		rows := [][]string{{"ods", "direction", "nhsNumber", "type", "from", "to", "time", "user", "org", "role", "onBehalfOfPatient"}}
+		rows := [][]string{{"ods", "direction", "nhsNumber", "type", "from", "to", "time", "user", "org", "role", "onBehalfOfPatient", "selfNomination"}}
 		for _, c := range rep.Detail {
 			dir := "gained"
 			if c.Loss(ods) {
 				dir = "lost"
 			}
 			rows = append(rows, []string{ods, dir, c.NHSNumber, string(c.Type), c.From, c.To, c.Time.UTC().Format(time.RFC3339),
-				c.By.User, c.By.Org, c.By.Role, strconv.FormatBool(c.By.OnBehalfOf)})
+				c.By.User, c.By.Org, c.By.Role, strconv.FormatBool(c.By.OnBehalfOf), strconv.FormatBool(c.IsSelfNomination())})
 		}
 		writeCSV(w, "nominations-"+ods+"-"+q.from+"-"+q.to+".csv", rows)
 		return
 	}
-	ans := dispenserReportAnswer{ODS: ods, From: q.from, To: q.to, Gained: rep.Gained, Lost: rep.Lost}
+	ans := dispenserReportAnswer{ODS: ods, From: q.from, To: q.to, Gained: rep.Gained, Lost: rep.Lost, SelfNominated: rep.SelfNominated}
 	if detail {
 		ans.Detail = make([]reportChange, 0, len(rep.Detail))
 		for _, c := range rep.Detail {
 			ans.Detail = append(ans.Detail, reportChange{NHSNumber: c.NHSNumber, Type: string(c.Type), From: c.From, To: c.To,
-				Time: c.Time.UTC(), User: c.By.User, Org: c.By.Org, Role: c.By.Role, OnBehalfOf: c.By.OnBehalfOf})
+				Time: c.Time.UTC(), User: c.By.User, Org: c.By.Org, Role: c.By.Role, OnBehalfOf: c.By.OnBehalfOf,
+				SelfNomination: c.IsSelfNomination()})
 		}
 	}
 	writeJSON(w, http.StatusOK, ans)
+}
+
+// auditReport records a report read before it is answered: one entry for
+// the request (results: the rows answered), and one per patient whose NHS
+// number the answer shows (results: that patient's rows).
+func (a *api) auditReport(r *http.Request, action string, shown int, patients []nomination.Record) error {
+	p := principalFrom(r.Context())
+	if err := a.auditRead(r.Context(), p, action, "", shown); err != nil {
+		return err
+	}
+	if len(patients) == 0 {
+		return nil
+	}
+	rows := map[string]int{}
+	for _, c := range patients {
+		rows[c.NHSNumber]++
+	}
+	return a.auditPatients(r.Context(), p, action, rows)
 }
 
 // nominationSummary answers every dispenser that gained or lost a
@@ -182,10 +230,25 @@ func (a *api) nominationSummary(w http.ResponseWriter, r *http.Request) {
 		}
 		history = n
 	}
+	selfOnly := false
+	switch v, _, err := rawQueryParam(r.URL.RawQuery, "selfNominated"); {
+	case err != nil || v != "" && v != "true" && v != "false":
+		a.writeError(w, r, badParam("selfNominated", "selfNominated: want true or false"))
+		return
+	default:
+		selfOnly = v == "true"
+	}
 	ranked := nomination.Summary(a.NominationReports.Changes(), q.period, history)
+	if selfOnly {
+		ranked = nomination.SelfNominators(ranked)
+	}
+	if err := a.auditReport(r, auditNominationSumm, len(ranked), nil); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	lines := make([]summaryLine, 0, len(ranked))
 	for _, rk := range ranked {
-		l := summaryLine{ODS: rk.ODS, Gained: rk.Gained, Lost: rk.Lost, MaxDailyGain: rk.MaxDailyGain, Score: round3(rk.Score),
+		l := summaryLine{ODS: rk.ODS, Gained: rk.Gained, Lost: rk.Lost, SelfNominated: rk.SelfNominated, MaxDailyGain: rk.MaxDailyGain, Score: round3(rk.Score),
 			Baseline: round3(rk.Baseline), Spread: round3(rk.Spread), Basis: rk.Basis, HistoryDays: rk.HistoryDays}
 		if !rk.Day.IsZero() {
 			l.Day = rk.Day.Format(reportDate)
@@ -193,10 +256,10 @@ func (a *api) nominationSummary(w http.ResponseWriter, r *http.Request) {
 		lines = append(lines, l)
 	}
 	if q.csv {
-		rows := [][]string{{"rank", "ods", "gained", "lost", "maxDailyGain", "day", "score", "baseline", "spread", "basis", "historyDays"}}
+		rows := [][]string{{"rank", "ods", "gained", "lost", "maxDailyGain", "day", "score", "baseline", "spread", "basis", "historyDays", "selfNominated"}}
 		for i, l := range lines {
 			rows = append(rows, []string{strconv.Itoa(i + 1), l.ODS, strconv.Itoa(l.Gained), strconv.Itoa(l.Lost), strconv.Itoa(l.MaxDailyGain),
-				l.Day, fmtFloat(l.Score), fmtFloat(l.Baseline), fmtFloat(l.Spread), l.Basis, strconv.Itoa(l.HistoryDays)})
+				l.Day, fmtFloat(l.Score), fmtFloat(l.Baseline), fmtFloat(l.Spread), l.Basis, strconv.Itoa(l.HistoryDays), strconv.Itoa(l.SelfNominated)})
 		}
 		writeCSV(w, "nominations-summary-"+q.from+"-"+q.to+".csv", rows)
 		return

@@ -52,6 +52,14 @@ type Deps struct {
 
 	// NominationReports keeps the nomination changes for the reports.
 	NominationReports *broker.NominationReports
+
+	// Limits bound the requests of one user or client address and the
+	// tracker sessions of one user; LimitMetrics counts their refusals.
+	Limits       Limits
+	LimitMetrics *LimitMetrics
+	// MetricsElsewhere leaves GET /metrics out (404): it is served on a
+	// listener of its own (MetricsHandler).
+	MetricsElsewhere bool
 }
 
 type api struct {
@@ -59,18 +67,24 @@ type api struct {
 	// importSlots bounds the nomination imports this broker runs at once:
 	// each keeps a pool of writers busy.
 	importSlots chan struct{}
+	// userLimiter and addressLimiter keep the request rates (nil: none).
+	userLimiter, addressLimiter *keyedLimiter
 }
 
 // NewHandler returns the broker's HTTP handler.
 func NewHandler(d Deps) http.Handler {
-	a := &api{Deps: d, importSlots: make(chan struct{}, 2)}
+	a := &api{Deps: d, importSlots: make(chan struct{}, 2),
+		userLimiter:    newKeyedLimiter(d.Limits.UserRate, d.Limits.UserBurst, nil),
+		addressLimiter: newKeyedLimiter(d.Limits.AddressRate, d.Limits.AddressBurst, nil)}
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.Handler) {
-		mux.Handle(pattern, a.observe(pattern, securityHeaders(pattern, h)))
+		mux.Handle(pattern, a.observe(pattern, securityHeaders(pattern, a.limited(pattern, h))))
 	}
 	route("GET /healthz", http.HandlerFunc(a.healthz))
 	route("GET /readyz", http.HandlerFunc(a.readyz))
-	route("GET /metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{Registry: d.Metrics.Registry}))
+	if !d.MetricsElsewhere {
+		route("GET /metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{Registry: d.Metrics.Registry}))
+	}
 	route("GET /_ping", http.HandlerFunc(a.ping))
 	route("GET /FHIR/R4/metadata", http.HandlerFunc(a.metadata))
 	route("POST /FHIR/R4/$validate", a.authenticated(a.withBody(http.HandlerFunc(a.validate))))
@@ -89,7 +103,7 @@ func NewHandler(d Deps) http.Handler {
 	a.nominationReportRoutes(route)
 	route("GET /tracker", a.trackerPage())
 	route("GET /tracker/", a.trackerPage())
-	route("POST /tracker/session", a.withBody(http.HandlerFunc(a.signIn)))
+	route("POST /tracker/session", a.withBody(a.sessionLimit(http.HandlerFunc(a.signIn))))
 	route("GET /tracker/session", a.authenticated(http.HandlerFunc(a.sessionInfo)))
 	route("DELETE /tracker/session", http.HandlerFunc(a.signOut))
 	// Known paths with another method: 405 (after authentication, so that
@@ -240,22 +254,29 @@ func bodyFrom(ctx context.Context) []byte {
 	return b
 }
 
-// authenticated requires a valid bearer token and puts its principal in the
-// request context.
+// authenticated requires a valid bearer token (or, for reads from the
+// tracker page, a session cookie) and puts its principal in the request
+// context. The request counts against its user's rate; one whose
+// credentials fail counts against its client address's.
 func (a *api) authenticated(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return &authHandler{http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		refuse := func(err error) {
+			if a.allowAddress(w, r) {
+				a.writeError(w, r, err)
+			}
+		}
 		token := auth.BearerToken(r.Header.Get("Authorization"))
 		if token == "" && r.Header.Get("Authorization") == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			// The tracker page's session cookie, for reads only.
 			if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
 				if r.Header.Get(trackerHeader) == "" {
-					a.writeError(w, r, fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "a session cookie is accepted only from the tracker page (header %s)", trackerHeader))
+					refuse(fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "a session cookie is accepted only from the tracker page (header %s)", trackerHeader))
 					return
 				}
 				ss, err := a.Store.TouchSession(r.Context(), c.Value, a.Now())
 				switch {
 				case errors.Is(err, broker.ErrNoSession):
-					a.writeError(w, r, fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "your session has ended: sign in again"))
+					refuse(fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "your session has ended: sign in again"))
 					return
 				case err != nil:
 					a.writeError(w, r, unavailable("session", err))
@@ -265,23 +286,40 @@ func (a *api) authenticated(next http.Handler) http.Handler {
 				if o, ok := w.(*observedWriter); ok {
 					o.principal = p
 				}
+				if !a.allowUser(w, r, p) {
+					return
+				}
 				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
 				return
 			}
 		}
 		if token == "" {
-			a.writeError(w, r, fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "missing bearer token: send Authorization: Bearer <JWT>"))
+			refuse(fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "missing bearer token: send Authorization: Bearer <JWT>"))
 			return
 		}
 		p, err := a.Verifier.Verify(token)
 		if err != nil {
-			a.writeError(w, r, fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "invalid bearer token: %s", strings.TrimPrefix(err.Error(), auth.ErrUnauthorized.Error()+": ")))
+			refuse(fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "invalid bearer token: %s", strings.TrimPrefix(err.Error(), auth.ErrUnauthorized.Error()+": ")))
 			return
 		}
 		if o, ok := w.(*observedWriter); ok {
 			o.principal = p
 		}
+		if !a.allowUser(w, r, p) {
+			return
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+	})}
+}
+
+// sessionLimit tells the tracker's sign-in how many sessions a user keeps.
+func (a *api) sessionLimit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := a.Limits.SessionsPerUser
+		if n <= 0 {
+			n = broker.DefaultSessionsPerUser
+		}
+		next.ServeHTTP(w, r.WithContext(broker.WithSessionLimit(r.Context(), n)))
 	})
 }
 

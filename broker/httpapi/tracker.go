@@ -45,19 +45,29 @@ func sameOrigin(r *http.Request) error {
 // caller may not see are dropped before anything is read for them (no
 // timing difference between "hidden" and "absent").
 func mayReadEntry(p auth.Principal, e tracker.Entry) bool {
-	return mayRead(p, &tracker.Prescription{Prescriber: e.Prescriber, PrescriberOrg: e.PrescOrg,
-		Issue: tracker.Issue{Nominated: e.Nominated, Dispenser: e.Dispenser}})
+	// The entry's record has no BundleID: it is an early cancellation's
+	// exactly when its status is 9005, as mayRead decides from the record.
+	return mayRead(p, &tracker.Prescription{Prescriber: e.Prescriber,
+		Issue: tracker.Issue{Status: e.Status, Nominated: e.Nominated, Dispenser: e.Dispenser}})
 }
 
 // mayRead reports whether p may see a prescription: the tracker and admin
-// roles may see any; a prescriber those its organisation sent; a dispenser
-// those nominated to or held by its organisation.
+// roles may see any; a prescriber those its organisation sent (Prescriber:
+// the organisation of the token that sent the order, never the
+// organisation the message names as the requester's, which any sender can
+// write); a dispenser those nominated to or held by its organisation.
+//
+// A record of early cancellations only (no order yet) is no prescriber's:
+// were it shown to the organisation that cancelled first, that
+// organisation would see it turn into a 403 the moment another
+// organisation's order with the ID arrived (an oracle of another
+// organisation's future prescriptions).
 func mayRead(p auth.Principal, rec *tracker.Prescription) bool {
 	switch p.Role {
 	case auth.RoleTracker, auth.RoleAdmin:
 		return true
 	case auth.RolePrescriber:
-		return rec.Prescriber == p.ODS || rec.PrescriberOrg == p.ODS
+		return rec.Prescriber == p.ODS && !rec.IsEarlyCancellation()
 	case auth.RoleDispenser:
 		return rec.Nominated == p.ODS || rec.Dispenser == p.ODS
 	}
