@@ -41,11 +41,32 @@ func userKey(user string) string {
 	return hex.EncodeToString(h[:12])
 }
 
-func auditSubject(nhs, user string) string {
+// auditSubject is eps.audit.<patient>.<user key>: the patient is the
+// pseudonym of the NHS number (never the number: see Pseudonyms), or "none"
+// for a look-up that named no patient.
+func (s *Store) auditSubject(nhs, user string) string {
+	return SubjectAudit + s.auditPatient(nhs) + "." + userKey(user)
+}
+
+func (s *Store) auditPatient(nhs string) string {
 	if nhs == "" {
-		nhs = "none"
+		return "none"
 	}
-	return SubjectAudit + nhs + "." + userKey(user)
+	return s.pseudo.Of(nhs)
+}
+
+// plainAuditToken reports whether an NHS number could have been the subject
+// token of an audit entry written before pseudonyms.
+func plainAuditToken(nhs string) bool {
+	if nhs == "" || nhs == "none" || isPseudonym(nhs) {
+		return false
+	}
+	for _, c := range nhs {
+		if c == '.' || c == '*' || c == '>' || c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // Audit appends a look-up to the audit trail and returns once it is stored:
@@ -57,7 +78,7 @@ func (s *Store) Audit(ctx context.Context, p auth.Principal, e AuditEntry) error
 		return err
 	}
 	start := time.Now()
-	_, err = s.js.Publish(ctx, auditSubject(e.NHSNumber, e.User), b, jetstream.WithExpectStream(StreamAudit))
+	_, err = s.js.Publish(ctx, s.auditSubject(e.NHSNumber, e.User), b, jetstream.WithExpectStream(StreamAudit))
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"
@@ -80,10 +101,15 @@ type AuditQuery struct {
 // Without a filter it reads only the newest q.Limit messages; with one, the
 // server walks just the matching subjects (an ordered consumer), so the
 // listing costs what it returns, not the size of the trail.
+//
+// Entries written before pseudonyms name their patient in clear on their
+// subject (the stream denies deleting them, so they stay until the stream's
+// limits remove them): a patient's listing also walks that subject when the
+// trail has entries from then.
 func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, error) {
 	nhs, user := "*", "*"
 	if q.NHSNumber != "" {
-		nhs = q.NHSNumber
+		nhs = s.auditPatient(q.NHSNumber)
 	}
 	if q.User != "" {
 		user = userKey(q.User)
@@ -105,6 +131,12 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 	} else {
 		cfg.FilterSubjects = []string{SubjectAudit + nhs + "." + user}
 	}
+	var out []AuditEntry
+	if q.NHSNumber != "" && s.auditPlainUntil >= info.State.FirstSeq && plainAuditToken(q.NHSNumber) {
+		if out, err = s.plainAuditEntries(ctx, SubjectAudit+q.NHSNumber+"."+user, info.State.FirstSeq, q.Limit); err != nil {
+			return nil, err
+		}
+	}
 	cons, err := s.js.OrderedConsumer(ctx, StreamAudit, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("read audit: %w", err)
@@ -114,7 +146,6 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 		return nil, fmt.Errorf("read audit: %w", err)
 	}
 	pending := ci.NumPending
-	var out []AuditEntry
 	for pending > 0 {
 		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -146,5 +177,38 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 		}
 	}
 	slices.Reverse(out)
+	return out, nil
+}
+
+// plainAuditEntries reads the entries on subject (which names a patient in
+// clear: written before pseudonyms) up to the last sequence that may be on
+// such a subject, at most the newest limit, oldest first. It reads message
+// by message (the stream's direct get of the next message on a subject)
+// rather than through a consumer, whose configuration, with the subject,
+// other NATS users could list.
+func (s *Store) plainAuditEntries(ctx context.Context, subject string, from uint64, limit int) ([]AuditEntry, error) {
+	var out []AuditEntry
+	for seq := from; seq <= s.auditPlainUntil; {
+		m, err := s.audit.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read audit: %w", err)
+		}
+		if m.Sequence > s.auditPlainUntil {
+			break
+		}
+		var e AuditEntry
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			return nil, fmt.Errorf("audit entry %d: %w", m.Sequence, err)
+		}
+		e.Seq = m.Sequence
+		out = append(out, e)
+		if len(out) > limit {
+			out = out[1:]
+		}
+		seq = m.Sequence + 1
+	}
 	return out, nil
 }

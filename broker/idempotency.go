@@ -21,11 +21,21 @@ import (
 // MB for 25 large ones, more than one NATS message takes, and patient data
 // besides). Release lists what was handed over instead, and the same answer
 // is rebuilt from the event log (AnswerHash checks that it is the same).
+//
+// Other answers may name a patient (a nomination change answers the
+// patient's nominations; an error may quote what was sent), so in the bucket
+// the body is sealed (AES-256-GCM under a key derived from the pseudonym
+// key, bound to the bucket key) and the request hash is keyed (a nomination
+// change's path holds the NHS number, and a plain hash of it could be
+// reversed by trying every number). The bucket entry expires with
+// --idempotency-ttl. Store methods take and return them in clear.
 type SavedResponse struct {
-	BodyHash    string `json:"bodyHash"` // SHA-256 of method, path and body
+	BodyHash    string `json:"bodyHash"` // SHA-256 of method, path and body (keyed in the bucket)
 	Status      int    `json:"status"`
 	ContentType string `json:"contentType"`
 	Body        []byte `json:"body,omitempty"`
+	// Sealed is Body as kept in the bucket.
+	Sealed []byte `json:"sealed,omitempty"`
 
 	// Since is when the key was first reserved, set when a retry takes an
 	// abandoned reservation over (kept by the next takeover): the work of
@@ -89,7 +99,8 @@ type Reservation struct {
 // whose request was answered before gets that answer; a caller while
 // another is in progress gets ErrInFlight.
 func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.Time) (*SavedResponse, Reservation, error) {
-	pending, _ := json.Marshal(SavedResponse{BodyHash: hash})
+	kept := s.pseudo.keyedHash(hash)
+	pending, _ := json.Marshal(SavedResponse{BodyHash: kept})
 	rev, err := s.requests.Create(ctx, key, pending)
 	if err == nil {
 		return nil, Reservation{Rev: rev}, nil
@@ -108,6 +119,17 @@ func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.T
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
 		return nil, Reservation{}, fmt.Errorf("request key: %w", err)
 	}
+	// Entries written before keyed hashes (and expiring with the bucket's
+	// TTL) hold the plain hash.
+	if r.BodyHash == kept || r.BodyHash == hash {
+		r.BodyHash = hash
+	}
+	if r.Sealed != nil {
+		if r.Body, err = s.pseudo.open(r.Sealed, []byte(key)); err != nil {
+			return nil, Reservation{}, fmt.Errorf("request key: sealed answer: %w", err)
+		}
+		r.Sealed = nil
+	}
 	if r.Status != 0 {
 		return &r, Reservation{}, nil
 	}
@@ -124,7 +146,7 @@ func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.T
 	if since.IsZero() {
 		since = e.Created()
 	}
-	pending, _ = json.Marshal(SavedResponse{BodyHash: hash, Since: since})
+	pending, _ = json.Marshal(SavedResponse{BodyHash: kept, Since: since})
 	rev, err = s.requests.Update(ctx, key, pending, e.Revision())
 	if err != nil {
 		return nil, Reservation{}, ErrInFlight
@@ -197,7 +219,12 @@ var ErrAnswerTooLarge = errors.New("the answer is too large to keep for X-Reques
 // ErrAnswerTooLarge (a retry then runs again, rather than meeting 409 until
 // the reservation is taken over).
 func (s *Store) CompleteRequest(ctx context.Context, key string, rev uint64, r *SavedResponse) error {
-	b, err := json.Marshal(r)
+	kept := *r
+	kept.BodyHash = s.pseudo.keyedHash(r.BodyHash)
+	if r.Body != nil {
+		kept.Body, kept.Sealed = nil, s.pseudo.seal(r.Body, []byte(key))
+	}
+	b, err := json.Marshal(&kept)
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,8 @@ import (
 )
 
 // BucketNominations is the nomination registry: a key-value bucket keyed by
-// NHS number whose every revision is kept (its stream keeps all messages per
+// the pseudonym of the patient's NHS number (Pseudonyms.Of; the number
+// itself is in the value) whose every revision is kept (its stream keeps all messages per
 // key), so each change, with who made it, stays in the history.
 const BucketNominations = "EPS_NOMINATIONS"
 
@@ -61,7 +62,7 @@ func keepEveryRevision(ctx context.Context, js jetstream.JetStream) (jetstream.K
 // Nominations returns a patient's nominations and the registry revision they
 // are at (nil and 0 when the patient has none on record).
 func (s *Store) Nominations(ctx context.Context, nhs string) (*nomination.Patient, uint64, error) {
-	e, err := s.nominations.Get(ctx, nhs)
+	e, err := s.nominations.Get(ctx, s.pseudo.Of(nhs))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
 	}
@@ -78,7 +79,7 @@ func (s *Store) Nominations(ctx context.Context, nhs string) (*nomination.Patien
 // NominationHistory returns every change to a patient's nominations, oldest
 // first.
 func (s *Store) NominationHistory(ctx context.Context, nhs string) ([]nomination.Change, error) {
-	entries, err := s.nominations.History(ctx, nhs)
+	entries, err := s.nominations.History(ctx, s.pseudo.Of(nhs))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return []nomination.Change{}, nil
 	}
@@ -106,9 +107,9 @@ func (s *Store) putNominations(ctx context.Context, p *nomination.Patient, rev u
 		return err
 	}
 	if rev == 0 {
-		_, err = s.nominations.Create(ctx, p.NHSNumber, b)
+		_, err = s.nominations.Create(ctx, s.pseudo.Of(p.NHSNumber), b)
 	} else {
-		_, err = s.nominations.Update(ctx, p.NHSNumber, b, rev)
+		_, err = s.nominations.Update(ctx, s.pseudo.Of(p.NHSNumber), b, rev)
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch), isWrongLastSequence(err):

@@ -58,8 +58,8 @@ func (r *NominationReports) handle(m jetstream.Msg) {
 			r.log.Error("nomination reports: undecodable revision", zap.Uint64("seq", md.Sequence.Stream), zap.Error(err))
 		} else if p.Change != nil {
 			nhs := p.NHSNumber
-			if nhs == "" {
-				nhs = strings.TrimPrefix(m.Subject(), "$KV."+BucketNominations+".")
+			if k := strings.TrimPrefix(m.Subject(), subjectNominations); nhs == "" && !isPseudonym(k) {
+				nhs = k // a key written before pseudonyms (the migration moves them)
 			}
 			rec = &nomination.Record{NHSNumber: nhs, Change: *p.Change}
 		}

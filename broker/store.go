@@ -97,6 +97,10 @@ type Store struct {
 		sync.Mutex
 		m map[string]time.Time
 	}
+	// pseudo names patients in subjects and keys (pseudonym.go);
+	// auditPlainUntil is the last audit sequence that may name one in clear.
+	pseudo          *Pseudonyms
+	auditPlainUntil uint64
 	// lastSeq is the highest event log sequence this process has written:
 	// readers of projections wait for it to read their own writes.
 	lastSeq atomic.Uint64
@@ -122,6 +126,8 @@ type StoreConfig struct {
 	// Limits are the most bytes each stream keeps; Budget and Alert go
 	// with them (see StorageLimits).
 	Limits StorageLimits
+	// Pseudonyms stand for NHS numbers in subjects and keys (required).
+	Pseudonyms *Pseudonyms
 }
 
 // OpenStore creates (or updates) the streams and buckets the broker needs.
@@ -235,11 +241,14 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err := limitStream(ctx, js, "KV_"+BucketNominations, lim.Nominations); err != nil {
 		return nil, limitError("KV_"+BucketNominations, "nominations-max-bytes", lim.Nominations, err)
 	}
-	s := &Store{js: js, events: events, queue: queue, requests: requests, audit: audit, sessions: sessions,
+	st := &Store{js: js, events: events, queue: queue, requests: requests, audit: audit, sessions: sessions,
 		nominations: nominations, metrics: m, maxMsg: int(min(cfg.MaxMessage, eventsMsg)), limits: lim}
-	s.full.m = map[string]time.Time{}
-	s.fullCount = m.registerStorage(s, lim.Alert)
-	return s, nil
+	st.full.m = map[string]time.Time{}
+	st.fullCount = m.registerStorage(st, lim.Alert)
+	if err := st.usePseudonyms(ctx, cfg.Pseudonyms); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // protectedStream is a stream whose deny settings the broker requires.

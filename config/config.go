@@ -64,6 +64,10 @@ type Config struct {
 	SessionsPerUser int    // live tracker page sessions per user
 	MetricsListen   string // host:port serving /metrics alone; empty: /metrics on the API listener
 
+	// Privacy of identifiers (issue 11): the key of the NHS number
+	// pseudonyms in NATS subjects and keys.
+	PseudonymKey string
+
 	// Storage limits (issue 11, storelimits): the most bytes each stream or
 	// bucket keeps, 0 for an automatic share of the JetStream storage
 	// (broker.StorageShares) and -1 for no limit; StorageAlert is the used fraction
@@ -161,6 +165,9 @@ var settings = []setting{
 		c.MetricsListen = v
 		return nil
 	}},
+
+	// Privacy of identifiers (issue 11).
+	{"pseudonym-key", "file of the secret key whose hashes stand for NHS numbers in NATS subjects and keys (created on first start); empty is DATA_DIR/keys/pseudonym-hmac.pem; brokers sharing an external NATS server must share one file", "", str(func(c *Config) *string { return &c.PseudonymKey })},
 }
 
 // durIn is dur limited to [lo, hi].

@@ -99,6 +99,10 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 				zap.Int("replicas", cfg.Replicas))
 		}
 	}
+	pseudonyms, err := broker.LoadOrCreatePseudonymKey(cfg.DataDir, cfg.PseudonymKey)
+	if err != nil {
+		return nil, err
+	}
 	limits := broker.StorageLimits{Events: cfg.EventsMaxBytes, Audit: cfg.AuditMaxBytes, Queue: cfg.QueueMaxBytes,
 		Requests: cfg.RequestsMaxBytes, Sessions: cfg.SessionsMaxBytes, Nominations: cfg.NominationsMaxBytes, Alert: cfg.StorageAlert}
 	if a.NATS.Embedded != nil {
@@ -107,7 +111,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		}
 	}
 	a.Store, err = broker.OpenStore(ctx, a.NATS.Conn, broker.StoreConfig{
-		Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg, Limits: limits,
+		Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg, Pseudonyms: pseudonyms, Limits: limits,
 	}, a.Metrics)
 	if err != nil {
 		return nil, err
