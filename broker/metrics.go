@@ -1,6 +1,10 @@
 package broker
 
 import (
+	"context"
+	"errors"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -72,4 +76,72 @@ func newSelfNominations(reg *prometheus.Registry) *prometheus.CounterVec {
 	}, []string{"type"})
 	reg.MustRegister(c)
 	return c
+}
+
+// Storage metrics (issue 11, storelimits): each stream's bytes against its
+// limit, read from JetStream at every scrape, and the writes refused for
+// want of space.
+type storageCollector struct {
+	store                                *Store
+	alert                                float64
+	bytes, limit, used, alertOn, alertAt *prometheus.Desc
+	full                                 *prometheus.CounterVec
+}
+
+// registerStorage registers the storage metrics of s (replacing those of a
+// store opened before on the same metrics) and returns the counter of
+// refused writes.
+func (m *Metrics) registerStorage(s *Store, alert float64) *prometheus.CounterVec {
+	c := &storageCollector{store: s, alert: alert,
+		bytes:   prometheus.NewDesc("eps_storage_bytes", "Bytes each stream holds (stream \"jetstream\": the whole JetStream account).", []string{"stream"}, nil),
+		limit:   prometheus.NewDesc("eps_storage_limit_bytes", "Each stream's limit in bytes (streams with a limit only; \"jetstream\": the storage JetStream may use).", []string{"stream"}, nil),
+		used:    prometheus.NewDesc("eps_storage_used_ratio", "Fraction of its limit each stream uses (streams with a limit only).", []string{"stream"}, nil),
+		alertOn: prometheus.NewDesc("eps_storage_alert", "1 when a stream uses at least --storage-alert of its limit, or had a write refused for want of space since its last stored write.", []string{"stream"}, nil),
+		alertAt: prometheus.NewDesc("eps_storage_alert_threshold_ratio", "The --storage-alert fraction.", nil, nil),
+		full: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eps_storage_full_total", Help: "Writes refused because a stream or the JetStream storage was full (answered 507), by stream.",
+		}, []string{"stream"}),
+	}
+	if err := m.Registry.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			m.Registry.Unregister(are.ExistingCollector)
+			m.Registry.MustRegister(c)
+		}
+	}
+	return c.full
+}
+
+func (c *storageCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.bytes
+	ch <- c.limit
+	ch <- c.used
+	ch <- c.alertOn
+	ch <- c.alertAt
+	c.full.Describe(ch)
+}
+
+func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.alertAt, prometheus.GaugeValue, c.alert)
+	c.full.Collect(ch)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	usage, err := c.store.StorageUsage(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.bytes, err)
+		return
+	}
+	for _, u := range usage {
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(u.Bytes), u.Stream)
+		if u.Limit <= 0 {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(u.Limit), u.Stream)
+		ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, u.Used(), u.Stream)
+		on := 0.0
+		if u.Used() >= c.alert || !u.Refused.IsZero() {
+			on = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.alertOn, prometheus.GaugeValue, on, u.Stream)
+	}
 }

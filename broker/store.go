@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nhs-eps/epsbroker/tracker"
 )
@@ -87,6 +89,14 @@ type Store struct {
 	nominations jetstream.KeyValue
 	metrics     *Metrics
 	maxMsg      int
+	limits      StorageLimits
+	fullCount   *prometheus.CounterVec // writes refused for want of space, by stream
+	// full is when a write to each stream was last refused for want of
+	// space (cleared by the next write that is stored).
+	full struct {
+		sync.Mutex
+		m map[string]time.Time
+	}
 	// pseudo names patients in subjects and keys (pseudonym.go);
 	// auditPlainUntil is the last audit sequence that may name one in clear.
 	pseudo          *Pseudonyms
@@ -113,6 +123,9 @@ type StoreConfig struct {
 	Replicas       int
 	IdempotencyTTL time.Duration
 	MaxMessage     int32
+	// Limits are the most bytes each stream keeps; Budget and Alert go
+	// with them (see StorageLimits).
+	Limits StorageLimits
 	// Pseudonyms stand for NHS numbers in subjects and keys (required).
 	Pseudonyms *Pseudonyms
 }
@@ -134,6 +147,14 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 			return nil, err
 		}
 	}
+	lim, err := resolveLimits(ctx, js, cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
+	eventsMsg := cfg.MaxMessage
+	if l := lim.Events; l > 0 && int64(eventsMsg) > l {
+		eventsMsg = int32(l)
+	}
 	events, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamEvents,
 		Description: "EPS event log: every accepted message per prescription (data: original bytes; header Eps-Record: state after it)",
@@ -143,13 +164,14 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardNew, // never drop an acknowledged prescription to make room
 		Duplicates:  2 * time.Minute,
-		MaxMsgSize:  cfg.MaxMessage,
+		MaxMsgSize:  eventsMsg,
+		MaxBytes:    natsLimit(lim.Events),
 		AllowDirect: true,
 		DenyDelete:  true,
 		DenyPurge:   true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", StreamEvents, err)
+		return nil, limitError(StreamEvents, "events-max-bytes", lim.Events, err)
 	}
 	queue, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              StreamQueue,
@@ -160,12 +182,16 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 		MaxMsgsPerSubject: 1,
 		Duplicates:        10 * time.Minute,
 		AllowDirect:       true,
+		MaxBytes:          natsLimit(lim.Queue),
+		// A full queue stream refuses new entries (the projection retries)
+		// rather than dropping the oldest prescriptions from their queues.
+		Discard: jetstream.DiscardNew,
 		// Entries leave a queue by a purge of their subject (Dequeue), never
 		// by deleting a message.
 		DenyDelete: true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", StreamQueue, err)
+		return nil, limitError(StreamQueue, "queue-max-bytes", lim.Queue, err)
 	}
 	requests, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      BucketRequests,
@@ -174,9 +200,10 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		History:     1,
+		MaxBytes:    natsLimit(lim.Requests),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", BucketRequests, err)
+		return nil, limitError("KV_"+BucketRequests, "requests-max-bytes", lim.Requests, err)
 	}
 	audit, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamAudit,
@@ -185,12 +212,13 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		Discard:     jetstream.DiscardNew,
+		MaxBytes:    natsLimit(lim.Audit),
 		AllowDirect: true,
 		DenyDelete:  true,
 		DenyPurge:   true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", StreamAudit, err)
+		return nil, limitError(StreamAudit, "audit-max-bytes", lim.Audit, err)
 	}
 	sessions, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      BucketSessions,
@@ -199,16 +227,24 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		History:     1,
+		MaxBytes:    natsLimit(lim.Sessions),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", BucketSessions, err)
+		return nil, limitError("KV_"+BucketSessions, "sessions-max-bytes", lim.Sessions, err)
 	}
 	nominations, err := openNominations(ctx, js, cfg.Replicas)
 	if err != nil {
 		return nil, err
 	}
+	// The nominations bucket is only opened when it exists (see
+	// openNominations): its limit is set on its stream here.
+	if err := limitStream(ctx, js, "KV_"+BucketNominations, lim.Nominations); err != nil {
+		return nil, limitError("KV_"+BucketNominations, "nominations-max-bytes", lim.Nominations, err)
+	}
 	st := &Store{js: js, events: events, queue: queue, requests: requests, audit: audit, sessions: sessions,
-		nominations: nominations, metrics: m, maxMsg: int(cfg.MaxMessage)}
+		nominations: nominations, metrics: m, maxMsg: int(min(cfg.MaxMessage, eventsMsg)), limits: lim}
+	st.full.m = map[string]time.Time{}
+	st.fullCount = m.registerStorage(st, lim.Alert)
 	if err := st.usePseudonyms(ctx, cfg.Pseudonyms); err != nil {
 		return nil, err
 	}
@@ -302,6 +338,9 @@ func (s *Store) Append(ctx context.Context, event, messageID string, rec *tracke
 	switch {
 	case isWrongLastSequence(err):
 		outcome, err = "conflict", ErrConflict
+	case IsStorageFull(err):
+		outcome, err = "full", &StorageFullError{Stream: StreamEvents, Err: err}
+		s.NoteStorageFull(StreamEvents)
 	case err != nil:
 		outcome = "error"
 		err = fmt.Errorf("publish %s event: %w", event, err)
@@ -311,6 +350,7 @@ func (s *Store) Append(ctx context.Context, event, messageID string, rec *tracke
 		return 0, err
 	}
 	s.noteWritten(ack.Sequence)
+	s.noteStored(StreamEvents)
 	return ack.Sequence, nil
 }
 

@@ -67,6 +67,18 @@ type Config struct {
 	// Privacy of identifiers (issue 11): the key of the NHS number
 	// pseudonyms in NATS subjects and keys.
 	PseudonymKey string
+
+	// Storage limits (issue 11, storelimits): the most bytes each stream or
+	// bucket keeps, 0 for an automatic share of the JetStream storage
+	// (broker.StorageShares) and -1 for no limit; StorageAlert is the used fraction
+	// at which eps_storage_alert fires and /readyz warns.
+	EventsMaxBytes      int64
+	AuditMaxBytes       int64
+	QueueMaxBytes       int64
+	RequestsMaxBytes    int64
+	SessionsMaxBytes    int64
+	NominationsMaxBytes int64
+	StorageAlert        float64
 }
 
 type setting struct {
@@ -195,6 +207,75 @@ func rate(p func(*Config) *float64) func(*Config, string) error {
 		*p(c) = f
 		return nil
 	}
+}
+
+// Storage limits (issue 11, storelimits).
+func init() { settings = append(settings, storageSettings...) }
+
+// MinStreamBytes is the smallest limit a stream may be given.
+const MinStreamBytes = 64 << 10
+
+var storageSettings = []setting{
+	{"events-max-bytes", "most bytes the event log EPS_EVENTS keeps (e.g. 200GiB): when full, new prescriptions and updates answer 507 and nothing stored is dropped; 'auto' is 50% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.EventsMaxBytes })},
+	{"audit-max-bytes", "most bytes the audit trail EPS_AUDIT keeps (full: tracker reads answer 507); 'auto' is 15% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.AuditMaxBytes })},
+	{"queue-max-bytes", "most bytes the ready queues EPS_QUEUE keep; 'auto' is 5% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.QueueMaxBytes })},
+	{"requests-max-bytes", "most bytes the X-Request-ID bucket EPS_REQUESTS keeps; 'auto' is 10% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.RequestsMaxBytes })},
+	{"sessions-max-bytes", "most bytes the tracker session bucket EPS_SESSIONS keeps; 'auto' is 1% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.SessionsMaxBytes })},
+	{"nominations-max-bytes", "most bytes the nominations bucket EPS_NOMINATIONS keeps (every revision); 'auto' is 10% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.NominationsMaxBytes })},
+	{"storage-alert", "used fraction of a stream's limit at which the eps_storage_alert metric fires and /readyz warns", "0.8", func(c *Config, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(f > 0 && f < 1) {
+			return fmt.Errorf("want a fraction between 0 and 1 (e.g. 0.8): %q", v)
+		}
+		c.StorageAlert = f
+		return nil
+	}},
+}
+
+// size parses a byte size: a whole number of bytes with an optional unit
+// (KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024),
+// 'auto' (0) or 'none' (-1).
+func size(p func(*Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		*p(c) = n
+		return nil
+	}
+}
+
+// ParseSize reads a size setting: 'auto' is 0, 'none' is -1, otherwise a
+// whole number of bytes of at least MinStreamBytes, with an optional unit.
+func ParseSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	switch strings.ToLower(s) {
+	case "auto":
+		return 0, nil
+	case "none":
+		return -1, nil
+	}
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("want a size such as 500MiB or 20GB, 'auto' or 'none': %q", v)
+	}
+	if n*mult < MinStreamBytes {
+		return 0, fmt.Errorf("%q is smaller than the least a stream may be given (64KiB)", v)
+	}
+	return n * mult, nil
 }
 
 // EnvName is the environment variable of a setting: EPS_ and the flag name in

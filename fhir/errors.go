@@ -26,6 +26,13 @@ const (
 	KindMethodNotAllowed             // 405
 )
 
+// KindInsufficientStorage is a write the store refused for want of space;
+// nothing was stored: 507.
+const KindInsufficientStorage = KindMethodNotAllowed + 1
+
+// CodeInsufficientStorage is the code of a KindInsufficientStorage answer.
+const CodeInsufficientStorage = "INSUFFICIENT_STORAGE"
+
 // Code systems for issue[].details.coding.
 const (
 	SystemSpineErrorOrWarningCode = "https://fhir.nhs.uk/CodeSystem/Spine-ErrorOrWarningCode"
@@ -151,6 +158,8 @@ func defaultIssueType(k Kind) string {
 		return "transient"
 	case KindThrottled:
 		return "throttled"
+	case KindInsufficientStorage:
+		return "no-store"
 	default:
 		return "exception"
 	}

@@ -800,7 +800,7 @@ func (r *reader) medicationDispense(md *medicationDispense, k int) {
 			md.HasMedicationReference = r.peek() != 'n'
 			r.reference(&md.MedicationReference)
 		case "quantity":
-			r.quantity(&md.Quantity)
+			r.amount(&md.Quantity)
 		case "whenHandedOver":
 			if r.peek() == 'n' {
 				r.skip()
@@ -1301,6 +1301,14 @@ func (r *reader) dispensedRequest(mr *dispensedRequest) {
 			r.groupIdentifier(&mr.GroupIdentifier)
 		case "medicationCodeableConcept", "medicationReference":
 			r.medication(string(key), &mr.Medication, &mr.HasMedicationConcept, &mr.MedicationReference)
+		case "dispenseRequest":
+			// The quantity prescribed, as the dispensing system copied it:
+			// bounded as an order's is (amount).
+			r.object(func(key []byte) {
+				if string(key) == "quantity" {
+					r.amount(new(quantity))
+				}
+			})
 		case "basedOn":
 			mr.BasedOn = nil
 			r.array(func(int) {
@@ -1888,11 +1896,16 @@ func (r *reader) claimItem(it *claimItem) {
 						list(r, &d.Modifier, r.concept)
 					case "programCode":
 						list(r, &d.ProgramCode, r.concept)
+					case "quantity":
+						r.amount(new(quantity)) // the quantity claimed: bounded (amount)
 					case "subDetail":
 						list(r, &d.SubDetail, func(exts *[]extension) {
 							r.object(func(key []byte) {
-								if string(key) == "extension" {
+								switch string(key) {
+								case "extension":
 									list(r, exts, r.extension)
+								case "quantity":
+									r.amount(new(quantity))
 								}
 							})
 						})

@@ -10,6 +10,7 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -124,6 +125,7 @@ var orderSteps = [...]func(*orderCheck) *Error{
 	(*orderCheck).readDates,
 	(*orderCheck).readSupply,
 	(*orderCheck).checkRepeatDispensing,
+	(*orderCheck).checkAmounts,
 }
 
 // Repeat dispensing limits.
@@ -441,6 +443,14 @@ func (r *reader) medicationRequest(mr *medicationRequest) {
 						}
 					case "sequence":
 						seq = r.peek() != 'n'
+					case "doseAndRate":
+						r.array(func(int) {
+							r.object(func(key []byte) {
+								if string(key) == "doseQuantity" {
+									r.amount(new(quantity))
+								}
+							})
+						})
 					}
 				})
 				if !seq {
@@ -475,7 +485,7 @@ func (r *reader) dispenseRequest(d *dispenseRequest) {
 		case "validityPeriod":
 			d.ValidityRaw = r.captured(func() { r.period(&d.ValidityPeriod) })
 		case "quantity":
-			r.quantity(&d.Quantity)
+			r.amount(&d.Quantity)
 		case "expectedSupplyDuration":
 			if r.peek() == 'n' {
 				r.skip()
@@ -1822,4 +1832,105 @@ func supplyDays(q *quantity) int {
 		return 0
 	}
 	return int(q.Value) * per
+}
+
+// Quantity bounds (issue 11). Neither the facade nor Spine bounds a
+// quantity: the facade passes dispenseRequest.quantity and a
+// MedicationDispense's quantity to Spine as written
+// (translation/request/line-item.ts convertLineItemComponent,
+// dispense-notification.ts), and Spine's create.py checks the days supply
+// of repeat dispensing only. The broker refuses what no real system sends:
+// a negative value (a dispensing system sends 0 for an item not dispensed,
+// which stays accepted), a value above MaxAmount, and a value written with
+// more than MaxAmountDigits significant digits (a float64 needs at most 17
+// to be written exactly, so even a float artefact such as
+// 0.30000000000000004 passes). JSON has no NaN or Infinity: such a value,
+// bare or a number too large for a float64, is refused as malformed.
+const (
+	// MaxAmount is the largest quantity, supply duration or number of
+	// repeats accepted: a million of any dm+d unit of measure (tablets, ml,
+	// grams, doses) or days is far past any prescription.
+	MaxAmount = 1e6
+	// MaxAmountDigits is the most significant digits a quantity may have.
+	MaxAmountDigits = 18
+)
+
+// amountIssue says what is wrong with the number literal lit as a
+// quantity's value ("" when nothing is).
+func amountIssue(lit []byte) string {
+	s := string(lit)
+	if strings.HasPrefix(s, "-") {
+		return fmt.Sprintf("%s is negative: it must be 0 or more", s)
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v > MaxAmount {
+		return fmt.Sprintf("%s is out of range: the largest value accepted is %d", s, int(MaxAmount))
+	}
+	mantissa := s
+	if i := strings.IndexAny(mantissa, "eE"); i >= 0 {
+		mantissa = mantissa[:i]
+	}
+	mantissa = strings.TrimLeft(strings.Replace(mantissa, ".", "", 1), "0")
+	if len(mantissa) > MaxAmountDigits {
+		return fmt.Sprintf("%s has %d significant digits: at most %d are accepted", s, len(mantissa), MaxAmountDigits)
+	}
+	return ""
+}
+
+// amount reads a Quantity (or Duration) as quantity does, refusing at the
+// FHIRPath of its value a value amountIssue finds wrong: INVALID_VALUE,
+// issue type value.
+func (r *reader) amount(q *quantity) {
+	r.object(func(key []byte) {
+		switch string(key) {
+		case "value":
+			if c := r.peek(); c == '-' || c >= '0' && c <= '9' {
+				if why := amountIssue(r.b[r.i:valueEnd(r.b, r.i)]); why != "" {
+					r.fail(badValue(r.expr(), "%s", why))
+					r.skip()
+					return
+				}
+			}
+			q.Value, q.HasValue = r.float()
+		case "unit":
+			q.Unit = r.str()
+		case "code":
+			q.Code = r.str()
+		}
+	})
+}
+
+// checkAmounts applies the quantity bounds to what checkRepeatDispensing
+// does not bound: expectedSupplyDuration and numberOfRepeatsAllowed of an
+// order that is not repeat dispensing (EPS reads neither; repeat
+// dispensing answers Spine's own errors for them, which are kept).
+func (c *orderCheck) checkAmounts() *Error {
+	if c.o.TherapyType == TherapyRepeatDispensing {
+		return nil
+	}
+	for _, it := range c.items {
+		dr := &it.mr.DispenseRequest
+		if dr.SupplyRaw != nil {
+			sub := newReader(dr.SupplyRaw, inEntry(it.k, "dispenseRequest.expectedSupplyDuration").String())
+			var q quantity
+			sub.amount(&q)
+			if sub.err != nil {
+				return sub.err
+			}
+		}
+		if raw := dr.RepeatsRaw; raw != nil {
+			expr := inEntry(it.k, "dispenseRequest.numberOfRepeatsAllowed").String()
+			lit := bytes.Trim(raw, `"`)
+			if _, err := strconv.ParseFloat(string(lit), 64); err != nil && err.(*strconv.NumError).Err != strconv.ErrRange {
+				continue // not a number at all: EPS does not read it (readSupply)
+			}
+			if why := amountIssue(lit); why != "" {
+				return badValue(expr, "numberOfRepeatsAllowed %s", why)
+			}
+			if _, ok := parseRepeats(raw); !ok && len(lit) > 0 && (lit[0] >= '0' && lit[0] <= '9') {
+				return badValue(expr, "numberOfRepeatsAllowed %s is not a whole number", lit)
+			}
+		}
+	}
+	return nil
 }

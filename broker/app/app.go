@@ -103,8 +103,15 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	if err != nil {
 		return nil, err
 	}
+	limits := broker.StorageLimits{Events: cfg.EventsMaxBytes, Audit: cfg.AuditMaxBytes, Queue: cfg.QueueMaxBytes,
+		Requests: cfg.RequestsMaxBytes, Sessions: cfg.SessionsMaxBytes, Nominations: cfg.NominationsMaxBytes, Alert: cfg.StorageAlert}
+	if a.NATS.Embedded != nil {
+		if jsc := a.NATS.Embedded.JetStreamConfig(); jsc != nil {
+			limits.Budget = jsc.MaxStore
+		}
+	}
 	a.Store, err = broker.OpenStore(ctx, a.NATS.Conn, broker.StoreConfig{
-		Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg, Pseudonyms: pseudonyms,
+		Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg, Pseudonyms: pseudonyms, Limits: limits,
 	}, a.Metrics)
 	if err != nil {
 		return nil, err

@@ -159,6 +159,8 @@ func statusFor(k fhir.Kind) int {
 		return http.StatusTooManyRequests
 	case fhir.KindUnavailable:
 		return http.StatusServiceUnavailable
+	case fhir.KindInsufficientStorage:
+		return http.StatusInsufficientStorage
 	default:
 		return http.StatusInternalServerError
 	}
@@ -166,6 +168,7 @@ func statusFor(k fhir.Kind) int {
 
 // writeError answers with err as an OperationOutcome.
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	err = a.storageFull(err)
 	status := statusFor(fhir.ErrorKind(err))
 	if status >= 500 {
 		a.Log.Error("request failed", zap.String("path", r.URL.Path), zap.String("request_id", r.Header.Get("X-Request-ID")), zap.Error(err))
@@ -175,10 +178,36 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="eps"`)
 	}
-	if status == http.StatusServiceUnavailable {
+	switch status {
+	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
+	case http.StatusInsufficientStorage:
+		// A full stream stays full until an operator acts: clients that
+		// honour Retry-After come back in a minute, not in a storm.
+		w.Header().Set("Retry-After", "60")
 	}
 	writeFHIR(w, status, fhir.ErrorOutcome(err))
+}
+
+// storageFull turns a write JetStream refused for want of space, wherever
+// in err's chain, into the 507 answer: nothing of the request was stored.
+// 507 rather than 503: a full stream does not clear in a second as the
+// broker's other 503s do, and a 503 tells load balancers and gateways to
+// try another instance, which shares the same full stream.
+func (a *api) storageFull(err error) error {
+	if err == nil || !broker.IsStorageFull(err) || fhir.ErrorKind(err) == fhir.KindInsufficientStorage {
+		return err
+	}
+	stream := broker.FullStream(err)
+	if stream == "" && a.Store != nil {
+		a.Store.NoteStorageFull("") // the event log's refusals are noted where they happen
+	}
+	where := "the broker's storage"
+	if stream != "" {
+		where = "the broker's storage for " + stream
+	}
+	return &fhir.Error{Kind: fhir.KindInsufficientStorage, Code: fhir.CodeInsufficientStorage, Display: "Insufficient storage",
+		Diagnostics: where + " is full: nothing of this request was stored and nothing changed; retry later (the operators are alerted)", Err: err}
 }
 
 // securityHeaders sets, before h answers, the headers every answer of the
@@ -482,6 +511,13 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = io.WriteString(w, "ready\n")
+	// Storage near or at its limits: said here, without making the broker
+	// unready (every instance shares the streams, and reads go on).
+	if warnings, err := a.Store.StorageWarnings(ctx); err == nil {
+		for _, s := range warnings {
+			_, _ = io.WriteString(w, s+"\n")
+		}
+	}
 }
 
 func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
