@@ -87,18 +87,22 @@ const xssCheckJS = `(expect) => {
 // TestTrackerPageXSS drives the tracker page in headless Chromium with
 // prescriptions whose every free-text field the page shows holds classic
 // cross-site scripting payloads (xssPayloads): the patient's name (prefix,
-// given names, family name), the prescriber's name, the prescribing
-// organisation's name, the prescription type's display, and for each of the
-// four items the medication's display, the quantity's unit and its dosage
-// instructions; also the user names (token sub) the page shows: the signed-in
-// user in the header, and the prescriber and dispensers in the history. It
-// signs in, finds each prescription, opens it, and asserts that no payload
-// ran (no marker, the title unchanged, no Content-Security-Policy
-// violation), that no element or attribute the page does not make appeared,
-// and that every payload is shown as the text it is. It ends by putting one
-// payload into the page with innerHTML itself, to show that these checks see
-// an injection (and that the page's Content-Security-Policy stops it from
-// running).
+// given names, family name), the order's authoredOn (the issue date: EPS
+// does not refuse one that is not a date, and the page then shows it as
+// written), the prescriber's name, the prescribing organisation's name, the
+// prescription type's display, for each of the four items the medication's
+// display, the quantity's unit and its dosage instructions, and a dispense
+// notification's non-dispensing reason code (shown when the page does not
+// know it); also the user names (token sub) the page shows: the signed-in
+// user in the header, and the prescriber, releasing and dispensing users in
+// the history. It signs in, finds each prescription, opens it (the page
+// has nothing collapsed to expand), and asserts that no payload ran (no
+// marker, the title unchanged, no Content-Security-Policy violation), that
+// no element or attribute the page does not make appeared, and that every
+// payload is shown as the text it is (textContent). It ends by putting one
+// payload into the page with innerHTML itself, to show that these checks
+// see an injection (and that the page's Content-Security-Policy stops it
+// from running).
 func TestTrackerPageXSS(t *testing.T) {
 	chromium := chromiumPath()
 	if chromium == "" {
@@ -184,6 +188,7 @@ func TestTrackerPageXSS(t *testing.T) {
 					r["name"] = joined("organisation name")
 				case "MedicationRequest":
 					item++
+					r["authoredOn"] = joined("issue date")
 					for _, x := range r["extension"].([]any) {
 						if x := x.(map[string]any); strings.HasSuffix(x["url"].(string), "Extension-DM-PrescriptionType") {
 							x["valueCoding"].(map[string]any)["display"] = joined("prescription type")
@@ -212,6 +217,7 @@ func TestTrackerPageXSS(t *testing.T) {
 			expect(&o.results, "#results", f)
 			expect(&o.detail, "#patient", f)
 		}
+		expect(&o.detail, "#detail", "issue date")
 		for _, f := range []string{"prescriber name", "organisation name", "prescription type"} {
 			expect(&o.detail, "#organisations", f)
 		}
@@ -228,19 +234,28 @@ func TestTrackerPageXSS(t *testing.T) {
 		o.detail = append(o.detail, xssExpect{Sel: "#history", Text: sub, What: "the prescriber's user name " + sub})
 		orders[k] = o
 	}
-	// The first is released and dispensed by users whose names are payloads
-	// (the dispense notification carries the order's medication texts; the
-	// page does not show a notification's own fields, only its history).
+	// The first is released, and not dispensed, by users whose names are
+	// payloads; the notification's non-dispensing reason code, which the page
+	// shows when it is not one it knows, holds the order's payloads. (The
+	// notification also carries the order's medication texts; the page does
+	// not show a notification's own item fields, only the history.)
 	first := orders[0]
 	releaser, dispenser := subs[xssOrders], subs[xssOrders+1]
 	if res := b.do("POST", "/FHIR/R4/Task/$release", mint(auth.RoleDispenser, first.g.Performer, releaser), releaseBody(t, first.g.Performer, first.g.ShortID)); res.Status != 200 {
 		t.Fatalf("release: %d %s", res.Status, res.Body)
 	}
-	status := map[string]string{}
+	status, reasons := map[string]string{}, map[string]string{}
 	for _, id := range first.g.ItemIDs {
-		status[id] = "0001"
+		status[id] = "0002"
+		reasons[strings.ToLower(id)] = "0002"
 	}
-	dn, _ := fhirgen.DispenseNotification(first.g, first.g.Performer, status, "0006", "")
+	var rx []string
+	for i := 0; i < len(payloads); i += xssOrders {
+		rx = append(rx, fmt.Sprintf("«reason not dispensed %d»%s", i+1, payloads[i]))
+		first.detail = append(first.detail, xssExpect{Sel: "#detail", Text: rx[len(rx)-1], What: fmt.Sprintf("payload %d in the reason not dispensed", i+1)})
+	}
+	dn, _ := fhirgen.DispenseNotification(first.g, first.g.Performer, status, "0007", "")
+	dn = withNonDispensingReasons(dn, reasons, strings.Join(rx, " "))
 	if res := b.post(mint(auth.RoleDispenser, first.g.Performer, dispenser), dn); res.Status != 200 {
 		t.Fatalf("dispense notification: %d %s", res.Status, res.Body)
 	}
