@@ -30,7 +30,10 @@ type AuditEntry struct {
 	Results        int       `json:"results"`
 	Outcome        int       `json:"outcome"` // the HTTP status answered
 	// Issue is the repeat dispensing issue asked for (issueNumber), if any.
-	Issue int    `json:"issue,omitempty"`
+	Issue int `json:"issue,omitempty"`
+	// Query is which report was read: its path and query string (a
+	// nomination report names a dispenser and a period, no patient).
+	Query string `json:"query,omitempty"`
 	Seq   uint64 `json:"seq,omitempty"`
 }
 

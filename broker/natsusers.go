@@ -226,8 +226,10 @@ func writeNATSUsers(dataDir string, users []NATSUser) error {
 	return nil
 }
 
-// Streams whose subjects (or keys) hold NHS numbers: the inspect role may not
-// read their info, since a stream info request can list every subject.
+// Streams whose subjects (or keys) are per patient: pseudonyms of NHS
+// numbers, and on audit entries written before pseudonyms the numbers
+// themselves. The inspect role may not read their info, since a stream info
+// request can list every subject.
 var streamsKeyedByPatient = []string{StreamAudit, "KV_" + BucketNominations}
 
 // inspectableStreams are the streams whose info the inspect role may read.

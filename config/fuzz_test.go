@@ -86,7 +86,9 @@ func FuzzConfigFile(f *testing.F) {
 // turns into what c holds.
 func settingValues(t *testing.T, c Config) map[string]string {
 	t.Helper()
-	var cands []string
+	// Size settings hold 0 for "auto" and -1 for "none", words no field
+	// holds as text.
+	cands := []string{"auto", "none"}
 	v := reflect.ValueOf(c)
 	for i := range v.NumField() {
 		switch f := v.Field(i).Interface().(type) {

@@ -90,6 +90,12 @@ func TestSecurityNominationReadsAudited(t *testing.T) {
 			if res.Status != 200 {
 				t.Fatalf("%s %s: %d %s", tc.method, tc.path, res.Status, res.Body)
 			}
+			// A report's entries say which report was read; a patient's
+			// own reads need not (their path holds the NHS number).
+			wantQuery := ""
+			if strings.HasPrefix(tc.path, "/api/v1/nominations/reports/") {
+				wantQuery = tc.path
+			}
 			for _, n := range tc.patients {
 				got := b.auditOf(t, "user="+user+"&nhsNumber="+n)
 				if len(got) != before[n]+1 {
@@ -98,6 +104,9 @@ func TestSecurityNominationReadsAudited(t *testing.T) {
 				e := got[0]
 				if e.Action != tc.action || e.NHSNumber != n || e.Org != tc.ods || e.Role != string(tc.role) || e.Outcome != 200 || e.Results != tc.results {
 					t.Errorf("audit entry %+v, want action %s, patient %s, org %s, role %s, outcome 200, results %d", e, tc.action, n, tc.ods, tc.role, tc.results)
+				}
+				if e.Query != wantQuery {
+					t.Errorf("audit entry of %s: query %q, want %q", n, e.Query, wantQuery)
 				}
 			}
 			if tc.requestOf >= 0 {
@@ -109,6 +118,8 @@ func TestSecurityNominationReadsAudited(t *testing.T) {
 				}
 				if len(own) == 0 || own[0].Action != tc.action || own[0].Results != tc.requestOf || own[0].Outcome != 200 {
 					t.Errorf("the request's own audit entry: %+v, want %s with results %d", own, tc.action, tc.requestOf)
+				} else if own[0].Query != wantQuery {
+					t.Errorf("the request's own audit entry: query %q, want %q", own[0].Query, wantQuery)
 				}
 			}
 			if tc.role != auth.RoleAdmin {

@@ -990,8 +990,11 @@ func ApplyScheduled(p *Prescription, now time.Time, follow *NominationChange) *P
 		if ev == "" {
 			break
 		}
-		cur = applyDue(cur, ev, num, now, follow)
-		n = cur
+		next := applyDue(cur, ev, num, now, follow)
+		if next == nil {
+			break // a damaged record names an issue it does not hold
+		}
+		cur, n = next, next
 	}
 	return n
 }
@@ -999,12 +1002,16 @@ func ApplyScheduled(p *Prescription, now time.Time, follow *NominationChange) *P
 // systemActor is who applies the scheduled transitions.
 var systemActor = Actor{User: "epsbroker", Org: "EPS"}
 
-// applyDue applies scheduled transition ev to issue num.
+// applyDue applies scheduled transition ev to issue num; nil when the
+// record does not hold issue num (only a damaged or foreign record).
 func applyDue(p *Prescription, ev string, num int, now time.Time, follow *NominationChange) *Prescription {
 	switch ev {
 	case EventAwaiting:
 		// The next issue becomes the current one.
-		n, _ := p.AtIssue(num)
+		n, ok := p.AtIssue(num)
+		if !ok {
+			return nil
+		}
 		n.Status = StatusAwaitingReleaseReady
 		n.record(ev, "", systemActor, now)
 		return n
@@ -1013,6 +1020,9 @@ func applyDue(p *Prescription, ev string, num int, now time.Time, follow *Nomina
 	}
 	n := p.clone()
 	is := n.issue(num)
+	if is == nil {
+		return nil
+	}
 	switch ev {
 	case EventReady:
 		is.Status = StatusToBeDispensed
@@ -1043,6 +1053,9 @@ func applyDue(p *Prescription, ev string, num int, now time.Time, follow *Nomina
 func expireFrom(p *Prescription, num int, now time.Time) *Prescription {
 	n := p.clone()
 	target := n.issue(num)
+	if target == nil {
+		return nil
+	}
 	for _, is := range n.issues() {
 		if is != target && is.Number > target.Number && is.expire(now) {
 			n.recordFor(is, EventExpire, "", systemActor, now)

@@ -35,9 +35,10 @@ const (
 const auditWorkers = 16
 
 // auditRead writes one audit entry of a nomination read answered 200.
-func (a *api) auditRead(ctx context.Context, p auth.Principal, action, nhs string, results int) error {
+// query, when not empty, is the report read (path and query string).
+func (a *api) auditRead(ctx context.Context, p auth.Principal, action, nhs, query string, results int) error {
 	if err := a.Store.Audit(ctx, p, broker.AuditEntry{Time: a.Now().UTC(), Action: action, NHSNumber: nhs,
-		Results: results, Outcome: http.StatusOK}); err != nil {
+		Query: query, Results: results, Outcome: http.StatusOK}); err != nil {
 		return auditFailed(err)
 	}
 	return nil
@@ -46,7 +47,7 @@ func (a *api) auditRead(ctx context.Context, p auth.Principal, action, nhs strin
 // auditPatients writes one audit entry per patient shown (results: the rows
 // about that patient), so that "who looked at this patient" finds the
 // read; all of them before the answer is sent.
-func (a *api) auditPatients(ctx context.Context, p auth.Principal, action string, rows map[string]int) error {
+func (a *api) auditPatients(ctx context.Context, p auth.Principal, action, query string, rows map[string]int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	work := make(chan string)
@@ -60,7 +61,7 @@ func (a *api) auditPatients(ctx context.Context, p auth.Principal, action string
 		go func() {
 			defer wg.Done()
 			for nhs := range work {
-				if err := a.auditRead(ctx, p, action, nhs, rows[nhs]); err != nil {
+				if err := a.auditRead(ctx, p, action, nhs, query, rows[nhs]); err != nil {
 					once.Do(func() { first = err; cancel() })
 				}
 			}
@@ -124,7 +125,7 @@ func (a *api) getNominations(w http.ResponseWriter, r *http.Request) {
 	if cur != nil {
 		v.Nominations = cur.Nominations
 	}
-	if err := a.auditRead(r.Context(), principalFrom(r.Context()), auditNominations, nhs, len(v.Nominations)+len(v.History)); err != nil {
+	if err := a.auditRead(r.Context(), principalFrom(r.Context()), auditNominations, nhs, "", len(v.Nominations)+len(v.History)); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -149,7 +150,7 @@ func (a *api) putNomination(w http.ResponseWriter, r *http.Request) {
 	}
 	// The answer shows all the patient's nominations: a read, audited (the
 	// change itself is in the registry's history).
-	if err := a.auditRead(r.Context(), p, auditNominationChange, r.PathValue("nhsNumber"), len(out.Nominations)); err != nil {
+	if err := a.auditRead(r.Context(), p, auditNominationChange, r.PathValue("nhsNumber"), "", len(out.Nominations)); err != nil {
 		a.writeError(w, r, changedUnaudited(err))
 		return
 	}
@@ -164,7 +165,7 @@ func (a *api) deleteNomination(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if err := a.auditRead(r.Context(), p, auditNominationChange, r.PathValue("nhsNumber"), len(out.Nominations)); err != nil {
+	if err := a.auditRead(r.Context(), p, auditNominationChange, r.PathValue("nhsNumber"), "", len(out.Nominations)); err != nil {
 		a.writeError(w, r, changedUnaudited(err))
 		return
 	}

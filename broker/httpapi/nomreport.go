@@ -200,7 +200,8 @@ func (a *api) dispenserReport(w http.ResponseWriter, r *http.Request) {
 // number the answer shows (results: that patient's rows).
 func (a *api) auditReport(r *http.Request, action string, shown int, patients []nomination.Record) error {
 	p := principalFrom(r.Context())
-	if err := a.auditRead(r.Context(), p, action, "", shown); err != nil {
+	query := r.URL.RequestURI()
+	if err := a.auditRead(r.Context(), p, action, "", query, shown); err != nil {
 		return err
 	}
 	if len(patients) == 0 {
@@ -210,7 +211,7 @@ func (a *api) auditReport(r *http.Request, action string, shown int, patients []
 	for _, c := range patients {
 		rows[c.NHSNumber]++
 	}
-	return a.auditPatients(r.Context(), p, action, rows)
+	return a.auditPatients(r.Context(), p, action, query, rows)
 }
 
 // nominationSummary answers every dispenser that gained or lost a
