@@ -335,3 +335,62 @@ func notifyRefusals(t *testing.T, b *testBroker, c *natsClient, victim, other br
 		t.Errorf("%s's consumer filters %s", victim.Name, f)
 	}
 }
+
+// A pull request names the subject its messages come to (its reply
+// subject), and NATS does not check a reply subject against the user's
+// permissions. A dispenser that points its pull at the event log or at
+// another dispenser's queue must not get its notifications stored there.
+func TestNotifyPullReplyCannotWriteStreams(t *testing.T) {
+	dir := t.TempDir()
+	fa565 := broker.NATSUser{Name: "dispenser-FA565", Role: broker.NATSRoleDispenser, ODS: "FA565"}
+	seed := natsUser(t, dir, fa565.Name, fa565.Role, fa565.ODS)
+	b := startBroker(t, dir, func(c *config.Config) { c.NATSListen = "127.0.0.1:0" })
+	url := "nats://" + b.App.NATS.Embedded.Addr().String()
+	sys := connectNotify(t, url, seed, fa565)
+	postOrders(t, b, 3, fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	b.settle()
+	before := b.events("")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	q, err := b.App.Store.JetStream().Stream(ctx, broker.StreamQueue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := q.CachedInfo().State.Msgs
+	for _, reply := range []string{broker.SubjectRx + "INJECTED", broker.QueueSubject("FH542", "INJECTED")} {
+		if err := sys.nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT.EPS_NOTIFY."+fa565.Name, reply, []byte(`{"batch":1,"no_wait":true}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sys.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The pulled notifications are then in flight; the consumer's info shows
+	// them delivered once the server has sent them.
+	cons, err := b.App.Store.JetStream().Consumer(ctx, broker.StreamNotify, fa565.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Delivered.Consumer >= 2 || time.Now().After(deadline) {
+			t.Logf("delivered %d", info.Delivered.Consumer)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := b.events(""); n != before {
+		t.Errorf("event log: %d messages, was %d", n, before)
+	}
+	if n := b.events("INJECTED"); n != 0 {
+		t.Errorf("event log holds %d messages on %sINJECTED", n, broker.SubjectRx)
+	}
+	q, _ = b.App.Store.JetStream().Stream(ctx, broker.StreamQueue)
+	if n := q.CachedInfo().State.Msgs; n != queued {
+		t.Errorf("queue stream: %d messages, was %d", n, queued)
+	}
+}
