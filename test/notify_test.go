@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -239,16 +242,41 @@ func TestNotifyDurableConsumerLosesNothing(t *testing.T) {
 		t.Errorf("core subscriber got\n%v\ndurable consumer got\n%v", fastKeys, durableKeys)
 	}
 
-	// The prescriber's consumer holds its own: the orders and every event.
+	// The prescriber's system reads its own with Consume: one notification
+	// of each of the 9 events (3 orders, 3 releases, a dispense, a return, a
+	// claim), acknowledged.
 	pc := connectNotify(t, url, seeds[presc.Name], presc)
-	pn := fetchAll(t, pc, broker.NotifyConsumerName(presc))
-	if len(pn) < 3+3+3 {
-		t.Errorf("prescriber: %d notifications", len(pn))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pcons, err := pc.js.Consumer(ctx, broker.StreamNotify, broker.NotifyConsumerName(presc))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, g := range pn {
-		if g.subject != broker.PrescriberNotifySubject("A83008", g.n.Event) {
-			t.Errorf("prescriber notification on %s", g.subject)
+	pn := make(chan jetstream.Msg, 100)
+	cc, err := pcons.Consume(func(m jetstream.Msg) {
+		if err := m.Ack(); err != nil {
+			t.Errorf("ack: %v", err)
 		}
+		pn <- m
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 9; i++ {
+		select {
+		case m := <-pn:
+			var nt broker.Notification
+			if err := json.Unmarshal(m.Data(), &nt); err != nil || m.Subject() != broker.PrescriberNotifySubject("A83008", nt.Event) {
+				t.Errorf("prescriber notification on %s: %s", m.Subject(), m.Data())
+			}
+		case <-ctx.Done():
+			t.Fatalf("prescriber: %d of 9 notifications", i)
+		}
+	}
+	cc.Drain()
+	<-cc.Closed()
+	if extra := len(pn); extra != 0 {
+		t.Errorf("prescriber: %d more notifications than events", extra)
 	}
 
 	// Another dispenser reads its own consumer: nothing of FA565's.
@@ -392,5 +420,54 @@ func TestNotifyPullReplyCannotWriteStreams(t *testing.T) {
 	q, _ = b.App.Store.JetStream().Stream(ctx, broker.StreamQueue)
 	if n := q.CachedInfo().State.Msgs; n != queued {
 		t.Errorf("queue stream: %d messages, was %d", n, queued)
+	}
+}
+
+// The README's nats CLI steps, run when the nats CLI is installed: the
+// dispensing system reads and acknowledges its notifications with `nats
+// consumer next`, and sees its consumer with `nats consumer info`.
+func TestNotifyNATSCLI(t *testing.T) {
+	cli, err := exec.LookPath("nats")
+	if err != nil {
+		t.Skip("the nats CLI is not installed")
+	}
+	dir := t.TempDir()
+	fa565 := broker.NATSUser{Name: "dispenser-FA565", Role: broker.NATSRoleDispenser, ODS: "FA565"}
+	seed := natsUser(t, dir, fa565.Name, fa565.Role, fa565.ODS)
+	b := startBroker(t, dir, func(c *config.Config) { c.NATSListen = "127.0.0.1:0" })
+	url := "nats://" + b.App.NATS.Embedded.Addr().String()
+	gs := postOrders(t, b, 2, fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	b.settle()
+	run := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, cli, append([]string{"--server", url, "--nkey", seed, "--inbox-prefix", "_INBOX_dispenser-FA565"}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "NATS_CONTEXT=")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("nats %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	out := run("consumer", "next", broker.StreamNotify, "dispenser-FA565", "--count", "2")
+	for _, g := range gs {
+		if !strings.Contains(out, g.ShortID) {
+			t.Errorf("nats consumer next: %s not in\n%s", g.ShortID, out)
+		}
+	}
+	if !strings.Contains(out, "eps.notify.dispenser.FA565.prescription-ready") {
+		t.Errorf("nats consumer next:\n%s", out)
+	}
+	info := run("consumer", "info", broker.StreamNotify, "dispenser-FA565", "--json")
+	var ci struct {
+		NumPending    uint64 `json:"num_pending"`
+		NumAckPending int    `json:"num_ack_pending"`
+	}
+	if err := json.Unmarshal([]byte(info), &ci); err != nil {
+		t.Fatalf("nats consumer info: %v\n%s", err, info)
+	}
+	if ci.NumPending != 0 || ci.NumAckPending != 0 {
+		t.Errorf("after next: %d pending, %d not acknowledged", ci.NumPending, ci.NumAckPending)
 	}
 }
