@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/config"
@@ -158,4 +159,51 @@ func counterValue(t *testing.T, m *Metrics, name string, values ...string) float
 		}
 	}
 	return 0
+}
+
+// The broker makes a durable pull consumer per dispenser and prescriber
+// user, filtered to its organisation's subjects, and removes the ones of
+// users since removed, leaving any consumer it did not make.
+func TestNotifyConsumersFollowUsers(t *testing.T) {
+	st, _, _ := notifyStore(t, 0, StorageLimits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	users := []NATSUser{
+		{Name: "ops", Role: NATSRoleInspect},
+		{Name: "dispenser-FA565", Role: NATSRoleDispenser, ODS: "FA565"},
+		{Name: "prescriber-A83008", Role: NATSRolePrescriber, ODS: "A83008"},
+	}
+	if err := EnsureNotifyConsumers(ctx, st, users, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.js.CreateOrUpdateConsumer(ctx, StreamNotify, jetstream.ConsumerConfig{Durable: "operator-made"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := st.js.Stream(ctx, StreamNotify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, filter := range map[string]string{"dispenser-FA565": "eps.notify.dispenser.FA565.>", "prescriber-A83008": "eps.notify.prescriber.A83008.>"} {
+		c, err := s.Consumer(ctx, name)
+		if err != nil {
+			t.Fatalf("consumer %s: %v", name, err)
+		}
+		cfg := c.CachedInfo().Config
+		if cfg.FilterSubject != filter || cfg.Durable != name || cfg.DeliverSubject != "" || cfg.AckPolicy != jetstream.AckExplicitPolicy ||
+			cfg.DeliverPolicy != jetstream.DeliverAllPolicy || cfg.AckWait != 30*time.Second || cfg.MaxDeliver != -1 || cfg.MaxAckPending != 1000 {
+			t.Errorf("consumer %s: %+v", name, cfg)
+		}
+	}
+	if _, err := s.Consumer(ctx, "ops"); err == nil {
+		t.Error("a consumer for the inspect user")
+	}
+	// The prescriber user is removed; the broker starts again.
+	if err := EnsureNotifyConsumers(ctx, st, users[:2], zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"dispenser-FA565": true, "prescriber-A83008": false, "operator-made": true} {
+		if _, err := s.Consumer(ctx, name); (err == nil) != want {
+			t.Errorf("consumer %s: %v, want kept %v", name, err, want)
+		}
+	}
 }
