@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -205,5 +206,49 @@ func TestNotifyConsumersFollowUsers(t *testing.T) {
 		if _, err := s.Consumer(ctx, name); (err == nil) != want {
 			t.Errorf("consumer %s: %v, want kept %v", name, err, want)
 		}
+	}
+}
+
+// An event redelivered after the queue stream's duplicate window finds its
+// own entry queued already: its ready notification is stored then (once);
+// an entry another event made is left to that event.
+func TestNotifyQueuedAlready(t *testing.T) {
+	st, _, m := notifyStore(t, 0, StorageLimits{})
+	p := &QueueProjector{store: st, metrics: m, log: zap.NewNop()}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ev := func(seq uint64, id string) *StoredEvent {
+		return &StoredEvent{Seq: seq, Time: time.Now(), Event: tracker.EventOrder, Record: &tracker.Prescription{
+			ID: id, Prescriber: "A83008", Issue: tracker.Issue{Nominated: "FA565", Status: tracker.StatusToBeDispensed}}}
+	}
+	for _, e := range []struct {
+		id  string
+		seq uint64
+	}{{"OWN", 7}, {"OTHER", 3}} {
+		data, _ := json.Marshal(queueMsg{PrescriptionID: e.id, EventSeq: e.seq})
+		if _, err := st.js.Publish(ctx, QueueSubject("FA565", e.id), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		for _, e := range []*StoredEvent{ev(7, "OWN"), ev(9, "OTHER"), ev(11, "GONE")} {
+			if err := p.notifyQueuedAlready(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s, err := st.js.Stream(ctx, StreamNotify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 1 {
+		t.Fatalf("%d notifications, want 1", n)
+	}
+	msg, err := s.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := msg.Header.Get(nats.MsgIdHdr); id != "7:dispenser:prescription-ready" {
+		t.Errorf("notification %s", id)
 	}
 }

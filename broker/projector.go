@@ -225,7 +225,14 @@ func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
 		case err := <-fut.Err():
 			if isWrongLastSequence(err) {
 				p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "queued_already").Observe(time.Since(start).Seconds())
-				p.done(m, ev) // already in the queue, in its place
+				// Already in the queue, in its place. If this event put it
+				// there (a redelivery after the queue's duplicate window),
+				// its notification may not have been stored yet.
+				if err := p.notifyQueuedAlready(ev); err != nil {
+					p.retry(m, ev, err)
+					return
+				}
+				p.done(m, ev)
 				return
 			}
 			p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "error").Observe(time.Since(start).Seconds())
@@ -241,6 +248,27 @@ func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
 func (p *QueueProjector) notifyReady(ev *StoredEvent) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	return p.publishNotifications(ctx, []pendingNotification{readyNotification(ev)})
+}
+
+// notifyQueuedAlready stores the ready notification of an event whose
+// enqueue found the prescription queued already, when the entry is this
+// event's own: an earlier delivery of the event stored it and stopped
+// before its notification was stored.
+func (p *QueueProjector) notifyQueuedAlready(ev *StoredEvent) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	raw, err := p.store.queue.GetLastMsgForSubject(ctx, QueueSubject(ev.Record.Nominated, ev.Record.ID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // dequeued since
+	}
+	if err != nil {
+		return fmt.Errorf("read queue entry: %w", err)
+	}
+	var e queueMsg
+	if json.Unmarshal(raw.Data, &e) != nil || e.EventSeq != ev.Seq {
+		return nil // another event's entry: that event notified
+	}
 	return p.publishNotifications(ctx, []pendingNotification{readyNotification(ev)})
 }
 
