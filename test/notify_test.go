@@ -126,7 +126,7 @@ func TestNotifyDurableConsumerLosesNothing(t *testing.T) {
 	fh542 := broker.NATSUser{Name: "dispenser-FH542", Role: broker.NATSRoleDispenser, ODS: "FH542"}
 	presc := broker.NATSUser{Name: "prescriber-A83008", Role: broker.NATSRolePrescriber, ODS: "A83008"}
 	seeds := map[string]string{}
-	for _, u := range []broker.NATSUser{fa565, fh542, presc} {
+	for _, u := range []broker.NATSUser{fa565, fh542, presc, {Name: "ops", Role: broker.NATSRoleInspect}} {
 		seeds[u.Name] = natsUser(t, dir, u.Name, u.Role, u.ODS)
 	}
 	b := startBroker(t, dir, func(c *config.Config) { c.NATSListen = "127.0.0.1:0" })
@@ -285,6 +285,16 @@ func TestNotifyDurableConsumerLosesNothing(t *testing.T) {
 		t.Errorf("FH542 received %+v", own)
 	}
 	notifyRefusals(t, b, other, fa565, fh542)
+
+	// The operator's inspect user reads the stream's configuration and
+	// counts (no message).
+	ops, err := connectNATS(t, url, seeds["ops"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := ops.js.Stream(ctx, broker.StreamNotify); err != nil || s.CachedInfo().State.Msgs == 0 {
+		t.Errorf("inspect: stream info %s: %v", broker.StreamNotify, err)
+	}
 }
 
 // notifyRefusals checks that user c (other) can reach nothing of victim's,
