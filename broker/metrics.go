@@ -139,7 +139,7 @@ func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(u.Limit), u.Stream)
 		ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, u.Used(), u.Stream)
 		on := 0.0
-		if u.Used() >= c.alert || !u.Refused.IsZero() {
+		if u.Used() >= c.alert && !DropsOldest(u.Stream) || !u.Refused.IsZero() {
 			on = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.alertOn, prometheus.GaugeValue, on, u.Stream)

@@ -35,11 +35,13 @@ const (
 	// and looking them up goes through the tracker, which audits every read.
 	// It cannot publish to any stream, delete, purge or change anything.
 	NATSRoleInspect NATSRole = "inspect"
-	// NATSRoleDispenser may only subscribe to its own dispenser
-	// notifications, eps.notify.dispenser.<ODS>.>.
+	// NATSRoleDispenser may only read its own dispenser notifications,
+	// eps.notify.dispenser.<ODS>.>: subscribe to them, and read and
+	// acknowledge them with its durable consumer of EPS_NOTIFY (see
+	// notifyPermissions).
 	NATSRoleDispenser NATSRole = "dispenser"
-	// NATSRolePrescriber may only subscribe to its own prescriber
-	// notifications, eps.notify.prescriber.<ODS>.>.
+	// NATSRolePrescriber may only read its own prescriber notifications,
+	// eps.notify.prescriber.<ODS>.>, likewise.
 	NATSRolePrescriber NATSRole = "prescriber"
 )
 
@@ -115,6 +117,10 @@ func (u NATSUser) check() error {
 		return fmt.Errorf("user %s: role %q is not one of %v", u.Name, u.Role, NATSRoles())
 	case u.Role.NeedsODS() && u.ODS == "":
 		return fmt.Errorf("user %s: a %s user needs its organisation's ODS code", u.Name, u.Role)
+	case u.Role.NeedsODS() && strings.Contains(u.Name, "."):
+		// The name is its notification consumer's name and a token of its
+		// inbox prefix, which hold no '.'.
+		return fmt.Errorf("user name %q: a %s user's name holds no '.' (it names its notification consumer)", u.Name, u.Role)
 	case !u.Role.NeedsODS() && u.ODS != "":
 		return fmt.Errorf("user %s: an %s user belongs to no organisation (ods %q)", u.Name, u.Role, u.ODS)
 	case !nkeys.IsValidPublicUserKey(u.NKey):
@@ -234,7 +240,7 @@ var streamsKeyedByPatient = []string{StreamAudit, "KV_" + BucketNominations}
 
 // inspectableStreams are the streams whose info the inspect role may read.
 func inspectableStreams() []string {
-	return []string{StreamEvents, StreamQueue, "KV_" + BucketRequests, "KV_" + BucketSessions}
+	return []string{StreamEvents, StreamQueue, StreamNotify, "KV_" + BucketRequests, "KV_" + BucketSessions}
 }
 
 // Permissions returns what the user may publish and subscribe to. Anything
@@ -259,19 +265,36 @@ func (u NATSUser) Permissions() *server.Permissions {
 			Publish:   &server.SubjectPermission{Allow: pub},
 			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 		}
-	case NATSRoleDispenser:
-		return &server.Permissions{
-			Publish:   denyAll,
-			Subscribe: &server.SubjectPermission{Allow: []string{SubjectNotifyDispenser + SubjectToken(u.ODS) + ".>"}},
-		}
-	case NATSRolePrescriber:
-		return &server.Permissions{
-			Publish:   denyAll,
-			Subscribe: &server.SubjectPermission{Allow: []string{SubjectNotifyPrescriber + SubjectToken(u.ODS) + ".>"}},
-		}
+	case NATSRoleDispenser, NATSRolePrescriber:
+		return u.notifyPermissions()
 	}
 	// Unreachable for a checked user; a user of no known role may do nothing.
 	return &server.Permissions{Publish: denyAll, Subscribe: denyAll}
+}
+
+// notifyPermissions are a dispenser's or prescriber's: subscribe to its own
+// organisation's notifications (core NATS, the fast path), and read them
+// from EPS_NOTIFY through the durable pull consumer the broker made for it
+// (EnsureNotifyConsumers): its consumer's info, its next messages, and their
+// acknowledgements, in both forms of ack subject the server uses
+// ($JS.ACK.<stream>.<consumer>... and
+// $JS.ACK.<domain>.<account hash>.<stream>.<consumer>...). Answers and
+// messages come to its own inbox prefix, NotifyInboxPrefix, which no other
+// user may subscribe to. It may not make, change or delete a consumer (a
+// consumer's configuration could deliver messages to any subject), read any
+// stream's info (which can list every organisation's subjects) or publish
+// anything else.
+func (u NATSUser) notifyPermissions() *server.Permissions {
+	cons := NotifyConsumerName(u)
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			"$JS.API.CONSUMER.INFO." + StreamNotify + "." + cons,
+			"$JS.API.CONSUMER.MSG.NEXT." + StreamNotify + "." + cons,
+			"$JS.ACK." + StreamNotify + "." + cons + ".>",
+			"$JS.ACK.*.*." + StreamNotify + "." + cons + ".>",
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{NotifyFilter(u), NotifyInboxPrefix(u) + ".>"}},
+	}
 }
 
 // embeddedAuth makes the broker's own key pair and the nkey users of the

@@ -138,8 +138,12 @@ func (p *QueueProjector) handle(m jetstream.Msg) {
 		p.retry(m, ev, fmt.Errorf("current state of %s is behind event %d", ev.Record.ID, ev.Seq))
 		return
 	}
-	if md.NumDelivered == 1 {
-		p.notifyTransition(ev)
+	// Every delivery stores the event's notifications (at least once: the
+	// event is acknowledged only after); their message IDs keep a
+	// redelivered event's notifications from being stored twice.
+	if err := p.notifyTransition(ctx, ev); err != nil {
+		p.retry(m, ev, err)
+		return
 	}
 	if cur.Seq > ev.Seq {
 		p.metrics.Projected.WithLabelValues("queue", "superseded").Inc()
@@ -209,16 +213,26 @@ func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
 	go func() {
 		defer p.inflight.Done()
 		select {
-		case ack := <-fut.Ok():
+		case <-fut.Ok():
 			p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "ok").Observe(time.Since(start).Seconds())
-			if !ack.Duplicate {
-				p.notifyReady(ev)
+			// Also when the entry was stored by an earlier delivery of this
+			// event (a duplicate): its notification may not have been.
+			if err := p.notifyReady(ev); err != nil {
+				p.retry(m, ev, err)
+				return
 			}
 			p.done(m, ev)
 		case err := <-fut.Err():
 			if isWrongLastSequence(err) {
 				p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "queued_already").Observe(time.Since(start).Seconds())
-				p.done(m, ev) // already in the queue, in its place
+				// Already in the queue, in its place. If this event put it
+				// there (a redelivery after the queue's duplicate window),
+				// its notification may not have been stored yet.
+				if err := p.notifyQueuedAlready(ev); err != nil {
+					p.retry(m, ev, err)
+					return
+				}
+				p.done(m, ev)
 				return
 			}
 			p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "error").Observe(time.Since(start).Seconds())
@@ -228,27 +242,65 @@ func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
 	return nil
 }
 
-func (p *QueueProjector) notifyReady(ev *StoredEvent) {
+// notifyReady tells the dispenser that a prescription has entered its
+// ready queue (eps.notify.dispenser.<ODS>.prescription-ready), and returns
+// once StreamNotify has stored it.
+func (p *QueueProjector) notifyReady(ev *StoredEvent) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return p.publishNotifications(ctx, []pendingNotification{readyNotification(ev)})
+}
+
+// notifyQueuedAlready stores the ready notification of an event whose
+// enqueue found the prescription queued already, when the entry is this
+// event's own: an earlier delivery of the event stored it and stopped
+// before its notification was stored.
+func (p *QueueProjector) notifyQueuedAlready(ev *StoredEvent) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	raw, err := p.store.queue.GetLastMsgForSubject(ctx, QueueSubject(ev.Record.Nominated, ev.Record.ID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // dequeued since
+	}
+	if err != nil {
+		return fmt.Errorf("read queue entry: %w", err)
+	}
+	var e queueMsg
+	if json.Unmarshal(raw.Data, &e) != nil || e.EventSeq != ev.Seq {
+		return nil // another event's entry: that event notified
+	}
+	return p.publishNotifications(ctx, []pendingNotification{readyNotification(ev)})
+}
+
+// readyNotification is the prescription-ready notification of ev, whose
+// record is the prescription as it entered the queue.
+func readyNotification(ev *StoredEvent) pendingNotification {
 	rec := ev.Record
 	n := Notification{Event: NotifyReady, PrescriptionID: rec.ID, Status: rec.Status, Dispenser: rec.Nominated, Time: ev.Time, EventSeq: ev.Seq,
 		Issue: rec.Number}
-	body, _ := json.Marshal(n)
-	if err := p.nc.Publish(DispenserNotifySubject(rec.Nominated, NotifyReady), body); err != nil {
-		p.log.Warn("queue projector: notification not published", zap.Uint64("seq", ev.Seq), zap.Error(err))
-		return
-	}
-	p.metrics.Notifications.WithLabelValues("dispenser", NotifyReady).Inc()
+	return pendingNotification{"dispenser", DispenserNotifySubject(rec.Nominated, NotifyReady), n}
 }
 
 // notifyTransition tells the prescribing organisation, and the dispenser
-// concerned (the one that holds the prescription, or the one that just gave
-// it up), about every event: eps.notify.prescriber.<ODS>.<event> and
-// eps.notify.dispenser.<ODS>.<event>. Delivery is at least once.
-func (p *QueueProjector) notifyTransition(ev *StoredEvent) {
+// concerned, about every event (transitionNotifications), and returns once
+// StreamNotify has stored them; delivery is at least once.
+func (p *QueueProjector) notifyTransition(ctx context.Context, ev *StoredEvent) error {
+	ns := transitionNotifications(ev)
+	if len(ns) == 0 {
+		return nil
+	}
+	return p.publishNotifications(ctx, ns)
+}
+
+// transitionNotifications are the notifications of an event: to the
+// prescribing organisation, eps.notify.prescriber.<ODS>.<event>, and to the
+// dispenser concerned (the one that holds the prescription, or the one that
+// just gave it up), eps.notify.dispenser.<ODS>.<event>.
+func transitionNotifications(ev *StoredEvent) []pendingNotification {
 	rec := ev.Record
 	event := ev.Event
 	if event == "" || event == tracker.EventCancelKept || len(rec.History) == 0 {
-		return
+		return nil
 	}
 	last := rec.History[len(rec.History)-1]
 	if last.Issue != 0 {
@@ -259,23 +311,16 @@ func (p *QueueProjector) notifyTransition(ev *StoredEvent) {
 		}
 	}
 	n := Notification{Event: event, PrescriptionID: rec.ID, Status: rec.Status, Time: ev.Time, EventSeq: ev.Seq, Issue: rec.Number}
-	publish := func(audience, subject string) {
-		body, _ := json.Marshal(n)
-		if err := p.nc.Publish(subject, body); err != nil {
-			p.log.Warn("notification not published", zap.String("audience", audience), zap.Error(err))
-			return
-		}
-		p.metrics.Notifications.WithLabelValues(audience, event).Inc()
-	}
-	publish("prescriber", PrescriberNotifySubject(rec.Prescriber, event))
+	ns := []pendingNotification{{"prescriber", PrescriberNotifySubject(rec.Prescriber, event), n}}
 	dispenser := rec.Dispenser
 	if dispenser == "" && last.Org != rec.Prescriber && last.Org != "" && last.Org != "EPS" {
 		dispenser = last.Org // e.g. the dispenser that returned it
 	}
 	if dispenser != "" {
 		n.Dispenser = dispenser
-		publish("dispenser", DispenserNotifySubject(dispenser, event))
+		ns = append(ns, pendingNotification{"dispenser", DispenserNotifySubject(dispenser, event), n})
 	}
+	return ns
 }
 
 func (p *QueueProjector) purge(ctx context.Context, id string) error {

@@ -128,6 +128,8 @@ type StoreConfig struct {
 	Limits StorageLimits
 	// Pseudonyms stand for NHS numbers in subjects and keys (required).
 	Pseudonyms *Pseudonyms
+	// NotifyMaxAge is how long StreamNotify keeps a notification (0: 7 days).
+	NotifyMaxAge time.Duration
 }
 
 // OpenStore creates (or updates) the streams and buckets the broker needs.
@@ -192,6 +194,9 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	})
 	if err != nil {
 		return nil, limitError(StreamQueue, "queue-max-bytes", lim.Queue, err)
+	}
+	if _, err := openNotify(ctx, js, cfg.Replicas, cfg.NotifyMaxAge, lim.Notify); err != nil {
+		return nil, limitError(StreamNotify, "notify-max-bytes", lim.Notify, err)
 	}
 	requests, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      BucketRequests,

@@ -16,6 +16,9 @@ import (
 // no limit.
 type StorageLimits struct {
 	Events, Audit, Queue, Requests, Sessions, Nominations int64
+	// Notify is the notification stream EPS_NOTIFY's limit (issue 12): a
+	// full EPS_NOTIFY drops its oldest notifications (see notify.go).
+	Notify int64
 	// Budget is the JetStream storage the broker may use: the embedded
 	// server's max store (NATS makes it 75% of the disk space free, counting
 	// what JetStream holds already), or an external account's storage
@@ -28,9 +31,9 @@ type StorageLimits struct {
 }
 
 // StorageShares are the automatic limits, as shares of the budget: together
-// 91%, leaving room for the server's own files.
-var StorageShares = struct{ Events, Audit, Queue, Requests, Sessions, Nominations float64 }{
-	Events: 0.50, Audit: 0.15, Queue: 0.05, Requests: 0.10, Sessions: 0.01, Nominations: 0.10,
+// 94%, leaving room for the server's own files.
+var StorageShares = struct{ Events, Audit, Queue, Requests, Sessions, Nominations, Notify float64 }{
+	Events: 0.50, Audit: 0.15, Queue: 0.05, Requests: 0.10, Sessions: 0.01, Nominations: 0.10, Notify: 0.03,
 }
 
 // minAutoBytes is the least an automatic limit gives a stream.
@@ -66,6 +69,7 @@ func resolveLimits(ctx context.Context, js jetstream.JetStream, in StorageLimits
 	auto(&out.Requests, StorageShares.Requests)
 	auto(&out.Sessions, StorageShares.Sessions)
 	auto(&out.Nominations, StorageShares.Nominations)
+	auto(&out.Notify, StorageShares.Notify)
 	return out, nil
 }
 
@@ -215,6 +219,7 @@ func (s *Store) storedStreams() []struct {
 	}{
 		{StreamEvents, l.Events}, {StreamAudit, l.Audit}, {StreamQueue, l.Queue},
 		{"KV_" + BucketRequests, l.Requests}, {"KV_" + BucketSessions, l.Sessions}, {"KV_" + BucketNominations, l.Nominations},
+		{StreamNotify, l.Notify},
 	}
 }
 
@@ -275,7 +280,7 @@ func (s *Store) StorageWarnings(ctx context.Context) ([]string, error) {
 		case !u.Refused.IsZero():
 			out = append(out, fmt.Sprintf("storage: %s is full (%d of %d bytes): writes to it are refused with 507 since %s; raise its limit or free space",
 				u.Stream, u.Bytes, u.Limit, u.Refused.UTC().Format(time.RFC3339)))
-		case u.Limit > 0 && u.Used() >= s.limits.Alert:
+		case u.Limit > 0 && u.Used() >= s.limits.Alert && !DropsOldest(u.Stream):
 			out = append(out, fmt.Sprintf("storage: %s uses %.0f%% of its limit (%d of %d bytes; alert at %.0f%%)",
 				u.Stream, 100*u.Used(), u.Bytes, u.Limit, 100*s.limits.Alert))
 		}

@@ -79,6 +79,13 @@ type Config struct {
 	SessionsMaxBytes    int64
 	NominationsMaxBytes int64
 	StorageAlert        float64
+
+	// Notifications at least once (issue 12, notify): the most bytes the
+	// notification stream EPS_NOTIFY keeps (0 automatic, -1 none) and how
+	// long it keeps a notification for a dispensing or prescribing system's
+	// durable consumer to fetch.
+	NotifyMaxBytes int64
+	NotifyMaxAge   time.Duration
 }
 
 type setting struct {
@@ -230,6 +237,44 @@ var storageSettings = []setting{
 		c.StorageAlert = f
 		return nil
 	}},
+}
+
+// Notifications at least once (issue 12, notify).
+func init() { settings = append(settings, notifySettings...) }
+
+var notifySettings = []setting{
+	{"notify-max-bytes", "most bytes the notification stream EPS_NOTIFY keeps; when full the oldest notifications go first; 'auto' is 3% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.NotifyMaxBytes })},
+	{"notify-max-age", "how long EPS_NOTIFY keeps a notification for a dispensing or prescribing system's durable consumer (e.g. 7d, 36h); at least 1m", "7d", func(c *Config, v string) error {
+		d, err := ParseAge(v)
+		if err != nil {
+			return err
+		}
+		c.NotifyMaxAge = d
+		return nil
+	}},
+}
+
+// ParseAge reads a duration that may also be given in whole days ("7d").
+// It must be at least a minute.
+func ParseAge(v string) (time.Duration, error) {
+	s := strings.TrimSpace(v)
+	var d time.Duration
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days <= 0 || days > 36500 {
+			return 0, fmt.Errorf("want a duration such as 7d, 36h or 90m: %q", v)
+		}
+		d = time.Duration(days) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("want a duration such as 7d, 36h or 90m: %q", v)
+		}
+	}
+	if d < time.Minute {
+		return 0, fmt.Errorf("%q is shorter than a minute", v)
+	}
+	return d, nil
 }
 
 // size parses a byte size: a whole number of bytes with an optional unit

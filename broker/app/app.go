@@ -104,7 +104,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		return nil, err
 	}
 	limits := broker.StorageLimits{Events: cfg.EventsMaxBytes, Audit: cfg.AuditMaxBytes, Queue: cfg.QueueMaxBytes,
-		Requests: cfg.RequestsMaxBytes, Sessions: cfg.SessionsMaxBytes, Nominations: cfg.NominationsMaxBytes, Alert: cfg.StorageAlert}
+		Requests: cfg.RequestsMaxBytes, Sessions: cfg.SessionsMaxBytes, Nominations: cfg.NominationsMaxBytes, Notify: cfg.NotifyMaxBytes, Alert: cfg.StorageAlert}
 	if a.NATS.Embedded != nil {
 		if jsc := a.NATS.Embedded.JetStreamConfig(); jsc != nil {
 			limits.Budget = jsc.MaxStore
@@ -112,9 +112,21 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	}
 	a.Store, err = broker.OpenStore(ctx, a.NATS.Conn, broker.StoreConfig{
 		Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg, Pseudonyms: pseudonyms, Limits: limits,
+		NotifyMaxAge: cfg.NotifyMaxAge,
 	}, a.Metrics)
 	if err != nil {
 		return nil, err
+	}
+	if a.NATS.Embedded != nil {
+		// The durable notification consumers of the embedded server's
+		// dispenser and prescriber users (issue 12, notify).
+		users, err := broker.LoadNATSUsers(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		if err := broker.EnsureNotifyConsumers(ctx, a.Store, users, log); err != nil {
+			return nil, err
+		}
 	}
 	if a.projector, err = broker.StartQueueProjector(ctx, a.Store, a.NATS.Conn, a.Metrics, log); err != nil {
 		return nil, err

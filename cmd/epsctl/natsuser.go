@@ -40,8 +40,15 @@ the broker for the user to be let in. Connect with the nats CLI:
 Roles:
   inspect     list streams and consumers and read their configuration and
               counts; no message, no write, no delete or purge
-  dispenser   subscribe to eps.notify.dispenser.<ODS>.> only
-  prescriber  subscribe to eps.notify.prescriber.<ODS>.> only`
+  dispenser   its own notifications, eps.notify.dispenser.<ODS>.>: subscribe
+              to them, and read and acknowledge them from the stream
+              EPS_NOTIFY with the durable consumer the broker makes for it
+              (named after the user); replies come to its inbox prefix
+              _INBOX_<NAME>:
+                nats --server nats://HOST:PORT --nkey FILE \
+                  --inbox-prefix _INBOX_<NAME> consumer next EPS_NOTIFY <NAME>
+  prescriber  the same for eps.notify.prescriber.<ODS>.>
+A dispenser's or prescriber's name holds no '.'.`
 
 func natsRoleNames() string {
 	names := make([]string, 0, 3)
@@ -77,6 +84,8 @@ func runNATSUserAdd(_ context.Context, e *env, args []string) int {
 		return usageError(e, name, "--ods %q is not an ODS code: 3 to 8 upper-case letters and digits, e.g. FA565", *ods)
 	case !r.NeedsODS() && *ods != "":
 		return usageError(e, name, "an %s user belongs to no organisation: leave out --ods", r)
+	case r.NeedsODS() && strings.Contains(*user, "."):
+		return usageError(e, name, "--name %q: a %s user's name holds no '.' (it names its notification consumer)", *user, r)
 	case *out == "":
 		return usageError(e, name, "--out is required")
 	case *dataDir == "":

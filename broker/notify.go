@@ -1,0 +1,202 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Notifications at least once (issue 12). Every notification the queue
+// projector makes is published to JetStream on its per-organisation subject
+// (eps.notify.dispenser.<ODS>.<event>, eps.notify.prescriber.<ODS>.<event>)
+// and stored in StreamNotify before the event it is about is acknowledged.
+// A publish to a stream's subject is also an ordinary NATS message, so core
+// NATS subscribers of those subjects still get it at once (the fast path).
+// A dispensing or prescribing system that must not miss one reads the stream
+// with its own durable pull consumer, which the broker makes for each
+// dispenser and prescriber NATS user (EnsureNotifyConsumers).
+const (
+	// StreamNotify keeps the notifications for the organisations' durable
+	// consumers, for --notify-max-age.
+	StreamNotify = "EPS_NOTIFY"
+	// SubjectNotify is the prefix of every notification subject.
+	SubjectNotify = "eps.notify."
+	// NotifyDuplicates is how long StreamNotify remembers a notification's
+	// message ID: a redelivered event's notification made again within it
+	// is not stored twice (nor delivered twice to a durable consumer).
+	NotifyDuplicates = time.Hour
+	// HeaderNotifyKind is the notification header naming its audience and
+	// event, e.g. dispenser.prescription-ready.
+	HeaderNotifyKind = "Eps-Notify-Kind"
+	// notifyUserMeta marks the consumers the broker made for a NATS user.
+	notifyUserMeta = "eps-notify-user"
+)
+
+// DropsOldest reports whether a stream makes room by dropping its oldest
+// messages (so that being at its limit is its normal state, not an alert).
+func DropsOldest(stream string) bool { return stream == StreamNotify }
+
+// openNotify creates or updates StreamNotify. A full stream drops its oldest
+// notifications (discard old): refusing new ones would stop the queue
+// projector (an event is acknowledged only once its notification is
+// stored), and with it the dispensers' ready queues, for want of room for a
+// message that only says what the queues and the tracker already show.
+// Deletes of single messages are denied, as on the other streams; a purge
+// stays possible for an operator who must empty it (the notifications carry
+// no patient identifiers, and nothing is rebuilt from them).
+func openNotify(ctx context.Context, js jetstream.JetStream, replicas int, maxAge time.Duration, limit int64) (jetstream.Stream, error) {
+	if maxAge <= 0 {
+		maxAge = 7 * 24 * time.Hour
+	}
+	return js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamNotify,
+		Description: "Notifications for dispensing and prescribing systems (eps.notify.<dispenser|prescriber>.<ODS>.<event>), kept for their durable consumers",
+		Subjects:    []string{SubjectNotify + ">"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      maxAge,
+		MaxBytes:    natsLimit(limit),
+		Discard:     jetstream.DiscardOld,
+		Duplicates:  min(NotifyDuplicates, maxAge),
+		DenyDelete:  true,
+	})
+}
+
+// notifyMsgID is the message ID of a notification: the event's sequence,
+// the audience and the event, so that the notifications of one event made
+// again (a redelivered event) are stored once.
+func notifyMsgID(seq uint64, audience, event string) string {
+	return strconv.FormatUint(seq, 10) + ":" + audience + ":" + event
+}
+
+// pendingNotification is a notification to publish.
+type pendingNotification struct {
+	audience, subject string
+	n                 Notification
+}
+
+// publishNotifications stores notifications in StreamNotify, all at once,
+// and returns once every one is stored (or already was: a duplicate).
+func (p *QueueProjector) publishNotifications(ctx context.Context, ns []pendingNotification) error {
+	type sent struct {
+		pn    pendingNotification
+		fut   jetstream.PubAckFuture
+		start time.Time
+	}
+	var all []sent
+	for _, pn := range ns {
+		body, _ := json.Marshal(pn.n)
+		msg := &nats.Msg{Subject: pn.subject, Data: body, Header: nats.Header{}}
+		msg.Header.Set(HeaderNotifyKind, pn.audience+"."+pn.n.Event)
+		start := time.Now()
+		fut, err := p.store.js.PublishMsgAsync(msg, jetstream.WithMsgID(notifyMsgID(pn.n.EventSeq, pn.audience, pn.n.Event)),
+			jetstream.WithExpectStream(StreamNotify))
+		if err != nil {
+			p.metrics.JetStreamPublish.WithLabelValues(StreamNotify, "error").Observe(time.Since(start).Seconds())
+			return fmt.Errorf("notification %s: %w", pn.subject, err)
+		}
+		all = append(all, sent{pn, fut, start})
+	}
+	var errs []error
+	for _, s := range all {
+		select {
+		case ack := <-s.fut.Ok():
+			outcome := "ok"
+			if ack.Duplicate {
+				outcome = "duplicate"
+			} else {
+				p.metrics.Notifications.WithLabelValues(s.pn.audience, s.pn.n.Event).Inc()
+			}
+			p.metrics.JetStreamPublish.WithLabelValues(StreamNotify, outcome).Observe(time.Since(s.start).Seconds())
+		case err := <-s.fut.Err():
+			p.metrics.JetStreamPublish.WithLabelValues(StreamNotify, "error").Observe(time.Since(s.start).Seconds())
+			errs = append(errs, fmt.Errorf("notification %s: %w", s.pn.subject, err))
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("notification %s: %w", s.pn.subject, ctx.Err()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NotifyConsumerName is the durable consumer of StreamNotify the broker
+// makes for a dispenser or prescriber NATS user: the user's name.
+func NotifyConsumerName(u NATSUser) string { return u.Name }
+
+// NotifyFilter is the subjects a dispenser or prescriber NATS user may read:
+// its own organisation's notifications.
+func NotifyFilter(u NATSUser) string {
+	switch u.Role {
+	case NATSRoleDispenser:
+		return SubjectNotifyDispenser + SubjectToken(u.ODS) + ".>"
+	case NATSRolePrescriber:
+		return SubjectNotifyPrescriber + SubjectToken(u.ODS) + ".>"
+	}
+	return ""
+}
+
+// NotifyInboxPrefix is the reply subject prefix a dispenser or prescriber
+// NATS user's client must use (nats.go: nats.CustomInboxPrefix; nats CLI:
+// --inbox-prefix). The messages its consumer delivers come to that inbox,
+// which only this user may subscribe to.
+func NotifyInboxPrefix(u NATSUser) string { return "_INBOX_" + u.Name }
+
+// EnsureNotifyConsumers makes (or updates) a durable pull consumer of
+// StreamNotify for every dispenser and prescriber user, filtered to its own
+// organisation's subjects, and removes the ones it made for users since
+// removed. Users may read their consumer but not make one: a consumer's
+// configuration could deliver messages to any subject, so only the broker
+// makes them. The consumer starts at the first notification the stream
+// holds.
+func EnsureNotifyConsumers(ctx context.Context, s *Store, users []NATSUser, log *zap.Logger) error {
+	want := map[string]bool{}
+	for _, u := range users {
+		if !u.Role.NeedsODS() {
+			continue
+		}
+		name := NotifyConsumerName(u)
+		want[name] = true
+		_, err := s.js.CreateOrUpdateConsumer(ctx, StreamNotify, jetstream.ConsumerConfig{
+			Durable:       name,
+			Description:   fmt.Sprintf("notifications of %s %s for NATS user %s", u.Role, u.ODS, u.Name),
+			FilterSubject: NotifyFilter(u),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckWait:       30 * time.Second,
+			MaxDeliver:    -1,
+			MaxAckPending: 1000,
+			Metadata:      map[string]string{notifyUserMeta: u.Name},
+		})
+		if err != nil {
+			return fmt.Errorf("notification consumer of NATS user %s: %w", u.Name, err)
+		}
+	}
+	st, err := s.js.Stream(ctx, StreamNotify)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", StreamNotify, err)
+	}
+	list := st.ListConsumers(ctx)
+	var stale []string
+	for ci := range list.Info() {
+		if owner, ok := ci.Config.Metadata[notifyUserMeta]; ok && !want[ci.Name] && owner != "" {
+			stale = append(stale, ci.Name)
+		}
+	}
+	if err := list.Err(); err != nil {
+		return fmt.Errorf("consumers of %s: %w", StreamNotify, err)
+	}
+	for _, name := range stale {
+		if err := st.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("remove the notification consumer of a removed NATS user %s: %w", name, err)
+		}
+		log.Info("removed the notification consumer of a removed NATS user", zap.String("consumer", name))
+	}
+	return nil
+}

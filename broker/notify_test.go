@@ -1,0 +1,254 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/config"
+	"github.com/nhs-eps/epsbroker/tracker"
+)
+
+// notifyStore starts an embedded NATS server and opens the store on it.
+func notifyStore(t *testing.T, maxAge time.Duration, lim StorageLimits) (*Store, *nats.Conn, *Metrics) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := ConnectNATS(ctx, cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	m := NewMetrics()
+	st, err := OpenStore(ctx, n.Conn, StoreConfig{Replicas: 1, IdempotencyTTL: time.Hour, MaxMessage: 1 << 20,
+		Pseudonyms: testPseudonyms(t, 7), NotifyMaxAge: maxAge, Limits: lim}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, n.Conn, m
+}
+
+// The queue projector stores an event's notifications on every delivery of
+// the event (it acknowledges the event only after), so a redelivered
+// event's notifications are made again: their message IDs keep each stored
+// once, and a durable consumer gets each once. Core NATS subscribers get
+// every publish (the fast path is at least once too).
+func TestNotifyRedeliveredEventStoredOnce(t *testing.T) {
+	st, nc, m := notifyStore(t, 0, StorageLimits{})
+	core, err := nc.SubscribeSync(SubjectNotify + ">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &QueueProjector{store: st, metrics: m, log: zap.NewNop()}
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	dispensed := &StoredEvent{Seq: 41, Time: now, Event: tracker.EventDispense, Record: &tracker.Prescription{
+		ID: "9918CC-A83008-DD25CB", Prescriber: "A83008", Issue: tracker.Issue{Dispenser: "FA565", Status: tracker.StatusWithDispenser},
+		History: []tracker.Event{{Type: tracker.EventDispense, Org: "FA565", Status: tracker.StatusWithDispenser}},
+	}}
+	ready := &StoredEvent{Seq: 42, Time: now, Event: tracker.EventOrder, Record: &tracker.Prescription{
+		ID: "92342C-A83008-6B796T", Prescriber: "A83008", Issue: tracker.Issue{Nominated: "FA565", Status: tracker.StatusToBeDispensed},
+		History: []tracker.Event{{Type: tracker.EventOrder, Org: "A83008", Status: tracker.StatusToBeDispensed}},
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for delivery := 1; delivery <= 3; delivery++ {
+		if err := p.notifyTransition(ctx, dispensed); err != nil {
+			t.Fatalf("delivery %d: %v", delivery, err)
+		}
+		if err := p.notifyReady(ready); err != nil {
+			t.Fatalf("delivery %d: %v", delivery, err)
+		}
+	}
+
+	want := map[string]string{ // subject -> message ID
+		"eps.notify.prescriber.A83008.dispense-notification": "41:prescriber:dispense-notification",
+		"eps.notify.dispenser.FA565.dispense-notification":   "41:dispenser:dispense-notification",
+		"eps.notify.dispenser.FA565.prescription-ready":      "42:dispenser:prescription-ready",
+	}
+	s, err := st.js.Stream(ctx, StreamNotify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != uint64(len(want)) {
+		t.Errorf("%s holds %d notifications, want %d", StreamNotify, n, len(want))
+	}
+	for seq := uint64(1); seq <= uint64(len(want)); seq++ {
+		msg, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		if id := msg.Header.Get(nats.MsgIdHdr); id != want[msg.Subject] {
+			t.Errorf("%s: message ID %q, want %q", msg.Subject, id, want[msg.Subject])
+		}
+	}
+	for _, c := range []struct{ audience, event string }{{"prescriber", tracker.EventDispense}, {"dispenser", tracker.EventDispense}, {"dispenser", NotifyReady}} {
+		if n := counterValue(t, m, "eps_notifications_total", c.audience, c.event); n != 1 {
+			t.Errorf("eps_notifications_total{%s,%s} = %v, want 1", c.audience, c.event, n)
+		}
+	}
+	if n, _, _ := core.Pending(); n != 3*len(want) {
+		t.Errorf("core subscriber got %d, want %d", n, 3*len(want))
+	}
+}
+
+// EPS_NOTIFY keeps notifications for --notify-max-age within its byte
+// limit, drops the oldest when full (new notifications are never refused),
+// denies deleting single messages, and its full state is no storage alert.
+func TestNotifyStreamSettings(t *testing.T) {
+	st, _, _ := notifyStore(t, 36*time.Hour, StorageLimits{Notify: 256 << 10})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := st.js.Stream(ctx, StreamNotify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.MaxAge != 36*time.Hour || cfg.MaxBytes != 256<<10 || cfg.Discard.String() != "DiscardOld" || !cfg.DenyDelete ||
+		cfg.Duplicates != NotifyDuplicates || len(cfg.Subjects) != 1 || cfg.Subjects[0] != "eps.notify.>" {
+		t.Errorf("config %+v", cfg)
+	}
+	// Fill it several times over: every publish is stored, the oldest go.
+	body := make([]byte, 4<<10)
+	for i := 0; i < 200; i++ {
+		if _, err := st.js.Publish(ctx, DispenserNotifySubject("FA565", NotifyReady), body); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	s, _ = st.js.Stream(ctx, StreamNotify)
+	state := s.CachedInfo().State
+	if state.LastSeq != 200 || state.FirstSeq == 1 || state.Bytes > 256<<10 {
+		t.Errorf("state %+v", state)
+	}
+	warn, err := st.StorageWarnings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warn) != 0 {
+		t.Errorf("warnings %v", warn)
+	}
+}
+
+// counterValue reads a counter of the registry by its label values.
+func counterValue(t *testing.T, m *Metrics, name string, values ...string) float64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, mt := range mf.GetMetric() {
+			if len(mt.GetLabel()) != len(values) {
+				continue
+			}
+			for i, l := range mt.GetLabel() {
+				if l.GetValue() != values[i] {
+					continue metrics
+				}
+			}
+			return mt.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// The broker makes a durable pull consumer per dispenser and prescriber
+// user, filtered to its organisation's subjects, and removes the ones of
+// users since removed, leaving any consumer it did not make.
+func TestNotifyConsumersFollowUsers(t *testing.T) {
+	st, _, _ := notifyStore(t, 0, StorageLimits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	users := []NATSUser{
+		{Name: "ops", Role: NATSRoleInspect},
+		{Name: "dispenser-FA565", Role: NATSRoleDispenser, ODS: "FA565"},
+		{Name: "prescriber-A83008", Role: NATSRolePrescriber, ODS: "A83008"},
+	}
+	if err := EnsureNotifyConsumers(ctx, st, users, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.js.CreateOrUpdateConsumer(ctx, StreamNotify, jetstream.ConsumerConfig{Durable: "operator-made"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := st.js.Stream(ctx, StreamNotify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, filter := range map[string]string{"dispenser-FA565": "eps.notify.dispenser.FA565.>", "prescriber-A83008": "eps.notify.prescriber.A83008.>"} {
+		c, err := s.Consumer(ctx, name)
+		if err != nil {
+			t.Fatalf("consumer %s: %v", name, err)
+		}
+		cfg := c.CachedInfo().Config
+		if cfg.FilterSubject != filter || cfg.Durable != name || cfg.DeliverSubject != "" || cfg.AckPolicy != jetstream.AckExplicitPolicy ||
+			cfg.DeliverPolicy != jetstream.DeliverAllPolicy || cfg.AckWait != 30*time.Second || cfg.MaxDeliver != -1 || cfg.MaxAckPending != 1000 {
+			t.Errorf("consumer %s: %+v", name, cfg)
+		}
+	}
+	if _, err := s.Consumer(ctx, "ops"); err == nil {
+		t.Error("a consumer for the inspect user")
+	}
+	// The prescriber user is removed; the broker starts again.
+	if err := EnsureNotifyConsumers(ctx, st, users[:2], zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"dispenser-FA565": true, "prescriber-A83008": false, "operator-made": true} {
+		if _, err := s.Consumer(ctx, name); (err == nil) != want {
+			t.Errorf("consumer %s: %v, want kept %v", name, err, want)
+		}
+	}
+}
+
+// An event redelivered after the queue stream's duplicate window finds its
+// own entry queued already: its ready notification is stored then (once);
+// an entry another event made is left to that event.
+func TestNotifyQueuedAlready(t *testing.T) {
+	st, _, m := notifyStore(t, 0, StorageLimits{})
+	p := &QueueProjector{store: st, metrics: m, log: zap.NewNop()}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ev := func(seq uint64, id string) *StoredEvent {
+		return &StoredEvent{Seq: seq, Time: time.Now(), Event: tracker.EventOrder, Record: &tracker.Prescription{
+			ID: id, Prescriber: "A83008", Issue: tracker.Issue{Nominated: "FA565", Status: tracker.StatusToBeDispensed}}}
+	}
+	for _, e := range []struct {
+		id  string
+		seq uint64
+	}{{"OWN", 7}, {"OTHER", 3}} {
+		data, _ := json.Marshal(queueMsg{PrescriptionID: e.id, EventSeq: e.seq})
+		if _, err := st.js.Publish(ctx, QueueSubject("FA565", e.id), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		for _, e := range []*StoredEvent{ev(7, "OWN"), ev(9, "OTHER"), ev(11, "GONE")} {
+			if err := p.notifyQueuedAlready(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s, err := st.js.Stream(ctx, StreamNotify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 1 {
+		t.Fatalf("%d notifications, want 1", n)
+	}
+	msg, err := s.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := msg.Header.Get(nats.MsgIdHdr); id != "7:dispenser:prescription-ready" {
+		t.Errorf("notification %s", id)
+	}
+}
