@@ -16,6 +16,8 @@ import (
 // no limit.
 type StorageLimits struct {
 	Events, Audit, Queue, Requests, Sessions, Nominations int64
+	// Dead is the dead letter stream's (EPS_DEAD).
+	Dead int64
 	// Budget is the JetStream storage the broker may use: the embedded
 	// server's max store (NATS makes it 75% of the disk space free, counting
 	// what JetStream holds already), or an external account's storage
@@ -28,9 +30,9 @@ type StorageLimits struct {
 }
 
 // StorageShares are the automatic limits, as shares of the budget: together
-// 91%, leaving room for the server's own files.
-var StorageShares = struct{ Events, Audit, Queue, Requests, Sessions, Nominations float64 }{
-	Events: 0.50, Audit: 0.15, Queue: 0.05, Requests: 0.10, Sessions: 0.01, Nominations: 0.10,
+// 92%, leaving room for the server's own files.
+var StorageShares = struct{ Events, Audit, Queue, Requests, Sessions, Nominations, Dead float64 }{
+	Events: 0.50, Audit: 0.15, Queue: 0.05, Requests: 0.10, Sessions: 0.01, Nominations: 0.10, Dead: 0.01,
 }
 
 // minAutoBytes is the least an automatic limit gives a stream.
@@ -66,6 +68,7 @@ func resolveLimits(ctx context.Context, js jetstream.JetStream, in StorageLimits
 	auto(&out.Requests, StorageShares.Requests)
 	auto(&out.Sessions, StorageShares.Sessions)
 	auto(&out.Nominations, StorageShares.Nominations)
+	auto(&out.Dead, StorageShares.Dead)
 	return out, nil
 }
 
@@ -215,6 +218,7 @@ func (s *Store) storedStreams() []struct {
 	}{
 		{StreamEvents, l.Events}, {StreamAudit, l.Audit}, {StreamQueue, l.Queue},
 		{"KV_" + BucketRequests, l.Requests}, {"KV_" + BucketSessions, l.Sessions}, {"KV_" + BucketNominations, l.Nominations},
+		{StreamDead, l.Dead},
 	}
 }
 

@@ -122,7 +122,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	if a.Tracker, err = broker.StartTrackerProjector(ctx, a.Store, a.Metrics, log, cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if a.NominationReports, err = broker.StartNominationReports(ctx, a.Store, log); err != nil {
+	if a.NominationReports, err = broker.StartNominationReports(ctx, a.Store, a.Metrics, log); err != nil {
 		return nil, err
 	}
 
@@ -317,3 +317,6 @@ func (a *App) closeBackend() {
 		a.unlock = nil
 	}
 }
+
+// Queue is the ready-queue projector (its applied sequence and state).
+func (a *App) Queue() *broker.QueueProjector { return a.projector }
