@@ -143,3 +143,27 @@ func deadLetters(t *testing.T, js jetstream.JetStream, consumer string) []jetstr
 	}
 	return out
 }
+
+// The inspect NATS user may read the dead letter stream's info (its
+// subjects name consumers only), but not its messages, which copy events
+// and so hold patient data.
+func TestDeadLetterInspect(t *testing.T) {
+	_, url, seeds := natsSecurityBroker(t)
+	c, err := connectNATS(t, url, seeds["inspect"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := c.js.Stream(ctx, broker.StreamDead)
+	if err != nil {
+		t.Fatalf("stream info %s: %v", broker.StreamDead, err)
+	}
+	if cfg := st.CachedInfo().Config; len(cfg.Subjects) != 1 || cfg.Subjects[0] != broker.SubjectDead+">" || cfg.MaxBytes <= 0 {
+		t.Errorf("%s config: subjects %v, max bytes %d", broker.StreamDead, cfg.Subjects, cfg.MaxBytes)
+	}
+	c.refusedRequest(t, "$JS.API.STREAM.MSG.GET.EPS_DEAD", func(ctx context.Context) error { _, err := st.GetMsg(ctx, 1); return err })
+	if !c.refusedSubscribe(t, broker.SubjectDead+">") {
+		t.Errorf("subscribe %s>: not refused", broker.SubjectDead)
+	}
+}
