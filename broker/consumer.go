@@ -39,10 +39,19 @@ const (
 	HeaderDeadDelivery = "Eps-Dead-Deliveries"
 )
 
-// Retry policy of a durable consumer: a message whose apply fails with a
-// transient error is redelivered after RetryBase, doubling on every further
-// delivery up to RetryMax; after MaxDeliveries deliveries it goes to the
+// RetryPolicy is how a durable consumer retries: a message whose apply
+// fails with a transient error is redelivered after Base, doubling on every
+// further delivery up to Max; after MaxDeliveries deliveries it goes to the
 // dead letter.
+type RetryPolicy struct {
+	Base, Max     time.Duration
+	MaxDeliveries uint64
+}
+
+// DefaultRetry is the policy of the broker's consumers.
+var DefaultRetry = RetryPolicy{Base: RetryBase, Max: RetryMax, MaxDeliveries: MaxDeliveries}
+
+// The default retry policy.
 const (
 	RetryBase     = 100 * time.Millisecond
 	RetryMax      = 30 * time.Second
@@ -83,27 +92,31 @@ const (
 	VerdictDead                 // copy to the dead letter, then terminate
 )
 
-// Decide is the runner's retry policy: what to do after a message's
-// delivery number delivered (1 for the first) ended with err, and after what
-// delay when it is retried.
+// Decide is the default retry policy's decision (DefaultRetry.Decide).
 func Decide(err error, delivered uint64) (Verdict, time.Duration) {
+	return DefaultRetry.Decide(err, delivered)
+}
+
+// Decide says what to do after a message's delivery number delivered (1
+// for the first) ended with err, and after what delay when it is retried.
+func (p RetryPolicy) Decide(err error, delivered uint64) (Verdict, time.Duration) {
 	switch {
 	case err == nil:
 		return VerdictAck, 0
-	case IsPermanent(err), delivered >= MaxDeliveries:
+	case IsPermanent(err), delivered >= p.MaxDeliveries:
 		return VerdictDead, 0
 	}
-	return VerdictRetry, Backoff(delivered)
+	return VerdictRetry, p.Backoff(delivered)
 }
 
 // Backoff is the delay before the redelivery that follows delivery number
-// delivered: RetryBase, doubled each time, at most RetryMax.
-func Backoff(delivered uint64) time.Duration {
-	d := RetryBase
-	for i := uint64(1); i < delivered && d < RetryMax; i++ {
+// delivered: Base, doubled each time, at most Max.
+func (p RetryPolicy) Backoff(delivered uint64) time.Duration {
+	d := p.Base
+	for i := uint64(1); i < delivered && d < p.Max; i++ {
 		d *= 2
 	}
-	return min(d, RetryMax)
+	return min(d, p.Max)
 }
 
 // Delivery is one message handed to an apply func, decoded.
@@ -138,6 +151,8 @@ type RunnerConfig[T any] struct {
 	// StartSeq (an in-memory projection that cannot fail to apply).
 	Durable  bool
 	StartSeq uint64
+	// Retry is the durable consumer's retry policy (zero: DefaultRetry).
+	Retry RetryPolicy
 	// Decode turns a stored message into T; an error puts it in the dead
 	// letter.
 	Decode func(seq uint64, t time.Time, subject string, h nats.Header, data []byte) (T, error)
@@ -164,6 +179,9 @@ type Runner[T any] struct {
 
 // StartRunner creates (or resumes) the consumer and starts applying.
 func StartRunner[T any](ctx context.Context, js jetstream.JetStream, m *Metrics, log *zap.Logger, cfg RunnerConfig[T]) (*Runner[T], error) {
+	if cfg.Retry == (RetryPolicy{}) {
+		cfg.Retry = DefaultRetry
+	}
 	r := &Runner[T]{cfg: cfg, js: js, metrics: m, log: log.With(zap.String("consumer", cfg.Name)),
 		outstanding: map[uint64]struct{}{}, redelivered: map[uint64]struct{}{}, moved: make(chan struct{})}
 	var cons jetstream.Consumer
@@ -340,7 +358,7 @@ func (r *Runner[T]) handle(m jetstream.Msg) {
 func (r *Runner[T]) finish(d *Delivery[T], err error) {
 	defer r.inflight.Done()
 	m := d.msg
-	verdict, delay := Decide(err, d.Delivered)
+	verdict, delay := r.cfg.Retry.Decide(err, d.Delivered)
 	if !r.cfg.Durable && verdict == VerdictRetry {
 		verdict = VerdictDead // an ordered consumer does not redeliver
 	}
@@ -364,7 +382,7 @@ func (r *Runner[T]) finish(d *Delivery[T], err error) {
 				// Not lost: tried again until the dead letter takes it.
 				outcome = "retried"
 				r.log.Error("dead letter not written; will retry", zap.Uint64("seq", d.Seq), zap.Error(derr))
-				_ = m.NakWithDelay(RetryMax)
+				_ = m.NakWithDelay(r.cfg.Retry.Max)
 				break
 			}
 			r.log.Error("dead letter not written; message skipped", zap.Uint64("seq", d.Seq), zap.Error(derr))
@@ -391,6 +409,23 @@ func (r *Runner[T]) finish(d *Delivery[T], err error) {
 // letter stream, and waits for the stream to store it.
 func (r *Runner[T]) deadLetter(m jetstream.Msg, d *Delivery[T], reason error) error {
 	return WriteDeadLetter(context.Background(), r.js, r.cfg.Name, r.cfg.Stream, d.Seq, d.Delivered, m.Subject(), m.Headers(), m.Data(), reason)
+}
+
+// createDeadStream creates (or updates) the dead letter stream: file
+// storage, limits retention, the oldest dead letters dropped when full.
+func createDeadStream(ctx context.Context, js jetstream.JetStream, replicas int, maxBytes int64) error {
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamDead,
+		Description: "Dead letter: copies of the messages a consumer could not apply (eps.dead.<consumer>; headers Eps-Dead-*)",
+		Subjects:    []string{SubjectDead + ">"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld, // the newest failures matter most
+		Duplicates:  2 * time.Minute,
+		MaxBytes:    natsLimit(maxBytes),
+	})
+	return err
 }
 
 // WriteDeadLetter stores a copy of a message a consumer could not apply on

@@ -26,6 +26,7 @@ func TestRunnerDecide(t *testing.T) {
 		{"transient, second delivery", transient, 2, VerdictRetry, 2 * RetryBase},
 		{"transient, fifth delivery", transient, 5, VerdictRetry, 16 * RetryBase},
 		{"transient, delay capped", transient, MaxDeliveries - 1, VerdictRetry, RetryMax},
+		{"transient, delay reaches the cap", transient, 10, VerdictRetry, min(512*RetryBase, RetryMax)},
 		{"transient, last delivery", transient, MaxDeliveries, VerdictDead, 0},
 		{"transient, past the last", transient, MaxDeliveries + 3, VerdictDead, 0},
 		{"permanent, first delivery", Permanent(transient), 1, VerdictDead, 0},

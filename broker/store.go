@@ -232,17 +232,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err != nil {
 		return nil, limitError("KV_"+BucketSessions, "sessions-max-bytes", lim.Sessions, err)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        StreamDead,
-		Description: "Dead letter: copies of the messages a consumer could not apply (eps.dead.<consumer>; headers Eps-Dead-*)",
-		Subjects:    []string{SubjectDead + ">"},
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld, // the newest failures matter most
-		Duplicates:  2 * time.Minute,
-		MaxBytes:    natsLimit(lim.Dead),
-	}); err != nil {
+	if err := createDeadStream(ctx, js, cfg.Replicas, lim.Dead); err != nil {
 		return nil, limitError(StreamDead, "dead-max-bytes", lim.Dead, err)
 	}
 	nominations, err := openNominations(ctx, js, cfg.Replicas)

@@ -104,7 +104,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		return nil, err
 	}
 	limits := broker.StorageLimits{Events: cfg.EventsMaxBytes, Audit: cfg.AuditMaxBytes, Queue: cfg.QueueMaxBytes,
-		Requests: cfg.RequestsMaxBytes, Sessions: cfg.SessionsMaxBytes, Nominations: cfg.NominationsMaxBytes, Alert: cfg.StorageAlert}
+		Requests: cfg.RequestsMaxBytes, Sessions: cfg.SessionsMaxBytes, Nominations: cfg.NominationsMaxBytes, Dead: cfg.DeadMaxBytes, Alert: cfg.StorageAlert}
 	if a.NATS.Embedded != nil {
 		if jsc := a.NATS.Embedded.JetStreamConfig(); jsc != nil {
 			limits.Budget = jsc.MaxStore
