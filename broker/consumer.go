@@ -153,6 +153,9 @@ type RunnerConfig[T any] struct {
 	StartSeq uint64
 	// Retry is the durable consumer's retry policy (zero: DefaultRetry).
 	Retry RetryPolicy
+	// NoteFull, when not nil, is told of a dead letter refused for want
+	// of space (Store.NoteStorageFull: /readyz and the storage metrics).
+	NoteFull func(stream string)
 	// Decode turns a stored message into T; an error puts it in the dead
 	// letter.
 	Decode func(seq uint64, t time.Time, subject string, h nats.Header, data []byte) (T, error)
@@ -378,6 +381,9 @@ func (r *Runner[T]) finish(d *Delivery[T], err error) {
 	case VerdictDead:
 		outcome = "dead"
 		if derr := r.deadLetter(m, d, err); derr != nil {
+			if IsStorageFull(derr) && r.cfg.NoteFull != nil {
+				r.cfg.NoteFull(StreamDead)
+			}
 			if r.cfg.Durable {
 				// Not lost: tried again until the dead letter takes it.
 				outcome = "retried"
@@ -412,7 +418,9 @@ func (r *Runner[T]) deadLetter(m jetstream.Msg, d *Delivery[T], reason error) er
 }
 
 // createDeadStream creates (or updates) the dead letter stream: file
-// storage, limits retention, the oldest dead letters dropped when full.
+// storage, limits retention and, as every stream of the broker, discard
+// new: a full dead letter refuses the next one (the consumer keeps the
+// message and retries) rather than dropping an earlier one.
 func createDeadStream(ctx context.Context, js jetstream.JetStream, replicas int, maxBytes int64) error {
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamDead,
@@ -421,7 +429,7 @@ func createDeadStream(ctx context.Context, js jetstream.JetStream, replicas int,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld, // the newest failures matter most
+		Discard:     jetstream.DiscardNew,
 		Duplicates:  2 * time.Minute,
 		MaxBytes:    natsLimit(maxBytes),
 	})

@@ -37,10 +37,11 @@ func StartNominationReports(ctx context.Context, store *Store, m *Metrics, log *
 	r := &NominationReports{js: store.js, log: log}
 	var err error
 	r.runner, err = StartRunner(ctx, store.js, m, log, RunnerConfig[*nomination.Record]{
-		Name:   ConsumerNominationReports,
-		Stream: streamNominations,
-		Decode: decodeNominationRevision,
-		Apply:  r.apply,
+		Name:     ConsumerNominationReports,
+		Stream:   streamNominations,
+		Decode:   decodeNominationRevision,
+		Apply:    r.apply,
+		NoteFull: store.NoteStorageFull,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("nomination reports: %w", err)

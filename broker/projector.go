@@ -59,6 +59,7 @@ func StartQueueProjector(ctx context.Context, store *Store, nc *nats.Conn, m *Me
 		Durable:     true,
 		Decode:      DecodeEvent,
 		Apply:       p.apply,
+		NoteFull:    store.NoteStorageFull,
 	})
 	if err != nil {
 		return nil, err

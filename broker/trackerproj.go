@@ -72,6 +72,7 @@ func StartTrackerProjector(ctx context.Context, store *Store, m *Metrics, log *z
 		StartSeq: p.Index.Applied() + 1,
 		Decode:   p.decode,
 		Apply:    p.apply,
+		NoteFull: store.NoteStorageFull,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tracker: %w", err)
