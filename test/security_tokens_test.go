@@ -201,6 +201,7 @@ func TestSecurityTokenForgeries(t *testing.T) {
 		{"duplicate role: tracker then admin", adminProbe, signJSON(key, header, payload(`,"role":"admin"`)), "duplicate member"},
 		{"duplicate role with an escaped name", adminProbe, signJSON(key, header, payload(`,"rol\u0065":"admin"`)), "duplicate member"},
 		{"duplicate ods", tokenProbe, signJSON(key, header, payload(`,"ods":"FH542"`)), "duplicate member"},
+		{"ROLE beside role: a case-insensitive reader takes admin", adminProbe, signJSON(key, header, payload(`,"ROLE":"admin"`)), "spelled in another case"},
 		{"duplicate exp", tokenProbe, signJSON(key, header, payload(fmt.Sprintf(`,"exp":%d`, now.Add(-time.Hour).Unix()))), "duplicate member"},
 		{"duplicate alg in the header", tokenProbe, signJSON(key, fmt.Sprintf(`{"alg":"none","kid":%q,"alg":"EdDSA"}`, kid), payload("")), "duplicate member"},
 		{"payload tampered after signing", adminProbe, func() string {

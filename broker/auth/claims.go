@@ -26,6 +26,19 @@ const (
 // the last), so such a token means different things to different readers.
 var errDuplicate = errors.New("duplicate member")
 
+// readNames are the header parameters and claims the broker (or the JWT
+// library for it) reads. Go's encoding/json matches member names without
+// regard to case (under Unicode folding: "SUB", "Sub" and "ſub" all fill
+// sub), while the JWT specifications and most other parsers match them
+// exactly: {"sub":"alice","SUB":"admin"} would name two users. A top-level
+// name that folds to one of these but is spelled otherwise is refused.
+var readNames = []string{"alg", "kid", "typ", "cty", "crit", "jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256",
+	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "ods", "role"}
+
+// errNameCase is returned by checkSegments for a header parameter or claim
+// spelled in another case than the one the broker reads.
+var errNameCase = errors.New("a header parameter or claim name is spelled in another case")
+
 // checkSegments checks the JOSE header and the claims set of a compact JWS
 // before the JWT parser reads them: each must be one JSON object with no
 // member name given twice at any depth (names compared after unescaping),
@@ -50,6 +63,35 @@ func checkSegments(token string) error {
 			if errors.Is(err, jsontext.ErrDuplicateName) {
 				return errDuplicate
 			}
+			return err
+		}
+		if err := checkNameCase(seg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkNameCase returns errNameCase when a top-level member name of the
+// object seg (valid JSON, checked already) folds to one of readNames
+// without being spelled as it.
+func checkNameCase(seg []byte) error {
+	d := jsontext.NewDecoder(bytes.NewReader(seg))
+	if t, err := d.ReadToken(); err != nil || t.Kind() != '{' {
+		return err
+	}
+	for d.PeekKind() == '"' {
+		t, err := d.ReadToken()
+		if err != nil {
+			return err
+		}
+		name := t.String()
+		for _, want := range readNames {
+			if name != want && strings.EqualFold(name, want) {
+				return errNameCase
+			}
+		}
+		if err := d.SkipValue(); err != nil {
 			return err
 		}
 	}

@@ -139,6 +139,14 @@ func TestVerifyTokenBounds(t *testing.T) {
 		{"duplicate alg in the header", signRaw(key, fmt.Sprintf(`{"alg":"none","kid":%q,"alg":"EdDSA"}`, kid), rawPayload("")), "duplicate member"},
 		{"duplicate kid in the header", signRaw(key, fmt.Sprintf(`{"alg":"EdDSA","kid":"other","kid":%q}`, kid), rawPayload("")), "duplicate member"},
 		{"trailing text after the claims", signRaw(key, header, rawPayload("")+`{"role":"admin"}`), "malformed"},
+		// encoding/json matches names without regard to case; the JWT
+		// specifications and other parsers do not.
+		{"ROLE beside role", signRaw(key, header, rawPayload(`,"ROLE":"admin"`)), "spelled in another case"},
+		{"Sub beside sub", signRaw(key, header, rawPayload(`,"Sub":"someone-else"`)), "spelled in another case"},
+		{"long s: \u017fub beside sub", signRaw(key, header, rawPayload(`,"\u017fub":"someone-else"`)), "spelled in another case"},
+		{"Aud alone", signRaw(key, header, fmt.Sprintf(`{"sub":"user-1","ods":"FA565","role":"dispenser","iss":%q,"Aud":%q,"exp":%d}`, DefaultIssuer, DefaultAudience, testNow.Add(time.Hour).Unix())), "spelled in another case"},
+		{"ALG in the header", signRaw(key, fmt.Sprintf(`{"alg":"EdDSA","kid":%q,"ALG":"none"}`, kid), rawPayload("")), "spelled in another case"},
+		{"another claim in capitals is fine", signRaw(key, header, rawPayload(`,"Department":"x","NAME":"y"`)), ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

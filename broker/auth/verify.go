@@ -214,6 +214,9 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 		if errors.Is(err, errDuplicate) {
 			return Principal{}, unauthorized("duplicate member in the token header or claims")
 		}
+		if errors.Is(err, errNameCase) {
+			return Principal{}, unauthorized("a header parameter or claim name is spelled in another case (claim names are case-sensitive)")
+		}
 		return Principal{}, unauthorized("malformed token")
 	}
 	var c claims
