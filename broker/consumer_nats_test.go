@@ -152,7 +152,7 @@ func TestRunnerOnJetStream(t *testing.T) {
 		t.Errorf("dead letter of 4: %q", d)
 	}
 	for outcome, want := range map[string]float64{"applied": 3, "retried": 4, "dead": 2} {
-		if got := counterValue(t, m, "eps_consumer_messages_total", "test-runner", outcome); got != want {
+		if got := consumerCounter(t, m, "eps_consumer_messages_total", "test-runner", outcome); got != want {
 			t.Errorf("%s: %v, want %v", outcome, got, want)
 		}
 	}
@@ -164,8 +164,8 @@ func TestRunnerOnJetStream(t *testing.T) {
 	}
 }
 
-// counterValue reads a counter of the consumer metrics by its labels.
-func counterValue(t *testing.T, m *Metrics, name, consumer, outcome string) float64 {
+// consumerCounter reads a counter of the consumer metrics by its labels.
+func consumerCounter(t *testing.T, m *Metrics, name, consumer, outcome string) float64 {
 	t.Helper()
 	fams, err := m.Registry.Gather()
 	if err != nil {
