@@ -23,6 +23,9 @@ type Metrics struct {
 	SelfNominations  *prometheus.CounterVec   // type: self-nominations (issue 11)
 
 	JWKSRefreshes *prometheus.CounterVec // trigger, outcome
+
+	ConsumerMessages *prometheus.CounterVec // consumer, outcome (consumer.go)
+	ConsumerPending  *prometheus.GaugeVec   // consumer
 }
 
 // latencyBuckets run from 50 µs to 10 s.
@@ -62,6 +65,7 @@ func NewMetrics() *Metrics {
 		Name: "eps_jwks_refreshes_total", Help: "Loads of the external issuer's JWKS (--jwks) by trigger (start, periodic, unknown_kid) and outcome (ok, failed).",
 	}, []string{"trigger", "outcome"})
 	m.Registry.MustRegister(m.JWKSRefreshes)
+	m.registerConsumers()
 	return m
 }
 
@@ -144,4 +148,17 @@ func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.alertOn, prometheus.GaugeValue, on, u.Stream)
 	}
+}
+
+// registerConsumers registers the consumer runner's metrics (consumer.go).
+func (m *Metrics) registerConsumers() {
+	m.ConsumerMessages = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "eps_consumer_messages_total",
+		Help: "Messages each consumer finished, by outcome: applied, retried (redelivered after a backoff), dead (copied to the EPS_DEAD dead letter stream).",
+	}, []string{"consumer", "outcome"})
+	m.ConsumerPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "eps_consumer_pending",
+		Help: "Messages of its stream a consumer has yet to be delivered (its lag), as of its last delivery.",
+	}, []string{"consumer"})
+	m.Registry.MustRegister(m.ConsumerMessages, m.ConsumerPending)
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -18,62 +21,61 @@ import (
 // revision is kept there, each with the change that produced it), from its
 // first message on every start.
 type NominationReports struct {
-	js  jetstream.JetStream
-	log *zap.Logger
-	cc  jetstream.ConsumeContext
+	js     jetstream.JetStream
+	log    *zap.Logger
+	runner *Runner[*nomination.Record]
 
-	mu      sync.Mutex
-	recs    []nomination.Record
-	applied uint64        // the stream sequence applied up to
-	moved   chan struct{} // closed (and replaced) whenever applied moves
+	mu   sync.Mutex
+	recs []nomination.Record
 }
 
 // streamNominations is the registry bucket's stream.
 const streamNominations = "KV_" + BucketNominations
 
 // StartNominationReports starts the projection of the nomination changes.
-func StartNominationReports(ctx context.Context, store *Store, log *zap.Logger) (*NominationReports, error) {
-	r := &NominationReports{js: store.js, log: log, moved: make(chan struct{})}
-	cons, err := store.js.OrderedConsumer(ctx, streamNominations, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+func StartNominationReports(ctx context.Context, store *Store, m *Metrics, log *zap.Logger) (*NominationReports, error) {
+	r := &NominationReports{js: store.js, log: log}
+	var err error
+	r.runner, err = StartRunner(ctx, store.js, m, log, RunnerConfig[*nomination.Record]{
+		Name:     ConsumerNominationReports,
+		Stream:   streamNominations,
+		Decode:   decodeNominationRevision,
+		Apply:    r.apply,
+		NoteFull: store.NoteStorageFull,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("nomination reports consumer: %w", err)
-	}
-	if r.cc, err = cons.Consume(r.handle, jetstream.PullMaxMessages(1024)); err != nil {
-		return nil, fmt.Errorf("nomination reports consume: %w", err)
+		return nil, fmt.Errorf("nomination reports: %w", err)
 	}
 	return r, nil
 }
 
-func (r *NominationReports) handle(m jetstream.Msg) {
-	md, err := m.Metadata()
-	if err != nil {
-		return
+// decodeNominationRevision reads one revision of the registry bucket: the
+// change it records (nil for a revision without one, a delete or a purge).
+func decodeNominationRevision(seq uint64, _ time.Time, subject string, h nats.Header, data []byte) (*nomination.Record, error) {
+	if op := h.Get("KV-Operation"); op != "" || len(data) == 0 {
+		return nil, nil
 	}
-	var rec *nomination.Record
-	if op := m.Headers().Get("KV-Operation"); op == "" && len(m.Data()) > 0 {
-		var p nomination.Patient
-		if err := json.Unmarshal(m.Data(), &p); err != nil {
-			r.log.Error("nomination reports: undecodable revision", zap.Uint64("seq", md.Sequence.Stream), zap.Error(err))
-		} else if p.Change != nil {
-			nhs := p.NHSNumber
-			if k := strings.TrimPrefix(m.Subject(), subjectNominations); nhs == "" && !isPseudonym(k) {
-				nhs = k // a key written before pseudonyms (the migration moves them)
-			}
-			rec = &nomination.Record{NHSNumber: nhs, Change: *p.Change}
-		}
+	var p nomination.Patient
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("revision %d: %w", seq, err)
 	}
+	if p.Change == nil {
+		return nil, nil
+	}
+	nhs := p.NHSNumber
+	if k := strings.TrimPrefix(subject, subjectNominations); nhs == "" && !isPseudonym(k) {
+		nhs = k // a key written before pseudonyms (the migration moves them)
+	}
+	return &nomination.Record{NHSNumber: nhs, Change: *p.Change}, nil
+}
+
+func (r *NominationReports) apply(_ context.Context, d *Delivery[*nomination.Record]) error {
 	r.mu.Lock()
-	if rec != nil {
-		r.recs = append(r.recs, *rec)
-	}
-	if md.Sequence.Stream > r.applied {
-		r.applied = md.Sequence.Stream
-		close(r.moved)
-		r.moved = make(chan struct{})
+	if d.Value != nil {
+		r.recs = append(r.recs, *d.Value)
 	}
 	r.mu.Unlock()
+	return nil
 }
 
 // Changes returns every nomination change applied so far, in the order
@@ -85,12 +87,12 @@ func (r *NominationReports) Changes() []nomination.Record {
 	return r.recs[:len(r.recs):len(r.recs)]
 }
 
-// Applied is the registry stream sequence the projection has applied.
-func (r *NominationReports) Applied() uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.applied
-}
+// Applied is the registry stream sequence the projection has applied (an
+// undecodable revision, put in the dead letter, counts as applied).
+func (r *NominationReports) Applied() uint64 { return r.runner.Applied() }
+
+// State is the projection's consumer state.
+func (r *NominationReports) State() RunnerState { return r.runner.State() }
 
 // Wait returns once the projection has applied everything in the registry
 // stream when it was called (so a report after a change sees it), or with
@@ -100,25 +102,12 @@ func (r *NominationReports) Wait(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nomination reports: %w", err)
 	}
-	target := st.CachedInfo().State.LastSeq
-	for {
-		r.mu.Lock()
-		applied, moved := r.applied, r.moved
-		r.mu.Unlock()
-		if applied >= target {
-			return nil
-		}
-		select {
-		case <-moved:
-		case <-ctx.Done():
-			return fmt.Errorf("nomination reports at %d of %d: %w", applied, target, ctx.Err())
-		}
-	}
+	return r.runner.WaitApplied(ctx, st.CachedInfo().State.LastSeq)
 }
 
 // Stop stops consuming.
 func (r *NominationReports) Stop() {
-	if r != nil && r.cc != nil {
-		r.cc.Stop()
+	if r != nil && r.runner != nil {
+		r.runner.Stop()
 	}
 }

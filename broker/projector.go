@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,120 +45,95 @@ type QueueProjector struct {
 	nc       *nats.Conn
 	metrics  *Metrics
 	log      *zap.Logger
-	cc       jetstream.ConsumeContext
-	running  atomic.Bool
+	runner   *Runner[*StoredEvent]
 	inflight sync.WaitGroup // enqueues not yet acknowledged by the queue stream
 }
 
 // StartQueueProjector creates (or resumes) the durable consumer and starts
 // applying events.
 func StartQueueProjector(ctx context.Context, store *Store, nc *nats.Conn, m *Metrics, log *zap.Logger) (*QueueProjector, error) {
-	cons, err := store.js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
-		Durable:       ConsumerQueueProjector,
-		Description:   "keeps EPS_QUEUE (dispensers' ready queues) and publishes eps.notify.dispenser.*",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckWait:       30 * time.Second,
-		MaxAckPending: 4096,
-		MaxDeliver:    -1,
+	p := &QueueProjector{store: store, nc: nc, metrics: m, log: log}
+	r, err := StartRunner(ctx, store.js, m, log, RunnerConfig[*StoredEvent]{
+		Name:        ConsumerQueueProjector,
+		Description: "keeps EPS_QUEUE (dispensers' ready queues) and publishes eps.notify.dispenser.*",
+		Stream:      StreamEvents,
+		Durable:     true,
+		Decode:      DecodeEvent,
+		Apply:       p.apply,
+		NoteFull:    store.NoteStorageFull,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("consumer %s: %w", ConsumerQueueProjector, err)
+		return nil, err
 	}
-	p := &QueueProjector{store: store, nc: nc, metrics: m, log: log}
-	cc, err := cons.Consume(p.handle, jetstream.PullMaxMessages(256), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		switch {
-		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
-			// Not ready until restarted: the queues would go stale.
-			p.running.Store(false)
-			log.Error("queue projector consumer is gone; the broker is not ready until it restarts", zap.Error(err))
-		case !errors.Is(err, jetstream.ErrNoHeartbeat):
-			log.Warn("queue projector consume error", zap.Error(err))
-		}
-	}))
-	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", ConsumerQueueProjector, err)
-	}
-	p.cc = cc
-	p.running.Store(true)
+	p.runner = r
 	return p, nil
 }
 
+// DecodeEvent is the one decoding of an event log message, for every
+// consumer of the log: the record in its Eps-Record header, about the
+// prescription its subject names. A message the broker did not write is
+// refused.
+func DecodeEvent(seq uint64, t time.Time, subject string, h nats.Header, data []byte) (*StoredEvent, error) {
+	ev, err := decodeStored(seq, t, h, data)
+	if err != nil {
+		return nil, err
+	}
+	if ev.Record.ID == "" || subject != SubjectRx+ev.Record.ID {
+		return nil, fmt.Errorf("event %d: the %s header is not about the prescription of subject %s", seq, HeaderRecord, subject)
+	}
+	return ev, nil
+}
+
 // Running reports whether the projector is consuming.
-func (p *QueueProjector) Running() bool { return p.running.Load() }
+func (p *QueueProjector) Running() bool { return p.runner.Running() }
+
+// State is the projector's consumer state (its applied sequence).
+func (p *QueueProjector) State() RunnerState { return p.runner.State() }
+
+// WaitApplied returns once every event up to seq is in the queues.
+func (p *QueueProjector) WaitApplied(ctx context.Context, seq uint64) error {
+	return p.runner.WaitApplied(ctx, seq)
+}
 
 // Stop stops consuming and waits (at most 15 s) for the events in hand;
 // events not yet acknowledged are redelivered later.
-func (p *QueueProjector) Stop() {
-	if p.running.CompareAndSwap(true, false) {
-		p.cc.Drain()
-		done := make(chan struct{})
-		go func() {
-			<-p.cc.Closed()
-			p.inflight.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			p.log.Warn("queue projector: stopped with events in hand; they will be redelivered")
-		}
-	}
-}
+func (p *QueueProjector) Stop() { p.runner.Stop() }
 
-func (p *QueueProjector) handle(m jetstream.Msg) {
-	md, err := m.Metadata()
-	if err != nil {
-		p.log.Error("queue projector: message without metadata", zap.Error(err))
-		_ = m.Term()
-		return
-	}
-	ev, err := decodeStored(md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
-	if err != nil {
-		// A message the broker did not write: nothing to project.
-		p.metrics.Projected.WithLabelValues("queue", "skipped").Inc()
-		p.log.Error("queue projector: undecodable event", zap.Uint64("seq", md.Sequence.Stream), zap.Error(err))
-		_ = m.Ack()
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+// apply brings the queues in line with the prescription of event d.
+func (p *QueueProjector) apply(ctx context.Context, d *Delivery[*StoredEvent]) error {
+	ev := d.Value
 	// Apply the prescription's current state, not this event's: events may
 	// be handled out of order (a redelivery, or another broker instance
 	// sharing this consumer), and the current state is what the queues must
 	// show.
 	cur, err := p.store.Current(ctx, ev.Record.ID)
 	if err != nil {
-		p.retry(m, ev, err)
-		return
+		return err
 	}
 	if cur.Seq < ev.Seq {
 		// Read from a replica that is behind: try again later.
-		p.retry(m, ev, fmt.Errorf("current state of %s is behind event %d", ev.Record.ID, ev.Seq))
-		return
+		return fmt.Errorf("current state of %s is behind event %d", ev.Record.ID, ev.Seq)
 	}
 	// Every delivery stores the event's notifications (at least once: the
 	// event is acknowledged only after); their message IDs keep a
 	// redelivered event's notifications from being stored twice.
 	if err := p.notifyTransition(ctx, ev); err != nil {
-		p.retry(m, ev, err)
-		return
+		return err
 	}
 	if cur.Seq > ev.Seq {
 		p.metrics.Projected.WithLabelValues("queue", "superseded").Inc()
 	}
-	newIssue := ev.Event == tracker.EventReady && md.NumDelivered == 1 && cur.Record.IssueNumber() > 1
+	newIssue := ev.Event == tracker.EventReady && d.Delivered == 1 && cur.Record.IssueNumber() > 1
 	ev = cur
 	if !ev.Record.Ready() {
 		// Leaving the queues: wait for the enqueues in flight first, so that a
 		// purge is never overtaken by an earlier event's enqueue.
 		p.inflight.Wait()
 		if err := p.purge(ctx, ev.Record.ID); err != nil {
-			p.retry(m, ev, err)
-			return
+			return err
 		}
-		p.done(m, ev)
-		return
+		p.metrics.Projected.WithLabelValues("queue", "applied").Inc()
+		return nil
 	}
 	if newIssue {
 		// A repeat dispensing issue has just become ready: an entry left by
@@ -170,33 +144,20 @@ func (p *QueueProjector) handle(m jetstream.Msg) {
 		// must not remove the entry its first delivery made.
 		p.inflight.Wait()
 		if err := p.purge(ctx, ev.Record.ID); err != nil {
-			p.retry(m, ev, err)
-			return
+			return err
 		}
 	}
-	if err := p.enqueue(ev, m); err != nil {
-		p.retry(m, ev, err)
+	if err := p.enqueue(ev, d.Finish); err != nil {
+		return err
 	}
-}
-
-func (p *QueueProjector) retry(m jetstream.Msg, ev *StoredEvent, err error) {
-	p.metrics.Projected.WithLabelValues("queue", "retry").Inc()
-	p.log.Warn("queue projector: apply failed; will retry", zap.Uint64("seq", ev.Seq), zap.Error(err))
-	_ = m.NakWithDelay(time.Second)
-}
-
-func (p *QueueProjector) done(m jetstream.Msg, ev *StoredEvent) {
-	p.metrics.Projected.WithLabelValues("queue", "applied").Inc()
-	if err := m.Ack(); err != nil {
-		p.log.Warn("queue projector: ack failed; the event will be applied again", zap.Uint64("seq", ev.Seq), zap.Error(err))
-	}
+	return ErrApplyPending
 }
 
 // enqueue puts a ready prescription in its dispenser's queue, without
-// waiting: the event is acknowledged, and the dispenser notified, once the
-// queue stream has stored the entry. The entry's message ID makes a
-// redelivered event's enqueue a no-op.
-func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
+// waiting: the event is finished (acknowledged), and the dispenser
+// notified, once the queue stream has stored the entry. The entry's message
+// ID makes a redelivered event's enqueue a no-op.
+func (p *QueueProjector) enqueue(ev *StoredEvent, finish func(error)) error {
 	rec := ev.Record
 	data, _ := json.Marshal(queueMsg{PrescriptionID: rec.ID, EventSeq: ev.Seq, Issue: rec.Number})
 	msg := &nats.Msg{Subject: QueueSubject(rec.Nominated, rec.ID), Data: data, Header: nats.Header{}}
@@ -218,10 +179,11 @@ func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
 			// Also when the entry was stored by an earlier delivery of this
 			// event (a duplicate): its notification may not have been.
 			if err := p.notifyReady(ev); err != nil {
-				p.retry(m, ev, err)
+				finish(err)
 				return
 			}
-			p.done(m, ev)
+			p.metrics.Projected.WithLabelValues("queue", "applied").Inc()
+			finish(nil)
 		case err := <-fut.Err():
 			if isWrongLastSequence(err) {
 				p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "queued_already").Observe(time.Since(start).Seconds())
@@ -229,14 +191,15 @@ func (p *QueueProjector) enqueue(ev *StoredEvent, m jetstream.Msg) error {
 				// there (a redelivery after the queue's duplicate window),
 				// its notification may not have been stored yet.
 				if err := p.notifyQueuedAlready(ev); err != nil {
-					p.retry(m, ev, err)
+					finish(err)
 					return
 				}
-				p.done(m, ev)
+				p.metrics.Projected.WithLabelValues("queue", "applied").Inc()
+				finish(nil)
 				return
 			}
 			p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "error").Observe(time.Since(start).Seconds())
-			p.retry(m, ev, fmt.Errorf("enqueue: %w", err))
+			finish(fmt.Errorf("enqueue: %w", err))
 		}
 	}()
 	return nil

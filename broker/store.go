@@ -237,6 +237,9 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err != nil {
 		return nil, limitError("KV_"+BucketSessions, "sessions-max-bytes", lim.Sessions, err)
 	}
+	if err := createDeadStream(ctx, js, cfg.Replicas, lim.Dead); err != nil {
+		return nil, limitError(StreamDead, "dead-max-bytes", lim.Dead, err)
+	}
 	nominations, err := openNominations(ctx, js, cfg.Replicas)
 	if err != nil {
 		return nil, err

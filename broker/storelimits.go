@@ -19,6 +19,8 @@ type StorageLimits struct {
 	// Notify is the notification stream EPS_NOTIFY's limit (issue 12): a
 	// full EPS_NOTIFY drops its oldest notifications (see notify.go).
 	Notify int64
+	// Dead is the dead letter stream's (EPS_DEAD).
+	Dead int64
 	// Budget is the JetStream storage the broker may use: the embedded
 	// server's max store (NATS makes it 75% of the disk space free, counting
 	// what JetStream holds already), or an external account's storage
@@ -31,9 +33,9 @@ type StorageLimits struct {
 }
 
 // StorageShares are the automatic limits, as shares of the budget: together
-// 94%, leaving room for the server's own files.
-var StorageShares = struct{ Events, Audit, Queue, Requests, Sessions, Nominations, Notify float64 }{
-	Events: 0.50, Audit: 0.15, Queue: 0.05, Requests: 0.10, Sessions: 0.01, Nominations: 0.10, Notify: 0.03,
+// 95%, leaving room for the server's own files.
+var StorageShares = struct{ Events, Audit, Queue, Requests, Sessions, Nominations, Notify, Dead float64 }{
+	Events: 0.50, Audit: 0.15, Queue: 0.05, Requests: 0.10, Sessions: 0.01, Nominations: 0.10, Notify: 0.03, Dead: 0.01,
 }
 
 // minAutoBytes is the least an automatic limit gives a stream.
@@ -70,6 +72,7 @@ func resolveLimits(ctx context.Context, js jetstream.JetStream, in StorageLimits
 	auto(&out.Sessions, StorageShares.Sessions)
 	auto(&out.Nominations, StorageShares.Nominations)
 	auto(&out.Notify, StorageShares.Notify)
+	auto(&out.Dead, StorageShares.Dead)
 	return out, nil
 }
 
@@ -220,6 +223,7 @@ func (s *Store) storedStreams() []struct {
 		{StreamEvents, l.Events}, {StreamAudit, l.Audit}, {StreamQueue, l.Queue},
 		{"KV_" + BucketRequests, l.Requests}, {"KV_" + BucketSessions, l.Sessions}, {"KV_" + BucketNominations, l.Nominations},
 		{StreamNotify, l.Notify},
+		{StreamDead, l.Dead},
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -29,7 +30,7 @@ type TrackerProjector struct {
 	log      *zap.Logger
 	metrics  *Metrics
 	path     string
-	cc       jetstream.ConsumeContext
+	runner   *Runner[*StoredEvent]
 	caughtUp atomic.Bool
 	target   uint64 // the log's last sequence when the projector started
 	stop     chan struct{}
@@ -65,40 +66,50 @@ func StartTrackerProjector(ctx context.Context, store *Store, m *Metrics, log *z
 	if p.Index.Applied() >= p.target {
 		p.caughtUp.Store(true)
 	}
-	cons, err := store.js.OrderedConsumer(ctx, StreamEvents, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: p.Index.Applied() + 1,
+	p.runner, err = StartRunner(ctx, store.js, m, log, RunnerConfig[*StoredEvent]{
+		Name:     ConsumerTrackerIndex,
+		Stream:   StreamEvents,
+		StartSeq: p.Index.Applied() + 1,
+		Decode:   p.decode,
+		Apply:    p.apply,
+		NoteFull: store.NoteStorageFull,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("tracker consumer: %w", err)
-	}
-	p.cc, err = cons.Consume(p.handle, jetstream.PullMaxMessages(1024))
-	if err != nil {
-		return nil, fmt.Errorf("tracker consume: %w", err)
+		return nil, fmt.Errorf("tracker: %w", err)
 	}
 	p.done.Add(1)
 	go p.saveLoop()
 	return p, nil
 }
 
-func (p *TrackerProjector) handle(m jetstream.Msg) {
-	md, err := m.Metadata()
+// decode is DecodeEvent; a message it refuses is skipped in the index (and
+// goes to the dead letter).
+func (p *TrackerProjector) decode(seq uint64, t time.Time, subject string, h nats.Header, data []byte) (*StoredEvent, error) {
+	ev, err := DecodeEvent(seq, t, subject, h, data)
 	if err != nil {
-		return
-	}
-	seq := md.Sequence.Stream
-	if ev, err := decodeStored(seq, md.Timestamp, m.Headers(), m.Data()); err != nil {
 		p.metrics.Projected.WithLabelValues("tracker", "skipped").Inc()
-		p.log.Error("tracker index: undecodable event", zap.Uint64("seq", seq), zap.Error(err))
 		p.Index.Skip(seq)
-	} else {
-		p.Index.Apply(seq, ev.Record)
-		p.metrics.Projected.WithLabelValues("tracker", "applied").Inc()
+		p.noteCaughtUp(seq)
 	}
+	return ev, err
+}
+
+func (p *TrackerProjector) apply(_ context.Context, d *Delivery[*StoredEvent]) error {
+	p.Index.Apply(d.Seq, d.Value.Record)
+	p.metrics.Projected.WithLabelValues("tracker", "applied").Inc()
+	p.noteCaughtUp(d.Seq)
+	return nil
+}
+
+func (p *TrackerProjector) noteCaughtUp(seq uint64) {
 	if !p.caughtUp.Load() && seq >= p.target {
 		p.caughtUp.Store(true)
 		p.log.Info("tracker index caught up", zap.Int("prescriptions", p.Index.Len()), zap.Uint64("applied", seq))
 	}
 }
+
+// State is the projector's consumer state.
+func (p *TrackerProjector) State() RunnerState { return p.runner.State() }
 
 // CaughtUp reports whether the index holds every event that was in the log
 // when the broker started.
@@ -137,7 +148,7 @@ func (p *TrackerProjector) save() {
 
 // Stop stops consuming and saves a snapshot.
 func (p *TrackerProjector) Stop() {
-	p.cc.Stop()
+	p.runner.Stop()
 	close(p.stop)
 	p.done.Wait()
 	p.save()
@@ -150,53 +161,36 @@ func LogOrigin(info *jetstream.StreamInfo) string {
 }
 
 // RebuildTrackerIndex builds a tracker index from the whole event log of js
-// and returns it; progress, when not nil, is told how many events of how
-// many have been applied. It only reads: the stream is not created or
-// changed.
-func RebuildTrackerIndex(ctx context.Context, js jetstream.JetStream, progress func(done, total uint64)) (*tracker.Index, error) {
+// and returns it, with the messages it skipped (not the broker's: the
+// running projector puts them in the dead letter) and why; progress, when
+// not nil, is told how many events of how many have been applied. It only
+// reads: no stream is created or changed.
+func RebuildTrackerIndex(ctx context.Context, js jetstream.JetStream, progress func(done, total uint64)) (*tracker.Index, []SkippedMessage, error) {
+	ix := tracker.NewIndex()
 	events, err := js.Stream(ctx, StreamEvents)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", StreamEvents, err)
+		return nil, nil, fmt.Errorf("stream %s: %w", StreamEvents, err)
 	}
 	info, err := events.Info(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	ix := tracker.NewIndex()
 	ix.SetOrigin(LogOrigin(info))
-	last := info.State.LastSeq
-	if info.State.Msgs == 0 {
-		return ix, nil
-	}
-	cons, err := js.OrderedConsumer(ctx, StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	var skipped []SkippedMessage
+	_, err = ReadStream(ctx, js, StreamEvents, DecodeEvent,
+		func(seq uint64, ev *StoredEvent) { ix.Apply(seq, ev.Record) },
+		func(seq uint64, err error) {
+			ix.Skip(seq) // as the running projector does
+			skipped = append(skipped, SkippedMessage{Seq: seq, Reason: err.Error()})
+		}, progress)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
-	if err != nil {
-		return nil, err
-	}
-	defer it.Stop()
-	var n uint64
-	for ix.Applied() < last {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("read event log: %w", err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return nil, err
-		}
-		ev, err := decodeStored(md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
-		if err != nil {
-			ix.Skip(md.Sequence.Stream) // not the broker's: as the running projector does
-		} else {
-			ix.Apply(ev.Seq, ev.Record)
-		}
-		n++
-		if progress != nil && (n%1000 == 0 || ev.Seq >= last) {
-			progress(n, info.State.Msgs)
-		}
-	}
-	return ix, nil
+	return ix, skipped, nil
+}
+
+// SkippedMessage is a message a reader could not decode.
+type SkippedMessage struct {
+	Seq    uint64
+	Reason string
 }

@@ -86,6 +86,9 @@ type Config struct {
 	// durable consumer to fetch.
 	NotifyMaxBytes int64
 	NotifyMaxAge   time.Duration
+	// Dead letter (issue 12, runner): the most bytes EPS_DEAD keeps, as the
+	// limits above.
+	DeadMaxBytes int64
 }
 
 type setting struct {
@@ -229,6 +232,7 @@ var storageSettings = []setting{
 	{"requests-max-bytes", "most bytes the X-Request-ID bucket EPS_REQUESTS keeps; 'auto' is 10% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.RequestsMaxBytes })},
 	{"sessions-max-bytes", "most bytes the tracker session bucket EPS_SESSIONS keeps; 'auto' is 1% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.SessionsMaxBytes })},
 	{"nominations-max-bytes", "most bytes the nominations bucket EPS_NOMINATIONS keeps (every revision); 'auto' is 10% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.NominationsMaxBytes })},
+	{"dead-max-bytes", "most bytes the dead letter stream EPS_DEAD keeps (messages a consumer could not apply; when full, the next is refused and its message retried); 'auto' is 1% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.DeadMaxBytes })},
 	{"storage-alert", "used fraction of a stream's limit at which the eps_storage_alert metric fires and /readyz warns", "0.8", func(c *Config, v string) error {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || !(f > 0 && f < 1) {

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -202,37 +203,33 @@ func (b *testBroker) events(id string) uint64 {
 	return info.State.Subjects[broker.SubjectRx+id]
 }
 
-// settle waits until the projections have applied every event.
+// settle waits until the projections have applied every event in the log
+// when it is called: the ready-queue projector's and the tracker index's
+// applied sequences (a message waiting for a redelivery holds them back).
+// On a timeout it fails with each projection's state.
 func (b *testBroker) settle() {
 	b.t.Helper()
-	ctx := context.Background()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := b.App.Store.JetStream().Consumer(ctx, broker.StreamEvents, broker.ConsumerQueueProjector)
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 {
-			// The tracker index (which the scheduler reads) too.
-			si, err := b.App.Store.JetStream().Stream(ctx, broker.StreamEvents)
-			if err != nil {
-				b.t.Fatal(err)
-			}
-			wctx, cancel := context.WithDeadline(ctx, deadline)
-			err = b.App.Tracker.Index.WaitApplied(wctx, si.CachedInfo().State.LastSeq)
-			cancel()
-			if err != nil {
-				b.t.Fatalf("tracker index did not catch up: %v", err)
-			}
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	si, err := b.App.Store.JetStream().Stream(ctx, broker.StreamEvents)
+	if err != nil {
+		b.t.Fatal(err)
 	}
-	b.t.Fatal("projections did not catch up in 20s")
+	target := si.CachedInfo().State.LastSeq
+	qerr := b.App.Queue().WaitApplied(ctx, target)
+	terr := b.App.Tracker.Index.WaitApplied(ctx, target)
+	if qerr == nil && terr == nil {
+		return
+	}
+	state := fmt.Sprintf("projections did not apply the event log up to %d in 20s:\n  %s\n  %s (index applied %d)",
+		target, b.App.Queue().State(), b.App.Tracker.State(), b.App.Tracker.Index.Applied())
+	if c, err := b.App.Store.JetStream().Consumer(context.Background(), broker.StreamEvents, broker.ConsumerQueueProjector); err == nil {
+		if info, err := c.Info(context.Background()); err == nil {
+			state += fmt.Sprintf("\n  %s on the server: pending %d, ack pending %d, redelivered %d, ack floor %d",
+				broker.ConsumerQueueProjector, info.NumPending, info.NumAckPending, info.NumRedelivered, info.AckFloor.Stream)
+		}
+	}
+	b.t.Fatal(state)
 }
 
 // orderFixtures lists the signed prescription-order fixtures (the

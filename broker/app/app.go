@@ -104,7 +104,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		return nil, err
 	}
 	limits := broker.StorageLimits{Events: cfg.EventsMaxBytes, Audit: cfg.AuditMaxBytes, Queue: cfg.QueueMaxBytes,
-		Requests: cfg.RequestsMaxBytes, Sessions: cfg.SessionsMaxBytes, Nominations: cfg.NominationsMaxBytes, Notify: cfg.NotifyMaxBytes, Alert: cfg.StorageAlert}
+		Requests: cfg.RequestsMaxBytes, Sessions: cfg.SessionsMaxBytes, Nominations: cfg.NominationsMaxBytes, Notify: cfg.NotifyMaxBytes, Dead: cfg.DeadMaxBytes, Alert: cfg.StorageAlert}
 	if a.NATS.Embedded != nil {
 		if jsc := a.NATS.Embedded.JetStreamConfig(); jsc != nil {
 			limits.Budget = jsc.MaxStore
@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	if a.Tracker, err = broker.StartTrackerProjector(ctx, a.Store, a.Metrics, log, cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if a.NominationReports, err = broker.StartNominationReports(ctx, a.Store, log); err != nil {
+	if a.NominationReports, err = broker.StartNominationReports(ctx, a.Store, a.Metrics, log); err != nil {
 		return nil, err
 	}
 
@@ -329,3 +329,6 @@ func (a *App) closeBackend() {
 		a.unlock = nil
 	}
 }
+
+// Queue is the ready-queue projector (its applied sequence and state).
+func (a *App) Queue() *broker.QueueProjector { return a.projector }

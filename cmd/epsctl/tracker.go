@@ -94,7 +94,7 @@ func runTrackerRebuild(ctx context.Context, e *env, args []string) int {
 		}
 		_ = bar.Set64(int64(done))
 	}
-	ix, err := broker.RebuildTrackerIndex(ctx, js, progress)
+	ix, skipped, err := broker.RebuildTrackerIndex(ctx, js, progress)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "\nepsctl tracker rebuild:", err)
 		return exitFailure
@@ -107,6 +107,10 @@ func runTrackerRebuild(ctx context.Context, e *env, args []string) int {
 	if err := ix.SaveSnapshot(path); err != nil {
 		fmt.Fprintln(e.stderr, "epsctl tracker rebuild: write snapshot:", err)
 		return exitFailure
+	}
+	for _, sk := range skipped {
+		fmt.Fprintf(e.stderr, "epsctl tracker rebuild: skipped event log message %d, not the broker's (the running broker puts it in %s): %s\n",
+			sk.Seq, broker.StreamDead, sk.Reason)
 	}
 	fmt.Fprintf(e.stdout, "rebuilt the tracker index: %d prescriptions, event log up to sequence %d, in %s; written to %s\n",
 		ix.Len(), ix.Applied(), time.Since(start).Round(time.Millisecond), path)

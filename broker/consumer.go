@@ -1,0 +1,518 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// The consumer runner: every projection of a stream (the ready queues, the
+// tracker index, the nomination reports) and the tracker rebuild tool read
+// their stream through it, so that decoding, retries, the dead letter, the
+// metrics and the applied sequence are written once.
+
+// Names of the consumers (the durable consumer's name, or the label of an
+// ordered one), used in metrics and in the dead letter's subjects.
+const (
+	ConsumerTrackerIndex      = "eps-tracker-index"
+	ConsumerNominationReports = "eps-nomination-reports"
+)
+
+// Dead letter stream: a copy of every message a consumer could not apply.
+const (
+	StreamDead  = "EPS_DEAD"
+	SubjectDead = "eps.dead."
+	// Headers a dead letter carries beside the original message's own.
+	HeaderDeadReason   = "Eps-Dead-Reason"
+	HeaderDeadStream   = "Eps-Dead-Stream"
+	HeaderDeadSeq      = "Eps-Dead-Seq"
+	HeaderDeadSubject  = "Eps-Dead-Subject"
+	HeaderDeadConsumer = "Eps-Dead-Consumer"
+	HeaderDeadDelivery = "Eps-Dead-Deliveries"
+)
+
+// RetryPolicy is how a durable consumer retries: a message whose apply
+// fails with a transient error is redelivered after Base, doubling on every
+// further delivery up to Max; after MaxDeliveries deliveries it goes to the
+// dead letter.
+type RetryPolicy struct {
+	Base, Max     time.Duration
+	MaxDeliveries uint64
+}
+
+// DefaultRetry is the policy of the broker's consumers.
+var DefaultRetry = RetryPolicy{Base: RetryBase, Max: RetryMax, MaxDeliveries: MaxDeliveries}
+
+// The default retry policy.
+const (
+	RetryBase     = 100 * time.Millisecond
+	RetryMax      = 30 * time.Second
+	MaxDeliveries = 20
+)
+
+// permanentError is an error that no retry can cure.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one that no retry can cure: the runner puts the
+// message in the dead letter at once. A decode error is always permanent.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+// IsPermanent reports whether err was marked Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// ErrApplyPending is returned by an apply func that finishes the delivery
+// later, by calling Delivery.Finish once.
+var ErrApplyPending = errors.New("apply finishes later")
+
+// Verdict is what the runner does with a message after its apply.
+type Verdict int
+
+const (
+	VerdictAck   Verdict = iota // applied
+	VerdictRetry                // redeliver after a delay
+	VerdictDead                 // copy to the dead letter, then terminate
+)
+
+// Decide is the default retry policy's decision (DefaultRetry.Decide).
+func Decide(err error, delivered uint64) (Verdict, time.Duration) {
+	return DefaultRetry.Decide(err, delivered)
+}
+
+// Decide says what to do after a message's delivery number delivered (1
+// for the first) ended with err, and after what delay when it is retried.
+func (p RetryPolicy) Decide(err error, delivered uint64) (Verdict, time.Duration) {
+	switch {
+	case err == nil:
+		return VerdictAck, 0
+	case IsPermanent(err), delivered >= p.MaxDeliveries:
+		return VerdictDead, 0
+	}
+	return VerdictRetry, p.Backoff(delivered)
+}
+
+// Backoff is the delay before the redelivery that follows delivery number
+// delivered: Base, doubled each time, at most Max.
+func (p RetryPolicy) Backoff(delivered uint64) time.Duration {
+	d := p.Base
+	for i := uint64(1); i < delivered && d < p.Max; i++ {
+		d *= 2
+	}
+	return min(d, p.Max)
+}
+
+// Delivery is one message handed to an apply func, decoded.
+type Delivery[T any] struct {
+	Seq       uint64 // stream sequence
+	Delivered uint64 // delivery number, 1 for the first
+	Time      time.Time
+	Value     T
+	msg       jetstream.Msg
+	finish    func(error)
+	finished  atomic.Bool
+}
+
+// Finish ends a delivery whose apply returned ErrApplyPending, with the
+// apply's outcome (nil: applied).
+func (d *Delivery[T]) Finish(err error) {
+	if d.finished.CompareAndSwap(false, true) {
+		d.finish(err)
+	}
+}
+
+// RunnerConfig describes a consumer.
+type RunnerConfig[T any] struct {
+	// Name is the durable consumer's name (or an ordered consumer's label):
+	// metrics and dead letter subjects carry it.
+	Name        string
+	Description string
+	Stream      string
+	Filter      string // subject filter; empty: the whole stream
+	// Durable consumers acknowledge each message and retry; otherwise the
+	// runner reads the stream in order with an ordered consumer from
+	// StartSeq (an in-memory projection that cannot fail to apply).
+	Durable  bool
+	StartSeq uint64
+	// Retry is the durable consumer's retry policy (zero: DefaultRetry).
+	Retry RetryPolicy
+	// NoteFull, when not nil, is told of a dead letter refused for want
+	// of space (Store.NoteStorageFull: /readyz and the storage metrics).
+	NoteFull func(stream string)
+	// Decode turns a stored message into T; an error puts it in the dead
+	// letter.
+	Decode func(seq uint64, t time.Time, subject string, h nats.Header, data []byte) (T, error)
+	// Apply applies it; see Permanent and ErrApplyPending.
+	Apply func(ctx context.Context, d *Delivery[T]) error
+}
+
+// Runner consumes one stream for one projection.
+type Runner[T any] struct {
+	cfg     RunnerConfig[T]
+	js      jetstream.JetStream
+	metrics *Metrics
+	log     *zap.Logger
+	cc      jetstream.ConsumeContext
+	running atomic.Bool
+
+	mu          sync.Mutex
+	highest     uint64              // the highest stream sequence delivered
+	outstanding map[uint64]struct{} // delivered, not yet acknowledged or dead
+	redelivered map[uint64]struct{} // of those, waiting for a redelivery
+	moved       chan struct{}       // closed (and replaced) when Applied moves
+	inflight    sync.WaitGroup
+}
+
+// StartRunner creates (or resumes) the consumer and starts applying.
+func StartRunner[T any](ctx context.Context, js jetstream.JetStream, m *Metrics, log *zap.Logger, cfg RunnerConfig[T]) (*Runner[T], error) {
+	if cfg.Retry == (RetryPolicy{}) {
+		cfg.Retry = DefaultRetry
+	}
+	r := &Runner[T]{cfg: cfg, js: js, metrics: m, log: log.With(zap.String("consumer", cfg.Name)),
+		outstanding: map[uint64]struct{}{}, redelivered: map[uint64]struct{}{}, moved: make(chan struct{})}
+	var cons jetstream.Consumer
+	var err error
+	if cfg.Durable {
+		cons, err = js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+			Durable:       cfg.Name,
+			Description:   cfg.Description,
+			FilterSubject: cfg.Filter,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckWait:       30 * time.Second,
+			MaxAckPending: 4096,
+			// The runner counts deliveries itself (MaxDeliveries) so that
+			// the last one goes to the dead letter, not silently nowhere.
+			MaxDeliver: -1,
+		})
+		if err == nil {
+			var info *jetstream.ConsumerInfo
+			if info, err = cons.Info(ctx); err == nil {
+				r.highest = info.AckFloor.Stream
+			}
+		}
+	} else {
+		occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+		if cfg.Filter != "" {
+			occ.FilterSubjects = []string{cfg.Filter}
+		}
+		if cfg.StartSeq > 1 {
+			occ.DeliverPolicy, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, cfg.StartSeq
+			r.highest = cfg.StartSeq - 1
+		}
+		cons, err = js.OrderedConsumer(ctx, cfg.Stream, occ)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", cfg.Name, err)
+	}
+	r.cc, err = cons.Consume(r.handle, jetstream.PullMaxMessages(512), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			r.running.Store(false)
+			r.log.Error("consumer is gone; the broker is not ready until it restarts", zap.Error(err))
+		case !errors.Is(err, jetstream.ErrNoHeartbeat):
+			r.log.Warn("consume error", zap.Error(err))
+		}
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", cfg.Name, err)
+	}
+	r.running.Store(true)
+	return r, nil
+}
+
+// Running reports whether the runner is consuming.
+func (r *Runner[T]) Running() bool { return r.running.Load() }
+
+// Stop stops consuming and waits (at most 15 s) for the messages in hand;
+// those not yet acknowledged are redelivered later.
+func (r *Runner[T]) Stop() {
+	if !r.running.CompareAndSwap(true, false) {
+		return
+	}
+	if !r.cfg.Durable {
+		r.cc.Stop()
+		return
+	}
+	r.cc.Drain()
+	done := make(chan struct{})
+	go func() {
+		<-r.cc.Closed()
+		r.inflight.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		r.log.Warn("stopped with messages in hand; they will be redelivered")
+	}
+}
+
+// Applied is the stream sequence up to which every message of the
+// consumer has been applied (or put in the dead letter): a message waiting
+// for a redelivery, or whose apply has not finished, holds it back.
+func (r *Runner[T]) Applied() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.appliedLocked()
+}
+
+func (r *Runner[T]) appliedLocked() uint64 {
+	a := r.highest
+	for s := range r.outstanding {
+		a = min(a, s-1)
+	}
+	return a
+}
+
+// RunnerState is what a runner has done, for tests and diagnostics.
+type RunnerState struct {
+	Name         string
+	Applied      uint64
+	Highest      uint64 // the highest sequence delivered
+	InHand       int    // delivered, not finished
+	Redelivering int    // of those, waiting for a redelivery after a failure
+}
+
+func (s RunnerState) String() string {
+	return fmt.Sprintf("%s: applied %d, delivered up to %d, in hand %d, waiting for redelivery %d",
+		s.Name, s.Applied, s.Highest, s.InHand, s.Redelivering)
+}
+
+// State reports the runner's state.
+func (r *Runner[T]) State() RunnerState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return RunnerState{Name: r.cfg.Name, Applied: r.appliedLocked(), Highest: r.highest, InHand: len(r.outstanding), Redelivering: len(r.redelivered)}
+}
+
+// WaitApplied returns once Applied reaches seq, or with ctx's error.
+func (r *Runner[T]) WaitApplied(ctx context.Context, seq uint64) error {
+	for {
+		r.mu.Lock()
+		applied, moved := r.appliedLocked(), r.moved
+		r.mu.Unlock()
+		if applied >= seq {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return fmt.Errorf("%s applied %d of %d: %w", r.cfg.Name, applied, seq, ctx.Err())
+		}
+	}
+}
+
+func (r *Runner[T]) signal() {
+	close(r.moved)
+	r.moved = make(chan struct{})
+}
+
+func (r *Runner[T]) handle(m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		r.log.Error("message without metadata", zap.Error(err))
+		_ = m.Term()
+		return
+	}
+	seq := md.Sequence.Stream
+	r.metrics.ConsumerPending.WithLabelValues(r.cfg.Name).Set(float64(md.NumPending))
+	r.mu.Lock()
+	r.outstanding[seq] = struct{}{}
+	delete(r.redelivered, seq)
+	if seq > r.highest {
+		r.highest = seq
+	}
+	r.mu.Unlock()
+	r.inflight.Add(1)
+	d := &Delivery[T]{Seq: seq, Delivered: md.NumDelivered, Time: md.Timestamp, msg: m}
+	d.finish = func(err error) { r.finish(d, err) }
+	v, err := r.cfg.Decode(seq, md.Timestamp, m.Subject(), m.Headers(), m.Data())
+	if err != nil {
+		d.Finish(Permanent(fmt.Errorf("undecodable: %w", err)))
+		return
+	}
+	d.Value = v
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := r.cfg.Apply(ctx, d); !errors.Is(err, ErrApplyPending) {
+		d.Finish(err)
+	}
+}
+
+// finish acts on a delivery's outcome.
+func (r *Runner[T]) finish(d *Delivery[T], err error) {
+	defer r.inflight.Done()
+	m := d.msg
+	verdict, delay := r.cfg.Retry.Decide(err, d.Delivered)
+	if !r.cfg.Durable && verdict == VerdictRetry {
+		verdict = VerdictDead // an ordered consumer does not redeliver
+	}
+	outcome := "applied"
+	switch verdict {
+	case VerdictAck:
+		if r.cfg.Durable {
+			if aerr := m.Ack(); aerr != nil {
+				r.log.Warn("ack failed; the message will be applied again", zap.Uint64("seq", d.Seq), zap.Error(aerr))
+			}
+		}
+	case VerdictRetry:
+		outcome = "retried"
+		r.log.Warn("apply failed; will retry", zap.Uint64("seq", d.Seq), zap.Uint64("delivery", d.Delivered),
+			zap.Duration("delay", delay), zap.Error(err))
+		_ = m.NakWithDelay(delay)
+	case VerdictDead:
+		outcome = "dead"
+		if derr := r.deadLetter(m, d, err); derr != nil {
+			if IsStorageFull(derr) && r.cfg.NoteFull != nil {
+				r.cfg.NoteFull(StreamDead)
+			}
+			if r.cfg.Durable {
+				// Not lost: tried again until the dead letter takes it.
+				outcome = "retried"
+				r.log.Error("dead letter not written; will retry", zap.Uint64("seq", d.Seq), zap.Error(derr))
+				_ = m.NakWithDelay(r.cfg.Retry.Max)
+				break
+			}
+			r.log.Error("dead letter not written; message skipped", zap.Uint64("seq", d.Seq), zap.Error(derr))
+		} else {
+			r.log.Error("message put in the dead letter", zap.Uint64("seq", d.Seq), zap.String("dead_subject", SubjectDead+r.cfg.Name), zap.Error(err))
+		}
+		if r.cfg.Durable && outcome == "dead" {
+			_ = m.Term()
+		}
+	}
+	r.metrics.ConsumerMessages.WithLabelValues(r.cfg.Name, outcome).Inc()
+	r.mu.Lock()
+	if outcome == "retried" {
+		r.redelivered[d.Seq] = struct{}{}
+	} else {
+		delete(r.outstanding, d.Seq)
+		delete(r.redelivered, d.Seq)
+		r.signal()
+	}
+	r.mu.Unlock()
+}
+
+// deadLetter copies m, with its headers and the reason, into the dead
+// letter stream, and waits for the stream to store it.
+func (r *Runner[T]) deadLetter(m jetstream.Msg, d *Delivery[T], reason error) error {
+	return WriteDeadLetter(context.Background(), r.js, r.cfg.Name, r.cfg.Stream, d.Seq, d.Delivered, m.Subject(), m.Headers(), m.Data(), reason)
+}
+
+// createDeadStream creates (or updates) the dead letter stream: file
+// storage, limits retention and, as every stream of the broker, discard
+// new: a full dead letter refuses the next one (the consumer keeps the
+// message and retries) rather than dropping an earlier one.
+func createDeadStream(ctx context.Context, js jetstream.JetStream, replicas int, maxBytes int64) error {
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamDead,
+		Description: "Dead letter: copies of the messages a consumer could not apply (eps.dead.<consumer>; headers Eps-Dead-*)",
+		Subjects:    []string{SubjectDead + ">"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  2 * time.Minute,
+		MaxBytes:    natsLimit(maxBytes),
+	})
+	return err
+}
+
+// WriteDeadLetter stores a copy of a message a consumer could not apply on
+// eps.dead.<consumer>, with its original headers and the Eps-Dead-* ones.
+func WriteDeadLetter(ctx context.Context, js jetstream.JetStream, consumer, stream string, seq, delivered uint64,
+	subject string, h nats.Header, data []byte, reason error) error {
+	out := &nats.Msg{Subject: SubjectDead + consumer, Data: data, Header: nats.Header{}}
+	for k, v := range h {
+		out.Header[k] = append([]string(nil), v...)
+	}
+	// Nats-* headers of the original (its message ID, expectations) would
+	// be read by the dead letter stream as its own.
+	for k := range out.Header {
+		if len(k) > 5 && k[:5] == "Nats-" {
+			delete(out.Header, k)
+		}
+	}
+	out.Header.Set(HeaderDeadReason, reason.Error())
+	out.Header.Set(HeaderDeadStream, stream)
+	out.Header.Set(HeaderDeadSeq, strconv.FormatUint(seq, 10))
+	out.Header.Set(HeaderDeadSubject, subject)
+	out.Header.Set(HeaderDeadConsumer, consumer)
+	out.Header.Set(HeaderDeadDelivery, strconv.FormatUint(delivered, 10))
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := js.PublishMsg(ctx, out, jetstream.WithMsgID(consumer+":"+stream+":"+strconv.FormatUint(seq, 10)),
+		jetstream.WithExpectStream(StreamDead))
+	return err
+}
+
+// ReadStream reads a stream from its first message to its last (as of the
+// call) with an ordered consumer, decoding each message with decode and
+// handing it to apply; a message decode refuses goes to skip with the
+// reason. It only reads: nothing is acknowledged or written. progress, when
+// not nil, is told how many messages of how many have been read.
+func ReadStream[T any](ctx context.Context, js jetstream.JetStream, stream string,
+	decode func(seq uint64, t time.Time, subject string, h nats.Header, data []byte) (T, error),
+	apply func(seq uint64, v T), skip func(seq uint64, err error), progress func(done, total uint64)) (last uint64, err error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	last = info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return last, nil
+	}
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return 0, err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
+	if err != nil {
+		return 0, err
+	}
+	defer it.Stop()
+	var n, seq uint64
+	for seq < last {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return 0, fmt.Errorf("read %s: %w", stream, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return 0, err
+		}
+		seq = md.Sequence.Stream
+		if v, err := decode(seq, md.Timestamp, m.Subject(), m.Headers(), m.Data()); err != nil {
+			skip(seq, err)
+		} else {
+			apply(seq, v)
+		}
+		n++
+		if progress != nil && (n%1000 == 0 || seq >= last) {
+			progress(n, info.State.Msgs)
+		}
+	}
+	return last, nil
+}

@@ -1,0 +1,169 @@
+package test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+)
+
+// A foreign message and a corrupt one written to the event log by a plain
+// NATS client: the broker goes on answering, each consumer of the log puts
+// both in the dead letter EPS_DEAD with the reason, the metric counts them,
+// and epsctl tracker rebuild completes, skipping them.
+func TestDeadLetter(t *testing.T) {
+	dir := t.TempDir()
+	b := startBroker(t, dir)
+	first := postOrders(t, b, 1, fhirgen.Options{})[0]
+
+	ctx := context.Background()
+	js, err := jetstream.New(b.App.NATS.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Foreign: no Eps-Record header at all, as `nats pub eps.rx.X hello` writes.
+	foreign, err := js.Publish(ctx, broker.SubjectRx+"FOREIGN-1", []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Corrupt: a record header that is not JSON.
+	m := &nats.Msg{Subject: broker.SubjectRx + "CORRUPT-1", Data: []byte("{}"), Header: nats.Header{}}
+	m.Header.Set(broker.HeaderRecord, `{"id":"CORRUPT-1",`)
+	m.Header.Set(broker.HeaderEvent, "prescription-order")
+	corrupt, err := js.PublishMsg(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := map[uint64]string{foreign.Sequence: "FOREIGN-1", corrupt.Sequence: "CORRUPT-1"}
+
+	// The broker keeps running: a later order is accepted and projected.
+	second := postOrders(t, b, 1, fhirgen.Options{})[0]
+	b.settle()
+	for _, g := range []*fhirgen.Generated{first, second} {
+		q, err := b.App.Store.ReadyQueue(ctx, g.Performer, 25)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, e := range q {
+			found = found || e.PrescriptionID == g.ShortID
+		}
+		if !found {
+			t.Errorf("%s is not in the ready queue of %s: %+v", g.ShortID, g.Performer, q)
+		}
+	}
+	if res := b.do("GET", "/readyz", "", nil); res.Status != 200 {
+		t.Errorf("/readyz: %d %s", res.Status, res.Body)
+	}
+
+	// Both are in the dead letter, once per consumer of the event log.
+	for _, consumer := range []string{broker.ConsumerQueueProjector, broker.ConsumerTrackerIndex} {
+		got := deadLetters(t, js, consumer)
+		if len(got) != 2 {
+			t.Fatalf("%d dead letters from %s, want 2: %+v", len(got), consumer, got)
+		}
+		for _, d := range got {
+			seq, _ := strconv.ParseUint(d.Headers().Get(broker.HeaderDeadSeq), 10, 64)
+			id, ok := bad[seq]
+			if !ok {
+				t.Errorf("%s: dead letter of event %d, not one of the bad messages", consumer, seq)
+				continue
+			}
+			if d.Headers().Get(broker.HeaderDeadStream) != broker.StreamEvents || d.Headers().Get(broker.HeaderDeadConsumer) != consumer ||
+				d.Headers().Get(broker.HeaderDeadSubject) != broker.SubjectRx+id {
+				t.Errorf("%s: dead letter headers %v", consumer, d.Headers())
+			}
+			if r := d.Headers().Get(broker.HeaderDeadReason); !strings.Contains(r, "undecodable") || !strings.Contains(r, broker.HeaderRecord) {
+				t.Errorf("%s: reason %q", consumer, r)
+			}
+			if id == "FOREIGN-1" && string(d.Data()) != "hello" {
+				t.Errorf("%s: the dead letter's data %q is not the message's", consumer, d.Data())
+			}
+		}
+	}
+
+	// The metric counts them.
+	metrics := string(b.do("GET", "/metrics", "", nil).Body)
+	for _, consumer := range []string{broker.ConsumerQueueProjector, broker.ConsumerTrackerIndex} {
+		re := regexp.MustCompile(`eps_consumer_messages_total\{consumer="` + consumer + `",outcome="dead"\} (\d+)`)
+		if mm := re.FindStringSubmatch(metrics); mm == nil || mm[1] != "2" {
+			t.Errorf("dead letters of %s counted %v, want 2", consumer, mm)
+		}
+	}
+
+	// The rebuild tool completes, skipping them.
+	b.stop()
+	os.Remove(broker.SnapshotPath(dir))
+	_, epsctl := binaries(t)
+	out, err := exec.Command(epsctl, "tracker", "rebuild", "--data-dir", dir, "--quiet").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "2 prescriptions") || strings.Count(string(out), "skipped event log message") != 2 {
+		t.Fatalf("epsctl tracker rebuild: %v %s", err, out)
+	}
+	// And the broker starts on it, the index holding both orders.
+	b2 := startBroker(t, dir)
+	b2.settle()
+	for _, g := range []*fhirgen.Generated{first, second} {
+		if _, ok := b2.App.Tracker.Index.Get(g.ShortID); !ok {
+			t.Errorf("%s is not in the rebuilt index", g.ShortID)
+		}
+	}
+}
+
+// deadLetters reads the dead letters of one consumer.
+func deadLetters(t *testing.T, js jetstream.JetStream, consumer string) []jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, broker.StreamDead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := st.CachedInfo().State.Msgs
+	c, err := js.OrderedConsumer(ctx, broker.StreamDead, jetstream.OrderedConsumerConfig{FilterSubjects: []string{broker.SubjectDead + consumer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	batch, err := c.FetchNoWait(int(n) + 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		out = append(out, m)
+	}
+	return out
+}
+
+// The inspect NATS user may read the dead letter stream's info (its
+// subjects name consumers only), but not its messages, which copy events
+// and so hold patient data.
+func TestDeadLetterInspect(t *testing.T) {
+	_, url, seeds := natsSecurityBroker(t)
+	c, err := connectNATS(t, url, seeds["inspect"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := c.js.Stream(ctx, broker.StreamDead)
+	if err != nil {
+		t.Fatalf("stream info %s: %v", broker.StreamDead, err)
+	}
+	if cfg := st.CachedInfo().Config; len(cfg.Subjects) != 1 || cfg.Subjects[0] != broker.SubjectDead+">" || cfg.MaxBytes <= 0 {
+		t.Errorf("%s config: subjects %v, max bytes %d", broker.StreamDead, cfg.Subjects, cfg.MaxBytes)
+	}
+	c.refusedRequest(t, "$JS.API.STREAM.MSG.GET.EPS_DEAD", func(ctx context.Context) error { _, err := st.GetMsg(ctx, 1); return err })
+	if !c.refusedSubscribe(t, broker.SubjectDead+">") {
+		t.Errorf("subscribe %s>: not refused", broker.SubjectDead)
+	}
+}
