@@ -8,14 +8,12 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
+
+	"github.com/nhs-eps/epsbroker/broker/keyfile"
 )
 
 // Patient identifiers never appear in NATS subjects, KV keys or stream and
@@ -136,16 +134,13 @@ func isPseudonym(s string) bool {
 	return true
 }
 
-// maxPseudonymKeyFile bounds how much of a key file is read.
-const maxPseudonymKeyFile = 64 << 10
-
 // LoadOrCreatePseudonymKey returns the pseudonyms of the key at path
 // (PseudonymKeyPath(dataDir) when path is empty), creating the key on first
 // start: 32 random bytes in a PEM file of mode 0600 in a directory of mode
 // 0700. A key file or directory that others may read or write is refused.
-// Several processes starting at once agree on one key (it is written to a
-// temporary file and hard-linked into place). Brokers that share a NATS
-// server must share this file.
+// Several processes starting at once agree on one key
+// (keyfile.LoadOrCreate). Brokers that share a NATS server must share this
+// file.
 func LoadOrCreatePseudonymKey(dataDir, path string) (*Pseudonyms, error) {
 	if path == "" {
 		if dataDir == "" {
@@ -156,90 +151,16 @@ func LoadOrCreatePseudonymKey(dataDir, path string) (*Pseudonyms, error) {
 			return nil, fmt.Errorf("pseudonym key: creating key directory: %w", err)
 		}
 	}
-	dir := filepath.Dir(path)
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("pseudonym key: %w", err)
-	}
-	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("pseudonym key: directory %s is writable by group or others (mode %04o); restrict it with chmod 700",
-			dir, fi.Mode().Perm())
-	}
-	key, err := readPseudonymKey(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		key, err = createPseudonymKey(dir, path)
-	}
+	key, err := keyfile.LoadOrCreate(path, pseudonymPEMType, "pseudonym key", func() ([]byte, error) {
+		key := make([]byte, 32)
+		_, err := rand.Read(key)
+		return key, err
+	})
 	if err != nil {
 		return nil, err
 	}
+	if len(key) != 32 {
+		return nil, fmt.Errorf("pseudonym key: %s holds %d bytes, not 32", path, len(key))
+	}
 	return NewPseudonyms(key)
-}
-
-func readPseudonymKey(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("pseudonym key: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("pseudonym key: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("pseudonym key: %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
-		return nil, fmt.Errorf("pseudonym key: %s is readable or writable by group or others (mode %04o); "+
-			"refusing to use it: restrict it with chmod 600", path, perm)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxPseudonymKeyFile))
-	if err != nil {
-		return nil, fmt.Errorf("pseudonym key: reading %s: %w", path, err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != pseudonymPEMType || len(block.Bytes) != 32 {
-		return nil, fmt.Errorf("pseudonym key: %s holds no PEM %q block of 32 bytes", path, pseudonymPEMType)
-	}
-	return block.Bytes, nil
-}
-
-func createPseudonymKey(dir, path string) ([]byte, error) {
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("pseudonym key: generating: %w", err)
-	}
-	data := pem.EncodeToMemory(&pem.Block{Type: pseudonymPEMType, Bytes: key})
-	tmp, err := os.CreateTemp(dir, ".pseudonym-*.tmp") // mode 0600
-	if err != nil {
-		return nil, fmt.Errorf("pseudonym key: %w", err)
-	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName)
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("pseudonym key: writing: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("pseudonym key: writing: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("pseudonym key: writing: %w", err)
-	}
-	// Link never replaces an existing file: the first process wins and the
-	// others read its key.
-	if err := os.Link(tmpName, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return readPseudonymKey(path)
-		}
-		return nil, fmt.Errorf("pseudonym key: installing %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return key, nil
 }
