@@ -140,33 +140,8 @@ func TestTrackerPage(t *testing.T) {
 	waitSearchable(t, b, trackerToken, id)
 	waitSearchable(t, b, trackerToken, erd.ShortID)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1366, 768),
-	)
-	// Deferred (not t.Cleanup) so that Chromium has exited before the
-	// user-data-dir is removed.
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
-
-	log := &browserLog{}
-	// The first call starts the browser: no timeout of its own (see chromedp.Run).
-	if err := chromedp.Listen(bctx, log.listen); err != nil {
-		t.Fatalf("starting Chromium (%s): %v", chromium, err)
-	}
+	bctx, log, stop := startChromium(t, chromium, 60*time.Second)
+	defer stop()
 	defer log.report(t)
 
 	shots := t.TempDir()
@@ -207,7 +182,7 @@ func TestTrackerPage(t *testing.T) {
 		sctx, c := context.WithTimeout(bctx, limit)
 		defer c()
 		if err := chromedp.Do(sctx, actions...); err != nil {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			if errors.Is(bctx.Err(), context.DeadlineExceeded) {
 				t.Fatalf("%s: the test ran out of its 60s: %v", what, err)
 			}
 			shot := screenshot("failure.png")
@@ -465,4 +440,36 @@ func waitSearchable(t *testing.T, b *testBroker, token, id string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("the tracker API does not find %s yet (last answer %d %s); trying the page anyway", id, last.Status, last.Body)
+}
+
+// startChromium starts headless Chromium for a page test, with a browser
+// log; stop ends it (defer it before log.report, so that the log is
+// reported first and Chromium has exited before its user-data-dir is
+// removed). timeout bounds the whole test's browser work.
+func startChromium(t *testing.T, chromium string, timeout time.Duration) (context.Context, *browserLog, func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1366, 768),
+	)
+	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
+	stop := func() { cancelBrowser(); cancelAlloc(); cancel() }
+	log := &browserLog{}
+	// The first call starts the browser: no timeout of its own (see chromedp.Run).
+	if err := chromedp.Listen(bctx, log.listen); err != nil {
+		stop()
+		t.Fatalf("starting Chromium (%s): %v", chromium, err)
+	}
+	return bctx, log, stop
 }

@@ -269,32 +269,8 @@ func TestTrackerPageXSS(t *testing.T) {
 		waitSearchable(t, b, trackerToken, o.g.ShortID)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1366, 768),
-	)
-	// Deferred (not t.Cleanup) so that Chromium has exited before the
-	// user-data-dir is removed.
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
-
-	log := &browserLog{}
-	if err := chromedp.Listen(bctx, log.listen); err != nil {
-		t.Fatalf("starting Chromium (%s): %v", chromium, err)
-	}
+	bctx, log, stop := startChromium(t, chromium, 90*time.Second)
+	defer stop()
 	defer log.report(t)
 	if _, err := chromedp.Call(bctx, cdppage.AddScriptToEvaluateOnNewDocument, cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: xssWatchJS}); err != nil {
 		t.Fatalf("installing the CSP violation watch: %v", err)
@@ -314,7 +290,7 @@ func TestTrackerPageXSS(t *testing.T) {
 		sctx, c := context.WithTimeout(bctx, 15*time.Second)
 		defer c()
 		if err := chromedp.Do(sctx, actions...); err != nil {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			if errors.Is(bctx.Err(), context.DeadlineExceeded) {
 				t.Fatalf("%s: the test ran out of its 90s: %v", what, err)
 			}
 			t.Fatalf("%s: %v\n#message: %q\n#query-error: %q", what, err, text("#message"), text("#query-error"))
