@@ -9,6 +9,194 @@ import (
 	"github.com/nhs-eps/epsbroker/fhir/internal/ojson"
 )
 
+// This file holds the release message: the Task/$release Parameters
+// request (DecodeReleaseRequest) and its answer (ReleaseResponse).
+
+// Code systems, identifier systems and extensions of the dispensing
+// messages.
+const (
+	ReleaseStatusAccepted = "accepted"
+	paramOwner            = "owner"
+	paramGroupIdentifier  = "group-identifier"
+	paramAgent            = "agent"
+)
+
+// ReleaseRequest is a Task/$release Parameters body.
+type ReleaseRequest struct {
+	Owner          string // owner Organization ODS code (parameter "owner", resource Organization identifier ods-organization-code)
+	PrescriptionID string // "group-identifier" valueIdentifier value (short form); empty for a nominated release
+	AgentUserID    string // agent PractitionerRole -> practitioner identifier (sds-user-id) if present
+	AgentRoleID    string // agent PractitionerRole identifier (sds-role-profile-id) if present
+}
+
+// DecodeReleaseRequest decodes and validates a Task/$release Parameters
+// body as the EPS FHIR facade does (validation/parameters-validator.ts
+// verifyParameters, translation/common getAgentParameter). The checks, in
+// order (code, FHIR issue type):
+//
+//	the body is a JSON object                     INVALID_VALUE structure
+//	resourceType Parameters                       MISSING_VALUE required, INVALID_VALUE value
+//	an agent parameter holding a PractitionerRole INVALID_VALUE invalid (the facade throws first)
+//	its practitioner identifier sds-user-id, its
+//	  identifiers with one sds-role-profile-id    TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid (thrown)
+//	an owner parameter holding an Organization    MISSING_VALUE invalid
+//	agent.practitioner not a reference            INVALID_VALUE invalid
+//	agent.telecom present                         MISSING_VALUE invalid
+//	the owner's one ods-organization-code
+//	  identifier (its format is not checked)      INVALID_VALUE, TOO_FEW/TOO_MANY_VALUES_SUBMITTED invalid
+//	at most one group-identifier; when present:
+//	  a short ID (its system is not read) with a
+//	  right check character                       TOO_MANY_VALUES_SUBMITTED, MISSING_VALUE, INVALID_VALUE, INVALID_CHECKSUM
+//
+// The status parameter is optional and not read (the facade does not read
+// it either).
+func DecodeReleaseRequest(body []byte) (*ReleaseRequest, error) {
+	rr, err := decodeRelease(body)
+	if err != nil {
+		err.Op = "decode release request"
+		return nil, err
+	}
+	return rr, nil
+}
+
+// parameter is one Parameters.parameter.
+type parameter struct {
+	Name            string
+	ValueCode       string
+	ValueIdentifier *identifier
+	Resource        rawResource
+}
+
+func (r *reader) parameters(root string) []parameter {
+	var out []parameter
+	r.array(func(i int) {
+		var p parameter
+		r.object(func(key []byte) {
+			switch string(key) {
+			case "name":
+				p.Name = r.str()
+			case "valueCode":
+				p.ValueCode = r.str()
+			case "valueIdentifier":
+				p.ValueIdentifier = new(identifier)
+				r.identifier(p.ValueIdentifier)
+			case "resource":
+				p.Resource = r.resource(root + "[" + strconv.Itoa(i) + "].resource")
+			}
+		})
+		out = append(out, p)
+	})
+	return out
+}
+
+func decodeRelease(body []byte) (*ReleaseRequest, *Error) {
+	const root = "Parameters"
+	var params []parameter
+	if err := readBody(body, root, []string{"parameter"}, func(r *reader, _ string) {
+		params = r.parameters(root + ".parameter")
+	}); err != nil {
+		return nil, err
+	}
+	resourceParam := func(name string) int {
+		for i := range params {
+			if params[i].Name == name && params[i].Resource.b != nil {
+				return i
+			}
+		}
+		return -1
+	}
+
+	// The agent: getAgentParameter throws before anything is collected.
+	ai := resourceParam(paramAgent)
+	if ai < 0 {
+		return nil, processingError(root+".parameter", "Parameter with name agent not found")
+	}
+	if params[ai].Resource.typ != "PractitionerRole" {
+		return nil, processingError(paramPath(ai, "resource"), "Parameter with name agent has wrong resourceType")
+	}
+	var role practitionerRole
+	if err := readRaw(&params[ai].Resource, func(r *reader) { r.practitionerRole(&role) }); err != nil {
+		return nil, err
+	}
+	if err := sdsIdentifiers(&role, `parameters.parameter("PractitionerRole")`); err != nil {
+		return nil, err
+	}
+
+	// Then, as verifyParameters collects them: the owner, the agent's
+	// practitioner and telecom.
+	oi := resourceParam(paramOwner)
+	if oi < 0 || params[oi].Resource.typ != "Organization" {
+		return nil, facadeIssue(CodeMissingValue, "invalid", root+".parameter", "Required parameter owner is missing.")
+	}
+	if role.Practitioner.Reference != "" {
+		return nil, referenceNotIdentifier(exprAgentPractitioner)
+	}
+	if role.Telecom == 0 {
+		return nil, requiredField(exprAgentTelecom)
+	}
+
+	// The owner's ODS code, as the translation reads it (agent-person.ts
+	// convertOrganization: getIdentifierValueForSystem, the one identifier
+	// of the ods-organization-code system at Organization.identifier). Its
+	// format is not checked (neither the facade nor a Spine rule in the
+	// reference does): the broker compares it with the caller's
+	// organisation (403 when they differ).
+	rr := &ReleaseRequest{}
+	var owner organization
+	if err := readRaw(&params[oi].Resource, func(r *reader) { r.organization(&owner) }); err != nil {
+		return nil, err
+	}
+	ids := owner.Identifier
+	if ids == nil && owner.HasIdentifier {
+		ids = []identifier{}
+	}
+	j, err := identifierForSystem(ids, SystemODSCode, "Organization.identifier")
+	if err != nil {
+		return nil, err
+	}
+	rr.Owner = owner.Identifier[j].Value
+	if rr.Owner == "" {
+		// The facade would pass an undefined organisation id on to Spine,
+		// which cannot route the release: a clear 400 instead.
+		expr := paramPath(oi, "resource") + ".identifier[" + strconv.Itoa(j) + "].value"
+		return nil, missing(expr, "%s is missing: the owner's ODS code", expr)
+	}
+
+	gi := -1
+	for i := range params {
+		if params[i].Name != paramGroupIdentifier || params[i].ValueIdentifier == nil {
+			continue
+		}
+		if gi >= 0 {
+			return nil, facadeIssue(CodeTooManyValues, "invalid", root+".parameter",
+				"Too many values submitted. Expected at most 1 element where name == 'group-identifier'.")
+		}
+		gi = i
+	}
+	if gi >= 0 {
+		if err := checkShortID(*params[gi].ValueIdentifier, paramPath(gi, "valueIdentifier")); err != nil {
+			return nil, err
+		}
+		rr.PrescriptionID = params[gi].ValueIdentifier.Value
+	}
+
+	if j := findIdentifier(role.Identifier, SystemSDSRoleProfileID); j >= 0 {
+		rr.AgentRoleID = role.Identifier[j].Value
+	}
+	if id := role.Practitioner.Identifier; id.System == SystemSDSUserID {
+		rr.AgentUserID = id.Value
+	}
+	return rr, nil
+}
+
+func paramPath(i int, field string) string {
+	p := "Parameters.parameter[" + strconv.Itoa(i) + "]"
+	if field != "" {
+		p += "." + field
+	}
+	return p
+}
+
 // ReleasedOrder is one prescription handed to a dispenser: its original
 // order message, byte for byte, and that message's Bundle.identifier. For
 // a repeat dispensing prescription, Issue is the issue released (1..Issues).
