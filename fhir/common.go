@@ -1,9 +1,12 @@
 package fhir
 
 import (
+	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // This file holds what the decoders of the messages after the order share
@@ -769,4 +772,162 @@ func hasCoding(cc []Concept, system string) bool {
 		}
 	}
 	return false
+}
+
+// spineError is how the facade answers a refusal of Spine's validation
+// (eps-spine-shared validation/): FAILURE_TO_PROCESS_MESSAGE, issue type
+// processing, "Unable to process message. Information missing or invalid - "
+// and Spine's words (as the NHS example 1-Process-Response-Send-400_INVALID_CHECKSUM
+// shows), with the FHIRPath of the field Spine's value came from.
+func spineError(expr, supp string) *Error {
+	d := "Unable to process message. Information missing or invalid - " + supp
+	return &Error{Kind: KindInvalid, IssueType: "processing", Code: CodeFailureToProcessMessage, Display: d, Diagnostics: d,
+		Expression: []string{expr}}
+}
+
+// itemsPath is the FHIRPath the facade gives for a field of every
+// MedicationRequest.
+const itemsPath = "Bundle.entry.resource.ofType(MedicationRequest)"
+
+// Extensions of a MedicationRequest the order rules name.
+const (
+	ExtResponsiblePractitioner = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-ResponsiblePractitioner"
+)
+
+func longID(r *medicationRequest) string {
+	return extensionIdentifier(r.GroupIdentifier.Extension, ExtPrescriptionLongID)
+}
+
+// incorrectItemValue is the facade's createMedicationRequestIncorrectValueIssue:
+// INVALID_VALUE, issue type value.
+func incorrectItemValue(field, want string) *Error {
+	return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeInvalidValue,
+		Diagnostics: "MedicationRequest." + field + " must be " + want + ".",
+		Expression:  []string{itemsPath + "." + field}}
+}
+
+// identifierForSystem is the facade's getIdentifierValueForSystem
+// (nhs-eps-api translation/common/index.ts): the one identifier of ids with
+// the system, at expr; none is TOO_FEW_VALUES_SUBMITTED, several
+// TOO_MANY_VALUES_SUBMITTED, and no identifier at all INVALID_VALUE
+// "Required field missing.".
+func identifierForSystem(ids []identifier, system, expr string) (int, *Error) {
+	if ids == nil {
+		return -1, processingError(expr, "Required field missing.")
+	}
+	found := -1
+	for j, id := range ids {
+		if id.System != system {
+			continue
+		}
+		if found >= 0 {
+			return -1, tooManyValues(expr, "system == '"+system+"'")
+		}
+		found = j
+	}
+	if found < 0 {
+		return -1, tooFewValues(expr, "system == '"+system+"'")
+	}
+	return found, nil
+}
+
+// displayInvalidChecksum is the NHS EPS API's words for a wrong check
+// character (1-Process-Response-Send-400_INVALID_CHECKSUM).
+const displayInvalidChecksum = "Unable to process message. Information missing or invalid - prescriptionID has invalid checksum"
+
+// checksumError is INVALID_CHECKSUM (EPS-IssueCode, issue type processing as
+// the NHS answer has it), with the
+// FAILURE_TO_PROCESS_MESSAGE coding the NHS EPS API answers with
+// (1-Process-Response-Send-400_INVALID_CHECKSUM).
+func checksumError(expr, id string) *Error {
+	return &Error{Kind: KindInvalid, IssueType: "processing", Code: CodeInvalidChecksum, CodeSystem: SystemEPSIssueCode,
+		Display:     "Invalid checksum",
+		Diagnostics: fmt.Sprintf("%s %s has a wrong check character (ISO 7064 MOD 37-2)", expr, quote(id)),
+		Expression:  []string{expr},
+		Codings:     []Coding{{System: SystemSpineErrorOrWarningCode, Code: CodeFailureToProcessMessage, Display: displayInvalidChecksum}}}
+}
+
+// The FHIR date and dateTime forms the facade accepts (nhs-eps-api
+// translation/common/dateTime.ts FHIR_DATE_REGEX, FHIR_DATE_TIME_REGEX).
+var (
+	fhirDate     = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?$`)
+	fhirDateTime = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|([+-])((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$`)
+)
+
+// undefinedIfEmpty is s, or "undefined" (as the facade writes an absent
+// value) when s is empty.
+func undefinedIfEmpty(s string) string {
+	if s == "" {
+		return "undefined"
+	}
+	return s
+}
+
+// dateTimeAt is the facade's convertIsoDateTimeStringToMoment
+// (nhs-eps-api translation/common/dateTime.ts): s must be a FHIR dateTime
+// (or date), else INVALID_VALUE "Incorrect format for date time string"
+// at expr. It returns the first instant s designates.
+func dateTimeAt(s, expr string) (time.Time, *Error) {
+	if !fhirDateTime.MatchString(s) {
+		return time.Time{}, processingError(expr, "Incorrect format for date time string '"+undefinedIfEmpty(s)+"'.")
+	}
+	t, _, ok := parseFHIRDate(s)
+	if !ok { // a dateTime with a leap second, which Go does not parse
+		return time.Time{}, processingError(expr, "Incorrect format for date time string '"+s+"'.")
+	}
+	return t, nil
+}
+
+// notReference is the facade's fieldIsNotReferenceButShouldBe
+// (bundle-validator.ts): issue type invalid, no EPS code there
+// (INVALID_VALUE here).
+func notReference(field, expr string) *Error {
+	return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeInvalidValue,
+		Diagnostics: field + " populated incorrectly. Please populate with Reference to resource within Bundle.",
+		Expression:  []string{expr}}
+}
+
+// parseFHIRDate parses a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD) or dateTime
+// (YYYY-MM-DDThh:mm:ss[.fff] with Z or an offset) and returns, in UTC, the
+// first and the last instant it designates.
+func parseFHIRDate(s string) (first, last time.Time, ok bool) {
+	var layout string
+	var next func(time.Time) time.Time
+	switch len(s) {
+	case 4:
+		layout, next = "2006", func(t time.Time) time.Time { return t.AddDate(1, 0, 0) }
+	case 7:
+		layout, next = "2006-01", func(t time.Time) time.Time { return t.AddDate(0, 1, 0) }
+	case 10:
+		layout, next = time.DateOnly, func(t time.Time) time.Time { return t.AddDate(0, 0, 1) }
+	default:
+		if len(s) < len("2006-01-02T15:04:05Z") || s[10] != 'T' {
+			return first, last, false
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return first, last, false
+		}
+		return t.UTC(), t.UTC(), true
+	}
+	t, err := time.Parse(layout, s)
+	if err != nil {
+		return first, last, false
+	}
+	return t, next(t).Add(-time.Nanosecond), true
+}
+
+// distinct returns the distinct values of vs (compared as compact JSON), in
+// the order first seen.
+func distinct(vs [][]byte) [][]byte {
+	var out [][]byte
+	seen := map[string]bool{}
+	for _, v := range vs {
+		k := compactJSON(v)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, v)
+		}
+	}
+	return out
 }

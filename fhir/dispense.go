@@ -261,21 +261,6 @@ func compactJSON(v []byte) string {
 	return b.String()
 }
 
-// distinct returns the distinct values of vs (compared as compact JSON), in
-// the order first seen.
-func distinct(vs [][]byte) [][]byte {
-	var out [][]byte
-	seen := map[string]bool{}
-	for _, v := range vs {
-		k := compactJSON(v)
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
 // extensionJSON is the extension of exts with the given url as JSON (nil
 // when absent): its url, its parts' urls and values.
 func extensionJSON(exts []extension, url string) []byte {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,35 +126,6 @@ var orderSteps = [...]func(*orderCheck) *Error{
 	(*orderCheck).checkRepeatDispensing,
 	(*orderCheck).checkAmounts,
 }
-
-// Repeat dispensing limits.
-const (
-	// MaxRepeatIssues is Spine's MAX_PRESCRIPTIONREPEATS: the issues of one
-	// repeat dispensing prescription (eps-spine-shared validation/constants.py).
-	MaxRepeatIssues = 99
-	// MaxSupplyDays is Spine's MAX_DAYSSUPPLY: the days supply of one issue.
-	MaxSupplyDays = 366
-	// DefaultSupplyDays is Spine's DEFAULT_DAYSSUPPLY, when none is stated.
-	DefaultSupplyDays = 28
-	// MaxFutureSupplyMonths is Spine's MAX_FUTURESUPPLYMONTHS: how far
-	// ahead a repeat dispensing validity period may end.
-	MaxFutureSupplyMonths = 12
-)
-
-// spineError is how the facade answers a refusal of Spine's validation
-// (eps-spine-shared validation/): FAILURE_TO_PROCESS_MESSAGE, issue type
-// processing, "Unable to process message. Information missing or invalid - "
-// and Spine's words (as the NHS example 1-Process-Response-Send-400_INVALID_CHECKSUM
-// shows), with the FHIRPath of the field Spine's value came from.
-func spineError(expr, supp string) *Error {
-	d := "Unable to process message. Information missing or invalid - " + supp
-	return &Error{Kind: KindInvalid, IssueType: "processing", Code: CodeFailureToProcessMessage, Display: d, Diagnostics: d,
-		Expression: []string{expr}}
-}
-
-// itemsPath is the FHIRPath the facade gives for a field of every
-// MedicationRequest.
-const itemsPath = "Bundle.entry.resource.ofType(MedicationRequest)"
 
 // checkRepeatDispensing applies the rules of electronic repeat dispensing
 // (eRD), in the order EPS applies them:
@@ -321,253 +291,6 @@ type orderItem struct {
 	mr medicationRequest
 }
 
-// medicationRequest holds what the broker reads of a MedicationRequest. The
-// Raw fields keep an element's JSON as sent (nil when absent), for the
-// checks that an element is the same on every item.
-type medicationRequest struct {
-	Extension                 []extension
-	Identifier                []identifier
-	Status                    string
-	Intent                    string
-	MedicationCodeableConcept Concept
-	HasMedicationConcept      bool
-	MedicationReference       *reference
-	Subject                   reference
-	Requester                 reference
-	AuthoredOn                string
-	GroupIdentifier           groupIdentifier
-	CourseOfTherapyType       Concept
-	Dosage                    string // dosageInstruction[0].text
-	Dosages                   int    // len(dosageInstruction); -1 when absent
-	DosagesWithoutSequence    int
-	DispenseRequest           dispenseRequest
-
-	CategoryRaw, AuthoredOnRaw, SubjectRaw, RequesterRaw, GroupIdentifierRaw []byte
-}
-
-type groupIdentifier struct {
-	identifier
-	Extension []extension
-}
-
-type dispenseRequest struct {
-	Extension              []extension
-	HasExtension           bool // the extension array is present
-	ValidityPeriod         period
-	Quantity               quantity
-	ExpectedSupplyDuration *quantity
-	// NumberOfRepeatsAllowed is the number of repeats, read as EPS reads it
-	// (an integer, or a string of digits); nil when absent or unreadable.
-	NumberOfRepeatsAllowed *int
-	Performer              reference
-
-	PerformerRaw, ValidityRaw, SupplyRaw, RepeatsRaw []byte
-}
-
-// extensions reads an extension array, keeping each extension's JSON.
-func (r *reader) extensions(dst *[]extension) {
-	list(r, dst, func(e *extension) {
-		start := r.i
-		r.extension(e)
-		e.raw = r.b[start:r.i]
-	})
-}
-
-// captured reads the value at the cursor with read and returns its JSON.
-func (r *reader) captured(read func()) []byte {
-	start := r.i
-	read()
-	if r.i == start {
-		r.skip()
-	}
-	return r.b[start:r.i]
-}
-
-// medication reads the member key, medicationCodeableConcept (into concept,
-// recording that it is present) or medicationReference (into *ref, nil when
-// null), of a MedicationRequest.
-func (r *reader) medication(key string, concept *Concept, has *bool, ref **reference) {
-	if key == "medicationCodeableConcept" {
-		*has = r.peek() != 'n'
-		r.concept(concept)
-		return
-	}
-	if r.peek() == 'n' {
-		r.skip()
-		return
-	}
-	*ref = new(reference)
-	r.reference(*ref)
-}
-
-func (r *reader) medicationRequest(mr *medicationRequest) {
-	mr.Dosages = -1
-	r.object(func(key []byte) {
-		switch string(key) {
-		case "extension":
-			r.extensions(&mr.Extension)
-		case "identifier":
-			present := r.peek() != 'n'
-			list(r, &mr.Identifier, r.identifier)
-			if present && mr.Identifier == nil {
-				mr.Identifier = []identifier{} // present but empty: not "missing" (identifierForSystem)
-			}
-		case "status":
-			mr.Status = r.str()
-		case "intent":
-			mr.Intent = r.str()
-		case "category":
-			mr.CategoryRaw = r.raw()
-		case "medicationCodeableConcept", "medicationReference":
-			r.medication(string(key), &mr.MedicationCodeableConcept, &mr.HasMedicationConcept, &mr.MedicationReference)
-		case "subject":
-			mr.SubjectRaw = r.captured(func() { r.reference(&mr.Subject) })
-		case "requester":
-			mr.RequesterRaw = r.captured(func() { r.reference(&mr.Requester) })
-		case "authoredOn":
-			mr.AuthoredOnRaw = r.captured(func() { mr.AuthoredOn = r.str() })
-		case "groupIdentifier":
-			mr.GroupIdentifierRaw = r.captured(func() { r.groupIdentifier(&mr.GroupIdentifier) })
-		case "courseOfTherapyType":
-			r.concept(&mr.CourseOfTherapyType)
-		case "dosageInstruction":
-			mr.Dosage, mr.Dosages, mr.DosagesWithoutSequence = "", 0, 0
-			r.array(func(i int) {
-				mr.Dosages++
-				seq := false
-				r.object(func(key []byte) {
-					switch string(key) {
-					case "text":
-						if i == 0 {
-							mr.Dosage = r.str()
-						}
-					case "sequence":
-						seq = r.peek() != 'n'
-					case "doseAndRate":
-						r.array(func(int) {
-							r.object(func(key []byte) {
-								if string(key) == "doseQuantity" {
-									r.amount(new(quantity))
-								}
-							})
-						})
-					}
-				})
-				if !seq {
-					mr.DosagesWithoutSequence++
-				}
-			})
-		case "dispenseRequest":
-			r.dispenseRequest(&mr.DispenseRequest)
-		}
-	})
-}
-
-func (r *reader) groupIdentifier(g *groupIdentifier) {
-	r.object(func(key []byte) {
-		switch string(key) {
-		case "system":
-			g.System = r.str()
-		case "value":
-			g.Value = r.str()
-		case "extension":
-			r.extensions(&g.Extension)
-		}
-	})
-}
-
-func (r *reader) dispenseRequest(d *dispenseRequest) {
-	r.object(func(key []byte) {
-		switch string(key) {
-		case "extension":
-			d.HasExtension = r.peek() != 'n'
-			r.extensions(&d.Extension)
-		case "validityPeriod":
-			d.ValidityRaw = r.captured(func() { r.period(&d.ValidityPeriod) })
-		case "quantity":
-			r.amount(&d.Quantity)
-		case "expectedSupplyDuration":
-			if r.peek() == 'n' {
-				r.skip()
-				return
-			}
-			d.ExpectedSupplyDuration = new(quantity)
-			d.SupplyRaw = r.captured(func() { r.quantity(d.ExpectedSupplyDuration) })
-		case "numberOfRepeatsAllowed":
-			switch c := r.peek(); {
-			case c == '"' || c == '-' || c >= '0' && c <= '9':
-				d.RepeatsRaw = r.raw()
-				if n, ok := parseRepeats(d.RepeatsRaw); ok {
-					d.NumberOfRepeatsAllowed = &n
-				}
-			case c == 'n':
-				r.skip()
-			default:
-				r.mismatch("an integer")
-			}
-		case "performer":
-			d.PerformerRaw = r.captured(func() { r.reference(&d.Performer) })
-		}
-	})
-}
-
-type patient struct {
-	Identifier          []identifier
-	GeneralPractitioner []reference
-	BirthDate           string
-}
-
-func (r *reader) patient(p *patient) {
-	r.object(func(key []byte) {
-		switch string(key) {
-		case "identifier":
-			present := r.peek() != 'n'
-			list(r, &p.Identifier, r.identifier)
-			if present && p.Identifier == nil {
-				p.Identifier = []identifier{} // present but empty: not "missing" (identifierForSystem)
-			}
-		case "generalPractitioner":
-			list(r, &p.GeneralPractitioner, r.reference)
-		case "birthDate":
-			p.BirthDate = r.str()
-		}
-	})
-}
-
-// organization is what the broker reads of an Organization, or of a
-// HealthcareService (which has no partOf).
-type organization struct {
-	Identifier    []identifier
-	HasIdentifier bool
-	Name          string
-	PartOf        reference
-	HasPartOf     bool
-}
-
-func (r *reader) organization(o *organization) {
-	r.object(func(key []byte) {
-		switch string(key) {
-		case "identifier":
-			o.HasIdentifier = r.peek() != 'n'
-			list(r, &o.Identifier, r.identifier)
-		case "name":
-			o.Name = r.str()
-		case "partOf":
-			o.HasPartOf = r.peek() != 'n'
-			r.reference(&o.PartOf)
-		}
-	})
-}
-
-// practitionerRoleOrg reads PractitionerRole.organization.
-func (r *reader) practitionerRoleOrg(org *reference) {
-	r.object(func(key []byte) {
-		if string(key) == "organization" {
-			r.reference(org)
-		}
-	})
-}
-
 // roleEntry is what the broker reads of a PractitionerRole entry.
 type roleEntry struct {
 	Identifier           []identifier
@@ -634,8 +357,7 @@ func (c *orderCheck) decodeItems() *Error {
 const (
 	// ExtControlledDrug is the controlled drug extension: its part
 	// "schedule" codes CD1..CD5.
-	ExtControlledDrug          = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-ControlledDrug"
-	ExtResponsiblePractitioner = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-ResponsiblePractitioner"
+	ExtControlledDrug = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-ControlledDrug"
 )
 
 // sameOnEveryItem lists the elements that must be the same on every
@@ -693,10 +415,6 @@ func cdRank(cd string) byte {
 
 func prescriptionType(r *medicationRequest) string {
 	return extensionCode(r.Extension, ExtPrescriptionType)
-}
-
-func longID(r *medicationRequest) string {
-	return extensionIdentifier(r.GroupIdentifier.Extension, ExtPrescriptionLongID)
 }
 
 func (c *orderCheck) checkSameOnEveryItem() *Error {
@@ -797,14 +515,6 @@ func (c *orderCheck) checkStatus() *Error {
 		}
 	}
 	return nil
-}
-
-// incorrectItemValue is the facade's createMedicationRequestIncorrectValueIssue:
-// INVALID_VALUE, issue type value.
-func incorrectItemValue(field, want string) *Error {
-	return &Error{Kind: KindInvalid, IssueType: "value", Code: CodeInvalidValue,
-		Diagnostics: "MedicationRequest." + field + " must be " + want + ".",
-		Expression:  []string{itemsPath + "." + field}}
 }
 
 // checkIntent refuses what the facade refuses (bundle-validator.ts
@@ -910,18 +620,6 @@ func (c *orderCheck) checkItemIDs() *Error {
 	return nil
 }
 
-// SystemSNOMED is the code system of dm+d medication codes.
-const SystemSNOMED = "http://snomed.info/sct"
-
-// medicationCode reads Medication.code.
-func (r *reader) medicationCode(c *Concept) {
-	r.object(func(key []byte) {
-		if string(key) == "code" {
-			r.concept(c)
-		}
-	})
-}
-
 // medicationCoding returns the item's dm+d coding as EPS reads it
 // (nhs-eps-api translation/common/index.ts getMedicationCoding): the one
 // coding whose system is SNOMED CT, wherever it stands, of
@@ -1025,47 +723,6 @@ func (c *orderCheck) checkPrescriptionID() *Error {
 	return nil
 }
 
-// identifierForSystem is the facade's getIdentifierValueForSystem
-// (nhs-eps-api translation/common/index.ts): the one identifier of ids with
-// the system, at expr; none is TOO_FEW_VALUES_SUBMITTED, several
-// TOO_MANY_VALUES_SUBMITTED, and no identifier at all INVALID_VALUE
-// "Required field missing.".
-func identifierForSystem(ids []identifier, system, expr string) (int, *Error) {
-	if ids == nil {
-		return -1, processingError(expr, "Required field missing.")
-	}
-	found := -1
-	for j, id := range ids {
-		if id.System != system {
-			continue
-		}
-		if found >= 0 {
-			return -1, tooManyValues(expr, "system == '"+system+"'")
-		}
-		found = j
-	}
-	if found < 0 {
-		return -1, tooFewValues(expr, "system == '"+system+"'")
-	}
-	return found, nil
-}
-
-// displayInvalidChecksum is the NHS EPS API's words for a wrong check
-// character (1-Process-Response-Send-400_INVALID_CHECKSUM).
-const displayInvalidChecksum = "Unable to process message. Information missing or invalid - prescriptionID has invalid checksum"
-
-// checksumError is INVALID_CHECKSUM (EPS-IssueCode, issue type processing as
-// the NHS answer has it), with the
-// FAILURE_TO_PROCESS_MESSAGE coding the NHS EPS API answers with
-// (1-Process-Response-Send-400_INVALID_CHECKSUM).
-func checksumError(expr, id string) *Error {
-	return &Error{Kind: KindInvalid, IssueType: "processing", Code: CodeInvalidChecksum, CodeSystem: SystemEPSIssueCode,
-		Display:     "Invalid checksum",
-		Diagnostics: fmt.Sprintf("%s %s has a wrong check character (ISO 7064 MOD 37-2)", expr, quote(id)),
-		Expression:  []string{expr},
-		Codings:     []Coding{{System: SystemSpineErrorOrWarningCode, Code: CodeFailureToProcessMessage, Display: displayInvalidChecksum}}}
-}
-
 // resolveRef resolves ref as EPS does (nhs-eps-api translation/common/index.ts
 // resolveReference, getResourceForFullUrl): the one entry whose fullUrl is
 // ref, whatever the form of ref (a relative "Type/id" resolves only to an
@@ -1126,37 +783,6 @@ func (c *orderCheck) checkPatient() *Error {
 	return nil
 }
 
-// The FHIR date and dateTime forms the facade accepts (nhs-eps-api
-// translation/common/dateTime.ts FHIR_DATE_REGEX, FHIR_DATE_TIME_REGEX).
-var (
-	fhirDate     = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?$`)
-	fhirDateTime = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|([+-])((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$`)
-)
-
-// undefinedIfEmpty is s, or "undefined" (as the facade writes an absent
-// value) when s is empty.
-func undefinedIfEmpty(s string) string {
-	if s == "" {
-		return "undefined"
-	}
-	return s
-}
-
-// dateTimeAt is the facade's convertIsoDateTimeStringToMoment
-// (nhs-eps-api translation/common/dateTime.ts): s must be a FHIR dateTime
-// (or date), else INVALID_VALUE "Incorrect format for date time string"
-// at expr. It returns the first instant s designates.
-func dateTimeAt(s, expr string) (time.Time, *Error) {
-	if !fhirDateTime.MatchString(s) {
-		return time.Time{}, processingError(expr, "Incorrect format for date time string '"+undefinedIfEmpty(s)+"'.")
-	}
-	t, _, ok := parseFHIRDate(s)
-	if !ok { // a dateTime with a leap second, which Go does not parse
-		return time.Time{}, processingError(expr, "Incorrect format for date time string '"+s+"'.")
-	}
-	return t, nil
-}
-
 // checkNominatedPerformer applies Spine's rules on the nominated performer
 // (eps-spine-shared validation/common.py check_nominated_performer): a
 // performer given with a site type has an ODS code of 1 to 8 letters, digits
@@ -1195,15 +821,6 @@ func checkODSIdentifier(id identifier, p fieldPath) *Error {
 // SystemGMPNumber identifies a GP by a GMP number, which EPS refuses as the
 // prescriber's professional code.
 const SystemGMPNumber = "https://fhir.hl7.org.uk/Id/gmp-number"
-
-// notReference is the facade's fieldIsNotReferenceButShouldBe
-// (bundle-validator.ts): issue type invalid, no EPS code there
-// (INVALID_VALUE here).
-func notReference(field, expr string) *Error {
-	return &Error{Kind: KindInvalid, IssueType: "invalid", Code: CodeInvalidValue,
-		Diagnostics: field + " populated incorrectly. Please populate with Reference to resource within Bundle.",
-		Expression:  []string{expr}}
-}
 
 // checkPractitionerRoles applies the facade's rules on every
 // PractitionerRole (nhs-eps-api bundle-validator.ts verifyCommonBundle
@@ -1767,36 +1384,6 @@ func (c *orderCheck) readDates() *Error {
 	return nil
 }
 
-// parseFHIRDate parses a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD) or dateTime
-// (YYYY-MM-DDThh:mm:ss[.fff] with Z or an offset) and returns, in UTC, the
-// first and the last instant it designates.
-func parseFHIRDate(s string) (first, last time.Time, ok bool) {
-	var layout string
-	var next func(time.Time) time.Time
-	switch len(s) {
-	case 4:
-		layout, next = "2006", func(t time.Time) time.Time { return t.AddDate(1, 0, 0) }
-	case 7:
-		layout, next = "2006-01", func(t time.Time) time.Time { return t.AddDate(0, 1, 0) }
-	case 10:
-		layout, next = time.DateOnly, func(t time.Time) time.Time { return t.AddDate(0, 0, 1) }
-	default:
-		if len(s) < len("2006-01-02T15:04:05Z") || s[10] != 'T' {
-			return first, last, false
-		}
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return first, last, false
-		}
-		return t.UTC(), t.UTC(), true
-	}
-	t, err := time.Parse(layout, s)
-	if err != nil {
-		return first, last, false
-	}
-	return t, next(t).Add(-time.Nanosecond), true
-}
-
 // readSupply reads the number of repeats and the days of supply: the largest
 // of the items'. EPS reads neither for a prescription that is not repeat
 // dispensing (translation/request/prescription.ts: the days supply and the
@@ -1832,72 +1419,6 @@ func supplyDays(q *quantity) int {
 		return 0
 	}
 	return int(q.Value) * per
-}
-
-// Quantity bounds (issue 11). Neither the facade nor Spine bounds a
-// quantity: the facade passes dispenseRequest.quantity and a
-// MedicationDispense's quantity to Spine as written
-// (translation/request/line-item.ts convertLineItemComponent,
-// dispense-notification.ts), and Spine's create.py checks the days supply
-// of repeat dispensing only. The broker refuses what no real system sends:
-// a negative value (a dispensing system sends 0 for an item not dispensed,
-// which stays accepted), a value above MaxAmount, and a value written with
-// more than MaxAmountDigits significant digits (a float64 needs at most 17
-// to be written exactly, so even a float artefact such as
-// 0.30000000000000004 passes). JSON has no NaN or Infinity: such a value,
-// bare or a number too large for a float64, is refused as malformed.
-const (
-	// MaxAmount is the largest quantity, supply duration or number of
-	// repeats accepted: a million of any dm+d unit of measure (tablets, ml,
-	// grams, doses) or days is far past any prescription.
-	MaxAmount = 1e6
-	// MaxAmountDigits is the most significant digits a quantity may have.
-	MaxAmountDigits = 18
-)
-
-// amountIssue says what is wrong with the number literal lit as a
-// quantity's value ("" when nothing is).
-func amountIssue(lit []byte) string {
-	s := string(lit)
-	if strings.HasPrefix(s, "-") {
-		return fmt.Sprintf("%s is negative: it must be 0 or more", s)
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v > MaxAmount {
-		return fmt.Sprintf("%s is out of range: the largest value accepted is %d", s, int(MaxAmount))
-	}
-	mantissa := s
-	if i := strings.IndexAny(mantissa, "eE"); i >= 0 {
-		mantissa = mantissa[:i]
-	}
-	mantissa = strings.TrimLeft(strings.Replace(mantissa, ".", "", 1), "0")
-	if len(mantissa) > MaxAmountDigits {
-		return fmt.Sprintf("%s has %d significant digits: at most %d are accepted", s, len(mantissa), MaxAmountDigits)
-	}
-	return ""
-}
-
-// amount reads a Quantity (or Duration) as quantity does, refusing at the
-// FHIRPath of its value a value amountIssue finds wrong: INVALID_VALUE,
-// issue type value.
-func (r *reader) amount(q *quantity) {
-	r.object(func(key []byte) {
-		switch string(key) {
-		case "value":
-			if c := r.peek(); c == '-' || c >= '0' && c <= '9' {
-				if why := amountIssue(r.b[r.i:valueEnd(r.b, r.i)]); why != "" {
-					r.fail(badValue(r.expr(), "%s", why))
-					r.skip()
-					return
-				}
-			}
-			q.Value, q.HasValue = r.float()
-		case "unit":
-			q.Unit = r.str()
-		case "code":
-			q.Code = r.str()
-		}
-	})
 }
 
 // checkAmounts applies the quantity bounds to what checkRepeatDispensing

@@ -105,3 +105,17 @@ func issueNumber(v rawValue, part string, from int) (int, string, *Error) {
 	}
 	return n + 1 - from, expr, nil
 }
+
+// Repeat dispensing limits.
+const (
+	// MaxRepeatIssues is Spine's MAX_PRESCRIPTIONREPEATS: the issues of one
+	// repeat dispensing prescription (eps-spine-shared validation/constants.py).
+	MaxRepeatIssues = 99
+	// MaxSupplyDays is Spine's MAX_DAYSSUPPLY: the days supply of one issue.
+	MaxSupplyDays = 366
+	// DefaultSupplyDays is Spine's DEFAULT_DAYSSUPPLY, when none is stated.
+	DefaultSupplyDays = 28
+	// MaxFutureSupplyMonths is Spine's MAX_FUTURESUPPLYMONTHS: how far
+	// ahead a repeat dispensing validity period may end.
+	MaxFutureSupplyMonths = 12
+)

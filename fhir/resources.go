@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -338,4 +339,329 @@ func clip(s string) string {
 // quote quotes a value from the request for diagnostics, clipped.
 func quote(s string) string {
 	return fmt.Sprintf("%q", clip(s))
+}
+
+// medicationRequest holds what the broker reads of a MedicationRequest. The
+// Raw fields keep an element's JSON as sent (nil when absent), for the
+// checks that an element is the same on every item.
+type medicationRequest struct {
+	Extension                 []extension
+	Identifier                []identifier
+	Status                    string
+	Intent                    string
+	MedicationCodeableConcept Concept
+	HasMedicationConcept      bool
+	MedicationReference       *reference
+	Subject                   reference
+	Requester                 reference
+	AuthoredOn                string
+	GroupIdentifier           groupIdentifier
+	CourseOfTherapyType       Concept
+	Dosage                    string // dosageInstruction[0].text
+	Dosages                   int    // len(dosageInstruction); -1 when absent
+	DosagesWithoutSequence    int
+	DispenseRequest           dispenseRequest
+
+	CategoryRaw, AuthoredOnRaw, SubjectRaw, RequesterRaw, GroupIdentifierRaw []byte
+}
+
+type groupIdentifier struct {
+	identifier
+	Extension []extension
+}
+
+type dispenseRequest struct {
+	Extension              []extension
+	HasExtension           bool // the extension array is present
+	ValidityPeriod         period
+	Quantity               quantity
+	ExpectedSupplyDuration *quantity
+	// NumberOfRepeatsAllowed is the number of repeats, read as EPS reads it
+	// (an integer, or a string of digits); nil when absent or unreadable.
+	NumberOfRepeatsAllowed *int
+	Performer              reference
+
+	PerformerRaw, ValidityRaw, SupplyRaw, RepeatsRaw []byte
+}
+
+// extensions reads an extension array, keeping each extension's JSON.
+func (r *reader) extensions(dst *[]extension) {
+	list(r, dst, func(e *extension) {
+		start := r.i
+		r.extension(e)
+		e.raw = r.b[start:r.i]
+	})
+}
+
+// captured reads the value at the cursor with read and returns its JSON.
+func (r *reader) captured(read func()) []byte {
+	start := r.i
+	read()
+	if r.i == start {
+		r.skip()
+	}
+	return r.b[start:r.i]
+}
+
+// medication reads the member key, medicationCodeableConcept (into concept,
+// recording that it is present) or medicationReference (into *ref, nil when
+// null), of a MedicationRequest.
+func (r *reader) medication(key string, concept *Concept, has *bool, ref **reference) {
+	if key == "medicationCodeableConcept" {
+		*has = r.peek() != 'n'
+		r.concept(concept)
+		return
+	}
+	if r.peek() == 'n' {
+		r.skip()
+		return
+	}
+	*ref = new(reference)
+	r.reference(*ref)
+}
+
+func (r *reader) medicationRequest(mr *medicationRequest) {
+	mr.Dosages = -1
+	r.object(func(key []byte) {
+		switch string(key) {
+		case "extension":
+			r.extensions(&mr.Extension)
+		case "identifier":
+			present := r.peek() != 'n'
+			list(r, &mr.Identifier, r.identifier)
+			if present && mr.Identifier == nil {
+				mr.Identifier = []identifier{} // present but empty: not "missing" (identifierForSystem)
+			}
+		case "status":
+			mr.Status = r.str()
+		case "intent":
+			mr.Intent = r.str()
+		case "category":
+			mr.CategoryRaw = r.raw()
+		case "medicationCodeableConcept", "medicationReference":
+			r.medication(string(key), &mr.MedicationCodeableConcept, &mr.HasMedicationConcept, &mr.MedicationReference)
+		case "subject":
+			mr.SubjectRaw = r.captured(func() { r.reference(&mr.Subject) })
+		case "requester":
+			mr.RequesterRaw = r.captured(func() { r.reference(&mr.Requester) })
+		case "authoredOn":
+			mr.AuthoredOnRaw = r.captured(func() { mr.AuthoredOn = r.str() })
+		case "groupIdentifier":
+			mr.GroupIdentifierRaw = r.captured(func() { r.groupIdentifier(&mr.GroupIdentifier) })
+		case "courseOfTherapyType":
+			r.concept(&mr.CourseOfTherapyType)
+		case "dosageInstruction":
+			mr.Dosage, mr.Dosages, mr.DosagesWithoutSequence = "", 0, 0
+			r.array(func(i int) {
+				mr.Dosages++
+				seq := false
+				r.object(func(key []byte) {
+					switch string(key) {
+					case "text":
+						if i == 0 {
+							mr.Dosage = r.str()
+						}
+					case "sequence":
+						seq = r.peek() != 'n'
+					case "doseAndRate":
+						r.array(func(int) {
+							r.object(func(key []byte) {
+								if string(key) == "doseQuantity" {
+									r.amount(new(quantity))
+								}
+							})
+						})
+					}
+				})
+				if !seq {
+					mr.DosagesWithoutSequence++
+				}
+			})
+		case "dispenseRequest":
+			r.dispenseRequest(&mr.DispenseRequest)
+		}
+	})
+}
+
+func (r *reader) groupIdentifier(g *groupIdentifier) {
+	r.object(func(key []byte) {
+		switch string(key) {
+		case "system":
+			g.System = r.str()
+		case "value":
+			g.Value = r.str()
+		case "extension":
+			r.extensions(&g.Extension)
+		}
+	})
+}
+
+func (r *reader) dispenseRequest(d *dispenseRequest) {
+	r.object(func(key []byte) {
+		switch string(key) {
+		case "extension":
+			d.HasExtension = r.peek() != 'n'
+			r.extensions(&d.Extension)
+		case "validityPeriod":
+			d.ValidityRaw = r.captured(func() { r.period(&d.ValidityPeriod) })
+		case "quantity":
+			r.amount(&d.Quantity)
+		case "expectedSupplyDuration":
+			if r.peek() == 'n' {
+				r.skip()
+				return
+			}
+			d.ExpectedSupplyDuration = new(quantity)
+			d.SupplyRaw = r.captured(func() { r.quantity(d.ExpectedSupplyDuration) })
+		case "numberOfRepeatsAllowed":
+			switch c := r.peek(); {
+			case c == '"' || c == '-' || c >= '0' && c <= '9':
+				d.RepeatsRaw = r.raw()
+				if n, ok := parseRepeats(d.RepeatsRaw); ok {
+					d.NumberOfRepeatsAllowed = &n
+				}
+			case c == 'n':
+				r.skip()
+			default:
+				r.mismatch("an integer")
+			}
+		case "performer":
+			d.PerformerRaw = r.captured(func() { r.reference(&d.Performer) })
+		}
+	})
+}
+
+type patient struct {
+	Identifier          []identifier
+	GeneralPractitioner []reference
+	BirthDate           string
+}
+
+func (r *reader) patient(p *patient) {
+	r.object(func(key []byte) {
+		switch string(key) {
+		case "identifier":
+			present := r.peek() != 'n'
+			list(r, &p.Identifier, r.identifier)
+			if present && p.Identifier == nil {
+				p.Identifier = []identifier{} // present but empty: not "missing" (identifierForSystem)
+			}
+		case "generalPractitioner":
+			list(r, &p.GeneralPractitioner, r.reference)
+		case "birthDate":
+			p.BirthDate = r.str()
+		}
+	})
+}
+
+// organization is what the broker reads of an Organization, or of a
+// HealthcareService (which has no partOf).
+type organization struct {
+	Identifier    []identifier
+	HasIdentifier bool
+	Name          string
+	PartOf        reference
+	HasPartOf     bool
+}
+
+func (r *reader) organization(o *organization) {
+	r.object(func(key []byte) {
+		switch string(key) {
+		case "identifier":
+			o.HasIdentifier = r.peek() != 'n'
+			list(r, &o.Identifier, r.identifier)
+		case "name":
+			o.Name = r.str()
+		case "partOf":
+			o.HasPartOf = r.peek() != 'n'
+			r.reference(&o.PartOf)
+		}
+	})
+}
+
+// practitionerRoleOrg reads PractitionerRole.organization.
+func (r *reader) practitionerRoleOrg(org *reference) {
+	r.object(func(key []byte) {
+		if string(key) == "organization" {
+			r.reference(org)
+		}
+	})
+}
+
+// SystemSNOMED is the code system of dm+d medication codes.
+const SystemSNOMED = "http://snomed.info/sct"
+
+// medicationCode reads Medication.code.
+func (r *reader) medicationCode(c *Concept) {
+	r.object(func(key []byte) {
+		if string(key) == "code" {
+			r.concept(c)
+		}
+	})
+}
+
+// Quantity bounds (issue 11). Neither the facade nor Spine bounds a
+// quantity: the facade passes dispenseRequest.quantity and a
+// MedicationDispense's quantity to Spine as written
+// (translation/request/line-item.ts convertLineItemComponent,
+// dispense-notification.ts), and Spine's create.py checks the days supply
+// of repeat dispensing only. The broker refuses what no real system sends:
+// a negative value (a dispensing system sends 0 for an item not dispensed,
+// which stays accepted), a value above MaxAmount, and a value written with
+// more than MaxAmountDigits significant digits (a float64 needs at most 17
+// to be written exactly, so even a float artefact such as
+// 0.30000000000000004 passes). JSON has no NaN or Infinity: such a value,
+// bare or a number too large for a float64, is refused as malformed.
+const (
+	// MaxAmount is the largest quantity, supply duration or number of
+	// repeats accepted: a million of any dm+d unit of measure (tablets, ml,
+	// grams, doses) or days is far past any prescription.
+	MaxAmount = 1e6
+	// MaxAmountDigits is the most significant digits a quantity may have.
+	MaxAmountDigits = 18
+)
+
+// amountIssue says what is wrong with the number literal lit as a
+// quantity's value ("" when nothing is).
+func amountIssue(lit []byte) string {
+	s := string(lit)
+	if strings.HasPrefix(s, "-") {
+		return fmt.Sprintf("%s is negative: it must be 0 or more", s)
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v > MaxAmount {
+		return fmt.Sprintf("%s is out of range: the largest value accepted is %d", s, int(MaxAmount))
+	}
+	mantissa := s
+	if i := strings.IndexAny(mantissa, "eE"); i >= 0 {
+		mantissa = mantissa[:i]
+	}
+	mantissa = strings.TrimLeft(strings.Replace(mantissa, ".", "", 1), "0")
+	if len(mantissa) > MaxAmountDigits {
+		return fmt.Sprintf("%s has %d significant digits: at most %d are accepted", s, len(mantissa), MaxAmountDigits)
+	}
+	return ""
+}
+
+// amount reads a Quantity (or Duration) as quantity does, refusing at the
+// FHIRPath of its value a value amountIssue finds wrong: INVALID_VALUE,
+// issue type value.
+func (r *reader) amount(q *quantity) {
+	r.object(func(key []byte) {
+		switch string(key) {
+		case "value":
+			if c := r.peek(); c == '-' || c >= '0' && c <= '9' {
+				if why := amountIssue(r.b[r.i:valueEnd(r.b, r.i)]); why != "" {
+					r.fail(badValue(r.expr(), "%s", why))
+					r.skip()
+					return
+				}
+			}
+			q.Value, q.HasValue = r.float()
+		case "unit":
+			q.Unit = r.str()
+		case "code":
+			q.Code = r.str()
+		}
+	})
 }
