@@ -1,12 +1,13 @@
 package fhir
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
+	fm "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/nhs-eps/epsbroker/fhir/internal/ojson"
 )
 
 // SystemStatusHistory is the code system of the cancellation R-codes.
@@ -52,42 +53,55 @@ func RCodeError(rcode string) *Error {
 // MedicationRequest carrying the R-code: for R-0001 (cancelled) in
 // Extension-DM-PrescriptionTaskStatusReason with status cancelled, for the
 // others in Extension-DM-PrescriptionStatusHistory with status active, as
-// the NHS examples answer.
+// the NHS examples answer. The request is forwarded as it was written
+// (ojson: its members in their order, strings and numbers as sent); only
+// the elements named here are set, from FHIR types (samply) the broker
+// fills.
 func CancelResponse(request []byte, rcode string, now time.Time) ([]byte, error) {
-	d := json.NewDecoder(bytes.NewReader(request))
-	d.UseNumber()
-	var b map[string]any
-	if err := d.Decode(&b); err != nil {
+	b, err := ojson.Parse(request)
+	if err != nil {
 		return nil, fmt.Errorf("cancel response: %w", err)
 	}
-	reqID, _ := b["identifier"].(map[string]any)["value"].(string)
-	b["id"] = uuid.NewString()
-	b["identifier"] = map[string]any{"system": "https://tools.ietf.org/html/rfc4122", "value": uuid.NewString()}
-	b["meta"] = map[string]any{"lastUpdated": now.UTC().Format(time.RFC3339)}
-	entries, _ := b["entry"].([]any)
-	for _, e := range entries {
-		em, _ := e.(map[string]any)
-		r, _ := em["resource"].(map[string]any)
-		switch r["resourceType"] {
+	if b.Kind != '{' {
+		return nil, fmt.Errorf("cancel response: the request is not a JSON object")
+	}
+	reqID := b.Get("identifier").Get("value").Str()
+	stamp := now.UTC().Format(time.RFC3339)
+	b.Set("id", ojson.String(uuid.NewString()))
+	b.Set("identifier", ojson.Of(fm.Identifier{System: ptr(SystemMessageID), Value: ptr(uuid.NewString())}))
+	b.Set("meta", ojson.Of(fm.Meta{LastUpdated: &stamp}))
+	for _, e := range b.Get("entry").Items() {
+		r := e.Get("resource")
+		if r == nil || r.Kind != '{' {
+			continue
+		}
+		switch r.Get("resourceType").Str() {
 		case "MessageHeader":
-			r["eventCoding"] = map[string]any{"system": "https://fhir.nhs.uk/CodeSystem/message-event",
-				"code": EventPrescriptionOrderResponse, "display": "Prescription Order Response"}
-			r["response"] = map[string]any{"identifier": reqID, "code": "ok"}
-			delete(r, "reason")
+			r.Set("eventCoding", ojson.Of(fm.Coding{System: ptr(SystemMessageEvent),
+				Code: ptr(EventPrescriptionOrderResponse), Display: ptr("Prescription Order Response")}))
+			r.Set("response", ojson.Of(fm.MessageHeaderResponse{Identifier: reqID, Code: fm.ResponseTypeOk}))
+			r.Delete("reason")
 		case "MedicationRequest":
-			ext, _ := r["extension"].([]any)
 			url := "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionTaskStatusReason"
 			if rcode != "R-0001" {
 				url = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionStatusHistory"
-				r["status"] = "active"
+				r.Set("status", ojson.String("active"))
 			}
-			r["extension"] = append([]any{map[string]any{
-				"url": url,
-				"extension": []any{
-					map[string]any{"url": "status", "valueCoding": map[string]any{"system": SystemStatusHistory, "code": rcode, "display": RCodeDisplay[rcode]}},
-					map[string]any{"url": "statusDate", "valueDateTime": now.UTC().Format(time.RFC3339)},
-				}}}, ext...)
+			ext := ojson.Of(fm.Extension{Url: url, Extension: []fm.Extension{
+				{Url: "status", ValueCoding: &fm.Coding{System: ptr(SystemStatusHistory), Code: &rcode, Display: ptr(RCodeDisplay[rcode])}},
+				{Url: "statusDate", ValueDateTime: &stamp},
+			}})
+			list := r.Get("extension")
+			if list == nil || list.Kind != '[' {
+				list = &ojson.Node{Kind: '['}
+			}
+			list.Elems = append([]*ojson.Node{ext}, list.Elems...)
+			r.Set("extension", list)
 		}
 	}
-	return json.Marshal(b)
+	return b.Encode(""), nil
 }
+
+// ptr is a pointer to v: the samply types hold their optional elements as
+// pointers.
+func ptr[T any](v T) *T { return &v }

@@ -3,8 +3,9 @@ package fhir
 import "time"
 
 // Message event codes (MessageHeader.eventCoding, system
-// https://fhir.nhs.uk/CodeSystem/message-event).
+// SystemMessageEvent).
 const (
+	SystemMessageEvent             = "https://fhir.nhs.uk/CodeSystem/message-event"
 	EventPrescriptionOrder         = "prescription-order"
 	EventPrescriptionOrderUpdate   = "prescription-order-update"
 	EventPrescriptionOrderResponse = "prescription-order-response"

@@ -1,8 +1,8 @@
 // Package ojson is a JSON tree that keeps what encoding/json's generic
 // decoding loses: the order of object members and the exact text of every
 // string and number. The broker uses it where it must add to a message it
-// forwards (the release answer of a repeat dispensing issue) without
-// rewriting the rest; tests use it to vary messages.
+// forwards (the release answer of a repeat dispensing issue, the answer to a
+// cancellation) without rewriting the rest; tests use it to vary messages.
 package ojson
 
 import (
@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -116,6 +117,25 @@ func (n *Node) Set(name string, v *Node) {
 		}
 	}
 	n.Members = append(n.Members, Member{name, v})
+}
+
+// Delete removes member name of object n, if it has one.
+func (n *Node) Delete(name string) {
+	if n == nil {
+		return
+	}
+	n.Members = slices.DeleteFunc(n.Members, func(m Member) bool { return m.Name == name })
+}
+
+// Of is the tree of v encoded by encoding/json (without escaping HTML
+// characters): for a value the caller builds from Go types. It panics when
+// v cannot be encoded.
+func Of(v any) *Node {
+	n, err := Parse(marshal(v))
+	if err != nil {
+		panic(err)
+	}
+	return n
 }
 
 // Str returns the string value of n, "" when n is not a string.
