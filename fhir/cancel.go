@@ -9,8 +9,7 @@ import (
 // This file holds the cancellation message, a prescription-order-update
 // (Message.Cancellation); its answer is in cancel_response.go.
 
-// Code systems, identifier systems and extensions of the dispensing
-// messages.
+// Code systems and values of the cancellation.
 const (
 	SystemCancellationReason = "https://fhir.nhs.uk/CodeSystem/medicationrequest-status-reason"
 	SystemMessageReason      = "https://fhir.nhs.uk/CodeSystem/message-reason-prescription"
@@ -19,7 +18,7 @@ const (
 	whereMedicationRequest   = "Bundle.entry.resource.ofType(MedicationRequest)"
 )
 
-// Codes each message may state.
+// Codes a cancellation may state.
 var (
 	// CancellationReasons are the medicationrequest-status-reason codes.
 	CancellationReasons = []string{"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"}

@@ -7,8 +7,7 @@ import (
 
 // This file holds the Claim message (DecodeClaim).
 
-// Code systems, identifier systems and extensions of the dispensing
-// messages.
+// Code systems, identifiers and extensions of the claim.
 const (
 	SystemEndorsement   = "https://fhir.nhs.uk/CodeSystem/medicationdispense-endorsement"
 	ExtClaimLineItemRef = "https://fhir.nhs.uk/StructureDefinition/Extension-ClaimMedicationRequestReference"
@@ -16,7 +15,7 @@ const (
 	ODSNHSBSA           = "T1450" // NHS Business Services Authority: a claim's insurer (or RQFZ1)
 )
 
-// Codes each message may state.
+// Codes a claim may state.
 var (
 	// ClaimPrescriptionStatuses are the prescription statuses a claim may
 	// state: dispensed, not dispensed.

@@ -9,18 +9,18 @@ import (
 	"time"
 )
 
-// This file holds what the decoders of the messages after the order share
-// (release.go, task.go, dispense.go, cancel.go, claim.go): the codes and
-// extensions several of them read, the facade's issue wording, readers of
-// contained resources and of the references EPS resolves, and the checks
-// of the facade's verifyCommonBundle. Like Order, each decoder is a pure
-// function that fails with a *Error of KindInvalid carrying the EPS code,
-// the FHIR issue type, words and the FHIRPath of the offending element; a
-// member of the wrong JSON type is INVALID_VALUE structure where it is
-// found.
+// This file holds what the decoders of the message kinds share (order.go,
+// release.go, task.go, dispense.go, cancel.go, claim.go; the readers of
+// the resources they read are in resources.go): the codes and extensions
+// several of them read, the facade's and Spine's issue wording, the FHIR
+// date forms, readers of contained resources and of the references EPS
+// resolves, and the checks of the facade's verifyCommonBundle. Each
+// decoder is a pure function that fails with a *Error of KindInvalid
+// carrying the EPS code, the FHIR issue type, words and the FHIRPath of the
+// offending element; a member of the wrong JSON type is INVALID_VALUE
+// structure where it is found.
 
-// Code systems, identifier systems and extensions of the dispensing
-// messages.
+// Code systems and extensions more than one message kind reads.
 const (
 	SystemDispenseType       = "https://fhir.nhs.uk/CodeSystem/medicationdispense-type"
 	SystemTaskBusinessStatus = "https://fhir.nhs.uk/CodeSystem/EPS-task-business-status"
@@ -30,7 +30,7 @@ const (
 	extGroupIDUUID           = "UUID"
 )
 
-// Codes each message may state.
+// Codes more than one message kind may state.
 var (
 	// DispensedItemStatuses are the medicationdispense-type codes a
 	// dispenser may state for a line item: fully dispensed, not dispensed,

@@ -11,15 +11,14 @@ import (
 // This file holds the dispense-notification message
 // (Message.DispenseNotification).
 
-// Code systems, identifier systems and extensions of the dispensing
-// messages.
+// Code systems, identifiers and extensions of the dispense notification.
 const (
 	ExtNonDispensingReason   = "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionNonDispensingReason"
 	SystemDispenseItemNumber = "https://fhir.nhs.uk/Id/prescription-dispense-item-number"
 	whereMedicationDispense  = "Bundle.entry.resource.ofType(MedicationDispense)"
 )
 
-// Codes each message may state.
+// Codes a dispense notification may state.
 var (
 	// DispensePrescriptionStatuses are the prescription statuses a dispense
 	// notification may state: with dispenser - active, dispensed, not

@@ -12,8 +12,7 @@ import (
 // This file holds the release message: the Task/$release Parameters
 // request (DecodeReleaseRequest) and its answer (ReleaseResponse).
 
-// Code systems, identifier systems and extensions of the dispensing
-// messages.
+// Values of the release request's parameters.
 const (
 	ReleaseStatusAccepted = "accepted"
 	paramOwner            = "owner"

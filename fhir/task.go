@@ -9,8 +9,7 @@ import (
 // This file holds the Task messages: return and withdraw
 // (DecodeTaskRequest).
 
-// Code systems, identifier systems and extensions of the dispensing
-// messages.
+// Code systems and values of the return and withdraw Tasks.
 const (
 	SystemTaskCode       = "http://hl7.org/fhir/CodeSystem/task-code"
 	SystemReturnReason   = "https://fhir.nhs.uk/CodeSystem/EPS-task-dispense-return-status-reason"
@@ -22,7 +21,7 @@ const (
 	taskStatusWithdraw   = "in-progress"
 )
 
-// Codes each message may state.
+// Codes a return or a withdraw may state.
 var (
 	// ReturnReasons are the EPS-task-dispense-return-status-reason codes.
 	ReturnReasons = []string{"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"}
