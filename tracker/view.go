@@ -5,10 +5,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	fm "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
@@ -22,6 +25,10 @@ import (
 // name-based UUID derived from an identifier (the NHS number, the
 // prescription ID, the line item id), so the same state always gives the
 // same bytes and a Patient has the same fullUrl in every Bundle.
+//
+// The resources are the FHIR R4 types of github.com/samply/golang-fhir-models
+// (fm), written by encoding/json (see the types at the end of this file for
+// where they are wrapped and why).
 
 // Extension URLs and code systems of the tracker views.
 const (
@@ -80,19 +87,19 @@ func Category(s rx.Status) string {
 // requestStatus is the RequestGroup.status of a prescription status: active
 // when current, on-hold when future, revoked when cancelled, completed when
 // otherwise past.
-func requestStatus(s rx.Status) string {
+func requestStatus(s rx.Status) fm.RequestStatus {
 	if s == rx.StatusCancelled || s == rx.StatusCancelledFuture {
-		return "revoked"
+		return fm.RequestStatusRevoked
 	}
 	switch Category(s) {
 	case CategoryCurrent:
-		return "active"
+		return fm.RequestStatusActive
 	case CategoryFuture:
-		return "on-hold"
+		return fm.RequestStatusOnHold
 	case CategoryPast:
-		return "completed"
+		return fm.RequestStatusCompleted
 	}
-	return "unknown"
+	return fm.RequestStatusUnknown
 }
 
 // SearchResult is one prescription found by a tracker search.
@@ -126,9 +133,9 @@ func SearchBundle(results []SearchResult) []byte {
 		return strings.Compare(a.Record.ID, b.Record.ID)
 	})
 
-	b := bundle{ResourceType: "Bundle", Type: "searchset", Entry: []bundleEntry{}}
-	patients := map[string]*patient{} // by NHS number
-	var matches []bundleEntry
+	b := searchset{ResourceType: "Bundle", Type: fm.BundleTypeSearchset, Entry: []entry{}}
+	patients := map[string]*patientResource{} // by NHS number
+	var matches []entry
 	for _, r := range rs {
 		rec := r.Record
 		nhs := rec.NHSNumber
@@ -137,16 +144,17 @@ func SearchBundle(results []SearchResult) []byte {
 		}
 		url, _ := urn("Patient", nhs)
 		if p, seen := patients[nhs]; !seen {
-			p = &patient{ResourceType: "Patient", Identifier: []identifier{{fhir.SystemNHSNumber, nhs}}, Name: humanNames(r.Patient)}
+			p = &patientResource{ResourceType: "Patient", OtherPatient: fm.OtherPatient{
+				Identifier: []fm.Identifier{identifier(fhir.SystemNHSNumber, nhs)}, Name: humanNames(r.Patient)}}
 			patients[nhs] = p
-			b.Entry = append(b.Entry, bundleEntry{FullURL: url, Search: modeInclude, Resource: p})
+			b.Entry = append(b.Entry, entry{FullURL: url, Search: modeInclude, Resource: p})
 		} else if p.Name == nil {
 			p.Name = humanNames(r.Patient)
 		}
 		for _, is := range issuesOf(rec) {
 			rg := searchGroup(is, url)
 			recURL, _ := requestGroupURN(is)
-			matches = append(matches, bundleEntry{FullURL: recURL, Search: modeMatch, Resource: rg})
+			matches = append(matches, entry{FullURL: recURL, Search: modeMatch, Resource: rg})
 		}
 	}
 	b.Entry = append(b.Entry, matches...)
@@ -156,21 +164,20 @@ func SearchBundle(results []SearchResult) []byte {
 
 // searchGroup is the RequestGroup of one search result: rec's current
 // issue, whose Patient has the fullUrl patientURL.
-func searchGroup(rec *rx.Prescription, patientURL string) *requestGroup {
-	rg := &requestGroup{
-		ResourceType: "RequestGroup",
-		Identifier:   []identifier{{fhir.SystemPrescriptionID, rec.ID}},
-		Subject:      reference{Reference: patientURL},
-		Status:       requestStatus(rec.Status),
-		Intent:       intent(rec.TherapyType),
-		AuthoredOn:   instant(issueDate(rec)),
-	}
+func searchGroup(rec *rx.Prescription, patientURL string) *requestGroupResource {
+	rg := &requestGroupResource{ResourceType: "RequestGroup", OtherRequestGroup: fm.OtherRequestGroup{
+		Identifier: []fm.Identifier{identifier(fhir.SystemPrescriptionID, rec.ID)},
+		Subject:    reference(patientURL),
+		Status:     requestStatus(rec.Status),
+		Intent:     intent(rec.TherapyType),
+		AuthoredOn: str(instant(issueDate(rec))),
+	}}
 	rg.Extension = append(rg.Extension, statusExtension(rec.Status))
 	if ext, ok := repeatExtension(rec); ok {
 		rg.Extension = append(rg.Extension, ext)
 	}
 	rg.Extension = append(rg.Extension,
-		extension{URL: extPendingCancellation, Extension: []extension{
+		fm.Extension{Url: extPendingCancellation, Extension: []fm.Extension{
 			boolExtension("prescriptionPendingCancellation", prescriptionPendingCancellation(rec)),
 			boolExtension("lineItemPendingCancellation", anyLineItemPendingCancellation(rec)),
 		}},
@@ -244,61 +251,60 @@ func DetailBundle(rec *rx.Prescription, d *fhir.OrderDetails) []byte {
 	roleURL, roleID := urn("PractitionerRole", rec.ID)
 	rgURL, rgID := requestGroupURN(rec)
 
-	b := bundle{ResourceType: "Bundle", Type: "searchset", Total: 1}
+	b := searchset{ResourceType: "Bundle", Type: fm.BundleTypeSearchset, Total: 1}
 	b.Entry = append(b.Entry,
-		bundleEntry{FullURL: patientURL, Search: modeInclude, Resource: detailPatient(patientID, rec.NHSNumber, d.Patient)},
-		bundleEntry{FullURL: roleURL, Search: modeInclude, Resource: prescriberRole(roleID, rec, d.Prescriber)})
+		entry{FullURL: patientURL, Search: modeInclude, Resource: detailPatient(patientID, rec.NHSNumber, d.Patient)},
+		entry{FullURL: roleURL, Search: modeInclude, Resource: prescriberRole(roleID, rec, d.Prescriber)})
 
-	items := make([]action, 0, len(rec.Items))
+	items := make([]fm.RequestGroupAction, 0, len(rec.Items))
 	for _, it := range rec.Items {
 		url, id := medicationRequestURN(rec, it)
 		mr := medicationRequestOf(id, rec, it, itemDetails(d, it.ID), patientURL, roleURL)
-		b.Entry = append(b.Entry, bundleEntry{FullURL: url, Search: modeInclude, Resource: mr})
-		items = append(items, action{Resource: &reference{Reference: url}})
+		b.Entry = append(b.Entry, entry{FullURL: url, Search: modeInclude, Resource: mr})
+		items = append(items, fm.RequestGroupAction{Resource: reference(url)})
 	}
 	entries, dispensed := dispenseEntries(rec, d, patientURL)
 	b.Entry = append(b.Entry, entries...)
 
-	rg := &requestGroup{
-		ResourceType: "RequestGroup",
-		ID:           rgID,
-		Identifier:   []identifier{{fhir.SystemPrescriptionID, rec.ID}},
-		Subject:      reference{Reference: patientURL},
-		Status:       requestStatus(rec.Status),
-		Intent:       intent(rec.TherapyType),
-		AuthoredOn:   authoredOn(rec, d.AuthoredOn),
-	}
+	rg := &requestGroupResource{ResourceType: "RequestGroup", OtherRequestGroup: fm.OtherRequestGroup{
+		Id:         str(rgID),
+		Identifier: []fm.Identifier{identifier(fhir.SystemPrescriptionID, rec.ID)},
+		Subject:    reference(patientURL),
+		Status:     requestStatus(rec.Status),
+		Intent:     intent(rec.TherapyType),
+		AuthoredOn: str(authoredOn(rec, d.AuthoredOn)),
+	}}
 	if org := firstNonEmpty(rec.PrescriberOrg, rec.Prescriber, d.Prescriber.OrgODS); org != "" {
-		rg.Author = &reference{Identifier: &identifier{fhir.SystemODSCode, org}}
+		rg.Author = &fm.Reference{Identifier: ptr(identifier(fhir.SystemODSCode, org))}
 	}
 	rg.Extension = append(rg.Extension, statusExtension(rec.Status))
 	if rec.NominationSource != "" {
-		rg.Extension = append(rg.Extension, extension{URL: ExtNominationSource, ValueString: rec.NominationSource})
+		rg.Extension = append(rg.Extension, fm.Extension{Url: ExtNominationSource, ValueString: str(rec.NominationSource)})
 	}
 	if rec.PrescriptionType != "" {
-		rg.Extension = append(rg.Extension, extension{URL: fhir.ExtPrescriptionType,
-			ValueCoding: &fhir.Coding{System: systemPrescriptionType, Code: rec.PrescriptionType, Display: d.PrescriptionTypeDisplay}})
+		rg.Extension = append(rg.Extension, fm.Extension{Url: fhir.ExtPrescriptionType,
+			ValueCoding: coding(systemPrescriptionType, rec.PrescriptionType, d.PrescriptionTypeDisplay)})
 	}
 	if ext, ok := repeatExtension(rec); ok {
 		rg.Extension = append(rg.Extension, ext)
 	}
 	if rec.RepeatDispensing() && rec.IssueNumber() > 1 && !rec.AvailableAt.IsZero() {
-		rg.Extension = append(rg.Extension, extension{URL: ExtIssueAvailableFrom, ValueDateTime: instant(rec.AvailableAt)})
+		rg.Extension = append(rg.Extension, fm.Extension{Url: ExtIssueAvailableFrom, ValueDateTime: str(instant(rec.AvailableAt))})
 	}
 	rg.Extension = append(rg.Extension,
-		extension{URL: extPendingCancellation, Extension: []extension{
+		fm.Extension{Url: extPendingCancellation, Extension: []fm.Extension{
 			boolExtension("prescriptionPendingCancellation", prescriptionPendingCancellation(rec)),
 		}})
 	if reason := prescriptionCancelReason(rec); reason != "" {
-		rg.Extension = append(rg.Extension, extension{URL: extStatusHistory, Extension: []extension{
-			{URL: "cancellationReason", ValueCoding: cancelReasonCoding(reason)}}})
+		rg.Extension = append(rg.Extension, fm.Extension{Url: extStatusHistory, Extension: []fm.Extension{
+			{Url: "cancellationReason", ValueCoding: cancelReasonCoding(reason)}}})
 	}
 	if reason := prescriptionNonDispensingReason(rec); reason != "" {
-		rg.Extension = append(rg.Extension, extension{URL: extNonDispensingReason, ValueCoding: nonDispensingCoding(reason)})
+		rg.Extension = append(rg.Extension, fm.Extension{Url: extNonDispensingReason, ValueCoding: nonDispensingCoding(reason)})
 	}
 	rg.Extension = append(rg.Extension, categoryExtension(rec.Status))
 
-	history := make([]action, 0, len(rec.History))
+	history := make([]fm.RequestGroupAction, 0, len(rec.History))
 	for _, ev := range rec.History {
 		if !aboutIssue(rec, ev) {
 			continue
@@ -309,69 +315,84 @@ func DetailBundle(rec *rx.Prescription, d *fhir.OrderDetails) []byte {
 		a := historyAction(ev)
 		if ev.Type == rx.EventDispense {
 			for _, url := range dispensed[strings.ToLower(ev.MessageID)] {
-				a.Action = append(a.Action, action{Resource: &reference{Reference: url}})
+				a.Action = append(a.Action, fm.RequestGroupAction{Resource: reference(url)})
 			}
 		}
 		history = append(history, a)
 	}
-	rg.Action = []action{
-		{Title: "Prescription Line Items(Medications)", TimingTiming: supplyTiming(rec.SupplyDays), Action: items},
-		{Title: "Prescription status transitions", Action: history},
+	rg.Action = []fm.RequestGroupAction{
+		{Title: str("Prescription Line Items(Medications)"), TimingTiming: supplyTiming(rec.SupplyDays), Action: items},
+		{Title: str("Prescription status transitions"), Action: history},
 	}
-	b.Entry = append(b.Entry, bundleEntry{FullURL: rgURL, Search: modeMatch, Resource: rg})
+	b.Entry = append(b.Entry, entry{FullURL: rgURL, Search: modeMatch, Resource: rg})
 	return encode(b)
 }
 
 // detailPatient is the Patient of the detail view.
-func detailPatient(id, nhs string, p fhir.PatientDetails) *patient {
+func detailPatient(id, nhs string, p fhir.PatientDetails) *patientResource {
 	if nhs == "" {
 		nhs = p.NHSNumber
 	}
-	out := &patient{ResourceType: "Patient", ID: id, Identifier: []identifier{{fhir.SystemNHSNumber, nhs}},
-		Name: humanNames(p), BirthDate: p.BirthDate, Gender: p.Gender}
+	out := &patientResource{ResourceType: "Patient", OtherPatient: fm.OtherPatient{Id: str(id),
+		Identifier: []fm.Identifier{identifier(fhir.SystemNHSNumber, nhs)},
+		Name:       humanNames(p), BirthDate: str(p.BirthDate), Gender: gender(p.Gender)}}
 	if len(p.Address) > 0 || p.PostalCode != "" {
 		text := slices.Clone(p.Address)
 		if p.PostalCode != "" {
 			text = append(text, p.PostalCode)
 		}
-		out.Address = []address{{Line: p.Address, PostalCode: p.PostalCode, Text: strings.Join(text, ", ")}}
+		out.Address = []fm.Address{{Line: p.Address, PostalCode: str(p.PostalCode), Text: str(strings.Join(text, ", "))}}
 	}
 	return out
 }
 
+// gender is the Patient.gender of the order's, nil when it is none of
+// the administrative-gender codes (the order's is not validated: an
+// unknown code would make the view invalid FHIR).
+func gender(code string) *fm.AdministrativeGender {
+	var g fm.AdministrativeGender
+	if code == "" || g.UnmarshalJSON([]byte(code)) != nil {
+		return nil
+	}
+	return &g
+}
+
 // humanNames is the name of p: prefix, given names and family name; nil
 // when p has none of them.
-func humanNames(p fhir.PatientDetails) []humanName {
+func humanNames(p fhir.PatientDetails) []fm.HumanName {
 	if p.Prefix == "" && len(p.Given) == 0 && p.Family == "" {
 		return nil
 	}
-	n := humanName{Given: p.Given, Family: p.Family}
+	n := fm.HumanName{Given: p.Given, Family: str(p.Family)}
 	if p.Prefix != "" {
 		n.Prefix = []string{p.Prefix}
 	}
-	return []humanName{n}
+	return []fm.HumanName{n}
 }
 
 // prescriberRole is the prescriber's PractitionerRole: its SDS role profile,
 // the practitioner's SDS user ID and name, the organisation's ODS code and
 // name, and the telephone number.
-func prescriberRole(id string, rec *rx.Prescription, p fhir.PrescriberDetails) *practitionerRole {
-	r := &practitionerRole{ResourceType: "PractitionerRole", ID: id}
+func prescriberRole(id string, rec *rx.Prescription, p fhir.PrescriberDetails) *practitionerRoleResource {
+	r := &practitionerRoleResource{ResourceType: "PractitionerRole", OtherPractitionerRole: fm.OtherPractitionerRole{Id: str(id)}}
 	if p.RoleProfileID != "" {
-		r.Identifier = []identifier{{fhir.SystemSDSRoleProfileID, p.RoleProfileID}}
+		r.Identifier = []fm.Identifier{identifier(fhir.SystemSDSRoleProfileID, p.RoleProfileID)}
 	}
 	if p.SDSUserID != "" || p.PractitionerName != "" {
-		r.Practitioner = &reference{Display: p.PractitionerName}
+		r.Practitioner = &fm.Reference{Display: str(p.PractitionerName)}
 		if p.SDSUserID != "" {
-			r.Practitioner.Identifier = &identifier{fhir.SystemSDSUserID, p.SDSUserID}
+			r.Practitioner.Identifier = ptr(identifier(fhir.SystemSDSUserID, p.SDSUserID))
 		}
 	}
-	r.Organization.Display = p.OrgName
-	if org := firstNonEmpty(p.OrgODS, rec.PrescriberOrg, rec.Prescriber); org != "" {
-		r.Organization.Identifier = &identifier{fhir.SystemODSCode, org}
+	org := &fm.Reference{Display: str(p.OrgName)}
+	if ods := firstNonEmpty(p.OrgODS, rec.PrescriberOrg, rec.Prescriber); ods != "" {
+		org.Identifier = ptr(identifier(fhir.SystemODSCode, ods))
+	}
+	if org.Display != nil || org.Identifier != nil {
+		r.Organization = org
 	}
 	if p.Telecom != "" {
-		r.Telecom = []contactPoint{{System: "phone", Value: p.Telecom, Use: "work"}}
+		r.Telecom = []fm.ContactPoint{{System: ptr(fm.ContactPointSystemPhone), Value: str(p.Telecom), Use: ptr(fm.ContactPointUseWork)}}
 	}
 	return r
 }
@@ -389,57 +410,68 @@ func itemDetails(d *fhir.OrderDetails, id string) *fhir.ItemDetails {
 
 // medicationRequestOf is the MedicationRequest of line item it; det, when
 // not nil, is what the order says of it.
-func medicationRequestOf(id string, rec *rx.Prescription, it rx.Item, det *fhir.ItemDetails, patientURL, roleURL string) *medicationRequest {
-	mr := &medicationRequest{
-		ResourceType:    "MedicationRequest",
-		ID:              id,
-		Identifier:      []identifier{{fhir.SystemLineItemID, it.ID}},
-		Subject:         reference{Reference: patientURL},
+func medicationRequestOf(id string, rec *rx.Prescription, it rx.Item, det *fhir.ItemDetails, patientURL, roleURL string) *medicationRequestResource {
+	mr := &medicationRequestResource{ResourceType: "MedicationRequest", OtherMedicationRequest: fm.OtherMedicationRequest{
+		Id:              str(id),
+		Identifier:      []fm.Identifier{identifier(fhir.SystemLineItemID, it.ID)},
+		Subject:         *reference(patientURL),
 		Status:          itemRequestStatus(it.Status),
 		StatusReason:    itemCancelReason(rec, it),
-		Intent:          intent(rec.TherapyType),
-		Requester:       reference{Reference: roleURL},
-		GroupIdentifier: identifier{fhir.SystemPrescriptionID, rec.ID},
-		Substitution:    substitution{AllowedBoolean: false},
-	}
-	code := it.Code
+		Intent:          intent(rec.TherapyType).Code(),
+		Requester:       reference(roleURL),
+		GroupIdentifier: ptr(identifier(fhir.SystemPrescriptionID, rec.ID)),
+	}, Substitution: &substitution{AllowedBoolean: false}}
+	dr := &dispenseRequest{}
+	code, display := it.Code, ""
 	if det != nil {
-		code = firstNonEmpty(code, det.MedicationCode)
-		mr.MedicationCodeableConcept.Text = det.MedicationDisplay
+		code, display = firstNonEmpty(code, det.MedicationCode), det.MedicationDisplay
 		if det.Quantity != 0 || det.QuantityUnit != "" {
-			mr.DispenseRequest.Quantity = &quantity{Value: det.Quantity, Unit: det.QuantityUnit}
+			dr.Quantity = &fm.Quantity{Value: decimal(det.Quantity), Unit: str(det.QuantityUnit)}
 		}
 		if det.Dosage != "" {
-			mr.DosageInstruction = []dosage{{Text: det.Dosage}}
+			mr.DosageInstruction = []fm.Dosage{{Text: str(det.Dosage)}}
 		}
 		if rec.TherapyType != fhir.TherapyAcute && det.RepeatsAllowed > 0 {
-			n := det.RepeatsAllowed
-			mr.DispenseRequest.NumberOfRepeatsAllowed = &n
+			dr.NumberOfRepeatsAllowed = ptr(det.RepeatsAllowed)
 		}
 	}
-	if code != "" {
-		mr.MedicationCodeableConcept.Coding = []fhir.Coding{{System: systemSNOMED, Code: code, Display: mr.MedicationCodeableConcept.Text}}
-	}
+	mr.MedicationCodeableConcept = medication(code, display)
 	if t := therapyCoding(rec.TherapyType); t != nil {
-		mr.CourseOfTherapyType = &fhir.Concept{Coding: []fhir.Coding{*t}}
+		mr.CourseOfTherapyType = &fm.CodeableConcept{Coding: []fm.Coding{*t}}
 	}
 	if rec.Nominated != "" {
-		mr.DispenseRequest.Performer = odsReference(rec.Nominated)
+		dr.Performer = odsReference(rec.Nominated)
 	}
 	if rec.SiteType != "" {
-		mr.DispenseRequest.Extension = []extension{{URL: fhir.ExtPerformerSiteType,
-			ValueCoding: &fhir.Coding{System: systemSiteType, Code: rec.SiteType, Display: siteTypeDisplays[rec.SiteType]}}}
+		dr.Extension = []fm.Extension{{Url: fhir.ExtPerformerSiteType,
+			ValueCoding: coding(systemSiteType, rec.SiteType, siteTypeDisplays[rec.SiteType])}}
+	}
+	if dr.Quantity != nil || dr.NumberOfRepeatsAllowed != nil || dr.Performer != nil || dr.Extension != nil {
+		mr.DispenseRequest = dr
 	}
 	if rec.Dispenser != "" {
 		mr.Performer = odsReference(rec.Dispenser)
 	}
-	mr.Extension = []extension{
-		{URL: extDispensingInformation, Extension: []extension{{URL: "dispenseStatus",
-			ValueCoding: &fhir.Coding{System: rx.SystemItemStatus, Code: string(it.Status), Display: it.Status.Display()}}}},
-		{URL: extPendingCancellation, Extension: []extension{
+	mr.Extension = []fm.Extension{
+		{Url: extDispensingInformation, Extension: []fm.Extension{{Url: "dispenseStatus",
+			ValueCoding: coding(rx.SystemItemStatus, string(it.Status), it.Status.Display())}}},
+		{Url: extPendingCancellation, Extension: []fm.Extension{
 			boolExtension("lineItemPendingCancellation", lineItemPendingCancellation(rec, it))}},
 	}
 	return mr
+}
+
+// medication is the medicationCodeableConcept of a SNOMED CT code and its
+// display (the text, and the coding's display); nil when both are empty.
+func medication(code, display string) *fm.CodeableConcept {
+	if code == "" && display == "" {
+		return nil
+	}
+	c := &fm.CodeableConcept{Text: str(display)}
+	if code != "" {
+		c.Coding = []fm.Coding{*coding(systemSNOMED, code, display)}
+	}
+	return c
 }
 
 // itemRequestStatus is the MedicationRequest.status of a line item status,
@@ -484,12 +516,12 @@ func shownDispenses(rec *rx.Prescription) []rx.DispenseRecord {
 // not withdrawn, in message order. It also returns the fullUrls of each
 // notification's MedicationDispenses by its (lower-case) message id, for the
 // history. A notification recorded before its lines were kept has none.
-func dispenseEntries(rec *rx.Prescription, d *fhir.OrderDetails, patientURL string) ([]bundleEntry, map[string][]string) {
+func dispenseEntries(rec *rx.Prescription, d *fhir.OrderDetails, patientURL string) ([]entry, map[string][]string) {
 	shown := shownDispenses(rec)
 	if len(shown) == 0 {
 		return nil, nil
 	}
-	var entries, dispenses []bundleEntry
+	var entries, dispenses []entry
 	roles := map[string]string{} // dispenser ODS -> PractitionerRole fullUrl
 	byMessage := map[string][]string{}
 	for k, dn := range shown {
@@ -498,9 +530,9 @@ func dispenseEntries(rec *rx.Prescription, d *fhir.OrderDetails, patientURL stri
 			var roleID string
 			roleURL, roleID = urn("PractitionerRole", issueKey(rec)+"/dispenser/"+dn.Dispenser)
 			roles[dn.Dispenser] = roleURL
-			entries = append(entries, bundleEntry{FullURL: roleURL, Search: modeInclude, Resource: &practitionerRole{
-				ResourceType: "PractitionerRole", ID: roleID,
-				Organization: reference{Identifier: &identifier{fhir.SystemODSCode, dn.Dispenser}}}})
+			entries = append(entries, entry{FullURL: roleURL, Search: modeInclude, Resource: &practitionerRoleResource{
+				ResourceType: "PractitionerRole", OtherPractitionerRole: fm.OtherPractitionerRole{Id: str(roleID),
+					Organization: &fm.Reference{Identifier: ptr(identifier(fhir.SystemODSCode, dn.Dispenser))}}}})
 		}
 		status := "unknown"
 		if k == len(shown)-1 {
@@ -514,29 +546,26 @@ func dispenseEntries(rec *rx.Prescription, d *fhir.OrderDetails, patientURL stri
 			it := rec.Items[i]
 			mrURL, _ := medicationRequestURN(rec, it)
 			url, id := urn("MedicationDispense", issueKey(rec)+"/"+strings.ToLower(dn.ID)+"/"+strconv.Itoa(j))
-			md := &medicationDispense{
-				ResourceType:            "MedicationDispense",
-				ID:                      id,
-				Identifier:              []identifier{{fhir.SystemLineItemID, it.ID}},
-				Subject:                 reference{Reference: patientURL},
+			md := &medicationDispenseResource{ResourceType: "MedicationDispense", OtherMedicationDispense: fm.OtherMedicationDispense{
+				Id:                      str(id),
+				Identifier:              []fm.Identifier{identifier(fhir.SystemLineItemID, it.ID)},
+				Subject:                 reference(patientURL),
 				Status:                  status,
-				Performer:               []dispensePerformer{{Actor: reference{Reference: roleURL}}},
-				Type:                    fhir.Concept{Coding: []fhir.Coding{{System: rx.SystemItemStatus, Code: string(line.Status), Display: line.Status.Display()}}},
-				AuthorizingPrescription: []reference{{Reference: mrURL}},
-				Quantity:                quantity{Value: line.Quantity, Unit: line.Unit},
-				Extension:               []extension{{URL: extTaskBusinessStatus, ValueCoding: statusCoding(rec.Status)}},
-			}
+				Performer:               []fm.MedicationDispensePerformer{{Actor: *reference(roleURL)}},
+				Type:                    &fm.CodeableConcept{Coding: []fm.Coding{*coding(rx.SystemItemStatus, string(line.Status), line.Status.Display())}},
+				AuthorizingPrescription: []fm.Reference{*reference(mrURL)},
+				Quantity:                &fm.Quantity{Value: decimal(line.Quantity), Unit: str(line.Unit)},
+				Extension:               []fm.Extension{{Url: extTaskBusinessStatus, ValueCoding: statusCoding(rec.Status)}},
+			}}
 			if line.Reason != "" {
-				md.StatusReasonCodeableConcept = &fhir.Concept{Coding: []fhir.Coding{*nonDispensingCoding(line.Reason)}}
+				md.StatusReasonCodeableConcept = &fm.CodeableConcept{Coding: []fm.Coding{*nonDispensingCoding(line.Reason)}}
 			}
-			md.MedicationCodeableConcept.Text = line.Medication
-			if det := itemDetails(d, it.ID); det != nil && md.MedicationCodeableConcept.Text == "" && (line.Code == "" || line.Code == det.MedicationCode) {
-				md.MedicationCodeableConcept.Text = det.MedicationDisplay
+			display := line.Medication
+			if det := itemDetails(d, it.ID); det != nil && display == "" && (line.Code == "" || line.Code == det.MedicationCode) {
+				display = det.MedicationDisplay
 			}
-			if line.Code != "" {
-				md.MedicationCodeableConcept.Coding = []fhir.Coding{{System: systemSNOMED, Code: line.Code, Display: md.MedicationCodeableConcept.Text}}
-			}
-			dispenses = append(dispenses, bundleEntry{FullURL: url, Search: modeInclude, Resource: md})
+			md.MedicationCodeableConcept = medication(line.Code, display)
+			dispenses = append(dispenses, entry{FullURL: url, Search: modeInclude, Resource: md})
 			key := strings.ToLower(dn.ID)
 			byMessage[key] = append(byMessage[key], url)
 		}
@@ -547,7 +576,7 @@ func dispenseEntries(rec *rx.Prescription, d *fhir.OrderDetails, patientURL stri
 // itemCancelReason is the MedicationRequest.statusReason of line item it: the
 // reason it was cancelled for, or the reason of the cancellation waiting
 // for the dispenser; nil when neither.
-func itemCancelReason(rec *rx.Prescription, it rx.Item) *fhir.Concept {
+func itemCancelReason(rec *rx.Prescription, it rx.Item) *fm.CodeableConcept {
 	reason := ""
 	switch {
 	case it.Status == rx.ItemCancelled:
@@ -558,7 +587,7 @@ func itemCancelReason(rec *rx.Prescription, it rx.Item) *fhir.Concept {
 	if reason == "" {
 		return nil
 	}
-	return &fhir.Concept{Coding: []fhir.Coding{*cancelReasonCoding(reason)}}
+	return &fm.CodeableConcept{Coding: []fm.Coding{*cancelReasonCoding(reason)}}
 }
 
 // prescriptionCancelReason is the cancellation reason of the prescription as
@@ -613,12 +642,12 @@ var (
 	}
 )
 
-func cancelReasonCoding(code string) *fhir.Coding {
-	return &fhir.Coding{System: systemCancelReason, Code: code, Display: cancelReasonDisplays[code]}
+func cancelReasonCoding(code string) *fm.Coding {
+	return coding(systemCancelReason, code, cancelReasonDisplays[code])
 }
 
-func nonDispensingCoding(code string) *fhir.Coding {
-	return &fhir.Coding{System: systemNonDispensing, Code: code, Display: nonDispensingDisplays[code]}
+func nonDispensingCoding(code string) *fm.Coding {
+	return coding(systemNonDispensing, code, nonDispensingDisplays[code])
 }
 
 // siteTypeDisplays are the displays of the dispensing-site-preference codes.
@@ -632,18 +661,18 @@ var siteTypeDisplays = map[string]string{
 // intent is the RequestGroup and MedicationRequest intent of a course of
 // therapy, as the NHS tracker answers: order (acute), instance-order (repeat
 // prescribing) or reflex-order (repeat dispensing).
-func intent(therapy string) string {
+func intent(therapy string) fm.RequestIntent {
 	switch therapy {
 	case fhir.TherapyContinuous:
-		return "instance-order"
+		return fm.RequestIntentInstanceOrder
 	case fhir.TherapyRepeatDispensing:
-		return "reflex-order"
+		return fm.RequestIntentReflexOrder
 	}
-	return "order"
+	return fm.RequestIntentOrder
 }
 
 // therapyCoding is the courseOfTherapyType coding of a course of therapy.
-func therapyCoding(therapy string) *fhir.Coding {
+func therapyCoding(therapy string) *fm.Coding {
 	display, ok := map[string]string{
 		fhir.TherapyAcute:            "Short course (acute) therapy",
 		fhir.TherapyContinuous:       "Continuous long term therapy",
@@ -652,7 +681,7 @@ func therapyCoding(therapy string) *fhir.Coding {
 	if !ok {
 		return nil
 	}
-	return &fhir.Coding{System: fhir.SystemCourseOfTherapy, Code: therapy, Display: display}
+	return coding(fhir.SystemCourseOfTherapy, therapy, display)
 }
 
 // isRepeat reports whether the prescription is one of a series of issues:
@@ -685,11 +714,11 @@ func issueCount(rec *rx.Prescription) int {
 // prescription: which issue it is and how many issues there are (the NHS
 // tracker's numberOfRepeatsAllowed counts issues: the order's
 // numberOfRepeatsAllowed + 1).
-func repeatExtension(rec *rx.Prescription) (extension, bool) {
+func repeatExtension(rec *rx.Prescription) (fm.Extension, bool) {
 	if !isRepeat(rec) {
-		return extension{}, false
+		return fm.Extension{}, false
 	}
-	return extension{URL: extRepeatInformation, Extension: []extension{
+	return fm.Extension{Url: extRepeatInformation, Extension: []fm.Extension{
 		intExtension("numberOfRepeatsIssued", issueNumber(rec)),
 		intExtension("numberOfRepeatsAllowed", issueCount(rec)),
 	}}, true
@@ -722,31 +751,31 @@ func anyLineItemPendingCancellation(rec *rx.Prescription) bool {
 	return slices.ContainsFunc(rec.Items, func(it rx.Item) bool { return lineItemPendingCancellation(rec, it) })
 }
 
-func statusExtension(s rx.Status) extension {
-	return extension{URL: extStatusHistory, Extension: []extension{{URL: "status", ValueCoding: statusCoding(s)}}}
+func statusExtension(s rx.Status) fm.Extension {
+	return fm.Extension{Url: extStatusHistory, Extension: []fm.Extension{{Url: "status", ValueCoding: statusCoding(s)}}}
 }
 
-func statusCoding(s rx.Status) *fhir.Coding {
-	return &fhir.Coding{System: rx.SystemPrescriptionStatus, Code: string(s), Display: s.Display()}
+func statusCoding(s rx.Status) *fm.Coding {
+	return coding(rx.SystemPrescriptionStatus, string(s), s.Display())
 }
 
-func categoryExtension(s rx.Status) extension {
-	return extension{URL: ExtSearchCategory, ValueString: Category(s)}
+func categoryExtension(s rx.Status) fm.Extension {
+	return fm.Extension{Url: ExtSearchCategory, ValueString: str(Category(s))}
 }
 
-func boolExtension(url string, v bool) extension { return extension{URL: url, ValueBoolean: &v} }
+func boolExtension(url string, v bool) fm.Extension { return fm.Extension{Url: url, ValueBoolean: &v} }
 
-func intExtension(url string, v int) extension { return extension{URL: url, ValueInteger: &v} }
+func intExtension(url string, v int) fm.Extension { return fm.Extension{Url: url, ValueInteger: &v} }
 
 // defaultSupplyDays is the days supply of an order that does not say.
 const defaultSupplyDays = 28
 
 // supplyTiming is the line items' timing: once every days supply.
-func supplyTiming(days int) *timing {
+func supplyTiming(days int) *fm.Timing {
 	if days <= 0 {
 		days = defaultSupplyDays
 	}
-	return &timing{Repeat: timingRepeat{Frequency: 1, Period: days, PeriodUnit: "d"}}
+	return &fm.Timing{Repeat: &fm.TimingRepeat{Frequency: ptr(1), Period: decimal(float64(days)), PeriodUnit: str("d")}}
 }
 
 // eventTitles names the history events as the NHS tracker does, by
@@ -788,11 +817,11 @@ func eventTitle(ev rx.Event) string {
 // historyAction is the action of one history event: title, time, the status
 // after it (and the message id of a dispense notification), and who caused
 // it: the organisation (ODS code) and the user (SDS user ID).
-func historyAction(ev rx.Event) action {
-	a := action{Title: eventTitle(ev), TimingDateTime: instant(ev.Time),
-		Code: []fhir.Concept{{Coding: []fhir.Coding{*statusCoding(ev.Status)}}}}
+func historyAction(ev rx.Event) fm.RequestGroupAction {
+	a := fm.RequestGroupAction{Title: str(eventTitle(ev)), TimingDateTime: str(instant(ev.Time)),
+		Code: []fm.CodeableConcept{{Coding: []fm.Coding{*statusCoding(ev.Status)}}}}
 	if ev.Type == fhir.EventDispenseNotification && ev.MessageID != "" {
-		a.Code = append(a.Code, fhir.Concept{Coding: []fhir.Coding{{System: systemMessageID, Code: ev.MessageID}}})
+		a.Code = append(a.Code, fm.CodeableConcept{Coding: []fm.Coding{*coding(systemMessageID, ev.MessageID, "")}})
 	}
 	if ev.Org != "" {
 		a.Participant = append(a.Participant, participantOf(fhir.SystemODSCode, ev.Org))
@@ -803,9 +832,11 @@ func historyAction(ev rx.Event) action {
 	return a
 }
 
-func participantOf(system, value string) participant {
-	return participant{Extension: []extension{{URL: extParticipantType,
-		ValueReference: &reference{Identifier: &identifier{system, value}}}}}
+// participantOf is an action's participant: an R4 Reference (typeReference
+// of R5's RequestOrchestration, as an extension, like the NHS tracker).
+func participantOf(system, value string) fm.Reference {
+	return fm.Reference{Extension: []fm.Extension{{Url: extParticipantType,
+		ValueReference: &fm.Reference{Identifier: ptr(identifier(system, value))}}}}
 }
 
 // issueDate is the date the prescription is issued on: its start date, or
@@ -882,12 +913,13 @@ func firstNonEmpty(ss ...string) string {
 	return ""
 }
 
-func odsReference(ods string) *identifiers {
-	return &identifiers{Identifier: []identifier{{fhir.SystemODSCode, ods}}}
+// odsReference is the reference to an organisation by its ODS code.
+func odsReference(ods string) *odsIdentifiers {
+	return &odsIdentifiers{Identifier: []fm.Identifier{identifier(fhir.SystemODSCode, ods)}}
 }
 
-// encode marshals a view. The views hold only strings, numbers from JSON
-// and booleans, so marshalling cannot fail.
+// encode marshals a view. The views hold only strings, booleans, whole
+// numbers and decimals written by decimal, so marshalling cannot fail.
 func encode(v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -896,188 +928,136 @@ func encode(v any) []byte {
 	return b
 }
 
-// The types below are the FHIR elements of the views, in the key order the
-// NHS tracker API writes them.
+// The views' elements are samply's FHIR R4 types (fm), with their optional
+// elements as pointers. FHIR has no empty strings, objects or arrays: the
+// helpers below leave an element out rather than write it empty.
 
-type bundle struct {
+// str is s as an optional string element: nil when s is empty.
+func str(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// ptr is a pointer to v.
+func ptr[T any](v T) *T { return &v }
+
+func identifier(system, value string) fm.Identifier {
+	return fm.Identifier{System: str(system), Value: str(value)}
+}
+
+func reference(url string) *fm.Reference { return &fm.Reference{Reference: str(url)} }
+
+func coding(system, code, display string) *fm.Coding {
+	return &fm.Coding{System: str(system), Code: str(code), Display: str(display)}
+}
+
+// decimal is v as a FHIR decimal, written as encoding/json writes a
+// float64 (samply holds decimals as json.Number); nil when v is not a
+// finite number, which JSON cannot write.
+func decimal(v float64) *json.Number {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	format, abs := byte('f'), math.Abs(v)
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b := strconv.AppendFloat(nil, v, format, -1, 64)
+	if n := len(b); format == 'e' && n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+		b[n-2], b = b[n-1], b[:n-1] // e-07 is e-7, as encoding/json writes it
+	}
+	n := json.Number(b)
+	return &n
+}
+
+// searchset is the searchset Bundle of a view. It is not samply's Bundle:
+// the NHS tracker API answers an empty search with exactly
+// {"resourceType":"Bundle","type":"searchset","total":0,"entry":[]} (samply
+// writes resourceType last and leaves an empty entry out), and samply's
+// BundleEntry holds its resource as json.RawMessage, which would encode
+// every resource twice.
+type searchset struct {
 	ResourceType string        `json:"resourceType"`
-	Type         string        `json:"type"`
+	Type         fm.BundleType `json:"type"`
 	Total        int           `json:"total"`
-	Entry        []bundleEntry `json:"entry"`
+	Entry        []entry       `json:"entry"`
 }
 
-type bundleEntry struct {
-	FullURL  string     `json:"fullUrl"`
-	Search   searchMode `json:"search"`
-	Resource any        `json:"resource"`
-}
-
-type searchMode struct {
-	Mode string `json:"mode"`
+type entry struct {
+	FullURL  string               `json:"fullUrl"`
+	Search   fm.BundleEntrySearch `json:"search"`
+	Resource any                  `json:"resource"`
 }
 
 var (
-	modeInclude = searchMode{Mode: "include"}
-	modeMatch   = searchMode{Mode: "match"}
+	modeInclude = fm.BundleEntrySearch{Mode: ptr(fm.SearchEntryModeInclude)}
+	modeMatch   = fm.BundleEntrySearch{Mode: ptr(fm.SearchEntryModeMatch)}
 )
 
-type identifier struct {
-	System string `json:"system"`
-	Value  string `json:"value"`
+// The resources of the views: samply's types (their Other* form, which has
+// no MarshalJSON of its own) behind resourceType, so that resourceType
+// comes first as the NHS tracker writes it (samply's MarshalJSON writes it
+// last, and encodes every resource twice).
+
+type patientResource struct {
+	ResourceType string `json:"resourceType"`
+	fm.OtherPatient
 }
 
-// identifiers is the reference to an organisation by ODS code as the NHS
-// tracker writes it in performer and dispenseRequest.performer: with an
-// array of identifiers.
-type identifiers struct {
-	Identifier []identifier `json:"identifier"`
+type practitionerRoleResource struct {
+	ResourceType string `json:"resourceType"`
+	fm.OtherPractitionerRole
 }
 
-type reference struct {
-	Reference  string      `json:"reference,omitempty"`
-	Identifier *identifier `json:"identifier,omitempty"`
-	Display    string      `json:"display,omitempty"`
+type requestGroupResource struct {
+	ResourceType string `json:"resourceType"`
+	fm.OtherRequestGroup
 }
 
-type extension struct {
-	URL            string       `json:"url"`
-	ValueCoding    *fhir.Coding `json:"valueCoding,omitempty"`
-	ValueBoolean   *bool        `json:"valueBoolean,omitempty"`
-	ValueInteger   *int         `json:"valueInteger,omitempty"`
-	ValueString    string       `json:"valueString,omitempty"`
-	ValueDateTime  string       `json:"valueDateTime,omitempty"`
-	ValueReference *reference   `json:"valueReference,omitempty"`
-	Extension      []extension  `json:"extension,omitempty"`
-}
-
-type humanName struct {
-	Prefix []string `json:"prefix,omitempty"`
-	Given  []string `json:"given,omitempty"`
-	Family string   `json:"family,omitempty"`
-}
-
-type address struct {
-	Line       []string `json:"line,omitempty"`
-	PostalCode string   `json:"postalCode,omitempty"`
-	Text       string   `json:"text,omitempty"`
-}
-
-type contactPoint struct {
-	System string `json:"system"`
-	Value  string `json:"value"`
-	Use    string `json:"use"`
-}
-
-type patient struct {
-	ResourceType string       `json:"resourceType"`
-	ID           string       `json:"id,omitempty"`
-	Identifier   []identifier `json:"identifier"`
-	Name         []humanName  `json:"name,omitempty"`
-	BirthDate    string       `json:"birthDate,omitempty"`
-	Gender       string       `json:"gender,omitempty"`
-	Address      []address    `json:"address,omitempty"`
-}
-
-type practitionerRole struct {
-	ResourceType string         `json:"resourceType"`
-	ID           string         `json:"id"`
-	Identifier   []identifier   `json:"identifier,omitempty"`
-	Practitioner *reference     `json:"practitioner,omitempty"`
-	Organization reference      `json:"organization"`
-	Telecom      []contactPoint `json:"telecom,omitempty"`
-}
-
-type quantity struct {
-	Value float64 `json:"value"`
-	Unit  string  `json:"unit,omitempty"`
+// medicationRequestResource is samply's MedicationRequest with the elements
+// it cannot write as the views need replaced (a field of the outer struct
+// hides samply's of the same JSON name):
+//   - medication[x] and substitution.allowed[x]: samply declares each choice
+//     as non-pointer fields without omitempty, so it writes both
+//     medicationCodeableConcept and an empty medicationReference, and both
+//     allowedBoolean and an empty allowedCodeableConcept: invalid FHIR;
+//   - performer and dispenseRequest.performer: the NHS tracker names the
+//     organisation with a list of identifiers (odsIdentifiers), which an R4
+//     Reference (samply's) cannot hold.
+type medicationRequestResource struct {
+	ResourceType string `json:"resourceType"`
+	fm.OtherMedicationRequest
+	MedicationCodeableConcept *fm.CodeableConcept `json:"medicationCodeableConcept,omitempty"`
+	MedicationReference       *fm.Reference       `json:"medicationReference,omitempty"`
+	DispenseRequest           *dispenseRequest    `json:"dispenseRequest,omitempty"`
+	Substitution              *substitution       `json:"substitution,omitempty"`
+	Performer                 *odsIdentifiers     `json:"performer,omitempty"`
 }
 
 type dispenseRequest struct {
-	Quantity               *quantity    `json:"quantity,omitempty"`
-	NumberOfRepeatsAllowed *int         `json:"numberOfRepeatsAllowed,omitempty"`
-	Performer              *identifiers `json:"performer,omitempty"`
-	Extension              []extension  `json:"extension,omitempty"`
+	fm.MedicationRequestDispenseRequest
+	Performer *odsIdentifiers `json:"performer,omitempty"`
 }
 
-type dosage struct {
-	Text string `json:"text"`
-}
-
+// substitution is MedicationRequest.substitution with allowedBoolean only.
 type substitution struct {
 	AllowedBoolean bool `json:"allowedBoolean"`
 }
 
-type medicationRequest struct {
-	ResourceType              string          `json:"resourceType"`
-	ID                        string          `json:"id"`
-	Identifier                []identifier    `json:"identifier"`
-	Subject                   reference       `json:"subject"`
-	Status                    string          `json:"status"`
-	StatusReason              *fhir.Concept   `json:"statusReason,omitempty"`
-	Intent                    string          `json:"intent"`
-	Requester                 reference       `json:"requester"`
-	GroupIdentifier           identifier      `json:"groupIdentifier"`
-	MedicationCodeableConcept fhir.Concept    `json:"medicationCodeableConcept"`
-	CourseOfTherapyType       *fhir.Concept   `json:"courseOfTherapyType,omitempty"`
-	DispenseRequest           dispenseRequest `json:"dispenseRequest"`
-	DosageInstruction         []dosage        `json:"dosageInstruction,omitempty"`
-	Substitution              substitution    `json:"substitution"`
-	Performer                 *identifiers    `json:"performer,omitempty"`
-	Extension                 []extension     `json:"extension"`
+// medicationDispenseResource is samply's MedicationDispense with
+// medication[x] replaced, for the reason given at medicationRequestResource.
+type medicationDispenseResource struct {
+	ResourceType string `json:"resourceType"`
+	fm.OtherMedicationDispense
+	MedicationCodeableConcept *fm.CodeableConcept `json:"medicationCodeableConcept,omitempty"`
+	MedicationReference       *fm.Reference       `json:"medicationReference,omitempty"`
 }
 
-type medicationDispense struct {
-	ResourceType                string              `json:"resourceType"`
-	ID                          string              `json:"id"`
-	Identifier                  []identifier        `json:"identifier"`
-	Subject                     reference           `json:"subject"`
-	Status                      string              `json:"status"`
-	StatusReasonCodeableConcept *fhir.Concept       `json:"statusReasonCodeableConcept,omitempty"`
-	Performer                   []dispensePerformer `json:"performer"`
-	Type                        fhir.Concept        `json:"type"`
-	AuthorizingPrescription     []reference         `json:"authorizingPrescription"`
-	MedicationCodeableConcept   fhir.Concept        `json:"medicationCodeableConcept"`
-	Quantity                    quantity            `json:"quantity"`
-	Extension                   []extension         `json:"extension"`
-}
-
-type dispensePerformer struct {
-	Actor reference `json:"actor"`
-}
-
-type requestGroup struct {
-	ResourceType string       `json:"resourceType"`
-	ID           string       `json:"id,omitempty"`
-	Identifier   []identifier `json:"identifier"`
-	Subject      reference    `json:"subject"`
-	Status       string       `json:"status"`
-	Intent       string       `json:"intent"`
-	Author       *reference   `json:"author,omitempty"`
-	AuthoredOn   string       `json:"authoredOn,omitempty"`
-	Extension    []extension  `json:"extension"`
-	Action       []action     `json:"action,omitempty"`
-}
-
-type action struct {
-	Title          string         `json:"title,omitempty"`
-	TimingDateTime string         `json:"timingDateTime,omitempty"`
-	TimingTiming   *timing        `json:"timingTiming,omitempty"`
-	Code           []fhir.Concept `json:"code,omitempty"`
-	Participant    []participant  `json:"participant,omitempty"`
-	Resource       *reference     `json:"resource,omitempty"`
-	Action         []action       `json:"action,omitempty"`
-}
-
-type participant struct {
-	Extension []extension `json:"extension"`
-}
-
-type timing struct {
-	Repeat timingRepeat `json:"repeat"`
-}
-
-type timingRepeat struct {
-	Frequency  int    `json:"frequency"`
-	Period     int    `json:"period"`
-	PeriodUnit string `json:"periodUnit"`
+// odsIdentifiers is the reference to an organisation by ODS code as the NHS
+// tracker writes it in performer and dispenseRequest.performer: with a list
+// of identifiers (R4's Reference.identifier is one Identifier).
+type odsIdentifiers struct {
+	Identifier []fm.Identifier `json:"identifier"`
 }

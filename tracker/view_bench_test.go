@@ -9,10 +9,9 @@ import (
 // the NHS examples (4 acute items, a repeat prescription, a repeat
 // dispensing prescription of 6 issues: 8 RequestGroups).
 func BenchmarkSearchBundle(b *testing.B) {
-	t := &testing.T{}
-	acute, acuteD := fixtureRecord(t, orderAcute4Items, created)
-	mixed, mixedD := fixtureRecord(t, orderAcuteRepeat, created.Add(time.Hour))
-	erd, erdD := fixtureRecord(t, orderERD, created.Add(2*time.Hour))
+	acute, acuteD := fixtureRecord(b, orderAcute4Items, created)
+	mixed, mixedD := fixtureRecord(b, orderAcuteRepeat, created.Add(time.Hour))
+	erd, erdD := fixtureRecord(b, orderERD, created.Add(2*time.Hour))
 	results := []SearchResult{{acute, acuteD.Patient}, {mixed, mixedD.Patient}, {erd, erdD.Patient}}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -23,7 +22,7 @@ func BenchmarkSearchBundle(b *testing.B) {
 // BenchmarkDetailBundle builds the detail view of the NHS example of 4
 // acute items, with its order details.
 func BenchmarkDetailBundle(b *testing.B) {
-	rec, d := fixtureRecord(&testing.T{}, orderAcute4Items, created)
+	rec, d := fixtureRecord(b, orderAcute4Items, created)
 	b.ReportAllocs()
 	for b.Loop() {
 		DetailBundle(rec, d)

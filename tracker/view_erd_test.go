@@ -90,7 +90,7 @@ func checkIssues(t *testing.T, rows []issueRow, id string, want ...rx.Status) {
 	urls := map[string]bool{}
 	for i, r := range rows {
 		n := i + 1
-		if r.id != id || r.status != string(want[i]) || r.category != Category(want[i]) || r.rgStatus != requestStatus(want[i]) ||
+		if r.id != id || r.status != string(want[i]) || r.category != Category(want[i]) || r.rgStatus != requestStatus(want[i]).Code() ||
 			r.issued != float64(n) || r.allowed != float64(len(want)) {
 			t.Errorf("issue %d: %+v; want %s status %s category %s, %d of %d", n, r, id, want[i], Category(want[i]), n, len(want))
 		}

@@ -30,7 +30,7 @@ var created = time.Date(2026, 2, 27, 15, 35, 28, 0, time.UTC)
 
 // fixtureRecord reads an order fixture and returns the record Create makes
 // of it at the given time and the order's details.
-func fixtureRecord(t *testing.T, rel string, at time.Time) (*rx.Prescription, *fhir.OrderDetails) {
+func fixtureRecord(t testing.TB, rel string, at time.Time) (*rx.Prescription, *fhir.OrderDetails) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(epsFixtures, filepath.FromSlash(rel)))
 	if err != nil {
@@ -384,7 +384,7 @@ func TestCategory(t *testing.T) {
 	if got := Category("1234"); got != "" {
 		t.Errorf("Category(1234) = %q", got)
 	}
-	if got := requestStatus("1234"); got != "unknown" {
+	if got := requestStatus("1234").Code(); got != "unknown" {
 		t.Errorf("requestStatus(1234) = %q", got)
 	}
 }
