@@ -172,6 +172,7 @@ func searchGroup(rec *rx.Prescription, patientURL string) *requestGroupResource 
 		Intent:     intent(rec.TherapyType),
 		AuthoredOn: str(instant(issueDate(rec))),
 	}}
+	rg.Extension = make([]fm.Extension, 0, 4) // an fm.Extension is large: grown once
 	rg.Extension = append(rg.Extension, statusExtension(rec.Status))
 	if ext, ok := repeatExtension(rec); ok {
 		rg.Extension = append(rg.Extension, ext)
@@ -277,6 +278,7 @@ func DetailBundle(rec *rx.Prescription, d *fhir.OrderDetails) []byte {
 	if org := firstNonEmpty(rec.PrescriberOrg, rec.Prescriber, d.Prescriber.OrgODS); org != "" {
 		rg.Author = &fm.Reference{Identifier: ptr(identifier(fhir.SystemODSCode, org))}
 	}
+	rg.Extension = make([]fm.Extension, 0, 9) // an fm.Extension is large: grown once
 	rg.Extension = append(rg.Extension, statusExtension(rec.Status))
 	if rec.NominationSource != "" {
 		rg.Extension = append(rg.Extension, fm.Extension{Url: ExtNominationSource, ValueString: str(rec.NominationSource)})
