@@ -3,8 +3,9 @@ package fhir
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"strconv"
+
+	fm "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
 	"github.com/nhs-eps/epsbroker/fhir/internal/ojson"
 )
@@ -237,8 +238,10 @@ func ReleaseResponse(orders []ReleasedOrder) []byte {
 		if o.Issues > 1 && o.Issue > 0 {
 			// Counted from 0, as EPS's release answer counts
 			// (release-medication-request.ts: Spine's issue - 1).
-			fmt.Fprintf(&b, `,"extension":[{"url":%q,"extension":[{"url":"numberOfRepeatsIssued","valueInteger":%d},{"url":"numberOfRepeatsAllowed","valueInteger":%d}]}]`,
-				ExtRepeatInformation, o.Issue-1, o.Issues-1)
+			ext, _ := json.Marshal([]fm.Extension{repeatInformation(
+				repeatPart(RepeatPartIssued, o.Issue-1), repeatPart(RepeatPartAllowed, o.Issues-1))})
+			b.WriteString(`,"extension":`)
+			b.Write(ext)
 		}
 		b.WriteString(`,"resource":`)
 		raw := bytes.TrimSpace(o.Raw)
@@ -268,22 +271,12 @@ func forIssue(raw []byte, issue, issues int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	num := func(n int) *ojson.Node { return &ojson.Node{Scalar: strconv.Itoa(n)} }
-	part := func(url, value string, v *ojson.Node) *ojson.Node {
-		return &ojson.Node{Kind: '{', Members: []ojson.Member{{Name: "url", Value: ojson.String(url)}, {Name: value, Value: v}}}
-	}
 	for _, e := range bundle.Get("entry").Items() {
 		mr := e.Get("resource")
 		if mr.Get("resourceType").Str() != "MedicationRequest" {
 			continue
 		}
-		repeat := &ojson.Node{Kind: '{', Members: []ojson.Member{
-			{Name: "url", Value: ojson.String(ExtRepeatInformation)},
-			{Name: "extension", Value: &ojson.Node{Kind: '[', Elems: []*ojson.Node{
-				part(RepeatPartAllowed, "valueInteger", num(issues-1)),
-				part(RepeatPartIssued, "valueInteger", num(issue-1)),
-			}}},
-		}}
+		repeat := ojson.Of(repeatInformation(repeatPart(RepeatPartAllowed, issues-1), repeatPart(RepeatPartIssued, issue-1)))
 		basedOn := mr.Get("basedOn")
 		if basedOn == nil || basedOn.Kind != '[' {
 			basedOn = &ojson.Node{Kind: '['}
@@ -296,13 +289,23 @@ func forIssue(raw []byte, issue, issues int) ([]byte, error) {
 
 		uk := findExtensionNode(mr, ExtUKCoreRepeatInformation)
 		if uk == nil {
-			uk = &ojson.Node{Kind: '{', Members: []ojson.Member{{Name: "url", Value: ojson.String(ExtUKCoreRepeatInformation)}}}
+			uk = ojson.Of(fm.Extension{Url: ExtUKCoreRepeatInformation})
 			setExtension(mr, ExtUKCoreRepeatInformation, uk)
 		}
-		setExtension(uk, RepeatPartPrescriptons, part(RepeatPartPrescriptons, "valueUnsignedInt", num(issue)))
+		setExtension(uk, RepeatPartPrescriptons, ojson.Of(fm.Extension{Url: RepeatPartPrescriptons, ValueUnsignedInt: &issue}))
 	}
 	return bundle.Encode(""), nil
 }
+
+// repeatInformation is an Extension-EPS-RepeatInformation of the given
+// parts (repeatPart), in their order.
+func repeatInformation(parts ...fm.Extension) fm.Extension {
+	return fm.Extension{Url: ExtRepeatInformation, Extension: parts}
+}
+
+// repeatPart is a part of Extension-EPS-RepeatInformation: its url
+// (RepeatPartIssued, RepeatPartAllowed) and whole number.
+func repeatPart(url string, n int) fm.Extension { return fm.Extension{Url: url, ValueInteger: &n} }
 
 // findExtensionNode is the first extension of n whose url is url, or nil.
 func findExtensionNode(n *ojson.Node, url string) *ojson.Node {
