@@ -343,20 +343,9 @@ func (l *Lifecycle) dispense(cur *rx.Prescription, p auth.Principal, n *fhir.Dis
 	if err := rx.EveryItemNamed(cur, n.LineItemIDs()); err != nil {
 		return nil, err
 	}
-	// An item the message states cancelled (0005) must be cancelled here:
-	// it is not a dispense outcome, and it changes nothing.
-	items := map[string]rx.ItemStatus{}
-	for id, st := range in.Items {
-		if st == rx.ItemCancelled {
-			for _, it := range cur.Items {
-				if it.ID == id && it.Status != rx.ItemCancelled {
-					return nil, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidStateTransition,
-						CodeSystem: fhir.SystemEPSIssueCode, Diagnostics: fmt.Sprintf("line item %s is not cancelled", id)}
-				}
-			}
-			continue
-		}
-		items[id] = st
+	items, err := rx.DispenseOutcomes(cur, in.Items)
+	if err != nil {
+		return nil, err
 	}
 	in.Items = items
 	return rx.Dispense(cur, p.ODS, actor, in, l.now())

@@ -46,6 +46,9 @@ func TestRxErrorOutcome(t *testing.T) {
 			&Error{Kind: KindInvalid, IssueType: "business-rule", Code: "ITEM_NOT_FOUND", Display: "Item not found",
 				Expression:  []string{"Bundle.entry.resource.ofType(MedicationDispense).authorizingPrescription"},
 				Diagnostics: "the dispense notification must name every line item of prescription X, and no other (it names 1, the prescription has 2)"}},
+		{"rx.DispenseOutcomes: an item stated cancelled that is not", dispenseOutcomesErr(),
+			&Error{Kind: KindInvalid, IssueType: "business-rule", Code: CodeInvalidStateTransition, CodeSystem: SystemEPSIssueCode,
+				Diagnostics: "line item i1 is not cancelled"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wrapped := fmt.Errorf("release: %w", tc.rx)
@@ -57,6 +60,12 @@ func TestRxErrorOutcome(t *testing.T) {
 			}
 		})
 	}
+}
+
+func dispenseOutcomesErr() *rx.Error {
+	p := &rx.Prescription{Issue: rx.Issue{Items: []rx.Item{{ID: "i1", Status: rx.ItemWithDispenser}}}}
+	_, err := rx.DispenseOutcomes(p, map[string]rx.ItemStatus{"i1": rx.ItemCancelled})
+	return rxErr(err)
 }
 
 func rxErr(err error) *rx.Error {

@@ -84,6 +84,26 @@ func EveryItemNamed(p *Prescription, lineItems []string) error {
 		Message: fmt.Sprintf("the dispense notification must name every line item of prescription %s, and no other (it names %d, the prescription has %d)", p.ID, len(passed), len(stored))}
 }
 
+// DispenseOutcomes are the dispense outcomes of a notification stating
+// line item statuses stated: an item it states cancelled (0005) must be
+// cancelled in the issue (INVALID_STATE_TRANSITION otherwise); it is not a
+// dispense outcome, and it changes nothing, so it is left out.
+func DispenseOutcomes(p *Prescription, stated map[string]ItemStatus) (map[string]ItemStatus, error) {
+	items := map[string]ItemStatus{}
+	for id, st := range stated {
+		if st == ItemCancelled {
+			for _, it := range p.Items {
+				if it.ID == id && it.Status != ItemCancelled {
+					return nil, &Error{Kind: KindInvalid, Code: CodeInvalidStateTransition, Message: fmt.Sprintf("line item %s is not cancelled", id)}
+				}
+			}
+			continue
+		}
+		items[id] = st
+	}
+	return items, nil
+}
+
 // The same message again changes nothing: these say whether a message was
 // applied before.
 

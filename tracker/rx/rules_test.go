@@ -124,6 +124,36 @@ func TestEveryItemNamed(t *testing.T) {
 	}
 }
 
+// An item a notification states cancelled must be cancelled, and is left
+// out of the outcomes.
+func TestDispenseOutcomes(t *testing.T) {
+	r := released(t)
+	cancelled, _ := Cancel(fresh(), gp, CancelInput{MessageID: "c", NHSNumber: "9449305552", LineItemID: "i2", Reason: "0001"}, t0)
+	cancelled = must(Release(cancelled, "FA565", pharmacy, "r", true, t0))
+	for _, tc := range []struct {
+		name   string
+		p      *Prescription
+		stated map[string]ItemStatus
+		want   map[string]ItemStatus // nil: refused
+	}{
+		{"outcomes only", r, map[string]ItemStatus{"i1": ItemFullyDispensed, "i2": ItemNotDispensed}, map[string]ItemStatus{"i1": ItemFullyDispensed, "i2": ItemNotDispensed}},
+		{"a cancelled item stated cancelled: left out", cancelled, map[string]ItemStatus{"i1": ItemFullyDispensed, "i2": ItemCancelled}, map[string]ItemStatus{"i1": ItemFullyDispensed}},
+		{"an item stated cancelled that is not", r, map[string]ItemStatus{"i1": ItemFullyDispensed, "i2": ItemCancelled}, nil},
+		{"an unknown item stated cancelled: left out", r, map[string]ItemStatus{"i1": ItemFullyDispensed, "i9": ItemCancelled}, map[string]ItemStatus{"i1": ItemFullyDispensed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := DispenseOutcomes(tc.p, tc.stated)
+			if tc.want == nil {
+				wantInvalid(t, err)
+				return
+			}
+			if err != nil || fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("%v (%v), want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
 // The same message again changes nothing: what says that a message was
 // applied before.
 func TestReplays(t *testing.T) {
