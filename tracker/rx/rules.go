@@ -19,7 +19,7 @@ const CodeItemNotFound = "ITEM_NOT_FOUND"
 // the EPS specification answers a release (and any dispensing message)
 // about a prescription it does not know, or knows only a cancellation of.
 func NotFound(id string) *Error {
-	return &Error{Kind: KindInvalid, Code: CodeResourceNotFound, Message: fmt.Sprintf("prescription %s not found", id)}
+	return Errorf(KindInvalid, CodeResourceNotFound, "prescription %s not found", id)
 }
 
 // IsNotFound reports whether err is a refusal for want of the prescription
@@ -80,8 +80,8 @@ func EveryItemNamed(p *Prescription, lineItems []string) error {
 	if same {
 		return nil
 	}
-	return &Error{Kind: KindInvalid, Code: CodeItemNotFound,
-		Message: fmt.Sprintf("the dispense notification must name every line item of prescription %s, and no other (it names %d, the prescription has %d)", p.ID, len(passed), len(stored))}
+	return Errorf(KindInvalid, CodeItemNotFound, "the dispense notification must name every line item of prescription %s, and no other (it names %d, the prescription has %d)",
+		p.ID, len(passed), len(stored))
 }
 
 // DispenseOutcomes are the dispense outcomes of a notification stating
@@ -94,7 +94,7 @@ func DispenseOutcomes(p *Prescription, stated map[string]ItemStatus) (map[string
 		if st == ItemCancelled {
 			for _, it := range p.Items {
 				if it.ID == id && it.Status != ItemCancelled {
-					return nil, &Error{Kind: KindInvalid, Code: CodeInvalidStateTransition, Message: fmt.Sprintf("line item %s is not cancelled", id)}
+					return nil, Errorf(KindInvalid, CodeInvalidStateTransition, "line item %s is not cancelled", id)
 				}
 			}
 			continue
