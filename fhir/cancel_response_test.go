@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nhs-eps/epsbroker/fhir/internal/ojson"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // TestCancelResponseKeepsRequest: the answer to a cancellation forwards the
@@ -20,9 +21,12 @@ func TestCancelResponseKeepsRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct{ rcode, url, status string }{
-		{"R-0001", "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionTaskStatusReason", "cancelled"},
-		{"R-0002", "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionStatusHistory", "active"},
+	for _, tc := range []struct {
+		rcode       rx.CancelCode
+		url, status string
+	}{
+		{rx.RCancelled, "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionTaskStatusReason", "cancelled"},
+		{rx.RPendingWith, "https://fhir.nhs.uk/StructureDefinition/Extension-DM-PrescriptionStatusHistory", "active"},
 	} {
 		out, err := CancelResponse(body, tc.rcode, now)
 		if err != nil {
@@ -61,8 +65,8 @@ func TestCancelResponseKeepsRequest(t *testing.T) {
 					t.Fatalf("%s: extension %s", tc.rcode, r.Get("extension").Encode(""))
 				}
 				parts := ext[0].Get("extension").Items()
-				if len(parts) != 2 || parts[0].Get("valueCoding").Get("code").Str() != tc.rcode ||
-					parts[0].Get("valueCoding").Get("display").Str() != RCodeDisplay[tc.rcode] ||
+				if len(parts) != 2 || parts[0].Get("valueCoding").Get("code").Str() != string(tc.rcode) ||
+					parts[0].Get("valueCoding").Get("display").Str() != tc.rcode.Display() ||
 					parts[1].Get("valueDateTime").Str() != "2026-06-01T12:00:00Z" {
 					t.Errorf("%s: R-code extension %s", tc.rcode, ext[0].Encode(""))
 				}
