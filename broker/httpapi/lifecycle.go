@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 )
 
@@ -34,7 +35,7 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := principalFrom(r.Context())
-	var released []broker.Released
+	var released []service.Released
 	if since := takenOver(r.Context()); !since.IsZero() {
 		// A retry of a release that never answered: what it released, if
 		// anything, is handed over again instead of other prescriptions.
@@ -52,7 +53,7 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 			a.writeError(w, r, err)
 			return
 		}
-		released = []broker.Released{*one}
+		released = []service.Released{*one}
 	default:
 		released, err = a.Lifecycle.ReleaseNominated(r.Context(), p, req.Owner, messageID(r), body, nominatedReleaseMax)
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/tracker"
 )
@@ -33,8 +34,8 @@ type Verifier interface {
 
 // Deps are what the HTTP API serves from.
 type Deps struct {
-	Intake    *broker.Intake
-	Lifecycle *broker.Lifecycle
+	Intake    *service.Intake
+	Lifecycle *service.Lifecycle
 	Registry  *broker.Registry
 	Store     *broker.Store
 	Tracker   *tracker.Index
