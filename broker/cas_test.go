@@ -14,3 +14,9 @@ func TestCompareAndSet(t *testing.T) {
 	st, _, _ := notifyStore(t, 0, StorageLimits{})
 	porttest.CompareAndSet(t, st)
 }
+
+// The event log's listing under a message ID on JetStream (porttest).
+func TestEventsUnder(t *testing.T) {
+	st, _, _ := notifyStore(t, 0, StorageLimits{})
+	porttest.EventsUnder(t, st)
+}

@@ -11,3 +11,7 @@ import (
 func TestCompareAndSet(t *testing.T) {
 	porttest.CompareAndSet(t, New(nil))
 }
+
+func TestEventsUnder(t *testing.T) {
+	porttest.EventsUnder(t, New(nil))
+}

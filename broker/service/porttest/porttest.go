@@ -242,3 +242,58 @@ func CompareAndSet(t *testing.T, st service.Prescriptions) {
 
 // errAny stands for "some error" in a table.
 var errAny = errors.New("any error")
+
+// EventsUnder tests the listing of the events under a message ID: only the
+// types asked for, carrying that ID, stored in the window, in log order,
+// without their bodies. st's clock must be the wall clock.
+func EventsUnder(t *testing.T, st service.Prescriptions) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	since := time.Now().Add(-time.Minute)
+	write := func(id, event, msg string) {
+		t.Helper()
+		if _, err := st.Update(ctx, id, func(cur *service.Event) (*service.Write, error) {
+			w, err := casWrite(id, msg)(cur)
+			w.Event = event
+			return w, err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("UNDER-1", "release", "req-1")
+	write("UNDER-2", "release", "req-2")
+	write("UNDER-3", "nominated-release", "req-1")
+	write("UNDER-1", "dispense", "req-1")
+	cases := []struct {
+		name   string
+		msg    string
+		since  time.Time
+		window time.Duration
+		types  []string
+		want   []string // prescription IDs, in log order
+	}{
+		{"both release types under req-1", "req-1", since, time.Hour, []string{"release", "nominated-release"}, []string{"UNDER-1", "UNDER-3"}},
+		{"one type", "req-1", since, time.Hour, []string{"nominated-release"}, []string{"UNDER-3"}},
+		{"another message ID", "req-2", since, time.Hour, []string{"release"}, []string{"UNDER-2"}},
+		{"a window that ends before them", "req-1", since.Add(-time.Hour), time.Minute, []string{"release"}, nil},
+		{"a window that starts after them", "req-1", time.Now().Add(time.Hour), time.Hour, []string{"release"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			evs, err := st.EventsUnder(ctx, tc.msg, tc.since, tc.window, tc.types...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for i, ev := range evs {
+				got = append(got, ev.Record.ID)
+				if len(ev.Body) != 0 || ev.MessageID != tc.msg || (i > 0 && ev.Seq <= evs[i-1].Seq) {
+					t.Errorf("event %+v: want no body, message ID %s, in log order", ev, tc.msg)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
