@@ -47,6 +47,9 @@ func (s *Store) Create(ctx context.Context, id string, decide service.Decide) (*
 
 func (s *Store) update(ctx context.Context, id string, assumeNew bool, decide service.Decide) (*service.Event, error) {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err // the client went before a decision: nothing written
+		}
 		var cur *StoredEvent
 		if attempt > 0 || !assumeNew {
 			var err error

@@ -131,6 +131,9 @@ func (s *Store) Create(ctx context.Context, id string, decide service.Decide) (*
 
 func (s *Store) update(ctx context.Context, id string, assumeNew bool, decide service.Decide) (*service.Event, error) {
 	for attempt := 0; attempt < service.MaxAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err // the client went before a decision: nothing written
+		}
 		var cur *service.Event
 		if attempt > 0 || !assumeNew {
 			c, err := s.Current(ctx, id)

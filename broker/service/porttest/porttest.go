@@ -143,13 +143,15 @@ func CompareAndSet(t *testing.T, st service.Prescriptions) {
 		}
 		cctx, ccancel := context.WithCancel(ctx)
 		ccancel()
-		called := false
-		_, err := st.Update(cctx, id, func(cur *service.Event) (*service.Write, error) {
-			called = true
-			return casWrite(id, "late")(cur)
-		})
-		if err == nil || called {
-			t.Fatalf("Update with an ended context: err %v, decided %v; want an error before any decision", err, called)
+		for name, f := range map[string]func(context.Context, string, service.Decide) (*service.Event, error){"Update": st.Update, "Create": st.Create} {
+			called := false
+			_, err := f(cctx, id, func(cur *service.Event) (*service.Write, error) {
+				called = true
+				return casWrite(id, "late")(cur)
+			})
+			if err == nil || called {
+				t.Errorf("%s with an ended context: err %v, decided %v; want an error before any decision", name, err, called)
+			}
 		}
 		cur, _ := st.Current(ctx, id)
 		if !slices.Equal(historyIDs(cur.Record), []string{"order"}) {
