@@ -24,6 +24,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/nomination"
 	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Store is the in-memory event log, ready queues and nomination registry.
@@ -212,7 +213,7 @@ func (s *Store) decode(i int) *service.Event {
 	st := s.events[i]
 	ev := st.ev
 	ev.Body = slices.Clone(st.ev.Body)
-	var rec tracker.Prescription
+	var rec rx.Prescription
 	if err := json.Unmarshal(st.record, &rec); err != nil {
 		panic(fmt.Sprintf("memstore: record %d: %v", ev.Seq, err)) // encoded by append
 	}

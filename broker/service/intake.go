@@ -11,7 +11,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Intake accepts FHIR messages posted to $process-message: it decodes and
@@ -81,7 +81,7 @@ func (in *Intake) ProcessMessage(ctx context.Context, p auth.Principal, body []b
 			return nil, err
 		}
 		switch code {
-		case tracker.RNotFound, tracker.RDisabled, tracker.RMismatch, tracker.RInvalid:
+		case rx.RNotFound, rx.RDisabled, rx.RMismatch, rx.RInvalid:
 			return nil, fhir.RCodeError(code)
 		}
 		body, err := fhir.CancelResponse(msg.Raw, code, in.now())
@@ -89,7 +89,7 @@ func (in *Intake) ProcessMessage(ctx context.Context, p auth.Principal, body []b
 			return nil, err
 		}
 		out := &Outcome{Body: body, PrescriptionID: c.PrescriptionID}
-		if code != tracker.RCancelled {
+		if code != rx.RCancelled {
 			out.Status = 400
 		}
 		return out, nil
@@ -129,7 +129,7 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 		order.Sender = p.ODS
 	}
 
-	rec := tracker.Create(order, tracker.Actor{User: p.Subject, Org: p.ODS}, now)
+	rec := rx.Create(order.RxOrder(), rx.Actor{User: p.Subject, Org: p.ODS}, now)
 	var warnings []fhir.Issue
 	if order.Nominated() && order.Performer == "" {
 		// No performer named: the patient's nomination of this site type.
@@ -141,9 +141,9 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 			return nil, storeUnavailable("read nominations", err)
 		}
 		if ods := noms.Of(nomination.Type(order.SiteType)); ods != "" {
-			rec.Nominate(ods, tracker.NominationFromRegistry)
+			rec.Nominate(ods, rx.NominationFromRegistry)
 		} else {
-			rec.Nominate("", tracker.NominationNone)
+			rec.Nominate("", rx.NominationNone)
 			warnings = append(warnings, fhir.Issue{Severity: "warning", Code: "informational",
 				Diagnostics: fmt.Sprintf("no nominated dispenser of type %s is on record for the patient: the prescription was accepted as non-nominated (it can be released by its ID)", order.SiteType),
 				Expression:  []string{"Bundle.entry.resource.ofType(MedicationRequest).dispenseRequest.performer"}})
@@ -162,12 +162,12 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 		resent, afterCancel = false, false
 		switch {
 		case cur == nil:
-			return &Write{Event: tracker.EventOrder, MessageID: order.BundleID, Record: created, Body: msg.Raw}, nil
+			return &Write{Event: rx.EventOrder, MessageID: order.BundleID, Record: created, Body: msg.Raw}, nil
 		case cur.Record.IsEarlyCancellation():
 			// A cancellation came first: the order is stored with it applied.
 			afterCancel = true
-			next := tracker.ApplyEarlyCancellations(cur.Record, created, in.now())
-			return &Write{Event: tracker.EventOrder, MessageID: order.BundleID, Record: next, Body: msg.Raw}, nil
+			next := rx.ApplyEarlyCancellations(cur.Record, created, in.now())
+			return &Write{Event: rx.EventOrder, MessageID: order.BundleID, Record: next, Body: msg.Raw}, nil
 		case cur.Record.BundleID == order.BundleID:
 			resent = true
 			return nil, nil

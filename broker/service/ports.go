@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/nhs-eps/epsbroker/nomination"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Event is one message of the event log of prescriptions: what happened to
@@ -24,7 +24,7 @@ type Event struct {
 	Time      time.Time
 	Event     string // the event type, e.g. prescription-order
 	MessageID string // the message's identifier (Bundle.identifier, Task id, ...)
-	Record    *tracker.Prescription
+	Record    *rx.Prescription
 	Body      []byte // the original message, byte for byte
 }
 
@@ -32,7 +32,7 @@ type Event struct {
 type Write struct {
 	Event     string
 	MessageID string
-	Record    *tracker.Prescription // the prescription after the event
+	Record    *rx.Prescription // the prescription after the event
 	Body      []byte
 }
 

@@ -16,7 +16,7 @@ import (
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 	"github.com/nhs-eps/epsbroker/nomination"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // The services' unit tests run on the in-memory ports (memstore): no NATS.
@@ -128,7 +128,7 @@ func allItems(g *fhirgen.Generated, status string) map[string]string {
 }
 
 // current is the stored record of a prescription (nil when none).
-func (e *env) current(id string) *tracker.Prescription {
+func (e *env) current(id string) *rx.Prescription {
 	e.t.Helper()
 	cur, err := e.st.Current(e.ctx, id)
 	if errors.Is(err, service.ErrNotFound) {
@@ -140,22 +140,27 @@ func (e *env) current(id string) *tracker.Prescription {
 	return cur.Record
 }
 
-func (e *env) status(id string) tracker.Status {
+func (e *env) status(id string) rx.Status {
 	if rec := e.current(id); rec != nil {
 		return rec.Status
 	}
 	return ""
 }
 
-// wantError checks err's FHIR kind and EPS code ("" for any code).
+// wantError checks err's FHIR kind (its HTTP status) and the EPS code its
+// OperationOutcome issue carries ("" for any code).
 func wantError(t *testing.T, err error, kind fhir.Kind, code string) {
 	t.Helper()
-	var fe *fhir.Error
-	if !errors.As(err, &fe) {
-		t.Fatalf("error %v (%T), want a FHIR error of kind %v %s", err, err, kind, code)
+	if err == nil {
+		t.Fatalf("no error, want kind %v %s", kind, code)
 	}
-	if fe.Kind != kind || (code != "" && fe.Code != code) {
-		t.Fatalf("error kind %v code %s (%v), want kind %v code %s", fe.Kind, fe.Code, err, kind, code)
+	is := fhir.IssueFor(err)
+	got := ""
+	if is.Details != nil && len(is.Details.Coding) > 0 {
+		got = is.Details.Coding[0].Code
+	}
+	if fhir.ErrorKind(err) != kind || (code != "" && got != code) {
+		t.Fatalf("error kind %v code %s (%v), want kind %v code %s", fhir.ErrorKind(err), got, err, kind, code)
 	}
 }
 
@@ -170,10 +175,10 @@ func TestIntakeOrders(t *testing.T) {
 			t.Fatalf("%+v, %v", out, err)
 		}
 		evs := e.st.Events(g.ShortID)
-		if len(evs) != 1 || evs[0].Event != tracker.EventOrder || !bytes.Equal(evs[0].Body, g.Body) || evs[0].MessageID != g.BundleID {
+		if len(evs) != 1 || evs[0].Event != rx.EventOrder || !bytes.Equal(evs[0].Body, g.Body) || evs[0].MessageID != g.BundleID {
 			t.Fatalf("events %+v, want the order as posted", evs)
 		}
-		if st := e.status(g.ShortID); st != tracker.StatusToBeDispensed {
+		if st := e.status(g.ShortID); st != rx.StatusToBeDispensed {
 			t.Errorf("status %s, want 0001", st)
 		}
 		if q := e.st.Queue(pharmacy); len(q) != 1 || q[0] != g.ShortID {
@@ -238,13 +243,13 @@ func TestIntakeOrders(t *testing.T) {
 		g := e.order()
 		cancel, _ := fhirgen.Cancellation(g, g.ItemIDs[0], "0001")
 		_, err := e.in.ProcessMessage(e.ctx, prescriberP, cancel)
-		wantError(t, err, fhir.KindInvalid, tracker.RNotFound) // kept for the order
+		wantError(t, err, fhir.KindInvalid, rx.RNotFound) // kept for the order
 		out, err := e.in.ProcessMessage(e.ctx, prescriberP, g.Body)
 		if err != nil || out.Resent {
 			t.Fatalf("%+v, %v", out, err)
 		}
 		rec := e.current(g.ShortID)
-		if rec.IsEarlyCancellation() || rec.Items[0].Status != tracker.ItemCancelled {
+		if rec.IsEarlyCancellation() || rec.Items[0].Status != rx.ItemCancelled {
 			t.Errorf("item 1 %s, want cancelled (0005)", rec.Items[0].Status)
 		}
 	})
@@ -260,7 +265,7 @@ func TestIntakeOrders(t *testing.T) {
 		if _, err := e.in.ProcessMessage(e.ctx, prescriberP, body); err != nil {
 			t.Fatal(err)
 		}
-		if rec := e.current(g.ShortID); rec.Nominated != otherPharm || rec.NominationSource != tracker.NominationFromRegistry {
+		if rec := e.current(g.ShortID); rec.Nominated != otherPharm || rec.NominationSource != rx.NominationFromRegistry {
 			t.Errorf("nominated %q (%s), want %s from the registry", rec.Nominated, rec.NominationSource, otherPharm)
 		}
 	})
@@ -302,7 +307,7 @@ func TestLifecycle(t *testing.T) {
 		e := newEnv(t)
 		g := e.accepted()
 		rel, err := e.life.ReleaseByID(e.ctx, pharmacyP, pharmacy, g.ShortID, "r1", fhirgen.Release(pharmacy, g.ShortID))
-		if err != nil || !bytes.Equal(rel.Order, g.Body) || rel.Record.Status != tracker.StatusWithDispenser || rel.Record.Dispenser != pharmacy {
+		if err != nil || !bytes.Equal(rel.Order, g.Body) || rel.Record.Status != rx.StatusWithDispenser || rel.Record.Dispenser != pharmacy {
 			t.Fatalf("%+v, %v", rel, err)
 		}
 		if q := e.st.Queue(pharmacy); len(q) != 0 {
@@ -375,7 +380,7 @@ func TestLifecycle(t *testing.T) {
 		if err := e.life.Task(e.ctx, pharmacyP, task, nil); err != nil {
 			t.Fatal(err)
 		}
-		if rec := e.current(g.ShortID); rec.Status != tracker.StatusToBeDispensed || rec.Dispenser != "" || rec.Nominated != "" {
+		if rec := e.current(g.ShortID); rec.Status != rx.StatusToBeDispensed || rec.Dispenser != "" || rec.Nominated != "" {
 			t.Errorf("after return: %s dispenser %q nominated %q", rec.Status, rec.Dispenser, rec.Nominated)
 		}
 	})
@@ -386,7 +391,7 @@ func TestLifecycle(t *testing.T) {
 		task, _ := fhir.DecodeTaskRequest(fhirgen.ReturnTask(g, otherPharm, "0003"))
 		err := e.life.Task(e.ctx, otherP, task, nil)
 		wantError(t, err, fhir.KindInvalid, fhir.CodeInvalidStateTransition)
-		if st := e.status(g.ShortID); st != tracker.StatusWithDispenser {
+		if st := e.status(g.ShortID); st != rx.StatusWithDispenser {
 			t.Errorf("status %s", st)
 		}
 	})
@@ -398,7 +403,7 @@ func TestLifecycle(t *testing.T) {
 		if _, err := e.in.ProcessMessage(e.ctx, pharmacyP, body); err != nil {
 			t.Fatal(err)
 		}
-		if st := e.status(g.ShortID); st != tracker.StatusDispensed {
+		if st := e.status(g.ShortID); st != rx.StatusDispensed {
 			t.Fatalf("status %s, want 0006", st)
 		}
 		n := e.st.Len()
@@ -412,7 +417,7 @@ func TestLifecycle(t *testing.T) {
 		if err := e.life.Task(e.ctx, pharmacyP, task, nil); err != nil {
 			t.Fatal(err)
 		}
-		if st := e.status(g.ShortID); st != tracker.StatusWithDispenser {
+		if st := e.status(g.ShortID); st != rx.StatusWithDispenser {
 			t.Errorf("after withdraw: %s, want 0002", st)
 		}
 	})
@@ -428,7 +433,7 @@ func TestLifecycle(t *testing.T) {
 		if err := e.life.Claim(e.ctx, pharmacyP, c, body); err != nil {
 			t.Fatal(err)
 		}
-		if st := e.status(g.ShortID); st != tracker.StatusClaimed {
+		if st := e.status(g.ShortID); st != rx.StatusClaimed {
 			t.Fatalf("status %s, want 0008", st)
 		}
 		n := e.st.Len()
@@ -442,16 +447,16 @@ func TestLifecycle(t *testing.T) {
 		g := e.accepted()
 		body, _ := fhirgen.Cancellation(g, g.ItemIDs[0], "0001")
 		out, err := e.in.ProcessMessage(e.ctx, prescriberP, body)
-		if err != nil || out.Status != 0 || !bytes.Contains(out.Body, []byte(tracker.RCancelled)) {
+		if err != nil || out.Status != 0 || !bytes.Contains(out.Body, []byte(rx.RCancelled)) {
 			t.Fatalf("%+v, %v", out, err)
 		}
-		if it := e.current(g.ShortID).Items[0]; it.Status != tracker.ItemCancelled {
+		if it := e.current(g.ShortID).Items[0]; it.Status != rx.ItemCancelled {
 			t.Errorf("item %s, want 0005", it.Status)
 		}
 		unknown := e.order()
 		body, _ = fhirgen.Cancellation(unknown, unknown.ItemIDs[0], "0001")
 		_, err = e.in.ProcessMessage(e.ctx, prescriberP, body)
-		wantError(t, err, fhir.KindInvalid, tracker.RNotFound)
+		wantError(t, err, fhir.KindInvalid, rx.RNotFound)
 	})
 
 	t.Run("a conflicting write is decided again: the other dispenser got it first", func(t *testing.T) {
@@ -493,7 +498,7 @@ func TestLifecycle(t *testing.T) {
 		task, _ := fhir.DecodeTaskRequest(fhirgen.ReturnTask(g, pharmacy, "0003"))
 		err := e.life.Task(e.ctx, pharmacyP, task, nil)
 		wantError(t, err, fhir.KindUnavailable, fhir.CodeServiceUnavailable)
-		if e.st.Conflicts() != service.MaxAttempts || e.status(g.ShortID) != tracker.StatusWithDispenser {
+		if e.st.Conflicts() != service.MaxAttempts || e.status(g.ShortID) != rx.StatusWithDispenser {
 			t.Errorf("conflicts %d, status %s; want %d and 0002", e.st.Conflicts(), e.status(g.ShortID), service.MaxAttempts)
 		}
 	})
@@ -517,7 +522,7 @@ func TestLifecycle(t *testing.T) {
 		if err != nil {
 			t.Errorf("nominated release of an empty queue while writes fail: %v", err)
 		}
-		if e.st.Len() != n || e.status(g.ShortID) != tracker.StatusWithDispenser {
+		if e.st.Len() != n || e.status(g.ShortID) != rx.StatusWithDispenser {
 			t.Errorf("changed: %d events (was %d), status %s", e.st.Len(), n, e.status(g.ShortID))
 		}
 	})
@@ -530,7 +535,7 @@ func TestLifecycle(t *testing.T) {
 		if _, err := e.life.ReleaseByID(ctx, pharmacyP, pharmacy, g.ShortID, "r", nil); err != nil {
 			t.Fatal(err)
 		}
-		if st := e.status(g.ShortID); st != tracker.StatusWithDispenser {
+		if st := e.status(g.ShortID); st != rx.StatusWithDispenser {
 			t.Errorf("status %s, want 0002", st)
 		}
 	})
@@ -546,22 +551,22 @@ func TestScheduler(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := e.accepted()
-	if st := e.status(later.ShortID); st != tracker.StatusFuture {
+	if st := e.status(later.ShortID); st != rx.StatusFuture {
 		t.Fatalf("post-dated: %s", st)
 	}
 	steps := []struct {
 		name    string
 		advance time.Duration
 		applied int
-		want    map[string]tracker.Status
+		want    map[string]rx.Status
 		queue   []string
 	}{
-		{"nothing due yet", 0, 0, map[string]tracker.Status{later.ShortID: tracker.StatusFuture}, []string{plain.ShortID}},
-		{"the day before its start", 9*24*time.Hour + time.Hour, 0, map[string]tracker.Status{later.ShortID: tracker.StatusFuture}, []string{plain.ShortID}},
-		{"its start date: ready and queued", 24 * time.Hour, 1, map[string]tracker.Status{later.ShortID: tracker.StatusToBeDispensed}, []string{plain.ShortID, later.ShortID}},
+		{"nothing due yet", 0, 0, map[string]rx.Status{later.ShortID: rx.StatusFuture}, []string{plain.ShortID}},
+		{"the day before its start", 9*24*time.Hour + time.Hour, 0, map[string]rx.Status{later.ShortID: rx.StatusFuture}, []string{plain.ShortID}},
+		{"its start date: ready and queued", 24 * time.Hour, 1, map[string]rx.Status{later.ShortID: rx.StatusToBeDispensed}, []string{plain.ShortID, later.ShortID}},
 		{"a second pass applies nothing", 0, 0, nil, []string{plain.ShortID, later.ShortID}},
 		{"past the first one's validity: expired, out of the queue", 6*31*24*time.Hour - 10*24*time.Hour, 1,
-			map[string]tracker.Status{plain.ShortID: tracker.StatusExpired, later.ShortID: tracker.StatusToBeDispensed}, []string{later.ShortID}},
+			map[string]rx.Status{plain.ShortID: rx.StatusExpired, later.ShortID: rx.StatusToBeDispensed}, []string{later.ShortID}},
 	}
 	for _, s := range steps {
 		e.advance(s.advance)

@@ -14,25 +14,25 @@ import (
 	"time"
 
 	"github.com/nhs-eps/epsbroker/broker/service"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // casWrite is a decision that adds one history entry named msg to the
 // prescription (creating it when there is none).
 func casWrite(id, msg string) service.Decide {
 	return func(cur *service.Event) (*service.Write, error) {
-		next := &tracker.Prescription{ID: id}
+		next := &rx.Prescription{ID: id}
 		if cur != nil {
 			c := *cur.Record
 			c.History = slices.Clone(c.History)
 			next = &c
 		}
-		next.History = append(next.History, tracker.Event{Type: "test", MessageID: msg})
+		next.History = append(next.History, rx.Event{Type: "test", MessageID: msg})
 		return &service.Write{Event: "test", MessageID: msg, Record: next, Body: []byte(msg)}, nil
 	}
 }
 
-func historyIDs(rec *tracker.Prescription) []string {
+func historyIDs(rec *rx.Prescription) []string {
 	var out []string
 	for _, h := range rec.History {
 		out = append(out, h.MessageID)
