@@ -7,7 +7,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/nhs-eps/epsbroker/broker"
-	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 )
 
@@ -35,7 +34,7 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := principalFrom(r.Context())
-	var released []service.Released
+	var released []broker.Released
 	if since := takenOver(r.Context()); !since.IsZero() {
 		// A retry of a release that never answered: what it released, if
 		// anything, is handed over again instead of other prescriptions.
@@ -53,7 +52,7 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 			a.writeError(w, r, err)
 			return
 		}
-		released = []service.Released{*one}
+		released = []broker.Released{*one}
 	default:
 		released, err = a.Lifecycle.ReleaseNominated(r.Context(), p, req.Owner, messageID(r), body, nominatedReleaseMax)
 		if err != nil {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
-	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/tracker"
 )
@@ -34,8 +33,8 @@ type Verifier interface {
 
 // Deps are what the HTTP API serves from.
 type Deps struct {
-	Intake    *service.Intake
-	Lifecycle *service.Lifecycle
+	Intake    *broker.Intake
+	Lifecycle *broker.Lifecycle
 	Registry  *broker.Registry
 	Store     *broker.Store
 	Tracker   *tracker.Index
