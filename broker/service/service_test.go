@@ -243,7 +243,7 @@ func TestIntakeOrders(t *testing.T) {
 		g := e.order()
 		cancel, _ := fhirgen.Cancellation(g, g.ItemIDs[0], "0001")
 		_, err := e.in.ProcessMessage(e.ctx, prescriberP, cancel)
-		wantError(t, err, fhir.KindInvalid, rx.RNotFound) // kept for the order
+		wantError(t, err, fhir.KindInvalid, string(rx.RNotFound)) // kept for the order
 		out, err := e.in.ProcessMessage(e.ctx, prescriberP, g.Body)
 		if err != nil || out.Resent {
 			t.Fatalf("%+v, %v", out, err)
@@ -456,7 +456,7 @@ func TestLifecycle(t *testing.T) {
 		unknown := e.order()
 		body, _ = fhirgen.Cancellation(unknown, unknown.ItemIDs[0], "0001")
 		_, err = e.in.ProcessMessage(e.ctx, prescriberP, body)
-		wantError(t, err, fhir.KindInvalid, rx.RNotFound)
+		wantError(t, err, fhir.KindInvalid, string(rx.RNotFound))
 	})
 
 	t.Run("a conflicting write is decided again: the other dispenser got it first", func(t *testing.T) {
