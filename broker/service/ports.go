@@ -1,9 +1,9 @@
 // Package service holds the broker's services: Intake (the messages posted
 // to $process-message), Lifecycle (releases, returns, withdrawals, dispense
 // notifications, claims and cancellations) and Scheduler (the time-driven
-// transitions). They decide with the domain (tracker) and the FHIR decoders
-// (fhir), and read and write only through the small interfaces (ports) of
-// this file: the JetStream adapter (package broker) implements them in
+// transitions). They decide with the domain core (tracker/rx) and the
+// FHIR decoders (fhir), and read and write only through the small
+// interfaces (ports) of this file: the JetStream adapter (package broker) implements them in
 // production, package memstore in memory for unit tests. This package never
 // imports NATS.
 package service
@@ -54,8 +54,10 @@ type Prescriptions interface {
 	// decided from; otherwise it reads and decides again, at most
 	// MaxAttempts times (then ErrBusy). A decided write is completed even
 	// when ctx ends meanwhile (the client went away): an abandoned write
-	// may still be stored, and its answer would lie. It returns the event
-	// written, or nil when decide wrote nothing. Errors: decide's own, as
+	// may still be stored, and its answer would lie. A client gone before
+	// a decision stops it with nothing written. It returns the event
+	// written (its Time is not known to the writer: zero), or nil when
+	// decide wrote nothing. Errors: decide's own, as
 	// they are; ErrTooLarge; ErrBusy; any other is the store's (unavailable,
 	// full).
 	Update(ctx context.Context, id string, decide Decide) (*Event, error)
