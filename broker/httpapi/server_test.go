@@ -455,3 +455,26 @@ func TestServiceAnswers(t *testing.T) {
 	wantOutcome(t, f.do(req{method: "POST", path: "/FHIR/R4/Task/$release", token: tokDispenser, body: string(fhirgen.Release("FA565", "24F5DA-A83008-7EFE6Z"))}),
 		409, fhir.CodeInvalidStateTransition)
 }
+
+// Past a user's rate: 429 TOO_MANY_REQUESTS with Retry-After, the request
+// not processed; another user goes on.
+func TestUserRateLimit(t *testing.T) {
+	f := newFixture(t, func(d *Deps) { d.Limits = Limits{UserRate: 0.001, UserBurst: 1} })
+	send := func(token string) *httptest.ResponseRecorder {
+		return f.do(req{method: "POST", path: "/FHIR/R4/$process-message", token: token, body: order})
+	}
+	if w := send(tokPrescriber); w.Code != 200 {
+		t.Fatalf("first: %d", w.Code)
+	}
+	w := send(tokPrescriber)
+	oo := wantOutcome(t, w, 429, codeTooManyRequests)
+	if oo.Issue[0].Code != "throttled" || w.Header().Get("Retry-After") == "" {
+		t.Errorf("issue code %q, Retry-After %q", oo.Issue[0].Code, w.Header().Get("Retry-After"))
+	}
+	if f.intake.calls() != 1 {
+		t.Errorf("intake called %d times, want 1", f.intake.calls())
+	}
+	if w := send(tokOtherPresc); w.Code != 200 {
+		t.Errorf("another user: %d", w.Code)
+	}
+}
