@@ -12,6 +12,7 @@ import (
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // fzNow is the clock of the fuzz targets.
@@ -41,21 +42,21 @@ func fzRecords(f *testing.F) [][]byte {
 	if err != nil {
 		f.Fatal(err)
 	}
-	by := tracker.Actor{User: "u1", Org: "A83008"}
-	created := tracker.Create(order(g.Body), by, fzNow)
-	released, err := tracker.Release(created, "FA565", tracker.Actor{User: "d1", Org: "FA565"}, "m1", true, fzNow)
+	by := rx.Actor{User: "u1", Org: "A83008"}
+	created := rx.Create(order(g.Body).RxOrder(), by, fzNow)
+	released, err := rx.Release(created, "FA565", rx.Actor{User: "d1", Org: "FA565"}, "m1", true, fzNow)
 	if err != nil {
 		f.Fatal(err)
 	}
-	dispensed, err := tracker.Dispense(released, "FA565", tracker.Actor{User: "d1", Org: "FA565"}, tracker.DispenseInput{
-		ID: "n1", Items: map[string]tracker.ItemStatus{g.ItemIDs[0]: "0001", g.ItemIDs[1]: "0003"}, Status: "0003",
-		Lines: []tracker.DispensedLine{{LineItem: g.ItemIDs[0], Status: "0001", Quantity: 2, Unit: "tablet"}}}, fzNow)
+	dispensed, err := rx.Dispense(released, "FA565", rx.Actor{User: "d1", Org: "FA565"}, rx.DispenseInput{
+		ID: "n1", Items: map[string]rx.ItemStatus{g.ItemIDs[0]: "0001", g.ItemIDs[1]: "0003"}, Status: "0003",
+		Lines: []rx.DispensedLine{{LineItem: g.ItemIDs[0], Status: "0001", Quantity: 2, Unit: "tablet"}}}, fzNow)
 	if err != nil {
 		f.Fatal(err)
 	}
-	erd := tracker.Create(order(fhirgen.RepeatDispensing(g.Body, 2, 28, fzNow)), by, fzNow)
+	erd := rx.Create(order(fhirgen.RepeatDispensing(g.Body, 2, 28, fzNow)).RxOrder(), by, fzNow)
 	var out [][]byte
-	for _, p := range []*tracker.Prescription{created, released, dispensed, erd} {
+	for _, p := range []*rx.Prescription{created, released, dispensed, erd} {
 		b, err := json.Marshal(p)
 		if err != nil {
 			f.Fatal(err)
@@ -73,7 +74,7 @@ func fzRecords(f *testing.F) [][]byte {
 // a panic, and the answers must be JSON.
 func FuzzDecodeStored(f *testing.F) {
 	for _, rec := range fzRecords(f) {
-		f.Add(string(rec), tracker.EventReady, []byte("{}"))
+		f.Add(string(rec), rx.EventReady, []byte("{}"))
 	}
 	f.Add(`{}`, "", []byte(nil))
 	f.Add(`null`, "prescription-order", []byte("x"))
@@ -115,8 +116,8 @@ func FuzzDecodeStored(f *testing.F) {
 		_ = readyNotification(ev)
 
 		// The scheduler.
-		_ = tracker.Scheduled(rec, fzNow)
-		_ = tracker.ApplyScheduled(rec, fzNow.AddDate(2, 0, 0), nil)
+		_ = rx.Scheduled(rec, fzNow)
+		_ = rx.ApplyScheduled(rec, fzNow.AddDate(2, 0, 0), nil)
 
 		// The tracker's answers: the search and every issue's detail.
 		if b := tracker.SearchBundle([]tracker.SearchResult{{Record: rec, Patient: fhir.PatientDetails{NHSNumber: rec.NHSNumber}}}); !json.Valid(b) {

@@ -11,7 +11,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Intake accepts FHIR messages posted to $process-message: it decodes and
@@ -77,7 +77,7 @@ func (in *Intake) ProcessMessage(ctx context.Context, p auth.Principal, body []b
 			return nil, err
 		}
 		switch code {
-		case tracker.RNotFound, tracker.RDisabled, tracker.RMismatch, tracker.RInvalid:
+		case rx.RNotFound, rx.RDisabled, rx.RMismatch, rx.RInvalid:
 			return nil, fhir.RCodeError(code)
 		}
 		body, err := fhir.CancelResponse(msg.Raw, code, in.now())
@@ -85,7 +85,7 @@ func (in *Intake) ProcessMessage(ctx context.Context, p auth.Principal, body []b
 			return nil, err
 		}
 		out := &Outcome{Body: body, PrescriptionID: c.PrescriptionID}
-		if code != tracker.RCancelled {
+		if code != rx.RCancelled {
 			out.Status = 400
 		}
 		return out, nil
@@ -125,7 +125,7 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 		order.Sender = p.ODS
 	}
 
-	rec := tracker.Create(order, tracker.Actor{User: p.Subject, Org: p.ODS}, now)
+	rec := rx.Create(order.RxOrder(), rx.Actor{User: p.Subject, Org: p.ODS}, now)
 	var warnings []fhir.Issue
 	if order.Nominated() && order.Performer == "" {
 		// No performer named: the patient's nomination of this site type.
@@ -137,16 +137,16 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 			return nil, storeUnavailable("read nominations", err)
 		}
 		if ods := noms.Of(nomination.Type(order.SiteType)); ods != "" {
-			rec.Nominate(ods, tracker.NominationFromRegistry)
+			rec.Nominate(ods, rx.NominationFromRegistry)
 		} else {
-			rec.Nominate("", tracker.NominationNone)
+			rec.Nominate("", rx.NominationNone)
 			warnings = append(warnings, fhir.Issue{Severity: "warning", Code: "informational",
 				Diagnostics: fmt.Sprintf("no nominated dispenser of type %s is on record for the patient: the prescription was accepted as non-nominated (it can be released by its ID)", order.SiteType),
 				Expression:  []string{"Bundle.entry.resource.ofType(MedicationRequest).dispenseRequest.performer"}})
 		}
 	}
 	start = time.Now()
-	_, err = in.store.Append(ctx, tracker.EventOrder, order.BundleID, rec, msg.Raw, 0)
+	_, err = in.store.Append(ctx, rx.EventOrder, order.BundleID, rec, msg.Raw, 0)
 	in.stage("store", start)
 	switch {
 	case errors.Is(err, ErrConflict):
@@ -167,7 +167,7 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 // existingOrder answers an order whose prescription ID is already in the
 // log: the same message again is accepted without storing anything; another
 // message reusing the ID is a duplicate.
-func (in *Intake) existingOrder(ctx context.Context, order *fhir.Order, created *tracker.Prescription, raw []byte) (*Outcome, error) {
+func (in *Intake) existingOrder(ctx context.Context, order *fhir.Order, created *rx.Prescription, raw []byte) (*Outcome, error) {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		out, retry, err := in.existingOrderOnce(ctx, order, created, raw)
 		if !retry {
@@ -178,7 +178,7 @@ func (in *Intake) existingOrder(ctx context.Context, order *fhir.Order, created 
 		Diagnostics: fmt.Sprintf("prescription %s is changing too often to accept the order now; retry", order.PrescriptionID)}
 }
 
-func (in *Intake) existingOrderOnce(ctx context.Context, order *fhir.Order, created *tracker.Prescription, raw []byte) (*Outcome, bool, error) {
+func (in *Intake) existingOrderOnce(ctx context.Context, order *fhir.Order, created *rx.Prescription, raw []byte) (*Outcome, bool, error) {
 	cur, err := in.store.Current(ctx, order.PrescriptionID)
 	if err != nil {
 		in.metrics.Orders.WithLabelValues("error").Inc()
@@ -187,8 +187,8 @@ func (in *Intake) existingOrderOnce(ctx context.Context, order *fhir.Order, crea
 	}
 	if cur.Record.IsEarlyCancellation() {
 		// A cancellation came first: the order is stored with it applied.
-		rec := tracker.ApplyEarlyCancellations(cur.Record, created, in.now())
-		_, err := in.store.Append(ctx, tracker.EventOrder, order.BundleID, rec, raw, cur.Seq)
+		rec := rx.ApplyEarlyCancellations(cur.Record, created, in.now())
+		_, err := in.store.Append(ctx, rx.EventOrder, order.BundleID, rec, raw, cur.Seq)
 		switch {
 		case errors.Is(err, ErrConflict):
 			return nil, true, nil

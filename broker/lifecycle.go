@@ -11,7 +11,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Lifecycle moves prescriptions through the state machine of
@@ -47,7 +47,7 @@ func notFound(id string) *fhir.Error {
 // isNotFound reports whether err is notFound's.
 func isNotFound(err error) bool {
 	var e *fhir.Error
-	return errors.As(err, &e) && e.Code == fhir.CodeResourceNotFound
+	return errors.As(err, &e) && e.Code == fhir.CodeResourceNotFound || rx.CodeOf(err) == rx.CodeResourceNotFound
 }
 
 func storeUnavailable(op string, err error) *fhir.Error {
@@ -61,7 +61,7 @@ func storeUnavailable(op string, err error) *fhir.Error {
 // sequence it decided from, re-reading and deciding again when another
 // writer got there first.
 func (l *Lifecycle) update(ctx context.Context, id, event, messageID string, body []byte,
-	decide func(cur *tracker.Prescription) (*tracker.Prescription, error)) (*tracker.Prescription, error) {
+	decide func(cur *rx.Prescription) (*rx.Prescription, error)) (*rx.Prescription, error) {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		cur, err := l.store.Current(ctx, id)
 		if errors.Is(err, ErrNotFound) {
@@ -101,7 +101,7 @@ func (l *Lifecycle) update(ctx context.Context, id, event, messageID string, bod
 // Released is a prescription handed to a dispenser, with its original order
 // message, byte for byte.
 type Released struct {
-	Record *tracker.Prescription
+	Record *rx.Prescription
 	Order  []byte
 }
 
@@ -123,20 +123,20 @@ func (l *Lifecycle) ReleaseByID(ctx context.Context, p auth.Principal, owner, id
 	if err := dispenserOnly(p, owner); err != nil {
 		return nil, err
 	}
-	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
+	actor := rx.Actor{User: p.Subject, Org: p.ODS}
 	// The order's bytes are read before anything is written, so nothing can
 	// fail between the release and handing the prescription over.
 	order, err := l.orderOf(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	var held *tracker.Prescription
-	rec, err := l.update(ctx, id, tracker.EventRelease, messageID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
-		if cur.Status == tracker.StatusWithDispenser && cur.Dispenser == p.ODS {
+	var held *rx.Prescription
+	rec, err := l.update(ctx, id, rx.EventRelease, messageID, body, func(cur *rx.Prescription) (*rx.Prescription, error) {
+		if cur.Status == rx.StatusWithDispenser && cur.Dispenser == p.ODS {
 			held = cur // released to this dispenser before (a retry): hand it over again
 			return nil, errAlready
 		}
-		return tracker.Release(cur, p.ODS, actor, messageID, false, l.now())
+		return rx.Release(cur, p.ODS, actor, messageID, false, l.now())
 	})
 	if errors.Is(err, errAlready) {
 		rec, err = held, nil
@@ -164,7 +164,7 @@ func (l *Lifecycle) ReleasedUnder(ctx context.Context, p auth.Principal, owner, 
 	// The reservation's time and the events' are the NATS server's clock;
 	// a second before it leaves room for a cluster's skew.
 	evs, err := l.store.EventsUnder(ctx, messageID, since.Add(-time.Second), takeoverWindow+time.Second,
-		tracker.EventRelease, tracker.EventNominatedRelease)
+		rx.EventRelease, rx.EventNominatedRelease)
 	if err != nil {
 		return nil, storeUnavailable("read event log", err)
 	}
@@ -222,7 +222,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 	if err := dispenserOnly(p, owner); err != nil {
 		return nil, err
 	}
-	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
+	actor := rx.Actor{User: p.Subject, Org: p.ODS}
 	var out []Released
 	for from := uint64(1); len(out) < max; {
 		entries, err := l.store.ReadyQueueFrom(ctx, p.ODS, from, max)
@@ -242,13 +242,13 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 				_ = l.store.Dequeue(ctx, p.ODS, e.PrescriptionID) // a stale entry
 				continue
 			}
-			var rec *tracker.Prescription
+			var rec *rx.Prescription
 			if err == nil {
-				rec, err = l.update(ctx, e.PrescriptionID, tracker.EventNominatedRelease, messageID, body, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+				rec, err = l.update(ctx, e.PrescriptionID, rx.EventNominatedRelease, messageID, body, func(cur *rx.Prescription) (*rx.Prescription, error) {
 					if !cur.Ready() || cur.Nominated != p.ODS {
 						return nil, errSkip // taken, returned or changed since it was queued
 					}
-					return tracker.Release(cur, p.ODS, actor, messageID, true, l.now())
+					return rx.Release(cur, p.ODS, actor, messageID, true, l.now())
 				})
 			}
 			if errors.Is(err, errSkip) || isNotFound(err) {
@@ -280,17 +280,17 @@ var errAlready = errors.New("already applied")
 // heldBy checks that dispenser holds the prescription before anything
 // else of the message is compared with it (so that a dispenser cannot probe
 // another's prescription, e.g. its NHS number).
-func heldBy(cur *tracker.Prescription, dispenser string) error {
-	return tracker.HeldBy(cur, dispenser)
+func heldBy(cur *rx.Prescription, dispenser string) error {
+	return rx.HeldBy(cur, dispenser)
 }
 
 // sameNHSNumber is R-5000: a withdraw, dispense notification or
 // cancellation must name the NHS number of the prescription's patient (when
 // the message names one); returns and claims carry none to Spine.
-func sameNHSNumber(cur *tracker.Prescription, nhs string) error {
+func sameNHSNumber(cur *rx.Prescription, nhs string) error {
 	if nhs != "" && nhs != cur.NHSNumber {
 		return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidValue,
-			Codings:     []fhir.Coding{{System: fhir.SystemStatusHistory, Code: tracker.RMismatch, Display: fhir.RCodeDisplay[tracker.RMismatch]}},
+			Codings:     []fhir.Coding{{System: fhir.SystemStatusHistory, Code: rx.RMismatch, Display: fhir.RCodeDisplay[rx.RMismatch]}},
 			Diagnostics: fmt.Sprintf("R-5000: the message's NHS number does not match prescription %s", cur.ID)}
 	}
 	return nil
@@ -303,7 +303,7 @@ func sameNHSNumber(cur *tracker.Prescription, nhs string) error {
 // about issue n still finds it after issue n + 1 has become current; else
 // the current issue (0). For any other prescription, the number it names
 // (ignored by OnIssue).
-func issueFor(rec *tracker.Prescription, named int, about func(is *tracker.Issue) bool) int {
+func issueFor(rec *rx.Prescription, named int, about func(is *rx.Issue) bool) int {
 	if named != 0 || !rec.RepeatDispensing() {
 		return named
 	}
@@ -317,7 +317,7 @@ func issueFor(rec *tracker.Prescription, named int, about func(is *tracker.Issue
 }
 
 // hasDispense reports whether notification id was applied to issue is.
-func hasDispense(is *tracker.Issue, id string) bool {
+func hasDispense(is *rx.Issue, id string) bool {
 	for _, d := range is.Dispenses {
 		if d.ID == id {
 			return true
@@ -334,35 +334,35 @@ func (l *Lifecycle) Task(ctx context.Context, p auth.Principal, t *fhir.TaskRequ
 	if err := dispenserOnly(p, ""); err != nil {
 		return err
 	}
-	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
+	actor := rx.Actor{User: p.Subject, Org: p.ODS}
 	msgID := t.ID
-	event := tracker.EventReturn
+	event := rx.EventReturn
 	if t.Kind == fhir.TaskKindWithdraw {
-		event = tracker.EventWithdraw
+		event = rx.EventWithdraw
 	}
-	_, err := l.update(ctx, t.PrescriptionID, event, msgID, body, func(rec *tracker.Prescription) (*tracker.Prescription, error) {
-		issue := issueFor(rec, t.Issue, func(is *tracker.Issue) bool {
-			if event == tracker.EventWithdraw {
+	_, err := l.update(ctx, t.PrescriptionID, event, msgID, body, func(rec *rx.Prescription) (*rx.Prescription, error) {
+		issue := issueFor(rec, t.Issue, func(is *rx.Issue) bool {
+			if event == rx.EventWithdraw {
 				return hasDispense(is, t.FocusID)
 			}
-			return is.Status == tracker.StatusWithDispenser && is.Dispenser == p.ODS
+			return is.Status == rx.StatusWithDispenser && is.Dispenser == p.ODS
 		})
-		return tracker.OnIssue(rec, issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		return rx.OnIssue(rec, issue, func(cur *rx.Prescription) (*rx.Prescription, error) {
 			if err := heldBy(cur, p.ODS); err != nil {
 				return nil, err
 			}
 			// A withdraw names the patient (withdraw.ts createRecordTarget)
 			// and Spine compares it; a return does not (return.ts sends no
 			// recordTarget), so its Task.for is not compared.
-			if event == tracker.EventWithdraw {
+			if event == rx.EventWithdraw {
 				if err := sameNHSNumber(cur, t.NHSNumber); err != nil {
 					return nil, err
 				}
 			}
-			if event == tracker.EventWithdraw {
-				return tracker.Withdraw(cur, p.ODS, actor, t.FocusID, msgID, l.now())
+			if event == rx.EventWithdraw {
+				return rx.Withdraw(cur, p.ODS, actor, t.FocusID, msgID, l.now())
 			}
-			return tracker.Return(cur, p.ODS, actor, msgID, l.now())
+			return rx.Return(cur, p.ODS, actor, msgID, l.now())
 		})
 	})
 	return err
@@ -377,17 +377,17 @@ func (l *Lifecycle) Dispense(ctx context.Context, p auth.Principal, n *fhir.Disp
 	if err := dispenserOnly(p, ""); err != nil {
 		return err
 	}
-	in := tracker.DispenseInput{ID: n.BundleID, ReplacementOf: n.ReplacementOf, Items: map[string]tracker.ItemStatus{},
-		Status: tracker.Status(n.PrescriptionStatus), Lines: tracker.DispensedLines(n), NonDispensingReason: n.NonDispensingReason}
+	in := rx.DispenseInput{ID: n.BundleID, ReplacementOf: n.ReplacementOf, Items: map[string]rx.ItemStatus{},
+		Status: rx.Status(n.PrescriptionStatus), Lines: n.DispensedLines(), NonDispensingReason: n.NonDispensingReason}
 	for _, it := range n.Items {
-		in.Items[it.LineItemID] = tracker.ItemStatus(it.Status)
+		in.Items[it.LineItemID] = rx.ItemStatus(it.Status)
 	}
-	_, err := l.update(ctx, n.PrescriptionID, tracker.EventDispense, n.BundleID, body, func(rec *tracker.Prescription) (*tracker.Prescription, error) {
-		issue := issueFor(rec, n.Issue, func(is *tracker.Issue) bool {
+	_, err := l.update(ctx, n.PrescriptionID, rx.EventDispense, n.BundleID, body, func(rec *rx.Prescription) (*rx.Prescription, error) {
+		issue := issueFor(rec, n.Issue, func(is *rx.Issue) bool {
 			return hasDispense(is, n.BundleID) || (n.ReplacementOf != "" && hasDispense(is, n.ReplacementOf)) ||
-				(is.Dispenser == p.ODS && (is.Status == tracker.StatusWithDispenser || is.Status == tracker.StatusWithDispenserActive))
+				(is.Dispenser == p.ODS && (is.Status == rx.StatusWithDispenser || is.Status == rx.StatusWithDispenserActive))
 		})
-		return tracker.OnIssue(rec, issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		return rx.OnIssue(rec, issue, func(cur *rx.Prescription) (*rx.Prescription, error) {
 			return l.dispense(cur, p, n, in)
 		})
 	})
@@ -405,7 +405,7 @@ const CodeItemNotFound = "ITEM_NOT_FOUND"
 // compare_line_items_for_dispense): the set of line items a dispense
 // notification names must be the set of the issue's line items, no fewer
 // and no other; ITEM_NOT_FOUND otherwise.
-func everyItemNamed(cur *tracker.Prescription, n *fhir.DispenseNotification) error {
+func everyItemNamed(cur *rx.Prescription, n *fhir.DispenseNotification) error {
 	stored, passed := map[string]bool{}, map[string]bool{}
 	for _, it := range cur.Items {
 		stored[strings.ToLower(it.ID)] = true
@@ -428,8 +428,8 @@ func everyItemNamed(cur *tracker.Prescription, n *fhir.DispenseNotification) err
 }
 
 // dispense decides a dispense notification on the issue it names.
-func (l *Lifecycle) dispense(cur *tracker.Prescription, p auth.Principal, n *fhir.DispenseNotification, in tracker.DispenseInput) (*tracker.Prescription, error) {
-	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
+func (l *Lifecycle) dispense(cur *rx.Prescription, p auth.Principal, n *fhir.DispenseNotification, in rx.DispenseInput) (*rx.Prescription, error) {
+	actor := rx.Actor{User: p.Subject, Org: p.ODS}
 	if err := heldBy(cur, p.ODS); err != nil {
 		return nil, err
 	}
@@ -446,11 +446,11 @@ func (l *Lifecycle) dispense(cur *tracker.Prescription, p auth.Principal, n *fhi
 	}
 	// An item the message states cancelled (0005) must be cancelled here:
 	// it is not a dispense outcome, and it changes nothing.
-	items := map[string]tracker.ItemStatus{}
+	items := map[string]rx.ItemStatus{}
 	for id, st := range in.Items {
-		if st == tracker.ItemCancelled {
+		if st == rx.ItemCancelled {
 			for _, it := range cur.Items {
-				if it.ID == id && it.Status != tracker.ItemCancelled {
+				if it.ID == id && it.Status != rx.ItemCancelled {
 					return nil, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidStateTransition,
 						CodeSystem: fhir.SystemEPSIssueCode, Diagnostics: fmt.Sprintf("line item %s is not cancelled", id)}
 				}
@@ -460,7 +460,7 @@ func (l *Lifecycle) dispense(cur *tracker.Prescription, p auth.Principal, n *fhi
 		items[id] = st
 	}
 	in.Items = items
-	return tracker.Dispense(cur, p.ODS, actor, in, l.now())
+	return rx.Dispense(cur, p.ODS, actor, in, l.now())
 }
 
 // Claim applies a claim (or a claim amendment) from the dispenser that holds
@@ -470,13 +470,13 @@ func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRe
 	if err := dispenserOnly(p, ""); err != nil {
 		return err
 	}
-	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
-	_, err := l.update(ctx, c.PrescriptionID, tracker.EventClaim, c.ID, body, func(rec *tracker.Prescription) (*tracker.Prescription, error) {
-		issue := issueFor(rec, c.Issue, func(is *tracker.Issue) bool {
+	actor := rx.Actor{User: p.Subject, Org: p.ODS}
+	_, err := l.update(ctx, c.PrescriptionID, rx.EventClaim, c.ID, body, func(rec *rx.Prescription) (*rx.Prescription, error) {
+		issue := issueFor(rec, c.Issue, func(is *rx.Issue) bool {
 			return (is.ClaimID != "" && (is.ClaimID == c.ID || is.ClaimID == c.ReplacementOf)) ||
-				(is.Dispenser == p.ODS && (is.Status == tracker.StatusDispensed || is.Status == tracker.StatusNotDispensed))
+				(is.Dispenser == p.ODS && (is.Status == rx.StatusDispensed || is.Status == rx.StatusNotDispensed))
 		})
-		return tracker.OnIssue(rec, issue, func(cur *tracker.Prescription) (*tracker.Prescription, error) {
+		return rx.OnIssue(rec, issue, func(cur *rx.Prescription) (*rx.Prescription, error) {
 			if err := heldBy(cur, p.ODS); err != nil {
 				return nil, err
 			}
@@ -485,7 +485,7 @@ func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRe
 			if cur.ClaimID != "" && cur.ClaimID == c.ID {
 				return nil, errAlready
 			}
-			return tracker.Claim(cur, p.ODS, actor, c.ID, c.ReplacementOf, l.now())
+			return rx.Claim(cur, p.ODS, actor, c.ID, c.ReplacementOf, l.now())
 		})
 	})
 	if errors.Is(err, errAlready) {
@@ -502,7 +502,7 @@ func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRe
 // A cancellation naming an ID that is not a prescription of the caller's
 // organisation (none yet, only kept cancellations, or another
 // organisation's prescription) is kept for the caller's organisation alone
-// (tracker.KeepCancellation) and answered R-0008, the same answer after the
+// (rx.KeepCancellation) and answered R-0008, the same answer after the
 // same work (one read, and one write when there is something new to keep)
 // whatever the ID's subject holds: the answer tells nothing of another
 // organisation's prescriptions.
@@ -513,11 +513,11 @@ func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancel
 	if p.Role != auth.RolePrescriber || (c.Sender != "" && c.Sender != p.ODS) {
 		return "", fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the prescribing organisation may cancel, with a prescriber token for MessageHeader.sender")
 	}
-	actor := tracker.Actor{User: p.Subject, Org: p.ODS}
-	in := tracker.CancelInput{MessageID: c.BundleID, NHSNumber: c.NHSNumber, LineItemID: c.LineItemID, Reason: c.Reason}
+	actor := rx.Actor{User: p.Subject, Org: p.ODS}
+	in := rx.CancelInput{MessageID: c.BundleID, NHSNumber: c.NHSNumber, LineItemID: c.LineItemID, Reason: c.Reason}
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		cur, err := l.store.Current(ctx, c.PrescriptionID)
-		var rec *tracker.Prescription
+		var rec *rx.Prescription
 		var seq uint64
 		switch {
 		case errors.Is(err, ErrNotFound):
@@ -526,17 +526,17 @@ func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancel
 		default:
 			rec, seq = cur.Record, cur.Seq
 		}
-		event := tracker.EventCancel
-		var next *tracker.Prescription
-		code := tracker.RNotFound
+		event := rx.EventCancel
+		var next *rx.Prescription
+		code := rx.RNotFound
 		if rec == nil || rec.IsEarlyCancellation() || rec.Prescriber != p.ODS {
 			// Not a prescription of this organisation: kept for it, R-0008.
 			// Kept cancellations are nobody's news: no notification
-			// (tracker.EventCancelKept).
-			event = tracker.EventCancelKept
-			next = tracker.KeepCancellation(rec, c.PrescriptionID, actor, in, l.now())
+			// (rx.EventCancelKept).
+			event = rx.EventCancelKept
+			next = rx.KeepCancellation(rec, c.PrescriptionID, actor, in, l.now())
 		} else {
-			next, code = tracker.Cancel(rec, actor, in, l.now())
+			next, code = rx.Cancel(rec, actor, in, l.now())
 		}
 		if next == nil {
 			return code, nil

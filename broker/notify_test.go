@@ -11,7 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/config"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // notifyStore starts an embedded NATS server and opens the store on it.
@@ -48,13 +48,13 @@ func TestNotifyRedeliveredEventStoredOnce(t *testing.T) {
 	}
 	p := &QueueProjector{store: st, metrics: m, log: zap.NewNop()}
 	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	dispensed := &StoredEvent{Seq: 41, Time: now, Event: tracker.EventDispense, Record: &tracker.Prescription{
-		ID: "9918CC-A83008-DD25CB", Prescriber: "A83008", Issue: tracker.Issue{Dispenser: "FA565", Status: tracker.StatusWithDispenser},
-		History: []tracker.Event{{Type: tracker.EventDispense, Org: "FA565", Status: tracker.StatusWithDispenser}},
+	dispensed := &StoredEvent{Seq: 41, Time: now, Event: rx.EventDispense, Record: &rx.Prescription{
+		ID: "9918CC-A83008-DD25CB", Prescriber: "A83008", Issue: rx.Issue{Dispenser: "FA565", Status: rx.StatusWithDispenser},
+		History: []rx.Event{{Type: rx.EventDispense, Org: "FA565", Status: rx.StatusWithDispenser}},
 	}}
-	ready := &StoredEvent{Seq: 42, Time: now, Event: tracker.EventOrder, Record: &tracker.Prescription{
-		ID: "92342C-A83008-6B796T", Prescriber: "A83008", Issue: tracker.Issue{Nominated: "FA565", Status: tracker.StatusToBeDispensed},
-		History: []tracker.Event{{Type: tracker.EventOrder, Org: "A83008", Status: tracker.StatusToBeDispensed}},
+	ready := &StoredEvent{Seq: 42, Time: now, Event: rx.EventOrder, Record: &rx.Prescription{
+		ID: "92342C-A83008-6B796T", Prescriber: "A83008", Issue: rx.Issue{Nominated: "FA565", Status: rx.StatusToBeDispensed},
+		History: []rx.Event{{Type: rx.EventOrder, Org: "A83008", Status: rx.StatusToBeDispensed}},
 	}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -88,7 +88,7 @@ func TestNotifyRedeliveredEventStoredOnce(t *testing.T) {
 			t.Errorf("%s: message ID %q, want %q", msg.Subject, id, want[msg.Subject])
 		}
 	}
-	for _, c := range []struct{ audience, event string }{{"prescriber", tracker.EventDispense}, {"dispenser", tracker.EventDispense}, {"dispenser", NotifyReady}} {
+	for _, c := range []struct{ audience, event string }{{"prescriber", rx.EventDispense}, {"dispenser", rx.EventDispense}, {"dispenser", NotifyReady}} {
 		if n := counterValue(t, m, "eps_notifications_total", c.audience, c.event); n != 1 {
 			t.Errorf("eps_notifications_total{%s,%s} = %v, want 1", c.audience, c.event, n)
 		}
@@ -218,8 +218,8 @@ func TestNotifyQueuedAlready(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ev := func(seq uint64, id string) *StoredEvent {
-		return &StoredEvent{Seq: seq, Time: time.Now(), Event: tracker.EventOrder, Record: &tracker.Prescription{
-			ID: id, Prescriber: "A83008", Issue: tracker.Issue{Nominated: "FA565", Status: tracker.StatusToBeDispensed}}}
+		return &StoredEvent{Seq: seq, Time: time.Now(), Event: rx.EventOrder, Record: &rx.Prescription{
+			ID: id, Prescriber: "A83008", Issue: rx.Issue{Nominated: "FA565", Status: rx.StatusToBeDispensed}}}
 	}
 	for _, e := range []struct {
 		id  string

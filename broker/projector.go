@@ -13,19 +13,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Notification is what the broker publishes on eps.notify.dispenser.<ODS>.<event>
 // so that a dispensing system can react without polling. It carries no
 // patient identifiers: the dispenser releases the prescription to see it.
 type Notification struct {
-	Event          string         `json:"event"` // e.g. prescription-ready
-	PrescriptionID string         `json:"prescriptionId"`
-	Status         tracker.Status `json:"status"`
-	Dispenser      string         `json:"dispenser"`
-	Time           time.Time      `json:"time"`
-	EventSeq       uint64         `json:"eventSeq"`
+	Event          string    `json:"event"` // e.g. prescription-ready
+	PrescriptionID string    `json:"prescriptionId"`
+	Status         rx.Status `json:"status"`
+	Dispenser      string    `json:"dispenser"`
+	Time           time.Time `json:"time"`
+	EventSeq       uint64    `json:"eventSeq"`
 	// Issue is the repeat dispensing issue it is about (current issue for
 	// prescription-ready); absent for other prescriptions.
 	Issue int `json:"issue,omitempty"`
@@ -123,7 +123,7 @@ func (p *QueueProjector) apply(ctx context.Context, d *Delivery[*StoredEvent]) e
 	if cur.Seq > ev.Seq {
 		p.metrics.Projected.WithLabelValues("queue", "superseded").Inc()
 	}
-	newIssue := ev.Event == tracker.EventReady && d.Delivered == 1 && cur.Record.IssueNumber() > 1
+	newIssue := ev.Event == rx.EventReady && d.Delivered == 1 && cur.Record.IssueNumber() > 1
 	ev = cur
 	if !ev.Record.Ready() {
 		// Leaving the queues: wait for the enqueues in flight first, so that a
@@ -262,7 +262,7 @@ func (p *QueueProjector) notifyTransition(ctx context.Context, ev *StoredEvent) 
 func transitionNotifications(ev *StoredEvent) []pendingNotification {
 	rec := ev.Record
 	event := ev.Event
-	if event == "" || event == tracker.EventCancelKept || len(rec.History) == 0 {
+	if event == "" || event == rx.EventCancelKept || len(rec.History) == 0 {
 		return nil
 	}
 	last := rec.History[len(rec.History)-1]

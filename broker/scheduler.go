@@ -12,6 +12,7 @@ import (
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
 	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Scheduler applies the time-driven transitions (post-dated prescriptions
@@ -43,13 +44,13 @@ func (s *Scheduler) RunOnce(ctx context.Context) (int, error) {
 	var errs []error
 	for _, id := range s.index.Due(now) {
 		var event string
-		_, err := s.life.update(ctx, id, "", "", scheduledBody(now), func(cur *tracker.Prescription) (*tracker.Prescription, error) {
-			event = tracker.Scheduled(cur, now)
+		_, err := s.life.update(ctx, id, "", "", scheduledBody(now), func(cur *rx.Prescription) (*rx.Prescription, error) {
+			event = rx.Scheduled(cur, now)
 			follow, err := s.nominationChange(ctx, cur)
 			if err != nil {
 				return nil, err
 			}
-			next := tracker.ApplyScheduled(cur, now, follow)
+			next := rx.ApplyScheduled(cur, now, follow)
 			if next == nil {
 				return nil, errSkip // applied already (elsewhere), or no longer due
 			}
@@ -71,7 +72,7 @@ func (s *Scheduler) RunOnce(ctx context.Context) (int, error) {
 // repeat dispensing prescription's dispensing site type (nil for any other
 // prescription, and for a non-nominated order): later issues follow the
 // patient's nomination when it changes.
-func (s *Scheduler) nominationChange(ctx context.Context, cur *tracker.Prescription) (*tracker.NominationChange, error) {
+func (s *Scheduler) nominationChange(ctx context.Context, cur *rx.Prescription) (*rx.NominationChange, error) {
 	if !cur.RepeatDispensing() {
 		return nil, nil
 	}
@@ -85,7 +86,7 @@ func (s *Scheduler) nominationChange(ctx context.Context, cur *tracker.Prescript
 	}
 	for i := len(changes) - 1; i >= 0; i-- {
 		if changes[i].Type == t {
-			return &tracker.NominationChange{ODS: changes[i].To, Time: changes[i].Time}, nil
+			return &rx.NominationChange{ODS: changes[i].To, Time: changes[i].Time}, nil
 		}
 	}
 	return nil, nil

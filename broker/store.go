@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Streams, subjects and buckets the broker creates. README.md lists them for
@@ -315,7 +315,7 @@ type StoredEvent struct {
 	Time      time.Time
 	Event     string
 	MessageID string
-	Record    *tracker.Prescription
+	Record    *rx.Prescription
 	Body      []byte // the original message, byte for byte
 }
 
@@ -323,7 +323,7 @@ type StoredEvent struct {
 // sequence once JetStream has stored it under the configured sync policy.
 // expectSeq is the sequence of the state the caller decided from (0: the
 // prescription must be new); ErrConflict when it is no longer the latest.
-func (s *Store) Append(ctx context.Context, event, messageID string, rec *tracker.Prescription, body []byte, expectSeq uint64) (uint64, error) {
+func (s *Store) Append(ctx context.Context, event, messageID string, rec *rx.Prescription, body []byte, expectSeq uint64) (uint64, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -399,7 +399,7 @@ func (s *Store) Event(ctx context.Context, seq uint64) (*StoredEvent, error) {
 // record carries OrderSeq 0: it is filled with the message's sequence.
 func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*StoredEvent, error) {
 	ev := &StoredEvent{Seq: seq, Time: t, Event: h.Get(HeaderEvent), MessageID: h.Get(HeaderMessageID), Body: data}
-	var rec tracker.Prescription
+	var rec rx.Prescription
 	if err := json.Unmarshal([]byte(h.Get(HeaderRecord)), &rec); err != nil {
 		return nil, fmt.Errorf("event %d: bad %s header: %w", seq, HeaderRecord, err)
 	}

@@ -6,29 +6,29 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Kind classifies an error by what the caller did wrong (or what went wrong
-// here). The HTTP layer maps each kind to a status code in one place.
-type Kind uint8
+// here): the domain core's kinds (rx.Kind), one set for every error. The
+// HTTP layer maps each kind to a status code in one place.
+type Kind = rx.Kind
 
 const (
-	KindInternal         Kind = iota // a fault of the broker's: 500
-	KindInvalid                      // bad input: 400
-	KindUnauthorized                 // no or bad credentials: 401
-	KindForbidden                    // not allowed for this principal: 403
-	KindNotFound                     // no such resource: 404
-	KindConflict                     // conflicts with the current state: 409
-	KindTooLarge                     // body over the limit: 413
-	KindUnsupportedMedia             // media type not accepted: 415
-	KindUnavailable                  // a dependency is down; retry: 503
-	KindThrottled                    // too many requests: 429
-	KindMethodNotAllowed             // 405
+	KindInternal            = rx.KindInternal            // a fault of the broker's: 500
+	KindInvalid             = rx.KindInvalid             // bad input: 400
+	KindUnauthorized        = rx.KindUnauthorized        // no or bad credentials: 401
+	KindForbidden           = rx.KindForbidden           // not allowed for this principal: 403
+	KindNotFound            = rx.KindNotFound            // no such resource: 404
+	KindConflict            = rx.KindConflict            // conflicts with the current state: 409
+	KindTooLarge            = rx.KindTooLarge            // body over the limit: 413
+	KindUnsupportedMedia    = rx.KindUnsupportedMedia    // media type not accepted: 415
+	KindUnavailable         = rx.KindUnavailable         // a dependency is down; retry: 503
+	KindThrottled           = rx.KindThrottled           // too many requests: 429
+	KindMethodNotAllowed    = rx.KindMethodNotAllowed    // 405
+	KindInsufficientStorage = rx.KindInsufficientStorage // a write the store refused for want of space; nothing was stored: 507
 )
-
-// KindInsufficientStorage is a write the store refused for want of space;
-// nothing was stored: 507.
-const KindInsufficientStorage = KindMethodNotAllowed + 1
 
 // CodeInsufficientStorage is the code of a KindInsufficientStorage answer.
 const CodeInsufficientStorage = "INSUFFICIENT_STORAGE"
@@ -42,13 +42,13 @@ const (
 // EPS codes used in details.coding.
 const (
 	CodeMissingValue                = "MISSING_VALUE"
-	CodeInvalidValue                = "INVALID_VALUE"
+	CodeInvalidValue                = rx.CodeInvalidValue
 	CodeInvalidChecksum             = "INVALID_CHECKSUM"
 	CodeDuplicatePrescriptionID     = "DUPLICATE_PRESCRIPTION_ID"
 	CodeMissingDigitalSignature     = "MISSING_DIGITAL_SIGNATURE"
-	CodePrescriptionWithAnother     = "PRESCRIPTION_WITH_ANOTHER_DISPENSER"
-	CodeResourceNotFound            = "RESOURCE_NOT_FOUND"
-	CodeInvalidStateTransition      = "INVALID_STATE_TRANSITION"
+	CodePrescriptionWithAnother     = rx.CodePrescriptionWithAnother
+	CodeResourceNotFound            = rx.CodeResourceNotFound
+	CodeInvalidStateTransition      = rx.CodeInvalidStateTransition
 	CodeFailureToProcessMessage     = "FAILURE_TO_PROCESS_MESSAGE"
 	CodeAccessDenied                = "ACCESS_DENIED"
 	CodeUnauthorised                = "UNAUTHORIZED"
@@ -126,14 +126,49 @@ func Errorf(kind Kind, code, format string, args ...any) *Error {
 	return &Error{Kind: kind, Code: code, IssueType: defaultIssueType(kind), Diagnostics: fmt.Sprintf(format, args...)}
 }
 
-// ErrorKind returns the kind of err: that of the first *Error in its chain,
-// KindInternal otherwise.
+// ErrorKind returns the kind of err: that of the first *Error (or, when
+// there is none, *rx.Error) in its chain, KindInternal otherwise.
 func ErrorKind(err error) Kind {
-	var e *Error
-	if errors.As(err, &e) {
+	if e, ok := asError(err); ok {
 		return e.Kind
 	}
 	return KindInternal
+}
+
+// asError is the first *Error in err's chain or, when there is none, the
+// first *rx.Error as the *Error it is answered as (FromRx).
+func asError(err error) (*Error, bool) {
+	var e *Error
+	if errors.As(err, &e) {
+		return e, true
+	}
+	var r *rx.Error
+	if errors.As(err, &r) {
+		return FromRx(r), true
+	}
+	return nil, false
+}
+
+// rxAnswers is how each EPS code of the domain core is answered: its FHIR
+// issue type, code system (SystemSpineErrorOrWarningCode when empty) and
+// display (the words when empty).
+var rxAnswers = map[string]struct{ issueType, system, display string }{
+	rx.CodeInvalidStateTransition:  {"business-rule", SystemEPSIssueCode, ""},
+	rx.CodeInvalidValue:            {"value", SystemEPSIssueCode, ""},
+	rx.CodeResourceNotFound:        {"not-found", "", "Resource not found"},
+	rx.CodePrescriptionWithAnother: {"business-rule", SystemEPSIssueCode, "Prescription is with another dispenser"},
+}
+
+// FromRx is a domain core error as the *Error it is answered as: the one
+// place an rx.Error becomes an OperationOutcome issue (IssueFor,
+// ErrorOutcome), with the organisation it names as SupportingOrg.
+func FromRx(r *rx.Error) *Error {
+	a, ok := rxAnswers[r.Code]
+	if !ok {
+		a.issueType = defaultIssueType(r.Kind)
+	}
+	return &Error{Kind: r.Kind, Op: r.Op, IssueType: a.issueType, Code: r.Code, CodeSystem: a.system,
+		Display: a.display, Diagnostics: r.Message, SupportingOrg: r.Org}
 }
 
 func defaultIssueType(k Kind) string {
@@ -199,8 +234,8 @@ type Meta struct {
 // *Error, and KindInternal errors, give a generic exception issue whose words
 // reveal nothing of the cause.
 func IssueFor(err error) Issue {
-	var e *Error
-	if !errors.As(err, &e) || e.Kind == KindInternal {
+	e, ok := asError(err)
+	if !ok || e.Kind == KindInternal {
 		return Issue{Severity: "error", Code: "exception",
 			Details:     &Concept{Coding: []Coding{{System: SystemSpineErrorOrWarningCode, Code: CodeServerError, Display: "Unexpected internal server error"}}},
 			Diagnostics: "the broker could not process the request; it has not changed anything it did not acknowledge, and the request may be retried"}
@@ -230,8 +265,7 @@ func IssueFor(err error) Issue {
 // ErrorOutcome encodes err as an OperationOutcome.
 func ErrorOutcome(err error) []byte {
 	oo := OperationOutcome{ResourceType: "OperationOutcome", Issue: []Issue{IssueFor(err)}}
-	var e *Error
-	if errors.As(err, &e) && e.Kind != KindInternal && e.SupportingOrg != "" {
+	if e, ok := asError(err); ok && e.Kind != KindInternal && e.SupportingOrg != "" {
 		id := "org-" + strings.ToLower(e.SupportingOrg)
 		oo.Contained = []map[string]any{{"resourceType": "Organization", "id": id,
 			"identifier": []map[string]string{{"system": SystemODSCode, "value": e.SupportingOrg}}}}

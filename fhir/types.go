@@ -1,6 +1,10 @@
 package fhir
 
-import "time"
+import (
+	"time"
+
+	"github.com/nhs-eps/epsbroker/tracker/rx"
+)
 
 // Message event codes (MessageHeader.eventCoding, system
 // https://fhir.nhs.uk/CodeSystem/message-event).
@@ -13,9 +17,9 @@ const (
 
 // Course of therapy codes.
 const (
-	TherapyAcute            = "acute"
-	TherapyContinuous       = "continuous"
-	TherapyRepeatDispensing = "continuous-repeat-dispensing"
+	TherapyAcute            = rx.TherapyAcute
+	TherapyContinuous       = rx.TherapyContinuous
+	TherapyRepeatDispensing = rx.TherapyRepeatDispensing
 )
 
 // Message is a decoded FHIR message Bundle: what every $process-message
@@ -89,15 +93,9 @@ type OrderItem struct {
 // ShortValidity reports whether the order holds a Schedule 2, 3 or 4
 // controlled drug, legally valid for 28 days only.
 func (o *Order) ShortValidity() bool {
-	return len(o.ControlledDrug) >= 3 && o.ControlledDrug[:2] == "CD" && o.ControlledDrug[2] >= '2' && o.ControlledDrug[2] <= '4'
+	return rx.ShortValidity(o.ControlledDrug)
 }
 
 // Nominated reports whether the order names a nominated site type (P1, P2 or
 // P3) rather than non-nominated (0004).
-func (o *Order) Nominated() bool {
-	switch o.SiteType {
-	case "P1", "P2", "P3":
-		return true
-	}
-	return false
-}
+func (o *Order) Nominated() bool { return rx.NominatedSite(o.SiteType) }

@@ -17,7 +17,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Electronic repeat dispensing end to end: one signed order, N issues, each
@@ -89,7 +89,7 @@ func (c *course) post() {
 }
 
 // record is the prescription's record now.
-func (c *course) record() *tracker.Prescription {
+func (c *course) record() *rx.Prescription {
 	c.t.Helper()
 	cur, err := c.b.App.Store.Current(context.Background(), c.g.ShortID)
 	if err != nil {
@@ -337,9 +337,9 @@ func TestERDCourseIssueByIssue(t *testing.T) {
 	for _, ev := range c.record().History {
 		perIssue[ev.Issue] = append(perIssue[ev.Issue], ev.Type)
 	}
-	wantFirst := []string{tracker.EventNominatedRelease, tracker.EventDispense, tracker.EventClaim}
-	wantLater := append([]string{tracker.EventAwaiting, tracker.EventReady}, wantFirst...)
-	if !slices.Equal(perIssue[0], []string{tracker.EventOrder}) || !slices.Equal(perIssue[1], wantFirst) {
+	wantFirst := []string{rx.EventNominatedRelease, rx.EventDispense, rx.EventClaim}
+	wantLater := append([]string{rx.EventAwaiting, rx.EventReady}, wantFirst...)
+	if !slices.Equal(perIssue[0], []string{rx.EventOrder}) || !slices.Equal(perIssue[1], wantFirst) {
 		t.Errorf("history: order %v, issue 1 %v", perIssue[0], perIssue[1])
 	}
 	for n := 2; n <= 6; n++ {
@@ -387,7 +387,7 @@ func TestERDAvailabilityWaitsForPreviousIssue(t *testing.T) {
 	}
 	c.expect("issue 2 caught up", 2, "0006", "0001", "9000")
 	rec := c.record()
-	if h := rec.History[len(rec.History)-2:]; h[0].Type != tracker.EventAwaiting || h[1].Type != tracker.EventReady || h[1].Issue != 2 {
+	if h := rec.History[len(rec.History)-2:]; h[0].Type != rx.EventAwaiting || h[1].Type != rx.EventReady || h[1].Issue != 2 {
 		t.Errorf("history of the catch-up: %+v", h)
 	}
 
@@ -433,7 +433,7 @@ func TestERDCancellationMidCourse(t *testing.T) {
 		// Issue 1 dispensed, issue 2 not yet moved: the cancellation is of
 		// the rest of the course.
 		for _, code := range c.cancelAll() {
-			if code != tracker.RCancelled {
+			if code != rx.RCancelled {
 				t.Fatalf("cancel answered %s, want R-0001", code)
 			}
 		}
@@ -454,7 +454,7 @@ func TestERDCancellationMidCourse(t *testing.T) {
 			t.Fatalf("issue 2 release: %v %v", ids, issues)
 		}
 		for _, code := range c.cancelAll() {
-			if code != tracker.RPendingWith {
+			if code != rx.RPendingWith {
 				t.Fatalf("cancel answered %s, want R-0002", code)
 			}
 		}
@@ -501,7 +501,7 @@ func TestERDNominationChangeMidCourse(t *testing.T) {
 			t.Fatalf("issue %d: the new pharmacy released %v %v", n, ids, issues)
 		}
 		rec := c.record()
-		if rec.Nominated != newPharmacy || rec.NominationSource != tracker.NominationFromRegistry {
+		if rec.Nominated != newPharmacy || rec.NominationSource != rx.NominationFromRegistry {
 			t.Errorf("issue %d nominated %s (%s)", n, rec.Nominated, rec.NominationSource)
 		}
 		if res, _ := c.dispense(newPharmacy, n, "0001", "0006"); res.Status != 200 {
@@ -777,19 +777,19 @@ func TestERDCancellationNotifiesHolder(t *testing.T) {
 	c.releaseNominated(pharmacy)
 	b.settle() // the release's own notification is out before listening
 	notes := make(chan *nats.Msg, 16)
-	sub, err := b.App.NATS.Conn.ChanSubscribe(broker.SubjectNotifyDispenser+pharmacy+"."+tracker.EventCancel, notes)
+	sub, err := b.App.NATS.Conn.ChanSubscribe(broker.SubjectNotifyDispenser+pharmacy+"."+rx.EventCancel, notes)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
 	body, _ := fhirgen.Cancellation(c.g, c.g.ItemIDs[0], "0001")
-	if _, code := rCode(b.post(b.token(auth.RolePrescriber, c.g.Sender), body)); code != tracker.RPendingWith {
+	if _, code := rCode(b.post(b.token(auth.RolePrescriber, c.g.Sender), body)); code != rx.RPendingWith {
 		t.Fatalf("cancel: %s", code)
 	}
 	select {
 	case m := <-notes:
 		var n broker.Notification
-		if json.Unmarshal(m.Data, &n) != nil || n.Event != tracker.EventCancel || n.Issue != 1 || n.Status != tracker.StatusWithDispenser {
+		if json.Unmarshal(m.Data, &n) != nil || n.Event != rx.EventCancel || n.Issue != 1 || n.Status != rx.StatusWithDispenser {
 			t.Errorf("notification %s: %s", m.Subject, m.Data)
 		}
 	case <-time.After(5 * time.Second):

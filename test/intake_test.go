@@ -17,7 +17,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Every signed NHS example order is accepted with a prescriber token for its
@@ -360,7 +360,7 @@ func TestSubjectToken(t *testing.T) {
 
 // currentOrder is the NHS example order body dated today as Spine dates a
 // prescription (its validityPeriod.start, else its requester's signature
-// time: tracker.PrescriptionDate). fhirgen.Redate dates a message by its
+// time: rx.PrescriptionDate). fhirgen.Redate dates a message by its
 // authoredOn, validity start or Provenance.recorded; an example whose
 // signature was made days after its Provenance was recorded would otherwise
 // be future-dated.
@@ -375,7 +375,7 @@ func currentOrder(t *testing.T, raw []byte, now time.Time) []byte {
 	if err != nil {
 		return body
 	}
-	if days := fhirgen.DaysBetween(tracker.PrescriptionDate(o, now), now); days != 0 {
+	if days := fhirgen.DaysBetween(rx.PrescriptionDate(o.RxOrder(), now), now); days != 0 {
 		body = fhirgen.ShiftDates(body, days)
 	}
 	return body

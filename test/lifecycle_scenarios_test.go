@@ -93,8 +93,8 @@ type state struct {
 	title     string // the title of the latest history entry
 }
 
-// rx is one prescription of a scenario and what the test expects of it.
-type rx struct {
+// scenarioRx is one prescription of a scenario and what the test expects of it.
+type scenarioRx struct {
 	b       *testBroker
 	kind    rxKind
 	g       *fhirgen.Generated
@@ -106,9 +106,9 @@ type rx struct {
 
 // newRx makes an order of kind k (nominated to a dispenser of its own when
 // nominated), without posting it.
-func newRx(t *testing.T, b *testBroker, k rxKind) *rx {
+func newRx(t *testing.T, b *testBroker, k rxKind) *scenarioRx {
 	t.Helper()
-	r := &rx{b: b, kind: k, home: newODS("DH")}
+	r := &scenarioRx{b: b, kind: k, home: newODS("DH")}
 	opts := fhirgen.Options{}
 	if k.nominated {
 		opts.Performer = r.home
@@ -125,7 +125,7 @@ func newRx(t *testing.T, b *testBroker, k rxKind) *rx {
 }
 
 // postRx posts a new order of kind k and checks it is To Be Dispensed.
-func postRx(t *testing.T, b *testBroker, k rxKind) *rx {
+func postRx(t *testing.T, b *testBroker, k rxKind) *scenarioRx {
 	t.Helper()
 	r := newRx(t, b, k)
 	res := b.post(b.token(auth.RolePrescriber, prescriber), r.g.Body)
@@ -148,10 +148,10 @@ func postRx(t *testing.T, b *testBroker, k rxKind) *rx {
 	return r
 }
 
-func (r *rx) id() string { return r.g.ShortID }
+func (r *scenarioRx) id() string { return r.g.ShortID }
 
 // all is every item at status s.
-func (r *rx) all(s string) []string {
+func (r *scenarioRx) all(s string) []string {
 	out := make([]string, len(r.g.ItemIDs))
 	for i := range out {
 		out[i] = s
@@ -160,14 +160,14 @@ func (r *rx) all(s string) []string {
 }
 
 // firstAnd is the first item at first, the others at rest.
-func (r *rx) firstAnd(first, rest string) []string {
+func (r *scenarioRx) firstAnd(first, rest string) []string {
 	out := r.all(rest)
 	out[0] = first
 	return out
 }
 
 // statuses maps the order's line items to dispense statuses.
-func (r *rx) statuses(items []string) map[string]string {
+func (r *scenarioRx) statuses(items []string) map[string]string {
 	m := map[string]string{}
 	for i, id := range r.g.ItemIDs {
 		m[id] = items[i]
@@ -175,11 +175,11 @@ func (r *rx) statuses(items []string) map[string]string {
 	return m
 }
 
-func (r *rx) token(role auth.Role, ods string) string { return r.b.token(role, ods) }
+func (r *scenarioRx) token(role auth.Role, ods string) string { return r.b.token(role, ods) }
 
 // check compares the prescription with r.want through the store (b.status,
 // the record's items and history), the tracker API and the event log.
-func (r *rx) check(t *testing.T) {
+func (r *scenarioRx) check(t *testing.T) {
 	t.Helper()
 	b, w := r.b, r.want
 	if st, d := b.status(r.id()); st != w.status || d != w.dispenser {
@@ -229,7 +229,7 @@ func (r *rx) check(t *testing.T) {
 
 // ok expects res to succeed (200) with one more event in the log and the
 // prescription in state w after it, with added history entries (1 when 0).
-func (r *rx) ok(t *testing.T, what string, res *response, w state, added ...int) {
+func (r *scenarioRx) ok(t *testing.T, what string, res *response, w state, added ...int) {
 	t.Helper()
 	if res.Status != 200 {
 		t.Fatalf("%s: %d %s", what, res.Status, res.Body)
@@ -243,7 +243,7 @@ func (r *rx) ok(t *testing.T, what string, res *response, w state, added ...int)
 
 // changed expects one more event in the log, added more history entries
 // and the prescription in state w.
-func (r *rx) changed(t *testing.T, w state, added int) {
+func (r *scenarioRx) changed(t *testing.T, w state, added int) {
 	t.Helper()
 	r.events++
 	r.history += added
@@ -253,7 +253,7 @@ func (r *rx) changed(t *testing.T, w state, added int) {
 
 // same expects res to succeed (200) and change nothing: a message sent
 // again.
-func (r *rx) same(t *testing.T, what string, res *response) {
+func (r *scenarioRx) same(t *testing.T, what string, res *response) {
 	t.Helper()
 	if res.Status != 200 {
 		t.Fatalf("%s: %d %s", what, res.Status, res.Body)
@@ -263,7 +263,7 @@ func (r *rx) same(t *testing.T, what string, res *response) {
 
 // refused expects res to be refused with the HTTP status and the code, and
 // nothing to have changed.
-func (r *rx) refused(t *testing.T, what string, res *response, status int, code string) {
+func (r *scenarioRx) refused(t *testing.T, what string, res *response, status int, code string) {
 	t.Helper()
 	if res.Status != status {
 		t.Errorf("%s: %d %s, want %d %s", what, res.Status, res.Body, status, code)
@@ -275,10 +275,10 @@ func (r *rx) refused(t *testing.T, what string, res *response, status int, code 
 
 // Requests.
 
-func (r *rx) releaseByID(dispenser string) *response { return r.b.release(dispenser, r.id()) }
+func (r *scenarioRx) releaseByID(dispenser string) *response { return r.b.release(dispenser, r.id()) }
 
 // releaseNominated is a nominated release by dispenser: the IDs released.
-func (r *rx) releaseNominated(t *testing.T, dispenser string) []string {
+func (r *scenarioRx) releaseNominated(t *testing.T, dispenser string) []string {
 	t.Helper()
 	r.b.settle()
 	ids, _ := released(t, r.b.release(dispenser, ""))
@@ -287,7 +287,7 @@ func (r *rx) releaseNominated(t *testing.T, dispenser string) []string {
 
 // release releases the prescription to its home dispenser: nominated
 // release when it is nominated, by ID otherwise.
-func (r *rx) release(t *testing.T) {
+func (r *scenarioRx) release(t *testing.T) {
 	t.Helper()
 	if r.kind.nominated {
 		if ids := r.releaseNominated(t, r.home); !slices.Equal(ids, []string{r.id()}) {
@@ -299,30 +299,30 @@ func (r *rx) release(t *testing.T) {
 	r.ok(t, "release by ID", r.releaseByID(r.home), state{status: "0002", items: r.all("0008"), dispenser: r.home, title: hRelease})
 }
 
-func (r *rx) dispense(dispenser string, items []string, status, replacementOf string) (*response, string, []byte) {
+func (r *scenarioRx) dispense(dispenser string, items []string, status, replacementOf string) (*response, string, []byte) {
 	body, id := fhirgen.DispenseNotification(r.g, dispenser, r.statuses(items), status, replacementOf)
 	return r.b.post(r.token(auth.RoleDispenser, dispenser), body), id, body
 }
 
-func (r *rx) task(dispenser string, body []byte) *response {
+func (r *scenarioRx) task(dispenser string, body []byte) *response {
 	return r.b.do("POST", "/FHIR/R4/Task", r.token(auth.RoleDispenser, dispenser), body)
 }
 
-func (r *rx) returnBy(dispenser string) *response {
+func (r *scenarioRx) returnBy(dispenser string) *response {
 	return r.task(dispenser, fhirgen.ReturnTask(r.g, dispenser, "0003"))
 }
 
-func (r *rx) withdraw(dispenser, notification string) *response {
+func (r *scenarioRx) withdraw(dispenser, notification string) *response {
 	return r.task(dispenser, fhirgen.WithdrawTask(r.g, dispenser, notification, "QU"))
 }
 
-func (r *rx) claim(dispenser, replacementOf string) (*response, string, []byte) {
+func (r *scenarioRx) claim(dispenser, replacementOf string) (*response, string, []byte) {
 	body, id := fhirgen.Claim(r.g, dispenser, replacementOf)
 	return r.b.do("POST", "/FHIR/R4/Claim", r.token(auth.RoleDispenser, dispenser), body), id, body
 }
 
 // cancel posts a cancellation of line item i by the prescriber.
-func (r *rx) cancel(i int) *response {
+func (r *scenarioRx) cancel(i int) *response {
 	body, _ := fhirgen.Cancellation(r.g, r.g.ItemIDs[i], "0001")
 	return r.b.post(r.token(auth.RolePrescriber, r.g.Sender), body)
 }

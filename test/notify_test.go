@@ -18,7 +18,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/config"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // connectNotify connects a dispensing or prescribing system as NATS user u,
@@ -207,9 +207,9 @@ func TestNotifyDurableConsumerLosesNothing(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		tracker.EventNominatedRelease + " " + g1.ShortID, tracker.EventNominatedRelease + " " + g2.ShortID, tracker.EventNominatedRelease + " " + g3.ShortID,
+		rx.EventNominatedRelease + " " + g1.ShortID, rx.EventNominatedRelease + " " + g2.ShortID, rx.EventNominatedRelease + " " + g3.ShortID,
 		broker.NotifyReady + " " + g2.ShortID, broker.NotifyReady + " " + g3.ShortID,
-		tracker.EventDispense + " " + g2.ShortID, tracker.EventReturn + " " + g3.ShortID, tracker.EventClaim + " " + g2.ShortID,
+		rx.EventDispense + " " + g2.ShortID, rx.EventReturn + " " + g3.ShortID, rx.EventClaim + " " + g2.ShortID,
 	} {
 		if !slices.Contains(what, want) {
 			t.Errorf("missing %q; received %v", want, what)

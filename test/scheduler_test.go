@@ -11,7 +11,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // The scheduler, by an injected clock: a post-dated prescription becomes
@@ -105,7 +105,7 @@ func TestSchedulerByClock(t *testing.T) {
 }
 
 // current is the stored record of prescription id.
-func current(t *testing.T, b *testBroker, id string) *tracker.Prescription {
+func current(t *testing.T, b *testBroker, id string) *rx.Prescription {
 	t.Helper()
 	cur, err := b.App.Store.Current(context.Background(), id)
 	if err != nil {
@@ -188,7 +188,7 @@ func TestExpiredOnArrival(t *testing.T) {
 			if rec.Status != "0004" || rec.Items[0].Status != "0006" {
 				t.Errorf("record: %s, item %s; want 0004 and 0006", rec.Status, rec.Items[0].Status)
 			}
-			if h := rec.History; len(h) < 2 || h[0].Status != "0001" || h[len(h)-1].Type != tracker.EventExpire {
+			if h := rec.History; len(h) < 2 || h[0].Status != "0001" || h[len(h)-1].Type != rx.EventExpire {
 				t.Errorf("history %+v: want the upload (0001), then the expiry", h)
 			}
 		})

@@ -12,7 +12,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
-	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Issue 11 (low): a prescriber cannot touch another organisation's
@@ -38,7 +38,7 @@ func cancelAs(t testing.TB, g *fhirgen.Generated, ods string, i int) []byte {
 // from an organisation that did not send it: R-0008 as for an unknown ID,
 // one event that keeps the cancellation for its sender, and the
 // prescription as it was.
-func (r *rx) keptElsewhere(t *testing.T, what string, res *response) {
+func (r *scenarioRx) keptElsewhere(t *testing.T, what string, res *response) {
 	t.Helper()
 	if typ, code := rCode(res); res.Status != 400 || typ != "OperationOutcome" || code != "R-0008" {
 		t.Errorf("%s: %d %s %s, want 400 OperationOutcome R-0008 (as for an unknown ID): %s", what, res.Status, typ, code, res.Body)
@@ -156,7 +156,7 @@ func TestSecurityPrescriberCancellationTellsNothing(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, m := range notified {
-				if strings.Contains(m, tracker.EventCancelKept) || strings.Contains(m, attackerODS) {
+				if strings.Contains(m, rx.EventCancelKept) || strings.Contains(m, attackerODS) {
 					t.Errorf("kept cancellation notified: %s", m)
 				}
 			}

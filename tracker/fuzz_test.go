@@ -9,6 +9,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // fzNow is the clock of the fuzz targets.
@@ -17,7 +18,7 @@ var fzNow = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 // fzRecords returns real prescription records: a new order, the same
 // released and partly dispensed, with a pending cancellation, and a repeat
 // dispensing prescription of three issues.
-func fzRecords(f *testing.F) []*Prescription {
+func fzRecords(f *testing.F) []*rx.Prescription {
 	f.Helper()
 	tpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
 	if err != nil {
@@ -38,24 +39,24 @@ func fzRecords(f *testing.F) []*Prescription {
 		}
 		return o
 	}
-	by, disp := Actor{User: "u1", Org: "A83008"}, Actor{User: "d1", Org: "FA565"}
-	created := Create(order(g.Body), by, fzNow)
-	released, err := Release(created, "FA565", disp, "m1", true, fzNow)
+	by, disp := rx.Actor{User: "u1", Org: "A83008"}, rx.Actor{User: "d1", Org: "FA565"}
+	created := rx.Create(order(g.Body).RxOrder(), by, fzNow)
+	released, err := rx.Release(created, "FA565", disp, "m1", true, fzNow)
 	if err != nil {
 		f.Fatal(err)
 	}
-	dispensed, err := Dispense(released, "FA565", disp, DispenseInput{ID: "n1",
-		Items: map[string]ItemStatus{g.ItemIDs[0]: "0001", g.ItemIDs[1]: "0003"}, Status: "0003",
-		Lines: []DispensedLine{{LineItem: g.ItemIDs[0], Status: "0001", Quantity: 2, Unit: "tablet"}}}, fzNow)
+	dispensed, err := rx.Dispense(released, "FA565", disp, rx.DispenseInput{ID: "n1",
+		Items: map[string]rx.ItemStatus{g.ItemIDs[0]: "0001", g.ItemIDs[1]: "0003"}, Status: "0003",
+		Lines: []rx.DispensedLine{{LineItem: g.ItemIDs[0], Status: "0001", Quantity: 2, Unit: "tablet"}}}, fzNow)
 	if err != nil {
 		f.Fatal(err)
 	}
-	pending, _ := Cancel(dispensed, by, CancelInput{MessageID: "c1", NHSNumber: g.NHSNumber, LineItemID: g.ItemIDs[2], Reason: "0001"}, fzNow)
+	pending, _ := rx.Cancel(dispensed, by, rx.CancelInput{MessageID: "c1", NHSNumber: g.NHSNumber, LineItemID: g.ItemIDs[2], Reason: "0001"}, fzNow)
 	if pending == nil {
 		pending = dispensed
 	}
-	erd := Create(order(fhirgen.RepeatDispensing(g.Body, 2, 28, fzNow)), by, fzNow)
-	return []*Prescription{created, released, dispensed, pending, erd}
+	erd := rx.Create(order(fhirgen.RepeatDispensing(g.Body, 2, 28, fzNow)).RxOrder(), by, fzNow)
+	return []*rx.Prescription{created, released, dispensed, pending, erd}
 }
 
 // FuzzReadSnapshot reads fuzzed tracker index snapshots (DATA_DIR/tracker/
@@ -113,13 +114,13 @@ func FuzzReadSnapshot(f *testing.F) {
 }
 
 // checkTransition holds a transition's answer to its promises: a refusal is
-// a complete *fhir.Error, and a new record encodes as JSON.
-func checkTransition(t *testing.T, what string, p *Prescription, err error) {
+// a complete *rx.Error, and a new record encodes as JSON.
+func checkTransition(t *testing.T, what string, p *rx.Prescription, err error) {
 	t.Helper()
 	if err != nil {
-		var fe *fhir.Error
-		if !errors.As(err, &fe) || fe.Code == "" || fe.Diagnostics == "" {
-			t.Fatalf("%s: %v (%T), want a *fhir.Error with a code and words", what, err, err)
+		var fe *rx.Error
+		if !errors.As(err, &fe) || fe.Code == "" || fe.Message == "" {
+			t.Fatalf("%s: %v (%T), want a *rx.Error with a code and words", what, err, err)
 		}
 		return
 	}
@@ -134,7 +135,7 @@ func checkTransition(t *testing.T, what string, p *Prescription, err error) {
 // FuzzRecordJSON decodes fuzzed prescription records as the projections read
 // them from the event log (the Eps-Record header) and runs everything that
 // reads a record: the index, the scheduler, the tracker's answers for every
-// issue, and every transition, which must refuse with a *fhir.Error or give
+// issue, and every transition, which must refuse with a *rx.Error or give
 // a record, never panic.
 func FuzzRecordJSON(f *testing.F) {
 	for _, p := range fzRecords(f) {
@@ -149,7 +150,7 @@ func FuzzRecordJSON(f *testing.F) {
 	f.Add([]byte(`{"id":"Y","status":"0002","dispenser":"FA565","dispenses":[{"id":"n"},{"id":"n","withdrawn":true}],"items":[{"id":"a"}]}`), "FA565")
 	f.Add([]byte(`{"id":"Z","repeatsAllowed":-5,"supplyDays":-28,"therapyType":"continuous-repeat-dispensing","otherIssues":[{"issue":0,"status":"9000"}]}`), "")
 	f.Fuzz(func(t *testing.T, data []byte, ods string) {
-		var rec Prescription
+		var rec rx.Prescription
 		if json.Unmarshal(data, &rec) != nil {
 			return
 		}
@@ -157,9 +158,9 @@ func FuzzRecordJSON(f *testing.F) {
 		ix.Apply(1, &rec)
 		ix.Due(fzNow.AddDate(2, 0, 0))
 		_ = rec.Ready()
-		_ = Scheduled(&rec, fzNow)
-		_ = NextDue(&rec)
-		_ = ApplyScheduled(&rec, fzNow.AddDate(2, 0, 0), &NominationChange{})
+		_ = rx.Scheduled(&rec, fzNow)
+		_ = rx.NextDue(&rec)
+		_ = rx.ApplyScheduled(&rec, fzNow.AddDate(2, 0, 0), &rx.NominationChange{})
 		if b := SearchBundle([]SearchResult{{Record: &rec}}); !json.Valid(b) {
 			t.Fatalf("search bundle is not JSON: %s", b)
 		}
@@ -170,30 +171,30 @@ func FuzzRecordJSON(f *testing.F) {
 				}
 			}
 		}
-		by := Actor{User: "d1", Org: ods}
-		p, err := Release(&rec, ods, by, "m1", true, fzNow)
+		by := rx.Actor{User: "d1", Org: ods}
+		p, err := rx.Release(&rec, ods, by, "m1", true, fzNow)
 		checkTransition(t, "Release", p, err)
-		p, err = Return(&rec, ods, by, "m2", fzNow)
+		p, err = rx.Return(&rec, ods, by, "m2", fzNow)
 		checkTransition(t, "Return", p, err)
 		var notif string
 		if len(rec.Dispenses) > 0 {
 			notif = rec.Dispenses[len(rec.Dispenses)-1].ID
 		}
-		p, err = Withdraw(&rec, ods, by, notif, "m3", fzNow)
+		p, err = rx.Withdraw(&rec, ods, by, notif, "m3", fzNow)
 		checkTransition(t, "Withdraw", p, err)
-		items := map[string]ItemStatus{}
+		items := map[string]rx.ItemStatus{}
 		for i, it := range rec.Items {
-			items[it.ID] = []ItemStatus{"0001", "0002", "0003", "0004"}[i%4]
+			items[it.ID] = []rx.ItemStatus{"0001", "0002", "0003", "0004"}[i%4]
 		}
-		p, err = Dispense(&rec, ods, by, DispenseInput{ID: "n2", Items: items, Status: "0006"}, fzNow)
+		p, err = rx.Dispense(&rec, ods, by, rx.DispenseInput{ID: "n2", Items: items, Status: "0006"}, fzNow)
 		checkTransition(t, "Dispense", p, err)
-		p, err = Claim(&rec, ods, by, "c1", "", fzNow)
+		p, err = rx.Claim(&rec, ods, by, "c1", "", fzNow)
 		checkTransition(t, "Claim", p, err)
 		line := ""
 		if len(rec.Items) > 0 {
 			line = rec.Items[0].ID
 		}
-		if p, _ := Cancel(&rec, by, CancelInput{MessageID: "x1", NHSNumber: rec.NHSNumber, LineItemID: line, Reason: "0001"}, fzNow); p != nil {
+		if p, _ := rx.Cancel(&rec, by, rx.CancelInput{MessageID: "x1", NHSNumber: rec.NHSNumber, LineItemID: line, Reason: "0001"}, fzNow); p != nil {
 			checkTransition(t, "Cancel", p, nil)
 		}
 	})

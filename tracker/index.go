@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // Entry is what the index keeps of one prescription: enough to find it and
@@ -19,7 +21,7 @@ import (
 type Entry struct {
 	ID         string
 	NHSNumber  string
-	Status     Status
+	Status     rx.Status
 	Prescriber string // sending organisation
 	PrescOrg   string // requester's organisation, when different
 	Nominated  string
@@ -59,7 +61,7 @@ func NewIndex() *Index {
 // Apply records the state of a prescription after the event at seq. Events
 // at or below the last applied sequence are ignored, so replaying the log
 // over an index is harmless.
-func (ix *Index) Apply(seq uint64, rec *Prescription) {
+func (ix *Index) Apply(seq uint64, rec *rx.Prescription) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if seq <= ix.applied {
@@ -71,7 +73,7 @@ func (ix *Index) Apply(seq uint64, rec *Prescription) {
 	ix.changed = make(chan struct{})
 }
 
-func (ix *Index) apply(seq uint64, rec *Prescription) {
+func (ix *Index) apply(seq uint64, rec *rx.Prescription) {
 	e, ok := ix.byID[rec.ID]
 	if !ok {
 		e = &Entry{ID: rec.ID, NHSNumber: rec.NHSNumber, Prescriber: rec.Prescriber, Created: rec.Created}
@@ -98,7 +100,7 @@ func (ix *Index) apply(seq uint64, rec *Prescription) {
 	moveSet(ix.byNominated, e.Nominated, rec.Nominated, e)
 	moveSet(ix.byDispenser, e.Dispenser, rec.Dispenser, e)
 	e.Status, e.Nominated, e.Dispenser, e.Seq = rec.Status, rec.Nominated, rec.Dispenser, seq
-	e.DueAt = NextDue(rec)
+	e.DueAt = rx.NextDue(rec)
 }
 
 // Due lists the prescriptions whose scheduled transition may be due at now.
@@ -286,9 +288,9 @@ func (ix *Index) ReadSnapshot(r io.Reader) error {
 	fresh := NewIndex()
 	for i := range s.Entries {
 		e := s.Entries[i]
-		rec := &Prescription{ID: e.ID, NHSNumber: e.NHSNumber, Prescriber: e.Prescriber,
+		rec := &rx.Prescription{ID: e.ID, NHSNumber: e.NHSNumber, Prescriber: e.Prescriber,
 			PrescriberOrg: e.PrescOrg, Created: e.Created,
-			Issue: Issue{Status: e.Status, Nominated: e.Nominated, Dispenser: e.Dispenser}}
+			Issue: rx.Issue{Status: e.Status, Nominated: e.Nominated, Dispenser: e.Dispenser}}
 		if rec.PrescriberOrg == "" {
 			rec.PrescriberOrg = rec.Prescriber
 		}

@@ -10,19 +10,21 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
-func rec(id, nhs, presc, nom string, created time.Time, st Status) *Prescription {
-	return &Prescription{ID: id, NHSNumber: nhs, Prescriber: presc, PrescriberOrg: presc, Created: created,
-		Issue: Issue{Nominated: nom, Status: st}}
+func rec(id, nhs, presc, nom string, created time.Time, st rx.Status) *rx.Prescription {
+	return &rx.Prescription{ID: id, NHSNumber: nhs, Prescriber: presc, PrescriberOrg: presc, Created: created,
+		Issue: rx.Issue{Nominated: nom, Status: st}}
 }
 
 func TestIndexQueriesAndMoves(t *testing.T) {
 	ix := NewIndex()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	ix.Apply(1, rec("A", "9449305552", "A83008", "FA565", t0, StatusToBeDispensed))
-	ix.Apply(2, rec("B", "9449305552", "A83008", "", t0.Add(time.Hour), StatusToBeDispensed))
-	ix.Apply(3, rec("C", "5839945242", "B81001", "FA565", t0.Add(2*time.Hour), StatusToBeDispensed))
+	ix.Apply(1, rec("A", "9449305552", "A83008", "FA565", t0, rx.StatusToBeDispensed))
+	ix.Apply(2, rec("B", "9449305552", "A83008", "", t0.Add(time.Hour), rx.StatusToBeDispensed))
+	ix.Apply(3, rec("C", "5839945242", "B81001", "FA565", t0.Add(2*time.Hour), rx.StatusToBeDispensed))
 	if got := ids(ix.ByNHSNumber("9449305552")); got != "B A" {
 		t.Errorf("by NHS number %s, want newest first B A", got)
 	}
@@ -31,20 +33,20 @@ func TestIndexQueriesAndMoves(t *testing.T) {
 	}
 	// A is released to FA565 then returned (nomination cleared): it moves
 	// between the sets.
-	r := rec("A", "9449305552", "A83008", "FA565", t0, StatusWithDispenser)
+	r := rec("A", "9449305552", "A83008", "FA565", t0, rx.StatusWithDispenser)
 	r.Dispenser = "FA565"
 	ix.Apply(4, r)
 	if got := ids(ix.ByDispenser("FA565")); got != "A" {
 		t.Errorf("by dispenser %s", got)
 	}
-	r = rec("A", "9449305552", "A83008", "", t0, StatusToBeDispensed)
+	r = rec("A", "9449305552", "A83008", "", t0, rx.StatusToBeDispensed)
 	ix.Apply(5, r)
 	if got := ids(ix.ByDispenser("FA565")) + "|" + ids(ix.ByNominated("FA565")); got != "|C" {
 		t.Errorf("after return: dispenser|nominated = %s", got)
 	}
 	// A replayed old event changes nothing.
-	ix.Apply(4, rec("A", "9449305552", "A83008", "ZZZ", t0, StatusExpired))
-	if e, _ := ix.Get("A"); e.Status != StatusToBeDispensed || e.Seq != 5 {
+	ix.Apply(4, rec("A", "9449305552", "A83008", "ZZZ", t0, rx.StatusExpired))
+	if e, _ := ix.Get("A"); e.Status != rx.StatusToBeDispensed || e.Seq != 5 {
 		t.Errorf("old event applied: %+v", e)
 	}
 	if got := ids(ix.ByPrescriber("A83008")); got != "B A" || ix.Len() != 3 || ix.Applied() != 5 {
@@ -56,9 +58,9 @@ func TestIndexSnapshotRoundTrip(t *testing.T) {
 	ix := NewIndex()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := 0; i < 100; i++ {
-		r := rec(fmt.Sprintf("ID%03d", i), fmt.Sprintf("P%d", i%7), "A83008", []string{"", "FA565"}[i%2], t0.Add(time.Duration(i)*time.Minute), StatusToBeDispensed)
+		r := rec(fmt.Sprintf("ID%03d", i), fmt.Sprintf("P%d", i%7), "A83008", []string{"", "FA565"}[i%2], t0.Add(time.Duration(i)*time.Minute), rx.StatusToBeDispensed)
 		if i%3 == 0 {
-			r.Dispenser, r.Status = "FA565", StatusWithDispenser
+			r.Dispenser, r.Status = "FA565", rx.StatusWithDispenser
 		}
 		ix.Apply(uint64(i+1), r)
 	}
@@ -93,7 +95,7 @@ func TestWaitApplied(t *testing.T) {
 	ix := NewIndex()
 	go func() {
 		time.Sleep(10 * time.Millisecond)
-		ix.Apply(7, rec("A", "1", "A83008", "", time.Now(), StatusToBeDispensed))
+		ix.Apply(7, rec("A", "1", "A83008", "", time.Now(), rx.StatusToBeDispensed))
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -140,8 +142,8 @@ func BenchmarkIndexSearch1M(b *testing.B) {
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("%06X-A%05d-%05X%c", rng.IntN(1<<24), rng.IntN(9000), rng.IntN(1<<20), 'A'+rune(i%26))
 		idsList[i] = id
-		r := &Prescription{ID: id, NHSNumber: nhsList[rng.IntN(len(nhsList))], Prescriber: fmt.Sprintf("A%05d", rng.IntN(9000)),
-			Created: t0.Add(time.Duration(i) * time.Second), Issue: Issue{Status: StatusToBeDispensed}}
+		r := &rx.Prescription{ID: id, NHSNumber: nhsList[rng.IntN(len(nhsList))], Prescriber: fmt.Sprintf("A%05d", rng.IntN(9000)),
+			Created: t0.Add(time.Duration(i) * time.Second), Issue: rx.Issue{Status: rx.StatusToBeDispensed}}
 		r.PrescriberOrg = r.Prescriber
 		if i%10 != 0 {
 			r.Nominated = fmt.Sprintf("F%04d", rng.IntN(11400))
@@ -188,8 +190,8 @@ func BenchmarkIndexSearch1M(b *testing.B) {
 func TestIndexRefilesWhenTheOrderArrives(t *testing.T) {
 	ix := NewIndex()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	ix.Apply(1, rec("A", "1111111111", "X1", "", t0, StatusCancelledFuture))
-	ix.Apply(2, rec("A", "9449305552", "A83008", "FA565", t0.Add(time.Hour), StatusToBeDispensed))
+	ix.Apply(1, rec("A", "1111111111", "X1", "", t0, rx.StatusCancelledFuture))
+	ix.Apply(2, rec("A", "9449305552", "A83008", "FA565", t0.Add(time.Hour), rx.StatusToBeDispensed))
 	if len(ix.ByNHSNumber("1111111111")) != 0 || len(ix.ByPrescriber("X1")) != 0 {
 		t.Error("still filed under the cancellation's patient or prescriber")
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // The tracker's FHIR views: the searchset Bundles that GET
@@ -64,13 +65,13 @@ const (
 // release ready, future repeat dispensing or post-dated instances) or past
 // (expired, cancelled, dispensed, not dispensed, claimed, no-claimed). It is
 // "" for an unknown status.
-func Category(s Status) string {
+func Category(s rx.Status) string {
 	switch s {
-	case StatusToBeDispensed, StatusWithDispenser, StatusWithDispenserActive:
+	case rx.StatusToBeDispensed, rx.StatusWithDispenser, rx.StatusWithDispenserActive:
 		return CategoryCurrent
-	case StatusAwaitingReleaseReady, StatusRepeatFuture, StatusFuture:
+	case rx.StatusAwaitingReleaseReady, rx.StatusRepeatFuture, rx.StatusFuture:
 		return CategoryFuture
-	case StatusExpired, StatusCancelled, StatusDispensed, StatusNotDispensed, StatusClaimed, StatusNoClaimed, StatusCancelledFuture:
+	case rx.StatusExpired, rx.StatusCancelled, rx.StatusDispensed, rx.StatusNotDispensed, rx.StatusClaimed, rx.StatusNoClaimed, rx.StatusCancelledFuture:
 		return CategoryPast
 	}
 	return ""
@@ -79,8 +80,8 @@ func Category(s Status) string {
 // requestStatus is the RequestGroup.status of a prescription status: active
 // when current, on-hold when future, revoked when cancelled, completed when
 // otherwise past.
-func requestStatus(s Status) string {
-	if s == StatusCancelled || s == StatusCancelledFuture {
+func requestStatus(s rx.Status) string {
+	if s == rx.StatusCancelled || s == rx.StatusCancelledFuture {
 		return "revoked"
 	}
 	switch Category(s) {
@@ -96,7 +97,7 @@ func requestStatus(s Status) string {
 
 // SearchResult is one prescription found by a tracker search.
 type SearchResult struct {
-	Record  *Prescription
+	Record  *rx.Prescription
 	Patient fhir.PatientDetails // from the order message; may be empty
 }
 
@@ -155,7 +156,7 @@ func SearchBundle(results []SearchResult) []byte {
 
 // searchGroup is the RequestGroup of one search result: rec's current
 // issue, whose Patient has the fullUrl patientURL.
-func searchGroup(rec *Prescription, patientURL string) *requestGroup {
+func searchGroup(rec *rx.Prescription, patientURL string) *requestGroup {
 	rg := &requestGroup{
 		ResourceType: "RequestGroup",
 		Identifier:   []identifier{{fhir.SystemPrescriptionID, rec.ID}},
@@ -180,11 +181,11 @@ func searchGroup(rec *Prescription, patientURL string) *requestGroup {
 // issuesOf lists what the tracker shows of a prescription, one record per
 // issue in issue order, each with that issue as its current one: every
 // issue of a repeat dispensing prescription, or the record itself.
-func issuesOf(rec *Prescription) []*Prescription {
+func issuesOf(rec *rx.Prescription) []*rx.Prescription {
 	if !rec.RepeatDispensing() || len(rec.Others) == 0 {
-		return []*Prescription{rec}
+		return []*rx.Prescription{rec}
 	}
-	out := make([]*Prescription, 0, rec.IssueCount())
+	out := make([]*rx.Prescription, 0, rec.IssueCount())
 	for _, is := range rec.Issues() {
 		if v, ok := rec.AtIssue(is.Number); ok {
 			out = append(out, v)
@@ -197,13 +198,13 @@ func issuesOf(rec *Prescription) []*Prescription {
 // issue: named by the prescription ID, and for a repeat dispensing issue by
 // the ID and the issue number (ID/n), so that every issue has its own and
 // the search and detail views name an issue alike.
-func requestGroupURN(rec *Prescription) (fullURL, id string) {
+func requestGroupURN(rec *rx.Prescription) (fullURL, id string) {
 	return urn("RequestGroup", issueKey(rec))
 }
 
 // issueKey names rec's current issue: the prescription ID, or ID/n for
 // issue n of a repeat dispensing prescription.
-func issueKey(rec *Prescription) string {
+func issueKey(rec *rx.Prescription) string {
 	if rec.RepeatDispensing() && rec.Number > 0 {
 		return rec.ID + "/" + strconv.Itoa(rec.Number)
 	}
@@ -235,7 +236,7 @@ func issueKey(rec *Prescription) string {
 // of N, its history holds the events about the prescription as a whole and
 // those about issue n, and a later issue (2..N) says from when it may
 // become downloadable (ExtIssueAvailableFrom).
-func DetailBundle(rec *Prescription, d *fhir.OrderDetails) []byte {
+func DetailBundle(rec *rx.Prescription, d *fhir.OrderDetails) []byte {
 	if d == nil {
 		d = &fhir.OrderDetails{}
 	}
@@ -302,11 +303,11 @@ func DetailBundle(rec *Prescription, d *fhir.OrderDetails) []byte {
 		if !aboutIssue(rec, ev) {
 			continue
 		}
-		if ev.Type == EventOrder && rec.RepeatDispensing() && rec.IssueNumber() > 1 && ev.Status != StatusCancelledFuture {
-			ev.Status = StatusRepeatFuture // what the upload made of this issue
+		if ev.Type == rx.EventOrder && rec.RepeatDispensing() && rec.IssueNumber() > 1 && ev.Status != rx.StatusCancelledFuture {
+			ev.Status = rx.StatusRepeatFuture // what the upload made of this issue
 		}
 		a := historyAction(ev)
-		if ev.Type == EventDispense {
+		if ev.Type == rx.EventDispense {
 			for _, url := range dispensed[strings.ToLower(ev.MessageID)] {
 				a.Action = append(a.Action, action{Resource: &reference{Reference: url}})
 			}
@@ -354,7 +355,7 @@ func humanNames(p fhir.PatientDetails) []humanName {
 // prescriberRole is the prescriber's PractitionerRole: its SDS role profile,
 // the practitioner's SDS user ID and name, the organisation's ODS code and
 // name, and the telephone number.
-func prescriberRole(id string, rec *Prescription, p fhir.PrescriberDetails) *practitionerRole {
+func prescriberRole(id string, rec *rx.Prescription, p fhir.PrescriberDetails) *practitionerRole {
 	r := &practitionerRole{ResourceType: "PractitionerRole", ID: id}
 	if p.RoleProfileID != "" {
 		r.Identifier = []identifier{{fhir.SystemSDSRoleProfileID, p.RoleProfileID}}
@@ -388,7 +389,7 @@ func itemDetails(d *fhir.OrderDetails, id string) *fhir.ItemDetails {
 
 // medicationRequestOf is the MedicationRequest of line item it; det, when
 // not nil, is what the order says of it.
-func medicationRequestOf(id string, rec *Prescription, it Item, det *fhir.ItemDetails, patientURL, roleURL string) *medicationRequest {
+func medicationRequestOf(id string, rec *rx.Prescription, it rx.Item, det *fhir.ItemDetails, patientURL, roleURL string) *medicationRequest {
 	mr := &medicationRequest{
 		ResourceType:    "MedicationRequest",
 		ID:              id,
@@ -434,7 +435,7 @@ func medicationRequestOf(id string, rec *Prescription, it Item, det *fhir.ItemDe
 	}
 	mr.Extension = []extension{
 		{URL: extDispensingInformation, Extension: []extension{{URL: "dispenseStatus",
-			ValueCoding: &fhir.Coding{System: SystemItemStatus, Code: string(it.Status), Display: it.Status.Display()}}}},
+			ValueCoding: &fhir.Coding{System: rx.SystemItemStatus, Code: string(it.Status), Display: it.Status.Display()}}}},
 		{URL: extPendingCancellation, Extension: []extension{
 			boolExtension("lineItemPendingCancellation", lineItemPendingCancellation(rec, it))}},
 	}
@@ -444,15 +445,15 @@ func medicationRequestOf(id string, rec *Prescription, it Item, det *fhir.ItemDe
 // itemRequestStatus is the MedicationRequest.status of a line item status,
 // as the NHS tracker answers: completed when dispensed, stopped when not
 // dispensed or expired, cancelled when cancelled, active otherwise.
-func itemRequestStatus(s ItemStatus) string {
+func itemRequestStatus(s rx.ItemStatus) string {
 	switch s {
-	case ItemFullyDispensed:
+	case rx.ItemFullyDispensed:
 		return "completed"
-	case ItemNotDispensed, ItemExpired:
+	case rx.ItemNotDispensed, rx.ItemExpired:
 		return "stopped"
-	case ItemCancelled:
+	case rx.ItemCancelled:
 		return "cancelled"
-	case ItemPartiallyDispensed, ItemNotDispensedOwing, ItemToBeDispensed, ItemWithDispenser:
+	case rx.ItemPartiallyDispensed, rx.ItemNotDispensedOwing, rx.ItemToBeDispensed, rx.ItemWithDispenser:
 		return "active"
 	}
 	return "unknown"
@@ -460,15 +461,15 @@ func itemRequestStatus(s ItemStatus) string {
 
 // medicationRequestURN is the fullUrl and id of the MedicationRequest of
 // line item it of rec's current issue.
-func medicationRequestURN(rec *Prescription, it Item) (fullURL, id string) {
+func medicationRequestURN(rec *rx.Prescription, it rx.Item) (fullURL, id string) {
 	return urn("MedicationRequest", issueKey(rec)+"/"+it.ID)
 }
 
 // shownDispenses are the dispense notifications of rec's current issue that
 // the detail view shows: those not withdrawn (nor replaced by an
 // amendment), oldest first.
-func shownDispenses(rec *Prescription) []DispenseRecord {
-	var out []DispenseRecord
+func shownDispenses(rec *rx.Prescription) []rx.DispenseRecord {
+	var out []rx.DispenseRecord
 	for _, d := range rec.Dispenses {
 		if !d.Withdrawn {
 			out = append(out, d)
@@ -483,7 +484,7 @@ func shownDispenses(rec *Prescription) []DispenseRecord {
 // not withdrawn, in message order. It also returns the fullUrls of each
 // notification's MedicationDispenses by its (lower-case) message id, for the
 // history. A notification recorded before its lines were kept has none.
-func dispenseEntries(rec *Prescription, d *fhir.OrderDetails, patientURL string) ([]bundleEntry, map[string][]string) {
+func dispenseEntries(rec *rx.Prescription, d *fhir.OrderDetails, patientURL string) ([]bundleEntry, map[string][]string) {
 	shown := shownDispenses(rec)
 	if len(shown) == 0 {
 		return nil, nil
@@ -506,7 +507,7 @@ func dispenseEntries(rec *Prescription, d *fhir.OrderDetails, patientURL string)
 			status = "in-progress" // the latest notification
 		}
 		for j, line := range dn.Lines {
-			i := slices.IndexFunc(rec.Items, func(it Item) bool { return strings.EqualFold(it.ID, line.LineItem) })
+			i := slices.IndexFunc(rec.Items, func(it rx.Item) bool { return strings.EqualFold(it.ID, line.LineItem) })
 			if i < 0 {
 				continue // not a line item of this prescription: nothing to point at
 			}
@@ -520,7 +521,7 @@ func dispenseEntries(rec *Prescription, d *fhir.OrderDetails, patientURL string)
 				Subject:                 reference{Reference: patientURL},
 				Status:                  status,
 				Performer:               []dispensePerformer{{Actor: reference{Reference: roleURL}}},
-				Type:                    fhir.Concept{Coding: []fhir.Coding{{System: SystemItemStatus, Code: string(line.Status), Display: line.Status.Display()}}},
+				Type:                    fhir.Concept{Coding: []fhir.Coding{{System: rx.SystemItemStatus, Code: string(line.Status), Display: line.Status.Display()}}},
 				AuthorizingPrescription: []reference{{Reference: mrURL}},
 				Quantity:                quantity{Value: line.Quantity, Unit: line.Unit},
 				Extension:               []extension{{URL: extTaskBusinessStatus, ValueCoding: statusCoding(rec.Status)}},
@@ -546,10 +547,10 @@ func dispenseEntries(rec *Prescription, d *fhir.OrderDetails, patientURL string)
 // itemCancelReason is the MedicationRequest.statusReason of line item it: the
 // reason it was cancelled for, or the reason of the cancellation waiting
 // for the dispenser; nil when neither.
-func itemCancelReason(rec *Prescription, it Item) *fhir.Concept {
+func itemCancelReason(rec *rx.Prescription, it rx.Item) *fhir.Concept {
 	reason := ""
 	switch {
-	case it.Status == ItemCancelled:
+	case it.Status == rx.ItemCancelled:
 		reason = it.CancelReason
 	case lineItemPendingCancellation(rec, it):
 		reason = rec.Pending.Reason
@@ -565,11 +566,11 @@ func itemCancelReason(rec *Prescription, it Item) *fhir.Concept {
 // every item not cancelled is marked for cancellation (the pending one's);
 // "" otherwise (an item cancelled on its own says so on its
 // MedicationRequest).
-func prescriptionCancelReason(rec *Prescription) string {
+func prescriptionCancelReason(rec *rx.Prescription) string {
 	reason, all := "", len(rec.Items) > 0
 	for _, it := range rec.Items {
 		switch {
-		case it.Status == ItemCancelled:
+		case it.Status == rx.ItemCancelled:
 			reason = firstNonEmpty(it.CancelReason, reason)
 		case lineItemPendingCancellation(rec, it):
 		default:
@@ -587,7 +588,7 @@ func prescriptionCancelReason(rec *Prescription) string {
 
 // prescriptionNonDispensingReason is the prescription's non-dispensing
 // reason stated by its latest dispense notification not withdrawn.
-func prescriptionNonDispensingReason(rec *Prescription) string {
+func prescriptionNonDispensingReason(rec *rx.Prescription) string {
 	if shown := shownDispenses(rec); len(shown) > 0 {
 		return shown[len(shown)-1].NonDispensingReason
 	}
@@ -656,14 +657,14 @@ func therapyCoding(therapy string) *fhir.Coding {
 
 // isRepeat reports whether the prescription is one of a series of issues:
 // repeat prescribing or repeat dispensing.
-func isRepeat(rec *Prescription) bool {
+func isRepeat(rec *rx.Prescription) bool {
 	return rec.TherapyType == fhir.TherapyContinuous || rec.TherapyType == fhir.TherapyRepeatDispensing
 }
 
 // issueNumber is the issue of a repeat prescription the record shows: the
 // current issue's number for repeat dispensing (1 when there is one issue);
 // a repeat prescribing record is one issue, the first.
-func issueNumber(rec *Prescription) int {
+func issueNumber(rec *rx.Prescription) int {
 	if rec.RepeatDispensing() {
 		return rec.IssueNumber()
 	}
@@ -673,7 +674,7 @@ func issueNumber(rec *Prescription) int {
 // issueCount is the number of issues of a repeat prescription: the
 // issues the record holds for repeat dispensing, otherwise the order's
 // numberOfRepeatsAllowed + 1.
-func issueCount(rec *Prescription) int {
+func issueCount(rec *rx.Prescription) int {
 	if rec.RepeatDispensing() && len(rec.Others) > 0 {
 		return rec.IssueCount()
 	}
@@ -684,7 +685,7 @@ func issueCount(rec *Prescription) int {
 // prescription: which issue it is and how many issues there are (the NHS
 // tracker's numberOfRepeatsAllowed counts issues: the order's
 // numberOfRepeatsAllowed + 1).
-func repeatExtension(rec *Prescription) (extension, bool) {
+func repeatExtension(rec *rx.Prescription) (extension, bool) {
 	if !isRepeat(rec) {
 		return extension{}, false
 	}
@@ -698,7 +699,7 @@ func repeatExtension(rec *Prescription) (extension, bool) {
 // history event ev: every event of a prescription that is not repeat
 // dispensing; for repeat dispensing those about the prescription as a
 // whole (Issue 0) and those about the current issue.
-func aboutIssue(rec *Prescription, ev Event) bool {
+func aboutIssue(rec *rx.Prescription, ev rx.Event) bool {
 	if !rec.RepeatDispensing() || ev.Issue == 0 {
 		return true
 	}
@@ -707,29 +708,29 @@ func aboutIssue(rec *Prescription, ev Event) bool {
 
 // prescriptionPendingCancellation reports whether a cancellation waits for
 // the dispenser (marked for cancellation while it is with them).
-func prescriptionPendingCancellation(rec *Prescription) bool { return rec.Pending != nil }
+func prescriptionPendingCancellation(rec *rx.Prescription) bool { return rec.Pending != nil }
 
 // lineItemPendingCancellation reports whether a cancellation of line item it
 // waits for the dispenser.
-func lineItemPendingCancellation(rec *Prescription, it Item) bool {
+func lineItemPendingCancellation(rec *rx.Prescription, it rx.Item) bool {
 	return rec.Pending != nil && slices.Contains(rec.Pending.Items, it.ID)
 }
 
 // anyLineItemPendingCancellation reports whether any line item has a
 // pending cancellation.
-func anyLineItemPendingCancellation(rec *Prescription) bool {
-	return slices.ContainsFunc(rec.Items, func(it Item) bool { return lineItemPendingCancellation(rec, it) })
+func anyLineItemPendingCancellation(rec *rx.Prescription) bool {
+	return slices.ContainsFunc(rec.Items, func(it rx.Item) bool { return lineItemPendingCancellation(rec, it) })
 }
 
-func statusExtension(s Status) extension {
+func statusExtension(s rx.Status) extension {
 	return extension{URL: extStatusHistory, Extension: []extension{{URL: "status", ValueCoding: statusCoding(s)}}}
 }
 
-func statusCoding(s Status) *fhir.Coding {
-	return &fhir.Coding{System: SystemPrescriptionStatus, Code: string(s), Display: s.Display()}
+func statusCoding(s rx.Status) *fhir.Coding {
+	return &fhir.Coding{System: rx.SystemPrescriptionStatus, Code: string(s), Display: s.Display()}
 }
 
-func categoryExtension(s Status) extension {
+func categoryExtension(s rx.Status) extension {
 	return extension{URL: ExtSearchCategory, ValueString: Category(s)}
 }
 
@@ -751,7 +752,7 @@ func supplyTiming(days int) *timing {
 // eventTitles names the history events as the NHS tracker does, by
 // Event.Type. A type missing here shows as itself.
 var eventTitles = map[string]string{
-	EventOrder:                        "Prescription upload successful",
+	rx.EventOrder:                     "Prescription upload successful",
 	"release":                         "Release Request successful",
 	"nominated-release":               "Nominated Release Request successful",
 	fhir.EventDispenseNotification:    "Dispense notification successful",
@@ -760,21 +761,21 @@ var eventTitles = map[string]string{
 	"withdraw":                        "Dispense Withdrawal successful",
 	fhir.EventPrescriptionOrderUpdate: "Prescription/item was cancelled",
 	"subsequent-cancellation":         "Subsequent cancellation",
-	EventAwaiting:                     "Awaiting release ready",
-	EventReady:                        "Available for download",
-	EventExpire:                       "Prescription expired",
-	EventComplete:                     "Completed: no dispense for 180 days",
-	EventNoClaim:                      "Not claimed within 180 days",
+	rx.EventAwaiting:                  "Awaiting release ready",
+	rx.EventReady:                     "Available for download",
+	rx.EventExpire:                    "Prescription expired",
+	rx.EventComplete:                  "Completed: no dispense for 180 days",
+	rx.EventNoClaim:                   "Not claimed within 180 days",
 }
 
 // eventTitle is the title of a history event. A cancellation that finds the
 // prescription with a dispenser marks it for cancellation instead.
-func eventTitle(ev Event) string {
+func eventTitle(ev rx.Event) string {
 	if ev.Type == fhir.EventPrescriptionOrderUpdate {
 		switch ev.Status {
-		case StatusWithDispenser:
+		case rx.StatusWithDispenser:
 			return "Prescription/item was not cancelled. With dispenser. Marked for cancellation"
-		case StatusWithDispenserActive:
+		case rx.StatusWithDispenserActive:
 			return "Prescription/item was not cancelled. With dispenser active. Marked for cancellation"
 		}
 	}
@@ -787,7 +788,7 @@ func eventTitle(ev Event) string {
 // historyAction is the action of one history event: title, time, the status
 // after it (and the message id of a dispense notification), and who caused
 // it: the organisation (ODS code) and the user (SDS user ID).
-func historyAction(ev Event) action {
+func historyAction(ev rx.Event) action {
 	a := action{Title: eventTitle(ev), TimingDateTime: instant(ev.Time),
 		Code: []fhir.Concept{{Coding: []fhir.Coding{*statusCoding(ev.Status)}}}}
 	if ev.Type == fhir.EventDispenseNotification && ev.MessageID != "" {
@@ -809,7 +810,7 @@ func participantOf(system, value string) participant {
 
 // issueDate is the date the prescription is issued on: its start date, or
 // else when it was created.
-func issueDate(rec *Prescription) time.Time {
+func issueDate(rec *rx.Prescription) time.Time {
 	if !rec.StartDate.IsZero() {
 		return rec.StartDate
 	}
@@ -819,7 +820,7 @@ func issueDate(rec *Prescription) time.Time {
 // authoredOn is the RequestGroup.authoredOn of the detail view: the order's
 // own authoredOn when it has one (a dateTime in the views' format, or a date
 // as it is), else the issue date.
-func authoredOn(rec *Prescription, fromOrder string) string {
+func authoredOn(rec *rx.Prescription, fromOrder string) string {
 	if fromOrder == "" {
 		return instant(issueDate(rec))
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // The tracker views of electronic repeat dispensing: a RequestGroup per
@@ -16,7 +17,7 @@ import (
 
 // erdRecord makes the record of a generated repeat dispensing order of
 // issues issues of supply days, dated start's day, accepted at start.
-func erdRecord(t *testing.T, issues, supply int, start time.Time) (*Prescription, *fhir.OrderDetails) {
+func erdRecord(t *testing.T, issues, supply int, start time.Time) (*rx.Prescription, *fhir.OrderDetails) {
 	t.Helper()
 	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
 	if err != nil {
@@ -40,7 +41,7 @@ func erdRecord(t *testing.T, issues, supply int, start time.Time) (*Prescription
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := Create(o, Actor{User: "prescriber-1", Org: o.Sender}, start)
+	rec := rx.Create(o.RxOrder(), rx.Actor{User: "prescriber-1", Org: o.Sender}, start)
 	if !rec.RepeatDispensing() || rec.IssueCount() != issues {
 		t.Fatalf("record of %d issues (therapy %s), want %d", rec.IssueCount(), rec.TherapyType, issues)
 	}
@@ -81,7 +82,7 @@ func rowsOf(t *testing.T, v view) []issueRow {
 // checkIssues checks the RequestGroups of one eRD prescription: issue n
 // (from 1) has status want[n-1] and the category and RequestGroup.status
 // that go with it, repeat information n of len(want), and its own fullUrl.
-func checkIssues(t *testing.T, rows []issueRow, id string, want ...Status) {
+func checkIssues(t *testing.T, rows []issueRow, id string, want ...rx.Status) {
 	t.Helper()
 	if len(rows) != len(want) {
 		t.Fatalf("%d RequestGroups, want %d", len(rows), len(want))
@@ -118,7 +119,7 @@ func historyTitles(t *testing.T, v view) []string {
 func TestSearchBundleRepeatDispensing(t *testing.T) {
 	start := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 	rec, d := erdRecord(t, 6, 28, start)
-	search := func(rec *Prescription) view {
+	search := func(rec *rx.Prescription) view {
 		t.Helper()
 		b := SearchBundle([]SearchResult{{rec, d.Patient}})
 		v := decodeView(t, b)
@@ -135,8 +136,8 @@ func TestSearchBundleRepeatDispensing(t *testing.T) {
 		"RequestGroup/match", "RequestGroup/match", "RequestGroup/match", "RequestGroup/match"}) {
 		t.Fatalf("layout %v total %d", v.layout(), v.Total)
 	}
-	checkIssues(t, rowsOf(t, v), rec.ID, StatusToBeDispensed, StatusRepeatFuture, StatusRepeatFuture, StatusRepeatFuture,
-		StatusRepeatFuture, StatusRepeatFuture)
+	checkIssues(t, rowsOf(t, v), rec.ID, rx.StatusToBeDispensed, rx.StatusRepeatFuture, rx.StatusRepeatFuture, rx.StatusRepeatFuture,
+		rx.StatusRepeatFuture, rx.StatusRepeatFuture)
 	for _, rg := range v.of("RequestGroup") {
 		if rg["intent"] != "reflex-order" || rg["authoredOn"] != "2026-03-02T00:00:00.000Z" || get(rg, "subject", "reference") != v.Entry[0].FullURL {
 			t.Errorf("RequestGroup %v", rg)
@@ -145,39 +146,39 @@ func TestSearchBundleRepeatDispensing(t *testing.T) {
 
 	// Issue 1 released and dispensed; at issue 2's date the scheduler moves
 	// issue 2 on (9000 -> 0000 -> 0001).
-	by := Actor{User: "d1", Org: "FA565"}
-	rec, err := Release(rec, "FA565", by, "release-1", false, start.Add(time.Hour))
+	by := rx.Actor{User: "d1", Org: "FA565"}
+	rec, err := rx.Release(rec, "FA565", by, "release-1", false, start.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := map[string]ItemStatus{}
+	all := map[string]rx.ItemStatus{}
 	for _, it := range rec.Items {
-		all[it.ID] = ItemFullyDispensed
+		all[it.ID] = rx.ItemFullyDispensed
 	}
-	rec, err = Dispense(rec, "FA565", by, DispenseInput{ID: "dispense-1", Items: all}, start.Add(2*time.Hour))
+	rec, err = rx.Dispense(rec, "FA565", by, rx.DispenseInput{ID: "dispense-1", Items: all}, start.Add(2*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkIssues(t, rowsOf(t, search(rec)), rec.ID, StatusDispensed, StatusRepeatFuture, StatusRepeatFuture, StatusRepeatFuture,
-		StatusRepeatFuture, StatusRepeatFuture)
+	checkIssues(t, rowsOf(t, search(rec)), rec.ID, rx.StatusDispensed, rx.StatusRepeatFuture, rx.StatusRepeatFuture, rx.StatusRepeatFuture,
+		rx.StatusRepeatFuture, rx.StatusRepeatFuture)
 	due := rec.IssueAvailableAt(2)
 	if want := start.Truncate(24*time.Hour).AddDate(0, 0, 21); !due.Equal(want) {
 		t.Fatalf("issue 2 available at %s, want %s", due, want)
 	}
-	early := ApplyScheduled(rec, due.Add(-time.Hour), nil)
+	early := rx.ApplyScheduled(rec, due.Add(-time.Hour), nil)
 	if early == nil {
 		t.Fatal("nothing scheduled once issue 1 is complete")
 	}
-	checkIssues(t, rowsOf(t, search(early)), rec.ID, StatusDispensed, StatusAwaitingReleaseReady, StatusRepeatFuture,
-		StatusRepeatFuture, StatusRepeatFuture, StatusRepeatFuture)
-	rec = ApplyScheduled(early, due, nil)
+	checkIssues(t, rowsOf(t, search(early)), rec.ID, rx.StatusDispensed, rx.StatusAwaitingReleaseReady, rx.StatusRepeatFuture,
+		rx.StatusRepeatFuture, rx.StatusRepeatFuture, rx.StatusRepeatFuture)
+	rec = rx.ApplyScheduled(early, due, nil)
 	if rec == nil || rec.IssueNumber() != 2 {
 		t.Fatalf("issue 2 did not become available at %s: %+v", due, rec)
 	}
 	sv := search(rec)
 	rows := rowsOf(t, sv)
-	checkIssues(t, rows, rec.ID, StatusDispensed, StatusToBeDispensed, StatusRepeatFuture, StatusRepeatFuture,
-		StatusRepeatFuture, StatusRepeatFuture)
+	checkIssues(t, rows, rec.ID, rx.StatusDispensed, rx.StatusToBeDispensed, rx.StatusRepeatFuture, rx.StatusRepeatFuture,
+		rx.StatusRepeatFuture, rx.StatusRepeatFuture)
 	if rows[0].category != CategoryPast || rows[1].category != CategoryCurrent || rows[2].category != CategoryFuture {
 		t.Errorf("categories %s %s %s", rows[0].category, rows[1].category, rows[2].category)
 	}
@@ -260,18 +261,18 @@ func TestSearchBundleRepeatDispensing(t *testing.T) {
 func TestSearchBundleRepeatDispensingPending(t *testing.T) {
 	start := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 	rec, d := erdRecord(t, 3, 10, start)
-	rec, err := Release(rec, "FA565", Actor{Org: "FA565"}, "r", false, start.Add(time.Hour))
+	rec, err := rx.Release(rec, "FA565", rx.Actor{Org: "FA565"}, "r", false, start.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, code := Cancel(rec, Actor{User: "prescriber-1", Org: rec.Prescriber},
-		CancelInput{MessageID: "c", NHSNumber: rec.NHSNumber, LineItemID: rec.Items[0].ID, Reason: "0001"}, start.Add(2*time.Hour))
-	if code != RPendingWith || n == nil {
+	n, code := rx.Cancel(rec, rx.Actor{User: "prescriber-1", Org: rec.Prescriber},
+		rx.CancelInput{MessageID: "c", NHSNumber: rec.NHSNumber, LineItemID: rec.Items[0].ID, Reason: "0001"}, start.Add(2*time.Hour))
+	if code != rx.RPendingWith || n == nil {
 		t.Fatalf("cancel: %s", code)
 	}
 	v := decodeView(t, SearchBundle([]SearchResult{{n, d.Patient}}))
 	rows := rowsOf(t, v)
-	checkIssues(t, rows, n.ID, StatusWithDispenser, StatusRepeatFuture, StatusRepeatFuture)
+	checkIssues(t, rows, n.ID, rx.StatusWithDispenser, rx.StatusRepeatFuture, rx.StatusRepeatFuture)
 	for i, r := range rows {
 		if want := i == 0; r.pending != want || r.linePending != want {
 			t.Errorf("issue %d pending cancellation %v, line item %v; want %v", i+1, r.pending, r.linePending, want)
@@ -302,10 +303,10 @@ func TestViewsNotRepeatDispensingUnchanged(t *testing.T) {
 	mixed, mixedD := fixtureRecord(t, orderAcuteRepeat, created.Add(time.Hour))
 	erd, erdD := erdRecord(t, 4, 28, created.Add(2*time.Hour))
 	acute.History = append(acute.History,
-		Event{Time: created.Add(time.Minute), Type: EventRelease, Org: "FA565", Status: StatusWithDispenser},
-		Event{Time: created.Add(2 * time.Minute), Type: "something", Issue: 3, Status: StatusWithDispenser})
+		rx.Event{Time: created.Add(time.Minute), Type: rx.EventRelease, Org: "FA565", Status: rx.StatusWithDispenser},
+		rx.Event{Time: created.Add(2 * time.Minute), Type: "something", Issue: 3, Status: rx.StatusWithDispenser})
 	for _, tc := range []struct {
-		rec *Prescription
+		rec *rx.Prescription
 		d   *fhir.OrderDetails
 	}{{acute, acuteD}, {mixed, mixedD}} {
 		alone := decodeView(t, SearchBundle([]SearchResult{{tc.rec, tc.d.Patient}}))

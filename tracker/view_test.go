@@ -13,6 +13,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 const (
@@ -29,7 +30,7 @@ var created = time.Date(2026, 2, 27, 15, 35, 28, 0, time.UTC)
 
 // fixtureRecord reads an order fixture and returns the record Create makes
 // of it at the given time and the order's details.
-func fixtureRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir.OrderDetails) {
+func fixtureRecord(t *testing.T, rel string, at time.Time) (*rx.Prescription, *fhir.OrderDetails) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(epsFixtures, filepath.FromSlash(rel)))
 	if err != nil {
@@ -68,13 +69,14 @@ func fixtureRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir
 	// the test's time with a validity running from then, so that the views
 	// of dispensing it can be tested.
 	when := at
-	if d := PrescriptionDate(o, at); d.Before(at) {
+	if d := rx.PrescriptionDate(o.RxOrder(), at); d.Before(at) {
 		when = d
 	}
-	rec := Create(o, Actor{User: "u", Org: o.Sender}, when)
+	rec := rx.Create(o.RxOrder(), rx.Actor{User: "u", Org: o.Sender}, when)
 	rec.Created, rec.History[0].Time = at, at
-	for _, is := range rec.issues() {
-		is.ExpiresAt = day(at).AddDate(1, 0, 0)
+	rec.ExpiresAt = rx.Day(at).AddDate(1, 0, 0)
+	for i := range rec.Others {
+		rec.Others[i].ExpiresAt = rec.ExpiresAt
 	}
 	return rec, d
 }
@@ -82,7 +84,7 @@ func fixtureRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir
 // datedRecord is fixtureRecord of the fixture given current dates: dated at
 // (fhirgen.Redate) and created then, so that the transitions tests apply to
 // it act before it expires.
-func datedRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir.OrderDetails) {
+func datedRecord(t *testing.T, rel string, at time.Time) (*rx.Prescription, *fhir.OrderDetails) {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(epsFixtures, filepath.FromSlash(rel)))
 	if err != nil {
@@ -101,7 +103,7 @@ func datedRecord(t *testing.T, rel string, at time.Time) (*Prescription, *fhir.O
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Create(o, Actor{User: "u", Org: o.Sender}, at), d
+	return rx.Create(o.RxOrder(), rx.Actor{User: "u", Org: o.Sender}, at), d
 }
 
 // view is a decoded Bundle.
@@ -248,7 +250,7 @@ func TestSearchBundle(t *testing.T) {
 	// Newest first (the issues of one prescription in issue order); the
 	// patients in the order they first appear.
 	all := v.of("RequestGroup")
-	for i, want := range []*Prescription{erd, erd, erd, erd, erd, erd, mixed, acute} {
+	for i, want := range []*rx.Prescription{erd, erd, erd, erd, erd, erd, mixed, acute} {
 		if id := get(all[i], "identifier", 0, "value"); id != want.ID {
 			t.Errorf("RequestGroup %d is %v, want %s", i, id, want.ID)
 		}
@@ -336,22 +338,22 @@ func TestSearchBundleOrdering(t *testing.T) {
 func TestSearchBundleStatuses(t *testing.T) {
 	base, d := fixtureRecord(t, orderAcute4Items, created)
 	for _, tc := range []struct {
-		status           Status
+		status           rx.Status
 		rgStatus, search string
 	}{
-		{StatusAwaitingReleaseReady, "on-hold", "future"},
-		{StatusToBeDispensed, "active", "current"},
-		{StatusWithDispenser, "active", "current"},
-		{StatusWithDispenserActive, "active", "current"},
-		{StatusExpired, "completed", "past"},
-		{StatusCancelled, "revoked", "past"},
-		{StatusDispensed, "completed", "past"},
-		{StatusNotDispensed, "completed", "past"},
-		{StatusClaimed, "completed", "past"},
-		{StatusNoClaimed, "completed", "past"},
-		{StatusRepeatFuture, "on-hold", "future"},
-		{StatusFuture, "on-hold", "future"},
-		{StatusCancelledFuture, "revoked", "past"},
+		{rx.StatusAwaitingReleaseReady, "on-hold", "future"},
+		{rx.StatusToBeDispensed, "active", "current"},
+		{rx.StatusWithDispenser, "active", "current"},
+		{rx.StatusWithDispenserActive, "active", "current"},
+		{rx.StatusExpired, "completed", "past"},
+		{rx.StatusCancelled, "revoked", "past"},
+		{rx.StatusDispensed, "completed", "past"},
+		{rx.StatusNotDispensed, "completed", "past"},
+		{rx.StatusClaimed, "completed", "past"},
+		{rx.StatusNoClaimed, "completed", "past"},
+		{rx.StatusRepeatFuture, "on-hold", "future"},
+		{rx.StatusFuture, "on-hold", "future"},
+		{rx.StatusCancelledFuture, "revoked", "past"},
 	} {
 		r := *base
 		r.Status = tc.status
@@ -365,16 +367,16 @@ func TestSearchBundleStatuses(t *testing.T) {
 }
 
 func TestCategory(t *testing.T) {
-	want := map[Status]string{
-		StatusAwaitingReleaseReady: CategoryFuture, StatusToBeDispensed: CategoryCurrent, StatusWithDispenser: CategoryCurrent,
-		StatusWithDispenserActive: CategoryCurrent, StatusExpired: CategoryPast, StatusCancelled: CategoryPast,
-		StatusDispensed: CategoryPast, StatusNotDispensed: CategoryPast, StatusClaimed: CategoryPast, StatusNoClaimed: CategoryPast,
-		StatusRepeatFuture: CategoryFuture, StatusFuture: CategoryFuture, StatusCancelledFuture: CategoryPast,
+	want := map[rx.Status]string{
+		rx.StatusAwaitingReleaseReady: CategoryFuture, rx.StatusToBeDispensed: CategoryCurrent, rx.StatusWithDispenser: CategoryCurrent,
+		rx.StatusWithDispenserActive: CategoryCurrent, rx.StatusExpired: CategoryPast, rx.StatusCancelled: CategoryPast,
+		rx.StatusDispensed: CategoryPast, rx.StatusNotDispensed: CategoryPast, rx.StatusClaimed: CategoryPast, rx.StatusNoClaimed: CategoryPast,
+		rx.StatusRepeatFuture: CategoryFuture, rx.StatusFuture: CategoryFuture, rx.StatusCancelledFuture: CategoryPast,
 	}
-	if len(want) != len(statuses) {
-		t.Fatalf("%d statuses tested, the model has %d", len(want), len(statuses))
+	if len(want) != len(rx.Statuses()) {
+		t.Fatalf("%d statuses tested, the model has %d", len(want), len(rx.Statuses()))
 	}
-	for s := range statuses {
+	for _, s := range rx.Statuses() {
 		if got := Category(s); got != want[s] {
 			t.Errorf("Category(%s) = %q, want %q", s, got, want[s])
 		}
@@ -464,20 +466,20 @@ func TestDetailBundle(t *testing.T) {
 
 func TestDetailBundleHistoryAndDispensers(t *testing.T) {
 	rec, d := fixtureRecord(t, orderAcute4Items, created)
-	rec.Status, rec.Dispenser, rec.Nominated = StatusWithDispenser, "VNFKT", ""
+	rec.Status, rec.Dispenser, rec.Nominated = rx.StatusWithDispenser, "VNFKT", ""
 	for i := range rec.Items {
-		rec.Items[i].Status = ItemWithDispenser
+		rec.Items[i].Status = rx.ItemWithDispenser
 	}
 	at := func(m int) time.Time { return created.Add(time.Duration(m) * time.Minute) }
 	rec.History = append(rec.History,
-		Event{Time: at(1), Type: "nominated-release", Org: "FA565", User: "d1", Status: StatusWithDispenser},
-		Event{Time: at(2), Type: "return", Org: "FA565", Status: StatusToBeDispensed},
-		Event{Time: at(3), Type: "release", Org: "VNFKT", Status: StatusWithDispenser},
-		Event{Time: at(4), Type: fhir.EventPrescriptionOrderUpdate, Org: "A83008", Status: StatusWithDispenser},
-		Event{Time: at(5), Type: fhir.EventDispenseNotification, MessageID: "7D8C0BC7-9C99-4A03-BAB3-9EDAFDECFEFF", Org: "VNFKT", Status: StatusWithDispenserActive},
-		Event{Time: at(6), Type: "withdraw", Org: "VNFKT", Status: StatusWithDispenser},
-		Event{Time: at(7), Type: "claim", Status: StatusClaimed},
-		Event{Time: at(8), Type: "something-new", Status: StatusClaimed},
+		rx.Event{Time: at(1), Type: "nominated-release", Org: "FA565", User: "d1", Status: rx.StatusWithDispenser},
+		rx.Event{Time: at(2), Type: "return", Org: "FA565", Status: rx.StatusToBeDispensed},
+		rx.Event{Time: at(3), Type: "release", Org: "VNFKT", Status: rx.StatusWithDispenser},
+		rx.Event{Time: at(4), Type: fhir.EventPrescriptionOrderUpdate, Org: "A83008", Status: rx.StatusWithDispenser},
+		rx.Event{Time: at(5), Type: fhir.EventDispenseNotification, MessageID: "7D8C0BC7-9C99-4A03-BAB3-9EDAFDECFEFF", Org: "VNFKT", Status: rx.StatusWithDispenserActive},
+		rx.Event{Time: at(6), Type: "withdraw", Org: "VNFKT", Status: rx.StatusWithDispenser},
+		rx.Event{Time: at(7), Type: "claim", Status: rx.StatusClaimed},
+		rx.Event{Time: at(8), Type: "something-new", Status: rx.StatusClaimed},
 	)
 	v := decodeView(t, DetailBundle(rec, d))
 	checkReferences(t, v)
@@ -509,7 +511,7 @@ func TestDetailBundleHistoryAndDispensers(t *testing.T) {
 	if got := get(history[7], "participant"); got != nil {
 		t.Errorf("participant of an event without organisation or user: %v", got)
 	}
-	rec.History[4].Status = StatusToBeDispensed
+	rec.History[4].Status = rx.StatusToBeDispensed
 	history = get(decodeView(t, DetailBundle(rec, d)).of("RequestGroup")[0], "action", 1, "action").([]any)
 	if got := get(history[4], "title"); got != "Prescription/item was cancelled" {
 		t.Errorf("cancellation title %v", got)
@@ -538,7 +540,7 @@ func TestDetailBundleWithoutDetails(t *testing.T) {
 
 func TestDetailBundleFuture(t *testing.T) {
 	rec, d := fixtureRecord(t, orderERD, time.Date(2022, 2, 1, 0, 0, 0, 0, time.UTC))
-	if rec.Status != StatusFuture {
+	if rec.Status != rx.StatusFuture {
 		t.Fatalf("status %s", rec.Status)
 	}
 	d.AuthoredOn = "2022-02-01T09:30:00+01:00"
@@ -556,7 +558,7 @@ func TestViewShapes(t *testing.T) {
 	acute, acuteD := fixtureRecord(t, orderAcute4Items, created)
 	mixed, mixedD := fixtureRecord(t, orderAcuteRepeat, created)
 	erd, erdD := fixtureRecord(t, orderERD, created)
-	search := func(rec *Prescription, d *fhir.OrderDetails) []byte {
+	search := func(rec *rx.Prescription, d *fhir.OrderDetails) []byte {
 		return SearchBundle([]SearchResult{{rec, d.Patient}})
 	}
 	// What the views add to the examples: the search category everywhere;
@@ -706,8 +708,8 @@ func TestNameUUID(t *testing.T) {
 // each with its status and, when given, its non-dispensing reason; the
 // product and quantity as ordered (d), the quantity 0 when the item was not
 // supplied.
-func dispenseInput(rec *Prescription, d *fhir.OrderDetails, id string, status map[int]ItemStatus, reasons map[int]string, rxReason string) DispenseInput {
-	in := DispenseInput{ID: id, Items: map[string]ItemStatus{}, NonDispensingReason: rxReason}
+func dispenseInput(rec *rx.Prescription, d *fhir.OrderDetails, id string, status map[int]rx.ItemStatus, reasons map[int]string, rxReason string) rx.DispenseInput {
+	in := rx.DispenseInput{ID: id, Items: map[string]rx.ItemStatus{}, NonDispensingReason: rxReason}
 	for i, it := range rec.Items {
 		st, ok := status[i]
 		if !ok {
@@ -715,9 +717,9 @@ func dispenseInput(rec *Prescription, d *fhir.OrderDetails, id string, status ma
 		}
 		in.Items[it.ID] = st
 		det := itemDetails(d, it.ID)
-		line := DispensedLine{LineItem: strings.ToUpper(it.ID), Status: st, Reason: reasons[i], Code: det.MedicationCode,
+		line := rx.DispensedLine{LineItem: strings.ToUpper(it.ID), Status: st, Reason: reasons[i], Code: det.MedicationCode,
 			Medication: det.MedicationDisplay, Unit: det.QuantityUnit}
-		if st == ItemFullyDispensed {
+		if st == rx.ItemFullyDispensed {
 			line.Quantity = det.Quantity
 		}
 		in.Lines = append(in.Lines, line)
@@ -726,7 +728,7 @@ func dispenseInput(rec *Prescription, d *fhir.OrderDetails, id string, status ma
 }
 
 // all gives every item of rec the same value.
-func all[V any](rec *Prescription, v V) map[int]V {
+func all[V any](rec *rx.Prescription, v V) map[int]V {
 	m := map[int]V{}
 	for i := range rec.Items {
 		m[i] = v
@@ -741,7 +743,7 @@ type dispensedView struct {
 	history []any                     // RequestGroup history actions
 }
 
-func readDispensed(t *testing.T, rec *Prescription, d *fhir.OrderDetails) dispensedView {
+func readDispensed(t *testing.T, rec *rx.Prescription, d *fhir.OrderDetails) dispensedView {
 	t.Helper()
 	v := decodeView(t, DetailBundle(rec, d))
 	checkReferences(t, v)
@@ -777,9 +779,9 @@ func (dv dispensedView) dispensesOf(t *testing.T, a any) []map[string]any {
 // generateHistoryAction).
 func TestDetailBundleDispenses(t *testing.T) {
 	at := func(m int) time.Time { return created.Add(time.Duration(m) * time.Minute) }
-	dispenser := Actor{User: "d1", Org: "FA565"}
+	dispenser := rx.Actor{User: "d1", Org: "FA565"}
 	type dn struct {
-		status   map[int]ItemStatus
+		status   map[int]rx.ItemStatus
 		reasons  map[int]string
 		rxReason string
 		withdraw bool
@@ -790,56 +792,56 @@ func TestDetailBundleDispenses(t *testing.T) {
 		// per notification shown: the item statuses of its
 		// MedicationDispenses; per history event of a notification, how
 		// many it points at
-		wantStatus     Status
-		wantTypes      [][]ItemStatus
+		wantStatus     rx.Status
+		wantTypes      [][]rx.ItemStatus
 		wantReasons    []string // per MedicationDispense of the last notification shown ("" none)
 		wantRxReason   string
 		wantHistoryRef []int
 	}{
-		{name: "dispensed", dns: []dn{{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}}},
-			wantStatus: StatusDispensed, wantTypes: [][]ItemStatus{{"0001", "0001", "0001", "0001"}},
+		{name: "dispensed", dns: []dn{{status: map[int]rx.ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}}},
+			wantStatus: rx.StatusDispensed, wantTypes: [][]rx.ItemStatus{{"0001", "0001", "0001", "0001"}},
 			wantReasons: []string{"", "", "", ""}, wantHistoryRef: []int{4}},
-		{name: "part dispensed", dns: []dn{{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}}},
-			wantStatus: StatusWithDispenserActive, wantTypes: [][]ItemStatus{{"0001", "0001", "0004", "0004"}},
+		{name: "part dispensed", dns: []dn{{status: map[int]rx.ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}}},
+			wantStatus: rx.StatusWithDispenserActive, wantTypes: [][]rx.ItemStatus{{"0001", "0001", "0004", "0004"}},
 			wantReasons: []string{"", "", "", ""}, wantHistoryRef: []int{4}},
 		{name: "multiple dispenses", dns: []dn{
-			{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}},
-			{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}}}, // every item named again, as EPS requires
-			wantStatus: StatusDispensed, wantTypes: [][]ItemStatus{{"0001", "0001", "0004", "0004"}, {"0001", "0001", "0001", "0001"}},
+			{status: map[int]rx.ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}},
+			{status: map[int]rx.ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}}}, // every item named again, as EPS requires
+			wantStatus: rx.StatusDispensed, wantTypes: [][]rx.ItemStatus{{"0001", "0001", "0004", "0004"}, {"0001", "0001", "0001", "0001"}},
 			wantReasons: []string{"", "", "", ""}, wantHistoryRef: []int{4, 4}},
 		{name: "not dispensed with reasons", dns: []dn{{status: nil,
 			reasons: map[int]string{0: "0002", 1: "0009", 2: "0006", 3: "0007"}, rxReason: "0002"}},
-			wantStatus: StatusNotDispensed, wantTypes: [][]ItemStatus{{"0002", "0002", "0002", "0002"}},
+			wantStatus: rx.StatusNotDispensed, wantTypes: [][]rx.ItemStatus{{"0002", "0002", "0002", "0002"}},
 			wantReasons: []string{"0002", "0009", "0006", "0007"}, wantRxReason: "0002", wantHistoryRef: []int{4}},
-		{name: "item not dispensed with reason", dns: []dn{{status: map[int]ItemStatus{0: "0002", 1: "0004", 2: "0004", 3: "0004"},
+		{name: "item not dispensed with reason", dns: []dn{{status: map[int]rx.ItemStatus{0: "0002", 1: "0004", 2: "0004", 3: "0004"},
 			reasons: map[int]string{0: "0001"}}},
-			wantStatus: StatusWithDispenserActive, wantTypes: [][]ItemStatus{{"0002", "0004", "0004", "0004"}},
+			wantStatus: rx.StatusWithDispenserActive, wantTypes: [][]rx.ItemStatus{{"0002", "0004", "0004", "0004"}},
 			wantReasons: []string{"0001", "", "", ""}, wantHistoryRef: []int{4}},
-		{name: "withdrawn", dns: []dn{{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}, withdraw: true}},
-			wantStatus: StatusWithDispenser, wantTypes: nil, wantHistoryRef: []int{0}},
+		{name: "withdrawn", dns: []dn{{status: map[int]rx.ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}, withdraw: true}},
+			wantStatus: rx.StatusWithDispenser, wantTypes: nil, wantHistoryRef: []int{0}},
 		{name: "withdrawn then dispensed again", dns: []dn{
-			{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}, withdraw: true},
-			{status: map[int]ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}}},
-			wantStatus: StatusDispensed, wantTypes: [][]ItemStatus{{"0001", "0001", "0001", "0001"}},
+			{status: map[int]rx.ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}, withdraw: true},
+			{status: map[int]rx.ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}}},
+			wantStatus: rx.StatusDispensed, wantTypes: [][]rx.ItemStatus{{"0001", "0001", "0001", "0001"}},
 			wantReasons: []string{"", "", "", ""}, wantHistoryRef: []int{0, 4}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec, d := datedRecord(t, orderAcute4Items, created)
-			rec, err := Release(rec, "FA565", dispenser, "rel", true, at(1))
+			rec, err := rx.Release(rec, "FA565", dispenser, "rel", true, at(1))
 			if err != nil {
 				t.Fatal(err)
 			}
 			for k, x := range tc.dns {
 				status := x.status
 				if len(status) == 0 {
-					status = all(rec, ItemNotDispensed)
+					status = all(rec, rx.ItemNotDispensed)
 				}
 				id := strings.ToUpper("7d8c0bc7-9c99-4a03-bab3-9edafdecfef" + string(rune('0'+k)))
-				if rec, err = Dispense(rec, "FA565", dispenser, dispenseInput(rec, d, id, status, x.reasons, x.rxReason), at(2+2*k)); err != nil {
+				if rec, err = rx.Dispense(rec, "FA565", dispenser, dispenseInput(rec, d, id, status, x.reasons, x.rxReason), at(2+2*k)); err != nil {
 					t.Fatal(err)
 				}
 				if x.withdraw {
-					if rec, err = Withdraw(rec, "FA565", dispenser, id, "w", at(3+2*k)); err != nil {
+					if rec, err = rx.Withdraw(rec, "FA565", dispenser, id, "w", at(3+2*k)); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -955,7 +957,7 @@ func TestDetailBundleDispenses(t *testing.T) {
 // …_PendingCancellationWithReason and …_ItemPendingCancellationWithReason
 // (generateFhirResponse.ts: statusReason, cancellationReason).
 func TestDetailBundleCancellationReasons(t *testing.T) {
-	prescriber := Actor{User: "p1", Org: "A83008"}
+	prescriber := rx.Actor{User: "p1", Org: "A83008"}
 	for _, tc := range []struct {
 		name     string
 		release  bool
@@ -963,24 +965,24 @@ func TestDetailBundleCancellationReasons(t *testing.T) {
 		want     []string       // per item: statusReason code ("" none)
 		pending  []bool         // per item: lineItemPendingCancellation
 		wantRx   string         // RequestGroup cancellationReason
-		rxStatus Status
+		rxStatus rx.Status
 	}{
 		{name: "one item cancelled", cancel: map[int]string{0: "0001"}, want: []string{"0001", "", "", ""},
-			pending: []bool{false, false, false, false}, rxStatus: StatusToBeDispensed},
+			pending: []bool{false, false, false, false}, rxStatus: rx.StatusToBeDispensed},
 		{name: "all cancelled", cancel: map[int]string{0: "0001", 1: "0001", 2: "0001", 3: "0001"}, want: []string{"0001", "0001", "0001", "0001"},
-			pending: []bool{false, false, false, false}, wantRx: "0001", rxStatus: StatusCancelled},
+			pending: []bool{false, false, false, false}, wantRx: "0001", rxStatus: rx.StatusCancelled},
 		{name: "all cancelled, several reasons", cancel: map[int]string{0: "0003", 1: "0005", 2: "0005", 3: "0007"}, want: []string{"0003", "0005", "0005", "0007"},
-			pending: []bool{false, false, false, false}, wantRx: "0007", rxStatus: StatusCancelled},
+			pending: []bool{false, false, false, false}, wantRx: "0007", rxStatus: rx.StatusCancelled},
 		{name: "one item marked for cancellation", release: true, cancel: map[int]string{1: "0002"}, want: []string{"", "0002", "", ""},
-			pending: []bool{false, true, false, false}, rxStatus: StatusWithDispenser},
+			pending: []bool{false, true, false, false}, rxStatus: rx.StatusWithDispenser},
 		{name: "all marked for cancellation", release: true, cancel: map[int]string{0: "0004", 1: "0004", 2: "0004", 3: "0004"},
-			want: []string{"0004", "0004", "0004", "0004"}, pending: []bool{true, true, true, true}, wantRx: "0004", rxStatus: StatusWithDispenser},
+			want: []string{"0004", "0004", "0004", "0004"}, pending: []bool{true, true, true, true}, wantRx: "0004", rxStatus: rx.StatusWithDispenser},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec, d := datedRecord(t, orderAcute4Items, created)
 			if tc.release {
 				var err error
-				if rec, err = Release(rec, "FA565", Actor{Org: "FA565"}, "rel", true, created.Add(time.Minute)); err != nil {
+				if rec, err = rx.Release(rec, "FA565", rx.Actor{Org: "FA565"}, "rel", true, created.Add(time.Minute)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -989,7 +991,7 @@ func TestDetailBundleCancellationReasons(t *testing.T) {
 				if !ok {
 					continue
 				}
-				n, code := Cancel(rec, prescriber, CancelInput{MessageID: "c", NHSNumber: rec.NHSNumber, LineItemID: rec.Items[i].ID, Reason: reason}, created.Add(2*time.Minute))
+				n, code := rx.Cancel(rec, prescriber, rx.CancelInput{MessageID: "c", NHSNumber: rec.NHSNumber, LineItemID: rec.Items[i].ID, Reason: reason}, created.Add(2*time.Minute))
 				if n == nil {
 					t.Fatalf("cancel item %d: %s", i, code)
 				}
@@ -1031,10 +1033,10 @@ func TestDetailBundleCancellationReasons(t *testing.T) {
 // and no reasons, the history as before.
 func TestDetailBundleOldDispenseRecords(t *testing.T) {
 	rec, d := fixtureRecord(t, orderAcute4Items, created)
-	rec.Status, rec.Dispenser = StatusWithDispenserActive, "FA565"
-	rec.Items[0].Status, rec.Items[1].Status = ItemCancelled, ItemFullyDispensed
-	rec.Dispenses = []DispenseRecord{{ID: "OLD", Time: created, Dispenser: "FA565", Before: StatusWithDispenser}}
-	rec.History = append(rec.History, Event{Time: created, Type: EventDispense, MessageID: "OLD", Org: "FA565", Status: StatusWithDispenserActive})
+	rec.Status, rec.Dispenser = rx.StatusWithDispenserActive, "FA565"
+	rec.Items[0].Status, rec.Items[1].Status = rx.ItemCancelled, rx.ItemFullyDispensed
+	rec.Dispenses = []rx.DispenseRecord{{ID: "OLD", Time: created, Dispenser: "FA565", Before: rx.StatusWithDispenser}}
+	rec.History = append(rec.History, rx.Event{Time: created, Type: rx.EventDispense, MessageID: "OLD", Org: "FA565", Status: rx.StatusWithDispenserActive})
 	dv := readDispensed(t, rec, d)
 	if n := len(dv.v.of("MedicationDispense")); n != 0 || len(dv.v.of("PractitionerRole")) != 2 {
 		t.Errorf("%d MedicationDispenses, %d PractitionerRoles; want 0 and 2 (prescriber, dispenser)", n, len(dv.v.of("PractitionerRole")))
@@ -1052,43 +1054,43 @@ func TestDetailBundleOldDispenseRecords(t *testing.T) {
 // clinicalView examples of the same states.
 func TestDetailShapesDispensedAndCancelled(t *testing.T) {
 	at := func(m int) time.Time { return created.Add(time.Duration(m) * time.Minute) }
-	fa565 := Actor{User: "d1", Org: "FA565"}
-	released := func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
+	fa565 := rx.Actor{User: "d1", Org: "FA565"}
+	released := func(t *testing.T) (*rx.Prescription, *fhir.OrderDetails) {
 		rec, d := datedRecord(t, orderAcute4Items, created)
-		rec, err := Release(rec, "FA565", fa565, "rel", true, at(1))
+		rec, err := rx.Release(rec, "FA565", fa565, "rel", true, at(1))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return rec, d
 	}
-	dispensed := func(steps ...map[int]ItemStatus) func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
-		return func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
+	dispensed := func(steps ...map[int]rx.ItemStatus) func(t *testing.T) (*rx.Prescription, *fhir.OrderDetails) {
+		return func(t *testing.T) (*rx.Prescription, *fhir.OrderDetails) {
 			rec, d := released(t)
 			for k, st := range steps {
-				reasons, rx := map[int]string{}, "0002" // the prescription's when nothing is dispensed
+				reasons, rxReason := map[int]string{}, "0002" // the prescription's when nothing is dispensed
 				for i, s := range st {
-					if s == ItemNotDispensed {
+					if s == rx.ItemNotDispensed {
 						reasons[i] = "0002"
 					} else {
-						rx = ""
+						rxReason = ""
 					}
 				}
 				var err error
-				if rec, err = Dispense(rec, "FA565", fa565, dispenseInput(rec, d, "DN"+string(rune('0'+k)), st, reasons, rx), at(2+k)); err != nil {
+				if rec, err = rx.Dispense(rec, "FA565", fa565, dispenseInput(rec, d, "DN"+string(rune('0'+k)), st, reasons, rxReason), at(2+k)); err != nil {
 					t.Fatal(err)
 				}
 			}
 			return rec, d
 		}
 	}
-	cancelled := func(release bool) func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
-		return func(t *testing.T) (*Prescription, *fhir.OrderDetails) {
+	cancelled := func(release bool) func(t *testing.T) (*rx.Prescription, *fhir.OrderDetails) {
+		return func(t *testing.T) (*rx.Prescription, *fhir.OrderDetails) {
 			rec, d := datedRecord(t, orderAcute4Items, created)
 			if release {
 				rec, d = released(t)
 			}
 			for _, it := range rec.Items {
-				n, code := Cancel(rec, Actor{User: "p1", Org: "A83008"}, CancelInput{MessageID: "c", NHSNumber: rec.NHSNumber, LineItemID: it.ID, Reason: "0001"}, at(5))
+				n, code := rx.Cancel(rec, rx.Actor{User: "p1", Org: "A83008"}, rx.CancelInput{MessageID: "c", NHSNumber: rec.NHSNumber, LineItemID: it.ID, Reason: "0001"}, at(5))
 				if n == nil {
 					t.Fatalf("cancel: %s", code)
 				}
@@ -1097,9 +1099,9 @@ func TestDetailShapesDispensedAndCancelled(t *testing.T) {
 			return rec, d
 		}
 	}
-	full := map[int]ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}
-	part := map[int]ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}
-	none := map[int]ItemStatus{0: "0002", 1: "0002", 2: "0002", 3: "0002"}
+	full := map[int]rx.ItemStatus{0: "0001", 1: "0001", 2: "0001", 3: "0001"}
+	part := map[int]rx.ItemStatus{0: "0001", 1: "0001", 2: "0004", 3: "0004"}
+	none := map[int]rx.ItemStatus{0: "0002", 1: "0002", 2: "0002", 3: "0002"}
 	// What the detail view adds to the examples (TestViewShapes) and, for
 	// MedicationDispense, the dm+d coding of the product as for
 	// MedicationRequest.
@@ -1133,7 +1135,7 @@ func TestDetailShapesDispensedAndCancelled(t *testing.T) {
 	mdMissing := append(slices.Clone(missing), "MedicationDispense.dosageInstruction[].text")
 	for _, tc := range []struct {
 		fixture string
-		make    func(t *testing.T) (*Prescription, *fhir.OrderDetails)
+		make    func(t *testing.T) (*rx.Prescription, *fhir.OrderDetails)
 		extra   []string
 		missing []string
 	}{
@@ -1141,7 +1143,7 @@ func TestDetailShapesDispensedAndCancelled(t *testing.T) {
 		{"200_AcuteWithMultipleItems_PartiallyDispensed.json", dispensed(part), append(slices.Clone(extra), mdCoding...), mdMissing},
 		{"200_AcuteWithMultipleItems_MultipleDispenses.json", dispensed(part, full), append(slices.Clone(extra), mdCoding...), mdMissing},
 		{"200_AcuteWithMultipleItems_NotDispensedWithReason.json", dispensed(none), append(slices.Clone(extra), mdCoding...), mdMissing},
-		{"200_AcuteWithMultipleItems_ItemNotDispensedWithReason.json", dispensed(map[int]ItemStatus{0: "0002", 1: "0004", 2: "0004", 3: "0004"}), append(slices.Clone(extra), mdCoding...), mdMissing},
+		{"200_AcuteWithMultipleItems_ItemNotDispensedWithReason.json", dispensed(map[int]rx.ItemStatus{0: "0002", 1: "0004", 2: "0004", 3: "0004"}), append(slices.Clone(extra), mdCoding...), mdMissing},
 		{"200_AcuteWithMultipleItems_CancelledWithReason.json", cancelled(false), extra, missing},
 		{"200_AcuteWithMultipleItems_PendingCancellationWithReason.json", cancelled(true), extra, missing},
 	} {

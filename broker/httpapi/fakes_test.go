@@ -28,6 +28,7 @@ import (
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 	"github.com/nhs-eps/epsbroker/nomination"
 	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // errStore stands for a store that cannot be reached.
@@ -598,7 +599,7 @@ func wantOutcome(t *testing.T, w *httptest.ResponseRecorder, status int, code st
 // addRx stores a prescription made from a fresh NHS example order, sent by
 // prescriber (the token's organisation) and nominated to nominated, in the
 // fake event log and index; it returns its record.
-func (f *fixture) addRx(prescriber, nominated, nhs string) *tracker.Prescription {
+func (f *fixture) addRx(prescriber, nominated, nhs string) *rx.Prescription {
 	f.t.Helper()
 	tpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
 	if err != nil {
@@ -616,7 +617,7 @@ func (f *fixture) addRx(prescriber, nominated, nhs string) *tracker.Prescription
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	rec := tracker.Create(order, tracker.Actor{User: "presc-user", Org: prescriber}, f.now)
+	rec := rx.Create(order.RxOrder(), rx.Actor{User: "presc-user", Org: prescriber}, f.now)
 	rec.Prescriber = prescriber
 	seq := uint64(len(f.records.events) + 1)
 	rec.OrderSeq = seq

@@ -6,6 +6,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // A prescriber reads the prescriptions its organisation sent (Prescriber:
@@ -13,8 +14,8 @@ import (
 // names it as the requester's organisation (PrescriberOrg), in search
 // (the index entry) and detail (the record) alike.
 func TestMayReadPrescriberBySender(t *testing.T) {
-	rec := &tracker.Prescription{ID: "24F5DA-A83008-7EFE6Z", Prescriber: "Y90001", PrescriberOrg: "A83008",
-		Issue: tracker.Issue{Nominated: "FA565", Dispenser: "FCG71"}}
+	rec := &rx.Prescription{ID: "24F5DA-A83008-7EFE6Z", Prescriber: "Y90001", PrescriberOrg: "A83008",
+		Issue: rx.Issue{Nominated: "FA565", Dispenser: "FCG71"}}
 	entry := tracker.Entry{ID: rec.ID, Prescriber: rec.Prescriber, PrescOrg: rec.PrescriberOrg, Nominated: "FA565", Dispenser: "FCG71"}
 	cases := []struct {
 		role auth.Role
@@ -45,8 +46,8 @@ func TestMayReadPrescriberBySender(t *testing.T) {
 // the one that cancelled: otherwise it would see the ID turn into another
 // organisation's prescription (403) when that order arrived.
 func TestMayReadEarlyCancellation(t *testing.T) {
-	early := tracker.EarlyCancellation("24F5DA-A83008-7EFE6Z", tracker.Actor{User: "u", Org: "B81001"},
-		tracker.CancelInput{MessageID: "m", NHSNumber: "9449305552", LineItemID: "i1"}, time.Now())
+	early := rx.EarlyCancellation("24F5DA-A83008-7EFE6Z", rx.Actor{User: "u", Org: "B81001"},
+		rx.CancelInput{MessageID: "m", NHSNumber: "9449305552", LineItemID: "i1"}, time.Now())
 	entry := tracker.Entry{ID: early.ID, NHSNumber: early.NHSNumber, Status: early.Status, Prescriber: early.Prescriber}
 	for _, c := range []struct {
 		role auth.Role

@@ -11,6 +11,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // trackerReads is the tracker's read path, the one place where the HTTP
@@ -173,7 +174,7 @@ func (t *trackerReads) refused(ctx context.Context, p auth.Principal, e AuditEnt
 
 // orderDetails decodes what the tracker shows from the original order; a
 // kept cancellation whose order has not arrived has none (nil).
-func (t *trackerReads) orderDetails(ctx context.Context, rec *tracker.Prescription) (*fhir.OrderDetails, error) {
+func (t *trackerReads) orderDetails(ctx context.Context, rec *rx.Prescription) (*fhir.OrderDetails, error) {
 	if rec.IsEarlyCancellation() {
 		return nil, nil
 	}
@@ -201,7 +202,7 @@ func (t *trackerReads) waitForIndex(ctx context.Context) error {
 }
 
 // noSuchIssue is the 404 of an issue number the prescription does not have.
-func noSuchIssue(rec *tracker.Prescription, n int) *fhir.Error {
+func noSuchIssue(rec *rx.Prescription, n int) *fhir.Error {
 	issues := "1 issue (it is not repeat dispensing)"
 	if rec.RepeatDispensing() {
 		issues = fmt.Sprintf("%d issues", rec.IssueCount())
@@ -231,8 +232,8 @@ func unavailable(op string, err error) *fhir.Error {
 func mayReadEntry(p auth.Principal, e tracker.Entry) bool {
 	// The entry's record has no BundleID: it is an early cancellation's
 	// exactly when its status is 9005, as mayRead decides from the record.
-	return mayRead(p, &tracker.Prescription{Prescriber: e.Prescriber,
-		Issue: tracker.Issue{Status: e.Status, Nominated: e.Nominated, Dispenser: e.Dispenser}})
+	return mayRead(p, &rx.Prescription{Prescriber: e.Prescriber,
+		Issue: rx.Issue{Status: e.Status, Nominated: e.Nominated, Dispenser: e.Dispenser}})
 }
 
 // mayRead reports whether p may see a prescription: the tracker and admin
@@ -246,7 +247,7 @@ func mayReadEntry(p auth.Principal, e tracker.Entry) bool {
 // organisation would see it turn into a 403 the moment another
 // organisation's order with the ID arrived (an oracle of another
 // organisation's future prescriptions).
-func mayRead(p auth.Principal, rec *tracker.Prescription) bool {
+func mayRead(p auth.Principal, rec *rx.Prescription) bool {
 	switch p.Role {
 	case auth.RoleTracker, auth.RoleAdmin:
 		return true

@@ -1,4 +1,4 @@
-package tracker
+package rx
 
 import (
 	"fmt"
@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/nhs-eps/epsbroker/fhir"
 )
 
 // This file is the prescription state machine of EPS-DOMAIN.md, written
@@ -58,10 +56,9 @@ const (
 )
 
 // invalidTransition is INVALID_STATE_TRANSITION with words.
-func invalidTransition(p *Prescription, format string, args ...any) *fhir.Error {
-	return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidStateTransition,
-		CodeSystem:  fhir.SystemEPSIssueCode,
-		Diagnostics: fmt.Sprintf("prescription %s is %s (%s): ", p.ID, p.Status.Display(), p.Status) + fmt.Sprintf(format, args...)}
+func invalidTransition(p *Prescription, format string, args ...any) *Error {
+	return &Error{Kind: KindInvalid, Code: CodeInvalidStateTransition,
+		Message: fmt.Sprintf("prescription %s is %s (%s): ", p.ID, p.Status.Display(), p.Status) + fmt.Sprintf(format, args...)}
 }
 
 // clone copies a record deeply enough for a transition to change it.
@@ -126,9 +123,9 @@ func Complete(s Status) bool {
 
 // noIssue is the error of a message naming an issue the prescription does
 // not have.
-func noIssue(p *Prescription, n int) *fhir.Error {
-	return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "value", Code: fhir.CodeInvalidValue, CodeSystem: fhir.SystemEPSIssueCode,
-		Diagnostics: fmt.Sprintf("prescription %s has %d issues; the message names issue %d (Extension-EPS-RepeatInformation.numberOfRepeatsIssued)", p.ID, p.IssueCount(), n)}
+func noIssue(p *Prescription, n int) *Error {
+	return &Error{Kind: KindInvalid, Code: CodeInvalidValue,
+		Message: fmt.Sprintf("prescription %s has %d issues; the message names issue %d (Extension-EPS-RepeatInformation.numberOfRepeatsIssued)", p.ID, p.IssueCount(), n)}
 }
 
 // OnIssue applies transition t to issue n of a repeat dispensing
@@ -202,8 +199,8 @@ func (p *Issue) itemStatuses() []ItemStatus {
 func Release(p *Prescription, dispenser string, by Actor, messageID string, nominated bool, now time.Time) (*Prescription, error) {
 	if p.IsEarlyCancellation() {
 		// Only a cancellation is known: the prescription itself is not.
-		return nil, &fhir.Error{Kind: fhir.KindNotFound, IssueType: "not-found", Code: fhir.CodeResourceNotFound,
-			Display: "Resource not found", Diagnostics: fmt.Sprintf("prescription %s not found", p.ID)}
+		return nil, &Error{Kind: KindNotFound, Code: CodeResourceNotFound,
+			Message: fmt.Sprintf("prescription %s not found", p.ID)}
 	}
 	switch p.Status {
 	case StatusToBeDispensed:
@@ -217,19 +214,17 @@ func Release(p *Prescription, dispenser string, by Actor, messageID string, nomi
 			// (handle_overdue_expiry). A nominated release passes it over, as
 			// it passes over any queue entry that is no longer there.
 			if nominated {
-				return nil, &fhir.Error{Kind: fhir.KindNotFound, IssueType: "not-found", Code: fhir.CodeResourceNotFound,
-					Display: "Resource not found", Diagnostics: fmt.Sprintf("prescription %s is no longer ready: it expired on %s", p.ID, p.ExpiresAt.Format("2006-01-02"))}
+				return nil, &Error{Kind: KindNotFound, Code: CodeResourceNotFound,
+					Message: fmt.Sprintf("prescription %s is no longer ready: it expired on %s", p.ID, p.ExpiresAt.Format("2006-01-02"))}
 			}
 			return nil, invalidTransition(p, "it expired on %s", p.ExpiresAt.Format("2006-01-02"))
 		}
 	case StatusWithDispenser, StatusWithDispenserActive:
 		if p.Dispenser != dispenser {
 			// The answer names the holder in a contained Organization.
-			return nil, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule",
-				Code: fhir.CodePrescriptionWithAnother, CodeSystem: fhir.SystemEPSIssueCode,
-				Display:       "Prescription is with another dispenser",
-				Diagnostics:   fmt.Sprintf("prescription %s is with another dispenser (%s)", p.ID, p.Dispenser),
-				SupportingOrg: p.Dispenser}
+			return nil, &Error{Kind: KindInvalid, Code: CodePrescriptionWithAnother,
+				Message: fmt.Sprintf("prescription %s is with another dispenser (%s)", p.ID, p.Dispenser),
+				Org:     p.Dispenser}
 		}
 		return nil, invalidTransition(p, "it has already been released to %s", dispenser)
 	case StatusRepeatFuture, StatusAwaitingReleaseReady:
@@ -479,7 +474,7 @@ func Withdraw(p *Prescription, dispenser string, by Actor, notificationID, messa
 	for i := range min(len(n.Items), len(d.BeforeItems)) {
 		n.Items[i].Status = d.BeforeItems[i]
 	}
-	if n.TherapyType == fhir.TherapyRepeatDispensing && n.Status == StatusWithDispenser {
+	if n.TherapyType == TherapyRepeatDispensing && n.Status == StatusWithDispenser {
 		n.Status = StatusWithDispenserActive
 	}
 	n.Completed = time.Time{}
@@ -902,7 +897,7 @@ func issueNext(p *Prescription, is *Issue) (string, time.Time) {
 	}
 	past := p.RepeatDispensing() && is.Number < cur
 	readyOrExpire := func(ready time.Time) (string, time.Time) {
-		if ready = day(ready); ready.Before(is.ExpiresAt) {
+		if ready = Day(ready); ready.Before(is.ExpiresAt) {
 			return EventReady, ready
 		}
 		return EventExpire, is.ExpiresAt
@@ -922,7 +917,7 @@ func issueNext(p *Prescription, is *Issue) (string, time.Time) {
 		}
 	case StatusWithDispenserActive:
 		if is.latestDispense() >= 0 {
-			return EventNoClaim, day(is.LastDispense).AddDate(0, 0, WithDispenserDays)
+			return EventNoClaim, Day(is.LastDispense).AddDate(0, 0, WithDispenserDays)
 		}
 		if past {
 			break
@@ -932,7 +927,7 @@ func issueNext(p *Prescription, is *Issue) (string, time.Time) {
 			last = is.Released
 		}
 		at := is.ExpiresAt
-		if limit := day(last).AddDate(0, 0, WithDispenserDays); !last.IsZero() && (at.IsZero() || limit.Before(at)) {
+		if limit := Day(last).AddDate(0, 0, WithDispenserDays); !last.IsZero() && (at.IsZero() || limit.Before(at)) {
 			at = limit
 		}
 		if !at.IsZero() {
@@ -940,7 +935,7 @@ func issueNext(p *Prescription, is *Issue) (string, time.Time) {
 		}
 	case StatusDispensed:
 		if !is.Completed.IsZero() {
-			return EventNoClaim, day(is.Completed).AddDate(0, 0, NotificationDelayDays)
+			return EventNoClaim, Day(is.Completed).AddDate(0, 0, NotificationDelayDays)
 		}
 	}
 	return "", time.Time{}

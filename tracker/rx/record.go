@@ -1,10 +1,8 @@
-package tracker
+package rx
 
 import (
 	"slices"
 	"time"
-
-	"github.com/nhs-eps/epsbroker/fhir"
 )
 
 // Prescription is the state of one prescription after an event: what the
@@ -151,16 +149,6 @@ type DispensedLine struct {
 	Unit       string  `json:"unit,omitempty"`
 }
 
-// DispensedLines are the lines of a dispense notification, in message order.
-func DispensedLines(n *fhir.DispenseNotification) []DispensedLine {
-	out := make([]DispensedLine, 0, len(n.Items))
-	for _, it := range n.Items {
-		out = append(out, DispensedLine{LineItem: it.LineItemID, Status: ItemStatus(it.Status), Reason: it.NonDispensingReason,
-			Code: it.MedicationCode, Medication: it.MedicationDisplay, Quantity: it.Quantity, Unit: it.QuantityUnit})
-	}
-	return out
-}
-
 // Item is one line item of a prescription.
 type Item struct {
 	ID     string     `json:"id"`
@@ -225,7 +213,7 @@ type Actor struct {
 // months on. An order that arrives after its expiry is created and expires
 // at once, as Spine's overdue expiry does (record.py handle_overdue_expiry;
 // the next-activity batch), so it is never dispensable.
-func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
+func Create(o *Order, by Actor, now time.Time) *Prescription {
 	now = now.UTC()
 	start := PrescriptionDate(o, now)
 	status := StatusToBeDispensed
@@ -273,7 +261,7 @@ func Create(o *fhir.Order, by Actor, now time.Time) *Prescription {
 // convertParentPrescription; practitioner.ts setSignatureTimeAndText:
 // Order.SignedAt); an order with neither is dated by its arrival, as the
 // facade dates an unsigned one.
-func PrescriptionDate(o *fhir.Order, now time.Time) time.Time {
+func PrescriptionDate(o *Order, now time.Time) time.Time {
 	switch {
 	case !o.ValidityStart.IsZero():
 		return o.ValidityStart.UTC()
@@ -304,25 +292,18 @@ const (
 // than Spine, which has no controlled drug period, because the Misuse of
 // Drugs Regulations 2001 make such a prescription valid for 28 days only.
 func (p *Prescription) IssueExpiresAt(n int) time.Time {
-	d := day(p.StartDate)
+	d := Day(p.StartDate)
 	switch {
 	case n > 1:
 		return addMonths(d, RepeatExpiryMonths)
-	case shortValidity(p.ControlledDrug):
+	case ShortValidity(p.ControlledDrug):
 		return d.AddDate(0, 0, ControlledDrugDays)
 	}
 	return addMonths(d, ExpiryMonths)
 }
 
-// shortValidity reports whether controlled drug schedule cd (CD1..CD5) is
-// Schedule 2, 3 or 4.
-func shortValidity(cd string) bool {
-	o := fhir.Order{ControlledDrug: cd}
-	return o.ShortValidity()
-}
-
-// day is the start of t's day (UTC): Spine's next activity dates are dates.
-func day(t time.Time) time.Time {
+// Day is the start of t's day (UTC): Spine's next activity dates are dates.
+func Day(t time.Time) time.Time {
 	y, m, d := t.UTC().Date()
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
@@ -343,7 +324,7 @@ const DefaultSupplyDays = 28
 // RepeatDispensing reports whether the prescription is electronic repeat
 // dispensing: several issues from one prescription.
 func (p *Prescription) RepeatDispensing() bool {
-	return p.TherapyType == fhir.TherapyRepeatDispensing
+	return p.TherapyType == TherapyRepeatDispensing
 }
 
 // IssueAvailableAt is when issue n of a repeat dispensing prescription
@@ -358,7 +339,7 @@ func (p *Prescription) IssueAvailableAt(n int) time.Time {
 	if days <= 0 {
 		days = DefaultSupplyDays
 	}
-	return day(p.StartDate).AddDate(0, 0, days*(n-1)-7)
+	return Day(p.StartDate).AddDate(0, 0, days*(n-1)-7)
 }
 
 // IssueCount is the number of issues: numberOfRepeatsAllowed + 1 for

@@ -1,7 +1,9 @@
-// Package tracker holds the prescription status model (the statuses of
-// EPS-DOMAIN.md and the transitions between them), the prescription record
-// that the event log carries, and the projections built from that log.
-package tracker
+package rx
+
+import (
+	"maps"
+	"slices"
+)
 
 // Status is a prescription status (system
 // https://fhir.nhs.uk/CodeSystem/EPS-task-business-status).
@@ -46,6 +48,9 @@ var statuses = map[Status]statusInfo{
 	StatusFuture:               {"Prescription future instance", "requested"},
 	StatusCancelledFuture:      {"Cancelled future instance", "cancelled"},
 }
+
+// Statuses lists every status of the model, in code order.
+func Statuses() []Status { return slices.Sorted(maps.Keys(statuses)) }
 
 // Valid reports whether s is a known status.
 func (s Status) Valid() bool { _, ok := statuses[s]; return ok }

@@ -1,26 +1,24 @@
-package tracker
+package rx
 
 import (
 	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
-
-	"github.com/nhs-eps/epsbroker/fhir"
 )
 
 // courseRecord is a repeat dispensing record of issues issues, four items,
 // every issue but the last released, dispensed and claimed (the record's
 // largest state), or a one-issue acute record when issues is 1.
 func courseRecord(issues int) *Prescription {
-	o := &fhir.Order{PrescriptionID: "7B7EF0-A83008-3220F7", BundleID: "0f3bd3e3-6d9e-4f43-8b2f-5b3a4c1e2d10", NHSNumber: "9449305552",
-		Sender: "A83008", SiteType: "P1", Performer: "FA565", ValidityStart: t0, TherapyType: fhir.TherapyAcute,
-		Items: []fhir.OrderItem{{ID: "a54219b8-f741-4c47-b662-e4f8dfa49ab6", MedicationCode: "39720311000001101"},
+	o := &Order{PrescriptionID: "7B7EF0-A83008-3220F7", BundleID: "0f3bd3e3-6d9e-4f43-8b2f-5b3a4c1e2d10", NHSNumber: "9449305552",
+		Sender: "A83008", SiteType: "P1", Performer: "FA565", ValidityStart: t0, TherapyType: TherapyAcute,
+		Items: []OrderItem{{ID: "a54219b8-f741-4c47-b662-e4f8dfa49ab6", MedicationCode: "39720311000001101"},
 			{ID: "b54219b8-f741-4c47-b662-e4f8dfa49ab6", MedicationCode: "39720311000001101"},
 			{ID: "c54219b8-f741-4c47-b662-e4f8dfa49ab6", MedicationCode: "39720311000001101"},
 			{ID: "d54219b8-f741-4c47-b662-e4f8dfa49ab6", MedicationCode: "39720311000001101"}}}
 	if issues > 1 {
-		o.TherapyType, o.RepeatsAllowed, o.SupplyDays = fhir.TherapyRepeatDispensing, issues-1, 3
+		o.TherapyType, o.RepeatsAllowed, o.SupplyDays = TherapyRepeatDispensing, issues-1, 3
 	}
 	p := Create(o, gp, t0)
 	all := map[string]ItemStatus{}

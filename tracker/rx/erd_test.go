@@ -1,20 +1,18 @@
-package tracker
+package rx
 
 import (
 	"encoding/json"
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/nhs-eps/epsbroker/fhir"
 )
 
 // erd is a new repeat dispensing prescription of issues issues of supply
 // days (0: the default), two items, dated t0, nominated to FA565.
 func erd(issues, supply int) *Prescription {
-	o := &fhir.Order{PrescriptionID: "7B7EF0-A83008-3220F7", BundleID: "b-erd", NHSNumber: "9449305552", Sender: "A83008",
-		SiteType: "P1", Performer: "FA565", ValidityStart: t0, TherapyType: fhir.TherapyRepeatDispensing,
-		RepeatsAllowed: issues - 1, SupplyDays: supply, Items: []fhir.OrderItem{{ID: "i1"}, {ID: "i2"}}}
+	o := &Order{PrescriptionID: "7B7EF0-A83008-3220F7", BundleID: "b-erd", NHSNumber: "9449305552", Sender: "A83008",
+		SiteType: "P1", Performer: "FA565", ValidityStart: t0, TherapyType: TherapyRepeatDispensing,
+		RepeatsAllowed: issues - 1, SupplyDays: supply, Items: []OrderItem{{ID: "i1"}, {ID: "i2"}}}
 	return Create(o, gp, t0)
 }
 
@@ -46,16 +44,16 @@ func TestERDCreate(t *testing.T) {
 	wantIssues(t, p, 1, "0001", "9000", "9000", "9000", "9000", "9000")
 	for _, is := range p.Issues() {
 		if is.Number == 1 {
-			if !is.ExpiresAt.Equal(day(t0).AddDate(0, 6, 0)) {
+			if !is.ExpiresAt.Equal(Day(t0).AddDate(0, 6, 0)) {
 				t.Errorf("issue 1 expires %s, want 6 months", is.ExpiresAt)
 			}
 			continue
 		}
 		// Default supply 28 days: date + 28 x (n-1) - 7 days.
-		if want := day(t0).AddDate(0, 0, 28*(is.Number-1)-7); !is.AvailableAt.Equal(want) {
+		if want := Day(t0).AddDate(0, 0, 28*(is.Number-1)-7); !is.AvailableAt.Equal(want) {
 			t.Errorf("issue %d available %s, want %s", is.Number, is.AvailableAt, want)
 		}
-		if !is.ExpiresAt.Equal(day(t0).AddDate(1, 0, 0)) {
+		if !is.ExpiresAt.Equal(Day(t0).AddDate(1, 0, 0)) {
 			t.Errorf("issue %d expires %s, want 12 months", is.Number, is.ExpiresAt)
 		}
 		if is.Nominated != "FA565" || len(is.Items) != 2 || is.Items[0].Status != ItemToBeDispensed {
@@ -89,7 +87,7 @@ func TestERDSchedule(t *testing.T) {
 		t.Errorf("NextDue %s: the next issue is due now", at)
 	}
 	before := snapshotJSON(p)
-	avail2 := day(t0).AddDate(0, 0, 3) // 10 x 1 - 7 days, from the start of the day
+	avail2 := Day(t0).AddDate(0, 0, 3) // 10 x 1 - 7 days, from the start of the day
 	n := ApplyScheduled(p, avail2.Add(-time.Minute), nil)
 	if snapshotJSON(p) != before {
 		t.Fatal("ApplyScheduled changed its input")
@@ -163,8 +161,8 @@ func TestERDOnIssue(t *testing.T) {
 	if _, err := OnIssue(p, 2, claim); err == nil {
 		t.Error("claim of issue 2 (not dispensed) accepted")
 	}
-	var fe *fhir.Error
-	if _, err := OnIssue(p, 4, claim); !asFHIR(err, &fe) || fe.Code != fhir.CodeInvalidValue {
+	var fe *Error
+	if _, err := OnIssue(p, 4, claim); !asError(err, &fe) || fe.Code != CodeInvalidValue {
 		t.Errorf("issue 4 of 3: %v", err)
 	}
 	a := must(Release(fresh(), "FA565", pharmacy, "rel", true, t0))
@@ -175,8 +173,8 @@ func TestERDOnIssue(t *testing.T) {
 	}
 }
 
-func asFHIR(err error, fe **fhir.Error) bool {
-	e, ok := err.(*fhir.Error)
+func asError(err error, fe **Error) bool {
+	e, ok := err.(*Error)
 	*fe = e
 	return ok
 }
@@ -280,10 +278,10 @@ func TestERDExpiry(t *testing.T) {
 	// Issue 2 at 0001 (issue 1 dispensed): it and issue 3 expire 12 months on.
 	q := ApplyScheduled(dispensed(p, t0.Add(time.Hour)), t0.AddDate(0, 1, 0), nil)
 	wantIssues(t, q, 2, "0006", "0001", "9000")
-	if at := NextDue(q); !at.Equal(day(t0).AddDate(0, 0, 180)) {
+	if at := NextDue(q); !at.Equal(Day(t0).AddDate(0, 0, 180)) {
 		t.Errorf("NextDue %s: issue 1's no-claim comes first", at)
 	}
-	y := ApplyScheduled(q, day(t0).AddDate(1, 0, 0), nil)
+	y := ApplyScheduled(q, Day(t0).AddDate(1, 0, 0), nil)
 	wantIssues(t, y, 3, "0009", "0004", "0004")
 }
 
