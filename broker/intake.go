@@ -76,8 +76,7 @@ func (in *Intake) ProcessMessage(ctx context.Context, p auth.Principal, body []b
 		if err != nil {
 			return nil, err
 		}
-		switch code {
-		case rx.RNotFound, rx.RDisabled, rx.RMismatch, rx.RInvalid:
+		if code.Refusal() {
 			return nil, fhir.RCodeError(code)
 		}
 		body, err := fhir.CancelResponse(msg.Raw, code, in.now())

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -36,20 +35,6 @@ const maxAttempts = 8
 // errSkip tells update to leave a prescription as it is, without error.
 var errSkip = errors.New("skip")
 
-// notFound is RESOURCE_NOT_FOUND for a prescription ID: HTTP 400, as the
-// EPS specification answers a release (and any dispensing message) about a
-// prescription it does not know.
-func notFound(id string) *fhir.Error {
-	return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "not-found", Code: fhir.CodeResourceNotFound,
-		Display: "Resource not found", Diagnostics: fmt.Sprintf("prescription %s not found", id)}
-}
-
-// isNotFound reports whether err is notFound's.
-func isNotFound(err error) bool {
-	var e *fhir.Error
-	return errors.As(err, &e) && e.Code == fhir.CodeResourceNotFound || rx.CodeOf(err) == rx.CodeResourceNotFound
-}
-
 func storeUnavailable(op string, err error) *fhir.Error {
 	return &fhir.Error{Kind: fhir.KindUnavailable, Op: op, Code: fhir.CodeServiceUnavailable,
 		Diagnostics: "the prescription store could not be reached; nothing was changed; retry", Err: err}
@@ -65,7 +50,7 @@ func (l *Lifecycle) update(ctx context.Context, id, event, messageID string, bod
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		cur, err := l.store.Current(ctx, id)
 		if errors.Is(err, ErrNotFound) {
-			return nil, notFound(id)
+			return nil, rx.NotFound(id)
 		}
 		if err != nil {
 			return nil, storeUnavailable("read prescription", err)
@@ -132,7 +117,7 @@ func (l *Lifecycle) ReleaseByID(ctx context.Context, p auth.Principal, owner, id
 	}
 	var held *rx.Prescription
 	rec, err := l.update(ctx, id, rx.EventRelease, messageID, body, func(cur *rx.Prescription) (*rx.Prescription, error) {
-		if cur.Status == rx.StatusWithDispenser && cur.Dispenser == p.ODS {
+		if cur.ReleasedTo(p.ODS) {
 			held = cur // released to this dispenser before (a retry): hand it over again
 			return nil, errAlready
 		}
@@ -200,13 +185,13 @@ func (l *Lifecycle) OrderOf(ctx context.Context, id string) ([]byte, error) {
 func (l *Lifecycle) orderOf(ctx context.Context, id string) ([]byte, error) {
 	cur, err := l.store.Current(ctx, id)
 	if errors.Is(err, ErrNotFound) {
-		return nil, notFound(id)
+		return nil, rx.NotFound(id)
 	}
 	if err != nil {
 		return nil, storeUnavailable("read prescription", err)
 	}
 	if cur.Record.IsEarlyCancellation() {
-		return nil, notFound(id)
+		return nil, rx.NotFound(id)
 	}
 	ev, err := l.store.Event(ctx, cur.Record.OrderSeq)
 	if err != nil {
@@ -238,7 +223,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 				break
 			}
 			order, err := l.orderOf(ctx, e.PrescriptionID)
-			if isNotFound(err) {
+			if rx.IsNotFound(err) {
 				_ = l.store.Dequeue(ctx, p.ODS, e.PrescriptionID) // a stale entry
 				continue
 			}
@@ -251,7 +236,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 					return rx.Release(cur, p.ODS, actor, messageID, true, l.now())
 				})
 			}
-			if errors.Is(err, errSkip) || isNotFound(err) {
+			if errors.Is(err, errSkip) || rx.IsNotFound(err) {
 				// No longer ready here: the entry is stale (its projection
 				// may not have run yet; removing it twice is harmless).
 				_ = l.store.Dequeue(ctx, p.ODS, e.PrescriptionID)
@@ -277,55 +262,6 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 // written and the request succeeds (a resent message).
 var errAlready = errors.New("already applied")
 
-// heldBy checks that dispenser holds the prescription before anything
-// else of the message is compared with it (so that a dispenser cannot probe
-// another's prescription, e.g. its NHS number).
-func heldBy(cur *rx.Prescription, dispenser string) error {
-	return rx.HeldBy(cur, dispenser)
-}
-
-// sameNHSNumber is R-5000: a withdraw, dispense notification or
-// cancellation must name the NHS number of the prescription's patient (when
-// the message names one); returns and claims carry none to Spine.
-func sameNHSNumber(cur *rx.Prescription, nhs string) error {
-	if nhs != "" && nhs != cur.NHSNumber {
-		return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidValue,
-			Codings:     []fhir.Coding{{System: fhir.SystemStatusHistory, Code: rx.RMismatch, Display: fhir.RCodeDisplay[rx.RMismatch]}},
-			Diagnostics: fmt.Sprintf("R-5000: the message's NHS number does not match prescription %s", cur.ID)}
-	}
-	return nil
-}
-
-// issueFor is the issue of a repeat dispensing prescription a message is
-// about: the one it names; when it names none, the latest issue that the
-// message fits (about says so: e.g. the issue holding the notification a
-// withdraw names, or the dispensed issue a claim is for), so that a message
-// about issue n still finds it after issue n + 1 has become current; else
-// the current issue (0). For any other prescription, the number it names
-// (ignored by OnIssue).
-func issueFor(rec *rx.Prescription, named int, about func(is *rx.Issue) bool) int {
-	if named != 0 || !rec.RepeatDispensing() {
-		return named
-	}
-	issues := rec.Issues()
-	for i := len(issues) - 1; i >= 0; i-- {
-		if about(&issues[i]) {
-			return issues[i].Number
-		}
-	}
-	return 0
-}
-
-// hasDispense reports whether notification id was applied to issue is.
-func hasDispense(is *rx.Issue, id string) bool {
-	for _, d := range is.Dispenses {
-		if d.ID == id {
-			return true
-		}
-	}
-	return false
-}
-
 // Task applies a return or a withdraw from the dispenser that holds the
 // prescription. The acting dispenser is the caller's organisation; the
 // organisations the Task names (owner, contained Organization) are stored
@@ -341,21 +277,19 @@ func (l *Lifecycle) Task(ctx context.Context, p auth.Principal, t *fhir.TaskRequ
 		event = rx.EventWithdraw
 	}
 	_, err := l.update(ctx, t.PrescriptionID, event, msgID, body, func(rec *rx.Prescription) (*rx.Prescription, error) {
-		issue := issueFor(rec, t.Issue, func(is *rx.Issue) bool {
-			if event == rx.EventWithdraw {
-				return hasDispense(is, t.FocusID)
-			}
-			return is.Status == rx.StatusWithDispenser && is.Dispenser == p.ODS
-		})
+		issue := rx.ReturnIssue(rec, t.Issue, p.ODS)
+		if event == rx.EventWithdraw {
+			issue = rx.WithdrawIssue(rec, t.Issue, t.FocusID)
+		}
 		return rx.OnIssue(rec, issue, func(cur *rx.Prescription) (*rx.Prescription, error) {
-			if err := heldBy(cur, p.ODS); err != nil {
+			if err := rx.HeldBy(cur, p.ODS); err != nil {
 				return nil, err
 			}
 			// A withdraw names the patient (withdraw.ts createRecordTarget)
 			// and Spine compares it; a return does not (return.ts sends no
 			// recordTarget), so its Task.for is not compared.
 			if event == rx.EventWithdraw {
-				if err := sameNHSNumber(cur, t.NHSNumber); err != nil {
+				if err := rx.SameNHSNumber(cur, t.NHSNumber); err != nil {
 					return nil, err
 				}
 			}
@@ -383,10 +317,7 @@ func (l *Lifecycle) Dispense(ctx context.Context, p auth.Principal, n *fhir.Disp
 		in.Items[it.LineItemID] = rx.ItemStatus(it.Status)
 	}
 	_, err := l.update(ctx, n.PrescriptionID, rx.EventDispense, n.BundleID, body, func(rec *rx.Prescription) (*rx.Prescription, error) {
-		issue := issueFor(rec, n.Issue, func(is *rx.Issue) bool {
-			return hasDispense(is, n.BundleID) || (n.ReplacementOf != "" && hasDispense(is, n.ReplacementOf)) ||
-				(is.Dispenser == p.ODS && (is.Status == rx.StatusWithDispenser || is.Status == rx.StatusWithDispenserActive))
-		})
+		issue := rx.DispenseIssue(rec, n.Issue, p.ODS, n.BundleID, n.ReplacementOf)
 		return rx.OnIssue(rec, issue, func(cur *rx.Prescription) (*rx.Prescription, error) {
 			return l.dispense(cur, p, n, in)
 		})
@@ -397,67 +328,24 @@ func (l *Lifecycle) Dispense(ctx context.Context, p auth.Principal, n *fhir.Disp
 	return err
 }
 
-// CodeItemNotFound is Spine's ITEM_NOT_FOUND: a dispense notification must
-// name exactly the line items of the prescription.
-const CodeItemNotFound = "ITEM_NOT_FOUND"
-
-// everyItemNamed is Spine's rule (common/prescription/record.py
-// compare_line_items_for_dispense): the set of line items a dispense
-// notification names must be the set of the issue's line items, no fewer
-// and no other; ITEM_NOT_FOUND otherwise.
-func everyItemNamed(cur *rx.Prescription, n *fhir.DispenseNotification) error {
-	stored, passed := map[string]bool{}, map[string]bool{}
-	for _, it := range cur.Items {
-		stored[strings.ToLower(it.ID)] = true
-	}
-	for _, it := range n.Items {
-		passed[strings.ToLower(it.LineItemID)] = true
-	}
-	same := len(stored) == len(passed)
-	for id := range passed {
-		if !stored[id] {
-			same = false
-		}
-	}
-	if same {
-		return nil
-	}
-	return &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: CodeItemNotFound, Display: "Item not found",
-		Expression:  []string{"Bundle.entry.resource.ofType(MedicationDispense).authorizingPrescription"},
-		Diagnostics: fmt.Sprintf("the dispense notification must name every line item of prescription %s, and no other (it names %d, the prescription has %d)", cur.ID, len(passed), len(stored))}
-}
-
 // dispense decides a dispense notification on the issue it names.
 func (l *Lifecycle) dispense(cur *rx.Prescription, p auth.Principal, n *fhir.DispenseNotification, in rx.DispenseInput) (*rx.Prescription, error) {
 	actor := rx.Actor{User: p.Subject, Org: p.ODS}
-	if err := heldBy(cur, p.ODS); err != nil {
+	if err := rx.HeldBy(cur, p.ODS); err != nil {
 		return nil, err
 	}
-	if err := sameNHSNumber(cur, n.NHSNumber); err != nil {
+	if err := rx.SameNHSNumber(cur, n.NHSNumber); err != nil {
 		return nil, err
 	}
-	for _, d := range cur.Dispenses {
-		if d.ID == n.BundleID {
-			return nil, errAlready
-		}
+	if cur.HasDispense(n.BundleID) {
+		return nil, errAlready
 	}
-	if err := everyItemNamed(cur, n); err != nil {
+	if err := rx.EveryItemNamed(cur, n.LineItemIDs()); err != nil {
 		return nil, err
 	}
-	// An item the message states cancelled (0005) must be cancelled here:
-	// it is not a dispense outcome, and it changes nothing.
-	items := map[string]rx.ItemStatus{}
-	for id, st := range in.Items {
-		if st == rx.ItemCancelled {
-			for _, it := range cur.Items {
-				if it.ID == id && it.Status != rx.ItemCancelled {
-					return nil, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "business-rule", Code: fhir.CodeInvalidStateTransition,
-						CodeSystem: fhir.SystemEPSIssueCode, Diagnostics: fmt.Sprintf("line item %s is not cancelled", id)}
-				}
-			}
-			continue
-		}
-		items[id] = st
+	items, err := rx.DispenseOutcomes(cur, in.Items)
+	if err != nil {
+		return nil, err
 	}
 	in.Items = items
 	return rx.Dispense(cur, p.ODS, actor, in, l.now())
@@ -472,17 +360,14 @@ func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRe
 	}
 	actor := rx.Actor{User: p.Subject, Org: p.ODS}
 	_, err := l.update(ctx, c.PrescriptionID, rx.EventClaim, c.ID, body, func(rec *rx.Prescription) (*rx.Prescription, error) {
-		issue := issueFor(rec, c.Issue, func(is *rx.Issue) bool {
-			return (is.ClaimID != "" && (is.ClaimID == c.ID || is.ClaimID == c.ReplacementOf)) ||
-				(is.Dispenser == p.ODS && (is.Status == rx.StatusDispensed || is.Status == rx.StatusNotDispensed))
-		})
+		issue := rx.ClaimIssue(rec, c.Issue, p.ODS, c.ID, c.ReplacementOf)
 		return rx.OnIssue(rec, issue, func(cur *rx.Prescription) (*rx.Prescription, error) {
-			if err := heldBy(cur, p.ODS); err != nil {
+			if err := rx.HeldBy(cur, p.ODS); err != nil {
 				return nil, err
 			}
 			// Claim.patient is not compared (R-5000 is not a claim's rule:
 			// dispense-claim.ts sends no recordTarget).
-			if cur.ClaimID != "" && cur.ClaimID == c.ID {
+			if cur.HasClaim(c.ID) {
 				return nil, errAlready
 			}
 			return rx.Claim(cur, p.ODS, actor, c.ID, c.ReplacementOf, l.now())
@@ -506,7 +391,7 @@ func (l *Lifecycle) Claim(ctx context.Context, p auth.Principal, c *fhir.ClaimRe
 // same work (one read, and one write when there is something new to keep)
 // whatever the ID's subject holds: the answer tells nothing of another
 // organisation's prescriptions.
-func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancellation, body []byte) (string, error) {
+func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancellation, body []byte) (rx.CancelCode, error) {
 	// The acting prescriber is the caller's organisation; a
 	// MessageHeader.sender (optional; an identifier, or a reference resolved
 	// by DecodeMessage) must name it. Decided before anything is read.

@@ -149,26 +149,45 @@ func asError(err error) (*Error, bool) {
 	return nil, false
 }
 
-// rxAnswers is how each EPS code of the domain core is answered: its FHIR
-// issue type, code system (SystemSpineErrorOrWarningCode when empty) and
-// display (the words when empty).
-var rxAnswers = map[string]struct{ issueType, system, display string }{
-	rx.CodeInvalidStateTransition:  {"business-rule", SystemEPSIssueCode, ""},
-	rx.CodeInvalidValue:            {"value", SystemEPSIssueCode, ""},
-	rx.CodeResourceNotFound:        {"not-found", "", "Resource not found"},
-	rx.CodePrescriptionWithAnother: {"business-rule", SystemEPSIssueCode, "Prescription is with another dispenser"},
+// rxAnswer is how an EPS code of the domain core is answered: its FHIR
+// issue type, code system (SystemSpineErrorOrWarningCode when empty),
+// display (the words when empty) and FHIRPath.
+type rxAnswer struct{ issueType, system, display, expression string }
+
+// rxAnswers are the answers of the domain core's EPS codes.
+var rxAnswers = map[string]rxAnswer{
+	rx.CodeInvalidStateTransition:  {"business-rule", SystemEPSIssueCode, "", ""},
+	rx.CodeInvalidValue:            {"value", SystemEPSIssueCode, "", ""},
+	rx.CodeResourceNotFound:        {"not-found", "", "Resource not found", ""},
+	rx.CodePrescriptionWithAnother: {"business-rule", SystemEPSIssueCode, "Prescription is with another dispenser", ""},
+	rx.CodeItemNotFound:            {"business-rule", "", "Item not found", "Bundle.entry.resource.ofType(MedicationDispense).authorizingPrescription"},
 }
+
+// rCodeAnswer is the answer of a domain core error carrying an R-code
+// (rx.SameNHSNumber's R-5000): a business rule of Spine's, its EPS code in
+// Spine's code system, and the R-code as a further coding.
+var rCodeAnswer = rxAnswer{issueType: "business-rule"}
 
 // FromRx is a domain core error as the *Error it is answered as: the one
 // place an rx.Error becomes an OperationOutcome issue (IssueFor,
 // ErrorOutcome), with the organisation it names as SupportingOrg.
 func FromRx(r *rx.Error) *Error {
 	a, ok := rxAnswers[r.Code]
-	if !ok {
+	switch {
+	case r.RCode != "":
+		a = rCodeAnswer
+	case !ok:
 		a.issueType = defaultIssueType(r.Kind)
 	}
-	return &Error{Kind: r.Kind, Op: r.Op, IssueType: a.issueType, Code: r.Code, CodeSystem: a.system,
+	e := &Error{Kind: r.Kind, Op: r.Op, IssueType: a.issueType, Code: r.Code, CodeSystem: a.system,
 		Display: a.display, Diagnostics: r.Message, SupportingOrg: r.Org}
+	if a.expression != "" {
+		e.Expression = []string{a.expression}
+	}
+	if r.RCode != "" {
+		e.Codings = []Coding{{System: SystemStatusHistory, Code: string(r.RCode), Display: r.RCode.Display()}}
+	}
+	return e
 }
 
 func defaultIssueType(k Kind) string {

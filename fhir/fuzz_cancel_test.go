@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // FuzzCancelResponse holds the answer to a cancellation to its promises: for
@@ -18,7 +20,7 @@ func FuzzCancelResponse(f *testing.F) {
 	}
 	f.Add(readFixture(f, cancelFixture), uint16(3), `null`, uint8(1))
 	f.Add(readFixture(f, cancelFixture), uint16(40), `{"value":7}`, uint8(2))
-	codes := []string{"R-0001", "R-0002", "R-0003", "R-0004", "R-0005", "R-0008", "R-5000", "R-9999"}
+	codes := []rx.CancelCode{"R-0001", "R-0002", "R-0003", "R-0004", "R-0005", "R-0008", "R-5000", "R-9999"}
 	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, body []byte, p uint16, v string, code uint8) {
 		if p != 0 {

@@ -135,8 +135,6 @@ const (
 	MaxRepeatIssues = 99
 	// MaxSupplyDays is Spine's MAX_DAYSSUPPLY: the days supply of one issue.
 	MaxSupplyDays = 366
-	// DefaultSupplyDays is Spine's DEFAULT_DAYSSUPPLY, when none is stated.
-	DefaultSupplyDays = 28
 	// MaxFutureSupplyMonths is Spine's MAX_FUTURESUPPLYMONTHS: how far
 	// ahead a repeat dispensing validity period may end.
 	MaxFutureSupplyMonths = 12

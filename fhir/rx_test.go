@@ -33,6 +33,22 @@ func TestRxErrorOutcome(t *testing.T) {
 		{"with another dispenser", &rx.Error{Kind: rx.KindInvalid, Code: rx.CodePrescriptionWithAnother, Message: "prescription X is with another dispenser (FA565)", Org: "FA565"},
 			&Error{Kind: KindInvalid, IssueType: "business-rule", Code: CodePrescriptionWithAnother, CodeSystem: SystemEPSIssueCode,
 				Display: "Prescription is with another dispenser", Diagnostics: "prescription X is with another dispenser (FA565)", SupportingOrg: "FA565"}},
+		// The rules' own errors, against the *Error each replaced
+		// (broker/lifecycle.go notFound, sameNHSNumber, everyItemNamed).
+		{"rx.NotFound", rx.NotFound("X"),
+			&Error{Kind: KindInvalid, IssueType: "not-found", Code: CodeResourceNotFound, Display: "Resource not found",
+				Diagnostics: "prescription X not found"}},
+		{"rx.SameNHSNumber: R-5000", rxErr(rx.SameNHSNumber(&rx.Prescription{ID: "X", NHSNumber: "9449305552"}, "9449304130")),
+			&Error{Kind: KindInvalid, IssueType: "business-rule", Code: CodeInvalidValue,
+				Codings:     []Coding{{System: SystemStatusHistory, Code: "R-5000", Display: "Unable to process message. Information missing or invalid - Mismatch between prescription and cancellation NHSNumber"}},
+				Diagnostics: "R-5000: the message's NHS number does not match prescription X"}},
+		{"rx.EveryItemNamed: ITEM_NOT_FOUND", rxErr(rx.EveryItemNamed(&rx.Prescription{ID: "X", Issue: rx.Issue{Items: []rx.Item{{ID: "a"}, {ID: "b"}}}}, []string{"a"})),
+			&Error{Kind: KindInvalid, IssueType: "business-rule", Code: "ITEM_NOT_FOUND", Display: "Item not found",
+				Expression:  []string{"Bundle.entry.resource.ofType(MedicationDispense).authorizingPrescription"},
+				Diagnostics: "the dispense notification must name every line item of prescription X, and no other (it names 1, the prescription has 2)"}},
+		{"rx.DispenseOutcomes: an item stated cancelled that is not", dispenseOutcomesErr(),
+			&Error{Kind: KindInvalid, IssueType: "business-rule", Code: CodeInvalidStateTransition, CodeSystem: SystemEPSIssueCode,
+				Diagnostics: "line item i1 is not cancelled"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wrapped := fmt.Errorf("release: %w", tc.rx)
@@ -44,6 +60,17 @@ func TestRxErrorOutcome(t *testing.T) {
 			}
 		})
 	}
+}
+
+func dispenseOutcomesErr() *rx.Error {
+	p := &rx.Prescription{Issue: rx.Issue{Items: []rx.Item{{ID: "i1", Status: rx.ItemWithDispenser}}}}
+	_, err := rx.DispenseOutcomes(p, map[string]rx.ItemStatus{"i1": rx.ItemCancelled})
+	return rxErr(err)
+}
+
+func rxErr(err error) *rx.Error {
+	e, _ := err.(*rx.Error)
+	return e
 }
 
 // A release of a prescription another dispenser holds names the holder in

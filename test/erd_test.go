@@ -433,7 +433,7 @@ func TestERDCancellationMidCourse(t *testing.T) {
 		// Issue 1 dispensed, issue 2 not yet moved: the cancellation is of
 		// the rest of the course.
 		for _, code := range c.cancelAll() {
-			if code != rx.RCancelled {
+			if code != string(rx.RCancelled) {
 				t.Fatalf("cancel answered %s, want R-0001", code)
 			}
 		}
@@ -454,7 +454,7 @@ func TestERDCancellationMidCourse(t *testing.T) {
 			t.Fatalf("issue 2 release: %v %v", ids, issues)
 		}
 		for _, code := range c.cancelAll() {
-			if code != rx.RPendingWith {
+			if code != string(rx.RPendingWith) {
 				t.Fatalf("cancel answered %s, want R-0002", code)
 			}
 		}
@@ -783,7 +783,7 @@ func TestERDCancellationNotifiesHolder(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 	body, _ := fhirgen.Cancellation(c.g, c.g.ItemIDs[0], "0001")
-	if _, code := rCode(b.post(b.token(auth.RolePrescriber, c.g.Sender), body)); code != rx.RPendingWith {
+	if _, code := rCode(b.post(b.token(auth.RolePrescriber, c.g.Sender), body)); code != string(rx.RPendingWith) {
 		t.Fatalf("cancel: %s", code)
 	}
 	select {

@@ -48,6 +48,9 @@ type Error struct {
 	// Org, when set, is the ODS code of an organisation the answer names
 	// (the dispenser that holds the prescription).
 	Org string
+	// RCode, when set, is the R-code the answer carries besides Code
+	// (SameNHSNumber: R-5000).
+	RCode CancelCode
 }
 
 func (e *Error) Error() string {

@@ -39,22 +39,6 @@ const (
 	EventCancelKept = "cancellation-kept"
 )
 
-// Cancellation answers (R-codes) of EPS-DOMAIN.md.
-const (
-	RCancelled          = "R-0001"
-	RPendingWith        = "R-0002" // with dispenser: marked for cancellation
-	RPendingActive      = "R-0003" // with dispenser, part dispensed: marked for cancellation
-	RDispensed          = "R-0004"
-	RExpired            = "R-0005"
-	RAlreadyCancelled   = "R-0006"
-	RRequestedByAnother = "R-0007"
-	RNotFound           = "R-0008"
-	RDisabled           = "R-0009"
-	RNotDispensed       = "R-0010"
-	RMismatch           = "R-5000"
-	RInvalid            = "R-5888"
-)
-
 // invalidTransition is INVALID_STATE_TRANSITION with words.
 func invalidTransition(p *Prescription, format string, args ...any) *Error {
 	return &Error{Kind: KindInvalid, Code: CodeInvalidStateTransition,
@@ -249,20 +233,6 @@ func Release(p *Prescription, dispenser string, by Actor, messageID string, nomi
 	}
 	n.record(ev, messageID, by, now)
 	return n, nil
-}
-
-// HeldBy checks that dispenser holds the prescription: INVALID_STATE_TRANSITION
-// otherwise.
-func HeldBy(p *Prescription, dispenser string) error {
-	return holder(p, dispenser, "this is accepted")
-}
-
-// holder checks that dispenser holds the prescription.
-func holder(p *Prescription, dispenser, what string) error {
-	if p.Dispenser == "" || p.Dispenser != dispenser {
-		return invalidTransition(p, "%s only by the dispenser that holds it", what)
-	}
-	return nil
 }
 
 // Return gives the prescription back: 0002 -> 0001, items 0008 -> 0007,
@@ -545,7 +515,7 @@ type CancelInput struct {
 // current issue (or, when that is complete, in the next issue) and in every
 // issue after it: those become Cancelled future instances (9005) when all
 // their items are cancelled.
-func Cancel(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescription, string) {
+func Cancel(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescription, CancelCode) {
 	if !p.RepeatDispensing() {
 		return cancelIssue(p, by, in, now)
 	}
@@ -553,7 +523,7 @@ func Cancel(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescrip
 	if next := p.nextIssue(); next != nil && Complete(p.Status) && next.Status == StatusRepeatFuture {
 		target = next.Number // the course goes on from the next issue: that is what is cancelled
 	}
-	var code string
+	var code CancelCode
 	n, _ := OnIssue(p, target, func(v *Prescription) (*Prescription, error) {
 		var r *Prescription
 		r, code = cancelIssue(v, by, in, now)
@@ -639,8 +609,8 @@ func (p *Prescription) hasLater(target int, id string) bool {
 // A cancellation of an item already marked answers R-0007 when another
 // organisation asked for it (check_pending_cancellation_unique_w_disp), and
 // otherwise the same answer again, changing nothing.
-func cancelIssue(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescription, string) {
-	if in.NHSNumber != p.NHSNumber {
+func cancelIssue(p *Prescription, by Actor, in CancelInput, now time.Time) (*Prescription, CancelCode) {
+	if !p.NHSNumberMatches(in.NHSNumber) {
 		return nil, RMismatch
 	}
 	i := p.itemIndex(in.LineItemID)
@@ -917,7 +887,7 @@ func issueNext(p *Prescription, is *Issue) (string, time.Time) {
 		}
 	case StatusWithDispenserActive:
 		if is.latestDispense() >= 0 {
-			return EventNoClaim, Day(is.LastDispense).AddDate(0, 0, WithDispenserDays)
+			return EventNoClaim, WithDispenserLimit(is.LastDispense)
 		}
 		if past {
 			break
@@ -927,7 +897,7 @@ func issueNext(p *Prescription, is *Issue) (string, time.Time) {
 			last = is.Released
 		}
 		at := is.ExpiresAt
-		if limit := Day(last).AddDate(0, 0, WithDispenserDays); !last.IsZero() && (at.IsZero() || limit.Before(at)) {
+		if limit := WithDispenserLimit(last); !last.IsZero() && (at.IsZero() || limit.Before(at)) {
 			at = limit
 		}
 		if !at.IsZero() {
@@ -935,7 +905,7 @@ func issueNext(p *Prescription, is *Issue) (string, time.Time) {
 		}
 	case StatusDispensed:
 		if !is.Completed.IsZero() {
-			return EventNoClaim, Day(is.Completed).AddDate(0, 0, NotificationDelayDays)
+			return EventNoClaim, NoClaimAt(is.Completed)
 		}
 	}
 	return "", time.Time{}

@@ -391,7 +391,7 @@ func TestCancelAnswers(t *testing.T) {
 		name, ref string
 		rec       *Prescription
 		item      string
-		want      string
+		want      CancelCode
 		marked    bool // the item is marked for cancellation after
 		cancelled bool // the item is 0005 after
 	}{
