@@ -451,6 +451,19 @@ func TestServiceAnswers(t *testing.T) {
 	if string(f.intake.bodies[0]) != order {
 		t.Errorf("the intake got %q", f.intake.bodies[0])
 	}
+	// A return goes to Dispensing, and is answered informational.
+	tpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := tpl.Order(fhirgen.Options{Now: f.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = f.do(req{method: "POST", path: "/FHIR/R4/Task", token: tokDispenser, body: string(fhirgen.ReturnTask(g, "FA565", "0002"))})
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `"informational"`) || f.life.tasks != 1 {
+		t.Errorf("return: %d %s, %d tasks", w.Code, w.Body.String(), f.life.tasks)
+	}
 	f.life.err = fhir.Errorf(fhir.KindConflict, fhir.CodeInvalidStateTransition, "not held by you")
 	wantOutcome(t, f.do(req{method: "POST", path: "/FHIR/R4/Task/$release", token: tokDispenser, body: string(fhirgen.Release("FA565", "24F5DA-A83008-7EFE6Z"))}),
 		409, fhir.CodeInvalidStateTransition)
