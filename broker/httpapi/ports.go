@@ -8,6 +8,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
 	"github.com/nhs-eps/epsbroker/tracker"
@@ -16,17 +17,24 @@ import (
 // The HTTP layer's ports: what it calls of the services and the store, one
 // small interface per concern, declared here where they are used (the
 // services and the JetStream store satisfy them; the package's tests use
-// fakes). This file is the only one of the package that names package
-// broker: the types the ports carry, given their local names below.
+// fakes). This file is the only one of the package that names the
+// services' and the store's types (packages broker/service and broker):
+// the types the ports carry, given their local names below.
+//
+// The store's records (audit entries, sessions, X-Request-ID answers, the
+// nomination import's types) are still defined in package broker, the
+// JetStream adapter, so this package still links NATS through them; were
+// they defined beside the services' types (broker/service), broker would
+// alias them and this file would be the only one to change.
 
 // Types the ports carry, defined by the services and the store.
 type (
 	// Outcome is the answer to a $process-message.
-	Outcome = broker.Outcome
+	Outcome = service.Outcome
 	// Released is a prescription a release handed over, with its order.
-	Released = broker.Released
+	Released = service.Released
 	// StoredEvent is one message of the event log: a prescription's state.
-	StoredEvent = broker.StoredEvent
+	StoredEvent = service.Event
 	// AuditEntry is one entry of the audit trail.
 	AuditEntry = broker.AuditEntry
 	// AuditQuery filters the audit trail.
@@ -51,7 +59,7 @@ type (
 // Errors and helpers of the store that the ports' callers read.
 var (
 	// errNotFound: no prescription with the ID (Records).
-	errNotFound = broker.ErrNotFound
+	errNotFound = service.ErrNotFound
 	// errNoSession: the cookie names no live session (Sessions).
 	errNoSession = broker.ErrNoSession
 	// errInFlight: a request with the X-Request-ID is being processed
