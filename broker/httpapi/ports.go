@@ -6,7 +6,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
@@ -18,14 +17,8 @@ import (
 // small interface per concern, declared here where they are used (the
 // services and the JetStream store satisfy them; the package's tests use
 // fakes). This file is the only one of the package that names the
-// services' and the store's types (packages broker/service and broker):
+// services' and the store's types (package broker/service):
 // the types the ports carry, given their local names below.
-//
-// The store's records (audit entries, sessions, X-Request-ID answers, the
-// nomination import's types) are still defined in package broker, the
-// JetStream adapter, so this package still links NATS through them; were
-// they defined beside the services' types (broker/service), broker would
-// alias them and this file would be the only one to change.
 
 // Types the ports carry, defined by the services and the store.
 type (
@@ -36,24 +29,24 @@ type (
 	// StoredEvent is one message of the event log: a prescription's state.
 	StoredEvent = service.Event
 	// AuditEntry is one entry of the audit trail.
-	AuditEntry = broker.AuditEntry
+	AuditEntry = service.AuditEntry
 	// AuditQuery filters the audit trail.
-	AuditQuery = broker.AuditQuery
+	AuditQuery = service.AuditQuery
 	// Session is a tracker page sign-in.
-	Session = broker.Session
+	Session = service.Session
 	// SavedResponse is the answer kept for an X-Request-ID.
-	SavedResponse = broker.SavedResponse
+	SavedResponse = service.SavedResponse
 	// Reservation is an X-Request-ID claimed for a request.
-	Reservation = broker.Reservation
+	Reservation = service.Reservation
 	// ReleasedRef is one prescription a release handed over, as kept for
 	// its X-Request-ID.
-	ReleasedRef = broker.ReleasedRef
+	ReleasedRef = service.ReleasedRef
 	// ImportSource reads the rows of a nomination import.
-	ImportSource = broker.ImportSource
+	ImportSource = service.ImportSource
 	// ImportOptions tune a nomination import.
-	ImportOptions = broker.ImportOptions
+	ImportOptions = service.ImportOptions
 	// ImportResult is the outcome of a nomination import.
-	ImportResult = broker.ImportResult
+	ImportResult = service.ImportResult
 )
 
 // Errors and helpers of the store that the ports' callers read.
@@ -61,22 +54,22 @@ var (
 	// errNotFound: no prescription with the ID (Records).
 	errNotFound = service.ErrNotFound
 	// errNoSession: the cookie names no live session (Sessions).
-	errNoSession = broker.ErrNoSession
+	errNoSession = service.ErrNoSession
 	// errInFlight: a request with the X-Request-ID is being processed
 	// (Requests).
-	errInFlight = broker.ErrInFlight
+	errInFlight = service.ErrInFlight
 	// requestKey, requestHash and answerHash key and hash what Requests
 	// keeps.
-	requestKey  = broker.RequestKey
-	requestHash = broker.RequestHash
-	answerHash  = broker.AnswerHash
+	requestKey  = service.RequestKey
+	requestHash = service.RequestHash
+	answerHash  = service.AnswerHash
 	// withSessionLimit tells Sessions.NewSession how many sessions a user
 	// keeps.
-	withSessionLimit = broker.WithSessionLimit
+	withSessionLimit = service.WithSessionLimit
 )
 
 // defaultSessionsPerUser is the sessions a user keeps when Limits says none.
-const defaultSessionsPerUser = broker.DefaultSessionsPerUser
+const defaultSessionsPerUser = service.DefaultSessionsPerUser
 
 // Intake takes the messages of POST $process-message (orders, cancellations
 // and dispense notifications).
