@@ -124,6 +124,31 @@ func TestDeadLetterOnce(t *testing.T) {
 		}
 	}
 
+	// A dead letter deleted (its cause dealt with) is written again by the
+	// next consumer that meets the message.
+	if err := st.DeleteMsg(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics()
+	r, err := StartRunner(ctx, js, m, zap.NewNop(), RunnerConfig[string]{
+		Name: "test-ordered", Stream: "T", Decode: decode,
+		Apply: func(context.Context, *Delivery[string]) error { return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WaitApplied(ctx, 4); err != nil {
+		t.Fatalf("%v: %s", err, r.State())
+	}
+	r.Stop()
+	if d, a := consumerCounter(t, m, "eps_consumer_messages_total", "test-ordered", "dead"),
+		consumerCounter(t, m, "eps_consumer_messages_total", "test-ordered", "dead_again"); d != 1 || a != 1 {
+		t.Errorf("after a dead letter was deleted: dead %v, dead_again %v; want 1, 1", d, a)
+	}
+	if got := deadMessages(t, ctx, js); len(got[DeadSubject("test-ordered", "T", 2)]) != 1 || len(got[DeadSubject("test-ordered", "T", 4)]) != 1 {
+		t.Errorf("after a dead letter was deleted: %v", got)
+	}
+
 	// Racing writers (two broker instances' indexes): stored once.
 	var wg sync.WaitGroup
 	var mu sync.Mutex

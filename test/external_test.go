@@ -234,15 +234,19 @@ authorization {
 
 	// The operator makes FA565's consumer, as the README says.
 	want := broker.NotifyConsumerConfig(fa565)
-	if cli, err := exec.LookPath("nats"); err == nil {
-		cmd := exec.CommandContext(ctx, cli, "--server", url, "--user", "broker", "--password", "broker-secret",
-			"consumer", "add", "EPS_NOTIFY", "dispenser-FA565", "--pull", "--filter", "eps.notify.dispenser.FA565.>",
-			"--deliver", "all", "--ack", "explicit", "--wait", "30s", "--max-deliver=-1", "--max-pending", "1000",
-			"--replay", "instant", "--description", "notifications of dispenser FA565", "--defaults")
+	cli, _ := exec.LookPath("nats")
+	natsCLI := func(args ...string) {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, cli, append([]string{"--server", url, "--user", "broker", "--password", "broker-secret"}, args...)...)
 		cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "NATS_CONTEXT=")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("nats consumer add: %v\n%s", err, out)
+			t.Fatalf("nats %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
+	}
+	if cli != "" {
+		natsCLI("consumer", "add", "EPS_NOTIFY", "dispenser-FA565", "--pull", "--filter", "eps.notify.dispenser.FA565.>",
+			"--deliver", "all", "--ack", "explicit", "--wait", "30s", "--max-deliver=-1", "--max-pending", "1000",
+			"--replay", "instant", "--description", "notifications of dispenser FA565", "--defaults")
 	} else {
 		t.Log("the nats CLI is not installed: the consumer is made through the Go API")
 		if _, err := js.CreateConsumer(ctx, broker.StreamNotify, want); err != nil {
@@ -304,6 +308,16 @@ authorization {
 	// Another organisation's user reaches none of it.
 	other := connectNotify(t, url, seeds[fh542.Name], fh542)
 	notifyRefusals(t, b, other, fa565, fh542)
+
+	// The system's user gone, the operator removes its consumer.
+	if cli != "" {
+		natsCLI("consumer", "rm", "EPS_NOTIFY", "dispenser-FA565", "-f")
+	} else if err := st.DeleteConsumer(ctx, fa565.Name); err != nil {
+		t.Fatal(err)
+	}
+	if names := consumerNames(t, ctx, st); len(names) != 0 {
+		t.Errorf("consumers after nats consumer rm: %v", names)
+	}
 }
 
 // consumerNames lists a stream's consumers, sorted.
