@@ -143,7 +143,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 // notifyUserConf is the authorization entry of a dispenser or prescriber
 // user on an external NATS server, as the README gives it: the permissions
 // the embedded server gives such a user.
-const notifyUserConf = `    { nkey: %[1]s, permissions: {
+const notifyUserConf = `    { nkey: %[1]s, permissions: {   # the user's public nkey
         publish: { allow: [
           "$JS.API.CONSUMER.INFO.EPS_NOTIFY.%[2]s",
           "$JS.API.CONSUMER.MSG.NEXT.EPS_NOTIFY.%[2]s",
@@ -180,7 +180,7 @@ func TestExternalNATSNotifyConsumers(t *testing.T) {
 jetstream { store_dir: %q }
 authorization {
   users = [
-    { user: broker, password: "broker-secret" }
+    { user: broker, password: "broker-secret" }      # or however the broker's own user is defined
 %s  ]
 }
 `, t.TempDir(), users)), 0o600); err != nil {
