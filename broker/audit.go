@@ -10,7 +10,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
@@ -140,44 +139,20 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 			return nil, err
 		}
 	}
-	cons, err := s.js.OrderedConsumer(ctx, StreamAudit, cfg)
+	err = s.scanStream(ctx, "audit", StreamAudit, cfg, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		var e AuditEntry
+		if err := json.Unmarshal(m.Data(), &e); err != nil {
+			return false, fmt.Errorf("audit entry %d: %w", md.Sequence.Stream, err)
+		}
+		e.Seq = md.Sequence.Stream
+		out = append(out, e)
+		if len(out) > q.Limit {
+			out = out[1:]
+		}
+		return true, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("read audit: %w", err)
-	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read audit: %w", err)
-	}
-	pending := ci.NumPending
-	for pending > 0 {
-		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("read audit: %w", err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, err
-			}
-			var e AuditEntry
-			if err := json.Unmarshal(m.Data(), &e); err != nil {
-				return nil, fmt.Errorf("audit entry %d: %w", md.Sequence.Stream, err)
-			}
-			e.Seq = md.Sequence.Stream
-			out = append(out, e)
-			if len(out) > q.Limit {
-				out = out[1:]
-			}
-			pending = md.NumPending
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("read audit: %w", err)
-		}
-		if got == 0 {
-			break
-		}
+		return nil, err
 	}
 	slices.Reverse(out)
 	return out, nil

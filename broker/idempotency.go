@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nhs-eps/epsbroker/broker/service"
 )
 
 // SavedResponse is the answer given to a request that carried an
@@ -83,7 +85,7 @@ var ErrInFlight = errors.New("a request with this X-Request-ID is in progress")
 
 // abandonAfter is how long a reservation may stand without an answer before
 // a retry may take it over (its request died with its broker).
-const abandonAfter = 2 * time.Minute
+const abandonAfter = service.AbandonAfter
 
 // Reservation is a key claimed for a request.
 type Reservation struct {
@@ -159,53 +161,30 @@ func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.T
 // read (StoredEvent.Body is empty).
 func (s *Store) EventsUnder(ctx context.Context, messageID string, since time.Time, window time.Duration, types ...string) ([]*StoredEvent, error) {
 	start := since
-	cons, err := s.js.OrderedConsumer(ctx, StreamEvents, jetstream.OrderedConsumerConfig{
+	end := since.Add(window)
+	var out []*StoredEvent
+	err := s.scanStream(ctx, "event log", StreamEvents, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{SubjectRx + ">"},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &start,
 		HeadersOnly:    true,
+	}, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		if md.Timestamp.After(end) {
+			return false, nil
+		}
+		h := m.Headers()
+		if h.Get(HeaderMessageID) != messageID || !slices.Contains(types, h.Get(HeaderEvent)) {
+			return true, nil
+		}
+		ev, err := decodeStored(md.Sequence.Stream, md.Timestamp, h, nil)
+		if err != nil {
+			return true, nil // not the broker's
+		}
+		out = append(out, ev)
+		return true, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read event log: %w", err)
-	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read event log: %w", err)
-	}
-	end := since.Add(window)
-	var out []*StoredEvent
-	for pending := ci.NumPending; pending > 0; {
-		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("read event log: %w", err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, err
-			}
-			if md.Timestamp.After(end) {
-				return out, nil
-			}
-			h := m.Headers()
-			if h.Get(HeaderMessageID) != messageID || !slices.Contains(types, h.Get(HeaderEvent)) {
-				continue
-			}
-			ev, err := decodeStored(md.Sequence.Stream, md.Timestamp, h, nil)
-			if err != nil {
-				continue // not the broker's
-			}
-			out = append(out, ev)
-		}
-		if err := batch.Error(); err != nil {
-			return nil, fmt.Errorf("read event log: %w", err)
-		}
-		if got == 0 {
-			return nil, fmt.Errorf("read event log: no progress with %d pending", pending)
-		}
-		pending -= uint64(min(uint64(got), pending))
+		return nil, err
 	}
 	return out, nil
 }

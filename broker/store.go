@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
@@ -67,15 +68,15 @@ const (
 	HeaderRecord    = "Eps-Record"     // JSON of the prescription after the event
 )
 
-// Store errors.
+// Store errors: those of the service ports (service.ErrNotFound ...).
 var (
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = service.ErrNotFound
 	// ErrConflict is a failed compare-and-set: the prescription changed (or
 	// already exists) since the state the writer decided from.
-	ErrConflict = errors.New("prescription changed concurrently")
+	ErrConflict = service.ErrConflict
 	// ErrTooLarge is a message that, with its record, exceeds what the
 	// event log takes in one message.
-	ErrTooLarge = errors.New("message too large to store")
+	ErrTooLarge = service.ErrTooLarge
 )
 
 // Store is the broker's JetStream storage.
@@ -310,20 +311,14 @@ func checkDenySettings(ctx context.Context, js jetstream.JetStream, p protectedS
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
 
 // StoredEvent is one message of the event log.
-type StoredEvent struct {
-	Seq       uint64
-	Time      time.Time
-	Event     string
-	MessageID string
-	Record    *rx.Prescription
-	Body      []byte // the original message, byte for byte
-}
+type StoredEvent = service.Event
 
-// Append publishes an event about prescription rec.ID and returns its
+// appendEvent publishes an event about prescription rec.ID and returns its
 // sequence once JetStream has stored it under the configured sync policy.
 // expectSeq is the sequence of the state the caller decided from (0: the
 // prescription must be new); ErrConflict when it is no longer the latest.
-func (s *Store) Append(ctx context.Context, event, messageID string, rec *rx.Prescription, body []byte, expectSeq uint64) (uint64, error) {
+// Only the compare-and-set helper (cas.go) calls it.
+func (s *Store) appendEvent(ctx context.Context, event, messageID string, rec *rx.Prescription, body []byte, expectSeq uint64) (uint64, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -411,12 +406,7 @@ func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*StoredE
 }
 
 // QueueEntry is one prescription in a dispenser's ready queue.
-type QueueEntry struct {
-	PrescriptionID string
-	EventSeq       uint64 // the event that put it there
-	QueueSeq       uint64 // its place in the queue stream
-	Queued         time.Time
-}
+type QueueEntry = service.QueueEntry
 
 // ReadyQueue lists up to limit prescriptions waiting in a dispenser's ready
 // queue, oldest first. It reads with direct gets of the next message for the

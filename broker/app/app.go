@@ -19,6 +19,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/broker/httpapi"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/config"
 )
 
@@ -33,7 +34,7 @@ type App struct {
 	// Tracker keeps the tracker's status index.
 	Tracker *broker.TrackerProjector
 	// Scheduler applies the time-driven transitions.
-	Scheduler *broker.Scheduler
+	Scheduler *service.Scheduler
 	verifier  *auth.Verifier
 	// IssuerKey is the broker's own token signing key (from the data dir).
 	IssuerKey ed25519.PrivateKey
@@ -138,10 +139,10 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		return nil, err
 	}
 
-	lifecycle := broker.NewLifecycle(a.Store, a.Metrics, log, now)
-	intake := broker.NewIntake(a.Store, a.Metrics, log, now)
+	lifecycle := service.NewLifecycle(a.Store, a.Store, log, now)
+	intake := service.NewIntake(a.Store, a.Store, a.Metrics, log, now)
 	intake.Lifecycle = lifecycle
-	a.Scheduler = broker.NewScheduler(lifecycle, a.Tracker.Index, log, now)
+	a.Scheduler = service.NewScheduler(lifecycle, a.Store, a.Tracker.Index, log, now)
 	a.Scheduler.Start(cfg.SchedulerEvery)
 	a.limitMetrics = httpapi.NewLimitMetrics(a.Metrics.Registry)
 	handler := httpapi.NewHandler(httpapi.Deps{

@@ -1,4 +1,4 @@
-package broker
+package service
 
 import (
 	"context"
@@ -15,72 +15,88 @@ import (
 
 // Lifecycle moves prescriptions through the state machine of
 // tracker/transitions.go. Every change is one compare-and-set write to the
-// prescription's subject in the event log: two requests that decide from the
-// same state can never both succeed; the loser re-reads and decides again.
+// prescription in the event log (Prescriptions.Update): two requests that
+// decide from the same state can never both succeed; the loser re-reads and
+// decides again.
 type Lifecycle struct {
-	store   *Store
-	metrics *Metrics
-	log     *zap.Logger
-	now     func() time.Time
+	rx     Prescriptions
+	queues ReadyQueues
+	log    *zap.Logger
+	now    func() time.Time
 }
 
-// NewLifecycle returns the lifecycle service.
-func NewLifecycle(store *Store, m *Metrics, log *zap.Logger, now func() time.Time) *Lifecycle {
-	return &Lifecycle{store: store, metrics: m, log: log, now: now}
+// NewLifecycle returns the lifecycle service over the event log and the
+// ready queues; now is its clock (time.Now in production).
+func NewLifecycle(rx Prescriptions, queues ReadyQueues, log *zap.Logger, now func() time.Time) *Lifecycle {
+	return &Lifecycle{rx: rx, queues: queues, log: log, now: now}
 }
-
-// maxAttempts bounds the compare-and-set retries of one update.
-const maxAttempts = 8
 
 // errSkip tells update to leave a prescription as it is, without error.
 var errSkip = errors.New("skip")
 
-func storeUnavailable(op string, err error) *fhir.Error {
+// StoreUnavailable is the answer when the store cannot be reached (or
+// refuses a write: a full stream is told apart by the error it wraps):
+// 503, nothing was changed.
+func StoreUnavailable(op string, err error) *fhir.Error {
 	return &fhir.Error{Kind: fhir.KindUnavailable, Op: op, Code: fhir.CodeServiceUnavailable,
 		Diagnostics: "the prescription store could not be reached; nothing was changed; retry", Err: err}
+}
+
+func storeUnavailable(op string, err error) *fhir.Error { return StoreUnavailable(op, err) }
+
+// decided carries an error of a decision through Prescriptions.Update, so
+// that it is told apart from the store's.
+type decided struct{ err error }
+
+func (d decided) Error() string { return d.err.Error() }
+
+// writeError is the answer to an error of Prescriptions.Update: a
+// decision's own error as it is, else the store's as the FHIR error that
+// says so (what is the prescription the message was about, in what).
+func writeError(err error, id, op, what string) error {
+	var d decided
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &d):
+		return d.err
+	case errors.Is(err, ErrTooLarge):
+		return fhir.Errorf(fhir.KindTooLarge, fhir.CodeTooLarge, "the message is too large to store")
+	case errors.Is(err, ErrBusy):
+		return &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
+			Diagnostics: fmt.Sprintf("prescription %s is changing too often to %s now; retry", id, what)}
+	}
+	return storeUnavailable(op, err)
 }
 
 // update applies decide to the current state of prescription id and writes
 // the result, with the message body, as one event (named event, or after the
 // transition's history entry when event is ""): compare-and-set on the
-// sequence it decided from, re-reading and deciding again when another
-// writer got there first.
+// state it decided from, deciding again when another writer got there
+// first (Prescriptions.Update, which completes a decided write after the
+// client has gone).
 func (l *Lifecycle) update(ctx context.Context, id, event, messageID string, body []byte,
 	decide func(cur *rx.Prescription) (*rx.Prescription, error)) (*rx.Prescription, error) {
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		cur, err := l.store.Current(ctx, id)
-		if errors.Is(err, ErrNotFound) {
-			return nil, rx.NotFound(id)
+	var next *rx.Prescription
+	_, err := l.rx.Update(ctx, id, func(cur *Event) (*Write, error) {
+		if cur == nil {
+			return nil, decided{rx.NotFound(id)}
 		}
+		n, err := decide(cur.Record)
 		if err != nil {
-			return nil, storeUnavailable("read prescription", err)
-		}
-		next, err := decide(cur.Record)
-		if err != nil {
-			return nil, err
+			return nil, decided{err}
 		}
 		ev := event
-		if ev == "" && len(next.History) > 0 {
-			ev = next.History[len(next.History)-1].Type // the transition names itself
+		if ev == "" && len(n.History) > 0 {
+			ev = n.History[len(n.History)-1].Type // the transition names itself
 		}
-		// Once decided, the write is not abandoned because the client went:
-		// an abandoned publish may still be stored, and the answer would lie.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		_, err = l.store.Append(wctx, ev, messageID, next, body, cur.Seq)
-		cancel()
-		switch {
-		case errors.Is(err, ErrConflict):
-			l.metrics.Projected.WithLabelValues("lifecycle", "cas_retry").Inc()
-			continue
-		case errors.Is(err, ErrTooLarge):
-			return nil, fhir.Errorf(fhir.KindTooLarge, fhir.CodeTooLarge, "the message is too large to store")
-		case err != nil:
-			return nil, storeUnavailable("store "+event, err)
-		}
-		return next, nil
+		next = n
+		return &Write{Event: ev, MessageID: messageID, Record: n, Body: body}, nil
+	})
+	if err != nil {
+		return nil, writeError(err, id, "store "+event, "update")
 	}
-	return nil, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
-		Diagnostics: fmt.Sprintf("prescription %s is changing too often to update now; retry", id)}
+	return next, nil
 }
 
 // Released is a prescription handed to a dispenser, with its original order
@@ -134,7 +150,7 @@ func (l *Lifecycle) ReleaseByID(ctx context.Context, p auth.Principal, owner, id
 
 // takeoverWindow is how long after its reservation a request's releases
 // are looked for: a reservation is taken over only once abandoned that long.
-const takeoverWindow = abandonAfter
+const takeoverWindow = AbandonAfter
 
 // ReleasedUnder finds the prescriptions released to p (this user, this
 // organisation) by a request with messageID (its X-Request-ID) reserved at
@@ -148,7 +164,7 @@ func (l *Lifecycle) ReleasedUnder(ctx context.Context, p auth.Principal, owner, 
 	}
 	// The reservation's time and the events' are the NATS server's clock;
 	// a second before it leaves room for a cluster's skew.
-	evs, err := l.store.EventsUnder(ctx, messageID, since.Add(-time.Second), takeoverWindow+time.Second,
+	evs, err := l.rx.EventsUnder(ctx, messageID, since.Add(-time.Second), takeoverWindow+time.Second,
 		rx.EventRelease, rx.EventNominatedRelease)
 	if err != nil {
 		return nil, storeUnavailable("read event log", err)
@@ -183,7 +199,7 @@ func (l *Lifecycle) OrderOf(ctx context.Context, id string) ([]byte, error) {
 
 // orderOf reads the original order message of a prescription.
 func (l *Lifecycle) orderOf(ctx context.Context, id string) ([]byte, error) {
-	cur, err := l.store.Current(ctx, id)
+	cur, err := l.rx.Current(ctx, id)
 	if errors.Is(err, ErrNotFound) {
 		return nil, rx.NotFound(id)
 	}
@@ -193,7 +209,7 @@ func (l *Lifecycle) orderOf(ctx context.Context, id string) ([]byte, error) {
 	if cur.Record.IsEarlyCancellation() {
 		return nil, rx.NotFound(id)
 	}
-	ev, err := l.store.Event(ctx, cur.Record.OrderSeq)
+	ev, err := l.rx.Event(ctx, cur.Record.OrderSeq)
 	if err != nil {
 		return nil, storeUnavailable("read order", err)
 	}
@@ -210,7 +226,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 	actor := rx.Actor{User: p.Subject, Org: p.ODS}
 	var out []Released
 	for from := uint64(1); len(out) < max; {
-		entries, err := l.store.ReadyQueueFrom(ctx, p.ODS, from, max)
+		entries, err := l.queues.ReadyQueueFrom(ctx, p.ODS, from, max)
 		if err != nil {
 			return nil, storeUnavailable("read ready queue", err)
 		}
@@ -224,7 +240,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 			}
 			order, err := l.orderOf(ctx, e.PrescriptionID)
 			if rx.IsNotFound(err) {
-				_ = l.store.Dequeue(ctx, p.ODS, e.PrescriptionID) // a stale entry
+				_ = l.queues.Dequeue(ctx, p.ODS, e.PrescriptionID) // a stale entry
 				continue
 			}
 			var rec *rx.Prescription
@@ -239,7 +255,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 			if errors.Is(err, errSkip) || rx.IsNotFound(err) {
 				// No longer ready here: the entry is stale (its projection
 				// may not have run yet; removing it twice is harmless).
-				_ = l.store.Dequeue(ctx, p.ODS, e.PrescriptionID)
+				_ = l.queues.Dequeue(ctx, p.ODS, e.PrescriptionID)
 				continue
 			}
 			if err == nil {
@@ -400,20 +416,15 @@ func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancel
 	}
 	actor := rx.Actor{User: p.Subject, Org: p.ODS}
 	in := rx.CancelInput{MessageID: c.BundleID, NHSNumber: c.NHSNumber, LineItemID: c.LineItemID, Reason: c.Reason}
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		cur, err := l.store.Current(ctx, c.PrescriptionID)
+	code := rx.RNotFound
+	_, err := l.rx.Update(ctx, c.PrescriptionID, func(cur *Event) (*Write, error) {
 		var rec *rx.Prescription
-		var seq uint64
-		switch {
-		case errors.Is(err, ErrNotFound):
-		case err != nil:
-			return "", storeUnavailable("read prescription", err)
-		default:
-			rec, seq = cur.Record, cur.Seq
+		if cur != nil {
+			rec = cur.Record
 		}
 		event := rx.EventCancel
 		var next *rx.Prescription
-		code := rx.RNotFound
+		code = rx.RNotFound
 		if rec == nil || rec.IsEarlyCancellation() || rec.Prescriber != p.ODS {
 			// Not a prescription of this organisation: kept for it, R-0008.
 			// Kept cancellations are nobody's news: no notification
@@ -424,19 +435,12 @@ func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancel
 			next, code = rx.Cancel(rec, actor, in, l.now())
 		}
 		if next == nil {
-			return code, nil
+			return nil, nil
 		}
-		_, err = l.store.Append(ctx, event, c.BundleID, next, body, seq)
-		switch {
-		case errors.Is(err, ErrConflict):
-			continue
-		case errors.Is(err, ErrTooLarge):
-			return "", fhir.Errorf(fhir.KindTooLarge, fhir.CodeTooLarge, "the message is too large to store")
-		case err != nil:
-			return "", storeUnavailable("store cancellation", err)
-		}
-		return code, nil
+		return &Write{Event: event, MessageID: c.BundleID, Record: next, Body: body}, nil
+	})
+	if err != nil {
+		return "", writeError(err, c.PrescriptionID, "store cancellation", "cancel")
 	}
-	return "", &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
-		Diagnostics: fmt.Sprintf("prescription %s is changing too often to cancel now; retry", c.PrescriptionID)}
+	return code, nil
 }

@@ -1,4 +1,4 @@
-package broker
+package service
 
 import (
 	"context"
@@ -21,16 +21,20 @@ type Intake struct {
 	// Lifecycle handles the messages about existing prescriptions
 	// (dispense notifications, cancellations).
 	Lifecycle *Lifecycle
-	store     *Store
-	metrics   *Metrics
+	rx        Prescriptions
+	noms      Nominations
+	metrics   Metrics
 	log       *zap.Logger
 	now       func() time.Time
 }
 
-// NewIntake returns the intake service. now is the clock (time.Now in
-// production).
-func NewIntake(store *Store, m *Metrics, log *zap.Logger, now func() time.Time) *Intake {
-	return &Intake{store: store, metrics: m, log: log, now: now}
+// NewIntake returns the intake service over the event log and the
+// nomination registry. now is the clock (time.Now in production).
+func NewIntake(rx Prescriptions, noms Nominations, m Metrics, log *zap.Logger, now func() time.Time) *Intake {
+	if m == nil {
+		m = NoMetrics{}
+	}
+	return &Intake{rx: rx, noms: noms, metrics: m, log: log, now: now}
 }
 
 // Outcome is the answer to an accepted message: the FHIR resource to return.
@@ -52,7 +56,7 @@ func (in *Intake) ProcessMessage(ctx context.Context, p auth.Principal, body []b
 	msg, err := fhir.DecodeMessage(body)
 	in.stage("decode", start)
 	if err != nil {
-		in.metrics.Orders.WithLabelValues("invalid").Inc()
+		in.metrics.CountOrder("invalid")
 		return nil, err
 	}
 	switch msg.Event {
@@ -97,7 +101,7 @@ func (in *Intake) ProcessMessage(ctx context.Context, p auth.Principal, body []b
 
 func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message) (*Outcome, error) {
 	if p.Role != auth.RolePrescriber {
-		in.metrics.Orders.WithLabelValues("forbidden").Inc()
+		in.metrics.CountOrder("forbidden")
 		return nil, fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "role %q may not send prescription orders", p.Role)
 	}
 	// EPS takes the acting organisation from the authenticated caller; a
@@ -107,7 +111,7 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 	// deliberate difference, for security). A sender naming none is as
 	// absent.
 	if msg.Sender != "" && msg.Sender != p.ODS {
-		in.metrics.Orders.WithLabelValues("forbidden").Inc()
+		in.metrics.CountOrder("forbidden")
 		return nil, &fhir.Error{Kind: fhir.KindForbidden, IssueType: "forbidden", Code: fhir.CodeAccessDenied,
 			Expression:  []string{"Bundle.entry[0].resource.sender"},
 			Diagnostics: "MessageHeader.sender is not the organisation of the authenticated user; a prescriber may only send for its own organisation"}
@@ -117,7 +121,7 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 	order, err := msg.Order(now)
 	in.stage("validate", start)
 	if err != nil {
-		in.metrics.Orders.WithLabelValues("invalid").Inc()
+		in.metrics.CountOrder("invalid")
 		return nil, err
 	}
 	if order.Sender == "" {
@@ -129,10 +133,10 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 	if order.Nominated() && order.Performer == "" {
 		// No performer named: the patient's nomination of this site type.
 		start = time.Now()
-		noms, _, err := in.store.Nominations(ctx, order.NHSNumber)
+		noms, _, err := in.noms.Nominations(ctx, order.NHSNumber)
 		in.stage("nomination", start)
 		if err != nil {
-			in.metrics.Orders.WithLabelValues("error").Inc()
+			in.metrics.CountOrder("error")
 			return nil, storeUnavailable("read nominations", err)
 		}
 		if ods := noms.Of(nomination.Type(order.SiteType)); ods != "" {
@@ -144,72 +148,63 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 				Expression:  []string{"Bundle.entry.resource.ofType(MedicationRequest).dispenseRequest.performer"}})
 		}
 	}
+	// One compare-and-set write: the order is stored if its prescription ID
+	// is new, or holds only cancellations that came first (they are
+	// applied to it); the same message again stores nothing; another
+	// message with the ID is a duplicate.
+	var (
+		resent, afterCancel bool
+		created             = rec
+	)
 	start = time.Now()
-	_, err = in.store.Append(ctx, rx.EventOrder, order.BundleID, rec, msg.Raw, 0)
+	_, err = in.rx.Create(ctx, order.PrescriptionID, func(cur *Event) (*Write, error) {
+		resent, afterCancel = false, false
+		switch {
+		case cur == nil:
+			return &Write{Event: rx.EventOrder, MessageID: order.BundleID, Record: created, Body: msg.Raw}, nil
+		case cur.Record.IsEarlyCancellation():
+			// A cancellation came first: the order is stored with it applied.
+			afterCancel = true
+			next := rx.ApplyEarlyCancellations(cur.Record, created, in.now())
+			return &Write{Event: rx.EventOrder, MessageID: order.BundleID, Record: next, Body: msg.Raw}, nil
+		case cur.Record.BundleID == order.BundleID:
+			resent = true
+			return nil, nil
+		}
+		return nil, decided{&fhir.Error{Kind: fhir.KindInvalid, IssueType: "duplicate", Code: fhir.CodeDuplicatePrescriptionID,
+			Display:     "Duplicate prescription ID",
+			Expression:  []string{"Bundle.entry.resource.ofType(MedicationRequest).groupIdentifier.value"},
+			Diagnostics: fmt.Sprintf("prescription ID %s has already been used by another prescription message", order.PrescriptionID)}}
+	})
 	in.stage("store", start)
+	var d decided
 	switch {
-	case errors.Is(err, ErrConflict):
-		return in.existingOrder(ctx, order, rec, msg.Raw)
+	case errors.As(err, &d):
+		in.metrics.CountOrder("duplicate_id")
+		return nil, d.err
 	case errors.Is(err, ErrTooLarge):
-		in.metrics.Orders.WithLabelValues("invalid").Inc()
+		in.metrics.CountOrder("invalid")
 		return nil, fhir.Errorf(fhir.KindTooLarge, fhir.CodeTooLarge, "the message is too large to store with its record; send a smaller message")
+	case errors.Is(err, ErrBusy):
+		in.metrics.CountOrder("error")
+		return nil, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
+			Diagnostics: fmt.Sprintf("prescription %s is changing too often to accept the order now; retry", order.PrescriptionID)}
 	case err != nil:
-		in.metrics.Orders.WithLabelValues("error").Inc()
+		in.metrics.CountOrder("error")
 		return nil, &fhir.Error{Kind: fhir.KindUnavailable, Op: "store prescription-order", Code: fhir.CodeServiceUnavailable,
 			Diagnostics: "the prescription could not be stored durably and was not accepted; retry it", Err: err}
+	case resent:
+		in.metrics.CountOrder("resent")
+		return &Outcome{Body: fhir.InformationalOutcome(in.now()), PrescriptionID: order.PrescriptionID, Resent: true}, nil
+	case afterCancel:
+		in.metrics.CountOrder("accepted")
+		return &Outcome{Body: fhir.InformationalOutcome(in.now()), PrescriptionID: order.PrescriptionID}, nil
 	}
-	in.metrics.Orders.WithLabelValues("accepted").Inc()
+	in.metrics.CountOrder("accepted")
 	in.log.Debug("prescription accepted", zap.String("prescription_id", order.PrescriptionID), zap.String("status", string(rec.Status)))
 	return &Outcome{Body: fhir.InformationalOutcome(now, warnings...), PrescriptionID: order.PrescriptionID}, nil
 }
 
-// existingOrder answers an order whose prescription ID is already in the
-// log: the same message again is accepted without storing anything; another
-// message reusing the ID is a duplicate.
-func (in *Intake) existingOrder(ctx context.Context, order *fhir.Order, created *rx.Prescription, raw []byte) (*Outcome, error) {
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		out, retry, err := in.existingOrderOnce(ctx, order, created, raw)
-		if !retry {
-			return out, err
-		}
-	}
-	return nil, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
-		Diagnostics: fmt.Sprintf("prescription %s is changing too often to accept the order now; retry", order.PrescriptionID)}
-}
-
-func (in *Intake) existingOrderOnce(ctx context.Context, order *fhir.Order, created *rx.Prescription, raw []byte) (*Outcome, bool, error) {
-	cur, err := in.store.Current(ctx, order.PrescriptionID)
-	if err != nil {
-		in.metrics.Orders.WithLabelValues("error").Inc()
-		return nil, false, &fhir.Error{Kind: fhir.KindUnavailable, Op: "read prescription", Code: fhir.CodeServiceUnavailable,
-			Diagnostics: "the prescription could not be checked against the store; retry it", Err: err}
-	}
-	if cur.Record.IsEarlyCancellation() {
-		// A cancellation came first: the order is stored with it applied.
-		rec := rx.ApplyEarlyCancellations(cur.Record, created, in.now())
-		_, err := in.store.Append(ctx, rx.EventOrder, order.BundleID, rec, raw, cur.Seq)
-		switch {
-		case errors.Is(err, ErrConflict):
-			return nil, true, nil
-		case err != nil:
-			in.metrics.Orders.WithLabelValues("error").Inc()
-			return nil, false, &fhir.Error{Kind: fhir.KindUnavailable, Op: "store prescription-order", Code: fhir.CodeServiceUnavailable,
-				Diagnostics: "the prescription could not be stored durably and was not accepted; retry it", Err: err}
-		}
-		in.metrics.Orders.WithLabelValues("accepted").Inc()
-		return &Outcome{Body: fhir.InformationalOutcome(in.now()), PrescriptionID: order.PrescriptionID}, false, nil
-	}
-	if cur.Record.BundleID == order.BundleID {
-		in.metrics.Orders.WithLabelValues("resent").Inc()
-		return &Outcome{Body: fhir.InformationalOutcome(in.now()), PrescriptionID: order.PrescriptionID, Resent: true}, false, nil
-	}
-	in.metrics.Orders.WithLabelValues("duplicate_id").Inc()
-	return nil, false, &fhir.Error{Kind: fhir.KindInvalid, IssueType: "duplicate", Code: fhir.CodeDuplicatePrescriptionID,
-		Display:     "Duplicate prescription ID",
-		Expression:  []string{"Bundle.entry.resource.ofType(MedicationRequest).groupIdentifier.value"},
-		Diagnostics: fmt.Sprintf("prescription ID %s has already been used by another prescription message", order.PrescriptionID)}
-}
-
 func (in *Intake) stage(name string, start time.Time) {
-	in.metrics.IntakeStage.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	in.metrics.ObserveStage(name, time.Since(start))
 }

@@ -1,4 +1,4 @@
-package broker
+package service
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
-	"github.com/nhs-eps/epsbroker/tracker"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
@@ -24,7 +23,8 @@ import (
 // pass.
 type Scheduler struct {
 	life  *Lifecycle
-	index *tracker.Index
+	noms  Nominations
+	index DueIndex
 	log   *zap.Logger
 	now   func() time.Time
 	stop  chan struct{}
@@ -32,9 +32,11 @@ type Scheduler struct {
 }
 
 // NewScheduler returns a scheduler over the tracker index (which says what
-// may be due) using the lifecycle's store; now is its clock.
-func NewScheduler(life *Lifecycle, index *tracker.Index, log *zap.Logger, now func() time.Time) *Scheduler {
-	return &Scheduler{life: life, index: index, log: log, now: now, stop: make(chan struct{})}
+// may be due), writing through the lifecycle and reading the nomination
+// registry (later repeat dispensing issues follow the patient's
+// nomination); now is its clock.
+func NewScheduler(life *Lifecycle, noms Nominations, index DueIndex, log *zap.Logger, now func() time.Time) *Scheduler {
+	return &Scheduler{life: life, noms: noms, index: index, log: log, now: now, stop: make(chan struct{})}
 }
 
 // RunOnce applies every transition due now and returns how many it applied.
@@ -80,7 +82,7 @@ func (s *Scheduler) nominationChange(ctx context.Context, cur *rx.Prescription) 
 	if !t.Valid() {
 		return nil, nil // non-nominated (0004): never in a queue
 	}
-	changes, err := s.life.store.NominationHistory(ctx, cur.NHSNumber)
+	changes, err := s.noms.NominationHistory(ctx, cur.NHSNumber)
 	if err != nil {
 		return nil, storeUnavailable("read nominations", err)
 	}

@@ -1,0 +1,443 @@
+// Package memstore is an in-memory implementation of the service ports
+// (broker/service/ports.go), for unit tests of the services without NATS.
+// It keeps the adapter's semantics that the services rely on: one event
+// log whose sequences grow, the latest event of a prescription as its
+// current state, every write a compare-and-set on the prescription's
+// sequence (a stale one conflicts; Update reads and decides again, at most
+// service.MaxAttempts times, then service.ErrBusy), a decided write
+// completed whatever the client's context does, records stored and read
+// as copies (as JSON, as the event log's Eps-Record header is) with an
+// order's own sequence filled in, and ready queues that follow the log.
+// Tests can make the store fail, or write between a decision and its
+// write, to reach the paths a real store reaches under load or outage.
+package memstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nhs-eps/epsbroker/broker/service"
+	"github.com/nhs-eps/epsbroker/nomination"
+	"github.com/nhs-eps/epsbroker/tracker"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
+)
+
+// Store is the in-memory event log, ready queues and nomination registry.
+// Its zero value is not usable: use New.
+type Store struct {
+	mu     sync.Mutex
+	now    func() time.Time
+	events []stored          // the log: events[i] has sequence i+1
+	last   map[string]uint64 // prescription ID -> sequence of its latest event
+	queue  []queued          // every dispenser's queue, in arrival order
+	qseq   uint64
+	noms   map[string]*patient
+	index  *tracker.Index
+
+	failReads, failWrites error
+	beforeWrite           func(id string)
+	conflicts             int
+	maxMessage            int
+}
+
+type stored struct {
+	ev     service.Event
+	record []byte // the record as JSON
+}
+
+type queued struct {
+	ods, id  string
+	eventSeq uint64
+	seq      uint64
+	at       time.Time
+}
+
+type patient struct {
+	rev     uint64
+	cur     []byte // nomination.Patient as JSON
+	history []nomination.Change
+}
+
+// New returns an empty store whose events are stamped by clock now
+// (time.Now when nil).
+func New(now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{now: now, last: map[string]uint64{}, noms: map[string]*patient{}, index: tracker.NewIndex()}
+}
+
+var (
+	_ service.Prescriptions = (*Store)(nil)
+	_ service.ReadyQueues   = (*Store)(nil)
+	_ service.Nominations   = (*Store)(nil)
+	_ service.DueIndex      = (*Store)(nil)
+)
+
+// FailReads makes every read return err wrapped (nil: reads work again),
+// as a store that cannot be reached.
+func (s *Store) FailReads(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failReads = err
+}
+
+// FailWrites makes every write return err wrapped (nil: writes work
+// again), as a store that refuses writes (full, or lost its quorum).
+func (s *Store) FailWrites(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failWrites = err
+}
+
+// BeforeWrite sets a function called after each decision of Update or
+// Create and before its write, without the store's lock: a test may write
+// there (through the store) to make the decided write conflict.
+func (s *Store) BeforeWrite(f func(id string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.beforeWrite = f
+}
+
+// SetMaxMessage makes a write whose record and body together exceed n
+// bytes fail with service.ErrTooLarge (0: no limit).
+func (s *Store) SetMaxMessage(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maxMessage = n
+}
+
+// Conflicts is how many compare-and-set writes have conflicted.
+func (s *Store) Conflicts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conflicts
+}
+
+// Update is the compare-and-set write (service.Prescriptions.Update).
+func (s *Store) Update(ctx context.Context, id string, decide service.Decide) (*service.Event, error) {
+	return s.update(ctx, id, false, decide)
+}
+
+// Create is Update deciding first from "nothing stored"
+// (service.Prescriptions.Create).
+func (s *Store) Create(ctx context.Context, id string, decide service.Decide) (*service.Event, error) {
+	return s.update(ctx, id, true, decide)
+}
+
+func (s *Store) update(ctx context.Context, id string, assumeNew bool, decide service.Decide) (*service.Event, error) {
+	for attempt := 0; attempt < service.MaxAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err // the client went before a decision: nothing written
+		}
+		var cur *service.Event
+		if attempt > 0 || !assumeNew {
+			c, err := s.Current(ctx, id)
+			switch {
+			case errors.Is(err, service.ErrNotFound):
+			case err != nil:
+				return nil, err
+			default:
+				cur = c
+			}
+		}
+		w, err := decide(cur)
+		if err != nil {
+			return nil, err
+		}
+		if w == nil {
+			return nil, nil
+		}
+		if w.Record == nil || w.Record.ID != id {
+			return nil, fmt.Errorf("memstore: a decided write about prescription %s is not about it", id)
+		}
+		s.mu.Lock()
+		hook := s.beforeWrite
+		s.mu.Unlock()
+		if hook != nil {
+			hook(id)
+		}
+		var expect uint64
+		if cur != nil {
+			expect = cur.Seq
+		}
+		// Decided: written whatever ctx says now.
+		ev, err := s.append(w, expect)
+		if errors.Is(err, service.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return ev, nil
+	}
+	return nil, fmt.Errorf("%w: prescription %s", service.ErrBusy, id)
+}
+
+// append stores w if id's latest event is still expect (0: none).
+func (s *Store) append(w *service.Write, expect uint64) (*service.Event, error) {
+	rec, err := json.Marshal(w.Record)
+	if err != nil {
+		return nil, fmt.Errorf("memstore: encode record: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failWrites != nil {
+		return nil, fmt.Errorf("memstore: write: %w", s.failWrites)
+	}
+	if s.last[w.Record.ID] != expect {
+		s.conflicts++
+		return nil, service.ErrConflict
+	}
+	if s.maxMessage > 0 && len(rec)+len(w.Body) > s.maxMessage {
+		return nil, service.ErrTooLarge
+	}
+	seq := uint64(len(s.events)) + 1
+	ev := service.Event{Seq: seq, Time: s.now().UTC(), Event: w.Event, MessageID: w.MessageID, Body: slices.Clone(w.Body)}
+	s.events = append(s.events, stored{ev: ev, record: rec})
+	s.last[w.Record.ID] = seq
+	out := s.decode(int(seq) - 1)
+	s.project(out)
+	return out, nil
+}
+
+// decode is the event at index i with a fresh copy of its record, whose
+// OrderSeq is filled in for an order's own record (as the adapter does).
+// Called with s.mu held.
+func (s *Store) decode(i int) *service.Event {
+	st := s.events[i]
+	ev := st.ev
+	ev.Body = slices.Clone(st.ev.Body)
+	var rec rx.Prescription
+	if err := json.Unmarshal(st.record, &rec); err != nil {
+		panic(fmt.Sprintf("memstore: record %d: %v", ev.Seq, err)) // encoded by append
+	}
+	if rec.OrderSeq == 0 {
+		rec.OrderSeq = ev.Seq
+	}
+	ev.Record = &rec
+	return &ev
+}
+
+// project keeps the ready queues and the index in line with a written
+// event at once (the adapter's projections do it a little later): a
+// prescription ready for nominated release keeps, or takes, a place at
+// the back of its dispenser's queue; any other leaves every queue. Called
+// with s.mu held.
+func (s *Store) project(ev *service.Event) {
+	rec := ev.Record
+	s.index.Apply(ev.Seq, rec)
+	if !rec.Ready() {
+		s.queue = slices.DeleteFunc(s.queue, func(q queued) bool { return q.id == rec.ID })
+		return
+	}
+	for _, q := range s.queue {
+		if q.id == rec.ID && q.ods == rec.Nominated {
+			return
+		}
+	}
+	s.qseq++
+	s.queue = append(s.queue, queued{ods: rec.Nominated, id: rec.ID, eventSeq: ev.Seq, seq: s.qseq, at: ev.Time})
+}
+
+// Current is the latest event about a prescription.
+func (s *Store) Current(ctx context.Context, id string) (*service.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failReads != nil {
+		return nil, fmt.Errorf("memstore: read: %w", s.failReads)
+	}
+	seq, ok := s.last[id]
+	if !ok {
+		return nil, service.ErrNotFound
+	}
+	return s.decode(int(seq) - 1), nil
+}
+
+// Event is the event at seq.
+func (s *Store) Event(ctx context.Context, seq uint64) (*service.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failReads != nil {
+		return nil, fmt.Errorf("memstore: read: %w", s.failReads)
+	}
+	if seq == 0 || seq > uint64(len(s.events)) {
+		return nil, service.ErrNotFound
+	}
+	return s.decode(int(seq) - 1), nil
+}
+
+// Events are every event about a prescription, oldest first.
+func (s *Store) Events(id string) []*service.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*service.Event
+	for i := range s.events {
+		if ev := s.decode(i); ev.Record.ID == id {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// Len is how many events the log holds.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.events)
+}
+
+// EventsUnder lists the events of the given types that carry messageID,
+// stored from since to since + window, without their bodies.
+func (s *Store) EventsUnder(ctx context.Context, messageID string, since time.Time, window time.Duration, types ...string) ([]*service.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failReads != nil {
+		return nil, fmt.Errorf("memstore: read: %w", s.failReads)
+	}
+	end := since.Add(window)
+	var out []*service.Event
+	for i, st := range s.events {
+		t := st.ev.Time
+		if t.Before(since) || t.After(end) || st.ev.MessageID != messageID || !slices.Contains(types, st.ev.Event) {
+			continue
+		}
+		ev := s.decode(i)
+		ev.Body = nil
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// ReadyQueueFrom lists a dispenser's queue from queue sequence from on.
+func (s *Store) ReadyQueueFrom(ctx context.Context, ods string, from uint64, limit int) ([]service.QueueEntry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failReads != nil {
+		return nil, fmt.Errorf("memstore: read queue: %w", s.failReads)
+	}
+	var out []service.QueueEntry
+	for _, q := range s.queue {
+		if q.ods == ods && q.seq >= from && len(out) < limit {
+			out = append(out, service.QueueEntry{PrescriptionID: q.id, EventSeq: q.eventSeq, QueueSeq: q.seq, Queued: q.at})
+		}
+	}
+	return out, nil
+}
+
+// Queue lists the prescription IDs in a dispenser's ready queue, oldest
+// first.
+func (s *Store) Queue(ods string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, q := range s.queue {
+		if q.ods == ods {
+			out = append(out, q.id)
+		}
+	}
+	return out
+}
+
+// Dequeue removes a prescription from a dispenser's queue ("*": every
+// queue).
+func (s *Store) Dequeue(ctx context.Context, ods, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failWrites != nil {
+		return fmt.Errorf("memstore: dequeue: %w", s.failWrites)
+	}
+	s.queue = slices.DeleteFunc(s.queue, func(q queued) bool { return q.id == id && (ods == "*" || q.ods == ods) })
+	return nil
+}
+
+// Due lists the prescriptions with a time-driven transition due at now
+// (the index the scheduler reads, kept from the log at once).
+func (s *Store) Due(now time.Time) []string { return s.index.Due(now) }
+
+// Index is the tracker index kept from the log.
+func (s *Store) Index() *tracker.Index { return s.index }
+
+// SetNominations records p as a patient's nominations (a registry write:
+// the revision grows, and p.Change, when set, joins the history).
+func (s *Store) SetNominations(p *nomination.Patient) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.noms[p.NHSNumber]
+	if cur == nil {
+		cur = &patient{}
+		s.noms[p.NHSNumber] = cur
+	}
+	var rev uint64
+	for _, q := range s.noms {
+		rev = max(rev, q.rev)
+	}
+	cur.rev, cur.cur = rev+1, b
+	if p.Change != nil {
+		cur.history = append(cur.history, *p.Change)
+	}
+	return nil
+}
+
+// Nominations are a patient's nominations and their revision.
+func (s *Store) Nominations(ctx context.Context, nhs string) (*nomination.Patient, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failReads != nil {
+		return nil, 0, fmt.Errorf("memstore: read nominations: %w", s.failReads)
+	}
+	cur := s.noms[nhs]
+	if cur == nil {
+		return nil, 0, nil
+	}
+	var p nomination.Patient
+	if err := json.Unmarshal(cur.cur, &p); err != nil {
+		return nil, 0, err
+	}
+	return &p, cur.rev, nil
+}
+
+// NominationHistory is every change to a patient's nominations, oldest
+// first.
+func (s *Store) NominationHistory(ctx context.Context, nhs string) ([]nomination.Change, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failReads != nil {
+		return nil, fmt.Errorf("memstore: read nominations: %w", s.failReads)
+	}
+	out := []nomination.Change{}
+	if cur := s.noms[nhs]; cur != nil {
+		out = append(out, cur.history...)
+	}
+	return out, nil
+}
