@@ -13,28 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 )
-
-// AuditEntry is one tracker look-up: who looked, from which organisation and
-// in which role, what they searched for, when, and how many prescriptions
-// they were shown.
-type AuditEntry struct {
-	Time           time.Time `json:"time"`
-	User           string    `json:"user"`
-	Org            string    `json:"org"`
-	Role           string    `json:"role"`
-	Action         string    `json:"action"` // search or detail
-	PrescriptionID string    `json:"prescriptionId,omitempty"`
-	NHSNumber      string    `json:"nhsNumber,omitempty"` // searched for, or of the prescription shown
-	Results        int       `json:"results"`
-	Outcome        int       `json:"outcome"` // the HTTP status answered
-	// Issue is the repeat dispensing issue asked for (issueNumber), if any.
-	Issue int `json:"issue,omitempty"`
-	// Query is which report was read: its path and query string (a
-	// nomination report names a dispenser and a period, no patient).
-	Query string `json:"query,omitempty"`
-	Seq   uint64 `json:"seq,omitempty"`
-}
 
 // userKey is the subject token of a user in the audit trail: user names may
 // hold characters that subjects cannot.
@@ -73,7 +53,7 @@ func plainAuditToken(nhs string) bool {
 
 // Audit appends a look-up to the audit trail and returns once it is stored:
 // a look-up that cannot be audited is not answered.
-func (s *Store) Audit(ctx context.Context, p auth.Principal, e AuditEntry) error {
+func (s *Store) Audit(ctx context.Context, p auth.Principal, e service.AuditEntry) error {
 	e.User, e.Org, e.Role = p.Subject, p.ODS, string(p.Role)
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -92,13 +72,6 @@ func (s *Store) Audit(ctx context.Context, p auth.Principal, e AuditEntry) error
 	return nil
 }
 
-// AuditQuery filters the audit trail.
-type AuditQuery struct {
-	User      string // "" for every user
-	NHSNumber string // "" for every patient
-	Limit     int
-}
-
 // AuditEntries lists look-ups matching q, newest first, at most q.Limit.
 // Without a filter it reads only the newest q.Limit messages; with one, the
 // server walks just the matching subjects (an ordered consumer), so the
@@ -108,7 +81,7 @@ type AuditQuery struct {
 // subject (the stream denies deleting them, so they stay until the stream's
 // limits remove them): a patient's listing also walks that subject when the
 // trail has entries from then.
-func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, error) {
+func (s *Store) AuditEntries(ctx context.Context, q service.AuditQuery) ([]service.AuditEntry, error) {
 	nhs, user := "*", "*"
 	if q.NHSNumber != "" {
 		nhs = s.auditPatient(q.NHSNumber)
@@ -133,14 +106,14 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 	} else {
 		cfg.FilterSubjects = []string{SubjectAudit + nhs + "." + user}
 	}
-	var out []AuditEntry
+	var out []service.AuditEntry
 	if q.NHSNumber != "" && s.auditPlainUntil >= info.State.FirstSeq && plainAuditToken(q.NHSNumber) {
 		if out, err = s.plainAuditEntries(ctx, SubjectAudit+q.NHSNumber+"."+user, info.State.FirstSeq, q.Limit); err != nil {
 			return nil, err
 		}
 	}
 	err = s.scanStream(ctx, "audit", StreamAudit, cfg, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-		var e AuditEntry
+		var e service.AuditEntry
 		if err := json.Unmarshal(m.Data(), &e); err != nil {
 			return false, fmt.Errorf("audit entry %d: %w", md.Sequence.Stream, err)
 		}
@@ -164,8 +137,8 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 // by message (the stream's direct get of the next message on a subject)
 // rather than through a consumer, whose configuration, with the subject,
 // other NATS users could list.
-func (s *Store) plainAuditEntries(ctx context.Context, subject string, from uint64, limit int) ([]AuditEntry, error) {
-	var out []AuditEntry
+func (s *Store) plainAuditEntries(ctx context.Context, subject string, from uint64, limit int) ([]service.AuditEntry, error) {
+	var out []service.AuditEntry
 	for seq := from; seq <= s.auditPlainUntil; {
 		m, err := s.audit.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -177,7 +150,7 @@ func (s *Store) plainAuditEntries(ctx context.Context, subject string, from uint
 		if m.Sequence > s.auditPlainUntil {
 			break
 		}
-		var e AuditEntry
+		var e service.AuditEntry
 		if err := json.Unmarshal(m.Data, &e); err != nil {
 			return nil, fmt.Errorf("audit entry %d: %w", m.Sequence, err)
 		}

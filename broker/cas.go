@@ -50,12 +50,12 @@ func (s *Store) update(ctx context.Context, id string, assumeNew bool, decide se
 		if err := ctx.Err(); err != nil {
 			return nil, err // the client went before a decision: nothing written
 		}
-		var cur *StoredEvent
+		var cur *service.Event
 		if attempt > 0 || !assumeNew {
 			var err error
 			cur, err = s.Current(ctx, id)
 			switch {
-			case errors.Is(err, ErrNotFound):
+			case errors.Is(err, service.ErrNotFound):
 				cur = nil
 			case err != nil:
 				return nil, err
@@ -79,7 +79,7 @@ func (s *Store) update(ctx context.Context, id string, assumeNew bool, decide se
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), service.WriteTimeout)
 		seq, err := s.appendEvent(wctx, w.Event, w.MessageID, w.Record, w.Body, expect)
 		cancel()
-		if errors.Is(err, ErrConflict) {
+		if errors.Is(err, service.ErrConflict) {
 			s.metrics.Projected.WithLabelValues("lifecycle", "cas_retry").Inc()
 			continue
 		}

@@ -2,8 +2,6 @@ package broker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,111 +13,34 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/service"
 )
 
-// SavedResponse is the answer given to a request that carried an
-// X-Request-ID, kept so that the same request sent again is answered the
-// same way without being processed again.
-//
-// A release's answer is not kept: it holds every released order whole (3.4
-// MB for 25 large ones, more than one NATS message takes, and patient data
-// besides). Release lists what was handed over instead, and the same answer
-// is rebuilt from the event log (AnswerHash checks that it is the same).
-//
-// Other answers may name a patient (a nomination change answers the
-// patient's nominations; an error may quote what was sent), so in the bucket
-// the body is sealed (AES-256-GCM under a key derived from the pseudonym
-// key, bound to the bucket key) and the request hash is keyed (a nomination
-// change's path holds the NHS number, and a plain hash of it could be
-// reversed by trying every number). The bucket entry expires with
-// --idempotency-ttl. Store methods take and return them in clear.
-type SavedResponse struct {
-	BodyHash    string `json:"bodyHash"` // SHA-256 of method, path and body (keyed in the bucket)
-	Status      int    `json:"status"`
-	ContentType string `json:"contentType"`
-	Body        []byte `json:"body,omitempty"`
-	// Sealed is Body as kept in the bucket.
-	Sealed []byte `json:"sealed,omitempty"`
-
-	// Since is when the key was first reserved, set when a retry takes an
-	// abandoned reservation over (kept by the next takeover): the work of
-	// the request it was reserved for is in the event log after it.
-	Since time.Time `json:"since,omitzero"`
-
-	Release    []ReleasedRef `json:"release,omitempty"`
-	Rebuild    bool          `json:"rebuild,omitempty"`    // the answer is rebuilt from Release (which may be empty)
-	AnswerHash string        `json:"answerHash,omitempty"` // SHA-256 of the answer's body, when rebuilt
-}
-
-// ReleasedRef is one prescription a release handed over: what its answer
-// needs to be written again (the order's bytes are read from the event log).
-type ReleasedRef struct {
-	ID       string `json:"id"`
-	BundleID string `json:"bundleId"`
-	Issue    int    `json:"issue,omitempty"`
-	Issues   int    `json:"issues,omitempty"`
-}
-
-// AnswerHash is SavedResponse.AnswerHash for an answer's body.
-func AnswerHash(body []byte) string {
-	h := sha256.Sum256(body)
-	return hex.EncodeToString(h[:])
-}
-
-// RequestKey is the bucket key of an X-Request-ID: scoped to the user and
-// organisation that sent it, so one client can never read another's answer.
-func RequestKey(subject, ods, requestID string) string {
-	h := sha256.Sum256([]byte(subject + "\x00" + ods + "\x00" + requestID))
-	return hex.EncodeToString(h[:])
-}
-
-// RequestHash is SavedResponse.BodyHash for a request.
-func RequestHash(method, path string, body []byte) string {
-	h := sha256.New()
-	h.Write([]byte(method + " " + path + "\x00"))
-	h.Write(body)
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// ErrInFlight says that a request with the same X-Request-ID is being
-// processed now.
-var ErrInFlight = errors.New("a request with this X-Request-ID is in progress")
-
 // abandonAfter is how long a reservation may stand without an answer before
 // a retry may take it over (its request died with its broker).
 const abandonAfter = service.AbandonAfter
 
-// Reservation is a key claimed for a request.
-type Reservation struct {
-	Rev uint64
-	// TakenOver is when the key was first reserved, when this reservation
-	// took over one abandoned without an answer (its request may have done
-	// part or all of its work: see Lifecycle.ReleasedUnder); zero otherwise.
-	TakenOver time.Time
-}
-
 // ReserveRequest claims key for a request whose hash is hash, atomically:
 // the first caller gets a reservation to complete or release; a caller
 // whose request was answered before gets that answer; a caller while
-// another is in progress gets ErrInFlight.
-func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.Time) (*SavedResponse, Reservation, error) {
+// another is in progress gets service.ErrInFlight.
+func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.Time) (*service.SavedResponse, service.Reservation, error) {
 	kept := s.pseudo.keyedHash(hash)
-	pending, _ := json.Marshal(SavedResponse{BodyHash: kept})
+	pending, _ := json.Marshal(service.SavedResponse{BodyHash: kept})
 	rev, err := s.requests.Create(ctx, key, pending)
 	if err == nil {
-		return nil, Reservation{Rev: rev}, nil
+		return nil, service.Reservation{Rev: rev}, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return nil, Reservation{}, fmt.Errorf("reserve request key: %w", err)
+		return nil, service.Reservation{}, fmt.Errorf("reserve request key: %w", err)
 	}
 	e, err := s.requests.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, Reservation{}, ErrInFlight // released meanwhile: the client retries
+		return nil, service.Reservation{}, service.ErrInFlight // released meanwhile: the client retries
 	}
 	if err != nil {
-		return nil, Reservation{}, fmt.Errorf("read request key: %w", err)
+		return nil, service.Reservation{}, fmt.Errorf("read request key: %w", err)
 	}
-	var r SavedResponse
+	var r service.SavedResponse
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return nil, Reservation{}, fmt.Errorf("request key: %w", err)
+		return nil, service.Reservation{}, fmt.Errorf("request key: %w", err)
 	}
 	// Entries written before keyed hashes (and expiring with the bucket's
 	// TTL) hold the plain hash.
@@ -128,19 +49,19 @@ func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.T
 	}
 	if r.Sealed != nil {
 		if r.Body, err = s.pseudo.open(r.Sealed, []byte(key)); err != nil {
-			return nil, Reservation{}, fmt.Errorf("request key: sealed answer: %w", err)
+			return nil, service.Reservation{}, fmt.Errorf("request key: sealed answer: %w", err)
 		}
 		r.Sealed = nil
 	}
 	if r.Status != 0 {
-		return &r, Reservation{}, nil
+		return &r, service.Reservation{}, nil
 	}
 	if now.Sub(e.Created()) < abandonAfter {
-		return nil, Reservation{}, ErrInFlight
+		return nil, service.Reservation{}, service.ErrInFlight
 	}
 	if r.BodyHash != hash {
 		// Another request under a key whose own request never finished.
-		return &r, Reservation{}, nil
+		return &r, service.Reservation{}, nil
 	}
 	// Abandoned: take it over (exactly one retry can), keeping when it was
 	// first reserved (the server's time, as the event log's).
@@ -148,21 +69,21 @@ func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.T
 	if since.IsZero() {
 		since = e.Created()
 	}
-	pending, _ = json.Marshal(SavedResponse{BodyHash: kept, Since: since})
+	pending, _ = json.Marshal(service.SavedResponse{BodyHash: kept, Since: since})
 	rev, err = s.requests.Update(ctx, key, pending, e.Revision())
 	if err != nil {
-		return nil, Reservation{}, ErrInFlight
+		return nil, service.Reservation{}, service.ErrInFlight
 	}
-	return nil, Reservation{Rev: rev, TakenOver: since}, nil
+	return nil, service.Reservation{Rev: rev, TakenOver: since}, nil
 }
 
 // EventsUnder reads the events of the given types that carry messageID and
 // were stored from since to since + window, in log order. Only headers are
-// read (StoredEvent.Body is empty).
-func (s *Store) EventsUnder(ctx context.Context, messageID string, since time.Time, window time.Duration, types ...string) ([]*StoredEvent, error) {
+// read (service.Event.Body is empty).
+func (s *Store) EventsUnder(ctx context.Context, messageID string, since time.Time, window time.Duration, types ...string) ([]*service.Event, error) {
 	start := since
 	end := since.Add(window)
-	var out []*StoredEvent
+	var out []*service.Event
 	err := s.scanStream(ctx, "event log", StreamEvents, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{SubjectRx + ">"},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
@@ -197,7 +118,7 @@ var ErrAnswerTooLarge = errors.New("the answer is too large to keep for X-Reques
 // large for one message of the bucket gives the reservation up and returns
 // ErrAnswerTooLarge (a retry then runs again, rather than meeting 409 until
 // the reservation is taken over).
-func (s *Store) CompleteRequest(ctx context.Context, key string, rev uint64, r *SavedResponse) error {
+func (s *Store) CompleteRequest(ctx context.Context, key string, rev uint64, r *service.SavedResponse) error {
 	kept := *r
 	kept.BodyHash = s.pseudo.keyedHash(r.BodyHash)
 	if r.Body != nil {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
 )
@@ -20,28 +21,6 @@ const MaxImportRejections = 10_000
 
 // DefaultImportWorkers is how many rows an import applies at once.
 const DefaultImportWorkers = 64
-
-// ImportSource yields the rows of an import: nomination.ImportParser.
-type ImportSource interface {
-	Next() (nomination.ImportRow, *nomination.Rejection, error)
-}
-
-// ImportResult is the outcome of a bulk import.
-type ImportResult struct {
-	Rows      int64 `json:"rows"`      // data rows read (stored + unchanged + rejected)
-	Stored    int64 `json:"stored"`    // rows that changed a patient's nominations
-	Unchanged int64 `json:"unchanged"` // valid rows already so on record
-	Rejected  int64 `json:"rejected"`  // invalid rows, not applied
-	// Rejections are the first MaxImportRejections rejected rows, by line;
-	// MoreRejections is how many more there were.
-	Rejections     []nomination.Rejection `json:"rejections"`
-	MoreRejections int64                  `json:"moreRejections"`
-}
-
-// ImportOptions tune an import.
-type ImportOptions struct {
-	Workers int // rows applied at once (DefaultImportWorkers when 0)
-}
 
 // ImportAllowed reports whether the principal may import nominations: the
 // same roles as may change them (a fhir.Error of KindForbidden otherwise).
@@ -65,7 +44,7 @@ func (r *Registry) ImportAllowed(p auth.Principal) error {
 // The error is that of src (the rows before it are applied), of the store
 // (a fhir.Error of KindUnavailable), or ctx's; the result then counts what
 // was done.
-func (r *Registry) Import(ctx context.Context, p auth.Principal, src ImportSource, o ImportOptions) (*ImportResult, error) {
+func (r *Registry) Import(ctx context.Context, p auth.Principal, src service.ImportSource, o service.ImportOptions) (*service.ImportResult, error) {
 	by, err := changer(p)
 	if err != nil {
 		return nil, err
@@ -77,7 +56,7 @@ func (r *Registry) Import(ctx context.Context, p auth.Principal, src ImportSourc
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	res := &ImportResult{Rejections: []nomination.Rejection{}}
+	res := &service.ImportResult{Rejections: []nomination.Rejection{}}
 	var stored, unchanged atomic.Int64
 	var wg sync.WaitGroup
 	queues := make([]chan nomination.ImportRow, n)
@@ -180,11 +159,11 @@ func (w *importWorker) apply(ctx context.Context, row nomination.ImportRow) (cha
 	if !readFirst {
 		next := nomination.Set(nil, row.NHSNumber, row.Type, row.ODS, w.by, w.r.now())
 		err := s.putNominations(ctx, next, 0)
-		w.note(errors.Is(err, ErrConflict))
+		w.note(errors.Is(err, service.ErrConflict))
 		switch {
 		case err == nil:
 			return true, nil
-		case !errors.Is(err, ErrConflict):
+		case !errors.Is(err, service.ErrConflict):
 			return false, storeUnavailable("write nominations", err)
 		}
 	}
@@ -201,7 +180,7 @@ func (w *importWorker) apply(ctx context.Context, row nomination.ImportRow) (cha
 			return false, nil
 		}
 		switch err := s.putNominations(ctx, next, rev); {
-		case errors.Is(err, ErrConflict):
+		case errors.Is(err, service.ErrConflict):
 			continue
 		case err != nil:
 			return false, storeUnavailable("write nominations", err)

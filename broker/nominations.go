@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
 )
@@ -100,7 +101,7 @@ func (s *Store) NominationHistory(ctx context.Context, nhs string) ([]nomination
 }
 
 // putNominations writes a patient's nominations if the registry is still at
-// rev (0: the patient has none on record); ErrConflict otherwise.
+// rev (0: the patient has none on record); service.ErrConflict otherwise.
 func (s *Store) putNominations(ctx context.Context, p *nomination.Patient, rev uint64) error {
 	b, err := json.Marshal(p)
 	if err != nil {
@@ -113,7 +114,7 @@ func (s *Store) putNominations(ctx context.Context, p *nomination.Patient, rev u
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch), isWrongLastSequence(err):
-		return ErrConflict
+		return service.ErrConflict
 	case err != nil:
 		return fmt.Errorf("write nominations: %w", err)
 	}
@@ -181,7 +182,7 @@ func (r *Registry) change(ctx context.Context, p auth.Principal, nhs string, f f
 			return cur, nil // nothing to change
 		}
 		switch err := r.store.putNominations(ctx, next, rev); {
-		case errors.Is(err, ErrConflict):
+		case errors.Is(err, service.ErrConflict):
 			continue
 		case err != nil:
 			return nil, storeUnavailable("write nominations", err)

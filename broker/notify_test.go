@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/config"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
@@ -48,11 +49,11 @@ func TestNotifyRedeliveredEventStoredOnce(t *testing.T) {
 	}
 	p := &QueueProjector{store: st, metrics: m, log: zap.NewNop()}
 	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	dispensed := &StoredEvent{Seq: 41, Time: now, Event: rx.EventDispense, Record: &rx.Prescription{
+	dispensed := &service.Event{Seq: 41, Time: now, Event: rx.EventDispense, Record: &rx.Prescription{
 		ID: "9918CC-A83008-DD25CB", Prescriber: "A83008", Issue: rx.Issue{Dispenser: "FA565", Status: rx.StatusWithDispenser},
 		History: []rx.Event{{Type: rx.EventDispense, Org: "FA565", Status: rx.StatusWithDispenser}},
 	}}
-	ready := &StoredEvent{Seq: 42, Time: now, Event: rx.EventOrder, Record: &rx.Prescription{
+	ready := &service.Event{Seq: 42, Time: now, Event: rx.EventOrder, Record: &rx.Prescription{
 		ID: "92342C-A83008-6B796T", Prescriber: "A83008", Issue: rx.Issue{Nominated: "FA565", Status: rx.StatusToBeDispensed},
 		History: []rx.Event{{Type: rx.EventOrder, Org: "A83008", Status: rx.StatusToBeDispensed}},
 	}}
@@ -217,8 +218,8 @@ func TestNotifyQueuedAlready(t *testing.T) {
 	p := &QueueProjector{store: st, metrics: m, log: zap.NewNop()}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ev := func(seq uint64, id string) *StoredEvent {
-		return &StoredEvent{Seq: seq, Time: time.Now(), Event: rx.EventOrder, Record: &rx.Prescription{
+	ev := func(seq uint64, id string) *service.Event {
+		return &service.Event{Seq: seq, Time: time.Now(), Event: rx.EventOrder, Record: &rx.Prescription{
 			ID: id, Prescriber: "A83008", Issue: rx.Issue{Nominated: "FA565", Status: rx.StatusToBeDispensed}}}
 	}
 	for _, e := range []struct {
@@ -231,7 +232,7 @@ func TestNotifyQueuedAlready(t *testing.T) {
 		}
 	}
 	for i := 0; i < 2; i++ {
-		for _, e := range []*StoredEvent{ev(7, "OWN"), ev(9, "OTHER"), ev(11, "GONE")} {
+		for _, e := range []*service.Event{ev(7, "OWN"), ev(9, "OTHER"), ev(11, "GONE")} {
 			if err := p.notifyQueuedAlready(e); err != nil {
 				t.Fatal(err)
 			}

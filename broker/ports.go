@@ -22,13 +22,3 @@ func (m *Metrics) CountOrder(outcome string) { m.Orders.WithLabelValues(outcome)
 func (m *Metrics) ObserveStage(stage string, d time.Duration) {
 	m.IntakeStage.WithLabelValues(stage).Observe(d.Seconds())
 }
-
-// The services' names as the HTTP layer knew them before the services moved
-// to broker/service, so that it compiles unchanged; new code names
-// service.Outcome, service.Released, service.Intake, service.Lifecycle.
-type (
-	Outcome   = service.Outcome
-	Released  = service.Released
-	Intake    = service.Intake
-	Lifecycle = service.Lifecycle
-)

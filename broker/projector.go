@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
@@ -45,7 +46,7 @@ type QueueProjector struct {
 	nc       *nats.Conn
 	metrics  *Metrics
 	log      *zap.Logger
-	runner   *Runner[*StoredEvent]
+	runner   *Runner[*service.Event]
 	inflight sync.WaitGroup // enqueues not yet acknowledged by the queue stream
 }
 
@@ -53,7 +54,7 @@ type QueueProjector struct {
 // applying events.
 func StartQueueProjector(ctx context.Context, store *Store, nc *nats.Conn, m *Metrics, log *zap.Logger) (*QueueProjector, error) {
 	p := &QueueProjector{store: store, nc: nc, metrics: m, log: log}
-	r, err := StartRunner(ctx, store.js, m, log, RunnerConfig[*StoredEvent]{
+	r, err := StartRunner(ctx, store.js, m, log, RunnerConfig[*service.Event]{
 		Name:        ConsumerQueueProjector,
 		Description: "keeps EPS_QUEUE (dispensers' ready queues) and publishes eps.notify.dispenser.*",
 		Stream:      StreamEvents,
@@ -73,7 +74,7 @@ func StartQueueProjector(ctx context.Context, store *Store, nc *nats.Conn, m *Me
 // consumer of the log: the record in its Eps-Record header, about the
 // prescription its subject names. A message the broker did not write is
 // refused.
-func DecodeEvent(seq uint64, t time.Time, subject string, h nats.Header, data []byte) (*StoredEvent, error) {
+func DecodeEvent(seq uint64, t time.Time, subject string, h nats.Header, data []byte) (*service.Event, error) {
 	ev, err := decodeStored(seq, t, h, data)
 	if err != nil {
 		return nil, err
@@ -100,7 +101,7 @@ func (p *QueueProjector) WaitApplied(ctx context.Context, seq uint64) error {
 func (p *QueueProjector) Stop() { p.runner.Stop() }
 
 // apply brings the queues in line with the prescription of event d.
-func (p *QueueProjector) apply(ctx context.Context, d *Delivery[*StoredEvent]) error {
+func (p *QueueProjector) apply(ctx context.Context, d *Delivery[*service.Event]) error {
 	ev := d.Value
 	// Apply the prescription's current state, not this event's: events may
 	// be handled out of order (a redelivery, or another broker instance
@@ -157,7 +158,7 @@ func (p *QueueProjector) apply(ctx context.Context, d *Delivery[*StoredEvent]) e
 // waiting: the event is finished (acknowledged), and the dispenser
 // notified, once the queue stream has stored the entry. The entry's message
 // ID makes a redelivered event's enqueue a no-op.
-func (p *QueueProjector) enqueue(ev *StoredEvent, finish func(error)) error {
+func (p *QueueProjector) enqueue(ev *service.Event, finish func(error)) error {
 	rec := ev.Record
 	data, _ := json.Marshal(queueMsg{PrescriptionID: rec.ID, EventSeq: ev.Seq, Issue: rec.Number})
 	msg := &nats.Msg{Subject: QueueSubject(rec.Nominated, rec.ID), Data: data, Header: nats.Header{}}
@@ -208,7 +209,7 @@ func (p *QueueProjector) enqueue(ev *StoredEvent, finish func(error)) error {
 // notifyReady tells the dispenser that a prescription has entered its
 // ready queue (eps.notify.dispenser.<ODS>.prescription-ready), and returns
 // once StreamNotify has stored it.
-func (p *QueueProjector) notifyReady(ev *StoredEvent) error {
+func (p *QueueProjector) notifyReady(ev *service.Event) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	return p.publishNotifications(ctx, []pendingNotification{readyNotification(ev)})
@@ -218,7 +219,7 @@ func (p *QueueProjector) notifyReady(ev *StoredEvent) error {
 // enqueue found the prescription queued already, when the entry is this
 // event's own: an earlier delivery of the event stored it and stopped
 // before its notification was stored.
-func (p *QueueProjector) notifyQueuedAlready(ev *StoredEvent) error {
+func (p *QueueProjector) notifyQueuedAlready(ev *service.Event) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	raw, err := p.store.queue.GetLastMsgForSubject(ctx, QueueSubject(ev.Record.Nominated, ev.Record.ID))
@@ -237,7 +238,7 @@ func (p *QueueProjector) notifyQueuedAlready(ev *StoredEvent) error {
 
 // readyNotification is the prescription-ready notification of ev, whose
 // record is the prescription as it entered the queue.
-func readyNotification(ev *StoredEvent) pendingNotification {
+func readyNotification(ev *service.Event) pendingNotification {
 	rec := ev.Record
 	n := Notification{Event: NotifyReady, PrescriptionID: rec.ID, Status: rec.Status, Dispenser: rec.Nominated, Time: ev.Time, EventSeq: ev.Seq,
 		Issue: rec.Number}
@@ -247,7 +248,7 @@ func readyNotification(ev *StoredEvent) pendingNotification {
 // notifyTransition tells the prescribing organisation, and the dispenser
 // concerned, about every event (transitionNotifications), and returns once
 // StreamNotify has stored them; delivery is at least once.
-func (p *QueueProjector) notifyTransition(ctx context.Context, ev *StoredEvent) error {
+func (p *QueueProjector) notifyTransition(ctx context.Context, ev *service.Event) error {
 	ns := transitionNotifications(ev)
 	if len(ns) == 0 {
 		return nil
@@ -259,7 +260,7 @@ func (p *QueueProjector) notifyTransition(ctx context.Context, ev *StoredEvent) 
 // prescribing organisation, eps.notify.prescriber.<ODS>.<event>, and to the
 // dispenser concerned (the one that holds the prescription, or the one that
 // just gave it up), eps.notify.dispenser.<ODS>.<event>.
-func transitionNotifications(ev *StoredEvent) []pendingNotification {
+func transitionNotifications(ev *service.Event) []pendingNotification {
 	rec := ev.Record
 	event := ev.Event
 	if event == "" || event == rx.EventCancelKept || len(rec.History) == 0 {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/nhs-eps/epsbroker/broker/service"
 )
 
 func testPseudonyms(t *testing.T, b byte) *Pseudonyms {
@@ -83,7 +85,7 @@ func TestPseudonymSeal(t *testing.T) {
 	if bytes.Equal(p.seal(body, []byte("key1")), sealed) {
 		t.Error("two seals of the same answer are equal (nonce reused)")
 	}
-	h := RequestHash("DELETE", "/api/v1/nominations/9449305552/P1", nil)
+	h := service.RequestHash("DELETE", "/api/v1/nominations/9449305552/P1", nil)
 	if k := p.keyedHash(h); k == h || k == q.keyedHash(h) || k != p.keyedHash(h) {
 		t.Errorf("keyed hash %s of %s", k, h)
 	}

@@ -16,25 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 )
 
-// Session is a tracker page sign-in: the principal of the bearer token the
-// user signed in with. It ends after SessionIdle without use, and never
-// outlives the token.
-type Session struct {
-	Subject string    `json:"sub"`
-	ODS     string    `json:"ods"`
-	Role    auth.Role `json:"role"`
-	Expires time.Time `json:"exp"`  // the token's expiry
-	Used    time.Time `json:"used"` // last use, by the broker's clock
-}
-
-// Principal is the session's user.
-func (s *Session) Principal() auth.Principal {
-	return auth.Principal{Subject: s.Subject, ODS: s.ODS, Role: s.Role, Expires: s.Expires}
-}
-
-// Session keys and cookies. A session's bucket key is its user's tag, a
+// service.Session keys and cookies. A session's bucket key is its user's tag, a
 // dot, and the hash of its cookie: the bucket never holds the cookie
 // itself, and a user's sessions can be listed by the tag alone. The cookie
 // carries the tag after a dot (the random part is base64url, which has no
@@ -76,28 +61,11 @@ func validCookie(cookie string) bool {
 	return rnd != "" && (!tagged || len(tag) == 24 && !strings.Contains(tag, "."))
 }
 
-// DefaultSessionsPerUser is how many live tracker page sessions a user
-// keeps when the request's context sets no limit (WithSessionLimit).
-const DefaultSessionsPerUser = 5
-
-type sessionLimitKey struct{}
-
-// WithSessionLimit sets, for NewSession, how many live sessions one user
-// may hold.
-func WithSessionLimit(ctx context.Context, n int) context.Context {
-	return context.WithValue(ctx, sessionLimitKey{}, n)
-}
-
-func sessionLimit(ctx context.Context) int {
-	if n, ok := ctx.Value(sessionLimitKey{}).(int); ok && n > 0 {
-		return n
-	}
-	return DefaultSessionsPerUser
-}
+func sessionLimit(ctx context.Context) int { return service.SessionLimit(ctx) }
 
 // NewSession stores a session for p and returns the cookie value. A user
 // (sub and ods, whatever the token) holds at most the context's session
-// limit (WithSessionLimit) of live sessions: beyond it, the ones used
+// limit (service.WithSessionLimit) of live sessions: beyond it, the ones used
 // longest ago end, never the new one. So one token, or one user's tokens,
 // cannot fill the bucket, and a user who lost a cookie can always sign in
 // again.
@@ -108,7 +76,7 @@ func (s *Store) NewSession(ctx context.Context, p auth.Principal, now time.Time)
 	}
 	tag := userTag(p.Subject, p.ODS)
 	cookie := base64.RawURLEncoding.EncodeToString(b[:]) + "." + tag
-	v, _ := json.Marshal(Session{Subject: p.Subject, ODS: p.ODS, Role: p.Role, Expires: p.Expires, Used: now})
+	v, _ := json.Marshal(service.Session{Subject: p.Subject, ODS: p.ODS, Role: p.Role, Expires: p.Expires, Used: now})
 	if _, err := s.sessions.Create(ctx, sessionKey(cookie), v); err != nil {
 		return "", fmt.Errorf("session: %w", err)
 	}
@@ -164,32 +132,29 @@ list:
 	return nil
 }
 
-// ErrNoSession is a cookie with no live session.
-var ErrNoSession = errors.New("no session")
-
 // TouchSession returns the session of a cookie and restarts its idle timer.
-func (s *Store) TouchSession(ctx context.Context, cookie string, now time.Time) (*Session, error) {
+func (s *Store) TouchSession(ctx context.Context, cookie string, now time.Time) (*service.Session, error) {
 	if !validCookie(cookie) {
-		return nil, ErrNoSession
+		return nil, service.ErrNoSession
 	}
 	key := sessionKey(cookie)
 	e, err := s.sessions.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, ErrNoSession
+		return nil, service.ErrNoSession
 	}
 	if err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
-	var ss Session
+	var ss service.Session
 	if err := json.Unmarshal(e.Value(), &ss); err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
 	if now.Sub(ss.Used) > SessionIdle {
-		return nil, ErrNoSession // idle too long (the bucket's TTL removes it too)
+		return nil, service.ErrNoSession // idle too long (the bucket's TTL removes it too)
 	}
 	if !ss.Expires.IsZero() && now.After(ss.Expires) {
 		_ = s.sessions.Purge(ctx, key)
-		return nil, ErrNoSession
+		return nil, service.ErrNoSession
 	}
 	// Writing it again records the use and restarts the bucket's TTL.
 	ss.Used = now

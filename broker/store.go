@@ -68,17 +68,6 @@ const (
 	HeaderRecord    = "Eps-Record"     // JSON of the prescription after the event
 )
 
-// Store errors: those of the service ports (service.ErrNotFound ...).
-var (
-	ErrNotFound = service.ErrNotFound
-	// ErrConflict is a failed compare-and-set: the prescription changed (or
-	// already exists) since the state the writer decided from.
-	ErrConflict = service.ErrConflict
-	// ErrTooLarge is a message that, with its record, exceeds what the
-	// event log takes in one message.
-	ErrTooLarge = service.ErrTooLarge
-)
-
 // Store is the broker's JetStream storage.
 type Store struct {
 	js          jetstream.JetStream
@@ -310,13 +299,10 @@ func checkDenySettings(ctx context.Context, js jetstream.JetStream, p protectedS
 // JetStream is the store's JetStream context.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
 
-// StoredEvent is one message of the event log.
-type StoredEvent = service.Event
-
 // appendEvent publishes an event about prescription rec.ID and returns its
 // sequence once JetStream has stored it under the configured sync policy.
 // expectSeq is the sequence of the state the caller decided from (0: the
-// prescription must be new); ErrConflict when it is no longer the latest.
+// prescription must be new); service.ErrConflict when it is no longer the latest.
 // Only the compare-and-set helper (cas.go) calls it.
 func (s *Store) appendEvent(ctx context.Context, event, messageID string, rec *rx.Prescription, body []byte, expectSeq uint64) (uint64, error) {
 	var buf bytes.Buffer
@@ -329,7 +315,7 @@ func (s *Store) appendEvent(ctx context.Context, event, messageID string, rec *r
 	// Headers and data must fit in one message; leave room for the header
 	// names, the subject and the expected-sequence headers.
 	if len(recJSON)+len(body)+len(messageID)+1024 > s.maxMsg {
-		return 0, ErrTooLarge
+		return 0, service.ErrTooLarge
 	}
 	msg := &nats.Msg{Subject: SubjectRx + rec.ID, Data: body, Header: nats.Header{}}
 	msg.Header.Set(HeaderEvent, event)
@@ -340,7 +326,7 @@ func (s *Store) appendEvent(ctx context.Context, event, messageID string, rec *r
 	outcome := "ok"
 	switch {
 	case isWrongLastSequence(err):
-		outcome, err = "conflict", ErrConflict
+		outcome, err = "conflict", service.ErrConflict
 	case IsStorageFull(err):
 		outcome, err = "full", &StorageFullError{Stream: StreamEvents, Err: err}
 		s.NoteStorageFull(StreamEvents)
@@ -367,10 +353,10 @@ func isWrongLastSequence(err error) bool {
 }
 
 // Current returns the latest event about a prescription: its current state.
-func (s *Store) Current(ctx context.Context, id string) (*StoredEvent, error) {
+func (s *Store) Current(ctx context.Context, id string) (*service.Event, error) {
 	raw, err := s.events.GetLastMsgForSubject(ctx, SubjectRx+id)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, ErrNotFound
+		return nil, service.ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read prescription: %w", err)
@@ -379,10 +365,10 @@ func (s *Store) Current(ctx context.Context, id string) (*StoredEvent, error) {
 }
 
 // Event returns the event log message at seq.
-func (s *Store) Event(ctx context.Context, seq uint64) (*StoredEvent, error) {
+func (s *Store) Event(ctx context.Context, seq uint64) (*service.Event, error) {
 	raw, err := s.events.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, ErrNotFound
+		return nil, service.ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read event %d: %w", seq, err)
@@ -390,10 +376,10 @@ func (s *Store) Event(ctx context.Context, seq uint64) (*StoredEvent, error) {
 	return decodeStored(raw.Sequence, raw.Time, raw.Header, raw.Data)
 }
 
-// decodeStored turns a stored message into a StoredEvent. An order's own
+// decodeStored turns a stored message into a service.Event. An order's own
 // record carries OrderSeq 0: it is filled with the message's sequence.
-func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*StoredEvent, error) {
-	ev := &StoredEvent{Seq: seq, Time: t, Event: h.Get(HeaderEvent), MessageID: h.Get(HeaderMessageID), Body: data}
+func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*service.Event, error) {
+	ev := &service.Event{Seq: seq, Time: t, Event: h.Get(HeaderEvent), MessageID: h.Get(HeaderMessageID), Body: data}
 	var rec rx.Prescription
 	if err := json.Unmarshal([]byte(h.Get(HeaderRecord)), &rec); err != nil {
 		return nil, fmt.Errorf("event %d: bad %s header: %w", seq, HeaderRecord, err)
@@ -405,20 +391,17 @@ func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*StoredE
 	return ev, nil
 }
 
-// QueueEntry is one prescription in a dispenser's ready queue.
-type QueueEntry = service.QueueEntry
-
 // ReadyQueue lists up to limit prescriptions waiting in a dispenser's ready
 // queue, oldest first. It reads with direct gets of the next message for the
 // dispenser's subjects, so it leaves no consumer behind.
-func (s *Store) ReadyQueue(ctx context.Context, ods string, limit int) ([]QueueEntry, error) {
+func (s *Store) ReadyQueue(ctx context.Context, ods string, limit int) ([]service.QueueEntry, error) {
 	return s.ReadyQueueFrom(ctx, ods, 1, limit)
 }
 
 // ReadyQueueFrom is ReadyQueue from queue stream sequence from on (to page
 // through a queue).
-func (s *Store) ReadyQueueFrom(ctx context.Context, ods string, from uint64, limit int) ([]QueueEntry, error) {
-	out := make([]QueueEntry, 0, min(limit, 64))
+func (s *Store) ReadyQueueFrom(ctx context.Context, ods string, from uint64, limit int) ([]service.QueueEntry, error) {
+	out := make([]service.QueueEntry, 0, min(limit, 64))
 	filter := QueueSubject(ods, "*")
 	for seq := max(from, 1); len(out) < limit; {
 		m, err := s.queue.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
@@ -432,7 +415,7 @@ func (s *Store) ReadyQueueFrom(ctx context.Context, ods string, from uint64, lim
 		if err := json.Unmarshal(m.Data, &e); err != nil {
 			return nil, fmt.Errorf("queue entry %d: %w", m.Sequence, err)
 		}
-		out = append(out, QueueEntry{PrescriptionID: e.PrescriptionID, EventSeq: e.EventSeq, QueueSeq: m.Sequence, Queued: m.Time})
+		out = append(out, service.QueueEntry{PrescriptionID: e.PrescriptionID, EventSeq: e.EventSeq, QueueSeq: m.Sequence, Queued: m.Time})
 		seq = m.Sequence + 1
 	}
 	return out, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/tracker"
 )
 
@@ -30,7 +31,7 @@ type TrackerProjector struct {
 	log      *zap.Logger
 	metrics  *Metrics
 	path     string
-	runner   *Runner[*StoredEvent]
+	runner   *Runner[*service.Event]
 	caughtUp atomic.Bool
 	target   uint64 // the log's last sequence when the projector started
 	stop     chan struct{}
@@ -66,7 +67,7 @@ func StartTrackerProjector(ctx context.Context, store *Store, m *Metrics, log *z
 	if p.Index.Applied() >= p.target {
 		p.caughtUp.Store(true)
 	}
-	p.runner, err = StartRunner(ctx, store.js, m, log, RunnerConfig[*StoredEvent]{
+	p.runner, err = StartRunner(ctx, store.js, m, log, RunnerConfig[*service.Event]{
 		Name:     ConsumerTrackerIndex,
 		Stream:   StreamEvents,
 		StartSeq: p.Index.Applied() + 1,
@@ -84,7 +85,7 @@ func StartTrackerProjector(ctx context.Context, store *Store, m *Metrics, log *z
 
 // decode is DecodeEvent; a message it refuses is skipped in the index (and
 // goes to the dead letter).
-func (p *TrackerProjector) decode(seq uint64, t time.Time, subject string, h nats.Header, data []byte) (*StoredEvent, error) {
+func (p *TrackerProjector) decode(seq uint64, t time.Time, subject string, h nats.Header, data []byte) (*service.Event, error) {
 	ev, err := DecodeEvent(seq, t, subject, h, data)
 	if err != nil {
 		p.metrics.Projected.WithLabelValues("tracker", "skipped").Inc()
@@ -94,7 +95,7 @@ func (p *TrackerProjector) decode(seq uint64, t time.Time, subject string, h nat
 	return ev, err
 }
 
-func (p *TrackerProjector) apply(_ context.Context, d *Delivery[*StoredEvent]) error {
+func (p *TrackerProjector) apply(_ context.Context, d *Delivery[*service.Event]) error {
 	p.Index.Apply(d.Seq, d.Value.Record)
 	p.metrics.Projected.WithLabelValues("tracker", "applied").Inc()
 	p.noteCaughtUp(d.Seq)
@@ -178,7 +179,7 @@ func RebuildTrackerIndex(ctx context.Context, js jetstream.JetStream, progress f
 	ix.SetOrigin(LogOrigin(info))
 	var skipped []SkippedMessage
 	_, err = ReadStream(ctx, js, StreamEvents, DecodeEvent,
-		func(seq uint64, ev *StoredEvent) { ix.Apply(seq, ev.Record) },
+		func(seq uint64, ev *service.Event) { ix.Apply(seq, ev.Record) },
 		func(seq uint64, err error) {
 			ix.Skip(seq) // as the running projector does
 			skipped = append(skipped, SkippedMessage{Seq: seq, Reason: err.Error()})

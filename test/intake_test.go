@@ -15,6 +15,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
@@ -284,7 +285,7 @@ func TestOrderSendersAndODSCodes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.ContainsFunc(q, func(e broker.QueueEntry) bool { return e.PrescriptionID == g.ShortID }) {
+			if !slices.ContainsFunc(q, func(e service.QueueEntry) bool { return e.PrescriptionID == g.ShortID }) {
 				t.Errorf("ready queue of %s = %+v, without %s", tc.performer, q, g.ShortID)
 			}
 			select {

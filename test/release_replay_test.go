@@ -10,6 +10,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/config"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
@@ -228,8 +229,8 @@ func TestReleaseReplayAfterLostAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pending := mustJSON(broker.SavedResponse{BodyHash: broker.RequestHash("POST", "/FHIR/R4/Task/$release", body)})
-	if _, err := kv.Put(ctx, broker.RequestKey("dispenser-user-FA565", "FA565", key), pending); err != nil {
+	pending := mustJSON(service.SavedResponse{BodyHash: service.RequestHash("POST", "/FHIR/R4/Task/$release", body)})
+	if _, err := kv.Put(ctx, service.RequestKey("dispenser-user-FA565", "FA565", key), pending); err != nil {
 		t.Fatal(err)
 	}
 	b.settle()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
@@ -23,11 +24,11 @@ import (
 
 // auditOf lists the audit trail as an admin reads it, with a query
 // (nhsNumber=, user=).
-func (b *testBroker) auditOf(t *testing.T, query string) []broker.AuditEntry {
+func (b *testBroker) auditOf(t *testing.T, query string) []service.AuditEntry {
 	t.Helper()
 	res := b.do("GET", "/api/v1/audit?limit=1000&"+query, b.token(auth.RoleAdmin, "X26"), nil)
 	var list struct {
-		Entries []broker.AuditEntry `json:"entries"`
+		Entries []service.AuditEntry `json:"entries"`
 	}
 	if res.Status != 200 || json.Unmarshal(res.Body, &list) != nil {
 		t.Fatalf("audit %s: %d %s", query, res.Status, res.Body)
@@ -110,7 +111,7 @@ func TestSecurityNominationReadsAudited(t *testing.T) {
 				}
 			}
 			if tc.requestOf >= 0 {
-				var own []broker.AuditEntry
+				var own []service.AuditEntry
 				for _, e := range b.auditOf(t, "user="+user) {
 					if e.NHSNumber == "" {
 						own = append(own, e)

@@ -22,6 +22,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/app"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/config"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 	"github.com/nhs-eps/epsbroker/nomination"
@@ -120,7 +121,7 @@ func natsContents(t *testing.T, js jetstream.JetStream, nhs []string, found func
 				data := string(m.Data())
 				if name == "KV_"+broker.BucketRequests {
 					// JSON carries the answer's bytes in base64.
-					var r broker.SavedResponse
+					var r service.SavedResponse
 					if len(m.Data()) > 0 {
 						if err := json.Unmarshal(m.Data(), &r); err != nil {
 							t.Fatalf("%s %s: %v", name, m.Subject(), err)
@@ -200,7 +201,7 @@ func TestSecurityPrivacyIdentifiers(t *testing.T) {
 			t.Fatalf("%s: %d %s", p, res.Status, res.Body)
 		}
 	}
-	var audit struct{ Entries []broker.AuditEntry }
+	var audit struct{ Entries []service.AuditEntry }
 	res := b.do("GET", "/api/v1/audit?nhsNumber="+ordered, admin, nil)
 	if json.Unmarshal(res.Body, &audit); res.Status != 200 || len(audit.Entries) != 2 {
 		t.Fatalf("audit of %s: %d %s, want 2 entries", ordered, res.Status, res.Body)
@@ -353,7 +354,7 @@ func TestSecurityPrivacyMigration(t *testing.T) {
 		if _, err := kv.Put(ctx, p.Of(patientX), mustJSON(x1)); err != nil {
 			t.Fatal(err)
 		}
-		old := broker.AuditEntry{Time: day, User: "tracker-user-X26", Org: "X26", Role: "tracker", Action: "search", NHSNumber: patientX, Results: 1, Outcome: 200}
+		old := service.AuditEntry{Time: day, User: "tracker-user-X26", Org: "X26", Role: "tracker", Action: "search", NHSNumber: patientX, Results: 1, Outcome: 200}
 		if _, err := js.Publish(ctx, broker.SubjectAudit+patientX+"."+oldUserKey(old.User), mustJSON(old)); err != nil {
 			t.Fatal(err)
 		}
@@ -386,11 +387,11 @@ func TestSecurityPrivacyMigration(t *testing.T) {
 		if !slices.Equal(who, want) {
 			t.Errorf("nomination reports see changes of %v, want %v", who, want)
 		}
-		var audit struct{ Entries []broker.AuditEntry }
+		var audit struct{ Entries []service.AuditEntry }
 		res := b.do("GET", "/api/v1/audit?nhsNumber="+patientX, b.token(auth.RoleAdmin, "X26"), nil)
 		// Tracker look-ups only (the nomination reads above are audited too).
 		json.Unmarshal(res.Body, &audit)
-		audit.Entries = slices.DeleteFunc(audit.Entries, func(e broker.AuditEntry) bool { return e.Role != "tracker" })
+		audit.Entries = slices.DeleteFunc(audit.Entries, func(e service.AuditEntry) bool { return e.Role != "tracker" })
 		if res.Status != 200 || len(audit.Entries) != wantAudit {
 			t.Fatalf("audit of X: %d %s, want %d tracker entries", res.Status, res.Body, wantAudit)
 		}

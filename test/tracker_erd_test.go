@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
@@ -211,7 +211,7 @@ func TestTrackerRepeatDispensing(t *testing.T) {
 
 	// The look-ups of an issue are audited with the issue.
 	var audit struct {
-		Entries []broker.AuditEntry `json:"entries"`
+		Entries []service.AuditEntry `json:"entries"`
 	}
 	res := b.do("GET", "/api/v1/audit?nhsNumber="+c.g.NHSNumber+"&limit=100", b.token(auth.RoleAdmin, "X26"), nil)
 	if res.Status != 200 || json.Unmarshal(res.Body, &audit) != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
@@ -213,7 +214,7 @@ func TestTrackerAudit(t *testing.T) {
 
 	admin := b.token(auth.RoleAdmin, "X26")
 	var list struct {
-		Entries []broker.AuditEntry `json:"entries"`
+		Entries []service.AuditEntry `json:"entries"`
 	}
 	res := b.do("GET", "/api/v1/audit?nhsNumber="+f.patient, admin, nil)
 	if res.Status != 200 || json.Unmarshal(res.Body, &list) != nil {

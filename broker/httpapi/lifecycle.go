@@ -6,7 +6,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/fhir"
 )
 
@@ -34,11 +33,11 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := principalFrom(r.Context())
-	var released []broker.Released
+	var released []Released
 	if since := takenOver(r.Context()); !since.IsZero() {
 		// A retry of a release that never answered: what it released, if
 		// anything, is handed over again instead of other prescriptions.
-		released, err = a.Lifecycle.ReleasedUnder(r.Context(), p, req.Owner, messageID(r), since)
+		released, err = a.Releases.ReleasedUnder(r.Context(), p, req.Owner, messageID(r), since)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
@@ -47,23 +46,23 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case len(released) > 0:
 	case req.PrescriptionID != "":
-		one, err := a.Lifecycle.ReleaseByID(r.Context(), p, req.Owner, req.PrescriptionID, messageID(r), body)
+		one, err := a.Releases.ReleaseByID(r.Context(), p, req.Owner, req.PrescriptionID, messageID(r), body)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
 		}
-		released = []broker.Released{*one}
+		released = []Released{*one}
 	default:
-		released, err = a.Lifecycle.ReleaseNominated(r.Context(), p, req.Owner, messageID(r), body, nominatedReleaseMax)
+		released, err = a.Releases.ReleaseNominated(r.Context(), p, req.Owner, messageID(r), body, nominatedReleaseMax)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
 		}
 	}
-	refs := make([]broker.ReleasedRef, len(released))
+	refs := make([]ReleasedRef, len(released))
 	orders := make([]fhir.ReleasedOrder, len(released))
 	for i, rel := range released {
-		refs[i] = broker.ReleasedRef{ID: rel.Record.ID, BundleID: rel.Record.BundleID}
+		refs[i] = ReleasedRef{ID: rel.Record.ID, BundleID: rel.Record.BundleID}
 		if rel.Record.RepeatDispensing() {
 			refs[i].Issue, refs[i].Issues = rel.Record.IssueNumber(), rel.Record.IssueCount()
 		}
@@ -75,17 +74,17 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 }
 
 // releasedOrder is one entry of a release answer.
-func releasedOrder(ref broker.ReleasedRef, order []byte) fhir.ReleasedOrder {
+func releasedOrder(ref ReleasedRef, order []byte) fhir.ReleasedOrder {
 	return fhir.ReleasedOrder{BundleID: ref.BundleID, Raw: order, Issue: ref.Issue, Issues: ref.Issues}
 }
 
 // releaseAnswer writes again the answer of a release that handed over refs,
 // each order's bytes read from the event log: the same answer, with nothing
 // changed.
-func (a *api) releaseAnswer(ctx context.Context, refs []broker.ReleasedRef) ([]byte, error) {
+func (a *api) releaseAnswer(ctx context.Context, refs []ReleasedRef) ([]byte, error) {
 	orders := make([]fhir.ReleasedOrder, len(refs))
 	for i, ref := range refs {
-		order, err := a.Lifecycle.OrderOf(ctx, ref.ID)
+		order, err := a.Releases.OrderOf(ctx, ref.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -106,7 +105,7 @@ func (a *api) task(w http.ResponseWriter, r *http.Request) {
 	if t.ID == "" {
 		t.ID = messageID(r)
 	}
-	if err := a.Lifecycle.Task(r.Context(), principalFrom(r.Context()), t, body); err != nil {
+	if err := a.Dispensing.Task(r.Context(), principalFrom(r.Context()), t, body); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -124,7 +123,7 @@ func (a *api) claim(w http.ResponseWriter, r *http.Request) {
 	if c.ID == "" {
 		c.ID = messageID(r)
 	}
-	if err := a.Lifecycle.Claim(r.Context(), principalFrom(r.Context()), c, body); err != nil {
+	if err := a.Dispensing.Claim(r.Context(), principalFrom(r.Context()), c, body); err != nil {
 		a.writeError(w, r, err)
 		return
 	}

@@ -35,7 +35,7 @@ type Limits struct {
 	AddressRate  float64
 	AddressBurst int
 	// SessionsPerUser is how many live tracker page sessions one user may
-	// hold (broker.DefaultSessionsPerUser when 0).
+	// hold (service.DefaultSessionsPerUser when 0).
 	SessionsPerUser int
 }
 

@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
 )
@@ -71,7 +70,7 @@ func (a *api) importNominations(w http.ResponseWriter, r *http.Request) {
 	body.extend()
 
 	start := time.Now()
-	res, err := a.Registry.Import(r.Context(), p, nomination.NewImportParser(body, format), broker.ImportOptions{})
+	res, err := a.Registry.Import(r.Context(), p, nomination.NewImportParser(body, format), ImportOptions{})
 	_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	var maxErr *http.MaxBytesError
 	switch {

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
@@ -37,7 +36,7 @@ const auditWorkers = 16
 // auditRead writes one audit entry of a nomination read answered 200.
 // query, when not empty, is the report read (path and query string).
 func (a *api) auditRead(ctx context.Context, p auth.Principal, action, nhs, query string, results int) error {
-	if err := a.Store.Audit(ctx, p, broker.AuditEntry{Time: a.Now().UTC(), Action: action, NHSNumber: nhs,
+	if err := a.Audit.Audit(ctx, p, AuditEntry{Time: a.Now().UTC(), Action: action, NHSNumber: nhs,
 		Query: query, Results: results, Outcome: http.StatusOK}); err != nil {
 		return auditFailed(err)
 	}
@@ -108,12 +107,12 @@ func (a *api) getNominations(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	cur, _, err := a.Store.Nominations(r.Context(), nhs)
+	cur, _, err := a.Nominations.Nominations(r.Context(), nhs)
 	if err != nil {
 		a.writeError(w, r, unavailable("read nominations", err))
 		return
 	}
-	hist, err := a.Store.NominationHistory(r.Context(), nhs)
+	hist, err := a.Nominations.NominationHistory(r.Context(), nhs)
 	if err != nil {
 		a.writeError(w, r, unavailable("read nominations", err))
 		return

@@ -58,8 +58,8 @@ func (a *api) observe(route string, next http.Handler) http.Handler {
 		}
 		d := time.Since(start)
 		method := methodLabel(r.Method)
-		a.Metrics.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(ow.status)).Inc()
-		a.Metrics.HTTPDuration.WithLabelValues(route, method, fmt.Sprintf("%dxx", ow.status/100)).Observe(d.Seconds())
+		a.Metrics.Requests.WithLabelValues(route, method, strconv.Itoa(ow.status)).Inc()
+		a.Metrics.Duration.WithLabelValues(route, method, fmt.Sprintf("%dxx", ow.status/100)).Observe(d.Seconds())
 		if route == "GET /healthz" || route == "GET /readyz" || route == "GET /metrics" {
 			return
 		}

@@ -17,10 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
-	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
-	"github.com/nhs-eps/epsbroker/tracker"
 )
 
 // FHIRMediaType is the media type of every FHIR answer.
@@ -31,27 +29,40 @@ type Verifier interface {
 	Verify(token string) (auth.Principal, error)
 }
 
-// Deps are what the HTTP API serves from.
+// Deps are what the HTTP API serves from: the ports (ports.go) it calls,
+// and its settings.
 type Deps struct {
-	Intake    *broker.Intake
-	Lifecycle *broker.Lifecycle
-	Registry  *broker.Registry
-	Store     *broker.Store
-	Tracker   *tracker.Index
+	Intake     Intake
+	Releases   Releases
+	Dispensing Dispensing
+	// Requests keeps X-Request-ID answers; Sessions the tracker page's
+	// sign-ins; Audit the audit trail of every read of patient data.
+	Requests Requests
+	Sessions Sessions
+	Audit    AuditTrail
+	// Tracker finds prescriptions, Records reads them.
+	Tracker TrackerIndex
+	Records Records
 	// TrackerMustReach is the event sequence the index must have applied
 	// before a search is answered from it.
 	TrackerMustReach func() uint64
-	Verifier         Verifier
-	Metrics          *broker.Metrics
-	Log              *zap.Logger
+	// Nominations reads a patient's nominations, Registry changes them,
+	// NominationReports holds the changes for the reports.
+	Nominations       NominationReads
+	Registry          NominationRegistry
+	NominationReports NominationReports
+	// Storage says how full storage is; StorageFull reads the errors of a
+	// write refused for want of space.
+	Storage     Storage
+	StorageFull StorageFull
+	Verifier    Verifier
+	Metrics     Metrics
+	Log         *zap.Logger
 	// Ready reports whether the broker can serve: NATS connected, streams and
 	// buckets in place, projections running.
 	Ready   func(context.Context) error
 	MaxBody int64
 	Now     func() time.Time
-
-	// NominationReports keeps the nomination changes for the reports.
-	NominationReports *broker.NominationReports
 
 	// Limits bound the requests of one user or client address and the
 	// tracker sessions of one user; LimitMetrics counts their refusals.
@@ -69,13 +80,16 @@ type api struct {
 	importSlots chan struct{}
 	// userLimiter and addressLimiter keep the request rates (nil: none).
 	userLimiter, addressLimiter *keyedLimiter
+	// reads is the tracker's read path (trackerread.go).
+	reads *trackerReads
 }
 
 // NewHandler returns the broker's HTTP handler.
 func NewHandler(d Deps) http.Handler {
 	a := &api{Deps: d, importSlots: make(chan struct{}, 2),
 		userLimiter:    newKeyedLimiter(d.Limits.UserRate, d.Limits.UserBurst, nil),
-		addressLimiter: newKeyedLimiter(d.Limits.AddressRate, d.Limits.AddressBurst, nil)}
+		addressLimiter: newKeyedLimiter(d.Limits.AddressRate, d.Limits.AddressBurst, nil),
+		reads:          &trackerReads{index: d.Tracker, mustReach: d.TrackerMustReach, records: d.Records, audit: d.Audit, now: d.Now}}
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.Handler) {
 		mux.Handle(pattern, a.observe(pattern, securityHeaders(pattern, a.limited(pattern, h))))
@@ -195,12 +209,15 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // broker's other 503s do, and a 503 tells load balancers and gateways to
 // try another instance, which shares the same full stream.
 func (a *api) storageFull(err error) error {
-	if err == nil || !broker.IsStorageFull(err) || fhir.ErrorKind(err) == fhir.KindInsufficientStorage {
+	if err == nil || a.StorageFull.Full == nil || !a.StorageFull.Full(err) || fhir.ErrorKind(err) == fhir.KindInsufficientStorage {
 		return err
 	}
-	stream := broker.FullStream(err)
-	if stream == "" && a.Store != nil {
-		a.Store.NoteStorageFull("") // the event log's refusals are noted where they happen
+	var stream string
+	if a.StorageFull.Stream != nil {
+		stream = a.StorageFull.Stream(err)
+	}
+	if stream == "" && a.Storage != nil {
+		a.Storage.NoteStorageFull("") // the event log's refusals are noted where they happen
 	}
 	where := "the broker's storage"
 	if stream != "" {
@@ -278,9 +295,9 @@ func (a *api) authenticated(next http.Handler) http.Handler {
 					refuse(fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "a session cookie is accepted only from the tracker page (header %s)", trackerHeader))
 					return
 				}
-				ss, err := a.Store.TouchSession(r.Context(), c.Value, a.Now())
+				ss, err := a.Sessions.TouchSession(r.Context(), c.Value, a.Now())
 				switch {
-				case errors.Is(err, broker.ErrNoSession):
+				case errors.Is(err, errNoSession):
 					refuse(fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "your session has ended: sign in again"))
 					return
 				case err != nil:
@@ -322,9 +339,9 @@ func (a *api) sessionLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := a.Limits.SessionsPerUser
 		if n <= 0 {
-			n = broker.DefaultSessionsPerUser
+			n = defaultSessionsPerUser
 		}
-		next.ServeHTTP(w, r.WithContext(broker.WithSessionLimit(r.Context(), n)))
+		next.ServeHTTP(w, r.WithContext(withSessionLimit(r.Context(), n)))
 	})
 }
 
@@ -373,11 +390,11 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 			return
 		}
 		p := principalFrom(r.Context())
-		key := broker.RequestKey(p.Subject, p.ODS, id)
-		hash := broker.RequestHash(r.Method, r.URL.Path, bodyFrom(r.Context()))
-		saved, res, err := a.Store.ReserveRequest(r.Context(), key, hash, a.Now())
+		key := requestKey(p.Subject, p.ODS, id)
+		hash := requestHash(r.Method, r.URL.Path, bodyFrom(r.Context()))
+		saved, res, err := a.Requests.ReserveRequest(r.Context(), key, hash, a.Now())
 		switch {
-		case errors.Is(err, broker.ErrInFlight):
+		case errors.Is(err, errInFlight):
 			w.Header().Set("Retry-After", "1")
 			a.writeError(w, r, &fhir.Error{Kind: fhir.KindConflict, IssueType: "conflict", Code: fhir.CodeDuplicateRequestIDDifferent,
 				Diagnostics: "a request with this X-Request-ID is still being processed; retry shortly to get its answer"})
@@ -393,7 +410,7 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 						Diagnostics: "the answer to this X-Request-ID could not be read again; nothing was changed; retry", Err: err})
 					return
 				}
-				if broker.AnswerHash(body) != saved.AnswerHash {
+				if answerHash(body) != saved.AnswerHash {
 					a.Log.Warn("X-Request-ID release answer rebuilt differently (same prescriptions)", zap.Int("released", len(saved.Release)))
 				}
 			}
@@ -414,15 +431,15 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 		// Recorded even when the client has gone: its retry must get this answer.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 		if final(rec.status) {
-			saved := &broker.SavedResponse{BodyHash: hash, Status: rec.status,
+			saved := &SavedResponse{BodyHash: hash, Status: rec.status,
 				ContentType: rec.Header().Get("Content-Type"), Body: rec.body}
 			if note.release != nil && rec.status == http.StatusOK {
 				// A release: what it handed over, not the orders themselves.
-				saved.Body, saved.Rebuild, saved.Release, saved.AnswerHash = nil, true, note.release, broker.AnswerHash(rec.body)
+				saved.Body, saved.Rebuild, saved.Release, saved.AnswerHash = nil, true, note.release, answerHash(rec.body)
 			}
-			err = a.Store.CompleteRequest(ctx, key, res.Rev, saved)
+			err = a.Requests.CompleteRequest(ctx, key, res.Rev, saved)
 		} else {
-			err = a.Store.ReleaseRequest(ctx, key, res.Rev)
+			err = a.Requests.ReleaseRequest(ctx, key, res.Rev)
 		}
 		cancel()
 		if err != nil {
@@ -436,7 +453,7 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 // answer: a release names the prescriptions it handed over, from which a
 // replay rebuilds the answer.
 type replayNote struct {
-	release []broker.ReleasedRef
+	release []ReleasedRef
 	// takenOver is when the key was first reserved, when this request took
 	// over a reservation whose request never answered (zero otherwise).
 	takenOver time.Time
@@ -446,9 +463,9 @@ type replayNoteKey struct{}
 
 // noteRelease tells the idempotency middleware (if the request has an
 // X-Request-ID) which prescriptions a release handed over.
-func noteRelease(ctx context.Context, refs []broker.ReleasedRef) {
+func noteRelease(ctx context.Context, refs []ReleasedRef) {
 	if n, ok := ctx.Value(replayNoteKey{}).(*replayNote); ok {
-		n.release = append(make([]broker.ReleasedRef, 0, len(refs)), refs...)
+		n.release = append(make([]ReleasedRef, 0, len(refs)), refs...)
 	}
 }
 
@@ -513,7 +530,10 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "ready\n")
 	// Storage near or at its limits: said here, without making the broker
 	// unready (every instance shares the streams, and reads go on).
-	if warnings, err := a.Store.StorageWarnings(ctx); err == nil {
+	if a.Storage == nil {
+		return
+	}
+	if warnings, err := a.Storage.StorageWarnings(ctx); err == nil {
 		for _, s := range warnings {
 			_, _ = io.WriteString(w, s+"\n")
 		}

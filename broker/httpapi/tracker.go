@@ -1,10 +1,8 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"mime"
 	"net/http"
@@ -14,11 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
-	"github.com/nhs-eps/epsbroker/tracker"
-	"github.com/nhs-eps/epsbroker/tracker/rx"
 	"github.com/nhs-eps/epsbroker/tracker/web"
 )
 
@@ -41,43 +36,6 @@ func sameOrigin(r *http.Request) error {
 	}
 	return nil
 }
-
-// mayReadEntry is mayRead on what the index holds, so that prescriptions a
-// caller may not see are dropped before anything is read for them (no
-// timing difference between "hidden" and "absent").
-func mayReadEntry(p auth.Principal, e tracker.Entry) bool {
-	// The entry's record has no BundleID: it is an early cancellation's
-	// exactly when its status is 9005, as mayRead decides from the record.
-	return mayRead(p, &rx.Prescription{Prescriber: e.Prescriber,
-		Issue: rx.Issue{Status: e.Status, Nominated: e.Nominated, Dispenser: e.Dispenser}})
-}
-
-// mayRead reports whether p may see a prescription: the tracker and admin
-// roles may see any; a prescriber those its organisation sent (Prescriber:
-// the organisation of the token that sent the order, never the
-// organisation the message names as the requester's, which any sender can
-// write); a dispenser those nominated to or held by its organisation.
-//
-// A record of early cancellations only (no order yet) is no prescriber's:
-// were it shown to the organisation that cancelled first, that
-// organisation would see it turn into a 403 the moment another
-// organisation's order with the ID arrived (an oracle of another
-// organisation's future prescriptions).
-func mayRead(p auth.Principal, rec *rx.Prescription) bool {
-	switch p.Role {
-	case auth.RoleTracker, auth.RoleAdmin:
-		return true
-	case auth.RolePrescriber:
-		return rec.Prescriber == p.ODS && !rec.IsEarlyCancellation()
-	case auth.RoleDispenser:
-		return rec.Nominated == p.ODS || rec.Dispenser == p.ODS
-	}
-	return false
-}
-
-// seesAll reports whether p may see every prescription (so a missing one
-// may be answered 404 rather than 403).
-func seesAll(p auth.Principal) bool { return p.Role == auth.RoleTracker || p.Role == auth.RoleAdmin }
 
 // rawQueryParam reads a query parameter without turning '+' into a space:
 // prescription IDs may end in '+', and clients do not always encode it.
@@ -157,65 +115,16 @@ func (a *api) searchRequestGroups(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, badParam("nhsNumber", "nhsNumber %q is not a valid NHS number (10 digits, modulus 11 check)", nhs))
 		return
 	}
-	if err := a.waitForIndex(r.Context()); err != nil {
+	q := searchQuery{nhsNumber: nhs}
+	if hasID {
+		q = searchQuery{prescriptionID: strings.ToUpper(id)}
+	}
+	body, err := a.reads.search(r.Context(), p, q)
+	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	var entries []tracker.Entry
-	audit := broker.AuditEntry{Time: a.Now().UTC(), Action: "search"}
-	if hasID {
-		id = strings.ToUpper(id)
-		audit.PrescriptionID = id
-		if e, ok := a.Tracker.Get(id); ok {
-			entries = []tracker.Entry{e}
-			audit.NHSNumber = e.NHSNumber // recorded even when the caller may not see it
-		}
-	} else {
-		audit.NHSNumber = nhs
-		entries = a.Tracker.ByNHSNumber(nhs)
-	}
-	visible := entries[:0]
-	for _, e := range entries {
-		if mayReadEntry(p, e) {
-			visible = append(visible, e)
-		}
-	}
-	var results []tracker.SearchResult
-	patients := map[string]fhir.PatientDetails{}
-	for _, e := range visible {
-		cur, err := a.Store.Current(r.Context(), e.ID)
-		if errors.Is(err, broker.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			a.writeError(w, r, unavailable("read prescription", err))
-			return
-		}
-		if !mayRead(p, cur.Record) {
-			continue
-		}
-		pd, ok := patients[cur.Record.NHSNumber]
-		if !ok {
-			d, err := a.orderDetails(r.Context(), cur.Record)
-			if err != nil {
-				a.writeError(w, r, unavailable("read prescription", err))
-				return
-			}
-			if d != nil {
-				pd = d.Patient
-			} else {
-				pd = fhir.PatientDetails{NHSNumber: cur.Record.NHSNumber}
-			}
-			patients[cur.Record.NHSNumber] = pd
-		}
-		results = append(results, tracker.SearchResult{Record: cur.Record, Patient: pd})
-	}
-	audit.Results, audit.Outcome = len(results), http.StatusOK
-	if err := a.Store.Audit(r.Context(), p, audit); err != nil {
-		a.writeError(w, r, unavailable("audit", err))
-		return
-	}
-	writeFHIR(w, http.StatusOK, tracker.SearchBundle(results))
+	writeFHIR(w, http.StatusOK, body)
 }
 
 // issueNumberParam reads the optional query parameter issueNumber of GET
@@ -265,120 +174,20 @@ func (a *api) getRequestGroup(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	audit := broker.AuditEntry{Time: a.Now().UTC(), Action: "detail", PrescriptionID: id, Issue: min(issue, 100)}
-	forbidden := fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "your organisation has no access to prescription %s (or it does not exist)", id)
-	cur, err := a.Store.Current(r.Context(), id)
-	switch {
-	case errors.Is(err, broker.ErrNotFound):
-		audit.Outcome = http.StatusNotFound
-		if !seesAll(p) {
-			audit.Outcome = http.StatusForbidden
-		}
-		if err := a.Store.Audit(r.Context(), p, audit); err != nil {
-			a.writeError(w, r, unavailable("audit", err))
-			return
-		}
-		if !seesAll(p) {
-			a.writeError(w, r, forbidden)
-			return
-		}
-		a.writeError(w, r, fhir.Errorf(fhir.KindNotFound, fhir.CodeResourceNotFound, "prescription %s not found", id))
-		return
-	case err != nil:
-		a.writeError(w, r, unavailable("read prescription", err))
-		return
-	}
-	audit.NHSNumber = cur.Record.NHSNumber
-	if !mayRead(p, cur.Record) {
-		audit.Outcome = http.StatusForbidden
-		if err := a.Store.Audit(r.Context(), p, audit); err != nil {
-			a.writeError(w, r, unavailable("audit", err))
-			return
-		}
-		a.writeError(w, r, forbidden)
-		return
-	}
-	rec, ok := cur.Record.AtIssue(issue)
-	if !ok {
-		audit.Outcome = http.StatusNotFound
-		if err := a.Store.Audit(r.Context(), p, audit); err != nil {
-			a.writeError(w, r, unavailable("audit", err))
-			return
-		}
-		a.writeError(w, r, noSuchIssue(cur.Record, issue))
-		return
-	}
-	d, err := a.orderDetails(r.Context(), cur.Record)
+	body, err := a.reads.detail(r.Context(), p, id, issue)
 	if err != nil {
-		a.writeError(w, r, unavailable("read prescription", err))
+		a.writeError(w, r, err)
 		return
 	}
-	audit.Results, audit.Outcome = 1, http.StatusOK
-	if err := a.Store.Audit(r.Context(), p, audit); err != nil {
-		a.writeError(w, r, unavailable("audit", err))
-		return
-	}
-	writeFHIR(w, http.StatusOK, tracker.DetailBundle(rec, d))
-}
-
-// noSuchIssue is the 404 of an issue number the prescription does not have.
-func noSuchIssue(rec *rx.Prescription, n int) *fhir.Error {
-	issues := "1 issue (it is not repeat dispensing)"
-	if rec.RepeatDispensing() {
-		issues = fmt.Sprintf("%d issues", rec.IssueCount())
-		if rec.IssueCount() == 1 {
-			issues = "1 issue"
-		}
-	}
-	asked := strconv.Itoa(n)
-	if n >= maxIssueNumber {
-		asked = "beyond 99"
-	}
-	return &fhir.Error{Kind: fhir.KindNotFound, IssueType: "not-found", Code: fhir.CodeResourceNotFound,
-		Display: "Resource not found", Expression: []string{"issueNumber"},
-		Diagnostics: fmt.Sprintf("prescription %s has %s; there is no issue %s (issueNumber)", rec.ID, issues, asked)}
-}
-
-// orderDetails decodes what the tracker shows from the original order; a
-// kept cancellation whose order has not arrived has none (nil).
-func (a *api) orderDetails(ctx context.Context, rec *rx.Prescription) (*fhir.OrderDetails, error) {
-	if rec.IsEarlyCancellation() {
-		return nil, nil
-	}
-	ev, err := a.Store.Event(ctx, rec.OrderSeq)
-	if err != nil {
-		return nil, err
-	}
-	return fhir.DecodeOrderDetails(ev.Body)
-}
-
-// waitForIndex waits (up to 2 s) until the index has applied everything in
-// the log when the broker started and everything this broker has written
-// since, so that a search sees what was just accepted. An index still
-// rebuilding at start answers 503 rather than an incomplete result.
-func (a *api) waitForIndex(ctx context.Context) error {
-	target := a.TrackerMustReach()
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if err := a.Tracker.WaitApplied(wctx, target); err != nil {
-		return &fhir.Error{Kind: fhir.KindUnavailable, Op: "tracker search", Code: fhir.CodeServiceUnavailable,
-			Diagnostics: fmt.Sprintf("the tracker index is catching up with the event log (%d of %d events applied); retry shortly", a.Tracker.Applied(), target),
-			Err:         err}
-	}
-	return nil
-}
-
-func unavailable(op string, err error) *fhir.Error {
-	return &fhir.Error{Kind: fhir.KindUnavailable, Op: op, Code: fhir.CodeServiceUnavailable,
-		Diagnostics: "the tracker could not read the store; retry", Err: err}
+	writeFHIR(w, http.StatusOK, body)
 }
 
 // auditList answers GET /api/v1/audit?user=&nhsNumber=&limit= for admins:
 // who looked at what, newest first.
 func (a *api) auditList(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
-	if p.Role != auth.RoleAdmin {
-		a.writeError(w, r, fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the admin role may read the audit trail"))
+	if err := mayListAudit(p); err != nil {
+		a.writeError(w, r, err)
 		return
 	}
 	user, _, errU := rawQueryParam(r.URL.RawQuery, "user")
@@ -387,7 +196,7 @@ func (a *api) auditList(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, badParam("user", "the query string is not well formed: %v", err))
 		return
 	}
-	q := broker.AuditQuery{User: user, NHSNumber: nhs, Limit: 100}
+	q := AuditQuery{User: user, NHSNumber: nhs, Limit: 100}
 	if q.NHSNumber != "" && !fhir.ValidNHSNumber(q.NHSNumber) {
 		a.writeError(w, r, badParam("nhsNumber", "nhsNumber %q is not a valid NHS number", q.NHSNumber))
 		return
@@ -400,13 +209,10 @@ func (a *api) auditList(w http.ResponseWriter, r *http.Request) {
 		}
 		q.Limit = n
 	}
-	entries, err := a.Store.AuditEntries(r.Context(), q)
+	entries, err := a.reads.auditEntries(r.Context(), p, q)
 	if err != nil {
-		a.writeError(w, r, unavailable("read audit", err))
+		a.writeError(w, r, err)
 		return
-	}
-	if entries == nil {
-		entries = []broker.AuditEntry{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"entries": entries, "count": len(entries)})
 }
@@ -488,9 +294,9 @@ func (a *api) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if old, err := r.Cookie(sessionCookie); err == nil && old.Value != "" {
-		_ = a.Store.EndSession(r.Context(), old.Value) // a new sign-in ends the old session
+		_ = a.Sessions.EndSession(r.Context(), old.Value) // a new sign-in ends the old session
 	}
-	cookie, err := a.Store.NewSession(r.Context(), p, a.Now())
+	cookie, err := a.Sessions.NewSession(r.Context(), p, a.Now())
 	if err != nil {
 		a.writeError(w, r, unavailable("session", err))
 		return
@@ -526,7 +332,7 @@ func (a *api) signOut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c, err := r.Cookie(sessionCookie); err == nil {
-		if err := a.Store.EndSession(r.Context(), c.Value); err != nil {
+		if err := a.Sessions.EndSession(r.Context(), c.Value); err != nil {
 			a.writeError(w, r, unavailable("session", err))
 			return
 		}

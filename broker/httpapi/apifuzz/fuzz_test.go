@@ -1,4 +1,4 @@
-package httpapi_test
+package apifuzz_test
 
 import (
 	"bytes"
@@ -71,7 +71,7 @@ func FuzzHTTP(f *testing.F) {
 	cancel, _ := fhirgen.Cancellation(g, g.ItemIDs[0], "0001")
 	dn, dnID := fhirgen.DispenseNotification(g, "FA565", map[string]string{g.ItemIDs[0]: "0001"}, "0003", "")
 	claim, _ := fhirgen.Claim(g, "FA565", "")
-	nhsFixture, err := os.ReadFile("../../test/testdata/nhs/nhs-eps-api/primary-care/acute/nominated-pharmacy/medical-prescriber/1-Process-Request-Send-200_OK.json")
+	nhsFixture, err := os.ReadFile("../../../test/testdata/nhs/nhs-eps-api/primary-care/acute/nominated-pharmacy/medical-prescriber/1-Process-Request-Send-200_OK.json")
 	if err != nil {
 		f.Fatal(err)
 	}
