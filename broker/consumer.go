@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +27,19 @@ const (
 	ConsumerNominationReports = "eps-nomination-reports"
 )
 
-// Dead letter stream: a copy of every message a consumer could not apply.
+// Dead letter stream: a copy of every message a consumer could not apply,
+// one per consumer and message, on its own subject:
+//
+//	eps.dead.<consumer>.<stream>.<stream sequence>
+//
+// e.g. eps.dead.eps-tracker-index.EPS_EVENTS.12 (DeadSubject). A dead
+// letter is written only when its subject holds none (the publish expects
+// the subject's last sequence to be 0), so a consumer that meets the same
+// message again, however much later (the tracker index rebuilt from the
+// start of the log, the nomination reports at every start, the queue
+// projector made again), finds it already there and writes no second copy.
+// Dead letters written before this layout, on eps.dead.<consumer>, are
+// moved to it when the broker opens the stream (migrateDeadLetters).
 const (
 	StreamDead  = "EPS_DEAD"
 	SubjectDead = "eps.dead."
@@ -380,7 +393,8 @@ func (r *Runner[T]) finish(d *Delivery[T], err error) {
 		_ = m.NakWithDelay(delay)
 	case VerdictDead:
 		outcome = "dead"
-		if derr := r.deadLetter(m, d, err); derr != nil {
+		stored, derr := r.deadLetter(m, d, err)
+		if derr != nil {
 			if IsStorageFull(derr) && r.cfg.NoteFull != nil {
 				r.cfg.NoteFull(StreamDead)
 			}
@@ -392,10 +406,15 @@ func (r *Runner[T]) finish(d *Delivery[T], err error) {
 				break
 			}
 			r.log.Error("dead letter not written; message skipped", zap.Uint64("seq", d.Seq), zap.Error(derr))
+		} else if stored {
+			r.log.Error("message put in the dead letter", zap.Uint64("seq", d.Seq), zap.String("dead_subject", DeadSubject(r.cfg.Name, r.cfg.Stream, d.Seq)), zap.Error(err))
 		} else {
-			r.log.Error("message put in the dead letter", zap.Uint64("seq", d.Seq), zap.String("dead_subject", SubjectDead+r.cfg.Name), zap.Error(err))
+			// Met again (a projection rereading its stream): the dead
+			// letter already holds it.
+			outcome = "dead_again"
+			r.log.Info("message already in the dead letter; skipped", zap.Uint64("seq", d.Seq), zap.String("dead_subject", DeadSubject(r.cfg.Name, r.cfg.Stream, d.Seq)), zap.Error(err))
 		}
-		if r.cfg.Durable && outcome == "dead" {
+		if r.cfg.Durable && outcome != "retried" {
 			_ = m.Term()
 		}
 	}
@@ -412,19 +431,25 @@ func (r *Runner[T]) finish(d *Delivery[T], err error) {
 }
 
 // deadLetter copies m, with its headers and the reason, into the dead
-// letter stream, and waits for the stream to store it.
-func (r *Runner[T]) deadLetter(m jetstream.Msg, d *Delivery[T], reason error) error {
+// letter stream, and waits for the stream to store it; stored is false when
+// the dead letter already held it.
+func (r *Runner[T]) deadLetter(m jetstream.Msg, d *Delivery[T], reason error) (stored bool, err error) {
 	return WriteDeadLetter(context.Background(), r.js, r.cfg.Name, r.cfg.Stream, d.Seq, d.Delivered, m.Subject(), m.Headers(), m.Data(), reason)
 }
 
 // createDeadStream creates (or updates) the dead letter stream: file
 // storage, limits retention and, as every stream of the broker, discard
 // new: a full dead letter refuses the next one (the consumer keeps the
-// message and retries) rather than dropping an earlier one.
+// message and retries) rather than dropping an earlier one. Its
+// configuration is the same as before the per-event subjects (one dead
+// letter per subject is kept by the writers, not by a per-subject limit,
+// which NATS would enforce on an existing stream by dropping all but the
+// last message of each earlier subject); dead letters of the earlier
+// layout are then moved to theirs.
 func createDeadStream(ctx context.Context, js jetstream.JetStream, replicas int, maxBytes int64) error {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamDead,
-		Description: "Dead letter: copies of the messages a consumer could not apply (eps.dead.<consumer>; headers Eps-Dead-*)",
+		Description: "Dead letter: a copy of each message a consumer could not apply, once (eps.dead.<consumer>.<stream>.<sequence>; headers Eps-Dead-*)",
 		Subjects:    []string{SubjectDead + ">"},
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
@@ -433,35 +458,120 @@ func createDeadStream(ctx context.Context, js jetstream.JetStream, replicas int,
 		Duplicates:  2 * time.Minute,
 		MaxBytes:    natsLimit(maxBytes),
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	return migrateDeadLetters(ctx, js, st)
+}
+
+// DeadSubject is the subject of the dead letter of message seq of stream,
+// given up by consumer: eps.dead.<consumer>.<stream>.<seq>.
+func DeadSubject(consumer, stream string, seq uint64) string {
+	return SubjectDead + consumer + "." + stream + "." + strconv.FormatUint(seq, 10)
 }
 
 // WriteDeadLetter stores a copy of a message a consumer could not apply on
-// eps.dead.<consumer>, with its original headers and the Eps-Dead-* ones.
+// DeadSubject(consumer, stream, seq), with its original headers and the
+// Eps-Dead-* ones, unless that subject already holds one: stored is then
+// false. The publish expects the subject to be empty (its last sequence 0),
+// which the stream checks atomically, so two writers of the same dead letter
+// (two broker instances' tracker indexes) store it once between them.
 func WriteDeadLetter(ctx context.Context, js jetstream.JetStream, consumer, stream string, seq, delivered uint64,
-	subject string, h nats.Header, data []byte, reason error) error {
-	out := &nats.Msg{Subject: SubjectDead + consumer, Data: data, Header: nats.Header{}}
+	subject string, h nats.Header, data []byte, reason error) (stored bool, err error) {
+	out := &nats.Msg{Subject: DeadSubject(consumer, stream, seq), Data: data, Header: nats.Header{}}
 	for k, v := range h {
 		out.Header[k] = append([]string(nil), v...)
 	}
-	// Nats-* headers of the original (its message ID, expectations) would
-	// be read by the dead letter stream as its own.
-	for k := range out.Header {
-		if len(k) > 5 && k[:5] == "Nats-" {
-			delete(out.Header, k)
-		}
-	}
+	dropNATSHeaders(out.Header)
 	out.Header.Set(HeaderDeadReason, reason.Error())
 	out.Header.Set(HeaderDeadStream, stream)
 	out.Header.Set(HeaderDeadSeq, strconv.FormatUint(seq, 10))
 	out.Header.Set(HeaderDeadSubject, subject)
 	out.Header.Set(HeaderDeadConsumer, consumer)
 	out.Header.Set(HeaderDeadDelivery, strconv.FormatUint(delivered, 10))
+	return publishDeadOnce(ctx, js, out)
+}
+
+// dropNATSHeaders removes the Nats-* headers of an original message (its
+// message ID, expectations), which the dead letter stream would read as its
+// own.
+func dropNATSHeaders(h nats.Header) {
+	for k := range h {
+		if len(k) > 5 && strings.EqualFold(k[:5], "Nats-") {
+			delete(h, k)
+		}
+	}
+}
+
+// publishDeadOnce stores m in the dead letter stream unless its subject
+// already holds a message (stored false).
+func publishDeadOnce(ctx context.Context, js jetstream.JetStream, m *nats.Msg) (stored bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := js.PublishMsg(ctx, out, jetstream.WithMsgID(consumer+":"+stream+":"+strconv.FormatUint(seq, 10)),
-		jetstream.WithExpectStream(StreamDead))
-	return err
+	_, err = js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(0), jetstream.WithExpectStream(StreamDead))
+	switch {
+	case err == nil:
+		return true, nil
+	case isWrongLastSequence(err):
+		return false, nil
+	}
+	return false, err
+}
+
+// migrateDeadLetters moves the dead letters written before the per-event
+// subjects, on eps.dead.<consumer> (several, and the same message more than
+// once, on one subject), to DeadSubject of the consumer, stream and
+// sequence their headers name: each is copied (once: a copy whose subject
+// already holds one is not made again), then deleted. A message on such a
+// subject without those headers (not a dead letter of the broker's) stays
+// where it is. Run at every start; with nothing of the earlier layout left
+// it costs one stream info request. Several brokers doing it at once copy
+// each dead letter once between them.
+func migrateDeadLetters(ctx context.Context, js jetstream.JetStream, st jetstream.Stream) error {
+	oldLayout := SubjectDead + "*"
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(oldLayout))
+	if err != nil {
+		return fmt.Errorf("dead letters of the earlier layout: %w", err)
+	}
+	if len(info.State.Subjects) == 0 {
+		return nil
+	}
+	last := info.State.LastSeq
+	for next := uint64(1); next <= last; {
+		m, err := st.GetMsg(ctx, next, jetstream.WithGetMsgSubject(oldLayout))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("dead letters of the earlier layout: read from %d: %w", next, err)
+		}
+		next = m.Sequence + 1
+		if m.Sequence > last {
+			break
+		}
+		consumer, stream := m.Header.Get(HeaderDeadConsumer), m.Header.Get(HeaderDeadStream)
+		seq, perr := strconv.ParseUint(m.Header.Get(HeaderDeadSeq), 10, 64)
+		if perr != nil || !validToken(consumer) || !validToken(stream) || m.Subject != SubjectDead+consumer {
+			continue // not a dead letter of the broker's
+		}
+		out := &nats.Msg{Subject: DeadSubject(consumer, stream, seq), Data: m.Data, Header: nats.Header{}}
+		for k, v := range m.Header {
+			out.Header[k] = append([]string(nil), v...)
+		}
+		dropNATSHeaders(out.Header)
+		if _, err := publishDeadOnce(ctx, js, out); err != nil {
+			return fmt.Errorf("dead letters of the earlier layout: copy %d to %s: %w", m.Sequence, out.Subject, err)
+		}
+		if err := st.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("dead letters of the earlier layout: delete %d once copied to %s: %w", m.Sequence, out.Subject, err)
+		}
+	}
+	return nil
+}
+
+// validToken reports whether s can stand as one token of a subject.
+func validToken(s string) bool {
+	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
 }
 
 // ReadStream reads a stream from its first message to its last (as of the

@@ -139,10 +139,10 @@ func TestRunnerOnJetStream(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dead letter %d: %v", seq, err)
 		}
-		if msg.Subject != SubjectDead+"test-runner" || msg.Header.Get(HeaderDeadStream) != "T" || msg.Header.Get(HeaderDeadSubject) != "t.x" {
+		s, _ := strconv.ParseUint(msg.Header.Get(HeaderDeadSeq), 10, 64)
+		if msg.Subject != DeadSubject("test-runner", "T", s) || msg.Header.Get(HeaderDeadStream) != "T" || msg.Header.Get(HeaderDeadSubject) != "t.x" {
 			t.Errorf("dead letter %d: %s %v", seq, msg.Subject, msg.Header)
 		}
-		s, _ := strconv.ParseUint(msg.Header.Get(HeaderDeadSeq), 10, 64)
 		dead[s] = msg.Header.Get(HeaderDeadReason) + " / " + string(msg.Data) + " / " + msg.Header.Get(HeaderDeadDelivery)
 	}
 	if d := dead[3]; d != "not yet / always / 3" {

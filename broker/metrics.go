@@ -154,7 +154,7 @@ func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
 func (m *Metrics) registerConsumers() {
 	m.ConsumerMessages = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "eps_consumer_messages_total",
-		Help: "Messages each consumer finished, by outcome: applied, retried (redelivered after a backoff), dead (copied to the EPS_DEAD dead letter stream).",
+		Help: "Messages each consumer finished, by outcome: applied, retried (redelivered after a backoff), dead (copied to the EPS_DEAD dead letter stream), dead_again (met again, already in EPS_DEAD: not copied twice).",
 	}, []string{"consumer", "outcome"})
 	m.ConsumerPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "eps_consumer_pending",

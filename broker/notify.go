@@ -20,8 +20,11 @@ import (
 // A publish to a stream's subject is also an ordinary NATS message, so core
 // NATS subscribers of those subjects still get it at once (the fast path).
 // A dispensing or prescribing system that must not miss one reads the stream
-// with its own durable pull consumer, which the broker makes for each
-// dispenser and prescriber NATS user (EnsureNotifyConsumers).
+// with its own durable pull consumer (NotifyConsumerConfig), which the
+// broker makes for each dispenser and prescriber NATS user of its embedded
+// server (EnsureNotifyConsumers). On an external server (--nats-url) the
+// users, their permissions and so their consumers are the operator's: the
+// broker makes the stream and no user consumer, and removes none.
 const (
 	// StreamNotify keeps the notifications for the organisations' durable
 	// consumers, for --notify-max-age.
@@ -148,6 +151,26 @@ func NotifyFilter(u NATSUser) string {
 // which only this user may subscribe to.
 func NotifyInboxPrefix(u NATSUser) string { return "_INBOX_" + u.Name }
 
+// NotifyConsumerConfig is the durable pull consumer of StreamNotify for a
+// dispenser or prescriber NATS user: named after the user, filtered to its
+// own organisation's subjects, from the first notification the stream
+// holds, explicit acknowledgement, acknowledgement wait 30 s, redelivered
+// until acknowledged, at most 1,000 unacknowledged. The broker makes it on
+// its embedded server (EnsureNotifyConsumers); on an external server the
+// operator makes the same (the README's nats consumer add).
+func NotifyConsumerConfig(u NATSUser) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       NotifyConsumerName(u),
+		Description:   fmt.Sprintf("notifications of %s %s for NATS user %s", u.Role, u.ODS, u.Name),
+		FilterSubject: NotifyFilter(u),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 1000,
+	}
+}
+
 // EnsureNotifyConsumers makes (or updates) a durable pull consumer of
 // StreamNotify for every dispenser and prescriber user, filtered to its own
 // organisation's subjects, and removes the ones it made for users since
@@ -163,18 +186,9 @@ func EnsureNotifyConsumers(ctx context.Context, s *Store, users []NATSUser, log 
 		}
 		name := NotifyConsumerName(u)
 		want[name] = true
-		_, err := s.js.CreateOrUpdateConsumer(ctx, StreamNotify, jetstream.ConsumerConfig{
-			Durable:       name,
-			Description:   fmt.Sprintf("notifications of %s %s for NATS user %s", u.Role, u.ODS, u.Name),
-			FilterSubject: NotifyFilter(u),
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckWait:       30 * time.Second,
-			MaxDeliver:    -1,
-			MaxAckPending: 1000,
-			Metadata:      map[string]string{notifyUserMeta: u.Name},
-		})
-		if err != nil {
+		cfg := NotifyConsumerConfig(u)
+		cfg.Metadata = map[string]string{notifyUserMeta: u.Name}
+		if _, err := s.js.CreateOrUpdateConsumer(ctx, StreamNotify, cfg); err != nil {
 			return fmt.Errorf("notification consumer of NATS user %s: %w", u.Name, err)
 		}
 	}

@@ -20,7 +20,9 @@ import (
 // A foreign message and a corrupt one written to the event log by a plain
 // NATS client: the broker goes on answering, each consumer of the log puts
 // both in the dead letter EPS_DEAD with the reason, the metric counts them,
-// and epsctl tracker rebuild completes, skipping them.
+// and epsctl tracker rebuild completes, skipping them. The tracker index
+// rebuilt from the start of the log meets them again and writes no second
+// copy: the dead letter holds one per (consumer, event).
 func TestDeadLetter(t *testing.T) {
 	dir := t.TempDir()
 	b := startBroker(t, dir)
@@ -67,17 +69,84 @@ func TestDeadLetter(t *testing.T) {
 	}
 
 	// Both are in the dead letter, once per consumer of the event log.
+	checkDeadLetters(t, js, bad)
+
+	// The metric counts them.
+	for _, consumer := range []string{broker.ConsumerQueueProjector, broker.ConsumerTrackerIndex} {
+		if n := consumerMessages(t, b, consumer, "dead"); n != 2 {
+			t.Errorf("dead letters of %s counted %d, want 2", consumer, n)
+		}
+	}
+
+	// Met again: without its snapshot the index is rebuilt from the start
+	// of the log at the next start, and finds both already in the dead
+	// letter: no second copy, counted dead_again, not dead.
+	b.stop()
+	os.Remove(broker.SnapshotPath(dir))
+	b2 := startBroker(t, dir)
+	b2.settle()
+	js2, err := jetstream.New(b2.App.NATS.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDeadLetters(t, js2, bad)
+	for consumer, want := range map[string]map[string]int{
+		broker.ConsumerTrackerIndex:   {"dead": 0, "dead_again": 2},
+		broker.ConsumerQueueProjector: {"dead": 0, "dead_again": 0}, // durable: already past them
+	} {
+		for outcome, n := range want {
+			if got := consumerMessages(t, b2, consumer, outcome); got != n {
+				t.Errorf("after the index's rebuild: %s %s counted %d, want %d", consumer, outcome, got, n)
+			}
+		}
+	}
+
+	// The rebuild tool completes, skipping them.
+	b2.stop()
+	os.Remove(broker.SnapshotPath(dir))
+	_, epsctl := binaries(t)
+	out, err := exec.Command(epsctl, "tracker", "rebuild", "--data-dir", dir, "--quiet").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "2 prescriptions") || strings.Count(string(out), "skipped event log message") != 2 {
+		t.Fatalf("epsctl tracker rebuild: %v %s", err, out)
+	}
+	// And the broker starts on it, the index holding both orders, the dead
+	// letter still one copy of each.
+	b3 := startBroker(t, dir)
+	b3.settle()
+	for _, g := range []*fhirgen.Generated{first, second} {
+		if _, ok := b3.App.Tracker.Index.Get(g.ShortID); !ok {
+			t.Errorf("%s is not in the rebuilt index", g.ShortID)
+		}
+	}
+	js3, err := jetstream.New(b3.App.NATS.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDeadLetters(t, js3, bad)
+}
+
+// checkDeadLetters checks that the dead letter holds exactly one copy of
+// each bad event log message (sequence -> prescription ID of its subject)
+// from each consumer of the event log, on its own subject, with the reason.
+func checkDeadLetters(t *testing.T, js jetstream.JetStream, bad map[uint64]string) {
+	t.Helper()
 	for _, consumer := range []string{broker.ConsumerQueueProjector, broker.ConsumerTrackerIndex} {
 		got := deadLetters(t, js, consumer)
-		if len(got) != 2 {
-			t.Fatalf("%d dead letters from %s, want 2: %+v", len(got), consumer, got)
+		if len(got) != len(bad) {
+			t.Errorf("%d dead letters from %s, want %d", len(got), consumer, len(bad))
 		}
+		seen := map[uint64]bool{}
 		for _, d := range got {
 			seq, _ := strconv.ParseUint(d.Headers().Get(broker.HeaderDeadSeq), 10, 64)
 			id, ok := bad[seq]
-			if !ok {
-				t.Errorf("%s: dead letter of event %d, not one of the bad messages", consumer, seq)
+			if !ok || seen[seq] {
+				t.Errorf("%s: dead letter of event %d: not one of the bad messages, or twice", consumer, seq)
 				continue
+			}
+			seen[seq] = true
+			if d.Subject() != broker.DeadSubject(consumer, broker.StreamEvents, seq) ||
+				d.Subject() != "eps.dead."+consumer+".EPS_EVENTS."+strconv.FormatUint(seq, 10) {
+				t.Errorf("%s: dead letter of event %d on %s", consumer, seq, d.Subject())
 			}
 			if d.Headers().Get(broker.HeaderDeadStream) != broker.StreamEvents || d.Headers().Get(broker.HeaderDeadConsumer) != consumer ||
 				d.Headers().Get(broker.HeaderDeadSubject) != broker.SubjectRx+id {
@@ -91,32 +160,20 @@ func TestDeadLetter(t *testing.T) {
 			}
 		}
 	}
+}
 
-	// The metric counts them.
+// consumerMessages reads eps_consumer_messages_total of a consumer and
+// outcome from the broker's /metrics (0 when not yet counted).
+func consumerMessages(t *testing.T, b *testBroker, consumer, outcome string) int {
+	t.Helper()
 	metrics := string(b.do("GET", "/metrics", "", nil).Body)
-	for _, consumer := range []string{broker.ConsumerQueueProjector, broker.ConsumerTrackerIndex} {
-		re := regexp.MustCompile(`eps_consumer_messages_total\{consumer="` + consumer + `",outcome="dead"\} (\d+)`)
-		if mm := re.FindStringSubmatch(metrics); mm == nil || mm[1] != "2" {
-			t.Errorf("dead letters of %s counted %v, want 2", consumer, mm)
-		}
+	re := regexp.MustCompile(`eps_consumer_messages_total\{consumer="` + regexp.QuoteMeta(consumer) + `",outcome="` + outcome + `"\} (\d+)`)
+	mm := re.FindStringSubmatch(metrics)
+	if mm == nil {
+		return 0
 	}
-
-	// The rebuild tool completes, skipping them.
-	b.stop()
-	os.Remove(broker.SnapshotPath(dir))
-	_, epsctl := binaries(t)
-	out, err := exec.Command(epsctl, "tracker", "rebuild", "--data-dir", dir, "--quiet").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "2 prescriptions") || strings.Count(string(out), "skipped event log message") != 2 {
-		t.Fatalf("epsctl tracker rebuild: %v %s", err, out)
-	}
-	// And the broker starts on it, the index holding both orders.
-	b2 := startBroker(t, dir)
-	b2.settle()
-	for _, g := range []*fhirgen.Generated{first, second} {
-		if _, ok := b2.App.Tracker.Index.Get(g.ShortID); !ok {
-			t.Errorf("%s is not in the rebuilt index", g.ShortID)
-		}
-	}
+	n, _ := strconv.Atoi(mm[1])
+	return n
 }
 
 // deadLetters reads the dead letters of one consumer.
@@ -129,7 +186,7 @@ func deadLetters(t *testing.T, js jetstream.JetStream, consumer string) []jetstr
 		t.Fatal(err)
 	}
 	n := st.CachedInfo().State.Msgs
-	c, err := js.OrderedConsumer(ctx, broker.StreamDead, jetstream.OrderedConsumerConfig{FilterSubjects: []string{broker.SubjectDead + consumer}})
+	c, err := js.OrderedConsumer(ctx, broker.StreamDead, jetstream.OrderedConsumerConfig{FilterSubjects: []string{broker.SubjectDead + consumer + ".>"}})
 	if err != nil {
 		t.Fatal(err)
 	}

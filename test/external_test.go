@@ -9,11 +9,15 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,4 +138,199 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 	pool = x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
+}
+
+// notifyUserConf is the authorization entry of a dispenser or prescriber
+// user on an external NATS server, as the README gives it: the permissions
+// the embedded server gives such a user.
+const notifyUserConf = `    { nkey: %[1]s, permissions: {   # the user's public nkey
+        publish: { allow: [
+          "$JS.API.CONSUMER.INFO.EPS_NOTIFY.%[2]s",
+          "$JS.API.CONSUMER.MSG.NEXT.EPS_NOTIFY.%[2]s",
+          "$JS.ACK.EPS_NOTIFY.%[2]s.>",
+          "$JS.ACK.*.*.EPS_NOTIFY.%[2]s.>"
+        ] }
+        subscribe: { allow: ["eps.notify.%[3]s.%[4]s.>", "_INBOX_%[2]s.>"] }
+    } }
+`
+
+// With --nats-url the users, their permissions and their notification
+// consumers are the operator's: the broker makes EPS_NOTIFY and no user
+// consumer (not even for the users file of its data dir), and removes none.
+// An operator who gives a dispensing system's user the README's permissions
+// and makes its consumer with the README's nats consumer add (through the
+// Go API, with the same configuration, when the nats CLI is not installed)
+// gets what the embedded server gives: the system reads every notification,
+// those made while it was down too, and reaches nothing of another
+// organisation's.
+func TestExternalNATSNotifyConsumers(t *testing.T) {
+	keys := t.TempDir()
+	fa565 := broker.NATSUser{Name: "dispenser-FA565", Role: broker.NATSRoleDispenser, ODS: "FA565"}
+	fh542 := broker.NATSUser{Name: "dispenser-FH542", Role: broker.NATSRoleDispenser, ODS: "FH542"}
+	seeds := map[string]string{}
+	users := ""
+	for _, u := range []*broker.NATSUser{&fa565, &fh542} {
+		seeds[u.Name] = natsUser(t, keys, u.Name, u.Role, u.ODS)
+		all, _ := broker.LoadNATSUsers(keys)
+		u.NKey = all[len(all)-1].NKey
+		users += fmt.Sprintf(notifyUserConf, u.NKey, u.Name, u.Role, u.ODS)
+	}
+	conf := filepath.Join(t.TempDir(), "nats-server.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`listen: 127.0.0.1:-1
+jetstream { store_dir: %q }
+authorization {
+  users = [
+    { user: broker, password: "broker-secret" }      # or however the broker's own user is defined
+%s  ]
+}
+`, t.TempDir(), users)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The README's permissions are those of the embedded server.
+	for _, u := range []broker.NATSUser{fa565, fh542} {
+		var got *server.Permissions
+		for _, nk := range opts.Nkeys {
+			if nk.Nkey == u.NKey {
+				got = nk.Permissions
+			}
+		}
+		want := u.Permissions()
+		if got == nil || !slices.Equal(got.Publish.Allow, want.Publish.Allow) || !slices.Equal(got.Subscribe.Allow, want.Subscribe.Allow) {
+			t.Fatalf("%s: configured %+v, the embedded server's %+v", u.Name, got, want)
+		}
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	url := srv.ClientURL()
+	brokerURL := strings.Replace(url, "nats://", "nats://broker:broker-secret@", 1)
+
+	// A users file in the broker's data dir is the embedded server's: with
+	// --nats-url it makes no consumer.
+	dir := t.TempDir()
+	natsUser(t, dir, fa565.Name, fa565.Role, fa565.ODS)
+	b := startBroker(t, dir, func(c *config.Config) { c.NATSURL = brokerURL })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	js := b.App.Store.JetStream()
+	st, err := js.Stream(ctx, broker.StreamNotify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := consumerNames(t, ctx, st); len(names) != 0 {
+		t.Fatalf("the broker made consumers of %s on an external server: %v", broker.StreamNotify, names)
+	}
+
+	// The operator makes FA565's consumer, as the README says.
+	want := broker.NotifyConsumerConfig(fa565)
+	cli, _ := exec.LookPath("nats")
+	natsCLI := func(args ...string) {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, cli, append([]string{"--server", url, "--user", "broker", "--password", "broker-secret"}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "NATS_CONTEXT=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nats %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if cli != "" {
+		natsCLI("consumer", "add", "EPS_NOTIFY", "dispenser-FA565", "--pull", "--filter", "eps.notify.dispenser.FA565.>",
+			"--deliver", "all", "--ack", "explicit", "--wait", "30s", "--max-deliver=-1", "--max-pending", "1000",
+			"--replay", "instant", "--description", "notifications of dispenser FA565", "--defaults")
+	} else {
+		t.Log("the nats CLI is not installed: the consumer is made through the Go API")
+		if _, err := js.CreateConsumer(ctx, broker.StreamNotify, want); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ci, err := st.Consumer(ctx, fa565.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ci.CachedInfo().Config
+	if got.Durable != want.Durable || got.FilterSubject != want.FilterSubject || got.AckPolicy != want.AckPolicy ||
+		got.DeliverPolicy != want.DeliverPolicy || got.AckWait != want.AckWait || got.MaxDeliver != want.MaxDeliver ||
+		got.MaxAckPending != want.MaxAckPending || got.ReplayPolicy != want.ReplayPolicy || got.DeliverSubject != "" {
+		t.Errorf("consumer %+v, the embedded server's %+v", got, want)
+	}
+
+	// The dispensing system reads what is waiting; is down while two more
+	// orders come; reads both when back. A restarted broker leaves the
+	// consumer as it is.
+	order := func(b *testBroker) string {
+		t.Helper()
+		return postOrders(t, b, 1, fhirgen.Options{Sender: "A83008", Performer: "FA565"})[0].ShortID
+	}
+	read := func() []string {
+		t.Helper()
+		sys := connectNotify(t, url, seeds[fa565.Name], fa565)
+		defer sys.nc.Close()
+		var ids []string
+		for _, g := range fetchAll(t, sys, fa565.Name) {
+			if g.subject != broker.DispenserNotifySubject("FA565", g.n.Event) || g.n.Event != broker.NotifyReady {
+				t.Errorf("notification %s on %s", g.n.Event, g.subject)
+			}
+			ids = append(ids, g.n.PrescriptionID)
+		}
+		return ids
+	}
+	g1 := order(b)
+	b.settle()
+	if ids := read(); !slices.Equal(ids, []string{g1}) {
+		t.Fatalf("first read: %v, want [%s]", ids, g1)
+	}
+	g2, g3 := order(b), order(b)
+	b.settle()
+	b.stop()
+	b = startBroker(t, dir, func(c *config.Config) { c.NATSURL = brokerURL })
+	g4 := order(b)
+	b.settle()
+	if st, err = b.App.Store.JetStream().Stream(ctx, broker.StreamNotify); err != nil {
+		t.Fatal(err)
+	}
+	if names := consumerNames(t, ctx, st); !slices.Equal(names, []string{fa565.Name}) {
+		t.Errorf("consumers after a restart of the broker: %v", names)
+	}
+	if ids := read(); !slices.Equal(ids, []string{g2, g3, g4}) {
+		t.Errorf("after the system's downtime: %v, want %v", ids, []string{g2, g3, g4})
+	}
+
+	// Another organisation's user reaches none of it.
+	other := connectNotify(t, url, seeds[fh542.Name], fh542)
+	notifyRefusals(t, b, other, fa565, fh542)
+
+	// The system's user gone, the operator removes its consumer.
+	if cli != "" {
+		natsCLI("consumer", "rm", "EPS_NOTIFY", "dispenser-FA565", "-f")
+	} else if err := st.DeleteConsumer(ctx, fa565.Name); err != nil {
+		t.Fatal(err)
+	}
+	if names := consumerNames(t, ctx, st); len(names) != 0 {
+		t.Errorf("consumers after nats consumer rm: %v", names)
+	}
+}
+
+// consumerNames lists a stream's consumers, sorted.
+func consumerNames(t *testing.T, ctx context.Context, st jetstream.Stream) []string {
+	t.Helper()
+	var names []string
+	l := st.ConsumerNames(ctx)
+	for n := range l.Name() {
+		names = append(names, n)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	return names
 }

@@ -37,9 +37,14 @@ var importODS = []string{"FA565", "FCG71", "A83008", "FH542", "Y12345"}
 
 // genImport generates rows data rows (and a header for CSV), one in every
 // badEvery of them invalid in one of five ways, and some patients with
-// several rows (later rows of a type overriding earlier ones).
+// several rows, each of a type not yet set for that patient. Every other
+// row is a patient new to the file: nhs is drawn again when it gives a
+// number already used (random numbers collide: about one file in a hundred
+// of 3,000 rows would otherwise set a patient's type twice, which a re-run
+// applies twice again; see TestNominationImportTypeTwice).
 func genImport(rows, badEvery int, csv bool, nhs func() string) *importFile {
 	f := &importFile{csv: csv, want: map[string]map[string]string{}, changes: map[string]int{}}
+	used := map[string]bool{}
 	var buf bytes.Buffer
 	line := 0
 	if csv {
@@ -51,6 +56,10 @@ func genImport(rows, badEvery int, csv bool, nhs func() string) *importFile {
 	for i := 0; i < rows; i++ {
 		line++
 		n := nhs()
+		for used[n] {
+			n = nhs()
+		}
+		used[n] = true
 		typ, ods := types[i%3], importODS[i%len(importODS)]
 		if i%7 == 3 && prev != "" {
 			// Another row for the same patient, of a type not yet set (a
@@ -238,6 +247,32 @@ func TestNominationImport(t *testing.T) {
 			}
 			b2.checkImported(f, auth.RoleAdmin, "X27")
 		})
+	}
+}
+
+// A file that sets one patient's type twice applies both rows in file
+// order: the later wins. Run again, it writes both again (the earlier row
+// changes the nomination back, the later one forward): rows are applied one
+// by one, without holding the file; the final state is the same.
+func TestNominationImportTypeTwice(t *testing.T) {
+	b := startBroker(t, "")
+	x, y := fhirgen.NHSNumber(), fhirgen.NHSNumber()
+	for x == y {
+		y = fhirgen.NHSNumber()
+	}
+	f := &importFile{csv: true, body: []byte("nhsNumber,type,ods\n" + x + ",P1,FA565\n" + y + ",P2,A83008\n" + x + ",P1,FCG71\n")}
+	admin := b.token(auth.RoleAdmin, "X26")
+	for run, want := range []importResult{{Rows: 3, Stored: 3}, {Rows: 3, Stored: 2, Unchanged: 1}} {
+		r := b.importNominations(admin, f, f.body)
+		if r.Rows != want.Rows || r.Stored != want.Stored || r.Unchanged != want.Unchanged || r.Rejected != 0 {
+			t.Errorf("import %d: %+v, want %+v", run+1, r, want)
+		}
+		if a := b.nominations(x); a.Nominations["P1"].ODS != "FCG71" || len(a.History) != 2*(run+1) {
+			t.Errorf("import %d: %s P1 %q with %d changes, want FCG71 with %d", run+1, x, a.Nominations["P1"].ODS, len(a.History), 2*(run+1))
+		}
+		if a := b.nominations(y); a.Nominations["P2"].ODS != "A83008" || len(a.History) != 1 {
+			t.Errorf("import %d: %s P2 %q with %d changes", run+1, y, a.Nominations["P2"].ODS, len(a.History))
+		}
 	}
 }
 
