@@ -3,97 +3,47 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/nhs-eps/epsbroker/broker/service"
-	"github.com/nhs-eps/epsbroker/fhir"
 )
 
-// The one compare-and-set helper: every write of a prescription to the
-// event log goes through update (Store.Update, Store.Create), which reads
-// the prescription's current state and its subject sequence, asks a pure
+// Every write of a prescription to the event log goes through
+// service.UpdateEvents (the one compare-and-set loop,
+// service.CompareAndSet): it reads the prescription's current state and
+// the sequence of its subject's last message (Store.current), asks a pure
 // decision what to write, and publishes it with that sequence as the
-// expected last subject sequence. Another writer in between makes the
-// publish fail with "wrong last sequence": the helper reads and decides
-// again, at most service.MaxAttempts times.
+// expected last subject sequence (appendEvent). Another writer in between
+// makes the publish fail with "wrong last sequence": the loop reads and
+// decides again, at most service.MaxAttempts times. A decided write is
+// completed even when the client's context ends meanwhile.
 //
-// Once a write is decided it is completed, even when the client's context
-// ends meanwhile (the HTTP client went away, the request timed out): the
-// publish runs under context.WithoutCancel, bounded by its own
-// service.WriteTimeout. A publish abandoned half-way may still be stored by
-// JetStream, and then what the broker answers (or logs) would not be what
-// happened; completing it makes the outcome the decided one. The reads
-// before a decision use the client's context: a client that has gone
-// before anything is decided stops the update with nothing written.
-
-// maxAttempts bounds a compare-and-set loop (also the nomination
-// registry's).
-const maxAttempts = service.MaxAttempts
-
-// storeUnavailable is service.StoreUnavailable: nothing was changed, retry.
-func storeUnavailable(op string, err error) *fhir.Error { return service.StoreUnavailable(op, err) }
+// The expected sequence is the subject's real last one, not the current
+// state's: a message on the subject that is not the broker's (a foreign
+// one, published by a plain NATS client) is skipped by the read, and the
+// next decided write supersedes it, so one such message never blocks a
+// prescription.
 
 // Update is the compare-and-set write of prescription id (see
 // service.Prescriptions.Update).
 func (s *Store) Update(ctx context.Context, id string, decide service.Decide) (*service.Event, error) {
-	return s.update(ctx, id, false, decide)
+	return service.UpdateEvents(ctx, id, false, decide, s.current, s.writeEvent)
 }
 
 // Create is Update deciding first from "nothing stored", without a read
 // (see service.Prescriptions.Create).
 func (s *Store) Create(ctx context.Context, id string, decide service.Decide) (*service.Event, error) {
-	return s.update(ctx, id, true, decide)
+	return service.UpdateEvents(ctx, id, true, decide, s.current, s.writeEvent)
 }
 
-func (s *Store) update(ctx context.Context, id string, assumeNew bool, decide service.Decide) (*service.Event, error) {
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err // the client went before a decision: nothing written
-		}
-		var cur *service.Event
-		if attempt > 0 || !assumeNew {
-			var err error
-			cur, err = s.Current(ctx, id)
-			switch {
-			case errors.Is(err, service.ErrNotFound):
-				cur = nil
-			case err != nil:
-				return nil, err
-			}
-		}
-		w, err := decide(cur)
-		if err != nil {
-			return nil, err
-		}
-		if w == nil {
-			return nil, nil
-		}
-		if w.Record == nil || w.Record.ID != id {
-			return nil, fmt.Errorf("decided write about %q is not about prescription %s", recordID(w), id)
-		}
-		var expect uint64
-		if cur != nil {
-			expect = cur.Seq
-		}
-		// Decided: completed even if the client goes (see above).
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), service.WriteTimeout)
-		seq, err := s.appendEvent(wctx, w.Event, w.MessageID, w.Record, w.Body, expect)
-		cancel()
-		if errors.Is(err, service.ErrConflict) {
-			s.metrics.Projected.WithLabelValues("lifecycle", "cas_retry").Inc()
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return &service.Event{Seq: seq, Event: w.Event, MessageID: w.MessageID, Record: w.Record, Body: w.Body}, nil
+// writeEvent appends a decided write if its subject's last message is
+// still expect, counting the compare-and-sets lost.
+func (s *Store) writeEvent(ctx context.Context, w *service.Write, expect uint64) (*service.Event, error) {
+	seq, err := s.appendEvent(ctx, w.Event, w.MessageID, w.Record, w.Body, expect)
+	if errors.Is(err, service.ErrConflict) {
+		s.metrics.Projected.WithLabelValues("lifecycle", "cas_retry").Inc()
 	}
-	return nil, fmt.Errorf("%w: prescription %s: %d compare-and-set attempts lost", service.ErrBusy, id, maxAttempts)
-}
-
-func recordID(w *service.Write) string {
-	if w.Record == nil {
-		return ""
+	if err != nil {
+		return nil, err
 	}
-	return w.Record.ID
+	return &service.Event{Seq: seq, Event: w.Event, MessageID: w.MessageID, Record: w.Record, Body: w.Body}, nil
 }

@@ -13,10 +13,6 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/service"
 )
 
-// abandonAfter is how long a reservation may stand without an answer before
-// a retry may take it over (its request died with its broker).
-const abandonAfter = service.AbandonAfter
-
 // ReserveRequest claims key for a request whose hash is hash, atomically:
 // the first caller gets a reservation to complete or release; a caller
 // whose request was answered before gets that answer; a caller while
@@ -56,7 +52,7 @@ func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.T
 	if r.Status != 0 {
 		return &r, service.Reservation{}, nil
 	}
-	if now.Sub(e.Created()) < abandonAfter {
+	if now.Sub(e.Created()) < service.AbandonAfter {
 		return nil, service.Reservation{}, service.ErrInFlight
 	}
 	if r.BodyHash != hash {
@@ -97,7 +93,7 @@ func (s *Store) EventsUnder(ctx context.Context, messageID string, since time.Ti
 		if h.Get(HeaderMessageID) != messageID || !slices.Contains(types, h.Get(HeaderEvent)) {
 			return true, nil
 		}
-		ev, err := decodeStored(md.Sequence.Stream, md.Timestamp, h, nil)
+		ev, err := DecodeEvent(md.Sequence.Stream, md.Timestamp, m.Subject(), h, nil)
 		if err != nil {
 			return true, nil // not the broker's
 		}

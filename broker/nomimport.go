@@ -153,40 +153,45 @@ func (w *importWorker) note(other bool) {
 }
 
 // apply sets one row's nomination; changed is false when it was already so.
+// It is one compare-and-set (service.CompareAndSet) whose first decision,
+// when the worker creates first, is made from "nothing on record" without
+// a read.
 func (w *importWorker) apply(ctx context.Context, row nomination.ImportRow) (changed bool, err error) {
 	s := w.r.store
 	readFirst := w.readFirst
-	if !readFirst {
-		next := nomination.Set(nil, row.NHSNumber, row.Type, row.ODS, w.by, w.r.now())
-		err := s.putNominations(ctx, next, 0)
-		w.note(errors.Is(err, service.ErrConflict))
-		switch {
-		case err == nil:
-			return true, nil
-		case !errors.Is(err, service.ErrConflict):
-			return false, storeUnavailable("write nominations", err)
-		}
+	attempt := 0
+	next, err := service.CompareAndSet(ctx, fmt.Sprintf("line %d", row.Line),
+		func(ctx context.Context) (*nomination.Patient, uint64, error) {
+			attempt++
+			switch {
+			case attempt == 1 && !readFirst:
+				return nil, 0, nil
+			case attempt == 2 && !readFirst:
+				w.note(true) // creating first met the patient on record
+			}
+			cur, rev, err := s.Nominations(ctx, row.NHSNumber)
+			if err != nil {
+				return nil, 0, service.StoreUnavailable("read nominations", err)
+			}
+			if readFirst && attempt == 1 {
+				w.note(cur == nil)
+			}
+			return cur, rev, nil
+		},
+		func(cur *nomination.Patient) (*nomination.Patient, bool, error) {
+			next := nomination.Set(cur, row.NHSNumber, row.Type, row.ODS, w.by, w.r.now())
+			return next, next != nil, nil
+		},
+		s.writeNominations)
+	if !readFirst && attempt == 1 && err == nil {
+		w.note(false) // created first
 	}
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		cur, rev, err := s.Nominations(ctx, row.NHSNumber)
-		if err != nil {
-			return false, storeUnavailable("read nominations", err)
-		}
-		if readFirst && attempt == 0 {
-			w.note(cur == nil)
-		}
-		next := nomination.Set(cur, row.NHSNumber, row.Type, row.ODS, w.by, w.r.now())
-		if next == nil {
-			return false, nil
-		}
-		switch err := s.putNominations(ctx, next, rev); {
-		case errors.Is(err, service.ErrConflict):
-			continue
-		case err != nil:
-			return false, storeUnavailable("write nominations", err)
-		}
-		return true, nil
+	switch {
+	case errors.Is(err, service.ErrBusy):
+		return false, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
+			Diagnostics: fmt.Sprintf("line %d: the patient's nominations are changing too often; retry the import", row.Line)}
+	case err != nil:
+		return false, err
 	}
-	return false, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
-		Diagnostics: fmt.Sprintf("line %d: the patient's nominations are changing too often; retry the import", row.Line)}
+	return next != nil, nil
 }

@@ -163,34 +163,55 @@ func (r *Registry) Remove(ctx context.Context, p auth.Principal, nhs string, t n
 	})
 }
 
-// change applies f with compare-and-set on the patient's registry revision.
+// change applies f with compare-and-set on the patient's registry revision
+// (service.CompareAndSet: a decided change is stored even when the client
+// goes meanwhile).
 func (r *Registry) change(ctx context.Context, p auth.Principal, nhs string, f func(*nomination.Patient, nomination.By) *nomination.Patient) (*nomination.Patient, error) {
 	by, err := changer(p)
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		cur, rev, err := r.store.Nominations(ctx, nhs)
-		if err != nil {
-			return nil, storeUnavailable("read nominations", err)
-		}
-		next := f(cur, by)
-		if next == nil {
-			if cur == nil {
-				cur = &nomination.Patient{NHSNumber: nhs, Nominations: map[nomination.Type]nomination.Nomination{}}
+	var cur *nomination.Patient
+	next, err := service.CompareAndSet(ctx, "nominations",
+		func(ctx context.Context) (*nomination.Patient, uint64, error) {
+			c, rev, err := r.store.Nominations(ctx, nhs)
+			if err != nil {
+				return nil, 0, service.StoreUnavailable("read nominations", err)
 			}
-			return cur, nil // nothing to change
+			cur = c
+			return c, rev, nil
+		},
+		func(cur *nomination.Patient) (*nomination.Patient, bool, error) {
+			next := f(cur, by)
+			return next, next != nil, nil
+		},
+		r.store.writeNominations)
+	switch {
+	case errors.Is(err, service.ErrBusy):
+		return nil, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable, Diagnostics: "the patient's nominations are changing too often; retry"}
+	case err != nil:
+		return nil, err
+	case next == nil: // nothing to change
+		if cur == nil {
+			cur = &nomination.Patient{NHSNumber: nhs, Nominations: map[nomination.Type]nomination.Nomination{}}
 		}
-		switch err := r.store.putNominations(ctx, next, rev); {
-		case errors.Is(err, service.ErrConflict):
-			continue
-		case err != nil:
-			return nil, storeUnavailable("write nominations", err)
-		}
-		if next.Change != nil && next.Change.IsSelfNomination() {
-			r.store.metrics.SelfNominations.WithLabelValues(string(next.Change.Type)).Inc()
-		}
-		return next, nil
+		return cur, nil
 	}
-	return nil, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable, Diagnostics: "the patient's nominations are changing too often; retry"}
+	if next.Change != nil && next.Change.IsSelfNomination() {
+		r.store.metrics.SelfNominations.WithLabelValues(string(next.Change.Type)).Inc()
+	}
+	return next, nil
+}
+
+// writeNominations is the write of a nomination compare-and-set:
+// putNominations, its errors other than service.ErrConflict answered as
+// the store's (503).
+func (s *Store) writeNominations(ctx context.Context, p *nomination.Patient, rev uint64) (*nomination.Patient, error) {
+	switch err := s.putNominations(ctx, p, rev); {
+	case errors.Is(err, service.ErrConflict):
+		return nil, err
+	case err != nil:
+		return nil, service.StoreUnavailable("write nominations", err)
+	}
+	return p, nil
 }

@@ -353,18 +353,55 @@ func isWrongLastSequence(err error) bool {
 }
 
 // Current returns the latest event about a prescription: its current state.
+// Messages on the prescription's subject that are not the broker's events
+// (DecodeEvent refuses them: a foreign or corrupt message published by a
+// plain NATS client) are skipped; a subject holding none of the broker's
+// is ErrNotFound.
 func (s *Store) Current(ctx context.Context, id string) (*service.Event, error) {
-	raw, err := s.events.GetLastMsgForSubject(ctx, SubjectRx+id)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, service.ErrNotFound
+	ev, _, err := s.current(ctx, id)
+	if err == nil && ev == nil {
+		err = service.ErrNotFound
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read prescription: %w", err)
-	}
-	return decodeStored(raw.Sequence, raw.Time, raw.Header, raw.Data)
+	return ev, err
 }
 
-// Event returns the event log message at seq.
+// current is the latest of the broker's events on prescription id's
+// subject (nil when there is none) and the sequence of the subject's last
+// message (0: none), which a compare-and-set write expects. Only when the
+// last message is not an event are the subject's messages read (a
+// prescription has at most a few hundred).
+func (s *Store) current(ctx context.Context, id string) (*service.Event, uint64, error) {
+	subject := SubjectRx + id
+	raw, err := s.events.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read prescription: %w", err)
+	}
+	if ev, err := DecodeEvent(raw.Sequence, raw.Time, raw.Subject, raw.Header, raw.Data); err == nil {
+		return ev, raw.Sequence, nil
+	}
+	var latest *service.Event
+	last := raw.Sequence
+	err = s.scanStream(ctx, "prescription", StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		last = max(last, md.Sequence.Stream)
+		if ev, err := DecodeEvent(md.Sequence.Stream, md.Timestamp, m.Subject(), m.Headers(), m.Data()); err == nil {
+			latest = ev
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return latest, last, nil
+}
+
+// Event returns the event log message at seq; a message that is not one of
+// the broker's events (see DecodeEvent) is ErrNotFound.
 func (s *Store) Event(ctx context.Context, seq uint64) (*service.Event, error) {
 	raw, err := s.events.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -373,7 +410,11 @@ func (s *Store) Event(ctx context.Context, seq uint64) (*service.Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read event %d: %w", seq, err)
 	}
-	return decodeStored(raw.Sequence, raw.Time, raw.Header, raw.Data)
+	ev, err := DecodeEvent(raw.Sequence, raw.Time, raw.Subject, raw.Header, raw.Data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", service.ErrNotFound, err)
+	}
+	return ev, nil
 }
 
 // decodeStored turns a stored message into a service.Event. An order's own

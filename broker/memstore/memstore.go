@@ -119,64 +119,40 @@ func (s *Store) Conflicts() int {
 	return s.conflicts
 }
 
-// Update is the compare-and-set write (service.Prescriptions.Update).
+// Update is the compare-and-set write (service.Prescriptions.Update), on
+// the services' own loop (service.UpdateEvents).
 func (s *Store) Update(ctx context.Context, id string, decide service.Decide) (*service.Event, error) {
-	return s.update(ctx, id, false, decide)
+	return service.UpdateEvents(ctx, id, false, decide, s.current, s.write)
 }
 
 // Create is Update deciding first from "nothing stored"
 // (service.Prescriptions.Create).
 func (s *Store) Create(ctx context.Context, id string, decide service.Decide) (*service.Event, error) {
-	return s.update(ctx, id, true, decide)
+	return service.UpdateEvents(ctx, id, true, decide, s.current, s.write)
 }
 
-func (s *Store) update(ctx context.Context, id string, assumeNew bool, decide service.Decide) (*service.Event, error) {
-	for attempt := 0; attempt < service.MaxAttempts; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err // the client went before a decision: nothing written
-		}
-		var cur *service.Event
-		if attempt > 0 || !assumeNew {
-			c, err := s.Current(ctx, id)
-			switch {
-			case errors.Is(err, service.ErrNotFound):
-			case err != nil:
-				return nil, err
-			default:
-				cur = c
-			}
-		}
-		w, err := decide(cur)
-		if err != nil {
-			return nil, err
-		}
-		if w == nil {
-			return nil, nil
-		}
-		if w.Record == nil || w.Record.ID != id {
-			return nil, fmt.Errorf("memstore: a decided write about prescription %s is not about it", id)
-		}
-		s.mu.Lock()
-		hook := s.beforeWrite
-		s.mu.Unlock()
-		if hook != nil {
-			hook(id)
-		}
-		var expect uint64
-		if cur != nil {
-			expect = cur.Seq
-		}
-		// Decided: written whatever ctx says now.
-		ev, err := s.append(w, expect)
-		if errors.Is(err, service.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return ev, nil
+// current is Current with the sequence a write expects (0: none).
+func (s *Store) current(ctx context.Context, id string) (*service.Event, uint64, error) {
+	c, err := s.Current(ctx, id)
+	switch {
+	case errors.Is(err, service.ErrNotFound):
+		return nil, 0, nil
+	case err != nil:
+		return nil, 0, err
 	}
-	return nil, fmt.Errorf("%w: prescription %s", service.ErrBusy, id)
+	return c, c.Seq, nil
+}
+
+// write calls the BeforeWrite hook, then appends w if its prescription is
+// still at expect.
+func (s *Store) write(_ context.Context, w *service.Write, expect uint64) (*service.Event, error) {
+	s.mu.Lock()
+	hook := s.beforeWrite
+	s.mu.Unlock()
+	if hook != nil {
+		hook(w.Record.ID)
+	}
+	return s.append(w, expect)
 }
 
 // append stores w if id's latest event is still expect (0: none).
