@@ -137,7 +137,7 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 		in.stage("nomination", start)
 		if err != nil {
 			in.metrics.CountOrder("error")
-			return nil, storeUnavailable("read nominations", err)
+			return nil, StoreUnavailable("read nominations", err)
 		}
 		if ods := noms.Of(nomination.Type(order.SiteType)); ods != "" {
 			rec.Nominate(ods, rx.NominationFromRegistry)
@@ -158,17 +158,16 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 	)
 	start = time.Now()
 	_, err = in.rx.Create(ctx, order.PrescriptionID, func(cur *Event) (*Write, error) {
-		resent, afterCancel = false, false
-		switch {
-		case cur == nil:
-			return &Write{Event: rx.EventOrder, MessageID: order.BundleID, Record: created, Body: msg.Raw}, nil
-		case cur.Record.IsEarlyCancellation():
-			// A cancellation came first: the order is stored with it applied.
-			afterCancel = true
-			next := rx.ApplyEarlyCancellations(cur.Record, created, in.now())
+		var held *rx.Prescription
+		if cur != nil {
+			held = cur.Record
+		}
+		next, outcome := rx.AcceptOrder(held, created, in.now())
+		resent, afterCancel = outcome == rx.OrderResent, outcome == rx.OrderAfterCancellation
+		switch outcome {
+		case rx.OrderStored, rx.OrderAfterCancellation:
 			return &Write{Event: rx.EventOrder, MessageID: order.BundleID, Record: next, Body: msg.Raw}, nil
-		case cur.Record.BundleID == order.BundleID:
-			resent = true
+		case rx.OrderResent:
 			return nil, nil
 		}
 		return nil, decided{&fhir.Error{Kind: fhir.KindInvalid, IssueType: "duplicate", Code: fhir.CodeDuplicatePrescriptionID,

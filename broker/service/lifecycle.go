@@ -14,7 +14,7 @@ import (
 )
 
 // Lifecycle moves prescriptions through the state machine of
-// tracker/transitions.go. Every change is one compare-and-set write to the
+// tracker/rx/transitions.go. Every change is one compare-and-set write to the
 // prescription in the event log (Prescriptions.Update): two requests that
 // decide from the same state can never both succeed; the loser re-reads and
 // decides again.
@@ -42,8 +42,6 @@ func StoreUnavailable(op string, err error) *fhir.Error {
 		Diagnostics: "the prescription store could not be reached; nothing was changed; retry", Err: err}
 }
 
-func storeUnavailable(op string, err error) *fhir.Error { return StoreUnavailable(op, err) }
-
 // decided carries an error of a decision through Prescriptions.Update, so
 // that it is told apart from the store's.
 type decided struct{ err error }
@@ -66,7 +64,7 @@ func writeError(err error, id, op, what string) error {
 		return &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
 			Diagnostics: fmt.Sprintf("prescription %s is changing too often to %s now; retry", id, what)}
 	}
-	return storeUnavailable(op, err)
+	return StoreUnavailable(op, err)
 }
 
 // update applies decide to the current state of prescription id and writes
@@ -167,7 +165,7 @@ func (l *Lifecycle) ReleasedUnder(ctx context.Context, p auth.Principal, owner, 
 	evs, err := l.rx.EventsUnder(ctx, messageID, since.Add(-time.Second), takeoverWindow+time.Second,
 		rx.EventRelease, rx.EventNominatedRelease)
 	if err != nil {
-		return nil, storeUnavailable("read event log", err)
+		return nil, StoreUnavailable("read event log", err)
 	}
 	var out []Released
 	seen := map[string]bool{}
@@ -204,14 +202,14 @@ func (l *Lifecycle) orderOf(ctx context.Context, id string) ([]byte, error) {
 		return nil, rx.NotFound(id)
 	}
 	if err != nil {
-		return nil, storeUnavailable("read prescription", err)
+		return nil, StoreUnavailable("read prescription", err)
 	}
 	if cur.Record.IsEarlyCancellation() {
 		return nil, rx.NotFound(id)
 	}
 	ev, err := l.rx.Event(ctx, cur.Record.OrderSeq)
 	if err != nil {
-		return nil, storeUnavailable("read order", err)
+		return nil, StoreUnavailable("read order", err)
 	}
 	return ev.Body, nil
 }
@@ -228,7 +226,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 	for from := uint64(1); len(out) < max; {
 		entries, err := l.queues.ReadyQueueFrom(ctx, p.ODS, from, max)
 		if err != nil {
-			return nil, storeUnavailable("read ready queue", err)
+			return nil, StoreUnavailable("read ready queue", err)
 		}
 		if len(entries) == 0 {
 			break
@@ -246,7 +244,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 			var rec *rx.Prescription
 			if err == nil {
 				rec, err = l.update(ctx, e.PrescriptionID, rx.EventNominatedRelease, messageID, body, func(cur *rx.Prescription) (*rx.Prescription, error) {
-					if !cur.Ready() || cur.Nominated != p.ODS {
+					if !rx.QueuedFor(cur, p.ODS) {
 						return nil, errSkip // taken, returned or changed since it was queued
 					}
 					return rx.Release(cur, p.ODS, actor, messageID, true, l.now())
@@ -422,18 +420,10 @@ func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancel
 		if cur != nil {
 			rec = cur.Record
 		}
-		event := rx.EventCancel
-		var next *rx.Prescription
-		code = rx.RNotFound
-		if rec == nil || rec.IsEarlyCancellation() || rec.Prescriber != p.ODS {
-			// Not a prescription of this organisation: kept for it, R-0008.
-			// Kept cancellations are nobody's news: no notification
-			// (rx.EventCancelKept).
-			event = rx.EventCancelKept
-			next = rx.KeepCancellation(rec, c.PrescriptionID, actor, in, l.now())
-		} else {
-			next, code = rx.Cancel(rec, actor, in, l.now())
-		}
+		// A prescription of another organisation, or none, keeps the
+		// cancellation for p's (R-0008, no notification): rx.CancelOrKeep.
+		next, event, rcode := rx.CancelOrKeep(rec, c.PrescriptionID, actor, in, l.now())
+		code = rcode
 		if next == nil {
 			return nil, nil
 		}

@@ -9,7 +9,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
@@ -59,7 +58,7 @@ func (s *Scheduler) RunOnce(ctx context.Context) (int, error) {
 			return next, nil
 		})
 		switch {
-		case errors.Is(err, errSkip), fhir.ErrorKind(err) == fhir.KindNotFound:
+		case errors.Is(err, errSkip), rx.IsNotFound(err):
 		case err != nil:
 			errs = append(errs, err)
 		default:
@@ -84,7 +83,7 @@ func (s *Scheduler) nominationChange(ctx context.Context, cur *rx.Prescription) 
 	}
 	changes, err := s.noms.NominationHistory(ctx, cur.NHSNumber)
 	if err != nil {
-		return nil, storeUnavailable("read nominations", err)
+		return nil, StoreUnavailable("read nominations", err)
 	}
 	for i := len(changes) - 1; i >= 0; i-- {
 		if changes[i].Type == t {

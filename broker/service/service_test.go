@@ -615,3 +615,46 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+// staleIndex is a due index that also lists prescriptions the event log
+// does not have (an index entry gone stale).
+type staleIndex struct {
+	service.DueIndex
+	extra []string
+}
+
+func (s staleIndex) Due(now time.Time) []string { return append(s.extra, s.DueIndex.Due(now)...) }
+
+// A prescription the index says is due but the log does not have is
+// passed over (rx.NotFound, a 400 RESOURCE_NOT_FOUND, is not an error of
+// the pass): the due one beside it is applied and the pass reports no
+// error. A failure of the store still is one.
+func TestSchedulerPassesOverUnknownPrescriptions(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		extra   []string
+		fail    error
+		applied int
+		wantErr bool
+	}{
+		{"only known", nil, nil, 1, false},
+		{"one unknown beside it", []string{"ABCDEF-A83008-00000X"}, nil, 1, false},
+		{"two unknown", []string{"ABCDEF-A83008-00000X", "ABCDEF-A83008-00001X"}, nil, 1, false},
+		{"store down", []string{"ABCDEF-A83008-00000X"}, errDown, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			sched := service.NewScheduler(e.life, e.st, staleIndex{e.st, tc.extra}, zap.NewNop(), e.clock)
+			g := e.accepted()
+			e.advance(6 * 31 * 24 * time.Hour) // past its validity: expiry due
+			e.st.FailWrites(tc.fail)
+			n, err := sched.RunOnce(e.ctx)
+			if n != tc.applied || (err != nil) != tc.wantErr {
+				t.Fatalf("%d applied (%v), want %d (error %v)", n, err, tc.applied, tc.wantErr)
+			}
+			if want := map[bool]rx.Status{true: rx.StatusToBeDispensed, false: rx.StatusExpired}[tc.wantErr]; e.status(g.ShortID) != want {
+				t.Errorf("%s is %s, want %s", g.ShortID, e.status(g.ShortID), want)
+			}
+		})
+	}
+}
