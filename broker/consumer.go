@@ -105,11 +105,6 @@ const (
 	VerdictDead                 // copy to the dead letter, then terminate
 )
 
-// Decide is the default retry policy's decision (DefaultRetry.Decide).
-func Decide(err error, delivered uint64) (Verdict, time.Duration) {
-	return DefaultRetry.Decide(err, delivered)
-}
-
 // Decide says what to do after a message's delivery number delivered (1
 // for the first) ended with err, and after what delay when it is retried.
 func (p RetryPolicy) Decide(err error, delivered uint64) (Verdict, time.Duration) {

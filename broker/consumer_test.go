@@ -34,7 +34,7 @@ func TestRunnerDecide(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			v, d := Decide(c.err, c.delivered)
+			v, d := DefaultRetry.Decide(c.err, c.delivered)
 			if v != c.verdict || d != c.delay {
 				t.Errorf("Decide(%v, %d) = %v, %s; want %v, %s", c.err, c.delivered, v, d, c.verdict, c.delay)
 			}

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -163,13 +162,6 @@ const migrationBatch = 512
 // window, and the revisions of a key stay in order (one connection sends
 // them in order).
 func (s *Store) copyNominations(ctx context.Context, order []keySeq, keys map[string]*plainKey) error {
-	cons, err := s.js.OrderedConsumer(ctx, streamNominations, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   order[0].seq,
-	})
-	if err != nil {
-		return fmt.Errorf("migrate nominations: %w", err)
-	}
 	last := order[len(order)-1].seq
 	seen := map[string]int{}
 	var futures []jetstream.PubAckFuture
@@ -186,54 +178,44 @@ func (s *Store) copyNominations(ctx context.Context, order []keySeq, keys map[st
 		futures = futures[:0]
 		return nil
 	}
-	for done := false; !done; {
-		batch, err := cons.Fetch(migrationBatch, jetstream.FetchMaxWait(5*time.Second))
+	err := s.scanStream(ctx, "nominations to migrate", streamNominations, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   order[0].seq,
+	}, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		seq := md.Sequence.Stream
+		if seq > last {
+			return false, nil
+		}
+		if len(futures) >= migrationBatch {
+			if err := wait(); err != nil {
+				return false, err
+			}
+		}
+		k := strings.TrimPrefix(m.Subject(), subjectNominations)
+		pk := keys[k]
+		if pk == nil {
+			return seq < last, nil
+		}
+		i := seen[k]
+		if i >= len(pk.seqs) || pk.seqs[i] != seq {
+			return seq < last, nil // not a value listed (a marker)
+		}
+		seen[k]++
+		if i < pk.copied {
+			return seq < last, nil
+		}
+		f, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subjectNominations + s.pseudo.Of(k), Data: m.Data()},
+			jetstream.WithMsgID("eps-pseudonym-migration-"+strconv.FormatUint(seq, 10)), jetstream.WithExpectStream(streamNominations))
 		if err != nil {
-			return fmt.Errorf("migrate nominations: %w", err)
+			return false, fmt.Errorf("migrate nominations: copy: %w", err)
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			seq := md.Sequence.Stream
-			done = done || seq >= last
-			if seq > last {
-				continue
-			}
-			k := strings.TrimPrefix(m.Subject(), subjectNominations)
-			pk := keys[k]
-			if pk == nil {
-				continue
-			}
-			i := seen[k]
-			if i >= len(pk.seqs) || pk.seqs[i] != seq {
-				continue // not a value listed (a marker)
-			}
-			seen[k]++
-			if i < pk.copied {
-				continue
-			}
-			f, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subjectNominations + s.pseudo.Of(k), Data: m.Data()},
-				jetstream.WithMsgID("eps-pseudonym-migration-"+strconv.FormatUint(seq, 10)), jetstream.WithExpectStream(streamNominations))
-			if err != nil {
-				return fmt.Errorf("migrate nominations: copy: %w", err)
-			}
-			futures = append(futures, f)
-		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("migrate nominations: %w", err)
-		}
-		if got == 0 && !done {
-			return fmt.Errorf("migrate nominations: no progress before sequence %d", last)
-		}
-		if err := wait(); err != nil {
-			return err
-		}
+		futures = append(futures, f)
+		return seq < last, nil
+	})
+	if err != nil {
+		return err
 	}
-	return nil
+	return wait()
 }
 
 // purgeSubjects purges each clear key's subject, several at once.
@@ -277,55 +259,32 @@ type keySeq struct {
 // is not a pseudonym, in stream order, and by key; and the pseudonyms that
 // have messages. Only headers are read.
 func (s *Store) plainNominationKeys(ctx context.Context) (order []keySeq, keys map[string]*plainKey, pseudonyms map[string]struct{}, err error) {
-	cons, err := s.js.OrderedConsumer(ctx, streamNominations, jetstream.OrderedConsumerConfig{
+	keys, pseudonyms = map[string]*plainKey{}, map[string]struct{}{}
+	err = s.scanStream(ctx, "nominations to migrate", streamNominations, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		HeadersOnly:   true,
+	}, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		k := strings.TrimPrefix(m.Subject(), subjectNominations)
+		// Only values: the broker never deletes nominations, and a purge
+		// of a clear key leaves nothing to copy.
+		if isPseudonym(k) {
+			pseudonyms[k] = struct{}{}
+			return true, nil
+		}
+		if m.Headers().Get("KV-Operation") != "" {
+			return true, nil
+		}
+		pk := keys[k]
+		if pk == nil {
+			pk = &plainKey{}
+			keys[k] = pk
+		}
+		pk.seqs = append(pk.seqs, md.Sequence.Stream)
+		order = append(order, keySeq{k, md.Sequence.Stream})
+		return true, nil
 	})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("migrate nominations: %w", err)
-	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("migrate nominations: %w", err)
-	}
-	keys, pseudonyms = map[string]*plainKey{}, map[string]struct{}{}
-	for pending := ci.NumPending; pending > 0; {
-		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("migrate nominations: %w", err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			pending = md.NumPending
-			k := strings.TrimPrefix(m.Subject(), subjectNominations)
-			// Only values: the broker never deletes nominations, and a purge
-			// of a clear key leaves nothing to copy.
-			if isPseudonym(k) {
-				pseudonyms[k] = struct{}{}
-				continue
-			}
-			if m.Headers().Get("KV-Operation") != "" {
-				continue
-			}
-			pk := keys[k]
-			if pk == nil {
-				pk = &plainKey{}
-				keys[k] = pk
-			}
-			pk.seqs = append(pk.seqs, md.Sequence.Stream)
-			order = append(order, keySeq{k, md.Sequence.Stream})
-		}
-		if err := batch.Error(); err != nil {
-			return nil, nil, nil, fmt.Errorf("migrate nominations: %w", err)
-		}
-		if got == 0 {
-			return nil, nil, nil, fmt.Errorf("migrate nominations: no progress with %d pending", pending)
-		}
 	}
 	return order, keys, pseudonyms, nil
 }

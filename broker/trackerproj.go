@@ -32,8 +32,8 @@ type TrackerProjector struct {
 	metrics  *Metrics
 	path     string
 	runner   *Runner[*service.Event]
-	caughtUp atomic.Bool
-	target   uint64 // the log's last sequence when the projector started
+	caughtUp atomic.Bool // logged once: the index holds the log as it was at the start
+	target   uint64      // the log's last sequence when the projector started
 	stop     chan struct{}
 	done     sync.WaitGroup
 	saved    atomic.Uint64
@@ -111,10 +111,6 @@ func (p *TrackerProjector) noteCaughtUp(seq uint64) {
 
 // State is the projector's consumer state.
 func (p *TrackerProjector) State() RunnerState { return p.runner.State() }
-
-// CaughtUp reports whether the index holds every event that was in the log
-// when the broker started.
-func (p *TrackerProjector) CaughtUp() bool { return p.caughtUp.Load() }
 
 // MustReach is the event log sequence the index must have applied before it
 // answers a search: everything in the log when the broker started, and
