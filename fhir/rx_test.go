@@ -33,8 +33,9 @@ func TestRxErrorOutcome(t *testing.T) {
 		{"with another dispenser", &rx.Error{Kind: rx.KindInvalid, Code: rx.CodePrescriptionWithAnother, Message: "prescription X is with another dispenser (FA565)", Org: "FA565"},
 			&Error{Kind: KindInvalid, IssueType: "business-rule", Code: CodePrescriptionWithAnother, CodeSystem: SystemEPSIssueCode,
 				Display: "Prescription is with another dispenser", Diagnostics: "prescription X is with another dispenser (FA565)", SupportingOrg: "FA565"}},
-		// The rules' own errors, against the *Error each replaced
-		// (broker/lifecycle.go notFound, sameNHSNumber, everyItemNamed).
+		// The rules' own errors (tracker/rx/rules.go NotFound,
+		// SameNHSNumber, EveryItemNamed), against the answer each gave
+		// before they moved to the domain core.
 		{"rx.NotFound", rx.NotFound("X"),
 			&Error{Kind: KindInvalid, IssueType: "not-found", Code: CodeResourceNotFound, Display: "Resource not found",
 				Diagnostics: "prescription X not found"}},
