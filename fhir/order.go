@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // maxItems is the number of line items Spine accepts in one prescription.
@@ -198,14 +200,14 @@ func (c *orderCheck) checkRepeatDispensing() *Error {
 	q := dr.ExpectedSupplyDuration
 	switch {
 	case !q.HasValue:
-		o.SupplyDays = DefaultSupplyDays
+		o.SupplyDays = rx.DefaultSupplyDays
 	case q.Value != math.Trunc(q.Value) || q.Value < 0:
 		// REGEX_INTEGER12: digits only, so a negative number is not an integer
 		return spineError(supply, "daysSupply is not an integer")
 	case q.Value > MaxSupplyDays:
 		return spineError(supply, fmt.Sprintf("daysSupply cannot exceed %d", MaxSupplyDays))
 	case q.Value == 0:
-		o.SupplyDays = DefaultSupplyDays
+		o.SupplyDays = rx.DefaultSupplyDays
 	default:
 		o.SupplyDays = int(q.Value)
 	}
