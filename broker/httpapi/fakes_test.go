@@ -71,6 +71,7 @@ type fakeIntake struct {
 	mu     sync.Mutex
 	out    *Outcome
 	err    error
+	panic  any // when not nil, ProcessMessage panics with it
 	bodies [][]byte
 }
 
@@ -78,6 +79,9 @@ func (f *fakeIntake) ProcessMessage(_ context.Context, _ auth.Principal, body []
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.bodies = append(f.bodies, body)
+	if f.panic != nil {
+		panic(f.panic) // the deferred Unlock runs
+	}
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -529,6 +533,7 @@ type req struct {
 	method, path, token string
 	body                string
 	header              map[string]string
+	overCap             bool // the request came on a connection past the cap (ConnContext)
 }
 
 // do sends r through the handler.
@@ -547,6 +552,9 @@ func (f *fixture) do(r req) *httptest.ResponseRecorder {
 	}
 	for k, v := range r.header {
 		hr.Header.Set(k, v)
+	}
+	if r.overCap {
+		hr = hr.WithContext(context.WithValue(hr.Context(), overCapKey{}, true))
 	}
 	w := httptest.NewRecorder()
 	f.h.ServeHTTP(w, hr)

@@ -180,7 +180,8 @@ func statusFor(k fhir.Kind) int {
 	}
 }
 
-// writeError answers with err as an OperationOutcome.
+// writeError answers with err as an OperationOutcome, and logs it: an
+// error (status 5xx) as a failure, a refusal (4xx) at debug level.
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	err = a.storageFull(err)
 	status := statusFor(fhir.ErrorKind(err))
@@ -189,6 +190,17 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		a.Log.Debug("request rejected", zap.String("path", r.URL.Path), zap.Int("status", status), zap.Error(err))
 	}
+	answerError(w, err)
+}
+
+// answerError answers with err as an OperationOutcome, with the status
+// statusFor gives its kind (an error that is no *fhir.Error is
+// KindInternal: 500) and the headers that status carries, without logging
+// it: every error answer of the API is written here, by writeError or by a
+// caller that accounts for the error itself (the connection cap, which
+// counts its refusals; the panic recoverer, which logs the panic).
+func answerError(w http.ResponseWriter, err error) {
+	status := statusFor(fhir.ErrorKind(err))
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="eps"`)
 	}

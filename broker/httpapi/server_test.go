@@ -201,6 +201,50 @@ func TestStatusForEveryKind(t *testing.T) {
 	wantOutcome(t, f.do(req{method: "POST", path: "/FHIR/R4/$process-message", token: tokPrescriber, body: order}), 500, fhir.CodeServerError)
 }
 
+// The answers written outside writeError (the connection cap's refusal,
+// which is counted rather than logged, and a panic's, which the recoverer
+// logs) take their status from statusFor too, with the headers it calls for.
+func TestErrorAnswersOutsideWriteError(t *testing.T) {
+	cases := []struct {
+		name       string
+		set        func(*fixture)
+		r          req
+		status     int
+		code       string
+		retryAfter string
+		close      bool
+	}{
+		{name: "connection past the cap", r: req{overCap: true}, status: 503, code: fhir.CodeServiceUnavailable, retryAfter: "1", close: true},
+		{name: "handler panics", set: func(f *fixture) { f.intake.panic = "broken fake" }, status: 500, code: fhir.CodeServerError},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			if c.set != nil {
+				c.set(f)
+			}
+			c.r.method, c.r.path, c.r.token, c.r.body = "POST", "/FHIR/R4/$process-message", tokPrescriber, order
+			w := f.do(c.r)
+			oo := wantOutcome(t, w, c.status, c.code)
+			if c.status != statusFor(fhir.KindUnavailable) && c.status != statusFor(fhir.KindInternal) {
+				t.Errorf("status %d is no error kind's", c.status)
+			}
+			if strings.Contains(oo.Issue[0].Diagnostics, "broken fake") {
+				t.Errorf("a 500 tells its cause: %s", w.Body.String())
+			}
+			if got := w.Header().Get("Retry-After"); got != c.retryAfter {
+				t.Errorf("Retry-After %q, want %q", got, c.retryAfter)
+			}
+			if got := w.Header().Get("Connection"); (got == "close") != c.close {
+				t.Errorf("Connection %q", got)
+			}
+			if c.r.overCap && f.intake.calls() != 0 {
+				t.Error("a request past the cap reached the service")
+			}
+		})
+	}
+}
+
 // A write refused for want of space, wherever in the error's chain and
 // whatever the error's kind, is 507 with Retry-After 60; a refusal whose
 // stream is not known is noted for the storage warnings.
