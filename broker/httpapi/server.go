@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 )
 
@@ -309,7 +310,7 @@ func (a *api) authenticated(next http.Handler) http.Handler {
 				}
 				ss, err := a.Sessions.TouchSession(r.Context(), c.Value, a.Now())
 				switch {
-				case errors.Is(err, errNoSession):
+				case errors.Is(err, service.ErrNoSession):
 					refuse(fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "your session has ended: sign in again"))
 					return
 				case err != nil:
@@ -351,9 +352,9 @@ func (a *api) sessionLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := a.Limits.SessionsPerUser
 		if n <= 0 {
-			n = defaultSessionsPerUser
+			n = service.DefaultSessionsPerUser
 		}
-		next.ServeHTTP(w, r.WithContext(withSessionLimit(r.Context(), n)))
+		next.ServeHTTP(w, r.WithContext(service.WithSessionLimit(r.Context(), n)))
 	})
 }
 
@@ -402,11 +403,11 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 			return
 		}
 		p := principalFrom(r.Context())
-		key := requestKey(p.Subject, p.ODS, id)
-		hash := requestHash(r.Method, r.URL.Path, bodyFrom(r.Context()))
+		key := service.RequestKey(p.Subject, p.ODS, id)
+		hash := service.RequestHash(r.Method, r.URL.Path, bodyFrom(r.Context()))
 		saved, res, err := a.Requests.ReserveRequest(r.Context(), key, hash, a.Now())
 		switch {
-		case errors.Is(err, errInFlight):
+		case errors.Is(err, service.ErrInFlight):
 			w.Header().Set("Retry-After", "1")
 			a.writeError(w, r, &fhir.Error{Kind: fhir.KindConflict, IssueType: "conflict", Code: fhir.CodeDuplicateRequestIDDifferent,
 				Diagnostics: "a request with this X-Request-ID is still being processed; retry shortly to get its answer"})
@@ -422,7 +423,7 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 						Diagnostics: "the answer to this X-Request-ID could not be read again; nothing was changed; retry", Err: err})
 					return
 				}
-				if answerHash(body) != saved.AnswerHash {
+				if service.AnswerHash(body) != saved.AnswerHash {
 					a.Log.Warn("X-Request-ID release answer rebuilt differently (same prescriptions)", zap.Int("released", len(saved.Release)))
 				}
 			}
@@ -443,11 +444,11 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 		// Recorded even when the client has gone: its retry must get this answer.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 		if final(rec.status) {
-			saved := &SavedResponse{BodyHash: hash, Status: rec.status,
+			saved := &service.SavedResponse{BodyHash: hash, Status: rec.status,
 				ContentType: rec.Header().Get("Content-Type"), Body: rec.body}
 			if note.release != nil && rec.status == http.StatusOK {
 				// A release: what it handed over, not the orders themselves.
-				saved.Body, saved.Rebuild, saved.Release, saved.AnswerHash = nil, true, note.release, answerHash(rec.body)
+				saved.Body, saved.Rebuild, saved.Release, saved.AnswerHash = nil, true, note.release, service.AnswerHash(rec.body)
 			}
 			err = a.Requests.CompleteRequest(ctx, key, res.Rev, saved)
 		} else {
@@ -465,7 +466,7 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 // answer: a release names the prescriptions it handed over, from which a
 // replay rebuilds the answer.
 type replayNote struct {
-	release []ReleasedRef
+	release []service.ReleasedRef
 	// takenOver is when the key was first reserved, when this request took
 	// over a reservation whose request never answered (zero otherwise).
 	takenOver time.Time
@@ -475,9 +476,9 @@ type replayNoteKey struct{}
 
 // noteRelease tells the idempotency middleware (if the request has an
 // X-Request-ID) which prescriptions a release handed over.
-func noteRelease(ctx context.Context, refs []ReleasedRef) {
+func noteRelease(ctx context.Context, refs []service.ReleasedRef) {
 	if n, ok := ctx.Value(replayNoteKey{}).(*replayNote); ok {
-		n.release = append(make([]ReleasedRef, 0, len(refs)), refs...)
+		n.release = append(make([]service.ReleasedRef, 0, len(refs)), refs...)
 	}
 }
 

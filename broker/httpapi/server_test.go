@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
@@ -328,7 +329,7 @@ func TestIdempotency(t *testing.T) {
 		{name: "same request again", token: tokPrescriber, key: "key-1", body: order, status: 200, replay: true, intakeCalls: 1, sameAsFirst: true},
 		{name: "same key, another body", token: tokPrescriber, key: "key-1", body: order + " ", status: 409, code: fhir.CodeDuplicateRequestIDDifferent, intakeCalls: 1},
 		{name: "same key, another user", token: tokOtherPresc, key: "key-1", body: order, status: 200, intakeCalls: 2},
-		{name: "key in flight", token: tokPrescriber, key: "key-2", body: order, edit: func() { f.requests.inFlight[requestKey("presc-user", "A83008", "key-2")] = true },
+		{name: "key in flight", token: tokPrescriber, key: "key-2", body: order, edit: func() { f.requests.inFlight[service.RequestKey("presc-user", "A83008", "key-2")] = true },
 			status: 409, code: fhir.CodeDuplicateRequestIDDifferent, intakeCalls: 2, retryAfter: "1"},
 		{name: "keys unreachable", token: tokPrescriber, key: "key-3", body: order, edit: func() { f.requests.err = errStore },
 			status: 503, code: fhir.CodeServiceUnavailable, intakeCalls: 2, retryAfter: "1"},
@@ -385,7 +386,7 @@ func TestIdempotentReleaseReplay(t *testing.T) {
 	f := newFixture(t)
 	rec := f.addRx("A83008", "FA565", "9449305552")
 	order := f.records.current[rec.ID].Body
-	f.life.rx[rec.ID] = Released{Record: rec, Order: order}
+	f.life.rx[rec.ID] = service.Released{Record: rec, Order: order}
 	body := string(fhirgen.Release("FA565", rec.ID))
 	send := func() *httptest.ResponseRecorder {
 		return f.do(req{method: "POST", path: "/FHIR/R4/Task/$release", token: tokDispenser, body: body,
@@ -395,13 +396,13 @@ func TestIdempotentReleaseReplay(t *testing.T) {
 	if first.Code != 200 || !bytes.Contains(first.Body.Bytes(), []byte(rec.BundleID)) {
 		t.Fatalf("release: %d %s", first.Code, first.Body.String())
 	}
-	saved := f.requests.saved[requestKey("disp-user", "FA565", "rel-1")]
+	saved := f.requests.saved[service.RequestKey("disp-user", "FA565", "rel-1")]
 	switch {
 	case saved == nil:
 		t.Fatal("the answer was not kept")
 	case saved.Body != nil || !saved.Rebuild || len(saved.Release) != 1 || saved.Release[0].ID != rec.ID:
 		t.Fatalf("kept %+v, want the released prescription without the orders", saved)
-	case saved.AnswerHash != answerHash(first.Body.Bytes()):
+	case saved.AnswerHash != service.AnswerHash(first.Body.Bytes()):
 		t.Error("the kept answer hash is not the answer's")
 	}
 	again := send()
@@ -487,7 +488,7 @@ func TestTrackerSessionOnFakes(t *testing.T) {
 // body, the lifecycle's outcome.
 func TestServiceAnswers(t *testing.T) {
 	f := newFixture(t)
-	f.intake.out = &Outcome{Status: 400, Body: []byte(`{"resourceType":"Bundle","type":"message"}`)}
+	f.intake.out = &service.Outcome{Status: 400, Body: []byte(`{"resourceType":"Bundle","type":"message"}`)}
 	w := f.do(req{method: "POST", path: "/FHIR/R4/$process-message", token: tokPrescriber, body: order})
 	if w.Code != 400 || w.Body.String() != `{"resourceType":"Bundle","type":"message"}` {
 		t.Errorf("cancel response: %d %s", w.Code, w.Body.String())
