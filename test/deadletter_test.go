@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
@@ -123,6 +124,60 @@ func TestDeadLetter(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkDeadLetters(t, js3, bad)
+
+	// The rebuild (what epsctl tracker rebuild runs) is not a consumer of
+	// the runner: it reads the log once with ReadStream, decodes each
+	// message with the projections' DecodeEvent, skips what that refuses,
+	// and writes nothing, on any stream (no dead letter either).
+	before := streamStates(t, js3)
+	ix, skipped, err := broker.RebuildTrackerIndex(ctx, js3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := streamStates(t, js3); !maps.Equal(after, before) {
+		t.Errorf("the rebuild wrote: streams before %v, after %v", before, after)
+	}
+	events, err := js3.Stream(ctx, broker.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(skipped) != len(bad) {
+		t.Errorf("the rebuild skipped %+v, want the messages %v", skipped, bad)
+	}
+	for _, sk := range skipped {
+		raw, err := events.GetMsg(ctx, sk.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, derr := broker.DecodeEvent(raw.Sequence, raw.Time, raw.Subject, raw.Header, raw.Data)
+		if _, ok := bad[sk.Seq]; !ok || derr == nil || sk.Reason != derr.Error() {
+			t.Errorf("the rebuild skipped message %d (%q); DecodeEvent: %v", sk.Seq, sk.Reason, derr)
+		}
+	}
+	for _, g := range []*fhirgen.Generated{first, second} {
+		if _, ok := ix.Get(g.ShortID); !ok {
+			t.Errorf("%s is not in the index RebuildTrackerIndex built", g.ShortID)
+		}
+	}
+}
+
+// streamStates is every stream's message count and last sequence.
+func streamStates(t *testing.T, js jetstream.JetStream) map[string][2]uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := map[string][2]uint64{}
+	l := js.ListStreams(ctx)
+	for info := range l.Info() {
+		out[info.Config.Name] = [2]uint64{info.State.Msgs, info.State.LastSeq}
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(out) == 0 {
+		t.Fatal("no streams")
+	}
+	return out
 }
 
 // checkDeadLetters checks that the dead letter holds exactly one copy of
