@@ -16,9 +16,13 @@ import (
 )
 
 // The consumer runner: every projection of a stream (the ready queues, the
-// tracker index, the nomination reports) and the tracker rebuild tool read
-// their stream through it, so that decoding, retries, the dead letter, the
-// metrics and the applied sequence are written once.
+// tracker index, the nomination reports) reads its stream through it, so
+// that decoding, retries, the dead letter, the metrics and the applied
+// sequence are written once. Notifications have no consumer of their own:
+// the queue projector's handler stores them (notify.go) before its event is
+// acknowledged. The tracker rebuild tool is no projection: it reads the event
+// log once with ReadStream (below), decoding with the same DecodeEvent,
+// skipping what that refuses and writing nothing, not even a dead letter.
 
 // Names of the consumers (the durable consumer's name, or the label of an
 // ordered one), used in metrics and in the dead letter's subjects.

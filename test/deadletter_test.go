@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
@@ -277,5 +278,55 @@ func TestDeadLetterInspect(t *testing.T) {
 	c.refusedRequest(t, "$JS.API.STREAM.MSG.GET.EPS_DEAD", func(ctx context.Context) error { _, err := st.GetMsg(ctx, 1); return err })
 	if !c.refusedSubscribe(t, broker.SubjectDead+">") {
 		t.Errorf("subscribe %s>: not refused", broker.SubjectDead)
+	}
+}
+
+// The nomination reports are a projection of the runner too: a revision of
+// the registry bucket they cannot decode (written by a plain NATS client)
+// goes to the dead letter with the reason, counted, and the reports go on
+// with the next change.
+func TestDeadLetterNominationReports(t *testing.T) {
+	b := startBroker(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, err := jetstream.New(b.App.NATS.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, broker.BucketNominations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Put(ctx, "CORRUPT1", []byte("{not json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nhs := fhirgen.NHSNumber()
+	res := b.do("PUT", "/api/v1/nominations/"+nhs+"/P1", b.token(auth.RoleDispenser, "FA565"), []byte(`{"ods":"FA565"}`), "Content-Type", "application/json")
+	if res.Status != 200 {
+		t.Fatalf("nominate: %d %s", res.Status, res.Body)
+	}
+	if err := b.App.NominationReports.Wait(ctx); err != nil {
+		t.Fatalf("nomination reports: %v (%+v)", err, b.App.NominationReports.State())
+	}
+	found := false
+	for _, c := range b.App.NominationReports.Changes() {
+		found = found || c.NHSNumber == nhs
+	}
+	if !found {
+		t.Errorf("the change after the bad revision is not in the reports: %+v", b.App.NominationReports.Changes())
+	}
+	dead := deadLetters(t, js, broker.ConsumerNominationReports)
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters from %s, want 1", len(dead), broker.ConsumerNominationReports)
+	}
+	d := dead[0]
+	stream := "KV_" + broker.BucketNominations
+	if d.Subject() != broker.DeadSubject(broker.ConsumerNominationReports, stream, rev) || string(d.Data()) != "{not json" ||
+		d.Headers().Get(broker.HeaderDeadStream) != stream || d.Headers().Get(broker.HeaderDeadReason) == "" {
+		t.Errorf("dead letter on %s, headers %v, data %q", d.Subject(), d.Headers(), d.Data())
+	}
+	if n := consumerMessages(t, b, broker.ConsumerNominationReports, "dead"); n != 1 {
+		t.Errorf("dead letters of %s counted %d, want 1", broker.ConsumerNominationReports, n)
 	}
 }
