@@ -112,20 +112,20 @@ func (t *trackerReads) detail(ctx context.Context, p auth.Principal, id string, 
 	switch {
 	case errors.Is(err, service.ErrNotFound):
 		if !seesAll(p) {
-			return nil, t.refused(ctx, p, audit, http.StatusForbidden, forbidden)
+			return nil, t.refused(ctx, p, audit, forbidden)
 		}
-		return nil, t.refused(ctx, p, audit, http.StatusNotFound,
+		return nil, t.refused(ctx, p, audit,
 			fhir.Errorf(fhir.KindNotFound, fhir.CodeResourceNotFound, "prescription %s not found", id))
 	case err != nil:
 		return nil, unavailable("read prescription", err)
 	}
 	audit.NHSNumber = cur.Record.NHSNumber
 	if !mayRead(p, cur.Record) {
-		return nil, t.refused(ctx, p, audit, http.StatusForbidden, forbidden)
+		return nil, t.refused(ctx, p, audit, forbidden)
 	}
 	rec, ok := cur.Record.AtIssue(n)
 	if !ok {
-		return nil, t.refused(ctx, p, audit, http.StatusNotFound, noSuchIssue(cur.Record, n))
+		return nil, t.refused(ctx, p, audit, noSuchIssue(cur.Record, n))
 	}
 	d, err := t.orderDetails(ctx, cur.Record)
 	if err != nil {
@@ -164,10 +164,11 @@ func (t *trackerReads) answered(ctx context.Context, p auth.Principal, e service
 	return nil
 }
 
-// refused audits a look-up refused with status, and returns refusal, the
-// error to answer; or the audit's failure (503) in its stead.
-func (t *trackerReads) refused(ctx context.Context, p auth.Principal, e service.AuditEntry, status int, refusal error) error {
-	if err := t.answered(ctx, p, e, status); err != nil {
+// refused audits a look-up refused with refusal, with the status it is
+// answered with (statusFor its kind), and returns refusal, the error to
+// answer; or the audit's failure (503) in its stead.
+func (t *trackerReads) refused(ctx context.Context, p auth.Principal, e service.AuditEntry, refusal error) error {
+	if err := t.answered(ctx, p, e, statusFor(fhir.ErrorKind(refusal))); err != nil {
 		return err
 	}
 	return refusal
