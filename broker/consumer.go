@@ -16,9 +16,13 @@ import (
 )
 
 // The consumer runner: every projection of a stream (the ready queues, the
-// tracker index, the nomination reports) and the tracker rebuild tool read
-// their stream through it, so that decoding, retries, the dead letter, the
-// metrics and the applied sequence are written once.
+// tracker index, the nomination reports) reads its stream through it, so
+// that decoding, retries, the dead letter, the metrics and the applied
+// sequence are written once. Notifications have no consumer of their own:
+// the queue projector's handler stores them (notify.go) before its event is
+// acknowledged. The tracker rebuild tool is no projection: it reads the event
+// log once with ReadStream (below), decoding with the same DecodeEvent,
+// skipping what that refuses and writing nothing, not even a dead letter.
 
 // Names of the consumers (the durable consumer's name, or the label of an
 // ordered one), used in metrics and in the dead letter's subjects.
@@ -473,11 +477,7 @@ func DeadSubject(consumer, stream string, seq uint64) string {
 // (two broker instances' tracker indexes) store it once between them.
 func WriteDeadLetter(ctx context.Context, js jetstream.JetStream, consumer, stream string, seq, delivered uint64,
 	subject string, h nats.Header, data []byte, reason error) (stored bool, err error) {
-	out := &nats.Msg{Subject: DeadSubject(consumer, stream, seq), Data: data, Header: nats.Header{}}
-	for k, v := range h {
-		out.Header[k] = append([]string(nil), v...)
-	}
-	dropNATSHeaders(out.Header)
+	out := &nats.Msg{Subject: DeadSubject(consumer, stream, seq), Data: data, Header: deadHeaders(h)}
 	out.Header.Set(HeaderDeadReason, reason.Error())
 	out.Header.Set(HeaderDeadStream, stream)
 	out.Header.Set(HeaderDeadSeq, strconv.FormatUint(seq, 10))
@@ -487,15 +487,19 @@ func WriteDeadLetter(ctx context.Context, js jetstream.JetStream, consumer, stre
 	return publishDeadOnce(ctx, js, out)
 }
 
-// dropNATSHeaders removes the Nats-* headers of an original message (its
-// message ID, expectations), which the dead letter stream would read as its
-// own.
-func dropNATSHeaders(h nats.Header) {
-	for k := range h {
+// deadHeaders copies the headers of a message for its dead letter, without
+// the Nats-* ones (its message ID, expectations), which the dead letter
+// stream would read as its own. Both writers of dead letters (WriteDeadLetter
+// and migrateDeadLetters) copy through it.
+func deadHeaders(h nats.Header) nats.Header {
+	out := nats.Header{}
+	for k, v := range h {
 		if len(k) > 5 && strings.EqualFold(k[:5], "Nats-") {
-			delete(h, k)
+			continue
 		}
+		out[k] = append([]string(nil), v...)
 	}
+	return out
 }
 
 // publishDeadOnce stores m in the dead letter stream unless its subject
@@ -549,11 +553,7 @@ func migrateDeadLetters(ctx context.Context, js jetstream.JetStream, st jetstrea
 		if perr != nil || !validToken(consumer) || !validToken(stream) || m.Subject != SubjectDead+consumer {
 			continue // not a dead letter of the broker's
 		}
-		out := &nats.Msg{Subject: DeadSubject(consumer, stream, seq), Data: m.Data, Header: nats.Header{}}
-		for k, v := range m.Header {
-			out.Header[k] = append([]string(nil), v...)
-		}
-		dropNATSHeaders(out.Header)
+		out := &nats.Msg{Subject: DeadSubject(consumer, stream, seq), Data: m.Data, Header: deadHeaders(m.Header)}
 		if _, err := publishDeadOnce(ctx, js, out); err != nil {
 			return fmt.Errorf("dead letters of the earlier layout: copy %d to %s: %w", m.Sequence, out.Subject, err)
 		}

@@ -3,8 +3,11 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // The runner's retry policy: applied messages are acknowledged, transient
@@ -75,5 +78,31 @@ func TestDecodeEventRefusesForeign(t *testing.T) {
 				t.Errorf("DecodeEvent: %+v, %v", ev, err)
 			}
 		})
+	}
+}
+
+// A dead letter keeps the original message's headers, as copies, and drops
+// its Nats-* ones (message ID, expectations), whatever their case, which the
+// dead letter stream would otherwise read as its own.
+func TestDeadHeaders(t *testing.T) {
+	in := nats.Header{
+		HeaderRecord:                          {`{"id":"A1"}`},
+		"Nats-Msg-Id":                         {"m1"},
+		"nats-expected-last-subject-sequence": {"4"},
+		"Eps-Dead-Reason":                     {"earlier"},
+		"Nats":                                {"kept: not a Nats- prefix"},
+	}
+	out := deadHeaders(in)
+	want := nats.Header{
+		HeaderRecord:      {`{"id":"A1"}`},
+		"Eps-Dead-Reason": {"earlier"},
+		"Nats":            {"kept: not a Nats- prefix"},
+	}
+	if !reflect.DeepEqual(out, want) {
+		t.Fatalf("deadHeaders: %v, want %v", out, want)
+	}
+	out[HeaderRecord][0] = "changed"
+	if in.Get(HeaderRecord) != `{"id":"A1"}` {
+		t.Errorf("deadHeaders shares its values with the original: %v", in)
 	}
 }

@@ -157,11 +157,14 @@ func NotifyInboxPrefix(u NATSUser) string { return "_INBOX_" + u.Name }
 // holds, explicit acknowledgement, acknowledgement wait 30 s, redelivered
 // until acknowledged, at most 1,000 unacknowledged. The broker makes it on
 // its embedded server (EnsureNotifyConsumers); on an external server the
-// operator makes the same (the README's nats consumer add).
+// operator makes the same, with the README's nats consumer add, whose
+// configuration (the description too: "notifications of <role> <ODS>";
+// the consumer's name is the user's) TestExternalNATSNotifyConsumers holds
+// equal to this one.
 func NotifyConsumerConfig(u NATSUser) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       NotifyConsumerName(u),
-		Description:   fmt.Sprintf("notifications of %s %s for NATS user %s", u.Role, u.ODS, u.Name),
+		Description:   fmt.Sprintf("notifications of %s %s", u.Role, u.ODS),
 		FilterSubject: NotifyFilter(u),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,

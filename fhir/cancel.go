@@ -172,7 +172,7 @@ func (m *Message) cancellation() (*Cancellation, *Error) {
 	if err != nil {
 		return nil, err
 	}
-	rj := codingsIn(extra.StatusReason.Coding, SystemCancellationReason)
+	rj := inSystem(extra.StatusReason.Coding, SystemCancellationReason)
 	switch {
 	case len(rj) == 0:
 		return nil, tooFewValues("MedicationRequest.statusReason", "system == '"+SystemCancellationReason+"'")
@@ -234,18 +234,9 @@ func (m *Message) cancelAgent(ref string) *Error {
 			if err != nil {
 				return err
 			}
-			var pr struct{ Identifier []identifier }
-			if err := readEntry(m, p, func(r *reader) {
-				r.object(func(key []byte) {
-					if string(key) == "identifier" {
-						pr.Identifier = presentList(r, pr.Identifier)
-						list(r, &pr.Identifier, r.identifier)
-					}
-				})
-			}); err != nil {
+			if ids, err = practitionerIdentifiers(m, p); err != nil {
 				return err
 			}
-			ids = pr.Identifier
 		}
 		if role.HasIdentifier {
 			if _, err := identifierForSystem(presentIDs(role.Identifier), SystemSDSRoleProfileID, "PractitionerRole.identifier"); err != nil {

@@ -98,11 +98,18 @@ func requiredField(path string) *Error {
 	return facadeIssue(CodeMissingValue, "invalid", path, "Required field "+path+" is missing.")
 }
 
-// taskCodings returns the indexes of the codings of cs in system.
-func codingsIn(cs []Coding, system string) []int {
+// systemed is a Coding or an identifier: a value in a code system.
+type systemed interface{ system() string }
+
+func (c Coding) system() string      { return c.System }
+func (id identifier) system() string { return id.System }
+
+// inSystem returns the indexes of the codings or identifiers of xs in
+// system.
+func inSystem[T systemed](xs []T, system string) []int {
 	var out []int
-	for j, c := range cs {
-		if c.System == system {
+	for j, x := range xs {
+		if x.system() == system {
 			out = append(out, j)
 		}
 	}
@@ -199,17 +206,11 @@ func (m *Message) commonRoleThrows() *Error {
 			if err != nil {
 				return err
 			}
-			var pr struct{ Identifier []identifier }
-			if err := readEntry(m, p, func(r *reader) {
-				r.object(func(key []byte) {
-					if string(key) == "identifier" {
-						list(r, &pr.Identifier, r.identifier)
-					}
-				})
-			}); err != nil {
+			ids, err := practitionerIdentifiers(m, p)
+			if err != nil {
 				return err
 			}
-			if len(identifiersIn(pr.Identifier, SystemSDSUserID)) > 1 {
+			if len(inSystem(ids, SystemSDSUserID)) > 1 {
 				const expr = `Bundle.entry("Practitioner").identifier`
 				return facadeIssue(CodeTooManyValues, "invalid", expr,
 					"Too many values submitted. Expected at most 1 element where system == '"+SystemSDSUserID+"'.")
@@ -222,17 +223,6 @@ func (m *Message) commonRoleThrows() *Error {
 		}
 	}
 	return nil
-}
-
-// identifiersIn returns the indexes of the identifiers of ids in system.
-func identifiersIn(ids []identifier, system string) []int {
-	var out []int
-	for j, id := range ids {
-		if id.System == system {
-			out = append(out, j)
-		}
-	}
-	return out
 }
 
 // commonCollected is what verifyCommonBundle (bundle-validator.ts) collects
@@ -350,7 +340,7 @@ func onlyCoding(cc []Concept, system, expr string) *Error {
 	}
 	n := 0
 	for _, c := range cc {
-		n += len(codingsIn(c.Coding, system))
+		n += len(inSystem(c.Coding, system))
 	}
 	switch {
 	case n == 0:
@@ -480,19 +470,32 @@ func readRaw(res *rawResource, read func(r *reader)) *Error {
 
 // practitionerRole holds what the broker reads of a PractitionerRole: what
 // the facade's validators check and its translations read (e.g.
-// cancellation.ts convertPractitionerRole).
+// cancellation.ts convertPractitionerRole). Every decoder reads a
+// PractitionerRole with practitionerRole or orderRole.
 type practitionerRole struct {
-	Identifier        []identifier
-	HasIdentifier     bool
-	Practitioner      reference
-	HasPractitioner   bool
-	Organization      reference
-	HealthcareService []reference
-	Location          []reference
-	Telecom           int // how many telecom entries it has
+	Identifier           []identifier
+	HasIdentifier        bool
+	Practitioner         reference
+	HasPractitioner      bool
+	Organization         reference
+	HealthcareService    []reference
+	HasHealthcareService bool
+	Location             []reference
+	Telecom              int // how many telecom entries it has
 }
 
-func (r *reader) practitionerRole(p *practitionerRole) {
+// practitionerRole reads all of a PractitionerRole that practitionerRole
+// holds.
+func (r *reader) practitionerRole(p *practitionerRole) { r.role(p, true) }
+
+// orderRole reads a PractitionerRole of a prescription order: all but its
+// location and telecom, which no rule of the order reads from it (the
+// order's telecom rule reads every telecom itself, checkTelecoms, after the
+// roles' checks), so that a malformed one is refused, or not, as before.
+func (r *reader) orderRole(p *practitionerRole) { r.role(p, false) }
+
+// role reads a PractitionerRole, its location and telecom when contact.
+func (r *reader) role(p *practitionerRole, contact bool) {
 	r.object(func(key []byte) {
 		switch string(key) {
 		case "identifier":
@@ -504,14 +507,35 @@ func (r *reader) practitionerRole(p *practitionerRole) {
 		case "organization":
 			r.reference(&p.Organization)
 		case "healthcareService":
+			p.HasHealthcareService = r.peek() != 'n'
 			list(r, &p.HealthcareService, r.reference)
 		case "location":
-			list(r, &p.Location, r.reference)
+			if contact {
+				list(r, &p.Location, r.reference)
+			}
 		case "telecom":
-			p.Telecom = 0
-			r.array(func(int) { r.skip(); p.Telecom++ })
+			if contact {
+				p.Telecom = 0
+				r.array(func(int) { r.skip(); p.Telecom++ })
+			}
 		}
 	})
+}
+
+// practitionerIdentifiers reads the identifiers of the Practitioner entry k:
+// nil when it has none, empty (not nil) when it gives an empty or all-null
+// list (presentList).
+func practitionerIdentifiers(m *Message, k int) ([]identifier, *Error) {
+	var ids []identifier
+	err := readEntry(m, k, func(r *reader) {
+		r.object(func(key []byte) {
+			if string(key) == "identifier" {
+				ids = presentList(r, ids)
+				list(r, &ids, r.identifier)
+			}
+		})
+	})
+	return ids, err
 }
 
 // containedODS reads the ODS code of the Organization res.

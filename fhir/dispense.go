@@ -375,7 +375,7 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 		if err := readEntry(m, pk, func(r *reader) { r.patient(&pt) }); err != nil {
 			return nil, err
 		}
-		js := identifiersIn(pt.Identifier, SystemNHSNumber)
+		js := inSystem(pt.Identifier, SystemNHSNumber)
 		if len(js) > 1 {
 			return nil, facadeIssue(CodeTooManyValues, "invalid", "Patient.identifier.value",
 				"Too many values submitted. Expected at most 1 element where system == '"+SystemNHSNumber+"'.")
@@ -446,7 +446,7 @@ func (m *Message) dispenseNotification() (*DispenseNotification, *Error) {
 		item := DispensedItem{LineItemID: lineItem, Status: c.Code, QuantityUnit: d.md.Quantity.Unit, Quantity: d.md.Quantity.Value,
 			MedicationCode: med.Code, MedicationDisplay: med.Display}
 		if cs := d.md.StatusReason.Coding; len(cs) > 0 {
-			js := codingsIn(cs, SystemDispenseStatusReason)
+			js := inSystem(cs, SystemDispenseStatusReason)
 			switch {
 			case len(js) == 0:
 				return nil, tooFewValues("MedicationDispense.statusReasonCodeableConcept.coding[0]", "system == '"+SystemDispenseStatusReason+"'")
@@ -496,7 +496,7 @@ const SystemDispenseStatusReason = "https://fhir.nhs.uk/CodeSystem/medicationdis
 // onlyCodingOf is the facade's getCodingForSystem: exactly one of cs in
 // system, else TooFewValuesError or TooManyValuesError at expr.
 func onlyCodingOf(cs []Coding, system, expr string) *Error {
-	switch n := len(codingsIn(cs, system)); {
+	switch n := len(inSystem(cs, system)); {
 	case n == 0:
 		return tooFewValues(expr, "system == '"+system+"'")
 	case n > 1:
@@ -523,7 +523,7 @@ func (m *Message) dispensedMedication(concept Concept, hasConcept bool, ref refe
 		}
 		codings, expr = code.Coding, "Medication.code.coding"
 	}
-	js := codingsIn(codings, SystemSNOMED)
+	js := inSystem(codings, SystemSNOMED)
 	switch {
 	case len(js) == 0:
 		return Coding{}, tooFewValues(expr, "system == '"+SystemSNOMED+"'")

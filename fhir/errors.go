@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nhs-eps/epsbroker/tracker/rx"
+	fm "github.com/samply/golang-fhir-models/fhir-models/fhir"
 )
 
 // Kind classifies an error by what the caller did wrong (or what went wrong
@@ -234,19 +235,20 @@ type Concept struct {
 	Text   string   `json:"text,omitempty"`
 }
 
-// OperationOutcome is the FHIR resource every error answer carries.
+// OperationOutcome is the FHIR resource every answer of a message carries
+// (an error's, or an accepted message's informational one). It is declared
+// here, not taken from samply's fhir.OperationOutcome (v0.3.2), which has
+// no contained resources (the answer naming the dispenser that holds a
+// prescription contains its Organization) and writes resourceType last:
+// every answer's bytes would change. What it holds besides its issues is
+// samply's.
 type OperationOutcome struct {
-	ResourceType string           `json:"resourceType"`
-	ID           string           `json:"id,omitempty"`
-	Meta         *Meta            `json:"meta,omitempty"`
-	Contained    []map[string]any `json:"contained,omitempty"`
-	Extension    []map[string]any `json:"extension,omitempty"`
-	Issue        []Issue          `json:"issue"`
-}
-
-// Meta is FHIR resource metadata.
-type Meta struct {
-	LastUpdated string `json:"lastUpdated,omitempty"`
+	ResourceType string            `json:"resourceType"`
+	ID           string            `json:"id,omitempty"`
+	Meta         *fm.Meta          `json:"meta,omitempty"`
+	Contained    []fm.Organization `json:"contained,omitempty"`
+	Extension    []fm.Extension    `json:"extension,omitempty"`
+	Issue        []Issue           `json:"issue"`
 }
 
 // IssueFor turns an error into an OperationOutcome issue. Errors that are not
@@ -286,10 +288,10 @@ func ErrorOutcome(err error) []byte {
 	oo := OperationOutcome{ResourceType: "OperationOutcome", Issue: []Issue{IssueFor(err)}}
 	if e, ok := asError(err); ok && e.Kind != KindInternal && e.SupportingOrg != "" {
 		id := "org-" + strings.ToLower(e.SupportingOrg)
-		oo.Contained = []map[string]any{{"resourceType": "Organization", "id": id,
-			"identifier": []map[string]string{{"system": SystemODSCode, "value": e.SupportingOrg}}}}
-		oo.Extension = []map[string]any{{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-Spine-supportingInfo",
-			"valueReference": map[string]string{"reference": "#" + id}}}
+		oo.Contained = []fm.Organization{{Id: &id,
+			Identifier: []fm.Identifier{{System: ptr(SystemODSCode), Value: &e.SupportingOrg}}}}
+		oo.Extension = []fm.Extension{{Url: "https://fhir.nhs.uk/StructureDefinition/Extension-Spine-supportingInfo",
+			ValueReference: &fm.Reference{Reference: ptr("#" + id)}}}
 	}
 	return encodeOutcome(oo)
 }
@@ -298,7 +300,7 @@ func ErrorOutcome(err error) []byte {
 // optional warning issues after the informational one.
 func InformationalOutcome(now time.Time, warnings ...Issue) []byte {
 	oo := OperationOutcome{ResourceType: "OperationOutcome",
-		Meta:  &Meta{LastUpdated: now.UTC().Format(time.RFC3339)},
+		Meta:  &fm.Meta{LastUpdated: ptr(now.UTC().Format(time.RFC3339))},
 		Issue: []Issue{{Severity: "information", Code: "informational"}}}
 	oo.Issue = append(oo.Issue, warnings...)
 	return encodeOutcome(oo)

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // maxItems is the number of line items Spine accepts in one prescription.
@@ -198,14 +200,14 @@ func (c *orderCheck) checkRepeatDispensing() *Error {
 	q := dr.ExpectedSupplyDuration
 	switch {
 	case !q.HasValue:
-		o.SupplyDays = DefaultSupplyDays
+		o.SupplyDays = rx.DefaultSupplyDays
 	case q.Value != math.Trunc(q.Value) || q.Value < 0:
 		// REGEX_INTEGER12: digits only, so a negative number is not an integer
 		return spineError(supply, "daysSupply is not an integer")
 	case q.Value > MaxSupplyDays:
 		return spineError(supply, fmt.Sprintf("daysSupply cannot exceed %d", MaxSupplyDays))
 	case q.Value == 0:
-		o.SupplyDays = DefaultSupplyDays
+		o.SupplyDays = rx.DefaultSupplyDays
 	default:
 		o.SupplyDays = int(q.Value)
 	}
@@ -278,10 +280,10 @@ type orderCheck struct {
 	now      time.Time
 	items    []orderItem
 	patient  patient
-	patientK int               // entry index of the Patient
-	roles    map[int]roleEntry // each PractitionerRole, by entry index
-	role     int               // entry index of the requester's PractitionerRole
-	unsigned bool              // the order may not be signed yet (OrderBeforeSigning)
+	patientK int                      // entry index of the Patient
+	roles    map[int]practitionerRole // each PractitionerRole, by entry index
+	role     int                      // entry index of the requester's PractitionerRole
+	unsigned bool                     // the order may not be signed yet (OrderBeforeSigning)
 	o        Order
 }
 
@@ -289,33 +291,6 @@ type orderCheck struct {
 type orderItem struct {
 	k  int
 	mr medicationRequest
-}
-
-// roleEntry is what the broker reads of a PractitionerRole entry.
-type roleEntry struct {
-	Identifier           []identifier
-	Practitioner         reference
-	HasPractitioner      bool
-	Organization         reference
-	HealthcareService    []reference
-	HasHealthcareService bool
-}
-
-func (r *reader) roleEntry(p *roleEntry) {
-	r.object(func(key []byte) {
-		switch string(key) {
-		case "identifier":
-			list(r, &p.Identifier, r.identifier)
-		case "practitioner":
-			p.HasPractitioner = r.peek() != 'n'
-			r.reference(&p.Practitioner)
-		case "organization":
-			r.reference(&p.Organization)
-		case "healthcareService":
-			p.HasHealthcareService = r.peek() != 'n'
-			list(r, &p.HealthcareService, r.reference)
-		}
-	})
 }
 
 // isIdentifierReference is the facade's isIdentifierReference: the
@@ -835,13 +810,13 @@ func (c *orderCheck) checkPractitionerRoles() *Error {
 			responsible = append(responsible, e.ValueReference.Reference)
 		}
 	}
-	c.roles = map[int]roleEntry{}
+	c.roles = map[int]practitionerRole{}
 	for k, e := range c.m.Entries {
 		if e.ResourceType != "PractitionerRole" {
 			continue
 		}
-		var pr roleEntry
-		if err := readEntry(c.m, k, func(r *reader) { r.roleEntry(&pr) }); err != nil {
+		var pr practitionerRole
+		if err := readEntry(c.m, k, func(r *reader) { r.orderRole(&pr) }); err != nil {
 			return err
 		}
 		c.roles[k] = pr
@@ -1008,7 +983,7 @@ var professionalCodeSystems = [...]string{
 // (bundle-validator.ts verifyPrescriptionBundle createInvalidIdentifierIssue),
 // then exactly one professional code (practitioner.ts
 // getAgentPersonPersonIdForAuthor).
-func (c *orderCheck) checkPractitioner(pr roleEntry, role int) *Error {
+func (c *orderCheck) checkPractitioner(pr practitionerRole, role int) *Error {
 	if !pr.HasPractitioner {
 		return nil
 	}
@@ -1028,7 +1003,7 @@ func (c *orderCheck) checkPractitioner(pr roleEntry, role int) *Error {
 // entry role, as the facade resolves it (translation/common/index.ts
 // resolvePractitioner: the referenced entry, or the identifier given), and
 // where they are.
-func (c *orderCheck) practitionerIDs(pr roleEntry, role int) ([]identifier, string, *Error) {
+func (c *orderCheck) practitionerIDs(pr practitionerRole, role int) ([]identifier, string, *Error) {
 	ref := pr.Practitioner.Reference
 	if ref == "" {
 		return []identifier{pr.Practitioner.Identifier}, entryPath(role, "practitioner.identifier"), nil
@@ -1037,17 +1012,11 @@ func (c *orderCheck) practitionerIDs(pr roleEntry, role int) ([]identifier, stri
 	if err != nil {
 		return nil, "", err
 	}
-	var p struct{ Identifier []identifier }
-	if err := readEntry(c.m, k, func(r *reader) {
-		r.object(func(key []byte) {
-			if string(key) == "identifier" {
-				list(r, &p.Identifier, r.identifier)
-			}
-		})
-	}); err != nil {
+	ids, err := practitionerIdentifiers(c.m, k)
+	if err != nil {
 		return nil, "", err
 	}
-	return p.Identifier, entryPath(k, "identifier"), nil
+	return ids, entryPath(k, "identifier"), nil
 }
 
 // professionalCode: exactly one professional code among ids, each system

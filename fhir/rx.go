@@ -5,10 +5,6 @@ import "github.com/nhs-eps/epsbroker/tracker/rx"
 // This file fills the domain core's input types (package tracker/rx) from
 // decoded messages: rx never reads the wire types.
 
-// DefaultSupplyDays is Spine's DEFAULT_DAYSSUPPLY, the days supply of an
-// order that states none: the domain core's.
-const DefaultSupplyDays = rx.DefaultSupplyDays
-
 // RxOrder is what the creation transition (rx.Create) reads of the order.
 func (o *Order) RxOrder() *rx.Order {
 	r := &rx.Order{BundleID: o.BundleID, PrescriptionID: o.PrescriptionID, LongID: o.LongID, NHSNumber: o.NHSNumber,
@@ -22,9 +18,28 @@ func (o *Order) RxOrder() *rx.Order {
 	return r
 }
 
-// DispensedLines are the lines of a dispense notification, in message
+// RxCancel is what the cancellation transitions (rx.Cancel,
+// rx.KeepCancellation) read of a cancellation.
+func (c *Cancellation) RxCancel() rx.CancelInput {
+	return rx.CancelInput{MessageID: c.BundleID, NHSNumber: c.NHSNumber, LineItemID: c.LineItemID, Reason: c.Reason}
+}
+
+// RxDispense is what the dispense transition (rx.Dispense) reads of a
+// dispense notification: the status it states of each line item and of the
+// prescription, and what the tracker shows of it (its lines and its
+// non-dispensing reason).
+func (n *DispenseNotification) RxDispense() rx.DispenseInput {
+	in := rx.DispenseInput{ID: n.BundleID, ReplacementOf: n.ReplacementOf, Items: make(map[string]rx.ItemStatus, len(n.Items)),
+		Status: rx.Status(n.PrescriptionStatus), Lines: n.dispensedLines(), NonDispensingReason: n.NonDispensingReason}
+	for _, it := range n.Items {
+		in.Items[it.LineItemID] = rx.ItemStatus(it.Status)
+	}
+	return in
+}
+
+// dispensedLines are the lines of a dispense notification, in message
 // order: what the prescription record keeps of each MedicationDispense.
-func (n *DispenseNotification) DispensedLines() []rx.DispensedLine {
+func (n *DispenseNotification) dispensedLines() []rx.DispensedLine {
 	out := make([]rx.DispensedLine, 0, len(n.Items))
 	for _, it := range n.Items {
 		out = append(out, rx.DispensedLine{LineItem: it.LineItemID, Status: rx.ItemStatus(it.Status), Reason: it.NonDispensingReason,

@@ -33,8 +33,9 @@ func TestRxErrorOutcome(t *testing.T) {
 		{"with another dispenser", &rx.Error{Kind: rx.KindInvalid, Code: rx.CodePrescriptionWithAnother, Message: "prescription X is with another dispenser (FA565)", Org: "FA565"},
 			&Error{Kind: KindInvalid, IssueType: "business-rule", Code: CodePrescriptionWithAnother, CodeSystem: SystemEPSIssueCode,
 				Display: "Prescription is with another dispenser", Diagnostics: "prescription X is with another dispenser (FA565)", SupportingOrg: "FA565"}},
-		// The rules' own errors, against the *Error each replaced
-		// (broker/lifecycle.go notFound, sameNHSNumber, everyItemNamed).
+		// The rules' own errors (tracker/rx/rules.go NotFound,
+		// SameNHSNumber, EveryItemNamed), against the answer each gave
+		// before they moved to the domain core.
 		{"rx.NotFound", rx.NotFound("X"),
 			&Error{Kind: KindInvalid, IssueType: "not-found", Code: CodeResourceNotFound, Display: "Resource not found",
 				Diagnostics: "prescription X not found"}},
@@ -134,5 +135,50 @@ func TestRxOrderFields(t *testing.T) {
 		Items: []rx.OrderItem{{ID: "i1", MedicationCode: "39720311000001101"}}}
 	if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
 		t.Errorf("RxOrder\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+// The domain core's inputs are filled here, from the decoded NHS examples:
+// a cancellation's (rx.CancelInput) and a dispense notification's
+// (rx.DispenseInput).
+func TestRxInputs(t *testing.T) {
+	m, err := DecodeMessage(readFixture(t, cancelFixture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := m.Cancellation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := rx.CancelInput{MessageID: "22d28bbf-e9ed-4c77-8374-3aaf88596109", NHSNumber: "9990548609", LineItemID: "299c610b-f4f1-4eac-a7d7-4fb6b0556e11", Reason: "0001"}
+	if got := c.RxCancel(); got != want {
+		t.Errorf("RxCancel: %+v, want %+v", got, want)
+	}
+
+	m, err = DecodeMessage(readFixture(t, "spec/dispensing/dispense-notification/acute-primary-example-02-req.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := m.DispenseNotification()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := n.RxDispense()
+	if got.ID != "b240434e-cb85-40bb-899c-1c61410c93a7" || got.ReplacementOf != n.ReplacementOf ||
+		got.Status != rx.Status(n.PrescriptionStatus) || got.NonDispensingReason != n.NonDispensingReason ||
+		len(got.Items) != len(n.Items) || len(got.Lines) != len(n.Items) {
+		t.Fatalf("RxDispense: %+v, from %+v", got, n)
+	}
+	for i, it := range n.Items {
+		if got.Items[it.LineItemID] != rx.ItemStatus(it.Status) {
+			t.Errorf("line item %s: %q, want %q", it.LineItemID, got.Items[it.LineItemID], it.Status)
+		}
+		if l := got.Lines[i]; l.LineItem != it.LineItemID || l.Status != rx.ItemStatus(it.Status) || l.Code != it.MedicationCode ||
+			l.Medication != it.MedicationDisplay || l.Quantity != it.Quantity || l.Unit != it.QuantityUnit {
+			t.Errorf("line %d: %+v, want %+v", i, l, it)
+		}
+	}
+	if l := got.Lines[2]; l.LineItem != item3 || l.Status != "0003" || l.Code != "321080004" || l.Quantity != 15 || l.Unit != "tablet" {
+		t.Errorf("line 3: %+v", l)
 	}
 }

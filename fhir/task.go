@@ -179,7 +179,7 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 		if !t.HasCode {
 			return nil, facadeIssue(CodeMissingValue, "value", "Task.code", "Task.code is required when Task.status is 'in-progress'.")
 		}
-		js := codingsIn(t.Code.Coding, SystemTaskCode)
+		js := inSystem(t.Code.Coding, SystemTaskCode)
 		switch {
 		case len(js) == 0:
 			return nil, tooFewValues("Task.code.coding", "system == '"+SystemTaskCode+"'")
@@ -189,7 +189,7 @@ func decodeTask(body []byte) (*TaskRequest, *Error) {
 			return nil, facadeIssue(CodeInvalidValue, "value", "Task.code.coding.code", "Task.code.coding.code must be one of: 'abort'.")
 		}
 	}
-	js := codingsIn(t.StatusReason.Coding, reasonSystem)
+	js := inSystem(t.StatusReason.Coding, reasonSystem)
 	switch {
 	case len(js) == 0:
 		return nil, facadeIssue(CodeInvalidValue, "value", "Task.reasonCode",

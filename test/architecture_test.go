@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"go/build"
 	"path/filepath"
 	"runtime"
@@ -15,6 +16,10 @@ import (
 // paragraph says it may not (NATS outside the adapter, HTTP below the HTTP
 // layer, the adapter from the services). It reads the import lines of each
 // package's non-test files, as `go list -f '{{.Imports}}'` prints them.
+// The packages whose tests run without NATS (the domain core, the services,
+// the fakes and the HTTP layer) are held to it in their test files too: neither those files (in-package and external test package)
+// nor any package of the module they import, at any depth, imports NATS, as
+// `go list -deps -test` would show.
 func TestArchitectureImports(t *testing.T) {
 	const module = "github.com/nhs-eps/epsbroker/"
 	_, here, _, _ := runtime.Caller(0)
@@ -41,6 +46,28 @@ func TestArchitectureImports(t *testing.T) {
 		{dir: "broker/memstore", forbid: concat(nats, web, []string{module + "broker\x00", module + "broker/app"})},
 		{dir: "broker/httpapi", forbid: concat(nats, []string{module + "broker/app", module + "broker/memstore"})},
 		{dir: "broker", forbid: concat(web, []string{module + "broker/app", module + "broker/memstore"})},
+	}
+	natsFreeTests := []string{"tracker/rx", "broker/service", "broker/memstore", "broker/httpapi"}
+	via := natsPaths{root: root, module: module, nats: nats[0], seen: map[string][]string{}}
+	for _, dir := range natsFreeTests {
+		t.Run(dir+" tests", func(t *testing.T) {
+			pkg, err := build.ImportDir(filepath.Join(root, dir), 0)
+			if err != nil {
+				t.Fatalf("%s: %v", dir, err)
+			}
+			if len(pkg.TestGoFiles)+len(pkg.XTestGoFiles) == 0 {
+				t.Fatalf("%s has no test files", dir)
+			}
+			for _, imp := range concat(pkg.TestImports, pkg.XTestImports) {
+				path, err := via.to(imp)
+				if err != nil {
+					t.Fatalf("%s's tests: %v", dir, err)
+				}
+				if path != nil {
+					t.Errorf("%s's tests import NATS: %s", dir, strings.Join(path, " → "))
+				}
+			}
+		})
 	}
 	for _, c := range cases {
 		t.Run(c.dir, func(t *testing.T) {
@@ -69,3 +96,42 @@ func TestArchitectureImports(t *testing.T) {
 }
 
 func concat(lists ...[]string) []string { return slices.Concat(lists...) }
+
+// natsPaths finds how an import brings in NATS: through the module's own
+// packages (their non-test files, as a test binary compiles them), down to
+// the first import of a NATS package. Packages outside the module other than
+// NATS's are not followed.
+type natsPaths struct {
+	root, module, nats string
+	seen               map[string][]string // import path → its path to NATS (nil: none)
+}
+
+// to is the chain of imports from imp to a NATS package, or nil.
+func (n natsPaths) to(imp string) ([]string, error) {
+	if strings.HasPrefix(imp, n.nats) {
+		return []string{imp}, nil
+	}
+	rel, ok := strings.CutPrefix(imp, n.module)
+	if !ok {
+		return nil, nil
+	}
+	if path, done := n.seen[imp]; done {
+		return path, nil
+	}
+	n.seen[imp] = nil
+	pkg, err := build.ImportDir(filepath.Join(n.root, filepath.FromSlash(rel)), 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", imp, err)
+	}
+	for _, next := range pkg.Imports {
+		path, err := n.to(next)
+		if err != nil {
+			return nil, err
+		}
+		if path != nil {
+			n.seen[imp] = append([]string{imp}, path...)
+			return n.seen[imp], nil
+		}
+	}
+	return nil, nil
+}

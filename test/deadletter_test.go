@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
@@ -123,6 +125,60 @@ func TestDeadLetter(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkDeadLetters(t, js3, bad)
+
+	// The rebuild (what epsctl tracker rebuild runs) is not a consumer of
+	// the runner: it reads the log once with ReadStream, decodes each
+	// message with the projections' DecodeEvent, skips what that refuses,
+	// and writes nothing, on any stream (no dead letter either).
+	before := streamStates(t, js3)
+	ix, skipped, err := broker.RebuildTrackerIndex(ctx, js3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := streamStates(t, js3); !maps.Equal(after, before) {
+		t.Errorf("the rebuild wrote: streams before %v, after %v", before, after)
+	}
+	events, err := js3.Stream(ctx, broker.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(skipped) != len(bad) {
+		t.Errorf("the rebuild skipped %+v, want the messages %v", skipped, bad)
+	}
+	for _, sk := range skipped {
+		raw, err := events.GetMsg(ctx, sk.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, derr := broker.DecodeEvent(raw.Sequence, raw.Time, raw.Subject, raw.Header, raw.Data)
+		if _, ok := bad[sk.Seq]; !ok || derr == nil || sk.Reason != derr.Error() {
+			t.Errorf("the rebuild skipped message %d (%q); DecodeEvent: %v", sk.Seq, sk.Reason, derr)
+		}
+	}
+	for _, g := range []*fhirgen.Generated{first, second} {
+		if _, ok := ix.Get(g.ShortID); !ok {
+			t.Errorf("%s is not in the index RebuildTrackerIndex built", g.ShortID)
+		}
+	}
+}
+
+// streamStates is every stream's message count and last sequence.
+func streamStates(t *testing.T, js jetstream.JetStream) map[string][2]uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := map[string][2]uint64{}
+	l := js.ListStreams(ctx)
+	for info := range l.Info() {
+		out[info.Config.Name] = [2]uint64{info.State.Msgs, info.State.LastSeq}
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(out) == 0 {
+		t.Fatal("no streams")
+	}
+	return out
 }
 
 // checkDeadLetters checks that the dead letter holds exactly one copy of
@@ -222,5 +278,55 @@ func TestDeadLetterInspect(t *testing.T) {
 	c.refusedRequest(t, "$JS.API.STREAM.MSG.GET.EPS_DEAD", func(ctx context.Context) error { _, err := st.GetMsg(ctx, 1); return err })
 	if !c.refusedSubscribe(t, broker.SubjectDead+">") {
 		t.Errorf("subscribe %s>: not refused", broker.SubjectDead)
+	}
+}
+
+// The nomination reports are a projection of the runner too: a revision of
+// the registry bucket they cannot decode (written by a plain NATS client)
+// goes to the dead letter with the reason, counted, and the reports go on
+// with the next change.
+func TestDeadLetterNominationReports(t *testing.T) {
+	b := startBroker(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, err := jetstream.New(b.App.NATS.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, broker.BucketNominations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Put(ctx, "CORRUPT1", []byte("{not json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nhs := fhirgen.NHSNumber()
+	res := b.do("PUT", "/api/v1/nominations/"+nhs+"/P1", b.token(auth.RoleDispenser, "FA565"), []byte(`{"ods":"FA565"}`), "Content-Type", "application/json")
+	if res.Status != 200 {
+		t.Fatalf("nominate: %d %s", res.Status, res.Body)
+	}
+	if err := b.App.NominationReports.Wait(ctx); err != nil {
+		t.Fatalf("nomination reports: %v (%+v)", err, b.App.NominationReports.State())
+	}
+	found := false
+	for _, c := range b.App.NominationReports.Changes() {
+		found = found || c.NHSNumber == nhs
+	}
+	if !found {
+		t.Errorf("the change after the bad revision is not in the reports: %+v", b.App.NominationReports.Changes())
+	}
+	dead := deadLetters(t, js, broker.ConsumerNominationReports)
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters from %s, want 1", len(dead), broker.ConsumerNominationReports)
+	}
+	d := dead[0]
+	stream := "KV_" + broker.BucketNominations
+	if d.Subject() != broker.DeadSubject(broker.ConsumerNominationReports, stream, rev) || string(d.Data()) != "{not json" ||
+		d.Headers().Get(broker.HeaderDeadStream) != stream || d.Headers().Get(broker.HeaderDeadReason) == "" {
+		t.Errorf("dead letter on %s, headers %v, data %q", d.Subject(), d.Headers(), d.Data())
+	}
+	if n := consumerMessages(t, b, broker.ConsumerNominationReports, "dead"); n != 1 {
+		t.Errorf("dead letters of %s counted %d, want 1", broker.ConsumerNominationReports, n)
 	}
 }

@@ -8,7 +8,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -16,7 +18,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -140,20 +144,6 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 	return certFile, keyFile, pool
 }
 
-// notifyUserConf is the authorization entry of a dispenser or prescriber
-// user on an external NATS server, as the README gives it: the permissions
-// the embedded server gives such a user.
-const notifyUserConf = `    { nkey: %[1]s, permissions: {   # the user's public nkey
-        publish: { allow: [
-          "$JS.API.CONSUMER.INFO.EPS_NOTIFY.%[2]s",
-          "$JS.API.CONSUMER.MSG.NEXT.EPS_NOTIFY.%[2]s",
-          "$JS.ACK.EPS_NOTIFY.%[2]s.>",
-          "$JS.ACK.*.*.EPS_NOTIFY.%[2]s.>"
-        ] }
-        subscribe: { allow: ["eps.notify.%[3]s.%[4]s.>", "_INBOX_%[2]s.>"] }
-    } }
-`
-
 // With --nats-url the users, their permissions and their notification
 // consumers are the operator's: the broker makes EPS_NOTIFY and no user
 // consumer (not even for the users file of its data dir), and removes none.
@@ -162,28 +152,24 @@ const notifyUserConf = `    { nkey: %[1]s, permissions: {   # the user's public 
 // Go API, with the same configuration, when the nats CLI is not installed)
 // gets what the embedded server gives: the system reads every notification,
 // those made while it was down too, and reaches nothing of another
-// organisation's.
+// organisation's. The server configuration and the commands are read from
+// README.md itself, so that the README and the code cannot drift apart.
 func TestExternalNATSNotifyConsumers(t *testing.T) {
 	keys := t.TempDir()
 	fa565 := broker.NATSUser{Name: "dispenser-FA565", Role: broker.NATSRoleDispenser, ODS: "FA565"}
 	fh542 := broker.NATSUser{Name: "dispenser-FH542", Role: broker.NATSRoleDispenser, ODS: "FH542"}
 	seeds := map[string]string{}
-	users := ""
 	for _, u := range []*broker.NATSUser{&fa565, &fh542} {
 		seeds[u.Name] = natsUser(t, keys, u.Name, u.Role, u.ODS)
 		all, _ := broker.LoadNATSUsers(keys)
 		u.NKey = all[len(all)-1].NKey
-		users += fmt.Sprintf(notifyUserConf, u.NKey, u.Name, u.Role, u.ODS)
 	}
+	// The README's authorization block, for FA565, with the broker's
+	// password and FA565's public nkey filled in; its user entry again for
+	// FH542.
+	auth := readmeAuthorization(t, fa565, "broker-secret", fa565, fh542)
 	conf := filepath.Join(t.TempDir(), "nats-server.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`listen: 127.0.0.1:-1
-jetstream { store_dir: %q }
-authorization {
-  users = [
-    { user: broker, password: "broker-secret" }      # or however the broker's own user is defined
-%s  ]
-}
-`, t.TempDir(), users)), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:-1\njetstream { store_dir: %q }\n%s", t.TempDir(), auth)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	opts, err := server.ProcessConfigFile(conf)
@@ -199,8 +185,14 @@ authorization {
 			}
 		}
 		want := u.Permissions()
-		if got == nil || !slices.Equal(got.Publish.Allow, want.Publish.Allow) || !slices.Equal(got.Subscribe.Allow, want.Subscribe.Allow) {
-			t.Fatalf("%s: configured %+v, the embedded server's %+v", u.Name, got, want)
+		if got == nil || got.Publish == nil || got.Subscribe == nil {
+			t.Fatalf("%s: the README's configuration gives it no publish and subscribe permissions: %+v", u.Name, got)
+		}
+		if !slices.Equal(got.Publish.Allow, want.Publish.Allow) || !slices.Equal(got.Subscribe.Allow, want.Subscribe.Allow) ||
+			!slices.Equal(got.Publish.Deny, want.Publish.Deny) || !slices.Equal(got.Subscribe.Deny, want.Subscribe.Deny) ||
+			(got.Response == nil) != (want.Response == nil) {
+			t.Fatalf("%s: the README's permissions: publish %q subscribe %q (deny %q %q); the embedded server's: publish %q subscribe %q",
+				u.Name, got.Publish.Allow, got.Subscribe.Allow, got.Publish.Deny, got.Subscribe.Deny, want.Publish.Allow, want.Subscribe.Allow)
 		}
 	}
 	opts.NoSigs, opts.NoLog = true, true
@@ -232,24 +224,36 @@ authorization {
 		t.Fatalf("the broker made consumers of %s on an external server: %v", broker.StreamNotify, names)
 	}
 
-	// The operator makes FA565's consumer, as the README says.
+	// The operator makes FA565's consumer with the README's own command
+	// (its connection options, --server and --creds, replaced by this
+	// server's and the broker's user): through the nats CLI when it is
+	// installed, else through the Go API with the configuration the
+	// command's options give. Either way the consumer's whole configuration
+	// is the one the broker makes on its embedded server, description
+	// included: a reference consumer made from NotifyConsumerConfig on the
+	// same server (so with the same server defaults) differs from it in its
+	// name only.
 	want := broker.NotifyConsumerConfig(fa565)
+	add := readmeNATSCommand(t, "consumer add EPS_NOTIFY")
+	rm := readmeNATSCommand(t, "consumer rm EPS_NOTIFY")
 	cli, _ := exec.LookPath("nats")
-	natsCLI := func(args ...string) {
+	natsCLI := func(c natsCommand) {
 		t.Helper()
-		cmd := exec.CommandContext(ctx, cli, append([]string{"--server", url, "--user", "broker", "--password", "broker-secret"}, args...)...)
+		cmd := exec.CommandContext(ctx, cli, append([]string{"--server", url, "--user", "broker", "--password", "broker-secret"}, c.args...)...)
 		cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "NATS_CONTEXT=")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("nats %s: %v\n%s", strings.Join(args, " "), err, out)
+			t.Fatalf("nats %s: %v\n%s", strings.Join(c.args, " "), err, out)
 		}
 	}
+	stream, cfg := consumerAddConfig(t, add.args)
+	if stream != broker.StreamNotify || cfg.Durable != fa565.Name {
+		t.Fatalf("the README's nats consumer add makes %s on %s, want %s on %s", cfg.Durable, stream, fa565.Name, broker.StreamNotify)
+	}
 	if cli != "" {
-		natsCLI("consumer", "add", "EPS_NOTIFY", "dispenser-FA565", "--pull", "--filter", "eps.notify.dispenser.FA565.>",
-			"--deliver", "all", "--ack", "explicit", "--wait", "30s", "--max-deliver=-1", "--max-pending", "1000",
-			"--replay", "instant", "--description", "notifications of dispenser FA565", "--defaults")
+		natsCLI(add)
 	} else {
-		t.Log("the nats CLI is not installed: the consumer is made through the Go API")
-		if _, err := js.CreateConsumer(ctx, broker.StreamNotify, want); err != nil {
+		t.Log("the nats CLI is not installed: the README's consumer is made through the Go API")
+		if _, err := js.CreateConsumer(ctx, broker.StreamNotify, cfg); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -258,10 +262,27 @@ authorization {
 		t.Fatal(err)
 	}
 	got := ci.CachedInfo().Config
-	if got.Durable != want.Durable || got.FilterSubject != want.FilterSubject || got.AckPolicy != want.AckPolicy ||
-		got.DeliverPolicy != want.DeliverPolicy || got.AckWait != want.AckWait || got.MaxDeliver != want.MaxDeliver ||
-		got.MaxAckPending != want.MaxAckPending || got.ReplayPolicy != want.ReplayPolicy || got.DeliverSubject != "" {
-		t.Errorf("consumer %+v, the embedded server's %+v", got, want)
+	ref := want
+	ref.Durable = "reference-" + fa565.Name
+	rc, err := js.CreateConsumer(ctx, broker.StreamNotify, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCfg := rc.CachedInfo().Config
+	if err := st.DeleteConsumer(ctx, ref.Durable); err != nil {
+		t.Fatal(err)
+	}
+	wantCfg.Durable, wantCfg.Name = got.Durable, got.Name
+	if got.PauseUntil != nil && got.PauseUntil.IsZero() {
+		got.PauseUntil = nil // the nats CLI sends "not paused" as the zero time
+	}
+	if !reflect.DeepEqual(got, wantCfg) {
+		g, _ := json.MarshalIndent(got, "", "  ")
+		w, _ := json.MarshalIndent(wantCfg, "", "  ")
+		t.Errorf("the README's consumer:\n%s\nthe broker's (NotifyConsumerConfig):\n%s", g, w)
+	}
+	if got.Description != want.Description {
+		t.Errorf("description %q, the broker's %q", got.Description, want.Description)
 	}
 
 	// The dispensing system reads what is waiting; is down while two more
@@ -310,9 +331,12 @@ authorization {
 	notifyRefusals(t, b, other, fa565, fh542)
 
 	// The system's user gone, the operator removes its consumer.
+	if len(rm.args) != 5 || rm.args[2] != broker.StreamNotify || rm.args[3] != fa565.Name || rm.args[4] != "-f" {
+		t.Fatalf("the README's nats consumer rm: %q", rm.args)
+	}
 	if cli != "" {
-		natsCLI("consumer", "rm", "EPS_NOTIFY", "dispenser-FA565", "-f")
-	} else if err := st.DeleteConsumer(ctx, fa565.Name); err != nil {
+		natsCLI(rm)
+	} else if err := st.DeleteConsumer(ctx, rm.args[3]); err != nil {
 		t.Fatal(err)
 	}
 	if names := consumerNames(t, ctx, st); len(names) != 0 {
@@ -333,4 +357,207 @@ func consumerNames(t *testing.T, ctx context.Context, st jetstream.Stream) []str
 	}
 	slices.Sort(names)
 	return names
+}
+
+// natsCommand is a nats CLI command of the README, without its connection
+// options (--server, --creds), which name the operator's server and
+// credentials: args start at the subcommand.
+type natsCommand struct{ args []string }
+
+// readmeNATSCommand is the one nats CLI command of ../README.md that
+// contains what, taken from a shell block (with its line continuations and
+// quotes) or from inline code.
+func readmeNATSCommand(t *testing.T, what string) natsCommand {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	blocks := strings.Split(strings.ReplaceAll(string(b), "\\\n", " "), "```")
+	for i, block := range blocks {
+		if i%2 == 1 { // a fenced block: its commands are its lines
+			for _, line := range strings.Split(block, "\n") {
+				if strings.HasPrefix(line, "nats ") && strings.Contains(line, what) {
+					found = append(found, line)
+				}
+			}
+			continue
+		}
+		for j, code := range strings.Split(block, "`") {
+			if j%2 == 1 && strings.HasPrefix(code, "nats ") && strings.Contains(code, what) {
+				found = append(found, strings.Join(strings.Fields(code), " "))
+			}
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("README.md: %d nats commands with %q, want 1: %q", len(found), what, found)
+	}
+	words := shellWords(t, found[0])
+	args := words[1:]
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		switch args[0] {
+		case "--server", "--creds":
+			if len(args) < 2 {
+				t.Fatalf("README.md: %s without a value: %s", args[0], found[0])
+			}
+			args = args[2:]
+		default:
+			t.Fatalf("README.md: nats option %s before the subcommand is not a connection option: %s", args[0], found[0])
+		}
+	}
+	return natsCommand{args: args}
+}
+
+// shellWords splits a command line as a POSIX shell does for words in
+// plain, single and double quotes (no expansions).
+func shellWords(t *testing.T, line string) []string {
+	t.Helper()
+	var words []string
+	var w strings.Builder
+	inWord := false
+	var quote rune
+	for _, r := range line {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote != 0:
+			w.WriteRune(r)
+		case r == '\'' || r == '"':
+			quote, inWord = r, true
+		case r == ' ' || r == '\t':
+			if inWord {
+				words = append(words, w.String())
+				w.Reset()
+				inWord = false
+			}
+		default:
+			w.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quote != 0 {
+		t.Fatalf("unclosed quote: %s", line)
+	}
+	if inWord {
+		words = append(words, w.String())
+	}
+	return words
+}
+
+// consumerAddConfig is the stream and the consumer configuration that
+// `nats consumer add <stream> <name> <options>` (args, from the subcommand)
+// asks for, for the options the README uses; any other option fails the
+// test, so that a README line this reading does not understand cannot pass.
+func consumerAddConfig(t *testing.T, args []string) (string, jetstream.ConsumerConfig) {
+	t.Helper()
+	if len(args) < 4 || args[0] != "consumer" || args[1] != "add" {
+		t.Fatalf("not a nats consumer add: %q", args)
+	}
+	stream := args[2]
+	cfg := jetstream.ConsumerConfig{Durable: args[3]}
+	pull := false
+	for opts := args[4:]; len(opts) > 0; {
+		name, value, hasValue := strings.Cut(opts[0], "=")
+		opts = opts[1:]
+		switch name {
+		case "--pull":
+			pull = true
+			continue
+		case "--defaults":
+			continue
+		}
+		if !hasValue {
+			if len(opts) == 0 {
+				t.Fatalf("nats consumer add: %s without a value", name)
+			}
+			value, opts = opts[0], opts[1:]
+		}
+		var err error
+		switch name {
+		case "--filter":
+			cfg.FilterSubject = value
+		case "--description":
+			cfg.Description = value
+		case "--deliver":
+			if value != "all" {
+				err = fmt.Errorf("deliver %q", value)
+			}
+			cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+		case "--ack":
+			if value != "explicit" {
+				err = fmt.Errorf("ack %q", value)
+			}
+			cfg.AckPolicy = jetstream.AckExplicitPolicy
+		case "--replay":
+			if value != "instant" {
+				err = fmt.Errorf("replay %q", value)
+			}
+			cfg.ReplayPolicy = jetstream.ReplayInstantPolicy
+		case "--wait":
+			cfg.AckWait, err = time.ParseDuration(value)
+		case "--max-deliver":
+			cfg.MaxDeliver, err = strconv.Atoi(value)
+		case "--max-pending":
+			cfg.MaxAckPending, err = strconv.Atoi(value)
+		default:
+			err = errors.New("an option this test does not read")
+		}
+		if err != nil {
+			t.Fatalf("nats consumer add %s %s: %v", name, value, err)
+		}
+	}
+	if !pull {
+		t.Fatalf("nats consumer add without --pull: %q", args)
+	}
+	return stream, cfg
+}
+
+// readmeAuthorization is the README's server configuration block for a
+// dispensing system's user (the one fenced block with "authorization {"),
+// which the README writes for readme (its user's public nkey given as an
+// example, the broker's password as "..."): the broker's password set to
+// password and the user entry repeated for each of users, its nkey, name and
+// ODS code made theirs.
+func readmeAuthorization(t *testing.T, readme broker.NATSUser, password string, users ...broker.NATSUser) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block string
+	for i, s := range strings.Split(string(b), "```") {
+		if i%2 == 1 && strings.Contains(s, "authorization {") {
+			if block != "" {
+				t.Fatal("README.md: more than one authorization block")
+			}
+			block = strings.TrimPrefix(s, "\n")
+		}
+	}
+	lines := strings.SplitAfter(block, "\n")
+	first, last := -1, -1
+	for i, l := range lines {
+		switch {
+		case strings.Contains(l, "{ nkey: "):
+			first = i
+		case first >= 0 && last < 0 && strings.TrimSpace(l) == "} }":
+			last = i
+		}
+	}
+	if first < 0 || last < 0 || strings.Count(block, `password: "..."`) != 1 {
+		t.Fatalf("README.md: no authorization block with one broker user and one nkey user:\n%s", block)
+	}
+	entry := strings.Join(lines[first:last+1], "")
+	nkey := strings.Fields(strings.SplitN(entry, "{ nkey: ", 2)[1])[0]
+	nkey = strings.TrimSuffix(nkey, ",")
+	if !strings.Contains(entry, readme.Name) || !strings.Contains(entry, string(readme.Role)+"."+readme.ODS) {
+		t.Fatalf("README.md: the authorization block is not for %s:\n%s", readme.Name, entry)
+	}
+	var entries strings.Builder
+	for _, u := range users {
+		entries.WriteString(strings.NewReplacer(nkey, u.NKey, readme.Name, u.Name,
+			string(readme.Role)+"."+readme.ODS, string(u.Role)+"."+u.ODS).Replace(entry))
+	}
+	out := strings.Join(lines[:first], "") + entries.String() + strings.Join(lines[last+1:], "")
+	return strings.Replace(out, `password: "..."`, `password: "`+password+`"`, 1)
 }

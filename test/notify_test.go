@@ -481,3 +481,66 @@ func TestNotifyNATSCLI(t *testing.T) {
 		t.Errorf("after next: %d pending, %d not acknowledged", ci.NumPending, ci.NumAckPending)
 	}
 }
+
+// Notifications are stored by the queue projector's handler, before it
+// acknowledges the event: while EPS_NOTIFY cannot take them, the event of a
+// new order is retried, not acknowledged (the consumer's ack floor stays
+// below it, nothing is queued or notified); once it can, the event is
+// applied and the notification stored.
+func TestNotifyStoredBeforeEventAcked(t *testing.T) {
+	b := startBroker(t, "")
+	b.settle()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	js := b.App.Store.JetStream()
+	st, err := js.Stream(ctx, broker.StreamNotify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	subjects := cfg.Subjects
+	cfg.Subjects = []string{"eps.notify-off.>"} // no stream takes eps.notify.>: its publishes fail
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	retriedBefore := consumerMessages(t, b, broker.ConsumerQueueProjector, "retried")
+	g := postOrders(t, b, 1, fhirgen.Options{Sender: "A83008", Performer: "FA565"})[0]
+	seq := b.events(g.ShortID)
+	for consumerMessages(t, b, broker.ConsumerQueueProjector, "retried") == retriedBefore {
+		if ctx.Err() != nil {
+			t.Fatalf("the order's event was never retried: %s", b.App.Queue().State())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c, err := js.Consumer(ctx, broker.StreamEvents, broker.ConsumerQueueProjector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.AckFloor.Stream >= seq {
+		t.Errorf("the event %d was acknowledged (ack floor %d) although its notification was not stored", seq, info.AckFloor.Stream)
+	}
+	if q, err := b.App.Store.ReadyQueue(ctx, "FA565", 25); err != nil || len(q) != 0 {
+		t.Errorf("ready queue while the notification cannot be stored: %+v %v", q, err)
+	}
+
+	cfg.Subjects = subjects
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	b.settle()
+	m, err := st.GetLastMsgForSubject(ctx, broker.DispenserNotifySubject("FA565", broker.NotifyReady))
+	if err != nil {
+		t.Fatalf("no ready notification stored: %v", err)
+	}
+	var n broker.Notification
+	if err := json.Unmarshal(m.Data, &n); err != nil || n.PrescriptionID != g.ShortID {
+		t.Errorf("ready notification %s (%v), want %s", m.Data, err, g.ShortID)
+	}
+	if q, err := b.App.Store.ReadyQueue(ctx, "FA565", 25); err != nil || len(q) != 1 || q[0].PrescriptionID != g.ShortID {
+		t.Errorf("ready queue: %+v %v", q, err)
+	}
+}

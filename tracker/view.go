@@ -769,13 +769,11 @@ func boolExtension(url string, v bool) fm.Extension { return fm.Extension{Url: u
 
 func intExtension(url string, v int) fm.Extension { return fm.Extension{Url: url, ValueInteger: &v} }
 
-// defaultSupplyDays is the days supply of an order that does not say.
-const defaultSupplyDays = 28
-
-// supplyTiming is the line items' timing: once every days supply.
+// supplyTiming is the line items' timing: once every days supply (Spine's
+// default, rx.DefaultSupplyDays, for an order that does not say).
 func supplyTiming(days int) *fm.Timing {
 	if days <= 0 {
-		days = defaultSupplyDays
+		days = rx.DefaultSupplyDays
 	}
 	return &fm.Timing{Repeat: &fm.TimingRepeat{Frequency: ptr(1), Period: decimal(float64(days)), PeriodUnit: str("d")}}
 }
@@ -783,20 +781,20 @@ func supplyTiming(days int) *fm.Timing {
 // eventTitles names the history events as the NHS tracker does, by
 // Event.Type. A type missing here shows as itself.
 var eventTitles = map[string]string{
-	rx.EventOrder:                     "Prescription upload successful",
-	"release":                         "Release Request successful",
-	"nominated-release":               "Nominated Release Request successful",
-	fhir.EventDispenseNotification:    "Dispense notification successful",
-	"claim":                           "Dispense claim successful",
-	"return":                          "Dispense proposal return successful",
-	"withdraw":                        "Dispense Withdrawal successful",
-	fhir.EventPrescriptionOrderUpdate: "Prescription/item was cancelled",
-	"subsequent-cancellation":         "Subsequent cancellation",
-	rx.EventAwaiting:                  "Awaiting release ready",
-	rx.EventReady:                     "Available for download",
-	rx.EventExpire:                    "Prescription expired",
-	rx.EventComplete:                  "Completed: no dispense for 180 days",
-	rx.EventNoClaim:                   "Not claimed within 180 days",
+	rx.EventOrder:            "Prescription upload successful",
+	rx.EventRelease:          "Release Request successful",
+	rx.EventNominatedRelease: "Nominated Release Request successful",
+	rx.EventDispense:         "Dispense notification successful",
+	rx.EventClaim:            "Dispense claim successful",
+	rx.EventReturn:           "Dispense proposal return successful",
+	rx.EventWithdraw:         "Dispense Withdrawal successful",
+	rx.EventCancel:           "Prescription/item was cancelled",
+	rx.EventSubsequentCancel: "Subsequent cancellation",
+	rx.EventAwaiting:         "Awaiting release ready",
+	rx.EventReady:            "Available for download",
+	rx.EventExpire:           "Prescription expired",
+	rx.EventComplete:         "Completed: no dispense for 180 days",
+	rx.EventNoClaim:          "Not claimed within 180 days",
 }
 
 // eventTitle is the title of a history event. A cancellation that finds the

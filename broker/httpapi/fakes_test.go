@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 	"github.com/nhs-eps/epsbroker/nomination"
@@ -69,15 +70,19 @@ var testPrincipals = fakeVerifier{
 // fakeIntake answers $process-message with out, or err.
 type fakeIntake struct {
 	mu     sync.Mutex
-	out    *Outcome
+	out    *service.Outcome
 	err    error
+	panic  any // when not nil, ProcessMessage panics with it
 	bodies [][]byte
 }
 
-func (f *fakeIntake) ProcessMessage(_ context.Context, _ auth.Principal, body []byte) (*Outcome, error) {
+func (f *fakeIntake) ProcessMessage(_ context.Context, _ auth.Principal, body []byte) (*service.Outcome, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.bodies = append(f.bodies, body)
+	if f.panic != nil {
+		panic(f.panic) // the deferred Unlock runs
+	}
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -94,13 +99,13 @@ func (f *fakeIntake) calls() int {
 // prescriptions it holds; Task and Claim answer err.
 type fakeLifecycle struct {
 	mu       sync.Mutex
-	rx       map[string]Released
+	rx       map[string]service.Released
 	err      error
 	released []string // IDs handed over, in order
 	tasks    int
 }
 
-func (f *fakeLifecycle) ReleaseByID(_ context.Context, _ auth.Principal, _, id, _ string, _ []byte) (*Released, error) {
+func (f *fakeLifecycle) ReleaseByID(_ context.Context, _ auth.Principal, _, id, _ string, _ []byte) (*service.Released, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -114,11 +119,11 @@ func (f *fakeLifecycle) ReleaseByID(_ context.Context, _ auth.Principal, _, id, 
 	return &r, nil
 }
 
-func (f *fakeLifecycle) ReleaseNominated(context.Context, auth.Principal, string, string, []byte, int) ([]Released, error) {
+func (f *fakeLifecycle) ReleaseNominated(context.Context, auth.Principal, string, string, []byte, int) ([]service.Released, error) {
 	return nil, f.err
 }
 
-func (f *fakeLifecycle) ReleasedUnder(context.Context, auth.Principal, string, string, time.Time) ([]Released, error) {
+func (f *fakeLifecycle) ReleasedUnder(context.Context, auth.Principal, string, string, time.Time) ([]service.Released, error) {
 	return nil, nil
 }
 
@@ -127,7 +132,7 @@ func (f *fakeLifecycle) OrderOf(_ context.Context, id string) ([]byte, error) {
 	defer f.mu.Unlock()
 	r, ok := f.rx[id]
 	if !ok {
-		return nil, errNotFound
+		return nil, service.ErrNotFound
 	}
 	return r.Order, nil
 }
@@ -144,10 +149,10 @@ func (f *fakeLifecycle) Claim(context.Context, auth.Principal, *fhir.ClaimReques
 }
 
 // fakeRequests keeps X-Request-ID answers in a map. inFlight keys answer
-// errInFlight; err fails every reservation.
+// service.ErrInFlight; err fails every reservation.
 type fakeRequests struct {
 	mu       sync.Mutex
-	saved    map[string]*SavedResponse
+	saved    map[string]*service.SavedResponse
 	reserved map[string]uint64
 	inFlight map[string]bool
 	err      error
@@ -156,26 +161,26 @@ type fakeRequests struct {
 }
 
 func newFakeRequests() *fakeRequests {
-	return &fakeRequests{saved: map[string]*SavedResponse{}, reserved: map[string]uint64{}, inFlight: map[string]bool{}}
+	return &fakeRequests{saved: map[string]*service.SavedResponse{}, reserved: map[string]uint64{}, inFlight: map[string]bool{}}
 }
 
-func (f *fakeRequests) ReserveRequest(_ context.Context, key, _ string, _ time.Time) (*SavedResponse, Reservation, error) {
+func (f *fakeRequests) ReserveRequest(_ context.Context, key, _ string, _ time.Time) (*service.SavedResponse, service.Reservation, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
 	case f.err != nil:
-		return nil, Reservation{}, f.err
+		return nil, service.Reservation{}, f.err
 	case f.inFlight[key]:
-		return nil, Reservation{}, errInFlight
+		return nil, service.Reservation{}, service.ErrInFlight
 	case f.saved[key] != nil:
-		return f.saved[key], Reservation{}, nil
+		return f.saved[key], service.Reservation{}, nil
 	}
 	f.rev++
 	f.reserved[key] = f.rev
-	return nil, Reservation{Rev: f.rev}, nil
+	return nil, service.Reservation{Rev: f.rev}, nil
 }
 
-func (f *fakeRequests) CompleteRequest(_ context.Context, key string, rev uint64, r *SavedResponse) error {
+func (f *fakeRequests) CompleteRequest(_ context.Context, key string, rev uint64, r *service.SavedResponse) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.reserved[key] != rev {
@@ -200,12 +205,12 @@ func (f *fakeRequests) ReleaseRequest(_ context.Context, key string, rev uint64)
 // fakeSessions keeps sessions by cookie.
 type fakeSessions struct {
 	mu       sync.Mutex
-	sessions map[string]*Session
+	sessions map[string]*service.Session
 	err      error
 	n        int
 }
 
-func newFakeSessions() *fakeSessions { return &fakeSessions{sessions: map[string]*Session{}} }
+func newFakeSessions() *fakeSessions { return &fakeSessions{sessions: map[string]*service.Session{}} }
 
 func (f *fakeSessions) NewSession(ctx context.Context, p auth.Principal, now time.Time) (string, error) {
 	f.mu.Lock()
@@ -215,11 +220,11 @@ func (f *fakeSessions) NewSession(ctx context.Context, p auth.Principal, now tim
 	}
 	f.n++
 	cookie := fmt.Sprintf("cookie-%d", f.n)
-	f.sessions[cookie] = &Session{Subject: p.Subject, ODS: p.ODS, Role: p.Role, Expires: p.Expires, Used: now}
+	f.sessions[cookie] = &service.Session{Subject: p.Subject, ODS: p.ODS, Role: p.Role, Expires: p.Expires, Used: now}
 	return cookie, nil
 }
 
-func (f *fakeSessions) TouchSession(_ context.Context, cookie string, now time.Time) (*Session, error) {
+func (f *fakeSessions) TouchSession(_ context.Context, cookie string, now time.Time) (*service.Session, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -227,7 +232,7 @@ func (f *fakeSessions) TouchSession(_ context.Context, cookie string, now time.T
 	}
 	s, ok := f.sessions[cookie]
 	if !ok {
-		return nil, errNoSession
+		return nil, service.ErrNoSession
 	}
 	s.Used = now
 	return s, nil
@@ -246,13 +251,13 @@ func (f *fakeSessions) EndSession(_ context.Context, cookie string) error {
 // fakeAudit is the audit trail in memory; err fails every write.
 type fakeAudit struct {
 	mu      sync.Mutex
-	entries []AuditEntry
+	entries []service.AuditEntry
 	err     error
 	listErr error // fails AuditEntries
-	queries []AuditQuery
+	queries []service.AuditQuery
 }
 
-func (f *fakeAudit) Audit(_ context.Context, p auth.Principal, e AuditEntry) error {
+func (f *fakeAudit) Audit(_ context.Context, p auth.Principal, e service.AuditEntry) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -263,14 +268,14 @@ func (f *fakeAudit) Audit(_ context.Context, p auth.Principal, e AuditEntry) err
 	return nil
 }
 
-func (f *fakeAudit) AuditEntries(_ context.Context, q AuditQuery) ([]AuditEntry, error) {
+func (f *fakeAudit) AuditEntries(_ context.Context, q service.AuditQuery) ([]service.AuditEntry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.queries = append(f.queries, q)
 	if f.listErr != nil {
 		return nil, f.listErr
 	}
-	var out []AuditEntry
+	var out []service.AuditEntry
 	for i := len(f.entries) - 1; i >= 0 && len(out) < q.Limit; i-- {
 		e := f.entries[i]
 		if (q.User == "" || e.User == q.User) && (q.NHSNumber == "" || e.NHSNumber == q.NHSNumber) {
@@ -280,10 +285,10 @@ func (f *fakeAudit) AuditEntries(_ context.Context, q AuditQuery) ([]AuditEntry,
 	return out, nil
 }
 
-func (f *fakeAudit) all() []AuditEntry {
+func (f *fakeAudit) all() []service.AuditEntry {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]AuditEntry(nil), f.entries...)
+	return append([]service.AuditEntry(nil), f.entries...)
 }
 
 // fakeIndex is the tracker index: the entries of the records it was given.
@@ -332,13 +337,13 @@ func (f *fakeIndex) WaitApplied(ctx context.Context, seq uint64) error {
 // order messages by sequence. reads counts what was read, err fails reads.
 type fakeRecords struct {
 	mu      sync.Mutex
-	current map[string]*StoredEvent
-	events  map[uint64]*StoredEvent
+	current map[string]*service.Event
+	events  map[uint64]*service.Event
 	err     error
 	reads   []string
 }
 
-func (f *fakeRecords) Current(_ context.Context, id string) (*StoredEvent, error) {
+func (f *fakeRecords) Current(_ context.Context, id string) (*service.Event, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads = append(f.reads, id)
@@ -347,12 +352,12 @@ func (f *fakeRecords) Current(_ context.Context, id string) (*StoredEvent, error
 	}
 	ev, ok := f.current[id]
 	if !ok {
-		return nil, errNotFound
+		return nil, service.ErrNotFound
 	}
 	return ev, nil
 }
 
-func (f *fakeRecords) Event(_ context.Context, seq uint64) (*StoredEvent, error) {
+func (f *fakeRecords) Event(_ context.Context, seq uint64) (*service.Event, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -360,7 +365,7 @@ func (f *fakeRecords) Event(_ context.Context, seq uint64) (*StoredEvent, error)
 	}
 	ev, ok := f.events[seq]
 	if !ok {
-		return nil, errNotFound
+		return nil, service.ErrNotFound
 	}
 	return ev, nil
 }
@@ -423,8 +428,8 @@ func (f *fakeNominations) ImportAllowed(p auth.Principal) error {
 	return nil
 }
 
-func (f *fakeNominations) Import(context.Context, auth.Principal, ImportSource, ImportOptions) (*ImportResult, error) {
-	return &ImportResult{}, nil
+func (f *fakeNominations) Import(context.Context, auth.Principal, service.ImportSource, service.ImportOptions) (*service.ImportResult, error) {
+	return &service.ImportResult{}, nil
 }
 
 // fakeStorage says warnings and keeps the streams noted full.
@@ -484,11 +489,11 @@ type fixture struct {
 func newFixture(t *testing.T, edit ...func(*Deps)) *fixture {
 	t.Helper()
 	f := &fixture{t: t, now: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC),
-		intake:   &fakeIntake{out: &Outcome{Body: fhir.InformationalOutcome(time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC))}},
-		life:     &fakeLifecycle{rx: map[string]Released{}},
+		intake:   &fakeIntake{out: &service.Outcome{Body: fhir.InformationalOutcome(time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC))}},
+		life:     &fakeLifecycle{rx: map[string]service.Released{}},
 		requests: newFakeRequests(), sessions: newFakeSessions(), audit: &fakeAudit{},
 		index:   &fakeIndex{entries: map[string]tracker.Entry{}},
-		records: &fakeRecords{current: map[string]*StoredEvent{}, events: map[uint64]*StoredEvent{}},
+		records: &fakeRecords{current: map[string]*service.Event{}, events: map[uint64]*service.Event{}},
 		noms:    &fakeNominations{patients: map[string]*nomination.Patient{}},
 		storage: &fakeStorage{},
 	}
@@ -529,6 +534,7 @@ type req struct {
 	method, path, token string
 	body                string
 	header              map[string]string
+	overCap             bool // the request came on a connection past the cap (ConnContext)
 }
 
 // do sends r through the handler.
@@ -547,6 +553,9 @@ func (f *fixture) do(r req) *httptest.ResponseRecorder {
 	}
 	for k, v := range r.header {
 		hr.Header.Set(k, v)
+	}
+	if r.overCap {
+		hr = hr.WithContext(context.WithValue(hr.Context(), overCapKey{}, true))
 	}
 	w := httptest.NewRecorder()
 	f.h.ServeHTTP(w, hr)
@@ -621,7 +630,7 @@ func (f *fixture) addRx(prescriber, nominated, nhs string) *rx.Prescription {
 	rec.Prescriber = prescriber
 	seq := uint64(len(f.records.events) + 1)
 	rec.OrderSeq = seq
-	ev := &StoredEvent{Seq: seq, Time: f.now, Event: "prescription-order", MessageID: g.BundleID, Record: rec, Body: g.Body}
+	ev := &service.Event{Seq: seq, Time: f.now, Event: "prescription-order", MessageID: g.BundleID, Record: rec, Body: g.Body}
 	f.records.events[seq] = ev
 	f.records.current[rec.ID] = ev
 	f.index.entries[rec.ID] = tracker.Entry{ID: rec.ID, NHSNumber: rec.NHSNumber, Status: rec.Status,

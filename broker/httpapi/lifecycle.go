@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 )
 
@@ -33,7 +34,7 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := principalFrom(r.Context())
-	var released []Released
+	var released []service.Released
 	if since := takenOver(r.Context()); !since.IsZero() {
 		// A retry of a release that never answered: what it released, if
 		// anything, is handed over again instead of other prescriptions.
@@ -51,7 +52,7 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 			a.writeError(w, r, err)
 			return
 		}
-		released = []Released{*one}
+		released = []service.Released{*one}
 	default:
 		released, err = a.Releases.ReleaseNominated(r.Context(), p, req.Owner, messageID(r), body, nominatedReleaseMax)
 		if err != nil {
@@ -59,10 +60,10 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	refs := make([]ReleasedRef, len(released))
+	refs := make([]service.ReleasedRef, len(released))
 	orders := make([]fhir.ReleasedOrder, len(released))
 	for i, rel := range released {
-		refs[i] = ReleasedRef{ID: rel.Record.ID, BundleID: rel.Record.BundleID}
+		refs[i] = service.ReleasedRef{ID: rel.Record.ID, BundleID: rel.Record.BundleID}
 		if rel.Record.RepeatDispensing() {
 			refs[i].Issue, refs[i].Issues = rel.Record.IssueNumber(), rel.Record.IssueCount()
 		}
@@ -74,14 +75,14 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 }
 
 // releasedOrder is one entry of a release answer.
-func releasedOrder(ref ReleasedRef, order []byte) fhir.ReleasedOrder {
+func releasedOrder(ref service.ReleasedRef, order []byte) fhir.ReleasedOrder {
 	return fhir.ReleasedOrder{BundleID: ref.BundleID, Raw: order, Issue: ref.Issue, Issues: ref.Issues}
 }
 
 // releaseAnswer writes again the answer of a release that handed over refs,
 // each order's bytes read from the event log: the same answer, with nothing
 // changed.
-func (a *api) releaseAnswer(ctx context.Context, refs []ReleasedRef) ([]byte, error) {
+func (a *api) releaseAnswer(ctx context.Context, refs []service.ReleasedRef) ([]byte, error) {
 	orders := make([]fhir.ReleasedOrder, len(refs))
 	for i, ref := range refs {
 		order, err := a.Releases.OrderOf(ctx, ref.ID)

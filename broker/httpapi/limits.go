@@ -202,14 +202,14 @@ func (a *api) limited(pattern string, h http.Handler) http.Handler {
 		if overCap(r.Context()) {
 			w.Header().Set("Connection", "close")
 			if !exempt {
-				// Answered here rather than by writeError: a refusal is
-				// counted, not logged as a failure.
+				// Answered by answerError rather than writeError: a
+				// refusal is counted, not logged as a failure. Its kind
+				// (unavailable) gives the 503 and Retry-After.
 				if a.LimitMetrics != nil {
 					a.LimitMetrics.Refused.WithLabelValues(refusedConnections).Inc()
 				}
-				w.Header().Set("Retry-After", "1")
-				writeFHIR(w, http.StatusServiceUnavailable, fhir.ErrorOutcome(fhir.Errorf(fhir.KindUnavailable, fhir.CodeServiceUnavailable,
-					"the broker is serving as many connections as it takes; retry on a new connection")))
+				answerError(w, fhir.Errorf(fhir.KindUnavailable, fhir.CodeServiceUnavailable,
+					"the broker is serving as many connections as it takes; retry on a new connection"))
 				return
 			}
 		}

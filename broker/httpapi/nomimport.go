@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
 )
@@ -70,7 +71,7 @@ func (a *api) importNominations(w http.ResponseWriter, r *http.Request) {
 	body.extend()
 
 	start := time.Now()
-	res, err := a.Registry.Import(r.Context(), p, nomination.NewImportParser(body, format), ImportOptions{})
+	res, err := a.Registry.Import(r.Context(), p, nomination.NewImportParser(body, format), service.ImportOptions{})
 	_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	var maxErr *http.MaxBytesError
 	switch {

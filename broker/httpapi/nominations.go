@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/nomination"
 )
@@ -36,7 +37,7 @@ const auditWorkers = 16
 // auditRead writes one audit entry of a nomination read answered 200.
 // query, when not empty, is the report read (path and query string).
 func (a *api) auditRead(ctx context.Context, p auth.Principal, action, nhs, query string, results int) error {
-	if err := a.Audit.Audit(ctx, p, AuditEntry{Time: a.Now().UTC(), Action: action, NHSNumber: nhs,
+	if err := a.Audit.Audit(ctx, p, service.AuditEntry{Time: a.Now().UTC(), Action: action, NHSNumber: nhs,
 		Query: query, Results: results, Outcome: http.StatusOK}); err != nil {
 		return auditFailed(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
-	"github.com/nhs-eps/epsbroker/fhir"
 )
 
 // observedWriter records the status and the principal for the request log
@@ -91,7 +90,7 @@ func (a *api) recoverer(next http.Handler) http.Handler {
 					panic(v)
 				}
 				a.Log.Error("panic serving request", zap.String("path", r.URL.Path), zap.Any("panic", v), zap.Stack("stack"))
-				writeFHIR(w, http.StatusInternalServerError, fhir.ErrorOutcome(fmt.Errorf("panic: %v", v)))
+				answerError(w, fmt.Errorf("panic: %v", v)) // no kind: internal, 500
 			}
 		}()
 		next.ServeHTTP(w, r)

@@ -16,75 +16,23 @@ import (
 // The HTTP layer's ports: what it calls of the services and the store, one
 // small interface per concern, declared here where they are used (the
 // services and the JetStream store satisfy them; the package's tests use
-// fakes). This file is the only one of the package that names the
-// services' and the store's types (package broker/service):
-// the types the ports carry, given their local names below.
-
-// Types the ports carry, defined by the services and the store.
-type (
-	// Outcome is the answer to a $process-message.
-	Outcome = service.Outcome
-	// Released is a prescription a release handed over, with its order.
-	Released = service.Released
-	// StoredEvent is one message of the event log: a prescription's state.
-	StoredEvent = service.Event
-	// AuditEntry is one entry of the audit trail.
-	AuditEntry = service.AuditEntry
-	// AuditQuery filters the audit trail.
-	AuditQuery = service.AuditQuery
-	// Session is a tracker page sign-in.
-	Session = service.Session
-	// SavedResponse is the answer kept for an X-Request-ID.
-	SavedResponse = service.SavedResponse
-	// Reservation is an X-Request-ID claimed for a request.
-	Reservation = service.Reservation
-	// ReleasedRef is one prescription a release handed over, as kept for
-	// its X-Request-ID.
-	ReleasedRef = service.ReleasedRef
-	// ImportSource reads the rows of a nomination import.
-	ImportSource = service.ImportSource
-	// ImportOptions tune a nomination import.
-	ImportOptions = service.ImportOptions
-	// ImportResult is the outcome of a nomination import.
-	ImportResult = service.ImportResult
-)
-
-// Errors and helpers of the store that the ports' callers read.
-var (
-	// errNotFound: no prescription with the ID (Records).
-	errNotFound = service.ErrNotFound
-	// errNoSession: the cookie names no live session (Sessions).
-	errNoSession = service.ErrNoSession
-	// errInFlight: a request with the X-Request-ID is being processed
-	// (Requests).
-	errInFlight = service.ErrInFlight
-	// requestKey, requestHash and answerHash key and hash what Requests
-	// keeps.
-	requestKey  = service.RequestKey
-	requestHash = service.RequestHash
-	answerHash  = service.AnswerHash
-	// withSessionLimit tells Sessions.NewSession how many sessions a user
-	// keeps.
-	withSessionLimit = service.WithSessionLimit
-)
-
-// defaultSessionsPerUser is the sessions a user keeps when Limits says none.
-const defaultSessionsPerUser = service.DefaultSessionsPerUser
+// fakes). The types they carry are the services' own (package
+// broker/service), named as such here and wherever the handlers use them.
 
 // Intake takes the messages of POST $process-message (orders, cancellations
 // and dispense notifications).
 type Intake interface {
-	ProcessMessage(ctx context.Context, p auth.Principal, body []byte) (*Outcome, error)
+	ProcessMessage(ctx context.Context, p auth.Principal, body []byte) (*service.Outcome, error)
 }
 
 // Releases hands prescriptions over to dispensers (POST Task/$release), and
 // reads again what a release handed over.
 type Releases interface {
-	ReleaseByID(ctx context.Context, p auth.Principal, owner, id, messageID string, body []byte) (*Released, error)
-	ReleaseNominated(ctx context.Context, p auth.Principal, owner, messageID string, body []byte, max int) ([]Released, error)
+	ReleaseByID(ctx context.Context, p auth.Principal, owner, id, messageID string, body []byte) (*service.Released, error)
+	ReleaseNominated(ctx context.Context, p auth.Principal, owner, messageID string, body []byte, max int) ([]service.Released, error)
 	// ReleasedUnder is what a release with messageID, reserved at since and
 	// never answered, handed over.
-	ReleasedUnder(ctx context.Context, p auth.Principal, owner, messageID string, since time.Time) ([]Released, error)
+	ReleasedUnder(ctx context.Context, p auth.Principal, owner, messageID string, since time.Time) ([]service.Released, error)
 	// OrderOf is a prescription's order message, byte for byte.
 	OrderOf(ctx context.Context, id string) ([]byte, error)
 }
@@ -99,32 +47,32 @@ type Dispensing interface {
 // Requests keeps the answers of requests sent with an X-Request-ID.
 type Requests interface {
 	// ReserveRequest claims key: the answer given before (saved), a
-	// reservation to complete or release, or errInFlight.
-	ReserveRequest(ctx context.Context, key, hash string, now time.Time) (*SavedResponse, Reservation, error)
-	CompleteRequest(ctx context.Context, key string, rev uint64, r *SavedResponse) error
+	// reservation to complete or release, or service.ErrInFlight.
+	ReserveRequest(ctx context.Context, key, hash string, now time.Time) (*service.SavedResponse, service.Reservation, error)
+	CompleteRequest(ctx context.Context, key string, rev uint64, r *service.SavedResponse) error
 	ReleaseRequest(ctx context.Context, key string, rev uint64) error
 }
 
 // Sessions keeps the tracker page's sign-ins.
 type Sessions interface {
 	NewSession(ctx context.Context, p auth.Principal, now time.Time) (string, error)
-	// TouchSession is the session of cookie, used now (errNoSession when
+	// TouchSession is the session of cookie, used now (service.ErrNoSession when
 	// it has ended).
-	TouchSession(ctx context.Context, cookie string, now time.Time) (*Session, error)
+	TouchSession(ctx context.Context, cookie string, now time.Time) (*service.Session, error)
 	EndSession(ctx context.Context, cookie string) error
 }
 
 // Auditor writes one entry to the audit trail, durably, before the read it
 // records is answered.
 type Auditor interface {
-	Audit(ctx context.Context, p auth.Principal, e AuditEntry) error
+	Audit(ctx context.Context, p auth.Principal, e service.AuditEntry) error
 }
 
 // AuditTrail is the audit trail: written by every audited read, listed by
 // admins.
 type AuditTrail interface {
 	Auditor
-	AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, error)
+	AuditEntries(ctx context.Context, q service.AuditQuery) ([]service.AuditEntry, error)
 }
 
 // TrackerIndex finds prescriptions for the tracker (a projection of the
@@ -140,11 +88,11 @@ type TrackerIndex interface {
 
 // Records reads prescriptions from the event log.
 type Records interface {
-	// Current is the latest event about a prescription (errNotFound when
+	// Current is the latest event about a prescription (service.ErrNotFound when
 	// there is none).
-	Current(ctx context.Context, id string) (*StoredEvent, error)
+	Current(ctx context.Context, id string) (*service.Event, error)
 	// Event is the event log message at seq.
-	Event(ctx context.Context, seq uint64) (*StoredEvent, error)
+	Event(ctx context.Context, seq uint64) (*service.Event, error)
 }
 
 // NominationReads reads a patient's nominations and their history.
@@ -158,7 +106,7 @@ type NominationRegistry interface {
 	Set(ctx context.Context, p auth.Principal, nhs string, t nomination.Type, ods string) (*nomination.Patient, error)
 	Remove(ctx context.Context, p auth.Principal, nhs string, t nomination.Type) (*nomination.Patient, error)
 	ImportAllowed(p auth.Principal) error
-	Import(ctx context.Context, p auth.Principal, src ImportSource, o ImportOptions) (*ImportResult, error)
+	Import(ctx context.Context, p auth.Principal, src service.ImportSource, o service.ImportOptions) (*service.ImportResult, error)
 }
 
 // NominationReports holds the nomination changes the reports are made of.

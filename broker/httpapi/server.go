@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 )
 
@@ -180,7 +181,8 @@ func statusFor(k fhir.Kind) int {
 	}
 }
 
-// writeError answers with err as an OperationOutcome.
+// writeError answers with err as an OperationOutcome, and logs it: an
+// error (status 5xx) as a failure, a refusal (4xx) at debug level.
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	err = a.storageFull(err)
 	status := statusFor(fhir.ErrorKind(err))
@@ -189,6 +191,17 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		a.Log.Debug("request rejected", zap.String("path", r.URL.Path), zap.Int("status", status), zap.Error(err))
 	}
+	answerError(w, err)
+}
+
+// answerError answers with err as an OperationOutcome, with the status
+// statusFor gives its kind (an error that is no *fhir.Error is
+// KindInternal: 500) and the headers that status carries, without logging
+// it: every error answer of the API is written here, by writeError or by a
+// caller that accounts for the error itself (the connection cap, which
+// counts its refusals; the panic recoverer, which logs the panic).
+func answerError(w http.ResponseWriter, err error) {
+	status := statusFor(fhir.ErrorKind(err))
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="eps"`)
 	}
@@ -297,7 +310,7 @@ func (a *api) authenticated(next http.Handler) http.Handler {
 				}
 				ss, err := a.Sessions.TouchSession(r.Context(), c.Value, a.Now())
 				switch {
-				case errors.Is(err, errNoSession):
+				case errors.Is(err, service.ErrNoSession):
 					refuse(fhir.Errorf(fhir.KindUnauthorized, fhir.CodeUnauthorised, "your session has ended: sign in again"))
 					return
 				case err != nil:
@@ -339,9 +352,9 @@ func (a *api) sessionLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := a.Limits.SessionsPerUser
 		if n <= 0 {
-			n = defaultSessionsPerUser
+			n = service.DefaultSessionsPerUser
 		}
-		next.ServeHTTP(w, r.WithContext(withSessionLimit(r.Context(), n)))
+		next.ServeHTTP(w, r.WithContext(service.WithSessionLimit(r.Context(), n)))
 	})
 }
 
@@ -390,11 +403,11 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 			return
 		}
 		p := principalFrom(r.Context())
-		key := requestKey(p.Subject, p.ODS, id)
-		hash := requestHash(r.Method, r.URL.Path, bodyFrom(r.Context()))
+		key := service.RequestKey(p.Subject, p.ODS, id)
+		hash := service.RequestHash(r.Method, r.URL.Path, bodyFrom(r.Context()))
 		saved, res, err := a.Requests.ReserveRequest(r.Context(), key, hash, a.Now())
 		switch {
-		case errors.Is(err, errInFlight):
+		case errors.Is(err, service.ErrInFlight):
 			w.Header().Set("Retry-After", "1")
 			a.writeError(w, r, &fhir.Error{Kind: fhir.KindConflict, IssueType: "conflict", Code: fhir.CodeDuplicateRequestIDDifferent,
 				Diagnostics: "a request with this X-Request-ID is still being processed; retry shortly to get its answer"})
@@ -410,7 +423,7 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 						Diagnostics: "the answer to this X-Request-ID could not be read again; nothing was changed; retry", Err: err})
 					return
 				}
-				if answerHash(body) != saved.AnswerHash {
+				if service.AnswerHash(body) != saved.AnswerHash {
 					a.Log.Warn("X-Request-ID release answer rebuilt differently (same prescriptions)", zap.Int("released", len(saved.Release)))
 				}
 			}
@@ -431,11 +444,11 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 		// Recorded even when the client has gone: its retry must get this answer.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 		if final(rec.status) {
-			saved := &SavedResponse{BodyHash: hash, Status: rec.status,
+			saved := &service.SavedResponse{BodyHash: hash, Status: rec.status,
 				ContentType: rec.Header().Get("Content-Type"), Body: rec.body}
 			if note.release != nil && rec.status == http.StatusOK {
 				// A release: what it handed over, not the orders themselves.
-				saved.Body, saved.Rebuild, saved.Release, saved.AnswerHash = nil, true, note.release, answerHash(rec.body)
+				saved.Body, saved.Rebuild, saved.Release, saved.AnswerHash = nil, true, note.release, service.AnswerHash(rec.body)
 			}
 			err = a.Requests.CompleteRequest(ctx, key, res.Rev, saved)
 		} else {
@@ -453,7 +466,7 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 // answer: a release names the prescriptions it handed over, from which a
 // replay rebuilds the answer.
 type replayNote struct {
-	release []ReleasedRef
+	release []service.ReleasedRef
 	// takenOver is when the key was first reserved, when this request took
 	// over a reservation whose request never answered (zero otherwise).
 	takenOver time.Time
@@ -463,9 +476,9 @@ type replayNoteKey struct{}
 
 // noteRelease tells the idempotency middleware (if the request has an
 // X-Request-ID) which prescriptions a release handed over.
-func noteRelease(ctx context.Context, refs []ReleasedRef) {
+func noteRelease(ctx context.Context, refs []service.ReleasedRef) {
 	if n, ok := ctx.Value(replayNoteKey{}).(*replayNote); ok {
-		n.release = append(make([]ReleasedRef, 0, len(refs)), refs...)
+		n.release = append(make([]service.ReleasedRef, 0, len(refs)), refs...)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
@@ -201,6 +202,50 @@ func TestStatusForEveryKind(t *testing.T) {
 	wantOutcome(t, f.do(req{method: "POST", path: "/FHIR/R4/$process-message", token: tokPrescriber, body: order}), 500, fhir.CodeServerError)
 }
 
+// The answers written outside writeError (the connection cap's refusal,
+// which is counted rather than logged, and a panic's, which the recoverer
+// logs) take their status from statusFor too, with the headers it calls for.
+func TestErrorAnswersOutsideWriteError(t *testing.T) {
+	cases := []struct {
+		name       string
+		set        func(*fixture)
+		r          req
+		status     int
+		code       string
+		retryAfter string
+		close      bool
+	}{
+		{name: "connection past the cap", r: req{overCap: true}, status: 503, code: fhir.CodeServiceUnavailable, retryAfter: "1", close: true},
+		{name: "handler panics", set: func(f *fixture) { f.intake.panic = "broken fake" }, status: 500, code: fhir.CodeServerError},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			if c.set != nil {
+				c.set(f)
+			}
+			c.r.method, c.r.path, c.r.token, c.r.body = "POST", "/FHIR/R4/$process-message", tokPrescriber, order
+			w := f.do(c.r)
+			oo := wantOutcome(t, w, c.status, c.code)
+			if c.status != statusFor(fhir.KindUnavailable) && c.status != statusFor(fhir.KindInternal) {
+				t.Errorf("status %d is no error kind's", c.status)
+			}
+			if strings.Contains(oo.Issue[0].Diagnostics, "broken fake") {
+				t.Errorf("a 500 tells its cause: %s", w.Body.String())
+			}
+			if got := w.Header().Get("Retry-After"); got != c.retryAfter {
+				t.Errorf("Retry-After %q, want %q", got, c.retryAfter)
+			}
+			if got := w.Header().Get("Connection"); (got == "close") != c.close {
+				t.Errorf("Connection %q", got)
+			}
+			if c.r.overCap && f.intake.calls() != 0 {
+				t.Error("a request past the cap reached the service")
+			}
+		})
+	}
+}
+
 // A write refused for want of space, wherever in the error's chain and
 // whatever the error's kind, is 507 with Retry-After 60; a refusal whose
 // stream is not known is noted for the storage warnings.
@@ -284,7 +329,7 @@ func TestIdempotency(t *testing.T) {
 		{name: "same request again", token: tokPrescriber, key: "key-1", body: order, status: 200, replay: true, intakeCalls: 1, sameAsFirst: true},
 		{name: "same key, another body", token: tokPrescriber, key: "key-1", body: order + " ", status: 409, code: fhir.CodeDuplicateRequestIDDifferent, intakeCalls: 1},
 		{name: "same key, another user", token: tokOtherPresc, key: "key-1", body: order, status: 200, intakeCalls: 2},
-		{name: "key in flight", token: tokPrescriber, key: "key-2", body: order, edit: func() { f.requests.inFlight[requestKey("presc-user", "A83008", "key-2")] = true },
+		{name: "key in flight", token: tokPrescriber, key: "key-2", body: order, edit: func() { f.requests.inFlight[service.RequestKey("presc-user", "A83008", "key-2")] = true },
 			status: 409, code: fhir.CodeDuplicateRequestIDDifferent, intakeCalls: 2, retryAfter: "1"},
 		{name: "keys unreachable", token: tokPrescriber, key: "key-3", body: order, edit: func() { f.requests.err = errStore },
 			status: 503, code: fhir.CodeServiceUnavailable, intakeCalls: 2, retryAfter: "1"},
@@ -341,7 +386,7 @@ func TestIdempotentReleaseReplay(t *testing.T) {
 	f := newFixture(t)
 	rec := f.addRx("A83008", "FA565", "9449305552")
 	order := f.records.current[rec.ID].Body
-	f.life.rx[rec.ID] = Released{Record: rec, Order: order}
+	f.life.rx[rec.ID] = service.Released{Record: rec, Order: order}
 	body := string(fhirgen.Release("FA565", rec.ID))
 	send := func() *httptest.ResponseRecorder {
 		return f.do(req{method: "POST", path: "/FHIR/R4/Task/$release", token: tokDispenser, body: body,
@@ -351,13 +396,13 @@ func TestIdempotentReleaseReplay(t *testing.T) {
 	if first.Code != 200 || !bytes.Contains(first.Body.Bytes(), []byte(rec.BundleID)) {
 		t.Fatalf("release: %d %s", first.Code, first.Body.String())
 	}
-	saved := f.requests.saved[requestKey("disp-user", "FA565", "rel-1")]
+	saved := f.requests.saved[service.RequestKey("disp-user", "FA565", "rel-1")]
 	switch {
 	case saved == nil:
 		t.Fatal("the answer was not kept")
 	case saved.Body != nil || !saved.Rebuild || len(saved.Release) != 1 || saved.Release[0].ID != rec.ID:
 		t.Fatalf("kept %+v, want the released prescription without the orders", saved)
-	case saved.AnswerHash != answerHash(first.Body.Bytes()):
+	case saved.AnswerHash != service.AnswerHash(first.Body.Bytes()):
 		t.Error("the kept answer hash is not the answer's")
 	}
 	again := send()
@@ -443,7 +488,7 @@ func TestTrackerSessionOnFakes(t *testing.T) {
 // body, the lifecycle's outcome.
 func TestServiceAnswers(t *testing.T) {
 	f := newFixture(t)
-	f.intake.out = &Outcome{Status: 400, Body: []byte(`{"resourceType":"Bundle","type":"message"}`)}
+	f.intake.out = &service.Outcome{Status: 400, Body: []byte(`{"resourceType":"Bundle","type":"message"}`)}
 	w := f.do(req{method: "POST", path: "/FHIR/R4/$process-message", token: tokPrescriber, body: order})
 	if w.Code != 400 || w.Body.String() != `{"resourceType":"Bundle","type":"message"}` {
 		t.Errorf("cancel response: %d %s", w.Code, w.Body.String())

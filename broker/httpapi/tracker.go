@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/tracker/web"
 )
@@ -196,7 +197,7 @@ func (a *api) auditList(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, badParam("user", "the query string is not well formed: %v", err))
 		return
 	}
-	q := AuditQuery{User: user, NHSNumber: nhs, Limit: 100}
+	q := service.AuditQuery{User: user, NHSNumber: nhs, Limit: 100}
 	if q.NHSNumber != "" && !fhir.ValidNHSNumber(q.NHSNumber) {
 		a.writeError(w, r, badParam("nhsNumber", "nhsNumber %q is not a valid NHS number", q.NHSNumber))
 		return

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 	"github.com/nhs-eps/epsbroker/tracker"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
@@ -47,7 +48,7 @@ func (t *trackerReads) search(ctx context.Context, p auth.Principal, q searchQue
 		return nil, err
 	}
 	var entries []tracker.Entry
-	audit := AuditEntry{Time: t.now().UTC(), Action: "search"}
+	audit := service.AuditEntry{Time: t.now().UTC(), Action: "search"}
 	if q.prescriptionID != "" {
 		audit.PrescriptionID = q.prescriptionID
 		if e, ok := t.index.Get(q.prescriptionID); ok {
@@ -68,7 +69,7 @@ func (t *trackerReads) search(ctx context.Context, p auth.Principal, q searchQue
 	patients := map[string]fhir.PatientDetails{}
 	for _, e := range visible {
 		cur, err := t.records.Current(ctx, e.ID)
-		if errors.Is(err, errNotFound) {
+		if errors.Is(err, service.ErrNotFound) {
 			continue
 		}
 		if err != nil {
@@ -105,26 +106,26 @@ func (t *trackerReads) search(ctx context.Context, p auth.Principal, q searchQue
 // every prescription is told 404 when it does not; an issue it does not
 // have is 404. Each of these is audited before it is answered.
 func (t *trackerReads) detail(ctx context.Context, p auth.Principal, id string, n int) ([]byte, error) {
-	audit := AuditEntry{Time: t.now().UTC(), Action: "detail", PrescriptionID: id, Issue: min(n, 100)}
+	audit := service.AuditEntry{Time: t.now().UTC(), Action: "detail", PrescriptionID: id, Issue: min(n, 100)}
 	forbidden := fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "your organisation has no access to prescription %s (or it does not exist)", id)
 	cur, err := t.records.Current(ctx, id)
 	switch {
-	case errors.Is(err, errNotFound):
+	case errors.Is(err, service.ErrNotFound):
 		if !seesAll(p) {
-			return nil, t.refused(ctx, p, audit, http.StatusForbidden, forbidden)
+			return nil, t.refused(ctx, p, audit, forbidden)
 		}
-		return nil, t.refused(ctx, p, audit, http.StatusNotFound,
+		return nil, t.refused(ctx, p, audit,
 			fhir.Errorf(fhir.KindNotFound, fhir.CodeResourceNotFound, "prescription %s not found", id))
 	case err != nil:
 		return nil, unavailable("read prescription", err)
 	}
 	audit.NHSNumber = cur.Record.NHSNumber
 	if !mayRead(p, cur.Record) {
-		return nil, t.refused(ctx, p, audit, http.StatusForbidden, forbidden)
+		return nil, t.refused(ctx, p, audit, forbidden)
 	}
 	rec, ok := cur.Record.AtIssue(n)
 	if !ok {
-		return nil, t.refused(ctx, p, audit, http.StatusNotFound, noSuchIssue(cur.Record, n))
+		return nil, t.refused(ctx, p, audit, noSuchIssue(cur.Record, n))
 	}
 	d, err := t.orderDetails(ctx, cur.Record)
 	if err != nil {
@@ -139,7 +140,7 @@ func (t *trackerReads) detail(ctx context.Context, p auth.Principal, id string, 
 
 // auditEntries lists the audit trail's entries matching q, newest first,
 // for an admin.
-func (t *trackerReads) auditEntries(ctx context.Context, p auth.Principal, q AuditQuery) ([]AuditEntry, error) {
+func (t *trackerReads) auditEntries(ctx context.Context, p auth.Principal, q service.AuditQuery) ([]service.AuditEntry, error) {
 	if err := mayListAudit(p); err != nil {
 		return nil, err
 	}
@@ -148,14 +149,14 @@ func (t *trackerReads) auditEntries(ctx context.Context, p auth.Principal, q Aud
 		return nil, unavailable("read audit", err)
 	}
 	if entries == nil {
-		entries = []AuditEntry{}
+		entries = []service.AuditEntry{}
 	}
 	return entries, nil
 }
 
 // answered audits a look-up answered with status; an error (503) when the
 // entry cannot be written, and then the look-up must not be answered.
-func (t *trackerReads) answered(ctx context.Context, p auth.Principal, e AuditEntry, status int) error {
+func (t *trackerReads) answered(ctx context.Context, p auth.Principal, e service.AuditEntry, status int) error {
 	e.Outcome = status
 	if err := t.audit.Audit(ctx, p, e); err != nil {
 		return unavailable("audit", err)
@@ -163,10 +164,11 @@ func (t *trackerReads) answered(ctx context.Context, p auth.Principal, e AuditEn
 	return nil
 }
 
-// refused audits a look-up refused with status, and returns refusal, the
-// error to answer; or the audit's failure (503) in its stead.
-func (t *trackerReads) refused(ctx context.Context, p auth.Principal, e AuditEntry, status int, refusal error) error {
-	if err := t.answered(ctx, p, e, status); err != nil {
+// refused audits a look-up refused with refusal, with the status it is
+// answered with (statusFor its kind), and returns refusal, the error to
+// answer; or the audit's failure (503) in its stead.
+func (t *trackerReads) refused(ctx context.Context, p auth.Principal, e service.AuditEntry, refusal error) error {
+	if err := t.answered(ctx, p, e, statusFor(fhir.ErrorKind(refusal))); err != nil {
 		return err
 	}
 	return refusal

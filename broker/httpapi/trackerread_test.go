@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/fhir"
 )
 
@@ -284,8 +285,8 @@ func TestAuditList(t *testing.T) {
 		}
 	}
 	var got struct {
-		Entries []AuditEntry `json:"entries"`
-		Count   int          `json:"count"`
+		Entries []service.AuditEntry `json:"entries"`
+		Count   int                  `json:"count"`
 	}
 	w := f.do(req{method: "GET", path: "/api/v1/audit?nhsNumber=" + rec.NHSNumber + "&user=desk-user&limit=5", token: tokAdmin})
 	if w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &got) != nil {
@@ -294,7 +295,7 @@ func TestAuditList(t *testing.T) {
 	if got.Count != 2 || len(got.Entries) != 2 || got.Entries[0].User != "desk-user" {
 		t.Errorf("listed %+v", got)
 	}
-	if q := f.audit.queries[len(f.audit.queries)-1]; q != (AuditQuery{User: "desk-user", NHSNumber: rec.NHSNumber, Limit: 5}) {
+	if q := f.audit.queries[len(f.audit.queries)-1]; q != (service.AuditQuery{User: "desk-user", NHSNumber: rec.NHSNumber, Limit: 5}) {
 		t.Errorf("query %+v", q)
 	}
 	// Nothing found: an empty list, not null.

@@ -325,11 +325,7 @@ func (l *Lifecycle) Dispense(ctx context.Context, p auth.Principal, n *fhir.Disp
 	if err := dispenserOnly(p, ""); err != nil {
 		return err
 	}
-	in := rx.DispenseInput{ID: n.BundleID, ReplacementOf: n.ReplacementOf, Items: map[string]rx.ItemStatus{},
-		Status: rx.Status(n.PrescriptionStatus), Lines: n.DispensedLines(), NonDispensingReason: n.NonDispensingReason}
-	for _, it := range n.Items {
-		in.Items[it.LineItemID] = rx.ItemStatus(it.Status)
-	}
+	in := n.RxDispense()
 	_, err := l.update(ctx, n.PrescriptionID, rx.EventDispense, n.BundleID, body, func(rec *rx.Prescription) (*rx.Prescription, error) {
 		issue := rx.DispenseIssue(rec, n.Issue, p.ODS, n.BundleID, n.ReplacementOf)
 		return rx.OnIssue(rec, issue, func(cur *rx.Prescription) (*rx.Prescription, error) {
@@ -413,7 +409,7 @@ func (l *Lifecycle) Cancel(ctx context.Context, p auth.Principal, c *fhir.Cancel
 		return "", fhir.Errorf(fhir.KindForbidden, fhir.CodeAccessDenied, "only the prescribing organisation may cancel, with a prescriber token for MessageHeader.sender")
 	}
 	actor := rx.Actor{User: p.Subject, Org: p.ODS}
-	in := rx.CancelInput{MessageID: c.BundleID, NHSNumber: c.NHSNumber, LineItemID: c.LineItemID, Reason: c.Reason}
+	in := c.RxCancel()
 	code := rx.RNotFound
 	_, err := l.rx.Update(ctx, c.PrescriptionID, func(cur *Event) (*Write, error) {
 		var rec *rx.Prescription

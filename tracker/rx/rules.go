@@ -15,15 +15,21 @@ import (
 // CodeItemNotFound is Spine's ITEM_NOT_FOUND (EveryItemNamed).
 const CodeItemNotFound = "ITEM_NOT_FOUND"
 
-// NotFound is RESOURCE_NOT_FOUND for prescription id: invalid (HTTP 400), as
-// the EPS specification answers a release (and any dispensing message)
-// about a prescription it does not know, or knows only a cancellation of.
-func NotFound(id string) *Error {
-	return Errorf(KindInvalid, CodeResourceNotFound, "prescription %s not found", id)
+// notFound is the one RESOURCE_NOT_FOUND refusal of the domain core:
+// invalid (HTTP 400), as the EPS specification answers a release (and any
+// dispensing message) about a prescription it does not know, or knows only
+// a cancellation of. Every not found of the core is about such a message;
+// a read of an unknown prescription (the tracker's RequestGroup/{id}, 404)
+// is the HTTP layer's answer, not a prescription rule.
+func notFound(format string, a ...any) *Error {
+	return Errorf(KindInvalid, CodeResourceNotFound, format, a...)
 }
 
+// NotFound is RESOURCE_NOT_FOUND for a message about prescription id.
+func NotFound(id string) *Error { return notFound("prescription %s not found", id) }
+
 // IsNotFound reports whether err is a refusal for want of the prescription
-// (NotFound's, or a transition's RESOURCE_NOT_FOUND).
+// (any of notFound's).
 func IsNotFound(err error) bool { return CodeOf(err) == CodeResourceNotFound }
 
 // NHSNumberMatches reports whether nhs is the NHS number of the

@@ -15,7 +15,7 @@ func TestNotFound(t *testing.T) {
 	}{
 		{"NotFound", NotFound("X"), true},
 		{"wrapped", fmt.Errorf("release: %w", NotFound("X")), true},
-		{"a transition's not found (404)", func() error { _, err := Release(earlyCancelled(), "FA565", pharmacy, "r", false, t0); return err }(), true},
+		{"a release of an early cancellation", func() error { _, err := Release(earlyCancelled(), "FA565", pharmacy, "r", false, t0); return err }(), true},
 		{"invalid state transition", invalidTransition(fresh(), "no"), false},
 		{"another error", errors.New("prescription X not found"), false},
 		{"none", nil, false},
@@ -26,8 +26,38 @@ func TestNotFound(t *testing.T) {
 			}
 		})
 	}
-	if e := NotFound("X"); e.Kind != KindInvalid || e.Code != CodeResourceNotFound || e.Message != "prescription X not found" {
-		t.Errorf("NotFound: %+v, want invalid (400, as the EPS specification answers) RESOURCE_NOT_FOUND", e)
+}
+
+// Every RESOURCE_NOT_FOUND of the domain core is one refusal: invalid
+// (HTTP 400), as the EPS specification answers a message about a
+// prescription it does not know (or is not ready to release from a queue).
+func TestNotFoundOneRefusal(t *testing.T) {
+	fresh := fresh()
+	overdue := func() error {
+		_, err := Release(fresh, "FA565", pharmacy, "x", true, fresh.ExpiresAt)
+		return err
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		kind Kind
+		msg  string
+	}{
+		{"a message about it: NotFound", NotFound("X"), KindInvalid, "prescription X not found"},
+		{"a release by ID of an early cancellation", func() error { _, err := Release(earlyCancelled(), "FA565", pharmacy, "r", false, t0); return err }(),
+			KindInvalid, "prescription 24F5DA-A83008-7EFE6Z not found"},
+		{"a nominated release of an overdue one (passed over)", overdue(),
+			KindInvalid, "prescription " + fresh.ID + " is no longer ready: it expired on " + fresh.ExpiresAt.Format("2006-01-02")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e *Error
+			if !errors.As(tc.err, &e) {
+				t.Fatalf("%v: not an *Error", tc.err)
+			}
+			if e.Kind != tc.kind || e.Code != CodeResourceNotFound || e.Message != tc.msg {
+				t.Errorf("%+v, want kind %d RESOURCE_NOT_FOUND %q", e, tc.kind, tc.msg)
+			}
+		})
 	}
 }
 

@@ -183,8 +183,7 @@ func (p *Issue) itemStatuses() []ItemStatus {
 func Release(p *Prescription, dispenser string, by Actor, messageID string, nominated bool, now time.Time) (*Prescription, error) {
 	if p.IsEarlyCancellation() {
 		// Only a cancellation is known: the prescription itself is not.
-		return nil, &Error{Kind: KindNotFound, Code: CodeResourceNotFound,
-			Message: fmt.Sprintf("prescription %s not found", p.ID)}
+		return nil, NotFound(p.ID)
 	}
 	switch p.Status {
 	case StatusToBeDispensed:
@@ -198,8 +197,7 @@ func Release(p *Prescription, dispenser string, by Actor, messageID string, nomi
 			// (handle_overdue_expiry). A nominated release passes it over, as
 			// it passes over any queue entry that is no longer there.
 			if nominated {
-				return nil, &Error{Kind: KindNotFound, Code: CodeResourceNotFound,
-					Message: fmt.Sprintf("prescription %s is no longer ready: it expired on %s", p.ID, p.ExpiresAt.Format("2006-01-02"))}
+				return nil, notFound("prescription %s is no longer ready: it expired on %s", p.ID, p.ExpiresAt.Format("2006-01-02"))
 			}
 			return nil, invalidTransition(p, "it expired on %s", p.ExpiresAt.Format("2006-01-02"))
 		}

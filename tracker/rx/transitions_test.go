@@ -558,7 +558,7 @@ func TestReleaseOverdueExpiry(t *testing.T) {
 	p := fresh()
 	_, err := Release(p, "FCG71", other, "x", false, p.ExpiresAt)
 	wantInvalid(t, err)
-	if _, err := Release(p, "FA565", pharmacy, "x", true, p.ExpiresAt); KindOf(err) != KindNotFound {
+	if _, err := Release(p, "FA565", pharmacy, "x", true, p.ExpiresAt); !IsNotFound(err) {
 		t.Errorf("nominated release of an overdue one: %v, want it passed over (not found)", err)
 	}
 	must(Release(p, "FA565", pharmacy, "x", true, p.ExpiresAt.Add(-time.Second)))
