@@ -89,6 +89,12 @@ type Config struct {
 	// Dead letter (issue 12, runner): the most bytes EPS_DEAD keeps, as the
 	// limits above.
 	DeadMaxBytes int64
+
+	// The debug listener (issue 13): host:port serving net/http/pprof
+	// alone (empty: none), and whether an address off the loopback
+	// interface is allowed for it.
+	DebugListen    string
+	DebugListenAny bool
 }
 
 type setting struct {
@@ -254,6 +260,29 @@ var notifySettings = []setting{
 			return err
 		}
 		c.NotifyMaxAge = d
+		return nil
+	}},
+}
+
+// The debug listener (issue 13).
+func init() { settings = append(settings, debugSettings...) }
+
+var debugSettings = []setting{
+	{"debug-listen", "host:port to serve Go's runtime profiles (net/http/pprof, /debug/pprof/) on, alone and without authentication; a heap profile holds pieces of memory, patient data among them, so only a loopback address is accepted unless --debug-listen-any is set (empty: no debug listener)", "", func(c *Config, v string) error {
+		if v != "" {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return fmt.Errorf("want host:port: %q", v)
+			}
+		}
+		c.DebugListen = v
+		return nil
+	}},
+	{"debug-listen-any", "allow --debug-listen on an address that is not loopback (true or false); whoever reaches it can read the broker's memory", "false", func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false: %q", v)
+		}
+		c.DebugListenAny = b
 		return nil
 	}},
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,6 +51,11 @@ type App struct {
 	limitMetrics    *httpapi.LimitMetrics
 	metricsServer   *http.Server
 	metricsListener net.Listener
+
+	// The debug listener (--debug-listen): net/http/pprof alone, off by
+	// default.
+	debugServer   *http.Server
+	debugListener net.Listener
 }
 
 // New starts everything but the HTTP server: NATS, the streams and buckets,
@@ -59,6 +65,12 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		now = time.Now
 	}
 	a := &App{cfg: cfg, log: log, Metrics: broker.NewMetrics()}
+	if cfg.DebugListen != "" {
+		// Refused before anything starts: pprof serves the process's memory.
+		if err := httpapi.CheckDebugAddr(cfg.DebugListen, cfg.DebugListenAny); err != nil {
+			return nil, err
+		}
+	}
 	var err error
 	ok := false
 	defer func() {
@@ -195,6 +207,19 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 			ErrorLog:          zap.NewStdLog(log.Named("metrics-http")),
 		}
 	}
+	if cfg.DebugListen != "" {
+		a.debugServer = &http.Server{
+			Handler:           httpapi.DebugHandler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       cfg.HTTPReadTimeout,
+			// No write timeout: a CPU profile or trace answers after the
+			// seconds its caller asks for (pprof refuses longer ones than
+			// the write timeout), and ends when the caller goes away.
+			IdleTimeout:    cfg.HTTPIdleTimeout,
+			MaxHeaderBytes: 16 << 10,
+			ErrorLog:       zap.NewStdLog(log.Named("debug-http")),
+		}
+	}
 	ok = true
 	return a, nil
 }
@@ -228,6 +253,15 @@ func (a *App) Listen() error {
 			return fmt.Errorf("metrics-listen: %w", err)
 		}
 	}
+	if a.debugServer != nil {
+		if err := a.listenDebug(); err != nil {
+			ln.Close()
+			if a.metricsListener != nil {
+				a.metricsListener.Close()
+			}
+			return err
+		}
+	}
 	// The connection cap counts TCP connections: it goes under TLS.
 	ln = httpapi.LimitConnections(ln, a.cfg.HTTPMaxConns, a.limitMetrics)
 	if a.cfg.TLSCert != "" {
@@ -236,6 +270,9 @@ func (a *App) Listen() error {
 			ln.Close()
 			if a.metricsListener != nil {
 				a.metricsListener.Close()
+			}
+			if a.debugListener != nil {
+				a.debugListener.Close()
 			}
 			return fmt.Errorf("tls: %w", err)
 		}
@@ -255,6 +292,34 @@ func (a *App) MetricsAddr() string {
 		return ""
 	}
 	return a.metricsListener.Addr().String()
+}
+
+// DebugMutexFraction is the mutex profile's sampling while the debug
+// listener is up: one contention event in this many is recorded.
+const DebugMutexFraction = 100
+
+// listenDebug binds --debug-listen, and checks that a loopback name such as
+// localhost did bind the loopback interface.
+func (a *App) listenDebug() error {
+	ln, err := net.Listen("tcp", a.cfg.DebugListen)
+	if err != nil {
+		return fmt.Errorf("debug-listen: %w", err)
+	}
+	if tcp, isTCP := ln.Addr().(*net.TCPAddr); !a.cfg.DebugListenAny && (!isTCP || !tcp.IP.IsLoopback()) {
+		ln.Close()
+		return fmt.Errorf("debug-listen %q bound %s, not a loopback address; set --debug-listen-any to allow it", a.cfg.DebugListen, ln.Addr())
+	}
+	a.debugListener = ln
+	return nil
+}
+
+// DebugAddr is the address the pprof profiles are served on (after
+// Listen), or "" without --debug-listen.
+func (a *App) DebugAddr() string {
+	if a.debugListener == nil {
+		return ""
+	}
+	return a.debugListener.Addr().String()
 }
 
 // Handler is the HTTP API.
@@ -285,6 +350,21 @@ func (a *App) Serve(ctx context.Context) error {
 		}()
 		a.log.Info("metrics served apart", zap.String("addr", "http://"+a.MetricsAddr()+"/metrics"))
 	}
+	if a.debugListener != nil {
+		go func() {
+			if err := a.debugServer.Serve(a.debugListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("debug listener stopped", zap.Error(err))
+			}
+		}()
+		// Contended mutexes are sampled (one event in DebugMutexFraction)
+		// while the listener is up, so /debug/pprof/mutex has something to
+		// show; the block profile stays off (it costs on every wait).
+		prevMutex := runtime.SetMutexProfileFraction(DebugMutexFraction)
+		defer runtime.SetMutexProfileFraction(prevMutex)
+		tcp, _ := a.debugListener.Addr().(*net.TCPAddr)
+		a.log.Warn("debug listener serving Go runtime profiles without authentication; heap profiles can hold patient data",
+			zap.String("addr", "http://"+a.DebugAddr()+"/debug/pprof/"), zap.Bool("loopback", tcp != nil && tcp.IP.IsLoopback()))
+	}
 	var serveErr error
 	select {
 	case serveErr = <-errc:
@@ -304,6 +384,9 @@ func (a *App) Serve(ctx context.Context) error {
 	}
 	if a.metricsServer != nil {
 		_ = a.metricsServer.Close() // scrapes need no drain
+	}
+	if a.debugServer != nil {
+		_ = a.debugServer.Close() // a profile being taken is cut off
 	}
 	a.closeBackend()
 	if errors.Is(serveErr, http.ErrServerClosed) {
