@@ -82,7 +82,7 @@ func newTokenCache(size int, events *prometheus.CounterVec) *tokenCache {
 	c := &tokenCache{shards: make([]cacheShard, n)}
 	for i := range c.shards {
 		c.shards[i] = cacheShard{
-			m:    make(map[tokenKey]*cacheEntry, per),
+			m:    make(map[tokenKey]*cacheEntry),
 			ring: make([]tokenKey, per),
 			used: make([]bool, per),
 		}
