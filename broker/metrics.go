@@ -23,6 +23,7 @@ type Metrics struct {
 	SelfNominations  *prometheus.CounterVec   // type: self-nominations (issue 11)
 
 	JWKSRefreshes *prometheus.CounterVec // trigger, outcome
+	TokenCache    *prometheus.CounterVec // event: the verified-token cache (issue 13)
 
 	ConsumerMessages *prometheus.CounterVec // consumer, outcome (consumer.go)
 	ConsumerPending  *prometheus.GaugeVec   // consumer
@@ -64,7 +65,10 @@ func NewMetrics() *Metrics {
 	m.JWKSRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "eps_jwks_refreshes_total", Help: "Loads of the external issuer's JWKS (--jwks) by trigger (start, periodic, unknown_kid) and outcome (ok, failed).",
 	}, []string{"trigger", "outcome"})
-	m.Registry.MustRegister(m.JWKSRefreshes)
+	m.TokenCache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "eps_token_cache_total", Help: "Verified-token cache (--token-cache-size) by event: hit (answered without a full verification), miss (verified in full), eviction (dropped for room) and stale (dropped as expired or no longer signed by a trusted key).",
+	}, []string{"event"})
+	m.Registry.MustRegister(m.JWKSRefreshes, m.TokenCache)
 	m.registerConsumers()
 	return m
 }

@@ -53,6 +53,7 @@ type Config struct {
 	TokenMaxLifetime time.Duration // longest exp - iat (or exp - now) accepted
 	JWKSRefresh      time.Duration // how often the --jwks keys are reloaded
 	JWKSCA           string        // PEM CA certificates for the --jwks https URL; empty: system roots
+	TokenCacheSize   int           // verified tokens remembered (issue 13); 0: none
 
 	// HTTP limits (issue 11): connections, rates, tracker sessions and the
 	// metrics listener.
@@ -164,6 +165,12 @@ var settings = []setting{
 	{"jwks-refresh", "how often the --jwks keys are reloaded, 1s to 15m (a key the issuer removed is distrusted within this time)", "5m",
 		durIn(time.Second, 15*time.Minute, func(c *Config) *time.Duration { return &c.JWKSRefresh })},
 	{"jwks-ca", "PEM file of the CA certificates that verify the --jwks https:// server, instead of the system roots", "", str(func(c *Config) *string { return &c.JWKSCA })},
+	{"token-cache-size", "verified bearer tokens remembered (by SHA-256), each until its exp or until its signing key is no longer trusted, so a token seen again is not verified in full; 0 to 1000000 (0: none)", "10000", func(c *Config, v string) error {
+		if err := whole(0, func(c *Config) *int { return &c.TokenCacheSize })(c, v); err != nil || c.TokenCacheSize > 1000000 {
+			return fmt.Errorf("want a whole number from 0 to 1000000: %q", v)
+		}
+		return nil
+	}},
 
 	// HTTP limits (issue 11).
 	{"http-max-connections", "most HTTP connections served at once; as many again are answered 503 with Retry-After and closed, and more are closed unanswered (0: no cap)", "1024", whole(0, func(c *Config) *int { return &c.HTTPMaxConns })},

@@ -92,6 +92,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		LocalKey: key.Public().(ed25519.PublicKey), JWKS: cfg.JWKS,
 		MaxLifetime: cfg.TokenMaxLifetime, JWKSRefresh: cfg.JWKSRefresh, JWKSCAFile: cfg.JWKSCA,
 		JWKSRefreshes: a.Metrics.JWKSRefreshes, Logger: log.Named("auth"),
+		TokenCacheSize: cfg.TokenCacheSize, TokenCacheEvents: a.Metrics.TokenCache,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("token verifier: %w", err)

@@ -49,6 +49,9 @@ func newLocalVerifier(t *testing.T, pub ed25519.PublicKey) *Verifier {
 		Audience: DefaultAudience,
 		LocalKey: pub,
 		Now:      func() time.Time { return testNow },
+		// With a cache, so that the tests that verify a token twice
+		// check that the cache answers as a full verification does.
+		TokenCacheSize: 64,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -255,6 +258,10 @@ func TestVerifyRejects(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// Twice: a refusal is not cached as an acceptance.
+			if _, err := v.Verify(tc.token); err == nil {
+				t.Fatal("accepted")
+			}
 			p, err := v.Verify(tc.token)
 			if err == nil {
 				t.Fatalf("accepted as %+v", p)

@@ -498,7 +498,13 @@ func (s *jwksSource) refreshForUnknownKID() {
 
 // current returns the keys as last loaded.
 func (s *jwksSource) current() []trustedKey {
-	return *s.keys.Load()
+	return *s.currentSet()
+}
+
+// currentSet returns the keys in use as the set they were stored as: a
+// refresh stores a new set, so a set still current has not changed.
+func (s *jwksSource) currentSet() *[]trustedKey {
+	return s.keys.Load()
 }
 
 // close stops the refreshing and waits for it to end.

@@ -150,7 +150,13 @@ func TestVerifyTokenBounds(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// Twice: the second answer may come from the token cache and
+			// must be the same.
+			first, firstErr := v.Verify(tc.token)
 			p, err := v.Verify(tc.token)
+			if p != first || (err == nil) != (firstErr == nil) {
+				t.Fatalf("first %+v, %v; then %+v, %v", first, firstErr, p, err)
+			}
 			if tc.reason == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -482,8 +488,10 @@ func TestJWKSURLRedactedInErrors(t *testing.T) {
 	}
 }
 
-// BenchmarkVerify measures Verify on a token of the broker's own issuer,
-// and checkSegments alone (the duplicate-member check Verify adds).
+// BenchmarkVerify measures Verify on a token of the broker's own issuer
+// without a token cache, answered from the cache, and missing the cache
+// (verified in full, then cached); and checkSegments alone (the
+// duplicate-member check Verify adds).
 func BenchmarkVerify(b *testing.B) {
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	pub := key.Public().(ed25519.PublicKey)
@@ -502,6 +510,42 @@ func BenchmarkVerify(b *testing.B) {
 			if _, err := v.Verify(tok); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	// A token answered from the token cache.
+	cached, err := NewVerifier(context.Background(), VerifierConfig{Issuer: DefaultIssuer, Audience: DefaultAudience, LocalKey: pub,
+		Now: func() time.Time { return testNow }, TokenCacheSize: DefaultTokenCacheSize})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cached.Close()
+	b.Run("VerifyCacheHit", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := cached.Verify(tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// Two tokens through a cache of one: each is a miss, verified in full,
+	// and evicts the other.
+	tiny, err := NewVerifier(context.Background(), VerifierConfig{Issuer: DefaultIssuer, Audience: DefaultAudience, LocalKey: pub,
+		Now: func() time.Time { return testNow }, TokenCacheSize: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tiny.Close()
+	tok2, err := Mint(key, DefaultIssuer, DefaultAudience, Principal{Subject: "555254242107", ODS: "FA565", Role: RoleDispenser}, time.Hour, testNow)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pair := [2]string{tok, tok2}
+	b.Run("VerifyCacheMiss", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			if _, err := tiny.Verify(pair[i&1]); err != nil {
+				b.Fatal(err)
+			}
+			i++
 		}
 	})
 	b.Run("checkSegments", func(b *testing.B) {

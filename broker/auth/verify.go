@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
@@ -94,6 +95,13 @@ type VerifierConfig struct {
 	Now func() time.Time
 	// Logger receives warnings about JWKS refreshes; nil for none.
 	Logger *zap.Logger
+	// TokenCacheSize is the most verified tokens remembered, so that a
+	// token seen again is not verified in full (see Verify); 0 for none.
+	TokenCacheSize int
+	// TokenCacheEvents, when set, counts the token cache's events by the
+	// label "event": hit, miss, eviction (dropped for room) and stale
+	// (dropped as expired or no longer signed by a trusted key).
+	TokenCacheEvents *prometheus.CounterVec
 }
 
 // Verifier checks bearer tokens. It is safe for concurrent use.
@@ -104,6 +112,7 @@ type Verifier struct {
 	now         func() time.Time
 	local       []trustedKey // the broker's own key, if trusted
 	jwks        *jwksSource  // the external issuer's keys, if configured
+	cache       *tokenCache  // tokens verified before; nil when off
 	close       sync.Once
 }
 
@@ -158,6 +167,7 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 			jwt.WithLeeway(leeway),
 			jwt.WithTimeFunc(now),
 		),
+		cache: newTokenCache(cfg.TokenCacheSize, cfg.TokenCacheEvents),
 	}
 	if cfg.LocalKey != nil {
 		pub := ed25519.PublicKey(append([]byte(nil), cfg.LocalKey...))
@@ -203,6 +213,11 @@ func (v *Verifier) Close() error {
 //
 // Any failure returns an error wrapping ErrUnauthorized with a short reason,
 // which never includes the token or key material.
+//
+// With a token cache, a token accepted before is accepted again without
+// being verified in full (it is found by the SHA-256 of the whole token) as
+// long as the same time checks pass now and every key that may have signed
+// it is still trusted. Refused tokens are not cached.
 func (v *Verifier) Verify(token string) (Principal, error) {
 	if token == "" {
 		return Principal{}, unauthorized("no token")
@@ -210,19 +225,65 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 	if len(token) > maxTokenSize {
 		return Principal{}, unauthorized("token too large")
 	}
+	if v.cache == nil {
+		p, _, _, err := v.verify(token)
+		return p, err
+	}
+	k := tokenKey(sha256.Sum256([]byte(token)))
+	if p, ok := v.cached(k); ok {
+		return p, nil
+	}
+	p, c, signers, err := v.verify(token)
+	if err != nil {
+		return Principal{}, err
+	}
+	v.remember(k, c, p, signers.keys, signers.jwks)
+	return p, nil
+}
+
+// signers are the trusted keys that may have signed a token, and the JWKS
+// key set they were chosen from (nil without a JWKS).
+type signers struct {
+	keys []trustedKey
+	jwks *[]trustedKey
+}
+
+// verify verifies token in full, returning also its claims and the keys
+// that may have signed it.
+func (v *Verifier) verify(token string) (Principal, *claims, signers, error) {
+	fail := func(reason string) (Principal, *claims, signers, error) {
+		return Principal{}, nil, signers{}, unauthorized(reason)
+	}
 	if err := checkSegments(token); err != nil {
 		if errors.Is(err, errDuplicate) {
-			return Principal{}, unauthorized("duplicate member in the token header or claims")
+			return fail("duplicate member in the token header or claims")
 		}
 		if errors.Is(err, errNameCase) {
-			return Principal{}, unauthorized("a header parameter or claim name is spelled in another case (claim names are case-sensitive)")
+			return fail("a header parameter or claim name is spelled in another case (claim names are case-sensitive)")
 		}
-		return Principal{}, unauthorized("malformed token")
+		return fail("malformed token")
 	}
-	var c claims
-	t, err := v.parser.ParseWithClaims(token, &c, v.keyFunc)
+	var (
+		c claims
+		s signers
+	)
+	t, err := v.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		var err error
+		s, err = v.tokenKeys(t)
+		if err != nil {
+			return nil, err
+		}
+		if len(s.keys) == 1 {
+			return s.keys[0].key, nil
+		}
+		set := jwt.VerificationKeySet{Keys: make([]jwt.VerificationKey, len(s.keys))}
+		for i, k := range s.keys {
+			set.Keys[i] = k.key
+		}
+		return set, nil
+	})
 	if err != nil {
-		return Principal{}, unauthorized(reason(t, &c, err))
+		return fail(reason(t, &c, err))
 	}
 	// exp is required, so the parser has checked it is there.
 	start, slack := v.now(), v.leeway
@@ -230,89 +291,84 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 		start, slack = c.IssuedAt.Time, 0
 	}
 	if c.ExpiresAt.Sub(start) > v.maxLifetime+slack {
-		return Principal{}, unauthorized("token lifetime longer than " + v.maxLifetime.String())
+		return fail("token lifetime longer than " + v.maxLifetime.String())
 	}
 	switch {
 	case c.Subject == "":
-		return Principal{}, unauthorized("missing sub claim")
+		return fail("missing sub claim")
 	case !validSubject(c.Subject):
-		return Principal{}, unauthorized("invalid sub claim")
+		return fail("invalid sub claim")
 	case c.Role == "":
-		return Principal{}, unauthorized("missing role claim")
+		return fail("missing role claim")
 	case !c.Role.Valid():
-		return Principal{}, unauthorized("invalid role claim")
+		return fail("invalid role claim")
 	case c.ODS == "":
-		return Principal{}, unauthorized("missing ods claim")
+		return fail("missing ods claim")
 	case !fhir.ValidODSCode(c.ODS):
-		return Principal{}, unauthorized("invalid ods claim")
+		return fail("invalid ods claim")
 	}
-	p := Principal{Subject: c.Subject, ODS: c.ODS, Role: c.Role}
-	if c.ExpiresAt != nil {
-		p.Expires = c.ExpiresAt.Time
-	}
-	return p, nil
+	p := Principal{Subject: c.Subject, ODS: c.ODS, Role: c.Role, Expires: c.ExpiresAt.Time}
+	return p, &c, s, nil
 }
 
 func unauthorized(reason string) error {
 	return fmt.Errorf("%w: %s", ErrUnauthorized, reason)
 }
 
-// Errors of keyFunc; their text is safe to show.
+// Errors of tokenKeys; their text is safe to show.
 var (
 	errNoKey  = errors.New("signing key not trusted")
 	errBadKid = errors.New("malformed kid header")
 	errCrit   = errors.New("unsupported crit header")
 )
 
-// keyFunc chooses the trusted keys that may have signed t: those with its
+// tokenKeys chooses the trusted keys that may have signed t: those with its
 // kid (all of them when it has none) that suit its algorithm. An unknown
 // kid makes the JWKS refresh, at most once a minute. Tokens with a crit
 // header are refused.
-func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
+func (v *Verifier) tokenKeys(t *jwt.Token) (signers, error) {
 	// RFC 7515 section 4.1.11: extensions listed in crit must be
 	// understood, and the broker understands none.
 	if _, ok := t.Header["crit"]; ok {
-		return nil, errCrit
+		return signers{}, errCrit
 	}
 	alg := t.Method.Alg()
 	var kid string
 	if raw, ok := t.Header["kid"]; ok {
 		s, ok := raw.(string)
 		if !ok || !validKID(s) {
-			return nil, errBadKid
+			return signers{}, errBadKid
 		}
 		kid = s
 	}
-	keys := v.candidates(kid, alg)
-	if len(keys) == 0 && kid != "" && v.jwks != nil {
+	s := v.candidates(kid, alg)
+	if len(s.keys) == 0 && kid != "" && v.jwks != nil {
 		v.jwks.refreshForUnknownKID()
-		keys = v.candidates(kid, alg)
+		s = v.candidates(kid, alg)
 	}
-	switch len(keys) {
-	case 0:
-		return nil, errNoKey
-	case 1:
-		return keys[0], nil
+	if len(s.keys) == 0 {
+		return signers{}, errNoKey
 	}
-	return jwt.VerificationKeySet{Keys: keys}, nil
+	return s, nil
 }
 
 // candidates returns the trusted keys with the given kid ("" matches any)
-// that suit alg.
-func (v *Verifier) candidates(kid, alg string) []jwt.VerificationKey {
-	var out []jwt.VerificationKey
+// that suit alg, and the JWKS key set they were chosen from.
+func (v *Verifier) candidates(kid, alg string) signers {
+	var s signers
 	add := func(keys []trustedKey) {
 		for _, k := range keys {
 			if (kid == "" || k.kid == kid) && k.fits(alg) {
-				out = append(out, k.key)
+				s.keys = append(s.keys, k)
 			}
 		}
 	}
 	add(v.local)
 	if v.jwks != nil {
-		add(v.jwks.current())
+		s.jwks = v.jwks.currentSet()
+		add(*s.jwks)
 	}
-	return out
+	return s
 }
 
 // reason turns an error of the JWT parser into a short reason that holds
