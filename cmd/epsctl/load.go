@@ -59,8 +59,10 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 	sender := fs.String("sender", "A83008", "prescriber ODS code of the generated orders")
 	performer := fs.String("performer", "FA565", "nominated dispenser ODS code of the generated orders")
 	noProgress := fs.Bool("quiet", false, "no progress bar")
+	debugListen := fs.String("debug-listen", "", "host:port (loopback only) to serve the in-process broker's Go profiles on, /debug/pprof/, as epsbroker --debug-listen (empty: none)")
+	tokenCache := fs.Int("token-cache-size", config.Default().TokenCacheSize, "verified bearer tokens the in-process broker remembers, as epsbroker --token-cache-size; 0 to 1000000 (0: none)")
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: epsctl load [flags]\n\nStarts a broker in-process (embedded NATS, JetStream on a temp dir, the given sync policy)\nand measures, alternately, raw JetStream publishes of generated order bytes and accepted\nHTTP orders, both at the same concurrency. Prints rates, latencies and the ratio.\n\n")
+		fmt.Fprintf(e.stderr, "Usage: epsctl load [flags]\n\nStarts a broker in-process (embedded NATS, JetStream on a temp dir, the given sync policy)\nand measures, alternately, raw JetStream publishes of generated order bytes and accepted\nHTTP orders, both at the same concurrency. Prints rates, latencies and the ratio.\n--debug-listen and --token-cache-size set the in-process broker's settings of those names;\nwith --url they are refused (set them on that broker).\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -72,6 +74,23 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 	if *concurrency < 1 || *rounds < 1 || *duration <= 0 {
 		fmt.Fprintln(e.stderr, "epsctl load: concurrency, rounds and duration must be positive")
 		return exitUsage
+	}
+	if *tokenCache < 0 || *tokenCache > 1000000 {
+		fmt.Fprintf(e.stderr, "epsctl load: --token-cache-size %d: want a whole number from 0 to 1000000\n", *tokenCache)
+		return exitUsage
+	}
+	if *url != "" {
+		var inProcess []string
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "debug-listen", "token-cache-size":
+				inProcess = append(inProcess, "--"+f.Name)
+			}
+		})
+		if len(inProcess) > 0 {
+			fmt.Fprintf(e.stderr, "epsctl load: %s set the in-process broker; with --url, set them on that broker\n", strings.Join(inProcess, ", "))
+			return exitUsage
+		}
 	}
 	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
 	if err != nil {
@@ -93,6 +112,7 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 		}
 		cfg := config.Default()
 		cfg.DataDir, cfg.HTTPAddr, cfg.JetStreamSync, cfg.LogLevel = dir, "127.0.0.1:0", *syncPolicy, "warn"
+		cfg.DebugListen, cfg.TokenCacheSize = *debugListen, *tokenCache
 		if err := cfg.Validate(); err != nil {
 			fmt.Fprintln(e.stderr, "epsctl load:", err)
 			return exitUsage
@@ -120,7 +140,10 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 			return exitFailure
 		}
 		nc = a.NATS.Conn
-		fmt.Fprintf(e.stdout, "in-process broker on %s, JetStream sync %s, data dir %s\n", base, *syncPolicy, dir)
+		fmt.Fprintf(e.stdout, "in-process broker on %s, JetStream sync %s, token cache %d, data dir %s\n", base, *syncPolicy, cfg.TokenCacheSize, dir)
+		if d := a.DebugAddr(); d != "" {
+			fmt.Fprintf(e.stdout, "profiles of the in-process broker (and of epsctl itself) at http://%s/debug/pprof/\n", d)
+		}
 	} else if *natsURL != "" {
 		if nc, err = nats.Connect(*natsURL); err != nil {
 			fmt.Fprintln(e.stderr, "epsctl load:", err)
