@@ -39,6 +39,7 @@ func init() {
 type loadPhase struct {
 	name     string
 	ok, fail int64
+	firstErr error // the first failure, to say why
 	elapsed  time.Duration
 	hist     *hdrhistogram.Histogram // microseconds
 }
@@ -134,7 +135,7 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 		defer func() { cancel(); <-served }()
 		base = "http://" + a.Addr()
 		tok, err = auth.Mint(a.IssuerKey, auth.DefaultIssuer, auth.DefaultAudience,
-			auth.Principal{Subject: "load", ODS: *sender, Role: auth.RolePrescriber}, 24*time.Hour, time.Now())
+			auth.Principal{Subject: "load", ODS: *sender, Role: auth.RolePrescriber}, cfg.TokenMaxLifetime, time.Now())
 		if err != nil {
 			fmt.Fprintln(e.stderr, "epsctl load:", err)
 			return exitFailure
@@ -226,6 +227,7 @@ func runPhase(ctx context.Context, name string, concurrency int, d time.Duration
 	p := &loadPhase{name: name, hist: hdrhistogram.New(1, 60_000_000, 3)}
 	var mu sync.Mutex
 	var ok, fail atomic.Int64
+	var errOnce sync.Once
 	pctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	stopBar := make(chan struct{})
@@ -256,6 +258,7 @@ func runPhase(ctx context.Context, name string, concurrency int, d time.Duration
 				if err := op(pctx, body); err != nil {
 					if pctx.Err() == nil {
 						fail.Add(1)
+						errOnce.Do(func() { p.firstErr = err })
 					}
 					continue
 				}
@@ -282,6 +285,12 @@ func printLoad(w io.Writer, phases []*loadPhase, concurrency int, d time.Duratio
 		fmt.Fprintf(w, "%-10s %10.0f %8d %10.2f %10.2f %10.2f\n", p.name, p.rate(), p.fail,
 			float64(p.hist.ValueAtQuantile(50))/1000, float64(p.hist.ValueAtQuantile(99))/1000, float64(p.hist.Max())/1000)
 		rates[p.name] = append(rates[p.name], p.rate())
+	}
+	for _, p := range phases {
+		if p.firstErr != nil {
+			fmt.Fprintf(w, "first %s failure: %v\n", p.name, p.firstErr)
+			break
+		}
 	}
 	var ratios []float64
 	for i := 0; i+1 < len(phases); i += 2 {
