@@ -58,6 +58,8 @@ type intakeTarget struct {
 	jsAsync jetstream.JetStream
 	record  []byte // an Eps-Record header of the broker's, for the raw side
 	orders  *orderGen
+
+	settleWarned bool
 }
 
 func (t *intakeTarget) gen() *fhirgen.Generated { return t.orders.order() }
@@ -131,6 +133,10 @@ type loadPhase struct {
 	P999         float64 `json:"p99_9_ms"`
 	Max          float64 `json:"max_ms"`
 	CPUPerOrder  float64 `json:"cpu_us_per_order"`
+	// CatchUp is how long after a broker phase the consumers of the event
+	// log (its projections) took to apply everything: the next phase
+	// starts then (not timed); -1 when it was not measured.
+	CatchUp float64 `json:"projections_caught_up_after_seconds"`
 
 	hist *hdrhistogram.Histogram // microseconds
 }
@@ -186,7 +192,7 @@ func (c *phaseCounter) into(p *loadPhase) {
 // includes it, alike on every side).
 func runPhase(ctx context.Context, side string, round, concurrency int, d time.Duration, gen func() *fhirgen.Generated,
 	op func(context.Context, int, *fhirgen.Generated) error) *loadPhase {
-	p := &loadPhase{Side: side, Round: round, Concurrency: concurrency, hist: newHist()}
+	p := &loadPhase{Side: side, Round: round, Concurrency: concurrency, hist: newHist(), CatchUp: -1}
 	var c phaseCounter
 	pctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
@@ -224,7 +230,7 @@ func runPhase(ctx context.Context, side string, round, concurrency int, d time.D
 // acknowledgements outstanding at most; a message's latency is from its
 // publish to its acknowledgement (read in publish order).
 func runAsyncPhase(ctx context.Context, t *intakeTarget, round, window int, d time.Duration) *loadPhase {
-	p := &loadPhase{Side: sideRawAsync, Round: round, Concurrency: window, hist: newHist()}
+	p := &loadPhase{Side: sideRawAsync, Round: round, Concurrency: window, hist: newHist(), CatchUp: -1}
 	var c phaseCounter
 	type pending struct {
 		f  jetstream.PubAckFuture
@@ -271,7 +277,7 @@ func runAsyncPhase(ctx context.Context, t *intakeTarget, round, window int, d ti
 // as not sent.
 func runOpenLoop(ctx context.Context, t *intakeTarget, rate float64, d time.Duration) *loadPhase {
 	const maxInFlight = 8192
-	p := &loadPhase{Side: sideOpenLoop, TargetRate: rate, hist: newHist()}
+	p := &loadPhase{Side: sideOpenLoop, TargetRate: rate, hist: newHist(), CatchUp: -1}
 	var c phaseCounter
 	var late atomic.Int64
 	sem := make(chan struct{}, maxInFlight)
@@ -471,6 +477,9 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 			for _, side := range order {
 				p := timed(func() *loadPhase { return runPhase(ctx, side, r, conc, o.duration, t.gen, t.op(side)) })
 				rep.Phases = append(rep.Phases, p)
+				if side == sideBroker && t.js != nil {
+					p.CatchUp = t.settle(ctx, e)
+				}
 			}
 		}
 		if async {
@@ -485,6 +494,9 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 		}
 		if rate > 0 {
 			p := timed(func() *loadPhase { return runOpenLoop(ctx, t, rate, o.duration) })
+			if t.js != nil {
+				p.CatchUp = t.settle(ctx, e)
+			}
 			rep.FixedRate = p
 		}
 	}
@@ -532,6 +544,57 @@ func (t *intakeTarget) setUpRaw(ctx context.Context, nc *nats.Conn, first *fhirg
 		}
 	}
 	return nil
+}
+
+// settleLimit is the longest settle waits for the projections.
+const settleLimit = 2 * time.Minute
+
+// settle waits until every consumer of the event log has applied
+// everything (nothing pending, nothing unacknowledged), at most
+// settleLimit, and returns how long that took in seconds (-1: unknown).
+func (t *intakeTarget) settle(ctx context.Context, e *env) float64 {
+	start := time.Now()
+	if err := waitConsumers(ctx, t.js, settleLimit); err != nil {
+		if !t.settleWarned {
+			t.settleWarned = true
+			fmt.Fprintln(e.stderr, "epsctl load: waiting for the event log's consumers:", err)
+		}
+		return -1
+	}
+	return time.Since(start).Seconds()
+}
+
+// waitConsumers waits until every consumer of the event log has nothing
+// pending and nothing unacknowledged, at most limit.
+func waitConsumers(ctx context.Context, js jetstream.JetStream, limit time.Duration) error {
+	st, err := js.Stream(ctx, broker.StreamEvents)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		behind := ""
+		l := st.ListConsumers(ctx)
+		for ci := range l.Info() {
+			if ci.NumPending > 0 || ci.NumAckPending > 0 {
+				behind = fmt.Sprintf("%s: %d pending, %d unacknowledged", ci.Name, ci.NumPending, ci.NumAckPending)
+			}
+		}
+		if err := l.Err(); err != nil {
+			return err
+		}
+		if behind == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still behind after %s: %s", limit, behind)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // tickBar adds a second to bar every second until stop is called.

@@ -141,8 +141,9 @@ func (rep *loadReport) print(w io.Writer) {
 			fmt.Fprintf(w, "raw side: the same bytes with the headers %s\n", r.RawHeaders)
 		}
 		fmt.Fprintf(w, "floor: an HTTP server in this process that reads the body and answers 200, the same client\n")
-		fmt.Fprintf(w, "CPU per order: this process's CPU time (getrusage) over the phase / requests; %s\n\n", s.SharedProcess)
-		fmt.Fprintf(w, "%-17s %7s %5s %10s %7s %8s %8s %8s %9s %8s %9s\n", "side", "clients", "round", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU µs/o")
+		fmt.Fprintf(w, "CPU per order: this process's CPU time (getrusage) over the phase / requests; %s\n", s.SharedProcess)
+		fmt.Fprintf(w, "behind s: after a broker phase, the seconds until every consumer of the event log (the projections) had applied it; the next phase starts then\n\n")
+		fmt.Fprintf(w, "%-17s %7s %5s %10s %7s %8s %8s %8s %9s %8s %9s %9s\n", "side", "clients", "round", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU µs/o", "behind s")
 		for _, p := range r.Phases {
 			printPhase(w, p, fmt.Sprint(p.Round))
 		}
@@ -166,7 +167,7 @@ func (rep *loadReport) print(w io.Writer) {
 		}
 		if p := r.FixedRate; p != nil {
 			fmt.Fprintf(w, "\nfixed rate (open loop: latency from when each order was due): %.0f orders/s offered for %s\n", p.TargetRate, fmtSeconds(p.Seconds))
-			fmt.Fprintf(w, "%-17s %7s %5s %10s %7s %8s %8s %8s %9s %8s %9s\n", "side", "sent at", "", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU µs/o")
+			fmt.Fprintf(w, "%-17s %7s %5s %10s %7s %8s %8s %8s %9s %8s %9s %9s\n", "side", "sent at", "", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU µs/o", "behind s")
 			printPhase(w, p, "")
 			if p.Late > 0 {
 				fmt.Fprintf(w, "%d orders not sent: %d already in flight\n", p.Late, 8192)
@@ -183,8 +184,12 @@ func printPhase(w io.Writer, p *loadPhase, round string) {
 	if p.Side == sideOpenLoop {
 		c = fmt.Sprintf("%.0f/s", p.TargetRate)
 	}
-	fmt.Fprintf(w, "%-17s %7s %5s %10.0f %7d %8d %8.2f %8.2f %9.2f %8.2f %9.0f\n", p.Side, c, round, p.Rate,
-		p.Failed, p.Refused, p.P50, p.P99, p.P999, p.Max, p.CPUPerOrder)
+	behind := "-"
+	if p.CatchUp >= 0 {
+		behind = fmt.Sprintf("%.2f", p.CatchUp)
+	}
+	fmt.Fprintf(w, "%-17s %7s %5s %10.0f %7d %8d %8.2f %8.2f %9.2f %8.2f %9.0f %9s\n", p.Side, c, round, p.Rate,
+		p.Failed, p.Refused, p.P50, p.P99, p.P999, p.Max, p.CPUPerOrder, behind)
 }
 
 // clients is the concurrency column: for raw-async, the window of acks.

@@ -271,6 +271,11 @@ func fillStored(ctx context.Context, e *env, info io.Writer, o *loadOptions, dir
 		fmt.Fprintln(e.stderr, "epsctl load: fill:", err)
 		return nil, exitFailure
 	}
+	// And every other projection (the ready queues) has applied them.
+	if err := waitConsumers(ctx, a.Store.JetStream(), 30*time.Minute); err != nil {
+		fmt.Fprintln(e.stderr, "epsctl load: fill:", err)
+		return nil, exitFailure
+	}
 	f.Projected = time.Since(start).Seconds()
 	f.Retried = retried.Load()
 	stop()
@@ -278,7 +283,7 @@ func fillStored(ctx context.Context, e *env, info io.Writer, o *loadOptions, dir
 		fmt.Fprintln(e.stderr, "epsctl load:", err)
 		return nil, exitFailure
 	}
-	fmt.Fprintf(info, "filled in %s (%.0f orders/s); tracker index caught up at %s; %d answers 503/429 retried\n",
+	fmt.Fprintf(info, "filled in %s (%.0f orders/s); projections caught up at %s; %d answers 503/429 retried\n",
 		fmtSeconds(f.FillSeconds), float64(o.stored)/f.FillSeconds, fmtSeconds(f.Projected), f.Retried)
 	return f, exitOK
 }
@@ -540,7 +545,7 @@ func (r *storedReport) print(w io.Writer) {
 	if r.Reused {
 		reused = " (an earlier run's fill, reused)"
 	}
-	fmt.Fprintf(w, "fill: %s, %.0f orders/s, under JetStream sync %s through the broker's HTTP handler in this process; tracker index caught up after %s%s\n",
+	fmt.Fprintf(w, "fill: %s, %.0f orders/s, under JetStream sync %s through the broker's HTTP handler in this process; projections caught up after %s%s\n",
 		fmtSeconds(f.FillSeconds), float64(f.Stored)/f.FillSeconds, f.FillSync, fmtSeconds(f.Projected), reused)
 	fmt.Fprintf(w, "event log: %d events; tracker index: %d prescriptions; data dir %s\n", r.EventsInLog, r.Indexed, r.DataDir)
 	fmt.Fprintf(w, "restart under JetStream sync %s: /readyz 200 after %s, tracker index caught up after %s\n",
