@@ -226,9 +226,11 @@ func runPhase(ctx context.Context, side string, round, concurrency int, d time.D
 	return p
 }
 
-// runAsyncPhase publishes raw events with PublishMsgAsync, window
-// acknowledgements outstanding at most; a message's latency is from its
-// publish to its acknowledgement (read in publish order).
+// runAsyncPhase publishes raw events with PublishMsgAsync, about window
+// acknowledgements outstanding at most (the futures not yet read; the
+// JetStream context allows twice that, so that it never stalls first); a
+// message's latency is from its publish to its acknowledgement (read in
+// publish order).
 func runAsyncPhase(ctx context.Context, t *intakeTarget, round, window int, d time.Duration) *loadPhase {
 	p := &loadPhase{Side: sideRawAsync, Round: round, Concurrency: window, hist: newHist(), CatchUp: -1}
 	var c phaseCounter
@@ -538,7 +540,7 @@ func (t *intakeTarget) setUpRaw(ctx context.Context, nc *nats.Conn, first *fhirg
 	rep.RawHeaders = fmt.Sprintf("%s, %s, %s (%d bytes, the first order's); stream %s with %s's settings (storage %s, replicas %d)",
 		broker.HeaderEvent, broker.HeaderMessageID, broker.HeaderRecord, len(t.record), baselineStream, broker.StreamEvents, cfg.Storage, cfg.Replicas)
 	if o.syncPolicy != config.SyncAlways {
-		if t.jsAsync, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(o.asyncWindow),
+		if t.jsAsync, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(2*o.asyncWindow+2),
 			jetstream.WithPublishAsyncTimeout(30*time.Second)); err != nil {
 			return err
 		}

@@ -54,27 +54,27 @@ type storedFill struct {
 
 // storedReport is what the --stored part measured.
 type storedReport struct {
-	Fill            storedFill `json:"fill"`
-	Reused          bool       `json:"reused_earlier_fill"`
-	DataDir         string     `json:"data_dir"`
-	EventsInLog     uint64     `json:"events_in_log"`
-	Indexed         int        `json:"tracker_indexed"`
-	JetStreamSync   string     `json:"jetstream_sync"`
-	ReadySeconds    float64    `json:"restart_to_readyz_seconds"`
-	TrackerSeconds  float64    `json:"restart_to_tracker_caught_up_seconds"`
-	RSSReady        int64      `json:"rss_bytes_when_ready"`
-	RSSAfter        int64      `json:"rss_bytes_after"`
-	PeakRSS         int64      `json:"peak_rss_bytes_since_restart"`
-	PeakReset       bool       `json:"peak_reset_at_restart"`
-	Release         *loadPhase `json:"release"`
-	Released        int64      `json:"released"`
-	ShortReleases   int64      `json:"short_releases"`
-	ReleasesCapped  string     `json:"releases_capped,omitempty"`
-	Search          *loadPhase `json:"search"`
-	Found           int64      `json:"found"`
-	ReleaseNote     string     `json:"release_note"`
-	SearchNote      string     `json:"search_note"`
-	SharedProcessed string     `json:"shared_process"`
+	Fill           storedFill `json:"fill"`
+	Reused         bool       `json:"reused_earlier_fill"`
+	DataDir        string     `json:"data_dir"`
+	EventsInLog    uint64     `json:"events_in_log"`
+	Indexed        int        `json:"tracker_indexed"`
+	JetStreamSync  string     `json:"jetstream_sync"`
+	ReadySeconds   float64    `json:"restart_to_readyz_seconds"`
+	TrackerSeconds float64    `json:"restart_to_tracker_caught_up_seconds"`
+	RSSReady       int64      `json:"rss_bytes_when_ready"`
+	RSSAfter       int64      `json:"rss_bytes_after"`
+	PeakRSS        int64      `json:"peak_rss_bytes_since_restart"`
+	PeakReset      bool       `json:"peak_reset_at_restart"`
+	Release        *loadPhase `json:"release"`
+	Released       int64      `json:"released"`
+	ShortReleases  int64      `json:"short_releases"`
+	ReleasesCapped string     `json:"releases_capped,omitempty"`
+	Search         *loadPhase `json:"search"`
+	Found          int64      `json:"found"`
+	ReleaseNote    string     `json:"release_note"`
+	SearchNote     string     `json:"search_note"`
+	SharedProcess  string     `json:"shared_process"`
 }
 
 // dispenserCodes are the --stored orders' nominated dispensers.
@@ -102,7 +102,7 @@ func runStored(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*st
 		}
 	}
 	rep := &storedReport{DataDir: dir, JetStreamSync: o.syncPolicy,
-		SharedProcessed: "RSS is this process's: the broker, its embedded NATS server and the load generator"}
+		SharedProcess: "RSS is this process's: the broker, its embedded NATS server and the load generator"}
 	fill, err := readFill(dir)
 	switch {
 	case err == nil && fill.Stored == o.stored && len(fill.Dispensers) == o.dispensers:
@@ -401,9 +401,14 @@ func measureStored(ctx context.Context, e *env, info io.Writer, o *loadOptions, 
 	fmt.Fprintf(info, "restarted under JetStream sync %s: /readyz 200 after %s, tracker index caught up after %s\n",
 		o.syncPolicy, fmtSeconds(rep.ReadySeconds), fmtSeconds(rep.TrackerSeconds))
 
+	tokens := map[string]string{}
 	mint := func(sub, ods string, role auth.Role) string {
+		if tok, ok := tokens[sub]; ok {
+			return tok
+		}
 		tok, _ := auth.Mint(a.IssuerKey, auth.DefaultIssuer, auth.DefaultAudience,
 			auth.Principal{Subject: sub, ODS: ods, Role: role}, cfg.TokenMaxLifetime, time.Now())
+		tokens[sub] = tok
 		return tok
 	}
 	do := func(method, path, tok string, body []byte) (int, []byte, time.Duration, error) {
@@ -555,7 +560,7 @@ func (r *storedReport) print(w io.Writer) {
 		peak = "peak of the whole run (could not reset it)"
 	}
 	fmt.Fprintf(w, "RSS (%s): %.0f MB when ready, %.0f MB after the releases and searches, %s %.0f MB\n",
-		r.SharedProcessed, mb(r.RSSReady), mb(r.RSSAfter), peak, mb(r.PeakRSS))
+		r.SharedProcess, mb(r.RSSReady), mb(r.RSSAfter), peak, mb(r.PeakRSS))
 	fmt.Fprintf(w, "\n%-21s %6s %6s %7s %8s %8s %8s %9s %8s\n", "operation", "count", "found", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "max ms")
 	fmt.Fprintf(w, "%-21s %6d %6d %7d %8d %8.2f %8.2f %9.2f %8.2f\n", r.Release.Side, r.Release.OK, r.Released, r.Release.Failed, r.Release.Refused,
 		r.Release.P50, r.Release.P99, r.Release.P999, r.Release.Max)
