@@ -25,23 +25,24 @@ func init() {
 
 // loadOptions are epsctl load's flags.
 type loadOptions struct {
-	concurrency []int
-	duration    time.Duration
-	rounds      int
-	syncPolicy  string
-	dataDir     string
-	url         string
-	natsURL     string
-	token       string
-	sender      string
-	performer   string
-	quiet       bool
-	jsonOut     bool
-	debugListen string
-	tokenCache  int
-	asyncWindow int
-	rate        string // "half", "off", or orders per second
-	rateValue   float64
+	concurrency     []int
+	duration        time.Duration
+	rounds          int
+	syncPolicy      string
+	dataDir         string
+	url             string
+	natsURL         string
+	token           string
+	sender          string
+	performer       string
+	quiet           bool
+	jsonOut         bool
+	debugListen     string
+	tokenCache      int
+	asyncWindow     int
+	asyncPublishers int
+	rate            string // "half", "off", or orders per second
+	rateValue       float64
 
 	stored          int
 	storedDir       string
@@ -95,6 +96,7 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 	fs.StringVar(&o.debugListen, "debug-listen", "", "host:port (loopback only) to serve the in-process broker's Go profiles on, /debug/pprof/, as epsbroker --debug-listen (empty: none)")
 	fs.IntVar(&o.tokenCache, "token-cache-size", config.Default().TokenCacheSize, "verified bearer tokens the in-process broker remembers, as epsbroker --token-cache-size; 0 to 1000000 (0: none)")
 	fs.IntVar(&o.asyncWindow, "async-window", 256, "with an interval --jetstream-sync: acknowledgements outstanding at once on the raw async-batched side (PublishMsgAsync)")
+	fs.IntVar(&o.asyncPublishers, "async-publishers", 4, "with an interval --jetstream-sync: goroutines publishing on the raw async-batched side, sharing --async-window")
 	fs.StringVar(&o.rate, "rate", "half", "fixed arrival rate (orders/s) of the open-loop latency phase against the broker: a number, 'half' (half the broker's median saturated rate at the largest --concurrency) or 'off'")
 	fs.IntVar(&o.stored, "stored", 0, "fill a second in-process broker with this many prescriptions (1-item NHS orders through its own HTTP intake), restart it under --jetstream-sync, and measure restart-to-ready, RSS, nominated release and search by ID (0: skip)")
 	fs.StringVar(&o.storedDir, "stored-dir", "", "data dir of the --stored broker; a dir an earlier run filled with the same --stored and --dispensers is reused without filling (default: <data-dir>/stored with --data-dir, else a temp dir removed after)")
@@ -185,6 +187,9 @@ func (o *loadOptions) check(e *env, fs *flag.FlagSet) int {
 	if o.asyncWindow < 1 || o.asyncWindow > 100000 {
 		return bad("--async-window %d: want a whole number from 1 to 100000", o.asyncWindow)
 	}
+	if o.asyncPublishers < 1 || o.asyncPublishers > o.asyncWindow {
+		return bad("--async-publishers %d: want a whole number from 1 to --async-window (%d)", o.asyncPublishers, o.asyncWindow)
+	}
 	switch o.rate {
 	case "half", "off":
 	default:
@@ -237,7 +242,7 @@ func (o *loadOptions) check(e *env, fs *flag.FlagSet) int {
 
 func (o *loadOptions) settings() loadSettings {
 	return loadSettings{Concurrency: o.concurrency, PhaseSeconds: o.duration.Seconds(), Rounds: o.rounds,
-		JetStreamSync: o.syncPolicy, URL: o.url, AsyncWindow: o.asyncWindow, Rate: o.rate,
+		JetStreamSync: o.syncPolicy, URL: o.url, AsyncWindow: o.asyncWindow, AsyncPublishers: o.asyncPublishers, Rate: o.rate,
 		Stored: o.stored, Dispensers: o.dispensers, FillSync: o.fillSync,
 		SharedProcess: "the load generator, the broker and the embedded NATS server share this process: CPU per order and RSS are the whole process's"}
 }

@@ -226,47 +226,60 @@ func runPhase(ctx context.Context, side string, round, concurrency int, d time.D
 	return p
 }
 
-// runAsyncPhase publishes raw events with PublishMsgAsync, about window
-// acknowledgements outstanding at most (the futures not yet read; the
-// JetStream context allows twice that, so that it never stalls first); a
-// message's latency is from its publish to its acknowledgement (read in
-// publish order).
-func runAsyncPhase(ctx context.Context, t *intakeTarget, round, window int, d time.Duration) *loadPhase {
+// runAsyncPhase publishes raw events with PublishMsgAsync from publishers
+// goroutines, about window acknowledgements outstanding in all (the
+// futures not yet read, window/publishers each; the JetStream context
+// allows twice the window, so that it never stalls first). A message's
+// latency is from its publish to its acknowledgement (read in publish
+// order).
+func runAsyncPhase(ctx context.Context, t *intakeTarget, round, window, publishers int, d time.Duration) *loadPhase {
 	p := &loadPhase{Side: sideRawAsync, Round: round, Concurrency: window, hist: newHist(), CatchUp: -1}
 	var c phaseCounter
 	type pending struct {
 		f  jetstream.PubAckFuture
 		t0 time.Time
 	}
-	q := make(chan pending, window)
-	done := make(chan struct{})
-	cpu0, start := cpuClock(), time.Now()
-	go func() {
-		defer close(done)
-		for pd := range q {
-			select {
-			case <-pd.f.Ok():
-				_ = p.hist.RecordValue(time.Since(pd.t0).Microseconds())
-				c.ok.Add(1)
-			case err := <-pd.f.Err():
-				c.failed(err)
-			}
-		}
-	}()
 	pctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	for pctx.Err() == nil {
-		g := t.gen()
-		t0 := time.Now()
-		f, err := t.jsAsync.PublishMsgAsync(t.rawMsg(g), jetstream.WithExpectLastSequencePerSubject(0), jetstream.WithExpectStream(baselineStream))
-		if err != nil {
-			c.failed(err)
-			continue
-		}
-		q <- pending{f, t0}
+	cpu0, start := cpuClock(), time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < publishers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q := make(chan pending, max(1, window/publishers))
+			done := make(chan struct{})
+			local := newHist()
+			go func() {
+				defer close(done)
+				for pd := range q {
+					select {
+					case <-pd.f.Ok():
+						_ = local.RecordValue(time.Since(pd.t0).Microseconds())
+						c.ok.Add(1)
+					case err := <-pd.f.Err():
+						c.failed(err)
+					}
+				}
+			}()
+			for pctx.Err() == nil {
+				g := t.gen()
+				t0 := time.Now()
+				f, err := t.jsAsync.PublishMsgAsync(t.rawMsg(g), jetstream.WithExpectLastSequencePerSubject(0), jetstream.WithExpectStream(baselineStream))
+				if err != nil {
+					c.failed(err)
+					continue
+				}
+				q <- pending{f, t0}
+			}
+			close(q)
+			<-done
+			c.mu.Lock()
+			p.hist.Merge(local)
+			c.mu.Unlock()
+		}()
 	}
-	close(q)
-	<-done
+	wg.Wait()
 	c.into(p)
 	p.finish(time.Since(start), cpuClock()-cpu0)
 	return p
@@ -485,7 +498,7 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 			}
 		}
 		if async {
-			rep.Phases = append(rep.Phases, timed(func() *loadPhase { return runAsyncPhase(ctx, t, r, o.asyncWindow, o.duration) }))
+			rep.Phases = append(rep.Phases, timed(func() *loadPhase { return runAsyncPhase(ctx, t, r, o.asyncWindow, o.asyncPublishers, o.duration) }))
 		}
 	}
 	rep.summarise(o.concurrency)

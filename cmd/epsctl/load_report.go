@@ -15,17 +15,18 @@ type loadReport struct {
 }
 
 type loadSettings struct {
-	Concurrency   []int   `json:"concurrency"`
-	PhaseSeconds  float64 `json:"phase_seconds"`
-	Rounds        int     `json:"rounds"`
-	JetStreamSync string  `json:"jetstream_sync"`
-	URL           string  `json:"url,omitempty"`
-	AsyncWindow   int     `json:"async_window"`
-	Rate          string  `json:"rate"`
-	Stored        int     `json:"stored"`
-	Dispensers    int     `json:"dispensers"`
-	FillSync      string  `json:"fill_sync"`
-	SharedProcess string  `json:"shared_process"`
+	Concurrency     []int   `json:"concurrency"`
+	PhaseSeconds    float64 `json:"phase_seconds"`
+	Rounds          int     `json:"rounds"`
+	JetStreamSync   string  `json:"jetstream_sync"`
+	URL             string  `json:"url,omitempty"`
+	AsyncWindow     int     `json:"async_window"`
+	AsyncPublishers int     `json:"async_publishers"`
+	Rate            string  `json:"rate"`
+	Stored          int     `json:"stored"`
+	Dispensers      int     `json:"dispensers"`
+	FillSync        string  `json:"fill_sync"`
+	SharedProcess   string  `json:"shared_process"`
 }
 
 // intakeReport holds the intake phases and what is computed from them.

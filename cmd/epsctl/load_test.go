@@ -87,6 +87,9 @@ func TestLoadFlags(t *testing.T) {
 		{name: "async window zero", code: exitUsage,
 			args:   []string{"--async-window", "0"},
 			stderr: []string{"--async-window 0: want a whole number from 1 to 100000"}},
+		{name: "more publishers than the window", code: exitUsage,
+			args:   []string{"--async-window", "4", "--async-publishers", "5"},
+			stderr: []string{"--async-publishers 5: want a whole number from 1 to --async-window (4)"}},
 		{name: "no dispensers", code: exitUsage,
 			args:   []string{"--stored", "10", "--dispensers", "0"},
 			stderr: []string{"--dispensers 0: want a whole number from 1 to 999"}},
@@ -156,7 +159,7 @@ func runLoadJSON(t *testing.T, args ...string) (*loadReport, result) {
 // round's figures.
 func TestLoadSidesAndRatios(t *testing.T) {
 	rep, r := runLoadJSON(t, "--duration", "250ms", "--rounds", "2", "--concurrency", "2,3",
-		"--jetstream-sync", "1s", "--async-window", "8", "--rate", "40", "--data-dir", t.TempDir())
+		"--jetstream-sync", "1s", "--async-window", "8", "--async-publishers", "2", "--rate", "40", "--data-dir", t.TempDir())
 	in := rep.Intake
 	if in == nil {
 		t.Fatalf("no intake in the report: %s", r.stdout)
