@@ -91,7 +91,7 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 	fs.StringVar(&o.token, "token", "", "with --url: bearer token of a prescriber for --sender")
 	fs.StringVar(&o.sender, "sender", "A83008", "prescriber ODS code of the generated orders")
 	fs.StringVar(&o.performer, "performer", "FA565", "nominated dispenser ODS code of the intake phases' orders")
-	fs.BoolVar(&o.quiet, "quiet", false, "no progress bars")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress bars (they are shown only when stderr is a terminal)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the results as one JSON object on stdout (progress and notes go to stderr)")
 	fs.StringVar(&o.debugListen, "debug-listen", "", "host:port (loopback only) to serve the in-process broker's Go profiles on, /debug/pprof/, as epsbroker --debug-listen (empty: none)")
 	fs.IntVar(&o.tokenCache, "token-cache-size", config.Default().TokenCacheSize, "verified bearer tokens the in-process broker remembers, as epsbroker --token-cache-size; 0 to 1000000 (0: none)")

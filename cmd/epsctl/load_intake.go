@@ -470,7 +470,7 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 		phasesTotal++
 	}
 	var bar *progressbar.ProgressBar
-	if !o.quiet {
+	if !o.quiet && isTerminal(e.stderr) {
 		bar = progressbar.NewOptions64(int64(phasesTotal)*int64(max(o.duration/time.Second, 1)),
 			progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("load"),
 			progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())

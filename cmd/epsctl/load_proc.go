@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -44,3 +45,14 @@ func resetPeakRSS() bool {
 
 // cpuClock is the CPU time (user and system) the whole process has used.
 var cpuClock = func() time.Duration { return processCPU() }
+
+// isTerminal says whether w is a terminal (a character device), where a
+// progress bar belongs; in a file or a pipe it would be noise.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

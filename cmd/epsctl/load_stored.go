@@ -209,7 +209,7 @@ func fillStored(ctx context.Context, e *env, info io.Writer, o *loadOptions, dir
 	fmt.Fprintf(info, "filling %s with %d prescriptions (%s) nominated to %d dispensers %s..%s, sender %s, %d in flight, JetStream sync %s\n",
 		dir, o.stored, f.Order, o.dispensers, f.Dispensers[0], f.Dispensers[len(f.Dispensers)-1], o.sender, o.fillConcurrency, o.fillSync)
 	var bar *progressbar.ProgressBar
-	if !o.quiet {
+	if !o.quiet && isTerminal(e.stderr) {
 		bar = progressbar.NewOptions64(int64(o.stored), progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("fill"),
 			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("orders"),
 			progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
