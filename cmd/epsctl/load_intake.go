@@ -187,9 +187,10 @@ func (c *phaseCounter) into(p *loadPhase) {
 	}
 }
 
-// runPhase runs op with concurrency clients for d and records each
-// successful call's latency (which excludes generating its order; the rate
-// includes it, alike on every side).
+// runPhase runs op with concurrency clients for d (no new request after
+// d; those in flight finish, and the rate is over the time until they
+// have) and records each successful call's latency (which excludes
+// generating its order; the rate includes it, alike on every side).
 func runPhase(ctx context.Context, side string, round, concurrency int, d time.Duration, gen func() *fhirgen.Generated,
 	op func(context.Context, int, *fhirgen.Generated) error) *loadPhase {
 	p := &loadPhase{Side: side, Round: round, Concurrency: concurrency, hist: newHist(), CatchUp: -1}
@@ -206,8 +207,11 @@ func runPhase(ctx context.Context, side string, round, concurrency int, d time.D
 			for pctx.Err() == nil {
 				g := gen()
 				t0 := time.Now()
-				if err := op(pctx, w, g); err != nil {
-					if pctx.Err() == nil {
+				// The request runs to its end even when the phase ends
+				// meanwhile: cutting it off would leave the broker an
+				// order half-taken (and log it as an error).
+				if err := op(ctx, w, g); err != nil {
+					if ctx.Err() == nil {
 						c.failed(err)
 					}
 					continue
