@@ -81,7 +81,7 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 	o := loadOptions{concurrency: intList{16, 64}}
 	fs := flag.NewFlagSet("epsctl load", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	fs.Var((*intList)(&o.concurrency), "concurrency", "clients (requests in flight at once) of each intake phase: one number or a comma-separated list, each measured every round")
+	fs.Var((*intList)(&o.concurrency), "concurrency", "clients (requests in flight at once) of each intake phase: one number or a comma-separated `list`, each measured every round")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each intake phase (and of the fixed-rate phase)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds of intake phases (broker, raw JetStream, HTTP floor at each concurrency), alternated so that drift hits every side; 0 with --stored measures the stored size only")
 	fs.StringVar(&o.syncPolicy, "jetstream-sync", config.SyncAlways, "sync policy of the in-process broker (and so of the raw JetStream side): always or an interval such as 1s")

@@ -132,7 +132,7 @@ func TestLoadUsage(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
 	for _, want := range []string{"Usage: epsctl load", "-debug-listen string", "loopback only", "-token-cache-size int", "(default 10000)",
-		"with --url they are refused", "-concurrency value", `(default 16,64)`, "-stored int", "-rate string", "-json", "HTTP floor"} {
+		"with --url they are refused", "-concurrency list", `(default 16,64)`, "-stored int", "-rate string", "-json", "HTTP floor"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("usage lacks %q:\n%s", want, r.stderr)
 		}
