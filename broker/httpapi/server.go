@@ -390,33 +390,6 @@ func (a *api) withBody(next http.Handler) http.Handler {
 	})
 }
 
-// readBody reads all of body. size is the request's Content-Length (-1:
-// unknown), at most the body limit: with it the body is read into one
-// buffer of its size, where io.ReadAll would start at 512 bytes and grow
-// (copying) about a dozen times for the 16 KB of an order. A body longer or
-// shorter than it declared is read all the same (the server refuses one
-// that ends early with io.ErrUnexpectedEOF).
-func readBody(body io.Reader, size int64) ([]byte, error) {
-	if size <= 0 {
-		return io.ReadAll(body)
-	}
-	// One byte more than declared, so that reading the end needs no growth.
-	b := make([]byte, 0, size+1)
-	for {
-		n, err := body.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)] // longer than declared: grow as io.ReadAll does
-		}
-	}
-}
-
 // idempotent applies X-Request-ID: the same key from the same user with the
 // same request answers as the first time did, and changes nothing.
 func (a *api) idempotent(next http.HandlerFunc) http.Handler {
