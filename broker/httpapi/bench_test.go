@@ -91,7 +91,7 @@ func BenchmarkWithBody(b *testing.B) {
 // size than declared: every byte is read, whatever the declaration.
 func TestReadBody(t *testing.T) {
 	body := bytes.Repeat([]byte("0123456789"), 1000)
-	for _, size := range []int64{-1, 0, 1, 512, int64(len(body)) - 1, int64(len(body)), int64(len(body)) + 1, 3 * int64(len(body))} {
+	for _, size := range []int64{-1, 0, 1, 512, int64(len(body)) - 1, int64(len(body)), int64(len(body)) + 1, 3 * int64(len(body)), 1 << 30} {
 		got, err := readBody(iotest.OneByteReader(bytes.NewReader(body)), size)
 		if err != nil || !bytes.Equal(got, body) {
 			t.Errorf("size %d: read %d bytes, %v; want %d bytes", size, len(got), err, len(body))
@@ -103,5 +103,10 @@ func TestReadBody(t *testing.T) {
 	}
 	if _, err := readBody(iotest.ErrReader(io.ErrUnexpectedEOF), 10); err != io.ErrUnexpectedEOF {
 		t.Errorf("error %v, want %v", err, io.ErrUnexpectedEOF)
+	}
+	// A declared size past presizeLimit is not allocated before the bytes
+	// arrive.
+	if b, _ := readBody(iotest.ErrReader(io.ErrUnexpectedEOF), 16<<20); cap(b) > presizeLimit+1 {
+		t.Errorf("a body declared as 16 MiB and not sent holds a buffer of %d bytes", cap(b))
 	}
 }
