@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
+	"github.com/nhs-eps/epsbroker/fhir"
 )
 
 // benchOrder is the 4-item NHS order (15.6 KB) the load generator sends.
@@ -108,5 +111,43 @@ func TestReadBody(t *testing.T) {
 	// arrive.
 	if b, _ := readBody(iotest.ErrReader(io.ErrUnexpectedEOF), 16<<20); cap(b) > presizeLimit+1 {
 		t.Errorf("a body declared as 16 MiB and not sent holds a buffer of %d bytes", cap(b))
+	}
+}
+
+// benchIntake accepts every message with the same answer.
+type benchIntake struct{ out *service.Outcome }
+
+func (i benchIntake) ProcessMessage(context.Context, auth.Principal, []byte) (*service.Outcome, error) {
+	return i.out, nil
+}
+
+// BenchmarkProcessMessageHandler is the whole HTTP layer of an accepted
+// order, without the intake behind it: the broker's handler (routing,
+// access log and metrics, security headers, limits, bearer token, body,
+// answer) for POST $process-message with the 4-item NHS order, the intake a
+// stub that accepts it.
+func BenchmarkProcessMessageHandler(b *testing.B) {
+	body, err := os.ReadFile(benchOrder)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := NewHandler(Deps{
+		Intake:   benchIntake{&service.Outcome{Body: fhir.InformationalOutcome(time.Now())}},
+		Verifier: testPrincipals, Metrics: testMetrics(), Log: productionLog(),
+		MaxBody: 1 << 20, Now: time.Now,
+	})
+	r := httptest.NewRequest(http.MethodPost, "/FHIR/R4/$process-message", nil)
+	r.Header.Set("Content-Type", "application/fhir+json")
+	r.Header.Set("Authorization", "Bearer "+tokPrescriber)
+	r.Header.Set("X-Correlation-ID", "11c4c5f7-0b0e-4a1f-9b2d-6a3b1c2d3e4f")
+	r.ContentLength = int64(len(body))
+	rd := bytes.NewReader(body)
+	w := &benchWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		rd.Reset(body)
+		r.Body = io.NopCloser(rd)
+		h.ServeHTTP(w, r)
 	}
 }

@@ -376,13 +376,15 @@ func (a *api) withBody(next http.Handler) http.Handler {
 		}
 		start := time.Now()
 		body, err := readBody(http.MaxBytesReader(w, r.Body, a.MaxBody), r.ContentLength)
-		var maxErr *http.MaxBytesError
-		switch {
-		case errors.As(err, &maxErr):
-			a.writeError(w, r, tooLarge())
-			return
-		case err != nil:
-			a.writeError(w, r, fhir.Errorf(fhir.KindInvalid, fhir.CodeInvalidValue, "request body could not be read: %v", err))
+		if err != nil {
+			// Declared here, not on the way of every request: errors.As
+			// moves its target to the heap.
+			var maxErr *http.MaxBytesError
+			if errors.As(err, &maxErr) {
+				a.writeError(w, r, tooLarge())
+			} else {
+				a.writeError(w, r, fhir.Errorf(fhir.KindInvalid, fhir.CodeInvalidValue, "request body could not be read: %v", err))
+			}
 			return
 		}
 		a.Metrics.IntakeStage.WithLabelValues("read").Observe(time.Since(start).Seconds())
