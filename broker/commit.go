@@ -118,6 +118,7 @@ func (c *committer) write(ctx context.Context, subject string, h nats.Header, da
 		return 0, service.ErrOverloaded
 	}
 	c.pending = append(c.pending, w)
+	c.st.metrics.CommitQueue.Set(float64(len(c.pending)))
 	batch := c.takeLocked()
 	c.mu.Unlock()
 	if len(batch) > 0 {
