@@ -90,6 +90,9 @@ func TestOverloadAnswers503WithRetryAfter(t *testing.T) {
 			t.Errorf("503 without Retry-After")
 		}
 		oo := a.res.outcome(t)
+		if oo.Issue[0].Code != "transient" || !oo.hasCode("SERVICE_UNAVAILABLE") {
+			t.Errorf("503 issue %s %v, want transient SERVICE_UNAVAILABLE", oo.Issue[0].Code, oo.codes())
+		}
 		if d := oo.Issue[0].Diagnostics; !strings.Contains(d, "more writes than its store can commit") || !strings.Contains(d, "nothing of this request was stored") {
 			t.Errorf("503 diagnostics %q, want the overload's", oo.Issue[0].Diagnostics)
 		}
