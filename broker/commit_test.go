@@ -23,9 +23,9 @@ import (
 )
 
 // The group commit (commit.go) on a real embedded JetStream with sync
-// always. Writes are made to gather deterministically: the first commit is
-// held (the committer's test hook) until the writes under test are all
-// waiting, then let go; the next commit takes them together.
+// always. Writes are made to gather deterministically: the commits in
+// flight are held (the committer's test hook) until the writes under test
+// are all waiting, then let go; the next commit takes them together.
 
 // commitStore opens the store on a fresh embedded server with the given
 // bound of waiting writes (0: the default).
@@ -53,34 +53,47 @@ func commitStore(t testing.TB, maxPending int) (*Store, *nats.Conn, *Metrics) {
 	return st, n.Conn, m
 }
 
-// commitGate holds the store's first commit until release, and records the
-// size of every commit.
+// commitGate holds every commit slot of the store (CommitsInFlight) with a
+// write of its own (GC-FIRST-i) until release, and records the size of
+// every commit.
 type commitGate struct {
-	mu      sync.Mutex
-	sizes   []int
-	entered chan struct{}
-	release chan struct{}
+	mu        sync.Mutex
+	sizes     []int
+	held      int
+	entered   chan struct{}
+	release   chan struct{}
+	firstErrs chan error // the held writes' answers
 }
 
-func holdFirstCommit(st *Store) *commitGate {
-	g := &commitGate{entered: make(chan struct{}), release: make(chan struct{})}
-	var once sync.Once
+func holdCommits(st *Store) *commitGate {
+	held := st.commit.maxInflight
+	g := &commitGate{held: held, entered: make(chan struct{}), release: make(chan struct{}), firstErrs: make(chan error, held)}
 	st.commit.beforeCommit = func(n int) {
 		g.mu.Lock()
 		g.sizes = append(g.sizes, n)
+		hold := len(g.sizes) <= g.held
 		g.mu.Unlock()
-		once.Do(func() {
-			close(g.entered)
+		if hold {
+			g.entered <- struct{}{}
 			<-g.release
-		})
+		}
+	}
+	for i := range held {
+		id := fmt.Sprint("GC-FIRST-", i)
+		go func() {
+			_, err := st.Create(context.Background(), id, newRx(id, "first"))
+			g.firstErrs <- err
+		}()
+		<-g.entered
 	}
 	return g
 }
 
+// commitSizes are the sizes of the commits after the held ones.
 func (g *commitGate) commitSizes() []int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return slices.Clone(g.sizes)
+	return slices.Clone(g.sizes[g.held:])
 }
 
 // waitPending waits until n writes wait to be committed.
@@ -146,13 +159,7 @@ func commits(m *Metrics, outcome string) int {
 func TestGroupCommitBatchesConcurrentCreates(t *testing.T) {
 	st, _, m := commitStore(t, 0)
 	ctx := context.Background()
-	g := holdFirstCommit(st)
-	first := make(chan error, 1)
-	go func() {
-		_, err := st.Create(ctx, "GC-FIRST", newRx("GC-FIRST", "first"))
-		first <- err
-	}()
-	<-g.entered
+	g := holdCommits(st)
 
 	const n = 40
 	evs := make([]*service.Event, n)
@@ -167,8 +174,10 @@ func TestGroupCommitBatchesConcurrentCreates(t *testing.T) {
 	waitPending(t, st, n)
 	close(g.release)
 	wg.Wait()
-	if err := <-first; err != nil {
-		t.Fatal(err)
+	for range g.held {
+		if err := <-g.firstErrs; err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	seen := map[uint64]bool{}
@@ -200,11 +209,11 @@ func TestGroupCommitBatchesConcurrentCreates(t *testing.T) {
 	if got := st.LastWritten(); got != highest {
 		t.Errorf("LastWritten %d, want the highest stored sequence %d", got, highest)
 	}
-	if sizes := g.commitSizes(); !slices.Equal(sizes, []int{1, n}) {
-		t.Errorf("commits of %v writes, want the held one alone, then all %d in one batch", sizes, n)
+	if sizes := g.commitSizes(); !slices.Equal(sizes, []int{n}) {
+		t.Errorf("after the held ones, commits of %v writes, want all %d in one batch", sizes, n)
 	}
-	if commits(m, "batch") != 1 || commits(m, "single") != 1 || commits(m, "fallback") != 0 {
-		t.Errorf("commits: batch %d single %d fallback %d, want 1 1 0", commits(m, "batch"), commits(m, "single"), commits(m, "fallback"))
+	if commits(m, "batch") != 1 || commits(m, "single") != g.held || commits(m, "fallback") != 0 {
+		t.Errorf("commits: batch %d single %d fallback %d, want 1 %d 0", commits(m, "batch"), commits(m, "single"), commits(m, "fallback"), g.held)
 	}
 	if got := testutil.ToFloat64(m.CommitQueue); got != 0 {
 		t.Errorf("queue depth %v after the commits, want 0", got)
@@ -232,9 +241,7 @@ func TestGroupCommitSingleWriteGoesAlone(t *testing.T) {
 func TestGroupCommitDuplicateIDInBatch(t *testing.T) {
 	st, _, m := commitStore(t, 0)
 	ctx := context.Background()
-	g := holdFirstCommit(st)
-	go func() { _, _ = st.Create(ctx, "GC-FIRST", newRx("GC-FIRST", "first")) }()
-	<-g.entered
+	g := holdCommits(st)
 
 	const others = 10
 	var wg sync.WaitGroup
@@ -279,8 +286,8 @@ func TestGroupCommitDuplicateIDInBatch(t *testing.T) {
 		t.Fatalf("GC-DUP holds %+v (%v), want dup-%d", cur, err, stored)
 	}
 	counts := subjectCounts(t, st)
-	if len(counts) != others+2 {
-		t.Errorf("%d prescriptions stored, want %d", len(counts), others+2)
+	if len(counts) != others+1+g.held {
+		t.Errorf("%d prescriptions stored, want %d", len(counts), others+1+g.held)
 	}
 	for subject, count := range counts {
 		if count != 1 {
@@ -289,8 +296,8 @@ func TestGroupCommitDuplicateIDInBatch(t *testing.T) {
 	}
 	// The second order of GC-DUP waited for the next commit and was
 	// answered as a conflict without being sent: no batch was refused.
-	if sizes := g.commitSizes(); !slices.Equal(sizes, []int{1, others + 1}) {
-		t.Errorf("commits of %v writes, want [1 %d]", sizes, others+1)
+	if sizes := g.commitSizes(); !slices.Equal(sizes, []int{others + 1}) {
+		t.Errorf("after the held ones, commits of %v writes, want [%d]", sizes, others+1)
 	}
 	if commits(m, "fallback") != 0 {
 		t.Errorf("%d batches fell back, want none", commits(m, "fallback"))
@@ -306,9 +313,7 @@ func TestGroupCommitTwoUpdatesOfOnePrescription(t *testing.T) {
 	if _, err := st.Create(ctx, "GC-TWICE", newRx("GC-TWICE", "order")); err != nil {
 		t.Fatal(err)
 	}
-	g := holdFirstCommit(st)
-	go func() { _, _ = st.Create(ctx, "GC-FIRST", newRx("GC-FIRST", "first")) }()
-	<-g.entered
+	g := holdCommits(st)
 
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
@@ -335,9 +340,8 @@ func TestGroupCommitTwoUpdatesOfOnePrescription(t *testing.T) {
 	if counts := subjectCounts(t, st); counts[SubjectRx+"GC-TWICE"] != 3 {
 		t.Errorf("GC-TWICE holds %d messages, want 3", counts[SubjectRx+"GC-TWICE"])
 	}
-	sizes := g.commitSizes()
-	if len(sizes) < 3 || sizes[1] != 2 {
-		t.Errorf("commits of %v writes, want the held one, then one update with GC-BESIDE, then the other update", sizes)
+	if sizes := g.commitSizes(); !slices.Equal(sizes, []int{2, 1}) {
+		t.Errorf("after the held ones, commits of %v writes, want one update with GC-BESIDE, then the other update", sizes)
 	}
 	if commits(m, "fallback") != 0 {
 		t.Errorf("%d batches fell back, want none", commits(m, "fallback"))
@@ -362,9 +366,7 @@ func TestGroupCommitConflictInBatchFallsBack(t *testing.T) {
 		}
 		seqs[i] = ev.Seq
 	}
-	g := holdFirstCommit(st)
-	go func() { _, _ = st.Create(ctx, "GC-FIRST", newRx("GC-FIRST", "first")) }()
-	<-g.entered
+	g := holdCommits(st)
 
 	// Writes 0..n-2 expect their prescription's last sequence, appended
 	// directly (the store's own write path under the CAS loop); the last
@@ -443,9 +445,7 @@ func TestGroupCommitBackpressure(t *testing.T) {
 	const bound = 4
 	st, _, m := commitStore(t, bound)
 	ctx := context.Background()
-	g := holdFirstCommit(st)
-	go func() { _, _ = st.Create(ctx, "GC-FIRST", newRx("GC-FIRST", "first")) }()
-	<-g.entered
+	g := holdCommits(st)
 
 	var wg sync.WaitGroup
 	errs := make([]error, bound)
@@ -476,8 +476,8 @@ func TestGroupCommitBackpressure(t *testing.T) {
 	if _, err := st.Current(ctx, "GC-REFUSED"); !errors.Is(err, service.ErrNotFound) {
 		t.Errorf("the refused prescription: %v, want nothing stored", err)
 	}
-	if counts := subjectCounts(t, st); len(counts) != bound+1 {
-		t.Errorf("%d prescriptions stored, want %d", len(counts), bound+1)
+	if counts := subjectCounts(t, st); len(counts) != bound+g.held {
+		t.Errorf("%d prescriptions stored, want %d", len(counts), bound+g.held)
 	}
 }
 
@@ -498,9 +498,7 @@ func TestGroupCommitContext(t *testing.T) {
 		t.Fatalf("GC-GONE: %v, want nothing stored", err)
 	}
 
-	g := holdFirstCommit(st)
-	go func() { _, _ = st.Create(ctx, "GC-FIRST", newRx("GC-FIRST", "first")) }()
-	<-g.entered
+	g := holdCommits(st)
 	leaving, leave := context.WithCancel(ctx)
 	type result struct {
 		seq uint64
@@ -553,9 +551,7 @@ func TestEventStreamUpdatedForAtomicBatches(t *testing.T) {
 	if err != nil || !info.Config.AllowAtomicPublish {
 		t.Fatalf("event log config %+v (%v), want atomic batches allowed", info, err)
 	}
-	g := holdFirstCommit(st)
-	go func() { _, _ = st.Create(ctx, "GC-FIRST", newRx("GC-FIRST", "first")) }()
-	<-g.entered
+	g := holdCommits(st)
 	var wg sync.WaitGroup
 	for i := range 3 {
 		wg.Go(func() {
@@ -573,48 +569,50 @@ func TestEventStreamUpdatedForAtomicBatches(t *testing.T) {
 	}
 }
 
-// BenchmarkGroupCommit: 64 writers storing new prescriptions with a 15 KB
-// body (the size of the 4-item NHS order) under sync always. "before"
-// publishes every write on its own, as the broker did before the group
-// commit (each writer's publish in flight at once); "batch-inflight1" is
-// the group commit with one commit in flight at a time, "batch-inflight2"
-// with two. ns/op is per write: orders/s = 1e9 / ns/op. Compare with
-// benchstat -col /commit.
+// BenchmarkGroupCommit: 16 or 64 writers storing new prescriptions with a
+// 15 KB body (the size of the 4-item NHS order) under sync always.
+// "before" publishes every write on its own, as the broker did before the
+// group commit (each writer's publish in flight at once);
+// "batch-inflight1" is the group commit with one commit in flight at a
+// time, "batch-inflight2" with two. ns/op is per write: orders/s = 1e9 /
+// ns/op. Compare with benchstat -col /commit.
 func BenchmarkGroupCommit(b *testing.B) {
 	body := make([]byte, 15*1024)
 	for i := range body {
 		body[i] = 'a' + byte(i%26)
 	}
-	for _, bc := range []struct {
-		name                string
-		maxBatch, maxFlight int
-	}{
-		{"commit=before", 1, 1 << 20},
-		{"commit=batch-inflight1", MaxCommitBatch, 1},
-		{"commit=batch-inflight2", MaxCommitBatch, 2},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			st, _, m := commitStore(b, 0)
-			st.commit.maxBatch, st.commit.maxInflight = bc.maxBatch, bc.maxFlight
-			var next atomic.Int64
-			ctx := context.Background()
-			b.SetParallelism(64 / max(1, runtime.GOMAXPROCS(0)))
-			b.SetBytes(int64(len(body)))
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					id := fmt.Sprint("BENCH-", next.Add(1))
-					rec := &rx.Prescription{ID: id}
-					if _, err := st.appendEvent(ctx, "test", id, rec, body, 0); err != nil {
-						b.Error(err)
-						return
+	for _, writers := range []int{16, 64} {
+		for _, bc := range []struct {
+			name                string
+			maxBatch, maxFlight int
+		}{
+			{"before", 1, 1 << 20},
+			{"batch-inflight1", MaxCommitBatch, 1},
+			{"batch-inflight2", MaxCommitBatch, 2},
+		} {
+			b.Run(fmt.Sprintf("writers=%d/commit=%s", writers, bc.name), func(b *testing.B) {
+				st, _, m := commitStore(b, 0)
+				st.commit.maxBatch, st.commit.maxInflight = bc.maxBatch, bc.maxFlight
+				var next atomic.Int64
+				ctx := context.Background()
+				b.SetParallelism(max(1, writers/runtime.GOMAXPROCS(0)))
+				b.SetBytes(int64(len(body)))
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						id := fmt.Sprint("BENCH-", next.Add(1))
+						rec := &rx.Prescription{ID: id}
+						if _, err := st.appendEvent(ctx, "test", id, rec, body, 0); err != nil {
+							b.Error(err)
+							return
+						}
 					}
+				})
+				b.StopTimer()
+				if n := testutil.ToFloat64(m.Commits.WithLabelValues("batch")); n > 0 {
+					b.ReportMetric(float64(b.N)/(n+testutil.ToFloat64(m.Commits.WithLabelValues("single"))), "writes/commit")
 				}
 			})
-			b.StopTimer()
-			if n := testutil.ToFloat64(m.Commits.WithLabelValues("batch")); n > 0 {
-				b.ReportMetric(float64(b.N)/(n+testutil.ToFloat64(m.Commits.WithLabelValues("single"))), "writes/commit")
-			}
-		})
+		}
 	}
 }
