@@ -27,6 +27,12 @@ type Metrics struct {
 
 	ConsumerMessages *prometheus.CounterVec // consumer, outcome (consumer.go)
 	ConsumerPending  *prometheus.GaugeVec   // consumer
+
+	// The event log's group commit (commit.go, issue 13).
+	CommitQueue     prometheus.Gauge       // writes waiting to be committed
+	CommitBatchSize prometheus.Histogram   // writes per commit
+	Commits         *prometheus.CounterVec // outcome: batch, single, fallback, error
+	CommitRefused   prometheus.Counter     // writes refused past --commit-max-pending
 }
 
 // latencyBuckets run from 50 µs to 10 s.
@@ -70,7 +76,29 @@ func NewMetrics() *Metrics {
 	}, []string{"event"})
 	m.Registry.MustRegister(m.JWKSRefreshes, m.TokenCache)
 	m.registerConsumers()
+	m.registerCommitter()
 	return m
+}
+
+// registerCommitter registers the group commit's metrics (commit.go).
+func (m *Metrics) registerCommitter() {
+	m.CommitQueue = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "eps_commit_queue_depth",
+		Help: "Event log writes handed to the group commit and waiting for a commit to take them (bounded by --commit-max-pending).",
+	})
+	m.CommitBatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "eps_commit_batch_size", Help: "Event log writes per commit: 1 for a write published on its own, more for an atomic batch.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+	})
+	m.Commits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "eps_commits_total",
+		Help: "Event log commits by outcome: batch (an atomic batch of several writes stored), single (one write published on its own), fallback (a batch refused whole, its writes then published one by one), error (no answer from JetStream: the writes failed).",
+	}, []string{"outcome"})
+	m.CommitRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "eps_commit_refused_total",
+		Help: "Event log writes refused at once, nothing written, because --commit-max-pending writes were already waiting (answered 503 with Retry-After).",
+	})
+	m.Registry.MustRegister(m.CommitQueue, m.CommitBatchSize, m.Commits, m.CommitRefused)
 }
 
 // newSelfNominations registers the count of self-nominations: a dispenser

@@ -96,6 +96,8 @@ type Store struct {
 	lastSeq atomic.Uint64
 	// recent are the event log messages read last (readcache.go).
 	recent recentEvents
+	// commit commits the event log's writes (commit.go).
+	commit *committer
 }
 
 // LastWritten is the highest event log sequence this process has written.
@@ -122,6 +124,10 @@ type StoreConfig struct {
 	Pseudonyms *Pseudonyms
 	// NotifyMaxAge is how long StreamNotify keeps a notification (0: 7 days).
 	NotifyMaxAge time.Duration
+	// CommitMaxPending is the most event log writes that wait to be
+	// committed; more are refused with service.ErrOverloaded (0:
+	// DefaultCommitMaxPending). See commit.go.
+	CommitMaxPending int
 }
 
 // OpenStore creates (or updates) the streams and buckets the broker needs.
@@ -163,6 +169,9 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 		AllowDirect: true,
 		DenyDelete:  true,
 		DenyPurge:   true,
+		// The group commit (commit.go) commits concurrent writes as one
+		// atomic batch; an existing stream is updated to allow it.
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, limitError(StreamEvents, "events-max-bytes", lim.Events, err)
@@ -244,6 +253,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	st := &Store{js: js, events: events, queue: queue, requests: requests, audit: audit, sessions: sessions,
 		nominations: nominations, metrics: m, maxMsg: int(min(cfg.MaxMessage, eventsMsg)), limits: lim}
 	st.full.m = map[string]time.Time{}
+	st.commit = newCommitter(st, cfg.CommitMaxPending)
 	st.fullCount = m.registerStorage(st, lim.Alert)
 	if err := st.usePseudonyms(ctx, cfg.Pseudonyms); err != nil {
 		return nil, err
@@ -302,7 +312,8 @@ func checkDenySettings(ctx context.Context, js jetstream.JetStream, p protectedS
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
 
 // appendEvent publishes an event about prescription rec.ID and returns its
-// sequence once JetStream has stored it under the configured sync policy.
+// sequence once JetStream has stored it under the configured sync policy
+// (alone or in an atomic batch with other writes: commit.go).
 // expectSeq is the sequence of the state the caller decided from (0: the
 // prescription must be new); service.ErrConflict when it is no longer the latest.
 // Only the compare-and-set helper (cas.go) calls it.
@@ -319,30 +330,16 @@ func (s *Store) appendEvent(ctx context.Context, event, messageID string, rec *r
 	if len(recJSON)+len(body)+len(messageID)+1024 > s.maxMsg {
 		return 0, service.ErrTooLarge
 	}
-	msg := &nats.Msg{Subject: SubjectRx + rec.ID, Data: body, Header: nats.Header{}}
-	msg.Header.Set(HeaderEvent, event)
-	msg.Header.Set(HeaderMessageID, messageID)
-	msg.Header.Set(HeaderRecord, string(recJSON))
-	start := time.Now()
-	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expectSeq), jetstream.WithExpectStream(StreamEvents))
-	outcome := "ok"
-	switch {
-	case isWrongLastSequence(err):
-		outcome, err = "conflict", service.ErrConflict
-	case IsStorageFull(err):
-		outcome, err = "full", &StorageFullError{Stream: StreamEvents, Err: err}
-		s.NoteStorageFull(StreamEvents)
-	case err != nil:
-		outcome = "error"
-		err = fmt.Errorf("publish %s event: %w", event, err)
-	}
-	s.metrics.JetStreamPublish.WithLabelValues(StreamEvents, outcome).Observe(time.Since(start).Seconds())
-	if err != nil {
-		return 0, err
-	}
-	s.noteWritten(ack.Sequence)
-	s.noteStored(StreamEvents)
-	return ack.Sequence, nil
+	h := nats.Header{}
+	h.Set(HeaderEvent, event)
+	h.Set(HeaderMessageID, messageID)
+	h.Set(HeaderRecord, string(recJSON))
+	// The committer (commit.go) commits it, alone or in an atomic batch
+	// with other writes, and answers once JetStream has stored it; it maps
+	// a lost compare-and-set to service.ErrConflict and a full stream to
+	// StorageFullError, and refuses it unwritten with
+	// service.ErrOverloaded when too many writes are waiting.
+	return s.commit.write(ctx, SubjectRx+rec.ID, h, body, expectSeq)
 }
 
 func isWrongLastSequence(err error) bool {

@@ -96,6 +96,11 @@ type Config struct {
 	// interface is allowed for it.
 	DebugListen    string
 	DebugListenAny bool
+
+	// The event log's group commit (issue 13): the most writes that wait
+	// to be committed; past it a write is refused at once (503 with
+	// Retry-After), nothing written.
+	CommitMaxPending int
 }
 
 type setting struct {
@@ -126,6 +131,12 @@ var settings = []setting{
 	{"nats-url", "external NATS server or cluster URLs, comma-separated; empty starts an embedded server", "", str(func(c *Config) *string { return &c.NATSURL })},
 	{"log-level", "log level: debug, info, warn, error", "info", str(func(c *Config) *string { return &c.LogLevel })},
 	{"jetstream-sync", "embedded JetStream file-store sync policy: 'always' (fsync every write before it is acknowledged) or an interval such as 2m (NATS's default; acknowledged writes can be lost on power failure)", SyncAlways, str(func(c *Config) *string { return &c.JetStreamSync })},
+	{"commit-max-pending", "most event log writes (orders, dispensing messages, every prescription change) that wait to be committed, 1 to 1000000; past it a write is refused at once, nothing written, answered 503 with Retry-After", "1024", func(c *Config, v string) error {
+		if err := whole(1, func(c *Config) *int { return &c.CommitMaxPending })(c, v); err != nil || c.CommitMaxPending > 1000000 {
+			return fmt.Errorf("want a whole number from 1 to 1000000: %q", v)
+		}
+		return nil
+	}},
 	{"replicas", "JetStream replicas for the broker's streams and buckets (3 on a cluster)", "1", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil {

@@ -185,6 +185,7 @@ func statusFor(k fhir.Kind) int {
 // error (status 5xx) as a failure, a refusal (4xx) at debug level.
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	err = a.storageFull(err)
+	err = overloaded(err)
 	status := statusFor(fhir.ErrorKind(err))
 	if status >= 500 {
 		a.Log.Error("request failed", zap.String("path", r.URL.Path), zap.String("request_id", r.Header.Get("X-Request-ID")), zap.Error(err))
@@ -238,6 +239,20 @@ func (a *api) storageFull(err error) error {
 	}
 	return &fhir.Error{Kind: fhir.KindInsufficientStorage, Code: fhir.CodeInsufficientStorage, Display: "Insufficient storage",
 		Diagnostics: where + " is full: nothing of this request was stored and nothing changed; retry later (the operators are alerted)", Err: err}
+}
+
+// overloaded turns a write the store refused because too many writes were
+// already waiting to be committed (service.ErrOverloaded, wherever in
+// err's chain) into its answer: 503 with Retry-After (answerError), nothing
+// of the request stored. 503 rather than 429: it is the broker that is
+// short of capacity, not the client that sends too much, and another
+// instance may have room.
+func overloaded(err error) error {
+	if err == nil || !errors.Is(err, service.ErrOverloaded) {
+		return err
+	}
+	return &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
+		Diagnostics: "the broker is taking more writes than its store can commit now: nothing of this request was stored and nothing changed; retry after the Retry-After seconds", Err: err}
 }
 
 // securityHeaders sets, before h answers, the headers every answer of the
