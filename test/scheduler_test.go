@@ -78,7 +78,7 @@ func TestSchedulerByClock(t *testing.T) {
 		t.Errorf("post-dated after its day came: %s", st)
 	}
 	b.settle()
-	if q, _ := b.App.Store.ReadyQueue(ctx, later.Performer, 25); len(q) != 2 {
+	if q, _ := b.readyQueue(ctx, later.Performer, 25); len(q) != 2 {
 		t.Errorf("the now-ready prescription is not in the queue: %+v", q)
 	}
 
@@ -99,7 +99,7 @@ func TestSchedulerByClock(t *testing.T) {
 		t.Errorf("tracker: %v %v", ids, st)
 	}
 	b.settle()
-	if q, _ := b.App.Store.ReadyQueue(ctx, plain.Performer, 25); len(q) != 1 || q[0].PrescriptionID != later.ShortID {
+	if q, _ := b.readyQueue(ctx, plain.Performer, 25); len(q) != 1 || q[0].PrescriptionID != later.ShortID {
 		t.Errorf("queue after expiry: %+v", q)
 	}
 }

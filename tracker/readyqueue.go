@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"container/list"
+	"time"
 
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
@@ -159,7 +160,25 @@ func EnteredQueue(event string, rec *rx.Prescription) bool {
 	if event == "" || event == rx.EventCancelKept || !rx.QueuedFor(rec, rec.Nominated) {
 		return false
 	}
-	since := -1 // the entry at which the current issue last became ready
+	since := readySince(rec)
+	return since >= 0 && rec.History[since].Type == event
+}
+
+// QueuedAt is the time of the event since which rec's current issue has
+// been To Be Dispensed (for a released one: was, until its release), zero
+// when it never was: for a nominated prescription, when it entered its
+// dispenser's queue (by the clock of the broker that wrote the event).
+func QueuedAt(rec *rx.Prescription) time.Time {
+	if i := readySince(rec); i >= 0 {
+		return rec.History[i].Time
+	}
+	return time.Time{}
+}
+
+// readySince is the index of the history entry at which rec's current issue
+// last became To Be Dispensed (-1: never).
+func readySince(rec *rx.Prescription) int {
+	since := -1
 	prev := rx.Status("")
 	for i, h := range rec.History {
 		if h.Issue != rec.Number && (h.Issue != 0 || rec.IssueNumber() != 1) {
@@ -170,5 +189,5 @@ func EnteredQueue(event string, rec *rx.Prescription) bool {
 		}
 		prev = h.Status
 	}
-	return since >= 0 && rec.History[since].Type == event
+	return since
 }
