@@ -220,3 +220,73 @@ func TestNotifyConsumersFollowUsers(t *testing.T) {
 		}
 	}
 }
+
+// A deployment of an earlier version has the durable consumer
+// eps-queue-projector without headers-only: the notifier updates it in
+// place (its acknowledged position kept) and goes on from there, reading
+// headers only.
+func TestNotifierUpdatesTheConsumerInPlace(t *testing.T) {
+	st, _, m := notifyStore(t, 0, StorageLimits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	publish := func(id string) uint64 {
+		rec := `{"id":"` + id + `","prescriber":"A83008","status":"0001","nominated":"FA565","history":[{"type":"prescription-order","org":"A83008","status":"0001"}]}`
+		msg := &nats.Msg{Subject: SubjectRx + id, Data: make([]byte, 16<<10), Header: nats.Header{}}
+		msg.Header.Set(HeaderEvent, rx.EventOrder)
+		msg.Header.Set(HeaderRecord, rec)
+		ack, err := st.js.PublishMsg(ctx, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	publish("OLD1")
+	// The consumer as the earlier version made it, with OLD1 acknowledged.
+	old, err := st.js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{Durable: ConsumerQueueProjector,
+		AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy, AckWait: 30 * time.Second,
+		MaxAckPending: 4096, MaxDeliver: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := old.Fetch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for msg := range msgs.Messages() {
+		if len(msg.Data()) != 16<<10 {
+			t.Fatalf("the earlier consumer got %d bytes of data", len(msg.Data()))
+		}
+		if err := msg.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seq := publish("NEW1")
+	n, err := StartNotifier(ctx, st, m, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	if err := n.WaitApplied(ctx, seq); err != nil {
+		t.Fatal(err)
+	}
+	c, err := st.js.Consumer(ctx, StreamEvents, ConsumerQueueProjector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := c.CachedInfo(); !info.Config.HeadersOnly {
+		t.Errorf("consumer not updated to headers only: %+v", info.Config)
+	}
+	s, err := st.js.Stream(ctx, StreamNotify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetLastMsgForSubject(ctx, DispenserNotifySubject("FA565", NotifyReady)); err != nil {
+		t.Errorf("no ready notification of the event after the update: %v", err)
+	}
+	if _, err := s.GetLastMsgForSubject(ctx, PrescriberNotifySubject("A83008", rx.EventOrder)); err != nil {
+		t.Errorf("no order notification: %v", err)
+	}
+	if info, _ := s.Info(ctx); info.State.Msgs != 2 {
+		t.Errorf("%d notifications, want 2 (only the event after the acknowledged one)", info.State.Msgs)
+	}
+}
