@@ -15,7 +15,7 @@ import (
 )
 
 // notifyStore starts an embedded NATS server and opens the store on it.
-func notifyStore(t *testing.T, maxAge time.Duration, lim StorageLimits) (*Store, *nats.Conn, *Metrics) {
+func notifyStore(t testing.TB, maxAge time.Duration, lim StorageLimits) (*Store, *nats.Conn, *Metrics) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
