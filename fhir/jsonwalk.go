@@ -336,8 +336,59 @@ func (r *reader) bytes() []byte {
 	return nil
 }
 
-// str reads the string at the cursor ("" for null or a mismatch).
-func (r *reader) str() string { return string(r.bytes()) }
+// str reads the string at the cursor ("" for null or a mismatch). A value
+// of internedValues is returned without allocating.
+func (r *reader) str() string {
+	b := r.bytes()
+	if len(b) >= minInterned && len(b) <= maxInterned {
+		if s, ok := internedValues[string(b)]; ok { // no allocation: the key is not kept
+			return s
+		}
+	}
+	return string(b)
+}
+
+// internedValues are the code systems, identifier systems and extension
+// URLs that recur in every message (each an order reads dozens of times):
+// the readers hand out these strings instead of a copy of each. The
+// lengths bound the values looked up, so that other strings (names, IDs,
+// texts) pay no look-up.
+var internedValues = func() map[string]string {
+	m := map[string]string{}
+	for _, s := range [...]string{
+		SystemODSCode, SystemNHSNumber, SystemPrescriptionID, SystemLineItemID, SystemCourseOfTherapy,
+		SystemSDSUserID, SystemSDSRoleProfileID, SystemMessageEvent, SystemMessageID, SystemDispenseType,
+		SystemDispenseItemNumber, SystemTaskBusinessStatus, SystemCancellationReason,
+		ExtReplacementOf, ExtPrescriptionLongID, ExtPrescriptionType, ExtPerformerSiteType,
+		ExtResponsiblePractitioner, ExtTaskBusinessStatus, ExtControlledDrug, ExtGroupIdentifier,
+		"http://snomed.info/sct",
+		"http://unitsofmeasure.org",
+		"http://terminology.hl7.org/CodeSystem/medicationrequest-category",
+		"https://fhir.nhs.uk/Id/prescription",
+		"https://fhir.nhs.uk/CodeSystem/prescription-type",
+		"https://fhir.nhs.uk/CodeSystem/dispensing-site-preference",
+		"https://fhir.nhs.uk/CodeSystem/NHSDigital-SDS-JobRoleCode",
+		"https://fhir.nhs.uk/CodeSystem/organisation-role",
+		"https://fhir.nhs.uk/CodeSystem/medicationrequest-course-of-therapy",
+		"https://fhir.nhs.uk/StructureDefinition/Extension-EPS-RepeatInformation",
+		"https://fhir.nhs.uk/StructureDefinition/Extension-EPS-DispensingInformation",
+		"https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-MedicationRepeatInformation",
+		"https://fhir.hl7.org.uk/Id/gmc-number",
+		"https://fhir.hl7.org.uk/Id/din-number",
+		"https://fhir.hl7.org.uk/Id/professional-code",
+		"numberOfRepeatsAllowed",
+		"numberOfRepeatsIssued",
+		"authorisationExpiryDate",
+		"urn:iso-astm:E1762-95:2013",
+	} {
+		m[s] = s
+		minInterned, maxInterned = min(minInterned, len(s)), max(maxInterned, len(s))
+	}
+	return m
+}()
+
+// minInterned and maxInterned are the shortest and longest internedValues.
+var minInterned, maxInterned = 1 << 30, 0
 
 // raw returns the value at the cursor as it is, and skips it.
 func (r *reader) raw() []byte {

@@ -1,9 +1,13 @@
 package fhir
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
+
+	fm "github.com/samply/golang-fhir-models/fhir-models/fhir"
 )
 
 // The OperationOutcome's bytes, member order included, for the answers whose
@@ -30,5 +34,38 @@ func TestOutcomeBytes(t *testing.T) {
 				t.Errorf("got\n%s\nwant\n%s", tc.got, tc.want)
 			}
 		})
+	}
+}
+
+// TestInformationalOutcome: the OperationOutcome of an accepted message
+// without warnings is written byte for byte as json.Marshal writes it from
+// the FHIR types, whatever the time and its zone.
+func TestInformationalOutcome(t *testing.T) {
+	for _, now := range []time.Time{
+		time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC),
+		time.Date(2026, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(2026, 6, 1, 1, 2, 3, 4, time.FixedZone("BST", 3600)),
+		time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Now(),
+	} {
+		oo := OperationOutcome{ResourceType: "OperationOutcome",
+			Meta:  &fm.Meta{LastUpdated: ptr(now.UTC().Format(time.RFC3339))},
+			Issue: []Issue{{Severity: "information", Code: "informational"}}}
+		want, err := json.Marshal(oo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := InformationalOutcome(now); !bytes.Equal(got, want) {
+			t.Errorf("%v:\n got %s\nwant %s", now, got, want)
+		}
+	}
+}
+
+// BenchmarkInformationalOutcome writes the answer to an accepted order.
+func BenchmarkInformationalOutcome(b *testing.B) {
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		InformationalOutcome(now)
 	}
 }

@@ -227,25 +227,29 @@ func (p fieldPath) at(i int, rest string) fieldPath {
 }
 
 func (p fieldPath) String() string {
-	var sb strings.Builder
+	// Built on the stack and copied once into the string: the success path
+	// formats paths too (the checks take them as strings), so this is paid
+	// per element checked, not only per error.
+	var buf [128]byte
+	b := buf[:0]
 	if p.entry >= 0 {
-		sb.WriteString("Bundle.entry[")
-		sb.WriteString(strconv.Itoa(p.entry))
-		sb.WriteString("].resource")
+		b = append(b, "Bundle.entry["...)
+		b = strconv.AppendInt(b, int64(p.entry), 10)
+		b = append(b, "].resource"...)
 	} else {
-		sb.WriteString(p.root)
+		b = append(b, p.root...)
 	}
 	if p.field != "" {
-		sb.WriteByte('.')
-		sb.WriteString(p.field)
+		b = append(b, '.')
+		b = append(b, p.field...)
 	}
 	if p.index >= 0 {
-		sb.WriteByte('[')
-		sb.WriteString(strconv.Itoa(p.index))
-		sb.WriteByte(']')
-		sb.WriteString(p.rest)
+		b = append(b, '[')
+		b = strconv.AppendInt(b, int64(p.index), 10)
+		b = append(b, ']')
+		b = append(b, p.rest...)
 	}
-	return sb.String()
+	return string(b)
 }
 
 // entryPath is the FHIRPath of field (which may be empty) in the resource of

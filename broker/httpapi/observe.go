@@ -40,34 +40,74 @@ func (o *observedWriter) Write(b []byte) (int, error) {
 // observe counts and times every request by route, echoes X-Correlation-ID
 // and X-Request-ID, and logs one line per request. The log line holds no
 // patient identifiers: only the route, the caller's role and organisation,
-// the status and the timing.
+// the status and the timing. Per request it allocates only its writer and
+// the echoed headers: the handler chain, the label strings and the log
+// fields are made once, or only when the line is written.
 func (a *api) observe(route string, next http.Handler) http.Handler {
+	h := a.recoverer(next)
+	quiet := route == "GET /healthz" || route == "GET /readyz" || route == "GET /metrics"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		if id := r.Header.Get("X-Correlation-ID"); id != "" {
-			w.Header().Set("X-Correlation-ID", id)
+		correlationID := r.Header.Get(hdrCorrelationID)
+		requestID := r.Header.Get(hdrRequestID)
+		if correlationID != "" {
+			w.Header().Set(hdrCorrelationID, correlationID)
 		}
-		if id := r.Header.Get("X-Request-ID"); id != "" {
-			w.Header().Set("X-Request-ID", id)
+		if requestID != "" {
+			w.Header().Set(hdrRequestID, requestID)
 		}
 		ow := &observedWriter{ResponseWriter: w}
-		a.recoverer(next).ServeHTTP(ow, r)
+		h.ServeHTTP(ow, r)
 		if ow.status == 0 {
 			ow.status = http.StatusOK
 		}
 		d := time.Since(start)
 		method := methodLabel(r.Method)
-		a.Metrics.Requests.WithLabelValues(route, method, strconv.Itoa(ow.status)).Inc()
-		a.Metrics.Duration.WithLabelValues(route, method, fmt.Sprintf("%dxx", ow.status/100)).Observe(d.Seconds())
-		if route == "GET /healthz" || route == "GET /readyz" || route == "GET /metrics" {
+		a.Metrics.Requests.WithLabelValues(route, method, statusLabel(ow.status)).Inc()
+		a.Metrics.Duration.WithLabelValues(route, method, outcomeLabel(ow.status)).Observe(d.Seconds())
+		if quiet {
 			return
 		}
-		a.Log.Info("request",
-			zap.String("route", route), zap.String("method", r.Method), zap.Int("status", ow.status),
-			zap.Duration("duration", d), zap.String("request_id", r.Header.Get("X-Request-ID")),
-			zap.String("correlation_id", r.Header.Get("X-Correlation-ID")),
-			zap.String("role", string(ow.principal.Role)), zap.String("org", ow.principal.ODS))
+		if ce := a.Log.Check(zap.InfoLevel, "request"); ce != nil {
+			ce.Write(zap.String("route", route), zap.String("method", r.Method), zap.Int("status", ow.status),
+				zap.Duration("duration", d), zap.String("request_id", requestID),
+				zap.String("correlation_id", correlationID),
+				zap.String("role", string(ow.principal.Role)), zap.String("org", ow.principal.ODS))
+		}
 	})
+}
+
+// X-Correlation-ID and X-Request-ID in the canonical form that net/http
+// keeps header names in: Get and Set with another form allocate its
+// canonical form on every call.
+const (
+	hdrCorrelationID = "X-Correlation-Id"
+	hdrRequestID     = "X-Request-Id"
+)
+
+// statusLabels and outcomeLabels are the label values of the statuses
+// 100-599, made once: strconv and fmt would allocate them per request.
+var statusLabels, outcomeLabels = func() (s, o [600]string) {
+	for c := 100; c < 600; c++ {
+		s[c], o[c] = strconv.Itoa(c), strconv.Itoa(c/100)+"xx"
+	}
+	return s, o
+}()
+
+// statusLabel is the code label of status, as strconv.Itoa writes it.
+func statusLabel(status int) string {
+	if status >= 100 && status < 600 {
+		return statusLabels[status]
+	}
+	return strconv.Itoa(status)
+}
+
+// outcomeLabel is the outcome label of status: its class, "2xx".
+func outcomeLabel(status int) string {
+	if status >= 100 && status < 600 {
+		return outcomeLabels[status]
+	}
+	return fmt.Sprintf("%dxx", status/100)
 }
 
 // methodLabel bounds the method label: anyone can send any method name.

@@ -367,20 +367,24 @@ func (a *api) withBody(next http.Handler) http.Handler {
 			a.writeError(w, r, fhir.Errorf(fhir.KindUnsupportedMedia, fhir.CodeUnsupportedMedia, "Content-Type %q is not supported: send application/fhir+json", ct))
 			return
 		}
-		tooLarge := fhir.Errorf(fhir.KindTooLarge, fhir.CodeTooLarge, "request body is larger than the limit of %d bytes", a.MaxBody)
+		tooLarge := func() error {
+			return fhir.Errorf(fhir.KindTooLarge, fhir.CodeTooLarge, "request body is larger than the limit of %d bytes", a.MaxBody)
+		}
 		if r.ContentLength > a.MaxBody {
-			a.writeError(w, r, tooLarge)
+			a.writeError(w, r, tooLarge())
 			return
 		}
 		start := time.Now()
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.MaxBody))
-		var maxErr *http.MaxBytesError
-		switch {
-		case errors.As(err, &maxErr):
-			a.writeError(w, r, tooLarge)
-			return
-		case err != nil:
-			a.writeError(w, r, fhir.Errorf(fhir.KindInvalid, fhir.CodeInvalidValue, "request body could not be read: %v", err))
+		body, err := readBody(http.MaxBytesReader(w, r.Body, a.MaxBody), r.ContentLength)
+		if err != nil {
+			// Declared here, not on the way of every request: errors.As
+			// moves its target to the heap.
+			var maxErr *http.MaxBytesError
+			if errors.As(err, &maxErr) {
+				a.writeError(w, r, tooLarge())
+			} else {
+				a.writeError(w, r, fhir.Errorf(fhir.KindInvalid, fhir.CodeInvalidValue, "request body could not be read: %v", err))
+			}
 			return
 		}
 		a.Metrics.IntakeStage.WithLabelValues("read").Observe(time.Since(start).Seconds())

@@ -1,69 +1,127 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
+	"math"
 	"os"
-	"sort"
+	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/schollz/progressbar/v3"
-	"go.uber.org/zap"
-
-	"github.com/nhs-eps/epsbroker/broker/app"
-	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/config"
-	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
 func init() {
 	register(command{
 		name:    "load",
-		summary: "load-test order intake: HTTP orders/s next to raw JetStream publishes/s of the same bytes",
+		summary: "load-test the broker: intake next to raw JetStream and an HTTP floor; release and search at a stored size",
 		run:     runLoad,
 	})
 }
 
-// loadPhase is one timed phase of a load run.
-type loadPhase struct {
-	name     string
-	ok, fail int64
-	firstErr error // the first failure, to say why
-	elapsed  time.Duration
-	hist     *hdrhistogram.Histogram // microseconds
+// loadOptions are epsctl load's flags.
+type loadOptions struct {
+	concurrency     []int
+	duration        time.Duration
+	rounds          int
+	syncPolicy      string
+	dataDir         string
+	url             string
+	natsURL         string
+	token           string
+	sender          string
+	performer       string
+	quiet           bool
+	jsonOut         bool
+	debugListen     string
+	tokenCache      int
+	asyncWindow     int
+	asyncPublishers int
+	rate            string // "half", "off", or orders per second
+	rateValue       float64
+
+	stored          int
+	storedDir       string
+	dispensers      int
+	releases        int
+	searches        int
+	fillConcurrency int
+	fillSync        string
 }
 
-func (p *loadPhase) rate() float64 { return float64(p.ok) / p.elapsed.Seconds() }
+// intList is a flag of comma-separated positive whole numbers.
+type intList []int
+
+func (l *intList) String() string {
+	parts := make([]string, len(*l))
+	for i, n := range *l {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *intList) Set(s string) error {
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 1 || n > 100000 {
+			return fmt.Errorf("%q: want whole numbers from 1 to 100000, comma-separated", s)
+		}
+		out = append(out, n)
+	}
+	*l = out
+	return nil
+}
 
 func runLoad(ctx context.Context, e *env, args []string) int {
+	o := loadOptions{concurrency: intList{16, 64}}
 	fs := flag.NewFlagSet("epsctl load", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	concurrency := fs.Int("concurrency", 16, "requests in flight at once")
-	duration := fs.Duration("duration", 10*time.Second, "length of each phase")
-	rounds := fs.Int("rounds", 3, "rounds of (raw JetStream, HTTP) phases, alternated so that drift hits both")
-	syncPolicy := fs.String("jetstream-sync", config.SyncAlways, "sync policy of the in-process broker: always or an interval")
-	dataDir := fs.String("data-dir", "", "data dir of the in-process broker (default: a new temp dir, removed after)")
-	url := fs.String("url", "", "load a running broker at this base URL instead of an in-process one (HTTP phase only, unless --nats-url is given)")
-	natsURL := fs.String("nats-url", "", "with --url: the NATS server for the raw JetStream phase (its own sync policy applies)")
-	token := fs.String("token", "", "with --url: bearer token of a prescriber for --sender")
-	sender := fs.String("sender", "A83008", "prescriber ODS code of the generated orders")
-	performer := fs.String("performer", "FA565", "nominated dispenser ODS code of the generated orders")
-	noProgress := fs.Bool("quiet", false, "no progress bar")
-	debugListen := fs.String("debug-listen", "", "host:port (loopback only) to serve the in-process broker's Go profiles on, /debug/pprof/, as epsbroker --debug-listen (empty: none)")
-	tokenCache := fs.Int("token-cache-size", config.Default().TokenCacheSize, "verified bearer tokens the in-process broker remembers, as epsbroker --token-cache-size; 0 to 1000000 (0: none)")
+	fs.Var((*intList)(&o.concurrency), "concurrency", "clients (requests in flight at once) of each intake phase: one number or a comma-separated `list`, each measured every round")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each intake phase (and of the fixed-rate phase)")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds of intake phases (broker, raw JetStream, HTTP floor at each concurrency), alternated so that drift hits every side; 0 with --stored measures the stored size only")
+	fs.StringVar(&o.syncPolicy, "jetstream-sync", config.SyncAlways, "sync policy of the in-process broker (and so of the raw JetStream side): always or an interval such as 1s")
+	fs.StringVar(&o.dataDir, "data-dir", "", "data dir of the in-process broker of the intake phases (default: a new temp dir, removed after)")
+	fs.StringVar(&o.url, "url", "", "load a running broker at this base URL instead of an in-process one (no raw JetStream side unless --nats-url is given; no --stored)")
+	fs.StringVar(&o.natsURL, "nats-url", "", "with --url: the NATS server for the raw JetStream side (its own sync policy applies)")
+	fs.StringVar(&o.token, "token", "", "with --url: bearer token of a prescriber for --sender")
+	fs.StringVar(&o.sender, "sender", "A83008", "prescriber ODS code of the generated orders")
+	fs.StringVar(&o.performer, "performer", "FA565", "nominated dispenser ODS code of the intake phases' orders")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress bars (they are shown only when stderr is a terminal)")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the results as one JSON object on stdout (progress and notes go to stderr)")
+	fs.StringVar(&o.debugListen, "debug-listen", "", "host:port (loopback only) to serve the in-process broker's Go profiles on, /debug/pprof/, as epsbroker --debug-listen (empty: none)")
+	fs.IntVar(&o.tokenCache, "token-cache-size", config.Default().TokenCacheSize, "verified bearer tokens the in-process broker remembers, as epsbroker --token-cache-size; 0 to 1000000 (0: none)")
+	fs.IntVar(&o.asyncWindow, "async-window", 256, "with an interval --jetstream-sync: acknowledgements outstanding at once on the raw async-batched side (PublishMsgAsync)")
+	fs.IntVar(&o.asyncPublishers, "async-publishers", 4, "with an interval --jetstream-sync: goroutines publishing on the raw async-batched side, sharing --async-window")
+	fs.StringVar(&o.rate, "rate", "half", "fixed arrival rate (orders/s) of the open-loop latency phase against the broker: a number, 'half' (half the broker's median saturated rate at the largest --concurrency) or 'off'")
+	fs.IntVar(&o.stored, "stored", 0, "fill a second in-process broker with this many prescriptions (1-item NHS orders through its own HTTP intake), restart it under --jetstream-sync, and measure restart-to-ready, RSS, nominated release and search by ID (0: skip)")
+	fs.StringVar(&o.storedDir, "stored-dir", "", "data dir of the --stored broker; a dir an earlier run filled with the same --stored and --dispensers is reused without filling (default: <data-dir>/stored with --data-dir, else a temp dir removed after)")
+	fs.IntVar(&o.dispensers, "dispensers", 20, "with --stored: dispensers the stored orders are nominated to, in turn (FX001, FX002, ...)")
+	fs.IntVar(&o.releases, "releases", 400, "with --stored: nominated releases of 25 to time, the dispensers in turn (fewer if the queues hold fewer full releases)")
+	fs.IntVar(&o.searches, "searches", 5000, "with --stored: tracker searches by prescription ID to time (random stored IDs)")
+	fs.IntVar(&o.fillConcurrency, "fill-concurrency", 64, "with --stored: orders in flight at once while filling")
+	fs.StringVar(&o.fillSync, "fill-sync", "1m", "with --stored: the JetStream sync policy while filling (the broker is then stopped and restarted under --jetstream-sync)")
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: epsctl load [flags]\n\nStarts a broker in-process (embedded NATS, JetStream on a temp dir, the given sync policy)\nand measures, alternately, raw JetStream publishes of generated order bytes and accepted\nHTTP orders, both at the same concurrency. Prints rates, latencies and the ratio.\n--debug-listen and --token-cache-size set the in-process broker's settings of those names;\nwith --url they are refused (set them on that broker).\n\n")
+		fmt.Fprintf(e.stderr, `Usage: epsctl load [flags]
+
+Starts a broker in-process (embedded NATS, JetStream on a temp dir, the given sync policy) and
+measures, in rounds and in turn at each --concurrency, three sides with the same client and the
+same generated 4-item NHS orders: the broker (HTTP intake), raw JetStream publishes of the same
+bytes with the broker's headers on the same embedded server, and an HTTP floor (a server in this
+process that only reads the body and answers 200). With an interval sync policy also raw
+async-batched publishes. Then an open-loop phase at a fixed rate (--rate), and with --stored N
+the release and search latency, restart time and RSS of a broker holding N prescriptions.
+Prints orders/s, p50/p99/p99.9 latency, CPU per order and the ratios broker/raw and
+broker/floor. The load generator runs in the same process: CPU per order and RSS are the whole
+process's. 503 and 429 answers are counted apart from failures.
+--debug-listen and --token-cache-size set the in-process broker's settings of those names;
+with --url they are refused (set them on that broker).
+
+`)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -72,15 +130,96 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 		}
 		return exitUsage
 	}
-	if *concurrency < 1 || *rounds < 1 || *duration <= 0 {
-		fmt.Fprintln(e.stderr, "epsctl load: concurrency, rounds and duration must be positive")
+	if fs.NArg() > 0 {
+		fmt.Fprintf(e.stderr, "epsctl load: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	if *tokenCache < 0 || *tokenCache > 1000000 {
-		fmt.Fprintf(e.stderr, "epsctl load: --token-cache-size %d: want a whole number from 0 to 1000000\n", *tokenCache)
+	if code := o.check(e, fs); code != exitOK {
+		return code
+	}
+	info := e.stdout
+	if o.jsonOut {
+		info = e.stderr
+	}
+	rep := &loadReport{Settings: o.settings()}
+	if o.rounds > 0 {
+		ir, code := runIntake(ctx, e, info, &o)
+		if code != exitOK {
+			return code
+		}
+		rep.Intake = ir
+	}
+	if o.stored > 0 && ctx.Err() == nil {
+		sr, code := runStored(ctx, e, info, &o)
+		if code != exitOK {
+			return code
+		}
+		rep.Stored = sr
+	}
+	if o.jsonOut {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintln(e.stderr, "epsctl load:", err)
+			return exitFailure
+		}
+		return exitOK
+	}
+	rep.print(e.stdout)
+	return exitOK
+}
+
+// check refuses bad flag values and combinations.
+func (o *loadOptions) check(e *env, fs *flag.FlagSet) int {
+	bad := func(format string, args ...any) int {
+		fmt.Fprintf(e.stderr, "epsctl load: "+format+"\n", args...)
 		return exitUsage
 	}
-	if *url != "" {
+	if o.rounds < 0 || o.duration <= 0 {
+		return bad("rounds must not be negative and duration must be positive")
+	}
+	if o.rounds == 0 && o.stored == 0 {
+		return bad("--rounds 0 measures nothing without --stored")
+	}
+	if o.tokenCache < 0 || o.tokenCache > 1000000 {
+		return bad("--token-cache-size %d: want a whole number from 0 to 1000000", o.tokenCache)
+	}
+	if o.asyncWindow < 1 || o.asyncWindow > 100000 {
+		return bad("--async-window %d: want a whole number from 1 to 100000", o.asyncWindow)
+	}
+	if o.asyncPublishers < 1 || o.asyncPublishers > o.asyncWindow {
+		return bad("--async-publishers %d: want a whole number from 1 to --async-window (%d)", o.asyncPublishers, o.asyncWindow)
+	}
+	switch o.rate {
+	case "half", "off":
+	default:
+		r, err := strconv.ParseFloat(o.rate, 64)
+		if err != nil || r <= 0 || r > 1e6 || math.IsNaN(r) {
+			return bad("--rate %q: want orders per second (more than 0, at most 1000000), 'half' or 'off'", o.rate)
+		}
+		o.rateValue = r
+	}
+	if o.stored < 0 || o.stored > 100_000_000 {
+		return bad("--stored %d: want a whole number from 0 to 100000000", o.stored)
+	}
+	if o.dispensers < 1 || o.dispensers > 999 {
+		return bad("--dispensers %d: want a whole number from 1 to 999", o.dispensers)
+	}
+	if o.releases < 0 || o.searches < 0 {
+		return bad("--releases and --searches must not be negative")
+	}
+	if o.fillConcurrency < 1 || o.fillConcurrency > 10000 {
+		return bad("--fill-concurrency %d: want a whole number from 1 to 10000", o.fillConcurrency)
+	}
+	for _, p := range []struct{ flag, v string }{{"jetstream-sync", o.syncPolicy}, {"fill-sync", o.fillSync}} {
+		if p.v == config.SyncAlways {
+			continue
+		}
+		if d, err := time.ParseDuration(p.v); err != nil || d <= 0 {
+			return bad("--%s %q: want 'always' or a positive interval such as 1s", p.flag, p.v)
+		}
+	}
+	if o.url != "" {
 		var inProcess []string
 		fs.Visit(func(f *flag.Flag) {
 			switch f.Name {
@@ -89,246 +228,30 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 			}
 		})
 		if len(inProcess) > 0 {
-			fmt.Fprintf(e.stderr, "epsctl load: %s set the in-process broker; with --url, set them on that broker\n", strings.Join(inProcess, ", "))
-			return exitUsage
+			return bad("%s set the in-process broker; with --url, set them on that broker", strings.Join(inProcess, ", "))
+		}
+		if o.stored > 0 {
+			return bad("--stored fills and restarts an in-process broker: not with --url")
+		}
+		if o.token == "" {
+			return bad("--url needs --token")
 		}
 	}
-	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
-	if err != nil {
-		fmt.Fprintln(e.stderr, "epsctl load:", err)
-		return exitFailure
-	}
-
-	base, tok := *url, *token
-	var js jetstream.JetStream
-	var nc *nats.Conn
-	if base == "" {
-		dir := *dataDir
-		if dir == "" {
-			if dir, err = os.MkdirTemp("", "epsload"); err != nil {
-				fmt.Fprintln(e.stderr, "epsctl load:", err)
-				return exitFailure
-			}
-			defer os.RemoveAll(dir)
-		}
-		cfg := config.Default()
-		cfg.DataDir, cfg.HTTPAddr, cfg.JetStreamSync, cfg.LogLevel = dir, "127.0.0.1:0", *syncPolicy, "warn"
-		cfg.DebugListen, cfg.TokenCacheSize = *debugListen, *tokenCache
-		if err := cfg.Validate(); err != nil {
-			fmt.Fprintln(e.stderr, "epsctl load:", err)
-			return exitUsage
-		}
-		actx, cancel := context.WithCancel(ctx)
-		a, err := app.New(actx, cfg, zap.NewNop(), nil)
-		if err != nil {
-			cancel()
-			fmt.Fprintln(e.stderr, "epsctl load: start broker:", err)
-			return exitFailure
-		}
-		if err := a.Listen(); err != nil {
-			cancel()
-			fmt.Fprintln(e.stderr, "epsctl load:", err)
-			return exitFailure
-		}
-		served := make(chan error, 1)
-		go func() { served <- a.Serve(actx) }()
-		defer func() { cancel(); <-served }()
-		base = "http://" + a.Addr()
-		tok, err = auth.Mint(a.IssuerKey, auth.DefaultIssuer, auth.DefaultAudience,
-			auth.Principal{Subject: "load", ODS: *sender, Role: auth.RolePrescriber}, cfg.TokenMaxLifetime, time.Now())
-		if err != nil {
-			fmt.Fprintln(e.stderr, "epsctl load:", err)
-			return exitFailure
-		}
-		nc = a.NATS.Conn
-		fmt.Fprintf(e.stdout, "in-process broker on %s, JetStream sync %s, token cache %d, data dir %s\n", base, *syncPolicy, cfg.TokenCacheSize, dir)
-		if d := a.DebugAddr(); d != "" {
-			fmt.Fprintf(e.stdout, "profiles of the in-process broker (and of epsctl itself) at http://%s/debug/pprof/\n", d)
-		}
-	} else if *natsURL != "" {
-		if nc, err = nats.Connect(*natsURL); err != nil {
-			fmt.Fprintln(e.stderr, "epsctl load:", err)
-			return exitFailure
-		}
-		defer nc.Close()
-	}
-	if tok == "" {
-		fmt.Fprintln(e.stderr, "epsctl load: --url needs --token")
-		return exitUsage
-	}
-	if nc != nil {
-		if js, err = jetstream.New(nc); err == nil {
-			_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "LOAD_BASELINE", Subjects: []string{"load.baseline.>"},
-				Storage: jetstream.FileStorage, MaxMsgSize: 4 << 20})
-		}
-		if err != nil {
-			fmt.Fprintln(e.stderr, "epsctl load: baseline stream:", err)
-			return exitFailure
-		}
-		defer js.DeleteStream(context.Background(), "LOAD_BASELINE")
-	}
-
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *concurrency * 2, MaxConnsPerHost: *concurrency * 2}}
-	gen := func(seq int64) []byte {
-		g, _ := tmpl.Order(fhirgen.Options{Sender: *sender, Performer: *performer})
-		return g.Body
-	}
-	httpOnce := func(ctx context.Context, body []byte) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/FHIR/R4/$process-message", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/fhir+json")
-		req.Header.Set("Authorization", "Bearer "+tok)
-		res, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", res.StatusCode)
-		}
-		return nil
-	}
-	var subj atomic.Int64
-	jsOnce := func(ctx context.Context, body []byte) error {
-		_, err := js.Publish(ctx, fmt.Sprintf("load.baseline.%d", subj.Add(1)), body,
-			jetstream.WithExpectLastSequencePerSubject(0))
-		return err
-	}
-
-	var phases []*loadPhase
-	total := *rounds
-	if js != nil {
-		total *= 2
-	}
-	var bar *progressbar.ProgressBar
-	if !*noProgress {
-		bar = progressbar.NewOptions64(int64(total)*int64(*duration/time.Second),
-			progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("load"),
-			progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
-	}
-	for r := 0; r < *rounds && ctx.Err() == nil; r++ {
-		if js != nil {
-			phases = append(phases, runPhase(ctx, "jetstream", *concurrency, *duration, gen, jsOnce, bar))
-		}
-		phases = append(phases, runPhase(ctx, "http", *concurrency, *duration, gen, httpOnce, bar))
-	}
-	if bar != nil {
-		_ = bar.Finish()
-	}
-	printLoad(e.stdout, phases, *concurrency, *duration)
 	return exitOK
 }
 
-// runPhase runs op with concurrency workers for d and records each
-// successful call's latency (which excludes generating its order; the rate
-// includes it, alike in every phase).
-func runPhase(ctx context.Context, name string, concurrency int, d time.Duration, gen func(int64) []byte,
-	op func(context.Context, []byte) error, bar *progressbar.ProgressBar) *loadPhase {
-	p := &loadPhase{name: name, hist: hdrhistogram.New(1, 60_000_000, 3)}
-	var mu sync.Mutex
-	var ok, fail atomic.Int64
-	var errOnce sync.Once
-	pctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	stopBar := make(chan struct{})
-	if bar != nil {
-		go func() {
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-t.C:
-					_ = bar.Add(1)
-				case <-stopBar:
-					return
-				}
-			}
-		}()
-	}
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := 0; w < concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			local := hdrhistogram.New(1, 60_000_000, 3)
-			for seq := int64(0); pctx.Err() == nil; seq++ {
-				body := gen(seq)
-				t0 := time.Now()
-				if err := op(pctx, body); err != nil {
-					if pctx.Err() == nil {
-						fail.Add(1)
-						errOnce.Do(func() { p.firstErr = err })
-					}
-					continue
-				}
-				_ = local.RecordValue(time.Since(t0).Microseconds())
-				ok.Add(1)
-			}
-			mu.Lock()
-			p.hist.Merge(local)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	p.elapsed = time.Since(start)
-	close(stopBar)
-	p.ok, p.fail = ok.Load(), fail.Load()
-	return p
+func (o *loadOptions) settings() loadSettings {
+	return loadSettings{Concurrency: o.concurrency, PhaseSeconds: o.duration.Seconds(), Rounds: o.rounds,
+		JetStreamSync: o.syncPolicy, URL: o.url, AsyncWindow: o.asyncWindow, AsyncPublishers: o.asyncPublishers, Rate: o.rate,
+		Stored: o.stored, Dispensers: o.dispensers, FillSync: o.fillSync,
+		SharedProcess: "the load generator, the broker and the embedded NATS server share this process: CPU per order and RSS are the whole process's"}
 }
 
-func printLoad(w io.Writer, phases []*loadPhase, concurrency int, d time.Duration) {
-	fmt.Fprintf(w, "\nconcurrency %d, %s per phase\n", concurrency, d)
-	fmt.Fprintf(w, "%-10s %10s %8s %10s %10s %10s\n", "phase", "ok/s", "failed", "p50 ms", "p99 ms", "max ms")
-	rates := map[string][]float64{}
-	for _, p := range phases {
-		fmt.Fprintf(w, "%-10s %10.0f %8d %10.2f %10.2f %10.2f\n", p.name, p.rate(), p.fail,
-			float64(p.hist.ValueAtQuantile(50))/1000, float64(p.hist.ValueAtQuantile(99))/1000, float64(p.hist.Max())/1000)
-		rates[p.name] = append(rates[p.name], p.rate())
+// makeTempDir makes a temp dir and returns it with its removal.
+func makeTempDir(pattern string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return "", nil, err
 	}
-	for _, p := range phases {
-		if p.firstErr != nil {
-			fmt.Fprintf(w, "first %s failure: %v\n", p.name, p.firstErr)
-			break
-		}
-	}
-	var ratios []float64
-	for i := 0; i+1 < len(phases); i += 2 {
-		if phases[i].name == "jetstream" && phases[i+1].name == "http" {
-			ratios = append(ratios, phases[i+1].rate()/phases[i].rate())
-		}
-	}
-	names := make([]string, 0, len(rates))
-	for n := range rates {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var parts []string
-	for _, n := range names {
-		parts = append(parts, fmt.Sprintf("%s median %.0f/s", n, median(rates[n])))
-	}
-	fmt.Fprintln(w, strings.Join(parts, ", "))
-	if len(ratios) > 0 {
-		fmt.Fprintf(w, "http/jetstream ratio per round: %s; median %.2f\n", fmtFloats(ratios), median(ratios))
-	}
-}
-
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func fmtFloats(xs []float64) string {
-	parts := make([]string, len(xs))
-	for i, x := range xs {
-		parts[i] = fmt.Sprintf("%.2f", x)
-	}
-	return strings.Join(parts, " ")
+	return dir, func() { os.RemoveAll(dir) }, nil
 }

@@ -1,13 +1,21 @@
 package main
 
 import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
 // TestLoadFlags runs epsctl load for a moment with the in-process broker's
 // settings and checks what a user sees: the broker's token cache and debug
-// listener as asked, and refusals that name the flag.
+// listener as asked, every side measured, and refusals that name the flag.
 func TestLoadFlags(t *testing.T) {
 	tiny := []string{"load", "--duration", "300ms", "--rounds", "1", "--quiet", "--concurrency", "2"}
 	tests := []struct {
@@ -20,16 +28,17 @@ func TestLoadFlags(t *testing.T) {
 		stderr    []string
 	}{
 		{name: "defaults", dataDir: true, code: exitOK,
-			stdout:    []string{"token cache 10000,", "http/jetstream ratio per round"},
-			notStdout: []string{"/debug/pprof/", "failure", "http median 0/s"}},
+			stdout: []string{"token cache 10000,", "broker/raw        at 2 clients: median", "broker/floor      at 2 clients: median",
+				"broker-fixed-rate", "CPU per order", "share this process"},
+			notStdout: []string{"/debug/pprof/", "failure", "raw-async"}},
 		{name: "cache off and a debug listener", dataDir: true, code: exitOK,
-			args:      []string{"--token-cache-size", "0", "--debug-listen", "127.0.0.1:0"},
-			stdout:    []string{"token cache 0,", "at http://127.0.0.1:", "/debug/pprof/", "http/jetstream ratio per round"},
-			notStdout: []string{"failure", "http median 0/s"}},
+			args:      []string{"--token-cache-size", "0", "--debug-listen", "127.0.0.1:0", "--rate", "off"},
+			stdout:    []string{"token cache 0,", "at http://127.0.0.1:", "/debug/pprof/", "broker/raw "},
+			notStdout: []string{"failure", "fixed rate"}},
 		{name: "cache of one", dataDir: true, code: exitOK,
-			args:      []string{"--token-cache-size=1"},
+			args:      []string{"--token-cache-size=1", "--rate", "off"},
 			stdout:    []string{"token cache 1,"},
-			notStdout: []string{"failure", "http median 0/s"}},
+			notStdout: []string{"failure"}},
 		{name: "debug listener not on loopback", dataDir: true, code: exitFailure,
 			args:   []string{"--debug-listen", "0.0.0.0:0"},
 			stderr: []string{"start broker", `debug-listen "0.0.0.0:0" is not a loopback address`, "--debug-listen-any"}},
@@ -48,6 +57,45 @@ func TestLoadFlags(t *testing.T) {
 		{name: "with --url", code: exitUsage,
 			args:   []string{"--url", "http://127.0.0.1:1", "--token", "x", "--debug-listen", "127.0.0.1:0", "--token-cache-size", "0"},
 			stderr: []string{"--debug-listen, --token-cache-size set the in-process broker; with --url, set them on that broker"}},
+		{name: "concurrency zero", code: exitUsage,
+			args:   []string{"--concurrency", "16,0"},
+			stderr: []string{`"16,0": want whole numbers from 1 to 100000, comma-separated`}},
+		{name: "concurrency not a list of numbers", code: exitUsage,
+			args:   []string{"--concurrency", "16,lots"},
+			stderr: []string{`"16,lots"`}},
+		{name: "rate not a number", code: exitUsage,
+			args:   []string{"--rate", "fast"},
+			stderr: []string{`--rate "fast": want orders per second`}},
+		{name: "rate negative", code: exitUsage,
+			args:   []string{"--rate", "-5"},
+			stderr: []string{`--rate "-5"`}},
+		{name: "no rounds, nothing stored", code: exitUsage,
+			args:   []string{"--rounds", "0"},
+			stderr: []string{"--rounds 0 measures nothing without --stored"}},
+		{name: "stored with --url", code: exitUsage,
+			args:   []string{"--url", "http://127.0.0.1:1", "--token", "x", "--stored", "10"},
+			stderr: []string{"--stored fills and restarts an in-process broker: not with --url"}},
+		{name: "--url without a token", code: exitUsage,
+			args:   []string{"--url", "http://127.0.0.1:1"},
+			stderr: []string{"--url needs --token"}},
+		{name: "bad sync policy", code: exitUsage,
+			args:   []string{"--jetstream-sync", "never"},
+			stderr: []string{`--jetstream-sync "never": want 'always' or a positive interval`}},
+		{name: "bad fill sync", code: exitUsage,
+			args:   []string{"--fill-sync", "0s"},
+			stderr: []string{`--fill-sync "0s"`}},
+		{name: "async window zero", code: exitUsage,
+			args:   []string{"--async-window", "0"},
+			stderr: []string{"--async-window 0: want a whole number from 1 to 100000"}},
+		{name: "more publishers than the window", code: exitUsage,
+			args:   []string{"--async-window", "4", "--async-publishers", "5"},
+			stderr: []string{"--async-publishers 5: want a whole number from 1 to --async-window (4)"}},
+		{name: "no dispensers", code: exitUsage,
+			args:   []string{"--stored", "10", "--dispensers", "0"},
+			stderr: []string{"--dispensers 0: want a whole number from 1 to 999"}},
+		{name: "a stray argument", code: exitUsage,
+			args:   []string{"now"},
+			stderr: []string{`unexpected argument "now"`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,9 +131,214 @@ func TestLoadUsage(t *testing.T) {
 	if r.code != exitOK {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
-	for _, want := range []string{"Usage: epsctl load", "-debug-listen string", "loopback only", "-token-cache-size int", "(default 10000)", "with --url they are refused"} {
+	for _, want := range []string{"Usage: epsctl load", "-debug-listen string", "loopback only", "-token-cache-size int", "(default 10000)",
+		"with --url they are refused", "-concurrency list", `(default 16,64)`, "-stored int", "-rate string", "-json", "HTTP floor"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("usage lacks %q:\n%s", want, r.stderr)
 		}
+	}
+}
+
+// runLoadJSON runs epsctl load with --json and decodes its report.
+func runLoadJSON(t *testing.T, args ...string) (*loadReport, result) {
+	t.Helper()
+	r := runEpsctl(t, nil, append([]string{"load", "--quiet", "--json"}, args...)...)
+	if r.code != exitOK {
+		t.Fatalf("exit %d; stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	var rep loadReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("stdout is not the JSON report (%v): %s", err, r.stdout)
+	}
+	return &rep, r
+}
+
+// TestLoadSidesAndRatios runs two short rounds at two concurrencies under
+// an interval sync policy and checks that every side measured accepted
+// orders in every round, and that every ratio is computed from the same
+// round's figures.
+func TestLoadSidesAndRatios(t *testing.T) {
+	rep, r := runLoadJSON(t, "--duration", "250ms", "--rounds", "2", "--concurrency", "2,3",
+		"--jetstream-sync", "1s", "--async-window", "8", "--async-publishers", "2", "--rate", "40", "--data-dir", t.TempDir())
+	in := rep.Intake
+	if in == nil {
+		t.Fatalf("no intake in the report: %s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "in-process broker on http://") {
+		t.Errorf("with --json the notes go to stderr: %q", r.stderr)
+	}
+	type key struct {
+		side        string
+		round, conc int
+	}
+	byKey := map[key]*loadPhase{}
+	for _, p := range in.Phases {
+		byKey[key{p.Side, p.Round, p.Concurrency}] = p
+		if p.OK == 0 || p.Rate <= 0 || p.P50 <= 0 || p.P99 < p.P50 || p.P999 < p.P99 {
+			t.Errorf("%s round %d at %d: no figures: %+v", p.Side, p.Round, p.Concurrency, p)
+		}
+		if p.Failed != 0 {
+			t.Errorf("%s round %d at %d: %d failed, first %q", p.Side, p.Round, p.Concurrency, p.Failed, p.FirstFailure)
+		}
+		if p.CPUPerOrder <= 0 {
+			t.Errorf("%s round %d: CPU per order %v", p.Side, p.Round, p.CPUPerOrder)
+		}
+	}
+	for round := 1; round <= 2; round++ {
+		for _, c := range []int{2, 3} {
+			for _, side := range []string{sideBroker, sideRaw, sideFloor} {
+				if byKey[key{side, round, c}] == nil {
+					t.Errorf("no %s phase in round %d at %d clients", side, round, c)
+				}
+			}
+		}
+		if byKey[key{sideRawAsync, round, 8}] == nil {
+			t.Errorf("no raw-async phase (window 8) in round %d under interval sync", round)
+		}
+	}
+	if len(in.Phases) != 2*(2*3+1) {
+		t.Errorf("%d phases, want 14", len(in.Phases))
+	}
+	want := map[string]bool{}
+	for _, c := range []int{2, 3} {
+		for _, other := range []string{sideRaw, sideFloor, sideRawAsync} {
+			want[other+"@"+string(rune('0'+c))] = true
+		}
+	}
+	for _, lr := range in.Ratios {
+		other := strings.TrimPrefix(lr.Name, "broker/")
+		delete(want, other+"@"+string(rune('0'+lr.Concurrency)))
+		if len(lr.PerRound) != 2 {
+			t.Fatalf("%s at %d: %d rounds", lr.Name, lr.Concurrency, len(lr.PerRound))
+		}
+		for i, got := range lr.PerRound {
+			oc := lr.Concurrency
+			if other == sideRawAsync {
+				oc = 8
+			}
+			b, o := byKey[key{sideBroker, i + 1, lr.Concurrency}], byKey[key{other, i + 1, oc}]
+			if w := b.Rate / o.Rate; math.Abs(got-w) > 1e-9*w {
+				t.Errorf("%s at %d round %d: %v, want broker %v / %s %v = %v", lr.Name, lr.Concurrency, i+1, got, b.Rate, other, o.Rate, w)
+			}
+		}
+		if m := (lr.PerRound[0] + lr.PerRound[1]) / 2; math.Abs(lr.Median-m) > 1e-9*m {
+			t.Errorf("%s at %d: median %v, want %v", lr.Name, lr.Concurrency, lr.Median, m)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("ratios missing: %v", want)
+	}
+	if f := in.FixedRate; f == nil || f.TargetRate != 40 || f.OK == 0 || f.P99 <= 0 || f.Failed != 0 {
+		t.Errorf("fixed-rate phase: %+v", f)
+	}
+	if len(in.Summary) != 7 {
+		t.Errorf("%d summary rows, want 7 (3 sides at 2 concurrencies, raw-async)", len(in.Summary))
+	}
+}
+
+// TestLoadStored fills a broker with 200 prescriptions, restarts it, and
+// checks the counts: exactly 200 stored, releases of 25 as many as the
+// queues hold, every search found; a second run reuses the fill.
+func TestLoadStored(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "stored")
+	args := []string{"--rounds", "0", "--stored", "200", "--dispensers", "4", "--releases", "100", "--searches", "30",
+		"--stored-dir", dir}
+	rep, _ := runLoadJSON(t, args...)
+	s := rep.Stored
+	if s == nil || rep.Intake != nil {
+		t.Fatalf("report: %+v", rep)
+	}
+	if s.Fill.Stored != 200 || s.Indexed != 200 || s.EventsInLog < 200 || s.Reused {
+		t.Errorf("stored %d, indexed %d, events %d, reused %v; want 200 fresh", s.Fill.Stored, s.Indexed, s.EventsInLog, s.Reused)
+	}
+	if got := s.Fill.PerDispenser; len(got) != 4 || got[0]+got[1]+got[2]+got[3] != 200 {
+		t.Errorf("per dispenser %v", got)
+	}
+	// 50 each: 2 full releases of 25 each, 8 in all.
+	if s.Release.OK != 8 || s.Release.Failed != 0 || s.Released <= 0 || s.Released > 200 || s.ReleasesCapped == "" {
+		t.Errorf("release: %d answered, %d failed, %d released, capped %q", s.Release.OK, s.Release.Failed, s.Released, s.ReleasesCapped)
+	}
+	if s.Search.OK != 30 || s.Found != 30 || s.Search.Failed != 0 {
+		t.Errorf("search: %d answered, %d found, %d failed (%s)", s.Search.OK, s.Found, s.Search.Failed, s.Search.FirstFailure)
+	}
+	if s.ReadySeconds <= 0 || s.TrackerSeconds < s.ReadySeconds || s.RSSReady <= 0 || s.PeakRSS <= 0 || s.Fill.FillSeconds <= 0 {
+		t.Errorf("restart and memory figures: %+v", s)
+	}
+	if len(s.Fill.IDs) != 200 {
+		t.Errorf("%d sample IDs, want all 200", len(s.Fill.IDs))
+	}
+
+	// Again on the same dir: the fill is reused; what was released is
+	// not released again.
+	rep, _ = runLoadJSON(t, args...)
+	if s2 := rep.Stored; !s2.Reused || s2.Indexed != 200 || s2.Release.OK+s.Release.OK > 8 {
+		t.Errorf("second run: reused %v, indexed %d, %d releases after %d", s2.Reused, s2.Indexed, s2.Release.OK, s.Release.OK)
+	}
+
+	// Another size on the same dir is refused.
+	r := runEpsctl(t, nil, "load", "--quiet", "--rounds", "0", "--stored", "300", "--dispensers", "4", "--stored-dir", dir)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "holds a fill of 200 prescriptions to 4 dispensers, not 300 to 4") {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	// A dir with something else in it is refused.
+	other := t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, "x"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = runEpsctl(t, nil, "load", "--quiet", "--rounds", "0", "--stored", "10", "--stored-dir", other)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "is not empty and holds no fill") {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestOrderGen checks the fast generator's orders: each valid, with the
+// identifiers it reports and fresh ones every time.
+func TestOrderGen(t *testing.T) {
+	one, err := oneItemOrder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	four, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		tmpl  *fhirgen.Template
+		items int
+	}{{"1 item", one, 1}, {"4 items", four, 4}} {
+		t.Run(tc.name, func(t *testing.T) {
+			og, err := newOrderGen(tc.tmpl, "A83008", "FX007")
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for i := 0; i < 3; i++ {
+				g := og.order()
+				msg, err := fhir.DecodeMessage(g.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				o, err := msg.Order(time.Now())
+				if err != nil {
+					t.Fatalf("not a valid order: %v", err)
+				}
+				if o.PrescriptionID != g.ShortID || o.BundleID != g.BundleID || o.LongID != g.LongID || o.NHSNumber != g.NHSNumber ||
+					o.Performer != "FX007" || o.Sender != "A83008" || len(o.Items) != tc.items || len(g.ItemIDs) != tc.items {
+					t.Errorf("order %+v, generated %+v", o, g)
+				}
+				for j, it := range o.Items {
+					if it.ID != g.ItemIDs[j] {
+						t.Errorf("item %d: %s, generated %s", j, it.ID, g.ItemIDs[j])
+					}
+				}
+				for _, id := range append([]string{g.ShortID, g.BundleID, g.LongID}, g.ItemIDs...) {
+					if seen[id] {
+						t.Errorf("identifier %s again", id)
+					}
+					seen[id] = true
+				}
+			}
+		})
 	}
 }

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// loadReport is everything one epsctl load run measured (--json prints it).
+type loadReport struct {
+	Settings loadSettings  `json:"settings"`
+	Intake   *intakeReport `json:"intake,omitempty"`
+	Stored   *storedReport `json:"stored,omitempty"`
+}
+
+type loadSettings struct {
+	Concurrency     []int   `json:"concurrency"`
+	PhaseSeconds    float64 `json:"phase_seconds"`
+	Rounds          int     `json:"rounds"`
+	JetStreamSync   string  `json:"jetstream_sync"`
+	URL             string  `json:"url,omitempty"`
+	AsyncWindow     int     `json:"async_window"`
+	AsyncPublishers int     `json:"async_publishers"`
+	Rate            string  `json:"rate"`
+	Stored          int     `json:"stored"`
+	Dispensers      int     `json:"dispensers"`
+	FillSync        string  `json:"fill_sync"`
+	SharedProcess   string  `json:"shared_process"`
+}
+
+// intakeReport holds the intake phases and what is computed from them.
+type intakeReport struct {
+	Order      string         `json:"order"`
+	RawHeaders string         `json:"raw_headers,omitempty"`
+	Phases     []*loadPhase   `json:"phases"`
+	Summary    []*sideSummary `json:"summary"`
+	Ratios     []*loadRatio   `json:"ratios"`
+	FixedRate  *loadPhase     `json:"fixed_rate,omitempty"`
+}
+
+// sideSummary is a side at one concurrency over the rounds: the median
+// rate and CPU, the latencies of every round's requests together.
+type sideSummary struct {
+	Side        string  `json:"side"`
+	Concurrency int     `json:"concurrency"`
+	Rounds      int     `json:"rounds"`
+	Rate        float64 `json:"median_orders_per_second"`
+	P50         float64 `json:"p50_ms"`
+	P99         float64 `json:"p99_ms"`
+	P999        float64 `json:"p99_9_ms"`
+	CPUPerOrder float64 `json:"median_cpu_us_per_order"`
+	Failed      int64   `json:"failed"`
+	Refused     int64   `json:"refused_503_429"`
+}
+
+// loadRatio is the broker's rate over another side's, per round (the same
+// round's phases) and their median.
+type loadRatio struct {
+	Name        string    `json:"name"` // broker/raw, broker/floor, broker/raw-async
+	Concurrency int       `json:"concurrency"`
+	PerRound    []float64 `json:"per_round"`
+	Median      float64   `json:"median"`
+}
+
+func (r *intakeReport) find(side string, round, conc int) *loadPhase {
+	for _, p := range r.Phases {
+		if p.Side == side && p.Round == round && (p.Concurrency == conc || side == sideRawAsync) {
+			return p
+		}
+	}
+	return nil
+}
+
+// summarise computes the summary and the ratios from the phases.
+func (r *intakeReport) summarise(concurrency []int) {
+	r.Summary, r.Ratios = nil, nil
+	type key struct {
+		side string
+		conc int
+	}
+	var keys []key
+	groups := map[key][]*loadPhase{}
+	for _, p := range r.Phases {
+		k := key{p.Side, p.Concurrency}
+		if groups[k] == nil {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], p)
+	}
+	for _, k := range keys {
+		ps := groups[k]
+		s := &sideSummary{Side: k.side, Concurrency: k.conc, Rounds: len(ps)}
+		h := newHist()
+		var rates, cpus []float64
+		for _, p := range ps {
+			h.Merge(p.hist)
+			rates, cpus = append(rates, p.Rate), append(cpus, p.CPUPerOrder)
+			s.Failed += p.Failed
+			s.Refused += p.Refused
+		}
+		s.Rate, s.CPUPerOrder = median(rates), median(cpus)
+		s.P50, s.P99, s.P999, _ = quantilesMS(h)
+		r.Summary = append(r.Summary, s)
+	}
+	rounds := 0
+	for _, p := range r.Phases {
+		rounds = max(rounds, p.Round)
+	}
+	for _, c := range concurrency {
+		for _, other := range []string{sideRaw, sideFloor, sideRawAsync} {
+			lr := &loadRatio{Name: sideBroker + "/" + other, Concurrency: c}
+			for round := 1; round <= rounds; round++ {
+				b, o := r.find(sideBroker, round, c), r.find(other, round, c)
+				if b != nil && o != nil && o.Rate > 0 {
+					lr.PerRound = append(lr.PerRound, b.Rate/o.Rate)
+				}
+			}
+			if len(lr.PerRound) > 0 {
+				lr.Median = median(lr.PerRound)
+				r.Ratios = append(r.Ratios, lr)
+			}
+		}
+	}
+}
+
+// saturated is the broker's median rate at concurrency conc.
+func (r *intakeReport) saturated(conc int) float64 {
+	for _, s := range r.Summary {
+		if s.Side == sideBroker && s.Concurrency == conc {
+			return s.Rate
+		}
+	}
+	return 0
+}
+
+func (rep *loadReport) print(w io.Writer) {
+	if r := rep.Intake; r != nil {
+		s := rep.Settings
+		fmt.Fprintf(w, "\nintake: %s; JetStream sync %s; %d round(s) of %s per phase\n", r.Order, s.JetStreamSync, s.Rounds, fmtSeconds(s.PhaseSeconds))
+		if r.RawHeaders != "" {
+			fmt.Fprintf(w, "raw side: the same bytes with the headers %s\n", r.RawHeaders)
+		}
+		fmt.Fprintf(w, "floor: an HTTP server in this process that reads the body and answers 200, the same client\n")
+		fmt.Fprintf(w, "CPU per order: this process's CPU time (getrusage) over the phase / requests; %s\n", s.SharedProcess)
+		fmt.Fprintf(w, "behind s: after a broker phase, the seconds until every consumer of the event log (the projections) had applied it; the next phase starts then\n\n")
+		fmt.Fprintf(w, "%-17s %7s %5s %10s %7s %8s %8s %8s %9s %8s %9s %9s\n", "side", "clients", "round", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU µs/o", "behind s")
+		for _, p := range r.Phases {
+			printPhase(w, p, fmt.Sprint(p.Round))
+		}
+		fmt.Fprintf(w, "\nsummary (median rate and CPU of the rounds; latencies of all rounds' requests together)\n")
+		fmt.Fprintf(w, "%-17s %7s %6s %10s %7s %8s %8s %8s %9s %9s\n", "side", "clients", "rounds", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "CPU µs/o")
+		for _, m := range r.Summary {
+			fmt.Fprintf(w, "%-17s %7s %6d %10.0f %7d %8d %8.2f %8.2f %9.2f %9.0f\n", m.Side, clients(m.Side, m.Concurrency), m.Rounds, m.Rate,
+				m.Failed, m.Refused, m.P50, m.P99, m.P999, m.CPUPerOrder)
+		}
+		if len(r.Ratios) > 0 {
+			fmt.Fprintln(w)
+		}
+		for _, lr := range r.Ratios {
+			fmt.Fprintf(w, "%-17s at %d clients: median %.2f (per round %s)\n", lr.Name, lr.Concurrency, lr.Median, fmtFloats(lr.PerRound))
+		}
+		for _, p := range append(append([]*loadPhase(nil), r.Phases...), r.FixedRate) {
+			if p != nil && p.FirstFailure != "" {
+				fmt.Fprintf(w, "first %s failure: %s\n", p.Side, p.FirstFailure)
+				break
+			}
+		}
+		if p := r.FixedRate; p != nil {
+			fmt.Fprintf(w, "\nfixed rate (open loop: latency from when each order was due): %.0f orders/s offered for %s\n", p.TargetRate, fmtSeconds(p.Seconds))
+			fmt.Fprintf(w, "%-17s %7s %5s %10s %7s %8s %8s %8s %9s %8s %9s %9s\n", "side", "sent at", "", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU µs/o", "behind s")
+			printPhase(w, p, "")
+			if p.Late > 0 {
+				fmt.Fprintf(w, "%d orders not sent: %d already in flight\n", p.Late, 8192)
+			}
+		}
+	}
+	if rep.Stored != nil {
+		rep.Stored.print(w)
+	}
+}
+
+func printPhase(w io.Writer, p *loadPhase, round string) {
+	c := clients(p.Side, p.Concurrency)
+	if p.Side == sideOpenLoop {
+		c = fmt.Sprintf("%.0f/s", p.TargetRate)
+	}
+	behind := "-"
+	if p.CatchUp >= 0 {
+		behind = fmt.Sprintf("%.2f", p.CatchUp)
+	}
+	fmt.Fprintf(w, "%-17s %7s %5s %10.0f %7d %8d %8.2f %8.2f %9.2f %8.2f %9.0f %9s\n", p.Side, c, round, p.Rate,
+		p.Failed, p.Refused, p.P50, p.P99, p.P999, p.Max, p.CPUPerOrder, behind)
+}
+
+// clients is the concurrency column: for raw-async, the window of acks.
+func clients(side string, conc int) string {
+	if side == sideRawAsync {
+		return fmt.Sprintf("w%d", conc)
+	}
+	return fmt.Sprint(conc)
+}
+
+func fmtSeconds(s float64) string {
+	out := fmt.Sprintf("%.1fs", s)
+	if strings.HasSuffix(out, ".0s") {
+		out = strings.TrimSuffix(out, ".0s") + "s"
+	}
+	return out
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func fmtFloats(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, " ")
+}
