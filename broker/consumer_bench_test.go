@@ -32,7 +32,7 @@ func BenchmarkEventLogConsumer(b *testing.B) {
 	for i := range events {
 		id := fmt.Sprintf("%06X-A83008-00000A", i)
 		rec := &rx.Prescription{ID: id, NHSNumber: "9449305552", Prescriber: "A83008", PrescriberOrg: "A83008",
-			Issue: rx.Issue{Status: rx.StatusToBeDispensed, Nominated: "FA565", Items: make([]rx.Item, 4)},
+			Issue:   rx.Issue{Status: rx.StatusToBeDispensed, Nominated: "FA565", Items: make([]rx.Item, 4)},
 			History: []rx.Event{{Type: rx.EventOrder, Org: "A83008", Status: rx.StatusToBeDispensed}}}
 		if _, err := st.appendEvent(ctx, rx.EventOrder, "b-"+id, rec, body, 0); err != nil {
 			b.Fatal(err)
