@@ -635,6 +635,11 @@ func TestLifecycle(t *testing.T) {
 
 func TestScheduler(t *testing.T) {
 	e := newEnv(t)
+	// Noon today, so that the steps below (a day and an hour, ...) fall
+	// on the days they name whatever the time the test runs.
+	e.mu.Lock()
+	e.now = time.Date(e.now.Year(), e.now.Month(), e.now.Day(), 12, 0, 0, 0, time.UTC)
+	e.mu.Unlock()
 	today := e.clock().Format(time.DateOnly)
 	later := e.order()
 	start := e.clock().AddDate(0, 0, 10).Format(time.DateOnly)
