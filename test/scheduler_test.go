@@ -22,7 +22,11 @@ import (
 // once apply each transition once; a second pass applies nothing.
 func TestSchedulerByClock(t *testing.T) {
 	var mu sync.Mutex
-	now := time.Now()
+	// Noon today (UTC), so that the steps below fall on the days they name
+	// whatever the time the test runs (near midnight, a day and an hour on
+	// reached the start date).
+	n := time.Now().UTC()
+	now := time.Date(n.Year(), n.Month(), n.Day(), 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	b := startBrokerClock(t, "", clock)
