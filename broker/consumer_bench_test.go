@@ -68,3 +68,28 @@ func BenchmarkEventLogConsumer(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCatchUpStreamInfo is what a nominated release pays to learn the
+// event log's last sequence before it waits for the ready queues
+// (TrackerProjector.CatchUp): one stream info request of EPS_EVENTS, here
+// on the embedded server with 2,000 events stored.
+//
+//	go test -run '^$' -bench CatchUpStreamInfo -count 6 ./broker/
+func BenchmarkCatchUpStreamInfo(b *testing.B) {
+	st, _, _ := notifyStore(b, 0, StorageLimits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for i := range 2000 {
+		id := fmt.Sprintf("%06X-A83008-00000B", i)
+		rec := &rx.Prescription{ID: id, Issue: rx.Issue{Status: rx.StatusToBeDispensed, Nominated: "FA565"}}
+		if _, err := st.appendEvent(ctx, rx.EventOrder, "b-"+id, rec, []byte("{}"), 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		info, err := st.events.Info(ctx)
+		if err != nil || info.State.LastSeq != 2000 {
+			b.Fatal(err)
+		}
+	}
+}
