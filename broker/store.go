@@ -93,6 +93,8 @@ type Store struct {
 	// lastSeq is the highest event log sequence this process has written:
 	// readers of projections wait for it to read their own writes.
 	lastSeq atomic.Uint64
+	// recent are the event log messages read last (readcache.go).
+	recent recentEvents
 }
 
 // LastWritten is the highest event log sequence this process has written.
@@ -359,6 +361,7 @@ func (s *Store) current(ctx context.Context, id string) (*service.Event, uint64,
 		return nil, 0, fmt.Errorf("read prescription: %w", err)
 	}
 	if ev, err := DecodeEvent(raw.Sequence, raw.Time, raw.Subject, raw.Header, raw.Data); err == nil {
+		s.recent.put(raw.Sequence, raw.Time, raw.Subject, raw.Header, raw.Data)
 		return ev, raw.Sequence, nil
 	}
 	var latest *service.Event
@@ -382,6 +385,14 @@ func (s *Store) current(ctx context.Context, id string) (*service.Event, uint64,
 // Event returns the event log message at seq; a message that is not one of
 // the broker's events (see DecodeEvent) is ErrNotFound.
 func (s *Store) Event(ctx context.Context, seq uint64) (*service.Event, error) {
+	if m, ok := s.recent.get(seq); ok {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if ev, err := DecodeEvent(m.seq, m.time, m.subject, m.header, m.data); err == nil {
+			return ev, nil
+		}
+	}
 	raw, err := s.events.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, service.ErrNotFound

@@ -80,7 +80,7 @@ func (t *trackerReads) search(ctx context.Context, p auth.Principal, q searchQue
 		}
 		pd, ok := patients[cur.Record.NHSNumber]
 		if !ok {
-			d, err := t.orderDetails(ctx, cur.Record)
+			d, err := t.orderDetails(ctx, cur)
 			if err != nil {
 				return nil, unavailable("read prescription", err)
 			}
@@ -127,7 +127,7 @@ func (t *trackerReads) detail(ctx context.Context, p auth.Principal, id string, 
 	if !ok {
 		return nil, t.refused(ctx, p, audit, noSuchIssue(cur.Record, n))
 	}
-	d, err := t.orderDetails(ctx, cur.Record)
+	d, err := t.orderDetails(ctx, cur)
 	if err != nil {
 		return nil, unavailable("read prescription", err)
 	}
@@ -174,17 +174,25 @@ func (t *trackerReads) refused(ctx context.Context, p auth.Principal, e service.
 	return refusal
 }
 
-// orderDetails decodes what the tracker shows from the original order; a
-// kept cancellation whose order has not arrived has none (nil).
-func (t *trackerReads) orderDetails(ctx context.Context, rec *rx.Prescription) (*fhir.OrderDetails, error) {
+// orderDetails decodes what the tracker shows from the original order of
+// the prescription whose current state is cur; a kept cancellation whose
+// order has not arrived has none (nil). A prescription whose current state
+// is its order's own message (nothing has happened to it since) has its
+// order in hand: it is not read again.
+func (t *trackerReads) orderDetails(ctx context.Context, cur *service.Event) (*fhir.OrderDetails, error) {
+	rec := cur.Record
 	if rec.IsEarlyCancellation() {
 		return nil, nil
 	}
-	ev, err := t.records.Event(ctx, rec.OrderSeq)
-	if err != nil {
-		return nil, err
+	body := cur.Body
+	if rec.OrderSeq != cur.Seq {
+		ev, err := t.records.Event(ctx, rec.OrderSeq)
+		if err != nil {
+			return nil, err
+		}
+		body = ev.Body
 	}
-	return fhir.DecodeOrderDetails(ev.Body)
+	return fhir.DecodeOrderDetails(body)
 }
 
 // waitForIndex waits (up to 2 s) until the index has applied everything in

@@ -349,3 +349,40 @@ func TestNominationAudit(t *testing.T) {
 		t.Errorf("the change was not made: %q", got)
 	}
 }
+
+// The tracker shows the patient and the order from the original order
+// message, whether the prescription's current state is that message
+// (nothing has happened to it since: the order is taken from the current
+// state, not read again) or a later event (the order is read by its
+// sequence).
+func TestTrackerOrderDetailsFromCurrentOrOrder(t *testing.T) {
+	f := newFixture(t)
+	untouched := f.addRx("A83008", "FA565", "9449305552")
+	d, err := fhir.DecodeOrderDetails(f.records.current[untouched.ID].Body)
+	if err != nil || d.Patient.Family == "" {
+		t.Fatalf("the fixture's order has no patient family name (%v)", err)
+	}
+	family := d.Patient.Family
+
+	// A later event on the other: its current state's message is not the order.
+	later := f.addRx("A83008", "FA565", "9449305552")
+	order := f.records.current[later.ID]
+	next := *order.Record
+	f.records.current[later.ID] = &service.Event{Seq: order.Seq + 100, Time: f.now, Event: "prescription-release",
+		MessageID: "later-message", Record: &next, Body: []byte(`{"resourceType":"Parameters"}`)}
+	// The untouched one's order can no longer be read by its sequence: its
+	// details must come from its current state.
+	delete(f.records.events, untouched.OrderSeq)
+
+	for _, id := range []string{untouched.ID, later.ID} {
+		for _, path := range []string{"/FHIR/R4/RequestGroup/" + id, "/FHIR/R4/RequestGroup?prescriptionId=" + id} {
+			w := f.do(req{method: "GET", path: path, token: tokTracker})
+			if w.Code != 200 {
+				t.Fatalf("%s: status %d: %s", path, w.Code, w.Body.String())
+			}
+			if !strings.Contains(w.Body.String(), family) || !strings.Contains(w.Body.String(), id) {
+				t.Errorf("%s: the answer lacks the order's patient (%s): %.400s", path, family, w.Body.String())
+			}
+		}
+	}
+}
