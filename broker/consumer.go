@@ -15,12 +15,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// The consumer runner: every projection of a stream (the ready queues, the
-// tracker index, the nomination reports) reads its stream through it, so
-// that decoding, retries, the dead letter, the metrics and the applied
-// sequence are written once. Notifications have no consumer of their own:
-// the queue projector's handler stores them (notify.go) before its event is
-// acknowledged. The tracker rebuild tool is no projection: it reads the event
+// The consumer runner: every consumer of a stream (the notifier, the
+// tracker index with the ready queues, the nomination reports) reads its
+// stream through it, so that decoding, retries, the dead letter, the
+// metrics and the applied sequence are written once. The notifier
+// (projector.go) stores each event's notifications (notify.go) before the
+// event is acknowledged. The tracker rebuild tool is no projection: it reads the event
 // log once with ReadStream (below), decoding with the same DecodeEvent,
 // skipping what that refuses and writing nothing, not even a dead letter.
 
@@ -40,8 +40,8 @@ const (
 // letter is written only when its subject holds none (the publish expects
 // the subject's last sequence to be 0), so a consumer that meets the same
 // message again, however much later (the tracker index rebuilt from the
-// start of the log, the nomination reports at every start, the queue
-// projector made again), finds it already there and writes no second copy.
+// start of the log, the nomination reports at every start, the notifier's
+// consumer made again), finds it already there and writes no second copy.
 // Dead letters written before this layout, on eps.dead.<consumer>, are
 // moved to it when the broker opens the stream (migrateDeadLetters).
 const (
@@ -163,6 +163,12 @@ type RunnerConfig[T any] struct {
 	// StartSeq (an in-memory projection that cannot fail to apply).
 	Durable  bool
 	StartSeq uint64
+	// HeadersOnly has the server deliver each message's headers without
+	// its data (Decode gets empty data): for projections that read only
+	// headers (the event log's Eps-Record and Eps-Event). A durable
+	// consumer made without it is updated in place. A message given up on
+	// is read in full for its dead letter.
+	HeadersOnly bool
 	// Retry is the durable consumer's retry policy (zero: DefaultRetry).
 	Retry RetryPolicy
 	// NoteFull, when not nil, is told of a dead letter refused for want
@@ -212,7 +218,8 @@ func StartRunner[T any](ctx context.Context, js jetstream.JetStream, m *Metrics,
 			MaxAckPending: 4096,
 			// The runner counts deliveries itself (MaxDeliveries) so that
 			// the last one goes to the dead letter, not silently nowhere.
-			MaxDeliver: -1,
+			MaxDeliver:  -1,
+			HeadersOnly: cfg.HeadersOnly,
 		})
 		if err == nil {
 			var info *jetstream.ConsumerInfo
@@ -221,7 +228,7 @@ func StartRunner[T any](ctx context.Context, js jetstream.JetStream, m *Metrics,
 			}
 		}
 	} else {
-		occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+		occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: cfg.HeadersOnly}
 		if cfg.Filter != "" {
 			occ.FilterSubjects = []string{cfg.Filter}
 		}
@@ -432,8 +439,24 @@ func (r *Runner[T]) finish(d *Delivery[T], err error) {
 // deadLetter copies m, with its headers and the reason, into the dead
 // letter stream, and waits for the stream to store it; stored is false when
 // the dead letter already held it.
+// A headers-only consumer's message is read in full (one direct get) first,
+// so that the dead letter holds the original's data too.
 func (r *Runner[T]) deadLetter(m jetstream.Msg, d *Delivery[T], reason error) (stored bool, err error) {
-	return WriteDeadLetter(context.Background(), r.js, r.cfg.Name, r.cfg.Stream, d.Seq, d.Delivered, m.Subject(), m.Headers(), m.Data(), reason)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, data := m.Headers(), m.Data()
+	if r.cfg.HeadersOnly {
+		st, err := r.js.Stream(ctx, r.cfg.Stream)
+		if err != nil {
+			return false, fmt.Errorf("read message %d in full for its dead letter: %w", d.Seq, err)
+		}
+		raw, err := st.GetMsg(ctx, d.Seq)
+		if err != nil {
+			return false, fmt.Errorf("read message %d in full for its dead letter: %w", d.Seq, err)
+		}
+		h, data = raw.Header, raw.Data
+	}
+	return WriteDeadLetter(ctx, r.js, r.cfg.Name, r.cfg.Stream, d.Seq, d.Delivered, m.Subject(), h, data, reason)
 }
 
 // createDeadStream creates (or updates) the dead letter stream: file

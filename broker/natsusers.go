@@ -240,7 +240,7 @@ var streamsKeyedByPatient = []string{StreamAudit, "KV_" + BucketNominations}
 
 // inspectableStreams are the streams whose info the inspect role may read.
 func inspectableStreams() []string {
-	return []string{StreamEvents, StreamQueue, StreamNotify, "KV_" + BucketRequests, "KV_" + BucketSessions, StreamDead}
+	return []string{StreamEvents, StreamNotify, "KV_" + BucketRequests, "KV_" + BucketSessions, StreamDead}
 }
 
 // Permissions returns what the user may publish and subscribe to. Anything

@@ -88,7 +88,7 @@ type pendingNotification struct {
 
 // publishNotifications stores notifications in StreamNotify, all at once,
 // and returns once every one is stored (or already was: a duplicate).
-func (p *QueueProjector) publishNotifications(ctx context.Context, ns []pendingNotification) error {
+func (p *Notifier) publishNotifications(ctx context.Context, ns []pendingNotification) error {
 	type sent struct {
 		pn    pendingNotification
 		fut   jetstream.PubAckFuture

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -16,7 +15,7 @@ import (
 )
 
 // notifyStore starts an embedded NATS server and opens the store on it.
-func notifyStore(t *testing.T, maxAge time.Duration, lim StorageLimits) (*Store, *nats.Conn, *Metrics) {
+func notifyStore(t testing.TB, maxAge time.Duration, lim StorageLimits) (*Store, *nats.Conn, *Metrics) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
@@ -36,18 +35,22 @@ func notifyStore(t *testing.T, maxAge time.Duration, lim StorageLimits) (*Store,
 	return st, n.Conn, m
 }
 
-// The queue projector stores an event's notifications on every delivery of
-// the event (it acknowledges the event only after), so a redelivered
-// event's notifications are made again: their message IDs keep each stored
-// once, and a durable consumer gets each once. Core NATS subscribers get
-// every publish (the fast path is at least once too).
+// The notifier stores an event's notifications on every delivery of the
+// event (it acknowledges the event only after), so a redelivered event's
+// notifications, or the same event's delivered to another broker instance,
+// are made again: their message IDs keep each stored once, and a durable
+// consumer gets each once. Core NATS subscribers get every publish (the
+// fast path is at least once too). It decides from the event alone:
+// prescription-ready for the event that put the prescription into its
+// dispenser's queue (an order), none for a later event that leaves it
+// there (a cancellation of one of its items).
 func TestNotifyRedeliveredEventStoredOnce(t *testing.T) {
 	st, nc, m := notifyStore(t, 0, StorageLimits{})
 	core, err := nc.SubscribeSync(SubjectNotify + ">")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &QueueProjector{store: st, metrics: m, log: zap.NewNop()}
+	instances := []*Notifier{{store: st, metrics: m, log: zap.NewNop()}, {store: st, metrics: m, log: zap.NewNop()}}
 	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	dispensed := &service.Event{Seq: 41, Time: now, Event: rx.EventDispense, Record: &rx.Prescription{
 		ID: "9918CC-A83008-DD25CB", Prescriber: "A83008", Issue: rx.Issue{Dispenser: "FA565", Status: rx.StatusWithDispenser},
@@ -57,21 +60,28 @@ func TestNotifyRedeliveredEventStoredOnce(t *testing.T) {
 		ID: "92342C-A83008-6B796T", Prescriber: "A83008", Issue: rx.Issue{Nominated: "FA565", Status: rx.StatusToBeDispensed},
 		History: []rx.Event{{Type: rx.EventOrder, Org: "A83008", Status: rx.StatusToBeDispensed}},
 	}}
+	stillReady := &service.Event{Seq: 43, Time: now, Event: rx.EventCancel, Record: &rx.Prescription{
+		ID: "92342C-A83008-6B796T", Prescriber: "A83008", Issue: rx.Issue{Nominated: "FA565", Status: rx.StatusToBeDispensed},
+		History: []rx.Event{{Type: rx.EventOrder, Org: "A83008", Status: rx.StatusToBeDispensed},
+			{Type: rx.EventCancel, Org: "A83008", Status: rx.StatusToBeDispensed}},
+	}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for delivery := 1; delivery <= 3; delivery++ {
-		if err := p.notifyTransition(ctx, dispensed); err != nil {
-			t.Fatalf("delivery %d: %v", delivery, err)
-		}
-		if err := p.notifyReady(ready); err != nil {
-			t.Fatalf("delivery %d: %v", delivery, err)
+		for _, ev := range []*service.Event{dispensed, ready, stillReady} {
+			d := &Delivery[*service.Event]{Seq: ev.Seq, Delivered: uint64(delivery), Time: ev.Time, Value: ev}
+			if err := instances[delivery%2].apply(ctx, d); err != nil {
+				t.Fatalf("delivery %d of %d: %v", delivery, ev.Seq, err)
+			}
 		}
 	}
 
 	want := map[string]string{ // subject -> message ID
-		"eps.notify.prescriber.A83008.dispense-notification": "41:prescriber:dispense-notification",
-		"eps.notify.dispenser.FA565.dispense-notification":   "41:dispenser:dispense-notification",
-		"eps.notify.dispenser.FA565.prescription-ready":      "42:dispenser:prescription-ready",
+		"eps.notify.prescriber.A83008.dispense-notification":     "41:prescriber:dispense-notification",
+		"eps.notify.dispenser.FA565.dispense-notification":       "41:dispenser:dispense-notification",
+		"eps.notify.prescriber.A83008.prescription-order":        "42:prescriber:prescription-order",
+		"eps.notify.dispenser.FA565.prescription-ready":          "42:dispenser:prescription-ready",
+		"eps.notify.prescriber.A83008.prescription-order-update": "43:prescriber:prescription-order-update",
 	}
 	s, err := st.js.Stream(ctx, StreamNotify)
 	if err != nil {
@@ -89,7 +99,8 @@ func TestNotifyRedeliveredEventStoredOnce(t *testing.T) {
 			t.Errorf("%s: message ID %q, want %q", msg.Subject, id, want[msg.Subject])
 		}
 	}
-	for _, c := range []struct{ audience, event string }{{"prescriber", rx.EventDispense}, {"dispenser", rx.EventDispense}, {"dispenser", NotifyReady}} {
+	for _, c := range []struct{ audience, event string }{{"prescriber", rx.EventDispense}, {"dispenser", rx.EventDispense}, {"dispenser", NotifyReady},
+		{"prescriber", rx.EventOrder}, {"prescriber", rx.EventCancel}} {
 		if n := counterValue(t, m, "eps_notifications_total", c.audience, c.event); n != 1 {
 			t.Errorf("eps_notifications_total{%s,%s} = %v, want 1", c.audience, c.event, n)
 		}
@@ -210,46 +221,72 @@ func TestNotifyConsumersFollowUsers(t *testing.T) {
 	}
 }
 
-// An event redelivered after the queue stream's duplicate window finds its
-// own entry queued already: its ready notification is stored then (once);
-// an entry another event made is left to that event.
-func TestNotifyQueuedAlready(t *testing.T) {
+// A deployment of an earlier version has the durable consumer
+// eps-queue-projector without headers-only: the notifier updates it in
+// place (its acknowledged position kept) and goes on from there, reading
+// headers only.
+func TestNotifierUpdatesTheConsumerInPlace(t *testing.T) {
 	st, _, m := notifyStore(t, 0, StorageLimits{})
-	p := &QueueProjector{store: st, metrics: m, log: zap.NewNop()}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ev := func(seq uint64, id string) *service.Event {
-		return &service.Event{Seq: seq, Time: time.Now(), Event: rx.EventOrder, Record: &rx.Prescription{
-			ID: id, Prescriber: "A83008", Issue: rx.Issue{Nominated: "FA565", Status: rx.StatusToBeDispensed}}}
+	publish := func(id string) uint64 {
+		rec := `{"id":"` + id + `","prescriber":"A83008","status":"0001","nominated":"FA565","history":[{"type":"prescription-order","org":"A83008","status":"0001"}]}`
+		msg := &nats.Msg{Subject: SubjectRx + id, Data: make([]byte, 16<<10), Header: nats.Header{}}
+		msg.Header.Set(HeaderEvent, rx.EventOrder)
+		msg.Header.Set(HeaderRecord, rec)
+		ack, err := st.js.PublishMsg(ctx, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
 	}
-	for _, e := range []struct {
-		id  string
-		seq uint64
-	}{{"OWN", 7}, {"OTHER", 3}} {
-		data, _ := json.Marshal(queueMsg{PrescriptionID: e.id, EventSeq: e.seq})
-		if _, err := st.js.Publish(ctx, QueueSubject("FA565", e.id), data); err != nil {
+	publish("OLD1")
+	// The consumer as the earlier version made it, with OLD1 acknowledged.
+	old, err := st.js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{Durable: ConsumerQueueProjector,
+		AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy, AckWait: 30 * time.Second,
+		MaxAckPending: 4096, MaxDeliver: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := old.Fetch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for msg := range msgs.Messages() {
+		if len(msg.Data()) != 16<<10 {
+			t.Fatalf("the earlier consumer got %d bytes of data", len(msg.Data()))
+		}
+		if err := msg.DoubleAck(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for i := 0; i < 2; i++ {
-		for _, e := range []*service.Event{ev(7, "OWN"), ev(9, "OTHER"), ev(11, "GONE")} {
-			if err := p.notifyQueuedAlready(e); err != nil {
-				t.Fatal(err)
-			}
-		}
+	seq := publish("NEW1")
+	n, err := StartNotifier(ctx, st, m, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	if err := n.WaitApplied(ctx, seq); err != nil {
+		t.Fatal(err)
+	}
+	c, err := st.js.Consumer(ctx, StreamEvents, ConsumerQueueProjector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := c.CachedInfo(); !info.Config.HeadersOnly {
+		t.Errorf("consumer not updated to headers only: %+v", info.Config)
 	}
 	s, err := st.js.Stream(ctx, StreamNotify)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := s.CachedInfo().State.Msgs; n != 1 {
-		t.Fatalf("%d notifications, want 1", n)
+	if _, err := s.GetLastMsgForSubject(ctx, DispenserNotifySubject("FA565", NotifyReady)); err != nil {
+		t.Errorf("no ready notification of the event after the update: %v", err)
 	}
-	msg, err := s.GetMsg(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
+	if _, err := s.GetLastMsgForSubject(ctx, PrescriberNotifySubject("A83008", rx.EventOrder)); err != nil {
+		t.Errorf("no order notification: %v", err)
 	}
-	if id := msg.Header.Get(nats.MsgIdHdr); id != "7:dispenser:prescription-ready" {
-		t.Errorf("notification %s", id)
+	if info, _ := s.Info(ctx); info.State.Msgs != 2 {
+		t.Errorf("%d notifications, want 2 (only the event after the acknowledged one)", info.State.Msgs)
 	}
 }

@@ -9,7 +9,7 @@ import (
 // The JetStream adapter implements the service ports (broker/service).
 var (
 	_ service.Prescriptions = (*Store)(nil)
-	_ service.ReadyQueues   = (*Store)(nil)
+	_ service.ReadyQueues   = (*TrackerProjector)(nil)
 	_ service.Nominations   = (*Store)(nil)
 	_ service.Metrics       = (*Metrics)(nil)
 )

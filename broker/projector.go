@@ -2,11 +2,8 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/service"
+	"github.com/nhs-eps/epsbroker/tracker"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
@@ -36,29 +34,36 @@ type Notification struct {
 // queue.
 const NotifyReady = "prescription-ready"
 
-// QueueProjector keeps the dispensers' ready queues (StreamQueue) from the
-// event log, and publishes a notification when a prescription enters a queue.
-// It consumes the log through a durable consumer, so after a restart it goes
-// on where it stopped; every step is idempotent, so a redelivered event does
-// no harm.
-type QueueProjector struct {
-	store    *Store
-	nc       *nats.Conn
-	metrics  *Metrics
-	log      *zap.Logger
-	runner   *Runner[*service.Event]
-	inflight sync.WaitGroup // enqueues not yet acknowledged by the queue stream
+// Notifier publishes the notifications of every event of the log: to the
+// prescribing organisation and the dispenser concerned about each
+// transition, and prescription-ready to a dispenser when an event puts a
+// prescription into its ready queue (tracker.EnteredQueue). It consumes the
+// log through the durable consumer eps-queue-projector (the name it had
+// when it also kept the queues' stream, so existing deployments go on where
+// it stopped), shared by every broker instance; an event is acknowledged
+// once StreamNotify has stored its notifications, so each is stored at
+// least once, and their message IDs keep a redelivered event's from being
+// stored twice. It decides from the event alone (its type and the record
+// after it, from the headers: the consumer is headers-only), never from
+// the prescription's current state, so a redelivery, or a delivery to
+// another instance, makes the same notifications.
+type Notifier struct {
+	store   *Store
+	metrics *Metrics
+	log     *zap.Logger
+	runner  *Runner[*service.Event]
 }
 
-// StartQueueProjector creates (or resumes) the durable consumer and starts
-// applying events.
-func StartQueueProjector(ctx context.Context, store *Store, nc *nats.Conn, m *Metrics, log *zap.Logger) (*QueueProjector, error) {
-	p := &QueueProjector{store: store, nc: nc, metrics: m, log: log}
+// StartNotifier creates (or resumes, updating its configuration in place)
+// the durable consumer and starts publishing.
+func StartNotifier(ctx context.Context, store *Store, m *Metrics, log *zap.Logger) (*Notifier, error) {
+	p := &Notifier{store: store, metrics: m, log: log}
 	r, err := StartRunner(ctx, store.js, m, log, RunnerConfig[*service.Event]{
 		Name:        ConsumerQueueProjector,
-		Description: "keeps EPS_QUEUE (dispensers' ready queues) and publishes eps.notify.dispenser.*",
+		Description: "publishes the notifications of each event (eps.notify.>) to EPS_NOTIFY",
 		Stream:      StreamEvents,
 		Durable:     true,
+		HeadersOnly: true,
 		Decode:      DecodeEvent,
 		Apply:       p.apply,
 		NoteFull:    store.NoteStorageFull,
@@ -85,155 +90,36 @@ func DecodeEvent(seq uint64, t time.Time, subject string, h nats.Header, data []
 	return ev, nil
 }
 
-// Running reports whether the projector is consuming.
-func (p *QueueProjector) Running() bool { return p.runner.Running() }
+// Running reports whether the notifier is consuming.
+func (p *Notifier) Running() bool { return p.runner.Running() }
 
-// State is the projector's consumer state (its applied sequence).
-func (p *QueueProjector) State() RunnerState { return p.runner.State() }
+// State is the notifier's consumer state (its applied sequence).
+func (p *Notifier) State() RunnerState { return p.runner.State() }
 
-// WaitApplied returns once every event up to seq is in the queues.
-func (p *QueueProjector) WaitApplied(ctx context.Context, seq uint64) error {
+// WaitApplied returns once the notifications of every event up to seq are
+// stored.
+func (p *Notifier) WaitApplied(ctx context.Context, seq uint64) error {
 	return p.runner.WaitApplied(ctx, seq)
 }
 
 // Stop stops consuming and waits (at most 15 s) for the events in hand;
 // events not yet acknowledged are redelivered later.
-func (p *QueueProjector) Stop() { p.runner.Stop() }
+func (p *Notifier) Stop() { p.runner.Stop() }
 
-// apply brings the queues in line with the prescription of event d.
-func (p *QueueProjector) apply(ctx context.Context, d *Delivery[*service.Event]) error {
+// apply stores the notifications of event d (transitionNotifications, and
+// prescription-ready when it put the prescription into a queue) and
+// returns once StreamNotify has stored them all; the event is acknowledged
+// only then.
+func (p *Notifier) apply(ctx context.Context, d *Delivery[*service.Event]) error {
 	ev := d.Value
-	// Apply the prescription's current state, not this event's: events may
-	// be handled out of order (a redelivery, or another broker instance
-	// sharing this consumer), and the current state is what the queues must
-	// show.
-	cur, err := p.store.Current(ctx, ev.Record.ID)
-	if err != nil {
-		return err
+	ns := transitionNotifications(ev)
+	if tracker.EnteredQueue(ev.Event, ev.Record) {
+		ns = append(ns, readyNotification(ev))
 	}
-	if cur.Seq < ev.Seq {
-		// Read from a replica that is behind: try again later.
-		return fmt.Errorf("current state of %s is behind event %d", ev.Record.ID, ev.Seq)
-	}
-	// Every delivery stores the event's notifications (at least once: the
-	// event is acknowledged only after); their message IDs keep a
-	// redelivered event's notifications from being stored twice.
-	if err := p.notifyTransition(ctx, ev); err != nil {
-		return err
-	}
-	if cur.Seq > ev.Seq {
-		p.metrics.Projected.WithLabelValues("queue", "superseded").Inc()
-	}
-	newIssue := ev.Event == rx.EventReady && d.Delivered == 1 && cur.Record.IssueNumber() > 1
-	ev = cur
-	if !ev.Record.Ready() {
-		// Leaving the queues: wait for the enqueues in flight first, so that a
-		// purge is never overtaken by an earlier event's enqueue.
-		p.inflight.Wait()
-		if err := p.purge(ctx, ev.Record.ID); err != nil {
-			return err
-		}
-		p.metrics.Projected.WithLabelValues("queue", "applied").Inc()
+	if len(ns) == 0 {
 		return nil
 	}
-	if newIssue {
-		// A repeat dispensing issue has just become ready: an entry left by
-		// an earlier issue (one that expired in a queue, or whose patient
-		// has since nominated elsewhere) goes first, so that the new issue
-		// takes its place at the back of its dispenser's queue and the
-		// dispenser is told. Only on the first delivery: a redelivered event
-		// must not remove the entry its first delivery made.
-		p.inflight.Wait()
-		if err := p.purge(ctx, ev.Record.ID); err != nil {
-			return err
-		}
-	}
-	if err := p.enqueue(ev, d.Finish); err != nil {
-		return err
-	}
-	return ErrApplyPending
-}
-
-// enqueue puts a ready prescription in its dispenser's queue, without
-// waiting: the event is finished (acknowledged), and the dispenser
-// notified, once the queue stream has stored the entry. The entry's message
-// ID makes a redelivered event's enqueue a no-op.
-func (p *QueueProjector) enqueue(ev *service.Event, finish func(error)) error {
-	rec := ev.Record
-	data, _ := json.Marshal(queueMsg{PrescriptionID: rec.ID, EventSeq: ev.Seq, Issue: rec.Number})
-	msg := &nats.Msg{Subject: QueueSubject(rec.Nominated, rec.ID), Data: data, Header: nats.Header{}}
-	msg.Header.Set("Eps-Event-Seq", strconv.FormatUint(ev.Seq, 10))
-	start := time.Now()
-	// Only into an empty place: a prescription already queued keeps its
-	// place (oldest first), whatever later events say about it.
-	fut, err := p.store.js.PublishMsgAsync(msg, jetstream.WithMsgID(rec.ID+":"+strconv.FormatUint(ev.Seq, 10)),
-		jetstream.WithExpectStream(StreamQueue), jetstream.WithExpectLastSequencePerSubject(0))
-	if err != nil {
-		return fmt.Errorf("enqueue: %w", err)
-	}
-	p.inflight.Add(1)
-	go func() {
-		defer p.inflight.Done()
-		select {
-		case <-fut.Ok():
-			p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "ok").Observe(time.Since(start).Seconds())
-			// Also when the entry was stored by an earlier delivery of this
-			// event (a duplicate): its notification may not have been.
-			if err := p.notifyReady(ev); err != nil {
-				finish(err)
-				return
-			}
-			p.metrics.Projected.WithLabelValues("queue", "applied").Inc()
-			finish(nil)
-		case err := <-fut.Err():
-			if isWrongLastSequence(err) {
-				p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "queued_already").Observe(time.Since(start).Seconds())
-				// Already in the queue, in its place. If this event put it
-				// there (a redelivery after the queue's duplicate window),
-				// its notification may not have been stored yet.
-				if err := p.notifyQueuedAlready(ev); err != nil {
-					finish(err)
-					return
-				}
-				p.metrics.Projected.WithLabelValues("queue", "applied").Inc()
-				finish(nil)
-				return
-			}
-			p.metrics.JetStreamPublish.WithLabelValues(StreamQueue, "error").Observe(time.Since(start).Seconds())
-			finish(fmt.Errorf("enqueue: %w", err))
-		}
-	}()
-	return nil
-}
-
-// notifyReady tells the dispenser that a prescription has entered its
-// ready queue (eps.notify.dispenser.<ODS>.prescription-ready), and returns
-// once StreamNotify has stored it.
-func (p *QueueProjector) notifyReady(ev *service.Event) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	return p.publishNotifications(ctx, []pendingNotification{readyNotification(ev)})
-}
-
-// notifyQueuedAlready stores the ready notification of an event whose
-// enqueue found the prescription queued already, when the entry is this
-// event's own: an earlier delivery of the event stored it and stopped
-// before its notification was stored.
-func (p *QueueProjector) notifyQueuedAlready(ev *service.Event) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	raw, err := p.store.queue.GetLastMsgForSubject(ctx, QueueSubject(ev.Record.Nominated, ev.Record.ID))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil // dequeued since
-	}
-	if err != nil {
-		return fmt.Errorf("read queue entry: %w", err)
-	}
-	var e queueMsg
-	if json.Unmarshal(raw.Data, &e) != nil || e.EventSeq != ev.Seq {
-		return nil // another event's entry: that event notified
-	}
-	return p.publishNotifications(ctx, []pendingNotification{readyNotification(ev)})
+	return p.publishNotifications(ctx, ns)
 }
 
 // readyNotification is the prescription-ready notification of ev, whose
@@ -243,17 +129,6 @@ func readyNotification(ev *service.Event) pendingNotification {
 	n := Notification{Event: NotifyReady, PrescriptionID: rec.ID, Status: rec.Status, Dispenser: rec.Nominated, Time: ev.Time, EventSeq: ev.Seq,
 		Issue: rec.Number}
 	return pendingNotification{"dispenser", DispenserNotifySubject(rec.Nominated, NotifyReady), n}
-}
-
-// notifyTransition tells the prescribing organisation, and the dispenser
-// concerned, about every event (transitionNotifications), and returns once
-// StreamNotify has stored them; delivery is at least once.
-func (p *QueueProjector) notifyTransition(ctx context.Context, ev *service.Event) error {
-	ns := transitionNotifications(ev)
-	if len(ns) == 0 {
-		return nil
-	}
-	return p.publishNotifications(ctx, ns)
 }
 
 // transitionNotifications are the notifications of an event: to the
@@ -287,6 +162,27 @@ func transitionNotifications(ev *service.Event) []pendingNotification {
 	return ns
 }
 
-func (p *QueueProjector) purge(ctx context.Context, id string) error {
-	return p.store.Dequeue(ctx, "*", id)
+// RemoveLegacyQueue deletes the stream EPS_QUEUE, which held the ready
+// queues before they were kept in memory from the event log (the tracker
+// index): nothing reads or writes it any more, and everything it held is
+// in the event log. A broker that finds it removes it, and says so; with no
+// such stream it costs one stream info request. A stream it cannot remove
+// (credentials without the right, on an external server) is left, with a
+// warning: it only takes room. Every broker instance sharing the log must
+// run this version first: an earlier one still writes and reads the stream.
+func RemoveLegacyQueue(ctx context.Context, s *Store, log *zap.Logger) {
+	st, err := s.js.Stream(ctx, legacyStreamQueue)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return
+	}
+	if err == nil {
+		info := st.CachedInfo()
+		if err = s.js.DeleteStream(ctx, legacyStreamQueue); err == nil || errors.Is(err, jetstream.ErrStreamNotFound) {
+			log.Info("removed the stream "+legacyStreamQueue+": the ready queues are kept in memory from the event log now",
+				zap.Uint64("entries", info.State.Msgs), zap.Uint64("bytes", info.State.Bytes))
+			return
+		}
+	}
+	log.Warn("the stream "+legacyStreamQueue+" is no longer used (the ready queues are kept in memory from the event log) but could not be removed; "+
+		"remove it with: nats stream rm "+legacyStreamQueue, zap.Error(err))
 }

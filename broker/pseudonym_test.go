@@ -13,7 +13,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/service"
 )
 
-func testPseudonyms(t *testing.T, b byte) *Pseudonyms {
+func testPseudonyms(t testing.TB, b byte) *Pseudonyms {
 	t.Helper()
 	p, err := NewPseudonyms(bytes.Repeat([]byte{b}, 32))
 	if err != nil {

@@ -31,13 +31,10 @@ const (
 	StreamEvents = "EPS_EVENTS"
 	// SubjectRx is the subject prefix of the event log: eps.rx.<short ID>.
 	SubjectRx = "eps.rx."
-	// StreamQueue holds each dispenser's ready queue: one message per
-	// prescription ready for nominated release, on
-	// eps.queue.<dispenser ODS>.<short ID>, in arrival order (oldest first).
-	// It is a projection of StreamEvents and can be rebuilt from it.
-	StreamQueue = "EPS_QUEUE"
-	// SubjectQueue is the subject prefix of the ready queues.
-	SubjectQueue = "eps.queue."
+	// legacyStreamQueue held the dispensers' ready queues before they
+	// were kept in memory (the tracker index): a broker that finds it
+	// removes it (removeLegacyQueue).
+	legacyStreamQueue = "EPS_QUEUE"
 	// SubjectNotifyDispenser is the prefix of the per-dispenser notification
 	// subjects: eps.notify.dispenser.<ODS>.<event>.
 	SubjectNotifyDispenser = "eps.notify.dispenser."
@@ -46,7 +43,10 @@ const (
 	SubjectNotifyPrescriber = "eps.notify.prescriber."
 	// BucketRequests remembers X-Request-ID keys and their answers.
 	BucketRequests = "EPS_REQUESTS"
-	// ConsumerQueueProjector is the durable consumer that keeps StreamQueue.
+	// ConsumerQueueProjector is the durable consumer of StreamEvents that
+	// stores each event's notifications (notify.go). It kept the ready
+	// queues' stream before the queues moved into memory, and keeps its
+	// name so that existing deployments go on where it stopped.
 	ConsumerQueueProjector = "eps-queue-projector"
 	// StreamAudit records every tracker look-up on
 	// eps.audit.<NHS number or "none">.<user key>.
@@ -72,7 +72,6 @@ const (
 type Store struct {
 	js          jetstream.JetStream
 	events      jetstream.Stream
-	queue       jetstream.Stream
 	requests    jetstream.KeyValue
 	audit       jetstream.Stream
 	sessions    jetstream.KeyValue
@@ -176,26 +175,6 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err != nil {
 		return nil, limitError(StreamEvents, "events-max-bytes", lim.Events, err)
 	}
-	queue, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              StreamQueue,
-		Description:       "Dispensers' ready queues (projection of EPS_EVENTS): eps.queue.<ODS>.<prescription ID>",
-		Subjects:          []string{SubjectQueue + ">"},
-		Storage:           jetstream.FileStorage,
-		Replicas:          cfg.Replicas,
-		MaxMsgsPerSubject: 1,
-		Duplicates:        10 * time.Minute,
-		AllowDirect:       true,
-		MaxBytes:          natsLimit(lim.Queue),
-		// A full queue stream refuses new entries (the projection retries)
-		// rather than dropping the oldest prescriptions from their queues.
-		Discard: jetstream.DiscardNew,
-		// Entries leave a queue by a purge of their subject (Dequeue), never
-		// by deleting a message.
-		DenyDelete: true,
-	})
-	if err != nil {
-		return nil, limitError(StreamQueue, "queue-max-bytes", lim.Queue, err)
-	}
 	if _, err := openNotify(ctx, js, cfg.Replicas, cfg.NotifyMaxAge, lim.Notify); err != nil {
 		return nil, limitError(StreamNotify, "notify-max-bytes", lim.Notify, err)
 	}
@@ -250,7 +229,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err := limitStream(ctx, js, "KV_"+BucketNominations, lim.Nominations); err != nil {
 		return nil, limitError("KV_"+BucketNominations, "nominations-max-bytes", lim.Nominations, err)
 	}
-	st := &Store{js: js, events: events, queue: queue, requests: requests, audit: audit, sessions: sessions,
+	st := &Store{js: js, events: events, requests: requests, audit: audit, sessions: sessions,
 		nominations: nominations, metrics: m, maxMsg: int(min(cfg.MaxMessage, eventsMsg)), limits: lim}
 	st.full.m = map[string]time.Time{}
 	st.commit = newCommitter(st, cfg.CommitMaxPending)
@@ -440,51 +419,6 @@ func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*service
 	return ev, nil
 }
 
-// ReadyQueue lists up to limit prescriptions waiting in a dispenser's ready
-// queue, oldest first. It reads with direct gets of the next message for the
-// dispenser's subjects, so it leaves no consumer behind.
-func (s *Store) ReadyQueue(ctx context.Context, ods string, limit int) ([]service.QueueEntry, error) {
-	return s.ReadyQueueFrom(ctx, ods, 1, limit)
-}
-
-// ReadyQueueFrom is ReadyQueue from queue stream sequence from on (to page
-// through a queue).
-func (s *Store) ReadyQueueFrom(ctx context.Context, ods string, from uint64, limit int) ([]service.QueueEntry, error) {
-	out := make([]service.QueueEntry, 0, min(limit, 64))
-	filter := QueueSubject(ods, "*")
-	for seq := max(from, 1); len(out) < limit; {
-		m, err := s.queue.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read queue: %w", err)
-		}
-		var e queueMsg
-		if err := json.Unmarshal(m.Data, &e); err != nil {
-			return nil, fmt.Errorf("queue entry %d: %w", m.Sequence, err)
-		}
-		out = append(out, service.QueueEntry{PrescriptionID: e.PrescriptionID, EventSeq: e.EventSeq, QueueSeq: m.Sequence, Queued: m.Time})
-		seq = m.Sequence + 1
-	}
-	return out, nil
-}
-
-// Dequeue removes a prescription's entry from a dispenser's ready queue
-// (ods "*": from every queue).
-func (s *Store) Dequeue(ctx context.Context, ods, id string) error {
-	if err := s.queue.Purge(ctx, jetstream.WithPurgeSubject(QueueSubject(ods, id))); err != nil {
-		return fmt.Errorf("dequeue: %w", err)
-	}
-	return nil
-}
-
-type queueMsg struct {
-	PrescriptionID string `json:"prescriptionId"`
-	EventSeq       uint64 `json:"eventSeq"`
-	Issue          int    `json:"issue,omitempty"` // the repeat dispensing issue queued
-}
-
 // Healthy reports whether the store's streams answer.
 func (s *Store) Healthy(ctx context.Context) error {
 	_, err := s.events.Info(ctx)
@@ -492,13 +426,13 @@ func (s *Store) Healthy(ctx context.Context) error {
 }
 
 // SubjectToken maps an ODS code to the one NATS subject token that stands
-// for it in every subject the broker builds (queues, notifications). Spine
+// for it in every subject the broker builds (notifications). Spine
 // allows ODS codes of 1 to 8 letters, digits and '-', which are safe in a
 // subject and stay as they are; a code holding anything else (which
 // validation should have refused, but subjects do not rely on it) is
 // encoded as '_' and the hexadecimal of its bytes, which holds no '.', '*',
 // '>' or white space and cannot be the token of another code ('_' is not an
-// ODS character). "*" is the wildcard, as in Dequeue.
+// ODS character). "*" stays the wildcard.
 func SubjectToken(ods string) string {
 	if ods == "*" {
 		return ods
@@ -513,10 +447,6 @@ func SubjectToken(ods string) string {
 	}
 	return "_" + hex.EncodeToString([]byte(ods))
 }
-
-// QueueSubject is the subject of a prescription in a dispenser's ready
-// queue: eps.queue.<ODS token>.<prescription ID> (id "*": the whole queue).
-func QueueSubject(ods, id string) string { return SubjectQueue + SubjectToken(ods) + "." + id }
 
 // DispenserNotifySubject is eps.notify.dispenser.<ODS token>.<event>.
 func DispenserNotifySubject(ods, event string) string {

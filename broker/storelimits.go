@@ -15,7 +15,7 @@ import (
 // number of bytes, 0 for an automatic share of Budget (StorageShares), -1 for
 // no limit.
 type StorageLimits struct {
-	Events, Audit, Queue, Requests, Sessions, Nominations int64
+	Events, Audit, Requests, Sessions, Nominations int64
 	// Notify is the notification stream EPS_NOTIFY's limit (issue 12): a
 	// full EPS_NOTIFY drops its oldest notifications (see notify.go).
 	Notify int64
@@ -33,9 +33,10 @@ type StorageLimits struct {
 }
 
 // StorageShares are the automatic limits, as shares of the budget: together
-// 95%, leaving room for the server's own files.
-var StorageShares = struct{ Events, Audit, Queue, Requests, Sessions, Nominations, Notify, Dead float64 }{
-	Events: 0.50, Audit: 0.15, Queue: 0.05, Requests: 0.10, Sessions: 0.01, Nominations: 0.10, Notify: 0.03, Dead: 0.01,
+// 90%, leaving room for the server's own files (the 5% the ready queues'
+// stream EPS_QUEUE had is left free since the queues are kept in memory).
+var StorageShares = struct{ Events, Audit, Requests, Sessions, Nominations, Notify, Dead float64 }{
+	Events: 0.50, Audit: 0.15, Requests: 0.10, Sessions: 0.01, Nominations: 0.10, Notify: 0.03, Dead: 0.01,
 }
 
 // minAutoBytes is the least an automatic limit gives a stream.
@@ -67,7 +68,6 @@ func resolveLimits(ctx context.Context, js jetstream.JetStream, in StorageLimits
 	}
 	auto(&out.Events, StorageShares.Events)
 	auto(&out.Audit, StorageShares.Audit)
-	auto(&out.Queue, StorageShares.Queue)
 	auto(&out.Requests, StorageShares.Requests)
 	auto(&out.Sessions, StorageShares.Sessions)
 	auto(&out.Nominations, StorageShares.Nominations)
@@ -220,7 +220,7 @@ func (s *Store) storedStreams() []struct {
 		name  string
 		limit int64
 	}{
-		{StreamEvents, l.Events}, {StreamAudit, l.Audit}, {StreamQueue, l.Queue},
+		{StreamEvents, l.Events}, {StreamAudit, l.Audit},
 		{"KV_" + BucketRequests, l.Requests}, {"KV_" + BucketSessions, l.Sessions}, {"KV_" + BucketNominations, l.Nominations},
 		{StreamNotify, l.Notify},
 		{StreamDead, l.Dead},

@@ -51,6 +51,12 @@ func StartTrackerProjector(ctx context.Context, store *Store, m *Metrics, log *z
 	switch err := p.Index.LoadSnapshot(p.path); {
 	case errors.Is(err, tracker.ErrNoSnapshot):
 		log.Info("tracker index: no snapshot; building it from the event log", zap.Uint64("events", info.State.Msgs))
+	case errors.Is(err, tracker.ErrSnapshotFormat):
+		// E.g. a snapshot written before the ready queues were part of
+		// the index: the queues are rebuilt with it.
+		log.Warn("tracker index: the snapshot is of another format; rebuilding the index and the ready queues from the event log",
+			zap.Error(err), zap.Uint64("events", info.State.Msgs))
+		p.Index = tracker.NewIndex()
 	case err != nil:
 		log.Warn("tracker index: snapshot unreadable; rebuilding from the event log", zap.Error(err))
 		p.Index = tracker.NewIndex()
@@ -71,9 +77,11 @@ func StartTrackerProjector(ctx context.Context, store *Store, m *Metrics, log *z
 		Name:     ConsumerTrackerIndex,
 		Stream:   StreamEvents,
 		StartSeq: p.Index.Applied() + 1,
-		Decode:   p.decode,
-		Apply:    p.apply,
-		NoteFull: store.NoteStorageFull,
+		// The index and the queues read only the Eps-Record header.
+		HeadersOnly: true,
+		Decode:      p.decode,
+		Apply:       p.apply,
+		NoteFull:    store.NoteStorageFull,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tracker: %w", err)
@@ -116,6 +124,39 @@ func (p *TrackerProjector) State() RunnerState { return p.runner.State() }
 // answers a search: everything in the log when the broker started, and
 // everything this broker has written since.
 func (p *TrackerProjector) MustReach() uint64 { return max(p.target, p.store.LastWritten()) }
+
+// CatchUp returns once the index, and so the ready queues, hold every event
+// the event log held when it was called: the stream's last sequence (one
+// stream info request), or the last this broker wrote if that is later.
+// An order acknowledged before the call, by this broker or another one
+// sharing the log, is then in its dispenser's queue (service.ReadyQueues).
+func (p *TrackerProjector) CatchUp(ctx context.Context) error {
+	target := p.store.LastWritten()
+	info, err := p.store.events.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("event log's last sequence: %w", err)
+	}
+	target = max(target, info.State.LastSeq)
+	if err := p.Index.WaitApplied(ctx, target); err != nil {
+		return fmt.Errorf("ready queues at event %d of %d: %w", p.Index.Applied(), target, err)
+	}
+	return nil
+}
+
+// ReadyQueue lists up to limit entries of a dispenser's ready queue as the
+// index holds it now, oldest first, from queue place from on
+// (service.ReadyQueues).
+func (p *TrackerProjector) ReadyQueue(ods string, from uint64, limit int) []service.QueueEntry {
+	return toQueueEntries(p.Index.ReadyQueue(ods, from, limit))
+}
+
+func toQueueEntries(es []tracker.QueueEntry) []service.QueueEntry {
+	out := make([]service.QueueEntry, len(es))
+	for i, e := range es {
+		out[i] = service.QueueEntry{PrescriptionID: e.ID, Issue: e.Issue, QueueSeq: e.Seq}
+	}
+	return out
+}
 
 func (p *TrackerProjector) saveLoop() {
 	defer p.done.Done()

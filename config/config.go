@@ -75,7 +75,6 @@ type Config struct {
 	// at which eps_storage_alert fires and /readyz warns.
 	EventsMaxBytes      int64
 	AuditMaxBytes       int64
-	QueueMaxBytes       int64
 	RequestsMaxBytes    int64
 	SessionsMaxBytes    int64
 	NominationsMaxBytes int64
@@ -252,7 +251,6 @@ const MinStreamBytes = 64 << 10
 var storageSettings = []setting{
 	{"events-max-bytes", "most bytes the event log EPS_EVENTS keeps (e.g. 200GiB): when full, new prescriptions and updates answer 507 and nothing stored is dropped; 'auto' is 50% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.EventsMaxBytes })},
 	{"audit-max-bytes", "most bytes the audit trail EPS_AUDIT keeps (full: tracker reads answer 507); 'auto' is 15% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.AuditMaxBytes })},
-	{"queue-max-bytes", "most bytes the ready queues EPS_QUEUE keep; 'auto' is 5% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.QueueMaxBytes })},
 	{"requests-max-bytes", "most bytes the X-Request-ID bucket EPS_REQUESTS keeps; 'auto' is 10% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.RequestsMaxBytes })},
 	{"sessions-max-bytes", "most bytes the tracker session bucket EPS_SESSIONS keeps; 'auto' is 1% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.SessionsMaxBytes })},
 	{"nominations-max-bytes", "most bytes the nominations bucket EPS_NOMINATIONS keeps (every revision); 'auto' is 10% of the JetStream storage, 'none' no limit", "auto", size(func(c *Config) *int64 { return &c.NominationsMaxBytes })},

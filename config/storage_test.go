@@ -33,13 +33,14 @@ func TestStorageSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.EventsMaxBytes != 200<<30 || c.AuditMaxBytes != -1 || c.QueueMaxBytes != 0 || c.StorageAlert != 0.9 {
+	if c.EventsMaxBytes != 200<<30 || c.AuditMaxBytes != -1 || c.RequestsMaxBytes != 0 || c.StorageAlert != 0.9 {
 		t.Errorf("got %+v", c)
 	}
 	if d := Default(); d.EventsMaxBytes != 0 || d.StorageAlert != 0.8 {
 		t.Errorf("defaults: events %d, alert %v", d.EventsMaxBytes, d.StorageAlert)
 	}
-	for _, bad := range [][]string{{"--storage-alert", "1"}, {"--storage-alert", "0"}, {"--events-max-bytes", "10KiB"}} {
+	for _, bad := range [][]string{{"--storage-alert", "1"}, {"--storage-alert", "0"}, {"--events-max-bytes", "10KiB"},
+		{"--queue-max-bytes", "1GiB"}} { // removed with the ready queues' stream (issue 13)
 		if _, err := Load(bad, func(string) string { return "" }, &strings.Builder{}); err == nil {
 			t.Errorf("%v accepted", bad)
 		}

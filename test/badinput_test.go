@@ -278,7 +278,7 @@ func TestPostDatedOrder(t *testing.T) {
 		t.Fatalf("status %v %v, want 9001", cur, err)
 	}
 	b.settle()
-	if q, _ := b.App.Store.ReadyQueue(t.Context(), g.Performer, 25); len(q) != 0 {
+	if q, _ := b.readyQueue(t.Context(), g.Performer, 25); len(q) != 0 {
 		t.Errorf("post-dated order in the queue: %+v", q)
 	}
 }

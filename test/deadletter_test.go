@@ -54,7 +54,7 @@ func TestDeadLetter(t *testing.T) {
 	second := postOrders(t, b, 1, fhirgen.Options{})[0]
 	b.settle()
 	for _, g := range []*fhirgen.Generated{first, second} {
-		q, err := b.App.Store.ReadyQueue(ctx, g.Performer, 25)
+		q, err := b.readyQueue(ctx, g.Performer, 25)
 		if err != nil {
 			t.Fatal(err)
 		}

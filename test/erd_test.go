@@ -711,7 +711,7 @@ func TestERDQueueAfterExpiredIssue(t *testing.T) {
 		b.settle()
 		c.tick(c.record().ExpiresAt) // issue 1 expires unreleased: the later issues with it
 		c.expect("issue 1 expired", 3, "0004", "0004", "0004")
-		if q, _ := b.App.Store.ReadyQueue(context.Background(), pharmacy, 25); len(q) != 0 {
+		if q, _ := b.readyQueue(context.Background(), pharmacy, 25); len(q) != 0 {
 			t.Errorf("the pharmacy's queue still holds %+v", q)
 		}
 		if ids, _ := c.releaseNominated(pharmacy); len(ids) != 0 {
@@ -752,12 +752,12 @@ func TestERDQueueAfterExpiredIssue(t *testing.T) {
 				t.Fatalf("%s was not told that issue 2 is ready", want)
 			}
 			ctx := context.Background()
-			if q, _ := b.App.Store.ReadyQueue(ctx, pharmacy, 25); moved && len(q) != 0 {
+			if q, _ := b.readyQueue(ctx, pharmacy, 25); moved && len(q) != 0 {
 				t.Errorf("the old pharmacy's queue still holds %+v", q)
 			}
 			c.tick(c.start.AddDate(1, 0, 0)) // 12 months after the prescription date
 			c.expect("issue 2 expired in the queue", 3, "0009", "0004", "0004")
-			if q, _ := b.App.Store.ReadyQueue(ctx, want, 25); len(q) != 0 {
+			if q, _ := b.readyQueue(ctx, want, 25); len(q) != 0 {
 				t.Errorf("%s's queue still holds %+v", want, q)
 			}
 			if ids, _ := c.releaseNominated(want); len(ids) != 0 {

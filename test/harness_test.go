@@ -23,6 +23,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/app"
 	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/config"
 )
 
@@ -203,9 +204,19 @@ func (b *testBroker) events(id string) uint64 {
 	return info.State.Subjects[broker.SubjectRx+id]
 }
 
+// readyQueue is what a nominated release reads: a dispenser's ready queue
+// (up to limit entries, oldest first) once the queues hold every event the
+// log held when it is called.
+func (b *testBroker) readyQueue(ctx context.Context, ods string, limit int) ([]service.QueueEntry, error) {
+	if err := b.App.Tracker.CatchUp(ctx); err != nil {
+		return nil, err
+	}
+	return b.App.Tracker.ReadyQueue(ods, 0, limit), nil
+}
+
 // settle waits until the projections have applied every event in the log
-// when it is called: the ready-queue projector's and the tracker index's
-// applied sequences (a message waiting for a redelivery holds them back).
+// when it is called: the notifier's and the tracker index's (with the
+// ready queues) applied sequences (a message waiting for a redelivery holds them back).
 // On a timeout it fails with each projection's state.
 func (b *testBroker) settle() {
 	b.t.Helper()
@@ -216,13 +227,13 @@ func (b *testBroker) settle() {
 		b.t.Fatal(err)
 	}
 	target := si.CachedInfo().State.LastSeq
-	qerr := b.App.Queue().WaitApplied(ctx, target)
+	qerr := b.App.Notifier().WaitApplied(ctx, target)
 	terr := b.App.Tracker.Index.WaitApplied(ctx, target)
 	if qerr == nil && terr == nil {
 		return
 	}
 	state := fmt.Sprintf("projections did not apply the event log up to %d in 20s:\n  %s\n  %s (index applied %d)",
-		target, b.App.Queue().State(), b.App.Tracker.State(), b.App.Tracker.Index.Applied())
+		target, b.App.Notifier().State(), b.App.Tracker.State(), b.App.Tracker.Index.Applied())
 	if c, err := b.App.Store.JetStream().Consumer(context.Background(), broker.StreamEvents, broker.ConsumerQueueProjector); err == nil {
 		if info, err := c.Info(context.Background()); err == nil {
 			state += fmt.Sprintf("\n  %s on the server: pending %d, ack pending %d, redelivered %d, ack floor %d",

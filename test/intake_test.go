@@ -89,7 +89,7 @@ func TestNHSOrdersAccepted(t *testing.T) {
 			b.settle()
 			nominated := f.Performer != "" && f.SiteType != "0004"
 			if nominated {
-				q, err := b.App.Store.ReadyQueue(context.Background(), f.Performer, 25)
+				q, err := b.readyQueue(context.Background(), f.Performer, 25)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -106,7 +106,7 @@ func TestNHSOrdersAccepted(t *testing.T) {
 					t.Error("no notification on " + broker.SubjectNotifyDispenser + f.Performer + ".>")
 				}
 			} else if f.Performer != "" {
-				if q, _ := b.App.Store.ReadyQueue(context.Background(), f.Performer, 25); len(q) != 0 {
+				if q, _ := b.readyQueue(context.Background(), f.Performer, 25); len(q) != 0 {
 					t.Errorf("non-nominated order is in a queue: %+v", q)
 				}
 			}
@@ -281,7 +281,7 @@ func TestOrderSendersAndODSCodes(t *testing.T) {
 				t.Errorf("record: status %s prescriber %q nominated %q", cur.Record.Status, cur.Record.Prescriber, cur.Record.Nominated)
 			}
 			b.settle()
-			q, err := b.App.Store.ReadyQueue(context.Background(), tc.performer, 25)
+			q, err := b.readyQueue(context.Background(), tc.performer, 25)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -353,8 +353,8 @@ func TestSubjectToken(t *testing.T) {
 			t.Errorf("SubjectToken(%q) = SubjectToken(%q) = %q", ods, other, tok)
 		}
 		seen[tok] = ods
-		if got := broker.QueueSubject(ods, "24F5DA-A83008-7EFE6Z"); strings.Count(got, ".") != 3 {
-			t.Errorf("QueueSubject(%q) = %q", ods, got)
+		if got := broker.DispenserNotifySubject(ods, broker.NotifyReady); strings.Count(got, ".") != 4 {
+			t.Errorf("DispenserNotifySubject(%q) = %q", ods, got)
 		}
 	}
 }

@@ -1,6 +1,12 @@
 package test
 
 import (
+	"context"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,4 +94,67 @@ func BenchmarkDispenseNotification(b *testing.B) {
 	b.ReportMetric(float64(per.Microseconds()), "µs/notification")
 	b.ReportMetric(float64(intakePer.Microseconds()), "µs/order-accepted")
 	b.ReportMetric(float64(per)/float64(intakePer), "dispense/intake")
+}
+
+// BenchmarkNominatedRelease25Queued measures one nominated release of 25
+// from a dispenser whose ready queue holds many prescriptions
+// (EPS_BENCH_QUEUE, default 20,000, filled over HTTP by 16 clients before
+// the timer starts): the release must cost the same whatever the queue's
+// length. It reports each release's p50 and p99.
+//
+//	go test -run '^$' -bench NominatedRelease25Queued -benchtime 40x -count 3 ./test/
+func BenchmarkNominatedRelease25Queued(b *testing.B) {
+	queued := 20_000
+	if v, err := strconv.Atoi(os.Getenv("EPS_BENCH_QUEUE")); err == nil && v > 0 {
+		queued = v
+	}
+	tb := startBroker(b, b.TempDir())
+	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
+	tok := tb.token(auth.RolePrescriber, "A83008")
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(queued) {
+				g, _ := tmpl.Order(fhirgen.Options{Performer: "FA565"})
+				if res := tb.post(tok, g.Body); res.Status != 200 {
+					b.Errorf("order: %d", res.Status)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Every consumer done with the orders (the notifications may lag far
+	// behind intake: one fsynced write each), so the timed releases do not
+	// share the machine with them.
+	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := tb.App.Notifier().WaitApplied(wctx, uint64(queued)); err != nil {
+		b.Fatal(err)
+	}
+	if err := tb.App.Tracker.Index.WaitApplied(wctx, uint64(queued)); err != nil {
+		b.Fatal(err)
+	}
+	if b.N*25 > queued {
+		b.Fatalf("%d releases of 25 need more than the %d queued", b.N, queued)
+	}
+	body := releaseBody(b, "FA565", "")
+	disp := tb.token(auth.RoleDispenser, "FA565")
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		res := tb.do("POST", "/FHIR/R4/Task/$release", disp, body)
+		lat = append(lat, time.Since(start))
+		if ids, _ := released(b, res); len(ids) != 25 {
+			b.Fatalf("released %d", len(ids))
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
 }

@@ -209,7 +209,7 @@ func TestNATSSecurityInspectUser(t *testing.T) {
 	if lister.Err() != nil {
 		t.Fatalf("stream names: %v", lister.Err())
 	}
-	for _, want := range []string{broker.StreamEvents, broker.StreamAudit, broker.StreamQueue} {
+	for _, want := range []string{broker.StreamEvents, broker.StreamAudit, broker.StreamNotify} {
 		if !strings.Contains(strings.Join(names, " "), want) {
 			t.Errorf("stream %s not listed: %v", want, names)
 		}
@@ -354,7 +354,6 @@ func TestNATSSecurityOrganisationUsers(t *testing.T) {
 		{"dispenser: every dispenser", disp, "eps.notify.dispenser.*.>"},
 		{"dispenser: prescribers", disp, "eps.notify.prescriber.A83008.>"},
 		{"dispenser: event log", disp, "eps.rx.>"},
-		{"dispenser: queues", disp, "eps.queue.FA565.>"},
 		{"dispenser: everything", disp, ">"},
 		{"dispenser: inboxes", disp, "_INBOX.>"},
 		{"prescriber: another prescriber", presc, "eps.notify.prescriber.B81001.>"},

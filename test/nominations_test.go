@@ -157,10 +157,10 @@ func TestNominationResolutionAtIntake(t *testing.T) {
 		t.Errorf("the tracker does not say the dispenser came from the registry: %.400s", detail.Body)
 	}
 	b.settle()
-	if q, _ := b.App.Store.ReadyQueue(ctx, "FCG71", 25); len(q) != 1 || q[0].PrescriptionID != g1.ShortID {
+	if q, _ := b.readyQueue(ctx, "FCG71", 25); len(q) != 1 || q[0].PrescriptionID != g1.ShortID {
 		t.Errorf("FCG71's queue: %+v", q)
 	}
-	if q, _ := b.App.Store.ReadyQueue(ctx, "FA565", 25); len(q) != 1 || q[0].PrescriptionID != g2.ShortID {
+	if q, _ := b.readyQueue(ctx, "FA565", 25); len(q) != 1 || q[0].PrescriptionID != g2.ShortID {
 		t.Errorf("FA565's queue: %+v", q)
 	}
 }
@@ -194,10 +194,10 @@ func TestNominationChangeLeavesQueuedPrescriptions(t *testing.T) {
 	}
 	b.settle()
 	ctx := context.Background()
-	if q, _ := b.App.Store.ReadyQueue(ctx, "FCG71", 25); len(q) != 1 || q[0].PrescriptionID != first.ShortID {
+	if q, _ := b.readyQueue(ctx, "FCG71", 25); len(q) != 1 || q[0].PrescriptionID != first.ShortID {
 		t.Errorf("the old dispenser's queue: %+v, want the first prescription still there", q)
 	}
-	if q, _ := b.App.Store.ReadyQueue(ctx, "VNE51", 25); len(q) != 1 || q[0].PrescriptionID != second.ShortID {
+	if q, _ := b.readyQueue(ctx, "VNE51", 25); len(q) != 1 || q[0].PrescriptionID != second.ShortID {
 		t.Errorf("the new dispenser's queue: %+v", q)
 	}
 }

@@ -377,7 +377,7 @@ func notifyRefusals(t *testing.T, b *testBroker, c *natsClient, victim, other br
 // A pull request names the subject its messages come to (its reply
 // subject), and NATS does not check a reply subject against the user's
 // permissions. A dispenser that points its pull at the event log or at
-// another dispenser's queue must not get its notifications stored there.
+// another prescription's subject must not get its notifications stored there.
 func TestNotifyPullReplyCannotWriteStreams(t *testing.T) {
 	dir := t.TempDir()
 	fa565 := broker.NATSUser{Name: "dispenser-FA565", Role: broker.NATSRoleDispenser, ODS: "FA565"}
@@ -390,12 +390,7 @@ func TestNotifyPullReplyCannotWriteStreams(t *testing.T) {
 	before := b.events("")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	q, err := b.App.Store.JetStream().Stream(ctx, broker.StreamQueue)
-	if err != nil {
-		t.Fatal(err)
-	}
-	queued := q.CachedInfo().State.Msgs
-	for _, reply := range []string{broker.SubjectRx + "INJECTED", broker.QueueSubject("FH542", "INJECTED")} {
+	for _, reply := range []string{broker.SubjectRx + "INJECTED", broker.SubjectRx + "FH542.INJECTED"} {
 		if err := sys.nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT.EPS_NOTIFY."+fa565.Name, reply, []byte(`{"batch":1,"no_wait":true}`)); err != nil {
 			t.Fatal(err)
 		}
@@ -426,10 +421,6 @@ func TestNotifyPullReplyCannotWriteStreams(t *testing.T) {
 	}
 	if n := b.events("INJECTED"); n != 0 {
 		t.Errorf("event log holds %d messages on %sINJECTED", n, broker.SubjectRx)
-	}
-	q, _ = b.App.Store.JetStream().Stream(ctx, broker.StreamQueue)
-	if n := q.CachedInfo().State.Msgs; n != queued {
-		t.Errorf("queue stream: %d messages, was %d", n, queued)
 	}
 }
 
@@ -482,11 +473,12 @@ func TestNotifyNATSCLI(t *testing.T) {
 	}
 }
 
-// Notifications are stored by the queue projector's handler, before it
-// acknowledges the event: while EPS_NOTIFY cannot take them, the event of a
-// new order is retried, not acknowledged (the consumer's ack floor stays
-// below it, nothing is queued or notified); once it can, the event is
-// applied and the notification stored.
+// Notifications are stored by the notifier, before it acknowledges the
+// event: while EPS_NOTIFY cannot take them, the event of a new order is
+// retried, not acknowledged (the consumer's ack floor stays below it,
+// nothing is notified); once it can, the event is applied and the
+// notification stored. The ready queues do not wait for the notifications:
+// the order is in its dispenser's queue all along.
 func TestNotifyStoredBeforeEventAcked(t *testing.T) {
 	b := startBroker(t, "")
 	b.settle()
@@ -508,7 +500,7 @@ func TestNotifyStoredBeforeEventAcked(t *testing.T) {
 	seq := b.events(g.ShortID)
 	for consumerMessages(t, b, broker.ConsumerQueueProjector, "retried") == retriedBefore {
 		if ctx.Err() != nil {
-			t.Fatalf("the order's event was never retried: %s", b.App.Queue().State())
+			t.Fatalf("the order's event was never retried: %s", b.App.Notifier().State())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -523,7 +515,7 @@ func TestNotifyStoredBeforeEventAcked(t *testing.T) {
 	if info.AckFloor.Stream >= seq {
 		t.Errorf("the event %d was acknowledged (ack floor %d) although its notification was not stored", seq, info.AckFloor.Stream)
 	}
-	if q, err := b.App.Store.ReadyQueue(ctx, "FA565", 25); err != nil || len(q) != 0 {
+	if q, err := b.readyQueue(ctx, "FA565", 25); err != nil || len(q) != 1 || q[0].PrescriptionID != g.ShortID {
 		t.Errorf("ready queue while the notification cannot be stored: %+v %v", q, err)
 	}
 
@@ -540,7 +532,7 @@ func TestNotifyStoredBeforeEventAcked(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &n); err != nil || n.PrescriptionID != g.ShortID {
 		t.Errorf("ready notification %s (%v), want %s", m.Data, err, g.ShortID)
 	}
-	if q, err := b.App.Store.ReadyQueue(ctx, "FA565", 25); err != nil || len(q) != 1 || q[0].PrescriptionID != g.ShortID {
+	if q, err := b.readyQueue(ctx, "FA565", 25); err != nil || len(q) != 1 || q[0].PrescriptionID != g.ShortID {
 		t.Errorf("ready queue: %+v %v", q, err)
 	}
 }

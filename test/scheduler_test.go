@@ -22,7 +22,11 @@ import (
 // once apply each transition once; a second pass applies nothing.
 func TestSchedulerByClock(t *testing.T) {
 	var mu sync.Mutex
-	now := time.Now()
+	// Noon today (UTC), so that the steps below fall on the days they name
+	// whatever the time the test runs (near midnight, a day and an hour on
+	// reached the start date).
+	n := time.Now().UTC()
+	now := time.Date(n.Year(), n.Month(), n.Day(), 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	b := startBrokerClock(t, "", clock)
@@ -78,7 +82,7 @@ func TestSchedulerByClock(t *testing.T) {
 		t.Errorf("post-dated after its day came: %s", st)
 	}
 	b.settle()
-	if q, _ := b.App.Store.ReadyQueue(ctx, later.Performer, 25); len(q) != 2 {
+	if q, _ := b.readyQueue(ctx, later.Performer, 25); len(q) != 2 {
 		t.Errorf("the now-ready prescription is not in the queue: %+v", q)
 	}
 
@@ -99,7 +103,7 @@ func TestSchedulerByClock(t *testing.T) {
 		t.Errorf("tracker: %v %v", ids, st)
 	}
 	b.settle()
-	if q, _ := b.App.Store.ReadyQueue(ctx, plain.Performer, 25); len(q) != 1 || q[0].PrescriptionID != later.ShortID {
+	if q, _ := b.readyQueue(ctx, plain.Performer, 25); len(q) != 1 || q[0].PrescriptionID != later.ShortID {
 		t.Errorf("queue after expiry: %+v", q)
 	}
 }

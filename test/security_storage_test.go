@@ -149,7 +149,7 @@ func TestStorageFullAuditAndLimits(t *testing.T) {
 	if cfg := st.CachedInfo().Config; cfg.MaxBytes != 1<<20 || cfg.Discard.String() != "DiscardNew" {
 		t.Errorf("nominations stream: max_bytes %d, discard %s", cfg.MaxBytes, cfg.Discard)
 	}
-	for _, name := range []string{broker.StreamEvents, broker.StreamQueue, "KV_" + broker.BucketRequests, "KV_" + broker.BucketSessions} {
+	for _, name := range []string{broker.StreamEvents, "KV_" + broker.BucketRequests, "KV_" + broker.BucketSessions} {
 		s, err := b.App.Store.JetStream().Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)

@@ -41,6 +41,7 @@ type Index struct {
 	byPrescriber map[string][]*Entry // nor does its prescriber
 	byNominated  map[string]map[string]*Entry
 	byDispenser  map[string]map[string]*Entry
+	queues       *readyQueues // the dispensers' ready queues (readyqueue.go)
 	applied      uint64
 	origin       string        // which event log the index is of
 	changed      chan struct{} // closed and replaced on every Apply
@@ -54,13 +55,14 @@ func NewIndex() *Index {
 		byPrescriber: map[string][]*Entry{},
 		byNominated:  map[string]map[string]*Entry{},
 		byDispenser:  map[string]map[string]*Entry{},
+		queues:       newReadyQueues(),
 		changed:      make(chan struct{}),
 	}
 }
 
-// Apply records the state of a prescription after the event at seq. Events
-// at or below the last applied sequence are ignored, so replaying the log
-// over an index is harmless.
+// Apply records the state of a prescription after the event at seq, in the
+// index and in the ready queues. Events at or below the last applied
+// sequence are ignored, so replaying the log over an index is harmless.
 func (ix *Index) Apply(seq uint64, rec *rx.Prescription) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
@@ -69,6 +71,7 @@ func (ix *Index) Apply(seq uint64, rec *rx.Prescription) {
 	}
 	ix.applied = seq
 	ix.apply(seq, rec)
+	ix.queues.apply(seq, rec)
 	close(ix.changed)
 	ix.changed = make(chan struct{})
 }
@@ -261,9 +264,19 @@ type snapshot struct {
 	Origin  string
 	Applied uint64
 	Entries []Entry
+	// Queues are the ready queues' entries, each queue oldest first
+	// (since version 3).
+	Queues []QueueEntry
 }
 
-const snapshotVersion = 2
+// snapshotVersion 3 added the ready queues: a snapshot of an earlier
+// version is refused (ErrSnapshotFormat), and the index rebuilt from the log.
+const snapshotVersion = 3
+
+// ErrSnapshotFormat is a snapshot of another format version than this
+// broker's (an older one lacks the ready queues): the index is rebuilt from
+// the event log.
+var ErrSnapshotFormat = errors.New("tracker index snapshot of another format")
 
 // WriteSnapshot writes the index to w.
 func (ix *Index) WriteSnapshot(w io.Writer) error {
@@ -272,6 +285,7 @@ func (ix *Index) WriteSnapshot(w io.Writer) error {
 	for _, e := range ix.byID {
 		s.Entries = append(s.Entries, *e)
 	}
+	s.Queues = ix.queues.all()
 	ix.mu.RUnlock()
 	return gob.NewEncoder(w).Encode(&s)
 }
@@ -283,7 +297,7 @@ func (ix *Index) ReadSnapshot(r io.Reader) error {
 		return fmt.Errorf("tracker index snapshot: %w", err)
 	}
 	if s.Version != snapshotVersion {
-		return fmt.Errorf("tracker index snapshot: version %d, want %d", s.Version, snapshotVersion)
+		return fmt.Errorf("%w: version %d, this broker's is %d", ErrSnapshotFormat, s.Version, snapshotVersion)
 	}
 	fresh := NewIndex()
 	for i := range s.Entries {
@@ -297,7 +311,14 @@ func (ix *Index) ReadSnapshot(r io.Reader) error {
 		fresh.apply(e.Seq, rec)
 		fresh.byID[e.ID].DueAt = e.DueAt
 	}
+	for _, q := range s.Queues {
+		if _, dup := fresh.queues.byID[q.ID]; dup || q.ID == "" || q.ODS == "" {
+			return fmt.Errorf("tracker index snapshot: ready queue entry %q of %q repeated or incomplete", q.ID, q.ODS)
+		}
+		fresh.queues.push(q)
+	}
 	ix.mu.Lock()
+	ix.queues = fresh.queues
 	ix.byID, ix.byNHS, ix.byPrescriber = fresh.byID, fresh.byNHS, fresh.byPrescriber
 	ix.byNominated, ix.byDispenser, ix.applied, ix.origin = fresh.byNominated, fresh.byDispenser, s.Applied, s.Origin
 	close(ix.changed)

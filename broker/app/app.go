@@ -26,12 +26,12 @@ import (
 
 // App is a running broker.
 type App struct {
-	cfg       config.Config
-	log       *zap.Logger
-	NATS      *broker.NATS
-	Store     *broker.Store
-	Metrics   *broker.Metrics
-	projector *broker.QueueProjector
+	cfg      config.Config
+	log      *zap.Logger
+	NATS     *broker.NATS
+	Store    *broker.Store
+	Metrics  *broker.Metrics
+	notifier *broker.Notifier
 	// Tracker keeps the tracker's status index.
 	Tracker *broker.TrackerProjector
 	// Scheduler applies the time-driven transitions.
@@ -117,7 +117,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	if err != nil {
 		return nil, err
 	}
-	limits := broker.StorageLimits{Events: cfg.EventsMaxBytes, Audit: cfg.AuditMaxBytes, Queue: cfg.QueueMaxBytes,
+	limits := broker.StorageLimits{Events: cfg.EventsMaxBytes, Audit: cfg.AuditMaxBytes,
 		Requests: cfg.RequestsMaxBytes, Sessions: cfg.SessionsMaxBytes, Nominations: cfg.NominationsMaxBytes, Notify: cfg.NotifyMaxBytes, Dead: cfg.DeadMaxBytes, Alert: cfg.StorageAlert}
 	if a.NATS.Embedded != nil {
 		if jsc := a.NATS.Embedded.JetStreamConfig(); jsc != nil {
@@ -142,7 +142,10 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 			return nil, err
 		}
 	}
-	if a.projector, err = broker.StartQueueProjector(ctx, a.Store, a.NATS.Conn, a.Metrics, log); err != nil {
+	// The ready queues are kept in memory (the tracker index): the stream
+	// that held them before is removed.
+	broker.RemoveLegacyQueue(ctx, a.Store, log)
+	if a.notifier, err = broker.StartNotifier(ctx, a.Store, a.Metrics, log); err != nil {
 		return nil, err
 	}
 	if a.Tracker, err = broker.StartTrackerProjector(ctx, a.Store, a.Metrics, log, cfg.DataDir); err != nil {
@@ -152,7 +155,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		return nil, err
 	}
 
-	lifecycle := service.NewLifecycle(a.Store, a.Store, log, now)
+	lifecycle := service.NewLifecycle(a.Store, a.Tracker, log, now)
 	intake := service.NewIntake(a.Store, a.Store, a.Metrics, log, now)
 	intake.Lifecycle = lifecycle
 	a.Scheduler = service.NewScheduler(lifecycle, a.Store, a.Tracker.Index, log, now)
@@ -233,8 +236,8 @@ func (a *App) Ready(ctx context.Context) error {
 	if err := a.Store.Healthy(ctx); err != nil {
 		return fmt.Errorf("JetStream: %w", err)
 	}
-	if !a.projector.Running() {
-		return errors.New("queue projector stopped")
+	if !a.notifier.Running() {
+		return errors.New("notifier stopped")
 	}
 	// The tracker index catching up does not make the broker unready:
 	// intake and dispensing go on, and searches answer 503 until it has.
@@ -402,8 +405,8 @@ func (a *App) closeBackend() {
 		a.Scheduler.Stop()
 		a.Scheduler = nil
 	}
-	if a.projector != nil {
-		a.projector.Stop()
+	if a.notifier != nil {
+		a.notifier.Stop()
 	}
 	if a.Tracker != nil {
 		a.Tracker.Stop()
@@ -423,5 +426,6 @@ func (a *App) closeBackend() {
 	}
 }
 
-// Queue is the ready-queue projector (its applied sequence and state).
-func (a *App) Queue() *broker.QueueProjector { return a.projector }
+// Notifier is the consumer that stores the notifications (its applied
+// sequence and state).
+func (a *App) Notifier() *broker.Notifier { return a.notifier }

@@ -34,8 +34,6 @@ type Store struct {
 	now    func() time.Time
 	events []stored          // the log: events[i] has sequence i+1
 	last   map[string]uint64 // prescription ID -> sequence of its latest event
-	queue  []queued          // every dispenser's queue, in arrival order
-	qseq   uint64
 	noms   map[string]*patient
 	index  *tracker.Index
 
@@ -48,13 +46,6 @@ type Store struct {
 type stored struct {
 	ev     service.Event
 	record []byte // the record as JSON
-}
-
-type queued struct {
-	ods, id  string
-	eventSeq uint64
-	seq      uint64
-	at       time.Time
 }
 
 type patient struct {
@@ -200,25 +191,11 @@ func (s *Store) decode(i int) *service.Event {
 	return &ev
 }
 
-// project keeps the ready queues and the index in line with a written
-// event at once (the adapter's projections do it a little later): a
-// prescription ready for nominated release keeps, or takes, a place at
-// the back of its dispenser's queue; any other leaves every queue. Called
-// with s.mu held.
+// project keeps the index, and with it the ready queues, in line with a
+// written event at once (the adapter's projection does it a little later,
+// and a release waits for it: ReadyQueues.CatchUp). Called with s.mu held.
 func (s *Store) project(ev *service.Event) {
-	rec := ev.Record
-	s.index.Apply(ev.Seq, rec)
-	if !rec.Ready() {
-		s.queue = slices.DeleteFunc(s.queue, func(q queued) bool { return q.id == rec.ID })
-		return
-	}
-	for _, q := range s.queue {
-		if q.id == rec.ID && q.ods == rec.Nominated {
-			return
-		}
-	}
-	s.qseq++
-	s.queue = append(s.queue, queued{ods: rec.Nominated, id: rec.ID, eventSeq: ev.Seq, seq: s.qseq, at: ev.Time})
+	s.index.Apply(ev.Seq, ev.Record)
 }
 
 // Current is the latest event about a prescription.
@@ -299,52 +276,38 @@ func (s *Store) EventsUnder(ctx context.Context, messageID string, since time.Ti
 	return out, nil
 }
 
-// ReadyQueueFrom lists a dispenser's queue from queue sequence from on.
-func (s *Store) ReadyQueueFrom(ctx context.Context, ods string, from uint64, limit int) ([]service.QueueEntry, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failReads != nil {
-		return nil, fmt.Errorf("memstore: read queue: %w", s.failReads)
-	}
-	var out []service.QueueEntry
-	for _, q := range s.queue {
-		if q.ods == ods && q.seq >= from && len(out) < limit {
-			out = append(out, service.QueueEntry{PrescriptionID: q.id, EventSeq: q.eventSeq, QueueSeq: q.seq, Queued: q.at})
-		}
-	}
-	return out, nil
-}
-
-// Queue lists the prescription IDs in a dispenser's ready queue, oldest
-// first.
-func (s *Store) Queue(ods string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for _, q := range s.queue {
-		if q.ods == ods {
-			out = append(out, q.id)
-		}
-	}
-	return out
-}
-
-// Dequeue removes a prescription from a dispenser's queue ("*": every
-// queue).
-func (s *Store) Dequeue(ctx context.Context, ods, id string) error {
+// CatchUp returns at once: the queues follow every write as it is made.
+// It fails as a read does (FailReads).
+func (s *Store) CatchUp(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.failWrites != nil {
-		return fmt.Errorf("memstore: dequeue: %w", s.failWrites)
+	if s.failReads != nil {
+		return fmt.Errorf("memstore: read queue: %w", s.failReads)
 	}
-	s.queue = slices.DeleteFunc(s.queue, func(q queued) bool { return q.id == id && (ods == "*" || q.ods == ods) })
 	return nil
+}
+
+// ReadyQueue lists a dispenser's queue from queue place from on (the
+// tracker index's ready queues, as the adapter's).
+func (s *Store) ReadyQueue(ods string, from uint64, limit int) []service.QueueEntry {
+	var out []service.QueueEntry
+	for _, e := range s.index.ReadyQueue(ods, from, limit) {
+		out = append(out, service.QueueEntry{PrescriptionID: e.ID, Issue: e.Issue, QueueSeq: e.Seq})
+	}
+	return out
+}
+
+// Queue lists the prescription IDs in a dispenser's ready queue, oldest
+// first.
+func (s *Store) Queue(ods string) []string {
+	var out []string
+	for _, e := range s.index.ReadyQueue(ods, 0, s.index.QueueLen(ods)) {
+		out = append(out, e.ID)
+	}
+	return out
 }
 
 // Due lists the prescriptions with a time-driven transition due at now

@@ -1,15 +1,19 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/fhir"
+	"github.com/nhs-eps/epsbroker/tracker"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
@@ -185,6 +189,15 @@ func (l *Lifecycle) ReleasedUnder(ctx context.Context, p auth.Principal, owner, 
 		seen[rec.ID] = true
 		out = append(out, Released{Record: rec, Order: order})
 	}
+	// In the order the first answer gave them, oldest in the queue first:
+	// its writes were made together, so the log need not hold them in that
+	// order.
+	slices.SortStableFunc(out, func(a, b Released) int {
+		if c := tracker.QueuedAt(a.Record).Compare(tracker.QueuedAt(b.Record)); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Record.OrderSeq, b.Record.OrderSeq)
+	})
 	return out, nil
 }
 
@@ -214,62 +227,121 @@ func (l *Lifecycle) orderOf(ctx context.Context, id string) ([]byte, error) {
 	return ev.Body, nil
 }
 
+// ReleaseConcurrency bounds the compare-and-set writes one nominated
+// release has in flight at once: the prescriptions of a page of the queue
+// are released together (a group committer can store them as one batch),
+// and the answer keeps their queue order.
+const ReleaseConcurrency = 32
+
+// CatchUpTimeout bounds how long a nominated release waits for the ready
+// queues to reach the event log (ReadyQueues.CatchUp) before it answers
+// 503 with nothing released.
+const CatchUpTimeout = 5 * time.Second
+
 // ReleaseNominated releases up to max of the oldest prescriptions waiting in
-// p's organisation's ready queue. Entries another release took first, or
-// that are no longer ready, are passed over. None left: an empty list.
+// p's organisation's ready queue. It first waits for the queues to hold
+// every event stored before it began, so a prescription whose order was
+// acknowledged before the release is found. Entries another release took
+// first, or that are no longer ready, are passed over. None left: an empty
+// list. When a write fails after others succeeded, the ones released are
+// handed over (they are this dispenser's now) and the release stops there.
 func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owner, messageID string, body []byte, max int) ([]Released, error) {
 	if err := dispenserOnly(p, owner); err != nil {
 		return nil, err
 	}
+	wctx, cancel := context.WithTimeout(ctx, CatchUpTimeout)
+	err := l.queues.CatchUp(wctx)
+	cancel()
+	if err != nil {
+		return nil, &fhir.Error{Kind: fhir.KindUnavailable, Op: "read ready queue", Code: fhir.CodeServiceUnavailable,
+			Diagnostics: "the ready queues are catching up with the event log; nothing was released; retry shortly", Err: err}
+	}
 	actor := rx.Actor{User: p.Subject, Org: p.ODS}
 	var out []Released
-	for from := uint64(1); len(out) < max; {
-		entries, err := l.queues.ReadyQueueFrom(ctx, p.ODS, from, max)
-		if err != nil {
-			return nil, StoreUnavailable("read ready queue", err)
-		}
+	for from := uint64(0); len(out) < max; {
+		entries := l.queues.ReadyQueue(p.ODS, from, max-len(out))
 		if len(entries) == 0 {
 			break
 		}
-		for _, e := range entries {
-			from = e.QueueSeq + 1
-			if len(out) == max {
-				break
+		from = entries[len(entries)-1].QueueSeq + 1
+		var failed error
+		for _, r := range l.releaseEach(ctx, p, actor, messageID, body, entries) {
+			switch {
+			case r.skip:
+			case r.err != nil:
+				if failed == nil {
+					failed = r.err
+				}
+			default:
+				out = append(out, r.Released)
 			}
-			order, err := l.orderOf(ctx, e.PrescriptionID)
-			if rx.IsNotFound(err) {
-				_ = l.queues.Dequeue(ctx, p.ODS, e.PrescriptionID) // a stale entry
-				continue
-			}
-			var rec *rx.Prescription
-			if err == nil {
-				rec, err = l.update(ctx, e.PrescriptionID, rx.EventNominatedRelease, messageID, body, func(cur *rx.Prescription) (*rx.Prescription, error) {
-					if !rx.QueuedFor(cur, p.ODS) {
-						return nil, errSkip // taken, returned or changed since it was queued
-					}
-					return rx.Release(cur, p.ODS, actor, messageID, true, l.now())
-				})
-			}
-			if errors.Is(err, errSkip) || rx.IsNotFound(err) {
-				// No longer ready here: the entry is stale (its projection
-				// may not have run yet; removing it twice is harmless).
-				_ = l.queues.Dequeue(ctx, p.ODS, e.PrescriptionID)
-				continue
-			}
-			if err == nil {
-				out = append(out, Released{Record: rec, Order: order})
-				continue
-			}
-			if len(out) > 0 {
-				// Hand over what is already released: those prescriptions are
-				// this dispenser's now, and a retry would not return them.
-				l.log.Warn("nominated release stopped early", zap.Int("released", len(out)), zap.Error(err))
-				return out, nil
-			}
-			return nil, err
 		}
+		if failed == nil {
+			continue
+		}
+		if len(out) > 0 {
+			// Hand over what is already released: those prescriptions are
+			// this dispenser's now, and a retry would not return them.
+			l.log.Warn("nominated release stopped early", zap.Int("released", len(out)), zap.Error(failed))
+			return out, nil
+		}
+		return nil, failed
 	}
 	return out, nil
+}
+
+// queueRelease is the outcome of releasing one queue entry.
+type queueRelease struct {
+	Released
+	skip bool // no longer queued for the dispenser: passed over
+	err  error
+}
+
+// releaseEach releases the prescriptions of entries to p's organisation,
+// at most ReleaseConcurrency at once, and returns the outcomes in the
+// entries' order.
+func (l *Lifecycle) releaseEach(ctx context.Context, p auth.Principal, actor rx.Actor, messageID string, body []byte, entries []QueueEntry) []queueRelease {
+	out := make([]queueRelease, len(entries))
+	sem := make(chan struct{}, ReleaseConcurrency)
+	var wg sync.WaitGroup
+	for i, e := range entries {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i] = l.releaseQueued(ctx, p, actor, messageID, body, e.PrescriptionID)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// releaseQueued releases one prescription of p's queue, unless it is no
+// longer queued for p's organisation (taken by another release, returned,
+// cancelled or changed since it was queued: the compare-and-set decides
+// from its current state).
+func (l *Lifecycle) releaseQueued(ctx context.Context, p auth.Principal, actor rx.Actor, messageID string, body []byte, id string) queueRelease {
+	order, err := l.orderOf(ctx, id)
+	if rx.IsNotFound(err) {
+		return queueRelease{skip: true}
+	}
+	if err != nil {
+		return queueRelease{err: err}
+	}
+	rec, err := l.update(ctx, id, rx.EventNominatedRelease, messageID, body, func(cur *rx.Prescription) (*rx.Prescription, error) {
+		if !rx.QueuedFor(cur, p.ODS) {
+			return nil, errSkip
+		}
+		return rx.Release(cur, p.ODS, actor, messageID, true, l.now())
+	})
+	switch {
+	case errors.Is(err, errSkip), rx.IsNotFound(err):
+		return queueRelease{skip: true}
+	case err != nil:
+		return queueRelease{err: err}
+	}
+	return queueRelease{Released: Released{Record: rec, Order: order}}
 }
 
 // errAlready tells update that the message was applied before: nothing is

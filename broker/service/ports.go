@@ -80,20 +80,30 @@ type Prescriptions interface {
 // QueueEntry is one prescription in a dispenser's ready queue.
 type QueueEntry struct {
 	PrescriptionID string
-	EventSeq       uint64 // the event that put it there
-	QueueSeq       uint64 // its place in the queues (sequences grow)
-	Queued         time.Time
+	// Issue is the repeat dispensing issue queued (0 for a prescription
+	// that is not repeat dispensing).
+	Issue int
+	// QueueSeq is the event log sequence of the event that put it in the
+	// queue: its place (sequences grow from the front of a queue to its
+	// back).
+	QueueSeq uint64
 }
 
-// ReadyQueues are the dispensers' ready queues (a projection of the event
-// log kept by the adapter).
+// ReadyQueues are the dispensers' ready queues: a projection of the event
+// log, kept in memory by the adapter (the tracker index), which puts a
+// prescription in its dispenser's queue when it becomes ready for nominated
+// release and takes it out when it no longer is.
 type ReadyQueues interface {
-	// ReadyQueueFrom lists up to limit entries of a dispenser's queue from
-	// queue sequence from on, oldest first.
-	ReadyQueueFrom(ctx context.Context, ods string, from uint64, limit int) ([]QueueEntry, error)
-	// Dequeue removes a prescription from a dispenser's queue (ods "*":
-	// from every queue); removing what is not there is no error.
-	Dequeue(ctx context.Context, ods, id string) error
+	// CatchUp returns once the queues hold every event the log held when
+	// it was called (read your writes: a prescription whose write was
+	// acknowledged before the call is where it belongs, whichever broker
+	// wrote it), or with an error when ctx ends first or the log cannot
+	// be read.
+	CatchUp(ctx context.Context) error
+	// ReadyQueue lists up to limit entries of a dispenser's queue as it is
+	// now, oldest first, from queue place from on (QueueEntry.QueueSeq; 0:
+	// from the front). Its cost does not grow with the queue's length.
+	ReadyQueue(ods string, from uint64, limit int) []QueueEntry
 }
 
 // Nominations reads the nomination registry.

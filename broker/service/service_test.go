@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -347,6 +350,93 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("nominated release: an entry another release took first is passed over, the rest in queue order", func(t *testing.T) {
+		e := newEnv(t)
+		var gs []*fhirgen.Generated
+		for range 8 {
+			gs = append(gs, e.accepted())
+		}
+		taken := gs[1].ShortID
+		var once atomic.Bool
+		e.st.BeforeWrite(func(id string) {
+			if id != taken || !once.CompareAndSwap(false, true) {
+				return
+			}
+			// Another dispenser releases it by ID between our decision and
+			// our write: our write conflicts and is decided again.
+			if _, err := e.life.ReleaseByID(e.ctx, otherP, otherPharm, taken, "other", nil); err != nil {
+				t.Errorf("the other release: %v", err)
+			}
+		})
+		out, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n1", []byte("{}"), 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range out {
+			got = append(got, r.Record.ID)
+		}
+		want := []string{gs[0].ShortID, gs[2].ShortID, gs[3].ShortID, gs[4].ShortID, gs[5].ShortID}
+		if !slices.Equal(got, want) {
+			t.Errorf("released %v, want %v (oldest first, the taken one passed over)", got, want)
+		}
+		if q := e.st.Queue(pharmacy); !slices.Equal(q, []string{gs[6].ShortID, gs[7].ShortID}) {
+			t.Errorf("queue left %v", q)
+		}
+		if rec := e.current(taken); rec.Dispenser != otherPharm {
+			t.Errorf("the taken one is held by %q", rec.Dispenser)
+		}
+	})
+
+	t.Run("nominated release: a write failing after others succeeded hands over every one released", func(t *testing.T) {
+		e := newEnv(t)
+		var gs []*fhirgen.Generated
+		for range 6 {
+			gs = append(gs, e.accepted())
+		}
+		failing := gs[2].ShortID
+		e.st.BeforeWrite(func(id string) {
+			if id != failing {
+				return
+			}
+			// Once the two before it are written, the store fails: its
+			// write and any not yet made fail.
+			for e.status(gs[0].ShortID) != rx.StatusWithDispenser || e.status(gs[1].ShortID) != rx.StatusWithDispenser {
+				runtime.Gosched()
+			}
+			e.st.FailWrites(errDown)
+		})
+		out, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n1", []byte("{}"), 25)
+		e.st.FailWrites(nil)
+		if err != nil {
+			t.Fatalf("released some, yet an error: %v", err)
+		}
+		var got, held []string
+		for _, r := range out {
+			got = append(got, r.Record.ID)
+		}
+		for _, g := range gs {
+			if e.status(g.ShortID) == rx.StatusWithDispenser {
+				held = append(held, g.ShortID)
+			}
+		}
+		if !slices.Equal(got, held) || len(got) < 2 || got[0] != gs[0].ShortID || got[1] != gs[1].ShortID || slices.Contains(got, failing) {
+			t.Errorf("handed over %v; released %v (every one released must be handed over, in queue order)", got, held)
+		}
+	})
+
+	t.Run("nominated release: queues that cannot catch up: 503, nothing released", func(t *testing.T) {
+		e := newEnv(t)
+		g := e.accepted()
+		e.st.FailReads(errDown)
+		_, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n1", []byte("{}"), 25)
+		e.st.FailReads(nil)
+		wantError(t, err, fhir.KindUnavailable, fhir.CodeServiceUnavailable)
+		if st := e.status(g.ShortID); st != rx.StatusToBeDispensed {
+			t.Errorf("status %s", st)
+		}
+	})
+
 	t.Run("a retried release whose answer was lost: what that request released, to that user only", func(t *testing.T) {
 		e := newEnv(t)
 		since := e.clock()
@@ -356,6 +446,8 @@ func TestLifecycle(t *testing.T) {
 			t.Fatalf("%d released, %v", len(out), err)
 		}
 		again, err := e.life.ReleasedUnder(e.ctx, pharmacyP, pharmacy, "req-1", since)
+		// In queue order, as the first answer (the writes were made
+		// together: the log may hold them in another order).
 		if err != nil || len(again) != 2 || again[0].Record.ID != a.ShortID || again[1].Record.ID != b.ShortID ||
 			!bytes.Equal(again[0].Order, a.Body) {
 			t.Fatalf("%d handed over again, %v", len(again), err)
@@ -543,6 +635,11 @@ func TestLifecycle(t *testing.T) {
 
 func TestScheduler(t *testing.T) {
 	e := newEnv(t)
+	// Noon today, so that the steps below (a day and an hour, ...) fall
+	// on the days they name whatever the time the test runs.
+	e.mu.Lock()
+	e.now = time.Date(e.now.Year(), e.now.Month(), e.now.Day(), 12, 0, 0, 0, time.UTC)
+	e.mu.Unlock()
 	today := e.clock().Format(time.DateOnly)
 	later := e.order()
 	start := e.clock().AddDate(0, 0, 10).Format(time.DateOnly)
