@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
+	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/service"
 )
@@ -40,13 +42,25 @@ import (
 //
 // Backpressure: at most maxPending writes wait to be taken by a commit;
 // past that a write is refused at once with service.ErrOverloaded, nothing
-// written (503 with Retry-After over HTTP).
+// written (503 with Retry-After over HTTP). A write that has waited
+// CommitMaxWait without being taken by a commit is refused the same way,
+// still unwritten: a taken write is never abandoned.
+//
+// Batching needs a stream that takes atomic batches (AllowAtomicPublish,
+// nats-server 2.12 or later). On a stream without it (an older external
+// server ignores the setting), or once the server answers a batch in a way
+// only an older server does, the committer publishes every write on its
+// own: a commit then takes up to maxBatch writes of distinct subjects and
+// publishes them concurrently, each with its own answer.
 
 const (
 	// MaxCommitBatch is the most writes one atomic batch holds. The server
 	// refuses batches of more than 1,000 messages (its JetStream limit
 	// max_batch_size, 1,000 by default, jetstream_batching.go); 256 orders
-	// of about 16 KB make a batch of about 4 MB.
+	// of about 16 KB make a batch of about 4 MB. A server configured with
+	// a lower max_batch_size refuses a larger batch (10199): the committer
+	// then halves its batch size for good and commits the refused batch
+	// in halves.
 	MaxCommitBatch = 256
 	// CommitsInFlight is how many commits run at once (the server allows
 	// 50 atomic batches in flight per stream). Measured with
@@ -59,11 +73,31 @@ const (
 	CommitsInFlight = 2
 	// DefaultCommitMaxPending is --commit-max-pending's default.
 	DefaultCommitMaxPending = 1024
+	// CommitMaxWait is the longest a write waits to be taken by a commit;
+	// then it is refused unwritten with service.ErrOverloaded. With a
+	// commit's own bound (service.WriteTimeout, 10 s) a write is answered
+	// within about 15 s of being handed in, inside the HTTP write timeout
+	// (30 s by default), unless its batch is refused and retried in parts.
+	CommitMaxWait = 5 * time.Second
+	// bisectMin: an atomic batch refused for a stale expected sequence is
+	// committed again in two halves, each refused half again in halves,
+	// down to this size; a refused part this small is published write by
+	// write. One stale write in 256 costs about 2*log2(256/4) = 12 batches
+	// and 4 single publishes instead of 256 single publishes.
+	bisectMin = 4
 	// recentSubjects is how many subjects the committer remembers the last
 	// write of (twice this at most), to answer a write it knows is stale
 	// without sending it.
 	recentSubjects = 4096
 )
+
+// batchingFor says whether the committer may commit atomic batches on the
+// event log whose stored configuration is cfg: only when the server kept
+// AllowAtomicPublish (a server older than 2.12 does not know it and drops
+// it from the configuration it answers).
+func batchingFor(cfg jetstream.StreamConfig) bool {
+	return cfg.AllowAtomicPublish
+}
 
 // commitWrite is one event log write handed to the committer.
 type commitWrite struct {
@@ -75,20 +109,24 @@ type commitWrite struct {
 	done    chan struct{} // closed when seq or err is set
 	seq     uint64
 	err     error
+	taken   bool // taken from pending (by a commit or answered there); under committer.mu
 }
 
 // committer gathers event log writes and commits them (see above).
 type committer struct {
 	st          *Store
+	log         *zap.Logger
 	maxPending  int
-	maxBatch    int
 	maxInflight int
-	batching    bool // false: every write on its own (the stream refused atomic batches)
+	maxWait     time.Duration // longest wait to be taken (CommitMaxWait)
+	timeout     time.Duration // a commit's own bound (service.WriteTimeout)
 
 	// beforeCommit, when set (tests), runs before each commit with its size.
 	beforeCommit func(n int)
 
 	mu       sync.Mutex
+	batching bool // false: every write on its own (no atomic batches on this stream)
+	maxBatch int  // lowered when the server's max_batch_size is lower
 	pending  []*commitWrite
 	inflight int
 	busy     map[string]bool // subjects of the writes in commits in flight
@@ -97,12 +135,55 @@ type committer struct {
 	recent, older map[string]uint64
 }
 
-func newCommitter(st *Store, maxPending int) *committer {
+func newCommitter(st *Store, log *zap.Logger, maxPending int, batching bool) *committer {
 	if maxPending <= 0 {
 		maxPending = DefaultCommitMaxPending
 	}
-	return &committer{st: st, maxPending: maxPending, maxBatch: MaxCommitBatch, maxInflight: CommitsInFlight,
-		batching: true, busy: map[string]bool{}, recent: map[string]uint64{}, older: map[string]uint64{}}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	c := &committer{st: st, log: log, maxPending: maxPending, maxBatch: MaxCommitBatch, maxInflight: CommitsInFlight,
+		maxWait: CommitMaxWait, timeout: service.WriteTimeout, batching: batching,
+		busy: map[string]bool{}, recent: map[string]uint64{}, older: map[string]uint64{}}
+	st.metrics.CommitBatching.Set(boolGauge(batching))
+	if !batching {
+		log.Warn("event log stream " + StreamEvents + " does not take atomic batches (allow_atomic): group commit is off, every event log write is published on its own; atomic batches need nats-server 2.12 or later")
+	}
+	return c
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// stopBatching turns batching off for good: every write on its own.
+func (c *committer) stopBatching(err error) {
+	c.mu.Lock()
+	was := c.batching
+	c.batching = false
+	c.mu.Unlock()
+	if was {
+		c.st.metrics.CommitBatching.Set(0)
+		c.log.Warn("event log server does not commit atomic batches: group commit is off, every event log write is published on its own; atomic batches need nats-server 2.12 or later", zap.Error(err))
+	}
+}
+
+// lowerMaxBatch lowers the batch size to n (at least 1) after the server
+// refused a larger batch as exceeding its max_batch_size.
+func (c *committer) lowerMaxBatch(n int, err error) {
+	n = max(n, 1)
+	c.mu.Lock()
+	lowered := n < c.maxBatch
+	if lowered {
+		c.maxBatch = n
+	}
+	c.mu.Unlock()
+	if lowered {
+		c.log.Warn("event log server refused a batch as too large (its max_batch_size): batches lowered", zap.Int("max_batch", n), zap.Error(err))
+	}
 }
 
 // write commits msg, which expects the last message on its subject to be
@@ -133,8 +214,41 @@ func (c *committer) write(ctx context.Context, subject string, h nats.Header, da
 			go c.drain(next)
 		}
 	}
-	<-w.done
+	c.wait(w)
 	return w.seq, w.err
+}
+
+// wait waits for w's answer. A write not taken by a commit within maxWait
+// is taken out of the queue and refused unwritten (ErrOverloaded); once
+// taken it is waited for to the end.
+func (c *committer) wait(w *commitWrite) {
+	if c.maxWait <= 0 {
+		<-w.done
+		return
+	}
+	t := time.NewTimer(c.maxWait)
+	defer t.Stop()
+	select {
+	case <-w.done:
+		return
+	case <-t.C:
+	}
+	c.mu.Lock()
+	if !w.taken {
+		w.taken = true
+		if i := slices.Index(c.pending, w); i >= 0 {
+			c.pending = slices.Delete(c.pending, i, i+1)
+		}
+		c.st.metrics.CommitQueue.Set(float64(len(c.pending)))
+		c.mu.Unlock()
+		w.err = service.ErrOverloaded
+		c.st.metrics.CommitRefused.Inc()
+		c.st.metrics.JetStreamPublish.WithLabelValues(StreamEvents, "overloaded").Observe(time.Since(w.start).Seconds())
+		close(w.done)
+		return
+	}
+	c.mu.Unlock()
+	<-w.done
 }
 
 // drain commits batch and whatever gathers after it, until nothing is
@@ -184,12 +298,13 @@ func (c *committer) takeLocked() []*commitWrite {
 	)
 	for _, w := range c.pending {
 		if last, ok := c.lastLocked(w.subject); ok && w.expect < last {
+			w.taken = true
 			w.err = service.ErrConflict
 			c.st.metrics.JetStreamPublish.WithLabelValues(StreamEvents, "conflict").Observe(time.Since(w.start).Seconds())
 			close(w.done)
 			continue
 		}
-		if len(batch) >= c.maxBatch || c.busy[w.subject] || taken[w.subject] || (!c.batching && len(batch) > 0) {
+		if len(batch) >= c.maxBatch || c.busy[w.subject] || taken[w.subject] {
 			left = append(left, w)
 			continue
 		}
@@ -197,6 +312,7 @@ func (c *committer) takeLocked() []*commitWrite {
 			taken = map[string]bool{}
 		}
 		taken[w.subject] = true
+		w.taken = true
 		batch = append(batch, w)
 	}
 	clear(c.pending[len(left):])
@@ -230,13 +346,99 @@ func (c *committer) rememberLocked(subject string, seq uint64) {
 // by the caller).
 func (c *committer) commit(batch []*commitWrite) {
 	c.st.metrics.CommitBatchSize.Observe(float64(len(batch)))
-	ctx, cancel := context.WithTimeout(context.Background(), service.WriteTimeout)
-	defer cancel()
-	if len(batch) == 1 {
-		c.publishOne(ctx, batch[0])
-		c.st.metrics.Commits.WithLabelValues("single").Inc()
+	c.mu.Lock()
+	batching := c.batching
+	c.mu.Unlock()
+	if len(batch) == 1 || !batching {
+		// Each write on its own (no atomic batches here): concurrently,
+		// each a commit of its own.
+		c.publishEach(batch)
+		c.st.metrics.Commits.WithLabelValues("single").Add(float64(len(batch)))
 		return
 	}
+	c.commitBatch(batch)
+}
+
+// commitBatch commits batch (two writes or more) as one atomic batch, and
+// when the server refuses it whole (nothing of it stored) commits its
+// writes again: in halves when it was refused for a stale expected
+// sequence or as too large, else each on its own.
+func (c *committer) commitBatch(batch []*commitWrite) {
+	err := c.publishBatch(batch)
+	if err == nil {
+		c.st.metrics.Commits.WithLabelValues("batch").Inc()
+		return
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		// No answer (a timeout, the connection lost) or one that cannot be
+		// read: the batch may or may not be stored, as a single publish
+		// without an answer. Each write fails with the error; none is
+		// sent again (that could store it twice). An acknowledgement that
+		// is not a batch's comes from a server that does not know atomic
+		// batches (older than 2.12, which stored the messages as ordinary
+		// ones): no batch is sent to it again.
+		if errors.Is(err, jetstreamext.ErrInvalidBatchAck) {
+			c.stopBatching(err)
+		}
+		for _, w := range batch {
+			c.fail(w, err)
+		}
+		c.st.metrics.Commits.WithLabelValues("error").Inc()
+		return
+	}
+	switch {
+	case apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishNotEnabled:
+		// The stream does not take atomic batches (changed outside the
+		// broker): every write on its own from now on.
+		c.stopBatching(err)
+	case apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishExceedsLimit:
+		// More messages than the server's max_batch_size.
+		c.lowerMaxBatch(len(batch)/2, err)
+		c.commitHalves(batch)
+		return
+	case isWrongLastSequence(err) && len(batch) > bisectMin:
+		// One write or more expected a stale sequence (a resent or
+		// duplicate order the committer does not remember, another
+		// instance's or client's write): find them by halves, so that the
+		// others are still committed in batches.
+		c.commitHalves(batch)
+		return
+	}
+	// Refused whole, nothing of it stored: each write on its own gets its
+	// own answer (ErrConflict for a stale one, StorageFullError for want of
+	// space).
+	c.publishEach(batch)
+	c.st.metrics.Commits.WithLabelValues("fallback").Inc()
+}
+
+// commitHalves commits a refused batch again as two, one after the other
+// (the server bounds the batches in flight).
+func (c *committer) commitHalves(batch []*commitWrite) {
+	c.st.metrics.Commits.WithLabelValues("split").Inc()
+	half := len(batch) / 2
+	for _, part := range [][]*commitWrite{batch[:half], batch[half:]} {
+		c.mu.Lock()
+		batching, maxBatch := c.batching, c.maxBatch
+		c.mu.Unlock()
+		switch {
+		case len(part) == 1 || !batching:
+			c.publishEach(part)
+			c.st.metrics.Commits.WithLabelValues("single").Add(float64(len(part)))
+		case len(part) > maxBatch:
+			c.commitHalves(part)
+		default:
+			c.commitBatch(part)
+		}
+	}
+}
+
+// publishBatch publishes batch as one atomic batch, each message with its
+// expected last subject sequence, under its own bound; on success each
+// write's seq is set.
+func (c *committer) publishBatch(batch []*commitWrite) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
 	msgs := make([]*nats.Msg, len(batch))
 	for i, w := range batch {
 		h := make(nats.Header, len(w.header)+5)
@@ -250,50 +452,36 @@ func (c *committer) commit(batch []*commitWrite) {
 	// No flow control: the batch's messages go out back to back on one
 	// connection and the commit's answer covers them all.
 	ack, err := jetstreamext.PublishMsgBatch(ctx, c.st.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
-	if err == nil && ack.BatchSize == uint64(len(batch)) && ack.Sequence >= ack.BatchSize {
-		first := ack.Sequence - ack.BatchSize + 1
-		for i, w := range batch {
-			w.seq = first + uint64(i)
-			c.st.metrics.JetStreamPublish.WithLabelValues(StreamEvents, "ok").Observe(time.Since(w.start).Seconds())
-		}
-		c.st.noteWritten(ack.Sequence)
-		c.st.noteStored(StreamEvents)
-		c.st.metrics.Commits.WithLabelValues("batch").Inc()
+	if err != nil {
+		return err
+	}
+	if ack.BatchSize != uint64(len(batch)) || ack.Sequence < ack.BatchSize {
+		return fmt.Errorf("batch of %d acknowledged as %d messages up to %d", len(batch), ack.BatchSize, ack.Sequence)
+	}
+	first := ack.Sequence - ack.BatchSize + 1
+	for i, w := range batch {
+		w.seq = first + uint64(i)
+		c.st.metrics.JetStreamPublish.WithLabelValues(StreamEvents, "ok").Observe(time.Since(w.start).Seconds())
+	}
+	c.st.noteWritten(ack.Sequence)
+	c.st.noteStored(StreamEvents)
+	return nil
+}
+
+// publishEach publishes every write of batch on its own, concurrently
+// (they are on distinct subjects), each with its own answer.
+func (c *committer) publishEach(batch []*commitWrite) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	if len(batch) == 1 {
+		c.publishOne(ctx, batch[0])
 		return
 	}
-	if err == nil {
-		err = fmt.Errorf("batch of %d acknowledged as %d messages up to %d", len(batch), ack.BatchSize, ack.Sequence)
-	}
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) {
-		// No answer (a timeout, the connection lost) or one that cannot be
-		// read: the batch may or may not be stored, as a single publish
-		// without an answer. Each write fails with the error.
-		for _, w := range batch {
-			c.fail(w, err)
-		}
-		c.st.metrics.Commits.WithLabelValues("error").Inc()
-		return
-	}
-	if apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishNotEnabled {
-		// The stream does not take atomic batches (changed outside the
-		// broker): publish every write on its own from now on.
-		c.mu.Lock()
-		c.batching = false
-		c.mu.Unlock()
-	}
-	// The server refused the batch whole: nothing of it is stored. Each
-	// write on its own gets its own answer.
 	var wg sync.WaitGroup
 	for _, w := range batch {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.publishOne(ctx, w)
-		}()
+		wg.Go(func() { c.publishOne(ctx, w) })
 	}
 	wg.Wait()
-	c.st.metrics.Commits.WithLabelValues("fallback").Inc()
 }
 
 // publishOne publishes one write on its own with its expected last subject

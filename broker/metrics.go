@@ -31,8 +31,9 @@ type Metrics struct {
 	// The event log's group commit (commit.go, issue 13).
 	CommitQueue     prometheus.Gauge       // writes waiting to be committed
 	CommitBatchSize prometheus.Histogram   // writes per commit
-	Commits         *prometheus.CounterVec // outcome: batch, single, fallback, error
+	Commits         *prometheus.CounterVec // outcome: batch, single, fallback, split, error
 	CommitRefused   prometheus.Counter     // writes refused past --commit-max-pending
+	CommitBatching  prometheus.Gauge       // 1 while the group commit commits atomic batches
 }
 
 // latencyBuckets run from 50 µs to 10 s.
@@ -92,13 +93,18 @@ func (m *Metrics) registerCommitter() {
 	})
 	m.Commits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "eps_commits_total",
-		Help: "Event log commits by outcome: batch (an atomic batch of several writes stored), single (one write published on its own), fallback (a batch refused whole, its writes then published one by one), error (no answer from JetStream: the writes failed).",
+		Help: "Event log commits by outcome: batch (an atomic batch of several writes stored), single (one write published on its own), fallback (a batch refused whole, its writes then published one by one), split (a batch refused whole for a stale expected sequence or as larger than the server allows, committed again in two halves), error (no answer from JetStream: the writes failed).",
 	}, []string{"outcome"})
 	m.CommitRefused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "eps_commit_refused_total",
 		Help: "Event log writes refused at once, nothing written, because --commit-max-pending writes were already waiting (answered 503 with Retry-After).",
 	})
 	m.Registry.MustRegister(m.CommitQueue, m.CommitBatchSize, m.Commits, m.CommitRefused)
+	m.CommitBatching = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "eps_commit_batching",
+		Help: "1 while the group commit commits concurrent event log writes as atomic batches; 0 when every write is published on its own (the event log stream does not take atomic batches: nats-server older than 2.12).",
+	})
+	m.Registry.MustRegister(m.CommitBatching)
 }
 
 // newSelfNominations registers the count of self-nominations: a dispenser

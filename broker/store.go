@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
@@ -127,6 +128,9 @@ type StoreConfig struct {
 	// committed; more are refused with service.ErrOverloaded (0:
 	// DefaultCommitMaxPending). See commit.go.
 	CommitMaxPending int
+	// Logger gets the committer's warnings (batching off, batch size
+	// lowered); nil: none.
+	Logger *zap.Logger
 }
 
 // OpenStore creates (or updates) the streams and buckets the broker needs.
@@ -232,7 +236,9 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	st := &Store{js: js, events: events, requests: requests, audit: audit, sessions: sessions,
 		nominations: nominations, metrics: m, maxMsg: int(min(cfg.MaxMessage, eventsMsg)), limits: lim}
 	st.full.m = map[string]time.Time{}
-	st.commit = newCommitter(st, cfg.CommitMaxPending)
+	// A server older than 2.12 ignores AllowAtomicPublish: batching only
+	// when the stream it answered keeps it (commit.go).
+	st.commit = newCommitter(st, cfg.Logger, cfg.CommitMaxPending, batchingFor(events.CachedInfo().Config))
 	st.fullCount = m.registerStorage(st, lim.Alert)
 	if err := st.usePseudonyms(ctx, cfg.Pseudonyms); err != nil {
 		return nil, err
