@@ -147,6 +147,9 @@ func TestAcknowledgedOrdersSurviveSIGKILLDuringBatches(t *testing.T) {
 			close(killed)
 		})
 	}
+	// Each 200 signals the test, which reads the broker's metrics then (no
+	// polling by time).
+	ackSignal := make(chan struct{}, 1)
 	for range workers {
 		wg.Go(func() {
 			for {
@@ -170,12 +173,25 @@ func TestAcknowledgedOrdersSurviveSIGKILLDuringBatches(t *testing.T) {
 				if err != nil {
 					return // the broker is gone
 				}
+				if status == http.StatusOK {
+					select {
+					case ackSignal <- struct{}{}:
+					default:
+					}
+				}
 			}
 		})
 	}
+	workersDone := make(chan struct{})
+	go func() { wg.Wait(); close(workersDone) }()
 	// Kill once enough orders are acknowledged and the broker has committed
 	// batches of more than one (read from its metrics just before).
 	for {
+		select {
+		case <-ackSignal:
+		case <-workersDone:
+			t.Fatal("every client stopped before the kill: the broker went away")
+		}
 		mu.Lock()
 		n := len(acked)
 		mu.Unlock()
@@ -187,10 +203,9 @@ func TestAcknowledgedOrdersSurviveSIGKILLDuringBatches(t *testing.T) {
 		}
 		if n >= giveUp {
 			kill()
-			wg.Wait()
+			<-workersDone
 			t.Fatalf("%d orders acknowledged and no batch of several committed", n)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 	wg.Wait()
 	<-p.done
@@ -208,6 +223,16 @@ func TestAcknowledgedOrdersSurviveSIGKILLDuringBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	stored := map[string]int{}
+	// The server keeps a batch's headers on its stored messages: every one
+	// carries Nats-Batch-Id and Nats-Batch-Sequence, the last also
+	// Nats-Batch-Commit. A batch is stored whole or not at all: each batch
+	// ID's messages must be 1..k of k, at consecutive stream sequences,
+	// with the commit header on k only.
+	type batchMsg struct {
+		streamSeq, batchSeq uint64
+		commit              bool
+	}
+	batchOf := map[string][]batchMsg{}
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -221,12 +246,37 @@ func TestAcknowledgedOrdersSurviveSIGKILLDuringBatches(t *testing.T) {
 			t.Errorf("event %d does not decode: %v", seq, err)
 			continue
 		}
+		if bid := m.Header.Get("Nats-Batch-Id"); bid != "" {
+			bseq, err := strconv.ParseUint(m.Header.Get("Nats-Batch-Sequence"), 10, 64)
+			if err != nil {
+				t.Errorf("event %d of batch %s: batch sequence %q", seq, bid, m.Header.Get("Nats-Batch-Sequence"))
+			}
+			batchOf[bid] = append(batchOf[bid], batchMsg{m.Sequence, bseq, m.Header.Get("Nats-Batch-Commit") != ""})
+		}
 		id := ev.Record.ID
 		if m.Subject != broker.SubjectRx+id {
 			t.Errorf("event %d about %s is on %s", seq, id, m.Subject)
 		}
 		stored[id]++
 	}
+	batched := 0
+	for bid, msgs := range batchOf {
+		batched += len(msgs)
+		if len(msgs) < 2 {
+			t.Errorf("batch %s: %d message stored, want the whole batch (2 or more)", bid, len(msgs))
+		}
+		for i, bm := range msgs {
+			last := i == len(msgs)-1
+			if bm.batchSeq != uint64(i+1) || bm.streamSeq != msgs[0].streamSeq+uint64(i) || bm.commit != last {
+				t.Errorf("batch %s: message %d of %d is batch sequence %d at stream sequence %d (first %d), commit %v: a batch stored in part",
+					bid, i+1, len(msgs), bm.batchSeq, bm.streamSeq, msgs[0].streamSeq, bm.commit)
+			}
+		}
+	}
+	if len(batchOf) == 0 {
+		t.Error("no batch stored, want the batches the metrics counted")
+	}
+	t.Logf("%d batches stored whole, %d events in them", len(batchOf), batched)
 	for id := range acked {
 		if stored[id] != 1 {
 			t.Errorf("acknowledged order %s stored %d times after the kill, want once", id, stored[id])
