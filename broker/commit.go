@@ -32,13 +32,18 @@ import (
 // writes gather for the next.
 //
 // An atomic batch is refused whole when one of its messages is (its
-// prescription changed since the writer decided, or the stream refuses it):
-// then each write of the batch is published on its own, so that each gets
-// its own answer (ErrConflict for the one that lost its compare-and-set;
-// the CAS loop decides again). Two writes of one prescription never go in
-// one batch (the second's expected sequence would be stale by
-// construction): the second waits for the next commit, and when the first
-// was stored it is answered ErrConflict at once, without a round trip.
+// prescription changed since the writer decided, or the stream refuses it);
+// nothing of it is stored. A batch refused for a stale expected sequence
+// is committed again in halves (a resent order the committer does not
+// remember is written expecting an empty subject, so refusals are normal
+// traffic), down to bisectMin writes; a smaller part, or a batch refused
+// for another reason (e.g. want of space), is published write by write,
+// so that each write gets its own answer (ErrConflict for the one that
+// lost its compare-and-set; the CAS loop decides again). Two writes of one
+// prescription never go in one batch (the second's expected sequence would
+// be stale by construction): the second waits for the next commit, and
+// when the first was stored it is answered ErrConflict at once, without a
+// round trip.
 //
 // Backpressure: at most maxPending writes wait to be taken by a commit;
 // past that a write is refused at once with service.ErrOverloaded, nothing

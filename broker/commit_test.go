@@ -581,7 +581,9 @@ func TestEventStreamUpdatedForAtomicBatches(t *testing.T) {
 // "before" publishes every write on its own, as the broker did before the
 // group commit (each writer's publish in flight at once);
 // "batch-inflight1" is the group commit with one commit in flight at a
-// time, "batch-inflight2" with two. ns/op is per write: orders/s = 1e9 /
+// time, "batch-inflight2" with two; "nobatch" is the committer on a stream
+// without atomic batches (every write on its own, the writes waiting
+// published concurrently, two commits in flight). ns/op is per write: orders/s = 1e9 /
 // ns/op. Compare with benchstat -col /commit.
 func BenchmarkGroupCommit(b *testing.B) {
 	body := make([]byte, 15*1024)
@@ -596,10 +598,12 @@ func BenchmarkGroupCommit(b *testing.B) {
 			{"before", 1, 1 << 20},
 			{"batch-inflight1", MaxCommitBatch, 1},
 			{"batch-inflight2", MaxCommitBatch, 2},
+			{"nobatch", MaxCommitBatch, CommitsInFlight},
 		} {
 			b.Run(fmt.Sprintf("writers=%d/commit=%s", writers, bc.name), func(b *testing.B) {
 				st, _, m := commitStore(b, 0)
 				st.commit.maxBatch, st.commit.maxInflight = bc.maxBatch, bc.maxFlight
+				st.commit.batching = bc.name != "nobatch"
 				var next atomic.Int64
 				ctx := context.Background()
 				b.SetParallelism(max(1, writers/runtime.GOMAXPROCS(0)))
