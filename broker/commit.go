@@ -194,8 +194,8 @@ func (c *committer) lowerMaxBatch(n int, err error) {
 // write commits msg, which expects the last message on its subject to be
 // at expect, and returns its sequence once stored. A write handed in is
 // committed whatever happens to ctx after (its answer is waited for); ctx
-// already ended refuses it unwritten, as does a full queue
-// (service.ErrOverloaded).
+// already ended refuses it unwritten, as does a full queue or a wait of
+// more than maxWait before a commit takes it (service.ErrOverloaded).
 func (c *committer) write(ctx context.Context, subject string, h nats.Header, data []byte, expect uint64) (uint64, error) {
 	w := &commitWrite{subject: subject, header: h, data: data, expect: expect, start: time.Now(), done: make(chan struct{})}
 	c.mu.Lock()
