@@ -87,8 +87,9 @@ const (
 	// bisectMin: an atomic batch refused for a stale expected sequence is
 	// committed again in two halves, each refused half again in halves,
 	// down to this size; a refused part this small is published write by
-	// write. One stale write in 256 costs about 2*log2(256/4) = 12 batches
-	// and 4 single publishes instead of 256 single publishes.
+	// write. One stale write in 256 costs 12 smaller batches (6 refused,
+	// 6 stored: 128 down to 4) and 4 single publishes instead of 256
+	// single publishes.
 	bisectMin = 4
 	// recentSubjects is how many subjects the committer remembers the last
 	// write of (twice this at most), to answer a write it knows is stale
