@@ -39,6 +39,7 @@ type Store struct {
 
 	failReads, failWrites error
 	beforeWrite           func(id string)
+	afterWrite            func(id string) error
 	conflicts             int
 	maxMessage            int
 }
@@ -95,6 +96,17 @@ func (s *Store) BeforeWrite(f func(id string)) {
 	s.beforeWrite = f
 }
 
+// AfterWrite sets a function called after each write is stored, without
+// the store's lock: when it returns an error, the write returns that error
+// instead of the event, as a store whose answer to a stored write was lost
+// (a timeout, a lost connection: the writer cannot tell whether it was
+// stored). nil: none.
+func (s *Store) AfterWrite(f func(id string) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.afterWrite = f
+}
+
 // SetMaxMessage makes a write whose record and body together exceed n
 // bytes fail with service.ErrTooLarge (0: no limit).
 func (s *Store) SetMaxMessage(n int) {
@@ -135,15 +147,21 @@ func (s *Store) current(ctx context.Context, id string) (*service.Event, uint64,
 }
 
 // write calls the BeforeWrite hook, then appends w if its prescription is
-// still at expect.
+// still at expect, then calls the AfterWrite hook on a stored write.
 func (s *Store) write(_ context.Context, w *service.Write, expect uint64) (*service.Event, error) {
 	s.mu.Lock()
-	hook := s.beforeWrite
+	hook, after := s.beforeWrite, s.afterWrite
 	s.mu.Unlock()
 	if hook != nil {
 		hook(w.Record.ID)
 	}
-	return s.append(w, expect)
+	ev, err := s.append(w, expect)
+	if err == nil && after != nil {
+		if err := after(w.Record.ID); err != nil {
+			return nil, err
+		}
+	}
+	return ev, err
 }
 
 // append stores w if id's latest event is still expect (0: none).
