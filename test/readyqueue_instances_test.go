@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/config"
@@ -47,6 +51,47 @@ func TestReleaseAcrossInstances(t *testing.T) {
 	}
 }
 
+// fillLog stores the last event about prescription id again n times, on
+// its subject, without its body.
+func fillLog(t *testing.T, url, id string, n int) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := js.Stream(ctx, broker.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := st.GetLastMsgForSubject(ctx, broker.SubjectRx+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := nats.Header{}
+	for k, v := range last.Header {
+		if !strings.HasPrefix(k, "Nats-") {
+			h[k] = v
+		}
+	}
+	for range n {
+		if _, err := js.PublishMsgAsync(&nats.Msg{Subject: last.Subject, Header: h}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		t.Fatal("the log was not filled")
+	}
+}
+
 // sharedKey gives a broker the pseudonym key of a, as every instance on
 // one NATS server shares it.
 func sharedKey(a *testBroker) func(*config.Config) {
@@ -60,10 +105,24 @@ func sharedKey(a *testBroker) func(*config.Config) {
 // index has applied that sequence, /readyz is 200 and a release through it
 // finds the queue as the other instance left it.
 func TestReadyzWhileReadyQueuesRebuild(t *testing.T) {
-	srv := startNATS(t)
+	// The server syncs at its interval here: the log is filled fast.
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
 	ext := func(c *config.Config) { c.NATSURL = srv.ClientURL() }
 	a := startBroker(t, "", ext)
 	gs := postOrders(t, a, 30, fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	// A long log for the new instance to rebuild from: the last order's
+	// event again and again, headers only (as another writer's events
+	// would be): the index applies each, the prescription keeps its place.
+	fillLog(t, srv.ClientURL(), gs[len(gs)-1].ShortID, 5000)
 
 	b := startBroker(t, "", ext, sharedKey(a)) // a new data dir: no snapshot
 	target := b.App.Tracker.StartTarget()
