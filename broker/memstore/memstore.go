@@ -38,6 +38,8 @@ type Store struct {
 	index  *tracker.Index
 
 	failReads, failWrites error
+	failNext              int // reads of prescriptions and events still to fail with failNextErr
+	failNextErr           error
 	beforeWrite           func(id string)
 	afterWrite            func(id string) error
 	conflicts             int
@@ -77,6 +79,27 @@ func (s *Store) FailReads(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failReads = err
+}
+
+// FailNextReads makes the next n reads of a prescription or an event
+// (Current, Event) return err wrapped, as a store lost for a moment.
+func (s *Store) FailNextReads(err error, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failNext, s.failNextErr = n, err
+}
+
+// readErr is the error a read of a prescription or an event fails with
+// now (nil: none). Called with s.mu held.
+func (s *Store) readErr() error {
+	switch {
+	case s.failReads != nil:
+		return fmt.Errorf("memstore: read: %w", s.failReads)
+	case s.failNext > 0:
+		s.failNext--
+		return fmt.Errorf("memstore: read: %w", s.failNextErr)
+	}
+	return nil
 }
 
 // FailWrites makes every write return err wrapped (nil: writes work
@@ -223,8 +246,8 @@ func (s *Store) Current(ctx context.Context, id string) (*service.Event, error) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.failReads != nil {
-		return nil, fmt.Errorf("memstore: read: %w", s.failReads)
+	if err := s.readErr(); err != nil {
+		return nil, err
 	}
 	seq, ok := s.last[id]
 	if !ok {
@@ -240,8 +263,8 @@ func (s *Store) Event(ctx context.Context, seq uint64) (*service.Event, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.failReads != nil {
-		return nil, fmt.Errorf("memstore: read: %w", s.failReads)
+	if err := s.readErr(); err != nil {
+		return nil, err
 	}
 	if seq == 0 || seq > uint64(len(s.events)) {
 		return nil, service.ErrNotFound

@@ -28,6 +28,11 @@ type Lifecycle struct {
 	log    *zap.Logger
 	now    func() time.Time
 
+	// ReadBackFor is how long a nominated release goes on trying to read
+	// back writes that got no answer (see ReleaseNominated) before it
+	// answers 503 (0: DefaultReadBackFor).
+	ReadBackFor time.Duration
+
 	// unresolved are nominated releases answered 503 because writes of
 	// theirs got no answer and could not be read back (see
 	// ReleaseNominated): a retry of one resolves them first.
@@ -358,18 +363,43 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 	return out, nil
 }
 
-// readBackTimeout bounds the reads that find out whether writes that got
-// no answer were stored: they are made even when the client has gone, as
-// the answer is recorded for its retry.
-const readBackTimeout = 5 * time.Second
+// DefaultReadBackFor is Lifecycle.ReadBackFor by default: long enough for
+// a NATS connection lost for a moment to come back (nats.go reconnects
+// after 2 s).
+const DefaultReadBackFor = 5 * time.Second
 
 // readBack reads the current state of each of ids and returns, in ids'
 // order, those released to p under messageID (a nominated release whose
 // history entry carries messageID, p's organisation and user), each with
-// its current record and its order's bytes.
+// its current record and its order's bytes. A read that fails is tried
+// again, with growing pauses, for ReadBackFor; the reads go on when the
+// client has gone, as its answer is recorded for its retry.
 func (l *Lifecycle) readBack(ctx context.Context, p auth.Principal, messageID string, ids []string) ([]Released, error) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackTimeout)
+	d := l.ReadBackFor
+	if d <= 0 {
+		d = DefaultReadBackFor
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
 	defer cancel()
+	pause := 100 * time.Millisecond
+	for {
+		out, err := l.readBackOnce(rctx, p, messageID, ids)
+		if err == nil {
+			return out, nil
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-rctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
+// readBackOnce is one attempt of readBack.
+func (l *Lifecycle) readBackOnce(rctx context.Context, p auth.Principal, messageID string, ids []string) ([]Released, error) {
 	var out []Released
 	for _, id := range ids {
 		cur, err := l.rx.Current(rctx, id)

@@ -521,6 +521,28 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("nominated release: writes without an answer read back once the store answers again", func(t *testing.T) {
+		e := newEnv(t)
+		var gs []*fhirgen.Generated
+		for range 7 {
+			gs = append(gs, e.accepted())
+		}
+		// The five writes are stored without an answer; then the store is
+		// lost for one read (the read back's first): it is tried again.
+		var stored atomic.Int32
+		e.st.AfterWrite(func(string) error {
+			if stored.Add(1) == 5 {
+				e.st.FailNextReads(errDown, 1)
+			}
+			return errLost
+		})
+		out, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n1", []byte("{}"), 5)
+		e.st.AfterWrite(nil)
+		if got := releasedIDs(out); err != nil || !slices.Equal(got, ids(gs[:5])) {
+			t.Errorf("handed over %v, %v; want %v", got, err, ids(gs[:5]))
+		}
+	})
+
 	t.Run("nominated release: writes without an answer that cannot be read back: 503, and its retry hands over what it released", func(t *testing.T) {
 		e := newEnv(t)
 		var gs []*fhirgen.Generated
@@ -528,7 +550,9 @@ func TestLifecycle(t *testing.T) {
 			gs = append(gs, e.accepted())
 		}
 		// Each write is stored, its answer lost, and the store then cannot
-		// be read: the release cannot learn what it did.
+		// be read (for longer than the release tries): the release cannot
+		// learn what it did.
+		e.life.ReadBackFor = time.Millisecond
 		e.st.AfterWrite(func(string) error {
 			e.st.FailReads(errDown)
 			return errLost
