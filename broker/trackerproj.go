@@ -117,6 +117,19 @@ func (p *TrackerProjector) noteCaughtUp(seq uint64) {
 	}
 }
 
+// CaughtUp reports whether the index, and so the ready queues, hold the
+// event log as it was when the projector started (a snapshot loaded, or
+// the index rebuilt from the log, up to that event): /readyz is 503 until
+// then. It does not go back to false.
+func (p *TrackerProjector) CaughtUp() bool { return p.caughtUp.Load() }
+
+// StartTarget is the event log's last sequence when the projector started:
+// what CaughtUp waits for.
+func (p *TrackerProjector) StartTarget() uint64 { return p.target }
+
+// Running reports whether the projector's consumer runs.
+func (p *TrackerProjector) Running() bool { return p.runner.Running() }
+
 // State is the projector's consumer state.
 func (p *TrackerProjector) State() RunnerState { return p.runner.State() }
 

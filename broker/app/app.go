@@ -239,8 +239,18 @@ func (a *App) Ready(ctx context.Context) error {
 	if !a.notifier.Running() {
 		return errors.New("notifier stopped")
 	}
-	// The tracker index catching up does not make the broker unready:
-	// intake and dispensing go on, and searches answer 503 until it has.
+	if !a.Tracker.Running() {
+		return errors.New("tracker index stopped")
+	}
+	// Until the tracker index (and the ready queues it holds) has caught
+	// up with the event log as it was at the start, nominated releases and
+	// searches answer 503 after waiting for it: the instance is not ready,
+	// so that a load balancer sends them to another. Intake and the other
+	// endpoints are served meanwhile (readiness only steers traffic).
+	if !a.Tracker.CaughtUp() {
+		return fmt.Errorf("tracker index and ready queues catching up: event %d of %d",
+			a.Tracker.Index.Applied(), a.Tracker.StartTarget())
+	}
 	return nil
 }
 

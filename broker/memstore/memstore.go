@@ -38,7 +38,10 @@ type Store struct {
 	index  *tracker.Index
 
 	failReads, failWrites error
+	failNext              int // reads of prescriptions and events still to fail with failNextErr
+	failNextErr           error
 	beforeWrite           func(id string)
+	afterWrite            func(id string) error
 	conflicts             int
 	maxMessage            int
 }
@@ -78,6 +81,27 @@ func (s *Store) FailReads(err error) {
 	s.failReads = err
 }
 
+// FailNextReads makes the next n reads of a prescription or an event
+// (Current, Event) return err wrapped, as a store lost for a moment.
+func (s *Store) FailNextReads(err error, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failNext, s.failNextErr = n, err
+}
+
+// readErr is the error a read of a prescription or an event fails with
+// now (nil: none). Called with s.mu held.
+func (s *Store) readErr() error {
+	switch {
+	case s.failReads != nil:
+		return fmt.Errorf("memstore: read: %w", s.failReads)
+	case s.failNext > 0:
+		s.failNext--
+		return fmt.Errorf("memstore: read: %w", s.failNextErr)
+	}
+	return nil
+}
+
 // FailWrites makes every write return err wrapped (nil: writes work
 // again), as a store that refuses writes (full, or lost its quorum).
 func (s *Store) FailWrites(err error) {
@@ -93,6 +117,17 @@ func (s *Store) BeforeWrite(f func(id string)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.beforeWrite = f
+}
+
+// AfterWrite sets a function called after each write is stored, without
+// the store's lock: when it returns an error, the write returns that error
+// instead of the event, as a store whose answer to a stored write was lost
+// (a timeout, a lost connection: the writer cannot tell whether it was
+// stored). nil: none.
+func (s *Store) AfterWrite(f func(id string) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.afterWrite = f
 }
 
 // SetMaxMessage makes a write whose record and body together exceed n
@@ -135,15 +170,21 @@ func (s *Store) current(ctx context.Context, id string) (*service.Event, uint64,
 }
 
 // write calls the BeforeWrite hook, then appends w if its prescription is
-// still at expect.
+// still at expect, then calls the AfterWrite hook on a stored write.
 func (s *Store) write(_ context.Context, w *service.Write, expect uint64) (*service.Event, error) {
 	s.mu.Lock()
-	hook := s.beforeWrite
+	hook, after := s.beforeWrite, s.afterWrite
 	s.mu.Unlock()
 	if hook != nil {
 		hook(w.Record.ID)
 	}
-	return s.append(w, expect)
+	ev, err := s.append(w, expect)
+	if err == nil && after != nil {
+		if err := after(w.Record.ID); err != nil {
+			return nil, err
+		}
+	}
+	return ev, err
 }
 
 // append stores w if id's latest event is still expect (0: none).
@@ -205,8 +246,8 @@ func (s *Store) Current(ctx context.Context, id string) (*service.Event, error) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.failReads != nil {
-		return nil, fmt.Errorf("memstore: read: %w", s.failReads)
+	if err := s.readErr(); err != nil {
+		return nil, err
 	}
 	seq, ok := s.last[id]
 	if !ok {
@@ -222,8 +263,8 @@ func (s *Store) Event(ctx context.Context, seq uint64) (*service.Event, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.failReads != nil {
-		return nil, fmt.Errorf("memstore: read: %w", s.failReads)
+	if err := s.readErr(); err != nil {
+		return nil, err
 	}
 	if seq == 0 || seq > uint64(len(s.events)) {
 		return nil, service.ErrNotFound

@@ -27,6 +27,16 @@ type Lifecycle struct {
 	queues ReadyQueues
 	log    *zap.Logger
 	now    func() time.Time
+
+	// ReadBackFor is how long a nominated release goes on trying to read
+	// back writes that got no answer (see ReleaseNominated) before it
+	// answers 503 (0: DefaultReadBackFor).
+	ReadBackFor time.Duration
+
+	// unresolved are nominated releases answered 503 because writes of
+	// theirs got no answer and could not be read back (see
+	// ReleaseNominated): a retry of one resolves them first.
+	unresolved unresolvedReleases
 }
 
 // NewLifecycle returns the lifecycle service over the event log and the
@@ -189,9 +199,13 @@ func (l *Lifecycle) ReleasedUnder(ctx context.Context, p auth.Principal, owner, 
 		seen[rec.ID] = true
 		out = append(out, Released{Record: rec, Order: order})
 	}
-	// In the order the first answer gave them, oldest in the queue first:
-	// its writes were made together, so the log need not hold them in that
-	// order.
+	// Oldest first by when each became ready (tracker.QueuedAt: the clock
+	// of the broker that wrote the event that queued it), then by order:
+	// the request's writes were made together, so the log need not hold
+	// them in queue order. This is the first answer's order (queue order,
+	// the sequence of the queueing event) except where two became ready
+	// within a clock skew between brokers, or were decided in another
+	// order than written: the records carry no queue sequence to sort by.
 	slices.SortStableFunc(out, func(a, b Released) int {
 		if c := tracker.QueuedAt(a.Record).Compare(tracker.QueuedAt(b.Record)); c != 0 {
 			return c
@@ -243,11 +257,33 @@ const CatchUpTimeout = 5 * time.Second
 // every event stored before it began, so a prescription whose order was
 // acknowledged before the release is found. Entries another release took
 // first, or that are no longer ready, are passed over. None left: an empty
-// list. When a write fails after others succeeded, the ones released are
-// handed over (they are this dispenser's now) and the release stops there.
+// list.
+//
+// When a write fails, the release stops and hands over every prescription
+// it released, in queue order. A failed write may still have been stored
+// (no answer: a timeout, a lost connection), so each failed one is read
+// back first: released under messageID to p, it is handed over too. Only
+// when nothing was released is the write's error returned. When the read
+// back fails too, nothing is handed over and the answer is 503
+// (ErrReleaseUnresolved): a retry with the same messageID (X-Request-ID) by
+// the same user, on this broker, reads them back again and hands over
+// those released, rather than releasing others.
 func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owner, messageID string, body []byte, max int) ([]Released, error) {
 	if err := dispenserOnly(p, owner); err != nil {
 		return nil, err
+	}
+	key := unresolvedKey(p, messageID)
+	if ids, ok := l.unresolved.get(key, l.now()); ok {
+		// A retry of a release whose outcome was not known: what it
+		// released, if anything, is its answer.
+		out, err := l.readBack(ctx, p, messageID, ids)
+		if err != nil {
+			return nil, unresolvedError(err)
+		}
+		l.unresolved.drop(key)
+		if len(out) > 0 {
+			return out, nil
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, CatchUpTimeout)
 	err := l.queues.CatchUp(wctx)
@@ -264,30 +300,205 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 			break
 		}
 		from = entries[len(entries)-1].QueueSeq + 1
+		results := l.releaseEach(ctx, p, actor, messageID, body, entries)
 		var failed error
-		for _, r := range l.releaseEach(ctx, p, actor, messageID, body, entries) {
-			switch {
-			case r.skip:
-			case r.err != nil:
+		var doubt []string // failed: perhaps stored all the same
+		for i, r := range results {
+			if r.err != nil {
+				doubt = append(doubt, entries[i].PrescriptionID)
 				if failed == nil {
 					failed = r.err
 				}
-			default:
-				out = append(out, r.Released)
 			}
 		}
 		if failed == nil {
+			for _, r := range results {
+				if !r.skip {
+					out = append(out, r.Released)
+				}
+			}
 			continue
 		}
+		back, err := l.readBack(ctx, p, messageID, doubt)
+		if err != nil {
+			// Which were stored is not known: remember every one this
+			// release may have handed to p, in queue order, for its retry.
+			ids := make([]string, 0, len(out)+len(entries))
+			for _, r := range out {
+				ids = append(ids, r.Record.ID)
+			}
+			for i, r := range results {
+				if r.err != nil || !r.skip {
+					ids = append(ids, entries[i].PrescriptionID)
+				}
+			}
+			l.unresolved.put(key, ids, l.now())
+			l.log.Warn("nominated release: writes got no answer and could not be read back; answered 503, a retry with the same X-Request-ID resolves them",
+				zap.Int("unresolved", len(doubt)), zap.Error(failed), zap.NamedError("readBack", err))
+			return nil, unresolvedError(err)
+		}
+		found := make(map[string]Released, len(back))
+		for _, r := range back {
+			found[r.Record.ID] = r
+		}
+		for i, r := range results {
+			switch {
+			case r.err != nil:
+				if b, ok := found[entries[i].PrescriptionID]; ok {
+					out = append(out, b)
+				}
+			case !r.skip:
+				out = append(out, r.Released)
+			}
+		}
 		if len(out) > 0 {
-			// Hand over what is already released: those prescriptions are
-			// this dispenser's now, and a retry would not return them.
-			l.log.Warn("nominated release stopped early", zap.Int("released", len(out)), zap.Error(failed))
+			// Hand over what is released: those prescriptions are this
+			// dispenser's now, and a retry would not return them.
+			l.log.Warn("nominated release stopped early", zap.Int("released", len(out)),
+				zap.Int("storedWithoutAnswer", len(back)), zap.Error(failed))
 			return out, nil
 		}
 		return nil, failed
 	}
 	return out, nil
+}
+
+// DefaultReadBackFor is Lifecycle.ReadBackFor by default: long enough for
+// a NATS connection lost for a moment to come back (nats.go reconnects
+// after 2 s).
+const DefaultReadBackFor = 5 * time.Second
+
+// readBack reads the current state of each of ids and returns, in ids'
+// order, those released to p under messageID (a nominated release whose
+// history entry carries messageID, p's organisation and user), each with
+// its current record and its order's bytes. A read that fails is tried
+// again, with growing pauses, for ReadBackFor; the reads go on when the
+// client has gone, as its answer is recorded for its retry.
+func (l *Lifecycle) readBack(ctx context.Context, p auth.Principal, messageID string, ids []string) ([]Released, error) {
+	d := l.ReadBackFor
+	if d <= 0 {
+		d = DefaultReadBackFor
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
+	defer cancel()
+	pause := 100 * time.Millisecond
+	for {
+		out, err := l.readBackOnce(rctx, p, messageID, ids)
+		if err == nil {
+			return out, nil
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-rctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
+// readBackOnce is one attempt of readBack.
+func (l *Lifecycle) readBackOnce(rctx context.Context, p auth.Principal, messageID string, ids []string) ([]Released, error) {
+	var out []Released
+	for _, id := range ids {
+		cur, err := l.rx.Current(rctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !releasedUnder(cur.Record, p, messageID) {
+			continue
+		}
+		ev, err := l.rx.Event(rctx, cur.Record.OrderSeq)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Released{Record: cur.Record, Order: ev.Body})
+	}
+	return out, nil
+}
+
+// releasedUnder reports whether rec's history holds a nominated release to
+// p (its organisation and user) under messageID.
+func releasedUnder(rec *rx.Prescription, p auth.Principal, messageID string) bool {
+	for i := len(rec.History) - 1; i >= 0; i-- {
+		h := rec.History[i]
+		if h.Type == rx.EventNominatedRelease && h.MessageID == messageID && h.Org == p.ODS && h.User == p.Subject {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrReleaseUnresolved is a nominated release some of whose writes got no
+// answer and could not be read back: they may have been stored.
+var ErrReleaseUnresolved = errors.New("nominated release: writes got no answer and could not be read back")
+
+// unresolvedError is the 503 of an unresolved nominated release.
+func unresolvedError(err error) error {
+	return &fhir.Error{Kind: fhir.KindUnavailable, Op: "read back release", Code: fhir.CodeServiceUnavailable,
+		Diagnostics: "the store did not confirm the release and could not be read back; prescriptions may have been released: retry with the same X-Request-ID to receive them",
+		Err:         fmt.Errorf("%w: %w", ErrReleaseUnresolved, err)}
+}
+
+// maxUnresolved bounds the unresolved releases remembered; the oldest is
+// forgotten first.
+const maxUnresolved = 1024
+
+// unresolvedReleases are the prescriptions of nominated releases answered
+// 503 with their outcome unknown, by unresolvedKey, for AbandonAfter.
+type unresolvedReleases struct {
+	mu sync.Mutex
+	m  map[string]unresolvedRelease
+}
+
+type unresolvedRelease struct {
+	ids []string // in queue order
+	at  time.Time
+}
+
+// unresolvedKey scopes a message ID to its user and organisation, as an
+// X-Request-ID is.
+func unresolvedKey(p auth.Principal, messageID string) string {
+	return p.Subject + "\x00" + p.ODS + "\x00" + messageID
+}
+
+func (u *unresolvedReleases) get(key string, now time.Time) ([]string, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	r, ok := u.m[key]
+	if ok && now.Sub(r.at) > AbandonAfter {
+		delete(u.m, key)
+		return nil, false
+	}
+	return r.ids, ok
+}
+
+func (u *unresolvedReleases) put(key string, ids []string, now time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[string]unresolvedRelease{}
+	}
+	if _, ok := u.m[key]; !ok && len(u.m) >= maxUnresolved {
+		oldest := ""
+		for k, r := range u.m {
+			if oldest == "" || r.at.Before(u.m[oldest].at) {
+				oldest = k
+			}
+		}
+		delete(u.m, oldest)
+	}
+	u.m[key] = unresolvedRelease{ids: ids, at: now}
+}
+
+func (u *unresolvedReleases) drop(key string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.m, key)
 }
 
 // queueRelease is the outcome of releasing one queue entry.

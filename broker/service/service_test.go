@@ -169,6 +169,27 @@ func wantError(t *testing.T, err error, kind fhir.Kind, code string) {
 
 var errDown = errors.New("store down")
 
+// errLost is a write's answer lost after the store stored it.
+var errLost = errors.New("no answer: timed out")
+
+// ids are the short IDs of gs, in order.
+func ids(gs []*fhirgen.Generated) []string {
+	var out []string
+	for _, g := range gs {
+		out = append(out, g.ShortID)
+	}
+	return out
+}
+
+// releasedIDs are the IDs of a release's answer, in order.
+func releasedIDs(rs []service.Released) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Record.ID)
+	}
+	return out
+}
+
 func TestIntakeOrders(t *testing.T) {
 	t.Run("accepted: stored once and queued to its nominated dispenser", func(t *testing.T) {
 		e := newEnv(t)
@@ -422,6 +443,146 @@ func TestLifecycle(t *testing.T) {
 		}
 		if !slices.Equal(got, held) || len(got) < 2 || got[0] != gs[0].ShortID || got[1] != gs[1].ShortID || slices.Contains(got, failing) {
 			t.Errorf("handed over %v; released %v (every one released must be handed over, in queue order)", got, held)
+		}
+	})
+
+	t.Run("nominated release: writes stored whose answer was lost are read back and handed over, in queue order", func(t *testing.T) {
+		e := newEnv(t)
+		var gs []*fhirgen.Generated
+		for range 7 {
+			gs = append(gs, e.accepted())
+		}
+		// Every write is stored, but its answer is lost (a timeout, a
+		// lost connection): the outcome is unknown to the release.
+		e.st.AfterWrite(func(string) error { return errLost })
+		out, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n1", []byte("{}"), 5)
+		e.st.AfterWrite(nil)
+		if err != nil {
+			t.Fatalf("released five (stored), yet an error: %v", err)
+		}
+		want := ids(gs[:5])
+		if got := releasedIDs(out); !slices.Equal(got, want) {
+			t.Errorf("handed over %v, want %v (every one released, oldest first)", got, want)
+		}
+		for i, r := range out {
+			if !bytes.Equal(r.Order, gs[i].Body) || r.Record.Status != rx.StatusWithDispenser {
+				t.Errorf("%s: order bytes or record not as released (%s)", r.Record.ID, r.Record.Status)
+			}
+		}
+		// The next release gets the two left, not those five again.
+		next, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n2", []byte("{}"), 5)
+		if got := releasedIDs(next); err != nil || !slices.Equal(got, ids(gs[5:])) {
+			t.Errorf("next release: %v, %v", got, err)
+		}
+	})
+
+	t.Run("nominated release: some writes stored without an answer, others refused: those stored are handed over", func(t *testing.T) {
+		e := newEnv(t)
+		var gs []*fhirgen.Generated
+		for range 5 {
+			gs = append(gs, e.accepted())
+		}
+		lost := map[string]bool{gs[1].ShortID: true, gs[3].ShortID: true}
+		e.st.BeforeWrite(func(id string) {
+			if id != gs[4].ShortID {
+				return
+			}
+			// Once the four before it are stored, the store refuses its
+			// write: nothing of it is stored.
+			for _, g := range gs[:4] {
+				for e.status(g.ShortID) != rx.StatusWithDispenser {
+					runtime.Gosched()
+				}
+			}
+			e.st.FailWrites(errDown)
+		})
+		e.st.AfterWrite(func(id string) error {
+			if lost[id] {
+				return errLost
+			}
+			return nil
+		})
+		out, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n1", []byte("{}"), 25)
+		e.st.BeforeWrite(nil)
+		e.st.AfterWrite(nil)
+		e.st.FailWrites(nil)
+		if err != nil {
+			t.Fatalf("released some, yet an error: %v", err)
+		}
+		var held []string
+		for _, g := range gs {
+			if e.status(g.ShortID) == rx.StatusWithDispenser {
+				held = append(held, g.ShortID)
+			}
+		}
+		got := releasedIDs(out)
+		if !slices.Equal(got, held) || !slices.Equal(got, ids(gs[:4])) {
+			t.Errorf("handed over %v; released %v (every one released must be handed over, in queue order)", got, held)
+		}
+	})
+
+	t.Run("nominated release: writes without an answer read back once the store answers again", func(t *testing.T) {
+		e := newEnv(t)
+		var gs []*fhirgen.Generated
+		for range 7 {
+			gs = append(gs, e.accepted())
+		}
+		// The five writes are stored without an answer; then the store is
+		// lost for one read (the read back's first): it is tried again.
+		var stored atomic.Int32
+		e.st.AfterWrite(func(string) error {
+			if stored.Add(1) == 5 {
+				e.st.FailNextReads(errDown, 1)
+			}
+			return errLost
+		})
+		out, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n1", []byte("{}"), 5)
+		e.st.AfterWrite(nil)
+		if got := releasedIDs(out); err != nil || !slices.Equal(got, ids(gs[:5])) {
+			t.Errorf("handed over %v, %v; want %v", got, err, ids(gs[:5]))
+		}
+	})
+
+	t.Run("nominated release: writes without an answer that cannot be read back: 503, and its retry hands over what it released", func(t *testing.T) {
+		e := newEnv(t)
+		var gs []*fhirgen.Generated
+		for range 7 {
+			gs = append(gs, e.accepted())
+		}
+		// Each write is stored, its answer lost, and the store then cannot
+		// be read (for longer than the release tries): the release cannot
+		// learn what it did.
+		e.life.ReadBackFor = time.Millisecond
+		e.st.AfterWrite(func(string) error {
+			e.st.FailReads(errDown)
+			return errLost
+		})
+		_, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "req-1", []byte("{}"), 5)
+		e.st.AfterWrite(nil)
+		e.st.FailReads(nil)
+		wantError(t, err, fhir.KindUnavailable, fhir.CodeServiceUnavailable)
+		if !errors.Is(err, service.ErrReleaseUnresolved) {
+			t.Errorf("error %v, want ErrReleaseUnresolved", err)
+		}
+		var held []string
+		for _, g := range gs {
+			if e.status(g.ShortID) == rx.StatusWithDispenser {
+				held = append(held, g.ShortID)
+			}
+		}
+		if len(held) == 0 {
+			t.Fatal("nothing stored: the test does not test a lost answer")
+		}
+		// Another user's request with the same ID does not get them.
+		other := auth.Principal{Subject: "rx-9", ODS: pharmacy, Role: auth.RoleDispenser}
+		if got, err := e.life.ReleaseNominated(e.ctx, other, pharmacy, "req-1", []byte("{}"), 25); err != nil ||
+			slices.ContainsFunc(releasedIDs(got), func(id string) bool { return slices.Contains(held, id) }) {
+			t.Errorf("another user's release: %v, %v (held %v)", releasedIDs(got), err, held)
+		}
+		// The retry (same X-Request-ID, same user) gets exactly those.
+		again, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "req-1", []byte("{}"), 5)
+		if got := releasedIDs(again); err != nil || !slices.Equal(got, held) {
+			t.Errorf("retry handed over %v, %v; released to it %v", got, err, held)
 		}
 	})
 
