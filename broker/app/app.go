@@ -127,6 +127,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	a.Store, err = broker.OpenStore(ctx, a.NATS.Conn, broker.StoreConfig{
 		Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg, Pseudonyms: pseudonyms, Limits: limits,
 		NotifyMaxAge: cfg.NotifyMaxAge, CommitMaxPending: cfg.CommitMaxPending,
+		Logger: log.Named("commit"),
 	}, a.Metrics)
 	if err != nil {
 		return nil, err
