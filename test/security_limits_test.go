@@ -80,6 +80,11 @@ type rawConn struct {
 	t  *testing.T
 	c  net.Conn
 	rd *bufio.Reader
+	// tcp is the TCP connection under c when c is TLS: the broker's TLS
+	// close (close_notify) reaches the client before the broker has closed
+	// the TCP connection and released its place under the cap; its FIN
+	// comes after.
+	tcp net.Conn
 }
 
 func dialFrom(t *testing.T, b *testBroker, local string) *rawConn {
@@ -134,6 +139,15 @@ func (rc *rawConn) closedByBroker() bool {
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		return false
 	}
+	if err != nil && rc.tcp != nil {
+		// Under TLS, wait for the TCP connection's own end too.
+		_ = rc.tcp.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err = io.Copy(io.Discard, rc.tcp)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return false
+		}
+		return true
+	}
 	return err != nil
 }
 
@@ -172,6 +186,7 @@ func TestSecurityConnectionCap(t *testing.T) {
 			dial := func() *rawConn {
 				rc := dialFrom(t, b, "")
 				if https {
+					rc.tcp = rc.c
 					rc.c = tls.Client(rc.c, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
 					rc.rd = bufio.NewReader(rc.c)
 				}
