@@ -52,6 +52,7 @@ func commitStore(t testing.TB, maxPending int) (*Store, *nats.Conn, *Metrics) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.commit.minBatch = 2 // the tests' batches are small
 	return st, n.Conn, m
 }
 
@@ -554,6 +555,7 @@ func TestEventStreamUpdatedForAtomicBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.commit.minBatch = 2 // the tests' batches are small
 	info, err := st.events.Info(ctx)
 	if err != nil || !info.Config.AllowAtomicPublish {
 		t.Fatalf("event log config %+v (%v), want atomic batches allowed", info, err)
@@ -648,6 +650,7 @@ func commitStoreWith(t testing.TB, sc StoreConfig) (*Store, *NATS, *Metrics) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.commit.minBatch = 2 // the tests' batches are small
 	return st, n, m
 }
 
@@ -782,6 +785,7 @@ func TestGroupCommitServerMaxBatchSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.commit.minBatch = 2 // the tests' batches are small
 	g := holdCommits(st)
 	const n = 32
 	done := queueCreates(st, "GC-MAX", n)
