@@ -934,3 +934,55 @@ func TestGroupCommitStorageFullInBatch(t *testing.T) {
 		t.Errorf("%d batches fell back, want 1", commits(m, "fallback"))
 	}
 }
+
+// Fewer than MinCommitBatch gathered writes are published on their own,
+// concurrently, each stored with its own sequence; MinCommitBatch of them
+// are committed as one atomic batch.
+func TestGroupCommitMinBatch(t *testing.T) {
+	for _, tc := range []struct {
+		n             int
+		batch, single int
+	}{
+		{MinCommitBatch - 1, 0, MinCommitBatch - 1},
+		{MinCommitBatch, 1, 0},
+	} {
+		t.Run(fmt.Sprint(tc.n, " writes"), func(t *testing.T) {
+			st, _, m := commitStore(t, 0)
+			st.commit.minBatch = MinCommitBatch
+			ctx := context.Background()
+			g := holdCommits(st)
+			errs := make([]error, tc.n)
+			var wg sync.WaitGroup
+			for i := range tc.n {
+				wg.Go(func() {
+					id := fmt.Sprintf("GC-MIN-%03d", i)
+					_, errs[i] = st.Create(ctx, id, newRx(id, "order-"+id))
+				})
+			}
+			waitPending(t, st, tc.n)
+			close(g.release)
+			wg.Wait()
+			for range g.held {
+				if err := <-g.firstErrs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("write %d: %v", i, err)
+				}
+			}
+			for subject, count := range subjectCounts(t, st) {
+				if count != 1 {
+					t.Errorf("%s holds %d messages, want 1", subject, count)
+				}
+			}
+			if len(subjectCounts(t, st)) != tc.n+g.held {
+				t.Errorf("%d prescriptions stored, want %d", len(subjectCounts(t, st)), tc.n+g.held)
+			}
+			if commits(m, "batch") != tc.batch || commits(m, "single") != g.held+tc.single {
+				t.Errorf("commits: batch %d single %d, want %d %d", commits(m, "batch"), commits(m, "single"), tc.batch, g.held+tc.single)
+			}
+		})
+	}
+}
