@@ -33,26 +33,7 @@ import (
 // bound of waiting writes (0: the default).
 func commitStore(t testing.TB, maxPending int) (*Store, *nats.Conn, *Metrics) {
 	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := ConnectNATS(ctx, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
-	pseudo, err := NewPseudonyms(bytes.Repeat([]byte{7}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := NewMetrics()
-	st, err := OpenStore(ctx, n.Conn, StoreConfig{Replicas: 1, IdempotencyTTL: time.Hour, MaxMessage: 1 << 20,
-		Pseudonyms: pseudo, CommitMaxPending: maxPending}, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.commit.minBatch = 2 // the tests' batches are small
+	st, n, m := commitStoreWith(t, StoreConfig{CommitMaxPending: maxPending})
 	return st, n.Conn, m
 }
 

@@ -10,28 +10,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/service"
-	"github.com/nhs-eps/epsbroker/config"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
 // notifyStore starts an embedded NATS server and opens the store on it.
 func notifyStore(t testing.TB, maxAge time.Duration, lim StorageLimits) (*Store, *nats.Conn, *Metrics) {
 	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := ConnectNATS(ctx, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
-	m := NewMetrics()
-	st, err := OpenStore(ctx, n.Conn, StoreConfig{Replicas: 1, IdempotencyTTL: time.Hour, MaxMessage: 1 << 20,
-		Pseudonyms: testPseudonyms(t, 7), NotifyMaxAge: maxAge, Limits: lim}, m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, n, m := commitStoreWith(t, StoreConfig{NotifyMaxAge: maxAge, Limits: lim})
 	return st, n.Conn, m
 }
 

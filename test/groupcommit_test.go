@@ -10,7 +10,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -118,17 +117,7 @@ func TestOverloadAnswers503WithRetryAfter(t *testing.T) {
 // order that was refused, only acknowledged ones and ones whose client got
 // no answer (killed in flight), each once; every stored message decodes.
 func TestAcknowledgedOrdersSurviveSIGKILLDuringBatches(t *testing.T) {
-	dir := t.TempDir()
-	p := startProcess(t, dir)
-	key, err := auth.LoadOrCreateIssuerKey(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, _ := auth.Mint(key, auth.DefaultIssuer, auth.DefaultAudience, auth.Principal{Subject: "gp", ODS: "A83008", Role: auth.RolePrescriber}, time.Hour, time.Now())
-	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, p, tok, tmpl := prescriberProcess(t)
 
 	const workers, killAfter, giveUp = 48, 200, 20000
 	var (

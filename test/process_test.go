@@ -137,9 +137,11 @@ func post(t *testing.T, url, token string, body []byte) (int, []byte, error) {
 	return res.StatusCode, b, err
 }
 
-// Orders acknowledged before the broker process is killed (SIGKILL, no
-// clean shutdown) are all there after a restart on the same data dir.
-func TestAcknowledgedOrdersSurviveSIGKILL(t *testing.T) {
+// prescriberProcess starts the broker binary on a fresh data dir and
+// returns it with a prescriber's token from its issuer key and the 4-item
+// order template, for the tests that kill it.
+func prescriberProcess(t *testing.T) (string, *brokerProcess, string, *fhirgen.Template) {
+	t.Helper()
 	dir := t.TempDir()
 	p := startProcess(t, dir)
 	key, err := auth.LoadOrCreateIssuerKey(dir)
@@ -151,6 +153,13 @@ func TestAcknowledgedOrdersSurviveSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dir, p, tok, tmpl
+}
+
+// Orders acknowledged before the broker process is killed (SIGKILL, no
+// clean shutdown) are all there after a restart on the same data dir.
+func TestAcknowledgedOrdersSurviveSIGKILL(t *testing.T) {
+	dir, p, tok, tmpl := prescriberProcess(t)
 
 	const workers, killAfter = 16, 150
 	var (

@@ -188,8 +188,7 @@ func (l *Lifecycle) ReleasedUnder(ctx context.Context, p auth.Principal, owner, 
 		if len(rec.History) == 0 || seen[rec.ID] {
 			continue
 		}
-		h := rec.History[len(rec.History)-1]
-		if h.MessageID != messageID || h.Org != p.ODS || h.User != p.Subject {
+		if !byRequest(rec.History[len(rec.History)-1], p, messageID) {
 			continue // another user's request with the same X-Request-ID
 		}
 		order, err := l.orderOf(ctx, rec.ID)
@@ -412,11 +411,11 @@ func (l *Lifecycle) readBackOnce(rctx context.Context, p auth.Principal, message
 		if !releasedUnder(cur.Record, p, messageID) {
 			continue
 		}
-		ev, err := l.rx.Event(rctx, cur.Record.OrderSeq)
+		order, err := l.orderOf(rctx, id)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Released{Record: cur.Record, Order: ev.Body})
+		out = append(out, Released{Record: cur.Record, Order: order})
 	}
 	return out, nil
 }
@@ -425,12 +424,17 @@ func (l *Lifecycle) readBackOnce(rctx context.Context, p auth.Principal, message
 // p (its organisation and user) under messageID.
 func releasedUnder(rec *rx.Prescription, p auth.Principal, messageID string) bool {
 	for i := len(rec.History) - 1; i >= 0; i-- {
-		h := rec.History[i]
-		if h.Type == rx.EventNominatedRelease && h.MessageID == messageID && h.Org == p.ODS && h.User == p.Subject {
+		if h := rec.History[i]; h.Type == rx.EventNominatedRelease && byRequest(h, p, messageID) {
 			return true
 		}
 	}
 	return false
+}
+
+// byRequest reports whether history entry h was made by p (its
+// organisation and user) under messageID.
+func byRequest(h rx.Event, p auth.Principal, messageID string) bool {
+	return h.MessageID == messageID && h.Org == p.ODS && h.User == p.Subject
 }
 
 // ErrReleaseUnresolved is a nominated release some of whose writes got no
