@@ -3,27 +3,13 @@ package broker
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/nhs-eps/epsbroker/broker/service"
+	"github.com/nhs-eps/epsbroker/broker/service/porttest"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
-
-// write appends one history entry named msg to prescription id.
-func write(id, msg string) service.Decide {
-	return func(cur *service.Event) (*service.Write, error) {
-		next := &rx.Prescription{ID: id}
-		if cur != nil {
-			c := *cur.Record
-			c.History = slices.Clone(c.History)
-			next = &c
-		}
-		next.History = append(next.History, rx.Event{Type: "test", MessageID: msg})
-		return &service.Write{Event: "test", MessageID: msg, Record: next, Body: []byte(msg)}, nil
-	}
-}
 
 // An event read as a prescription's current state and then by its sequence
 // (as a release reads the current state, then the order) is the same event
@@ -37,7 +23,7 @@ func TestEventAfterCurrent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const id = "READ-RECENT"
-	if _, err := st.Create(ctx, id, write(id, "order")); err != nil {
+	if _, err := st.Create(ctx, id, porttest.AppendEntry(id, "order")); err != nil {
 		t.Fatal(err)
 	}
 	cur, err := st.Current(ctx, id)
@@ -65,12 +51,12 @@ func TestEventAfterCurrent(t *testing.T) {
 	}
 
 	// The prescription moves on; other prescriptions fill every slot.
-	if _, err := st.Update(ctx, id, write(id, "release")); err != nil {
+	if _, err := st.Update(ctx, id, porttest.AppendEntry(id, "release")); err != nil {
 		t.Fatal(err)
 	}
 	for i := range recentSlots + 1 {
 		other := fmt.Sprintf("READ-OTHER-%d", i)
-		if _, err := st.Create(ctx, other, write(other, "order")); err != nil {
+		if _, err := st.Create(ctx, other, porttest.AppendEntry(other, "order")); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := st.Current(ctx, other); err != nil {

@@ -17,9 +17,9 @@ import (
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
-// casWrite is a decision that adds one history entry named msg to the
+// AppendEntry is a decision that adds one history entry named msg to the
 // prescription (creating it when there is none).
-func casWrite(id, msg string) service.Decide {
+func AppendEntry(id, msg string) service.Decide {
 	return func(cur *service.Event) (*service.Write, error) {
 		next := &rx.Prescription{ID: id}
 		if cur != nil {
@@ -52,7 +52,7 @@ func CompareAndSet(t *testing.T, st service.Prescriptions) {
 
 	t.Run("concurrent updates of one prescription are all applied exactly once", func(t *testing.T) {
 		const id, writers = "CAS-CONCURRENT", service.MaxAttempts
-		first, err := st.Create(ctx, id, casWrite(id, "create"))
+		first, err := st.Create(ctx, id, AppendEntry(id, "create"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +60,7 @@ func CompareAndSet(t *testing.T, st service.Prescriptions) {
 		errs := make([]error, writers)
 		for i := range writers {
 			wg.Go(func() {
-				_, errs[i] = st.Update(ctx, id, casWrite(id, fmt.Sprint("m", i)))
+				_, errs[i] = st.Update(ctx, id, AppendEntry(id, fmt.Sprint("m", i)))
 			})
 		}
 		wg.Wait()
@@ -105,7 +105,7 @@ func CompareAndSet(t *testing.T, st service.Prescriptions) {
 	t.Run("a decided write completes after the client's context ends", func(t *testing.T) {
 		const id = "CAS-CLIENT-GONE"
 		cctx, ccancel := context.WithCancel(ctx)
-		decide := casWrite(id, "order")
+		decide := AppendEntry(id, "order")
 		ev, err := st.Create(cctx, id, func(cur *service.Event) (*service.Write, error) {
 			w, err := decide(cur)
 			ccancel() // the client goes once the write is decided
@@ -121,7 +121,7 @@ func CompareAndSet(t *testing.T, st service.Prescriptions) {
 
 		// The same for an update of an existing prescription.
 		cctx, ccancel = context.WithCancel(ctx)
-		decide = casWrite(id, "release")
+		decide = AppendEntry(id, "release")
 		ev, err = st.Update(cctx, id, func(cur *service.Event) (*service.Write, error) {
 			w, err := decide(cur)
 			ccancel()
@@ -138,7 +138,7 @@ func CompareAndSet(t *testing.T, st service.Prescriptions) {
 
 	t.Run("a client gone before the decision writes nothing", func(t *testing.T) {
 		const id = "CAS-GONE-BEFORE"
-		if _, err := st.Create(ctx, id, casWrite(id, "order")); err != nil {
+		if _, err := st.Create(ctx, id, AppendEntry(id, "order")); err != nil {
 			t.Fatal(err)
 		}
 		cctx, ccancel := context.WithCancel(ctx)
@@ -147,7 +147,7 @@ func CompareAndSet(t *testing.T, st service.Prescriptions) {
 			called := false
 			_, err := f(cctx, id, func(cur *service.Event) (*service.Write, error) {
 				called = true
-				return casWrite(id, "late")(cur)
+				return AppendEntry(id, "late")(cur)
 			})
 			if err == nil || called {
 				t.Errorf("%s with an ended context: err %v, decided %v; want an error before any decision", name, err, called)
@@ -176,19 +176,19 @@ func CompareAndSet(t *testing.T, st service.Prescriptions) {
 				}
 				return nil, nil
 			}},
-			{name: "create", create: true, decide: casWrite(id, "a"), wantWrite: true, history: []string{"a"}},
+			{name: "create", create: true, decide: AppendEntry(id, "a"), wantWrite: true, history: []string{"a"}},
 			{name: "create of an existing prescription reads and decides again", create: true, wantWrite: true, history: []string{"a", "b"},
 				decide: func(cur *service.Event) (*service.Write, error) {
 					if cur == nil {
-						return casWrite(id, "lost")(cur) // conflicts: "a" is stored
+						return AppendEntry(id, "lost")(cur) // conflicts: "a" is stored
 					}
-					return casWrite(id, "b")(cur)
+					return AppendEntry(id, "b")(cur)
 				}},
 			{name: "a decision's error is returned as it is", decide: func(*service.Event) (*service.Write, error) { return nil, refused },
 				wantErr: refused, history: []string{"a", "b"}},
 			{name: "no write", decide: func(*service.Event) (*service.Write, error) { return nil, nil }, history: []string{"a", "b"}},
 			{name: "a write about another prescription is refused", decide: func(*service.Event) (*service.Write, error) {
-				return casWrite("OTHER", "c")(nil)
+				return AppendEntry("OTHER", "c")(nil)
 			}, wantErr: errAny, history: []string{"a", "b"}},
 		}
 		for _, tc := range cases {
@@ -220,17 +220,17 @@ func CompareAndSet(t *testing.T, st service.Prescriptions) {
 
 	t.Run("an update that loses every attempt is ErrBusy", func(t *testing.T) {
 		const id = "CAS-BUSY"
-		if _, err := st.Create(ctx, id, casWrite(id, "order")); err != nil {
+		if _, err := st.Create(ctx, id, AppendEntry(id, "order")); err != nil {
 			t.Fatal(err)
 		}
 		decisions := 0
 		_, err := st.Update(ctx, id, func(cur *service.Event) (*service.Write, error) {
 			decisions++
 			// Another writer gets there after every read.
-			if _, err := st.Update(ctx, id, casWrite(id, fmt.Sprint("other", decisions))); err != nil {
+			if _, err := st.Update(ctx, id, AppendEntry(id, fmt.Sprint("other", decisions))); err != nil {
 				return nil, err
 			}
-			return casWrite(id, "loser")(cur)
+			return AppendEntry(id, "loser")(cur)
 		})
 		if !errors.Is(err, service.ErrBusy) || decisions != service.MaxAttempts {
 			t.Fatalf("err %v after %d decisions, want ErrBusy after %d", err, decisions, service.MaxAttempts)
@@ -255,7 +255,7 @@ func EventsUnder(t *testing.T, st service.Prescriptions) {
 	write := func(id, event, msg string) {
 		t.Helper()
 		if _, err := st.Update(ctx, id, func(cur *service.Event) (*service.Write, error) {
-			w, err := casWrite(id, msg)(cur)
+			w, err := AppendEntry(id, msg)(cur)
 			w.Event = event
 			return w, err
 		}); err != nil {
