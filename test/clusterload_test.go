@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -132,9 +133,11 @@ type load struct {
 	outages   [][2]time.Time    // spans of requests answered 5xx or lost
 	refusedN  atomic.Int64
 	ackedN    atomic.Int64
+	ackedBy   [3]atomic.Int64 // orders acknowledged by each broker
 	releasedN atomic.Int64
 	seq       atomic.Int64
 	rr        atomic.Int64
+	avoid     [3]atomic.Int64 // until when (Unix ns) each broker is passed over
 }
 
 func newLoad(t testing.TB, d deployment, key ed25519.PrivateKey) *load {
@@ -219,26 +222,63 @@ func (l *load) note(what string, a answer) {
 	}
 }
 
-// next picks the broker for a request, in turn.
-func (l *load) next() int { return int(l.rr.Add(1)) % l.d.brokers() }
+// next picks the broker for a request, in turn, passing over those that
+// answered 503 or 429 less than their Retry-After ago, lost an answer in
+// the last second or refused a connection in the last 200 ms (as a load
+// balancer's passive health check does), unless all did.
+func (l *load) next() int {
+	n := l.d.brokers()
+	first := int(l.rr.Add(1))
+	for i := range n {
+		if k := (first + i) % n; time.Now().UnixNano() >= l.avoid[k].Load() {
+			return k
+		}
+	}
+	return first % n
+}
+
+// passOver has next pass broker k over after answer a, for its
+// Retry-After (503, 429), a second (no answer) or 200 ms (refused).
+func (l *load) passOver(k int, a answer) {
+	var d time.Duration
+	switch {
+	case a.status == 503 || a.status == 429:
+		secs, _ := strconv.Atoi(a.header.Get("Retry-After"))
+		d = time.Duration(max(secs, 1)) * time.Second
+	case a.status == 0 && !a.refused():
+		d = time.Second
+	case a.refused():
+		d = 200 * time.Millisecond
+	default:
+		return
+	}
+	l.avoid[k].Store(time.Now().Add(d).UnixNano())
+}
 
 // prescribe posts new orders until stop, each once, with its own
 // X-Request-ID, to the brokers in turn.
 func (l *load) prescribe(stop <-chan struct{}, n int) {
 	tok := l.token(auth.RolePrescriber, "A83008")
+	// A steady intake: each prescriber sends at most 20 orders a second
+	// (the machine that runs the cluster runs the load too).
+	pace := time.NewTicker(50 * time.Millisecond)
+	defer pace.Stop()
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
 			return
-		default:
+		case <-pace.C:
 		}
 		g, err := l.tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: loadDispensers[(n+i)%len(loadDispensers)]})
 		if err != nil {
 			panic(err)
 		}
-		a := l.send(l.next(), "/FHIR/R4/$process-message", tok, fmt.Sprintf("order-%d", l.seq.Add(1)), g.Body)
+		k := l.next()
+		a := l.send(k, "/FHIR/R4/$process-message", tok, fmt.Sprintf("order-%d", l.seq.Add(1)), g.Body)
+		l.passOver(k, a)
 		switch {
 		case a.status == 200:
+			l.ackedBy[k].Add(1)
 			l.mu.Lock()
 			l.acked[g.ShortID] = true
 			l.mu.Unlock()
@@ -258,9 +298,12 @@ func (l *load) prescribe(stop <-chan struct{}, n int) {
 
 // release has ods release its ready prescriptions until stop (and once
 // stop is closed, until its queue is empty on every instance: drain).
-// A release answered 5xx or lost is sent again with the same X-Request-ID
-// to the same instance, as the README tells dispensing systems to,
-// until it gets an answer; an empty answer waits for more orders.
+// A release answered 5xx, lost or 409 (in flight) is sent again with the
+// same X-Request-ID to the same instance, as the README tells dispensing
+// systems to, up to three times; then the dispenser goes on with a new
+// release (what the lost one released, if anything, is then with the
+// dispenser unreported: the check counts it). An empty answer waits for
+// more orders.
 func (l *load) release(stop <-chan struct{}, ods string, drain bool) {
 	tok := l.token(auth.RoleDispenser, ods)
 	body := releaseBody(l.t, ods, "")
@@ -278,7 +321,8 @@ func (l *load) release(stop <-chan struct{}, ods string, drain bool) {
 		var a answer
 		for try := 0; ; try++ {
 			a = l.send(k, "/FHIR/R4/Task/$release", tok, id, body)
-			if a.status == 200 || a.refused() || (!a.unknown() && a.status != 409) || try == 50 {
+			l.passOver(k, a)
+			if a.status == 200 || a.refused() || (!a.unknown() && a.status != 409) || try == 3 {
 				break
 			}
 			l.note("release", a)
@@ -370,6 +414,12 @@ type readiness struct {
 	reasons  map[string]int
 }
 
+func (r *readiness) snapshot() []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.notReady)
+}
+
 func (l *load) watchReady(stop <-chan struct{}) *readiness {
 	r := &readiness{notReady: make([]time.Duration, l.d.brokers()), reasons: map[string]int{}}
 	c := &http.Client{Timeout: 5 * time.Second}
@@ -452,9 +502,19 @@ func runScenario(t *testing.T, ctx context.Context, d deployment, key ed25519.Pr
 	progress("the start")
 	for _, s := range steps {
 		t0 := time.Now()
+		by := make([]int64, d.brokers())
+		for k := range by {
+			by[k] = l.ackedBy[k].Load()
+		}
+		nr := ready.snapshot()
 		s.do(ctx)
 		progress(s.name)
-		t.Logf("%s: %s (%d orders acknowledged so far)", s.name, time.Since(t0).Round(time.Millisecond), l.ackedN.Load())
+		for k := range by {
+			by[k] = l.ackedBy[k].Load() - by[k]
+			nr[k] = (ready.snapshot()[k] - nr[k]).Round(10 * time.Millisecond)
+		}
+		t.Logf("%s: progress after %s; meanwhile orders acknowledged by each broker %v, /readyz 503 on each %v (%d orders in all so far)",
+			s.name, time.Since(t0).Round(time.Millisecond), by, nr, l.ackedN.Load())
 	}
 	close(stop)
 	wg.Wait()
