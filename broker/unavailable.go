@@ -3,7 +3,10 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,4 +65,95 @@ func IsUnavailable(err error) bool {
 		return apiErr.Code == 503 && apiErr.ErrorCode != jsErrStorageResourcesExceeded
 	}
 	return false
+}
+
+// healthTTL is how long a readiness answer is kept: readiness probes of
+// several load balancers do not each ask JetStream for every stream.
+const healthTTL = time.Second
+
+// healthBound bounds one check of the streams' leaders.
+const healthBound = 2 * time.Second
+
+// ErrNoLeader is a stream or bucket of the broker without a leader: the
+// cluster has no quorum for it (a majority of its replicas down or cut
+// off), so it takes no writes.
+var ErrNoLeader = errors.New("no leader")
+
+// healthCache keeps the last check of the streams' leaders.
+type healthCache struct {
+	check sync.Mutex // held while the streams are asked
+	mu    sync.Mutex
+	at    time.Time
+	err   error
+	more  []string // streams and buckets other parts of the broker write (AddHealthStream)
+}
+
+// writtenStreams are the streams (and buckets, by their streams) the
+// broker writes on requests and in its projections.
+func (s *Store) writtenStreams() []string {
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	return append([]string{StreamEvents, "KV_" + BucketRequests, StreamAudit, "KV_" + BucketSessions,
+		"KV_" + BucketNominations, StreamNotify, StreamDead}, s.health.more...)
+}
+
+// AddHealthStream adds a stream (a bucket: "KV_" and its name) to those
+// whose leader readiness requires.
+func (s *Store) AddHealthStream(name string) {
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	s.health.more = append(s.health.more, name)
+	s.health.at = time.Time{}
+}
+
+// checkLeaders reports the first of the broker's streams (in the order of
+// writtenStreams) that has no leader or does not answer within
+// healthBound, naming it; the answer is kept for healthTTL.
+func (s *Store) checkLeaders(ctx context.Context) error {
+	names := s.writtenStreams()
+	// One check at a time: probes that come meanwhile take its answer.
+	s.health.check.Lock()
+	defer s.health.check.Unlock()
+	s.health.mu.Lock()
+	if !s.health.at.IsZero() && time.Since(s.health.at) < healthTTL {
+		err := s.health.err
+		s.health.mu.Unlock()
+		return err
+	}
+	s.health.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(ctx, healthBound)
+	defer cancel()
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			st, err := s.js.Stream(ctx, name)
+			switch {
+			case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+				errs[i] = fmt.Errorf("stream %s: %w (JetStream did not answer in %v: the cluster may have no quorum)", name, ErrNoLeader, healthBound)
+			case err != nil:
+				errs[i] = fmt.Errorf("stream %s: %w", name, err)
+			default:
+				if cl := st.CachedInfo().Cluster; cl != nil && cl.Leader == "" {
+					errs[i] = fmt.Errorf("stream %s: %w (the cluster has no quorum for it)", name, ErrNoLeader)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var err error
+	for _, e := range errs {
+		if e != nil {
+			err = e
+			break
+		}
+	}
+	if ctx.Err() != nil && err == nil {
+		err = ctx.Err()
+	}
+	s.health.mu.Lock()
+	s.health.at, s.health.err = time.Now(), err
+	s.health.mu.Unlock()
+	return err
 }

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -10,8 +11,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -301,5 +304,119 @@ func TestClusterNodeWithoutRouteAuthRefused(t *testing.T) {
 	}
 	if _, err := app.New(context.Background(), cfg, zaptest.NewLogger(t), nil); err == nil || !strings.Contains(err.Error(), "routes must authenticate") {
 		t.Fatalf("app.New = %v, want the routes' authentication asked for", err)
+	}
+}
+
+// getStatus is a GET of path on b with a client bounded by bound: a request
+// that hangs past it fails the test (it must be answered, not waited on).
+func getStatus(t *testing.T, b *testBroker, path string, bound time.Duration) (int, string) {
+	t.Helper()
+	res, err := (&http.Client{Timeout: bound}).Get(b.URL + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(body)
+}
+
+// waitReady polls b's /readyz until it answers want, within bound, and
+// returns the body.
+func waitReady(t *testing.T, b *testBroker, want int, bound time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for {
+		status, body := getStatus(t, b, "/readyz", 10*time.Second)
+		if status == want {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d after %v, want %d: %s", status, bound, want, body)
+		}
+		time.Sleep(200 * time.Millisecond) // polling /readyz, the condition itself
+	}
+}
+
+// postBounded posts an order to b with a client bounded by the broker's
+// HTTP write timeout: the broker must answer within it, whatever NATS does.
+func postBounded(t *testing.T, b *testBroker, token string, body []byte, headers ...string) *response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, b.URL+"/FHIR/R4/$process-message", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/fhir+json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := (&http.Client{Timeout: b.App.Config().HTTPWriteTimeout}).Do(req)
+	if err != nil {
+		t.Fatalf("order not answered within the HTTP write timeout: %v", err)
+	}
+	defer res.Body.Close()
+	rb, _ := io.ReadAll(res.Body)
+	return &response{Status: res.StatusCode, Header: res.Header, Body: rb}
+}
+
+// Without quorum the broker says so and answers, and acknowledges nothing:
+// two of three nodes stopped, the third broker's /readyz is 503 naming a
+// stream without a leader while /healthz stays 200 (restarting the process
+// would not help), and an order is answered 503 with Retry-After within
+// the HTTP write timeout (not a 500, not a hang). With the nodes back,
+// /readyz is 200 again and the orders retried are each stored once.
+func TestEmbeddedClusterWithoutQuorum(t *testing.T) {
+	nodes := startCluster(t, clusterConfigs(t, 3, secretAuth(t)))
+	a := nodes[0].b
+	waitReplicated(t, a.App.Store.JetStream(), 3)
+	presc := a.token(auth.RolePrescriber, "A83008")
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := func() *fhirgen.Generated {
+		g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	if res := a.post(presc, order().Body); res.Status != 200 {
+		t.Fatalf("order with quorum: %d %s", res.Status, res.Body)
+	}
+
+	nodes[1].b.stop()
+	nodes[2].b.stop()
+	body := waitReady(t, a, http.StatusServiceUnavailable, 90*time.Second)
+	if !strings.Contains(body, "stream EPS_") && !strings.Contains(body, "stream KV_EPS_") {
+		t.Errorf("/readyz without quorum does not name a stream: %s", body)
+	}
+	if status, body := getStatus(t, a, "/healthz", 10*time.Second); status != 200 {
+		t.Errorf("/healthz without quorum: %d %s, want 200 (the process is sound)", status, body)
+	}
+	withID, withoutID := order(), order()
+	for _, tc := range []struct {
+		g       *fhirgen.Generated
+		headers []string
+	}{{withID, []string{"X-Request-ID", "c1f6a7e2-quorum-test"}}, {withoutID, nil}} {
+		res := postBounded(t, a, presc, tc.g.Body, tc.headers...)
+		if res.Status != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
+			t.Errorf("order %s without quorum (headers %v): %d Retry-After %q %s, want 503 with Retry-After",
+				tc.g.ShortID, tc.headers, res.Status, res.Header.Get("Retry-After"), res.Body)
+		}
+	}
+
+	startNodes(t, nodes[1], nodes[2])
+	waitReady(t, a, http.StatusOK, 120*time.Second)
+	for _, tc := range []struct {
+		g       *fhirgen.Generated
+		headers []string
+	}{{withID, []string{"X-Request-ID", "c1f6a7e2-quorum-test"}}, {withoutID, nil}} {
+		if res := postBounded(t, a, presc, tc.g.Body, tc.headers...); res.Status != 200 {
+			t.Errorf("order %s retried with quorum back: %d %s", tc.g.ShortID, res.Status, res.Body)
+		}
+		if n := a.events(tc.g.ShortID); n != 1 {
+			t.Errorf("order %s stored %d times, want once", tc.g.ShortID, n)
+		}
 	}
 }

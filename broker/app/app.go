@@ -188,6 +188,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		Registry:         broker.NewRegistry(a.Store, now),
 		Storage:          a.Store,
 		StorageFull:      httpapi.StorageFull{Full: broker.IsStorageFull, Stream: broker.FullStream},
+		Unavailable:      broker.IsUnavailable,
 		Verifier:         a.verifier,
 		Metrics: httpapi.Metrics{Registry: a.Metrics.Registry, Requests: a.Metrics.HTTPRequests,
 			Duration: a.Metrics.HTTPDuration, IntakeStage: a.Metrics.IntakeStage},
@@ -367,6 +368,9 @@ func (a *App) DebugAddr() string {
 	}
 	return a.debugListener.Addr().String()
 }
+
+// Config is the configuration the broker runs with.
+func (a *App) Config() config.Config { return a.cfg }
 
 // Handler is the HTTP API.
 func (a *App) Handler() http.Handler { return a.server.Handler }
