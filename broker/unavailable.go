@@ -93,8 +93,7 @@ type healthCache struct {
 func (s *Store) writtenStreams() []string {
 	s.health.mu.Lock()
 	defer s.health.mu.Unlock()
-	return append([]string{StreamEvents, "KV_" + BucketRequests, StreamAudit, "KV_" + BucketSessions,
-		"KV_" + BucketNominations, StreamNotify, StreamDead}, s.health.more...)
+	return append(ownStreams(), s.health.more...)
 }
 
 // AddHealthStream adds a stream (a bucket: "KV_" and its name) to those

@@ -420,3 +420,38 @@ func TestEmbeddedClusterWithoutQuorum(t *testing.T) {
 		}
 	}
 }
+
+// A deployment whose streams and buckets were made R1 (--replicas 1) is
+// moved to R3 by starting it with replicas auto: every stream and bucket is
+// scaled (the nominations bucket, only opened once it exists, too), and the
+// durable consumers follow their stream; what was stored stays.
+func TestEmbeddedClusterScalesToR3(t *testing.T) {
+	cfgs := clusterConfigs(t, 3, secretAuth(t))
+	for i := range cfgs {
+		cfgs[i].Replicas = 1
+	}
+	nodes := startCluster(t, cfgs)
+	a := nodes[0].b
+	waitReplicated(t, a.App.Store.JetStream(), 1)
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := a.post(a.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
+		t.Fatalf("order on R1: %d %s", res.Status, res.Body)
+	}
+	for _, n := range nodes {
+		n.b.stop()
+		n.cfg.Replicas = 0 // auto: 3 on a cluster
+	}
+	startNodes(t, nodes...)
+	b := nodes[1].b
+	waitReplicated(t, b.App.Store.JetStream(), 3)
+	if n := b.events(g.ShortID); n != 1 {
+		t.Errorf("order stored on R1 found %d times after the scale to R3, want once", n)
+	}
+}
