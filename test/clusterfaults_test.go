@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/nhs-eps/epsbroker/config"
 )
 
@@ -36,8 +33,11 @@ func newInProcess(t *testing.T, ctx context.Context) (*inProcess, ed25519.Privat
 	return d, key
 }
 
-func (d *inProcess) brokers() int     { return len(d.dirs) }
-func (d *inProcess) natsURLs() string { return d.nats.ClientURLs() }
+func (d *inProcess) brokers() int { return len(d.dirs) }
+
+func (d *inProcess) eventLog(ctx context.Context) (orders, releases map[string]int) {
+	return logCounts(d.t, ctx, d.nats.ClientURLs())
+}
 
 func (d *inProcess) url(k int) string {
 	d.mu.Lock()
@@ -105,35 +105,11 @@ func (d *inProcess) node(k int) int {
 	return -1
 }
 
-// waitBrokerStreams waits until every stream on the cluster (the broker's
-// streams and its buckets') has a leader and replicas current replicas.
+// waitBrokerStreams waits until every stream of the broker (its buckets'
+// too) has a leader and replicas current replicas.
 func waitBrokerStreams(t testing.TB, ctx context.Context, urls string, replicas int) {
 	t.Helper()
-	nc, err := nats.Connect(urls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	var names []string
-	for {
-		// An attempt that meets a node without a JetStream leader gets no
-		// answer: it times out, and is tried again.
-		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		names = names[:0]
-		l := js.StreamNames(actx)
-		for n := range l.Name() {
-			names = append(names, n)
-		}
-		cancel()
-		if l.Err() == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("listing the streams: %v", l.Err())
-		}
-	}
-	nc.Close()
-	waitStreamReplicas(t, ctx, urls, replicas, names...)
+	waitStreamReplicas(t, ctx, urls, replicas, brokerStreams...)
 }
 
 // The fault scenario on embedded NATS nodes in the test process:

@@ -47,8 +47,9 @@ type deployment interface {
 	// k's base URL, "" while it is stopped.
 	brokers() int
 	url(k int) string
-	// natsURLs are the cluster's client URLs (to read the event log).
-	natsURLs() string
+	// eventLog reads EPS_EVENTS (once the load is over): per prescription,
+	// its prescription-order events and its release events.
+	eventLog(ctx context.Context) (orders, releases map[string]int)
 	stopNode(i int)
 	startNode(i int)
 	stopBroker(k int)
@@ -576,8 +577,8 @@ func spanUnion(spans [][2]time.Time) time.Duration {
 	return total + cur[1].Sub(cur[0])
 }
 
-// logCounts reads EPS_EVENTS from the cluster: per prescription, how many
-// prescription-order events and how many release events it holds.
+// logCounts reads EPS_EVENTS from the cluster of urls: per prescription,
+// how many prescription-order events and how many release events it holds.
 func logCounts(t testing.TB, ctx context.Context, urls string) (orders, releases map[string]int) {
 	t.Helper()
 	nc, err := nats.Connect(urls)
@@ -589,9 +590,11 @@ func logCounts(t testing.TB, ctx context.Context, urls string) (orders, releases
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctx, broker.StreamEvents)
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(sctx, broker.StreamEvents)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", broker.StreamEvents, err)
 	}
 	last := s.CachedInfo().State.LastSeq
 	orders, releases = map[string]int{}, map[string]int{}
@@ -635,7 +638,7 @@ func logCounts(t testing.TB, ctx context.Context, urls string) (orders, releases
 // failed.
 func (l *load) check(t *testing.T, ctx context.Context) {
 	t.Helper()
-	orders, releases := logCounts(t, ctx, l.d.natsURLs())
+	orders, releases := l.d.eventLog(ctx)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, w := range l.wrong {
@@ -684,4 +687,22 @@ func (l *load) check(t *testing.T, ctx context.Context) {
 		sort.Strings(unreported)
 		t.Logf("FINDING: %d prescriptions released in the event log but handed to no dispenser (With Dispenser unreported): %v", len(unreported), unreported)
 	}
+}
+
+// httpGet is a GET bounded by ctx and 5 s: the status (0 when it failed)
+// and the body.
+func httpGet(ctx context.Context, url string) (int, string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
 }
