@@ -191,8 +191,11 @@ func (l *load) send(k int, path, token, requestID string, body []byte) answer {
 			a.kind += " " + codes[0]
 		}
 	} else if a.status == 0 && !a.refused() {
-		a.kind = "no answer"
-		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(fmt.Sprint(err), "Client.Timeout") {
+		// What the connection said, without addresses: "EOF",
+		// "connection reset by peer", a timeout.
+		msg := err.Error()
+		a.kind = "no answer: " + msg[strings.LastIndex(msg, ": ")+1:]
+		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "Client.Timeout") {
 			a.kind = "no answer in 60s"
 		}
 	}
@@ -441,13 +444,28 @@ func (l *load) watchReady(stop <-chan struct{}) *readiness {
 				}
 				res, err := c.Get(u + "/readyz")
 				if err != nil {
-					last = now
+					// No answer in 5 s (a refused connection is a stopped
+					// broker, not counted) is not ready to a load balancer.
+					if !errors.Is(err, syscall.ECONNREFUSED) {
+						r.mu.Lock()
+						r.notReady[k] += time.Since(last)
+						r.reasons["no answer"]++
+						r.mu.Unlock()
+					}
+					last = time.Now()
 					continue
 				}
 				b, _ := io.ReadAll(res.Body)
 				res.Body.Close()
 				if res.StatusCode == http.StatusServiceUnavailable {
-					reason, _, _ := strings.Cut(strings.TrimPrefix(string(b), "not ready: "), ":")
+					// The reason without its figures ("event 24 of 30").
+					reason := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(string(b), "\n", 2)[0], "not ready: "))
+					reason = strings.TrimRight(strings.Map(func(r rune) rune {
+						if r >= '0' && r <= '9' {
+							return -1
+						}
+						return r
+					}, reason), " :")
 					r.mu.Lock()
 					r.notReady[k] += time.Since(last)
 					r.reasons[strings.TrimSpace(reason)]++
@@ -521,18 +539,21 @@ func runScenario(t *testing.T, ctx context.Context, d deployment, key ed25519.Pr
 	wg.Wait()
 	loaded := time.Since(start)
 	defer l.report(t, loaded, ready)
+	defer func(t0 time.Time) { t.Logf("catch-up, drain and checks: %s", time.Since(t0).Round(time.Millisecond)) }(time.Now())
 
 	// Quiesced: every instance catches up, every dispenser's queue is
 	// drained through the instances in turn.
 	for k := range d.brokers() {
 		d.waitCaughtUp(ctx, k)
 	}
+	t.Logf("every broker caught up: %s", time.Since(start).Round(time.Millisecond)-loaded)
 	var dw sync.WaitGroup
 	for _, ods := range loadDispensers {
 		dw.Add(1)
 		go func() { defer dw.Done(); l.release(nil, ods, true) }()
 	}
 	dw.Wait()
+	t.Logf("every queue drained: %s", time.Since(start).Round(time.Millisecond)-loaded)
 
 	l.check(t, ctx)
 }
@@ -601,11 +622,15 @@ func logCounts(t testing.TB, ctx context.Context, urls string) (orders, releases
 	// Read from next on; a read that fails (a node catching up answers no
 	// responders for a moment) starts again where it stopped.
 	for next := uint64(1); next <= last; {
+		var it jetstream.MessagesContext
 		c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true,
 			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next})
+		if err == nil {
+			it, err = c.Messages(jetstream.PullMaxMessages(1000))
+		}
 		for err == nil && next <= last {
 			var m jetstream.Msg
-			if m, err = c.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil {
+			if m, err = it.Next(jetstream.NextMaxWait(10 * time.Second)); err != nil {
 				break
 			}
 			var meta *jetstream.MsgMetadata
@@ -620,6 +645,9 @@ func logCounts(t testing.TB, ctx context.Context, urls string) (orders, releases
 				releases[id]++
 			}
 			next = meta.Sequence.Stream + 1
+		}
+		if it != nil {
+			it.Stop()
 		}
 		if err != nil && ctx.Err() != nil {
 			t.Fatalf("reading %s at %d of %d: %v", broker.StreamEvents, next, last, err)
