@@ -133,7 +133,7 @@ func (c *procCluster) waitCaughtUp(ctx context.Context, k int) {
 // eventLog stops the processes (SIGTERM) and reads EPS_EVENTS from their
 // JetStream stores, opened by embedded nodes of the test under the same
 // server names (no NATS user of the broker may read the event log).
-func (c *procCluster) eventLog(ctx context.Context) (orders, releases map[string]int) {
+func (c *procCluster) eventLog(ctx context.Context) *eventCounts {
 	for i := range c.dirs {
 		if c.url(i) != "" {
 			c.stop(i, syscall.SIGTERM)

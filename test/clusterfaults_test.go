@@ -35,7 +35,7 @@ func newInProcess(t *testing.T, ctx context.Context) (*inProcess, ed25519.Privat
 
 func (d *inProcess) brokers() int { return len(d.dirs) }
 
-func (d *inProcess) eventLog(ctx context.Context) (orders, releases map[string]int) {
+func (d *inProcess) eventLog(ctx context.Context) *eventCounts {
 	return logCounts(d.t, ctx, d.nats.ClientURLs())
 }
 

@@ -47,9 +47,8 @@ type deployment interface {
 	// k's base URL, "" while it is stopped.
 	brokers() int
 	url(k int) string
-	// eventLog reads EPS_EVENTS (once the load is over): per prescription,
-	// its prescription-order events and its release events.
-	eventLog(ctx context.Context) (orders, releases map[string]int)
+	// eventLog reads EPS_EVENTS (once the load is over).
+	eventLog(ctx context.Context) *eventCounts
 	stopNode(i int)
 	startNode(i int)
 	stopBroker(k int)
@@ -127,11 +126,12 @@ type load struct {
 	acked     map[string]bool   // order ShortID -> answered 200
 	unknown   map[string]string // order ShortID -> what it got (5xx or lost)
 	releases  map[string][]string
-	handedOut map[string]string // prescription ID -> the release (X-Request-ID) that handed it over
-	twice     []string          // prescription IDs handed over by two releases
-	kinds     map[string]int    // 5xx and lost answers by kind ("order 503 SERVICE_UNAVAILABLE")
-	wrong     []string          // answers that are neither correct nor a 5xx
-	outages   [][2]time.Time    // spans of requests answered 5xx or lost
+	handedOut map[string]string   // prescription ID -> the release (X-Request-ID) that handed it over
+	twice     []string            // prescription IDs handed over by two releases
+	attempts  map[string][]string // release X-Request-ID -> each attempt's broker and answer
+	kinds     map[string]int      // 5xx and lost answers by kind ("order 503 SERVICE_UNAVAILABLE")
+	wrong     []string            // answers that are neither correct nor a 5xx
+	outages   [][2]time.Time      // spans of requests answered 5xx or lost
 	refusedN  atomic.Int64
 	ackedN    atomic.Int64
 	ackedBy   [3]atomic.Int64 // orders acknowledged by each broker
@@ -149,7 +149,7 @@ func newLoad(t testing.TB, d deployment, key ed25519.PrivateKey) *load {
 	return &load{t: t, d: d, key: key, tmpl: tmpl,
 		http:  &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 		acked: map[string]bool{}, unknown: map[string]string{}, releases: map[string][]string{},
-		handedOut: map[string]string{}, kinds: map[string]int{}}
+		handedOut: map[string]string{}, kinds: map[string]int{}, attempts: map[string][]string{}}
 }
 
 func (l *load) token(role auth.Role, ods string) string {
@@ -326,6 +326,9 @@ func (l *load) release(stop <-chan struct{}, ods string, drain bool) {
 		for try := 0; ; try++ {
 			a = l.send(k, "/FHIR/R4/Task/$release", tok, id, body)
 			l.passOver(k, a)
+			l.mu.Lock()
+			l.attempts[id] = append(l.attempts[id], fmt.Sprintf("broker %d at %s: %d %s", k, a.start.Format("15:04:05.000"), a.status, a.kind))
+			l.mu.Unlock()
 			if a.status == 200 || a.refused() || (!a.unknown() && a.status != 409) || try == 3 {
 				break
 			}
@@ -598,9 +601,16 @@ func spanUnion(spans [][2]time.Time) time.Duration {
 	return total + cur[1].Sub(cur[0])
 }
 
-// logCounts reads EPS_EVENTS from the cluster of urls: per prescription,
-// how many prescription-order events and how many release events it holds.
-func logCounts(t testing.TB, ctx context.Context, urls string) (orders, releases map[string]int) {
+// eventCounts is what the checks read of the event log, per prescription:
+// its prescription-order events, its release events, and the message ID
+// (the release's X-Request-ID) of its last release.
+type eventCounts struct {
+	orders, releases map[string]int
+	releasedUnder    map[string]string
+}
+
+// logCounts reads EPS_EVENTS from the cluster of urls.
+func logCounts(t testing.TB, ctx context.Context, urls string) *eventCounts {
 	t.Helper()
 	nc, err := nats.Connect(urls)
 	if err != nil {
@@ -618,7 +628,7 @@ func logCounts(t testing.TB, ctx context.Context, urls string) (orders, releases
 		t.Fatalf("%s: %v", broker.StreamEvents, err)
 	}
 	last := s.CachedInfo().State.LastSeq
-	orders, releases = map[string]int{}, map[string]int{}
+	ec := &eventCounts{orders: map[string]int{}, releases: map[string]int{}, releasedUnder: map[string]string{}}
 	// Read from next on; a read that fails (a node catching up answers no
 	// responders for a moment) starts again where it stopped.
 	for next := uint64(1); next <= last; {
@@ -640,9 +650,10 @@ func logCounts(t testing.TB, ctx context.Context, urls string) (orders, releases
 			id := strings.TrimPrefix(m.Subject(), broker.SubjectRx)
 			switch m.Headers().Get(broker.HeaderEvent) {
 			case rx.EventOrder:
-				orders[id]++
+				ec.orders[id]++
 			case rx.EventRelease, rx.EventNominatedRelease:
-				releases[id]++
+				ec.releases[id]++
+				ec.releasedUnder[id] = m.Headers().Get(broker.HeaderMessageID)
 			}
 			next = meta.Sequence.Stream + 1
 		}
@@ -653,7 +664,7 @@ func logCounts(t testing.TB, ctx context.Context, urls string) (orders, releases
 			t.Fatalf("reading %s at %d of %d: %v", broker.StreamEvents, next, last, err)
 		}
 	}
-	return orders, releases
+	return ec
 }
 
 // check holds every answer against the event log: each acknowledged order
@@ -666,7 +677,8 @@ func logCounts(t testing.TB, ctx context.Context, urls string) (orders, releases
 // failed.
 func (l *load) check(t *testing.T, ctx context.Context) {
 	t.Helper()
-	orders, releases := l.d.eventLog(ctx)
+	ec := l.d.eventLog(ctx)
+	orders, releases := ec.orders, ec.releases
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, w := range l.wrong {
@@ -712,8 +724,15 @@ func (l *load) check(t *testing.T, ctx context.Context) {
 	t.Logf("event log: %d orders (%d acknowledged, %d of %d answered 5xx or lost are present), %d released",
 		len(orders), len(l.acked), present, len(l.unknown), len(releases))
 	if len(unreported) > 0 {
-		sort.Strings(unreported)
-		t.Logf("FINDING: %d prescriptions released in the event log but handed to no dispenser (With Dispenser unreported): %v", len(unreported), unreported)
+		// By the release that wrote them, with what its client saw.
+		under := map[string][]string{}
+		for _, id := range unreported {
+			under[ec.releasedUnder[id]] = append(under[ec.releasedUnder[id]], id)
+		}
+		t.Logf("FINDING: %d prescriptions released in the event log but handed to no dispenser (With Dispenser unreported), by %d releases:", len(unreported), len(under))
+		for rid, ids := range under {
+			t.Logf("  release %s: %d prescriptions; its client saw %v", rid, len(ids), l.attempts[rid])
+		}
 	}
 }
 
