@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/nhs-eps/epsbroker/broker/service"
 )
 
 // Writes whose outcome is unknown (issue 14).
@@ -40,8 +42,9 @@ import (
 //     any refused write;
 //   - no answer again, or a duplicate still in process on the server: tried
 //     again, with growing pauses, for resolveFor at most; then the write
-//     fails with errUnresolved (503: the prescription may or may not be
-//     stored; a retry with the same X-Request-ID decides from what is).
+//     fails with errUnresolved (service.ErrUnresolved; 503: the write may
+//     or may not be stored; a retry with the same X-Request-ID decides
+//     from what is).
 //
 // The expected last subject sequence is what makes this safe: the first
 // publish and the second expect the same sequence on the same subject, so
@@ -57,8 +60,10 @@ import (
 // A nominated release writes through the same committer, so a release
 // whose write was stored without an answer is answered the release (the
 // write returns its sequence like any other); only an unresolved write
-// reaches the release's own read-back (service.Lifecycle.readBack), which
-// answers 503 and remembers the release for its retry.
+// reaches the release's own read-back (service.Lifecycle.readBack, which
+// reads back only writes that failed with service.ErrUnresolved), which
+// hands over what it finds released, else answers 503 and remembers the
+// release for its retry.
 
 // resolveFor bounds the resolution of one commit's unknown writes: with a
 // write's wait to be taken (CommitMaxWait, 5 s) and its commit's own bound
@@ -69,7 +74,7 @@ const resolveFor = 5 * time.Second
 
 // errUnresolved is a write whose commit got no answer and whose resolution
 // got none either within resolveFor: it may or may not be stored.
-var errUnresolved = errors.New("event log write got no answer and could not be read back: it may or may not be stored")
+var errUnresolved = service.ErrUnresolved
 
 // Outcomes of a resolution (eps_commit_unknown_total's resolved label).
 const (

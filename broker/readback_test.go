@@ -15,8 +15,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/synadia-io/orbit.go/jetstreamext"
+	"go.uber.org/zap"
 
+	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/broker/service"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
@@ -430,5 +433,111 @@ func TestAtomicBatchMsgIDs(t *testing.T) {
 	counts := subjectCounts(t, st)
 	if len(counts) != 2 || counts[SubjectRx+"RB-M1"] != 1 || counts[SubjectRx+"RB-M2"] != 1 {
 		t.Errorf("stored %v, want the first batch only", counts)
+	}
+}
+
+// fixedQueue is a ready queue of the given prescriptions, in that order,
+// for every organisation (the release decides from each prescription's
+// stored state whether it is still there to take).
+type fixedQueue []string
+
+func (q fixedQueue) CatchUp(context.Context) error { return nil }
+
+func (q fixedQueue) ReadyQueue(_ string, from uint64, limit int) []service.QueueEntry {
+	var out []service.QueueEntry
+	for i, id := range q {
+		if seq := uint64(i + 1); seq >= from && len(out) < limit {
+			out = append(out, service.QueueEntry{PrescriptionID: id, QueueSeq: seq})
+		}
+	}
+	return out
+}
+
+// A nominated release whose write was stored but whose answer was lost
+// (single publish, and in an atomic batch) is answered the release: the
+// prescriptions are handed over once, each release event stored once, and
+// a second release hands none of them out again.
+func TestLostAnswerNominatedRelease(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprint("batch=", batch), func(t *testing.T) {
+			st, _, m := commitStore(t, 0)
+			ctx := context.Background()
+			const pharmacy = "FA565"
+			prescriber := auth.Principal{Subject: "dr-1", ODS: "A83008", Role: auth.RolePrescriber}
+			dispenser := auth.Principal{Subject: "rx-1", ODS: pharmacy, Role: auth.RoleDispenser}
+			in := service.NewIntake(st, st, nil, zap.NewNop(), time.Now)
+			tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 4
+			var q fixedQueue
+			for range n {
+				g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := in.ProcessMessage(ctx, prescriber, g.Body); err != nil {
+					t.Fatal(err)
+				}
+				q = append(q, g.ShortID)
+			}
+			if batch {
+				st.commit.minBatch = 2
+				loseBatchOnce(st, true, nil)
+			} else {
+				st.commit.minBatch = n + 1 // every write on its own
+				loseOnce(st, SubjectRx+q[1], true, nil)
+			}
+			before := subjectCounts(t, st)
+			life := service.NewLifecycle(st, q, zap.NewNop(), time.Now)
+			var (
+				out  []service.Released
+				rerr error
+			)
+			if batch {
+				// The release's writes gather in one atomic batch.
+				g := holdCommits(st)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					out, rerr = life.ReleaseNominated(ctx, dispenser, pharmacy, "release-1", []byte("{}"), n)
+				}()
+				waitPending(t, st, n)
+				close(g.release)
+				<-done
+				if sizes := g.commitSizes(); len(sizes) == 0 || sizes[0] != n {
+					t.Errorf("commits of %v writes, want the release's %d in one batch", sizes, n)
+				}
+			} else {
+				out, rerr = life.ReleaseNominated(ctx, dispenser, pharmacy, "release-1", []byte("{}"), n)
+			}
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			var got []string
+			for _, r := range out {
+				got = append(got, r.Record.ID)
+				if r.Record.Status != rx.StatusWithDispenser {
+					t.Errorf("%s handed over as %s", r.Record.ID, r.Record.Status)
+				}
+			}
+			if !slices.Equal(got, q) {
+				t.Errorf("handed over %v, want %v", got, q)
+			}
+			after := subjectCounts(t, st)
+			for _, id := range q {
+				if after[SubjectRx+id] != before[SubjectRx+id]+1 {
+					t.Errorf("%s: %d events after the release, %d before: want one release event", id, after[SubjectRx+id], before[SubjectRx+id])
+				}
+			}
+			if unknowns(m, resolvedDuplicate) == 0 {
+				t.Error("no write was resolved as stored by the first publish: the test lost no answer")
+			}
+			again, err := life.ReleaseNominated(ctx, dispenser, pharmacy, "release-2", []byte("{}"), n)
+			if err != nil || len(again) != 0 {
+				t.Errorf("second release: %d handed over (%v), want none", len(again), err)
+			}
+		})
 	}
 }

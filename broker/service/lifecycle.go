@@ -259,9 +259,11 @@ const CatchUpTimeout = 5 * time.Second
 // list.
 //
 // When a write fails, the release stops and hands over every prescription
-// it released, in queue order. A failed write may still have been stored
-// (no answer: a timeout, a lost connection), so each failed one is read
-// back first: released under messageID to p, it is handed over too. Only
+// it released, in queue order. A write without an answer (a timeout, a
+// lost connection) is resolved by the store's adapter, which answers it
+// stored or not (broker/readback.go); only one it could not resolve
+// (ErrUnresolved) may still have been stored, so each such write is read
+// back: released under messageID to p, it is handed over too. Only
 // when nothing was released is the write's error returned. When the read
 // back fails too, nothing is handed over and the answer is 503
 // (ErrReleaseUnresolved): a retry with the same messageID (X-Request-ID) by
@@ -301,10 +303,12 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 		from = entries[len(entries)-1].QueueSeq + 1
 		results := l.releaseEach(ctx, p, actor, messageID, body, entries)
 		var failed error
-		var doubt []string // failed: perhaps stored all the same
+		var doubt []string // unresolved: perhaps stored all the same
 		for i, r := range results {
 			if r.err != nil {
-				doubt = append(doubt, entries[i].PrescriptionID)
+				if errors.Is(r.err, ErrUnresolved) {
+					doubt = append(doubt, entries[i].PrescriptionID)
+				}
 				if failed == nil {
 					failed = r.err
 				}

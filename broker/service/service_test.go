@@ -170,7 +170,7 @@ func wantError(t *testing.T, err error, kind fhir.Kind, code string) {
 var errDown = errors.New("store down")
 
 // errLost is a write's answer lost after the store stored it.
-var errLost = errors.New("no answer: timed out")
+var errLost = errors.Join(errors.New("no answer: timed out"), service.ErrUnresolved)
 
 // ids are the short IDs of gs, in order.
 func ids(gs []*fhirgen.Generated) []string {
