@@ -248,3 +248,128 @@ func ordersStored(t *testing.T, ctx context.Context, js jetstream.JetStream) map
 func final(status int) bool {
 	return status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
 }
+
+// The broker's connection to the NATS cluster is cut (closed) while orders
+// are committed through it: the publishes in flight get no answer. Each is
+// resolved once the broker has reconnected to another node (published
+// again with its Nats-Msg-Id and expected sequence: on a cluster the
+// stream answers a duplicate with the first one's sequence), never
+// answered 200 by guess: every order answered 200 is stored exactly once,
+// every other at most once, and the resolutions are counted by outcome.
+func TestClusterLostAnswersResolved(t *testing.T) {
+	c := startNATSCluster(t, 3)
+	urls := c.ClientURLs()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// The broker reaches node 0 through a proxy of the test; it learns the
+	// other nodes' client URLs from the cluster and reconnects to them
+	// when the proxy closes its connection.
+	link := newRouteProxy(t)
+	link.setTarget(strings.TrimPrefix(c.clientURL(0), "nats://"))
+	b := startBroker(t, "", func(cfg *config.Config) { cfg.NATSURL, cfg.Replicas = "nats://"+link.addr(), 3 })
+	waitStreamReplicas(t, ctx, urls, 3, broker.StreamEvents)
+	tok := b.token(auth.RolePrescriber, "A83008")
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolved := func() (map[string]float64, float64) {
+		out := map[string]float64{}
+		var sum float64
+		for _, r := range []string{"stored", "duplicate", "not_stored", "conflict", "unresolved"} {
+			out[r] = scrapeMetric(t, b.URL, `eps_commit_unknown_total{resolved="`+r+`"}`)
+			sum += out[r]
+		}
+		return out, sum
+	}
+
+	const workers, cutAfter, giveUp = 8, 40, 4000
+	var (
+		mu      sync.Mutex
+		answers = map[string]int{} // prescription ID -> status
+		oks     int
+		cut     bool
+		wg      sync.WaitGroup
+	)
+	stop := make(chan struct{})
+	answered := make(chan struct{}, 1)
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				g, err := tmpl.Order(fhirgen.Options{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				status, _, body, _, err := postKeyed(b.URL, tok, uuid.NewString(), g.Body)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				answers[g.ShortID] = status
+				if status == http.StatusOK {
+					oks++
+				} else if status != http.StatusServiceUnavailable {
+					t.Errorf("order %s: %d %.300s", g.ShortID, status, body)
+				}
+				if oks >= cutAfter && !cut {
+					cut = true
+					link.setMode(cutClose)
+				}
+				mu.Unlock()
+				select {
+				case answered <- struct{}{}:
+				default:
+				}
+			}
+		})
+	}
+	// Go on until a resolution has been counted after the cut (each answer
+	// wakes the test to read the metrics).
+	for {
+		<-answered
+		mu.Lock()
+		wasCut, n := cut, len(answers)
+		mu.Unlock()
+		if _, sum := resolved(); wasCut && sum > 0 {
+			break
+		}
+		if n >= giveUp {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("%d orders answered and no write resolved after the cut", n)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	outcomes, _ := resolved()
+	stored := ordersStored(t, ctx, b.App.Store.JetStream())
+	var ok, unavailable, inLog int
+	for id, status := range answers {
+		n := stored[id]
+		switch {
+		case status == http.StatusOK:
+			ok++
+			if n != 1 {
+				t.Errorf("order %s answered 200, stored %d times", id, n)
+			}
+		default:
+			unavailable++
+			if n > 1 {
+				t.Errorf("order %s answered %d, stored %d times", id, status, n)
+			}
+			inLog += n
+		}
+	}
+	t.Logf("%d orders answered 200, %d answered 503 (%d of them stored: outcome not known to the client, a resend is answered 200); writes without an answer resolved: %v",
+		ok, unavailable, inLog, outcomes)
+	if outcomes["stored"]+outcomes["duplicate"] == 0 {
+		t.Errorf("no write without an answer was resolved as stored: %v", outcomes)
+	}
+}
