@@ -249,13 +249,17 @@ func final(status int) bool {
 	return status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
 }
 
-// The broker's connection to the NATS cluster is cut (closed) while orders
-// are committed through it: the publishes in flight get no answer. Each is
-// resolved once the broker has reconnected to another node (published
-// again with its Nats-Msg-Id and expected sequence: on a cluster the
-// stream answers a duplicate with the first one's sequence), never
-// answered 200 by guess: every order answered 200 is stored exactly once,
-// every other at most once, and the resolutions are counted by outcome.
+// The broker's connection to the NATS cluster is cut while orders are
+// committed through it: first blackholed until a commit has started after
+// the cut (its publish is held, unanswered), then closed. The publishes in
+// flight get no answer. Each is resolved once the broker has reconnected
+// to another node (published again with its Nats-Msg-Id and expected
+// sequence), never answered 200 by guess: every order answered 200 is
+// stored exactly once, every other at most once, and the resolutions are
+// counted by outcome: at least the held commit's writes are resolved as
+// stored (by the resolution, when the held bytes were lost with the
+// connection) or duplicate (when the client sent them again after it
+// reconnected and the stream stored them first).
 func TestClusterLostAnswersResolved(t *testing.T) {
 	c := startNATSCluster(t, 3)
 	urls := c.ClientURLs()
@@ -283,12 +287,11 @@ func TestClusterLostAnswersResolved(t *testing.T) {
 		return out, sum
 	}
 
-	const workers, cutAfter, giveUp = 8, 40, 4000
+	const workers, cutAfter = 8, 40
 	var (
 		mu      sync.Mutex
 		answers = map[string]int{} // prescription ID -> status
 		oks     int
-		cut     bool
 		wg      sync.WaitGroup
 	)
 	stop := make(chan struct{})
@@ -318,10 +321,6 @@ func TestClusterLostAnswersResolved(t *testing.T) {
 				} else if status != http.StatusServiceUnavailable {
 					t.Errorf("order %s: %d %.300s", g.ShortID, status, body)
 				}
-				if oks >= cutAfter && !cut {
-					cut = true
-					link.setMode(cutClose)
-				}
 				mu.Unlock()
 				select {
 				case answered <- struct{}{}:
@@ -330,24 +329,55 @@ func TestClusterLostAnswersResolved(t *testing.T) {
 			}
 		})
 	}
-	// Go on until a resolution has been counted after the cut (each answer
-	// wakes the test to read the metrics).
-	for {
-		<-answered
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	}()
+	// Cut once cutAfter orders are acknowledged (each answer wakes the test).
+	for n := 0; n < cutAfter; {
+		select {
+		case <-answered:
+		case <-ctx.Done():
+			t.Fatalf("%d orders acknowledged before the cut, want %d", n, cutAfter)
+		}
 		mu.Lock()
-		wasCut, n := cut, len(answers)
+		n = oks
 		mu.Unlock()
-		if _, sum := resolved(); wasCut && sum > 0 {
+	}
+	commits := func() float64 { return scrapeMetric(t, b.URL, "eps_commit_batch_size_count") }
+	before := commits()
+	link.setMode(cutDrop)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for commits() == before {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatal("no commit started after the cut")
+		}
+	}
+	link.setMode(cutClose)
+	// Go on until the held commit's writes are resolved (its 10 s bound,
+	// then the resolution over the new connection).
+	for {
+		if _, sum := resolved(); sum > 0 {
 			break
 		}
-		if n >= giveUp {
-			close(stop)
-			wg.Wait()
-			t.Fatalf("%d orders answered and no write resolved after the cut", n)
+		select {
+		case <-answered:
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatal("no write without an answer was resolved")
 		}
 	}
 	close(stop)
 	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
 	outcomes, _ := resolved()
 	stored := ordersStored(t, ctx, b.App.Store.JetStream())
 	var ok, unavailable, inLog int
