@@ -164,6 +164,7 @@ func (c *committer) resolveOnce(ctx context.Context, w *commitWrite) (string, er
 		case found && id == w.id:
 			w.seq = seq
 			c.st.noteWritten(seq)
+			c.st.noteStored(StreamEvents)
 			return resolvedDuplicate, nil
 		}
 		c.fail(w, err)
