@@ -45,6 +45,11 @@ import (
 // when the first was stored it is answered ErrConflict at once, without a
 // round trip.
 //
+// A commit that gets no answer (a timeout, the connection lost) leaves its
+// writes' outcome unknown: each is resolved before it is answered, by its
+// Nats-Msg-Id and expected sequence (readback.go), and answered stored,
+// refused, or (when that gets no answer either) service.ErrUnresolved.
+//
 // Backpressure: at most maxPending writes wait to be taken by a commit;
 // past that a write is refused at once with service.ErrOverloaded, nothing
 // written (503 with Retry-After over HTTP). A write that has waited

@@ -77,6 +77,10 @@ func writeError(err error, id, op, what string) error {
 	case errors.Is(err, ErrBusy):
 		return &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
 			Diagnostics: fmt.Sprintf("prescription %s is changing too often to %s now; retry", id, what)}
+	case errors.Is(err, ErrUnresolved):
+		return &fhir.Error{Kind: fhir.KindUnavailable, Op: op, Code: fhir.CodeServiceUnavailable,
+			Diagnostics: fmt.Sprintf("the store did not confirm the change to prescription %s and could not be asked again: it may have been made; read the prescription before sending it again", id),
+			Err:         err}
 	}
 	return StoreUnavailable(op, err)
 }
