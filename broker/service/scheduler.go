@@ -35,6 +35,7 @@ type Scheduler struct {
 	log   *zap.Logger
 	now   func() time.Time
 	stop  chan struct{}
+	once  sync.Once // closes stop
 	done  sync.WaitGroup
 
 	metrics    SchedulerMetrics // nil: none
@@ -324,9 +325,9 @@ func (s *Scheduler) leaseChanged(change string) {
 }
 
 // Stop ends the passes; with a lease, it then releases it if held, so that
-// another instance takes over at once.
+// another instance takes over at once. Stopping again does nothing.
 func (s *Scheduler) Stop() {
-	close(s.stop)
+	s.once.Do(func() { close(s.stop) })
 	s.done.Wait()
 	if s.lease == nil {
 		return
