@@ -42,7 +42,6 @@ type Scheduler struct {
 	lease      Lease
 	leaseOpts  LeaseOptions
 	leaseClock func() time.Time
-	kick       chan struct{} // a pass at once (the lease was just acquired)
 
 	mu        sync.Mutex
 	state     SchedulerState
@@ -79,7 +78,7 @@ type LeaseOptions struct {
 // nomination); now is its clock.
 func NewScheduler(life *Lifecycle, noms Nominations, index DueIndex, log *zap.Logger, now func() time.Time) *Scheduler {
 	return &Scheduler{life: life, noms: noms, index: index, log: log, now: now, stop: make(chan struct{}),
-		kick: make(chan struct{}, 1), changed: make(chan struct{}), state: SchedulerState{Leading: true}}
+		changed: make(chan struct{}), state: SchedulerState{Leading: true}}
 }
 
 // UseLease makes the scheduler single-active on lease (before Start).
@@ -200,7 +199,8 @@ func (s *Scheduler) nominationChange(ctx context.Context, cur *rx.Prescription) 
 }
 
 // Start runs a pass every interval until Stop (with a lease: while this
-// instance holds it, and at once when it acquires it).
+// instance holds it; the first pass after an acquisition catches up what
+// fell due while no one held it).
 func (s *Scheduler) Start(interval time.Duration) {
 	s.done.Add(1)
 	go func() {
@@ -210,7 +210,6 @@ func (s *Scheduler) Start(interval time.Duration) {
 		for {
 			select {
 			case <-t.C:
-			case <-s.kick:
 			case <-s.stop:
 				return
 			}
@@ -296,12 +295,6 @@ func (s *Scheduler) tendLease() {
 		s.log.Debug("scheduler lease: acquisition got no answer", zap.Error(err))
 	}
 	s.leaseChanged(change)
-	if change == "acquired" {
-		select { // a pass at once: what fell due while no one held it
-		case s.kick <- struct{}{}:
-		default:
-		}
-	}
 }
 
 // leaseChanged logs and counts a change of this instance's hold on the
