@@ -288,17 +288,17 @@ func (s *Scheduler) tendLease() {
 		case st.Leading:
 			st.Leading, change = false, "lost"
 		}
+		s.leaseChanged(change) // before the change is seen
 	})
 	if err != nil && (held || change != "") {
 		s.log.Warn("scheduler lease: renewal got no answer", zap.Error(err))
 	} else if err != nil {
 		s.log.Debug("scheduler lease: acquisition got no answer", zap.Error(err))
 	}
-	s.leaseChanged(change)
 }
 
 // leaseChanged logs and counts a change of this instance's hold on the
-// lease ("" for none).
+// lease ("" for none), with s.mu held.
 func (s *Scheduler) leaseChanged(change string) {
 	if change == "" {
 		return
@@ -325,21 +325,26 @@ func (s *Scheduler) Stop() {
 	if s.lease == nil {
 		return
 	}
-	var held bool
-	s.update(func(st *SchedulerState) { held, st.Leading = st.Leading, false })
+	s.mu.Lock()
+	held := s.state.Leading
+	s.mu.Unlock()
 	if !held {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), max(s.leaseOpts.Check, 2*time.Second))
 	defer cancel()
-	if err := s.lease.Release(ctx); err != nil {
+	err := s.lease.Release(ctx)
+	s.update(func(st *SchedulerState) {
+		st.Leading = false
+		if err == nil {
+			s.leaseChanged("released")
+			return
+		}
 		s.log.Warn("scheduler lease not released: another instance takes over when it lapses", zap.Duration("ttl", s.lease.TTL()), zap.Error(err))
 		if m := s.metrics; m != nil {
 			m.SchedulerLeading(false)
 		}
-		return
-	}
-	s.leaseChanged("released")
+	})
 }
 
 // scheduledBody is the event log body of a scheduled transition: there is no
