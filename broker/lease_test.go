@@ -75,6 +75,7 @@ func TestLeaseOnJetStream(t *testing.T) {
 	if !must(a.Renew(ctx)) {
 		t.Fatal("a lost its lease to its own renewal")
 	}
+	lastRenewal := time.Now()
 	if e, err := kv.Get(ctx, "test"); err != nil || e.Revision() <= lost {
 		t.Fatalf("a did not renew after reading back: %v", err)
 	}
@@ -95,6 +96,7 @@ func TestLeaseOnJetStream(t *testing.T) {
 			t.Fatal("the lease did not lapse")
 		}
 	}
+	t.Logf("a lease of %v lapsed %v after its last renewal", ttl, time.Since(lastRenewal).Round(time.Millisecond))
 	if !must(b.Acquire(ctx)) || holder() != "instance-b" {
 		t.Fatalf("b did not take the lapsed lease: held by %q", holder())
 	}
