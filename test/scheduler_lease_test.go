@@ -121,7 +121,10 @@ func TestSchedulerLeaseAcrossInstances(t *testing.T) {
 	// The holder stops: the other takes over without waiting for the
 	// lease to lapse (it is released), and applies the next one due.
 	a.stop()
+	stopped := time.Now()
 	waitScheduler(t, b, "the second instance takes over the released lease", leading)
+	t.Logf("the second instance took over %v after the first stopped (lease %v: tries every %v)",
+		time.Since(stopped).Round(time.Millisecond), 6*time.Second, 2*time.Second)
 	if v := metricValue(t, b, "eps_scheduler_lease_total", "event", "acquired"); v != 1 {
 		t.Errorf("eps_scheduler_lease_total{event=acquired} on the second instance: %v", v)
 	}
