@@ -142,3 +142,30 @@ func TestSchedulerLeaseAcrossInstances(t *testing.T) {
 		t.Errorf("eps_scheduler_leader on the new holder: %v", v)
 	}
 }
+
+// The holder dies as far as NATS can tell (its connection is gone: no
+// renewal reaches the server): the server removes its lease once the TTL
+// has run out, the other instance takes it at its next try, and the old
+// holder, its renewals failing, stops running passes by its own clock
+// (its metrics cannot be gathered without NATS: the unit tests count them).
+func TestSchedulerLeaseTakeoverAfterHolderDies(t *testing.T) {
+	srv := startNATS(t)
+	cfg := func(c *config.Config) {
+		c.NATSURL = srv.ClientURL()
+		c.SchedulerLease = 3 * time.Second
+	}
+	a := startBroker(t, "", cfg)
+	waitScheduler(t, a, "the first instance takes the free lease", func(st service.SchedulerState) bool { return st.Leading })
+	b := startBroker(t, "", cfg, sharedKey(a))
+	waitScheduler(t, b, "the second instance tries the lease", func(st service.SchedulerState) bool { return st.Checks >= 1 })
+
+	a.App.NATS.Conn.Close()
+	died := time.Now()
+	waitScheduler(t, b, "the second instance takes over the lapsed lease", func(st service.SchedulerState) bool { return st.Leading })
+	t.Logf("the second instance took over %v after the first lost NATS (lease %v: tries every %v)",
+		time.Since(died).Round(time.Millisecond), 3*time.Second, time.Second)
+	waitScheduler(t, a, "the old holder lets go", func(st service.SchedulerState) bool { return !st.Leading })
+	if st, _ := b.App.Scheduler.State(); !st.Leading {
+		t.Errorf("the new holder lost the lease: %+v", st)
+	}
+}
