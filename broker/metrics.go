@@ -35,6 +35,7 @@ type Metrics struct {
 	CommitRefused   prometheus.Counter     // writes refused past --commit-max-pending
 	CommitBatching  prometheus.Gauge       // 1 while the group commit commits atomic batches
 	CommitUnknown   *prometheus.CounterVec // resolved: stored, duplicate, not_stored, conflict, unresolved
+	CommitResolving prometheus.Gauge       // writes without an answer being resolved now
 }
 
 // latencyBuckets run from 50 µs to 10 s.
@@ -110,7 +111,11 @@ func (m *Metrics) registerCommitter() {
 		Name: "eps_commit_unknown_total",
 		Help: "Event log writes whose commit got no answer (a timeout, the connection lost), by how they were resolved (published again with the same Nats-Msg-Id and expected sequence, and read back): stored (had not landed; stored by the resolution), duplicate (had landed; answered with its sequence), not_stored (refused, e.g. want of space), conflict (another writer came first; decided again), unresolved (no answer within the bound: 503, may or may not be stored).",
 	}, []string{"resolved"})
-	m.Registry.MustRegister(m.CommitUnknown)
+	m.CommitResolving = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "eps_commit_resolving",
+		Help: "Event log writes whose commit got no answer and that are being resolved now (see eps_commit_unknown_total); their requests wait for the outcome.",
+	})
+	m.Registry.MustRegister(m.CommitUnknown, m.CommitResolving)
 }
 
 // newSelfNominations registers the count of self-nominations: a dispenser

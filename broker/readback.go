@@ -115,6 +115,8 @@ func (c *committer) resolveEach(batch []*commitWrite, cause error) {
 // resolve sets w's seq or err from what became of it (see above).
 func (c *committer) resolve(ctx context.Context, w *commitWrite, cause error) {
 	w.seq, w.err = 0, nil
+	c.st.metrics.CommitResolving.Inc()
+	defer c.st.metrics.CommitResolving.Dec()
 	pause := 50 * time.Millisecond
 	for {
 		outcome, err := c.resolveOnce(ctx, w)
