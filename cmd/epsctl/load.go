@@ -43,6 +43,7 @@ type loadOptions struct {
 	asyncPublishers int
 	rate            string // "half", "off", or orders per second
 	rateValue       float64
+	cluster         bool
 
 	stored          int
 	storedDir       string
@@ -98,6 +99,7 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 	fs.IntVar(&o.asyncWindow, "async-window", 256, "with an interval --jetstream-sync: acknowledgements outstanding at once on the raw async-batched side (PublishMsgAsync)")
 	fs.IntVar(&o.asyncPublishers, "async-publishers", 4, "with an interval --jetstream-sync: goroutines publishing on the raw async-batched side, sharing --async-window")
 	fs.StringVar(&o.rate, "rate", "half", "fixed arrival rate (orders/s) of the open-loop latency phase against the broker: a number, 'half' (half the broker's median saturated rate at the largest --concurrency) or 'off'")
+	fs.BoolVar(&o.cluster, "cluster", false, "also start a three-node NATS cluster in this process (loopback, a store dir each, routes with credentials, the same sync policy) and a second in-process broker against it with R3 streams, and measure it (cluster-broker, cluster-raw) in the same rounds as the single node: the ratio cluster-broker/broker per concurrency, the group commit's batch sizes on each, the streams' placement")
 	fs.IntVar(&o.stored, "stored", 0, "fill a second in-process broker with this many prescriptions (1-item NHS orders through its own HTTP intake), restart it under --jetstream-sync, and measure restart-to-ready, RSS, nominated release and search by ID (0: skip)")
 	fs.StringVar(&o.storedDir, "stored-dir", "", "data dir of the --stored broker; a dir an earlier run filled with the same --stored and --dispensers is reused without filling (default: <data-dir>/stored with --data-dir, else a temp dir removed after)")
 	fs.IntVar(&o.dispensers, "dispensers", 20, "with --stored: dispensers the stored orders are nominated to, in turn (FX001, FX002, ...)")
@@ -118,6 +120,10 @@ the release and search latency, restart time and RSS of a broker holding N presc
 Prints orders/s, p50/p99/p99.9 latency, CPU per order and the ratios broker/raw and
 broker/floor. The load generator runs in the same process: CPU per order and RSS are the whole
 process's. 503 and 429 answers are counted apart from failures.
+With --cluster, a second in-process broker runs against a three-node NATS cluster started in
+this process (streams R3) and is measured in the same rounds (cluster-broker, cluster-raw): the
+ratio cluster-broker/broker is the cost of replication on this one machine, a floor, not a
+prediction for three machines.
 --debug-listen and --token-cache-size set the in-process broker's settings of those names;
 with --url they are refused (set them on that broker).
 
@@ -181,6 +187,9 @@ func (o *loadOptions) check(e *env, fs *flag.FlagSet) int {
 	if o.rounds == 0 && o.stored == 0 {
 		return bad("--rounds 0 measures nothing without --stored")
 	}
+	if o.cluster && o.rounds == 0 {
+		return bad("--cluster measures in the intake rounds: not with --rounds 0")
+	}
 	if o.tokenCache < 0 || o.tokenCache > 1000000 {
 		return bad("--token-cache-size %d: want a whole number from 0 to 1000000", o.tokenCache)
 	}
@@ -233,6 +242,9 @@ func (o *loadOptions) check(e *env, fs *flag.FlagSet) int {
 		if o.stored > 0 {
 			return bad("--stored fills and restarts an in-process broker: not with --url")
 		}
+		if o.cluster {
+			return bad("--cluster starts its own cluster and broker in-process: not with --url")
+		}
 		if o.token == "" {
 			return bad("--url needs --token")
 		}
@@ -243,7 +255,7 @@ func (o *loadOptions) check(e *env, fs *flag.FlagSet) int {
 func (o *loadOptions) settings() loadSettings {
 	return loadSettings{Concurrency: o.concurrency, PhaseSeconds: o.duration.Seconds(), Rounds: o.rounds,
 		JetStreamSync: o.syncPolicy, URL: o.url, AsyncWindow: o.asyncWindow, AsyncPublishers: o.asyncPublishers, Rate: o.rate,
-		Stored: o.stored, Dispensers: o.dispensers, FillSync: o.fillSync,
+		Stored: o.stored, Dispensers: o.dispensers, FillSync: o.fillSync, Cluster: o.cluster,
 		SharedProcess: "the load generator, the broker and the embedded NATS server share this process: CPU per order and RSS are the whole process's"}
 }
 

@@ -26,6 +26,7 @@ type loadSettings struct {
 	Stored          int     `json:"stored"`
 	Dispensers      int     `json:"dispensers"`
 	FillSync        string  `json:"fill_sync"`
+	Cluster         bool    `json:"cluster"`
 	SharedProcess   string  `json:"shared_process"`
 }
 
@@ -37,7 +38,22 @@ type intakeReport struct {
 	Summary    []*sideSummary `json:"summary"`
 	Ratios     []*loadRatio   `json:"ratios"`
 	FixedRate  *loadPhase     `json:"fixed_rate,omitempty"`
+	Cluster    *clusterReport `json:"cluster,omitempty"`
 }
+
+// clusterReport describes the three-node cluster of a --cluster run.
+type clusterReport struct {
+	Nodes int `json:"nodes"`
+	// Streams are the cluster's streams (the broker's and its buckets')
+	// with their replicas' placement after the load.
+	Streams []streamPlacement `json:"streams"`
+	Note    string            `json:"note"`
+}
+
+// clusterNote says what the cluster/single ratio of one machine means.
+const clusterNote = "the three nodes share this machine's cores and disk with the single node's side and the load generator: " +
+	"every write is fsynced three times on one disk and every replication hop is loopback, so cluster-broker/broker is a floor " +
+	"for the cost of replication here, not a prediction for three machines"
 
 // sideSummary is a side at one concurrency over the rounds: the median
 // rate and CPU, the latencies of every round's requests together.
@@ -52,12 +68,14 @@ type sideSummary struct {
 	CPUPerOrder float64 `json:"median_cpu_us_per_order"`
 	Failed      int64   `json:"failed"`
 	Refused     int64   `json:"refused_503_429"`
+	// Commits is the group commit's work over the rounds (broker sides).
+	Commits *commitStats `json:"commits,omitempty"`
 }
 
 // loadRatio is the broker's rate over another side's, per round (the same
 // round's phases) and their median.
 type loadRatio struct {
-	Name        string    `json:"name"` // broker/raw, broker/floor, broker/raw-async
+	Name        string    `json:"name"` // broker/raw, broker/floor, broker/raw-async, cluster-broker/broker, cluster-broker/cluster-raw, cluster-raw/raw
 	Concurrency int       `json:"concurrency"`
 	PerRound    []float64 `json:"per_round"`
 	Median      float64   `json:"median"`
@@ -98,6 +116,12 @@ func (r *intakeReport) summarise(concurrency []int) {
 			rates, cpus = append(rates, p.Rate), append(cpus, p.CPUPerOrder)
 			s.Failed += p.Failed
 			s.Refused += p.Refused
+			if p.Commits != nil {
+				if s.Commits == nil {
+					s.Commits = &commitStats{}
+				}
+				s.Commits.add(p.Commits)
+			}
 		}
 		s.Rate, s.CPUPerOrder = median(rates), median(cpus)
 		s.P50, s.P99, s.P999, _ = quantilesMS(h)
@@ -107,11 +131,13 @@ func (r *intakeReport) summarise(concurrency []int) {
 	for _, p := range r.Phases {
 		rounds = max(rounds, p.Round)
 	}
+	pairs := [][2]string{{sideBroker, sideRaw}, {sideBroker, sideFloor}, {sideBroker, sideRawAsync},
+		{sideClusterBroker, sideBroker}, {sideClusterBroker, sideClusterRaw}, {sideClusterRaw, sideRaw}}
 	for _, c := range concurrency {
-		for _, other := range []string{sideRaw, sideFloor, sideRawAsync} {
-			lr := &loadRatio{Name: sideBroker + "/" + other, Concurrency: c}
+		for _, pair := range pairs {
+			lr := &loadRatio{Name: pair[0] + "/" + pair[1], Concurrency: c}
 			for round := 1; round <= rounds; round++ {
-				b, o := r.find(sideBroker, round, c), r.find(other, round, c)
+				b, o := r.find(pair[0], round, c), r.find(pair[1], round, c)
 				if b != nil && o != nil && o.Rate > 0 {
 					lr.PerRound = append(lr.PerRound, b.Rate/o.Rate)
 				}
@@ -126,12 +152,66 @@ func (r *intakeReport) summarise(concurrency []int) {
 
 // saturated is the broker's median rate at concurrency conc.
 func (r *intakeReport) saturated(conc int) float64 {
-	for _, s := range r.Summary {
-		if s.Side == sideBroker && s.Concurrency == conc {
-			return s.Rate
-		}
+	if s := r.summary(sideBroker, conc); s != nil {
+		return s.Rate
 	}
 	return 0
+}
+
+// summary is side's summary at concurrency conc (nil: none).
+func (r *intakeReport) summary(side string, conc int) *sideSummary {
+	for _, s := range r.Summary {
+		if s.Side == side && s.Concurrency == conc {
+			return s
+		}
+	}
+	return nil
+}
+
+// ratio is the named ratio at concurrency conc (nil: none).
+func (r *intakeReport) ratio(name string, conc int) *loadRatio {
+	for _, lr := range r.Ratios {
+		if lr.Name == name && lr.Concurrency == conc {
+			return lr
+		}
+	}
+	return nil
+}
+
+// printCluster prints the cluster against the single node, per
+// concurrency, the group commit's batches on each, and where the
+// cluster's replicas are.
+func (r *intakeReport) printCluster(w io.Writer, concurrency []int) {
+	c := r.Cluster
+	fmt.Fprintf(w, "\ncluster (%d NATS nodes in this process, streams R%d) against the single node (R1), the same round's phases:\n", c.Nodes, c.Nodes)
+	fmt.Fprintf(w, "%-7s %12s %12s %7s %17s %17s %15s %12s\n", "clients", "single o/s", "cluster o/s", "ratio", "single p50/p99", "cluster p50/p99", "CPU µs/o s/c", "c broker/raw")
+	for _, conc := range concurrency {
+		s, cl, lr := r.summary(sideBroker, conc), r.summary(sideClusterBroker, conc), r.ratio(sideClusterBroker+"/"+sideBroker, conc)
+		if s == nil || cl == nil || lr == nil {
+			continue
+		}
+		raw := "-"
+		if cr := r.ratio(sideClusterBroker+"/"+sideClusterRaw, conc); cr != nil {
+			raw = fmt.Sprintf("%.2f", cr.Median)
+		}
+		fmt.Fprintf(w, "%-7d %12.0f %12.0f %7.2f %17s %17s %15s %12s\n", conc, s.Rate, cl.Rate, lr.Median,
+			fmt.Sprintf("%.1f/%.1f", s.P50, s.P99), fmt.Sprintf("%.1f/%.1f", cl.P50, cl.P99),
+			fmt.Sprintf("%.0f/%.0f", s.CPUPerOrder, cl.CPUPerOrder), raw)
+	}
+	fmt.Fprintf(w, "note: %s\n", c.Note)
+	fmt.Fprintf(w, "\ngroup commit (eps_commit_batch_size: writes a commit took; fewer than 8 are published each on its own, 8 or more as one atomic batch)\n")
+	fmt.Fprintf(w, "%-17s %7s %8s %9s %8s %7s  %s\n", "side", "clients", "commits", "mean size", "batches", "alone", "commits by size")
+	for _, side := range []string{sideBroker, sideClusterBroker} {
+		for _, conc := range concurrency {
+			if s := r.summary(side, conc); s != nil && s.Commits != nil {
+				printCommits(w, side, conc, s.Commits)
+			}
+		}
+	}
+	fmt.Fprintf(w, "\ncluster streams after the load (replicas, leader, followers current):\n")
+	for _, p := range c.Streams {
+		fmt.Fprintf(w, "  %-22s R%d leader %-8s followers %s (%d current)\n", p.Stream, p.Replicas, p.Leader, strings.Join(p.Peers, ","), p.Current)
+	}
 }
 
 func (rep *loadReport) print(w io.Writer) {
@@ -157,8 +237,15 @@ func (rep *loadReport) print(w io.Writer) {
 		if len(r.Ratios) > 0 {
 			fmt.Fprintln(w)
 		}
+		width := 17
 		for _, lr := range r.Ratios {
-			fmt.Fprintf(w, "%-17s at %d clients: median %.2f (per round %s)\n", lr.Name, lr.Concurrency, lr.Median, fmtFloats(lr.PerRound))
+			width = max(width, len(lr.Name))
+		}
+		for _, lr := range r.Ratios {
+			fmt.Fprintf(w, "%-*s at %d clients: median %.2f (per round %s)\n", width, lr.Name, lr.Concurrency, lr.Median, fmtFloats(lr.PerRound))
+		}
+		if r.Cluster != nil {
+			r.printCluster(w, s.Concurrency)
 		}
 		for _, p := range append(append([]*loadPhase(nil), r.Phases...), r.FixedRate) {
 			if p != nil && p.FirstFailure != "" {
