@@ -12,6 +12,7 @@ type loadReport struct {
 	Settings loadSettings  `json:"settings"`
 	Intake   *intakeReport `json:"intake,omitempty"`
 	Stored   *storedReport `json:"stored,omitempty"`
+	Soak     *soakReport   `json:"soak,omitempty"`
 }
 
 type loadSettings struct {
@@ -27,6 +28,7 @@ type loadSettings struct {
 	Dispensers      int     `json:"dispensers"`
 	FillSync        string  `json:"fill_sync"`
 	Cluster         bool    `json:"cluster"`
+	SoakSeconds     float64 `json:"soak_seconds,omitempty"`
 	SharedProcess   string  `json:"shared_process"`
 }
 
@@ -264,6 +266,9 @@ func (rep *loadReport) print(w io.Writer) {
 	}
 	if rep.Stored != nil {
 		rep.Stored.print(w)
+	}
+	if rep.Soak != nil {
+		rep.Soak.print(w)
 	}
 }
 
