@@ -134,5 +134,5 @@ func (s *commitStats) distribution() string {
 
 // printCommits prints one line of a side's group commit figures.
 func printCommits(w io.Writer, side string, conc int, s *commitStats) {
-	fmt.Fprintf(w, "%-17s %7d %8d %9.1f %8d %7d  %s\n", side, conc, s.Commits, s.meanBatch(), s.Outcomes["batch"], s.Outcomes["single"], s.distribution())
+	fmt.Fprintf(w, "%-18s %7d %8d %9.1f %8d %7d  %s\n", side, conc, s.Commits, s.meanBatch(), s.Outcomes["batch"], s.Outcomes["single"], s.distribution())
 }

@@ -377,8 +377,9 @@ type loadSide struct {
 
 // The sides of a --cluster run against the broker on the three-node cluster.
 const (
-	sideClusterBroker = "cluster-broker" // HTTP intake of a broker on the cluster, R3 streams
-	sideClusterRaw    = "cluster-raw"    // raw JetStream publishes on the cluster, an R3 stream
+	sideClusterBroker   = "cluster-broker" // HTTP intake of a broker on the cluster, R3 streams
+	sideClusterRaw      = "cluster-raw"    // raw JetStream publishes on the cluster, an R3 stream
+	sideClusterOpenLoop = "cluster-fixed-rate"
 )
 
 // runIntake runs the intake rounds and the fixed-rate phase.
@@ -521,6 +522,9 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 	}
 	if o.rate != "off" {
 		phasesTotal++
+		if tc != nil {
+			phasesTotal++
+		}
 	}
 	var bar *progressbar.ProgressBar
 	if !o.quiet && isTerminal(e.stderr) {
@@ -582,6 +586,21 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 				p.CatchUp = t.settle(ctx, e)
 			}
 			rep.FixedRate = p
+		}
+		if tc != nil {
+			// The cluster at half its own saturated rate (or --rate).
+			rate := o.rateValue
+			if o.rate == "half" {
+				if cs := rep.summary(sideClusterBroker, maxConc); cs != nil {
+					rate = cs.Rate / 2
+				}
+			}
+			if rate > 0 && ctx.Err() == nil {
+				p := timed(func() *loadPhase { return runOpenLoop(ctx, tc, rate, o.duration) })
+				p.Side = sideClusterOpenLoop
+				p.CatchUp = tc.settle(ctx, e)
+				rep.ClusterFixedRate = p
+			}
 		}
 	}
 	if bar != nil {

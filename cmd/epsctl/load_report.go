@@ -41,6 +41,9 @@ type intakeReport struct {
 	Ratios     []*loadRatio   `json:"ratios"`
 	FixedRate  *loadPhase     `json:"fixed_rate,omitempty"`
 	Cluster    *clusterReport `json:"cluster,omitempty"`
+	// ClusterFixedRate is the fixed-rate phase against the broker on the
+	// cluster (--cluster), at half its own saturated rate with --rate half.
+	ClusterFixedRate *loadPhase `json:"cluster_fixed_rate,omitempty"`
 }
 
 // clusterReport describes the three-node cluster of a --cluster run.
@@ -202,7 +205,7 @@ func (r *intakeReport) printCluster(w io.Writer, concurrency []int) {
 	}
 	fmt.Fprintf(w, "note: %s\n", c.Note)
 	fmt.Fprintf(w, "\ngroup commit (eps_commit_batch_size: writes a commit took; fewer than 8 are published each on its own, 8 or more as one atomic batch)\n")
-	fmt.Fprintf(w, "%-17s %7s %8s %9s %8s %7s  %s\n", "side", "clients", "commits", "mean size", "batches", "alone", "commits by size")
+	fmt.Fprintf(w, "%-18s %7s %8s %9s %8s %7s  %s\n", "side", "clients", "commits", "mean size", "batches", "alone", "commits by size")
 	for _, side := range []string{sideBroker, sideClusterBroker} {
 		for _, conc := range concurrency {
 			if s := r.summary(side, conc); s != nil && s.Commits != nil {
@@ -226,14 +229,14 @@ func (rep *loadReport) print(w io.Writer) {
 		fmt.Fprintf(w, "floor: an HTTP server in this process that reads the body and answers 200, the same client\n")
 		fmt.Fprintf(w, "CPU per order: this process's CPU time (getrusage) over the phase / requests; %s\n", s.SharedProcess)
 		fmt.Fprintf(w, "behind s: after a broker phase, the seconds until every consumer of the event log (the projections) had applied it; the next phase starts then\n\n")
-		fmt.Fprintf(w, "%-17s %7s %5s %10s %7s %8s %8s %8s %9s %8s %9s %9s\n", "side", "clients", "round", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU µs/o", "behind s")
+		fmt.Fprintf(w, "%-18s %7s %5s %10s %7s %8s %8s %8s %9s %8s %9s %9s\n", "side", "clients", "round", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU µs/o", "behind s")
 		for _, p := range r.Phases {
 			printPhase(w, p, fmt.Sprint(p.Round))
 		}
 		fmt.Fprintf(w, "\nsummary (median rate and CPU of the rounds; latencies of all rounds' requests together)\n")
-		fmt.Fprintf(w, "%-17s %7s %6s %10s %7s %8s %8s %8s %9s %9s\n", "side", "clients", "rounds", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "CPU µs/o")
+		fmt.Fprintf(w, "%-18s %7s %6s %10s %7s %8s %8s %8s %9s %9s\n", "side", "clients", "rounds", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "CPU µs/o")
 		for _, m := range r.Summary {
-			fmt.Fprintf(w, "%-17s %7s %6d %10.0f %7d %8d %8.2f %8.2f %9.2f %9.0f\n", m.Side, clients(m.Side, m.Concurrency), m.Rounds, m.Rate,
+			fmt.Fprintf(w, "%-18s %7s %6d %10.0f %7d %8d %8.2f %8.2f %9.2f %9.0f\n", m.Side, clients(m.Side, m.Concurrency), m.Rounds, m.Rate,
 				m.Failed, m.Refused, m.P50, m.P99, m.P999, m.CPUPerOrder)
 		}
 		if len(r.Ratios) > 0 {
@@ -249,7 +252,7 @@ func (rep *loadReport) print(w io.Writer) {
 		if r.Cluster != nil {
 			r.printCluster(w, s.Concurrency)
 		}
-		for _, p := range append(append([]*loadPhase(nil), r.Phases...), r.FixedRate) {
+		for _, p := range append(append([]*loadPhase(nil), r.Phases...), r.FixedRate, r.ClusterFixedRate) {
 			if p != nil && p.FirstFailure != "" {
 				fmt.Fprintf(w, "first %s failure: %s\n", p.Side, p.FirstFailure)
 				break
@@ -257,10 +260,15 @@ func (rep *loadReport) print(w io.Writer) {
 		}
 		if p := r.FixedRate; p != nil {
 			fmt.Fprintf(w, "\nfixed rate (open loop: latency from when each order was due): %.0f orders/s offered for %s\n", p.TargetRate, fmtSeconds(p.Seconds))
-			fmt.Fprintf(w, "%-17s %7s %5s %10s %7s %8s %8s %8s %9s %8s %9s %9s\n", "side", "sent at", "", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU µs/o", "behind s")
-			printPhase(w, p, "")
-			if p.Late > 0 {
-				fmt.Fprintf(w, "%d orders not sent: %d already in flight\n", p.Late, 8192)
+			fmt.Fprintf(w, "%-18s %7s %5s %10s %7s %8s %8s %8s %9s %8s %9s %9s\n", "side", "sent at", "", "orders/s", "failed", "503/429", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU µs/o", "behind s")
+			for _, q := range []*loadPhase{p, r.ClusterFixedRate} {
+				if q == nil {
+					continue
+				}
+				printPhase(w, q, "")
+				if q.Late > 0 {
+					fmt.Fprintf(w, "%s: %d orders not sent: %d already in flight\n", q.Side, q.Late, 8192)
+				}
 			}
 		}
 	}
@@ -274,14 +282,14 @@ func (rep *loadReport) print(w io.Writer) {
 
 func printPhase(w io.Writer, p *loadPhase, round string) {
 	c := clients(p.Side, p.Concurrency)
-	if p.Side == sideOpenLoop {
+	if p.Side == sideOpenLoop || p.Side == sideClusterOpenLoop {
 		c = fmt.Sprintf("%.0f/s", p.TargetRate)
 	}
 	behind := "-"
 	if p.CatchUp >= 0 {
 		behind = fmt.Sprintf("%.2f", p.CatchUp)
 	}
-	fmt.Fprintf(w, "%-17s %7s %5s %10.0f %7d %8d %8.2f %8.2f %9.2f %8.2f %9.0f %9s\n", p.Side, c, round, p.Rate,
+	fmt.Fprintf(w, "%-18s %7s %5s %10.0f %7d %8d %8.2f %8.2f %9.2f %8.2f %9.0f %9s\n", p.Side, c, round, p.Rate,
 		p.Failed, p.Refused, p.P50, p.P99, p.P999, p.Max, p.CPUPerOrder, behind)
 }
 

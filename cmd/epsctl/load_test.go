@@ -365,7 +365,7 @@ func TestOrderGen(t *testing.T) {
 // the same round's rates, that the group commit's batches were counted
 // on each, and that the cluster's streams were R3 with two followers.
 func TestLoadCluster(t *testing.T) {
-	rep, r := runLoadJSON(t, "--cluster", "--duration", "1s", "--rounds", "1", "--concurrency", "4", "--rate", "off", "--data-dir", t.TempDir())
+	rep, r := runLoadJSON(t, "--cluster", "--duration", "1s", "--rounds", "1", "--concurrency", "4", "--rate", "30", "--data-dir", t.TempDir())
 	in := rep.Intake
 	if in == nil || in.Cluster == nil {
 		t.Fatalf("no intake or cluster in the report: %s", r.stdout)
@@ -408,6 +408,11 @@ func TestLoadCluster(t *testing.T) {
 	if in.ratio(sideClusterBroker+"/"+sideClusterRaw, 4) == nil {
 		t.Errorf("no cluster-broker/cluster-raw ratio")
 	}
+	for _, p := range []*loadPhase{in.FixedRate, in.ClusterFixedRate} {
+		if p == nil || p.TargetRate != 30 || p.OK == 0 || p.Failed != 0 {
+			t.Errorf("fixed-rate phase: %+v", p)
+		}
+	}
 	streams := map[string]streamPlacement{}
 	for _, p := range in.Cluster.Streams {
 		streams[p.Stream] = p
@@ -424,7 +429,7 @@ func TestLoadCluster(t *testing.T) {
 	rep.print(&text)
 	for _, want := range []string{"cluster (3 NATS nodes in this process, streams R3) against the single node (R1)",
 		"cluster-broker/broker      at 4 clients: median", "group commit (eps_commit_batch_size", "EPS_EVENTS             R3 leader load-n",
-		"a floor for the cost of replication"} {
+		"a floor for the cost of replication", "cluster-fixed-rate    30/s"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("the report lacks %q:\n%s", want, text.String())
 		}
