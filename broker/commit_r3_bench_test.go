@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/config"
@@ -133,7 +135,7 @@ func benchCluster(b *testing.B, n int) string {
 				current++
 			}
 		}
-		if leader && current == n {
+		if leader && current == n && benchPlaceable(strings.Join(urls, ","), n) {
 			return strings.Join(urls, ",")
 		}
 		if time.Now().After(deadline) {
@@ -141,4 +143,26 @@ func benchCluster(b *testing.B, n int) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// benchPlaceable says whether a stream with n replicas can be placed now
+// (the meta leader has heard every node's statistics): it creates and
+// deletes a small one.
+func benchPlaceable(urls string, n int) bool {
+	nc, err := nats.Connect(urls)
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH_READY", Subjects: []string{"bench.ready"},
+		Storage: jetstream.MemoryStorage, Replicas: n}); err != nil {
+		return false
+	}
+	return js.DeleteStream(ctx, "BENCH_READY") == nil
 }

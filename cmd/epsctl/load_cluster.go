@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nhs-eps/epsbroker/config"
@@ -117,7 +118,8 @@ func startLoadCluster(ctx context.Context, dir, syncPolicy string, maxPayload in
 }
 
 // waitReady waits until one node is the JetStream meta leader, sees every
-// node as a peer, and every node's meta state is current.
+// node as a peer, every node's meta state is current, and a stream with a
+// replica on every node can be placed.
 func (c *loadCluster) waitReady(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
@@ -130,7 +132,7 @@ func (c *loadCluster) waitReady(ctx context.Context, limit time.Duration) error 
 				current++
 			}
 		}
-		if leader != "" && current == len(c.servers) {
+		if leader != "" && current == len(c.servers) && c.placeable(ctx) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -142,6 +144,30 @@ func (c *loadCluster) waitReady(ctx context.Context, limit time.Duration) error 
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// placeable says whether an R3 stream can be placed now: the meta
+// leader has heard every node's configuration and statistics (which its
+// peer list alone does not show). It creates a small memory stream with
+// a replica on every node and deletes it.
+func (c *loadCluster) placeable(ctx context.Context) bool {
+	nc, err := nats.Connect(strings.Join(c.URLs, ","), nats.Timeout(5*time.Second))
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	const probe = "LOAD_CLUSTER_READY"
+	if _, err := js.CreateStream(pctx, jetstream.StreamConfig{Name: probe, Subjects: []string{"load.cluster.ready"},
+		Storage: jetstream.MemoryStorage, Replicas: len(c.servers)}); err != nil {
+		return false
+	}
+	return js.DeleteStream(pctx, probe) == nil
 }
 
 // stop shuts every node down and waits for each.

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"math"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +17,7 @@ type commitStats struct {
 	Writes   float64           `json:"writes"`      // writes they took (the histogram's sum)
 	Buckets  []commitBucket    `json:"batch_sizes"` // commits by writes taken
 	Outcomes map[string]uint64 `json:"outcomes"`    // eps_commits_total: batch, single, fallback, split, error
+	Above    uint64            `json:"commits_above_last_bucket,omitempty"`
 }
 
 // commitBucket counts the commits that took more than the previous
@@ -46,9 +46,7 @@ func readCommitStats(reg *prometheus.Registry) commitStats {
 					s.Buckets = append(s.Buckets, commitBucket{UpTo: b.GetUpperBound(), Commits: b.GetCumulativeCount() - prev})
 					prev = b.GetCumulativeCount()
 				}
-				if s.Commits > prev {
-					s.Buckets = append(s.Buckets, commitBucket{UpTo: math.Inf(1), Commits: s.Commits - prev})
-				}
+				s.Above = s.Commits - prev
 			}
 		case "eps_commits_total":
 			for _, m := range mf.GetMetric() {
@@ -65,7 +63,7 @@ func readCommitStats(reg *prometheus.Registry) commitStats {
 
 // sub is what was committed between before and s.
 func (s commitStats) sub(before commitStats) *commitStats {
-	d := &commitStats{Commits: s.Commits - before.Commits, Writes: s.Writes - before.Writes, Outcomes: map[string]uint64{}}
+	d := &commitStats{Commits: s.Commits - before.Commits, Writes: s.Writes - before.Writes, Above: s.Above - before.Above, Outcomes: map[string]uint64{}}
 	for i, b := range s.Buckets {
 		if i < len(before.Buckets) {
 			b.Commits -= before.Buckets[i].Commits
@@ -87,6 +85,7 @@ func (s *commitStats) add(o *commitStats) {
 	}
 	s.Commits += o.Commits
 	s.Writes += o.Writes
+	s.Above += o.Above
 	if s.Outcomes == nil {
 		s.Outcomes = map[string]uint64{}
 	}
@@ -117,10 +116,7 @@ func (s *commitStats) distribution() string {
 	lo := 0.0
 	for _, b := range s.Buckets {
 		label := fmt.Sprintf("%g-%g", lo+1, b.UpTo)
-		switch {
-		case math.IsInf(b.UpTo, 1):
-			label = fmt.Sprintf(">%g", lo)
-		case b.UpTo == lo+1:
+		if b.UpTo == lo+1 {
 			label = fmt.Sprintf("%g", b.UpTo)
 		}
 		lo = b.UpTo
@@ -128,6 +124,9 @@ func (s *commitStats) distribution() string {
 			continue
 		}
 		parts = append(parts, fmt.Sprintf("%s: %.0f%%", label, 100*float64(b.Commits)/float64(s.Commits)))
+	}
+	if s.Above > 0 && s.Commits > 0 {
+		parts = append(parts, fmt.Sprintf(">%g: %.0f%%", lo, 100*float64(s.Above)/float64(s.Commits)))
 	}
 	return strings.Join(parts, " ")
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+
+	"github.com/nhs-eps/epsbroker/broker"
 	"io"
 	"sort"
 	"strings"
@@ -204,7 +206,8 @@ func (r *intakeReport) printCluster(w io.Writer, concurrency []int) {
 			fmt.Sprintf("%.0f/%.0f", s.CPUPerOrder, cl.CPUPerOrder), raw)
 	}
 	fmt.Fprintf(w, "note: %s\n", c.Note)
-	fmt.Fprintf(w, "\ngroup commit (eps_commit_batch_size: writes a commit took; fewer than 8 are published each on its own, 8 or more as one atomic batch)\n")
+	fmt.Fprintf(w, "\ngroup commit (eps_commit_batch_size: writes a commit took; fewer than %d are published each on its own, %d or more as one atomic batch; batches: atomic batches stored, alone: writes published on their own)\n",
+		broker.MinCommitBatch, broker.MinCommitBatch)
 	fmt.Fprintf(w, "%-18s %7s %8s %9s %8s %7s  %s\n", "side", "clients", "commits", "mean size", "batches", "alone", "commits by size")
 	for _, side := range []string{sideBroker, sideClusterBroker} {
 		for _, conc := range concurrency {
