@@ -55,9 +55,11 @@ type soakSample struct {
 	HeapInuse   uint64  `json:"heap_inuse_bytes"`
 	HeapLive    uint64  `json:"heap_live_bytes"` // marked live by the last GC
 	Goroutines  int     `json:"goroutines"`
-	FDs         int     `json:"open_fds"` // -1: unknown
+	InFlight    int64   `json:"requests_in_flight"` // the load generator's, at the sample (each holds a connection: its goroutines and FDs count)
+	FDs         int     `json:"open_fds"`           // -1: unknown
 	StoredBytes uint64  `json:"jetstream_stored_bytes"`
-	Pending     uint64  `json:"event_log_consumers_pending"` // pending and unacknowledged, every consumer of the event log
+	Pending     uint64  `json:"event_log_consumers_pending"`    // pending and unacknowledged, every consumer of the event log
+	Behind      string  `json:"most_behind_consumer,omitempty"` // the consumer with the most pending and unacknowledged
 	Indexed     int     `json:"tracker_indexed"`
 }
 
@@ -140,6 +142,7 @@ type soak struct {
 	released   atomic.Int64
 	found      atomic.Int64
 	notSent    atomic.Int64
+	inFlight   atomic.Int64
 
 	mu       sync.Mutex
 	recent   []string // ring of accepted prescription IDs
@@ -281,8 +284,9 @@ func (s *soak) openLoop(ctx context.Context, rate float64, fn func(context.Conte
 			continue
 		}
 		wg.Add(1)
+		s.inFlight.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
+			defer func() { s.inFlight.Add(-1); <-sem; wg.Done() }()
 			// Each request runs to its end even when the soak ends
 			// meanwhile: cutting it off would leave a write half-taken.
 			fn(context.WithoutCancel(ctx), i, due)
@@ -336,7 +340,10 @@ func runSoak(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*soak
 		return fail(err)
 	}
 	s := &soak{a: a, base: "http://" + a.Addr(), orders: newSoakCounter(), release: newSoakCounter(), search: newSoakCounter()}
-	tr := &http.Transport{MaxIdleConnsPerHost: 256}
+	// Idle connections are closed after a while, so that a burst of slow
+	// answers (many connections at once) does not stay in the goroutine
+	// and FD counts for the rest of the soak.
+	tr := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 20 * time.Second}
 	s.client = &http.Client{Transport: tr}
 	defer tr.CloseIdleConnections()
 	mint := func(sub, ods string, role auth.Role) (string, error) {
@@ -429,13 +436,13 @@ func runSoak(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*soak
 	return rep, exitOK
 }
 
-const soakHeader = "elapsed  orders/s  order p99  release p99  search p99  failed  503/429  RSS MB  heap inuse MB  heap live MB  goroutines  FDs  stored MB  pending  indexed"
+const soakHeader = "elapsed  orders/s  order p99  release p99  search p99  failed  503/429  RSS MB  heap inuse MB  heap live MB  goroutines  in flight  FDs  stored MB  pending  indexed"
 
 func printSoakSample(w io.Writer, s *soakSample) {
 	mb := func(b uint64) float64 { return float64(b) / (1 << 20) }
-	fmt.Fprintf(w, "%7s  %8.1f  %9.2f  %11.2f  %10.2f  %6d  %7d  %6.0f  %13.1f  %12.1f  %10d  %3d  %9.1f  %7d  %7d\n",
+	fmt.Fprintf(w, "%7s  %8.1f  %9.2f  %11.2f  %10.2f  %6d  %7d  %6.0f  %13.1f  %12.1f  %10d  %9d  %3d  %9.1f  %7d  %7d\n",
 		fmtSeconds(s.Elapsed), s.OrderRate, s.OrderP99, s.ReleaseP99, s.SearchP99, s.Failed, s.Refused,
-		mb(uint64(max(s.RSS, 0))), mb(s.HeapInuse), mb(s.HeapLive), s.Goroutines, s.FDs, mb(s.StoredBytes), s.Pending, s.Indexed)
+		mb(uint64(max(s.RSS, 0))), mb(s.HeapInuse), mb(s.HeapLive), s.Goroutines, s.InFlight, s.FDs, mb(s.StoredBytes), s.Pending, s.Indexed)
 }
 
 // sample takes a sample: the last interval's traffic, then the process's
@@ -462,6 +469,7 @@ func (s *soak) sample(ctx context.Context, elapsed, interval time.Duration) soak
 		smp.HeapLive = live[0].Value.Uint64()
 	}
 	smp.Goroutines = runtime.NumGoroutine()
+	smp.InFlight = s.inFlight.Load()
 	smp.FDs = openFDs()
 	smp.Indexed = s.a.Tracker.Index.Len()
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -472,8 +480,13 @@ func (s *soak) sample(ctx context.Context, elapsed, interval time.Duration) soak
 	}
 	if st, err := js.Stream(qctx, broker.StreamEvents); err == nil {
 		l := st.ListConsumers(qctx)
+		most := uint64(0)
 		for ci := range l.Info() {
-			smp.Pending += ci.NumPending + uint64(max(ci.NumAckPending, 0))
+			n := ci.NumPending + uint64(max(ci.NumAckPending, 0))
+			smp.Pending += n
+			if n > most {
+				most, smp.Behind = n, ci.Name
+			}
 		}
 	}
 	return smp
@@ -512,17 +525,22 @@ func (r *soakReport) verdict(warmup time.Duration) {
 		}
 		return fmt.Sprintf("%+.1f%%", 100*(b-a)/a)
 	}
+	behind := ""
+	if to.Behind != "" && to.Pending > 0 {
+		behind = " (most: " + to.Behind + ")"
+	}
 	perRx := "-"
 	if n := to.Indexed - from.Indexed; n > 0 {
 		perRx = fmt.Sprintf("%.0f B", (float64(to.HeapLive)-float64(from.HeapLive))/float64(n))
 	}
 	r.Verdict = fmt.Sprintf("from %s to %s: goroutines %d -> %d (%+d), heap live %.1f -> %.1f MB (%s; %s per prescription indexed meanwhile, %d -> %d), "+
-		"heap in use %.1f -> %.1f MB (%s), RSS %.0f -> %.0f MB (%s), open FDs %d -> %d (%+d), JetStream stored %.1f -> %.1f MB",
+		"heap in use %.1f -> %.1f MB (%s), RSS %.0f -> %.0f MB (%s), open FDs %d -> %d (%+d), JetStream stored %.1f -> %.1f MB, "+
+		"event log consumers pending %d -> %d%s",
 		fmtSeconds(from.Elapsed), fmtSeconds(to.Elapsed), from.Goroutines, to.Goroutines, to.Goroutines-from.Goroutines,
 		mb(from.HeapLive), mb(to.HeapLive), pct(float64(from.HeapLive), float64(to.HeapLive)), perRx, from.Indexed, to.Indexed,
 		mb(from.HeapInuse), mb(to.HeapInuse), pct(float64(from.HeapInuse), float64(to.HeapInuse)),
 		mb(uint64(max(from.RSS, 0))), mb(uint64(max(to.RSS, 0))), pct(float64(from.RSS), float64(to.RSS)),
-		from.FDs, to.FDs, to.FDs-from.FDs, mb(from.StoredBytes), mb(to.StoredBytes))
+		from.FDs, to.FDs, to.FDs-from.FDs, mb(from.StoredBytes), mb(to.StoredBytes), from.Pending, to.Pending, behind)
 }
 
 func (r *soakReport) print(w io.Writer) {
