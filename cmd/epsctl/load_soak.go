@@ -60,6 +60,7 @@ type soakSample struct {
 	StoredBytes uint64  `json:"jetstream_stored_bytes"`
 	Pending     uint64  `json:"event_log_consumers_pending"`    // pending and unacknowledged, every consumer of the event log
 	Behind      string  `json:"most_behind_consumer,omitempty"` // the consumer with the most pending and unacknowledged
+	Leader      string  `json:"event_log_leader,omitempty"`     // the event log's stream leader (a cluster)
 	Indexed     int     `json:"tracker_indexed"`
 }
 
@@ -86,10 +87,13 @@ type soakReport struct {
 	// From and To are the samples the growth is measured between: the
 	// first at or after the warm-up (the first sample when none is) and
 	// the last.
-	From    *soakSample `json:"from"`
-	To      *soakSample `json:"to"`
-	Verdict string      `json:"verdict"`
-	Note    string      `json:"note"`
+	// LeaderChanges counts the samples whose event log leader differs
+	// from the sample before's (a cluster).
+	LeaderChanges int         `json:"event_log_leader_changes"`
+	From          *soakSample `json:"from"`
+	To            *soakSample `json:"to"`
+	Verdict       string      `json:"verdict"`
+	Note          string      `json:"note"`
 }
 
 // soakCounter counts one kind of request of a soak: totals and the
@@ -369,7 +373,8 @@ func runSoak(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*soak
 	}
 	rep := &soakReport{Seconds: o.soak.Seconds(), SampleSeconds: o.sample.Seconds(), WarmupSeconds: o.warmup.Seconds(), Cluster: o.cluster,
 		OrderRate: o.soakRate, ReleaseRate: o.soakRate / soakReleaseEvery, SearchRate: o.soakRate / soakSearchEvery, Dispensers: o.dispensers,
-		Note: "RSS, heap, goroutines and open FDs are this process's: the broker, its NATS server(s) and the load generator; " +
+		Note: "RSS, heap, goroutines and open FDs are this process's: the broker, its NATS server(s) and the load generator " +
+			"(each request in flight or idle keep-alive connection adds goroutines and two FDs, client and server side; idle ones close after 20 s); " +
 			"the tracker index grows with every stored prescription (about 324 bytes each), so some heap growth is the data's"}
 	fmt.Fprintf(info, "soak: broker on %s against %s, JetStream sync %s, data dir %s\n", s.base, where, o.syncPolicy, dir)
 	fmt.Fprintf(info, "offered: %.0f orders/s (1-item, %d dispensers in turn), %.1f nominated releases/s of up to 25, %.1f searches/s by prescription ID; for %s, a sample every %s, growth measured from %s\n\n",
@@ -436,13 +441,13 @@ func runSoak(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*soak
 	return rep, exitOK
 }
 
-const soakHeader = "elapsed  orders/s  order p99  release p99  search p99  failed  503/429  RSS MB  heap inuse MB  heap live MB  goroutines  in flight  FDs  stored MB  pending  indexed"
+const soakHeader = "elapsed  orders/s  order p99  release p99  search p99  failed  503/429  RSS MB  heap inuse MB  heap live MB  goroutines  in flight  FDs  stored MB  pending  indexed  leader"
 
 func printSoakSample(w io.Writer, s *soakSample) {
 	mb := func(b uint64) float64 { return float64(b) / (1 << 20) }
-	fmt.Fprintf(w, "%7s  %8.1f  %9.2f  %11.2f  %10.2f  %6d  %7d  %6.0f  %13.1f  %12.1f  %10d  %9d  %3d  %9.1f  %7d  %7d\n",
+	fmt.Fprintf(w, "%7s  %8.1f  %9.2f  %11.2f  %10.2f  %6d  %7d  %6.0f  %13.1f  %12.1f  %10d  %9d  %3d  %9.1f  %7d  %7d  %s\n",
 		fmtSeconds(s.Elapsed), s.OrderRate, s.OrderP99, s.ReleaseP99, s.SearchP99, s.Failed, s.Refused,
-		mb(uint64(max(s.RSS, 0))), mb(s.HeapInuse), mb(s.HeapLive), s.Goroutines, s.InFlight, s.FDs, mb(s.StoredBytes), s.Pending, s.Indexed)
+		mb(uint64(max(s.RSS, 0))), mb(s.HeapInuse), mb(s.HeapLive), s.Goroutines, s.InFlight, s.FDs, mb(s.StoredBytes), s.Pending, s.Indexed, s.Leader)
 }
 
 // sample takes a sample: the last interval's traffic, then the process's
@@ -479,6 +484,9 @@ func (s *soak) sample(ctx context.Context, elapsed, interval time.Duration) soak
 		smp.StoredBytes = ai.Store
 	}
 	if st, err := js.Stream(qctx, broker.StreamEvents); err == nil {
+		if ci := st.CachedInfo().Cluster; ci != nil {
+			smp.Leader = ci.Leader
+		}
 		l := st.ListConsumers(qctx)
 		most := uint64(0)
 		for ci := range l.Info() {
@@ -518,6 +526,11 @@ func (r *soakReport) verdict(warmup time.Duration) {
 	}
 	to := &r.Samples[len(r.Samples)-1]
 	r.From, r.To = from, to
+	for i := 1; i < len(r.Samples); i++ {
+		if a, b := r.Samples[i-1].Leader, r.Samples[i].Leader; a != "" && b != "" && a != b {
+			r.LeaderChanges++
+		}
+	}
 	mb := func(b uint64) float64 { return float64(b) / (1 << 20) }
 	pct := func(a, b float64) string {
 		if a == 0 {
@@ -553,6 +566,9 @@ func (r *soakReport) print(w io.Writer) {
 		r.Failed, r.Refused, r.NotSent, soakMaxInFlight)
 	if r.FirstFailure != "" {
 		fmt.Fprintf(w, "first failure: %s\n", r.FirstFailure)
+	}
+	if r.Cluster {
+		fmt.Fprintf(w, "event log leader changes seen between samples: %d\n", r.LeaderChanges)
 	}
 	fmt.Fprintf(w, "note: %s\n", r.Note)
 	fmt.Fprintf(w, "soak verdict: %s\n", r.Verdict)
