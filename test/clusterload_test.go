@@ -190,7 +190,9 @@ func (l *load) send(k int, path, token, requestID string, body []byte) answer {
 		if codes := oo.codes(); len(codes) > 0 {
 			a.kind += " " + codes[0]
 		}
-	} else if a.status == 0 && !a.refused() {
+	} else if a.refused() {
+		a.kind = "connection refused"
+	} else if a.status == 0 {
 		// What the connection said, without addresses: "EOF",
 		// "connection reset by peer", a timeout.
 		msg := err.Error()
@@ -612,59 +614,76 @@ type eventCounts struct {
 // logCounts reads EPS_EVENTS from the cluster of urls.
 func logCounts(t testing.TB, ctx context.Context, urls string) *eventCounts {
 	t.Helper()
+	ec := &eventCounts{orders: map[string]int{}, releases: map[string]int{}, releasedUnder: map[string]string{}}
+	// Read from next on; an attempt that fails (a node catching up answers
+	// no responders, or a request gets no answer) starts again where it
+	// stopped, on a new connection, each request bounded.
+	next, last := uint64(1), uint64(0)
+	for attempt := 0; ; attempt++ {
+		err := readEvents(ctx, urls, ec, &next, &last)
+		if err == nil {
+			return ec
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("reading %s at %d of %d: %v", broker.StreamEvents, next, last, err)
+		}
+		t.Logf("reading %s at %d of %d (attempt %d): %v; again", broker.StreamEvents, next, last, attempt, err)
+	}
+}
+
+// readEvents reads EPS_EVENTS from *next up to its last sequence when the
+// read began (*last, found on the first call) into ec.
+func readEvents(ctx context.Context, urls string, ec *eventCounts, next, last *uint64) error {
 	nc, err := nats.Connect(urls)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	s, err := js.Stream(sctx, broker.StreamEvents)
+	s, err := js.Stream(actx, broker.StreamEvents)
 	if err != nil {
-		t.Fatalf("%s: %v", broker.StreamEvents, err)
+		return err
 	}
-	last := s.CachedInfo().State.LastSeq
-	ec := &eventCounts{orders: map[string]int{}, releases: map[string]int{}, releasedUnder: map[string]string{}}
-	// Read from next on; a read that fails (a node catching up answers no
-	// responders for a moment) starts again where it stopped.
-	for next := uint64(1); next <= last; {
-		var it jetstream.MessagesContext
-		c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true,
-			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next})
-		if err == nil {
-			it, err = c.Messages(jetstream.PullMaxMessages(1000))
-		}
-		for err == nil && next <= last {
-			var m jetstream.Msg
-			if m, err = it.Next(jetstream.NextMaxWait(10 * time.Second)); err != nil {
-				break
-			}
-			var meta *jetstream.MsgMetadata
-			if meta, err = m.Metadata(); err != nil {
-				break
-			}
-			id := strings.TrimPrefix(m.Subject(), broker.SubjectRx)
-			switch m.Headers().Get(broker.HeaderEvent) {
-			case rx.EventOrder:
-				ec.orders[id]++
-			case rx.EventRelease, rx.EventNominatedRelease:
-				ec.releases[id]++
-				ec.releasedUnder[id] = m.Headers().Get(broker.HeaderMessageID)
-			}
-			next = meta.Sequence.Stream + 1
-		}
-		if it != nil {
-			it.Stop()
-		}
-		if err != nil && ctx.Err() != nil {
-			t.Fatalf("reading %s at %d of %d: %v", broker.StreamEvents, next, last, err)
+	if *last == 0 {
+		if *last = s.CachedInfo().State.LastSeq; *last == 0 {
+			return nil
 		}
 	}
-	return ec
+	c, err := s.OrderedConsumer(actx, jetstream.OrderedConsumerConfig{HeadersOnly: true,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: *next})
+	if err != nil {
+		return err
+	}
+	it, err := c.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	for *next <= *last {
+		m, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
+		if err != nil {
+			return err
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		id := strings.TrimPrefix(m.Subject(), broker.SubjectRx)
+		switch m.Headers().Get(broker.HeaderEvent) {
+		case rx.EventOrder:
+			ec.orders[id]++
+		case rx.EventRelease, rx.EventNominatedRelease:
+			ec.releases[id]++
+			ec.releasedUnder[id] = m.Headers().Get(broker.HeaderMessageID)
+		}
+		*next = meta.Sequence.Stream + 1
+	}
+	return nil
 }
 
 // check holds every answer against the event log: each acknowledged order
