@@ -166,7 +166,7 @@ func (l *load) send(k int, path, token, requestID string, body []byte) answer {
 	a := answer{start: time.Now()}
 	u := l.d.url(k)
 	if u == "" {
-		a.err = syscall.ECONNREFUSED
+		a.err, a.kind = syscall.ECONNREFUSED, "connection refused"
 		return a
 	}
 	req, _ := http.NewRequest(http.MethodPost, u+path, bytes.NewReader(body))
