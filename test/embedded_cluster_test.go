@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -453,5 +454,86 @@ func TestEmbeddedClusterScalesToR3(t *testing.T) {
 	waitReplicated(t, b.App.Store.JetStream(), 3)
 	if n := b.events(g.ShortID); n != 1 {
 		t.Errorf("order stored on R1 found %d times after the scale to R3, want once", n)
+	}
+}
+
+// startExternalCluster starts a three-node NATS cluster (plain servers, as
+// an operator runs them) and returns them and their client URLs.
+func startExternalCluster(t *testing.T) ([]*server.Server, []string) {
+	t.Helper()
+	ports := freePorts(t, 3)
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	var srvs []*server.Server
+	var urls []string
+	for i, p := range ports {
+		srv, err := server.NewServer(&server.Options{ServerName: fmt.Sprintf("ext-%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
+			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true, SyncAlways: true,
+			Cluster: server.ClusterOpts{Name: "ext", Host: "127.0.0.1", Port: p}, Routes: server.RoutesFromStr(strings.Join(routes, ","))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Start()
+		t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+		srvs = append(srvs, srv)
+	}
+	for _, srv := range srvs {
+		if !srv.ReadyForConnections(30 * time.Second) {
+			t.Fatal("NATS server not ready")
+		}
+		urls = append(urls, srv.ClientURL())
+	}
+	return srvs, urls
+}
+
+// With --nats-url listing the nodes of an external cluster, replicas auto
+// is 3 (the server's INFO names its cluster); when the node the broker is
+// connected to goes, the broker reconnects to another, /readyz comes back
+// to 200 once the streams have their leaders again, and orders are taken.
+func TestExternalClusterReplicasAndFailover(t *testing.T) {
+	srvs, urls := startExternalCluster(t)
+	b := startBroker(t, "", func(c *config.Config) { c.NATSURL = strings.Join(urls, ","); c.NATSClusterWait = 90 * time.Second })
+	js := b.App.Store.JetStream()
+	waitReplicated(t, js, 3)
+	presc := b.token(auth.RolePrescriber, "A83008")
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := b.post(presc, g.Body); res.Status != 200 {
+		t.Fatalf("order: %d %s", res.Status, res.Body)
+	}
+	connected := b.App.NATS.Conn.ConnectedServerName()
+	for _, srv := range srvs {
+		if srv.Name() == connected {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if now := b.App.NATS.Conn.ConnectedServerName(); now != connected && now != "" && b.App.NATS.Conn.IsConnected() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not reconnected to another node in 30s after %s went (status %s)", connected, b.App.NATS.Conn.Status())
+		}
+		time.Sleep(50 * time.Millisecond) // polling the connection's state, the condition itself
+	}
+	waitReady(t, b, http.StatusOK, 90*time.Second)
+	g2, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := postBounded(t, b, presc, g2.Body); res.Status != 200 {
+		t.Fatalf("order after the fail-over: %d %s", res.Status, res.Body)
+	}
+	if n := b.events(g.ShortID) + b.events(g2.ShortID); n != 2 {
+		t.Errorf("orders stored %d times, want 2", n)
 	}
 }
