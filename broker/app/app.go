@@ -111,6 +111,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		}
 	}
 	replicas := a.NATS.Replicas(cfg)
+	// From here on the settings carry the replicas chosen, not auto (0):
+	// whatever else makes a stream or bucket makes it alike.
+	cfg.Replicas, a.cfg.Replicas = replicas, replicas
 	log.Info("JetStream replicas of the broker's streams and buckets", zap.Int("replicas", replicas),
 		zap.Bool("auto", cfg.Replicas == 0), zap.Bool("cluster", clustered))
 	maxMsg := int32(max(cfg.MaxBodyBytes*2, 1<<20))
