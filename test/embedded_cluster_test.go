@@ -26,7 +26,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/app"
@@ -39,8 +41,9 @@ import (
 // start it again on the same data dir and route port) and, while it runs,
 // the broker.
 type clusterNode struct {
-	cfg config.Config
-	b   *testBroker
+	cfg  config.Config
+	b    *testBroker
+	logs *observer.ObservedLogs // everything it logged, at every level
 }
 
 // freePorts picks n free loopback ports (listeners on :0, closed again) for
@@ -148,7 +151,7 @@ func startNodes(t *testing.T, nodes ...*clusterNode) {
 	var wg sync.WaitGroup
 	errs := make([]error, len(nodes))
 	for i, n := range nodes {
-		wg.Go(func() { n.b, errs[i] = startClusterBroker(t, n.cfg) })
+		wg.Go(func() { n.b, n.logs, errs[i] = startClusterBroker(t, n.cfg) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -156,18 +159,21 @@ func startNodes(t *testing.T, nodes ...*clusterNode) {
 	}
 }
 
-// startClusterBroker is startBroker for a goroutine: it returns the error.
-func startClusterBroker(t *testing.T, cfg config.Config) (*testBroker, error) {
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).With(zap.String("node", cfg.NATSServerName))
+// startClusterBroker is startBroker for a goroutine: it returns the error,
+// and what the broker logs (at every level, the embedded server's debug
+// lines too).
+func startClusterBroker(t *testing.T, cfg config.Config) (*testBroker, *observer.ObservedLogs, error) {
+	core, logs := observer.New(zap.DebugLevel)
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core)).With(zap.String("node", cfg.NATSServerName))
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, log, nil)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("%s: %w", cfg.NATSServerName, err)
+		return nil, nil, fmt.Errorf("%s: %w", cfg.NATSServerName, err)
 	}
 	if err := a.Listen(); err != nil {
 		cancel()
-		return nil, err
+		return nil, nil, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Serve(ctx) }()
@@ -184,7 +190,7 @@ func startClusterBroker(t *testing.T, cfg config.Config) (*testBroker, error) {
 		}
 	}
 	t.Cleanup(b.stop)
-	return b, nil
+	return b, logs, nil
 }
 
 // brokerStreams are the streams (buckets by their streams) the broker
@@ -283,16 +289,35 @@ func TestEmbeddedCluster(t *testing.T) {
 	if !slices.Equal(ids, []string{g.ShortID}) {
 		t.Fatalf("B released %v, want the order A acknowledged, %s", ids, g.ShortID)
 	}
+	// The route secret is in no log line, at any level.
+	secret, err := os.ReadFile(nodes[0].cfg.NATSClusterSecretFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		for _, e := range n.logs.All() {
+			if line := fmt.Sprint(e.Message, e.ContextMap()); strings.Contains(line, strings.TrimSpace(string(secret))) {
+				t.Errorf("%s logged the route secret: %s", n.cfg.NATSServerName, line)
+			}
+		}
+	}
+	if n := nodes[0].logs.FilterMessage("embedded NATS server is a cluster node").Len(); n != 1 {
+		t.Errorf("the cluster node was logged %d times, want once", n)
+	}
 }
 
 // Mutual TLS on the routes (each node verifies its peers' certificates
-// against the CA) forms the cluster too.
+// against the CA) forms the cluster too, here with a JetStream domain.
 func TestEmbeddedClusterMutualTLS(t *testing.T) {
-	nodes := startCluster(t, clusterConfigs(t, 3, mtlsAuth(t)))
+	tls := mtlsAuth(t)
+	nodes := startCluster(t, clusterConfigs(t, 3, func(c *config.Config) { tls(c); c.JetStreamDomain = "eps" }))
 	waitReplicated(t, nodes[0].b.App.Store.JetStream(), 3)
 	for _, n := range nodes {
 		if r := n.b.App.NATS.Embedded.NumRoutes(); r < 2 {
 			t.Errorf("%s has %d routes, want 2", n.cfg.NATSServerName, r)
+		}
+		if d := n.b.App.NATS.Embedded.JetStreamConfig().Domain; d != "eps" {
+			t.Errorf("%s JetStream domain %q, want eps", n.cfg.NATSServerName, d)
 		}
 	}
 }
