@@ -574,3 +574,48 @@ func TestExternalClusterReplicasAndFailover(t *testing.T) {
 		t.Errorf("orders stored %d times, want 2", n)
 	}
 }
+
+// A single-node broker's data dir is not turned into a cluster node: the
+// cluster would delete its streams as orphans (they are in none of its
+// assignments), every acknowledged prescription with them. The broker
+// refuses to start so, saying why, and the data dir still starts as the
+// single node it was, its order there; a cluster node's data dir is
+// refused as a single node likewise.
+func TestSingleNodeDataDirNotTurnedIntoClusterNode(t *testing.T) {
+	cfgs := clusterConfigs(t, 3, secretAuth(t))
+	single := func(c *config.Config) { c.PseudonymKey = cfgs[0].PseudonymKey }
+	b := startBroker(t, cfgs[0].DataDir, single)
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := b.post(b.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
+		t.Fatalf("order on the single node: %d %s", res.Status, res.Body)
+	}
+	b.stop()
+	if _, _, err := startClusterBroker(t, cfgs[0]); !errors.Is(err, broker.ErrStoreKind) || !strings.Contains(err.Error(), "orphans") {
+		t.Fatalf("a single node's data dir started as a cluster node: %v", err)
+	}
+	b = startBroker(t, cfgs[0].DataDir, single)
+	if n := b.events(g.ShortID); n != 1 {
+		t.Fatalf("the single node's order: %d events, want 1", n)
+	}
+	b.stop()
+
+	nodes := startCluster(t, clusterConfigs(t, 3, secretAuth(t)))
+	for _, n := range nodes {
+		n.b.stop()
+	}
+	_, _, err = startClusterBroker(t, func() config.Config {
+		c := config.Default()
+		c.DataDir, c.HTTPAddr, c.PseudonymKey = nodes[0].cfg.DataDir, "127.0.0.1:0", nodes[0].cfg.PseudonymKey
+		return c
+	}())
+	if !errors.Is(err, broker.ErrStoreKind) {
+		t.Fatalf("a cluster node's data dir started as a single node: %v", err)
+	}
+}
