@@ -228,7 +228,8 @@ func (n *NATS) Replicas(cfg config.Config) int {
 // info request: on a cluster, for a meta leader to be elected once enough
 // nodes are up (they start in any order). It logs what it waits for every
 // few seconds and returns the last error when the wait runs out.
-func WaitJetStream(ctx context.Context, nc *nats.Conn, wait time.Duration, log *zap.Logger) error {
+func (n *NATS) WaitJetStream(ctx context.Context, wait time.Duration, log *zap.Logger) error {
+	nc := n.Conn
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
@@ -250,12 +251,14 @@ func WaitJetStream(ctx context.Context, nc *nats.Conn, wait time.Duration, log *
 			return fmt.Errorf("JetStream: %w", err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("JetStream did not answer in %v (nats-cluster-wait; a cluster needs a majority of its nodes up to elect a meta leader): %w", wait, err)
+			return fmt.Errorf("JetStream did not answer in %v (nats-cluster-wait; a cluster needs a majority of its nodes up and routed to elect a meta leader, and a new cluster's first start all the nodes of its routes): %w", wait, err)
 		}
 		if time.Since(lastLog) >= 5*time.Second || attempt == 1 {
-			log.Info("waiting for JetStream: the cluster has no meta leader yet (a majority of its nodes must be up and routed)",
-				zap.Duration("waited", time.Since(start).Round(time.Second)), zap.Duration("wait", wait),
-				zap.Int("routes", routesOf(nc)), zap.Error(err))
+			fields := []zap.Field{zap.Duration("waited", time.Since(start).Round(time.Second)), zap.Duration("wait", wait), zap.Error(err)}
+			if n.Embedded != nil {
+				fields = append(fields, zap.Int("routes", n.Embedded.NumRoutes()))
+			}
+			log.Info("waiting for JetStream: no meta leader yet (a majority of the nodes must be up and routed; the first start of a new cluster, all the nodes of its routes)", fields...)
 			lastLog = time.Now()
 		}
 		select {
@@ -265,10 +268,6 @@ func WaitJetStream(ctx context.Context, nc *nats.Conn, wait time.Duration, log *
 		}
 	}
 }
-
-// routesOf is how many servers the connection knows of besides its own (a
-// hint in the wait's log).
-func routesOf(nc *nats.Conn) int { return max(len(nc.Servers())-1, 0) }
 
 // ErrStoreKind is a data dir whose JetStream store was written by a single
 // node and is opened by a cluster node, or the other way round.

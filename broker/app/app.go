@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	clustered := a.NATS.Clustered(cfg)
 	waitUntil := time.Now().Add(cfg.NATSClusterWait)
 	if clustered || a.NATS.Embedded == nil {
-		if err := broker.WaitJetStream(ctx, a.NATS.Conn, cfg.NATSClusterWait, log); err != nil {
+		if err := a.NATS.WaitJetStream(ctx, cfg.NATSClusterWait, log); err != nil {
 			return nil, err
 		}
 	}
