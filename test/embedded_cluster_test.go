@@ -151,7 +151,7 @@ func startNodes(t *testing.T, nodes ...*clusterNode) {
 	var wg sync.WaitGroup
 	errs := make([]error, len(nodes))
 	for i, n := range nodes {
-		wg.Go(func() { n.b, n.logs, errs[i] = startClusterBroker(t, n.cfg) })
+		wg.Go(func() { n.b, n.logs, errs[i] = startClusterBrokerLogs(t, n.cfg) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -159,10 +159,15 @@ func startNodes(t *testing.T, nodes ...*clusterNode) {
 	}
 }
 
-// startClusterBroker is startBroker for a goroutine: it returns the error,
-// and what the broker logs (at every level, the embedded server's debug
-// lines too).
-func startClusterBroker(t *testing.T, cfg config.Config) (*testBroker, *observer.ObservedLogs, error) {
+// startClusterBroker is startBroker for a goroutine: it returns the error.
+func startClusterBroker(t *testing.T, cfg config.Config) (*testBroker, error) {
+	b, _, err := startClusterBrokerLogs(t, cfg)
+	return b, err
+}
+
+// startClusterBrokerLogs is startClusterBroker that also returns what the
+// broker logs (at every level, the embedded server's debug lines too).
+func startClusterBrokerLogs(t *testing.T, cfg config.Config) (*testBroker, *observer.ObservedLogs, error) {
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core)).With(zap.String("node", cfg.NATSServerName))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -597,7 +602,7 @@ func TestSingleNodeDataDirNotTurnedIntoClusterNode(t *testing.T) {
 		t.Fatalf("order on the single node: %d %s", res.Status, res.Body)
 	}
 	b.stop()
-	if _, _, err := startClusterBroker(t, cfgs[0]); !errors.Is(err, broker.ErrStoreKind) || !strings.Contains(err.Error(), "orphans") {
+	if _, err := startClusterBroker(t, cfgs[0]); !errors.Is(err, broker.ErrStoreKind) || !strings.Contains(err.Error(), "orphans") {
 		t.Fatalf("a single node's data dir started as a cluster node: %v", err)
 	}
 	b = startBroker(t, cfgs[0].DataDir, single)
@@ -610,7 +615,7 @@ func TestSingleNodeDataDirNotTurnedIntoClusterNode(t *testing.T) {
 	for _, n := range nodes {
 		n.b.stop()
 	}
-	_, _, err = startClusterBroker(t, func() config.Config {
+	_, err = startClusterBroker(t, func() config.Config {
 		c := config.Default()
 		c.DataDir, c.HTTPAddr, c.PseudonymKey = nodes[0].cfg.DataDir, "127.0.0.1:0", nodes[0].cfg.PseudonymKey
 		return c
