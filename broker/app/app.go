@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker"
@@ -144,7 +145,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		NotifyMaxAge: cfg.NotifyMaxAge, CommitMaxPending: cfg.CommitMaxPending,
 		Logger: log.Named("commit"),
 	}
-	if a.Store, err = openStore(ctx, a.NATS.Conn, storeCfg, a.Metrics, clustered, waitUntil, log); err != nil {
+	if a.Store, err = openStore(ctx, a.NATS.Conn, storeCfg, a.Metrics, clustered || a.NATS.Embedded == nil, waitUntil, log); err != nil {
 		return nil, err
 	}
 	if a.NATS.Embedded != nil {
@@ -248,13 +249,19 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	return a, nil
 }
 
-// openStore opens the store; on a cluster it tries again, until waitUntil,
-// while JetStream cannot place or answer for the streams yet (an R3 stream
-// needs three nodes up; a meta leader may change while the nodes start).
-func openStore(ctx context.Context, nc *nats.Conn, cfg broker.StoreConfig, m *broker.Metrics, clustered bool, waitUntil time.Time, log *zap.Logger) (*broker.Store, error) {
+// openStore opens the store; on a cluster or an external server (shared:
+// other brokers may be starting too) it tries again, until waitUntil, while
+// JetStream cannot place or answer for the streams yet (an R3 stream needs
+// three nodes up; a meta leader may change while the nodes start) or
+// another broker made a stream between this one's update and create.
+func openStore(ctx context.Context, nc *nats.Conn, cfg broker.StoreConfig, m *broker.Metrics, shared bool, waitUntil time.Time, log *zap.Logger) (*broker.Store, error) {
 	for attempt := 1; ; attempt++ {
 		st, err := broker.OpenStore(ctx, nc, cfg, m)
-		if err == nil || !clustered || !broker.IsUnavailable(err) || time.Now().After(waitUntil) {
+		// Brokers starting together race to create each stream: the
+		// loser's create finds it made ("name already in use") and its
+		// next try updates it.
+		retry := broker.IsUnavailable(err) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse)
+		if err == nil || !shared || !retry || time.Now().After(waitUntil) {
 			return st, err
 		}
 		log.Info("waiting for the cluster to create the broker's streams (each needs as many nodes up as its replicas)",
