@@ -45,6 +45,11 @@ import (
 // when the first was stored it is answered ErrConflict at once, without a
 // round trip.
 //
+// A commit that gets no answer (a timeout, the connection lost) leaves its
+// writes' outcome unknown: each is resolved before it is answered, by its
+// Nats-Msg-Id and expected sequence (readback.go), and answered stored,
+// refused, or (when that gets no answer either) service.ErrUnresolved.
+//
 // Backpressure: at most maxPending writes wait to be taken by a commit;
 // past that a write is refused at once with service.ErrOverloaded, nothing
 // written (503 with Retry-After over HTTP). A write that has waited
@@ -117,6 +122,7 @@ func batchingFor(cfg jetstream.StreamConfig) bool {
 // commitWrite is one event log write handed to the committer.
 type commitWrite struct {
 	subject string
+	id      string // its Nats-Msg-Id (readback.go)
 	header  nats.Header
 	data    []byte
 	expect  uint64 // expected last subject sequence (0: nothing on the subject)
@@ -135,9 +141,14 @@ type committer struct {
 	maxInflight int
 	maxWait     time.Duration // longest wait to be taken (CommitMaxWait)
 	timeout     time.Duration // a commit's own bound (service.WriteTimeout)
+	resolveFor  time.Duration // bound of resolving writes without an answer (resolveFor)
 
 	// beforeCommit, when set (tests), runs before each commit with its size.
 	beforeCommit func(n int)
+	// publishMsg and publishMsgBatch publish a single write and an atomic
+	// batch (the JetStream calls; tests wrap them to lose answers).
+	publishMsg      func(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	publishMsgBatch func(ctx context.Context, msgs []*nats.Msg) (*jetstreamext.BatchAck, error)
 
 	mu       sync.Mutex
 	batching bool // false: every write on its own (no atomic batches on this stream)
@@ -159,8 +170,14 @@ func newCommitter(st *Store, log *zap.Logger, maxPending int, batching bool) *co
 		log = zap.NewNop()
 	}
 	c := &committer{st: st, log: log, maxPending: maxPending, maxBatch: MaxCommitBatch, minBatch: MinCommitBatch, maxInflight: CommitsInFlight,
-		maxWait: CommitMaxWait, timeout: service.WriteTimeout, batching: batching,
+		maxWait: CommitMaxWait, timeout: service.WriteTimeout, resolveFor: resolveFor, batching: batching,
 		busy: map[string]bool{}, recent: map[string]uint64{}, older: map[string]uint64{}}
+	c.publishMsg = st.js.PublishMsg
+	c.publishMsgBatch = func(ctx context.Context, msgs []*nats.Msg) (*jetstreamext.BatchAck, error) {
+		// No flow control: the batch's messages go out back to back on one
+		// connection and the commit's answer covers them all.
+		return jetstreamext.PublishMsgBatch(ctx, st.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+	}
 	st.metrics.CommitBatching.Set(boolGauge(batching))
 	if !batching {
 		log.Warn("event log stream " + StreamEvents + " does not take atomic batches (allow_atomic): group commit is off, every event log write is published on its own; atomic batches need nats-server 2.12 or later")
@@ -207,8 +224,11 @@ func (c *committer) lowerMaxBatch(n int, err error) {
 // committed whatever happens to ctx after (its answer is waited for); ctx
 // already ended refuses it unwritten, as does a full queue or a wait of
 // more than maxWait before a commit takes it (service.ErrOverloaded).
+// The write's Nats-Msg-Id is set in h (readback.go).
 func (c *committer) write(ctx context.Context, subject string, h nats.Header, data []byte, expect uint64) (uint64, error) {
-	w := &commitWrite{subject: subject, header: h, data: data, expect: expect, start: time.Now(), done: make(chan struct{})}
+	id := newMsgID()
+	h.Set(jetstream.MsgIDHeader, id)
+	w := &commitWrite{subject: subject, id: id, header: h, data: data, expect: expect, start: time.Now(), done: make(chan struct{})}
 	c.mu.Lock()
 	if err := ctx.Err(); err != nil {
 		c.mu.Unlock()
@@ -389,19 +409,19 @@ func (c *committer) commitBatch(batch []*commitWrite) {
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
 		// No answer (a timeout, the connection lost) or one that cannot be
-		// read: the batch may or may not be stored, as a single publish
-		// without an answer. Each write fails with the error; none is
-		// sent again (that could store it twice). An acknowledgement that
-		// is not a batch's comes from a server that does not know atomic
-		// batches (older than 2.12, which stored the messages as ordinary
-		// ones): no batch is sent to it again.
+		// read: the batch may or may not be stored. Each write is resolved
+		// on its own by its Nats-Msg-Id and expected sequence
+		// (readback.go): answered with its sequence when stored, else as a
+		// refused write, or an error (503) when that gets no answer
+		// either. An acknowledgement that is not a batch's comes from a
+		// server that does not know atomic batches (older than 2.12, which
+		// stored the messages as ordinary ones): no batch is sent to it
+		// again.
 		if errors.Is(err, jetstreamext.ErrInvalidBatchAck) {
 			c.stopBatching(err)
 		}
-		for _, w := range batch {
-			c.fail(w, err)
-		}
 		c.st.metrics.Commits.WithLabelValues("error").Inc()
+		c.resolveEach(batch, err)
 		return
 	}
 	switch {
@@ -466,9 +486,7 @@ func (c *committer) publishBatch(batch []*commitWrite) error {
 		h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.expect, 10))
 		msgs[i] = &nats.Msg{Subject: w.subject, Header: h, Data: w.data}
 	}
-	// No flow control: the batch's messages go out back to back on one
-	// connection and the commit's answer covers them all.
-	ack, err := jetstreamext.PublishMsgBatch(ctx, c.st.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+	ack, err := c.publishMsgBatch(ctx, msgs)
 	if err != nil {
 		return err
 	}
@@ -502,10 +520,17 @@ func (c *committer) publishEach(batch []*commitWrite) {
 }
 
 // publishOne publishes one write on its own with its expected last subject
-// sequence, and maps its outcome as every event log write is.
+// sequence, and maps its outcome as every event log write is; a publish
+// without an answer is resolved (readback.go).
 func (c *committer) publishOne(ctx context.Context, w *commitWrite) {
 	msg := &nats.Msg{Subject: w.subject, Header: w.header, Data: w.data}
-	ack, err := c.st.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(w.expect), jetstream.WithExpectStream(StreamEvents))
+	ack, err := c.publishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(w.expect), jetstream.WithExpectStream(StreamEvents))
+	if outcomeUnknown(err) {
+		rctx, cancel := context.WithTimeout(context.Background(), c.resolveFor)
+		defer cancel()
+		c.resolve(rctx, w, err)
+		return
+	}
 	if err != nil {
 		c.fail(w, err)
 		return

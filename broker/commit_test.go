@@ -836,12 +836,14 @@ func TestGroupCommitWaitBound(t *testing.T) {
 }
 
 // A batch that gets no answer (the server stops while it is committed)
-// fails each of its writes with an error that is not a conflict, a full
-// stream or an overload: the services answer it as a store error (503).
-// None of its writes is sent again.
+// is resolved write by write (readback.go); the server being gone, the
+// resolution gets no answer either and each write fails with an error that
+// is not a conflict, a full stream or an overload: the services answer it
+// as a store error (503).
 func TestGroupCommitNoAnswer(t *testing.T) {
 	st, n, m := commitStoreWith(t, StoreConfig{})
 	st.commit.timeout = 500 * time.Millisecond
+	st.commit.resolveFor = 500 * time.Millisecond
 	g := holdCommits(st)
 	held := st.commit.beforeCommit
 	var stop sync.Once
@@ -857,12 +859,15 @@ func TestGroupCommitNoAnswer(t *testing.T) {
 	close(g.release)
 	for i, err := range done() {
 		var full *StorageFullError
-		if err == nil || errors.Is(err, service.ErrConflict) || errors.Is(err, service.ErrOverloaded) || errors.As(err, &full) {
+		if err == nil || !errors.Is(err, errUnresolved) || errors.Is(err, service.ErrConflict) || errors.Is(err, service.ErrOverloaded) || errors.As(err, &full) {
 			t.Errorf("write %d of the unanswered batch: %v, want a store error", i, err)
 		}
 	}
 	if commits(m, "error") != 1 || commits(m, "fallback") != 0 || commits(m, "split") != 0 {
 		t.Errorf("commits: error %d fallback %d split %d, want 1 0 0", commits(m, "error"), commits(m, "fallback"), commits(m, "split"))
+	}
+	if unknowns(m, resolvedUnresolved) != k {
+		t.Errorf("resolved unresolved %d, want %d", unknowns(m, resolvedUnresolved), k)
 	}
 }
 

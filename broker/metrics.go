@@ -34,6 +34,8 @@ type Metrics struct {
 	Commits         *prometheus.CounterVec // outcome: batch, single, fallback, split, error
 	CommitRefused   prometheus.Counter     // writes refused past --commit-max-pending
 	CommitBatching  prometheus.Gauge       // 1 while the group commit commits atomic batches
+	CommitUnknown   *prometheus.CounterVec // resolved: stored, duplicate, not_stored, conflict, unresolved
+	CommitResolving prometheus.Gauge       // writes without an answer being resolved now
 }
 
 // latencyBuckets run from 50 µs to 10 s.
@@ -93,7 +95,7 @@ func (m *Metrics) registerCommitter() {
 	})
 	m.Commits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "eps_commits_total",
-		Help: "Event log commits by outcome: batch (an atomic batch of several writes stored), single (one write published on its own), fallback (a batch refused whole, its writes then published one by one), split (a batch refused whole for a stale expected sequence or as larger than the server allows, committed again in two halves), error (no answer from JetStream: the writes failed).",
+		Help: "Event log commits by outcome: batch (an atomic batch of several writes stored), single (one write published on its own), fallback (a batch refused whole, its writes then published one by one), split (a batch refused whole for a stale expected sequence or as larger than the server allows, committed again in two halves), error (no answer from JetStream: each write then resolved, see eps_commit_unknown_total).",
 	}, []string{"outcome"})
 	m.CommitRefused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "eps_commit_refused_total",
@@ -105,6 +107,15 @@ func (m *Metrics) registerCommitter() {
 		Help: "1 while the group commit commits concurrent event log writes as atomic batches; 0 when every write is published on its own (the event log stream does not take atomic batches: nats-server older than 2.12).",
 	})
 	m.Registry.MustRegister(m.CommitBatching)
+	m.CommitUnknown = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "eps_commit_unknown_total",
+		Help: "Event log writes whose commit got no answer (a timeout, the connection lost), by how they were resolved (published again with the same Nats-Msg-Id and expected sequence, and read back): stored (had not landed; stored by the resolution), duplicate (had landed; answered with its sequence), not_stored (refused, e.g. want of space), conflict (another writer came first; decided again), unresolved (no answer within the bound: 503, may or may not be stored).",
+	}, []string{"resolved"})
+	m.CommitResolving = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "eps_commit_resolving",
+		Help: "Event log writes whose commit got no answer and that are being resolved now (see eps_commit_unknown_total); their requests wait for the outcome.",
+	})
+	m.Registry.MustRegister(m.CommitUnknown, m.CommitResolving)
 }
 
 // newSelfNominations registers the count of self-nominations: a dispenser

@@ -188,6 +188,10 @@ func (in *Intake) order(ctx context.Context, p auth.Principal, msg *fhir.Message
 		in.metrics.CountOrder("error")
 		return nil, &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
 			Diagnostics: fmt.Sprintf("prescription %s is changing too often to accept the order now; retry", order.PrescriptionID)}
+	case errors.Is(err, ErrUnresolved):
+		in.metrics.CountOrder("error")
+		return nil, &fhir.Error{Kind: fhir.KindUnavailable, Op: "store prescription-order", Code: fhir.CodeServiceUnavailable,
+			Diagnostics: "the store did not confirm the prescription and could not be asked again: it may have been stored; send the same message again (a resend is recognised and stores nothing twice)", Err: err}
 	case err != nil:
 		in.metrics.CountOrder("error")
 		return nil, &fhir.Error{Kind: fhir.KindUnavailable, Op: "store prescription-order", Code: fhir.CodeServiceUnavailable,

@@ -77,6 +77,10 @@ func writeError(err error, id, op, what string) error {
 	case errors.Is(err, ErrBusy):
 		return &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
 			Diagnostics: fmt.Sprintf("prescription %s is changing too often to %s now; retry", id, what)}
+	case errors.Is(err, ErrUnresolved):
+		return &fhir.Error{Kind: fhir.KindUnavailable, Op: op, Code: fhir.CodeServiceUnavailable,
+			Diagnostics: fmt.Sprintf("the store did not confirm the change to prescription %s and could not be asked again: it may have been made; read the prescription before sending it again", id),
+			Err:         err}
 	}
 	return StoreUnavailable(op, err)
 }
@@ -259,9 +263,11 @@ const CatchUpTimeout = 5 * time.Second
 // list.
 //
 // When a write fails, the release stops and hands over every prescription
-// it released, in queue order. A failed write may still have been stored
-// (no answer: a timeout, a lost connection), so each failed one is read
-// back first: released under messageID to p, it is handed over too. Only
+// it released, in queue order. A write without an answer (a timeout, a
+// lost connection) is resolved by the store's adapter, which answers it
+// stored or not (broker/readback.go); only one it could not resolve
+// (ErrUnresolved) may still have been stored, so each such write is read
+// back: released under messageID to p, it is handed over too. Only
 // when nothing was released is the write's error returned. When the read
 // back fails too, nothing is handed over and the answer is 503
 // (ErrReleaseUnresolved): a retry with the same messageID (X-Request-ID) by
@@ -301,10 +307,12 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 		from = entries[len(entries)-1].QueueSeq + 1
 		results := l.releaseEach(ctx, p, actor, messageID, body, entries)
 		var failed error
-		var doubt []string // failed: perhaps stored all the same
+		var doubt []string // unresolved: perhaps stored all the same
 		for i, r := range results {
 			if r.err != nil {
-				doubt = append(doubt, entries[i].PrescriptionID)
+				if errors.Is(r.err, ErrUnresolved) {
+					doubt = append(doubt, entries[i].PrescriptionID)
+				}
 				if failed == nil {
 					failed = r.err
 				}

@@ -59,7 +59,10 @@ type Prescriptions interface {
 	// written (its Time is not known to the writer: zero), or nil when
 	// decide wrote nothing. Errors: decide's own, as
 	// they are; ErrTooLarge; ErrBusy; any other is the store's (unavailable,
-	// full).
+	// full). A write the store did not answer is resolved by the adapter
+	// (was it stored?) before it returns; one it could not resolve is
+	// returned wrapping ErrUnresolved: it may or may not be stored, every
+	// other error means not stored.
 	Update(ctx context.Context, id string, decide Decide) (*Event, error)
 	// Create is Update for a message that normally makes a new
 	// prescription: the first decision is made from "nothing stored"
@@ -201,4 +204,8 @@ var (
 	ErrTooLarge = errors.New("message too large to store")
 	// ErrBusy is an update that lost MaxAttempts compare-and-sets in a row.
 	ErrBusy = errors.New("prescription changing too often")
+	// ErrUnresolved is a decided write the store did not answer and whose
+	// outcome the adapter could not learn within its bound: it may or may
+	// not be stored.
+	ErrUnresolved = errors.New("the store did not answer whether the write was stored")
 )

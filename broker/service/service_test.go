@@ -6,6 +6,7 @@ import (
 	"errors"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -170,7 +171,7 @@ func wantError(t *testing.T, err error, kind fhir.Kind, code string) {
 var errDown = errors.New("store down")
 
 // errLost is a write's answer lost after the store stored it.
-var errLost = errors.New("no answer: timed out")
+var errLost = errors.Join(errors.New("no answer: timed out"), service.ErrUnresolved)
 
 // ids are the short IDs of gs, in order.
 func ids(gs []*fhirgen.Generated) []string {
@@ -216,6 +217,25 @@ func TestIntakeOrders(t *testing.T) {
 		out, err := e.in.ProcessMessage(e.ctx, prescriberP, g.Body)
 		if err != nil || !out.Resent {
 			t.Fatalf("%+v, %v; want resent", out, err)
+		}
+		if n := e.st.Len(); n != 1 {
+			t.Errorf("%d events, want 1", n)
+		}
+	})
+
+	t.Run("stored, but the store could not say so: 503 that says it may be stored; the resend is recognised", func(t *testing.T) {
+		e := newEnv(t)
+		g := e.order()
+		e.st.AfterWrite(func(string) error { return errLost })
+		_, err := e.in.ProcessMessage(e.ctx, prescriberP, g.Body)
+		e.st.AfterWrite(nil)
+		wantError(t, err, fhir.KindUnavailable, fhir.CodeServiceUnavailable)
+		if d := fhir.IssueFor(err).Diagnostics; !strings.Contains(d, "may have been stored") {
+			t.Errorf("diagnostics %q, want that it may have been stored", d)
+		}
+		out, err := e.in.ProcessMessage(e.ctx, prescriberP, g.Body)
+		if err != nil || !out.Resent {
+			t.Fatalf("resend: %+v, %v; want resent", out, err)
 		}
 		if n := e.st.Len(); n != 1 {
 			t.Errorf("%d events, want 1", n)

@@ -43,6 +43,12 @@ type loadOptions struct {
 	asyncPublishers int
 	rate            string // "half", "off", or orders per second
 	rateValue       float64
+	cluster         bool
+
+	soak     time.Duration
+	sample   time.Duration
+	warmup   time.Duration
+	soakRate float64
 
 	stored          int
 	storedDir       string
@@ -98,6 +104,11 @@ func runLoad(ctx context.Context, e *env, args []string) int {
 	fs.IntVar(&o.asyncWindow, "async-window", 256, "with an interval --jetstream-sync: acknowledgements outstanding at once on the raw async-batched side (PublishMsgAsync)")
 	fs.IntVar(&o.asyncPublishers, "async-publishers", 4, "with an interval --jetstream-sync: goroutines publishing on the raw async-batched side, sharing --async-window")
 	fs.StringVar(&o.rate, "rate", "half", "fixed arrival rate (orders/s) of the open-loop latency phase against the broker: a number, 'half' (half the broker's median saturated rate at the largest --concurrency) or 'off'")
+	fs.BoolVar(&o.cluster, "cluster", false, "also start a three-node NATS cluster in this process (loopback, a store dir each, routes with credentials, the same sync policy) and a second in-process broker against it with R3 streams, and measure it (cluster-broker, cluster-raw) in the same rounds as the single node: the ratio cluster-broker/broker per concurrency, the group commit's batch sizes on each, the streams' placement")
+	fs.DurationVar(&o.soak, "soak", 0, "instead of the intake rounds: a soak of this length (e.g. 10m) against an in-process broker (with --cluster on the three-node cluster) at a fixed moderate rate of orders, nominated releases and searches, sampling memory, goroutines, open FDs, JetStream's stored bytes and pending, and the last interval's rate and p99 (0: no soak)")
+	fs.DurationVar(&o.sample, "sample", 10*time.Second, "with --soak: the time between samples")
+	fs.DurationVar(&o.warmup, "warmup", time.Minute, "with --soak: growth is measured from the first sample at or after this time to the last")
+	fs.Float64Var(&o.soakRate, "soak-rate", 100, "with --soak: orders per second offered (open loop), with a nominated release of up to 25 for every 20 orders and a search by prescription ID for every 4")
 	fs.IntVar(&o.stored, "stored", 0, "fill a second in-process broker with this many prescriptions (1-item NHS orders through its own HTTP intake), restart it under --jetstream-sync, and measure restart-to-ready, RSS, nominated release and search by ID (0: skip)")
 	fs.StringVar(&o.storedDir, "stored-dir", "", "data dir of the --stored broker; a dir an earlier run filled with the same --stored and --dispensers is reused without filling (default: <data-dir>/stored with --data-dir, else a temp dir removed after)")
 	fs.IntVar(&o.dispensers, "dispensers", 20, "with --stored: dispensers the stored orders are nominated to, in turn (FX001, FX002, ...)")
@@ -118,6 +129,15 @@ the release and search latency, restart time and RSS of a broker holding N presc
 Prints orders/s, p50/p99/p99.9 latency, CPU per order and the ratios broker/raw and
 broker/floor. The load generator runs in the same process: CPU per order and RSS are the whole
 process's. 503 and 429 answers are counted apart from failures.
+With --cluster, a second in-process broker runs against a three-node NATS cluster started in
+this process (streams R3) and is measured in the same rounds (cluster-broker, cluster-raw): the
+ratio cluster-broker/broker is the cost of replication on this one machine, a floor, not a
+prediction for three machines.
+With --soak D, instead of the intake rounds: orders, nominated releases and searches at a fixed
+moderate rate (--soak-rate) for D against an in-process broker (with --cluster on the cluster),
+a sample every --sample (RSS, Go heap, goroutines, open FDs, JetStream stored bytes, consumers
+pending, the interval's orders/s and p99), then the growth from the first sample after --warmup
+to the last.
 --debug-listen and --token-cache-size set the in-process broker's settings of those names;
 with --url they are refused (set them on that broker).
 
@@ -142,14 +162,20 @@ with --url they are refused (set them on that broker).
 		info = e.stderr
 	}
 	rep := &loadReport{Settings: o.settings()}
-	if o.rounds > 0 {
+	if o.soak > 0 {
+		sr, code := runSoak(ctx, e, info, &o)
+		if code != exitOK {
+			return code
+		}
+		rep.Soak = sr
+	} else if o.rounds > 0 {
 		ir, code := runIntake(ctx, e, info, &o)
 		if code != exitOK {
 			return code
 		}
 		rep.Intake = ir
 	}
-	if o.stored > 0 && ctx.Err() == nil {
+	if o.stored > 0 && o.soak == 0 && ctx.Err() == nil {
 		sr, code := runStored(ctx, e, info, &o)
 		if code != exitOK {
 			return code
@@ -180,6 +206,23 @@ func (o *loadOptions) check(e *env, fs *flag.FlagSet) int {
 	}
 	if o.rounds == 0 && o.stored == 0 {
 		return bad("--rounds 0 measures nothing without --stored")
+	}
+	if o.soak < 0 || o.sample <= 0 || o.warmup < 0 {
+		return bad("--soak and --warmup must not be negative and --sample must be positive")
+	}
+	if o.soak > 0 {
+		if o.stored > 0 || o.url != "" {
+			return bad("--soak loads an in-process broker of its own: not with --stored or --url")
+		}
+		if o.soakRate <= 0 || o.soakRate > 100000 {
+			return bad("--soak-rate %v: want orders per second, more than 0 and at most 100000", o.soakRate)
+		}
+		if o.sample > o.soak {
+			return bad("--sample %s is longer than --soak %s", o.sample, o.soak)
+		}
+	}
+	if o.cluster && o.rounds == 0 && o.soak == 0 {
+		return bad("--cluster measures in the intake rounds or the soak: not with --rounds 0")
 	}
 	if o.tokenCache < 0 || o.tokenCache > 1000000 {
 		return bad("--token-cache-size %d: want a whole number from 0 to 1000000", o.tokenCache)
@@ -233,6 +276,9 @@ func (o *loadOptions) check(e *env, fs *flag.FlagSet) int {
 		if o.stored > 0 {
 			return bad("--stored fills and restarts an in-process broker: not with --url")
 		}
+		if o.cluster {
+			return bad("--cluster starts its own cluster and broker in-process: not with --url")
+		}
 		if o.token == "" {
 			return bad("--url needs --token")
 		}
@@ -241,9 +287,13 @@ func (o *loadOptions) check(e *env, fs *flag.FlagSet) int {
 }
 
 func (o *loadOptions) settings() loadSettings {
-	return loadSettings{Concurrency: o.concurrency, PhaseSeconds: o.duration.Seconds(), Rounds: o.rounds,
+	var soak float64
+	if o.soak > 0 {
+		soak = o.soak.Seconds()
+	}
+	return loadSettings{SoakSeconds: soak, Concurrency: o.concurrency, PhaseSeconds: o.duration.Seconds(), Rounds: o.rounds,
 		JetStreamSync: o.syncPolicy, URL: o.url, AsyncWindow: o.asyncWindow, AsyncPublishers: o.asyncPublishers, Rate: o.rate,
-		Stored: o.stored, Dispensers: o.dispensers, FillSync: o.fillSync,
+		Stored: o.stored, Dispensers: o.dispensers, FillSync: o.fillSync, Cluster: o.cluster,
 		SharedProcess: "the load generator, the broker and the embedded NATS server share this process: CPU per order and RSS are the whole process's"}
 }
 

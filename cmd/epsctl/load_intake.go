@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,7 +57,8 @@ type intakeTarget struct {
 	client  *http.Client
 	js      jetstream.JetStream
 	jsAsync jetstream.JetStream
-	record  []byte // an Eps-Record header of the broker's, for the raw side
+	record  []byte   // an Eps-Record header of the broker's, for the raw side
+	app     *app.App // the in-process broker; nil with --url
 	orders  *orderGen
 
 	settleWarned bool
@@ -137,6 +139,9 @@ type loadPhase struct {
 	// log (its projections) took to apply everything: the next phase
 	// starts then (not timed); -1 when it was not measured.
 	CatchUp float64 `json:"projections_caught_up_after_seconds"`
+	// Commits is what the in-process broker's group commit did during a
+	// broker phase (and until its projections caught up).
+	Commits *commitStats `json:"commits,omitempty"`
 
 	hist *hdrhistogram.Histogram // microseconds
 }
@@ -362,6 +367,21 @@ func startFloor(tls bool) *httptest.Server {
 	return s
 }
 
+// loadSide is a side of the intake phases: what kind of side (sideBroker,
+// sideRaw, sideFloor) against which target.
+type loadSide struct {
+	name string
+	kind string
+	t    *intakeTarget
+}
+
+// The sides of a --cluster run against the broker on the three-node cluster.
+const (
+	sideClusterBroker   = "cluster-broker" // HTTP intake of a broker on the cluster, R3 streams
+	sideClusterRaw      = "cluster-raw"    // raw JetStream publishes on the cluster, an R3 stream
+	sideClusterOpenLoop = "cluster-fixed-rate"
+)
+
 // runIntake runs the intake rounds and the fixed-rate phase.
 func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*intakeReport, int) {
 	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
@@ -379,7 +399,9 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 		return nil, exitFailure
 	}
 	t := &intakeTarget{orders: orders, base: o.url, tokens: []string{o.token}}
-	var nc *nats.Conn
+	var tc *intakeTarget // the broker on the cluster (--cluster)
+	var nc, ncCluster *nats.Conn
+	var placements []streamPlacement
 	if o.url == "" {
 		dir := o.dataDir
 		if dir == "" {
@@ -393,33 +415,37 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 		cfg := config.Default()
 		cfg.DataDir, cfg.HTTPAddr, cfg.JetStreamSync, cfg.LogLevel = dir, "127.0.0.1:0", o.syncPolicy, "warn"
 		cfg.DebugListen, cfg.TokenCacheSize = o.debugListen, o.tokenCache
-		if err := cfg.Validate(); err != nil {
-			fmt.Fprintln(e.stderr, "epsctl load:", err)
-			return nil, exitUsage
-		}
-		a, stop, err := startApp(ctx, cfg)
-		if err != nil {
-			fmt.Fprintln(e.stderr, "epsctl load: start broker:", err)
-			return nil, exitFailure
+		a, stop, code := startIntakeBroker(ctx, e, cfg, t, maxConc)
+		if code != exitOK {
+			return nil, code
 		}
 		defer stop()
-		t.base = "http://" + a.Addr()
-		// A token per client, as many prescribing systems: the broker's
-		// per-user rate limit applies to each, not to the whole load.
-		t.tokens = nil
-		for i := 0; i < maxConc; i++ {
-			tok, err := auth.Mint(a.IssuerKey, auth.DefaultIssuer, auth.DefaultAudience,
-				auth.Principal{Subject: fmt.Sprintf("load-%d", i), ODS: o.sender, Role: auth.RolePrescriber}, cfg.TokenMaxLifetime, time.Now())
-			if err != nil {
-				fmt.Fprintln(e.stderr, "epsctl load:", err)
-				return nil, exitFailure
-			}
-			t.tokens = append(t.tokens, tok)
-		}
 		nc = a.NATS.Conn
 		fmt.Fprintf(info, "in-process broker on %s, JetStream sync %s, token cache %d, data dir %s\n", t.base, o.syncPolicy, cfg.TokenCacheSize, dir)
 		if d := a.DebugAddr(); d != "" {
 			fmt.Fprintf(info, "profiles of the in-process broker (and of epsctl itself) at http://%s/debug/pprof/\n", d)
+		}
+		if o.cluster {
+			cdir := filepath.Join(dir, "cluster")
+			cl, err := startLoadCluster(ctx, cdir, o.syncPolicy, int32(max(cfg.MaxBodyBytes*2, 1<<20)))
+			if err != nil {
+				fmt.Fprintln(e.stderr, "epsctl load: start the cluster:", err)
+				return nil, exitFailure
+			}
+			defer cl.stop()
+			ccfg := config.Default()
+			ccfg.DataDir, ccfg.HTTPAddr, ccfg.JetStreamSync, ccfg.LogLevel = filepath.Join(cdir, "broker"), "127.0.0.1:0", o.syncPolicy, "warn"
+			ccfg.TokenCacheSize = o.tokenCache
+			ccfg.NATSURL, ccfg.Replicas = strings.Join(cl.URLs, ","), clusterNodes
+			tc = &intakeTarget{orders: orders}
+			ca, cstop, code := startIntakeBroker(ctx, e, ccfg, tc, maxConc)
+			if code != exitOK {
+				return nil, code
+			}
+			defer cstop()
+			ncCluster = ca.NATS.Conn
+			fmt.Fprintf(info, "in-process broker on %s against a %d-node NATS cluster in this process (loopback, one store dir each under %s), streams R%d, JetStream sync %s\n",
+				tc.base, clusterNodes, cdir, ccfg.Replicas, o.syncPolicy)
 		}
 	} else if o.natsURL != "" {
 		if nc, err = nats.Connect(o.natsURL); err != nil {
@@ -445,6 +471,9 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 	}
 	t.client = &http.Client{Transport: tr}
 	defer tr.CloseIdleConnections()
+	if tc != nil {
+		tc.client = t.client
+	}
 
 	// One order first: it checks the token, and its stored event gives the
 	// raw side the broker's record header.
@@ -461,9 +490,30 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 		}
 		defer func() { _ = t.js.DeleteStream(context.Background(), baselineStream) }()
 	}
-	sides := []string{sideBroker, sideFloor}
+	sides := []loadSide{{sideBroker, sideBroker, t}, {sideFloor, sideFloor, t}}
 	if t.js != nil {
-		sides = []string{sideRaw, sideBroker, sideFloor}
+		sides = []loadSide{{sideRaw, sideRaw, t}, {sideBroker, sideBroker, t}, {sideFloor, sideFloor, t}}
+	}
+	if tc != nil {
+		cfirst := tc.gen()
+		if err := tc.post(ctx, tc.base, tc.token(0), cfirst.Body); err != nil {
+			fmt.Fprintf(e.stderr, "epsctl load: the first order to the broker on the cluster %s failed: %v\n", tc.base, err)
+			return nil, exitFailure
+		}
+		var crep intakeReport
+		if err := tc.setUpRaw(ctx, ncCluster, cfirst, o, &crep); err != nil {
+			fmt.Fprintln(e.stderr, "epsctl load: raw JetStream side on the cluster:", err)
+			return nil, exitFailure
+		}
+		defer func() { _ = tc.js.DeleteStream(context.Background(), baselineStream) }()
+		if placements, err = streamPlacements(ctx, tc.js); err != nil {
+			fmt.Fprintln(e.stderr, "epsctl load: the cluster's streams:", err)
+			return nil, exitFailure
+		}
+		rep.Cluster = &clusterReport{Nodes: clusterNodes, Streams: placements, Note: clusterNote}
+		// Single and cluster in turn: raw, broker, cluster-broker,
+		// cluster-raw, floor (reversed every other round).
+		sides = []loadSide{sides[0], sides[1], {sideClusterBroker, sideBroker, tc}, {sideClusterRaw, sideRaw, tc}, sides[2]}
 	}
 	async := t.js != nil && o.syncPolicy != config.SyncAlways
 	phasesTotal := o.rounds * len(o.concurrency) * len(sides)
@@ -472,6 +522,9 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 	}
 	if o.rate != "off" {
 		phasesTotal++
+		if tc != nil {
+			phasesTotal++
+		}
 	}
 	var bar *progressbar.ProgressBar
 	if !o.quiet && isTerminal(e.stderr) {
@@ -487,17 +540,26 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 	for r := 1; r <= o.rounds && ctx.Err() == nil; r++ {
 		order := sides
 		if r%2 == 0 { // every other round the other way round
-			order = make([]string, len(sides))
+			order = make([]loadSide, len(sides))
 			for i, s := range sides {
 				order[len(sides)-1-i] = s
 			}
 		}
 		for _, conc := range o.concurrency {
 			for _, side := range order {
-				p := timed(func() *loadPhase { return runPhase(ctx, side, r, conc, o.duration, t.gen, t.op(side)) })
+				var before commitStats
+				if side.kind == sideBroker && side.t.app != nil {
+					before = readCommitStats(side.t.app.Metrics.Registry)
+				}
+				p := timed(func() *loadPhase {
+					return runPhase(ctx, side.name, r, conc, o.duration, side.t.gen, side.t.op(side.kind))
+				})
 				rep.Phases = append(rep.Phases, p)
-				if side == sideBroker && t.js != nil {
-					p.CatchUp = t.settle(ctx, e)
+				if side.kind == sideBroker && side.t.js != nil {
+					p.CatchUp = side.t.settle(ctx, e)
+				}
+				if side.kind == sideBroker && side.t.app != nil {
+					p.Commits = readCommitStats(side.t.app.Metrics.Registry).sub(before)
 				}
 			}
 		}
@@ -506,6 +568,13 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 		}
 	}
 	rep.summarise(o.concurrency)
+	if rep.Cluster != nil {
+		// Where the replicas are after the load: every follower current.
+		if rep.Cluster.Streams, err = streamPlacements(ctx, tc.js); err != nil {
+			fmt.Fprintln(e.stderr, "epsctl load: the cluster's streams:", err)
+			return nil, exitFailure
+		}
+	}
 	if o.rate != "off" && ctx.Err() == nil {
 		rate := o.rateValue
 		if o.rate == "half" {
@@ -518,11 +587,54 @@ func runIntake(ctx context.Context, e *env, info io.Writer, o *loadOptions) (*in
 			}
 			rep.FixedRate = p
 		}
+		if tc != nil {
+			// The cluster at half its own saturated rate (or --rate).
+			rate := o.rateValue
+			if o.rate == "half" {
+				if cs := rep.summary(sideClusterBroker, maxConc); cs != nil {
+					rate = cs.Rate / 2
+				}
+			}
+			if rate > 0 && ctx.Err() == nil {
+				p := timed(func() *loadPhase { return runOpenLoop(ctx, tc, rate, o.duration) })
+				p.Side = sideClusterOpenLoop
+				p.CatchUp = tc.settle(ctx, e)
+				rep.ClusterFixedRate = p
+			}
+		}
 	}
 	if bar != nil {
 		_ = bar.Finish()
 	}
 	return rep, exitOK
+}
+
+// startIntakeBroker starts an in-process broker under cfg for the intake
+// phases and sets t's base URL, app and tokens: one per client, as many
+// prescribing systems, so that the broker's per-user rate limit applies
+// to each, not to the whole load.
+func startIntakeBroker(ctx context.Context, e *env, cfg config.Config, t *intakeTarget, clients int) (*app.App, func(), int) {
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(e.stderr, "epsctl load:", err)
+		return nil, nil, exitUsage
+	}
+	a, stop, err := startApp(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "epsctl load: start broker:", err)
+		return nil, nil, exitFailure
+	}
+	t.base, t.app, t.tokens = "http://"+a.Addr(), a, nil
+	for i := 0; i < clients; i++ {
+		tok, err := auth.Mint(a.IssuerKey, auth.DefaultIssuer, auth.DefaultAudience,
+			auth.Principal{Subject: fmt.Sprintf("load-%d", i), ODS: t.orders.base.Sender, Role: auth.RolePrescriber}, cfg.TokenMaxLifetime, time.Now())
+		if err != nil {
+			stop()
+			fmt.Fprintln(e.stderr, "epsctl load:", err)
+			return nil, nil, exitFailure
+		}
+		t.tokens = append(t.tokens, tok)
+	}
+	return a, stop, exitOK
 }
 
 // setUpRaw makes the baseline stream with the event log's settings, reads

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"os"
@@ -93,6 +94,21 @@ func TestLoadFlags(t *testing.T) {
 		{name: "no dispensers", code: exitUsage,
 			args:   []string{"--stored", "10", "--dispensers", "0"},
 			stderr: []string{"--dispensers 0: want a whole number from 1 to 999"}},
+		{name: "cluster with --url", code: exitUsage,
+			args:   []string{"--url", "http://127.0.0.1:1", "--token", "x", "--cluster"},
+			stderr: []string{"--cluster starts its own cluster and broker in-process: not with --url"}},
+		{name: "cluster with no rounds", code: exitUsage,
+			args:   []string{"--rounds", "0", "--stored", "10", "--cluster"},
+			stderr: []string{"--cluster measures in the intake rounds or the soak: not with --rounds 0"}},
+		{name: "soak with --stored", code: exitUsage,
+			args:   []string{"--soak", "1m", "--stored", "10"},
+			stderr: []string{"--soak loads an in-process broker of its own: not with --stored or --url"}},
+		{name: "soak sample longer than the soak", code: exitUsage,
+			args:   []string{"--soak", "5s", "--sample", "10s"},
+			stderr: []string{"--sample 10s is longer than --soak 5s"}},
+		{name: "soak rate zero", code: exitUsage,
+			args:   []string{"--soak", "5s", "--soak-rate", "0"},
+			stderr: []string{"--soak-rate 0: want orders per second"}},
 		{name: "a stray argument", code: exitUsage,
 			args:   []string{"now"},
 			stderr: []string{`unexpected argument "now"`}},
@@ -132,7 +148,8 @@ func TestLoadUsage(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
 	for _, want := range []string{"Usage: epsctl load", "-debug-listen string", "loopback only", "-token-cache-size int", "(default 10000)",
-		"with --url they are refused", "-concurrency list", `(default 16,64)`, "-stored int", "-rate string", "-json", "HTTP floor"} {
+		"with --url they are refused", "-concurrency list", `(default 16,64)`, "-stored int", "-rate string", "-json", "HTTP floor",
+		"-cluster", "three-node NATS cluster", "-soak duration", "-sample duration", "(default 10s)", "-warmup duration", "-soak-rate float"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("usage lacks %q:\n%s", want, r.stderr)
 		}
@@ -340,5 +357,125 @@ func TestOrderGen(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLoadCluster runs one short round with --cluster and checks that
+// both topologies were measured in it, that the ratio cluster/single is
+// the same round's rates, that the group commit's batches were counted
+// on each, and that the cluster's streams were R3 with two followers.
+func TestLoadCluster(t *testing.T) {
+	rep, r := runLoadJSON(t, "--cluster", "--duration", "1s", "--rounds", "1", "--concurrency", "4", "--rate", "30", "--data-dir", t.TempDir())
+	in := rep.Intake
+	if in == nil || in.Cluster == nil {
+		t.Fatalf("no intake or cluster in the report: %s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "against a 3-node NATS cluster in this process") || !strings.Contains(r.stderr, "streams R3") {
+		t.Errorf("stderr does not say where the cluster broker runs: %q", r.stderr)
+	}
+	phases := map[string]*loadPhase{}
+	for _, p := range in.Phases {
+		phases[p.Side] = p
+		if p.OK == 0 || p.Failed != 0 || p.Rate <= 0 {
+			t.Errorf("%s: %d answered, %d failed (first %q)", p.Side, p.OK, p.Failed, p.FirstFailure)
+		}
+	}
+	for _, side := range []string{sideRaw, sideBroker, sideClusterBroker, sideClusterRaw, sideFloor} {
+		if phases[side] == nil {
+			t.Errorf("no %s phase", side)
+		}
+	}
+	for _, side := range []string{sideBroker, sideClusterBroker} {
+		p := phases[side]
+		if p == nil {
+			continue
+		}
+		// Every accepted order is at least one event log write, each taken
+		// by a commit.
+		if c := p.Commits; c == nil || c.Commits == 0 || c.Writes < float64(p.OK) || c.meanBatch() < 1 {
+			t.Errorf("%s: commits %+v for %d orders", side, p.Commits, p.OK)
+		}
+	}
+	lr := in.ratio(sideClusterBroker+"/"+sideBroker, 4)
+	if lr == nil || len(lr.PerRound) != 1 {
+		t.Fatalf("no cluster-broker/broker ratio at 4 clients: %+v", in.Ratios)
+	}
+	if b, c := phases[sideBroker], phases[sideClusterBroker]; b != nil && c != nil {
+		if w := c.Rate / b.Rate; math.Abs(lr.Median-w) > 1e-9*w {
+			t.Errorf("cluster-broker/broker %v, want %v / %v = %v", lr.Median, c.Rate, b.Rate, w)
+		}
+	}
+	if in.ratio(sideClusterBroker+"/"+sideClusterRaw, 4) == nil {
+		t.Errorf("no cluster-broker/cluster-raw ratio")
+	}
+	for _, p := range []*loadPhase{in.FixedRate, in.ClusterFixedRate} {
+		if p == nil || p.TargetRate != 30 || p.OK == 0 || p.Failed != 0 {
+			t.Errorf("fixed-rate phase: %+v", p)
+		}
+	}
+	streams := map[string]streamPlacement{}
+	for _, p := range in.Cluster.Streams {
+		streams[p.Stream] = p
+		if p.Replicas != 3 || p.Leader == "" || len(p.Peers) != 2 {
+			t.Errorf("stream %s: R%d, leader %q, followers %v; want R3 with a leader and two followers", p.Stream, p.Replicas, p.Leader, p.Peers)
+		}
+	}
+	for _, name := range []string{"EPS_EVENTS", "EPS_AUDIT", "EPS_NOTIFY", "KV_EPS_REQUESTS", baselineStream} {
+		if _, ok := streams[name]; !ok {
+			t.Errorf("no stream %s on the cluster: %+v", name, in.Cluster.Streams)
+		}
+	}
+	var text bytes.Buffer
+	rep.print(&text)
+	for _, want := range []string{"cluster (3 NATS nodes in this process, streams R3) against the single node (R1)",
+		"cluster-broker/broker      at 4 clients: median", "group commit (eps_commit_batch_size", "EPS_EVENTS             R3 leader load-n",
+		"a floor for the cost of replication", "cluster-fixed-rate    30/s"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, text.String())
+		}
+	}
+}
+
+// TestLoadSoak runs a three-second soak sampled every second and checks
+// the samples (printed as they are taken, and in the report) and the
+// verdict.
+func TestLoadSoak(t *testing.T) {
+	rep, r := runLoadJSON(t, "--soak", "3s", "--sample", "1s", "--warmup", "1s", "--soak-rate", "20", "--dispensers", "2", "--data-dir", t.TempDir())
+	s := rep.Soak
+	if s == nil || rep.Intake != nil {
+		t.Fatalf("report: %s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, soakHeader) {
+		t.Errorf("no sample table on stderr (with --json): %q", r.stderr)
+	}
+	// A sample a second for 3 s: 3, or 2 when a slow sample made the
+	// ticker drop a tick on a loaded machine.
+	if len(s.Samples) < 2 || len(s.Samples) > 3 {
+		t.Fatalf("%d samples, want 3 (or 2)", len(s.Samples))
+	}
+	var orders int64
+	for i, smp := range s.Samples {
+		orders += smp.Orders
+		if smp.Goroutines <= 0 || smp.HeapInuse == 0 || smp.RSS <= 0 || smp.StoredBytes == 0 || smp.Elapsed <= 0 {
+			t.Errorf("sample %d: %+v", i, smp)
+		}
+	}
+	// A search may run before the tracker index has applied an order
+	// accepted a moment before: some searches found is enough here.
+	if s.Orders == 0 || orders != s.Orders || s.Failed != 0 || s.Searches == 0 || s.Found == 0 || s.Found > s.Searches {
+		t.Errorf("%d orders (%d in the samples), %d failed (first %q), %d searches, %d found", s.Orders, orders, s.Failed, s.FirstFailure, s.Searches, s.Found)
+	}
+	if s.Releases == 0 || s.Released == 0 {
+		t.Errorf("%d releases released %d", s.Releases, s.Released)
+	}
+	if last := s.Samples[len(s.Samples)-1]; s.From == nil || s.To == nil || s.From.Elapsed < 1 || s.To.Elapsed != last.Elapsed {
+		t.Errorf("growth from %+v to %+v", s.From, s.To)
+	}
+	var text bytes.Buffer
+	rep.print(&text)
+	for _, want := range []string{"soak (single node): 3s, ", "soak verdict: from ", "goroutines ", "heap live "} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, text.String())
+		}
 	}
 }

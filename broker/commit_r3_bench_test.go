@@ -1,0 +1,168 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/config"
+	"github.com/nhs-eps/epsbroker/tracker/rx"
+)
+
+// BenchmarkGroupCommitMinBatch: the group commit with MinCommitBatch (8)
+// against 2 (the fewest writes committed as one atomic batch), on a
+// single node (R1, each atomic batch staged in a file store of its own)
+// and on a three-node cluster in this process (R3, batches staged in
+// memory), 16 or 64 writers storing new prescriptions with a 15 KB body
+// under sync always. ns/op is per write; writes/commit is the mean a
+// commit took, %batched the share of writes committed in atomic batches
+// (commits of minbatch writes or more). Compare with
+// benchstat -col /minbatch. The three nodes share the machine's cores and
+// disk: R3 here is a floor for the cost of replication.
+func BenchmarkGroupCommitMinBatch(b *testing.B) {
+	body := make([]byte, 15*1024)
+	for i := range body {
+		body[i] = 'a' + byte(i%26)
+	}
+	for _, replicas := range []int{1, 3} {
+		for _, writers := range []int{16, 64} {
+			for _, minBatch := range []int{MinCommitBatch, 2} {
+				b.Run(fmt.Sprintf("R%d/writers=%d/minbatch=%d", replicas, writers, minBatch), func(b *testing.B) {
+					cfg := config.Default()
+					cfg.DataDir = b.TempDir()
+					if replicas > 1 {
+						cfg.NATSURL = benchCluster(b, replicas)
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+					defer cancel()
+					n, err := ConnectNATS(ctx, cfg, zap.NewNop())
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.Cleanup(n.Close)
+					st, err := OpenStore(ctx, n.Conn, StoreConfig{Replicas: replicas, IdempotencyTTL: time.Hour, MaxMessage: 1 << 20,
+						Pseudonyms: testPseudonyms(b, 7)}, NewMetrics())
+					if err != nil {
+						b.Fatal(err)
+					}
+					st.commit.minBatch = minBatch
+					var commits, batched atomic.Int64
+					st.commit.beforeCommit = func(size int) {
+						commits.Add(1)
+						if size >= minBatch {
+							batched.Add(int64(size))
+						}
+					}
+					var next atomic.Int64
+					b.SetParallelism(max(1, writers/runtime.GOMAXPROCS(0)))
+					b.SetBytes(int64(len(body)))
+					b.ResetTimer()
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							id := fmt.Sprint("BENCH-", next.Add(1))
+							if _, err := st.appendEvent(context.Background(), "test", id, &rx.Prescription{ID: id}, body, 0); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+					b.StopTimer()
+					if c := commits.Load(); c > 0 {
+						b.ReportMetric(float64(b.N)/float64(c), "writes/commit")
+						b.ReportMetric(100*float64(batched.Load())/float64(b.N), "%batched")
+					}
+				})
+			}
+		}
+	}
+}
+
+// benchCluster starts an n-node NATS cluster on loopback, JetStream with
+// sync always on a store dir each, and waits until it has a meta leader
+// with every node current; it returns the client URLs, comma-separated.
+func benchCluster(b *testing.B, n int) string {
+	b.Helper()
+	var lns []net.Listener
+	var routes []string
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		lns = append(lns, ln)
+		routes = append(routes, fmt.Sprintf("nats-route://r:rpass@%s", ln.Addr()))
+	}
+	var srvs []*server.Server
+	var urls []string
+	dir := b.TempDir()
+	for i := 0; i < n; i++ {
+		port := lns[i].Addr().(*net.TCPAddr).Port
+		lns[i].Close()
+		so := &server.Options{ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: server.RANDOM_PORT,
+			JetStream: true, StoreDir: filepath.Join(dir, fmt.Sprint(i+1)), NoSigs: true, SyncAlways: true,
+			Cluster: server.ClusterOpts{Name: "bench", Host: "127.0.0.1", Port: port, Username: "r", Password: "rpass"},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ","))}
+		srv, err := server.NewServer(so)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go srv.Start()
+		b.Cleanup(srv.Shutdown)
+		srvs = append(srvs, srv)
+	}
+	for _, srv := range srvs {
+		if !srv.ReadyForConnections(time.Minute) {
+			b.Fatal("a cluster node did not start")
+		}
+		urls = append(urls, srv.ClientURL())
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		leader, current := false, 0
+		for _, srv := range srvs {
+			leader = leader || (srv.JetStreamIsLeader() && len(srv.JetStreamClusterPeers()) == n)
+			if srv.JetStreamIsCurrent() {
+				current++
+			}
+		}
+		if leader && current == n && benchPlaceable(strings.Join(urls, ","), n) {
+			return strings.Join(urls, ",")
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("no JetStream meta leader with every node current")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// benchPlaceable says whether a stream with n replicas can be placed now
+// (the meta leader has heard every node's statistics): it creates and
+// deletes a small one.
+func benchPlaceable(urls string, n int) bool {
+	nc, err := nats.Connect(urls)
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH_READY", Subjects: []string{"bench.ready"},
+		Storage: jetstream.MemoryStorage, Replicas: n}); err != nil {
+		return false
+	}
+	return js.DeleteStream(ctx, "BENCH_READY") == nil
+}

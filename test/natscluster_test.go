@@ -1,0 +1,529 @@
+package test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A NATS cluster for the fault tests: N JetStream nodes on loopback whose
+// every route goes through a proxy of the test (routeMesh), so that a node
+// can be cut off from the others and let back in. The nodes are embedded
+// nats-server servers in the test process (natsCluster); the broker
+// process cluster of process tests puts the same mesh between the
+// processes' route ports.
+
+// cutMode is how a cut link treats its route traffic.
+type cutMode int
+
+const (
+	linkUp cutMode = iota
+	// cutDrop blackholes the link: nothing is read or written either way
+	// (TCP connections stay open, bytes wait in the kernel's buffers as on
+	// a network that drops packets) and new connections are held unanswered;
+	// a node notices only through its route pings.
+	cutDrop
+	// cutClose closes the link's connections both ways and refuses new
+	// ones, as a peer that resets connections.
+	cutClose
+)
+
+// routeProxy forwards TCP connections from its loopback listener to a
+// target address, unless cut.
+type routeProxy struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	gate   *sync.Cond // broadcast when mode or closed changes
+	target string     // host:port; empty until the target node listens
+	mode   cutMode
+	closed bool
+	conns  map[net.Conn]struct{} // both ends of every forwarded connection
+}
+
+func newRouteProxy(t testing.TB) *routeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &routeProxy{ln: ln, conns: map[net.Conn]struct{}{}}
+	p.gate = sync.NewCond(&p.mu)
+	go p.serve()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *routeProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *routeProxy) setTarget(addr string) {
+	p.mu.Lock()
+	p.target = addr
+	p.mu.Unlock()
+}
+
+// setMode cuts the link (cutDrop, cutClose) or heals it (linkUp). Healing
+// closes the connections accepted while the link was down: their dialers
+// gave up on them long ago.
+func (p *routeProxy) setMode(m cutMode) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.mode = m
+	if m == cutClose {
+		for c := range p.conns {
+			c.Close()
+		}
+	}
+	p.gate.Broadcast()
+}
+
+func (p *routeProxy) close() {
+	p.mu.Lock()
+	p.closed = true
+	for c := range p.conns {
+		c.Close()
+	}
+	p.gate.Broadcast()
+	p.mu.Unlock()
+	p.ln.Close()
+}
+
+// passing waits while the link drops traffic; it says whether the
+// connection may go on (false once the link closes connections, the proxy
+// is closed or the connection was).
+func (p *routeProxy) passing(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.mode == cutDrop && !p.closed {
+		p.gate.Wait()
+	}
+	_, open := p.conns[c]
+	return open && p.mode == linkUp && !p.closed
+}
+
+func (p *routeProxy) track(cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.mode == cutClose {
+		return false
+	}
+	for _, c := range cs {
+		p.conns[c] = struct{}{}
+	}
+	return true
+}
+
+func (p *routeProxy) untrack(cs ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cs {
+		delete(p.conns, c)
+		c.Close()
+	}
+	p.gate.Broadcast()
+}
+
+func (p *routeProxy) serve() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		go p.forward(in)
+	}
+}
+
+func (p *routeProxy) forward(in net.Conn) {
+	if !p.track(in) {
+		in.Close()
+		return
+	}
+	// A connection made while the link drops traffic is held, unanswered,
+	// until the link heals; then it is closed.
+	if !p.passing(in) {
+		p.untrack(in)
+		return
+	}
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	if target == "" {
+		p.untrack(in)
+		return
+	}
+	out, err := net.DialTimeout("tcp", target, 5*time.Second)
+	if err != nil {
+		p.untrack(in)
+		return
+	}
+	if !p.track(out) {
+		out.Close()
+		p.untrack(in)
+		return
+	}
+	done := make(chan struct{}, 2)
+	go p.pipe(out, in, done)
+	go p.pipe(in, out, done)
+	<-done
+	p.untrack(in, out)
+	<-done
+}
+
+// pipe copies src to dst, holding every read and write while the link
+// drops traffic.
+func (p *routeProxy) pipe(dst, src net.Conn, done chan<- struct{}) {
+	defer func() { done <- struct{}{} }()
+	buf := make([]byte, 32<<10)
+	for p.passing(src) {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !p.passing(dst) {
+				return
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// routeMesh is a proxy for every ordered pair of N nodes: node i reaches
+// node j's route port only through links[i][j].
+type routeMesh struct {
+	links [][]*routeProxy
+}
+
+func newRouteMesh(t testing.TB, n int) *routeMesh {
+	m := &routeMesh{links: make([][]*routeProxy, n)}
+	for i := range n {
+		m.links[i] = make([]*routeProxy, n)
+		for j := range n {
+			if i != j {
+				m.links[i][j] = newRouteProxy(t)
+			}
+		}
+	}
+	return m
+}
+
+// setRoutePort points every link to node j at its route listener.
+func (m *routeMesh) setRoutePort(j int, addr string) {
+	for i := range m.links {
+		if i != j {
+			m.links[i][j].setTarget(addr)
+		}
+	}
+}
+
+// routes lists node i's route addresses (host:port), one proxy per other node.
+func (m *routeMesh) routes(i int) []string {
+	var out []string
+	for j, p := range m.links[i] {
+		if j != i {
+			out = append(out, p.addr())
+		}
+	}
+	return out
+}
+
+// cut sets every link to and from node i to mode (linkUp heals them).
+func (m *routeMesh) cut(i int, mode cutMode) {
+	for j := range m.links {
+		if j != i {
+			m.links[i][j].setMode(mode)
+			m.links[j][i].setMode(mode)
+		}
+	}
+}
+
+// natsCluster is N embedded JetStream nodes in the test process, clustered
+// through a routeMesh.
+type natsCluster struct {
+	t     testing.TB
+	name  string
+	pass  string // the routes' authorization password
+	mesh  *routeMesh
+	nodes []*natsNode
+}
+
+type natsNode struct {
+	name                    string
+	storeDir                string
+	clientPort, clusterPort int // -1 until first started, then kept
+	srv                     *server.Server
+}
+
+// startNATSCluster starts n nodes and waits until JetStream has a meta
+// leader that every node follows.
+func startNATSCluster(t testing.TB, n int) *natsCluster {
+	t.Helper()
+	secret := make([]byte, 16)
+	rand.Read(secret)
+	c := &natsCluster{t: t, name: "eps-faults", pass: hex.EncodeToString(secret), mesh: newRouteMesh(t, n)}
+	for i := range n {
+		c.nodes = append(c.nodes, &natsNode{name: fmt.Sprintf("n%d", i), storeDir: t.TempDir(), clientPort: server.RANDOM_PORT, clusterPort: server.RANDOM_PORT})
+	}
+	for i := range n {
+		c.StartNode(i)
+	}
+	t.Cleanup(func() {
+		for i, nd := range c.nodes {
+			if nd.srv != nil {
+				c.StopNode(i)
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c.waitMeta(ctx)
+	return c
+}
+
+func (c *natsCluster) options(i int) *server.Options {
+	nd := c.nodes[i]
+	var routes []string
+	for _, a := range c.mesh.routes(i) {
+		routes = append(routes, "nats-route://route:"+c.pass+"@"+a)
+	}
+	return &server.Options{
+		ServerName: nd.name, Host: "127.0.0.1", Port: nd.clientPort,
+		JetStream: true, StoreDir: nd.storeDir, SyncAlways: true,
+		NoSigs: true, NoLog: true,
+		Cluster: server.ClusterOpts{
+			Name: c.name, Host: "127.0.0.1", Port: nd.clusterPort,
+			Username: "route", Password: c.pass,
+			// Gossip would tell a node the others' route ports, and it
+			// would dial them past the proxies: every node advertises a
+			// closed port (1, privileged, never a test's), so a gossiped
+			// route fails at once and is not retried; only the
+			// configured routes, through the proxies, connect.
+			Advertise: "127.0.0.1:1",
+			// A blackholed route is noticed within seconds.
+			PingInterval: time.Second, MaxPingsOut: 3,
+		},
+		Routes: server.RoutesFromStr(strings.Join(routes, ",")),
+	}
+}
+
+// StartNode starts node i on its store dir, name and ports (those of its
+// first start).
+func (c *natsCluster) StartNode(i int) {
+	c.t.Helper()
+	nd := c.nodes[i]
+	if nd.srv != nil {
+		c.t.Fatalf("node %d is running", i)
+	}
+	srv, err := server.NewServer(c.options(i))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		c.t.Fatalf("NATS node %d not ready", i)
+	}
+	nd.srv = srv
+	nd.clientPort = srv.Addr().(*net.TCPAddr).Port
+	nd.clusterPort = srv.ClusterAddr().Port
+	c.mesh.setRoutePort(i, srv.ClusterAddr().String())
+}
+
+// StopNode shuts node i down (its store dir stays).
+func (c *natsCluster) StopNode(i int) {
+	c.t.Helper()
+	nd := c.nodes[i]
+	if nd.srv == nil {
+		c.t.Fatalf("node %d is not running", i)
+	}
+	nd.srv.Shutdown()
+	nd.srv.WaitForShutdown()
+	nd.srv = nil
+}
+
+// Partition blackholes node i's route traffic both ways (cutDrop), or
+// closes it (cutClose); Heal lets it through again.
+func (c *natsCluster) Partition(i int, mode cutMode) { c.mesh.cut(i, mode) }
+func (c *natsCluster) Heal(i int)                    { c.mesh.cut(i, linkUp) }
+
+// ClientURLs is every node's client URL, comma-separated (as --nats-url
+// takes them), running or not.
+func (c *natsCluster) ClientURLs() string {
+	var out []string
+	for _, nd := range c.nodes {
+		out = append(out, fmt.Sprintf("nats://127.0.0.1:%d", nd.clientPort))
+	}
+	return strings.Join(out, ",")
+}
+
+// waitMeta waits until a running node is the JetStream meta leader and
+// every running node is current with it.
+func (c *natsCluster) waitMeta(ctx context.Context) {
+	c.t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		leader, current := false, true
+		for _, nd := range c.nodes {
+			if nd.srv != nil {
+				leader = leader || nd.srv.JetStreamIsLeader()
+				current = current && nd.srv.JetStreamIsCurrent()
+			}
+		}
+		if leader && current {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			c.t.Fatalf("no JetStream meta leader followed by every running node (leader %v, all current %v)", leader, current)
+		case <-tick.C:
+		}
+	}
+}
+
+// waitStreamReplicas waits until each stream named has a leader and
+// replicas current replicas (the leader and its current followers), as its
+// stream info tells a client of urls.
+func waitStreamReplicas(t testing.TB, ctx context.Context, urls string, replicas int, streams ...string) {
+	t.Helper()
+	nc, err := nats.Connect(urls, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for _, name := range streams {
+		var last string
+		for {
+			n, why := streamCurrent(ctx, js, name)
+			if n >= replicas {
+				break
+			}
+			last = why
+			select {
+			case <-ctx.Done():
+				t.Fatalf("stream %s: not %d current replicas: %s", name, replicas, last)
+			case <-tick.C:
+			}
+		}
+	}
+}
+
+// streamCurrent counts a stream's current replicas (its leader included),
+// with what the stream info said.
+func streamCurrent(ctx context.Context, js jetstream.JetStream, name string) (int, string) {
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := js.Stream(ictx, name)
+	if err != nil {
+		return 0, err.Error()
+	}
+	info := s.CachedInfo()
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return 0, "no leader"
+	}
+	n := 1
+	var peers []string
+	for _, r := range info.Cluster.Replicas {
+		if r.Current && !r.Offline {
+			n++
+		}
+		peers = append(peers, fmt.Sprintf("%s current=%v offline=%v lag=%d", r.Name, r.Current, r.Offline, r.Lag))
+	}
+	return n, fmt.Sprintf("leader %s, replicas [%s]", info.Cluster.Leader, strings.Join(peers, "; "))
+}
+
+// clientURL is node i's client URL.
+func (c *natsCluster) clientURL(i int) string {
+	return fmt.Sprintf("nats://127.0.0.1:%d", c.nodes[i].clientPort)
+}
+
+// TestNATSClusterHelper checks the helper itself: an R3 stream stays
+// writable through a node in the majority with a node stopped, then with a
+// node cut off (blackholed, then closed), and every node is current again
+// after StartNode and Heal; a cut node has no route left.
+func TestNATSClusterHelper(t *testing.T) {
+	c := startNATSCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stored := 0
+	// publish stores one message through node via, retrying until the
+	// stream has a leader that node reaches.
+	publish := func(step string, via int) {
+		t.Helper()
+		nc, err := nats.Connect(c.clientURL(via))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		if stored == 0 {
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "HELPER", Subjects: []string{"helper.>"}, Replicas: 3}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for {
+			// An attempt whose request went to a leader it cannot reach
+			// gets no answer: it times out, and is tried again.
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := js.Publish(actx, "helper.x", []byte(step), jetstream.WithMsgID(step))
+			cancel()
+			if err == nil {
+				stored++
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s: %v", step, err)
+			}
+		}
+	}
+	publish("all up", 0)
+	waitStreamReplicas(t, ctx, c.ClientURLs(), 3, "HELPER")
+	c.StopNode(0)
+	publish("node 0 stopped", 1)
+	c.StartNode(0)
+	waitStreamReplicas(t, ctx, c.ClientURLs(), 3, "HELPER")
+	for _, mode := range []cutMode{cutDrop, cutClose} {
+		c.Partition(1, mode)
+		// Cut off, node 1 loses every route (a route past the proxies
+		// would stay), and the majority goes on.
+		for c.nodes[1].srv.NumRoutes() > 0 {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("node 1 still has %d routes, cut off (%d)", c.nodes[1].srv.NumRoutes(), mode)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		publish(fmt.Sprintf("node 1 cut (%d)", mode), 2)
+		c.Heal(1)
+		waitStreamReplicas(t, ctx, c.ClientURLs(), 3, "HELPER")
+	}
+	nc, err := nats.Connect(c.ClientURLs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(ctx, "HELPER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().State.Msgs; got != uint64(stored) {
+		t.Errorf("the stream holds %d messages, %d were acknowledged", got, stored)
+	}
+}
