@@ -17,6 +17,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -125,6 +126,11 @@ func TestDeployCompose(t *testing.T) {
 		if s.Healthcheck == nil || !strings.Contains(strings.Join(s.Healthcheck.Test, " "), "http://127.0.0.1:8222/healthz") {
 			t.Errorf("%s: health check %v, want the monitoring port's /healthz", n, s.Healthcheck)
 		}
+		for _, r := range s.Secrets {
+			if r.containerPath() == "/etc/nats/certs/server.pem" {
+				checkServerCert(t, n, secretFile[r.Source], secretFile["nats-ca"], []string{n})
+			}
+		}
 	}
 
 	// The configuration every node runs, with node n1's certificates.
@@ -167,7 +173,7 @@ func TestDeployCompose(t *testing.T) {
 				t.Errorf("%s: %s %s is not a mounted secret (%v)", b, flag, file, secretAt)
 			}
 		}
-		checkKeyFiles(t, b, secretFile[secretAt[auth.IssuerKeyPath(cfg.DataDir)]], secretFile[secretAt[cfg.PseudonymKey]])
+		checkKeyFiles(t, b, secretFile[secretAt[auth.IssuerKeyPath(cfg.DataDir)]], secretFile[secretAt[cfg.PseudonymKey]], true)
 		checkClientCert(t, b, secretFile[secretAt[cfg.NATSTLSCert]], secretFile[secretAt[cfg.NATSTLSKey]],
 			secretFile[secretAt[cfg.NATSTLSCA]], "CN=epsbroker")
 		data := mountedFrom(t, s, cfg.DataDir)
@@ -503,6 +509,54 @@ func TestDeployKubernetes(t *testing.T) {
 	if dig(inits[0], "securityContext", "readOnlyRootFilesystem") != true {
 		t.Error("the init container's root is writable")
 	}
+
+	// The secrets script's kubernetes files: the chart's pods present a
+	// certificate naming the hosts the broker dials; the broker's client
+	// certificate and keys are what it reads.
+	secrets := makeSecrets(t, "kubernetes")
+	checkServerCert(t, "make-secrets.sh kubernetes", filepath.Join(secrets, "nats-server.pem"), filepath.Join(secrets, "ca.pem"), hostsOf(cfg.NATSURL))
+	checkClientCert(t, "make-secrets.sh kubernetes", filepath.Join(secrets, "broker", "epsbroker.pem"),
+		filepath.Join(secrets, "broker", "epsbroker-key.pem"), filepath.Join(secrets, "ca.pem"), "CN=epsbroker")
+	checkKeyFiles(t, "make-secrets.sh kubernetes", filepath.Join(secrets, "broker", "issuer-ed25519.pem"),
+		filepath.Join(secrets, "broker", "pseudonym-hmac.pem"), false)
+}
+
+// hostsOf lists the hosts of comma-separated URLs, sorted.
+func hostsOf(urls string) []string {
+	var out []string
+	for _, u := range strings.Split(urls, ",") {
+		if pu, err := url.Parse(u); err == nil {
+			out = append(out, pu.Hostname())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// checkServerCert: the certificate is the CA's, for servers and for clients
+// (a node dials its routes with it), and its DNS names are exactly names.
+func checkServerCert(t *testing.T, where, certFile, caFile string, names []string) {
+	t.Helper()
+	block, _ := pem.Decode(mustRead(t, certFile))
+	if block == nil {
+		t.Fatalf("%s: %s holds no certificate", where, certFile)
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(mustRead(t, caFile))
+	for _, use := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{use}}); err != nil {
+			t.Errorf("%s: %s: %v", where, certFile, err)
+		}
+	}
+	got := slices.Clone(leaf.DNSNames)
+	slices.Sort(got)
+	if !slices.Equal(got, names) {
+		t.Errorf("%s: %s names %v, want %v", where, certFile, got, names)
+	}
 }
 
 // TestDeployProbesServed checks that every probe path the deployment files
@@ -572,6 +626,103 @@ func TestDeployReferences(t *testing.T) {
 				continue
 			}
 			brokerConfig(t, "README.md: "+strings.TrimSpace(line), args, nil, df.env)
+		}
+	}
+
+	// The Kubernetes secrets the README makes are those the manifests and
+	// the chart's values use, with the keys they read, from files the
+	// secrets script makes.
+	made := map[string]map[string]string{} // secret -> key -> file
+	for i := 1; i < len(blocks); i += 2 {
+		for _, line := range strings.Split(blocks[i], "\n") {
+			if name, files, ok := kubectlSecret(t, line); ok {
+				made[name] = files
+			}
+		}
+	}
+	if len(made) > 0 {
+		checkKubernetesSecrets(t, made)
+	}
+}
+
+// kubectlSecret reads a `kubectl ... create secret generic|tls NAME ...`
+// line: the secret's name and its keys' files.
+func kubectlSecret(t *testing.T, line string) (string, map[string]string, bool) {
+	if !strings.Contains(line, "kubectl") || !strings.Contains(line, "create secret") {
+		return "", nil, false
+	}
+	w := shellWords(t, strings.TrimSpace(line))
+	i := slices.Index(w, "secret")
+	if i < 0 || i+2 >= len(w) {
+		t.Errorf("README.md: cannot read %q", line)
+		return "", nil, false
+	}
+	files := map[string]string{}
+	for _, a := range w[i+3:] {
+		switch k, v, _ := strings.Cut(a, "="); k {
+		case "--from-file":
+			key, file, ok := strings.Cut(v, "=")
+			if !ok {
+				key, file = path.Base(v), v
+			}
+			files[key] = file
+		case "--cert":
+			files["tls.crt"] = v
+		case "--key":
+			files["tls.key"] = v
+		default:
+			t.Errorf("README.md: %q: option %s not understood", line, a)
+		}
+	}
+	return w[i+2], files, true
+}
+
+// checkKubernetesSecrets compares the secrets the README makes with what
+// deploy/kubernetes reads: each secret by name, each key by the file name
+// its reader opens, each file one of the secrets script's (kubernetes).
+func checkKubernetesSecrets(t *testing.T, made map[string]map[string]string) {
+	t.Helper()
+	values := readYAMLDoc(t, filepath.Join(deployDir, "kubernetes", "nats-values.yaml"))
+	want := map[string][]string{
+		fmt.Sprint(dig(values, "tlsCA", "secretName")):                    {"ca.crt"},
+		fmt.Sprint(dig(values, "config", "nats", "tls", "secretName")):    {"tls.crt", "tls.key"},
+		fmt.Sprint(dig(values, "config", "cluster", "tls", "secretName")): {"tls.crt", "tls.key"},
+	}
+	docs := readYAMLDocs(t, filepath.Join(deployDir, "kubernetes", "epsbroker.yaml"))
+	var cfg config.Config
+	var pod map[string]any
+	for _, d := range docs {
+		if d["kind"] == "Deployment" {
+			pod, _ = dig(d, "spec", "template", "spec").(map[string]any)
+			c := asList(pod["containers"])
+			cfg = brokerConfig(t, "Deployment", strs(dig(c[0], "args")), nil, nil)
+		}
+	}
+	for _, v := range asList(pod["volumes"]) {
+		name := dig(v, "secret", "secretName")
+		switch dig(v, "name") {
+		case "nats-tls":
+			want[fmt.Sprint(name)] = []string{path.Base(cfg.NATSTLSCA), path.Base(cfg.NATSTLSCert), path.Base(cfg.NATSTLSKey)}
+		case "keys":
+			want[fmt.Sprint(name)] = []string{path.Base(auth.IssuerKeyPath(cfg.DataDir)), path.Base(cfg.PseudonymKey)}
+		}
+	}
+	if !slices.Equal(keys(made), keys(want)) {
+		t.Errorf("README.md makes the secrets %v; deploy/kubernetes uses %v", keys(made), keys(want))
+	}
+	secrets := makeSecrets(t, "kubernetes")
+	for name, files := range made {
+		got := keys(files)
+		w := slices.Clone(want[name])
+		slices.Sort(w)
+		if !slices.Equal(got, w) {
+			t.Errorf("README.md: secret %s has the keys %v, deploy/kubernetes reads %v", name, got, w)
+		}
+		for key, file := range files {
+			rel, ok := strings.CutPrefix(file, "eps-secrets/")
+			if _, err := os.Stat(filepath.Join(secrets, rel)); !ok || err != nil {
+				t.Errorf("README.md: secret %s key %s from %s: not a file of deploy/make-secrets.sh kubernetes eps-secrets", name, key, file)
+			}
 		}
 	}
 }
@@ -907,8 +1058,9 @@ func checkBrokerNATS(t *testing.T, where string, cfg config.Config, nodes []stri
 
 // checkKeyFiles: the script's key files are what the broker reads: an
 // Ed25519 issuer key and a 32-byte pseudonym key, each mode 0600 (the
-// broker refuses any other), owned by the image's user when made as root.
-func checkKeyFiles(t *testing.T, where, issuer, pseudonym string) {
+// broker refuses any other), owned by the image's user when made as root
+// for a container that mounts them (owned).
+func checkKeyFiles(t *testing.T, where, issuer, pseudonym string, owned bool) {
 	t.Helper()
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
@@ -923,7 +1075,7 @@ func checkKeyFiles(t *testing.T, where, issuer, pseudonym string) {
 		if fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %s has mode %04o, want 0600", where, src, fi.Mode().Perm())
 		}
-		if os.Geteuid() == 0 {
+		if owned && os.Geteuid() == 0 {
 			if uid := fileUID(fi); uid != nonrootUID {
 				t.Errorf("%s: %s belongs to uid %d, want the image's user %d", where, src, uid, nonrootUID)
 			}
