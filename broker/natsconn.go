@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/config"
@@ -33,14 +36,21 @@ type NATS struct {
 func ConnectNATS(ctx context.Context, cfg config.Config, log *zap.Logger) (*NATS, error) {
 	opts := []nats.Option{
 		nats.Name("epsbroker"),
+		// Reconnect for ever, backing off (ReconnectDelay): a cluster that
+		// lost a node, or a server restarted, is waited for, not given up on.
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500 * time.Millisecond),
+		nats.CustomReconnectDelay(ReconnectDelay),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected", zap.Error(err))
+			if err != nil { // nil: closed by the broker
+				log.Warn("NATS disconnected; reconnecting", zap.Error(err))
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", zap.String("server", c.ConnectedUrlRedacted())) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("NATS reconnected", zap.String("server", c.ConnectedUrlRedacted()), zap.String("cluster", c.ConnectedClusterName()))
+		}),
+		nats.DiscoveredServersHandler(func(c *nats.Conn) {
+			log.Info("NATS servers discovered", zap.Strings("servers", redactList(c.DiscoveredServers())))
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			subj := ""
 			if s != nil {
@@ -63,7 +73,8 @@ func ConnectNATS(ctx context.Context, cfg config.Config, log *zap.Logger) (*NATS
 		if err != nil {
 			return nil, fmt.Errorf("connect to NATS %s: %w", redactURLs(cfg.NATSURL), err)
 		}
-		log.Info("connected to external NATS", zap.String("server", nc.ConnectedUrlRedacted()))
+		log.Info("connected to external NATS", zap.String("server", nc.ConnectedUrlRedacted()),
+			zap.String("cluster", nc.ConnectedClusterName()), zap.Strings("known_servers", redactList(nc.Servers())))
 		return &NATS{Conn: nc}, nil
 	}
 
@@ -79,7 +90,9 @@ func ConnectNATS(ctx context.Context, cfg config.Config, log *zap.Logger) (*NATS
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(srv.ClientURL(), append(opts, nats.InProcessServer(srv),
+	// The broker's connection stays on its own server (in-process), also
+	// on a cluster node: the other nodes' client URLs are not for it.
+	nc, err := nats.Connect(srv.ClientURL(), append(opts, nats.InProcessServer(srv), nats.IgnoreDiscoveredServers(),
 		nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(brokerInbox))...)
 	if err != nil {
 		srv.Shutdown()
@@ -97,12 +110,17 @@ func startEmbedded(cfg config.Config, log *zap.Logger, nk []*server.NkeyUser, us
 	if err := os.MkdirAll(storeDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	name := cfg.NATSServerName
+	if name == "" {
+		name = "epsbroker-embedded"
+	}
 	so := &server.Options{
-		ServerName: "epsbroker-embedded",
-		JetStream:  true,
-		StoreDir:   storeDir,
-		NoSigs:     true,
-		DontListen: cfg.NATSListen == "",
+		ServerName:      name,
+		JetStream:       true,
+		JetStreamDomain: cfg.JetStreamDomain,
+		StoreDir:        storeDir,
+		NoSigs:          true,
+		DontListen:      cfg.NATSListen == "",
 		// The broker's own limits: the body limit plus headers.
 		MaxPayload: int32(max(cfg.MaxBodyBytes*2, 1<<20)),
 		Nkeys:      nk,
@@ -133,8 +151,22 @@ func startEmbedded(cfg config.Config, log *zap.Logger, nk []*server.NkeyUser, us
 			so.TLSConfig, so.TLS = tc, true
 			so.TLSVerify = tc.ClientAuth == tls.RequireAndVerifyClientCert
 		}
+	} else if cfg.Clustered() {
+		// The server starts its routes only once its client listener is up
+		// (nats-server does not with DontListen): a cluster node listens
+		// on a free loopback port, where only the users file's nkeys get
+		// in (the broker's own is for in-process connections only), and
+		// does not advertise it to the other nodes' clients.
+		so.DontListen = false
+		so.Host, so.Port = "127.0.0.1", server.RANDOM_PORT
 	} else {
 		so.Port = server.RANDOM_PORT // not listened on: DontListen
+	}
+	if cfg.Clustered() {
+		if err := clusterOptions(cfg, so); err != nil {
+			return nil, err
+		}
+		so.Cluster.NoAdvertise = cfg.NATSListen == ""
 	}
 	srv, err := server.NewServer(so)
 	if err != nil {
@@ -149,7 +181,13 @@ func startEmbedded(cfg config.Config, log *zap.Logger, nk []*server.NkeyUser, us
 	}
 	log.Info("embedded NATS server started", zap.String("store_dir", storeDir),
 		zap.Bool("sync_always", always), zap.Duration("sync_interval", interval),
-		zap.String("listen", listenAddr(srv, cfg)))
+		zap.String("listen", listenAddr(srv, cfg)), zap.String("server_name", name))
+	if cfg.Clustered() {
+		log.Info("embedded NATS server is a cluster node", zap.String("cluster", so.Cluster.Name),
+			zap.String("route_listen", srv.ClusterAddr().String()), zap.Strings("routes", redactRoutes(so.Routes)),
+			zap.Bool("route_tls", so.Cluster.TLSConfig != nil), zap.Bool("route_secret", so.Cluster.Password != ""),
+			zap.String("jetstream_domain", cfg.JetStreamDomain))
+	}
 	if cfg.NATSListen != "" {
 		if len(users) == 0 {
 			log.Warn("nats-listen: no NATS users yet, so no client can connect; make one with `epsctl nats-user add`",
@@ -159,6 +197,171 @@ func startEmbedded(cfg config.Config, log *zap.Logger, nk []*server.NkeyUser, us
 		}
 	}
 	return srv, nil
+}
+
+// Clustered reports whether the broker's NATS is a cluster: the embedded
+// server is a cluster node, or the external server says it is in one (its
+// INFO's cluster name).
+func (n *NATS) Clustered(cfg config.Config) bool {
+	if n.Embedded != nil {
+		return cfg.Clustered()
+	}
+	return n.Conn.ConnectedClusterName() != ""
+}
+
+// Replicas is the number of replicas of the broker's streams and buckets:
+// --replicas, or for auto (0) 3 on a cluster and 1 on a single server.
+func (n *NATS) Replicas(cfg config.Config) int {
+	if cfg.Replicas > 0 {
+		return cfg.Replicas
+	}
+	if n.Clustered(cfg) {
+		return 3
+	}
+	return 1
+}
+
+// WaitJetStream waits, up to wait, for JetStream to answer an account
+// info request: on a cluster, for a meta leader to be elected once enough
+// nodes are up (they start in any order). It logs what it waits for every
+// few seconds and returns the last error when the wait runs out.
+func WaitJetStream(ctx context.Context, nc *nats.Conn, wait time.Duration, log *zap.Logger) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	deadline := start.Add(wait)
+	lastLog := start
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = js.AccountInfo(actx)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				log.Info("JetStream answers", zap.Duration("waited", time.Since(start).Round(time.Millisecond)))
+			}
+			return nil
+		}
+		if !IsUnavailable(err) {
+			return fmt.Errorf("JetStream: %w", err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("JetStream did not answer in %v (nats-cluster-wait; a cluster needs a majority of its nodes up to elect a meta leader): %w", wait, err)
+		}
+		if time.Since(lastLog) >= 5*time.Second || attempt == 1 {
+			log.Info("waiting for JetStream: the cluster has no meta leader yet (a majority of its nodes must be up and routed)",
+				zap.Duration("waited", time.Since(start).Round(time.Second)), zap.Duration("wait", wait),
+				zap.Int("routes", routesOf(nc)), zap.Error(err))
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(ReconnectDelay(attempt), time.Until(deadline)+time.Millisecond)):
+		}
+	}
+}
+
+// routesOf is how many servers the connection knows of besides its own (a
+// hint in the wait's log).
+func routesOf(nc *nats.Conn) int { return max(len(nc.Servers())-1, 0) }
+
+// RouteUser is the user name of the routes' shared secret
+// (--nats-cluster-secret-file); the secret is the password.
+const RouteUser = "eps-route"
+
+// clusterOptions makes so a cluster node: its route listener, its routes
+// and their authentication (mutual TLS, the shared secret, or both; config
+// refuses neither).
+func clusterOptions(cfg config.Config, so *server.Options) error {
+	host, port, err := net.SplitHostPort(cfg.NATSClusterListen)
+	if err != nil {
+		return fmt.Errorf("nats-cluster-listen: %w", err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return fmt.Errorf("nats-cluster-listen port: %w", err)
+	}
+	if p == 0 {
+		p = server.RANDOM_PORT
+	}
+	so.Cluster = server.ClusterOpts{Name: cfg.NATSClusterName, Host: host, Port: p,
+		// Retry the routes for ever (the nodes start in any order) with a
+		// growing delay.
+		ConnectRetries: -1, ConnectBackoff: true}
+	var secret string
+	if cfg.NATSClusterSecretFile != "" {
+		b, err := os.ReadFile(cfg.NATSClusterSecretFile)
+		if err != nil {
+			return fmt.Errorf("nats-cluster-secret-file: %w", err)
+		}
+		secret = strings.TrimSpace(string(b))
+		if len(secret) < 16 {
+			return fmt.Errorf("nats-cluster-secret-file %s: the secret must be at least 16 characters (e.g. openssl rand -hex 32)", cfg.NATSClusterSecretFile)
+		}
+		so.Cluster.Username, so.Cluster.Password = RouteUser, secret
+	}
+	if cfg.NATSClusterTLSCert != "" {
+		tc, err := serverTLS(cfg.NATSClusterTLSCert, cfg.NATSClusterTLSKey, cfg.NATSClusterTLSCA)
+		if err != nil {
+			return fmt.Errorf("nats-cluster-tls: %w", err)
+		}
+		// The same configuration verifies the peers this node dials (the
+		// server's certificate) and those that dial it (the client's).
+		tc.RootCAs = tc.ClientCAs
+		so.Cluster.TLSConfig = tc
+		so.Cluster.TLSTimeout = 5
+	}
+	if so.Cluster.Password == "" && so.Cluster.TLSConfig == nil {
+		return errors.New("nats-cluster-listen: the cluster's routes must authenticate: set nats-cluster-tls-cert, nats-cluster-tls-key and nats-cluster-tls-ca (mutual TLS), or nats-cluster-secret-file (a shared secret), or both")
+	}
+	for _, r := range strings.Split(cfg.NATSRoutes, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		u, err := url.Parse(r)
+		if err != nil {
+			return fmt.Errorf("nats-routes %q: %w", r, err)
+		}
+		// A route dials with the URL's user and password: the secret goes
+		// there (server.ClusterOpts checks the peers' against it).
+		u.Scheme = "nats-route"
+		if secret != "" {
+			u.User = url.UserPassword(RouteUser, secret)
+		}
+		so.Routes = append(so.Routes, u)
+	}
+	return nil
+}
+
+// redactRoutes are route URLs without their passwords, for logs.
+func redactRoutes(routes []*url.URL) []string {
+	out := make([]string, len(routes))
+	for i, u := range routes {
+		out[i] = u.Redacted()
+	}
+	return out
+}
+
+func redactList(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = redactURLs(u)
+	}
+	return out
+}
+
+// ReconnectDelay is the wait before the attempt-th pass over the servers
+// after a disconnect: 100 ms doubling to 5 s, each with up to half of it
+// added at random, so that many brokers losing the same server do not all
+// come back at once.
+func ReconnectDelay(attempts int) time.Duration {
+	d := 5 * time.Second
+	if attempts < 6 {
+		d = min(100*time.Millisecond<<max(attempts-1, 0), d)
+	}
+	return d + rand.N(d/2+1)
 }
 
 // listenAddr is the address the embedded server accepts clients on ("" when

@@ -98,6 +98,8 @@ type Store struct {
 	recent recentEvents
 	// commit commits the event log's writes (commit.go).
 	commit *committer
+	// health is the last check of the streams' leaders (unavailable.go).
+	health healthCache
 }
 
 // LastWritten is the highest event log sequence this process has written.
@@ -425,10 +427,11 @@ func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*service
 	return ev, nil
 }
 
-// Healthy reports whether the store's streams answer.
+// Healthy reports whether every stream and bucket the broker writes
+// answers and has a leader (unavailable.go: checkLeaders, its answer kept
+// a second); the error names the first that does not.
 func (s *Store) Healthy(ctx context.Context) error {
-	_, err := s.events.Info(ctx)
-	return err
+	return s.checkLeaders(ctx)
 }
 
 // SubjectToken maps an ODS code to the one NATS subject token that stands

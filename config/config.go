@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -100,7 +101,24 @@ type Config struct {
 	// to be committed; past it a write is refused at once (503 with
 	// Retry-After), nothing written.
 	CommitMaxPending int
+
+	// The embedded server as a cluster node (issue 14, cluster). Setting
+	// NATSClusterListen makes it one; its routes must authenticate (mutual
+	// TLS, a shared secret, or both).
+	NATSClusterListen     string        // host:port of the route listener
+	NATSRoutes            string        // comma-separated route URLs of the other nodes
+	NATSClusterName       string        // the cluster's name (all nodes alike)
+	NATSServerName        string        // this node's name: unique and stable (JetStream's raft identity)
+	JetStreamDomain       string        // the embedded server's JetStream domain (empty: none)
+	NATSClusterTLSCert    string        // PEM certificate the node presents on routes
+	NATSClusterTLSKey     string        // its private key
+	NATSClusterTLSCA      string        // PEM CA that route peers' certificates must chain to
+	NATSClusterSecretFile string        // file of the shared route secret (the routes' password)
+	NATSClusterWait       time.Duration // how long start-up waits for JetStream on a cluster
 }
+
+// Clustered reports whether the embedded server is a cluster node.
+func (c Config) Clustered() bool { return c.NATSURL == "" && c.NATSClusterListen != "" }
 
 type setting struct {
 	name  string // flag name; env is EPS_ + upper snake; file key is the flag name
@@ -136,10 +154,14 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"replicas", "JetStream replicas for the broker's streams and buckets (3 on a cluster)", "1", func(c *Config, v string) error {
+	{"replicas", "JetStream replicas for the broker's streams and buckets, 1 to 5; 'auto' is 3 when the embedded server is a cluster node or the external server is in a cluster, else 1", "auto", func(c *Config, v string) error {
+		if v == "auto" {
+			c.Replicas = 0
+			return nil
+		}
 		n, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("not a whole number: %q", v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("want 'auto' or a whole number from 1 to 5: %q", v)
 		}
 		c.Replicas = n
 		return nil
@@ -240,6 +262,91 @@ func rate(p func(*Config) *float64) func(*Config, string) error {
 		*p(c) = f
 		return nil
 	}
+}
+
+// The embedded server as a cluster node (issue 14, cluster).
+func init() { settings = append(settings, clusterSettings...) }
+
+var clusterSettings = []setting{
+	{"nats-cluster-listen", "embedded server only: host:port of the route listener that makes it a node of a NATS cluster (port 0 picks a free one); routes must authenticate: set --nats-cluster-tls-* or --nats-cluster-secret-file (or both); empty: a single node", "", hostPort(func(c *Config) *string { return &c.NATSClusterListen })},
+	{"nats-routes", "embedded cluster node: route URLs of the cluster's nodes, comma-separated (nats-route://host:port or nats://host:port; this node's own may be listed, it is skipped)", "", str(func(c *Config) *string { return &c.NATSRoutes })},
+	{"nats-cluster-name", "embedded cluster node: the cluster's name, the same on every node", "eps", str(func(c *Config) *string { return &c.NATSClusterName })},
+	{"nats-server-name", "the embedded server's name; required on a cluster node: unique in the cluster and kept across restarts (JetStream's raft identity: a node that comes back under another name is a new peer, and the old one counts against the quorum until removed); empty on a single node is epsbroker-embedded", "", str(func(c *Config) *string { return &c.NATSServerName })},
+	{"jetstream-domain", "embedded server only: its JetStream domain (for leaf node topologies; empty: none)", "", str(func(c *Config) *string { return &c.JetStreamDomain })},
+	{"nats-cluster-tls-cert", "embedded cluster node: PEM certificate presented on routes (mutual TLS, with --nats-cluster-tls-key and --nats-cluster-tls-ca)", "", str(func(c *Config) *string { return &c.NATSClusterTLSCert })},
+	{"nats-cluster-tls-key", "embedded cluster node: PEM private key of --nats-cluster-tls-cert", "", str(func(c *Config) *string { return &c.NATSClusterTLSKey })},
+	{"nats-cluster-tls-ca", "embedded cluster node: PEM CA that every route peer's certificate must chain to (peers are verified both ways)", "", str(func(c *Config) *string { return &c.NATSClusterTLSCA })},
+	{"nats-cluster-secret-file", "embedded cluster node: file holding the cluster's shared route secret (the same file content on every node; used as the routes' password, never logged)", "", str(func(c *Config) *string { return &c.NATSClusterSecretFile })},
+	{"nats-cluster-wait", "on a cluster (embedded or external): how long start-up waits for JetStream to answer (a meta leader elected, the streams' peers up) before giving up", "2m", dur(func(c *Config) *time.Duration { return &c.NATSClusterWait })},
+}
+
+// hostPort sets a host:port or empty.
+func hostPort(p func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v != "" {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return fmt.Errorf("want host:port: %q", v)
+			}
+		}
+		*p(c) = v
+		return nil
+	}
+}
+
+// validateCluster checks the cluster settings together.
+func (c Config) validateCluster() []error {
+	var errs []error
+	if c.NATSClusterWait <= 0 {
+		errs = append(errs, errors.New("nats-cluster-wait must be positive"))
+	}
+	if strings.ContainsAny(c.NATSServerName, " \t\r\n") {
+		errs = append(errs, fmt.Errorf("nats-server-name %q: no spaces", c.NATSServerName))
+	}
+	if c.NATSURL != "" {
+		for name, v := range map[string]string{"nats-cluster-listen": c.NATSClusterListen, "nats-routes": c.NATSRoutes,
+			"nats-server-name": c.NATSServerName, "jetstream-domain": c.JetStreamDomain, "nats-cluster-tls-cert": c.NATSClusterTLSCert,
+			"nats-cluster-tls-key": c.NATSClusterTLSKey, "nats-cluster-tls-ca": c.NATSClusterTLSCA, "nats-cluster-secret-file": c.NATSClusterSecretFile} {
+			if v != "" {
+				errs = append(errs, fmt.Errorf("%s is for the embedded server; it cannot be used with nats-url (the external cluster is configured on its servers)", name))
+			}
+		}
+		return errs
+	}
+	if c.NATSClusterListen == "" {
+		for name, v := range map[string]string{"nats-routes": c.NATSRoutes, "nats-cluster-tls-cert": c.NATSClusterTLSCert,
+			"nats-cluster-tls-key": c.NATSClusterTLSKey, "nats-cluster-tls-ca": c.NATSClusterTLSCA, "nats-cluster-secret-file": c.NATSClusterSecretFile} {
+			if v != "" {
+				errs = append(errs, fmt.Errorf("%s needs nats-cluster-listen (the embedded server is a single node without it)", name))
+			}
+		}
+		return errs
+	}
+	if c.NATSServerName == "" {
+		errs = append(errs, errors.New("nats-server-name is required on a cluster node: a name unique in the cluster and kept across restarts (JetStream's raft identity)"))
+	}
+	if c.NATSClusterName == "" || strings.ContainsAny(c.NATSClusterName, " \t\r\n") {
+		errs = append(errs, fmt.Errorf("nats-cluster-name %q: want a name without spaces", c.NATSClusterName))
+	}
+	tlsSet := c.NATSClusterTLSCert != "" || c.NATSClusterTLSKey != "" || c.NATSClusterTLSCA != ""
+	if tlsSet && (c.NATSClusterTLSCert == "" || c.NATSClusterTLSKey == "" || c.NATSClusterTLSCA == "") {
+		errs = append(errs, errors.New("nats-cluster-tls-cert, nats-cluster-tls-key and nats-cluster-tls-ca go together (mutual TLS: the CA verifies the peers)"))
+	}
+	if !tlsSet && c.NATSClusterSecretFile == "" {
+		errs = append(errs, errors.New("nats-cluster-listen: the cluster's routes must authenticate: set nats-cluster-tls-cert, nats-cluster-tls-key and nats-cluster-tls-ca (mutual TLS), or nats-cluster-secret-file (a shared secret), or both"))
+	}
+	for _, r := range strings.Split(c.NATSRoutes, ",") {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		u, err := url.Parse(r)
+		if err != nil || (u.Scheme != "nats-route" && u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" || u.Port() == "" {
+			errs = append(errs, fmt.Errorf("nats-routes: %q: want nats-route://host:port or nats://host:port", r))
+		} else if u.User != nil {
+			errs = append(errs, fmt.Errorf("nats-routes: %s: no credentials in route URLs (use nats-cluster-secret-file)", u.Redacted()))
+		}
+	}
+	return errs
 }
 
 // Storage limits (issue 11, storelimits).
@@ -507,15 +614,16 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("jetstream-sync %q: want 'always' or a positive interval such as 2m", c.JetStreamSync))
 		}
 	}
-	if c.Replicas < 1 || c.Replicas > 5 {
-		errs = append(errs, fmt.Errorf("replicas %d: want 1 to 5", c.Replicas))
+	if c.Replicas < 0 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("replicas %d: want 'auto' or 1 to 5", c.Replicas))
 	}
 	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 16<<20 {
 		errs = append(errs, fmt.Errorf("max-body %d: want 1024 bytes to 16 MiB (a message and its record must fit in one NATS message)", c.MaxBodyBytes))
 	}
-	if c.NATSURL == "" && c.Replicas != 1 {
-		errs = append(errs, fmt.Errorf("replicas %d: the embedded server is a single node; use replicas 1, or --nats-url with a cluster", c.Replicas))
+	if c.NATSURL == "" && c.NATSClusterListen == "" && c.Replicas > 1 {
+		errs = append(errs, fmt.Errorf("replicas %d: the embedded server is a single node; use replicas 1 (or auto), --nats-cluster-listen to make it a cluster node, or --nats-url with a cluster", c.Replicas))
 	}
+	errs = append(errs, c.validateCluster()...)
 	for name, d := range map[string]time.Duration{"http-read-timeout": c.HTTPReadTimeout, "http-write-timeout": c.HTTPWriteTimeout,
 		"http-idle-timeout": c.HTTPIdleTimeout, "shutdown-timeout": c.ShutdownTimeout, "idempotency-ttl": c.IdempotencyTTL,
 		"scheduler-interval": c.SchedulerEvery} {

@@ -21,7 +21,7 @@ func TestDefaults(t *testing.T) {
 	if c.HTTPAddr != "127.0.0.1:8080" || c.DataDir != "./data" || c.NATSURL != "" || c.LogLevel != "info" {
 		t.Errorf("contract defaults wrong: %+v", c)
 	}
-	if c.JetStreamSync != SyncAlways || c.MaxBodyBytes != 1<<20 || c.Replicas != 1 {
+	if c.JetStreamSync != SyncAlways || c.MaxBodyBytes != 1<<20 || c.Replicas != 0 {
 		t.Errorf("safety defaults wrong: %+v", c)
 	}
 	if _, always := c.SyncInterval(); !always {

@@ -101,6 +101,18 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	if a.NATS, err = broker.ConnectNATS(ctx, cfg, log); err != nil {
 		return nil, err
 	}
+	// On a cluster (embedded or external) JetStream answers once a meta
+	// leader is elected: start-up waits for it, up to --nats-cluster-wait.
+	clustered := a.NATS.Clustered(cfg)
+	waitUntil := time.Now().Add(cfg.NATSClusterWait)
+	if clustered || a.NATS.Embedded == nil {
+		if err := broker.WaitJetStream(ctx, a.NATS.Conn, cfg.NATSClusterWait, log); err != nil {
+			return nil, err
+		}
+	}
+	replicas := a.NATS.Replicas(cfg)
+	log.Info("JetStream replicas of the broker's streams and buckets", zap.Int("replicas", replicas),
+		zap.Bool("auto", cfg.Replicas == 0), zap.Bool("cluster", clustered))
 	maxMsg := int32(max(cfg.MaxBodyBytes*2, 1<<20))
 	if a.NATS.Embedded == nil {
 		maxMsg = int32(min(int64(maxMsg), a.NATS.Conn.MaxPayload()))
@@ -108,9 +120,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 			log.Warn("the NATS server's max_payload is close to --max-body: the largest orders will be refused with 413",
 				zap.Int64("max_payload", a.NATS.Conn.MaxPayload()), zap.Int64("max_body", cfg.MaxBodyBytes))
 		}
-		if cfg.Replicas < 3 {
+		if replicas < 3 {
 			log.Warn("external NATS with fewer than 3 replicas: durability rests on that server's own sync policy (set jetstream { sync_interval: always })",
-				zap.Int("replicas", cfg.Replicas))
+				zap.Int("replicas", replicas))
 		}
 	}
 	pseudonyms, err := broker.LoadOrCreatePseudonymKey(cfg.DataDir, cfg.PseudonymKey)
@@ -124,12 +136,12 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 			limits.Budget = jsc.MaxStore
 		}
 	}
-	a.Store, err = broker.OpenStore(ctx, a.NATS.Conn, broker.StoreConfig{
-		Replicas: cfg.Replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg, Pseudonyms: pseudonyms, Limits: limits,
+	storeCfg := broker.StoreConfig{
+		Replicas: replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg, Pseudonyms: pseudonyms, Limits: limits,
 		NotifyMaxAge: cfg.NotifyMaxAge, CommitMaxPending: cfg.CommitMaxPending,
 		Logger: log.Named("commit"),
-	}, a.Metrics)
-	if err != nil {
+	}
+	if a.Store, err = openStore(ctx, a.NATS.Conn, storeCfg, a.Metrics, clustered, waitUntil, log); err != nil {
 		return nil, err
 	}
 	if a.NATS.Embedded != nil {
@@ -176,6 +188,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		Registry:         broker.NewRegistry(a.Store, now),
 		Storage:          a.Store,
 		StorageFull:      httpapi.StorageFull{Full: broker.IsStorageFull, Stream: broker.FullStream},
+		Unavailable:      broker.IsUnavailable,
 		Verifier:         a.verifier,
 		Metrics: httpapi.Metrics{Registry: a.Metrics.Registry, Requests: a.Metrics.HTTPRequests,
 			Duration: a.Metrics.HTTPDuration, IntakeStage: a.Metrics.IntakeStage},
@@ -227,6 +240,25 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	}
 	ok = true
 	return a, nil
+}
+
+// openStore opens the store; on a cluster it tries again, until waitUntil,
+// while JetStream cannot place or answer for the streams yet (an R3 stream
+// needs three nodes up; a meta leader may change while the nodes start).
+func openStore(ctx context.Context, nc *nats.Conn, cfg broker.StoreConfig, m *broker.Metrics, clustered bool, waitUntil time.Time, log *zap.Logger) (*broker.Store, error) {
+	for attempt := 1; ; attempt++ {
+		st, err := broker.OpenStore(ctx, nc, cfg, m)
+		if err == nil || !clustered || !broker.IsUnavailable(err) || time.Now().After(waitUntil) {
+			return st, err
+		}
+		log.Info("waiting for the cluster to create the broker's streams (each needs as many nodes up as its replicas)",
+			zap.Int("replicas", cfg.Replicas), zap.Int("attempt", attempt), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(min(broker.ReconnectDelay(attempt)*4, time.Until(waitUntil)+time.Millisecond)):
+		}
+	}
 }
 
 // Ready reports whether the broker can serve requests.
@@ -336,6 +368,9 @@ func (a *App) DebugAddr() string {
 	}
 	return a.debugListener.Addr().String()
 }
+
+// Config is the configuration the broker runs with.
+func (a *App) Config() config.Config { return a.cfg }
 
 // Handler is the HTTP API.
 func (a *App) Handler() http.Handler { return a.server.Handler }

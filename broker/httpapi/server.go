@@ -56,6 +56,10 @@ type Deps struct {
 	// write refused for want of space.
 	Storage     Storage
 	StorageFull StorageFull
+	// Unavailable tells an error of the store that means it cannot answer
+	// now (no quorum, no leader, a timeout: broker.IsUnavailable): such an
+	// error that no service mapped is answered 503 with Retry-After, not 500.
+	Unavailable func(error) bool
 	Verifier    Verifier
 	Metrics     Metrics
 	Log         *zap.Logger
@@ -186,6 +190,7 @@ func statusFor(k fhir.Kind) int {
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	err = a.storageFull(err)
 	err = overloaded(err)
+	err = a.unavailable(err)
 	status := statusFor(fhir.ErrorKind(err))
 	if status >= 500 {
 		a.Log.Error("request failed", zap.String("path", r.URL.Path), zap.String("request_id", r.Header.Get("X-Request-ID")), zap.Error(err))
@@ -253,6 +258,19 @@ func overloaded(err error) error {
 	}
 	return &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
 		Diagnostics: "the broker is taking more writes than its store can commit now: nothing of this request was stored and nothing changed; retry after the Retry-After seconds", Err: err}
+}
+
+// unavailable turns an error that would be a 500 but means the store could
+// not answer now (Deps.Unavailable: a timeout, no responders, a stream
+// without a leader while the cluster has no quorum) into its answer: 503
+// with Retry-After (answerError). The request was not acknowledged; a
+// retry, here or on another instance, may succeed.
+func (a *api) unavailable(err error) error {
+	if err == nil || a.Unavailable == nil || statusFor(fhir.ErrorKind(err)) != http.StatusInternalServerError || !a.Unavailable(err) {
+		return err
+	}
+	return &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
+		Diagnostics: "the broker's store did not answer in time (the NATS cluster may be electing a leader or have lost its quorum): this request was not acknowledged; retry after the Retry-After seconds", Err: err}
 }
 
 // securityHeaders sets, before h answers, the headers every answer of the

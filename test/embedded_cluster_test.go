@@ -1,0 +1,422 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/broker/app"
+	"github.com/nhs-eps/epsbroker/broker/auth"
+	"github.com/nhs-eps/epsbroker/config"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+)
+
+// clusterNode is one broker of an embedded cluster: its settings (kept to
+// start it again on the same data dir and route port) and, while it runs,
+// the broker.
+type clusterNode struct {
+	cfg config.Config
+	b   *testBroker
+}
+
+// freePorts picks n free loopback ports (listeners on :0, closed again) for
+// the route listeners, which every node must know before any starts.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+// clusterConfigs are the settings of n brokers whose embedded servers form
+// one cluster: each its own data dir, route port and server name, all the
+// same routes (each node's own among them), pseudonym key and route
+// authentication (auth sets it).
+func clusterConfigs(t *testing.T, n int, auth func(*config.Config)) []config.Config {
+	t.Helper()
+	shared := t.TempDir()
+	if _, err := broker.LoadOrCreatePseudonymKey(shared, ""); err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, n)
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	cfgs := make([]config.Config, n)
+	for i := range n {
+		c := config.Default()
+		c.DataDir = t.TempDir()
+		c.HTTPAddr = "127.0.0.1:0"
+		c.PseudonymKey = broker.PseudonymKeyPath(shared)
+		c.NATSClusterListen = fmt.Sprintf("127.0.0.1:%d", ports[i])
+		c.NATSRoutes = strings.Join(routes, ",")
+		c.NATSServerName = fmt.Sprintf("eps-%c", 'a'+i)
+		c.NATSClusterWait = 90 * time.Second
+		auth(&c)
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		cfgs[i] = c
+	}
+	return cfgs
+}
+
+// secretAuth authenticates the routes with a shared secret file.
+func secretAuth(t *testing.T) func(*config.Config) {
+	file := filepath.Join(t.TempDir(), "route-secret")
+	if err := os.WriteFile(file, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return func(c *config.Config) { c.NATSClusterSecretFile = file }
+}
+
+// mtlsAuth authenticates the routes with mutual TLS: one certificate for
+// 127.0.0.1, good for server and client, that is its own CA.
+func mtlsAuth(t *testing.T) func(*config.Config) {
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "eps-route"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	cert, keyFile := filepath.Join(dir, "route.pem"), filepath.Join(dir, "route-key.pem")
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	return func(c *config.Config) {
+		c.NATSClusterTLSCert, c.NATSClusterTLSKey, c.NATSClusterTLSCA = cert, keyFile, cert
+	}
+}
+
+// startCluster starts the brokers of cfgs at once (app.New waits for the
+// cluster's meta leader, which needs a majority of the nodes up).
+func startCluster(t *testing.T, cfgs []config.Config) []*clusterNode {
+	t.Helper()
+	nodes := make([]*clusterNode, len(cfgs))
+	for i, c := range cfgs {
+		nodes[i] = &clusterNode{cfg: c}
+	}
+	startNodes(t, nodes...)
+	return nodes
+}
+
+// startNodes starts the given nodes concurrently and fails the test when one
+// does not start.
+func startNodes(t *testing.T, nodes ...*clusterNode) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(nodes))
+	for i, n := range nodes {
+		wg.Go(func() { n.b, errs[i] = startClusterBroker(t, n.cfg) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startClusterBroker is startBroker for a goroutine: it returns the error.
+func startClusterBroker(t *testing.T, cfg config.Config) (*testBroker, error) {
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).With(zap.String("node", cfg.NATSServerName))
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := app.New(ctx, cfg, log, nil)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("%s: %w", cfg.NATSServerName, err)
+	}
+	if err := a.Listen(); err != nil {
+		cancel()
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	b := &testBroker{t: t, App: a, URL: "http://" + a.Addr(), Dir: cfg.DataDir}
+	var once bool
+	b.stop = func() {
+		if once {
+			return
+		}
+		once = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("broker %s stopped with %v", cfg.NATSServerName, err)
+		}
+	}
+	t.Cleanup(b.stop)
+	return b, nil
+}
+
+// brokerStreams are the streams (buckets by their streams) the broker
+// writes, all replicated alike.
+var brokerStreams = []string{broker.StreamEvents, broker.StreamAudit, broker.StreamNotify, broker.StreamDead,
+	"KV_" + broker.BucketRequests, "KV_" + broker.BucketSessions, "KV_" + broker.BucketNominations}
+
+// waitReplicated waits until every stream of the broker has a leader and
+// want-1 current followers, and the projector's durable consumer too.
+func waitReplicated(t *testing.T, js jetstream.JetStream, want int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for _, name := range brokerStreams {
+		for {
+			var got string
+			st, err := js.Stream(ctx, name)
+			if err == nil {
+				ci := st.CachedInfo()
+				if ci.Config.Replicas != want {
+					t.Fatalf("stream %s: replicas %d, want %d", name, ci.Config.Replicas, want)
+				}
+				if cl := ci.Cluster; cl != nil && cl.Leader != "" {
+					current := 0
+					for _, p := range cl.Replicas {
+						if p.Current {
+							current++
+						}
+					}
+					if current == want-1 {
+						break
+					}
+					got = fmt.Sprintf("leader %s, %d of %d followers current", cl.Leader, current, len(cl.Replicas))
+				} else {
+					got = "no leader"
+				}
+			} else {
+				got = err.Error()
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("stream %s not replicated %d ways: %s", name, want, got)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	for {
+		c, err := js.Consumer(ctx, broker.StreamEvents, broker.ConsumerQueueProjector)
+		if err == nil {
+			ci := c.CachedInfo()
+			if ci.Cluster != nil && ci.Cluster.Leader != "" && len(ci.Cluster.Replicas) == want-1 {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("consumer %s not replicated %d ways: %v", broker.ConsumerQueueProjector, want, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Three brokers, each with its own data dir and route port, their embedded
+// servers routed with a shared secret, form one cluster with nothing else
+// installed: the streams and buckets are R3 (replicas auto), and an order
+// acknowledged by broker A is released by its dispenser through broker B
+// and found by a tracker search on broker C.
+func TestEmbeddedCluster(t *testing.T) {
+	nodes := startCluster(t, clusterConfigs(t, 3, secretAuth(t)))
+	a, b, c := nodes[0].b, nodes[1].b, nodes[2].b
+	waitReplicated(t, a.App.Store.JetStream(), 3)
+
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := a.post(a.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
+		t.Fatalf("order on A: %d %s", res.Status, res.Body)
+	}
+	c.settle() // C's tracker index holds the log as it is now
+	res := c.do("GET", "/FHIR/R4/RequestGroup?prescriptionId="+g.ShortID, c.token(auth.RoleTracker, "X26"), nil)
+	if ids, _, total := groups(t, res); total != 1 || len(ids) != 1 || ids[0] != g.ShortID {
+		t.Errorf("tracker search on C for the order A acknowledged: %v (total %d) %s", ids, total, res.Body)
+	}
+	ids, _ := released(t, b.do("POST", "/FHIR/R4/Task/$release", b.token(auth.RoleDispenser, "FA565"), releaseBody(t, "FA565", "")))
+	if !slices.Equal(ids, []string{g.ShortID}) {
+		t.Fatalf("B released %v, want the order A acknowledged, %s", ids, g.ShortID)
+	}
+}
+
+// Mutual TLS on the routes (each node verifies its peers' certificates
+// against the CA) forms the cluster too.
+func TestEmbeddedClusterMutualTLS(t *testing.T) {
+	nodes := startCluster(t, clusterConfigs(t, 3, mtlsAuth(t)))
+	waitReplicated(t, nodes[0].b.App.Store.JetStream(), 3)
+	for _, n := range nodes {
+		if r := n.b.App.NATS.Embedded.NumRoutes(); r < 2 {
+			t.Errorf("%s has %d routes, want 2", n.cfg.NATSServerName, r)
+		}
+	}
+}
+
+// A cluster node whose routes would not authenticate does not start: the
+// settings are refused with what to set, before anything is opened.
+func TestClusterNodeWithoutRouteAuthRefused(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.NATSClusterListen = "127.0.0.1:0"
+	cfg.NATSServerName = "eps-a"
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "routes must authenticate") {
+		t.Fatalf("Validate = %v, want the routes' authentication asked for", err)
+	}
+	if _, err := app.New(context.Background(), cfg, zaptest.NewLogger(t), nil); err == nil || !strings.Contains(err.Error(), "routes must authenticate") {
+		t.Fatalf("app.New = %v, want the routes' authentication asked for", err)
+	}
+}
+
+// getStatus is a GET of path on b with a client bounded by bound: a request
+// that hangs past it fails the test (it must be answered, not waited on).
+func getStatus(t *testing.T, b *testBroker, path string, bound time.Duration) (int, string) {
+	t.Helper()
+	res, err := (&http.Client{Timeout: bound}).Get(b.URL + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(body)
+}
+
+// waitReady polls b's /readyz until it answers want, within bound, and
+// returns the body.
+func waitReady(t *testing.T, b *testBroker, want int, bound time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for {
+		status, body := getStatus(t, b, "/readyz", 10*time.Second)
+		if status == want {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d after %v, want %d: %s", status, bound, want, body)
+		}
+		time.Sleep(200 * time.Millisecond) // polling /readyz, the condition itself
+	}
+}
+
+// postBounded posts an order to b with a client bounded by the broker's
+// HTTP write timeout: the broker must answer within it, whatever NATS does.
+func postBounded(t *testing.T, b *testBroker, token string, body []byte, headers ...string) *response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, b.URL+"/FHIR/R4/$process-message", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/fhir+json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := (&http.Client{Timeout: b.App.Config().HTTPWriteTimeout}).Do(req)
+	if err != nil {
+		t.Fatalf("order not answered within the HTTP write timeout: %v", err)
+	}
+	defer res.Body.Close()
+	rb, _ := io.ReadAll(res.Body)
+	return &response{Status: res.StatusCode, Header: res.Header, Body: rb}
+}
+
+// Without quorum the broker says so and answers, and acknowledges nothing:
+// two of three nodes stopped, the third broker's /readyz is 503 naming a
+// stream without a leader while /healthz stays 200 (restarting the process
+// would not help), and an order is answered 503 with Retry-After within
+// the HTTP write timeout (not a 500, not a hang). With the nodes back,
+// /readyz is 200 again and the orders retried are each stored once.
+func TestEmbeddedClusterWithoutQuorum(t *testing.T) {
+	nodes := startCluster(t, clusterConfigs(t, 3, secretAuth(t)))
+	a := nodes[0].b
+	waitReplicated(t, a.App.Store.JetStream(), 3)
+	presc := a.token(auth.RolePrescriber, "A83008")
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := func() *fhirgen.Generated {
+		g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	if res := a.post(presc, order().Body); res.Status != 200 {
+		t.Fatalf("order with quorum: %d %s", res.Status, res.Body)
+	}
+
+	nodes[1].b.stop()
+	nodes[2].b.stop()
+	body := waitReady(t, a, http.StatusServiceUnavailable, 90*time.Second)
+	if !strings.Contains(body, "stream EPS_") && !strings.Contains(body, "stream KV_EPS_") {
+		t.Errorf("/readyz without quorum does not name a stream: %s", body)
+	}
+	if status, body := getStatus(t, a, "/healthz", 10*time.Second); status != 200 {
+		t.Errorf("/healthz without quorum: %d %s, want 200 (the process is sound)", status, body)
+	}
+	withID, withoutID := order(), order()
+	for _, tc := range []struct {
+		g       *fhirgen.Generated
+		headers []string
+	}{{withID, []string{"X-Request-ID", "c1f6a7e2-quorum-test"}}, {withoutID, nil}} {
+		res := postBounded(t, a, presc, tc.g.Body, tc.headers...)
+		if res.Status != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
+			t.Errorf("order %s without quorum (headers %v): %d Retry-After %q %s, want 503 with Retry-After",
+				tc.g.ShortID, tc.headers, res.Status, res.Header.Get("Retry-After"), res.Body)
+		}
+	}
+
+	startNodes(t, nodes[1], nodes[2])
+	waitReady(t, a, http.StatusOK, 120*time.Second)
+	for _, tc := range []struct {
+		g       *fhirgen.Generated
+		headers []string
+	}{{withID, []string{"X-Request-ID", "c1f6a7e2-quorum-test"}}, {withoutID, nil}} {
+		if res := postBounded(t, a, presc, tc.g.Body, tc.headers...); res.Status != 200 {
+			t.Errorf("order %s retried with quorum back: %d %s", tc.g.ShortID, res.Status, res.Body)
+		}
+		if n := a.events(tc.g.ShortID); n != 1 {
+			t.Errorf("order %s stored %d times, want once", tc.g.ShortID, n)
+		}
+	}
+}
