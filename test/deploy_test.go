@@ -69,24 +69,10 @@ var probePaths = map[string]bool{"/readyz": true, "/healthz": true}
 // reads them from; a front that routes by /readyz; and secrets that are the
 // files the secrets script makes.
 func TestDeployCompose(t *testing.T) {
-	cf := readCompose(t)
+	cf := readCompose(t, "compose.yaml")
 	secrets := makeSecrets(t, "compose")
 
-	// Secrets are the script's files, under $EPS_SECRETS_DIR.
-	const prefix = "${EPS_SECRETS_DIR:?set EPS_SECRETS_DIR}/"
-	secretFile := map[string]string{}
-	for name, s := range cf.Secrets {
-		rel, ok := strings.CutPrefix(s.File, prefix)
-		if !ok {
-			t.Errorf("secret %s: file %q is not under %s", name, s.File, prefix)
-			continue
-		}
-		p := filepath.Join(secrets, rel)
-		if _, err := os.Stat(p); err != nil {
-			t.Errorf("secret %s: deploy/make-secrets.sh compose makes no %s", name, rel)
-		}
-		secretFile[name] = p
-	}
+	secretFile := composeSecretFiles(t, cf, secrets)
 
 	nodes := servicesWith(cf, func(s composeService) bool { return strings.HasPrefix(s.Image, "nats:") })
 	brokers := servicesWith(cf, func(s composeService) bool { return s.Build != nil })
@@ -191,7 +177,13 @@ func TestDeployCompose(t *testing.T) {
 		}
 	}
 
-	// The front: every broker, on its HTTP port, checked on /readyz.
+	checkFront(t, cf, brokers, df)
+}
+
+// checkFront: the front of a compose file is HAProxy on haproxy.cfg, which
+// checks every broker service on its HTTP port with GET /readyz.
+func checkFront(t *testing.T, cf composeFile, brokers []string, df dockerfile) {
+	t.Helper()
 	front := cf.Services["front"]
 	cfgPath := mountedFrom(t, front, "/usr/local/etc/haproxy/haproxy.cfg")
 	hb, err := os.ReadFile(filepath.Join(deployDir, "compose", cfgPath))
@@ -215,6 +207,113 @@ func TestDeployCompose(t *testing.T) {
 	}
 }
 
+// TestDeployEmbedded checks deploy/compose/embedded.yaml: three broker
+// instances built from the Dockerfile whose embedded servers are the
+// cluster. Each command is valid epsbroker settings making its server a
+// cluster node under its own name, with routes to all three on the route
+// port, authenticated by mutual TLS with its own certificate (whose DNS name
+// is its service's, as the other nodes dial it), replicas auto (3 on a
+// cluster) and sync always; each keeps its store on a volume of its own,
+// with the shared keys where the broker reads them; the front routes by
+// /readyz to all three.
+func TestDeployEmbedded(t *testing.T) {
+	cf := readCompose(t, "embedded.yaml")
+	secrets := makeSecrets(t, "embedded")
+	secretFile := composeSecretFiles(t, cf, secrets)
+	brokers := servicesWith(cf, func(s composeService) bool { return s.Build != nil })
+	if !slices.Equal(brokers, []string{"broker1", "broker2", "broker3"}) {
+		t.Fatalf("broker services %v, want broker1 broker2 broker3", brokers)
+	}
+	if others := servicesWith(cf, func(s composeService) bool { return strings.HasPrefix(s.Image, "nats:") }); len(others) != 0 {
+		t.Errorf("NATS services %v beside the brokers: the brokers are the cluster", others)
+	}
+	df := readDockerfile(t)
+	volumes := map[string]string{}
+	for _, b := range brokers {
+		s := cf.Services[b]
+		if s.Build.Context != "../.." || s.Build.Dockerfile != "Dockerfile" {
+			t.Errorf("%s: built from %s/%s, want the repository's Dockerfile (../.., Dockerfile)", b, s.Build.Context, s.Build.Dockerfile)
+		}
+		cfg := brokerConfig(t, "embedded "+b, s.Command, s.Environment, df.env)
+		if !cfg.Clustered() || cfg.NATSServerName != b || cfg.NATSURL != "" {
+			t.Errorf("%s: clustered %v as %q (nats-url %q): want an embedded cluster node named after its service", b, cfg.Clustered(), cfg.NATSServerName, cfg.NATSURL)
+		}
+		host, port, _ := net.SplitHostPort(cfg.NATSClusterListen)
+		if host != "0.0.0.0" {
+			t.Errorf("%s: route listener on %s, want every interface (the other nodes dial it)", b, cfg.NATSClusterListen)
+		}
+		var routes []string
+		for _, r := range strings.Split(cfg.NATSRoutes, ",") {
+			u, err := url.Parse(r)
+			if err != nil || u.Port() != port {
+				t.Errorf("%s: route %q is not on the route port %s", b, r, port)
+				continue
+			}
+			routes = append(routes, u.Hostname())
+		}
+		slices.Sort(routes)
+		if !slices.Equal(routes, brokers) {
+			t.Errorf("%s: routes to %v, want all three %v", b, routes, brokers)
+		}
+		if cfg.Replicas != 0 && cfg.Replicas != 3 {
+			t.Errorf("%s: --replicas %d, want auto (3 on a cluster) or 3", b, cfg.Replicas)
+		}
+		if _, always := cfg.SyncInterval(); !always {
+			t.Errorf("%s: --jetstream-sync %s, want always", b, cfg.JetStreamSync)
+		}
+		secretAt := map[string]string{}
+		for _, r := range s.Secrets {
+			secretAt[r.containerPath()] = r.Source
+		}
+		for flag, file := range map[string]string{"nats-cluster-tls-ca": cfg.NATSClusterTLSCA, "nats-cluster-tls-cert": cfg.NATSClusterTLSCert,
+			"nats-cluster-tls-key": cfg.NATSClusterTLSKey, "pseudonym-key": cfg.PseudonymKey, "the issuer key": auth.IssuerKeyPath(cfg.DataDir)} {
+			if _, ok := secretAt[file]; !ok {
+				t.Errorf("%s: %s %s is not a mounted secret (%v)", b, flag, file, secretAt)
+			}
+		}
+		checkServerCert(t, b, secretFile[secretAt[cfg.NATSClusterTLSCert]], secretFile[secretAt[cfg.NATSClusterTLSCA]], []string{b})
+		if _, err := tls.LoadX509KeyPair(secretFile[secretAt[cfg.NATSClusterTLSCert]], secretFile[secretAt[cfg.NATSClusterTLSKey]]); err != nil {
+			t.Errorf("%s: route certificate and key: %v", b, err)
+		}
+		for _, f := range []string{cfg.NATSClusterTLSCert, cfg.NATSClusterTLSKey} {
+			if fi, err := os.Stat(secretFile[secretAt[f]]); err == nil && os.Geteuid() == 0 && fileUID(fi) != nonrootUID {
+				t.Errorf("%s: %s belongs to uid %d; the broker (uid %d) reads it", b, f, fileUID(fi), nonrootUID)
+			}
+		}
+		checkKeyFiles(t, b, secretFile[secretAt[auth.IssuerKeyPath(cfg.DataDir)]], secretFile[secretAt[cfg.PseudonymKey]], true)
+		data := mountedFrom(t, s, cfg.DataDir)
+		if other, ok := volumes[data]; ok || data == "" {
+			t.Errorf("%s: data volume %q (shared with %s): want one per node (its JetStream store)", b, data, other)
+		}
+		volumes[data] = b
+		if s.StopSignal != "SIGTERM" {
+			t.Errorf("%s: stop_signal %q, want SIGTERM (the broker drains on it)", b, s.StopSignal)
+		}
+	}
+	checkFront(t, cf, brokers, df)
+}
+
+// composeSecretFiles maps a compose file's secrets to the files the
+// secrets script made in dir: each must be one, under $EPS_SECRETS_DIR.
+func composeSecretFiles(t *testing.T, cf composeFile, dir string) map[string]string {
+	t.Helper()
+	const prefix = "${EPS_SECRETS_DIR:?set EPS_SECRETS_DIR}/"
+	out := map[string]string{}
+	for name, s := range cf.Secrets {
+		rel, ok := strings.CutPrefix(s.File, prefix)
+		if !ok {
+			t.Errorf("secret %s: file %q is not under %s", name, s.File, prefix)
+			continue
+		}
+		p := filepath.Join(dir, rel)
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("secret %s: deploy/make-secrets.sh makes no %s", name, rel)
+		}
+		out[name] = p
+	}
+	return out
+}
+
 // TestDeployNATSConfig starts a NATS server from deploy/compose/nats.conf
 // (node n1, its own ports and store on loopback, without its routes) and
 // checks who gets in: the broker's certificate, to an account with
@@ -222,12 +321,9 @@ func TestDeployCompose(t *testing.T) {
 // and no other inbox; the ops certificate, to the system account; and no
 // client without a certificate of the deployment's CA.
 func TestDeployNATSConfig(t *testing.T) {
-	cf := readCompose(t)
+	cf := readCompose(t, "compose.yaml")
 	secrets := makeSecrets(t, "compose")
-	secretFile := map[string]string{}
-	for name, s := range cf.Secrets {
-		secretFile[name] = filepath.Join(secrets, strings.TrimPrefix(s.File, "${EPS_SECRETS_DIR:?set EPS_SECRETS_DIR}/"))
-	}
+	secretFile := composeSecretFiles(t, cf, secrets)
 	opts := composeNATSOptions(t, cf, "n1", secretFile)
 	opts.Host, opts.Port = "127.0.0.1", -1
 	opts.HTTPHost, opts.HTTPPort = "127.0.0.1", -1
@@ -812,9 +908,9 @@ func (r composeSecretRef) containerPath() string {
 	return "/run/secrets/" + r.Target
 }
 
-func readCompose(t *testing.T) composeFile {
+func readCompose(t *testing.T, name string) composeFile {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(deployDir, "compose", "compose.yaml"))
+	b, err := os.ReadFile(filepath.Join(deployDir, "compose", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -822,11 +918,11 @@ func readCompose(t *testing.T) composeFile {
 	dec.KnownFields(true)
 	var cf composeFile
 	if err := dec.Decode(&cf); err != nil {
-		t.Fatalf("compose.yaml: %v", err)
+		t.Fatalf("%s: %v", name, err)
 	}
 	for k := range cf.Extensions {
 		if !strings.HasPrefix(k, "x-") {
-			t.Errorf("compose.yaml: unknown top-level key %s", k)
+			t.Errorf("%s: unknown top-level key %s", name, k)
 		}
 	}
 	return cf
