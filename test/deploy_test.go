@@ -725,6 +725,29 @@ func TestDeployReferences(t *testing.T) {
 		}
 	}
 
+	// Alert rules (`expr:` lines of its fenced blocks) name only metrics the
+	// broker has.
+	metrics := brokerMetricNames(t)
+	for i := 1; i < len(blocks); i += 2 {
+		for _, line := range strings.Split(blocks[i], "\n") {
+			expr, ok := strings.CutPrefix(strings.TrimSpace(line), "expr:")
+			if !ok {
+				continue
+			}
+			for _, m := range regexp.MustCompile(`\beps_[a-z_]+`).FindAllString(expr, -1) {
+				base := m
+				for _, suf := range []string{"_bucket", "_sum", "_count"} {
+					if b, ok := strings.CutSuffix(m, suf); ok && metrics[b] {
+						base = b
+					}
+				}
+				if !metrics[base] {
+					t.Errorf("README.md: alert %q names %s, which the broker does not export", strings.TrimSpace(expr), m)
+				}
+			}
+		}
+	}
+
 	// The Kubernetes secrets the README makes are those the manifests and
 	// the chart's values use, with the keys they read, from files the
 	// secrets script makes.
@@ -739,6 +762,30 @@ func TestDeployReferences(t *testing.T) {
 	if len(made) > 0 {
 		checkKubernetesSecrets(t, made)
 	}
+}
+
+// brokerMetricNames are the names of the broker's Prometheus metrics, as its
+// code registers them (Name: "eps_..." and prometheus.NewDesc("eps_...")).
+func brokerMetricNames(t *testing.T) map[string]bool {
+	t.Helper()
+	re := regexp.MustCompile(`(?:Name:\s*|NewDesc\()"(eps_[a-z_]+)"`)
+	names := map[string]bool{}
+	err := filepath.WalkDir(filepath.Join("..", "broker"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return err
+		}
+		for _, m := range re.FindAllSubmatch(mustRead(t, p), -1) {
+			names[string(m[1])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !names["eps_http_requests_total"] || !names["eps_consumer_pending"] {
+		t.Fatalf("found only the metrics %v in broker/", keys(names))
+	}
+	return names
 }
 
 // kubectlSecret reads a `kubectl ... create secret generic|tls NAME ...`
