@@ -15,13 +15,18 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -430,6 +435,195 @@ func TestDeployNATSConfig(t *testing.T) {
 		nc.Close()
 		t.Error("a client without a certificate got in")
 	}
+}
+
+// TestDeployNATSCluster runs nats.conf as the three nodes of a cluster on
+// loopback: the configuration as compose mounts it, except the addresses
+// (each node's ports, the routes to localhost) and the node certificate
+// (one for localhost, signed by the script's CA, as the nodes' own name n1,
+// n2, n3 are not here). The routes form, the broker's certificate creates an
+// R3 stream whose replicas become current, and a server that dials a route
+// with a client certificate of the same CA (the broker's: no DNS name) is
+// refused.
+func TestDeployNATSCluster(t *testing.T) {
+	cf := readCompose(t, "compose.yaml")
+	secrets := makeSecrets(t, "compose")
+	secretFile := composeSecretFiles(t, cf, secrets)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	nodeCert, nodeKey := signLocalhost(t, secrets)
+	ports := make([]int, 3)
+	var routes []string
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		routes = append(routes, fmt.Sprintf("nats-route://localhost:%d", ports[i]))
+	}
+	// start runs nats.conf as node (its NATS_SERVER_NAME), with cert and
+	// key as its certificate, on cluster port port.
+	start := func(node, cert, key string, port int, routes []string, log server.Logger) *server.Server {
+		files := map[string]string{}
+		for k, v := range secretFile {
+			files[k] = v
+		}
+		for _, r := range cf.Services["n1"].Secrets {
+			switch r.containerPath() {
+			case "/etc/nats/certs/server.pem":
+				files[r.Source] = cert
+			case "/etc/nats/certs/server-key.pem":
+				files[r.Source] = key
+			}
+		}
+		opts := composeNATSOptions(t, cf, "n1", files)
+		opts.ServerName = node
+		opts.Host, opts.Port = "127.0.0.1", -1
+		opts.HTTPHost, opts.HTTPPort = "127.0.0.1", -1
+		opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", port
+		opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		opts.StoreDir = t.TempDir()
+		opts.NoSigs = true
+		srv, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if log != nil {
+			srv.SetLoggerV2(log, false, false, false)
+		}
+		go srv.Start()
+		t.Cleanup(srv.Shutdown)
+		if !srv.ReadyForConnections(30 * time.Second) {
+			t.Fatalf("%s did not start", node)
+		}
+		return srv
+	}
+	refused := make(chan string, 1)
+	var nodes []*server.Server
+	for i, name := range []string{"n1", "n2", "n3"} {
+		var log server.Logger
+		if i == 0 {
+			log = routeRefusals{refused}
+		}
+		nodes = append(nodes, start(name, nodeCert, nodeKey, ports[i], routes, log))
+	}
+
+	// The broker's certificate: an R3 stream, once the cluster has a meta leader.
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(mustRead(t, filepath.Join(secrets, "ca.pem")))
+	pair, err := tls.LoadX509KeyPair(filepath.Join(secrets, "broker", "epsbroker.pem"), filepath.Join(secrets, "broker", "epsbroker-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(nodes[0].ClientURL(), nats.Secure(&tls.Config{ServerName: "localhost", RootCAs: pool,
+		Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}))
+	if err != nil {
+		t.Fatalf("the broker's certificate: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st jetstream.Stream
+	for st == nil {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err = js.CreateStream(actx, jetstream.StreamConfig{Name: broker.StreamEvents, Subjects: []string{broker.SubjectRx + ">"}, Replicas: 3})
+		acancel()
+		if err != nil && ctx.Err() != nil {
+			t.Fatalf("no R3 stream on the cluster of nats.conf: %v (routes %d %d %d)", err, nodes[0].NumRoutes(), nodes[1].NumRoutes(), nodes[2].NumRoutes())
+		}
+	}
+	if _, err := js.Publish(ctx, broker.SubjectRx+"A", []byte("x")); err != nil {
+		t.Fatalf("publish to the R3 stream: %v", err)
+	}
+	for {
+		info, err := st.Info(ctx)
+		if err == nil && info.Cluster != nil && info.Cluster.Leader != "" && len(info.Cluster.Replicas) == 2 &&
+			info.Cluster.Replicas[0].Current && info.Cluster.Replicas[1].Current {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the R3 stream's replicas did not become current: %+v, %v", info, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// A server with the broker's certificate (the CA's, but no DNS name)
+	// dialling n1's route port is refused.
+	start("intruder", filepath.Join(secrets, "broker", "epsbroker.pem"), filepath.Join(secrets, "broker", "epsbroker-key.pem"),
+		server.RANDOM_PORT, routes[:1], nil)
+	select {
+	case msg := <-refused:
+		t.Logf("n1: %s", msg)
+	case <-ctx.Done():
+		t.Fatal("n1 did not refuse a route dialled with a client certificate")
+	}
+}
+
+// routeRefusals is a server logger that passes on the first route refused
+// for its credentials.
+type routeRefusals struct{ c chan string }
+
+func (l routeRefusals) Errorf(format string, v ...any) {
+	if msg := fmt.Sprintf(format, v...); strings.Contains(msg, "rid:") && strings.Contains(msg, server.ErrAuthentication.Error()) {
+		select {
+		case l.c <- msg:
+		default:
+		}
+	}
+}
+func (routeRefusals) Noticef(string, ...any) {}
+func (routeRefusals) Warnf(string, ...any)   {}
+func (routeRefusals) Fatalf(string, ...any)  {}
+func (routeRefusals) Debugf(string, ...any)  {}
+func (routeRefusals) Tracef(string, ...any)  {}
+
+// signLocalhost makes a node certificate for localhost (server and client
+// authentication, as the script's node certificates), signed by the
+// script's CA, and returns its certificate and key files.
+func signLocalhost(t *testing.T, secrets string) (string, string) {
+	t.Helper()
+	caBlock, _ := pem.Decode(mustRead(t, filepath.Join(secrets, "ca.pem")))
+	keyBlock, _ := pem.Decode(mustRead(t, filepath.Join(secrets, "ca-key.pem")))
+	if caBlock == nil || keyBlock == nil {
+		t.Fatal("the script's CA is not PEM")
+	}
+	ca, err := x509.ParseCertificate(caBlock.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKey, err := x509.ParsePKCS8PrivateKey(keyBlock.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "localhost"},
+		DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "localhost.pem"), filepath.Join(dir, "localhost-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
 
 // TestDeployKubernetes checks deploy/kubernetes: the values for the official
