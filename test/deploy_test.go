@@ -298,6 +298,67 @@ func TestDeployEmbedded(t *testing.T) {
 	checkFront(t, cf, brokers, df)
 }
 
+// TestDeployEmbeddedRuns starts the three brokers of embedded.yaml with
+// their own command lines, on loopback: the same settings except the
+// addresses (HTTP, metrics, the route listener and the routes, to localhost)
+// and the route certificate (one for localhost, signed by the script's CA,
+// as broker1..3 are not names here). Each keeps the script's shared keys in
+// its data dir, as compose mounts them. The servers form one cluster over
+// mutual TLS, the broker's streams and buckets come up R3 with current
+// followers (replicas auto), and every instance is ready.
+func TestDeployEmbeddedRuns(t *testing.T) {
+	cf := readCompose(t, "embedded.yaml")
+	secrets := makeSecrets(t, "embedded")
+	secretFile := composeSecretFiles(t, cf, secrets)
+	brokers := servicesWith(cf, func(s composeService) bool { return s.Build != nil })
+	cert, key := signLocalhost(t, secrets)
+	ports := freePorts(t, len(brokers))
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats-route://localhost:%d", p))
+	}
+	df := readDockerfile(t)
+	var cfgs []config.Config
+	for i, b := range brokers {
+		s := cf.Services[b]
+		cfg := brokerConfig(t, "embedded "+b, s.Command, s.Environment, df.env)
+		secretAt := map[string]string{}
+		for _, r := range s.Secrets {
+			secretAt[r.containerPath()] = r.Source
+		}
+		dir := t.TempDir()
+		if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{auth.IssuerKeyPath(cfg.DataDir), cfg.PseudonymKey} {
+			rel, ok := strings.CutPrefix(f, cfg.DataDir+"/")
+			if !ok {
+				t.Fatalf("%s: %s is not in the data dir %s", b, f, cfg.DataDir)
+			}
+			if err := os.WriteFile(filepath.Join(dir, rel), mustRead(t, secretFile[secretAt[f]]), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg.PseudonymKey = filepath.Join(dir, strings.TrimPrefix(cfg.PseudonymKey, cfg.DataDir+"/"))
+		cfg.DataDir = dir
+		cfg.HTTPAddr, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0"
+		cfg.NATSClusterListen = fmt.Sprintf("127.0.0.1:%d", ports[i])
+		cfg.NATSRoutes = strings.Join(routes, ",")
+		cfg.NATSClusterTLSCert, cfg.NATSClusterTLSKey = cert, key
+		cfg.NATSClusterTLSCA = secretFile[secretAt[cfg.NATSClusterTLSCA]]
+		cfg.NATSClusterWait = 90 * time.Second
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		cfgs = append(cfgs, cfg)
+	}
+	nodes := startCluster(t, cfgs)
+	waitReplicated(t, nodes[0].b.App.Store.JetStream(), 3)
+	for _, n := range nodes {
+		waitReady(t, n.b, 200, 90*time.Second)
+	}
+}
+
 // composeSecretFiles maps a compose file's secrets to the files the
 // secrets script made in dir: each must be one, under $EPS_SECRETS_DIR.
 func composeSecretFiles(t *testing.T, cf composeFile, dir string) map[string]string {
