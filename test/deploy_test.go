@@ -502,10 +502,11 @@ func TestDeployNATSConfig(t *testing.T) {
 // loopback: the configuration as compose mounts it, except the addresses
 // (each node's ports, the routes to localhost) and the node certificate
 // (one for localhost, signed by the script's CA, as the nodes' own name n1,
-// n2, n3 are not here). The routes form, the broker's certificate creates an
-// R3 stream whose replicas become current, and a server that dials a route
-// with a client certificate of the same CA (the broker's: no DNS name) is
-// refused.
+// n2, n3 are not here). The routes form; the broker's certificate creates an
+// R3 stream whose replicas become current; two brokers started with
+// compose's own command lines (pointed at these nodes) make their streams
+// and buckets R3 and are ready; and a server that dials a route with a
+// client certificate of the same CA (the broker's: no DNS name) is refused.
 func TestDeployNATSCluster(t *testing.T) {
 	cf := readCompose(t, "compose.yaml")
 	secrets := makeSecrets(t, "compose")
@@ -592,13 +593,13 @@ func TestDeployNATSCluster(t *testing.T) {
 	var st jetstream.Stream
 	for st == nil {
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err = js.CreateStream(actx, jetstream.StreamConfig{Name: broker.StreamEvents, Subjects: []string{broker.SubjectRx + ">"}, Replicas: 3})
+		st, err = js.CreateStream(actx, jetstream.StreamConfig{Name: "DEPLOY_CHECK", Subjects: []string{"deploy.check"}, Replicas: 3})
 		acancel()
 		if err != nil && ctx.Err() != nil {
 			t.Fatalf("no R3 stream on the cluster of nats.conf: %v (routes %d %d %d)", err, nodes[0].NumRoutes(), nodes[1].NumRoutes(), nodes[2].NumRoutes())
 		}
 	}
-	if _, err := js.Publish(ctx, broker.SubjectRx+"A", []byte("x")); err != nil {
+	if _, err := js.Publish(ctx, "deploy.check", []byte("x")); err != nil {
 		t.Fatalf("publish to the R3 stream: %v", err)
 	}
 	for {
@@ -611,6 +612,48 @@ func TestDeployNATSCluster(t *testing.T) {
 			t.Fatalf("the R3 stream's replicas did not become current: %+v, %v", info, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Two brokers with compose's own command lines (the URLs pointed at
+	// these nodes, the files where the script made them): their streams
+	// and buckets come up R3 with current followers, and they are ready.
+	df := readDockerfile(t)
+	var urls []string
+	for _, n := range nodes {
+		urls = append(urls, fmt.Sprintf("tls://localhost:%d", n.Addr().(*net.TCPAddr).Port))
+	}
+	var brokers []*testBroker
+	for _, name := range []string{"broker1", "broker2"} {
+		s := cf.Services[name]
+		cfg := brokerConfig(t, "compose "+name, s.Command, s.Environment, df.env)
+		secretAt := map[string]string{}
+		for _, r := range s.Secrets {
+			secretAt[r.containerPath()] = r.Source
+		}
+		dir := t.TempDir()
+		if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{auth.IssuerKeyPath(cfg.DataDir), cfg.PseudonymKey} {
+			rel, _ := strings.CutPrefix(f, cfg.DataDir+"/")
+			if err := os.WriteFile(filepath.Join(dir, rel), mustRead(t, secretFile[secretAt[f]]), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg.PseudonymKey = filepath.Join(dir, strings.TrimPrefix(cfg.PseudonymKey, cfg.DataDir+"/"))
+		cfg.DataDir = dir
+		cfg.HTTPAddr, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0"
+		cfg.NATSURL = strings.Join(urls, ",")
+		cfg.NATSTLSCA, cfg.NATSTLSCert, cfg.NATSTLSKey = secretFile[secretAt[cfg.NATSTLSCA]], secretFile[secretAt[cfg.NATSTLSCert]], secretFile[secretAt[cfg.NATSTLSKey]]
+		b, err := startClusterBroker(t, cfg)
+		if err != nil {
+			t.Fatalf("%s on the cluster of nats.conf: %v", name, err)
+		}
+		brokers = append(brokers, b)
+	}
+	waitReplicated(t, brokers[0].App.Store.JetStream(), 3)
+	for _, b := range brokers {
+		waitReady(t, b, 200, 90*time.Second)
 	}
 
 	// A server with the broker's certificate (the CA's, but no DNS name)
