@@ -235,6 +235,9 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err := limitStream(ctx, js, "KV_"+BucketNominations, lim.Nominations); err != nil {
 		return nil, limitError("KV_"+BucketNominations, "nominations-max-bytes", lim.Nominations, err)
 	}
+	if err := scaleStreams(ctx, js, max(cfg.Replicas, 1), cfg.Logger, ownStreams()...); err != nil {
+		return nil, err
+	}
 	st := &Store{js: js, events: events, requests: requests, audit: audit, sessions: sessions,
 		nominations: nominations, metrics: m, maxMsg: int(min(cfg.MaxMessage, eventsMsg)), limits: lim}
 	st.full.m = map[string]time.Time{}

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -267,7 +268,13 @@ func TestEmbeddedCluster(t *testing.T) {
 	if res := a.post(a.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
 		t.Fatalf("order on A: %d %s", res.Status, res.Body)
 	}
-	c.settle() // C's tracker index holds the log as it is now
+	// C's tracker index holds the log as it is now (the notifications'
+	// consumer is shared: another instance may have applied them).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.App.Tracker.Index.WaitApplied(ctx, a.App.Store.LastWritten()); err != nil {
+		t.Fatalf("C's tracker index did not apply A's order: %v", err)
+	}
 	res := c.do("GET", "/FHIR/R4/RequestGroup?prescriptionId="+g.ShortID, c.token(auth.RoleTracker, "X26"), nil)
 	if ids, _, total := groups(t, res); total != 1 || len(ids) != 1 || ids[0] != g.ShortID {
 		t.Errorf("tracker search on C for the order A acknowledged: %v (total %d) %s", ids, total, res.Body)
@@ -408,15 +415,137 @@ func TestEmbeddedClusterWithoutQuorum(t *testing.T) {
 
 	startNodes(t, nodes[1], nodes[2])
 	waitReady(t, a, http.StatusOK, 120*time.Second)
-	for _, tc := range []struct {
-		g       *fhirgen.Generated
-		headers []string
-	}{{withID, []string{"X-Request-ID", "c1f6a7e2-quorum-test"}}, {withoutID, nil}} {
-		if res := postBounded(t, a, presc, tc.g.Body, tc.headers...); res.Status != 200 {
-			t.Errorf("order %s retried with quorum back: %d %s", tc.g.ShortID, res.Status, res.Body)
+	// The X-Request-ID retried: its answer, or (when the reservation the
+	// 503 could not confirm was stored after all) 409 "still being
+	// processed" with Retry-After until service.AbandonAfter lets a retry
+	// take it over; never a 500 or a second copy.
+	res := postBounded(t, a, presc, withID.Body, "X-Request-ID", "c1f6a7e2-quorum-test")
+	if res.Status != 200 && (res.Status != http.StatusConflict || res.Header.Get("Retry-After") == "") {
+		t.Errorf("order %s retried under its X-Request-ID with quorum back: %d %s", withID.ShortID, res.Status, res.Body)
+	}
+	// Each order retried is accepted, and stored once.
+	for _, g := range []*fhirgen.Generated{withID, withoutID} {
+		if res := postBounded(t, a, presc, g.Body); res.Status != 200 {
+			t.Errorf("order %s retried with quorum back: %d %s", g.ShortID, res.Status, res.Body)
 		}
-		if n := a.events(tc.g.ShortID); n != 1 {
-			t.Errorf("order %s stored %d times, want once", tc.g.ShortID, n)
+		if n := a.events(g.ShortID); n != 1 {
+			t.Errorf("order %s stored %d times, want once", g.ShortID, n)
 		}
+	}
+}
+
+// A deployment whose streams and buckets were made R1 (--replicas 1) is
+// moved to R3 by starting it with replicas auto: every stream and bucket is
+// scaled (the nominations bucket, only opened once it exists, too), and the
+// durable consumers follow their stream; what was stored stays.
+func TestEmbeddedClusterScalesToR3(t *testing.T) {
+	cfgs := clusterConfigs(t, 3, secretAuth(t))
+	for i := range cfgs {
+		cfgs[i].Replicas = 1
+	}
+	nodes := startCluster(t, cfgs)
+	a := nodes[0].b
+	waitReplicated(t, a.App.Store.JetStream(), 1)
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := a.post(a.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
+		t.Fatalf("order on R1: %d %s", res.Status, res.Body)
+	}
+	for _, n := range nodes {
+		n.b.stop()
+		n.cfg.Replicas = 0 // auto: 3 on a cluster
+	}
+	startNodes(t, nodes...)
+	b := nodes[1].b
+	waitReplicated(t, b.App.Store.JetStream(), 3)
+	if n := b.events(g.ShortID); n != 1 {
+		t.Errorf("order stored on R1 found %d times after the scale to R3, want once", n)
+	}
+}
+
+// startExternalCluster starts a three-node NATS cluster (plain servers, as
+// an operator runs them) and returns them and their client URLs.
+func startExternalCluster(t *testing.T) ([]*server.Server, []string) {
+	t.Helper()
+	ports := freePorts(t, 3)
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	var srvs []*server.Server
+	var urls []string
+	for i, p := range ports {
+		srv, err := server.NewServer(&server.Options{ServerName: fmt.Sprintf("ext-%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
+			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true, SyncAlways: true,
+			Cluster: server.ClusterOpts{Name: "ext", Host: "127.0.0.1", Port: p}, Routes: server.RoutesFromStr(strings.Join(routes, ","))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Start()
+		t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+		srvs = append(srvs, srv)
+	}
+	for _, srv := range srvs {
+		if !srv.ReadyForConnections(30 * time.Second) {
+			t.Fatal("NATS server not ready")
+		}
+		urls = append(urls, srv.ClientURL())
+	}
+	return srvs, urls
+}
+
+// With --nats-url listing the nodes of an external cluster, replicas auto
+// is 3 (the server's INFO names its cluster); when the node the broker is
+// connected to goes, the broker reconnects to another, /readyz comes back
+// to 200 once the streams have their leaders again, and orders are taken.
+func TestExternalClusterReplicasAndFailover(t *testing.T) {
+	srvs, urls := startExternalCluster(t)
+	b := startBroker(t, "", func(c *config.Config) { c.NATSURL = strings.Join(urls, ","); c.NATSClusterWait = 90 * time.Second })
+	js := b.App.Store.JetStream()
+	waitReplicated(t, js, 3)
+	presc := b.token(auth.RolePrescriber, "A83008")
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := b.post(presc, g.Body); res.Status != 200 {
+		t.Fatalf("order: %d %s", res.Status, res.Body)
+	}
+	connected := b.App.NATS.Conn.ConnectedServerName()
+	for _, srv := range srvs {
+		if srv.Name() == connected {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if now := b.App.NATS.Conn.ConnectedServerName(); now != connected && now != "" && b.App.NATS.Conn.IsConnected() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not reconnected to another node in 30s after %s went (status %s)", connected, b.App.NATS.Conn.Status())
+		}
+		time.Sleep(50 * time.Millisecond) // polling the connection's state, the condition itself
+	}
+	waitReady(t, b, http.StatusOK, 90*time.Second)
+	g2, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := postBounded(t, b, presc, g2.Body); res.Status != 200 {
+		t.Fatalf("order after the fail-over: %d %s", res.Status, res.Body)
+	}
+	if n := b.events(g.ShortID) + b.events(g2.ShortID); n != 2 {
+		t.Errorf("orders stored %d times, want 2", n)
 	}
 }

@@ -113,6 +113,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	replicas := a.NATS.Replicas(cfg)
 	log.Info("JetStream replicas of the broker's streams and buckets", zap.Int("replicas", replicas),
 		zap.Bool("auto", cfg.Replicas == 0), zap.Bool("cluster", clustered))
+	// From here on the settings carry the replicas chosen, not auto (0):
+	// whatever else makes a stream or bucket makes it alike.
+	cfg.Replicas, a.cfg.Replicas = replicas, replicas
 	maxMsg := int32(max(cfg.MaxBodyBytes*2, 1<<20))
 	if a.NATS.Embedded == nil {
 		maxMsg = int32(min(int64(maxMsg), a.NATS.Conn.MaxPayload()))
