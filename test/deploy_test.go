@@ -200,6 +200,13 @@ func checkFront(t *testing.T, cf composeFile, brokers []string, df dockerfile) {
 		!regexp.MustCompile(`(?m)^\s*http-check expect status 200\s*$`).MatchString(haproxy) {
 		t.Errorf("haproxy.cfg: the health check is not GET /readyz expecting 200")
 	}
+	// The front waits for an answer at least as long as the broker may take
+	// to write one (--http-write-timeout): a slow commit is not cut short.
+	if m := regexp.MustCompile(`(?m)^\s*timeout server (\d+)s\s*$`).FindStringSubmatch(haproxy); m == nil {
+		t.Error("haproxy.cfg: no timeout server")
+	} else if n, _ := strconv.Atoi(m[1]); time.Duration(n)*time.Second <= config.Default().HTTPWriteTimeout {
+		t.Errorf("haproxy.cfg: timeout server %ss, not above the broker's --http-write-timeout %v", m[1], config.Default().HTTPWriteTimeout)
+	}
 	var servers []string
 	for _, m := range regexp.MustCompile(`(?m)^\s*server (\S+) (\S+):(\d+)`).FindAllStringSubmatch(haproxy, -1) {
 		servers = append(servers, m[2])
