@@ -48,6 +48,7 @@ type Config struct {
 	JWKS             string
 	IdempotencyTTL   time.Duration
 	SchedulerEvery   time.Duration
+	SchedulerLease   time.Duration // the scheduler lease's TTL (broker/lease.go)
 	ConfigFile       string
 
 	// Bearer tokens and the external issuer's keys (issue 11).
@@ -190,6 +191,8 @@ var settings = []setting{
 	{"jwks", "external issuer keys to trust as well: a JWKS file path or https:// URL", "", str(func(c *Config) *string { return &c.JWKS })},
 	{"idempotency-ttl", "how long an X-Request-ID and its answer are remembered", "24h", dur(func(c *Config) *time.Duration { return &c.IdempotencyTTL })},
 	{"scheduler-interval", "how often due transitions (post-dated becoming ready, expiry, no-claim) are applied", "1m", dur(func(c *Config) *time.Duration { return &c.SchedulerEvery })},
+	{"scheduler-lease", "how long the scheduler lease lasts unrenewed, 2s to 10m (whole seconds): of the instances sharing NATS only its holder runs the scheduler; another takes over within about this time after the holder dies, within a third of it after the holder stops", "15s",
+		durIn(2*time.Second, 10*time.Minute, func(c *Config) *time.Duration { return &c.SchedulerLease })},
 
 	// Bearer tokens and the external issuer's keys (issue 11).
 	{"token-max-lifetime", "longest lifetime of a bearer token (exp - iat, or exp - now without iat) accepted, 1m to 168h; longer tokens answer 401", "12h",

@@ -175,6 +175,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	intake := service.NewIntake(a.Store, a.Store, a.Metrics, log, now)
 	intake.Lifecycle = lifecycle
 	a.Scheduler = service.NewScheduler(lifecycle, a.Store, a.Tracker.Index, log, now)
+	if err := broker.SingleActiveScheduler(ctx, a.Scheduler, a.Store, cfg.Replicas, cfg.SchedulerLease, a.Metrics, log.Named("scheduler")); err != nil {
+		return nil, err
+	}
 	a.Scheduler.Start(cfg.SchedulerEvery)
 	a.limitMetrics = httpapi.NewLimitMetrics(a.Metrics.Registry)
 	handler := httpapi.NewHandler(httpapi.Deps{

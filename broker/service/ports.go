@@ -122,6 +122,44 @@ type DueIndex interface {
 	Due(now time.Time) []string
 }
 
+// Lease is a lease on one piece of work (the scheduler's passes) that at
+// most one broker instance holds while its holder renews it: it lapses by
+// itself when its holder stops renewing it for its TTL (the holder died,
+// paused or lost the store), measured by the store, not by the instances'
+// clocks. Acquire and Renew are compare-and-set writes on the lease's
+// revision, so two instances never both take it from the same state. A
+// lease only saves work: what the holder does must stay correct if two
+// instances hold it for a moment (a paused holder that has not yet noticed
+// its lease lapsed), as the scheduler's compare-and-set transitions are.
+type Lease interface {
+	// Acquire takes the lease when no one holds it (or renews it when
+	// this instance does). It reports whether this instance holds it; an
+	// error when the store did not answer (held or not is then unknown).
+	Acquire(ctx context.Context) (bool, error)
+	// Renew extends the lease this instance holds for another TTL from
+	// now. False when it no longer holds it (it lapsed, and may have been
+	// taken by another); an error when the store did not answer.
+	Renew(ctx context.Context) (bool, error)
+	// Release gives up the lease at once if this instance holds it, so
+	// that another takes it without waiting for it to lapse.
+	Release(ctx context.Context) error
+	// TTL is how long the lease lasts without renewal.
+	TTL() time.Duration
+}
+
+// SchedulerMetrics are what the scheduler counts.
+type SchedulerMetrics interface {
+	// SchedulerLeading is set when this instance starts (true) or stops
+	// (false) running the scheduler's passes.
+	SchedulerLeading(bool)
+	// CountLease counts a change of this instance's hold on the
+	// scheduler's lease: acquired, lost or released.
+	CountLease(event string)
+	// CountPass counts a pass of the scheduler and the transitions it
+	// applied.
+	CountPass(applied int)
+}
+
 // Metrics are the counts the services keep.
 type Metrics interface {
 	// CountOrder counts a prescription order by outcome (accepted, resent,
