@@ -110,6 +110,9 @@ func startEmbedded(cfg config.Config, log *zap.Logger, nk []*server.NkeyUser, us
 	if err := os.MkdirAll(storeDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	if err := checkStoreKind(storeDir, cfg.Clustered()); err != nil {
+		return nil, err
+	}
 	name := cfg.NATSServerName
 	if name == "" {
 		name = "epsbroker-embedded"
@@ -225,7 +228,8 @@ func (n *NATS) Replicas(cfg config.Config) int {
 // info request: on a cluster, for a meta leader to be elected once enough
 // nodes are up (they start in any order). It logs what it waits for every
 // few seconds and returns the last error when the wait runs out.
-func WaitJetStream(ctx context.Context, nc *nats.Conn, wait time.Duration, log *zap.Logger) error {
+func (n *NATS) WaitJetStream(ctx context.Context, wait time.Duration, log *zap.Logger) error {
+	nc := n.Conn
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
@@ -247,12 +251,14 @@ func WaitJetStream(ctx context.Context, nc *nats.Conn, wait time.Duration, log *
 			return fmt.Errorf("JetStream: %w", err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("JetStream did not answer in %v (nats-cluster-wait; a cluster needs a majority of its nodes up to elect a meta leader): %w", wait, err)
+			return fmt.Errorf("JetStream did not answer in %v (nats-cluster-wait; a cluster needs a majority of its nodes up and routed to elect a meta leader, and a new cluster's first start all the nodes of its routes): %w", wait, err)
 		}
 		if time.Since(lastLog) >= 5*time.Second || attempt == 1 {
-			log.Info("waiting for JetStream: the cluster has no meta leader yet (a majority of its nodes must be up and routed)",
-				zap.Duration("waited", time.Since(start).Round(time.Second)), zap.Duration("wait", wait),
-				zap.Int("routes", routesOf(nc)), zap.Error(err))
+			fields := []zap.Field{zap.Duration("waited", time.Since(start).Round(time.Second)), zap.Duration("wait", wait), zap.Error(err)}
+			if n.Embedded != nil {
+				fields = append(fields, zap.Int("routes", n.Embedded.NumRoutes()))
+			}
+			log.Info("waiting for JetStream: no meta leader yet (a majority of the nodes must be up and routed; the first start of a new cluster, all the nodes of its routes)", fields...)
 			lastLog = time.Now()
 		}
 		select {
@@ -263,9 +269,34 @@ func WaitJetStream(ctx context.Context, nc *nats.Conn, wait time.Duration, log *
 	}
 }
 
-// routesOf is how many servers the connection knows of besides its own (a
-// hint in the wait's log).
-func routesOf(nc *nats.Conn) int { return max(len(nc.Servers())-1, 0) }
+// ErrStoreKind is a data dir whose JetStream store was written by a single
+// node and is opened by a cluster node, or the other way round.
+var ErrStoreKind = errors.New("JetStream store of another kind")
+
+// checkStoreKind refuses a store written as a single node when the server
+// is to be a cluster node, and a cluster node's store when it is to be a
+// single node. A cluster node finds a single node's streams in no
+// assignment of the cluster's meta layer and deletes them as orphans
+// (nats-server's checkForOrphans: every acknowledged prescription gone);
+// a single node would serve a replica that may be behind the cluster's
+// as if it were the whole truth.
+func checkStoreKind(storeDir string, clustered bool) error {
+	js := filepath.Join(storeDir, "jetstream")
+	_, err := os.Stat(filepath.Join(js, "$SYS", "_js_", "_meta_"))
+	clusterStore := err == nil
+	streams, _ := filepath.Glob(filepath.Join(js, "*", "streams", "*"))
+	switch {
+	case clustered && !clusterStore && len(streams) > 0:
+		return fmt.Errorf("%w: %s holds the streams of a single-node broker; as a cluster node the server would delete them "+
+			"as orphans (they are in no assignment of the cluster). Start the cluster nodes on new data dirs and move the "+
+			"streams into the cluster (e.g. nats stream backup on the single node, nats stream restore on the cluster), "+
+			"or start this data dir without --nats-cluster-listen", ErrStoreKind, storeDir)
+	case !clustered && clusterStore:
+		return fmt.Errorf("%w: %s is a cluster node's store (its replicas may be behind the cluster's); start it with its "+
+			"cluster settings (--nats-cluster-listen, --nats-routes, the same --nats-server-name)", ErrStoreKind, storeDir)
+	}
+	return nil
+}
 
 // RouteUser is the user name of the routes' shared secret
 // (--nats-cluster-secret-file); the secret is the password.

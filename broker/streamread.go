@@ -57,7 +57,7 @@ func (s *Store) scanStream(ctx context.Context, what, stream string, cfg jetstre
 			return fmt.Errorf("read %s: %w", what, err)
 		}
 		if got == 0 {
-			return fmt.Errorf("read %s: no progress with %d pending", what, pending)
+			return fmt.Errorf("read %s: %w with %d pending", what, errNoProgress, pending)
 		}
 	}
 	return nil

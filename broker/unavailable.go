@@ -26,6 +26,11 @@ const (
 	jsErrConsumerOfflineRsn   = 10195 // consumer is offline: reason
 )
 
+// errNoProgress is a read of a stream (scanStream) that got nothing while
+// messages were pending: the stream's leader or its replica did not
+// deliver them in time.
+var errNoProgress = errors.New("no progress")
+
 // IsUnavailable reports whether err means that NATS or JetStream could not
 // answer now: a request that timed out or found no responder (a stream
 // without a leader, a cluster without quorum), a connection that is down
@@ -47,7 +52,7 @@ func IsUnavailable(err error) bool {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
 		errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders),
 		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, jetstream.ErrAsyncPublishTimeout),
-		errors.Is(err, jetstream.ErrTooManyStalledMsgs),
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs), errors.Is(err, errNoProgress),
 		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
 		errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrDisconnected),
 		errors.Is(err, nats.ErrNoServers), errors.Is(err, nats.ErrStaleConnection),

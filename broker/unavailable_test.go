@@ -63,6 +63,7 @@ func TestIsUnavailable(t *testing.T) {
 		{"connection closed (server)", closed, true},
 		{"no response from stream", fmt.Errorf("publish: %w", jetstream.ErrNoStreamResponse), true},
 		{"async publish timeout", jetstream.ErrAsyncPublishTimeout, true},
+		{"a read of a stream without progress", fmt.Errorf("read audit: %w with 3 pending", errNoProgress), true},
 		{"JetStream system temporarily unavailable", api(10008, 503), true},
 		{"cluster can not handle request", api(10009, 500), true},
 		{"no suitable peers", api(10005, 400), true},

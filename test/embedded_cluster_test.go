@@ -23,9 +23,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/app"
@@ -38,8 +41,9 @@ import (
 // start it again on the same data dir and route port) and, while it runs,
 // the broker.
 type clusterNode struct {
-	cfg config.Config
-	b   *testBroker
+	cfg  config.Config
+	b    *testBroker
+	logs *observer.ObservedLogs // everything it logged, at every level
 }
 
 // freePorts picks n free loopback ports (listeners on :0, closed again) for
@@ -147,7 +151,7 @@ func startNodes(t *testing.T, nodes ...*clusterNode) {
 	var wg sync.WaitGroup
 	errs := make([]error, len(nodes))
 	for i, n := range nodes {
-		wg.Go(func() { n.b, errs[i] = startClusterBroker(t, n.cfg) })
+		wg.Go(func() { n.b, n.logs, errs[i] = startClusterBrokerLogs(t, n.cfg) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -157,16 +161,24 @@ func startNodes(t *testing.T, nodes ...*clusterNode) {
 
 // startClusterBroker is startBroker for a goroutine: it returns the error.
 func startClusterBroker(t *testing.T, cfg config.Config) (*testBroker, error) {
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).With(zap.String("node", cfg.NATSServerName))
+	b, _, err := startClusterBrokerLogs(t, cfg)
+	return b, err
+}
+
+// startClusterBrokerLogs is startClusterBroker that also returns what the
+// broker logs (at every level, the embedded server's debug lines too).
+func startClusterBrokerLogs(t *testing.T, cfg config.Config) (*testBroker, *observer.ObservedLogs, error) {
+	core, logs := observer.New(zap.DebugLevel)
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core)).With(zap.String("node", cfg.NATSServerName))
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, log, nil)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("%s: %w", cfg.NATSServerName, err)
+		return nil, nil, fmt.Errorf("%s: %w", cfg.NATSServerName, err)
 	}
 	if err := a.Listen(); err != nil {
 		cancel()
-		return nil, err
+		return nil, nil, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Serve(ctx) }()
@@ -183,7 +195,7 @@ func startClusterBroker(t *testing.T, cfg config.Config) (*testBroker, error) {
 		}
 	}
 	t.Cleanup(b.stop)
-	return b, nil
+	return b, logs, nil
 }
 
 // brokerStreams are the streams (buckets by their streams) the broker
@@ -267,7 +279,13 @@ func TestEmbeddedCluster(t *testing.T) {
 	if res := a.post(a.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
 		t.Fatalf("order on A: %d %s", res.Status, res.Body)
 	}
-	c.settle() // C's tracker index holds the log as it is now
+	// C's tracker index holds the log as it is now (the notifications'
+	// consumer is shared: another instance may have applied them).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.App.Tracker.Index.WaitApplied(ctx, a.App.Store.LastWritten()); err != nil {
+		t.Fatalf("C's tracker index did not apply A's order: %v", err)
+	}
 	res := c.do("GET", "/FHIR/R4/RequestGroup?prescriptionId="+g.ShortID, c.token(auth.RoleTracker, "X26"), nil)
 	if ids, _, total := groups(t, res); total != 1 || len(ids) != 1 || ids[0] != g.ShortID {
 		t.Errorf("tracker search on C for the order A acknowledged: %v (total %d) %s", ids, total, res.Body)
@@ -276,16 +294,35 @@ func TestEmbeddedCluster(t *testing.T) {
 	if !slices.Equal(ids, []string{g.ShortID}) {
 		t.Fatalf("B released %v, want the order A acknowledged, %s", ids, g.ShortID)
 	}
+	// The route secret is in no log line, at any level.
+	secret, err := os.ReadFile(nodes[0].cfg.NATSClusterSecretFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		for _, e := range n.logs.All() {
+			if line := fmt.Sprint(e.Message, e.ContextMap()); strings.Contains(line, strings.TrimSpace(string(secret))) {
+				t.Errorf("%s logged the route secret: %s", n.cfg.NATSServerName, line)
+			}
+		}
+	}
+	if n := nodes[0].logs.FilterMessage("embedded NATS server is a cluster node").Len(); n != 1 {
+		t.Errorf("the cluster node was logged %d times, want once", n)
+	}
 }
 
 // Mutual TLS on the routes (each node verifies its peers' certificates
-// against the CA) forms the cluster too.
+// against the CA) forms the cluster too, here with a JetStream domain.
 func TestEmbeddedClusterMutualTLS(t *testing.T) {
-	nodes := startCluster(t, clusterConfigs(t, 3, mtlsAuth(t)))
+	tls := mtlsAuth(t)
+	nodes := startCluster(t, clusterConfigs(t, 3, func(c *config.Config) { tls(c); c.JetStreamDomain = "eps" }))
 	waitReplicated(t, nodes[0].b.App.Store.JetStream(), 3)
 	for _, n := range nodes {
 		if r := n.b.App.NATS.Embedded.NumRoutes(); r < 2 {
 			t.Errorf("%s has %d routes, want 2", n.cfg.NATSServerName, r)
+		}
+		if d := n.b.App.NATS.Embedded.JetStreamConfig().Domain; d != "eps" {
+			t.Errorf("%s JetStream domain %q, want eps", n.cfg.NATSServerName, d)
 		}
 	}
 }
@@ -408,15 +445,21 @@ func TestEmbeddedClusterWithoutQuorum(t *testing.T) {
 
 	startNodes(t, nodes[1], nodes[2])
 	waitReady(t, a, http.StatusOK, 120*time.Second)
-	for _, tc := range []struct {
-		g       *fhirgen.Generated
-		headers []string
-	}{{withID, []string{"X-Request-ID", "c1f6a7e2-quorum-test"}}, {withoutID, nil}} {
-		if res := postBounded(t, a, presc, tc.g.Body, tc.headers...); res.Status != 200 {
-			t.Errorf("order %s retried with quorum back: %d %s", tc.g.ShortID, res.Status, res.Body)
+	// The X-Request-ID retried: its answer, or (when the reservation the
+	// 503 could not confirm was stored after all) 409 "still being
+	// processed" with Retry-After until service.AbandonAfter lets a retry
+	// take it over; never a 500 or a second copy.
+	res := postBounded(t, a, presc, withID.Body, "X-Request-ID", "c1f6a7e2-quorum-test")
+	if res.Status != 200 && (res.Status != http.StatusConflict || res.Header.Get("Retry-After") == "") {
+		t.Errorf("order %s retried under its X-Request-ID with quorum back: %d %s", withID.ShortID, res.Status, res.Body)
+	}
+	// Each order retried is accepted, and stored once.
+	for _, g := range []*fhirgen.Generated{withID, withoutID} {
+		if res := postBounded(t, a, presc, g.Body); res.Status != 200 {
+			t.Errorf("order %s retried with quorum back: %d %s", g.ShortID, res.Status, res.Body)
 		}
-		if n := a.events(tc.g.ShortID); n != 1 {
-			t.Errorf("order %s stored %d times, want once", tc.g.ShortID, n)
+		if n := a.events(g.ShortID); n != 1 {
+			t.Errorf("order %s stored %d times, want once", g.ShortID, n)
 		}
 	}
 }
@@ -453,5 +496,131 @@ func TestEmbeddedClusterScalesToR3(t *testing.T) {
 	waitReplicated(t, b.App.Store.JetStream(), 3)
 	if n := b.events(g.ShortID); n != 1 {
 		t.Errorf("order stored on R1 found %d times after the scale to R3, want once", n)
+	}
+}
+
+// startExternalCluster starts a three-node NATS cluster (plain servers, as
+// an operator runs them) and returns them and their client URLs.
+func startExternalCluster(t *testing.T) ([]*server.Server, []string) {
+	t.Helper()
+	ports := freePorts(t, 3)
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	var srvs []*server.Server
+	var urls []string
+	for i, p := range ports {
+		srv, err := server.NewServer(&server.Options{ServerName: fmt.Sprintf("ext-%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
+			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true, SyncAlways: true,
+			Cluster: server.ClusterOpts{Name: "ext", Host: "127.0.0.1", Port: p}, Routes: server.RoutesFromStr(strings.Join(routes, ","))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Start()
+		t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+		srvs = append(srvs, srv)
+	}
+	for _, srv := range srvs {
+		if !srv.ReadyForConnections(30 * time.Second) {
+			t.Fatal("NATS server not ready")
+		}
+		urls = append(urls, srv.ClientURL())
+	}
+	return srvs, urls
+}
+
+// With --nats-url listing the nodes of an external cluster, replicas auto
+// is 3 (the server's INFO names its cluster); when the node the broker is
+// connected to goes, the broker reconnects to another, /readyz comes back
+// to 200 once the streams have their leaders again, and orders are taken.
+func TestExternalClusterReplicasAndFailover(t *testing.T) {
+	srvs, urls := startExternalCluster(t)
+	b := startBroker(t, "", func(c *config.Config) { c.NATSURL = strings.Join(urls, ","); c.NATSClusterWait = 90 * time.Second })
+	js := b.App.Store.JetStream()
+	waitReplicated(t, js, 3)
+	presc := b.token(auth.RolePrescriber, "A83008")
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := b.post(presc, g.Body); res.Status != 200 {
+		t.Fatalf("order: %d %s", res.Status, res.Body)
+	}
+	connected := b.App.NATS.Conn.ConnectedServerName()
+	for _, srv := range srvs {
+		if srv.Name() == connected {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if now := b.App.NATS.Conn.ConnectedServerName(); now != connected && now != "" && b.App.NATS.Conn.IsConnected() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not reconnected to another node in 30s after %s went (status %s)", connected, b.App.NATS.Conn.Status())
+		}
+		time.Sleep(50 * time.Millisecond) // polling the connection's state, the condition itself
+	}
+	waitReady(t, b, http.StatusOK, 90*time.Second)
+	g2, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := postBounded(t, b, presc, g2.Body); res.Status != 200 {
+		t.Fatalf("order after the fail-over: %d %s", res.Status, res.Body)
+	}
+	if n := b.events(g.ShortID) + b.events(g2.ShortID); n != 2 {
+		t.Errorf("orders stored %d times, want 2", n)
+	}
+}
+
+// A single-node broker's data dir is not turned into a cluster node: the
+// cluster would delete its streams as orphans (they are in none of its
+// assignments), every acknowledged prescription with them. The broker
+// refuses to start so, saying why, and the data dir still starts as the
+// single node it was, its order there; a cluster node's data dir is
+// refused as a single node likewise.
+func TestSingleNodeDataDirNotTurnedIntoClusterNode(t *testing.T) {
+	cfgs := clusterConfigs(t, 3, secretAuth(t))
+	single := func(c *config.Config) { c.PseudonymKey = cfgs[0].PseudonymKey }
+	b := startBroker(t, cfgs[0].DataDir, single)
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := b.post(b.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
+		t.Fatalf("order on the single node: %d %s", res.Status, res.Body)
+	}
+	b.stop()
+	if _, err := startClusterBroker(t, cfgs[0]); !errors.Is(err, broker.ErrStoreKind) || !strings.Contains(err.Error(), "orphans") {
+		t.Fatalf("a single node's data dir started as a cluster node: %v", err)
+	}
+	b = startBroker(t, cfgs[0].DataDir, single)
+	if n := b.events(g.ShortID); n != 1 {
+		t.Fatalf("the single node's order: %d events, want 1", n)
+	}
+	b.stop()
+
+	nodes := startCluster(t, clusterConfigs(t, 3, secretAuth(t)))
+	for _, n := range nodes {
+		n.b.stop()
+	}
+	_, err = startClusterBroker(t, func() config.Config {
+		c := config.Default()
+		c.DataDir, c.HTTPAddr, c.PseudonymKey = nodes[0].cfg.DataDir, "127.0.0.1:0", nodes[0].cfg.PseudonymKey
+		return c
+	}())
+	if !errors.Is(err, broker.ErrStoreKind) {
+		t.Fatalf("a cluster node's data dir started as a single node: %v", err)
 	}
 }

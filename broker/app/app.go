@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker"
@@ -106,13 +107,16 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	clustered := a.NATS.Clustered(cfg)
 	waitUntil := time.Now().Add(cfg.NATSClusterWait)
 	if clustered || a.NATS.Embedded == nil {
-		if err := broker.WaitJetStream(ctx, a.NATS.Conn, cfg.NATSClusterWait, log); err != nil {
+		if err := a.NATS.WaitJetStream(ctx, cfg.NATSClusterWait, log); err != nil {
 			return nil, err
 		}
 	}
 	replicas := a.NATS.Replicas(cfg)
 	log.Info("JetStream replicas of the broker's streams and buckets", zap.Int("replicas", replicas),
 		zap.Bool("auto", cfg.Replicas == 0), zap.Bool("cluster", clustered))
+	// From here on the settings carry the replicas chosen, not auto (0):
+	// whatever else makes a stream or bucket makes it alike.
+	cfg.Replicas, a.cfg.Replicas = replicas, replicas
 	maxMsg := int32(max(cfg.MaxBodyBytes*2, 1<<20))
 	if a.NATS.Embedded == nil {
 		maxMsg = int32(min(int64(maxMsg), a.NATS.Conn.MaxPayload()))
@@ -141,7 +145,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		NotifyMaxAge: cfg.NotifyMaxAge, CommitMaxPending: cfg.CommitMaxPending,
 		Logger: log.Named("commit"),
 	}
-	if a.Store, err = openStore(ctx, a.NATS.Conn, storeCfg, a.Metrics, clustered, waitUntil, log); err != nil {
+	if a.Store, err = openStore(ctx, a.NATS.Conn, storeCfg, a.Metrics, clustered || a.NATS.Embedded == nil, waitUntil, log); err != nil {
 		return nil, err
 	}
 	if a.NATS.Embedded != nil {
@@ -245,13 +249,19 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	return a, nil
 }
 
-// openStore opens the store; on a cluster it tries again, until waitUntil,
-// while JetStream cannot place or answer for the streams yet (an R3 stream
-// needs three nodes up; a meta leader may change while the nodes start).
-func openStore(ctx context.Context, nc *nats.Conn, cfg broker.StoreConfig, m *broker.Metrics, clustered bool, waitUntil time.Time, log *zap.Logger) (*broker.Store, error) {
+// openStore opens the store; on a cluster or an external server (shared:
+// other brokers may be starting too) it tries again, until waitUntil, while
+// JetStream cannot place or answer for the streams yet (an R3 stream needs
+// three nodes up; a meta leader may change while the nodes start) or
+// another broker made a stream between this one's update and create.
+func openStore(ctx context.Context, nc *nats.Conn, cfg broker.StoreConfig, m *broker.Metrics, shared bool, waitUntil time.Time, log *zap.Logger) (*broker.Store, error) {
 	for attempt := 1; ; attempt++ {
 		st, err := broker.OpenStore(ctx, nc, cfg, m)
-		if err == nil || !clustered || !broker.IsUnavailable(err) || time.Now().After(waitUntil) {
+		// Brokers starting together race to create each stream: the
+		// loser's create finds it made ("name already in use") and its
+		// next try updates it.
+		retry := broker.IsUnavailable(err) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse)
+		if err == nil || !shared || !retry || time.Now().After(waitUntil) {
 			return st, err
 		}
 		log.Info("waiting for the cluster to create the broker's streams (each needs as many nodes up as its replicas)",
