@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/config"
 )
 
@@ -37,6 +38,29 @@ func (d *inProcess) brokers() int { return len(d.dirs) }
 
 func (d *inProcess) eventLog(ctx context.Context) *eventCounts {
 	return logCounts(d.t, ctx, d.nats.ClientURLs())
+}
+
+func (d *inProcess) later(ctx context.Context) string {
+	return startLaterBroker(d.t, ctx, d.nats.ClientURLs(), d.dirs[0]).URL
+}
+
+// startLaterBroker starts a broker instance in external mode on the
+// cluster of urls (R3), with the keys of data dir keys, whose clock is
+// ahead of the NATS servers' by more than service.AbandonAfter, and waits
+// until its ready queues hold the event log.
+func startLaterBroker(t *testing.T, ctx context.Context, urls, keys string) *testBroker {
+	t.Helper()
+	dir := t.TempDir()
+	sharedKeys(t, keys, dir)
+	later := func() time.Time { return time.Now().Add(service.AbandonAfter + time.Minute) }
+	b := startBrokerClock(t, dir, later, func(c *config.Config) {
+		c.NATSURL = urls
+		c.Replicas = 3
+	})
+	if err := b.App.Tracker.CatchUp(ctx); err != nil {
+		t.Fatalf("later broker: %v (%s)", err, b.App.Tracker.State())
+	}
+	return b
 }
 
 func (d *inProcess) url(k int) string {
