@@ -726,12 +726,13 @@ func spanUnion(spans [][2]time.Time) time.Duration {
 type eventCounts struct {
 	orders, releases map[string]int
 	releasedUnder    map[string]string
+	releasedAt       map[string]string // the sequence and time of its last release event
 }
 
 // logCounts reads EPS_EVENTS from the cluster of urls.
 func logCounts(t testing.TB, ctx context.Context, urls string) *eventCounts {
 	t.Helper()
-	ec := &eventCounts{orders: map[string]int{}, releases: map[string]int{}, releasedUnder: map[string]string{}}
+	ec := &eventCounts{orders: map[string]int{}, releases: map[string]int{}, releasedUnder: map[string]string{}, releasedAt: map[string]string{}}
 	// Read from next on; an attempt that fails (a node catching up answers
 	// no responders, or a request gets no answer) starts again where it
 	// stopped, on a new connection, each request bounded.
@@ -797,6 +798,7 @@ func readEvents(ctx context.Context, urls string, ec *eventCounts, next, last *u
 		case rx.EventRelease, rx.EventNominatedRelease:
 			ec.releases[id]++
 			ec.releasedUnder[id] = m.Headers().Get(broker.HeaderMessageID)
+			ec.releasedAt[id] = fmt.Sprintf("event %d at %s", meta.Sequence.Stream, meta.Timestamp.Format("15:04:05.000"))
 		}
 		*next = meta.Sequence.Stream + 1
 	}
@@ -881,11 +883,11 @@ func (l *load) check(t *testing.T, ctx context.Context, before map[string]string
 		// By the release that wrote them, with what its client saw.
 		under := map[string][]string{}
 		for _, id := range unreported {
-			under[ec.releasedUnder[id]] = append(under[ec.releasedUnder[id]], id)
+			under[ec.releasedUnder[id]] = append(under[ec.releasedUnder[id]], id+" ("+ec.releasedAt[id]+")")
 		}
 		t.Errorf("%d prescriptions released in the event log but handed to no dispenser, even after every release was resent with its X-Request-ID, by %d releases:", len(unreported), len(under))
 		for rid, ids := range under {
-			t.Logf("  release %s: %d prescriptions; its client saw %v", rid, len(ids), l.attempts[rid])
+			t.Logf("  release %s: %v; its client saw %v; its 200 handed over %v", rid, ids, l.attempts[rid], l.releases[rid])
 		}
 	}
 }
