@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nhs-eps/epsbroker/broker"
 )
 
 // procCluster is the deployment of the process fault test: three epsbroker
@@ -149,7 +152,9 @@ func (c *procCluster) openStores(ctx context.Context) *natsCluster {
 		stores = append(stores, filepath.Join(d, "jetstream"))
 	}
 	c.nc = startNATSClusterOn(c.t, "eps-faults", c.names, stores)
-	waitStreamReplicas(c.t, ctx, c.nc.ClientURLs(), 3, brokerStreams...)
+	// Every stream and bucket the broker opens, its scheduler lease's too:
+	// the later broker's start does not wait for their leaders.
+	waitStreamReplicas(c.t, ctx, c.nc.ClientURLs(), 3, append(slices.Clone(brokerStreams), "KV_"+broker.BucketLeases)...)
 	return c.nc
 }
 
