@@ -214,7 +214,7 @@ func (l *load) send(k int, path, token, requestID string, body []byte) answer {
 		// What the connection said, without addresses: "EOF",
 		// "connection reset by peer", a timeout.
 		msg := err.Error()
-		a.kind = "no answer: " + msg[strings.LastIndex(msg, ": ")+1:]
+		a.kind = "no answer: " + msg[strings.LastIndex(msg, ": ")+2:]
 		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "Client.Timeout") {
 			a.kind = "no answer in 60s"
 		}
@@ -674,8 +674,13 @@ func runScenario(t *testing.T, ctx context.Context, d deployment, key ed25519.Pr
 	drain()
 	before := maps.Clone(l.handedOut)
 	l.resendReleases(ctx)
-	t.Logf("resent with the same X-Request-ID: %d orders (%d answered from their record), %d releases, in %d attempts: %s",
-		len(l.resendOrder), l.replayed, len(l.undecided), l.resends, time.Since(start).Round(time.Millisecond)-loaded)
+	recovered, handed := 0, 0
+	for _, ids := range l.retried {
+		recovered += min(len(ids), 1)
+		handed += len(ids)
+	}
+	t.Logf("resent with the same X-Request-ID: %d orders (%d answered from their record), %d releases (%d of them handed over %d prescriptions their first attempt released), in %d attempts: %s",
+		len(l.resendOrder), l.replayed, len(l.undecided), recovered, handed, l.resends, time.Since(start).Round(time.Millisecond)-loaded)
 
 	l.check(t, ctx, before)
 }
