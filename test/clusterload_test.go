@@ -214,7 +214,7 @@ func (l *load) send(k int, path, token, requestID string, body []byte) answer {
 		// What the connection said, without addresses: "EOF",
 		// "connection reset by peer", a timeout.
 		msg := err.Error()
-		a.kind = "no answer: " + msg[strings.LastIndex(msg, ": ")+2:]
+		a.kind = "no answer: " + strings.TrimSpace(msg[strings.LastIndex(msg, ": ")+1:])
 		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "Client.Timeout") {
 			a.kind = "no answer in 60s"
 		}
