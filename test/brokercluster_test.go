@@ -7,14 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nhs-eps/epsbroker/broker"
 )
 
 // procCluster is the deployment of the process fault test: three epsbroker
@@ -152,9 +149,7 @@ func (c *procCluster) openStores(ctx context.Context) *natsCluster {
 		stores = append(stores, filepath.Join(d, "jetstream"))
 	}
 	c.nc = startNATSClusterOn(c.t, "eps-faults", c.names, stores)
-	// Every stream and bucket the broker opens, its scheduler lease's too:
-	// the later broker's start does not wait for their leaders.
-	waitStreamReplicas(c.t, ctx, c.nc.ClientURLs(), 3, append(slices.Clone(brokerStreams), "KV_"+broker.BucketLeases)...)
+	waitStreamReplicas(c.t, ctx, c.nc.ClientURLs(), 3, brokerStreams...)
 	return c.nc
 }
 
@@ -166,7 +161,7 @@ func (c *procCluster) eventLog(ctx context.Context) *eventCounts {
 // later starts the later broker in external mode on the processes'
 // stores (openStores): the processes are stopped by then.
 func (c *procCluster) later(ctx context.Context) string {
-	return startLaterBroker(c.t, ctx, c.openStores(ctx).ClientURLs(), c.dirs[0]).URL
+	return startLaterBroker(c.t, ctx, c.openStores(ctx), c.dirs[0]).URL
 }
 
 // The fault scenario on a cluster formed by three broker

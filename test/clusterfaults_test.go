@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/config"
 )
@@ -41,15 +43,21 @@ func (d *inProcess) eventLog(ctx context.Context) *eventCounts {
 }
 
 func (d *inProcess) later(ctx context.Context) string {
-	return startLaterBroker(d.t, ctx, d.nats.ClientURLs(), d.dirs[0]).URL
+	return startLaterBroker(d.t, ctx, d.nats, d.dirs[0]).URL
 }
 
-// startLaterBroker starts a broker instance in external mode on the
-// cluster of urls (R3), with the keys of data dir keys, whose clock is
-// ahead of the NATS servers' by more than service.AbandonAfter, and waits
-// until its ready queues hold the event log.
-func startLaterBroker(t *testing.T, ctx context.Context, urls, keys string) *testBroker {
+// startLaterBroker starts a broker instance in external mode on cluster c
+// (R3), with the keys of data dir keys, whose clock is ahead of the NATS
+// servers' by more than service.AbandonAfter, and waits until its ready
+// queues hold the event log. It starts once the cluster has a meta leader
+// and every stream and bucket the broker opens (its scheduler lease's too)
+// a leader and current replicas: the broker's start does not wait for
+// them (after a heal, opening the lease bucket timed out).
+func startLaterBroker(t *testing.T, ctx context.Context, c *natsCluster, keys string) *testBroker {
 	t.Helper()
+	c.waitMeta(ctx)
+	urls := c.ClientURLs()
+	waitStreamReplicas(t, ctx, urls, 3, append(slices.Clone(brokerStreams), "KV_"+broker.BucketLeases)...)
 	dir := t.TempDir()
 	sharedKeys(t, keys, dir)
 	later := func() time.Time { return time.Now().Add(service.AbandonAfter + time.Minute) }
