@@ -38,11 +38,23 @@ type linkAnswer struct {
 // never 500; afterwards every order answered 200 is stored exactly once and
 // every other at most once, and new orders are accepted.
 //
+// Two cases: "quiet", where the requests' writes fit in the socket
+// buffers and the link's pings notice it (broker.LinkPingInterval), and
+// "busy", where the test also floods the broker's connection with 32 KiB
+// messages (as heavy intake would) until the socket buffers are full and
+// nats.go's flusher blocks on the socket holding the connection's lock
+// (broker.LinkFlusherTimeout).
+//
 // The broker is given only the proxy's URL, so that it starts on node 0
 // through the proxy whatever nats.go's shuffling of its server list; the
 // other nodes' client URLs it learns from the cluster are reachable
 // directly, as another node would be in production.
 func TestBlackholedNATSLink(t *testing.T) {
+	t.Run("quiet", func(t *testing.T) { blackholedLink(t, false) })
+	t.Run("busy", func(t *testing.T) { blackholedLink(t, true) })
+}
+
+func blackholedLink(t *testing.T, flood bool) {
 	c := startNATSCluster(t, 3)
 	urls := c.ClientURLs()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -156,6 +168,22 @@ func TestBlackholedNATSLink(t *testing.T) {
 
 	cut := time.Now()
 	link.setMode(cutDrop)
+	var flooded int
+	floodDone := make(chan struct{})
+	if flood {
+		go func() {
+			defer close(floodDone)
+			msg := make([]byte, 32<<10)
+			for nc.ConnectedUrl() == proxyURL && ctx.Err() == nil {
+				if err := nc.Publish("test.flood", msg); err != nil {
+					return
+				}
+				flooded += len(msg)
+			}
+		}()
+	} else {
+		close(floodDone)
+	}
 	// The broker notices and reconnects to another node: its connection's
 	// server is no longer the proxy (the proxy holds new connections
 	// unanswered, so it cannot be the proxy again).
@@ -170,6 +198,7 @@ func TestBlackholedNATSLink(t *testing.T) {
 	}
 	reconnected := time.Now()
 	server := nc.ConnectedUrl()
+	<-floodDone
 	waitReady(t, b, http.StatusOK, 90*time.Second)
 	ready := time.Now()
 	waitOK("after the reconnect", ready, afterReconnect)
@@ -202,7 +231,7 @@ func TestBlackholedNATSLink(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("link blackholed: reconnected to %s after %v (ready after %v); orders in flight at the cut or sent before ready: %d (%d 200, %d 503); in all %d orders answered 200 (each stored once), %d answered 503 (%d of them stored: outcome unknown to the client, a resend with the same X-Request-ID gets 200)",
-		server, reconnected.Sub(cut).Round(time.Millisecond), ready.Sub(cut).Round(time.Millisecond),
+	t.Logf("link blackholed (flood %v: %d KiB published into it): reconnected to %s after %v (ready after %v); orders in flight at the cut or sent before ready: %d (%d 200, %d 503); in all %d orders answered 200 (each stored once), %d answered 503 (%d of them stored: outcome unknown to the client, a resend with the same X-Request-ID gets 200)",
+		flood, flooded>>10, server, reconnected.Sub(cut).Round(time.Millisecond), ready.Sub(cut).Round(time.Millisecond),
 		duringCut, okDuringCut, duringCut-okDuringCut, ok, unavailable, unavailableStored)
 }
