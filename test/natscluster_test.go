@@ -564,6 +564,17 @@ func TestNATSClusterHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := s.CachedInfo().State.Msgs; got != uint64(stored) {
-		t.Errorf("the stream holds %d messages, %d were acknowledged", got, stored)
+		t.Errorf("the stream holds %d messages, %d were acknowledged (answered by leader %s)", got, stored, s.CachedInfo().Cluster.Leader)
+		// What each node's client is told (the answer comes from whichever
+		// node claims the leadership first).
+		for i := range c.nodes {
+			if nc, err := nats.Connect(c.clientURL(i)); err == nil {
+				js, _ := jetstream.New(nc)
+				if s, err := js.Stream(ctx, "HELPER"); err == nil {
+					t.Logf("through node %d: %d messages, leader %s", i, s.CachedInfo().State.Msgs, s.CachedInfo().Cluster.Leader)
+				}
+				nc.Close()
+			}
+		}
 	}
 }
