@@ -439,6 +439,19 @@ func releasedUnder(rec *rx.Prescription, p auth.Principal, messageID string) boo
 	return false
 }
 
+// ownRelease reports whether rec is held by p's organisation through a
+// nominated release made by p under messageID as its last event: the
+// request's own write, stored though its answer said otherwise (a
+// compare-and-set answered as lost after a leader change, a resend meeting
+// its own message), so it is handed over rather than passed over.
+func ownRelease(rec *rx.Prescription, p auth.Principal, messageID string) bool {
+	if len(rec.History) == 0 || !rec.ReleasedTo(p.ODS) {
+		return false
+	}
+	h := rec.History[len(rec.History)-1]
+	return h.Type == rx.EventNominatedRelease && byRequest(h, p, messageID)
+}
+
 // byRequest reports whether history entry h was made by p (its
 // organisation and user) under messageID.
 func byRequest(h rx.Event, p auth.Principal, messageID string) bool {
@@ -552,12 +565,22 @@ func (l *Lifecycle) releaseQueued(ctx context.Context, p auth.Principal, actor r
 	if err != nil {
 		return queueRelease{err: err}
 	}
+	var held *rx.Prescription
 	rec, err := l.update(ctx, id, rx.EventNominatedRelease, messageID, body, func(cur *rx.Prescription) (*rx.Prescription, error) {
+		if ownRelease(cur, p, messageID) {
+			// Decided again after this request's own write was stored
+			// but answered as lost (a conflict): it is this release's.
+			held = cur
+			return nil, errAlready
+		}
 		if !rx.QueuedFor(cur, p.ODS) {
 			return nil, errSkip
 		}
 		return rx.Release(cur, p.ODS, actor, messageID, true, l.now())
 	})
+	if errors.Is(err, errAlready) {
+		rec, err = held, nil
+	}
 	switch {
 	case errors.Is(err, errSkip), rx.IsNotFound(err):
 		return queueRelease{skip: true}

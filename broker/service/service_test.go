@@ -606,6 +606,40 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("nominated release: its own stored write answered as a lost compare-and-set: decided again, it is handed over", func(t *testing.T) {
+		e := newEnv(t)
+		var gs []*fhirgen.Generated
+		for range 3 {
+			gs = append(gs, e.accepted())
+		}
+		// The write of the second is stored, but the store answers it as
+		// a conflict (a resend after a leader change meeting "wrong last
+		// sequence"): the release reads it again and finds it released by
+		// itself.
+		var once atomic.Bool
+		e.st.AfterWrite(func(id string) error {
+			if id == gs[1].ShortID && once.CompareAndSwap(false, true) {
+				return service.ErrConflict
+			}
+			return nil
+		})
+		out, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n1", []byte("{}"), 25)
+		e.st.AfterWrite(nil)
+		if !once.Load() {
+			t.Fatal("no write answered as a conflict: the test does not test it")
+		}
+		if got := releasedIDs(out); err != nil || !slices.Equal(got, ids(gs)) {
+			t.Errorf("handed over %v, %v; want every one it released, %v", got, err, ids(gs))
+		}
+		if evs := e.st.Events(gs[1].ShortID); len(evs) != 2 {
+			t.Errorf("%d events of the prescription, want 2 (order, one release)", len(evs))
+		}
+		// Another request of the same user is not handed it.
+		if again, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n2", []byte("{}"), 25); err != nil || len(again) != 0 {
+			t.Errorf("another request: %v, %v; want nothing", releasedIDs(again), err)
+		}
+	})
+
 	t.Run("nominated release: queues that cannot catch up: 503, nothing released", func(t *testing.T) {
 		e := newEnv(t)
 		g := e.accepted()
