@@ -52,7 +52,10 @@ func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.T
 	if r.Status != 0 {
 		return &r, service.Reservation{}, nil
 	}
-	if now.Sub(e.Created()) < service.AbandonAfter {
+	// A release answered 503 with its writes unconfirmed kept its
+	// reservation for its retry: taken over at once, not when abandoned.
+	// (Nothing runs under it: another request is told so at once.)
+	if !r.Unresolved && now.Sub(e.Created()) < service.AbandonAfter {
 		return nil, service.Reservation{}, service.ErrInFlight
 	}
 	if r.BodyHash != hash {
@@ -110,13 +113,29 @@ func (s *Store) EventsUnder(ctx context.Context, messageID string, since time.Ti
 // not rebuildable: its reservation is given up instead (see CompleteRequest).
 var ErrAnswerTooLarge = errors.New("the answer is too large to keep for X-Request-ID")
 
-// CompleteRequest records the answer to a reserved request. An answer too
+// CompleteRequest records the answer to a reserved request. A
+// SavedResponse marked Unresolved is no answer: it keeps the reservation
+// for the request's retry, which takes it over at once (ReserveRequest),
+// with Since the time it was reserved (read from the bucket when not
+// given). An answer too
 // large for one message of the bucket gives the reservation up and returns
 // ErrAnswerTooLarge (a retry then runs again, rather than meeting 409 until
 // the reservation is taken over).
 func (s *Store) CompleteRequest(ctx context.Context, key string, rev uint64, r *service.SavedResponse) error {
 	kept := *r
 	kept.BodyHash = s.pseudo.keyedHash(r.BodyHash)
+	if r.Unresolved && r.Since.IsZero() {
+		// The work of the request is in the event log after its
+		// reservation was made (the server's time, as the log's).
+		e, err := s.requests.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("read request key: %w", err)
+		}
+		if e.Revision() != rev {
+			return fmt.Errorf("request key: revision %d, reserved %d", e.Revision(), rev)
+		}
+		kept.Since = e.Created()
+	}
 	if r.Body != nil {
 		kept.Body, kept.Sealed = nil, s.pseudo.seal(r.Body, []byte(key))
 	}

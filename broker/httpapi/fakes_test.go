@@ -103,6 +103,9 @@ type fakeLifecycle struct {
 	err      error
 	released []string // IDs handed over, in order
 	tasks    int
+	// under is what ReleasedUnder finds; since the times it was asked from.
+	under []service.Released
+	since []time.Time
 }
 
 func (f *fakeLifecycle) ReleaseByID(_ context.Context, _ auth.Principal, _, id, _ string, _ []byte) (*service.Released, error) {
@@ -123,8 +126,11 @@ func (f *fakeLifecycle) ReleaseNominated(context.Context, auth.Principal, string
 	return nil, f.err
 }
 
-func (f *fakeLifecycle) ReleasedUnder(context.Context, auth.Principal, string, string, time.Time) ([]service.Released, error) {
-	return nil, nil
+func (f *fakeLifecycle) ReleasedUnder(_ context.Context, _ auth.Principal, _, _ string, since time.Time) ([]service.Released, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.since = append(f.since, since)
+	return f.under, nil
 }
 
 func (f *fakeLifecycle) OrderOf(_ context.Context, id string) ([]byte, error) {
@@ -154,6 +160,7 @@ type fakeRequests struct {
 	mu       sync.Mutex
 	saved    map[string]*service.SavedResponse
 	reserved map[string]uint64
+	since    map[string]time.Time // when each reserved key was first reserved
 	inFlight map[string]bool
 	err      error
 	rev      uint64
@@ -161,10 +168,10 @@ type fakeRequests struct {
 }
 
 func newFakeRequests() *fakeRequests {
-	return &fakeRequests{saved: map[string]*service.SavedResponse{}, reserved: map[string]uint64{}, inFlight: map[string]bool{}}
+	return &fakeRequests{saved: map[string]*service.SavedResponse{}, reserved: map[string]uint64{}, since: map[string]time.Time{}, inFlight: map[string]bool{}}
 }
 
-func (f *fakeRequests) ReserveRequest(_ context.Context, key, _ string, _ time.Time) (*service.SavedResponse, service.Reservation, error) {
+func (f *fakeRequests) ReserveRequest(_ context.Context, key, _ string, now time.Time) (*service.SavedResponse, service.Reservation, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
@@ -172,11 +179,18 @@ func (f *fakeRequests) ReserveRequest(_ context.Context, key, _ string, _ time.T
 		return nil, service.Reservation{}, f.err
 	case f.inFlight[key]:
 		return nil, service.Reservation{}, service.ErrInFlight
+	case f.saved[key] != nil && f.saved[key].Unresolved:
+		// Kept for the retry of a release whose outcome is not known.
+		since := f.saved[key].Since
+		delete(f.saved, key)
+		f.rev++
+		f.reserved[key], f.since[key] = f.rev, since
+		return nil, service.Reservation{Rev: f.rev, TakenOver: since}, nil
 	case f.saved[key] != nil:
 		return f.saved[key], service.Reservation{}, nil
 	}
 	f.rev++
-	f.reserved[key] = f.rev
+	f.reserved[key], f.since[key] = f.rev, now
 	return nil, service.Reservation{Rev: f.rev}, nil
 }
 
@@ -187,6 +201,11 @@ func (f *fakeRequests) CompleteRequest(_ context.Context, key string, rev uint64
 		return fmt.Errorf("complete %s: revision %d, reserved %d", key, rev, f.reserved[key])
 	}
 	delete(f.reserved, key)
+	if r.Unresolved && r.Since.IsZero() {
+		kept := *r
+		kept.Since = f.since[key]
+		r = &kept
+	}
 	f.saved[key] = r
 	return nil
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"net/http"
 
 	"github.com/google/uuid"
@@ -40,6 +41,7 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 		// anything, is handed over again instead of other prescriptions.
 		released, err = a.Releases.ReleasedUnder(r.Context(), p, req.Owner, messageID(r), since)
 		if err != nil {
+			noteUnresolved(r.Context()) // still not known: the next retry looks again
 			a.writeError(w, r, err)
 			return
 		}
@@ -56,6 +58,9 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 	default:
 		released, err = a.Releases.ReleaseNominated(r.Context(), p, req.Owner, messageID(r), body, nominatedReleaseMax)
 		if err != nil {
+			if errors.Is(err, service.ErrReleaseUnresolved) {
+				noteUnresolved(r.Context())
+			}
 			a.writeError(w, r, err)
 			return
 		}
@@ -72,6 +77,17 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) {
 	// A replay of this X-Request-ID rebuilds the answer from refs.
 	noteRelease(r.Context(), refs)
 	writeFHIR(w, http.StatusOK, fhir.ReleaseResponse(orders))
+}
+
+// noteUnresolved tells the idempotency middleware (if the request has an
+// X-Request-ID) that the release answered 503 without knowing what it
+// released: its reservation is kept, marked, in the shared bucket, so that
+// its retry on any instance takes it over at once and hands over what the
+// request released (ReleasedUnder) rather than releasing others.
+func noteUnresolved(ctx context.Context) {
+	if n, ok := ctx.Value(replayNoteKey{}).(*replayNote); ok {
+		n.unresolved = true
+	}
 }
 
 // releasedOrder is one entry of a release answer.

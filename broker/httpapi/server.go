@@ -488,6 +488,11 @@ func (a *api) idempotent(next http.HandlerFunc) http.Handler {
 				saved.Body, saved.Rebuild, saved.Release, saved.AnswerHash = nil, true, note.release, service.AnswerHash(rec.body)
 			}
 			err = a.Requests.CompleteRequest(ctx, key, res.Rev, saved)
+		} else if note.unresolved {
+			// A release that may have handed prescriptions over: its
+			// retry, on any instance, must get them (see noteUnresolved).
+			err = a.Requests.CompleteRequest(ctx, key, res.Rev,
+				&service.SavedResponse{BodyHash: hash, Unresolved: true, Since: res.TakenOver})
 		} else {
 			err = a.Requests.ReleaseRequest(ctx, key, res.Rev)
 		}
@@ -507,6 +512,9 @@ type replayNote struct {
 	// takenOver is when the key was first reserved, when this request took
 	// over a reservation whose request never answered (zero otherwise).
 	takenOver time.Time
+	// unresolved: a release whose outcome is not known answered 503; its
+	// reservation is kept for its retry instead of given up.
+	unresolved bool
 }
 
 type replayNoteKey struct{}

@@ -420,6 +420,42 @@ func TestIdempotentReleaseReplay(t *testing.T) {
 	}
 }
 
+// A nominated release answered 503 because its writes could not be
+// confirmed keeps its X-Request-ID reservation, marked, instead of giving it
+// up: the retry (on any instance: the mark is in the shared bucket) takes
+// it over at once and hands over what the request released, not others.
+func TestUnresolvedReleaseRetry(t *testing.T) {
+	f := newFixture(t)
+	rec := f.addRx("A83008", "FA565", "9449305552")
+	order := f.records.current[rec.ID].Body
+	body := string(fhirgen.Release("FA565", ""))
+	send := func() *httptest.ResponseRecorder {
+		return f.do(req{method: "POST", path: "/FHIR/R4/Task/$release", token: tokDispenser, body: body,
+			header: map[string]string{"X-Request-ID": "rel-u"}})
+	}
+	f.life.err = &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
+		Diagnostics: "not confirmed", Err: service.ErrReleaseUnresolved}
+	wantOutcome(t, send(), 503, fhir.CodeServiceUnavailable)
+	saved := f.requests.saved[service.RequestKey("disp-user", "FA565", "rel-u")]
+	if saved == nil || !saved.Unresolved || saved.Status != 0 || saved.Since.IsZero() || f.requests.released != 0 {
+		t.Fatalf("kept %+v, %d given back; want the reservation kept, marked unresolved, with when it was reserved", saved, f.requests.released)
+	}
+	// The release did hand the prescription over; the retry finds it.
+	f.life.err = nil
+	f.life.under = []service.Released{{Record: rec, Order: order}}
+	f.life.rx[rec.ID] = service.Released{Record: rec, Order: order} // for the replay
+	again := send()
+	if again.Code != 200 || !bytes.Contains(again.Body.Bytes(), []byte(rec.BundleID)) {
+		t.Fatalf("retry: %d %s", again.Code, again.Body.String())
+	}
+	if len(f.life.since) != 1 || !f.life.since[0].Equal(saved.Since) {
+		t.Errorf("looked for the request's releases since %v, want once since %v", f.life.since, saved.Since)
+	}
+	if third := send(); third.Code != 200 || third.Header().Get("X-Idempotent-Replay") != "true" || !bytes.Equal(third.Body.Bytes(), again.Body.Bytes()) {
+		t.Errorf("replay: %d %q", third.Code, third.Header().Get("X-Idempotent-Replay"))
+	}
+}
+
 // Known paths with another method are 405 with Allow (after
 // authentication on the API); unknown paths 404 with an OperationOutcome.
 func TestMethodsAndPaths(t *testing.T) {

@@ -271,8 +271,11 @@ const CatchUpTimeout = 5 * time.Second
 // when nothing was released is the write's error returned. When the read
 // back fails too, nothing is handed over and the answer is 503
 // (ErrReleaseUnresolved): a retry with the same messageID (X-Request-ID) by
-// the same user, on this broker, reads them back again and hands over
-// those released, rather than releasing others.
+// the same user reads them back again and hands over those released,
+// rather than releasing others: on this broker from what it remembers, and
+// on any broker because the HTTP API keeps the request's X-Request-ID
+// reservation marked unresolved (service.SavedResponse.Unresolved), which
+// the retry takes over at once and reads back with ReleasedUnder.
 func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owner, messageID string, body []byte, max int) ([]Released, error) {
 	if err := dispenserOnly(p, owner); err != nil {
 		return nil, err

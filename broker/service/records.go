@@ -104,6 +104,13 @@ type SavedResponse struct {
 	// the request it was reserved for is in the event log after it.
 	Since time.Time `json:"since,omitzero"`
 
+	// Unresolved marks a reservation kept, without an answer, for a
+	// release answered 503 because its writes could not be confirmed
+	// (ErrReleaseUnresolved): a retry of the same request, on any
+	// instance, takes it over at once (Reservation.TakenOver = Since) and
+	// hands over what it released. Status is 0.
+	Unresolved bool `json:"unresolved,omitempty"`
+
 	Release    []ReleasedRef `json:"release,omitempty"`
 	Rebuild    bool          `json:"rebuild,omitempty"`    // the answer is rebuilt from Release (which may be empty)
 	AnswerHash string        `json:"answerHash,omitempty"` // SHA-256 of the answer's body, when rebuilt
