@@ -249,7 +249,7 @@ func StartRunner[T any](ctx context.Context, js jetstream.JetStream, m *Metrics,
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", cfg.Name, err)
 	}
-	r.cc, err = cons.Consume(r.handle, jetstream.PullMaxMessages(512), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	r.cc, err = cons.Consume(r.handle, jetstream.PullMaxMessages(512), jetstream.PullHeartbeat(ConsumeHeartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		switch {
 		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
 			r.running.Store(false)
@@ -335,6 +335,22 @@ func (r *Runner[T]) noteFloor(floor uint64) {
 	}
 	r.signal()
 }
+
+// ConsumeHeartbeat is the idle heartbeat the runner asks of the server
+// while its pull request waits. Two missed in a row (2 s) and the client
+// takes the consumer for lost: an ordered consumer is then made again from
+// the next sequence, a durable one's pull request sent again. That is how
+// a consumer whose server went away is noticed when the connection itself
+// did not drop (the node holding an ordered consumer, an R1 consumer,
+// stopped or cut off while the broker is connected to another node; a
+// durable consumer's leader moved). nats.go's defaults are 5 s for an
+// ordered consumer and 15 s for a durable one (half the pull's 30 s
+// expiry), so the tracker index stood still for 10 s or more after such a
+// failover, and releases answered 503 meanwhile (they wait at most
+// service.CatchUpTimeout, 5 s, for the index). A heartbeat is sent only
+// while the consumer has nothing to deliver: at most one small message a
+// second per consumer and broker instance.
+const ConsumeHeartbeat = time.Second
 
 // Running reports whether the runner is consuming.
 func (r *Runner[T]) Running() bool { return r.running.Load() }
