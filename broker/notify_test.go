@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -274,4 +276,84 @@ func TestNotifierUpdatesTheConsumerInPlace(t *testing.T) {
 	if info, _ := s.Info(ctx); info.State.Msgs != 2 {
 		t.Errorf("%d notifications, want 2 (only the event after the acknowledged one)", info.State.Msgs)
 	}
+}
+
+// publishOrders appends n order events (each about its own prescription,
+// prescribed by prescriber(i) and nominated to dispenser(i)) to the event
+// log with async publishes and returns the last one's sequence.
+func publishOrders(t testing.TB, st *Store, n int, prescriber, dispenser func(i int) string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var last jetstream.PubAckFuture
+	for i := range n {
+		id := fmt.Sprintf("%06X-A83008-00000A", i)
+		rec := fmt.Sprintf(`{"id":%q,"prescriber":%q,"status":"0001","nominated":%q,"history":[{"type":"prescription-order","org":%[2]q,"status":"0001"}]}`,
+			id, prescriber(i), dispenser(i))
+		msg := &nats.Msg{Subject: SubjectRx + id, Header: nats.Header{}}
+		msg.Header.Set(HeaderEvent, rx.EventOrder)
+		msg.Header.Set(HeaderRecord, rec)
+		f, err := st.js.PublishMsgAsync(msg, jetstream.WithExpectStream(StreamEvents))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = f
+	}
+	select {
+	case <-st.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	select {
+	case ack := <-last.Ok():
+		return ack.Sequence
+	case err := <-last.Err():
+		t.Fatal(err)
+	}
+	return 0
+}
+
+// BenchmarkNotifier is the rate at which the notifier stores the
+// notifications of events already in the log (each an order: two
+// notifications, to the prescriber and prescription-ready to the nominated
+// dispenser) on the embedded server under sync always: from its start
+// until its applied sequence reaches the last event. Each round starts
+// with a fresh consumer and an empty EPS_NOTIFY, so nothing is a duplicate.
+//
+//	go test -run '^$' -bench Notifier -benchtime 3x -count 6 ./broker/ | benchstat -
+func BenchmarkNotifier(b *testing.B) {
+	st, _, m := notifyStore(b, 0, StorageLimits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	const events = 2000
+	last := publishOrders(b, st, events, func(i int) string { return fmt.Sprintf("P%05d", i%50) },
+		func(i int) string { return fmt.Sprintf("F%05d", i%200) })
+	ns, err := st.js.Stream(ctx, StreamNotify)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var took time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		if err := st.js.DeleteConsumer(ctx, StreamEvents, ConsumerQueueProjector); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			b.Fatal(err)
+		}
+		if err := ns.Purge(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		n, err := StartNotifier(ctx, st, m, zap.NewNop())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := n.WaitApplied(ctx, last); err != nil {
+			b.Fatal(err)
+		}
+		took += time.Since(start)
+		b.StopTimer()
+		n.Stop()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(events)*float64(b.N)/took.Seconds(), "events/s")
 }
