@@ -86,30 +86,56 @@ type pendingNotification struct {
 	n                 Notification
 }
 
-// publishNotifications stores notifications in StreamNotify, all at once,
-// and returns once every one is stored (or already was: a duplicate).
-func (p *Notifier) publishNotifications(ctx context.Context, ns []pendingNotification) error {
-	type sent struct {
-		pn    pendingNotification
-		fut   jetstream.PubAckFuture
-		start time.Time
-	}
-	var all []sent
+// NotifyInFlight is how many events' notifications the notifier has in
+// flight at once at most: published, their acknowledgements from
+// StreamNotify awaited. The next event waits for one of them to finish.
+const NotifyInFlight = 256
+
+// notifyAckWait is how long the notifier waits for a notification's
+// acknowledgement before it retries the event, should the publish's own
+// timeout (the store's WithPublishAsyncTimeout) never answer: under the
+// consumer's AckWait, so that the server does not deliver the event again
+// while it is in flight.
+const notifyAckWait = 20 * time.Second
+
+// sentNotification is a notification published, its acknowledgement
+// awaited.
+type sentNotification struct {
+	pn    pendingNotification
+	fut   jetstream.PubAckFuture
+	start time.Time
+}
+
+// publishNotifications publishes the notifications of an event to
+// StreamNotify without waiting for them to be stored, each with its message
+// ID, and returns those it published; err is the first publish refused at
+// once (the rest are then not published).
+func (p *Notifier) publishNotifications(ns []pendingNotification) ([]sentNotification, error) {
+	sent := make([]sentNotification, 0, len(ns))
 	for _, pn := range ns {
 		body, _ := json.Marshal(pn.n)
 		msg := &nats.Msg{Subject: pn.subject, Data: body, Header: nats.Header{}}
 		msg.Header.Set(HeaderNotifyKind, pn.audience+"."+pn.n.Event)
 		start := time.Now()
-		fut, err := p.store.js.PublishMsgAsync(msg, jetstream.WithMsgID(notifyMsgID(pn.n.EventSeq, pn.audience, pn.n.Event)),
+		fut, err := p.publish(msg, jetstream.WithMsgID(notifyMsgID(pn.n.EventSeq, pn.audience, pn.n.Event)),
 			jetstream.WithExpectStream(StreamNotify))
 		if err != nil {
 			p.metrics.JetStreamPublish.WithLabelValues(StreamNotify, "error").Observe(time.Since(start).Seconds())
-			return fmt.Errorf("notification %s: %w", pn.subject, err)
+			return sent, fmt.Errorf("notification %s: %w", pn.subject, err)
 		}
-		all = append(all, sent{pn, fut, start})
+		sent = append(sent, sentNotification{pn, fut, start})
 	}
+	return sent, nil
+}
+
+// awaitStored waits for the acknowledgement of every notification sent and
+// returns nil once StreamNotify has stored them all (or already had: a
+// duplicate), or the errors of those it did not store.
+func (p *Notifier) awaitStored(sent []sentNotification) error {
+	timeout := time.NewTimer(notifyAckWait)
+	defer timeout.Stop()
 	var errs []error
-	for _, s := range all {
+	for _, s := range sent {
 		select {
 		case ack := <-s.fut.Ok():
 			outcome := "ok"
@@ -122,8 +148,9 @@ func (p *Notifier) publishNotifications(ctx context.Context, ns []pendingNotific
 		case err := <-s.fut.Err():
 			p.metrics.JetStreamPublish.WithLabelValues(StreamNotify, "error").Observe(time.Since(s.start).Seconds())
 			errs = append(errs, fmt.Errorf("notification %s: %w", s.pn.subject, err))
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("notification %s: %w", s.pn.subject, ctx.Err()))
+		case <-timeout.C:
+			p.metrics.JetStreamPublish.WithLabelValues(StreamNotify, "error").Observe(time.Since(s.start).Seconds())
+			errs = append(errs, fmt.Errorf("notification %s: no acknowledgement within %s", s.pn.subject, notifyAckWait))
 		}
 	}
 	return errors.Join(errs...)
