@@ -405,7 +405,7 @@ func (r *Runner[T]) appliedLocked() uint64 {
 type RunnerState struct {
 	Name         string
 	Applied      uint64
-	Highest      uint64 // the highest sequence delivered
+	Highest      uint64 // the highest sequence delivered here, or under the ack floor
 	InHand       int    // delivered, not finished
 	Redelivering int    // of those, waiting for a redelivery after a failure
 }
