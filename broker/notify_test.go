@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/service"
@@ -471,12 +472,15 @@ func (g *publishGate) release(t *testing.T, keep func(seq uint64) bool) {
 }
 
 // startGated starts a notifier whose publishes go through a gate holding
-// the events hold says.
+// the events hold says. Its atomic batches are refused as by a stream
+// that takes none, so it publishes each notification on its own (through
+// the gate) from its first commit on.
 func startGated(t *testing.T, ctx context.Context, st *Store, m *Metrics, hold func(seq uint64) bool) (*Notifier, *publishGate) {
 	t.Helper()
 	g := &publishGate{js: st.js, hold: hold}
 	p := newNotifier(st, m, zap.NewNop())
 	p.publish = g.publish
+	p.publishBatch = func(context.Context, []*nats.Msg) error { return jetstreamext.ErrBatchPublishNotEnabled }
 	if _, err := p.start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/service"
@@ -70,14 +72,29 @@ type Notifier struct {
 	runner  *Runner[*service.Event]
 	// slots holds one token per event whose notifications are in flight.
 	slots chan struct{}
+	// mu guards the events waiting for a commit, the commits running,
+	// and the batching state (notify.go: commitLoop).
+	mu       sync.Mutex
+	pending  []notifyJob
+	commits  int
+	batching bool // StreamNotify takes atomic batches
+	maxBatch int  // notifications in one atomic batch at most
 	// publish is the async publish to StreamNotify (the store's
 	// PublishMsgAsync; tests put a hand on it).
 	publish func(*nats.Msg, ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+	// publishBatch publishes an atomic batch to StreamNotify and returns
+	// once it is stored (jetstreamext.PublishMsgBatch).
+	publishBatch func(context.Context, []*nats.Msg) error
 }
 
 // newNotifier is a notifier of store's event log, not yet consuming.
 func newNotifier(store *Store, m *Metrics, log *zap.Logger) *Notifier {
-	return &Notifier{store: store, metrics: m, log: log, slots: make(chan struct{}, NotifyInFlight), publish: store.js.PublishMsgAsync}
+	return &Notifier{store: store, metrics: m, log: log, slots: make(chan struct{}, NotifyInFlight), publish: store.js.PublishMsgAsync,
+		maxBatch: NotifyMaxBatch,
+		publishBatch: func(ctx context.Context, msgs []*nats.Msg) error {
+			_, err := jetstreamext.PublishMsgBatch(ctx, store.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+			return err
+		}}
 }
 
 // StartNotifier creates (or resumes, updating its configuration in place)
@@ -86,9 +103,15 @@ func StartNotifier(ctx context.Context, store *Store, m *Metrics, log *zap.Logge
 	return newNotifier(store, m, log).start(ctx)
 }
 
-// start starts p's consumer.
+// start starts p's consumer, committing in atomic batches when
+// StreamNotify takes them.
 func (p *Notifier) start(ctx context.Context) (*Notifier, error) {
 	store := p.store
+	ns, err := store.js.Stream(ctx, StreamNotify)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamNotify, err)
+	}
+	p.batching = batchingFor(ns.CachedInfo().Config)
 	r, err := StartRunner(ctx, store.js, p.metrics, p.log, RunnerConfig[*service.Event]{
 		Name:        ConsumerQueueProjector,
 		Description: "publishes the notifications of each event (eps.notify.>) to EPS_NOTIFY",
@@ -157,15 +180,16 @@ func (p *Notifier) apply(ctx context.Context, d *Delivery[*service.Event]) error
 	case <-ctx.Done():
 		return fmt.Errorf("notifications of event %d: waiting for room among the events in flight: %w", d.Seq, ctx.Err())
 	}
-	sent, err := p.publishNotifications(ns)
-	if len(sent) == 0 {
-		<-p.slots
-		return err
+	p.mu.Lock()
+	p.pending = append(p.pending, notifyJob{d, ns})
+	start := p.commits < NotifyCommits
+	if start {
+		p.commits++
 	}
-	go func() {
-		defer func() { <-p.slots }()
-		d.Finish(errors.Join(err, p.awaitStored(sent)))
-	}()
+	p.mu.Unlock()
+	if start {
+		go p.commitLoop()
+	}
 	return ErrApplyPending
 }
 
