@@ -716,3 +716,39 @@ func TestNotifierStopWaitsForEventsInFlight(t *testing.T) {
 		t.Errorf("%v events applied, want %d (none twice)", n, events+1)
 	}
 }
+
+// The notifier commits the events waiting in atomic batches. Delivered
+// again (its consumer made anew, as after losing it), their notifications
+// are all already stored: no batch stores a second copy, and every event
+// is acknowledged again.
+func TestNotifierBatchesRedeliveredStoredOnce(t *testing.T) {
+	st, _, m := notifyStore(t, 0, StorageLimits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const events = 200
+	last := publishOrders(t, st, events, func(i int) string { return fmt.Sprintf("P%05d", i%7) }, func(i int) string { return fmt.Sprintf("F%05d", i%11) })
+	first := last - events + 1
+	for round := 1; round <= 2; round++ {
+		p, err := StartNotifier(ctx, st, m, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.WaitApplied(ctx, last); err != nil {
+			t.Fatal(err)
+		}
+		p.Stop()
+		checkNotified(t, notifyIDs(t, ctx, st), first, last, last)
+		if err := st.js.DeleteConsumer(ctx, StreamEvents, ConsumerQueueProjector); err != nil {
+			t.Fatal(err)
+		}
+		if n := counterValue(t, m, "eps_consumer_messages_total", ConsumerQueueProjector, "applied"); n != float64(round*events) {
+			t.Errorf("round %d: %v events applied, want %d", round, n, round*events)
+		}
+	}
+	if n := counterValue(t, m, "eps_consumer_messages_total", ConsumerQueueProjector, "retried"); n != 0 {
+		t.Errorf("%v retries, want none", n)
+	}
+	if n := counterValue(t, m, "eps_notifications_total", "dispenser", NotifyReady); n != events {
+		t.Errorf("eps_notifications_total{dispenser,prescription-ready} = %v, want %d (a duplicate is not counted)", n, events)
+	}
+}
