@@ -238,6 +238,20 @@ func (m *routeMesh) routes(i int) []string {
 	return out
 }
 
+// carries says whether a connection between nodes i and j goes through
+// the mesh now.
+func (m *routeMesh) carries(i, j int) bool {
+	for _, p := range []*routeProxy{m.links[i][j], m.links[j][i]} {
+		p.mu.Lock()
+		n := len(p.conns)
+		p.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // cut sets every link to and from node i to mode (linkUp heals them).
 func (m *routeMesh) cut(i int, mode cutMode) {
 	for j := range m.links {
@@ -269,11 +283,24 @@ type natsNode struct {
 // leader that every node follows.
 func startNATSCluster(t testing.TB, n int) *natsCluster {
 	t.Helper()
+	var names, stores []string
+	for i := range n {
+		names, stores = append(names, fmt.Sprintf("n%d", i)), append(stores, t.TempDir())
+	}
+	return startNATSClusterOn(t, "eps-faults", names, stores)
+}
+
+// startNATSClusterOn starts a node of cluster name for each of the server
+// names, on its store dir (where a node of that name may have been
+// before: JetStream recovers its streams), and waits for the meta leader.
+func startNATSClusterOn(t testing.TB, name string, names, stores []string) *natsCluster {
+	t.Helper()
 	secret := make([]byte, 16)
 	rand.Read(secret)
-	c := &natsCluster{t: t, name: "eps-faults", pass: hex.EncodeToString(secret), mesh: newRouteMesh(t, n)}
+	n := len(names)
+	c := &natsCluster{t: t, name: name, pass: hex.EncodeToString(secret), mesh: newRouteMesh(t, n)}
 	for i := range n {
-		c.nodes = append(c.nodes, &natsNode{name: fmt.Sprintf("n%d", i), storeDir: t.TempDir(), clientPort: server.RANDOM_PORT, clusterPort: server.RANDOM_PORT})
+		c.nodes = append(c.nodes, &natsNode{name: names[i], storeDir: stores[i], clientPort: server.RANDOM_PORT, clusterPort: server.RANDOM_PORT})
 	}
 	for i := range n {
 		c.StartNode(i)
