@@ -47,6 +47,12 @@ type App struct {
 	// NominationReports keeps the nomination changes for the reports.
 	NominationReports *broker.NominationReports
 
+	// Quorum moves the connection off a NATS server that cut off from its
+	// cluster's majority (external mode only; nil otherwise); stopQuorum
+	// ends it.
+	Quorum     *broker.QuorumWatch
+	stopQuorum context.CancelFunc
+
 	// HTTP limits: the connection cap's and rate limits' metrics, and the
 	// metrics listener (--metrics-listen) with its server.
 	limitMetrics    *httpapi.LimitMetrics
@@ -143,10 +149,18 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	storeCfg := broker.StoreConfig{
 		Replicas: replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg, Pseudonyms: pseudonyms, Limits: limits,
 		NotifyMaxAge: cfg.NotifyMaxAge, CommitMaxPending: cfg.CommitMaxPending,
-		Logger: log.Named("commit"),
+		Logger: log.Named("commit"), QuorumGrace: cfg.NATSQuorumGrace,
 	}
 	if a.Store, err = openStore(ctx, a.NATS.Conn, storeCfg, a.Metrics, clustered || a.NATS.Embedded == nil, waitUntil, log); err != nil {
 		return nil, err
+	}
+	if a.NATS.Embedded == nil {
+		// An embedded node's broker stays on its own server (in-process):
+		// cut off from the majority it stays not ready, having no other.
+		a.Quorum = broker.NewQuorumWatch(a.Store, a.NATS.Conn, log.Named("quorum"))
+		qctx, cancel := context.WithCancel(context.Background())
+		a.stopQuorum = cancel
+		go a.Quorum.Run(qctx)
 	}
 	if a.NATS.Embedded != nil {
 		// The durable notification consumers of the embedded server's
@@ -276,7 +290,10 @@ func openStore(ctx context.Context, nc *nats.Conn, cfg broker.StoreConfig, m *br
 
 // Ready reports whether the broker can serve requests.
 func (a *App) Ready(ctx context.Context) error {
-	if st := a.NATS.Conn.Status(); st != nats.CONNECTED {
+	// A reconnect (the server the broker was on lost) counts against the
+	// quorum grace with the streams' leaders (Store.Healthy): the client
+	// is on another server within a second or so.
+	if st := a.NATS.Conn.Status(); st != nats.CONNECTED && st != nats.RECONNECTING {
 		return fmt.Errorf("NATS connection %s", st)
 	}
 	if err := a.Store.Healthy(ctx); err != nil {
@@ -460,6 +477,10 @@ func (a *App) Serve(ctx context.Context) error {
 }
 
 func (a *App) closeBackend() {
+	if a.stopQuorum != nil {
+		a.stopQuorum()
+		a.stopQuorum = nil
+	}
 	if a.Scheduler != nil {
 		a.Scheduler.Stop()
 		a.Scheduler = nil
