@@ -2,13 +2,17 @@ package test
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nhs-eps/epsbroker/broker"
@@ -275,4 +279,82 @@ func TestBrokerLeavesMinorityNode(t *testing.T) {
 	if res := b.post(tok, order().Body); res.Status != 200 {
 		t.Errorf("order after the heal: %d %s", res.Status, res.Body)
 	}
+}
+
+// countingProxy forwards loopback TCP connections to target and counts
+// those it accepted.
+type countingProxy struct {
+	ln       net.Listener
+	accepted atomic.Int64
+}
+
+func newCountingProxy(t *testing.T, target string) *countingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &countingProxy{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.accepted.Add(1)
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			t.Cleanup(func() { in.Close(); out.Close() })
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return p
+}
+
+// --nats-cluster-advertise is the route address the other nodes dial: node
+// C advertises a proxy in front of its route listener, and node A, which
+// knows C only from the cluster's gossip (its one configured route is B),
+// reaches C through the proxy. A advertises a closed port, so that the
+// route between A and C can only be A's dial.
+func TestClusterAdvertise(t *testing.T) {
+	cfgs := clusterConfigs(t, 3, secretAuth(t))
+	route := func(i int) string { return "nats-route://" + cfgs[i].NATSClusterListen }
+	proxy := newCountingProxy(t, cfgs[2].NATSClusterListen)
+	cfgs[0].NATSRoutes, cfgs[0].NATSClusterAdvertise = route(1), "127.0.0.1:1"
+	cfgs[1].NATSRoutes = route(0) + "," + route(2)
+	cfgs[2].NATSRoutes, cfgs[2].NATSClusterAdvertise = route(1), proxy.ln.Addr().String()
+	for i := range cfgs {
+		if err := cfgs[i].Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes := startCluster(t, cfgs)
+	a := nodes[0].b.App.NATS.Embedded
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		rz, err := a.Routez(&server.RoutezOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var toC bool
+		var seen []string
+		for _, r := range rz.Routes {
+			toC = toC || r.RemoteName == cfgs[2].NATSServerName
+			seen = append(seen, fmt.Sprintf("%s %s:%d solicited=%v", r.RemoteName, r.IP, r.Port, r.DidSolicit))
+		}
+		if toC && proxy.accepted.Load() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no route from A to C through C's advertised address (proxy accepted %d); A's routes: %v",
+				proxy.accepted.Load(), seen)
+		}
+		time.Sleep(100 * time.Millisecond) // polling Routez, the condition itself
+	}
+	waitReplicated(t, nodes[0].b.App.Store.JetStream(), 3)
 }
