@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -22,9 +21,6 @@ import (
 // room for a split vote or a loaded machine, and is still short next to a
 // load balancer's usual unhealthy thresholds.
 const DefaultQuorumGrace = 15 * time.Second
-
-// errReconnecting is the broker's NATS connection being re-established.
-var errReconnecting = errors.New("NATS connection reconnecting")
 
 // quorumState follows the readiness checks: since when they have failed.
 type quorumState struct {
@@ -73,10 +69,15 @@ func (s *Store) QuorumGrace() time.Duration { return s.quorum.grace }
 // checkQuorum is one check: the connection, then the streams' leaders.
 func (s *Store) checkQuorum(ctx context.Context) error {
 	if s.js.Conn().Status() == nats.RECONNECTING {
-		return errReconnecting
+		return nats.ErrConnectionReconnecting
 	}
 	return s.checkLeaders(ctx)
 }
+
+// Quorate is one check without the grace: whether JetStream answers and
+// every stream and bucket the broker writes has a leader now (start-up
+// waits for it on a cluster before it starts its consumers).
+func (s *Store) Quorate(ctx context.Context) error { return s.checkQuorum(ctx) }
 
 // QuorumWatch is a broker on an external NATS cluster following its
 // streams' quorum. A NATS client keeps a healthy connection to a node
