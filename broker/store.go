@@ -441,12 +441,15 @@ func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*service
 
 // Healthy reports whether every stream and bucket the broker writes
 // answers and has a leader (unavailable.go: checkLeaders, its answer kept
-// a second); the error names the first that does not. A leader election
-// (one node of three lost: a majority remains) leaves streams without a
-// leader for seconds while the others still write, so the checks must
-// have failed for longer than the quorum grace (quorum.go) before Healthy
-// says so: otherwise every instance would leave a load balancer at once.
-// Requests meanwhile answer 503 with Retry-After one by one.
+// a second); the error names the first that does not. The streams are the
+// store's own (ownStreams) and those added with AddHealthStream: the
+// scheduler's lease bucket KV_EPS_LEASES, once the lease opens it
+// (SingleActiveScheduler). A leader election (one node of three lost: a
+// majority remains) leaves streams without a leader for seconds while the
+// others still write, so the checks must have failed for longer than the
+// quorum grace (quorum.go) before Healthy says so: otherwise every
+// instance would leave a load balancer at once. Requests meanwhile answer
+// 503 with Retry-After one by one.
 func (s *Store) Healthy(ctx context.Context) error {
 	return s.quorum.observe(s.checkQuorum(ctx), time.Now())
 }
