@@ -414,7 +414,9 @@ func (l *Lifecycle) readBackOnce(rctx context.Context, p auth.Principal, message
 	for _, id := range ids {
 		cur, err := l.rx.Current(rctx, id)
 		if errors.Is(err, ErrNotFound) {
-			continue
+			// It was queued, so it is in the log: a read answered by a
+			// replica behind the leader. Read again.
+			return nil, fmt.Errorf("read back prescription %s: %w", id, err)
 		}
 		if err != nil {
 			return nil, err
@@ -569,6 +571,7 @@ func (l *Lifecycle) releaseQueued(ctx context.Context, p auth.Principal, actor r
 		return queueRelease{err: err}
 	}
 	var held *rx.Prescription
+	wrote := false // a write was decided: it may be stored, whatever its answer
 	rec, err := l.update(ctx, id, rx.EventNominatedRelease, messageID, body, func(cur *rx.Prescription) (*rx.Prescription, error) {
 		if ownRelease(cur, p, messageID) {
 			// Decided again after this request's own write was stored
@@ -579,10 +582,18 @@ func (l *Lifecycle) releaseQueued(ctx context.Context, p auth.Principal, actor r
 		if !rx.QueuedFor(cur, p.ODS) {
 			return nil, errSkip
 		}
+		wrote = true
 		return rx.Release(cur, p.ODS, actor, messageID, true, l.now())
 	})
 	if errors.Is(err, errAlready) {
 		rec, err = held, nil
+	}
+	if wrote && rx.IsNotFound(err) {
+		// Decided again after a write of its own, from a read that knows
+		// no such prescription (a replica behind the leader): that write
+		// may be stored. Read back, not passed over.
+		return queueRelease{err: writeError(fmt.Errorf("%w: prescription %s not found after its release was written", ErrUnresolved, id),
+			id, "store "+rx.EventNominatedRelease, "update")}
 	}
 	switch {
 	case errors.Is(err, errSkip), rx.IsNotFound(err):

@@ -640,6 +640,29 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("nominated release: its own stored write answered as a conflict, then read from a lagging replica that has no such prescription: read back, handed over", func(t *testing.T) {
+		e := newEnv(t)
+		g := e.accepted()
+		var once atomic.Bool
+		e.st.AfterWrite(func(string) error {
+			if once.CompareAndSwap(false, true) {
+				// The next read (the compare-and-set's) is answered by a
+				// replica that has not caught up: nothing stored there.
+				e.st.FailNextReads(service.ErrNotFound, 1)
+				return service.ErrConflict
+			}
+			return nil
+		})
+		out, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n1", []byte("{}"), 25)
+		e.st.AfterWrite(nil)
+		if got := releasedIDs(out); err != nil || !slices.Equal(got, []string{g.ShortID}) {
+			t.Errorf("handed over %v, %v; want %s, which it released", got, err, g.ShortID)
+		}
+		if st := e.status(g.ShortID); st != rx.StatusWithDispenser {
+			t.Errorf("status %s, want with dispenser", st)
+		}
+	})
+
 	t.Run("nominated release: queues that cannot catch up: 503, nothing released", func(t *testing.T) {
 		e := newEnv(t)
 		g := e.accepted()
