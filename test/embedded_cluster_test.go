@@ -170,6 +170,7 @@ func startClusterBroker(t *testing.T, cfg config.Config) (*testBroker, error) {
 func startClusterBrokerLogs(t *testing.T, cfg config.Config) (*testBroker, *observer.ObservedLogs, error) {
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core)).With(zap.String("node", cfg.NATSServerName))
+	cfg.ShutdownDelay = 0 // stop at once (drain_test.go tests the delay)
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, log, nil)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -63,6 +64,11 @@ type App struct {
 	// default.
 	debugServer   *http.Server
 	debugListener net.Listener
+
+	// stopping is set when Serve's context ends: /readyz answers 503 and
+	// every answer closes its connection for --shutdown-delay, then the
+	// server shuts down.
+	stopping atomic.Bool
 }
 
 // New starts everything but the HTTP server: NATS, the streams and buckets,
@@ -250,7 +256,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		MetricsElsewhere: cfg.MetricsListen != "",
 	})
 	a.server = &http.Server{
-		Handler:           handler,
+		Handler:           a.closeWhenStopping(handler),
 		ReadTimeout:       cfg.HTTPReadTimeout,
 		ReadHeaderTimeout: min(cfg.HTTPReadTimeout, 10*time.Second),
 		WriteTimeout:      cfg.HTTPWriteTimeout,
@@ -332,6 +338,9 @@ func retryShared(ctx context.Context, waitUntil time.Time, log *zap.Logger, what
 
 // Ready reports whether the broker can serve requests.
 func (a *App) Ready(ctx context.Context) error {
+	if a.stopping.Load() {
+		return errors.New("stopping: this instance is shutting down; send requests to another")
+	}
 	// A reconnect (the server the broker was on lost) counts against the
 	// quorum grace with the streams' leaders (Store.Healthy): the client
 	// is on another server within a second or so.
@@ -447,9 +456,11 @@ func (a *App) Config() config.Config { return a.cfg }
 // Handler is the HTTP API.
 func (a *App) Handler() http.Handler { return a.server.Handler }
 
-// Serve answers HTTP requests until ctx ends, then drains: in-flight
-// requests finish (within the shutdown timeout), the projections stop and
-// NATS closes cleanly. It returns nil after a clean drain.
+// Serve answers HTTP requests until ctx ends, then drains: /readyz answers
+// 503 and requests are still served (each answer closing its connection)
+// for the shutdown delay, then no new requests are taken and in-flight ones
+// finish (within the shutdown timeout), the projections stop and NATS
+// closes cleanly. It returns nil after a clean drain.
 func (a *App) Serve(ctx context.Context) error {
 	if a.listener == nil {
 		if err := a.Listen(); err != nil {
@@ -491,6 +502,7 @@ func (a *App) Serve(ctx context.Context) error {
 	select {
 	case serveErr = <-errc:
 	case <-ctx.Done():
+		a.drainDelay(errc)
 		a.log.Info("draining: no new requests; waiting for in-flight ones", zap.Duration("timeout", a.cfg.ShutdownTimeout))
 		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 		if err := a.server.Shutdown(sctx); err != nil {
@@ -516,6 +528,40 @@ func (a *App) Serve(ctx context.Context) error {
 	}
 	a.log.Info("epsbroker stopped", zap.Error(serveErr))
 	return serveErr
+}
+
+// drainDelay is the first step of a stop: /readyz answers 503 ("stopping")
+// at once, and the instance keeps serving for --shutdown-delay, every
+// answer with Connection: close, so that load balancers that probe
+// /readyz stop sending it requests, and connections kept alive are closed
+// after an answer rather than under a request that races the close. It
+// returns early if the server stops by itself (errc is then left for the
+// caller to read again: it is put back).
+func (a *App) drainDelay(errc chan error) {
+	a.stopping.Store(true)
+	if a.cfg.ShutdownDelay <= 0 {
+		return
+	}
+	a.log.Info("stopping: /readyz answers 503; serving on until the shutdown delay ends", zap.Duration("delay", a.cfg.ShutdownDelay))
+	t := time.NewTimer(a.cfg.ShutdownDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case err := <-errc:
+		errc <- err
+	}
+}
+
+// closeWhenStopping makes every answer close its connection once the
+// instance is stopping (Connection: close; over HTTP/2, Go's server sends
+// GOAWAY for it).
+func (a *App) closeWhenStopping(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.stopping.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (a *App) closeBackend() {
