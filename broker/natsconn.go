@@ -343,6 +343,14 @@ func clusterOptions(cfg config.Config, so *server.Options) error {
 		tc.RootCAs = tc.ClientCAs
 		so.Cluster.TLSConfig = tc
 		so.Cluster.TLSTimeout = 5
+		// A peer is accepted as a route only if its certificate (of the
+		// CA) carries a DNS name that is the host of one of --nats-routes:
+		// without it any certificate of the CA (a client's, say) would
+		// join as a node and read and write every stream. nats-server
+		// then accepts an incoming route on its certificate alone and
+		// does not check the route secret, which still goes with this
+		// node's own dials.
+		so.Cluster.TLSCheckKnownURLs = true
 	}
 	if so.Cluster.Password == "" && so.Cluster.TLSConfig == nil {
 		return errors.New("nats-cluster-listen: the cluster's routes must authenticate: set nats-cluster-tls-cert, nats-cluster-tls-key and nats-cluster-tls-ca (mutual TLS), or nats-cluster-secret-file (a shared secret), or both")
