@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,8 +16,41 @@ func ownStreams() []string {
 		"KV_" + BucketNominations, StreamNotify, StreamDead}
 }
 
-// scaleStreams gives every stream of names the replicas want, where it has
-// others: the create-or-update of OpenStore does so for most, but the
+// keptReplicas is the replicas the broker's streams and buckets are made
+// or updated with: want, or more where one of them (the lease bucket too)
+// already has more. An instance never lowers them: one started with a
+// lower --replicas (a mistake, or a release whose default was 1 during a
+// rolling upgrade) would otherwise leave every acknowledged prescription
+// on fewer copies for the whole cluster. It keeps them and says so; an
+// operator who means to lower them does it on NATS (nats stream edit
+// --replicas), where it is one deliberate act.
+func keptReplicas(ctx context.Context, js jetstream.JetStream, want int, log *zap.Logger) (int, error) {
+	kept, from := want, ""
+	for _, name := range append(ownStreams(), "KV_"+BucketLeases) {
+		st, err := js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("stream %s: %w", name, err)
+		}
+		if r := st.CachedInfo().Config.Replicas; r > kept {
+			kept, from = r, name
+		}
+	}
+	if kept > want && log != nil {
+		log.Warn("the broker's streams have more replicas than this instance asks (--replicas): kept, never lowered; lower them on NATS if that is meant",
+			zap.String("stream", from), zap.Int("replicas", kept), zap.Int("asked", want))
+	}
+	return kept, nil
+}
+
+// Replicas is the replicas of the store's streams and buckets: those asked,
+// or more where the streams already had more (keptReplicas).
+func (s *Store) Replicas() int { return s.replicas }
+
+// scaleStreams gives every stream of names the replicas want (never fewer
+// than they have: OpenStore asks keptReplicas first), where it has others: the create-or-update of OpenStore does so for most, but the
 // nominations bucket is only opened once it exists (openNominations), so
 // an R1 deployment moved onto a cluster would keep it R1. The durable
 // consumers (replicas 0) follow their stream.
