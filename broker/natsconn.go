@@ -462,8 +462,18 @@ func (l natsLogger) Errorf(format string, v ...any)  { l.s.Errorf(format, v...) 
 func (l natsLogger) Debugf(format string, v ...any)  { l.s.Debugf(format, v...) }
 func (l natsLogger) Tracef(format string, v ...any)  {}
 
+// lameDuckBound is the longest a cluster node's lame duck stop lasts
+// before the server is shut down anyway: its leaders are handed over in
+// about a second; clients of --nats-listen still connected are not waited
+// for through the server's lame duck duration (minutes).
+const lameDuckBound = 5 * time.Second
+
 // Close drains the connection and stops the embedded server, if any, cleanly
-// (flushing JetStream to disk).
+// (flushing JetStream to disk). An embedded cluster node first goes into
+// lame duck mode: it hands the leadership of the meta layer and of every
+// stream and consumer it leads to another node, so that the cluster does
+// not wait for an election timeout to take writes again; bounded by
+// lameDuckBound.
 func (n *NATS) Close() {
 	if n.Conn != nil {
 		_ = n.Conn.Drain()
@@ -474,6 +484,20 @@ func (n *NATS) Close() {
 		n.Conn.Close()
 	}
 	if n.Embedded != nil {
+		// A single node does not listen (DontListen), and nats-server's
+		// lame duck then does nothing: only a cluster node (which has a
+		// route listener, and a client one on loopback) goes through it.
+		if n.Embedded.ClusterAddr() != nil {
+			done := make(chan struct{})
+			go func() {
+				n.Embedded.LameDuckShutdown()
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(lameDuckBound):
+			}
+		}
 		n.Embedded.Shutdown()
 		n.Embedded.WaitForShutdown()
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -74,4 +76,51 @@ func scaleStreams(ctx context.Context, js jetstream.JetStream, want int, log *za
 		}
 	}
 	return nil
+}
+
+// NodeReplicasBehind counts the broker's streams and buckets (the lease
+// bucket too) whose replica on the NATS node named node is not current, as
+// each stream's leader reports it: a stream without a leader, whose info
+// does not come, or that has no replica on node counts as behind. 0 on a
+// restarted embedded cluster node means its copies have caught up, and the
+// next node may be stopped.
+func NodeReplicasBehind(ctx context.Context, js jetstream.JetStream, node string) int {
+	behind := 0
+	for _, name := range append(ownStreams(), "KV_"+BucketLeases) {
+		if !replicaCurrent(ctx, js, name, node) {
+			behind++
+		}
+	}
+	return behind
+}
+
+func replicaCurrent(ctx context.Context, js jetstream.JetStream, name, node string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return false
+	}
+	cl := st.CachedInfo().Cluster
+	if cl == nil || cl.Leader == "" {
+		return false
+	}
+	if cl.Leader == node {
+		return true
+	}
+	for _, p := range cl.Replicas {
+		if p.Name == node {
+			return p.Current && !p.Offline
+		}
+	}
+	return false
+}
+
+// RegisterNodeCurrent adds eps_nats_node_replicas_behind, for an embedded
+// cluster node named node: NodeReplicasBehind at each scrape.
+func (m *Metrics) RegisterNodeCurrent(st *Store, node string) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eps_nats_node_replicas_behind",
+		Help: "Embedded cluster node only: the broker's streams and buckets whose replica on this node is not current (per each stream's leader; a stream without a leader counts). 0 after a restart: this node has caught up, the next may be stopped.",
+	}, func() float64 { return float64(NodeReplicasBehind(context.Background(), st.js, node)) }))
 }

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func TestEmbeddedClusterNodeWithLowerReplicasKeepsR3(t *testing.T) {
 	if r := n.b.App.Store.Replicas(); r != 3 {
 		t.Errorf("the node restarted with --replicas 1 works with %d replicas, want the streams' 3", r)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, "KV_"+broker.BucketLeases)
 	if err != nil {
@@ -37,4 +38,32 @@ func TestEmbeddedClusterNodeWithLowerReplicasKeepsR3(t *testing.T) {
 	if n.logs.FilterMessageSnippet("never lowered").Len() == 0 {
 		t.Error("the node restarted with --replicas 1 did not warn that the streams' replicas were kept")
 	}
+	// The restarted node's eps_nats_node_replicas_behind comes to 0 once
+	// its copies of every stream are current: what an operator waits for
+	// before stopping the next node.
+	for {
+		behind, err := gaugeValue(n.b, "eps_nats_node_replicas_behind")
+		if err == nil && behind == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("eps_nats_node_replicas_behind of the restarted node: %v %v, want 0", behind, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// gaugeValue is the value of a broker's unlabelled gauge.
+func gaugeValue(b *testBroker, name string) (float64, error) {
+	mfs, err := b.App.Metrics.Registry.Gather()
+	if err != nil {
+		return 0, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue(), nil
+		}
+	}
+	return 0, fmt.Errorf("no gauge %s", name)
 }

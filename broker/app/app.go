@@ -148,6 +148,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	if a.Store, err = openStore(ctx, a.NATS.Conn, storeCfg, a.Metrics, clustered || a.NATS.Embedded == nil, waitUntil, log); err != nil {
 		return nil, err
 	}
+	if a.NATS.Embedded != nil && clustered {
+		a.Metrics.RegisterNodeCurrent(a.Store, a.NATS.Embedded.Name())
+	}
 	if a.NATS.Embedded != nil {
 		// The durable notification consumers of the embedded server's
 		// dispenser and prescriber users (issue 12, notify).
