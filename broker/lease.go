@@ -277,6 +277,9 @@ func SingleActiveScheduler(ctx context.Context, sched *service.Scheduler, st *St
 	if err != nil {
 		return fmt.Errorf("scheduler lease: %w", err)
 	}
+	// Readiness requires the bucket's leader too (Healthy): without one no
+	// instance can take or renew the lease, and no scheduled work runs.
+	st.AddHealthStream("KV_" + BucketLeases)
 	log.Info("scheduler lease", zap.String("holder", lease.Holder()), zap.Duration("ttl", lease.TTL()))
 	sched.UseLease(lease, service.LeaseOptions{})
 	return nil

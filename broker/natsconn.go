@@ -69,6 +69,7 @@ func ConnectNATS(ctx context.Context, cfg config.Config, log *zap.Logger) (*NATS
 		if cfg.NATSTLSCert != "" {
 			opts = append(opts, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
 		}
+		opts = append(opts, linkLiveness()...)
 		nc, err := nats.Connect(cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(false))...)
 		if err != nil {
 			return nil, fmt.Errorf("connect to NATS %s: %w", redactURLs(cfg.NATSURL), err)
@@ -99,6 +100,46 @@ func ConnectNATS(ctx context.Context, cfg config.Config, log *zap.Logger) (*NATS
 		return nil, fmt.Errorf("connect to the embedded NATS server: %w", err)
 	}
 	return &NATS{Conn: nc, Embedded: srv}, nil
+}
+
+// How soon the broker gives up on a link to an external NATS server that
+// stopped carrying traffic without closing (packets dropped, a peer gone
+// without a reset): nats.go's defaults notice it only after a minute or
+// more, and meanwhile every request of the broker waits (see linkLiveness).
+const (
+	// LinkFlusherTimeout bounds each write of the connection to the
+	// socket. nats.go's flusher writes while holding the connection's
+	// lock, so a write blocked on full socket buffers holds up every
+	// publish. A write blocks only once the kernel's send buffer (and the
+	// peer's receive window) is full: a live link drains that in well
+	// under a second at data-centre speeds (one 32 KiB buffer, or a 2 MiB
+	// message at 100 Mbit/s in 0.2 s), so 3 s trips only a link that moved
+	// nothing.
+	LinkFlusherTimeout = 3 * time.Second
+	// LinkPingInterval and LinkMaxPingsOut: a PING every 5 s and the link
+	// declared stale when a third is due with two unanswered, i.e. no
+	// PONG for 10 s after a PING (10-15 s after traffic stopped). A server
+	// answers PING in its client read loop, ahead of any JetStream work,
+	// so a merely busy server or slow link (up to 10 s round trip) is not
+	// mistaken for a dead one. The defaults are 2 min and 2.
+	LinkPingInterval = 5 * time.Second
+	LinkMaxPingsOut  = 2
+)
+
+// linkLiveness are the options that notice a dead link to an external
+// server and reconnect to another (or the same, once it answers):
+// a flusher write that times out now reconnects (nats.go's default only
+// records the error and keeps the dead socket), and pings detect a link
+// that carries no traffic at all. Not for the embedded server: the
+// broker's connection to it is an in-memory pipe to its own process (its
+// routes to other nodes are the server's, with their own pings).
+func linkLiveness() []nats.Option {
+	return []nats.Option{
+		nats.FlusherTimeout(LinkFlusherTimeout),
+		nats.ReconnectOnFlusherError(),
+		nats.PingInterval(LinkPingInterval),
+		nats.MaxPingsOutstanding(LinkMaxPingsOut),
+	}
 }
 
 // startEmbedded starts the embedded server. Every client authenticates with

@@ -438,7 +438,10 @@ func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*service
 
 // Healthy reports whether every stream and bucket the broker writes
 // answers and has a leader (unavailable.go: checkLeaders, its answer kept
-// a second); the error names the first that does not.
+// a second); the error names the first that does not. The streams are the
+// store's own (ownStreams) and those added with AddHealthStream: the
+// scheduler's lease bucket KV_EPS_LEASES, once the lease opens it
+// (SingleActiveScheduler).
 func (s *Store) Healthy(ctx context.Context) error {
 	return s.checkLeaders(ctx)
 }

@@ -210,20 +210,27 @@ func (u StreamUsage) Used() float64 {
 	return float64(u.Bytes) / float64(u.Limit)
 }
 
-// storedStreams are the streams the broker keeps, with their limits.
-func (s *Store) storedStreams() []struct {
-	name  string
-	limit int64
-} {
+// storedStream is a stream the broker keeps, with its limit; optional when
+// the store does not make it itself and it may not exist.
+type storedStream struct {
+	name     string
+	limit    int64
+	optional bool
+}
+
+// storedStreams are the streams the broker keeps, with their limits. The
+// lease bucket (lease.go) has a fixed limit, set when the scheduler's lease
+// opens it; it does not exist before (or on a server without per-message
+// TTLs, where there are no leases).
+func (s *Store) storedStreams() []storedStream {
 	l := s.limits
-	return []struct {
-		name  string
-		limit int64
-	}{
-		{StreamEvents, l.Events}, {StreamAudit, l.Audit},
-		{"KV_" + BucketRequests, l.Requests}, {"KV_" + BucketSessions, l.Sessions}, {"KV_" + BucketNominations, l.Nominations},
-		{StreamNotify, l.Notify},
-		{StreamDead, l.Dead},
+	return []storedStream{
+		{name: StreamEvents, limit: l.Events}, {name: StreamAudit, limit: l.Audit},
+		{name: "KV_" + BucketRequests, limit: l.Requests}, {name: "KV_" + BucketSessions, limit: l.Sessions},
+		{name: "KV_" + BucketNominations, limit: l.Nominations},
+		{name: StreamNotify, limit: l.Notify},
+		{name: StreamDead, limit: l.Dead},
+		{name: "KV_" + BucketLeases, limit: leasesMaxBytes, optional: true},
 	}
 }
 
@@ -246,6 +253,9 @@ func (s *Store) StorageUsage(ctx context.Context) ([]StreamUsage, error) {
 	var out []StreamUsage
 	for _, st := range s.storedStreams() {
 		str, err := s.js.Stream(ctx, st.name)
+		if st.optional && errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: %w", st.name, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -265,5 +266,34 @@ func TestStorageLimitThatDoesNotFit(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "EPS_EVENTS") || !strings.Contains(err.Error(), "--events-max-bytes") {
 		t.Errorf("error: %v", err)
+	}
+}
+
+// The scheduler's lease bucket is among the streams the storage metrics
+// and /readyz cover: its fixed limit (64 KiB: a full bucket refuses lease
+// writes, and no instance could then run the scheduler) is exported with
+// its use, and readiness requires it to answer with a leader, naming it
+// when it does not.
+func TestLeaseBucketStorageAndReadiness(t *testing.T) {
+	b := startBroker(t, "")
+	lease := "KV_" + broker.BucketLeases
+	if v, ok := b.metricValue(`eps_storage_limit_bytes{stream="` + lease + `"}`); !ok || v != 64<<10 {
+		t.Errorf("eps_storage_limit_bytes of %s = %v (present %v), want %d", lease, v, ok, 64<<10)
+	}
+	if _, ok := b.metricValue(`eps_storage_alert{stream="` + lease + `"}`); !ok {
+		t.Errorf("no eps_storage_alert for %s", lease)
+	}
+	waitReady(t, b, 200, 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.App.Store.JetStream().DeleteStream(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	if body := waitReady(t, b, 503, 30*time.Second); !strings.Contains(body, lease) {
+		t.Errorf("/readyz without the lease bucket: %s, want it named", body)
+	}
+	// The storage metrics still answer, without the bucket.
+	if _, ok := b.metricValue(`eps_storage_bytes{stream="` + broker.StreamEvents + `"}`); !ok {
+		t.Errorf("no eps_storage_bytes for %s once the lease bucket is gone", broker.StreamEvents)
 	}
 }
