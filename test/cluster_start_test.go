@@ -12,13 +12,18 @@ import (
 // A node of an R3 embedded cluster restarted with --replicas 1 (a
 // mistake, or the default of the release before auto) does not scale the
 // cluster's streams and buckets down: they stay R3 with current followers,
-// the lease bucket too, and the node says so in a warning.
+// the lease bucket too, and the node says so in a warning. Its stop went
+// through lame duck mode, and once restarted its copies come current.
 func TestEmbeddedClusterNodeWithLowerReplicasKeepsR3(t *testing.T) {
 	nodes := startCluster(t, clusterConfigs(t, 3, secretAuth(t)))
 	waitReplicated(t, nodes[0].b.App.Store.JetStream(), 3)
 
 	n := nodes[0]
 	n.b.stop()
+	// Its NATS node stopped in lame duck mode (its leaders handed over).
+	if n.logs.FilterMessageSnippet("lame duck").Len() == 0 {
+		t.Error("the stopped cluster node did not go through lame duck mode")
+	}
 	n.cfg.Replicas = 1
 	startNodes(t, n)
 	js := nodes[1].b.App.Store.JetStream()
