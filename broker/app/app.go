@@ -179,6 +179,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		a.stopQuorum = cancel
 		go a.Quorum.Run(qctx)
 	}
+	if a.NATS.Embedded != nil && clustered {
+		a.Metrics.RegisterNodeCurrent(a.Store, a.NATS.Embedded.Name())
+	}
 	if a.NATS.Embedded != nil {
 		// The durable notification consumers of the embedded server's
 		// dispenser and prescriber users (issue 12, notify).
@@ -207,20 +210,12 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	intake := service.NewIntake(a.Store, a.Store, a.Metrics, log, now)
 	intake.Lifecycle = lifecycle
 	a.Scheduler = service.NewScheduler(lifecycle, a.Store, a.Tracker.Index, log, now)
-	if shared {
-		// The lease bucket is made (or updated) before the scheduler takes
-		// it: right after a node restart the meta leader may not answer
-		// the first create in time (finding 7 of report17-faults), and
-		// SingleActiveScheduler registers its metrics, so it is not the
-		// one to try again.
-		if err := retryShared(ctx, waitUntil, log, "the scheduler lease bucket", func() error {
-			_, err := broker.OpenLease(ctx, a.Store.JetStream(), broker.LeaseConfig{Key: broker.LeaseScheduler, TTL: max(cfg.SchedulerLease, time.Second), Replicas: cfg.Replicas})
-			return err
-		}); err != nil && !errors.Is(err, broker.ErrLeaseUnsupported) {
-			return nil, fmt.Errorf("scheduler lease: %w", err)
-		}
+	// The lease bucket is made as the streams are: tried again while the
+	// cluster forms (one timeout must not stop the broker, nor its node).
+	leaseRetry := func(open func() error) error {
+		return untilPlaced(ctx, shared, waitUntil, log, "waiting for the cluster to create the lease bucket", cfg.Replicas, open)
 	}
-	if err := broker.SingleActiveScheduler(ctx, a.Scheduler, a.Store, cfg.Replicas, cfg.SchedulerLease, a.Metrics, log.Named("scheduler")); err != nil {
+	if err := broker.SingleActiveScheduler(ctx, a.Scheduler, a.Store, cfg.Replicas, cfg.SchedulerLease, a.Metrics, log.Named("scheduler"), leaseRetry); err != nil {
 		return nil, err
 	}
 	a.Scheduler.Start(cfg.SchedulerEvery)
@@ -299,20 +294,32 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 // three nodes up; a meta leader may change while the nodes start) or
 // another broker made a stream between this one's update and create.
 func openStore(ctx context.Context, nc *nats.Conn, cfg broker.StoreConfig, m *broker.Metrics, shared bool, waitUntil time.Time, log *zap.Logger) (*broker.Store, error) {
+	var st *broker.Store
+	err := untilPlaced(ctx, shared, waitUntil, log, "waiting for the cluster to create the broker's streams (each needs as many nodes up as its replicas)", cfg.Replicas, func() (err error) {
+		st, err = broker.OpenStore(ctx, nc, cfg, m)
+		return err
+	})
+	return st, err
+}
+
+// untilPlaced runs open, and on a shared server tries it again, until
+// waitUntil, while it fails for want of JetStream (unavailable, or a
+// stream another broker made meanwhile): the start of the streams and of
+// the lease bucket alike.
+func untilPlaced(ctx context.Context, shared bool, waitUntil time.Time, log *zap.Logger, msg string, replicas int, open func() error) error {
 	for attempt := 1; ; attempt++ {
-		st, err := broker.OpenStore(ctx, nc, cfg, m)
+		err := open()
 		// Brokers starting together race to create each stream: the
 		// loser's create finds it made ("name already in use") and its
 		// next try updates it.
 		retry := broker.IsUnavailable(err) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse)
 		if err == nil || !shared || !retry || time.Now().After(waitUntil) {
-			return st, err
+			return err
 		}
-		log.Info("waiting for the cluster to create the broker's streams (each needs as many nodes up as its replicas)",
-			zap.Int("replicas", cfg.Replicas), zap.Int("attempt", attempt), zap.Error(err))
+		log.Info(msg, zap.Int("replicas", replicas), zap.Int("attempt", attempt), zap.Error(err))
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(min(broker.ReconnectDelay(attempt)*4, time.Until(waitUntil)+time.Millisecond)):
 		}
 	}
