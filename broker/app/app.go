@@ -165,7 +165,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		// A create or update that timed out during an election has been
 		// tried again by openStore; the consumers, the tracker and the
 		// lease below start once every stream has a leader.
-		if err := retryShared(ctx, waitUntil, log, "leaders of the broker's streams", func() error {
+		if err := untilPlaced(ctx, shared, waitUntil, log, "waiting for a leader of each of the broker's streams", cfg.Replicas, func() error {
 			return a.Store.Quorate(ctx)
 		}); err != nil {
 			return nil, err
@@ -303,38 +303,21 @@ func openStore(ctx context.Context, nc *nats.Conn, cfg broker.StoreConfig, m *br
 }
 
 // untilPlaced runs open, and on a shared server tries it again, until
-// waitUntil, while it fails for want of JetStream (unavailable, or a
-// stream another broker made meanwhile): the start of the streams and of
-// the lease bucket alike.
+// waitUntil, while it fails for want of JetStream (unavailable, a stream
+// without a leader yet, or a stream another broker made meanwhile): the
+// start of the streams, the wait for their leaders and the lease bucket
+// alike.
 func untilPlaced(ctx context.Context, shared bool, waitUntil time.Time, log *zap.Logger, msg string, replicas int, open func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := open()
 		// Brokers starting together race to create each stream: the
 		// loser's create finds it made ("name already in use") and its
 		// next try updates it.
-		retry := broker.IsUnavailable(err) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse)
+		retry := broker.IsUnavailable(err) || errors.Is(err, broker.ErrNoLeader) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse)
 		if err == nil || !shared || !retry || time.Now().After(waitUntil) {
 			return err
 		}
 		log.Info(msg, zap.Int("replicas", replicas), zap.Int("attempt", attempt), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(min(broker.ReconnectDelay(attempt)*4, time.Until(waitUntil)+time.Millisecond)):
-		}
-	}
-}
-
-// retryShared runs an idempotent start-up step on a cluster or an
-// external server, trying again while its error is "unavailable" (a
-// create or update timing out while a leader is elected) until waitUntil.
-func retryShared(ctx context.Context, waitUntil time.Time, log *zap.Logger, what string, step func() error) error {
-	for attempt := 1; ; attempt++ {
-		err := step()
-		if err == nil || !(broker.IsUnavailable(err) || errors.Is(err, broker.ErrNoLeader)) || time.Now().After(waitUntil) {
-			return err
-		}
-		log.Info("waiting for the cluster", zap.String("for", what), zap.Int("attempt", attempt), zap.Error(err))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
