@@ -93,6 +93,13 @@ func writeError(err error, id, op, what string) error {
 // client has gone).
 func (l *Lifecycle) update(ctx context.Context, id, event, messageID string, body []byte,
 	decide func(cur *rx.Prescription) (*rx.Prescription, error)) (*rx.Prescription, error) {
+	return l.updateFrom(ctx, id, event, messageID, body, decide, nil)
+}
+
+// updateFrom is update that sets *from (when not nil) to the sequence of
+// the state its last write was decided from.
+func (l *Lifecycle) updateFrom(ctx context.Context, id, event, messageID string, body []byte,
+	decide func(cur *rx.Prescription) (*rx.Prescription, error), from *uint64) (*rx.Prescription, error) {
 	var next *rx.Prescription
 	_, err := l.rx.Update(ctx, id, func(cur *Event) (*Write, error) {
 		if cur == nil {
@@ -101,6 +108,9 @@ func (l *Lifecycle) update(ctx context.Context, id, event, messageID string, bod
 		n, err := decide(cur.Record)
 		if err != nil {
 			return nil, decided{err}
+		}
+		if from != nil {
+			*from = cur.Seq
 		}
 		ev := event
 		if ev == "" && len(n.History) > 0 {
@@ -284,7 +294,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 	if ids, ok := l.unresolved.get(key, l.now()); ok {
 		// A retry of a release whose outcome was not known: what it
 		// released, if anything, is its answer.
-		out, err := l.readBack(ctx, p, messageID, ids)
+		out, err := l.readBack(ctx, p, messageID, ids, nil)
 		if err != nil {
 			return nil, unresolvedError(err)
 		}
@@ -311,10 +321,12 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 		results := l.releaseEach(ctx, p, actor, messageID, body, entries)
 		var failed error
 		var doubt []string // unresolved: perhaps stored all the same
+		from := map[string]uint64{}
 		for i, r := range results {
 			if r.err != nil {
 				if errors.Is(r.err, ErrUnresolved) {
 					doubt = append(doubt, entries[i].PrescriptionID)
+					from[entries[i].PrescriptionID] = r.from
 				}
 				if failed == nil {
 					failed = r.err
@@ -329,7 +341,7 @@ func (l *Lifecycle) ReleaseNominated(ctx context.Context, p auth.Principal, owne
 			}
 			continue
 		}
-		back, err := l.readBack(ctx, p, messageID, doubt)
+		back, err := l.readBack(ctx, p, messageID, doubt, from)
 		if err != nil {
 			// Which were stored is not known: remember every one this
 			// release may have handed to p, in queue order, for its retry.
@@ -384,7 +396,11 @@ const DefaultReadBackFor = 5 * time.Second
 // its current record and its order's bytes. A read that fails is tried
 // again, with growing pauses, for ReadBackFor; the reads go on when the
 // client has gone, as its answer is recorded for its retry.
-func (l *Lifecycle) readBack(ctx context.Context, p auth.Principal, messageID string, ids []string) ([]Released, error) {
+//
+// from, when not nil, is the sequence each write was decided from: a read
+// at or before it shows a state that cannot tell whether the write is
+// stored (a replica behind the leader), and is read again.
+func (l *Lifecycle) readBack(ctx context.Context, p auth.Principal, messageID string, ids []string, from map[string]uint64) ([]Released, error) {
 	d := l.ReadBackFor
 	if d <= 0 {
 		d = DefaultReadBackFor
@@ -393,7 +409,7 @@ func (l *Lifecycle) readBack(ctx context.Context, p auth.Principal, messageID st
 	defer cancel()
 	pause := 100 * time.Millisecond
 	for {
-		out, err := l.readBackOnce(rctx, p, messageID, ids)
+		out, err := l.readBackOnce(rctx, p, messageID, ids, from)
 		if err == nil {
 			return out, nil
 		}
@@ -409,7 +425,7 @@ func (l *Lifecycle) readBack(ctx context.Context, p auth.Principal, messageID st
 }
 
 // readBackOnce is one attempt of readBack.
-func (l *Lifecycle) readBackOnce(rctx context.Context, p auth.Principal, messageID string, ids []string) ([]Released, error) {
+func (l *Lifecycle) readBackOnce(rctx context.Context, p auth.Principal, messageID string, ids []string, from map[string]uint64) ([]Released, error) {
 	var out []Released
 	for _, id := range ids {
 		cur, err := l.rx.Current(rctx, id)
@@ -422,6 +438,9 @@ func (l *Lifecycle) readBackOnce(rctx context.Context, p auth.Principal, message
 			return nil, err
 		}
 		if !releasedUnder(cur.Record, p, messageID) {
+			if f, ok := from[id]; ok && cur.Seq <= f {
+				return nil, fmt.Errorf("read back prescription %s: read at sequence %d, not after %d, which its release was decided from", id, cur.Seq, f)
+			}
 			continue
 		}
 		order, err := l.orderOf(rctx, id)
@@ -536,6 +555,9 @@ type queueRelease struct {
 	Released
 	skip bool // no longer queued for the dispenser: passed over
 	err  error
+	// from is the sequence of the state the last write was decided from:
+	// a read back at or before it cannot tell whether the write is stored.
+	from uint64
 }
 
 // releaseEach releases the prescriptions of entries to p's organisation,
@@ -572,7 +594,8 @@ func (l *Lifecycle) releaseQueued(ctx context.Context, p auth.Principal, actor r
 	}
 	var held *rx.Prescription
 	wrote := false // a write was decided: it may be stored, whatever its answer
-	rec, err := l.update(ctx, id, rx.EventNominatedRelease, messageID, body, func(cur *rx.Prescription) (*rx.Prescription, error) {
+	var from uint64
+	rec, err := l.updateFrom(ctx, id, rx.EventNominatedRelease, messageID, body, func(cur *rx.Prescription) (*rx.Prescription, error) {
 		if ownRelease(cur, p, messageID) {
 			// Decided again after this request's own write was stored
 			// but answered as lost (a conflict): it is this release's.
@@ -584,7 +607,7 @@ func (l *Lifecycle) releaseQueued(ctx context.Context, p auth.Principal, actor r
 		}
 		wrote = true
 		return rx.Release(cur, p.ODS, actor, messageID, true, l.now())
-	})
+	}, &from)
 	if errors.Is(err, errAlready) {
 		rec, err = held, nil
 	}
@@ -599,7 +622,7 @@ func (l *Lifecycle) releaseQueued(ctx context.Context, p auth.Principal, actor r
 	case errors.Is(err, errSkip), rx.IsNotFound(err):
 		return queueRelease{skip: true}
 	case err != nil:
-		return queueRelease{err: err}
+		return queueRelease{err: err, from: from}
 	}
 	return queueRelease{Released: Released{Record: rec, Order: order}}
 }
