@@ -24,6 +24,7 @@ type procCluster struct {
 	dirs  []string
 	args  [][]string
 	names []string
+	nc    *natsCluster // the test's nodes on the processes' stores, once they are stopped
 	mu    sync.Mutex
 	p     []*brokerProcess // nil while stopped
 }
@@ -130,10 +131,14 @@ func (c *procCluster) waitCaughtUp(ctx context.Context, k int) {
 	}
 }
 
-// eventLog stops the processes (SIGTERM) and reads EPS_EVENTS from their
-// JetStream stores, opened by embedded nodes of the test under the same
-// server names (no NATS user of the broker may read the event log).
-func (c *procCluster) eventLog(ctx context.Context) *eventCounts {
+// openStores stops the processes (SIGTERM) and opens their JetStream
+// stores with embedded nodes of the test under the same server names: no
+// NATS user of the broker may read the event log, or connect a broker in
+// external mode to the processes' cluster.
+func (c *procCluster) openStores(ctx context.Context) *natsCluster {
+	if c.nc != nil {
+		return c.nc
+	}
 	for i := range c.dirs {
 		if c.url(i) != "" {
 			c.stop(i, syscall.SIGTERM)
@@ -143,9 +148,20 @@ func (c *procCluster) eventLog(ctx context.Context) *eventCounts {
 	for _, d := range c.dirs {
 		stores = append(stores, filepath.Join(d, "jetstream"))
 	}
-	nc := startNATSClusterOn(c.t, "eps-faults", c.names, stores)
-	waitStreamReplicas(c.t, ctx, nc.ClientURLs(), 3, brokerStreams[0])
-	return logCounts(c.t, ctx, nc.ClientURLs())
+	c.nc = startNATSClusterOn(c.t, "eps-faults", c.names, stores)
+	waitStreamReplicas(c.t, ctx, c.nc.ClientURLs(), 3, brokerStreams...)
+	return c.nc
+}
+
+// eventLog reads EPS_EVENTS from the processes' stores (openStores).
+func (c *procCluster) eventLog(ctx context.Context) *eventCounts {
+	return logCounts(c.t, ctx, c.openStores(ctx).ClientURLs())
+}
+
+// later starts the later broker in external mode on the processes'
+// stores (openStores): the processes are stopped by then.
+func (c *procCluster) later(ctx context.Context) string {
+	return startLaterBroker(c.t, ctx, c.openStores(ctx), c.dirs[0]).URL
 }
 
 // The fault scenario on a cluster formed by three broker

@@ -4,10 +4,16 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nhs-eps/epsbroker/broker"
+	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/config"
 )
 
@@ -37,6 +43,81 @@ func (d *inProcess) brokers() int { return len(d.dirs) }
 
 func (d *inProcess) eventLog(ctx context.Context) *eventCounts {
 	return logCounts(d.t, ctx, d.nats.ClientURLs())
+}
+
+func (d *inProcess) later(ctx context.Context) string {
+	return startLaterBroker(d.t, ctx, d.nats, d.dirs[0]).URL
+}
+
+// startLaterBroker starts a broker instance in external mode on cluster c
+// (R3), with the keys of data dir keys, whose clock is ahead of the NATS
+// servers' by more than service.AbandonAfter, and waits until its ready
+// queues hold the event log. It starts once the cluster has a meta leader,
+// every stream and bucket the broker opens (its scheduler lease's too) a
+// leader and current replicas, and every durable consumer of the event
+// log a leader: the broker's start does not wait for them (after a heal,
+// opening the lease bucket timed out; on reopened stores, creating the
+// queue projector's consumer did).
+func startLaterBroker(t *testing.T, ctx context.Context, c *natsCluster, keys string) *testBroker {
+	t.Helper()
+	c.waitMeta(ctx)
+	urls := c.ClientURLs()
+	waitStreamReplicas(t, ctx, urls, 3, append(slices.Clone(brokerStreams), "KV_"+broker.BucketLeases)...)
+	waitConsumersLed(t, ctx, urls, broker.StreamEvents)
+	dir := t.TempDir()
+	sharedKeys(t, keys, dir)
+	later := func() time.Time { return time.Now().Add(service.AbandonAfter + time.Minute) }
+	b := startBrokerClock(t, dir, later, func(c *config.Config) {
+		c.NATSURL = urls
+		c.Replicas = 3
+	})
+	if err := b.App.Tracker.CatchUp(ctx); err != nil {
+		t.Fatalf("later broker: %v (%s)", err, b.App.Tracker.State())
+	}
+	return b
+}
+
+// waitConsumersLed waits until every durable consumer of stream has a
+// leader, each request bounded.
+func waitConsumersLed(t *testing.T, ctx context.Context, urls, stream string) {
+	t.Helper()
+	nc, err := nats.Connect(urls, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		why := func() string {
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			s, err := js.Stream(rctx, stream)
+			if err != nil {
+				return err.Error()
+			}
+			l := s.ListConsumers(rctx)
+			for ci := range l.Info() {
+				if ci.Config.Durable != "" && (ci.Cluster == nil || ci.Cluster.Leader == "") {
+					return "consumer " + ci.Name + ": no leader"
+				}
+			}
+			if err := l.Err(); err != nil {
+				return err.Error()
+			}
+			return ""
+		}()
+		if why == "" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("stream %s: %s", stream, why)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (d *inProcess) url(k int) string {

@@ -49,6 +49,12 @@ type deployment interface {
 	url(k int) string
 	// eventLog reads EPS_EVENTS (once the load is over).
 	eventLog(ctx context.Context) *eventCounts
+	// later starts, once the load is over, one more broker instance on
+	// the deployment's cluster whose clock is ahead by more than
+	// service.AbandonAfter, caught up with the event log, and returns its
+	// URL: there a retry takes over the X-Request-ID reservation of a
+	// request that never answered.
+	later(ctx context.Context) string
 	stopNode(i int)
 	startNode(i int)
 	stopBroker(k int)
@@ -133,12 +139,20 @@ type load struct {
 	wrong     []string            // answers that are neither correct nor a 5xx
 	outages   [][2]time.Time      // spans of requests answered 5xx or lost
 	refusedN  atomic.Int64
-	ackedN    atomic.Int64
-	ackedBy   [3]atomic.Int64 // orders acknowledged by each broker
-	releasedN atomic.Int64
-	seq       atomic.Int64
-	rr        atomic.Int64
-	avoid     [3]atomic.Int64 // until when (Unix ns) each broker is passed over
+	// After the load: the requests a client must resend with the same
+	// X-Request-ID until it has a definite answer, and what they got.
+	undecided   map[string]string    // release X-Request-ID -> its dispenser, last answer not 200
+	resendOrder map[string]sentOrder // order ShortID -> the request (answered 5xx or lost)
+	retried     map[string][]string  // release X-Request-ID -> what its resend handed over
+	resends     int                  // resend attempts (orders and releases)
+	replayed    int                  // resent orders answered from their X-Request-ID's record
+	only        string               // when set (after the load): every request goes to this URL
+	ackedN      atomic.Int64
+	ackedBy     [3]atomic.Int64 // orders acknowledged by each broker
+	releasedN   atomic.Int64
+	seq         atomic.Int64
+	rr          atomic.Int64
+	avoid       [3]atomic.Int64 // until when (Unix ns) each broker is passed over
 }
 
 func newLoad(t testing.TB, d deployment, key ed25519.PrivateKey) *load {
@@ -149,7 +163,8 @@ func newLoad(t testing.TB, d deployment, key ed25519.PrivateKey) *load {
 	return &load{t: t, d: d, key: key, tmpl: tmpl,
 		http:  &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 		acked: map[string]bool{}, unknown: map[string]string{}, releases: map[string][]string{},
-		handedOut: map[string]string{}, kinds: map[string]int{}, attempts: map[string][]string{}}
+		handedOut: map[string]string{}, kinds: map[string]int{}, attempts: map[string][]string{},
+		undecided: map[string]string{}, resendOrder: map[string]sentOrder{}, retried: map[string][]string{}}
 }
 
 func (l *load) token(role auth.Role, ods string) string {
@@ -161,10 +176,13 @@ func (l *load) token(role auth.Role, ods string) string {
 	return tok
 }
 
-// send posts body to path on broker k.
+// send posts body to path on broker k (-1: the later broker, l.only).
 func (l *load) send(k int, path, token, requestID string, body []byte) answer {
 	a := answer{start: time.Now()}
-	u := l.d.url(k)
+	u := l.only
+	if k >= 0 {
+		u = l.d.url(k)
+	}
 	if u == "" {
 		a.err, a.kind = syscall.ECONNREFUSED, "connection refused"
 		return a
@@ -196,7 +214,7 @@ func (l *load) send(k int, path, token, requestID string, body []byte) answer {
 		// What the connection said, without addresses: "EOF",
 		// "connection reset by peer", a timeout.
 		msg := err.Error()
-		a.kind = "no answer: " + msg[strings.LastIndex(msg, ": ")+1:]
+		a.kind = "no answer: " + strings.TrimSpace(msg[strings.LastIndex(msg, ": ")+1:])
 		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "Client.Timeout") {
 			a.kind = "no answer in 60s"
 		}
@@ -233,6 +251,9 @@ func (l *load) note(what string, a answer) {
 // the last second or refused a connection in the last 200 ms (as a load
 // balancer's passive health check does), unless all did.
 func (l *load) next() int {
+	if l.only != "" {
+		return -1
+	}
 	n := l.d.brokers()
 	first := int(l.rr.Add(1))
 	for i := range n {
@@ -246,6 +267,9 @@ func (l *load) next() int {
 // passOver has next pass broker k over after answer a, for its
 // Retry-After (503, 429), a second (no answer) or 200 ms (refused).
 func (l *load) passOver(k int, a answer) {
+	if k < 0 {
+		return
+	}
 	var d time.Duration
 	switch {
 	case a.status == 503 || a.status == 429:
@@ -280,7 +304,8 @@ func (l *load) prescribe(stop <-chan struct{}, n int) {
 			panic(err)
 		}
 		k := l.next()
-		a := l.send(k, "/FHIR/R4/$process-message", tok, fmt.Sprintf("order-%d", l.seq.Add(1)), g.Body)
+		id := fmt.Sprintf("order-%d", l.seq.Add(1))
+		a := l.send(k, "/FHIR/R4/$process-message", tok, id, g.Body)
 		l.passOver(k, a)
 		switch {
 		case a.status == 200:
@@ -294,6 +319,7 @@ func (l *load) prescribe(stop <-chan struct{}, n int) {
 		case a.unknown():
 			l.mu.Lock()
 			l.unknown[g.ShortID] = a.kind
+			l.resendOrder[g.ShortID] = sentOrder{g: g, key: id}
 			l.mu.Unlock()
 			l.note("order", a)
 		default:
@@ -341,6 +367,9 @@ func (l *load) release(stop <-chan struct{}, ods string, drain bool) {
 		}
 		if a.status != 200 {
 			l.note("release", a)
+			l.mu.Lock()
+			l.undecided[id] = ods
+			l.mu.Unlock()
 			continue
 		}
 		ids := releasedIDs(a.body)
@@ -350,12 +379,7 @@ func (l *load) release(stop <-chan struct{}, ods string, drain bool) {
 		}
 		l.mu.Lock()
 		l.releases[id] = ids
-		for _, p := range ids {
-			if prev, ok := l.handedOut[p]; ok {
-				l.twice = append(l.twice, fmt.Sprintf("%s by %s and %s", p, prev, id))
-			}
-			l.handedOut[p] = id
-		}
+		l.handOver(id, ids)
 		l.mu.Unlock()
 		l.releasedN.Add(int64(len(ids)))
 		if len(ids) > 0 {
@@ -374,6 +398,83 @@ func (l *load) release(stop <-chan struct{}, ods string, drain bool) {
 			return
 		case <-time.After(50 * time.Millisecond): // pacing: nothing ready yet
 		}
+	}
+}
+
+// handOver records that release id handed ids over (l.mu held).
+func (l *load) handOver(id string, ids []string) {
+	for _, p := range ids {
+		if prev, ok := l.handedOut[p]; ok {
+			l.twice = append(l.twice, fmt.Sprintf("%s by %s and %s", p, prev, id))
+		}
+		l.handedOut[p] = id
+	}
+}
+
+// resendUntilDefinite sends a request again with the same X-Request-ID,
+// user and body to the later broker (l.only) until it gets a definite
+// answer, as a dispensing or prescribing system must: not a 5xx, a lost
+// answer or a 409 in flight. Each attempt is kept in l.attempts[id].
+func (l *load) resendUntilDefinite(ctx context.Context, path, token, id string, body []byte) answer {
+	for {
+		a := l.send(-1, path, token, id, body)
+		l.mu.Lock()
+		l.resends++
+		l.attempts[id] = append(l.attempts[id], fmt.Sprintf("resent to the later broker at %s: %d %s", a.start.Format("15:04:05.000"), a.status, a.kind))
+		l.mu.Unlock()
+		if !a.unknown() && a.status != 409 {
+			return a
+		}
+		select {
+		case <-ctx.Done():
+			l.t.Fatalf("resend of %s: no definite answer before the test's deadline (last %d %s %.300s)", id, a.status, a.kind, a.body)
+		case <-time.After(200 * time.Millisecond): // Retry-After pacing
+		}
+	}
+}
+
+// resendOrders resends every order answered 5xx or lost to the later
+// broker: each must be answered 200 (the original answer replayed, its
+// order taken, or its abandoned reservation taken over), and is then
+// acknowledged (check requires it in the log exactly once).
+func (l *load) resendOrders(ctx context.Context) {
+	tok := l.token(auth.RolePrescriber, "A83008")
+	for _, id := range slices.Sorted(maps.Keys(l.resendOrder)) {
+		o := l.resendOrder[id]
+		a := l.resendUntilDefinite(ctx, "/FHIR/R4/$process-message", tok, o.key, o.g.Body)
+		l.mu.Lock()
+		if a.status != 200 {
+			l.wrong = append(l.wrong, fmt.Sprintf("order %s (first answered %s) resent with its X-Request-ID: %d %.300s", id, l.unknown[id], a.status, a.body))
+		} else {
+			l.acked[id] = true
+			if a.header.Get("X-Idempotent-Replay") == "true" {
+				l.replayed++
+			}
+		}
+		l.mu.Unlock()
+	}
+}
+
+// resendReleases resends every release whose client never got a definite
+// answer (its last attempt answered 5xx, 409 in flight, lost or refused)
+// to the later broker, with the same X-Request-ID, user and body, once
+// every queue is drained: a release whose request never answered is taken
+// over there and hands over what it released; one that released nothing
+// finds nothing left to release. What each hands over is kept in
+// l.retried and l.handedOut.
+func (l *load) resendReleases(ctx context.Context) {
+	for _, id := range slices.Sorted(maps.Keys(l.undecided)) {
+		ods := l.undecided[id]
+		a := l.resendUntilDefinite(ctx, "/FHIR/R4/Task/$release", l.token(auth.RoleDispenser, ods), id, releaseBody(l.t, ods, ""))
+		ids := releasedIDs(a.body)
+		l.mu.Lock()
+		if a.status != 200 || ids == nil {
+			l.wrong = append(l.wrong, fmt.Sprintf("release %s resent with its X-Request-ID: %d %.300s", id, a.status, a.body))
+		} else {
+			l.retried[id] = ids
+			l.handOver(id, ids)
+		}
+		l.mu.Unlock()
 	}
 }
 
@@ -552,15 +653,36 @@ func runScenario(t *testing.T, ctx context.Context, d deployment, key ed25519.Pr
 		d.waitCaughtUp(ctx, k)
 	}
 	t.Logf("every broker caught up: %s", time.Since(start).Round(time.Millisecond)-loaded)
-	var dw sync.WaitGroup
-	for _, ods := range loadDispensers {
-		dw.Add(1)
-		go func() { defer dw.Done(); l.release(nil, ods, true) }()
+	drain := func() {
+		var dw sync.WaitGroup
+		for _, ods := range loadDispensers {
+			dw.Add(1)
+			go func() { defer dw.Done(); l.release(nil, ods, true) }()
+		}
+		dw.Wait()
 	}
-	dw.Wait()
+	drain()
 	t.Logf("every queue drained: %s", time.Since(start).Round(time.Millisecond)-loaded)
 
-	l.check(t, ctx)
+	// Every request without a definite answer is resent with its
+	// X-Request-ID until it gets one, through a broker whose clock is past
+	// service.AbandonAfter (rather than waiting two minutes): first the
+	// orders, then (what they stored released by a second drain) the
+	// releases, once nothing is left to release.
+	l.only = d.later(ctx)
+	l.resendOrders(ctx)
+	drain()
+	before := maps.Clone(l.handedOut)
+	l.resendReleases(ctx)
+	recovered, handed := 0, 0
+	for _, ids := range l.retried {
+		recovered += min(len(ids), 1)
+		handed += len(ids)
+	}
+	t.Logf("resent with the same X-Request-ID: %d orders (%d answered from their record), %d releases (%d of them handed over %d prescriptions their first attempt released), in %d attempts: %s",
+		len(l.resendOrder), l.replayed, len(l.undecided), recovered, handed, l.resends, time.Since(start).Round(time.Millisecond)-loaded)
+
+	l.check(t, ctx, before)
 }
 
 // report logs the figures of a scenario.
@@ -573,8 +695,8 @@ func (l *load) report(t *testing.T, loaded time.Duration, ready *readiness) {
 	for k, dur := range ready.notReady {
 		notReady = append(notReady, fmt.Sprintf("broker %d %s", k, dur.Round(10*time.Millisecond)))
 	}
-	t.Logf("load %s: %d orders acknowledged, %d releases handing out %d prescriptions, %d requests refused by a stopped broker",
-		loaded.Round(time.Millisecond), len(l.acked), len(l.releases), len(l.handedOut), l.refusedN.Load())
+	t.Logf("load %s: %d orders acknowledged (%d by a first answer, the rest after a resend), %d releases answered 200 handing out %d prescriptions (resends included), %d requests refused by a stopped broker",
+		loaded.Round(time.Millisecond), len(l.acked), l.ackedN.Load(), len(l.releases), len(l.handedOut), l.refusedN.Load())
 	t.Logf("5xx and lost answers by kind: %v", l.kinds)
 	t.Logf("time without quorum: /readyz 503 on %s (reasons seen %v); writes answered 5xx or lost over %s",
 		strings.Join(notReady, ", "), ready.reasons, spanUnion(l.outages).Round(10*time.Millisecond))
@@ -609,12 +731,13 @@ func spanUnion(spans [][2]time.Time) time.Duration {
 type eventCounts struct {
 	orders, releases map[string]int
 	releasedUnder    map[string]string
+	releasedAt       map[string]string // the sequence and time of its last release event
 }
 
 // logCounts reads EPS_EVENTS from the cluster of urls.
 func logCounts(t testing.TB, ctx context.Context, urls string) *eventCounts {
 	t.Helper()
-	ec := &eventCounts{orders: map[string]int{}, releases: map[string]int{}, releasedUnder: map[string]string{}}
+	ec := &eventCounts{orders: map[string]int{}, releases: map[string]int{}, releasedUnder: map[string]string{}, releasedAt: map[string]string{}}
 	// Read from next on; an attempt that fails (a node catching up answers
 	// no responders, or a request gets no answer) starts again where it
 	// stopped, on a new connection, each request bounded.
@@ -680,6 +803,7 @@ func readEvents(ctx context.Context, urls string, ec *eventCounts, next, last *u
 		case rx.EventRelease, rx.EventNominatedRelease:
 			ec.releases[id]++
 			ec.releasedUnder[id] = m.Headers().Get(broker.HeaderMessageID)
+			ec.releasedAt[id] = fmt.Sprintf("event %d at %s", meta.Sequence.Stream, meta.Timestamp.Format("15:04:05.000"))
 		}
 		*next = meta.Sequence.Stream + 1
 	}
@@ -687,14 +811,16 @@ func readEvents(ctx context.Context, urls string, ec *eventCounts, next, last *u
 }
 
 // check holds every answer against the event log: each acknowledged order
-// is in the log exactly once; an order answered 5xx or lost is there at
-// most once; no prescription was handed out by two releases, each handed
-// out has one release event, and after the drain every order in the log
-// was released exactly once. A prescription released in the log but
-// handed to no one (its release's answer was lost and its read back
-// failed, as the README's Ready queues section says) is logged, not
-// failed.
-func (l *load) check(t *testing.T, ctx context.Context) {
+// (resent ones included) is in the log exactly once; an order answered 5xx
+// or lost is there at most once; no prescription was handed out by two
+// releases, each handed out has one release event, and after the drain
+// every order in the log was released exactly once and handed over by
+// exactly one answer (a first answer or a resend's: none to nobody). A
+// resent release hands over exactly what the log says it released.
+// before is what the first answers handed over (before the resends): the
+// prescriptions released but handed to nobody without the resends are
+// counted.
+func (l *load) check(t *testing.T, ctx context.Context, before map[string]string) {
 	t.Helper()
 	ec := l.d.eventLog(ctx)
 	orders, releases := ec.orders, ec.releases
@@ -722,6 +848,22 @@ func (l *load) check(t *testing.T, ctx context.Context) {
 		}
 	}
 	var unreported []string
+	nobodyBefore := 0
+	byRelease := map[string][]string{} // release X-Request-ID -> what the log says it released
+	for id, rid := range ec.releasedUnder {
+		byRelease[rid] = append(byRelease[rid], id)
+		if _, ok := before[id]; !ok {
+			nobodyBefore++
+		}
+	}
+	for rid, got := range l.retried {
+		want := byRelease[rid]
+		slices.Sort(want)
+		got = slices.Sorted(slices.Values(got))
+		if !slices.Equal(got, want) {
+			t.Errorf("release %s resent with its X-Request-ID handed over %v; the event log says it released %v; its client saw %v", rid, got, want, l.attempts[rid])
+		}
+	}
 	for id, n := range orders {
 		if !l.acked[id] && l.unknown[id] == "" {
 			t.Errorf("the event log holds order %s, which no client sent", id)
@@ -740,17 +882,17 @@ func (l *load) check(t *testing.T, ctx context.Context) {
 			t.Errorf("prescription %s handed out, with %d release events in the log", id, releases[id])
 		}
 	}
-	t.Logf("event log: %d orders (%d acknowledged, %d of %d answered 5xx or lost are present), %d released",
-		len(orders), len(l.acked), present, len(l.unknown), len(releases))
+	t.Logf("event log: %d orders (%d acknowledged after the resends, %d of %d first answered 5xx or lost are present), %d released; released but handed to nobody: %d before the resends, %d after",
+		len(orders), len(l.acked), present, len(l.unknown), len(releases), nobodyBefore, len(unreported))
 	if len(unreported) > 0 {
 		// By the release that wrote them, with what its client saw.
 		under := map[string][]string{}
 		for _, id := range unreported {
-			under[ec.releasedUnder[id]] = append(under[ec.releasedUnder[id]], id)
+			under[ec.releasedUnder[id]] = append(under[ec.releasedUnder[id]], id+" ("+ec.releasedAt[id]+")")
 		}
-		t.Logf("FINDING: %d prescriptions released in the event log but handed to no dispenser (With Dispenser unreported), by %d releases:", len(unreported), len(under))
+		t.Errorf("%d prescriptions released in the event log but handed to no dispenser, even after every release was resent with its X-Request-ID, by %d releases:", len(unreported), len(under))
 		for rid, ids := range under {
-			t.Logf("  release %s: %d prescriptions; its client saw %v", rid, len(ids), l.attempts[rid])
+			t.Logf("  release %s: %v; its client saw %v; its 200 handed over %v", rid, ids, l.attempts[rid], l.releases[rid])
 		}
 	}
 }

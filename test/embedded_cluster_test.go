@@ -209,39 +209,7 @@ func waitReplicated(t *testing.T, js jetstream.JetStream, want int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	for _, name := range brokerStreams {
-		for {
-			var got string
-			st, err := js.Stream(ctx, name)
-			if err == nil {
-				ci := st.CachedInfo()
-				if ci.Config.Replicas != want {
-					t.Fatalf("stream %s: replicas %d, want %d", name, ci.Config.Replicas, want)
-				}
-				if cl := ci.Cluster; cl != nil && cl.Leader != "" {
-					current := 0
-					for _, p := range cl.Replicas {
-						if p.Current {
-							current++
-						}
-					}
-					if current == want-1 {
-						break
-					}
-					got = fmt.Sprintf("leader %s, %d of %d followers current", cl.Leader, current, len(cl.Replicas))
-				} else {
-					got = "no leader"
-				}
-			} else {
-				got = err.Error()
-			}
-			select {
-			case <-ctx.Done():
-				t.Fatalf("stream %s not replicated %d ways: %s", name, want, got)
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
+	waitStreamsCurrent(t, ctx, js, want, brokerStreams...)
 	for {
 		c, err := js.Consumer(ctx, broker.StreamEvents, broker.ConsumerQueueProjector)
 		if err == nil {

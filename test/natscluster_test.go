@@ -432,12 +432,24 @@ func waitStreamReplicas(t testing.TB, ctx context.Context, urls string, replicas
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitStreamsCurrent(t, ctx, js, replicas, streams...)
+}
+
+// waitStreamsCurrent waits until each stream named, configured with
+// replicas replicas, has a leader and replicas current replicas, as its
+// stream info tells js; each request bounded (one sent into a partition
+// gets no answer).
+func waitStreamsCurrent(t testing.TB, ctx context.Context, js jetstream.JetStream, replicas int, streams ...string) {
+	t.Helper()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for _, name := range streams {
 		var last string
 		for {
-			n, why := streamCurrent(ctx, js, name)
+			n, configured, why := streamCurrent(ctx, js, name)
+			if configured != 0 && configured != replicas {
+				t.Fatalf("stream %s: replicas %d, want %d", name, configured, replicas)
+			}
 			if n >= replicas {
 				break
 			}
@@ -452,17 +464,18 @@ func waitStreamReplicas(t testing.TB, ctx context.Context, urls string, replicas
 }
 
 // streamCurrent counts a stream's current replicas (its leader included),
-// with what the stream info said.
-func streamCurrent(ctx context.Context, js jetstream.JetStream, name string) (int, string) {
+// with its configured replicas (0: no stream info) and what the stream
+// info said.
+func streamCurrent(ctx context.Context, js jetstream.JetStream, name string) (current, configured int, why string) {
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	s, err := js.Stream(ictx, name)
 	if err != nil {
-		return 0, err.Error()
+		return 0, 0, err.Error()
 	}
 	info := s.CachedInfo()
 	if info.Cluster == nil || info.Cluster.Leader == "" {
-		return 0, "no leader"
+		return 0, info.Config.Replicas, "no leader"
 	}
 	n := 1
 	var peers []string
@@ -472,7 +485,7 @@ func streamCurrent(ctx context.Context, js jetstream.JetStream, name string) (in
 		}
 		peers = append(peers, fmt.Sprintf("%s current=%v offline=%v lag=%d", r.Name, r.Current, r.Offline, r.Lag))
 	}
-	return n, fmt.Sprintf("leader %s, replicas [%s]", info.Cluster.Leader, strings.Join(peers, "; "))
+	return n, info.Config.Replicas, fmt.Sprintf("leader %s, replicas [%s]", info.Cluster.Leader, strings.Join(peers, "; "))
 }
 
 // clientURL is node i's client URL.
@@ -551,6 +564,17 @@ func TestNATSClusterHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := s.CachedInfo().State.Msgs; got != uint64(stored) {
-		t.Errorf("the stream holds %d messages, %d were acknowledged", got, stored)
+		t.Errorf("the stream holds %d messages, %d were acknowledged (answered by leader %s)", got, stored, s.CachedInfo().Cluster.Leader)
+		// What each node's client is told (the answer comes from whichever
+		// node claims the leadership first).
+		for i := range c.nodes {
+			if nc, err := nats.Connect(c.clientURL(i)); err == nil {
+				js, _ := jetstream.New(nc)
+				if s, err := js.Stream(ctx, "HELPER"); err == nil {
+					t.Logf("through node %d: %d messages, leader %s", i, s.CachedInfo().State.Msgs, s.CachedInfo().Cluster.Leader)
+				}
+				nc.Close()
+			}
+		}
 	}
 }
