@@ -98,8 +98,8 @@ type pendingNotification struct {
 // notifications as one JetStream atomic batch, which the server stores with
 // one fsync under sync always (a stream of one replica fsyncs every
 // message published on its own, however many are in flight), then
-// finishes each event: acknowledged once the batch is. While
-// NotifyCommits commits run, new events gather for the next. Fewer than
+// finishes each event: acknowledged once the batch is. While the commit
+// runs, new events gather for the next. Fewer than
 // notifyMinBatch notifications, or a stream that takes no atomic batch (a
 // server older than 2.12), are published each on its own, all at once,
 // and each event finishes when its own are acknowledged. A batch refused
@@ -112,8 +112,11 @@ const (
 	// most: handed to a commit, their notifications not yet all stored.
 	// The next event waits for one of them to finish.
 	NotifyInFlight = 256
-	// NotifyCommits is how many commits run at once.
-	NotifyCommits = 2
+	// NotifyCommits is how many commits run at once: one, so that the
+	// notifications go out in the order of their events (two commits
+	// could send their batches the other way round); the events arriving
+	// while it waits for its batch's acknowledgement gather for the next.
+	NotifyCommits = 1
 	// NotifyMaxBatch is the most notifications one atomic batch holds
 	// (the server's max_batch_size is 1,000 by default; a server with a
 	// lower one refuses a larger batch, and the notifier then halves it).

@@ -50,21 +50,21 @@ const NotifyReady = "prescription-ready"
 // the prescription's current state, so a redelivery, or a delivery to
 // another instance, makes the same notifications.
 //
-// It is pipelined: an event's notifications are published without waiting
-// for them to be stored, and the event is finished (acknowledged, or retried
+// It has many events in hand at once: apply hands an event's
+// notifications to a commit (notify.go) and returns ErrApplyPending; a
+// commit stores the notifications of the events waiting as one atomic
+// batch (one fsync), and the event is finished (acknowledged, or retried
 // or put in the dead letter as any failed apply) once StreamNotify has
-// acknowledged them all, while the next events' are published meanwhile
-// (at most NotifyInFlight events at once). So the server stores many
-// events' notifications per fsync instead of one event's. Applied still
-// passes an event only once its notifications are stored (the runner holds
-// it at the first event not finished), and Stop waits for the events in
-// flight. The notifications reach the stream in the order of their events,
-// as they did one event at a time: the runner hands the events over in
-// the log's order and the publishes go out in that order on one
-// connection. As before, an event retried after a failure has its
-// notifications stored after those of the events that followed it,
-// including a later event about the same prescription; its eventSeq says
-// which came first.
+// stored them, at most NotifyInFlight events at once. Applied still passes
+// an event only once its notifications are stored (the runner holds it at
+// the first event not finished), and Stop waits for the events in flight.
+// The notifications reach the stream in the order of their events, as
+// they did one event at a time: the runner hands the events over in the
+// log's order, and the batches and publishes go out in that order on one
+// connection. As before, an event retried after a failure (or whose batch
+// was refused, and published again each on its own) has its notifications
+// stored after those of the events that followed it, including a later
+// event about the same prescription; its eventSeq says which came first.
 type Notifier struct {
 	store   *Store
 	metrics *Metrics
