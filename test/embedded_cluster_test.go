@@ -194,13 +194,19 @@ func startClusterBrokerLogs(t *testing.T, cfg config.Config) (*testBroker, *obse
 var brokerStreams = []string{broker.StreamEvents, broker.StreamAudit, broker.StreamNotify, broker.StreamDead,
 	"KV_" + broker.BucketRequests, "KV_" + broker.BucketSessions, "KV_" + broker.BucketNominations}
 
-// waitReplicated waits until every stream of the broker has a leader and
-// want-1 current followers, and the projector's durable consumer too.
+// waitReplicated waits until every stream of the broker, configured with
+// want replicas, has a leader and want-1 current followers, and the
+// projector's durable consumer too.
 func waitReplicated(t *testing.T, js jetstream.JetStream, want int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	waitStreamsCurrent(t, ctx, js, want, brokerStreams...)
+	for _, name := range brokerStreams {
+		if _, configured, why := natscluster.StreamCurrent(ctx, js, name); configured != want {
+			t.Fatalf("stream %s: replicas %d, want %d (%s)", name, configured, want, why)
+		}
+	}
 	for {
 		c, err := js.Consumer(ctx, broker.StreamEvents, broker.ConsumerQueueProjector)
 		if err == nil {

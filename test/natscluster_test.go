@@ -381,9 +381,9 @@ func waitStreamReplicas(t testing.TB, ctx context.Context, urls string, replicas
 	waitStreamsCurrent(t, ctx, js, replicas, streams...)
 }
 
-// waitStreamsCurrent waits until each stream named, configured with
-// replicas replicas, has a leader and replicas current replicas, as its
-// stream info tells js (natscluster.WaitStreamsCurrent: each request
+// waitStreamsCurrent waits until each stream named, configured with at
+// least replicas replicas, has a leader and replicas current replicas, as
+// its stream info tells js (natscluster.WaitStreamsCurrent: each request
 // bounded, as one sent into a partition gets no answer).
 func waitStreamsCurrent(t testing.TB, ctx context.Context, js jetstream.JetStream, replicas int, streams ...string) {
 	t.Helper()

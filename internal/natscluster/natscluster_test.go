@@ -47,7 +47,10 @@ func TestCluster(t *testing.T) {
 	if err := WaitStreamsCurrent(ctx, js, 3, "R3"); err != nil {
 		t.Fatal(err)
 	}
-	if err := WaitStreamsCurrent(ctx, js, 3, "R1"); err == nil || !strings.Contains(err.Error(), "replicas 1, want 3") {
+	if err := WaitStreamsCurrent(ctx, js, 2, "R3"); err != nil {
+		t.Errorf("two current replicas of an R3 stream: %v", err)
+	}
+	if err := WaitStreamsCurrent(ctx, js, 3, "R1"); err == nil || !strings.Contains(err.Error(), "replicas 1, want 3 current") {
 		t.Errorf("an R1 stream waited for as R3: %v", err)
 	}
 
