@@ -3,20 +3,16 @@ package broker
 import (
 	"context"
 	"fmt"
-	"net"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/config"
+	"github.com/nhs-eps/epsbroker/internal/natscluster"
 	"github.com/nhs-eps/epsbroker/tracker/rx"
 )
 
@@ -88,81 +84,22 @@ func BenchmarkGroupCommitMinBatch(b *testing.B) {
 	}
 }
 
-// benchCluster starts an n-node NATS cluster on loopback, JetStream with
-// sync always on a store dir each, and waits until it has a meta leader
-// with every node current; it returns the client URLs, comma-separated.
+// benchCluster starts an n-node NATS cluster on loopback
+// (internal/natscluster), JetStream with sync always on a store dir each,
+// and waits until it has a meta leader with every node current that can
+// place an R(n) stream; it returns the client URLs, comma-separated.
 func benchCluster(b *testing.B, n int) string {
 	b.Helper()
-	var lns []net.Listener
-	var routes []string
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		lns = append(lns, ln)
-		routes = append(routes, fmt.Sprintf("nats-route://r:rpass@%s", ln.Addr()))
+	o := natscluster.Options{Name: "bench", SyncAlways: true, NoLog: true}
+	for i := range n {
+		o.ServerNames, o.StoreDirs = append(o.ServerNames, fmt.Sprintf("n%d", i+1)), append(o.StoreDirs, b.TempDir())
 	}
-	var srvs []*server.Server
-	var urls []string
-	dir := b.TempDir()
-	for i := 0; i < n; i++ {
-		port := lns[i].Addr().(*net.TCPAddr).Port
-		lns[i].Close()
-		so := &server.Options{ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: server.RANDOM_PORT,
-			JetStream: true, StoreDir: filepath.Join(dir, fmt.Sprint(i+1)), NoSigs: true, SyncAlways: true,
-			Cluster: server.ClusterOpts{Name: "bench", Host: "127.0.0.1", Port: port, Username: "r", Password: "rpass"},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ","))}
-		srv, err := server.NewServer(so)
-		if err != nil {
-			b.Fatal(err)
-		}
-		go srv.Start()
-		b.Cleanup(srv.Shutdown)
-		srvs = append(srvs, srv)
-	}
-	for _, srv := range srvs {
-		if !srv.ReadyForConnections(time.Minute) {
-			b.Fatal("a cluster node did not start")
-		}
-		urls = append(urls, srv.ClientURL())
-	}
-	for deadline := time.Now().Add(2 * time.Minute); ; {
-		leader, current := false, 0
-		for _, srv := range srvs {
-			leader = leader || (srv.JetStreamIsLeader() && len(srv.JetStreamClusterPeers()) == n)
-			if srv.JetStreamIsCurrent() {
-				current++
-			}
-		}
-		if leader && current == n && benchPlaceable(strings.Join(urls, ","), n) {
-			return strings.Join(urls, ",")
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("no JetStream meta leader with every node current")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// benchPlaceable says whether a stream with n replicas can be placed now
-// (the meta leader has heard every node's statistics): it creates and
-// deletes a small one.
-func benchPlaceable(urls string, n int) bool {
-	nc, err := nats.Connect(urls)
-	if err != nil {
-		return false
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH_READY", Subjects: []string{"bench.ready"},
-		Storage: jetstream.MemoryStorage, Replicas: n}); err != nil {
-		return false
+	cl, err := natscluster.Start(ctx, o)
+	if err != nil {
+		b.Fatal(err)
 	}
-	return js.DeleteStream(ctx, "BENCH_READY") == nil
+	b.Cleanup(cl.Shutdown)
+	return strings.Join(cl.ClientURLs(), ",")
 }

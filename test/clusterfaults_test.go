@@ -178,12 +178,7 @@ func (d *inProcess) node(k int) int {
 	b := d.b[k]
 	d.mu.Unlock()
 	name := b.App.NATS.Conn.ConnectedServerName()
-	for i, nd := range d.nats.nodes {
-		if nd.name == name {
-			return i
-		}
-	}
-	return -1
+	return d.nats.nodeOf(name)
 }
 
 // waitBrokerStreams waits until every stream of the broker (its buckets'

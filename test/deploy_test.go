@@ -50,6 +50,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker"
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/config"
+	"github.com/nhs-eps/epsbroker/internal/natscluster"
 )
 
 // deployDir is the repository's deploy/ directory, seen from test/.
@@ -554,16 +555,10 @@ func TestDeployNATSCluster(t *testing.T) {
 	defer cancel()
 
 	nodeCert, nodeKey := signLocalhost(t, secrets)
-	ports := make([]int, 3)
+	ports := freePorts(t, 3)
 	var routes []string
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		routes = append(routes, fmt.Sprintf("nats-route://localhost:%d", ports[i]))
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats-route://localhost:%d", p))
 	}
 	// start runs nats.conf as node (its NATS_SERVER_NAME), with cert and
 	// key as its certificate, on cluster port port.
@@ -629,11 +624,11 @@ func TestDeployNATSCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st jetstream.Stream
-	for st == nil {
+	for created := false; !created; {
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err = js.CreateStream(actx, jetstream.StreamConfig{Name: "DEPLOY_CHECK", Subjects: []string{"deploy.check"}, Replicas: 3})
+		_, err = js.CreateStream(actx, jetstream.StreamConfig{Name: "DEPLOY_CHECK", Subjects: []string{"deploy.check"}, Replicas: 3})
 		acancel()
+		created = err == nil
 		if err != nil && ctx.Err() != nil {
 			t.Fatalf("no R3 stream on the cluster of nats.conf: %v (routes %d %d %d)", err, nodes[0].NumRoutes(), nodes[1].NumRoutes(), nodes[2].NumRoutes())
 		}
@@ -641,16 +636,8 @@ func TestDeployNATSCluster(t *testing.T) {
 	if _, err := js.Publish(ctx, "deploy.check", []byte("x")); err != nil {
 		t.Fatalf("publish to the R3 stream: %v", err)
 	}
-	for {
-		info, err := st.Info(ctx)
-		if err == nil && info.Cluster != nil && info.Cluster.Leader != "" && len(info.Cluster.Replicas) == 2 &&
-			info.Cluster.Replicas[0].Current && info.Cluster.Replicas[1].Current {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the R3 stream's replicas did not become current: %+v, %v", info, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := natscluster.WaitStreamsCurrent(ctx, js, 3, "DEPLOY_CHECK"); err != nil {
+		t.Fatalf("the R3 stream's replicas did not become current: %v", err)
 	}
 
 	// Two brokers with compose's own command lines (the URLs pointed at

@@ -23,7 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -35,6 +34,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/config"
 	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
+	"github.com/nhs-eps/epsbroker/internal/natscluster"
 )
 
 // clusterNode is one broker of an embedded cluster: its settings (kept to
@@ -46,22 +46,13 @@ type clusterNode struct {
 	logs *observer.ObservedLogs // everything it logged, at every level
 }
 
-// freePorts picks n free loopback ports (listeners on :0, closed again) for
-// the route listeners, which every node must know before any starts.
+// freePorts picks n free loopback ports (natscluster.FreePorts) for the
+// route listeners, which every node must know before any starts.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
+	ports, err := natscluster.FreePorts(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }
@@ -207,13 +198,19 @@ func startClusterBrokerLogs(t *testing.T, cfg config.Config) (*testBroker, *obse
 var brokerStreams = []string{broker.StreamEvents, broker.StreamAudit, broker.StreamNotify, broker.StreamDead,
 	"KV_" + broker.BucketRequests, "KV_" + broker.BucketSessions, "KV_" + broker.BucketNominations}
 
-// waitReplicated waits until every stream of the broker has a leader and
-// want-1 current followers, and the projector's durable consumer too.
+// waitReplicated waits until every stream of the broker, configured with
+// want replicas, has a leader and want-1 current followers, and the
+// projector's durable consumer too.
 func waitReplicated(t *testing.T, js jetstream.JetStream, want int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	waitStreamsCurrent(t, ctx, js, want, brokerStreams...)
+	for _, name := range brokerStreams {
+		if _, configured, why := natscluster.StreamCurrent(ctx, js, name); configured != want {
+			t.Fatalf("stream %s: replicas %d, want %d (%s)", name, configured, want, why)
+		}
+	}
 	for {
 		c, err := js.Consumer(ctx, broker.StreamEvents, broker.ConsumerQueueProjector)
 		if err == nil {
@@ -472,34 +469,22 @@ func TestEmbeddedClusterScalesToR3(t *testing.T) {
 }
 
 // startExternalCluster starts a three-node NATS cluster (plain servers, as
-// an operator runs them) and returns them and their client URLs.
-func startExternalCluster(t *testing.T) ([]*server.Server, []string) {
+// an operator runs them: internal/natscluster) and returns it and its
+// client URLs.
+func startExternalCluster(t *testing.T) (*natscluster.Cluster, []string) {
 	t.Helper()
-	ports := freePorts(t, 3)
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o := natscluster.Options{Name: "ext", SyncAlways: true, NoLog: true}
+	for i := range 3 {
+		o.ServerNames, o.StoreDirs = append(o.ServerNames, fmt.Sprintf("ext-%d", i)), append(o.StoreDirs, t.TempDir())
 	}
-	var srvs []*server.Server
-	var urls []string
-	for i, p := range ports {
-		srv, err := server.NewServer(&server.Options{ServerName: fmt.Sprintf("ext-%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
-			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true, SyncAlways: true,
-			Cluster: server.ClusterOpts{Name: "ext", Host: "127.0.0.1", Port: p}, Routes: server.RoutesFromStr(strings.Join(routes, ","))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Start()
-		t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-		srvs = append(srvs, srv)
+	cl, err := natscluster.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, srv := range srvs {
-		if !srv.ReadyForConnections(30 * time.Second) {
-			t.Fatal("NATS server not ready")
-		}
-		urls = append(urls, srv.ClientURL())
-	}
-	return srvs, urls
+	t.Cleanup(cl.Shutdown)
+	return cl, cl.ClientURLs()
 }
 
 // With --nats-url listing the nodes of an external cluster, replicas auto
@@ -507,7 +492,7 @@ func startExternalCluster(t *testing.T) ([]*server.Server, []string) {
 // connected to goes, the broker reconnects to another, /readyz comes back
 // to 200 once the streams have their leaders again, and orders are taken.
 func TestExternalClusterReplicasAndFailover(t *testing.T) {
-	srvs, urls := startExternalCluster(t)
+	cl, urls := startExternalCluster(t)
 	b := startBroker(t, "", func(c *config.Config) { c.NATSURL = strings.Join(urls, ","); c.NATSClusterWait = 90 * time.Second })
 	js := b.App.Store.JetStream()
 	waitReplicated(t, js, 3)
@@ -524,10 +509,9 @@ func TestExternalClusterReplicasAndFailover(t *testing.T) {
 		t.Fatalf("order: %d %s", res.Status, res.Body)
 	}
 	connected := b.App.NATS.Conn.ConnectedServerName()
-	for _, srv := range srvs {
-		if srv.Name() == connected {
-			srv.Shutdown()
-			srv.WaitForShutdown()
+	for i := range cl.Size() {
+		if cl.Server(i).Name() == connected {
+			cl.StopNode(i)
 		}
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; {

@@ -2,8 +2,6 @@ package test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"strings"
@@ -14,6 +12,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nhs-eps/epsbroker/internal/natscluster"
 )
 
 // A NATS cluster for the fault tests: N JetStream nodes on loopback whose
@@ -262,25 +262,17 @@ func (m *routeMesh) cut(i int, mode cutMode) {
 	}
 }
 
-// natsCluster is N embedded JetStream nodes in the test process, clustered
-// through a routeMesh.
+// natsCluster is N embedded JetStream nodes in the test process
+// (internal/natscluster), clustered through a routeMesh.
 type natsCluster struct {
 	t     testing.TB
-	name  string
-	pass  string // the routes' authorization password
+	names []string // the nodes' server names
 	mesh  *routeMesh
-	nodes []*natsNode
-}
-
-type natsNode struct {
-	name                    string
-	storeDir                string
-	clientPort, clusterPort int // -1 until first started, then kept
-	srv                     *server.Server
+	cl    *natscluster.Cluster
 }
 
 // startNATSCluster starts n nodes and waits until JetStream has a meta
-// leader that every node follows.
+// leader that every node follows and that can place an R(n) stream.
 func startNATSCluster(t testing.TB, n int) *natsCluster {
 	t.Helper()
 	var names, stores []string
@@ -295,87 +287,49 @@ func startNATSCluster(t testing.TB, n int) *natsCluster {
 // before: JetStream recovers its streams), and waits for the meta leader.
 func startNATSClusterOn(t testing.TB, name string, names, stores []string) *natsCluster {
 	t.Helper()
-	secret := make([]byte, 16)
-	rand.Read(secret)
-	n := len(names)
-	c := &natsCluster{t: t, name: name, pass: hex.EncodeToString(secret), mesh: newRouteMesh(t, n)}
-	for i := range n {
-		c.nodes = append(c.nodes, &natsNode{name: names[i], storeDir: stores[i], clientPort: server.RANDOM_PORT, clusterPort: server.RANDOM_PORT})
-	}
-	for i := range n {
-		c.StartNode(i)
-	}
-	t.Cleanup(func() {
-		for i, nd := range c.nodes {
-			if nd.srv != nil {
-				c.StopNode(i)
-			}
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	c := &natsCluster{t: t, names: names, mesh: newRouteMesh(t, len(names))}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c.waitMeta(ctx)
-	return c
-}
-
-func (c *natsCluster) options(i int) *server.Options {
-	nd := c.nodes[i]
-	var routes []string
-	for _, a := range c.mesh.routes(i) {
-		routes = append(routes, "nats-route://route:"+c.pass+"@"+a)
-	}
-	return &server.Options{
-		ServerName: nd.name, Host: "127.0.0.1", Port: nd.clientPort,
-		JetStream: true, StoreDir: nd.storeDir, SyncAlways: true,
-		NoSigs: true, NoLog: true,
-		Cluster: server.ClusterOpts{
-			Name: c.name, Host: "127.0.0.1", Port: nd.clusterPort,
-			Username: "route", Password: c.pass,
+	cl, err := natscluster.Start(ctx, natscluster.Options{
+		Name: name, ServerNames: names, StoreDirs: stores, SyncAlways: true, NoLog: true,
+		// Every route goes through the mesh's proxy for its pair of nodes.
+		Routes:  c.mesh.routes,
+		Started: func(i int, srv *server.Server) { c.mesh.setRoutePort(i, srv.ClusterAddr().String()) },
+		Configure: func(_ int, o *server.Options) {
 			// Gossip would tell a node the others' route ports, and it
 			// would dial them past the proxies: every node advertises a
 			// closed port (1, privileged, never a test's), so a gossiped
 			// route fails at once and is not retried; only the
 			// configured routes, through the proxies, connect.
-			Advertise: "127.0.0.1:1",
+			o.Cluster.Advertise = "127.0.0.1:1"
 			// A blackholed route is noticed within seconds.
-			PingInterval: time.Second, MaxPingsOut: 3,
+			o.Cluster.PingInterval, o.Cluster.MaxPingsOut = time.Second, 3
 		},
-		Routes: server.RoutesFromStr(strings.Join(routes, ",")),
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	c.cl = cl
+	t.Cleanup(cl.Shutdown)
+	return c
 }
 
 // StartNode starts node i on its store dir, name and ports (those of its
 // first start).
 func (c *natsCluster) StartNode(i int) {
 	c.t.Helper()
-	nd := c.nodes[i]
-	if nd.srv != nil {
-		c.t.Fatalf("node %d is running", i)
-	}
-	srv, err := server.NewServer(c.options(i))
-	if err != nil {
+	if err := c.cl.StartNode(i); err != nil {
 		c.t.Fatal(err)
 	}
-	go srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
-		c.t.Fatalf("NATS node %d not ready", i)
-	}
-	nd.srv = srv
-	nd.clientPort = srv.Addr().(*net.TCPAddr).Port
-	nd.clusterPort = srv.ClusterAddr().Port
-	c.mesh.setRoutePort(i, srv.ClusterAddr().String())
 }
 
 // StopNode shuts node i down (its store dir stays).
 func (c *natsCluster) StopNode(i int) {
 	c.t.Helper()
-	nd := c.nodes[i]
-	if nd.srv == nil {
+	if c.cl.Server(i) == nil {
 		c.t.Fatalf("node %d is not running", i)
 	}
-	nd.srv.Shutdown()
-	nd.srv.WaitForShutdown()
-	nd.srv = nil
+	c.cl.StopNode(i)
 }
 
 // Partition blackholes node i's route traffic both ways (cutDrop), or
@@ -385,36 +339,28 @@ func (c *natsCluster) Heal(i int)                    { c.mesh.cut(i, linkUp) }
 
 // ClientURLs is every node's client URL, comma-separated (as --nats-url
 // takes them), running or not.
-func (c *natsCluster) ClientURLs() string {
-	var out []string
-	for _, nd := range c.nodes {
-		out = append(out, fmt.Sprintf("nats://127.0.0.1:%d", nd.clientPort))
+func (c *natsCluster) ClientURLs() string { return strings.Join(c.cl.ClientURLs(), ",") }
+
+// clientURL is node i's client URL.
+func (c *natsCluster) clientURL(i int) string { return c.cl.ClientURL(i) }
+
+// nodeOf is the index of the node named name (-1: none).
+func (c *natsCluster) nodeOf(name string) int {
+	for i, n := range c.names {
+		if n == name {
+			return i
+		}
 	}
-	return strings.Join(out, ",")
+	return -1
 }
 
-// waitMeta waits until a running node is the JetStream meta leader and
-// every running node is current with it.
+// waitMeta waits until a running node is the JetStream meta leader, every
+// running node is current with it, and it can place a stream on every
+// running node.
 func (c *natsCluster) waitMeta(ctx context.Context) {
 	c.t.Helper()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		leader, current := false, true
-		for _, nd := range c.nodes {
-			if nd.srv != nil {
-				leader = leader || nd.srv.JetStreamIsLeader()
-				current = current && nd.srv.JetStreamIsCurrent()
-			}
-		}
-		if leader && current {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			c.t.Fatalf("no JetStream meta leader followed by every running node (leader %v, all current %v)", leader, current)
-		case <-tick.C:
-		}
+	if err := c.cl.WaitReady(ctx); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
@@ -435,62 +381,15 @@ func waitStreamReplicas(t testing.TB, ctx context.Context, urls string, replicas
 	waitStreamsCurrent(t, ctx, js, replicas, streams...)
 }
 
-// waitStreamsCurrent waits until each stream named, configured with
-// replicas replicas, has a leader and replicas current replicas, as its
-// stream info tells js; each request bounded (one sent into a partition
-// gets no answer).
+// waitStreamsCurrent waits until each stream named, configured with at
+// least replicas replicas, has a leader and replicas current replicas, as
+// its stream info tells js (natscluster.WaitStreamsCurrent: each request
+// bounded, as one sent into a partition gets no answer).
 func waitStreamsCurrent(t testing.TB, ctx context.Context, js jetstream.JetStream, replicas int, streams ...string) {
 	t.Helper()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for _, name := range streams {
-		var last string
-		for {
-			n, configured, why := streamCurrent(ctx, js, name)
-			if configured != 0 && configured != replicas {
-				t.Fatalf("stream %s: replicas %d, want %d", name, configured, replicas)
-			}
-			if n >= replicas {
-				break
-			}
-			last = why
-			select {
-			case <-ctx.Done():
-				t.Fatalf("stream %s: not %d current replicas: %s", name, replicas, last)
-			case <-tick.C:
-			}
-		}
+	if err := natscluster.WaitStreamsCurrent(ctx, js, replicas, streams...); err != nil {
+		t.Fatal(err)
 	}
-}
-
-// streamCurrent counts a stream's current replicas (its leader included),
-// with its configured replicas (0: no stream info) and what the stream
-// info said.
-func streamCurrent(ctx context.Context, js jetstream.JetStream, name string) (current, configured int, why string) {
-	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	s, err := js.Stream(ictx, name)
-	if err != nil {
-		return 0, 0, err.Error()
-	}
-	info := s.CachedInfo()
-	if info.Cluster == nil || info.Cluster.Leader == "" {
-		return 0, info.Config.Replicas, "no leader"
-	}
-	n := 1
-	var peers []string
-	for _, r := range info.Cluster.Replicas {
-		if r.Current && !r.Offline {
-			n++
-		}
-		peers = append(peers, fmt.Sprintf("%s current=%v offline=%v lag=%d", r.Name, r.Current, r.Offline, r.Lag))
-	}
-	return n, info.Config.Replicas, fmt.Sprintf("leader %s, replicas [%s]", info.Cluster.Leader, strings.Join(peers, "; "))
-}
-
-// clientURL is node i's client URL.
-func (c *natsCluster) clientURL(i int) string {
-	return fmt.Sprintf("nats://127.0.0.1:%d", c.nodes[i].clientPort)
 }
 
 // TestNATSClusterHelper checks the helper itself: an R3 stream stays
@@ -542,10 +441,10 @@ func TestNATSClusterHelper(t *testing.T) {
 		c.Partition(1, mode)
 		// Cut off, node 1 loses every route (a route past the proxies
 		// would stay), and the majority goes on.
-		for c.nodes[1].srv.NumRoutes() > 0 {
+		for c.cl.Server(1).NumRoutes() > 0 {
 			select {
 			case <-ctx.Done():
-				t.Fatalf("node 1 still has %d routes, cut off (%d)", c.nodes[1].srv.NumRoutes(), mode)
+				t.Fatalf("node 1 still has %d routes, cut off (%d)", c.cl.Server(1).NumRoutes(), mode)
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
@@ -567,7 +466,7 @@ func TestNATSClusterHelper(t *testing.T) {
 		t.Errorf("the stream holds %d messages, %d were acknowledged (answered by leader %s)", got, stored, s.CachedInfo().Cluster.Leader)
 		// What each node's client is told (the answer comes from whichever
 		// node claims the leadership first).
-		for i := range c.nodes {
+		for i := range c.cl.Size() {
 			if nc, err := nats.Connect(c.clientURL(i)); err == nil {
 				js, _ := jetstream.New(nc)
 				if s, err := js.Stream(ctx, "HELPER"); err == nil {

@@ -149,12 +149,7 @@ func TestReadinessThroughLeaderElection(t *testing.T) {
 	}
 
 	leader := streamLeader(t, ctx, c.ClientURLs(), broker.StreamEvents)
-	lost := -1
-	for i, nd := range c.nodes {
-		if nd.name == leader {
-			lost = i
-		}
-	}
+	lost := c.nodeOf(leader)
 	if lost < 0 {
 		t.Fatalf("EPS_EVENTS leader %q is none of the nodes", leader)
 	}
@@ -165,7 +160,7 @@ func TestReadinessThroughLeaderElection(t *testing.T) {
 	// The election is over when EPS_EVENTS has a new leader and a current
 	// follower, and an order is accepted on each broker.
 	var others []string
-	for i := range c.nodes {
+	for i := range c.cl.Size() {
 		if i != lost {
 			others = append(others, c.clientURL(i))
 		}
@@ -230,12 +225,10 @@ func TestBrokerLeavesMinorityNode(t *testing.T) {
 		t.Fatalf("order with every node up: %d %s", res.Status, res.Body)
 	}
 	on := b.App.NATS.Conn.ConnectedServerName()
-	cut := -1
+	cut := c.nodeOf(on)
 	var others []string
-	for i, nd := range c.nodes {
-		if nd.name == on {
-			cut = i
-		} else {
+	for i := range c.cl.Size() {
+		if i != cut {
 			others = append(others, c.clientURL(i))
 		}
 	}

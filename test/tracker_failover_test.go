@@ -52,14 +52,7 @@ func trackerIndexAfterNodeStop(t *testing.T, sameNode bool) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	nodeOf := func(name string) int {
-		for i, nd := range c.nodes {
-			if nd.name == name {
-				return i
-			}
-		}
-		return -1
-	}
+	nodeOf := c.nodeOf
 	rctx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 5*time.Second) }
 	// indexHost is the node holding the index's consumer: the newest
 	// ordered (not durable) consumer of the event log.
