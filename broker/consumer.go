@@ -188,14 +188,21 @@ type Runner[T any] struct {
 	metrics *Metrics
 	log     *zap.Logger
 	cc      jetstream.ConsumeContext
+	cons    jetstream.Consumer // the durable consumer (nil for an ordered one)
 	running atomic.Bool
+	stopped chan struct{} // closed by Stop: ends the ack floor loop
 
 	mu          sync.Mutex
 	highest     uint64              // the highest stream sequence delivered
 	outstanding map[uint64]struct{} // delivered, not yet acknowledged or dead
 	redelivered map[uint64]struct{} // of those, waiting for a redelivery
-	moved       chan struct{}       // closed (and replaced) when Applied moves
-	inflight    sync.WaitGroup
+	// floor is the durable consumer's ack floor as last read from the
+	// server: every message up to it was acknowledged (applied) or
+	// terminated (put in the dead letter), by this runner or by another
+	// instance sharing the consumer.
+	floor    uint64
+	moved    chan struct{} // closed (and replaced) when Applied moves
+	inflight sync.WaitGroup
 }
 
 // StartRunner creates (or resumes) the consumer and starts applying.
@@ -204,7 +211,7 @@ func StartRunner[T any](ctx context.Context, js jetstream.JetStream, m *Metrics,
 		cfg.Retry = DefaultRetry
 	}
 	r := &Runner[T]{cfg: cfg, js: js, metrics: m, log: log.With(zap.String("consumer", cfg.Name)),
-		outstanding: map[uint64]struct{}{}, redelivered: map[uint64]struct{}{}, moved: make(chan struct{})}
+		outstanding: map[uint64]struct{}{}, redelivered: map[uint64]struct{}{}, moved: make(chan struct{}), stopped: make(chan struct{})}
 	var cons jetstream.Consumer
 	var err error
 	if cfg.Durable {
@@ -224,7 +231,8 @@ func StartRunner[T any](ctx context.Context, js jetstream.JetStream, m *Metrics,
 		if err == nil {
 			var info *jetstream.ConsumerInfo
 			if info, err = cons.Info(ctx); err == nil {
-				r.highest = info.AckFloor.Stream
+				r.highest, r.floor = info.AckFloor.Stream, info.AckFloor.Stream
+				r.cons = cons
 			}
 		}
 	} else {
@@ -241,7 +249,7 @@ func StartRunner[T any](ctx context.Context, js jetstream.JetStream, m *Metrics,
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", cfg.Name, err)
 	}
-	r.cc, err = cons.Consume(r.handle, jetstream.PullMaxMessages(512), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	r.cc, err = cons.Consume(r.handle, jetstream.PullMaxMessages(512), jetstream.PullHeartbeat(ConsumeHeartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		switch {
 		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
 			r.running.Store(false)
@@ -254,8 +262,95 @@ func StartRunner[T any](ctx context.Context, js jetstream.JetStream, m *Metrics,
 		return nil, fmt.Errorf("consume %s: %w", cfg.Name, err)
 	}
 	r.running.Store(true)
+	if r.cons != nil {
+		go r.floorLoop()
+	}
 	return r, nil
 }
+
+// A durable consumer is shared by every broker instance: a message this
+// runner failed to apply (Nak) may be redelivered to another instance,
+// which applies it, and never come back here. The runner would keep it in
+// its books for good, and its applied sequence would stop there. So the
+// consumer's ack floor, which the server keeps for all the instances, is
+// read while the runner has messages waiting for a redelivery (every
+// FloorEvery: one consumer info request) and while WaitApplied waits; a
+// message at or under it is dropped from the books (applied by someone),
+// and Applied is never below it. The ack floor is the only exact answer:
+// a redelivery "overdue" by some time could still be in another instance's
+// hands, or waiting out its backoff (up to RetryMax).
+const FloorEvery = time.Second
+
+// floorLoop reads the ack floor every FloorEvery while a message waits
+// for a redelivery, until the runner stops.
+func (r *Runner[T]) floorLoop() {
+	t := time.NewTicker(FloorEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stopped:
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		waiting := len(r.redelivered) > 0
+		r.mu.Unlock()
+		if waiting {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = r.readFloor(ctx)
+			cancel()
+		}
+	}
+}
+
+// readFloor reads the durable consumer's ack floor from the server and
+// drops from the books every message at or under it.
+func (r *Runner[T]) readFloor(ctx context.Context) error {
+	info, err := r.cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	r.noteFloor(info.AckFloor.Stream)
+	return nil
+}
+
+// noteFloor records an ack floor: the messages at or under it were applied
+// (or put in the dead letter) by some instance.
+func (r *Runner[T]) noteFloor(floor uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if floor <= r.floor {
+		return
+	}
+	r.floor = floor
+	r.highest = max(r.highest, floor)
+	for s := range r.outstanding {
+		if s <= floor {
+			// Still in hand here (redelivered elsewhere after AckWait) or
+			// waiting for a redelivery that went to another instance:
+			// either way another instance applied it.
+			delete(r.outstanding, s)
+			delete(r.redelivered, s)
+		}
+	}
+	r.signal()
+}
+
+// ConsumeHeartbeat is the idle heartbeat the runner asks of the server
+// while its pull request waits. Two missed in a row (2 s) and the client
+// takes the consumer for lost: an ordered consumer is then made again from
+// the next sequence, a durable one's pull request sent again. That is how
+// a consumer whose server went away is noticed when the connection itself
+// did not drop (the node holding an ordered consumer, an R1 consumer,
+// stopped or cut off while the broker is connected to another node; a
+// durable consumer's leader moved). nats.go's defaults are 5 s for an
+// ordered consumer and 15 s for a durable one (half the pull's 30 s
+// expiry), so the tracker index stood still for 10 s or more after such a
+// failover, and releases answered 503 meanwhile (they wait at most
+// service.CatchUpTimeout, 5 s, for the index). A heartbeat is sent only
+// while the consumer has nothing to deliver: at most one small message a
+// second per consumer and broker instance.
+const ConsumeHeartbeat = time.Second
 
 // Running reports whether the runner is consuming.
 func (r *Runner[T]) Running() bool { return r.running.Load() }
@@ -266,6 +361,7 @@ func (r *Runner[T]) Stop() {
 	if !r.running.CompareAndSwap(true, false) {
 		return
 	}
+	close(r.stopped)
 	if !r.cfg.Durable {
 		r.cc.Stop()
 		return
@@ -286,7 +382,11 @@ func (r *Runner[T]) Stop() {
 
 // Applied is the stream sequence up to which every message of the
 // consumer has been applied (or put in the dead letter): a message waiting
-// for a redelivery, or whose apply has not finished, holds it back.
+// for a redelivery, or whose apply has not finished, holds it back. For a
+// durable consumer it is at least the consumer's ack floor as last read
+// (exact across the instances sharing it); above that it speaks for the
+// messages delivered to this runner. WaitApplied on a durable consumer
+// waits for the ack floor itself.
 func (r *Runner[T]) Applied() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -305,7 +405,7 @@ func (r *Runner[T]) appliedLocked() uint64 {
 type RunnerState struct {
 	Name         string
 	Applied      uint64
-	Highest      uint64 // the highest sequence delivered
+	Highest      uint64 // the highest sequence delivered here, or under the ack floor
 	InHand       int    // delivered, not finished
 	Redelivering int    // of those, waiting for a redelivery after a failure
 }
@@ -322,22 +422,49 @@ func (r *Runner[T]) State() RunnerState {
 	return RunnerState{Name: r.cfg.Name, Applied: r.appliedLocked(), Highest: r.highest, InHand: len(r.outstanding), Redelivering: len(r.redelivered)}
 }
 
-// WaitApplied returns once Applied reaches seq, or with ctx's error.
+// WaitApplied returns once every message up to seq has been applied (or
+// put in the dead letter), or with ctx's error. For an ordered consumer,
+// that is Applied reaching seq. For a durable consumer, which other broker
+// instances may share, it is the consumer's ack floor on the server
+// reaching seq, whichever instance applied the messages: read once this
+// runner's own Applied is there (its acknowledgements sent), and every
+// floorPoll meanwhile, since the messages may all go to another instance.
 func (r *Runner[T]) WaitApplied(ctx context.Context, seq uint64) error {
+	next := time.Now() // the next read of the ack floor: at once
+	t := time.NewTimer(0)
+	defer t.Stop()
 	for {
 		r.mu.Lock()
-		applied, moved := r.appliedLocked(), r.moved
+		applied, floor, moved := r.appliedLocked(), r.floor, r.moved
 		r.mu.Unlock()
-		if applied >= seq {
+		if r.cons == nil && applied >= seq || r.cons != nil && floor >= seq {
 			return nil
+		}
+		var tick <-chan time.Time
+		if r.cons != nil {
+			if applied >= seq {
+				// Applied here: the acknowledgements are on their way.
+				if soon := time.Now().Add(floorPoll / 10); soon.Before(next) {
+					next = soon
+				}
+			}
+			t.Reset(time.Until(next))
+			tick = t.C
 		}
 		select {
 		case <-moved:
+		case <-tick:
+			_ = r.readFloor(ctx)
+			next = time.Now().Add(floorPoll)
 		case <-ctx.Done():
-			return fmt.Errorf("%s applied %d of %d: %w", r.cfg.Name, applied, seq, ctx.Err())
+			return fmt.Errorf("%s applied %d of %d (ack floor %d): %w", r.cfg.Name, applied, seq, floor, ctx.Err())
 		}
 	}
 }
+
+// floorPoll is how often WaitApplied on a durable consumer reads the ack
+// floor while this runner has not applied up to the sequence waited for.
+const floorPoll = 200 * time.Millisecond
 
 func (r *Runner[T]) signal() {
 	close(r.moved)
@@ -354,7 +481,9 @@ func (r *Runner[T]) handle(m jetstream.Msg) {
 	seq := md.Sequence.Stream
 	r.metrics.ConsumerPending.WithLabelValues(r.cfg.Name).Set(float64(md.NumPending))
 	r.mu.Lock()
-	r.outstanding[seq] = struct{}{}
+	if seq > r.floor { // else already applied by another instance: a late delivery
+		r.outstanding[seq] = struct{}{}
+	}
 	delete(r.redelivered, seq)
 	if seq > r.highest {
 		r.highest = seq
@@ -426,7 +555,7 @@ func (r *Runner[T]) finish(d *Delivery[T], err error) {
 	}
 	r.metrics.ConsumerMessages.WithLabelValues(r.cfg.Name, outcome).Inc()
 	r.mu.Lock()
-	if outcome == "retried" {
+	if outcome == "retried" && d.Seq > r.floor {
 		r.redelivered[d.Seq] = struct{}{}
 	} else {
 		delete(r.outstanding, d.Seq)

@@ -211,6 +211,10 @@ func startEmbedded(cfg config.Config, log *zap.Logger, nk []*server.NkeyUser, us
 			return nil, err
 		}
 		so.Cluster.NoAdvertise = cfg.NATSListen == ""
+		// The route address gossiped to the other nodes (they dial it when
+		// they learn of this node from a third): behind NAT, a container's
+		// port mapping or a proxy it is not the listener's own.
+		so.Cluster.Advertise = cfg.NATSClusterAdvertise
 	}
 	srv, err := server.NewServer(so)
 	if err != nil {
@@ -228,7 +232,7 @@ func startEmbedded(cfg config.Config, log *zap.Logger, nk []*server.NkeyUser, us
 		zap.String("listen", listenAddr(srv, cfg)), zap.String("server_name", name))
 	if cfg.Clustered() {
 		log.Info("embedded NATS server is a cluster node", zap.String("cluster", so.Cluster.Name),
-			zap.String("route_listen", srv.ClusterAddr().String()), zap.Strings("routes", redactRoutes(so.Routes)),
+			zap.String("route_listen", srv.ClusterAddr().String()), zap.String("route_advertise", cfg.NATSClusterAdvertise), zap.Strings("routes", redactRoutes(so.Routes)),
 			zap.Bool("route_tls", so.Cluster.TLSConfig != nil), zap.Bool("route_secret", so.Cluster.Password != ""),
 			zap.String("jetstream_domain", cfg.JetStreamDomain))
 	}

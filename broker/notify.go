@@ -10,7 +10,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 	"go.uber.org/zap"
+
+	"github.com/nhs-eps/epsbroker/broker/service"
 )
 
 // Notifications at least once (issue 12). Every notification the queue
@@ -70,6 +73,9 @@ func openNotify(ctx context.Context, js jetstream.JetStream, replicas int, maxAg
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  min(NotifyDuplicates, maxAge),
 		DenyDelete:  true,
+		// The notifier commits many events' notifications as one atomic
+		// batch (one fsync under sync always; notify.go commitLoop).
+		AllowAtomicPublish: true,
 	})
 }
 
@@ -86,30 +92,193 @@ type pendingNotification struct {
 	n                 Notification
 }
 
-// publishNotifications stores notifications in StreamNotify, all at once,
-// and returns once every one is stored (or already was: a duplicate).
-func (p *Notifier) publishNotifications(ctx context.Context, ns []pendingNotification) error {
-	type sent struct {
-		pn    pendingNotification
-		fut   jetstream.PubAckFuture
-		start time.Time
+// The notifier's commits. Each event's notifications are handed to a
+// commit (apply returns ErrApplyPending); a commit takes every event
+// waiting, up to NotifyMaxBatch notifications, and publishes their
+// notifications as one JetStream atomic batch, which the server stores with
+// one fsync under sync always (a stream of one replica fsyncs every
+// message published on its own, however many are in flight), then
+// finishes each event: acknowledged once the batch is. While the commit
+// runs, new events gather for the next. Fewer than
+// notifyMinBatch notifications, or a stream that takes no atomic batch (a
+// server older than 2.12), are published each on its own, all at once,
+// and each event finishes when its own are acknowledged. A batch refused
+// or unanswered (nothing of it stored, or its outcome unknown) is
+// published again that way: each notification by its message ID, so one
+// already stored is a duplicate, not a second copy; an event whose own
+// notification is refused then is retried, and the others acknowledged.
+const (
+	// NotifyInFlight is how many events the notifier has in flight at
+	// most: handed to a commit, their notifications not yet all stored.
+	// The next event waits for one of them to finish.
+	NotifyInFlight = 256
+	// NotifyCommits is how many commits run at once: one, so that the
+	// notifications go out in the order of their events (two commits
+	// could send their batches the other way round); the events arriving
+	// while it waits for its batch's acknowledgement gather for the next.
+	NotifyCommits = 1
+	// NotifyMaxBatch is the most notifications one atomic batch holds
+	// (the server's max_batch_size is 1,000 by default; a server with a
+	// lower one refuses a larger batch, and the notifier then halves it).
+	NotifyMaxBatch = 512
+	// notifyMinBatch is the fewest notifications committed as an atomic
+	// batch (the server stages a batch in a store of its own, a fixed cost:
+	// see MinCommitBatch).
+	notifyMinBatch = 8
+)
+
+// notifyJob is an event handed to a commit, with its notifications.
+type notifyJob struct {
+	d  *Delivery[*service.Event]
+	ns []pendingNotification
+}
+
+// commitLoop commits the events waiting, a batch at a time, until none is
+// left.
+func (p *Notifier) commitLoop() {
+	for {
+		p.mu.Lock()
+		if len(p.pending) == 0 {
+			p.commits--
+			p.mu.Unlock()
+			return
+		}
+		n, take := 0, 0
+		for take < len(p.pending) && (take == 0 || n+len(p.pending[take].ns) <= p.maxBatch) {
+			n += len(p.pending[take].ns)
+			take++
+		}
+		jobs := p.pending[:take:take]
+		p.pending = p.pending[take:]
+		batching := p.batching && n >= notifyMinBatch
+		p.mu.Unlock()
+		if !batching || !p.commitBatch(jobs, n) {
+			p.commitEach(jobs)
+		}
 	}
-	var all []sent
+}
+
+// finishJob finishes a job's event with err and makes room for the next.
+func (p *Notifier) finishJob(j notifyJob, err error) {
+	j.d.Finish(err)
+	<-p.slots
+}
+
+// commitBatch publishes the notifications of jobs (n in all) as one atomic
+// batch and, when the stream stored it, finishes every job: it reports
+// false, having finished none, when the batch was refused or unanswered.
+func (p *Notifier) commitBatch(jobs []notifyJob, n int) bool {
+	msgs := make([]*nats.Msg, 0, n)
+	for _, j := range jobs {
+		for _, pn := range j.ns {
+			msgs = append(msgs, notificationMsg(pn))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), notifyAckWait)
+	defer cancel()
+	start := time.Now()
+	// No flow control: the messages go out back to back on one
+	// connection, and the batch's acknowledgement covers them all.
+	err := p.publishBatch(ctx, msgs)
+	took := time.Since(start).Seconds()
+	if err != nil {
+		p.metrics.JetStreamPublish.WithLabelValues(StreamNotify, "batch_error").Observe(took)
+		var apiErr *jetstream.APIError
+		switch {
+		case errors.Is(err, jetstreamext.ErrInvalidBatchAck),
+			errors.As(err, &apiErr) && apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishNotEnabled:
+			p.mu.Lock()
+			p.batching = false
+			p.mu.Unlock()
+			p.log.Warn("the notification stream takes no atomic batch: each notification is published on its own", zap.Error(err))
+		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishExceedsLimit:
+			p.mu.Lock()
+			p.maxBatch = max(notifyMinBatch, min(p.maxBatch, n)/2)
+			p.mu.Unlock()
+			p.log.Warn("a notification batch was larger than the server allows: batches halved", zap.Int("notifications", n), zap.Error(err))
+		default:
+			p.log.Debug("notification batch not stored; published each on its own", zap.Int("notifications", n), zap.Error(err))
+		}
+		return false
+	}
+	for _, j := range jobs {
+		for _, pn := range j.ns {
+			p.metrics.Notifications.WithLabelValues(pn.audience, pn.n.Event).Inc()
+			p.metrics.JetStreamPublish.WithLabelValues(StreamNotify, "ok").Observe(took)
+		}
+	}
+	for _, j := range jobs {
+		p.finishJob(j, nil)
+	}
+	return true
+}
+
+// commitEach publishes the notifications of jobs each on its own, all at
+// once, and returns: each job finishes once its own are acknowledged,
+// while the commit goes on with the events waiting.
+func (p *Notifier) commitEach(jobs []notifyJob) {
+	for _, j := range jobs {
+		sent, err := p.publishNotifications(j.ns)
+		if len(sent) == 0 {
+			p.finishJob(j, err)
+			continue
+		}
+		go func() { p.finishJob(j, errors.Join(err, p.awaitStored(sent))) }()
+	}
+}
+
+// notifyAckWait bounds a commit: how long the notifier waits for an atomic
+// batch's acknowledgement, or a notification's, before it publishes the
+// batch again each on its own or retries the event. It is under the
+// consumer's AckWait, so that the server does not deliver an event again
+// while it is in flight.
+const notifyAckWait = 10 * time.Second
+
+// notificationMsg is the message of a notification: its JSON, its kind
+// header and its message ID.
+func notificationMsg(pn pendingNotification) *nats.Msg {
+	body, _ := json.Marshal(pn.n)
+	msg := &nats.Msg{Subject: pn.subject, Data: body, Header: nats.Header{}}
+	msg.Header.Set(HeaderNotifyKind, pn.audience+"."+pn.n.Event)
+	msg.Header.Set(jetstream.MsgIDHeader, notifyMsgID(pn.n.EventSeq, pn.audience, pn.n.Event))
+	msg.Header.Set(jetstream.ExpectedStreamHeader, StreamNotify)
+	return msg
+}
+
+// sentNotification is a notification published, its acknowledgement
+// awaited.
+type sentNotification struct {
+	pn    pendingNotification
+	fut   jetstream.PubAckFuture
+	start time.Time
+}
+
+// publishNotifications publishes the notifications of an event to
+// StreamNotify without waiting for them to be stored, each with its message
+// ID, and returns those it published; err is the first publish refused at
+// once (the rest are then not published).
+func (p *Notifier) publishNotifications(ns []pendingNotification) ([]sentNotification, error) {
+	sent := make([]sentNotification, 0, len(ns))
 	for _, pn := range ns {
-		body, _ := json.Marshal(pn.n)
-		msg := &nats.Msg{Subject: pn.subject, Data: body, Header: nats.Header{}}
-		msg.Header.Set(HeaderNotifyKind, pn.audience+"."+pn.n.Event)
 		start := time.Now()
-		fut, err := p.store.js.PublishMsgAsync(msg, jetstream.WithMsgID(notifyMsgID(pn.n.EventSeq, pn.audience, pn.n.Event)),
-			jetstream.WithExpectStream(StreamNotify))
+		fut, err := p.publish(notificationMsg(pn))
 		if err != nil {
 			p.metrics.JetStreamPublish.WithLabelValues(StreamNotify, "error").Observe(time.Since(start).Seconds())
-			return fmt.Errorf("notification %s: %w", pn.subject, err)
+			return sent, fmt.Errorf("notification %s: %w", pn.subject, err)
 		}
-		all = append(all, sent{pn, fut, start})
+		sent = append(sent, sentNotification{pn, fut, start})
 	}
+	return sent, nil
+}
+
+// awaitStored waits for the acknowledgement of every notification sent and
+// returns nil once StreamNotify has stored them all (or already had: a
+// duplicate), or the errors of those it did not store.
+func (p *Notifier) awaitStored(sent []sentNotification) error {
+	timeout := time.NewTimer(notifyAckWait)
+	defer timeout.Stop()
 	var errs []error
-	for _, s := range all {
+	for _, s := range sent {
 		select {
 		case ack := <-s.fut.Ok():
 			outcome := "ok"
@@ -122,8 +291,9 @@ func (p *Notifier) publishNotifications(ctx context.Context, ns []pendingNotific
 		case err := <-s.fut.Err():
 			p.metrics.JetStreamPublish.WithLabelValues(StreamNotify, "error").Observe(time.Since(s.start).Seconds())
 			errs = append(errs, fmt.Errorf("notification %s: %w", s.pn.subject, err))
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("notification %s: %w", s.pn.subject, ctx.Err()))
+		case <-timeout.C:
+			p.metrics.JetStreamPublish.WithLabelValues(StreamNotify, "error").Observe(time.Since(s.start).Seconds())
+			errs = append(errs, fmt.Errorf("notification %s: no acknowledgement within %s", s.pn.subject, notifyAckWait))
 		}
 	}
 	return errors.Join(errs...)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 	"go.uber.org/zap"
 
 	"github.com/nhs-eps/epsbroker/broker/service"
@@ -47,18 +49,70 @@ const NotifyReady = "prescription-ready"
 // after it, from the headers: the consumer is headers-only), never from
 // the prescription's current state, so a redelivery, or a delivery to
 // another instance, makes the same notifications.
+//
+// It has many events in hand at once: apply hands an event's
+// notifications to a commit (notify.go) and returns ErrApplyPending; a
+// commit stores the notifications of the events waiting as one atomic
+// batch (one fsync), and the event is finished (acknowledged, or retried
+// or put in the dead letter as any failed apply) once StreamNotify has
+// stored them, at most NotifyInFlight events at once. Applied still passes
+// an event only once its notifications are stored (the runner holds it at
+// the first event not finished), and Stop waits for the events in flight.
+// The notifications reach the stream in the order of their events, as
+// they did one event at a time: the runner hands the events over in the
+// log's order, and the batches and publishes go out in that order on one
+// connection. As before, an event retried after a failure (or whose batch
+// was refused, and published again each on its own) has its notifications
+// stored after those of the events that followed it, including a later
+// event about the same prescription; its eventSeq says which came first.
 type Notifier struct {
 	store   *Store
 	metrics *Metrics
 	log     *zap.Logger
 	runner  *Runner[*service.Event]
+	// slots holds one token per event whose notifications are in flight.
+	slots chan struct{}
+	// mu guards the events waiting for a commit, the commits running,
+	// and the batching state (notify.go: commitLoop).
+	mu       sync.Mutex
+	pending  []notifyJob
+	commits  int
+	batching bool // StreamNotify takes atomic batches
+	maxBatch int  // notifications in one atomic batch at most
+	// publish is the async publish to StreamNotify (the store's
+	// PublishMsgAsync; tests put a hand on it).
+	publish func(*nats.Msg, ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+	// publishBatch publishes an atomic batch to StreamNotify and returns
+	// once it is stored (jetstreamext.PublishMsgBatch).
+	publishBatch func(context.Context, []*nats.Msg) error
+}
+
+// newNotifier is a notifier of store's event log, not yet consuming.
+func newNotifier(store *Store, m *Metrics, log *zap.Logger) *Notifier {
+	return &Notifier{store: store, metrics: m, log: log, slots: make(chan struct{}, NotifyInFlight), publish: store.js.PublishMsgAsync,
+		maxBatch: NotifyMaxBatch,
+		publishBatch: func(ctx context.Context, msgs []*nats.Msg) error {
+			_, err := jetstreamext.PublishMsgBatch(ctx, store.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+			return err
+		}}
 }
 
 // StartNotifier creates (or resumes, updating its configuration in place)
 // the durable consumer and starts publishing.
 func StartNotifier(ctx context.Context, store *Store, m *Metrics, log *zap.Logger) (*Notifier, error) {
-	p := &Notifier{store: store, metrics: m, log: log}
-	r, err := StartRunner(ctx, store.js, m, log, RunnerConfig[*service.Event]{
+	return newNotifier(store, m, log).start(ctx)
+}
+
+// start starts p's consumer, committing in atomic batches when
+// StreamNotify takes them.
+func (p *Notifier) start(ctx context.Context) (*Notifier, error) {
+	store := p.store
+	ns, err := store.js.Stream(ctx, StreamNotify)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamNotify, err)
+	}
+	p.batching = batchingFor(ns.CachedInfo().Config)
+	r, err := StartRunner(ctx, store.js, p.metrics, p.log, RunnerConfig[*service.Event]{
 		Name:        ConsumerQueueProjector,
 		Description: "publishes the notifications of each event (eps.notify.>) to EPS_NOTIFY",
 		Stream:      StreamEvents,
@@ -106,10 +160,12 @@ func (p *Notifier) WaitApplied(ctx context.Context, seq uint64) error {
 // events not yet acknowledged are redelivered later.
 func (p *Notifier) Stop() { p.runner.Stop() }
 
-// apply stores the notifications of event d (transitionNotifications, and
-// prescription-ready when it put the prescription into a queue) and
-// returns once StreamNotify has stored them all; the event is acknowledged
-// only then.
+// apply publishes the notifications of event d (transitionNotifications,
+// and prescription-ready when it put the prescription into a queue) and
+// returns ErrApplyPending: the event is finished, and acknowledged only if
+// StreamNotify stored them all, once their acknowledgements are in. It
+// waits first while NotifyInFlight events are in flight (at most until
+// ctx ends: the event is then retried).
 func (p *Notifier) apply(ctx context.Context, d *Delivery[*service.Event]) error {
 	ev := d.Value
 	ns := transitionNotifications(ev)
@@ -119,7 +175,22 @@ func (p *Notifier) apply(ctx context.Context, d *Delivery[*service.Event]) error
 	if len(ns) == 0 {
 		return nil
 	}
-	return p.publishNotifications(ctx, ns)
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("notifications of event %d: waiting for room among the events in flight: %w", d.Seq, ctx.Err())
+	}
+	p.mu.Lock()
+	p.pending = append(p.pending, notifyJob{d, ns})
+	start := p.commits < NotifyCommits
+	if start {
+		p.commits++
+	}
+	p.mu.Unlock()
+	if start {
+		go p.commitLoop()
+	}
+	return ErrApplyPending
 }
 
 // readyNotification is the prescription-ready notification of ev, whose

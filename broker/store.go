@@ -100,6 +100,8 @@ type Store struct {
 	commit *committer
 	// health is the last check of the streams' leaders (unavailable.go).
 	health healthCache
+	// quorum is since when the health checks fail (quorum.go).
+	quorum quorumState
 }
 
 // LastWritten is the highest event log sequence this process has written.
@@ -133,6 +135,9 @@ type StoreConfig struct {
 	// Logger gets the committer's warnings (batching off, batch size
 	// lowered); nil: none.
 	Logger *zap.Logger
+	// QuorumGrace is how long the streams may be without a leader before
+	// Healthy reports it (0: DefaultQuorumGrace; see quorum.go).
+	QuorumGrace time.Duration
 }
 
 // OpenStore creates (or updates) the streams and buckets the broker needs.
@@ -241,6 +246,10 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	st := &Store{js: js, events: events, requests: requests, audit: audit, sessions: sessions,
 		nominations: nominations, metrics: m, maxMsg: int(min(cfg.MaxMessage, eventsMsg)), limits: lim}
 	st.full.m = map[string]time.Time{}
+	st.quorum.grace = cfg.QuorumGrace
+	if st.quorum.grace <= 0 {
+		st.quorum.grace = DefaultQuorumGrace
+	}
 	// A server older than 2.12 ignores AllowAtomicPublish: batching only
 	// when the stream it answered keeps it (commit.go).
 	st.commit = newCommitter(st, cfg.Logger, cfg.CommitMaxPending, batchingFor(events.CachedInfo().Config))
@@ -435,9 +444,14 @@ func decodeStored(seq uint64, t time.Time, h nats.Header, data []byte) (*service
 // a second); the error names the first that does not. The streams are the
 // store's own (ownStreams) and those added with AddHealthStream: the
 // scheduler's lease bucket KV_EPS_LEASES, once the lease opens it
-// (SingleActiveScheduler).
+// (SingleActiveScheduler). A leader election (one node of three lost: a
+// majority remains) leaves streams without a leader for seconds while the
+// others still write, so the checks must have failed for longer than the
+// quorum grace (quorum.go) before Healthy says so: otherwise every
+// instance would leave a load balancer at once. Requests meanwhile answer
+// 503 with Retry-After one by one.
 func (s *Store) Healthy(ctx context.Context) error {
-	return s.checkLeaders(ctx)
+	return s.quorum.observe(s.checkQuorum(ctx), time.Now())
 }
 
 // SubjectToken maps an ODS code to the one NATS subject token that stands

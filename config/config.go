@@ -116,6 +116,13 @@ type Config struct {
 	NATSClusterTLSCA      string        // PEM CA that route peers' certificates must chain to
 	NATSClusterSecretFile string        // file of the shared route secret (the routes' password)
 	NATSClusterWait       time.Duration // how long start-up waits for JetStream on a cluster
+
+	// Quorum (issue 14, fixquorum): the route address other nodes are told
+	// to dial, and how long the broker's streams may be without a leader
+	// before /readyz says so (and, on an external cluster, the broker
+	// reconnects to another server).
+	NATSClusterAdvertise string        // host:port (empty: the route listener's)
+	NATSQuorumGrace      time.Duration // see broker.DefaultQuorumGrace
 }
 
 // Clustered reports whether the embedded server is a cluster node.
@@ -281,6 +288,8 @@ var clusterSettings = []setting{
 	{"nats-cluster-tls-ca", "embedded cluster node: PEM CA that every route peer's certificate must chain to (peers are verified both ways)", "", str(func(c *Config) *string { return &c.NATSClusterTLSCA })},
 	{"nats-cluster-secret-file", "embedded cluster node: file holding the cluster's shared route secret (the same file content on every node; used as the routes' password, never logged)", "", str(func(c *Config) *string { return &c.NATSClusterSecretFile })},
 	{"nats-cluster-wait", "on a cluster (embedded or external): how long start-up waits for JetStream to answer (a meta leader elected, the streams' peers up) before giving up", "2m", dur(func(c *Config) *time.Duration { return &c.NATSClusterWait })},
+	{"nats-cluster-advertise", "embedded cluster node: host:port of its route listener as the other nodes must dial it (behind NAT, a container port mapping or a proxy); empty: the --nats-cluster-listen address", "", hostPort(func(c *Config) *string { return &c.NATSClusterAdvertise })},
+	{"nats-quorum-grace", "how long the broker's streams may be without a leader (or JetStream unanswering) before /readyz answers 503 (a leader election takes up to about 10 s; requests meanwhile answer 503 with Retry-After); on an external cluster the broker then also reconnects to another server", "15s", dur(func(c *Config) *time.Duration { return &c.NATSQuorumGrace })},
 }
 
 // hostPort sets a host:port or empty.
@@ -301,6 +310,16 @@ func (c Config) validateCluster() []error {
 	var errs []error
 	if c.NATSClusterWait <= 0 {
 		errs = append(errs, errors.New("nats-cluster-wait must be positive"))
+	}
+	if c.NATSQuorumGrace <= 0 {
+		errs = append(errs, errors.New("nats-quorum-grace must be positive"))
+	}
+	if c.NATSClusterAdvertise != "" && (c.NATSURL != "" || c.NATSClusterListen == "") {
+		errs = append(errs, errors.New("nats-cluster-advertise is for an embedded cluster node: it needs nats-cluster-listen (and no nats-url)"))
+	} else if c.NATSClusterAdvertise != "" {
+		if _, port, _ := net.SplitHostPort(c.NATSClusterAdvertise); port == "0" {
+			errs = append(errs, fmt.Errorf("nats-cluster-advertise %q: want the port the other nodes dial, not 0", c.NATSClusterAdvertise))
+		}
 	}
 	if strings.ContainsAny(c.NATSServerName, " \t\r\n") {
 		errs = append(errs, fmt.Errorf("nats-server-name %q: no spaces", c.NATSServerName))

@@ -50,7 +50,11 @@ func newProcCluster(t *testing.T) *procCluster {
 		}
 		c.args = append(c.args, []string{"--nats-cluster-listen", listen, "--nats-routes", strings.Join(routes, ","),
 			"--nats-cluster-name", "eps-faults", "--nats-server-name", c.names[i],
-			"--nats-cluster-secret-file", secretFile, "--nats-cluster-wait", "90s"})
+			"--nats-cluster-secret-file", secretFile, "--nats-cluster-wait", "90s",
+			// Gossip tells the others this advertised route address: a
+			// closed port, so that only the configured routes, through the
+			// proxies, connect (as natsCluster's nodes do).
+			"--nats-cluster-advertise", "127.0.0.1:1"})
 	}
 	return c
 }

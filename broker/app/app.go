@@ -47,6 +47,12 @@ type App struct {
 	// NominationReports keeps the nomination changes for the reports.
 	NominationReports *broker.NominationReports
 
+	// Quorum moves the connection off a NATS server that cut off from its
+	// cluster's majority (external mode only; nil otherwise); stopQuorum
+	// ends it.
+	Quorum     *broker.QuorumWatch
+	stopQuorum context.CancelFunc
+
 	// HTTP limits: the connection cap's and rate limits' metrics, and the
 	// metrics listener (--metrics-listen) with its server.
 	limitMetrics    *httpapi.LimitMetrics
@@ -143,10 +149,29 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	storeCfg := broker.StoreConfig{
 		Replicas: replicas, IdempotencyTTL: cfg.IdempotencyTTL, MaxMessage: maxMsg, Pseudonyms: pseudonyms, Limits: limits,
 		NotifyMaxAge: cfg.NotifyMaxAge, CommitMaxPending: cfg.CommitMaxPending,
-		Logger: log.Named("commit"),
+		Logger: log.Named("commit"), QuorumGrace: cfg.NATSQuorumGrace,
 	}
-	if a.Store, err = openStore(ctx, a.NATS.Conn, storeCfg, a.Metrics, clustered || a.NATS.Embedded == nil, waitUntil, log); err != nil {
+	shared := clustered || a.NATS.Embedded == nil
+	if a.Store, err = openStore(ctx, a.NATS.Conn, storeCfg, a.Metrics, shared, waitUntil, log); err != nil {
 		return nil, err
+	}
+	if shared {
+		// A create or update that timed out during an election has been
+		// tried again by openStore; the consumers, the tracker and the
+		// lease below start once every stream has a leader.
+		if err := retryShared(ctx, waitUntil, log, "leaders of the broker's streams", func() error {
+			return a.Store.Quorate(ctx)
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if a.NATS.Embedded == nil {
+		// An embedded node's broker stays on its own server (in-process):
+		// cut off from the majority it stays not ready, having no other.
+		a.Quorum = broker.NewQuorumWatch(a.Store, a.NATS.Conn, log.Named("quorum"))
+		qctx, cancel := context.WithCancel(context.Background())
+		a.stopQuorum = cancel
+		go a.Quorum.Run(qctx)
 	}
 	if a.NATS.Embedded != nil {
 		// The durable notification consumers of the embedded server's
@@ -176,6 +201,19 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	intake := service.NewIntake(a.Store, a.Store, a.Metrics, log, now)
 	intake.Lifecycle = lifecycle
 	a.Scheduler = service.NewScheduler(lifecycle, a.Store, a.Tracker.Index, log, now)
+	if shared {
+		// The lease bucket is made (or updated) before the scheduler takes
+		// it: right after a node restart the meta leader may not answer
+		// the first create in time (finding 7 of report17-faults), and
+		// SingleActiveScheduler registers its metrics, so it is not the
+		// one to try again.
+		if err := retryShared(ctx, waitUntil, log, "the scheduler lease bucket", func() error {
+			_, err := broker.OpenLease(ctx, a.Store.JetStream(), broker.LeaseConfig{Key: broker.LeaseScheduler, TTL: max(cfg.SchedulerLease, time.Second), Replicas: cfg.Replicas})
+			return err
+		}); err != nil && !errors.Is(err, broker.ErrLeaseUnsupported) {
+			return nil, fmt.Errorf("scheduler lease: %w", err)
+		}
+	}
 	if err := broker.SingleActiveScheduler(ctx, a.Scheduler, a.Store, cfg.Replicas, cfg.SchedulerLease, a.Metrics, log.Named("scheduler")); err != nil {
 		return nil, err
 	}
@@ -274,9 +312,30 @@ func openStore(ctx context.Context, nc *nats.Conn, cfg broker.StoreConfig, m *br
 	}
 }
 
+// retryShared runs an idempotent start-up step on a cluster or an
+// external server, trying again while its error is "unavailable" (a
+// create or update timing out while a leader is elected) until waitUntil.
+func retryShared(ctx context.Context, waitUntil time.Time, log *zap.Logger, what string, step func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := step()
+		if err == nil || !(broker.IsUnavailable(err) || errors.Is(err, broker.ErrNoLeader)) || time.Now().After(waitUntil) {
+			return err
+		}
+		log.Info("waiting for the cluster", zap.String("for", what), zap.Int("attempt", attempt), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(broker.ReconnectDelay(attempt)*4, time.Until(waitUntil)+time.Millisecond)):
+		}
+	}
+}
+
 // Ready reports whether the broker can serve requests.
 func (a *App) Ready(ctx context.Context) error {
-	if st := a.NATS.Conn.Status(); st != nats.CONNECTED {
+	// A reconnect (the server the broker was on lost) counts against the
+	// quorum grace with the streams' leaders (Store.Healthy): the client
+	// is on another server within a second or so.
+	if st := a.NATS.Conn.Status(); st != nats.CONNECTED && st != nats.RECONNECTING {
 		return fmt.Errorf("NATS connection %s", st)
 	}
 	if err := a.Store.Healthy(ctx); err != nil {
@@ -460,6 +519,10 @@ func (a *App) Serve(ctx context.Context) error {
 }
 
 func (a *App) closeBackend() {
+	if a.stopQuorum != nil {
+		a.stopQuorum()
+		a.stopQuorum = nil
+	}
 	if a.Scheduler != nil {
 		a.Scheduler.Stop()
 		a.Scheduler = nil
