@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -591,7 +592,22 @@ func TestNATSClusterHelper(t *testing.T) {
 		t.Errorf("the stream holds %d messages, %d were acknowledged (leader %s, sequences %d..%d)", got, len(acked), info.Cluster.Leader, info.State.FirstSeq, info.State.LastSeq)
 	}
 	for seq, step := range acked {
-		m, err := s.GetMsg(ctx, seq)
+		// A message not found fails at once; an answer of no answer
+		// (a 503 while the meta layer re-elects after the heal, a timeout)
+		// is asked again until the test's deadline.
+		var m *jetstream.RawStreamMsg
+		for {
+			gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			m, err = s.GetMsg(gctx, seq)
+			cancel()
+			if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) || ctx.Err() != nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 		if err != nil {
 			t.Errorf("acknowledged %q at sequence %d: %v", step, seq, err)
 			continue
