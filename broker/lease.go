@@ -256,9 +256,20 @@ func (s *SchedulerMetrics) CountPass(applied int) {
 // On a NATS server that cannot expire a lease (ErrLeaseUnsupported) it
 // logs a warning and leaves every instance running the passes, which stays
 // correct (each transition is a compare-and-set write).
-func SingleActiveScheduler(ctx context.Context, sched *service.Scheduler, st *Store, replicas int, ttl time.Duration, m *Metrics, log *zap.Logger) error {
+//
+// retry, when not nil, runs the bucket's creation and tries it again while
+// the cluster cannot answer for it yet (app's untilPlaced, as for the
+// streams); nil tries once.
+func SingleActiveScheduler(ctx context.Context, sched *service.Scheduler, st *Store, replicas int, ttl time.Duration, m *Metrics, log *zap.Logger, retry func(open func() error) error) error {
+	if retry == nil {
+		retry = func(open func() error) error { return open() }
+	}
+	var lease *KVLease
+	err := retry(func() (err error) {
+		lease, err = OpenLease(ctx, st.JetStream(), LeaseConfig{Key: LeaseScheduler, TTL: ttl, Replicas: max(replicas, st.Replicas())})
+		return err
+	})
 	sched.CountWith(m.RegisterScheduler())
-	lease, err := OpenLease(ctx, st.JetStream(), LeaseConfig{Key: LeaseScheduler, TTL: ttl, Replicas: replicas})
 	if errors.Is(err, ErrLeaseUnsupported) {
 		log.Warn("scheduler lease unavailable: every broker instance runs the scheduler's passes (each transition still applies once)", zap.Error(err))
 		return nil

@@ -388,6 +388,14 @@ func clusterOptions(cfg config.Config, so *server.Options) error {
 		tc.RootCAs = tc.ClientCAs
 		so.Cluster.TLSConfig = tc
 		so.Cluster.TLSTimeout = 5
+		// A peer is accepted as a route only if its certificate (of the
+		// CA) carries a DNS name that is the host of one of --nats-routes:
+		// without it any certificate of the CA (a client's, say) would
+		// join as a node and read and write every stream. nats-server
+		// then accepts an incoming route on its certificate alone and
+		// does not check the route secret, which still goes with this
+		// node's own dials.
+		so.Cluster.TLSCheckKnownURLs = true
 	}
 	if so.Cluster.Password == "" && so.Cluster.TLSConfig == nil {
 		return errors.New("nats-cluster-listen: the cluster's routes must authenticate: set nats-cluster-tls-cert, nats-cluster-tls-key and nats-cluster-tls-ca (mutual TLS), or nats-cluster-secret-file (a shared secret), or both")
@@ -499,8 +507,18 @@ func (l natsLogger) Errorf(format string, v ...any)  { l.s.Errorf(format, v...) 
 func (l natsLogger) Debugf(format string, v ...any)  { l.s.Debugf(format, v...) }
 func (l natsLogger) Tracef(format string, v ...any)  {}
 
+// lameDuckBound is the longest a cluster node's lame duck stop lasts
+// before the server is shut down anyway: its leaders are handed over in
+// about a second; clients of --nats-listen still connected are not waited
+// for through the server's lame duck duration (minutes).
+const lameDuckBound = 5 * time.Second
+
 // Close drains the connection and stops the embedded server, if any, cleanly
-// (flushing JetStream to disk).
+// (flushing JetStream to disk). An embedded cluster node first goes into
+// lame duck mode: it hands the leadership of the meta layer and of every
+// stream and consumer it leads to another node, so that the cluster does
+// not wait for an election timeout to take writes again; bounded by
+// lameDuckBound.
 func (n *NATS) Close() {
 	if n.Conn != nil {
 		_ = n.Conn.Drain()
@@ -511,6 +529,20 @@ func (n *NATS) Close() {
 		n.Conn.Close()
 	}
 	if n.Embedded != nil {
+		// A single node does not listen (DontListen), and nats-server's
+		// lame duck then does nothing: only a cluster node (which has a
+		// route listener, and a client one on loopback) goes through it.
+		if n.Embedded.ClusterAddr() != nil {
+			done := make(chan struct{})
+			go func() {
+				n.Embedded.LameDuckShutdown()
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(lameDuckBound):
+			}
+		}
 		n.Embedded.Shutdown()
 		n.Embedded.WaitForShutdown()
 	}

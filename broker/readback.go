@@ -38,9 +38,11 @@ import (
 //     first publish landed and the write is answered with its sequence;
 //     another's, another writer won the compare-and-set and the write is
 //     answered service.ErrConflict (the CAS loop reads and decides again);
-//   - refused for another reason (want of space): not stored, answered as
-//     any refused write;
-//   - no answer again, or a duplicate still in process on the server: tried
+//   - refused definitely (the stream at its limit, the message too large:
+//     definiteRefusal): not stored, answered as any refused write;
+//   - no answer again, a duplicate still in process on the server, or a
+//     temporary refusal (no leader, the server's or account's storage
+//     exceeded, which the server checks before the ID): tried
 //     again, with growing pauses, for resolveFor at most; then the write
 //     fails with errUnresolved (service.ErrUnresolved; 503: the write may
 //     or may not be stored; a retry with the same X-Request-ID decides
@@ -80,7 +82,7 @@ var errUnresolved = service.ErrUnresolved
 const (
 	resolvedStored     = "stored"     // not stored by the first publish; stored by the resolution
 	resolvedDuplicate  = "duplicate"  // stored by the first publish (a duplicate, or read back)
-	resolvedNotStored  = "not_stored" // not stored; refused (e.g. want of space)
+	resolvedNotStored  = "not_stored" // not stored; refused definitely (the stream at its limit)
 	resolvedConflict   = "conflict"   // not stored; another writer's write came first
 	resolvedUnresolved = "unresolved" // no answer within resolveFor: 503
 )
@@ -137,7 +139,9 @@ func (c *committer) resolve(ctx context.Context, w *commitWrite, cause error) {
 		}
 		c.st.metrics.CommitUnknown.WithLabelValues(resolvedUnresolved).Inc()
 		c.st.metrics.JetStreamPublish.WithLabelValues(StreamEvents, "error").Observe(time.Since(w.start).Seconds())
-		w.err = fmt.Errorf("publish %s event: %w: %w; reading back: %w", w.header.Get(HeaderEvent), errUnresolved, cause, err)
+		// The last answer only as text: a temporary refusal of space
+		// (10023) in the chain would be read as "nothing stored" (507).
+		w.err = fmt.Errorf("publish %s event: %w: %w; reading back: %v", w.header.Get(HeaderEvent), errUnresolved, cause, err)
 		return
 	}
 }
@@ -171,12 +175,43 @@ func (c *committer) resolveOnce(ctx context.Context, w *commitWrite) (string, er
 		}
 		c.fail(w, err)
 		return resolvedConflict, nil
-	case isDuplicateInProcess(err) || outcomeUnknown(err):
-		// The first publish is still being processed, or no answer again.
+	case isDuplicateInProcess(err) || outcomeUnknown(err) || !definiteRefusal(err):
+		// The first publish is still being processed, no answer again, or
+		// a refusal that says nothing of the first publish.
 		return "", err
 	}
 	c.fail(w, err)
 	return resolvedNotStored, nil
+}
+
+// definiteRefusal reports whether err, the server's refusal of a
+// resolution's publish, means that the first publish is not stored and
+// cannot be any more. Both publishes go over the same connection, which
+// keeps their order: by the time the second is answered, the first has
+// reached the server or is lost. The server checks the Nats-Msg-Id (stored:
+// a duplicate; proposed and not yet stored: "in process") before the
+// expected sequence and the stream's own limits, so a refusal for those is
+// definite: the stream at its maximum bytes or messages (discard new, never
+// trimmed: the first copy does not fit either) or the message too large
+// (the same size). A temporary refusal is not: the server's or the
+// account's storage exceeded (10023, 10002: checked before the ID, while
+// the first copy may be proposed and still land), no leader, a store that
+// failed, or any other unavailable answer (IsUnavailable): the resolution
+// tries again, and unresolved at its bound, the write is ErrUnresolved
+// (503, "may have been stored"; a release's own read-back covers it).
+func definiteRefusal(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case jsErrInsufficientResources, jsErrAccountResourcesExceeded:
+		return false
+	case jsErrStreamStoreFailed:
+		d := strings.ToLower(apiErr.Description)
+		return strings.Contains(d, "maximum bytes") || strings.Contains(d, "maximum messages") || strings.Contains(d, "too large")
+	}
+	return !IsUnavailable(err)
 }
 
 // isDuplicateInProcess reports whether err is the server's "duplicate

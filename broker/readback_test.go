@@ -541,3 +541,131 @@ func TestLostAnswerNominatedRelease(t *testing.T) {
 		})
 	}
 }
+
+// refuseResolutions makes the first single publish on subject lose its
+// answer (sent for real when stored) and every later publish on subject
+// be refused with refusal, as the server answers it; it returns the count
+// of publishes on subject.
+func refuseResolutions(st *Store, subject string, stored bool, refusal error) *int {
+	real := st.commit.publishMsg
+	var mu sync.Mutex
+	sent := new(int)
+	st.commit.publishMsg = func(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+		if m.Subject != subject {
+			return real(ctx, m, opts...)
+		}
+		mu.Lock()
+		*sent++
+		first := *sent == 1
+		mu.Unlock()
+		if !first {
+			return nil, refusal
+		}
+		if stored {
+			if _, err := real(ctx, m, opts...); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nats.ErrTimeout
+	}
+	return sent
+}
+
+// A resolution refused for a temporary reason (the server's storage
+// exceeded, 10023, which the server checks before the Nats-Msg-Id, while the
+// first copy may still land) says nothing of the first publish: the write
+// is unresolved (503, "may have been stored"), never "not stored" nor
+// "storage full", whether or not the first publish was stored.
+func TestLostAnswerTemporaryRefusal(t *testing.T) {
+	refusal := &jetstream.APIError{Code: 503, ErrorCode: jsErrInsufficientResources, Description: "insufficient resources"}
+	for _, stored := range []bool{false, true} {
+		t.Run(fmt.Sprint("stored=", stored), func(t *testing.T) {
+			st, _, m := commitStore(t, 0)
+			st.commit.resolveFor = 300 * time.Millisecond
+			sent := refuseResolutions(st, SubjectRx+"RB-T1", stored, refusal)
+			_, err := st.Create(context.Background(), "RB-T1", newRx("RB-T1", "order"))
+			if !errors.Is(err, errUnresolved) || IsStorageFull(err) || errors.Is(err, service.ErrConflict) {
+				t.Fatalf("write whose resolution was refused 10023: %v, want unresolved (not storage full)", err)
+			}
+			if *sent < 2 {
+				t.Errorf("%d publishes, want the first and at least one resolution", *sent)
+			}
+			want := uint64(0)
+			if stored {
+				want = 1
+			}
+			if n := subjectCounts(t, st)[SubjectRx+"RB-T1"]; n != want {
+				t.Errorf("RB-T1 holds %d messages, want %d", n, want)
+			}
+			if unknowns(m, resolvedUnresolved) != 1 || unknowns(m, resolvedNotStored) != 0 {
+				t.Errorf("resolved unresolved %d, not stored %d: want 1 and 0", unknowns(m, resolvedUnresolved), unknowns(m, resolvedNotStored))
+			}
+		})
+	}
+}
+
+// A definite refusal of the resolution (the event log at its maximum bytes:
+// checked after the Nats-Msg-Id, discard new, so the first copy cannot land
+// either) is "not stored": the write is refused as storage full.
+func TestLostAnswerDefiniteRefusal(t *testing.T) {
+	st, _, m := commitStore(t, 0)
+	refusal := &jetstream.APIError{Code: 503, ErrorCode: jsErrStreamStoreFailed, Description: "maximum bytes exceeded"}
+	refuseResolutions(st, SubjectRx+"RB-T2", false, refusal)
+	_, err := st.Create(context.Background(), "RB-T2", newRx("RB-T2", "order"))
+	if !IsStorageFull(err) || errors.Is(err, errUnresolved) {
+		t.Fatalf("write whose resolution found the stream full: %v, want storage full", err)
+	}
+	if n := subjectCounts(t, st)[SubjectRx+"RB-T2"]; n != 0 {
+		t.Errorf("RB-T2 holds %d messages, want 0", n)
+	}
+	if unknowns(m, resolvedNotStored) != 1 {
+		t.Errorf("resolved not stored %d, want 1", unknowns(m, resolvedNotStored))
+	}
+}
+
+// A nominated release whose write was stored, whose answer was lost and
+// whose resolution was refused for a temporary reason is still handed
+// over: the write is unresolved, and the release's read-back finds it.
+func TestLostAnswerNominatedReleaseTemporaryRefusal(t *testing.T) {
+	st, _, _ := commitStore(t, 0)
+	st.commit.resolveFor = 300 * time.Millisecond
+	ctx := context.Background()
+	const pharmacy = "FA565"
+	prescriber := auth.Principal{Subject: "dr-1", ODS: "A83008", Role: auth.RolePrescriber}
+	dispenser := auth.Principal{Subject: "rx-1", ODS: pharmacy, Role: auth.RoleDispenser}
+	in := service.NewIntake(st, st, nil, zap.NewNop(), time.Now)
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	var q fixedQueue
+	for range n {
+		g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.ProcessMessage(ctx, prescriber, g.Body); err != nil {
+			t.Fatal(err)
+		}
+		q = append(q, g.ShortID)
+	}
+	st.commit.minBatch = n + 1 // every write on its own
+	refuseResolutions(st, SubjectRx+q[1], true, &jetstream.APIError{Code: 503, ErrorCode: jsErrInsufficientResources, Description: "insufficient resources"})
+	life := service.NewLifecycle(st, q, zap.NewNop(), time.Now)
+	out, err := life.ReleaseNominated(ctx, dispenser, pharmacy, "release-1", []byte("{}"), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range out {
+		got = append(got, r.Record.ID)
+	}
+	if !slices.Contains(got, q[1]) {
+		t.Errorf("handed over %v: %s, released by a write whose resolution was refused 10023, handed to nobody", got, q[1])
+	}
+	cur, err := st.Current(ctx, q[1])
+	if err != nil || cur.Record.Status != rx.StatusWithDispenser {
+		t.Fatalf("%s after the release: %+v (%v)", q[1], cur, err)
+	}
+}

@@ -100,6 +100,8 @@ type Store struct {
 	commit *committer
 	// health is the last check of the streams' leaders (unavailable.go).
 	health healthCache
+	// replicas of the streams and buckets (replicas.go keptReplicas).
+	replicas int
 	// quorum is since when the health checks fail (quorum.go).
 	quorum quorumState
 }
@@ -156,6 +158,10 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 		if err := checkDenySettings(ctx, js, p); err != nil {
 			return nil, err
 		}
+	}
+	// Never fewer replicas than the broker's streams have (replicas.go).
+	if cfg.Replicas, err = keptReplicas(ctx, js, max(cfg.Replicas, 1), cfg.Logger); err != nil {
+		return nil, err
 	}
 	lim, err := resolveLimits(ctx, js, cfg.Limits)
 	if err != nil {
@@ -243,7 +249,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig, m *Metrics) 
 	if err := scaleStreams(ctx, js, max(cfg.Replicas, 1), cfg.Logger, ownStreams()...); err != nil {
 		return nil, err
 	}
-	st := &Store{js: js, events: events, requests: requests, audit: audit, sessions: sessions,
+	st := &Store{js: js, replicas: cfg.Replicas, events: events, requests: requests, audit: audit, sessions: sessions,
 		nominations: nominations, metrics: m, maxMsg: int(min(cfg.MaxMessage, eventsMsg)), limits: lim}
 	st.full.m = map[string]time.Time{}
 	st.quorum.grace = cfg.QuorumGrace

@@ -36,6 +36,7 @@ type Config struct {
 	HTTPWriteTimeout time.Duration
 	HTTPIdleTimeout  time.Duration
 	ShutdownTimeout  time.Duration
+	ShutdownDelay    time.Duration
 	TLSCert          string
 	TLSKey           string
 	NATSListen       string
@@ -186,6 +187,7 @@ var settings = []setting{
 	{"http-write-timeout", "HTTP write timeout (whole response)", "30s", dur(func(c *Config) *time.Duration { return &c.HTTPWriteTimeout })},
 	{"http-idle-timeout", "HTTP keep-alive idle timeout", "120s", dur(func(c *Config) *time.Duration { return &c.HTTPIdleTimeout })},
 	{"shutdown-timeout", "how long SIGTERM/SIGINT waits for in-flight requests to finish", "25s", dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	{"shutdown-delay", "on SIGTERM/SIGINT, how long to keep serving with /readyz answering 503 (and every answer closing its connection) before the drain, so load balancers stop sending first; above their health check's interval times its fall count; 0 stops at once", "5s", dur(func(c *Config) *time.Duration { return &c.ShutdownDelay })},
 	{"tls-cert", "PEM certificate for HTTPS (with --tls-key); empty serves plain HTTP", "", str(func(c *Config) *string { return &c.TLSCert })},
 	{"tls-key", "PEM private key for HTTPS", "", str(func(c *Config) *string { return &c.TLSKey })},
 	{"nats-listen", "embedded server only: host:port to accept NATS clients on (e.g. 127.0.0.1:4222 for the nats CLI; port 0 picks a free one); only the nkey users made with epsctl nats-user add get in; empty accepts in-process connections only", "", str(func(c *Config) *string { return &c.NATSListen })},
@@ -652,6 +654,9 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
+	}
+	if c.ShutdownDelay < 0 || c.ShutdownDelay > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("shutdown-delay %s: want 0 (off) to 5m", c.ShutdownDelay))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls-cert and tls-key go together"))

@@ -12,12 +12,22 @@
 #   n1.pem, n1-key.pem, ...      compose: one certificate per NATS node, DNS name n1, n2, n3
 #   nats-server.pem, -key.pem    kubernetes: one certificate for the three pods of the chart
 #   broker1.pem, broker1-key.pem embedded: one route certificate per broker, DNS name broker1, ...
+#   front.pem                    compose, embedded: HAProxy's HTTPS certificate and key in one file,
+#                                DNS name $EPS_FRONT_NAME (default localhost), signed by this CA
 #   ops.pem, ops-key.pem         the operator's client certificate (CN=eps-ops: system account)
 #   inspect.pem, inspect-key.pem a read-only client certificate (CN=eps-inspect)
 #   broker/                      what the broker instances share, mode 0700:
 #     epsbroker.pem, epsbroker-key.pem   their NATS client certificate (CN=epsbroker; not embedded)
 #     issuer-ed25519.pem                 the token issuer key (PKCS#8 Ed25519)
 #     pseudonym-hmac.pem                 the pseudonym key (32 random bytes)
+#     https.pem, https-key.pem           kubernetes: the brokers' HTTPS certificate (--tls-cert,
+#                                        --tls-key; Secret epsbroker-https), DNS names of the
+#                                        Service epsbroker in namespace $EPS_NAMESPACE (default eps)
+#
+# The FHIR API and its bearer tokens are served over HTTPS only: compose and
+# embedded behind HAProxy, which terminates TLS with front.pem (a public
+# certificate in its place for clients outside); Kubernetes by the brokers
+# themselves. Clients trust ca.pem, or the CA of the certificate put in place.
 #
 # Node certificates serve both client TLS and the routes (server and client
 # authentication): a route is accepted only with a certificate of this CA whose
@@ -83,6 +93,16 @@ else
 		cert "$n" "/CN=$n" serverAuth,clientAuth "DNS:$n"
 	done
 fi
+if [ "$mode" = kubernetes ]; then
+	ns=${EPS_NAMESPACE:-eps}
+	cert broker/https "/CN=epsbroker" serverAuth \
+		"DNS:epsbroker,DNS:epsbroker.$ns,DNS:epsbroker.$ns.svc,DNS:epsbroker.$ns.svc.cluster.local"
+else
+	front=${EPS_FRONT_NAME:-localhost}
+	cert front-crt "/CN=$front" serverAuth "DNS:$front"
+	cat front-crt.pem front-crt-key.pem >front.pem
+	rm -f front-crt.pem front-crt-key.pem
+fi
 if [ "$mode" != embedded ]; then
 	cert ops "/CN=eps-ops" clientAuth
 	cert inspect "/CN=eps-inspect" clientAuth
@@ -104,13 +124,15 @@ if [ "$mode" = embedded ]; then
 	for n in $nodes; do owned="$owned $n.pem $n-key.pem"; done
 fi
 if [ "$mode" != kubernetes ]; then
-	# The NATS containers read their files as root; the brokers as uid 65532.
+	# The NATS containers read their files as root; the brokers as uid 65532;
+	# HAProxy (the official image's user haproxy) as uid 99.
 	chmod 0644 ca.pem
 	if [ "$(id -u)" = 0 ]; then
 		# shellcheck disable=SC2086 # one word per file
 		chown -R 65532:65532 $owned
+		chown 99:99 front.pem
 	else
-		echo "$0: not root: run  cd $dir && chown -R 65532:65532 $owned  as root before docker compose up" >&2
+		echo "$0: not root: run  cd $dir && chown -R 65532:65532 $owned && chown 99:99 front.pem  as root before docker compose up" >&2
 	fi
 fi
 echo "$dir"

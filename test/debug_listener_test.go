@@ -134,6 +134,7 @@ func TestDebugListenerAddress(t *testing.T) {
 			cfg := config.Default()
 			cfg.DataDir, cfg.HTTPAddr = dir, "127.0.0.1:0"
 			cfg.DebugListen, cfg.DebugListenAny = tc.addr, tc.any
+			cfg.ShutdownDelay = 0
 			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)
 			}

@@ -182,12 +182,14 @@ func TestDeployCompose(t *testing.T) {
 		}
 	}
 
-	checkFront(t, cf, brokers, df)
+	checkFront(t, cf, brokers, df, secretFile)
 }
 
 // checkFront: the front of a compose file is HAProxy on haproxy.cfg, which
-// checks every broker service on its HTTP port with GET /readyz.
-func checkFront(t *testing.T, cf composeFile, brokers []string, df dockerfile) {
+// checks every broker service on its HTTP port with GET /readyz, and serves
+// clients over HTTPS only, with the certificate and key make-secrets.sh
+// makes (front.pem, signed by the CA, for servers), on the port published.
+func checkFront(t *testing.T, cf composeFile, brokers []string, df dockerfile, secretFile map[string]string) {
 	t.Helper()
 	front := cf.Services["front"]
 	cfgPath := mountedFrom(t, front, "/usr/local/etc/haproxy/haproxy.cfg")
@@ -196,6 +198,36 @@ func checkFront(t *testing.T, cf composeFile, brokers []string, df dockerfile) {
 		t.Fatalf("front: %v", err)
 	}
 	haproxy := string(hb)
+	binds := regexp.MustCompile(`(?m)^\s*bind (\S+)(.*)$`).FindAllStringSubmatch(haproxy, -1)
+	if len(binds) != 1 {
+		t.Fatalf("haproxy.cfg: binds %v, want one (HTTPS)", binds)
+	}
+	crt := regexp.MustCompile(`\sssl\s+crt\s+(\S+)`).FindStringSubmatch(binds[0][2])
+	if crt == nil {
+		t.Fatalf("haproxy.cfg: bind %s%s serves plain HTTP: want ssl crt FILE", binds[0][1], binds[0][2])
+	}
+	_, port, _ := net.SplitHostPort(binds[0][1])
+	if !slices.Contains(front.Ports, port+":"+port) {
+		t.Errorf("front: ports %v, want the HTTPS port %s published", front.Ports, port)
+	}
+	var crtSecret string
+	for _, r := range front.Secrets {
+		if r.containerPath() == crt[1] {
+			crtSecret = r.Source
+		}
+	}
+	if crtSecret == "" {
+		t.Errorf("front: the certificate %s is not a mounted secret", crt[1])
+	} else if pair, err := tls.X509KeyPair(mustRead(t, secretFile[crtSecret]), mustRead(t, secretFile[crtSecret])); err != nil {
+		t.Errorf("front: %s (%s) does not hold a certificate and its key: %v", crt[1], secretFile[crtSecret], err)
+	} else {
+		leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(mustRead(t, secretFile["nats-ca"]))
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, DNSName: "localhost"}); err != nil {
+			t.Errorf("front: %s is not the CA's server certificate for localhost (EPS_FRONT_NAME's default): %v", crt[1], err)
+		}
+	}
 	if !regexp.MustCompile(`(?m)^\s*option httpchk GET /readyz\s*$`).MatchString(haproxy) ||
 		!regexp.MustCompile(`(?m)^\s*http-check expect status 200\s*$`).MatchString(haproxy) {
 		t.Errorf("haproxy.cfg: the health check is not GET /readyz expecting 200")
@@ -302,7 +334,7 @@ func TestDeployEmbedded(t *testing.T) {
 			t.Errorf("%s: stop_signal %q, want SIGTERM (the broker drains on it)", b, s.StopSignal)
 		}
 	}
-	checkFront(t, cf, brokers, df)
+	checkFront(t, cf, brokers, df, secretFile)
 }
 
 // TestDeployEmbeddedRuns starts the three brokers of embedded.yaml with
@@ -806,9 +838,9 @@ func TestDeployKubernetes(t *testing.T) {
 		}
 		byKind[kind] = d
 	}
-	dep, svc, pdb := byKind["Deployment"], byKind["Service"], byKind["PodDisruptionBudget"]
-	if dep == nil || svc == nil || pdb == nil || len(byKind) != 3 {
-		t.Fatalf("epsbroker.yaml: kinds %v, want Deployment, Service, PodDisruptionBudget", keys(byKind))
+	dep, svc, pdb, np := byKind["Deployment"], byKind["Service"], byKind["PodDisruptionBudget"], byKind["NetworkPolicy"]
+	if dep == nil || svc == nil || pdb == nil || np == nil || len(byKind) != 4 {
+		t.Fatalf("epsbroker.yaml: kinds %v, want Deployment, Service, PodDisruptionBudget, NetworkPolicy", keys(byKind))
 	}
 	if n, _ := dig(dep, "spec", "replicas").(int); n < 2 || n > 3 {
 		t.Errorf("Deployment: %d replicas, want 2 or 3", n)
@@ -819,8 +851,21 @@ func TestDeployKubernetes(t *testing.T) {
 	}
 	labels := dig(dep, "spec", "template", "metadata", "labels")
 	if !equalYAML(dig(dep, "spec", "selector", "matchLabels"), labels) || !equalYAML(dig(svc, "spec", "selector"), labels) ||
-		!equalYAML(dig(pdb, "spec", "selector", "matchLabels"), labels) {
-		t.Errorf("the Deployment's selector, the Service's and the PodDisruptionBudget's are not the pods' labels %v", labels)
+		!equalYAML(dig(pdb, "spec", "selector", "matchLabels"), labels) || !equalYAML(dig(np, "spec", "podSelector", "matchLabels"), labels) {
+		t.Errorf("the Deployment's selector, the Service's, the PodDisruptionBudget's and the NetworkPolicy's are not the pods' labels %v", labels)
+	}
+	// The NetworkPolicy: the API from anywhere, the metrics (no
+	// authentication) only from the namespace monitoring.
+	for _, rule := range asList(dig(np, "spec", "ingress")) {
+		for _, p := range asList(dig(rule, "ports")) {
+			from := asList(dig(rule, "from"))
+			if dig(p, "port") == "metrics" && (len(from) != 1 || dig(from[0], "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name") != "monitoring") {
+				t.Errorf("NetworkPolicy: the metrics port is open to %v, want the namespace monitoring alone", dig(rule, "from"))
+			}
+		}
+	}
+	if fmt.Sprint(dig(np, "spec", "policyTypes")) != "[Ingress]" || len(asList(dig(np, "spec", "ingress"))) != 2 {
+		t.Errorf("NetworkPolicy: %v, want two ingress rules (the API, the metrics)", dig(np, "spec"))
 	}
 	if dig(pdb, "spec", "maxUnavailable") != 1 {
 		t.Errorf("PodDisruptionBudget: maxUnavailable %v, want 1", dig(pdb, "spec", "maxUnavailable"))
@@ -860,8 +905,8 @@ func TestDeployKubernetes(t *testing.T) {
 	// Probes: routes the broker serves; readiness and startup on /readyz
 	// (no restart while the index catches up), liveness on /healthz.
 	for probe, want := range map[string]string{"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"} {
-		if got := dig(c, probe, "httpGet", "path"); got != want || dig(c, probe, "httpGet", "port") != "http" {
-			t.Errorf("%s: %v on port %v, want %s on http", probe, got, dig(c, probe, "httpGet", "port"), want)
+		if got := dig(c, probe, "httpGet", "path"); got != want || dig(c, probe, "httpGet", "port") != "http" || dig(c, probe, "httpGet", "scheme") != "HTTPS" {
+			t.Errorf("%s: %v on port %v (%v), want %s on http over HTTPS", probe, got, dig(c, probe, "httpGet", "port"), dig(c, probe, "httpGet", "scheme"), want)
 		}
 	}
 	period, _ := dig(c, "startupProbe", "periodSeconds").(int)
@@ -888,6 +933,12 @@ func TestDeployKubernetes(t *testing.T) {
 		if path.Dir(f) != "/etc/eps/nats" || tlsVol == nil || dig(tlsVol, "secret", "secretName") != "epsbroker-nats-tls" {
 			t.Errorf("%s is not in the Secret epsbroker-nats-tls", f)
 		}
+	}
+	// The API is HTTPS: the certificate and key from the Secret epsbroker-https.
+	httpsVol := volumes[mounts["/etc/eps/https"]]
+	if cfg.TLSCert == "" || path.Dir(cfg.TLSCert) != "/etc/eps/https" || path.Dir(cfg.TLSKey) != "/etc/eps/https" ||
+		httpsVol == nil || dig(httpsVol, "secret", "secretName") != "epsbroker-https" {
+		t.Errorf("the broker does not serve HTTPS with the Secret epsbroker-https: --tls-cert %q --tls-key %q", cfg.TLSCert, cfg.TLSKey)
 	}
 	inits, _ := pod["initContainers"].([]any)
 	if len(inits) != 1 {
@@ -920,6 +971,24 @@ func TestDeployKubernetes(t *testing.T) {
 		filepath.Join(secrets, "broker", "epsbroker-key.pem"), filepath.Join(secrets, "ca.pem"), "CN=epsbroker")
 	checkKeyFiles(t, "make-secrets.sh kubernetes", filepath.Join(secrets, "broker", "issuer-ed25519.pem"),
 		filepath.Join(secrets, "broker", "pseudonym-hmac.pem"), false)
+	// Its HTTPS certificate names the Service in the namespace eps (the
+	// default), and the broker loads it with its key.
+	if _, err := tls.LoadX509KeyPair(filepath.Join(secrets, "broker", "https.pem"), filepath.Join(secrets, "broker", "https-key.pem")); err != nil {
+		t.Errorf("make-secrets.sh kubernetes: broker/https.pem: %v", err)
+	} else {
+		block, _ := pem.Decode(mustRead(t, filepath.Join(secrets, "broker", "https.pem")))
+		leaf, err := x509.ParseCertificate(block.Bytes)
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(mustRead(t, filepath.Join(secrets, "ca.pem")))
+		for _, name := range []string{"epsbroker", "epsbroker.eps.svc", "epsbroker.eps.svc.cluster.local"} {
+			if err == nil {
+				_, err = leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, DNSName: name})
+			}
+			if err != nil {
+				t.Errorf("make-secrets.sh kubernetes: broker/https.pem for %s: %v", name, err)
+			}
+		}
+	}
 }
 
 // hostsOf lists the hosts of comma-separated URLs, sorted.

@@ -110,13 +110,16 @@ func secretAuth(t *testing.T) func(*config.Config) {
 }
 
 // mtlsAuth authenticates the routes with mutual TLS: one certificate for
-// 127.0.0.1, good for server and client, that is its own CA.
+// 127.0.0.1, good for server and client, that is its own CA. A node takes
+// a route only from a certificate with the route's host as a DNS name
+// (nats-server's known-URL check compares DNS names only): the routes here
+// are 127.0.0.1, so the certificate carries it as a DNS name too.
 func mtlsAuth(t *testing.T) func(*config.Config) {
 	dir := t.TempDir()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "eps-route"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"127.0.0.1"}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true, IsCA: true}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -170,6 +173,7 @@ func startClusterBroker(t *testing.T, cfg config.Config) (*testBroker, error) {
 func startClusterBrokerLogs(t *testing.T, cfg config.Config) (*testBroker, *observer.ObservedLogs, error) {
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core)).With(zap.String("node", cfg.NATSServerName))
+	cfg.ShutdownDelay = 0 // stop at once (drain_test.go tests the delay)
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, log, nil)
 	if err != nil {

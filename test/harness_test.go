@@ -54,6 +54,7 @@ func startBrokerClock(t testing.TB, dir string, now func() time.Time, mutate ...
 	cfg := config.Default()
 	cfg.DataDir = dir
 	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.ShutdownDelay = 0 // stop at once (drain_test.go tests the delay)
 	for _, m := range mutate {
 		m(&cfg)
 	}

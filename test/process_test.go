@@ -50,6 +50,9 @@ func binaries(t *testing.T) (epsbroker, epsctl string) {
 }
 
 func TestMain(m *testing.M) {
+	// Broker processes stop at once on SIGTERM (drain_test.go tests the
+	// shutdown delay, setting it on its own command line).
+	os.Setenv("EPS_SHUTDOWN_DELAY", "0")
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

@@ -80,15 +80,22 @@ func fillLog(t *testing.T, url, id string, n int) {
 			h[k] = v
 		}
 	}
-	for range n {
-		if _, err := js.PublishMsgAsync(&nats.Msg{Subject: last.Subject, Header: h}); err != nil {
-			t.Fatal(err)
+	// In rounds of 256, each waited for: all n at once stalled the
+	// client's async publish window on a loaded machine ("too many
+	// outstanding async published messages").
+	for done := 0; done < n; {
+		round := min(256, n-done)
+		for range round {
+			if _, err := js.PublishMsgAsync(&nats.Msg{Subject: last.Subject, Header: h}); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-		t.Fatal("the log was not filled")
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-ctx.Done():
+			t.Fatal("the log was not filled")
+		}
+		done += round
 	}
 }
 

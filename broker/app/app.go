@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -63,6 +64,11 @@ type App struct {
 	// default.
 	debugServer   *http.Server
 	debugListener net.Listener
+
+	// stopping is set when Serve's context ends: /readyz answers 503 and
+	// every answer closes its connection for --shutdown-delay, then the
+	// server shuts down.
+	stopping atomic.Bool
 }
 
 // New starts everything but the HTTP server: NATS, the streams and buckets,
@@ -159,7 +165,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		// A create or update that timed out during an election has been
 		// tried again by openStore; the consumers, the tracker and the
 		// lease below start once every stream has a leader.
-		if err := retryShared(ctx, waitUntil, log, "leaders of the broker's streams", func() error {
+		if err := untilPlaced(ctx, shared, waitUntil, log, "waiting for a leader of each of the broker's streams", cfg.Replicas, func() error {
 			return a.Store.Quorate(ctx)
 		}); err != nil {
 			return nil, err
@@ -172,6 +178,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		qctx, cancel := context.WithCancel(context.Background())
 		a.stopQuorum = cancel
 		go a.Quorum.Run(qctx)
+	}
+	if a.NATS.Embedded != nil && clustered {
+		a.Metrics.RegisterNodeCurrent(a.Store, a.NATS.Embedded.Name())
 	}
 	if a.NATS.Embedded != nil {
 		// The durable notification consumers of the embedded server's
@@ -201,20 +210,12 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	intake := service.NewIntake(a.Store, a.Store, a.Metrics, log, now)
 	intake.Lifecycle = lifecycle
 	a.Scheduler = service.NewScheduler(lifecycle, a.Store, a.Tracker.Index, log, now)
-	if shared {
-		// The lease bucket is made (or updated) before the scheduler takes
-		// it: right after a node restart the meta leader may not answer
-		// the first create in time (finding 7 of report17-faults), and
-		// SingleActiveScheduler registers its metrics, so it is not the
-		// one to try again.
-		if err := retryShared(ctx, waitUntil, log, "the scheduler lease bucket", func() error {
-			_, err := broker.OpenLease(ctx, a.Store.JetStream(), broker.LeaseConfig{Key: broker.LeaseScheduler, TTL: max(cfg.SchedulerLease, time.Second), Replicas: cfg.Replicas})
-			return err
-		}); err != nil && !errors.Is(err, broker.ErrLeaseUnsupported) {
-			return nil, fmt.Errorf("scheduler lease: %w", err)
-		}
+	// The lease bucket is made as the streams are: tried again while the
+	// cluster forms (one timeout must not stop the broker, nor its node).
+	leaseRetry := func(open func() error) error {
+		return untilPlaced(ctx, shared, waitUntil, log, "waiting for the cluster to create the lease bucket", cfg.Replicas, open)
 	}
-	if err := broker.SingleActiveScheduler(ctx, a.Scheduler, a.Store, cfg.Replicas, cfg.SchedulerLease, a.Metrics, log.Named("scheduler")); err != nil {
+	if err := broker.SingleActiveScheduler(ctx, a.Scheduler, a.Store, cfg.Replicas, cfg.SchedulerLease, a.Metrics, log.Named("scheduler"), leaseRetry); err != nil {
 		return nil, err
 	}
 	a.Scheduler.Start(cfg.SchedulerEvery)
@@ -250,7 +251,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		MetricsElsewhere: cfg.MetricsListen != "",
 	})
 	a.server = &http.Server{
-		Handler:           handler,
+		Handler:           a.closeWhenStopping(handler),
 		ReadTimeout:       cfg.HTTPReadTimeout,
 		ReadHeaderTimeout: min(cfg.HTTPReadTimeout, 10*time.Second),
 		WriteTimeout:      cfg.HTTPWriteTimeout,
@@ -293,35 +294,30 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 // three nodes up; a meta leader may change while the nodes start) or
 // another broker made a stream between this one's update and create.
 func openStore(ctx context.Context, nc *nats.Conn, cfg broker.StoreConfig, m *broker.Metrics, shared bool, waitUntil time.Time, log *zap.Logger) (*broker.Store, error) {
+	var st *broker.Store
+	err := untilPlaced(ctx, shared, waitUntil, log, "waiting for the cluster to create the broker's streams (each needs as many nodes up as its replicas)", cfg.Replicas, func() (err error) {
+		st, err = broker.OpenStore(ctx, nc, cfg, m)
+		return err
+	})
+	return st, err
+}
+
+// untilPlaced runs open, and on a shared server tries it again, until
+// waitUntil, while it fails for want of JetStream (unavailable, a stream
+// without a leader yet, or a stream another broker made meanwhile): the
+// start of the streams, the wait for their leaders and the lease bucket
+// alike.
+func untilPlaced(ctx context.Context, shared bool, waitUntil time.Time, log *zap.Logger, msg string, replicas int, open func() error) error {
 	for attempt := 1; ; attempt++ {
-		st, err := broker.OpenStore(ctx, nc, cfg, m)
+		err := open()
 		// Brokers starting together race to create each stream: the
 		// loser's create finds it made ("name already in use") and its
 		// next try updates it.
-		retry := broker.IsUnavailable(err) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse)
+		retry := broker.IsUnavailable(err) || errors.Is(err, broker.ErrNoLeader) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse)
 		if err == nil || !shared || !retry || time.Now().After(waitUntil) {
-			return st, err
-		}
-		log.Info("waiting for the cluster to create the broker's streams (each needs as many nodes up as its replicas)",
-			zap.Int("replicas", cfg.Replicas), zap.Int("attempt", attempt), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(min(broker.ReconnectDelay(attempt)*4, time.Until(waitUntil)+time.Millisecond)):
-		}
-	}
-}
-
-// retryShared runs an idempotent start-up step on a cluster or an
-// external server, trying again while its error is "unavailable" (a
-// create or update timing out while a leader is elected) until waitUntil.
-func retryShared(ctx context.Context, waitUntil time.Time, log *zap.Logger, what string, step func() error) error {
-	for attempt := 1; ; attempt++ {
-		err := step()
-		if err == nil || !(broker.IsUnavailable(err) || errors.Is(err, broker.ErrNoLeader)) || time.Now().After(waitUntil) {
 			return err
 		}
-		log.Info("waiting for the cluster", zap.String("for", what), zap.Int("attempt", attempt), zap.Error(err))
+		log.Info(msg, zap.Int("replicas", replicas), zap.Int("attempt", attempt), zap.Error(err))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -332,6 +328,9 @@ func retryShared(ctx context.Context, waitUntil time.Time, log *zap.Logger, what
 
 // Ready reports whether the broker can serve requests.
 func (a *App) Ready(ctx context.Context) error {
+	if a.stopping.Load() {
+		return errors.New("stopping: this instance is shutting down; send requests to another")
+	}
 	// A reconnect (the server the broker was on lost) counts against the
 	// quorum grace with the streams' leaders (Store.Healthy): the client
 	// is on another server within a second or so.
@@ -447,9 +446,11 @@ func (a *App) Config() config.Config { return a.cfg }
 // Handler is the HTTP API.
 func (a *App) Handler() http.Handler { return a.server.Handler }
 
-// Serve answers HTTP requests until ctx ends, then drains: in-flight
-// requests finish (within the shutdown timeout), the projections stop and
-// NATS closes cleanly. It returns nil after a clean drain.
+// Serve answers HTTP requests until ctx ends, then drains: /readyz answers
+// 503 and requests are still served (each answer closing its connection)
+// for the shutdown delay, then no new requests are taken and in-flight ones
+// finish (within the shutdown timeout), the projections stop and NATS
+// closes cleanly. It returns nil after a clean drain.
 func (a *App) Serve(ctx context.Context) error {
 	if a.listener == nil {
 		if err := a.Listen(); err != nil {
@@ -491,6 +492,7 @@ func (a *App) Serve(ctx context.Context) error {
 	select {
 	case serveErr = <-errc:
 	case <-ctx.Done():
+		a.drainDelay(errc)
 		a.log.Info("draining: no new requests; waiting for in-flight ones", zap.Duration("timeout", a.cfg.ShutdownTimeout))
 		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 		if err := a.server.Shutdown(sctx); err != nil {
@@ -516,6 +518,40 @@ func (a *App) Serve(ctx context.Context) error {
 	}
 	a.log.Info("epsbroker stopped", zap.Error(serveErr))
 	return serveErr
+}
+
+// drainDelay is the first step of a stop: /readyz answers 503 ("stopping")
+// at once, and the instance keeps serving for --shutdown-delay, every
+// answer with Connection: close, so that load balancers that probe
+// /readyz stop sending it requests, and connections kept alive are closed
+// after an answer rather than under a request that races the close. It
+// returns early if the server stops by itself (errc is then left for the
+// caller to read again: it is put back).
+func (a *App) drainDelay(errc chan error) {
+	a.stopping.Store(true)
+	if a.cfg.ShutdownDelay <= 0 {
+		return
+	}
+	a.log.Info("stopping: /readyz answers 503; serving on until the shutdown delay ends", zap.Duration("delay", a.cfg.ShutdownDelay))
+	t := time.NewTimer(a.cfg.ShutdownDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case err := <-errc:
+		errc <- err
+	}
+}
+
+// closeWhenStopping makes every answer close its connection once the
+// instance is stopping (Connection: close; over HTTP/2, Go's server sends
+// GOAWAY for it).
+func (a *App) closeWhenStopping(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.stopping.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (a *App) closeBackend() {

@@ -752,6 +752,7 @@ func tickBar(bar *progressbar.ProgressBar, every time.Duration) (stop func()) {
 // startApp starts an in-process broker and serves it; stop drains it and
 // waits until it has stopped.
 func startApp(ctx context.Context, cfg config.Config) (*app.App, func(), error) {
+	cfg.ShutdownDelay = 0 // no load balancer to wait for: stop at once
 	actx, cancel := context.WithCancel(ctx)
 	a, err := app.New(actx, cfg, zap.NewNop(), nil)
 	if err != nil {
