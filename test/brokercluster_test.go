@@ -174,6 +174,9 @@ func (c *procCluster) later(ctx context.Context) string {
 // it again on its data dir, stop another (SIGTERM) and start it again,
 // then cut the third off (its routes blackholed) and heal it.
 func TestBrokerProcessCluster(t *testing.T) {
+	// The slow cluster scenarios run two at a time (go test -parallel,
+	// GOMAXPROCS), so that the package stays within go test's 10 minutes.
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	c := newProcCluster(t)

@@ -60,6 +60,9 @@ func postKeyed(url, token, key string, body []byte) (status int, ctype string, b
 // service.AbandonAfter (its retry meets 409); the retries then take it
 // over, on a broker whose clock is past that.
 func TestClusterSIGKILLResendSameRequestID(t *testing.T) {
+	// The slow cluster scenarios run two at a time (go test -parallel,
+	// GOMAXPROCS), so that the package stays within go test's 10 minutes.
+	t.Parallel()
 	c := startNATSCluster(t, 3)
 	urls := c.ClientURLs()
 	dir := t.TempDir()

@@ -15,6 +15,9 @@ import (
 // the lease bucket too, and the node says so in a warning. Its stop went
 // through lame duck mode, and once restarted its copies come current.
 func TestEmbeddedClusterNodeWithLowerReplicasKeepsR3(t *testing.T) {
+	// The slow cluster scenarios run two at a time (go test -parallel,
+	// GOMAXPROCS), so that the package stays within go test's 10 minutes.
+	t.Parallel()
 	nodes := startCluster(t, clusterConfigs(t, 3, secretAuth(t)))
 	waitReplicated(t, nodes[0].b.App.Store.JetStream(), 3)
 

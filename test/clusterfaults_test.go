@@ -196,6 +196,9 @@ func waitBrokerStreams(t testing.TB, ctx context.Context, urls string, replicas 
 // exactly once, nothing is handed out twice, and every answer was correct
 // or a 5xx (runScenario's checks).
 func TestClusterFaults(t *testing.T) {
+	// The slow cluster scenarios run two at a time (go test -parallel,
+	// GOMAXPROCS), so that the package stays within go test's 10 minutes.
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	d, key := newInProcess(t, ctx)
@@ -234,6 +237,9 @@ func TestClusterFaults(t *testing.T) {
 // in flight answered), each brought back before the next goes: nothing
 // answered wrong, no acknowledged order lost, nothing handed out twice.
 func TestClusterRollingRestart(t *testing.T) {
+	// The slow cluster scenarios run two at a time (go test -parallel,
+	// GOMAXPROCS), so that the package stays within go test's 10 minutes.
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	d, key := newInProcess(t, ctx)

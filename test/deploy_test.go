@@ -347,6 +347,9 @@ func TestDeployEmbedded(t *testing.T) {
 // mutual TLS, the broker's streams and buckets come up R3 with current
 // followers (replicas auto), and every instance is ready.
 func TestDeployEmbeddedRuns(t *testing.T) {
+	// The slow cluster scenarios run two at a time (go test -parallel,
+	// GOMAXPROCS), so that the package stays within go test's 10 minutes.
+	t.Parallel()
 	cf := readCompose(t, "embedded.yaml")
 	secrets := makeSecrets(t, "embedded")
 	secretFile := composeSecretFiles(t, cf, secrets)

@@ -372,6 +372,9 @@ func postBounded(t *testing.T, b *testBroker, token string, body []byte, headers
 // the HTTP write timeout (not a 500, not a hang). With the nodes back,
 // /readyz is 200 again and the orders retried are each stored once.
 func TestEmbeddedClusterWithoutQuorum(t *testing.T) {
+	// The slow cluster scenarios run two at a time (go test -parallel,
+	// GOMAXPROCS), so that the package stays within go test's 10 minutes.
+	t.Parallel()
 	nodes := startCluster(t, clusterConfigs(t, 3, secretAuth(t)))
 	a := nodes[0].b
 	waitReplicated(t, a.App.Store.JetStream(), 3)

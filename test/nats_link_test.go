@@ -50,6 +50,9 @@ type linkAnswer struct {
 // other nodes' client URLs it learns from the cluster are reachable
 // directly, as another node would be in production.
 func TestBlackholedNATSLink(t *testing.T) {
+	// The slow cluster scenarios run two at a time (go test -parallel,
+	// GOMAXPROCS), so that the package stays within go test's 10 minutes.
+	t.Parallel()
 	t.Run("quiet", func(t *testing.T) { blackholedLink(t, false) })
 	t.Run("busy", func(t *testing.T) { blackholedLink(t, true) })
 }

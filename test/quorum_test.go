@@ -126,6 +126,9 @@ func sampleReady(brokers []*testBroker, stop <-chan struct{}) func() []readySamp
 // stopped is no quorum: an order answers 503 with Retry-After at once, and
 // /readyz turns 503, naming a stream, once the grace has passed.
 func TestReadinessThroughLeaderElection(t *testing.T) {
+	// The slow cluster scenarios run two at a time (go test -parallel,
+	// GOMAXPROCS), so that the package stays within go test's 10 minutes.
+	t.Parallel()
 	// Generous: elections on this shared machine have taken up to about
 	// 22 s (report17-faults); the production default is 15 s.
 	const grace = 40 * time.Second
@@ -213,6 +216,9 @@ func TestReadinessThroughLeaderElection(t *testing.T) {
 // have no leader there; once that has lasted longer than the quorum grace,
 // it reconnects to another server of its list and serves orders again.
 func TestBrokerLeavesMinorityNode(t *testing.T) {
+	// The slow cluster scenarios run two at a time (go test -parallel,
+	// GOMAXPROCS), so that the package stays within go test's 10 minutes.
+	t.Parallel()
 	const grace = 5 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
