@@ -265,6 +265,7 @@ func final(status int) bool {
 // guess: every order answered 200 is stored exactly once, every other at
 // most once.
 func TestClusterLostAnswersResolved(t *testing.T) {
+	t.Parallel() // a cluster scenario: see TestClusterFaults
 	c := startNATSCluster(t, 3)
 	urls := c.ClientURLs()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -551,6 +551,7 @@ func TestDeployNATSConfig(t *testing.T) {
 // and buckets R3 and are ready; and a server that dials a route with a
 // client certificate of the same CA (the broker's: no DNS name) is refused.
 func TestDeployNATSCluster(t *testing.T) {
+	t.Parallel() // a cluster scenario: see TestClusterFaults
 	cf := readCompose(t, "compose.yaml")
 	secrets := makeSecrets(t, "compose")
 	secretFile := composeSecretFiles(t, cf, secrets)
@@ -1212,6 +1213,8 @@ func checkKubernetesSecrets(t *testing.T, made map[string]map[string]string) {
 			want[fmt.Sprint(name)] = []string{path.Base(cfg.NATSTLSCA), path.Base(cfg.NATSTLSCert), path.Base(cfg.NATSTLSKey)}
 		case "keys":
 			want[fmt.Sprint(name)] = []string{path.Base(auth.IssuerKeyPath(cfg.DataDir)), path.Base(cfg.PseudonymKey)}
+		case "https":
+			want[fmt.Sprint(name)] = []string{path.Base(cfg.TLSCert), path.Base(cfg.TLSKey)}
 		}
 	}
 	if !slices.Equal(keys(made), keys(want)) {

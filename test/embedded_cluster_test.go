@@ -233,6 +233,7 @@ func waitReplicated(t *testing.T, js jetstream.JetStream, want int) {
 // acknowledged by broker A is released by its dispenser through broker B
 // and found by a tracker search on broker C.
 func TestEmbeddedCluster(t *testing.T) {
+	t.Parallel() // a cluster scenario: see TestClusterFaults
 	nodes := startCluster(t, clusterConfigs(t, 3, secretAuth(t)))
 	a, b, c := nodes[0].b, nodes[1].b, nodes[2].b
 	waitReplicated(t, a.App.Store.JetStream(), 3)
@@ -283,6 +284,7 @@ func TestEmbeddedCluster(t *testing.T) {
 // Mutual TLS on the routes (each node verifies its peers' certificates
 // against the CA) forms the cluster too, here with a JetStream domain.
 func TestEmbeddedClusterMutualTLS(t *testing.T) {
+	t.Parallel() // a cluster scenario: see TestClusterFaults
 	tls := mtlsAuth(t)
 	nodes := startCluster(t, clusterConfigs(t, 3, func(c *config.Config) { tls(c); c.JetStreamDomain = "eps" }))
 	waitReplicated(t, nodes[0].b.App.Store.JetStream(), 3)
@@ -441,6 +443,7 @@ func TestEmbeddedClusterWithoutQuorum(t *testing.T) {
 // scaled (the nominations bucket, only opened once it exists, too), and the
 // durable consumers follow their stream; what was stored stays.
 func TestEmbeddedClusterScalesToR3(t *testing.T) {
+	t.Parallel() // a cluster scenario: see TestClusterFaults
 	cfgs := clusterConfigs(t, 3, secretAuth(t))
 	for i := range cfgs {
 		cfgs[i].Replicas = 1
@@ -495,6 +498,7 @@ func startExternalCluster(t *testing.T) (*natscluster.Cluster, []string) {
 // connected to goes, the broker reconnects to another, /readyz comes back
 // to 200 once the streams have their leaders again, and orders are taken.
 func TestExternalClusterReplicasAndFailover(t *testing.T) {
+	t.Parallel() // a cluster scenario: see TestClusterFaults
 	cl, urls := startExternalCluster(t)
 	b := startBroker(t, "", func(c *config.Config) { c.NATSURL = strings.Join(urls, ","); c.NATSClusterWait = 90 * time.Second })
 	js := b.App.Store.JetStream()
@@ -546,6 +550,7 @@ func TestExternalClusterReplicasAndFailover(t *testing.T) {
 // single node it was, its order there; a cluster node's data dir is
 // refused as a single node likewise.
 func TestSingleNodeDataDirNotTurnedIntoClusterNode(t *testing.T) {
+	t.Parallel() // a cluster scenario: see TestClusterFaults
 	cfgs := clusterConfigs(t, 3, secretAuth(t))
 	single := func(c *config.Config) { c.PseudonymKey = cfgs[0].PseudonymKey }
 	b := startBroker(t, cfgs[0].DataDir, single)

@@ -56,7 +56,9 @@ func startNATS(t *testing.T) *server.Server {
 // (another client sees the order), and /readyz turns 503 when the server goes.
 func TestExternalNATS(t *testing.T) {
 	srv := startNATS(t)
-	b := startBroker(t, "", func(c *config.Config) { c.NATSURL = srv.ClientURL() })
+	// A short quorum grace: /readyz turns 503 once the server has been
+	// gone that long (the default 15 s covers a leader election).
+	b := startBroker(t, "", func(c *config.Config) { c.NATSURL = srv.ClientURL(); c.NATSQuorumGrace = time.Second })
 	if b.App.NATS.Embedded != nil {
 		t.Fatal("an embedded server was started although --nats-url was given")
 	}

@@ -401,6 +401,7 @@ func waitStreamsCurrent(t testing.TB, ctx context.Context, js jetstream.JetStrea
 // every acknowledged message is read back by its sequence: an acknowledged
 // write lost by the cluster fails the test.
 func TestNATSClusterHelper(t *testing.T) {
+	t.Parallel() // a cluster scenario: see TestClusterFaults
 	c := startNATSCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +56,16 @@ func TestMain(m *testing.M) {
 	// Broker processes stop at once on SIGTERM (drain_test.go tests the
 	// shutdown delay, setting it on its own command line).
 	os.Setenv("EPS_SHUTDOWN_DELAY", "0")
+	// The cluster scenarios (t.Parallel) mostly wait on elections, timeouts
+	// and restarts, not on the CPU: four at a time by default (not two, as
+	// GOMAXPROCS on a 2-core runner would give), so that the package stays
+	// within go test's 10 minutes. An explicit -parallel is kept.
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", strconv.Itoa(max(4, runtime.GOMAXPROCS(0))))
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

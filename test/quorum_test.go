@@ -321,6 +321,7 @@ func newCountingProxy(t *testing.T, target string) *countingProxy {
 // reaches C through the proxy. A advertises a closed port, so that the
 // route between A and C can only be A's dial.
 func TestClusterAdvertise(t *testing.T) {
+	t.Parallel() // a cluster scenario: see TestClusterFaults
 	cfgs := clusterConfigs(t, 3, secretAuth(t))
 	route := func(i int) string { return "nats-route://" + cfgs[i].NATSClusterListen }
 	proxy := newCountingProxy(t, cfgs[2].NATSClusterListen)

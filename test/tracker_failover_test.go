@@ -29,6 +29,7 @@ import (
 // alone is measured), and led by the same node (the log elects a leader
 // meanwhile).
 func TestTrackerIndexResumesAfterNodeStop(t *testing.T) {
+	t.Parallel() // a cluster scenario: see TestClusterFaults
 	t.Run("log led elsewhere", func(t *testing.T) { trackerIndexAfterNodeStop(t, false) })
 	t.Run("log led by the same node", func(t *testing.T) { trackerIndexAfterNodeStop(t, true) })
 }
