@@ -551,7 +551,7 @@ func TestDeployNATSConfig(t *testing.T) {
 // and buckets R3 and are ready; and a server that dials a route with a
 // client certificate of the same CA (the broker's: no DNS name) is refused.
 func TestDeployNATSCluster(t *testing.T) {
-	t.Parallel() // a cluster scenario: see TestClusterFaults
+	// Not parallel: it sets environment variables (t.Setenv).
 	cf := readCompose(t, "compose.yaml")
 	secrets := makeSecrets(t, "compose")
 	secretFile := composeSecretFiles(t, cf, secrets)
