@@ -847,10 +847,19 @@ func TestGroupCommitNoAnswer(t *testing.T) {
 	g := holdCommits(st)
 	held := st.commit.beforeCommit
 	var stop sync.Once
+	firstErrs := make(chan error, g.held)
 	st.commit.beforeCommit = func(size int) {
 		held(size)
 		if size > 1 {
-			stop.Do(n.Embedded.Shutdown)
+			// The held writes answered first, so the server stops under
+			// the batch alone (a held write still in flight would be
+			// unresolved too).
+			stop.Do(func() {
+				for range g.held {
+					firstErrs <- <-g.firstErrs
+				}
+				n.Embedded.Shutdown()
+			})
 		}
 	}
 	const k = 6
@@ -868,6 +877,11 @@ func TestGroupCommitNoAnswer(t *testing.T) {
 	}
 	if unknowns(m, resolvedUnresolved) != k {
 		t.Errorf("resolved unresolved %d, want %d", unknowns(m, resolvedUnresolved), k)
+	}
+	for range g.held {
+		if err := <-firstErrs; err != nil {
+			t.Errorf("a held write before the batch: %v", err)
+		}
 	}
 }
 

@@ -13,8 +13,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -88,19 +91,17 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if o.RoutePassword == "" {
 		o.RoutePassword = Secret()
 	}
-	c := &Cluster{opts: o, srvs: make([]*server.Server, n), clientPorts: make([]int, n), routePorts: make([]int, n)}
-	for i := range n {
-		c.clientPorts[i], c.routePorts[i] = server.RANDOM_PORT, server.RANDOM_PORT
+	// Every port is picked before the first node starts: every node's
+	// routes name every node's route port (its own is ignored), and a node
+	// restarted keeps its ports, which the kernel could otherwise have
+	// handed to a connection meanwhile.
+	ports, err := FreePorts(2 * n)
+	if err != nil {
+		return nil, err
 	}
+	c := &Cluster{opts: o, srvs: make([]*server.Server, n), clientPorts: ports[:n], routePorts: ports[n:]}
 	if o.Routes == nil {
-		// Every node's routes name every node (its own is ignored), so
-		// all the route ports are picked before the first starts.
-		ports, err := FreePorts(n)
-		if err != nil {
-			return nil, err
-		}
-		c.routePorts = ports
-		for _, p := range ports {
+		for _, p := range c.routePorts {
 			c.routes = append(c.routes, fmt.Sprintf("127.0.0.1:%d", p))
 		}
 	}
@@ -345,9 +346,72 @@ func StreamCurrent(ctx context.Context, js jetstream.JetStream, name string) (cu
 	return n, info.Config.Replicas, fmt.Sprintf("leader %s, replicas [%s]", info.Cluster.Leader, strings.Join(peers, "; "))
 }
 
-// FreePorts picks n free TCP ports on loopback (listeners on :0, all open
-// at once so the ports differ, then closed).
+// FreePorts picks n free TCP ports on loopback for listeners that must be
+// known before they start (routes every node names) or kept across a
+// restart. They are taken below the kernel's ephemeral range (from
+// /proc/sys/net/ipv4/ip_local_port_range; 32768 if unknown), where neither
+// an outgoing connection's local port nor another listener on :0 can take
+// one between the pick and the server's listen (seen: a node of a test
+// cluster never listened, its route port taken meanwhile), never one this
+// process picked before, and each is checked free by listening on it.
 func FreePorts(n int) ([]int, error) {
+	lo, hi := freePortsFloor, ephemeralLow()
+	if hi-lo < 1000 {
+		return listenPorts(n)
+	}
+	picked.Lock()
+	defer picked.Unlock()
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100*n {
+			return nil, fmt.Errorf("natscluster: no %d free ports in [%d, %d)", n, lo, hi)
+		}
+		p := lo + mrand.IntN(hi-lo)
+		if picked.ports[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		picked.ports[p] = true
+		ports = append(ports, p)
+	}
+	return ports, nil
+}
+
+// freePortsFloor is the lowest port FreePorts picks (above the well-known
+// and most registered services' ports).
+const freePortsFloor = 20000
+
+// picked are the ports FreePorts has handed out in this process.
+var picked = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return lo
+}
+
+// listenPorts picks n ports the kernel hands out (listeners on :0, all
+// open at once so the ports differ, then closed): where no range below the
+// ephemeral one is left.
+func listenPorts(n int) ([]int, error) {
 	var lns []net.Listener
 	defer func() {
 		for _, ln := range lns {
