@@ -187,8 +187,9 @@ type Runner[T any] struct {
 	js      jetstream.JetStream
 	metrics *Metrics
 	log     *zap.Logger
-	cc      jetstream.ConsumeContext
-	cons    jetstream.Consumer // the durable consumer (nil for an ordered one)
+	cc      jetstream.ConsumeContext // the durable consumer's
+	cons    jetstream.Consumer       // the durable consumer (nil for an ordered one)
+	ord     orderedState             // the ordered consumer's (ordered.go)
 	running atomic.Bool
 	stopped chan struct{} // closed by Stop: ends the ack floor loop
 
@@ -212,39 +213,32 @@ func StartRunner[T any](ctx context.Context, js jetstream.JetStream, m *Metrics,
 	}
 	r := &Runner[T]{cfg: cfg, js: js, metrics: m, log: log.With(zap.String("consumer", cfg.Name)),
 		outstanding: map[uint64]struct{}{}, redelivered: map[uint64]struct{}{}, moved: make(chan struct{}), stopped: make(chan struct{})}
-	var cons jetstream.Consumer
-	var err error
-	if cfg.Durable {
-		cons, err = js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-			Durable:       cfg.Name,
-			Description:   cfg.Description,
-			FilterSubject: cfg.Filter,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckWait:       30 * time.Second,
-			MaxAckPending: 4096,
-			// The runner counts deliveries itself (MaxDeliveries) so that
-			// the last one goes to the dead letter, not silently nowhere.
-			MaxDeliver:  -1,
-			HeadersOnly: cfg.HeadersOnly,
-		})
-		if err == nil {
-			var info *jetstream.ConsumerInfo
-			if info, err = cons.Info(ctx); err == nil {
-				r.highest, r.floor = info.AckFloor.Stream, info.AckFloor.Stream
-				r.cons = cons
-			}
+	if !cfg.Durable {
+		if err := r.startOrdered(ctx); err != nil {
+			return nil, fmt.Errorf("consumer %s: %w", cfg.Name, err)
 		}
-	} else {
-		occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: cfg.HeadersOnly}
-		if cfg.Filter != "" {
-			occ.FilterSubjects = []string{cfg.Filter}
+		r.running.Store(true)
+		return r, nil
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+		Durable:       cfg.Name,
+		Description:   cfg.Description,
+		FilterSubject: cfg.Filter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 4096,
+		// The runner counts deliveries itself (MaxDeliveries) so that
+		// the last one goes to the dead letter, not silently nowhere.
+		MaxDeliver:  -1,
+		HeadersOnly: cfg.HeadersOnly,
+	})
+	if err == nil {
+		var info *jetstream.ConsumerInfo
+		if info, err = cons.Info(ctx); err == nil {
+			r.highest, r.floor = info.AckFloor.Stream, info.AckFloor.Stream
+			r.cons = cons
 		}
-		if cfg.StartSeq > 1 {
-			occ.DeliverPolicy, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, cfg.StartSeq
-			r.highest = cfg.StartSeq - 1
-		}
-		cons, err = js.OrderedConsumer(ctx, cfg.Stream, occ)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", cfg.Name, err)
@@ -262,9 +256,7 @@ func StartRunner[T any](ctx context.Context, js jetstream.JetStream, m *Metrics,
 		return nil, fmt.Errorf("consume %s: %w", cfg.Name, err)
 	}
 	r.running.Store(true)
-	if r.cons != nil {
-		go r.floorLoop()
-	}
+	go r.floorLoop()
 	return r, nil
 }
 
@@ -363,7 +355,7 @@ func (r *Runner[T]) Stop() {
 	}
 	close(r.stopped)
 	if !r.cfg.Durable {
-		r.cc.Stop()
+		r.stopOrdered()
 		return
 	}
 	r.cc.Drain()

@@ -16,25 +16,50 @@ import (
 )
 
 // The tracker index resumes soon after the NATS node holding its consumer
-// stops. The index reads the event log through an ordered consumer, an R1
-// consumer on one node; when that node stops while the broker stays
-// connected to another, nothing tells the client but the missing idle
-// heartbeats (broker.ConsumeHeartbeat), after which the consumer is made
-// again on a live node. An order acknowledged after the stop is then
-// found by a nominated release, which waits for the index at most
-// service.CatchUpTimeout and answers 503 otherwise: the test waits for
-// nothing but the release's own answer. The times (stop to order, stop to
-// the index applying it) are logged as figures, not asserted. Twice: the
-// event log led by another node (orders are taken at once: the index
-// alone is measured), and led by the same node (the log elects a leader
-// meanwhile).
+// stops or is cut off. The index reads the event log through its own
+// consumer, an R1 consumer on one node; when that node stops, or is cut
+// off from the others (its routes blackholed, the node still running),
+// while the broker stays connected to another, nothing tells the client
+// but the missing idle heartbeats (broker.ConsumeHeartbeat), after which
+// the consumer is made again on a live node (broker's ordered consumer:
+// each attempt bounded, under a new name). An order acknowledged after the
+// loss is then found by a nominated release, which waits for the index at
+// most service.CatchUpTimeout and answers 503 otherwise: the test waits
+// for nothing but the release's own answer. The times (loss to order, loss
+// to the index applying it) are logged as figures, not asserted.
+//
+// The cases: the node stopped, with the event log led by another node
+// (orders are taken at once: the index alone is measured) and by the same
+// node (the log elects a leader meanwhile); the node cut off while another
+// node is the JetStream meta leader; and cut off while it is the meta
+// leader itself: a consumer can be made only once the others have elected
+// another (raft's election timeout, 4 to 9 s), so there the release is
+// asked again after each 503, as a client does, until it hands the order
+// over.
 func TestTrackerIndexResumesAfterNodeStop(t *testing.T) {
 	t.Parallel() // a cluster scenario: see TestClusterFaults
-	t.Run("log led elsewhere", func(t *testing.T) { trackerIndexAfterNodeStop(t, false) })
-	t.Run("log led by the same node", func(t *testing.T) { trackerIndexAfterNodeStop(t, true) })
+	t.Run("log led elsewhere", func(t *testing.T) { trackerIndexAfterNodeLoss(t, lossStop, false) })
+	t.Run("log led by the same node", func(t *testing.T) { trackerIndexAfterNodeLoss(t, lossStop, true) })
+	t.Run("node cut off", func(t *testing.T) { trackerIndexAfterNodeLoss(t, lossCut, false) })
+	t.Run("node cut off, the meta leader", func(t *testing.T) { trackerIndexAfterNodeLoss(t, lossCutMeta, false) })
 }
 
-func trackerIndexAfterNodeStop(t *testing.T, sameNode bool) {
+// nodeLoss is how the node of the index's consumer is lost.
+type nodeLoss int
+
+const (
+	lossStop    nodeLoss = iota // stopped
+	lossCut                     // cut off (routes blackholed); another node is the meta leader
+	lossCutMeta                 // cut off, and the meta leader
+)
+
+func (l nodeLoss) String() string {
+	return [...]string{"stopped", "cut off", "cut off (the meta leader)"}[l]
+}
+
+// trackerIndexAfterNodeLoss loses the node of the index's consumer as
+// loss says, with the event log led by that node (sameNode) or another.
+func trackerIndexAfterNodeLoss(t *testing.T, loss nodeLoss, sameNode bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := startNATSCluster(t, 3)
@@ -55,9 +80,9 @@ func trackerIndexAfterNodeStop(t *testing.T, sameNode bool) {
 	js, _ := jetstream.New(nc)
 	nodeOf := c.nodeOf
 	rctx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 5*time.Second) }
-	// indexHost is the node holding the index's consumer: the newest
-	// ordered (not durable) consumer of the event log.
-	indexHost := func() int {
+	// newestOrdered is the newest ordered (not durable) consumer of the
+	// event log (nil: none).
+	newestOrdered := func() *jetstream.ConsumerInfo {
 		qctx, qcancel := rctx()
 		defer qcancel()
 		st, err := js.Stream(qctx, broker.StreamEvents)
@@ -70,11 +95,17 @@ func trackerIndexAfterNodeStop(t *testing.T, sameNode bool) {
 				newest = ci
 			}
 		}
-		if newest == nil || newest.Cluster == nil {
+		return newest
+	}
+	// indexConsumer is the index's consumer: the newest ordered consumer.
+	indexConsumer := func() *jetstream.ConsumerInfo {
+		ci := newestOrdered()
+		if ci == nil || ci.Cluster == nil {
 			t.Fatalf("no ordered consumer on %s", broker.StreamEvents)
 		}
-		return nodeOf(newest.Cluster.Leader)
+		return ci
 	}
+	indexHost := func() int { return nodeOf(indexConsumer().Cluster.Leader) }
 	streamLeader := func() int {
 		qctx, qcancel := rctx()
 		defer qcancel()
@@ -84,17 +115,63 @@ func trackerIndexAfterNodeStop(t *testing.T, sameNode bool) {
 		}
 		return nodeOf(st.CachedInfo().Cluster.Leader)
 	}
-
-	// The broker connected to another node than the index's consumer (a
-	// client picks its server at random: restart until it is so), so that
-	// its connection survives the stop.
-	host := indexHost()
-	for attempt := 0; host == nodeOf(b.App.NATS.Conn.ConnectedServerName()); attempt++ {
-		if attempt == 8 {
-			t.Fatalf("the broker is on the node of its index's consumer after %d restarts", attempt)
+	// metaLeader is the node that says it is the JetStream meta leader
+	// (asked in process).
+	metaLeader := func() int {
+		for i := range c.names {
+			if srv := c.cl.Server(i); srv != nil && srv.JetStreamIsLeader() {
+				return i
+			}
 		}
-		b.stop()
-		b = start()
+		return -1
+	}
+	brokerNode := func() int { return nodeOf(b.App.NATS.Conn.ConnectedServerName()) }
+
+	// The broker connected to another node than the one to lose (a client
+	// picks its server at random: restart until it is so), so that its
+	// connection survives; when the meta leader is to be lost, the broker
+	// is on another node than the meta leader.
+	if loss == lossCutMeta {
+		c.waitMeta(ctx)
+		for attempt := 0; brokerNode() == metaLeader(); attempt++ {
+			if attempt == 12 {
+				t.Fatalf("the broker is on the meta leader's node after %d restarts", attempt)
+			}
+			b.stop()
+			b = start()
+		}
+	}
+	// The index's consumer on a node that suits the case: not the
+	// broker's; the meta leader or not (cut off). The broker makes its
+	// consumer again, wherever the meta leader places it, when the
+	// consumer is deleted: delete it until it is placed so.
+	suits := func(host int) bool {
+		switch loss {
+		case lossCut:
+			return host != brokerNode() && host != metaLeader()
+		case lossCutMeta:
+			return host == metaLeader()
+		}
+		return host != brokerNode()
+	}
+	host := indexHost()
+	for attempt := 0; !suits(host); attempt++ {
+		if attempt == 20 {
+			t.Fatalf("the index's consumer is on node %d (broker on %d, meta leader %d) after %d placements", host, brokerNode(), metaLeader(), attempt)
+		}
+		old := indexConsumer().Name
+		dctx, dcancel := rctx()
+		if err := js.DeleteConsumer(dctx, broker.StreamEvents, old); err != nil {
+			t.Fatal(err)
+		}
+		dcancel()
+		for ci := newestOrdered(); ci == nil || ci.Name == old || ci.Cluster == nil || ci.Cluster.Leader == ""; ci = newestOrdered() {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("the index's consumer was not made again after %s was deleted", old)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 		host = indexHost()
 	}
 	// The event log led by another node than the index's consumer, or by
@@ -117,29 +194,49 @@ func trackerIndexAfterNodeStop(t *testing.T, sameNode bool) {
 	if h := indexHost(); h != host {
 		t.Fatalf("the index's consumer moved from node %d to %d with the log's leader", host, h)
 	}
-	t.Logf("broker on node %d, index consumer on node %d, event log led by node %d",
-		nodeOf(b.App.NATS.Conn.ConnectedServerName()), host, streamLeader())
+	if !suits(host) {
+		t.Fatalf("the meta leader moved meanwhile: node %d, the index's consumer on node %d", metaLeader(), host)
+	}
+	t.Logf("broker on node %d, index consumer %s on node %d, event log led by node %d, meta leader node %d",
+		brokerNode(), indexConsumer().Name, host, streamLeader(), metaLeader())
 
-	stopped := time.Now()
-	c.StopNode(host)
+	lost := time.Now()
+	if loss == lossStop {
+		c.StopNode(host)
+	} else {
+		c.Partition(host, cutDrop)
+	}
 	tmpl, _ := fhirgen.NewTemplate(fhirgen.Order4Items)
-	g, _ := tmpl.Order(fhirgen.Options{Performer: "FCG71"})
-	tok := b.token(auth.RolePrescriber, "A83008")
+	order := func(id string) (*fhirgen.Generated, uint64) {
+		g, _ := tmpl.Order(fhirgen.Options{Performer: "FCG71"})
+		tok := b.token(auth.RolePrescriber, "A83008")
+		for {
+			res := b.post(tok, g.Body, "X-Request-ID", id)
+			if res.Status == 200 {
+				return g, b.App.Store.LastWritten()
+			}
+			if res.Status != 503 || ctx.Err() != nil {
+				t.Fatalf("order %s: %d %s", id, res.Status, res.Body)
+			}
+			time.Sleep(100 * time.Millisecond) // the client's retry after a 503
+		}
+	}
+	g, seq := order("order-after-loss")
+	ordered := time.Since(lost)
+
+	// The release. Where the meta leader was lost, asked again after each
+	// 503 (the answer while the index waits for its consumer), as a
+	// client does, until the test's deadline.
+	var res *response
+	unavailable := 0
 	for {
-		res := b.post(tok, g.Body, "X-Request-ID", "order-after-stop")
-		if res.Status == 200 {
+		res = b.release("FCG71", "")
+		if res.Status != 503 || loss != lossCutMeta || ctx.Err() != nil {
 			break
 		}
-		if res.Status != 503 || ctx.Err() != nil {
-			t.Fatalf("order after the stop: %d %s", res.Status, res.Body)
-		}
-		time.Sleep(100 * time.Millisecond) // the client's retry after a 503
+		unavailable++
 	}
-	ordered := time.Since(stopped)
-	seq := b.App.Store.LastWritten()
-
-	res := b.release("FCG71", "")
-	releasedAt := time.Since(stopped)
+	releasedAt := time.Since(lost)
 	var ids []string
 	if res.Status == 200 {
 		ids, _ = released(t, res)
@@ -149,9 +246,35 @@ func trackerIndexAfterNodeStop(t *testing.T, sameNode bool) {
 	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 	defer wcancel()
 	werr := b.App.Tracker.Index.WaitApplied(wctx, seq)
-	t.Logf("FIGURES: node %d stopped; order acknowledged after %v; release answered %d after %v; index applied the order (event %d) after %v (%v)",
-		host, ordered.Round(time.Millisecond), res.Status, releasedAt.Round(time.Millisecond), seq, time.Since(stopped).Round(time.Millisecond), werr)
+	t.Logf("FIGURES: node %d %v; order acknowledged after %v; release answered %d after %v (%d answers 503 before); index applied the order (event %d) after %v (%v)",
+		host, loss, ordered.Round(time.Millisecond), res.Status, releasedAt.Round(time.Millisecond), unavailable, seq, time.Since(lost).Round(time.Millisecond), werr)
 	if res.Status != 200 || !slices.Contains(ids, g.ShortID) {
-		t.Fatalf("the release after the stop: %d, released %v, want %s: %.300s", res.Status, ids, g.ShortID, res.Body)
+		t.Fatalf("the release after the node was %v: %d, released %v, want %s: %.300s", loss, res.Status, ids, g.ShortID, res.Body)
 	}
+	if loss == lossStop {
+		return
+	}
+
+	// The notifier's shared durable consumer stores the order's
+	// notifications while the node is cut off, and after it is let back
+	// in; the index takes the next order after the heal too.
+	if err := b.App.Notifier().WaitApplied(ctx, seq); err != nil {
+		t.Fatalf("notifications of the order while node %d is cut off: %v", host, err)
+	}
+	t.Logf("FIGURES: notifications of the order stored after %v", time.Since(lost).Round(time.Millisecond))
+	c.Heal(host)
+	healed := time.Now()
+	waitBrokerStreams(t, ctx, c.ClientURLs(), 3)
+	g2, seq2 := order("order-after-heal")
+	if err := b.App.Notifier().WaitApplied(ctx, seq2); err != nil {
+		t.Fatalf("notifications of the order after the heal: %v", err)
+	}
+	res = b.release("FCG71", "")
+	if res.Status != 200 {
+		t.Fatalf("the release after the heal: %d %.300s", res.Status, res.Body)
+	}
+	if ids, _ = released(t, res); !slices.Contains(ids, g2.ShortID) {
+		t.Fatalf("the release after the heal released %v, want %s", ids, g2.ShortID)
+	}
+	t.Logf("FIGURES: after the heal, streams current, order taken, notified and released after %v", time.Since(healed).Round(time.Millisecond))
 }
