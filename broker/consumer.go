@@ -446,7 +446,12 @@ func (r *Runner[T]) WaitApplied(ctx context.Context, seq uint64) error {
 		select {
 		case <-moved:
 		case <-tick:
-			_ = r.readFloor(ctx)
+			// Each read bounded: one sent to a consumer leader that was
+			// just cut off gets no answer, and the next read goes to the
+			// leader elected meanwhile.
+			rctx, cancel := context.WithTimeout(ctx, floorReadTimeout)
+			_ = r.readFloor(rctx)
+			cancel()
 			next = time.Now().Add(floorPoll)
 		case <-ctx.Done():
 			return fmt.Errorf("%s applied %d of %d (ack floor %d): %w", r.cfg.Name, applied, seq, floor, ctx.Err())
@@ -455,8 +460,12 @@ func (r *Runner[T]) WaitApplied(ctx context.Context, seq uint64) error {
 }
 
 // floorPoll is how often WaitApplied on a durable consumer reads the ack
-// floor while this runner has not applied up to the sequence waited for.
-const floorPoll = 200 * time.Millisecond
+// floor while this runner has not applied up to the sequence waited for;
+// each read waits at most floorReadTimeout.
+const (
+	floorPoll        = 200 * time.Millisecond
+	floorReadTimeout = 2 * time.Second
+)
 
 func (r *Runner[T]) signal() {
 	close(r.moved)
