@@ -319,9 +319,12 @@ func (n *NATS) WaitJetStream(ctx context.Context, wait time.Duration, log *zap.L
 // not empty reach the quorum (a majority of the group), or when every node
 // of the group has voted. A node whose meta log is empty (a new cluster's,
 // or a node whose store is new or was wiped) counts only in the second
-// way: empty logs never make a majority among themselves, so that nodes
-// that lost their state cannot elect a leader that would wipe the
-// cluster's. A new node sizes its meta group (raft.go, bootstrapRaftNode)
+// way: empty logs never make a majority among themselves (nats-server's
+// "empty log protection", nats-io/nats-server#7038: a node whose disk was
+// reset must not help elect a leader that lacks what the cluster
+// acknowledged; only the votes of every node prove that no node holds
+// more). The first start of a new cluster, where every log is empty, thus
+// needs every node of the meta group. A new node sizes its meta group (raft.go, bootstrapRaftNode)
 // as the larger of 2, the JetStream servers it already knows, and the URLs
 // of its routes (its own URL counted when listed, as the README asks).
 const (
@@ -332,6 +335,9 @@ const (
 	// WaitMajority: this node has the cluster's meta state.
 	WaitMajority = "no JetStream meta leader: a majority of the cluster's nodes that hold its meta state must be up and routed " +
 		"(a node with a new or wiped store counts only once every node is up)"
+	// WaitAnswer: a meta leader was elected since JetStream last failed
+	// to answer.
+	WaitAnswer = "a JetStream meta leader is elected; JetStream has not answered yet"
 	// WaitCluster: an external server, or an embedded one whose meta
 	// group is not set up yet.
 	WaitCluster = "no JetStream meta leader: a majority of the cluster's nodes must be up and routed " +
@@ -373,7 +379,10 @@ func (n *NATS) noMetaLeader() metaWait {
 			if g, ok := groups[metaGroup]; ok {
 				w := metaWait{why: WaitMajority, known: true, size: g.Size, quorum: g.QuorumNeeded, empty: g.PIndex == 0,
 					nodes: len(n.Embedded.ActivePeers()), routes: n.Embedded.NumRoutes()}
-				if w.empty {
+				switch {
+				case g.Leader != "":
+					w.why = WaitAnswer
+				case w.empty:
 					w.why = WaitEveryNode
 				}
 				return w
