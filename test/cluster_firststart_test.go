@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -185,5 +187,58 @@ func TestClusterFirstStartWaitRunsOut(t *testing.T) {
 	}
 	if n.logs.FilterMessage("waiting for JetStream: "+broker.WaitEveryNode).Len() == 0 {
 		t.Error("the wait was not logged with its reason")
+	}
+}
+
+// The same rule after a disk loss: a formed cluster stopped, one node's
+// JetStream store wiped, and that node started again with only one other.
+// The other holds the cluster's meta state, but the wiped node's vote does
+// not count toward the majority (its log is empty), so there is no meta
+// leader: each broker waits naming its own case (the wiped node: its log
+// is empty, every node is needed; the other: a majority of the nodes that
+// hold the state). With the third node up all start, and the wiped node's
+// broker finds the order acknowledged before the wipe.
+func TestClusterWipedNodeCountsOnlyWithEveryNode(t *testing.T) {
+	t.Parallel() // a cluster scenario: see TestClusterFaults
+	nodes := startCluster(t, clusterConfigs(t, 3, secretAuth(t)))
+	a := nodes[0].b
+	waitReplicated(t, a.App.Store.JetStream(), 3)
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := a.post(a.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
+		t.Fatalf("order: %d %s", res.Status, res.Body)
+	}
+	waitReplicated(t, a.App.Store.JetStream(), 3)
+	for _, n := range nodes {
+		n.b.stop()
+	}
+	if err := os.RemoveAll(filepath.Join(nodes[1].cfg.DataDir, "jetstream")); err != nil {
+		t.Fatal(err)
+	}
+
+	kept, wiped := startInBackground(t, nodes[0].cfg), startInBackground(t, nodes[1].cfg)
+	routed := func(f map[string]any) bool { return f["nodes_known"] == int64(2) }
+	f := wiped.waitingLine(t, broker.WaitEveryNode, routed, 90*time.Second)
+	if f["meta_log_empty"] != true || f["meta_group_size"] != int64(3) {
+		t.Errorf("the wiped node waits with %v, want meta_log_empty true, meta_group_size 3", f)
+	}
+	f = kept.waitingLine(t, broker.WaitMajority, routed, 90*time.Second)
+	if f["meta_log_empty"] != false || f["meta_group_size"] != int64(3) || f["quorum"] != int64(2) {
+		t.Errorf("the kept node waits with %v, want meta_log_empty false, meta_group_size 3, quorum 2", f)
+	}
+
+	third := startInBackground(t, nodes[2].cfg)
+	third.started(t, 3*time.Minute)
+	kept.started(t, 3*time.Minute)
+	b := wiped.started(t, 3*time.Minute)
+	waitReplicated(t, b.App.Store.JetStream(), 3)
+	if n := b.events(g.ShortID); n != 1 {
+		t.Errorf("the order acknowledged before the wipe: %d events through the wiped node's broker, want 1", n)
 	}
 }
