@@ -197,6 +197,7 @@ func (r *Runner[T]) makeOrdered(ctx context.Context, timeout time.Duration) erro
 	o := &r.ord
 	o.mu.Lock()
 	o.serial++
+	o.dseq = 0 // a new consumer delivers from 1
 	serial, next := o.serial, o.next
 	name := fmt.Sprintf("%s_%d", o.prefix, serial)
 	o.mu.Unlock()
