@@ -30,7 +30,9 @@ func TestRunnerOrderedConsumerMadeAgain(t *testing.T) {
 	)
 	r, err := StartRunner(ctx, js, NewMetrics(), zap.NewNop(), RunnerConfig[string]{
 		Name: "ordered-test", Stream: "T",
-		Decode: func(_ uint64, _ time.Time, _ string, _ nats.Header, data []byte) (string, error) { return string(data), nil },
+		Decode: func(_ uint64, _ time.Time, _ string, _ nats.Header, data []byte) (string, error) {
+			return string(data), nil
+		},
 		Apply: func(_ context.Context, d *Delivery[string]) error {
 			mu.Lock()
 			applied = append(applied, d.Seq)
