@@ -67,6 +67,8 @@ const (
 	// behind by a stopped or killed broker, or made after its request
 	// timed out).
 	OrderedInactive = time.Minute
+	// OrderedStartTimeout bounds the attempts at the runner's start.
+	OrderedStartTimeout = 15 * time.Second
 )
 
 // startOrdered makes the first ordered consumer (attempts as after a loss,
@@ -80,7 +82,11 @@ func (r *Runner[T]) startOrdered(ctx context.Context) error {
 	r.highest = o.next - 1
 	o.reset = make(chan string, 1)
 	o.status = r.js.Conn().StatusChanged(nats.RECONNECTING, nats.CONNECTED)
-	if err := r.makeOrderedUntil(ctx, r.stopped); err != nil {
+	// Bounded, so that the broker's start can say why it waits and give
+	// up after --nats-cluster-wait (app: untilPlaced).
+	sctx, cancel := context.WithTimeout(ctx, OrderedStartTimeout)
+	defer cancel()
+	if err := r.makeOrderedUntil(sctx, r.stopped, true); err != nil {
 		r.js.Conn().RemoveStatusListener(o.status)
 		return err
 	}
@@ -152,13 +158,14 @@ func (r *Runner[T]) remakeOrdered(why string) {
 	if oldName != "" {
 		go r.deleteOrdered(oldName)
 	}
-	_ = r.makeOrderedUntil(context.Background(), r.stopped)
+	_ = r.makeOrderedUntil(context.Background(), r.stopped, false)
 }
 
 // makeOrderedUntil makes the consumer, attempt after attempt (each under a
 // new name and bounded in time), until one succeeds, ctx ends or stop is
-// closed.
-func (r *Runner[T]) makeOrderedUntil(ctx context.Context, stop <-chan struct{}) error {
+// closed; at the start (starting), an error other than JetStream being
+// unavailable (IsUnavailable) ends it at once.
+func (r *Runner[T]) makeOrderedUntil(ctx context.Context, stop <-chan struct{}, starting bool) error {
 	timeout, pause := OrderedCreateTimeout, 100*time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := r.makeOrdered(ctx, timeout)
@@ -174,6 +181,9 @@ func (r *Runner[T]) makeOrderedUntil(ctx context.Context, stop <-chan struct{}) 
 			}
 			return nil
 		}
+		if starting && !IsUnavailable(err) {
+			return err
+		}
 		if attempt == 1 || attempt%10 == 0 {
 			r.log.Warn("ordered consumer not made; trying again", zap.Int("attempt", attempt), zap.Duration("timeout", timeout), zap.Error(err))
 		}
@@ -182,7 +192,7 @@ func (r *Runner[T]) makeOrderedUntil(ctx context.Context, stop <-chan struct{}) 
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last attempt: %v)", ctx.Err(), err)
+			return fmt.Errorf("ordered consumer not made in %d attempts: %w", attempt, err)
 		case <-stop:
 			return errors.New("stopped")
 		case <-time.After(pause):
