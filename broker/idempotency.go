@@ -78,19 +78,36 @@ func (s *Store) ReserveRequest(ctx context.Context, key, hash string, now time.T
 
 // EventsUnder reads the events of the given types that carry messageID and
 // were stored from since to since + window, in log order. Only headers are
-// read (service.Event.Body is empty).
+// read (service.Event.Body is empty). On a replicated event log the scan
+// reads on until it has reached the log's last sequence as the stream
+// leader held it when the read began (or passed the window's end): the
+// replica its consumer reads may be behind, and a release acknowledged a
+// moment ago must be found (its retry hands it over); a replica that does
+// not catch up in time fails the read (503), never shortens it.
 func (s *Store) EventsUnder(ctx context.Context, messageID string, since time.Time, window time.Duration, types ...string) ([]*service.Event, error) {
 	start := since
 	end := since.Add(window)
+	var until uint64
+	if s.eventsReplicated() {
+		var err error
+		if until, err = s.leaderLastSeq(ctx); err != nil {
+			return nil, fmt.Errorf("read event log: last sequence: %w", err)
+		}
+	}
 	var out []*service.Event
-	err := s.scanStream(ctx, "event log", StreamEvents, jetstream.OrderedConsumerConfig{
+	err := s.scanStreamUntil(ctx, "event log", StreamEvents, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{SubjectRx + ">"},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &start,
 		HeadersOnly:    true,
-	}, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+	}, until, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 		if md.Timestamp.After(end) {
 			return false, nil
+		}
+		if md.Timestamp.Before(start) {
+			// A consumer made on a replica that held nothing from start
+			// on starts after its last message, which may be older.
+			return true, nil
 		}
 		h := m.Headers()
 		if h.Get(HeaderMessageID) != messageID || !slices.Contains(types, h.Get(HeaderEvent)) {
