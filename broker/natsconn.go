@@ -295,15 +295,13 @@ func (n *NATS) WaitJetStream(ctx context.Context, wait time.Duration, log *zap.L
 		if !IsUnavailable(err) {
 			return fmt.Errorf("JetStream: %w", err)
 		}
+		why := n.noMetaLeader()
 		if time.Now().After(deadline) {
-			return fmt.Errorf("JetStream did not answer in %v (nats-cluster-wait; a cluster needs a majority of its nodes up and routed to elect a meta leader, and a new cluster's first start all the nodes of its routes): %w", wait, err)
+			return fmt.Errorf("JetStream did not answer in %v (nats-cluster-wait): %v: %w", wait, why, err)
 		}
 		if time.Since(lastLog) >= 5*time.Second || attempt == 1 {
-			fields := []zap.Field{zap.Duration("waited", time.Since(start).Round(time.Second)), zap.Duration("wait", wait), zap.Error(err)}
-			if n.Embedded != nil {
-				fields = append(fields, zap.Int("routes", n.Embedded.NumRoutes()))
-			}
-			log.Info("waiting for JetStream: no meta leader yet (a majority of the nodes must be up and routed; the first start of a new cluster, all the nodes of its routes)", fields...)
+			fields := append(why.fields(), zap.Duration("waited", time.Since(start).Round(time.Second)), zap.Duration("wait", wait), zap.Error(err))
+			log.Info("waiting for JetStream: "+why.why, fields...)
 			lastLog = time.Now()
 		}
 		select {
@@ -313,6 +311,89 @@ func (n *NATS) WaitJetStream(ctx context.Context, wait time.Duration, log *zap.L
 		}
 	}
 }
+
+// The reasons WaitJetStream gives for a JetStream without a meta leader.
+// nats-server (raft.go, runAsCandidate; the meta group is started with
+// Recovering set, so the relaxed rules of a new stream's group do not
+// apply) elects a meta leader when the votes of nodes whose meta log is
+// not empty reach the quorum (a majority of the group), or when every node
+// of the group has voted. A node whose meta log is empty (a new cluster's,
+// or a node whose store is new or was wiped) counts only in the second
+// way: empty logs never make a majority among themselves (nats-server's
+// "empty log protection", nats-io/nats-server#7038: a node whose disk was
+// reset must not help elect a leader that lacks what the cluster
+// acknowledged; only the votes of every node prove that no node holds
+// more). The first start of a new cluster, where every log is empty, thus
+// needs every node of the meta group. A new node sizes its meta group (raft.go, bootstrapRaftNode)
+// as the larger of 2, the JetStream servers it already knows, and the URLs
+// of its routes (its own URL counted when listed, as the README asks).
+const (
+	// WaitEveryNode: this node's meta log is empty (a new cluster).
+	WaitEveryNode = "no JetStream meta leader: this node's meta log is empty (a new cluster, or a new or wiped store), " +
+		"and nats-server elects a leader from empty logs only with the votes of every node of the meta group " +
+		"(its size is the number of --nats-routes URLs, this node's own counted): start every node of --nats-routes"
+	// WaitMajority: this node has the cluster's meta state.
+	WaitMajority = "no JetStream meta leader: a majority of the cluster's nodes that hold its meta state must be up and routed " +
+		"(a node with a new or wiped store counts only once every node is up)"
+	// WaitAnswer: a meta leader was elected since JetStream last failed
+	// to answer.
+	WaitAnswer = "a JetStream meta leader is elected; JetStream has not answered yet"
+	// WaitCluster: an external server, or an embedded one whose meta
+	// group is not set up yet.
+	WaitCluster = "no JetStream meta leader: a majority of the cluster's nodes must be up and routed " +
+		"(the first start of a new cluster: every node of its routes)"
+)
+
+// metaWait is why JetStream has no meta leader, as far as the embedded
+// server knows: its meta group's size and quorum, whether its meta log is
+// empty, and how many JetStream nodes it knows (itself counted).
+type metaWait struct {
+	why                         string
+	known                       bool // the counts below are the server's
+	size, quorum, nodes, routes int
+	empty                       bool
+}
+
+func (w metaWait) fields() []zap.Field {
+	if !w.known {
+		return nil
+	}
+	return []zap.Field{zap.Int("meta_group_size", w.size), zap.Int("quorum", w.quorum),
+		zap.Bool("meta_log_empty", w.empty), zap.Int("nodes_known", w.nodes), zap.Int("routes", w.routes)}
+}
+
+// String is the reason with the counts, for an error.
+func (w metaWait) String() string {
+	if !w.known {
+		return w.why
+	}
+	return fmt.Sprintf("%s (meta group of %d nodes, quorum %d; %d known to this node, itself counted)", w.why, w.size, w.quorum, w.nodes)
+}
+
+func (n *NATS) noMetaLeader() metaWait {
+	if n.Embedded == nil {
+		return metaWait{why: WaitCluster}
+	}
+	if rz := n.Embedded.Raftz(&server.RaftzOptions{GroupFilter: metaGroup}); rz != nil {
+		for _, groups := range *rz {
+			if g, ok := groups[metaGroup]; ok {
+				w := metaWait{why: WaitMajority, known: true, size: g.Size, quorum: g.QuorumNeeded, empty: g.PIndex == 0,
+					nodes: len(n.Embedded.ActivePeers()), routes: n.Embedded.NumRoutes()}
+				switch {
+				case g.Leader != "":
+					w.why = WaitAnswer
+				case w.empty:
+					w.why = WaitEveryNode
+				}
+				return w
+			}
+		}
+	}
+	return metaWait{why: WaitCluster}
+}
+
+// metaGroup is the raft group of nats-server's JetStream meta layer.
+const metaGroup = "_meta_"
 
 // ErrStoreKind is a data dir whose JetStream store was written by a single
 // node and is opened by a cluster node, or the other way round.

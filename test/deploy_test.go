@@ -363,28 +363,7 @@ func TestDeployEmbeddedRuns(t *testing.T) {
 	df := readDockerfile(t)
 	var cfgs []config.Config
 	for i, b := range brokers {
-		s := cf.Services[b]
-		cfg := brokerConfig(t, "embedded "+b, s.Command, s.Environment, df.env)
-		secretAt := map[string]string{}
-		for _, r := range s.Secrets {
-			secretAt[r.containerPath()] = r.Source
-		}
-		dir := t.TempDir()
-		if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range []string{auth.IssuerKeyPath(cfg.DataDir), cfg.PseudonymKey} {
-			rel, ok := strings.CutPrefix(f, cfg.DataDir+"/")
-			if !ok {
-				t.Fatalf("%s: %s is not in the data dir %s", b, f, cfg.DataDir)
-			}
-			if err := os.WriteFile(filepath.Join(dir, rel), mustRead(t, secretFile[secretAt[f]]), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		cfg.PseudonymKey = filepath.Join(dir, strings.TrimPrefix(cfg.PseudonymKey, cfg.DataDir+"/"))
-		cfg.DataDir = dir
-		cfg.HTTPAddr, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0"
+		cfg, secretAt := composeBrokerConfig(t, cf, "embedded", b, df, secretFile)
 		cfg.NATSClusterListen = fmt.Sprintf("127.0.0.1:%d", ports[i])
 		cfg.NATSRoutes = strings.Join(routes, ",")
 		cfg.NATSClusterTLSCert, cfg.NATSClusterTLSKey = cert, key
@@ -400,6 +379,39 @@ func TestDeployEmbeddedRuns(t *testing.T) {
 	for _, n := range nodes {
 		waitReady(t, n.b, 200, 90*time.Second)
 	}
+}
+
+// composeBrokerConfig is the settings of compose service name (its
+// command line and environment over the Dockerfile's), with its data dir a
+// fresh one holding the issuer and pseudonym keys from the files the
+// secrets script made (as compose mounts them) and its listeners on free
+// loopback ports; secretAt maps each path the service mounts a secret at
+// to the secret's name.
+func composeBrokerConfig(t *testing.T, cf composeFile, what, name string, df dockerfile, secretFile map[string]string) (cfg config.Config, secretAt map[string]string) {
+	t.Helper()
+	s := cf.Services[name]
+	cfg = brokerConfig(t, what+" "+name, s.Command, s.Environment, df.env)
+	secretAt = map[string]string{}
+	for _, r := range s.Secrets {
+		secretAt[r.containerPath()] = r.Source
+	}
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{auth.IssuerKeyPath(cfg.DataDir), cfg.PseudonymKey} {
+		rel, ok := strings.CutPrefix(f, cfg.DataDir+"/")
+		if !ok {
+			t.Fatalf("%s: %s is not in the data dir %s", name, f, cfg.DataDir)
+		}
+		if err := os.WriteFile(filepath.Join(dir, rel), mustRead(t, secretFile[secretAt[f]]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.PseudonymKey = filepath.Join(dir, strings.TrimPrefix(cfg.PseudonymKey, cfg.DataDir+"/"))
+	cfg.DataDir = dir
+	cfg.HTTPAddr, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0"
+	return cfg, secretAt
 }
 
 // composeSecretFiles maps a compose file's secrets to the files the
@@ -654,25 +666,7 @@ func TestDeployNATSCluster(t *testing.T) {
 	}
 	var brokers []*testBroker
 	for _, name := range []string{"broker1", "broker2"} {
-		s := cf.Services[name]
-		cfg := brokerConfig(t, "compose "+name, s.Command, s.Environment, df.env)
-		secretAt := map[string]string{}
-		for _, r := range s.Secrets {
-			secretAt[r.containerPath()] = r.Source
-		}
-		dir := t.TempDir()
-		if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range []string{auth.IssuerKeyPath(cfg.DataDir), cfg.PseudonymKey} {
-			rel, _ := strings.CutPrefix(f, cfg.DataDir+"/")
-			if err := os.WriteFile(filepath.Join(dir, rel), mustRead(t, secretFile[secretAt[f]]), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		cfg.PseudonymKey = filepath.Join(dir, strings.TrimPrefix(cfg.PseudonymKey, cfg.DataDir+"/"))
-		cfg.DataDir = dir
-		cfg.HTTPAddr, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0"
+		cfg, secretAt := composeBrokerConfig(t, cf, "compose", name, df, secretFile)
 		cfg.NATSURL = strings.Join(urls, ",")
 		cfg.NATSTLSCA, cfg.NATSTLSCert, cfg.NATSTLSKey = secretFile[secretAt[cfg.NATSTLSCA]], secretFile[secretAt[cfg.NATSTLSCert]], secretFile[secretAt[cfg.NATSTLSKey]]
 		b, err := startClusterBroker(t, cfg)

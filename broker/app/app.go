@@ -171,6 +171,13 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 			return nil, err
 		}
 	}
+	// The consumers below are made as the streams are: tried again while
+	// an election leaves a stream or the cluster without a leader (seen: a
+	// three-node start under load lost quorum for seconds; the tracker
+	// index's consumer timed out and the node stopped with its broker).
+	startRetry := func(msg string, open func() error) error {
+		return untilPlaced(ctx, shared, waitUntil, log, msg, cfg.Replicas, open)
+	}
 	if a.NATS.Embedded == nil {
 		// An embedded node's broker stays on its own server (in-process):
 		// cut off from the majority it stays not ready, having no other.
@@ -189,20 +196,31 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 		if err != nil {
 			return nil, err
 		}
-		if err := broker.EnsureNotifyConsumers(ctx, a.Store, users, log); err != nil {
+		if err := startRetry("waiting for the cluster to create the notification consumers", func() error {
+			return broker.EnsureNotifyConsumers(ctx, a.Store, users, log)
+		}); err != nil {
 			return nil, err
 		}
 	}
 	// The ready queues are kept in memory (the tracker index): the stream
 	// that held them before is removed.
 	broker.RemoveLegacyQueue(ctx, a.Store, log)
-	if a.notifier, err = broker.StartNotifier(ctx, a.Store, a.Metrics, log); err != nil {
+	if err := startRetry("waiting for the cluster to create the notifier's consumer", func() (err error) {
+		a.notifier, err = broker.StartNotifier(ctx, a.Store, a.Metrics, log)
+		return err
+	}); err != nil {
 		return nil, err
 	}
-	if a.Tracker, err = broker.StartTrackerProjector(ctx, a.Store, a.Metrics, log, cfg.DataDir); err != nil {
+	if err := startRetry("waiting for the cluster to create the tracker index's consumer", func() (err error) {
+		a.Tracker, err = broker.StartTrackerProjector(ctx, a.Store, a.Metrics, log, cfg.DataDir)
+		return err
+	}); err != nil {
 		return nil, err
 	}
-	if a.NominationReports, err = broker.StartNominationReports(ctx, a.Store, a.Metrics, log); err != nil {
+	if err := startRetry("waiting for the cluster to create the nomination reports' consumer", func() (err error) {
+		a.NominationReports, err = broker.StartNominationReports(ctx, a.Store, a.Metrics, log)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 
@@ -213,7 +231,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, now func() tim
 	// The lease bucket is made as the streams are: tried again while the
 	// cluster forms (one timeout must not stop the broker, nor its node).
 	leaseRetry := func(open func() error) error {
-		return untilPlaced(ctx, shared, waitUntil, log, "waiting for the cluster to create the lease bucket", cfg.Replicas, open)
+		return startRetry("waiting for the cluster to create the lease bucket", open)
 	}
 	if err := broker.SingleActiveScheduler(ctx, a.Scheduler, a.Store, cfg.Replicas, cfg.SchedulerLease, a.Metrics, log.Named("scheduler"), leaseRetry); err != nil {
 		return nil, err

@@ -91,15 +91,22 @@ func waitState(t *testing.T, s *service.Scheduler, what string, cond func(servic
 
 func leading(st service.SchedulerState) bool { return st.Leading }
 
-// Two instances' schedulers on one lease: only the holder runs passes and
-// applies what falls due; the other tries the lease and stays idle.
-func TestSchedulerLeaseOnlyHolderRuns(t *testing.T) {
-	e := newEnv(t)
+// twoLeased starts two instances' schedulers on one lease on a clock of
+// their own: a, which holds the lease once this returns, then b.
+func twoLeased(t *testing.T, e *env) (*leaseClock, *memstore.Leases, *leased, *leased) {
+	t.Helper()
 	clock := &leaseClock{now: time.Now()}
 	leases := memstore.NewLeases(clock.Now)
 	a := leasedScheduler(t, e, leases, clock, "a")
 	waitState(t, a.Scheduler, "a acquires the free lease", leading)
-	b := leasedScheduler(t, e, leases, clock, "b")
+	return clock, leases, a, leasedScheduler(t, e, leases, clock, "b")
+}
+
+// Two instances' schedulers on one lease: only the holder runs passes and
+// applies what falls due; the other tries the lease and stays idle.
+func TestSchedulerLeaseOnlyHolderRuns(t *testing.T) {
+	e := newEnv(t)
+	_, leases, a, b := twoLeased(t, e)
 	waitState(t, b.Scheduler, "b tries the lease", func(st service.SchedulerState) bool { return st.Checks >= 3 })
 
 	g := e.accepted()
@@ -128,11 +135,7 @@ func TestSchedulerLeaseOnlyHolderRuns(t *testing.T) {
 // lease and applies what falls due.
 func TestSchedulerLeaseTakeover(t *testing.T) {
 	e := newEnv(t)
-	clock := &leaseClock{now: time.Now()}
-	leases := memstore.NewLeases(clock.Now)
-	a := leasedScheduler(t, e, leases, clock, "a")
-	waitState(t, a.Scheduler, "a acquires", leading)
-	b := leasedScheduler(t, e, leases, clock, "b")
+	clock, leases, a, b := twoLeased(t, e)
 
 	leases.Fail("a", errDown)
 	before, _ := a.State()
@@ -170,11 +173,7 @@ func TestSchedulerLeaseTakeover(t *testing.T) {
 // it at its next try, without waiting for it to lapse.
 func TestSchedulerLeaseReleasedOnStop(t *testing.T) {
 	e := newEnv(t)
-	clock := &leaseClock{now: time.Now()}
-	leases := memstore.NewLeases(clock.Now)
-	a := leasedScheduler(t, e, leases, clock, "a")
-	waitState(t, a.Scheduler, "a acquires", leading)
-	b := leasedScheduler(t, e, leases, clock, "b")
+	_, leases, a, b := twoLeased(t, e)
 	waitState(t, b.Scheduler, "b tries the lease", func(st service.SchedulerState) bool { return st.Checks >= 2 })
 
 	a.Stop()
