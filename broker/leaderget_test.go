@@ -73,9 +73,10 @@ func TestDecodeLeaderGet(t *testing.T) {
 	}
 }
 
-// apiRequests watches the JetStream API requests of the event log's
-// message reads that cross a NATS server: direct gets (any replica
-// answers) and stored-message requests (the leader answers).
+// apiRequests watches the JetStream API requests of the event log's and
+// the X-Request-ID bucket's message reads that cross a NATS server: direct
+// gets (any replica answers) and stored-message requests (the leader
+// answers).
 type apiRequests struct {
 	direct, leader []*nats.Subscription
 }
@@ -83,17 +84,18 @@ type apiRequests struct {
 func watchReads(t testing.TB, nc *nats.Conn) *apiRequests {
 	t.Helper()
 	r := &apiRequests{}
-	for subj, subs := range map[string]*[]*nats.Subscription{
-		"$JS.API.DIRECT.GET." + StreamEvents + ".>":     &r.direct,
-		"$JS.API.DIRECT.GET." + StreamEvents:            &r.direct,
-		"$JS.API.STREAM.MSG.GET." + StreamEvents:        &r.leader,
-		"$JS.API.STREAM.MSG.GET." + StreamEvents + ".>": &r.leader,
-	} {
-		sub, err := nc.SubscribeSync(subj)
-		if err != nil {
-			t.Fatal(err)
+	for _, stream := range []string{StreamEvents, "KV_" + BucketRequests} {
+		for subj, subs := range map[string]*[]*nats.Subscription{
+			"$JS.API.DIRECT.GET." + stream + ".>": &r.direct,
+			"$JS.API.DIRECT.GET." + stream:        &r.direct,
+			"$JS.API.STREAM.MSG.GET." + stream:    &r.leader,
+		} {
+			sub, err := nc.SubscribeSync(subj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			*subs = append(*subs, sub)
 		}
-		*subs = append(*subs, sub)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
@@ -209,8 +211,11 @@ func TestR1ReadsStayDirect(t *testing.T) {
 	if _, err := st.Current(ctx, "R1-NONE"); !errors.Is(err, service.ErrNotFound) {
 		t.Fatalf("a prescription never stored: %v, want not found", err)
 	}
-	if direct, leader := w.counts(t, nc, watcher); direct != 3 || leader != 0 {
-		t.Errorf("R1 reads: %d direct gets, %d leader reads; want 3 direct, 0 leader", direct, leader)
+	reserveTwice(t, ctx, st)
+	// 3 of the event log, 3 of the bucket, and the key-value client's own
+	// (see reserveTwice).
+	if direct, leader := w.counts(t, nc, watcher); direct != 7 || leader != 0 {
+		t.Errorf("R1 reads: %d direct gets, %d leader reads; want 7 direct, 0 leader", direct, leader)
 	}
 
 	for name, c := range map[string]struct {
@@ -304,8 +309,44 @@ func TestR3ReadsGoToTheLeader(t *testing.T) {
 	if err != nil || len(evs) != 1 || evs[0].Seq != release {
 		t.Fatalf("events under rel-3: %v, %v; want the release at %d", evs, err, release)
 	}
-	if direct, leader := w.counts(t, nc, watcher); direct != 0 || leader != 4 {
-		t.Errorf("R3 reads: %d direct gets, %d leader reads; want 0 direct, 4 leader", direct, leader)
+	reserveTwice(t, ctx, st)
+	// 4 of the event log and 3 of the bucket from the leader; the one
+	// direct get is the key-value client's own (see reserveTwice).
+	if direct, leader := w.counts(t, nc, watcher); direct != 1 || leader != 7 {
+		t.Errorf("R3 reads: %d direct gets, %d leader reads; want 1 direct (the key-value client's), 7 leader", direct, leader)
+	}
+}
+
+// reserveTwice reserves an X-Request-ID, keeps it marked unresolved (which
+// reads its entry), reserves it again for the same request (which reads it
+// and takes it over at once), gives it up and reads it (none): three reads
+// of the bucket by the store. The second reservation's create, refused as
+// the key exists, makes the key-value client read the key itself (a direct
+// get, to tell a deleted key it may create again): that one decides
+// nothing of the store's (a key it takes as present is read again by the
+// store).
+func reserveTwice(t *testing.T, ctx context.Context, st *Store) {
+	t.Helper()
+	key := service.RequestKey("disp-user", "FA565", "rel-leader")
+	hash := service.RequestHash("POST", "/FHIR/R4/Task/$release", []byte(`{"nominated":true}`))
+	now := time.Now()
+	_, res, err := st.ReserveRequest(ctx, key, hash, now)
+	if err != nil || res.Rev == 0 {
+		t.Fatalf("reserve: %+v %v", res, err)
+	}
+	if err := st.CompleteRequest(ctx, key, res.Rev, &service.SavedResponse{BodyHash: hash, Unresolved: true}); err != nil {
+		t.Fatalf("keep unresolved: %v", err)
+	}
+	saved, taken, err := st.ReserveRequest(ctx, key, hash, now)
+	if err != nil || saved != nil || taken.TakenOver.IsZero() || taken.Rev <= res.Rev {
+		t.Fatalf("retry: %+v %+v %v; want the unresolved reservation taken over at once", saved, taken, err)
+	}
+	// Deleted (given up), it is no entry: the next reservation is new.
+	if err := st.ReleaseRequest(ctx, key, taken.Rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, e := st.requestEntry(ctx, key); !errors.Is(e, jetstream.ErrKeyNotFound) {
+		t.Errorf("a released reservation read as %v, want not found", e)
 	}
 }
 
