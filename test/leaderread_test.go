@@ -180,18 +180,30 @@ func retryRead(ctx context.Context, read func(context.Context) (*service.Event, 
 }
 
 // write stores one decided event through st, tried again while the store
-// is unavailable (a leader election), bounded by ctx.
+// is unavailable (a leader election), bounded by ctx, and returns its
+// sequence. decide returns no write when it finds its event already
+// stored (by an attempt that got no answer): that event's sequence is
+// returned.
 func write(t *testing.T, ctx context.Context, st *broker.Store, id string, decide service.Decide) uint64 {
 	t.Helper()
 	for {
+		var found *service.Event
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ev, err := st.Update(wctx, id, decide)
+		ev, err := st.Update(wctx, id, func(cur *service.Event) (*service.Write, error) {
+			w, err := decide(cur)
+			if w == nil {
+				found = cur
+			}
+			return w, err
+		})
 		cancel()
 		switch {
-		case err == nil:
+		case err == nil && ev == nil && found != nil:
+			return found.Seq
+		case err == nil && ev != nil:
 			return ev.Seq
-		case !broker.IsUnavailable(err) || ctx.Err() != nil:
-			t.Fatalf("write %s: %v", id, err)
+		case err == nil || !broker.IsUnavailable(err) || ctx.Err() != nil:
+			t.Fatalf("write %s: %+v, %v", id, ev, err)
 		}
 		select {
 		case <-ctx.Done():
