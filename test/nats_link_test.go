@@ -209,7 +209,7 @@ func blackholedLink(t *testing.T, flood bool) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	stored := ordersStored(t, ctx, b.App.Store.JetStream())
+	stored := ordersStored(t, ctx, urls)
 	var ok, unavailable, unavailableStored, duringCut, okDuringCut int
 	for id, a := range answers {
 		n := stored[id]

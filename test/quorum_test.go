@@ -334,8 +334,22 @@ func TestClusterAdvertise(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	nodes := startCluster(t, cfgs)
-	a := nodes[0].b.App.NATS.Embedded
+	// B tells the routes it has of a route that joins it (nats-server's
+	// gossip goes one way): A hears of C, and dials C's advertised
+	// address, only if A was routed to B before C was. Were C first, B
+	// would tell C of A instead, and C cannot reach A's advertised
+	// address (as meant): so C starts once A and B are routed (seen: the
+	// other order left A and C unrouted, at random).
+	starting := []*startingNode{startInBackground(t, cfgs[0]), startInBackground(t, cfgs[1])}
+	for _, n := range starting {
+		waitLogged(t, n, "Route connection created", 90*time.Second)
+	}
+	starting = append(starting, startInBackground(t, cfgs[2]))
+	var brokers []*testBroker
+	for _, n := range starting {
+		brokers = append(brokers, n.started(t, 2*time.Minute))
+	}
+	a := brokers[0].App.NATS.Embedded
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		rz, err := a.Routez(&server.RoutezOptions{})
@@ -357,5 +371,22 @@ func TestClusterAdvertise(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // polling Routez, the condition itself
 	}
-	waitReplicated(t, nodes[0].b.App.Store.JetStream(), 3)
+	waitReplicated(t, brokers[0].App.Store.JetStream(), 3)
+}
+
+// waitLogged waits, up to bound, until n (starting) has logged a line
+// containing snippet (its embedded server's lines among them).
+func waitLogged(t *testing.T, n *startingNode, snippet string, bound time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(bound); n.logs.FilterMessageSnippet(snippet).Len() == 0; {
+		select {
+		case err := <-n.done:
+			t.Fatalf("%s ended its start-up before logging %q: %v", n.cfg.NATSServerName, snippet, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s logged no %q in %s", n.cfg.NATSServerName, snippet, bound)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the recorded log, the condition itself
+	}
 }
