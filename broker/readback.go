@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -228,47 +227,18 @@ const jsErrCodeDuplicateInProcess jetstream.ErrorCode = 10158
 
 // followingMsg reads the first message on subject after sequence after:
 // its sequence and Nats-Msg-Id, found false when there is none. It asks the
-// stream's leader (the stored-message API, not a direct get, which any
-// replica answers, perhaps one that has not applied the latest messages
-// yet), so that a message the stream acknowledged is seen.
+// stream's leader (leaderGet: the stored-message API, not a direct get,
+// which any replica answers, perhaps one that has not applied the latest
+// messages yet), so that a message the stream acknowledged is seen.
 func (s *Store) followingMsg(ctx context.Context, subject string, after uint64) (seq uint64, id string, found bool, err error) {
-	req, err := json.Marshal(struct {
-		Seq        uint64 `json:"seq"`
-		NextBySubj string `json:"next_by_subj"`
-	}{after + 1, subject})
+	m, err := s.leaderGet(ctx, StreamEvents, leaderGetRequest{Seq: after + 1, NextFor: subject})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, "", false, nil
+	}
 	if err != nil {
-		return 0, "", false, err
-	}
-	reply, err := s.js.Conn().RequestWithContext(ctx, apiPrefix(s.js.Options())+"STREAM.MSG.GET."+StreamEvents, req)
-	if err != nil {
-		return 0, "", false, err
-	}
-	var resp struct {
-		Error   *jetstream.APIError `json:"error"`
-		Message *struct {
-			Sequence uint64 `json:"seq"`
-			Header   []byte `json:"hdrs"`
-		} `json:"message"`
-	}
-	if err := json.Unmarshal(reply.Data, &resp); err != nil {
 		return 0, "", false, fmt.Errorf("read back %s: %w", subject, err)
 	}
-	if resp.Error != nil {
-		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
-			return 0, "", false, nil
-		}
-		return 0, "", false, resp.Error
-	}
-	if resp.Message == nil {
-		return 0, "", false, fmt.Errorf("read back %s: an answer without a message", subject)
-	}
-	var h nats.Header
-	if len(resp.Message.Header) > 0 {
-		if h, err = nats.DecodeHeadersMsg(resp.Message.Header); err != nil {
-			return 0, "", false, fmt.Errorf("read back %s: %w", subject, err)
-		}
-	}
-	return resp.Message.Sequence, h.Get(jetstream.MsgIDHeader), true, nil
+	return m.Sequence, m.Header.Get(jetstream.MsgIDHeader), true, nil
 }
 
 // apiPrefix is the JetStream API prefix of opts ("$JS.API." by default).

@@ -373,10 +373,15 @@ func (s *Store) Current(ctx context.Context, id string) (*service.Event, error) 
 // subject (nil when there is none) and the sequence of the subject's last
 // message (0: none), which a compare-and-set write expects. Only when the
 // last message is not an event are the subject's messages read (a
-// prescription has at most a few hundred).
+// prescription has at most a few hundred), up to that last message at
+// least, whichever replica the scan reads. On a replicated event log the
+// last message is the stream leader's (lastEventOn, leaderget.go): every
+// decision reads what was acknowledged before it began, never a
+// follower's older state or its "not found" for a prescription another
+// instance just stored.
 func (s *Store) current(ctx context.Context, id string) (*service.Event, uint64, error) {
 	subject := SubjectRx + id
-	raw, err := s.events.GetLastMsgForSubject(ctx, subject)
+	raw, err := s.lastEventOn(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, 0, nil
 	}
@@ -389,10 +394,10 @@ func (s *Store) current(ctx context.Context, id string) (*service.Event, uint64,
 	}
 	var latest *service.Event
 	last := raw.Sequence
-	err = s.scanStream(ctx, "prescription", StreamEvents, jetstream.OrderedConsumerConfig{
+	err = s.scanStreamUntil(ctx, "prescription", StreamEvents, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	}, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+	}, raw.Sequence, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 		last = max(last, md.Sequence.Stream)
 		if ev, err := DecodeEvent(md.Sequence.Stream, md.Timestamp, m.Subject(), m.Headers(), m.Data()); err == nil {
 			latest = ev
@@ -406,7 +411,9 @@ func (s *Store) current(ctx context.Context, id string) (*service.Event, uint64,
 }
 
 // Event returns the event log message at seq; a message that is not one of
-// the broker's events (see DecodeEvent) is ErrNotFound.
+// the broker's events (see DecodeEvent) is ErrNotFound. On a replicated
+// event log it is read from the stream leader (eventAt, leaderget.go), so
+// that an event just acknowledged is found.
 func (s *Store) Event(ctx context.Context, seq uint64) (*service.Event, error) {
 	if m, ok := s.recent.get(seq); ok {
 		if err := ctx.Err(); err != nil {
@@ -416,7 +423,7 @@ func (s *Store) Event(ctx context.Context, seq uint64) (*service.Event, error) {
 			return ev, nil
 		}
 	}
-	raw, err := s.events.GetMsg(ctx, seq)
+	raw, err := s.eventAt(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, service.ErrNotFound
 	}

@@ -27,6 +27,25 @@ const (
 // nothing while messages are pending is an error, never a short answer.
 func (s *Store) scanStream(ctx context.Context, what, stream string, cfg jetstream.OrderedConsumerConfig,
 	each func(m jetstream.Msg, md *jetstream.MsgMetadata) (more bool, err error)) error {
+	return s.scanStreamUntil(ctx, what, stream, cfg, 0, each)
+}
+
+// scanStreamUntil is scanStream that also reads on until it has seen the
+// stream up to sequence until at least (0: no such bound): a message at or
+// after until, or, where cfg's subjects have none there, the consumer's
+// replica past until with nothing pending.
+//
+// The ordered consumer is an R1 consumer that the meta leader places on
+// any replica of the stream, which may not have applied the latest
+// messages yet: it counts as pending only what its replica holds, and
+// would end there. A scan whose answer decides something passes the
+// sequence it must reach, read from the stream leader before the scan
+// began (leaderLastSeq, or the last message on a subject): everything
+// acknowledged before then is read, or the scan fails (errNoProgress,
+// which IsUnavailable counts as 503: a replica that does not catch up
+// within scanWait, or within ctx, is an error, never a short answer).
+func (s *Store) scanStreamUntil(ctx context.Context, what, stream string, cfg jetstream.OrderedConsumerConfig, until uint64,
+	each func(m jetstream.Msg, md *jetstream.MsgMetadata) (more bool, err error)) error {
 	cons, err := s.js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", what, err)
@@ -35,8 +54,23 @@ func (s *Store) scanStream(ctx context.Context, what, stream string, cfg jetstre
 	if err != nil {
 		return fmt.Errorf("read %s: %w", what, err)
 	}
-	for pending := ci.NumPending; pending > 0; {
-		batch, err := cons.Fetch(int(min(pending, scanBatch)), jetstream.FetchMaxWait(scanWait))
+	// seen is the stream sequence the consumer has read up to: at the
+	// start, the one before its first (what its replica holds before it).
+	seen := ci.Delivered.Stream
+	for pending := ci.NumPending; pending > 0 || seen < until; {
+		wait := scanWait
+		if dl, ok := ctx.Deadline(); ok {
+			if wait = min(wait, time.Until(dl)); wait <= 0 {
+				return fmt.Errorf("read %s: %w (read up to sequence %d of %d)", what, context.DeadlineExceeded, seen, until)
+			}
+		}
+		n := pending
+		if n == 0 {
+			// Caught up with its replica, which is behind: wait for
+			// what the replica applies next (until - seen at most).
+			n = until - seen
+		}
+		batch, err := cons.Fetch(int(min(n, scanBatch)), jetstream.FetchMaxWait(wait))
 		if err != nil {
 			return fmt.Errorf("read %s: %w", what, err)
 		}
@@ -51,12 +85,21 @@ func (s *Store) scanStream(ctx context.Context, what, stream string, cfg jetstre
 			if err != nil || !more {
 				return err
 			}
-			pending = md.NumPending
+			pending, seen = md.NumPending, max(seen, md.Sequence.Stream)
+			if pending == 0 && seen >= until {
+				return nil
+			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return fmt.Errorf("read %s: %w", what, err)
 		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("read %s: %w", what, err)
+		}
 		if got == 0 {
+			if pending == 0 {
+				return fmt.Errorf("read %s: %w: its replica delivered up to sequence %d, the stream leader had %d", what, errNoProgress, seen, until)
+			}
 			return fmt.Errorf("read %s: %w with %d pending", what, errNoProgress, pending)
 		}
 	}
