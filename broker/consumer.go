@@ -395,7 +395,11 @@ func (r *Runner[T]) appliedLocked() uint64 {
 
 // RunnerState is what a runner has done, for tests and diagnostics.
 type RunnerState struct {
-	Name         string
+	Name string
+	// Consumer is the server's name of the consumer now read: the
+	// durable's, or the ordered consumer's (a new one each time it is
+	// made again; "" while it is being made).
+	Consumer     string
 	Applied      uint64
 	Highest      uint64 // the highest sequence delivered here, or under the ack floor
 	InHand       int    // delivered, not finished
@@ -409,9 +413,13 @@ func (s RunnerState) String() string {
 
 // State reports the runner's state.
 func (r *Runner[T]) State() RunnerState {
+	consumer := r.cfg.Name
+	if !r.cfg.Durable {
+		consumer, _ = r.ord.current.Load().(string)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return RunnerState{Name: r.cfg.Name, Applied: r.appliedLocked(), Highest: r.highest, InHand: len(r.outstanding), Redelivering: len(r.redelivered)}
+	return RunnerState{Name: r.cfg.Name, Consumer: consumer, Applied: r.appliedLocked(), Highest: r.highest, InHand: len(r.outstanding), Redelivering: len(r.redelivered)}
 }
 
 // WaitApplied returns once every message up to seq has been applied (or

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -44,12 +45,14 @@ type orderedState struct {
 	prefix string // consumer names: <prefix>_<serial>
 	serial uint64 // of the current consumer; deliveries of older ones are ignored
 	name   string // the current consumer's name ("" none)
-	cc     jetstream.ConsumeContext
-	dseq   uint64           // the current consumer's last delivery sequence
-	next   uint64           // the next stream sequence to apply
-	reset  chan string      // why the consumer must be made again (at most one waits)
-	status chan nats.Status // the connection's status changes
-	since  time.Time        // when the consumer was lost ("" while consuming)
+	// current is name, read without mu (Runner.State).
+	current atomic.Value
+	cc      jetstream.ConsumeContext
+	dseq    uint64           // the current consumer's last delivery sequence
+	next    uint64           // the next stream sequence to apply
+	reset   chan string      // why the consumer must be made again (at most one waits)
+	status  chan nats.Status // the connection's status changes
+	since   time.Time        // when the consumer was lost (zero while consuming)
 }
 
 // Bounds of the ordered consumer's re-creation.
@@ -146,6 +149,7 @@ func (r *Runner[T]) remakeOrdered(why string) {
 	old, oldName := o.cc, o.name
 	o.serial++ // the old consumer's deliveries are ignored from now on
 	o.cc, o.name = nil, ""
+	o.current.Store("")
 	if o.since.IsZero() {
 		o.since = time.Now()
 	}
@@ -243,6 +247,7 @@ func (r *Runner[T]) makeOrdered(ctx context.Context, timeout time.Duration) erro
 		return errors.New("stopped")
 	}
 	o.cc, o.name = cc, name
+	o.current.Store(name)
 	o.mu.Unlock()
 	return nil
 }
