@@ -33,7 +33,9 @@ import (
 // others elect another, or the consumer was placed on it: the meta leader
 // still counted it among the live peers), and every attempt after it finds
 // the name already assigned to the cut node and waits there again: the
-// tracker index stood still for minutes, and releases answered 503. Here
+// tracker index stood still until the node came back (watched for up to
+// 65 s in tests: TestTrackerIndexResumesAfterNodeStop), and releases
+// answered 503 meanwhile. Here
 // an attempt waits at most OrderedCreateTimeout (longer after each failure,
 // up to orderedCreateMax) and every attempt asks for a new name, so the
 // meta leader places each anew: once it has noticed the cut node lagging
@@ -58,8 +60,8 @@ type orderedState struct {
 // Bounds of the ordered consumer's re-creation.
 const (
 	// OrderedCreateTimeout is how long the first attempt at making the
-	// ordered consumer waits for its answer; each failure makes the next
-	// wait half as long again, up to orderedCreateMax.
+	// ordered consumer waits for its answer; each attempt that timed out
+	// makes the next wait half as long again, up to orderedCreateMax.
 	OrderedCreateTimeout = time.Second
 	orderedCreateMax     = 10 * time.Second
 	// orderedRetryMax is the longest pause between two attempts (after an
@@ -75,7 +77,8 @@ const (
 )
 
 // startOrdered makes the first ordered consumer (attempts as after a loss,
-// until ctx ends) and starts the loop that makes it again when lost.
+// for at most OrderedStartTimeout) and starts the loop that makes it again
+// when lost.
 func (r *Runner[T]) startOrdered(ctx context.Context) error {
 	o := &r.ord
 	var id [8]byte
