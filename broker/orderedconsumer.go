@@ -59,10 +59,15 @@ type orderedState struct {
 
 // Bounds of the ordered consumer's re-creation.
 const (
-	// OrderedCreateTimeout is how long the first attempt at making the
-	// ordered consumer waits for its answer; each attempt that timed out
-	// makes the next wait half as long again, up to orderedCreateMax.
+	// OrderedCreateTimeout is how long an attempt at making the ordered
+	// consumer waits for its answer during the first orderedQuickFor;
+	// after that each attempt that timed out makes the next wait half as
+	// long again, up to orderedCreateMax. In the first seconds a request
+	// without an answer was sent into the cut (to a cut node, or to a meta
+	// leader cut off, until the others elect another): the next attempt
+	// should follow soon. Later, the cluster may just be slow to answer.
 	OrderedCreateTimeout = time.Second
+	orderedQuickFor      = 10 * time.Second
 	orderedCreateMax     = 10 * time.Second
 	// orderedRetryMax is the longest pause between two attempts (after an
 	// immediate refusal, e.g. no responders while the cluster elects).
@@ -173,7 +178,7 @@ func (r *Runner[T]) remakeOrdered(why string) {
 // closed; at the start (starting), an error other than JetStream being
 // unavailable (IsUnavailable) ends it at once.
 func (r *Runner[T]) makeOrderedUntil(ctx context.Context, stop <-chan struct{}, starting bool) error {
-	timeout, pause := OrderedCreateTimeout, 100*time.Millisecond
+	timeout, pause, began := OrderedCreateTimeout, 100*time.Millisecond, time.Now()
 	for attempt := 1; ; attempt++ {
 		err := r.makeOrdered(ctx, timeout)
 		if err == nil {
@@ -194,7 +199,7 @@ func (r *Runner[T]) makeOrderedUntil(ctx context.Context, stop <-chan struct{}, 
 		if attempt == 1 || attempt%10 == 0 {
 			r.log.Warn("ordered consumer not made; trying again", zap.Int("attempt", attempt), zap.Duration("timeout", timeout), zap.Error(err))
 		}
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+		if (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) && time.Since(began) >= orderedQuickFor {
 			timeout = min(timeout*3/2, orderedCreateMax)
 		}
 		select {
