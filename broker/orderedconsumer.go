@@ -128,6 +128,11 @@ func (r *Runner[T]) orderedLoop() {
 			disconnected, why = false, "reconnected"
 		case why = <-o.reset:
 		}
+		if r.stoppedNow() {
+			// Stop and a loss came together (select picks at random):
+			// nothing is made again after Stop.
+			return
+		}
 		r.remakeOrdered(why)
 	}
 }
@@ -274,7 +279,11 @@ func (r *Runner[T]) stoppedNow() bool {
 func (r *Runner[T]) orderedError(serial uint64, err error) {
 	switch {
 	case errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, jetstream.ErrConsumerDeleted),
-		errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, nats.ErrNoResponders):
+		errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, nats.ErrNoResponders),
+		// nats.go ends the subscription on a 400 for good, and a server
+		// shutting down will not deliver more: made again at once rather
+		// than when the heartbeats are missed (or never, for the 400).
+		errors.Is(err, jetstream.ErrBadRequest), errors.Is(err, jetstream.ErrServerShutdown):
 		r.lose(serial, err.Error())
 	case errors.Is(err, jetstream.ErrConnectionClosed):
 	default:
@@ -290,8 +299,8 @@ func (r *Runner[T]) orderedHandler(serial uint64) jetstream.MessageHandler {
 		o := &r.ord
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		if serial != o.serial {
-			return // an older consumer's
+		if serial != o.serial || r.stoppedNow() {
+			return // an older consumer's, or a delivery after Stop
 		}
 		md, err := m.Metadata()
 		if err != nil || md.Sequence.Consumer != o.dseq+1 {

@@ -16,9 +16,10 @@ import (
 // An ordered runner whose consumer is lost (deleted on the server, as a
 // node's loss does to an R1 consumer) makes it again under a new name and
 // goes on from the message after the last one applied: every message is
-// applied once, in order, across several losses, each after some messages
-// were applied; and the consumer it leaves behind when stopped is the
-// only one, with the server's inactive threshold set.
+// applied once, in order, across several losses (three deletions, then a
+// reconnect of the runner's connection), each after some messages were
+// applied; and the consumer it leaves behind when stopped is the only one,
+// with the server's inactive threshold set.
 func TestRunnerOrderedConsumerMadeAgain(t *testing.T) {
 	js, ctx := embeddedJS(t)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
@@ -82,8 +83,16 @@ func TestRunnerOrderedConsumerMadeAgain(t *testing.T) {
 	}
 	publish(5)
 	names := []string{consumer("").Name}
-	for loss := range 3 {
-		if err := js.DeleteConsumer(ctx, "T", names[len(names)-1]); err != nil {
+	for loss := range 4 {
+		if loss < 3 {
+			if err := js.DeleteConsumer(ctx, "T", names[len(names)-1]); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := js.Conn().ForceReconnect(); err != nil {
+			// The last loss is the connection's: what the server sent
+			// while it was down is lost to a consumer that acknowledges
+			// nothing, so the consumer is made again once reconnected
+			// (and the old one deleted).
 			t.Fatal(err)
 		}
 		ci := consumer(names[len(names)-1])

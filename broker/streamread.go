@@ -15,11 +15,14 @@ import (
 const (
 	scanBatch = 1000
 	scanWait  = 5 * time.Second
+	// scanInactive is how long the server keeps a scan's consumer that
+	// was not deleted (its reader gone).
+	scanInactive = time.Minute
 )
 
 // scanStream is the adapter's one reader of a stream's messages for a
 // request (the event log's events under an X-Request-ID, the audit trail's
-// entries): it reads with an ordered consumer configured by cfg (where to
+// entries): it reads with an ephemeral consumer configured by cfg (where to
 // start, which subjects, headers only), in stream order, in batches, until
 // it has read every message that was pending when it started (and those
 // stored meanwhile, up to the last one it saw pending), or until each
@@ -35,7 +38,7 @@ func (s *Store) scanStream(ctx context.Context, what, stream string, cfg jetstre
 // after until, or, where cfg's subjects have none there, the consumer's
 // replica past until with nothing pending.
 //
-// The ordered consumer is an R1 consumer that the meta leader places on
+// The consumer is an R1 consumer that the meta leader places on
 // any replica of the stream, which may not have applied the latest
 // messages yet: it counts as pending only what its replica holds, and
 // would end there. A scan whose answer decides something passes the
@@ -46,14 +49,39 @@ func (s *Store) scanStream(ctx context.Context, what, stream string, cfg jetstre
 // within scanWait, or within ctx, is an error, never a short answer).
 func (s *Store) scanStreamUntil(ctx context.Context, what, stream string, cfg jetstream.OrderedConsumerConfig, until uint64,
 	each func(m jetstream.Msg, md *jetstream.MsgMetadata) (more bool, err error)) error {
-	cons, err := s.js.OrderedConsumer(ctx, stream, cfg)
+	// A plain ephemeral pull consumer, made with ctx and read with bounded
+	// fetches: nats.go's ordered consumer makes its server consumer again
+	// inside Fetch, which takes no context and retries without end (a
+	// scan with a 3 s context still ran after 15 s while no consumer
+	// could be made). A delivery missing in between (a fetch that ended
+	// as the server sent it: nothing is acknowledged or sent again) fails
+	// the scan as unavailable, never a short answer.
+	cons, err := s.js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		DeliverPolicy:     cfg.DeliverPolicy,
+		OptStartSeq:       cfg.OptStartSeq,
+		OptStartTime:      cfg.OptStartTime,
+		FilterSubjects:    cfg.FilterSubjects,
+		HeadersOnly:       cfg.HeadersOnly,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: scanInactive,
+	})
 	if err != nil {
 		return fmt.Errorf("read %s: %w", what, err)
 	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", what, err)
-	}
+	defer func() {
+		// Deleted when read (bounded; else the server removes it after
+		// scanInactive).
+		name := cons.CachedInfo().Name
+		go func() {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = s.js.DeleteConsumer(dctx, stream, name)
+		}()
+	}()
+	ci := cons.CachedInfo()
+	var delivered uint64 // the consumer sequence of the last delivery
 	// seen is the stream sequence the consumer has read up to: at the
 	// start, the one before its first (what its replica holds before it).
 	seen := ci.Delivered.Stream
@@ -81,6 +109,10 @@ func (s *Store) scanStreamUntil(ctx context.Context, what, stream string, cfg je
 			if err != nil {
 				return fmt.Errorf("read %s: %w", what, err)
 			}
+			if md.Sequence.Consumer != delivered+1 {
+				return fmt.Errorf("read %s: %w: delivery %d after %d (one lost in between)", what, errNoProgress, md.Sequence.Consumer, delivered)
+			}
+			delivered = md.Sequence.Consumer
 			more, err := each(m, md)
 			if err != nil || !more {
 				return err
