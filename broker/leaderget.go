@@ -139,7 +139,10 @@ func (s *Store) eventAt(ctx context.Context, seq uint64) (*jetstream.RawStreamMs
 // everything acknowledged before the scan began. Asked as the last
 // message on ">" (every subject of the log), which only the leader
 // answers; a stream info request would not do, as a member that knows no
-// leader answers it from its own store.
+// leader answers it from its own store. It relies on the event log never
+// removing a message (DenyDelete, DenyPurge, no MaxAge: store.go), so the
+// last message is the last sequence; TestEventLogKeepsEveryMessage holds
+// the stream's configuration to that.
 func (s *Store) leaderLastSeq(ctx context.Context) (uint64, error) {
 	m, err := s.leaderGet(ctx, StreamEvents, leaderGetRequest{LastFor: ">", NoHeaders: true})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {

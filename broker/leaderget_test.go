@@ -404,3 +404,18 @@ func TestScanReadsUpToTheLeadersLast(t *testing.T) {
 		t.Errorf("events under rel-s from an hour on: %v, %v; want none", evs, err)
 	}
 }
+
+// The event log never removes a message: no deletes, no purges, no age or
+// count limits, and a full log refuses new writes rather than dropping
+// old ones. leaderLastSeq reads the last sequence as the last message's,
+// which only holds while that is so (and an acknowledged prescription must
+// never go anyway).
+func TestEventLogKeepsEveryMessage(t *testing.T) {
+	st, _, _ := commitStore(t, 0)
+	c := st.events.CachedInfo().Config
+	if !c.DenyDelete || !c.DenyPurge || c.MaxAge != 0 || c.MaxMsgs > 0 || c.MaxMsgsPerSubject > 0 ||
+		c.Discard != jetstream.DiscardNew || c.Retention != jetstream.LimitsPolicy {
+		t.Errorf("%s: deny delete %v, deny purge %v, max age %v, max msgs %d, per subject %d, discard %v, retention %v; want a log that keeps every message",
+			c.Name, c.DenyDelete, c.DenyPurge, c.MaxAge, c.MaxMsgs, c.MaxMsgsPerSubject, c.Discard, c.Retention)
+	}
+}
