@@ -24,8 +24,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -160,37 +158,15 @@ func startClusterBroker(t *testing.T, cfg config.Config) (*testBroker, error) {
 }
 
 // startClusterBrokerLogs is startClusterBroker that also returns what the
-// broker logs (at every level, the embedded server's debug lines too).
+// broker logs (at every level, the embedded server's debug lines too): a
+// start in the background (startInBackground) waited for.
 func startClusterBrokerLogs(t *testing.T, cfg config.Config) (*testBroker, *observer.ObservedLogs, error) {
-	core, logs := observer.New(zap.DebugLevel)
-	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core)).With(zap.String("node", cfg.NATSServerName))
-	cfg.ShutdownDelay = 0 // stop at once (drain_test.go tests the delay)
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.New(ctx, cfg, log, nil)
-	if err != nil {
-		cancel()
-		return nil, nil, fmt.Errorf("%s: %w", cfg.NATSServerName, err)
-	}
-	if err := a.Listen(); err != nil {
-		cancel()
+	n := startInBackground(t, cfg)
+	if err := <-n.done; err != nil {
 		return nil, nil, err
 	}
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
-	b := &testBroker{t: t, App: a, URL: "http://" + a.Addr(), Dir: cfg.DataDir}
-	var once bool
-	b.stop = func() {
-		if once {
-			return
-		}
-		once = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("broker %s stopped with %v", cfg.NATSServerName, err)
-		}
-	}
-	t.Cleanup(b.stop)
-	return b, logs, nil
+	t.Cleanup(n.b.stop)
+	return n.b, n.logs, nil
 }
 
 // brokerStreams are the streams (buckets by their streams) the broker
