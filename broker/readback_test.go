@@ -453,6 +453,31 @@ func (q fixedQueue) ReadyQueue(_ string, from uint64, limit int) []service.Queue
 	return out
 }
 
+// nominatedOrders takes n orders nominated to pharmacy through intake (as
+// a GP's system sends them) and returns their short IDs, oldest first: the
+// ready queue a nominated release takes from.
+func nominatedOrders(t *testing.T, st *Store, pharmacy string, n int) fixedQueue {
+	t.Helper()
+	prescriber := auth.Principal{Subject: "dr-1", ODS: "A83008", Role: auth.RolePrescriber}
+	in := service.NewIntake(st, st, nil, zap.NewNop(), time.Now)
+	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q fixedQueue
+	for range n {
+		g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.ProcessMessage(context.Background(), prescriber, g.Body); err != nil {
+			t.Fatal(err)
+		}
+		q = append(q, g.ShortID)
+	}
+	return q
+}
+
 // A nominated release whose write was stored but whose answer was lost
 // (single publish, and in an atomic batch) is answered the release: the
 // prescriptions are handed over once, each release event stored once, and
@@ -463,25 +488,9 @@ func TestLostAnswerNominatedRelease(t *testing.T) {
 			st, _, m := commitStore(t, 0)
 			ctx := context.Background()
 			const pharmacy = "FA565"
-			prescriber := auth.Principal{Subject: "dr-1", ODS: "A83008", Role: auth.RolePrescriber}
 			dispenser := auth.Principal{Subject: "rx-1", ODS: pharmacy, Role: auth.RoleDispenser}
-			in := service.NewIntake(st, st, nil, zap.NewNop(), time.Now)
-			tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
-			if err != nil {
-				t.Fatal(err)
-			}
 			const n = 4
-			var q fixedQueue
-			for range n {
-				g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := in.ProcessMessage(ctx, prescriber, g.Body); err != nil {
-					t.Fatal(err)
-				}
-				q = append(q, g.ShortID)
-			}
+			q := nominatedOrders(t, st, pharmacy, n)
 			if batch {
 				st.commit.minBatch = 2
 				loseBatchOnce(st, true, nil)
@@ -631,25 +640,9 @@ func TestLostAnswerNominatedReleaseTemporaryRefusal(t *testing.T) {
 	st.commit.resolveFor = 300 * time.Millisecond
 	ctx := context.Background()
 	const pharmacy = "FA565"
-	prescriber := auth.Principal{Subject: "dr-1", ODS: "A83008", Role: auth.RolePrescriber}
 	dispenser := auth.Principal{Subject: "rx-1", ODS: pharmacy, Role: auth.RoleDispenser}
-	in := service.NewIntake(st, st, nil, zap.NewNop(), time.Now)
-	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 3
-	var q fixedQueue
-	for range n {
-		g, err := tmpl.Order(fhirgen.Options{Performer: pharmacy})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := in.ProcessMessage(ctx, prescriber, g.Body); err != nil {
-			t.Fatal(err)
-		}
-		q = append(q, g.ShortID)
-	}
+	q := nominatedOrders(t, st, pharmacy, n)
 	st.commit.minBatch = n + 1 // every write on its own
 	refuseResolutions(st, SubjectRx+q[1], true, &jetstream.APIError{Code: 503, ErrorCode: jsErrInsufficientResources, Description: "insufficient resources"})
 	life := service.NewLifecycle(st, q, zap.NewNop(), time.Now)
