@@ -13,9 +13,21 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
-
-	"github.com/nhs-eps/epsbroker/config"
 )
+
+// runnerJS is an embedded JetStream (embeddedJS) holding stream T
+// (subjects t.>) for a runner to read, and the dead letter stream.
+func runnerJS(t *testing.T) (jetstream.JetStream, context.Context) {
+	t.Helper()
+	js, ctx := embeddedJS(t)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := createDeadStream(ctx, js, 1, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	return js, ctx
+}
 
 // The runner on a real (embedded) JetStream: an applied message is
 // acknowledged; a transient failure is retried until it applies, and holds
@@ -23,22 +35,7 @@ import (
 // one it cannot decode go to the dead letter with the reason; an apply that
 // finishes later is acknowledged when it does.
 func TestRunnerOnJetStream(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	n, err := ConnectNATS(ctx, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	js, _ := jetstream.New(n.Conn)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := createDeadStream(ctx, js, 1, 1<<20); err != nil {
-		t.Fatal(err)
-	}
+	js, ctx := runnerJS(t)
 	m := NewMetrics()
 
 	var (
@@ -88,7 +85,7 @@ func TestRunnerOnJetStream(t *testing.T) {
 		}
 		return string(data), nil
 	}
-	runner, err = StartRunner(ctx, js, m, zap.NewNop(), RunnerConfig[string]{
+	runner, err := StartRunner(ctx, js, m, zap.NewNop(), RunnerConfig[string]{
 		Name: "test-runner", Stream: "T", Durable: true,
 		Retry:  RetryPolicy{Base: time.Millisecond, Max: 4 * time.Millisecond, MaxDeliveries: 3},
 		Decode: decode, Apply: apply,

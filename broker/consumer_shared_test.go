@@ -8,10 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
-
-	"github.com/nhs-eps/epsbroker/config"
 )
 
 // Two runners share one durable consumer, as two broker instances share
@@ -20,22 +17,7 @@ import (
 // floor passed it) and A's applied sequence reaches the last message:
 // every message up to there was applied, if not by A.
 func TestRunnerSharedDurableConsumer(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	n, err := ConnectNATS(ctx, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	js, _ := jetstream.New(n.Conn)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := createDeadStream(ctx, js, 1, 1<<20); err != nil {
-		t.Fatal(err)
-	}
+	js, ctx := runnerJS(t)
 	const total, failing = 20, 7
 	var (
 		mu        sync.Mutex
