@@ -92,42 +92,29 @@ func TestClusterSIGKILLResendSameRequestID(t *testing.T) {
 			close(killed)
 		})
 	}
-	for range workers {
-		wg.Go(func() {
-			for {
-				select {
-				case <-killed:
-					return
-				default:
-				}
-				g, err := tmpl.Order(fhirgen.Options{})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				o := &sentOrder{g: g, key: uuid.NewString()}
-				mu.Lock()
-				sent = append(sent, o)
-				mu.Unlock()
-				status, ctype, body, _, err := postKeyed(p.URL, tok, o.key, g.Body)
-				mu.Lock()
-				if err == nil {
-					o.answered, o.status, o.ctype, o.body = true, status, ctype, body
-					if status == http.StatusOK {
-						oks++
-					}
-				}
-				n := oks
-				mu.Unlock()
-				if err != nil {
-					return // the broker is gone
-				}
-				if n >= killAfter || len(sent) >= giveUp {
-					kill()
-				}
+	orderWorkers(t, &wg, workers, killed, tmpl, func(g *fhirgen.Generated) bool {
+		o := &sentOrder{g: g, key: uuid.NewString()}
+		mu.Lock()
+		sent = append(sent, o)
+		mu.Unlock()
+		status, ctype, body, _, err := postKeyed(p.URL, tok, o.key, g.Body)
+		mu.Lock()
+		if err == nil {
+			o.answered, o.status, o.ctype, o.body = true, status, ctype, body
+			if status == http.StatusOK {
+				oks++
 			}
-		})
-	}
+		}
+		n, all := oks, len(sent)
+		mu.Unlock()
+		if err != nil {
+			return false // the broker is gone
+		}
+		if n >= killAfter || all >= giveUp {
+			kill()
+		}
+		return true
+	})
 	wg.Wait()
 	<-p.done
 	mu.Lock()
@@ -282,39 +269,23 @@ func TestClusterLostAnswersResolved(t *testing.T) {
 	)
 	stop := make(chan struct{})
 	answered := make(chan struct{}, 1)
-	for range workers {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				g, err := tmpl.Order(fhirgen.Options{})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				status, _, body, _, err := postKeyed(b.URL, tok, uuid.NewString(), g.Body)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				answers[g.ShortID] = status
-				if status == http.StatusOK {
-					oks++
-				} else if status != http.StatusServiceUnavailable {
-					t.Errorf("order %s: %d %.300s", g.ShortID, status, body)
-				}
-				mu.Unlock()
-				select {
-				case answered <- struct{}{}:
-				default:
-				}
-			}
-		})
-	}
+	orderWorkers(t, &wg, workers, stop, tmpl, func(g *fhirgen.Generated) bool {
+		status, _, body, _, err := postKeyed(b.URL, tok, uuid.NewString(), g.Body)
+		if err != nil {
+			t.Error(err)
+			return false
+		}
+		mu.Lock()
+		answers[g.ShortID] = status
+		if status == http.StatusOK {
+			oks++
+		} else if status != http.StatusServiceUnavailable {
+			t.Errorf("order %s: %d %.300s", g.ShortID, status, body)
+		}
+		mu.Unlock()
+		wake(answered)
+		return true
+	})
 	defer func() {
 		select {
 		case <-stop:

@@ -139,38 +139,26 @@ func TestAcknowledgedOrdersSurviveSIGKILLDuringBatches(t *testing.T) {
 	// Each 200 signals the test, which reads the broker's metrics then (no
 	// polling by time).
 	ackSignal := make(chan struct{}, 1)
-	for range workers {
-		wg.Go(func() {
-			for {
-				select {
-				case <-killed:
-					return
-				default:
-				}
-				g, _ := tmpl.Order(fhirgen.Options{})
-				status, _, err := post(t, p.URL, tok, g.Body)
-				mu.Lock()
-				switch {
-				case err != nil:
-					noAnswer[g.ShortID] = true
-				case status == http.StatusOK:
-					acked[g.ShortID] = true
-				default:
-					refused[g.ShortID] = status
-				}
-				mu.Unlock()
-				if err != nil {
-					return // the broker is gone
-				}
-				if status == http.StatusOK {
-					select {
-					case ackSignal <- struct{}{}:
-					default:
-					}
-				}
-			}
-		})
-	}
+	orderWorkers(t, &wg, workers, killed, tmpl, func(g *fhirgen.Generated) bool {
+		status, _, err := post(t, p.URL, tok, g.Body)
+		mu.Lock()
+		switch {
+		case err != nil:
+			noAnswer[g.ShortID] = true
+		case status == http.StatusOK:
+			acked[g.ShortID] = true
+		default:
+			refused[g.ShortID] = status
+		}
+		mu.Unlock()
+		if err != nil {
+			return false // the broker is gone
+		}
+		if status == http.StatusOK {
+			wake(ackSignal)
+		}
+		return true
+	})
 	workersDone := make(chan struct{})
 	go func() { wg.Wait(); close(workersDone) }()
 	// Kill once enough orders are acknowledged and the broker has committed

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/nhs-eps/epsbroker/broker/auth"
 	"github.com/nhs-eps/epsbroker/broker/service"
 	"github.com/nhs-eps/epsbroker/config"
+	"github.com/nhs-eps/epsbroker/fhir/fhirgen"
 )
 
 // fixtures is where the NHS example messages are kept in this repository.
@@ -347,4 +349,39 @@ func mustDecode(b []byte) map[string]any {
 		panic(err)
 	}
 	return m
+}
+
+// orderWorkers starts n goroutines on wg, each sending orders made from
+// tmpl (new identifiers each) one after another until stop is closed: send
+// sends one, and its worker ends when it returns false. A template error
+// fails the test.
+func orderWorkers(t *testing.T, wg *sync.WaitGroup, n int, stop <-chan struct{}, tmpl *fhirgen.Template, send func(g *fhirgen.Generated) bool) {
+	for range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				g, err := tmpl.Order(fhirgen.Options{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !send(g) {
+					return
+				}
+			}
+		})
+	}
+}
+
+// wake tells whoever waits on ch (a buffer of one) that something
+// happened, without waiting: one wake-up stands for any number.
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }

@@ -101,40 +101,24 @@ func blackholedLink(t *testing.T, flood bool) {
 	)
 	stop := make(chan struct{})
 	answered := make(chan struct{}, 1)
-	for range workers {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				g, err := tmpl.Order(fhirgen.Options{})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				a, err := post(g.Body)
-				if err != nil {
-					t.Errorf("order %s not answered within the HTTP write timeout (%v): %v", g.ShortID, writeTimeout, err)
-					return
-				}
-				switch {
-				case a.status == http.StatusOK:
-				case a.status == http.StatusServiceUnavailable && a.retryAfter != "":
-				default:
-					t.Errorf("order %s: %d (Retry-After %q) %.300s, want 200 or 503 with Retry-After", g.ShortID, a.status, a.retryAfter, a.body)
-				}
-				mu.Lock()
-				answers[g.ShortID] = a
-				mu.Unlock()
-				select {
-				case answered <- struct{}{}:
-				default:
-				}
-			}
-		})
-	}
+	orderWorkers(t, &wg, workers, stop, tmpl, func(g *fhirgen.Generated) bool {
+		a, err := post(g.Body)
+		if err != nil {
+			t.Errorf("order %s not answered within the HTTP write timeout (%v): %v", g.ShortID, writeTimeout, err)
+			return false
+		}
+		switch {
+		case a.status == http.StatusOK:
+		case a.status == http.StatusServiceUnavailable && a.retryAfter != "":
+		default:
+			t.Errorf("order %s: %d (Retry-After %q) %.300s, want 200 or 503 with Retry-After", g.ShortID, a.status, a.retryAfter, a.body)
+		}
+		mu.Lock()
+		answers[g.ShortID] = a
+		mu.Unlock()
+		wake(answered)
+		return true
+	})
 	stopped := false
 	stopWorkers := func() {
 		if !stopped {
