@@ -203,17 +203,7 @@ func TestClusterWipedNodeCountsOnlyWithEveryNode(t *testing.T) {
 	nodes := startCluster(t, clusterConfigs(t, 3, secretAuth(t)))
 	a := nodes[0].b
 	waitReplicated(t, a.App.Store.JetStream(), 3)
-	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res := a.post(a.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
-		t.Fatalf("order: %d %s", res.Status, res.Body)
-	}
+	g := a.order(t, "order")
 	waitReplicated(t, a.App.Store.JetStream(), 3)
 	for _, n := range nodes {
 		n.b.stop()

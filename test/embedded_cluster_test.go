@@ -214,17 +214,7 @@ func TestEmbeddedCluster(t *testing.T) {
 	a, b, c := nodes[0].b, nodes[1].b, nodes[2].b
 	waitReplicated(t, a.App.Store.JetStream(), 3)
 
-	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res := a.post(a.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
-		t.Fatalf("order on A: %d %s", res.Status, res.Body)
-	}
+	g := a.order(t, "order on A")
 	// C's tracker index holds the log as it is now (the notifications'
 	// consumer is shared: another instance may have applied them).
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -427,17 +417,7 @@ func TestEmbeddedClusterScalesToR3(t *testing.T) {
 	nodes := startCluster(t, cfgs)
 	a := nodes[0].b
 	waitReplicated(t, a.App.Store.JetStream(), 1)
-	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res := a.post(a.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
-		t.Fatalf("order on R1: %d %s", res.Status, res.Body)
-	}
+	g := a.order(t, "order on R1")
 	for _, n := range nodes {
 		n.b.stop()
 		n.cfg.Replicas = 0 // auto: 3 on a cluster
@@ -530,17 +510,7 @@ func TestSingleNodeDataDirNotTurnedIntoClusterNode(t *testing.T) {
 	cfgs := clusterConfigs(t, 3, secretAuth(t))
 	single := func(c *config.Config) { c.PseudonymKey = cfgs[0].PseudonymKey }
 	b := startBroker(t, cfgs[0].DataDir, single)
-	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := tmpl.Order(fhirgen.Options{Sender: "A83008", Performer: "FA565"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res := b.post(b.token(auth.RolePrescriber, "A83008"), g.Body); res.Status != 200 {
-		t.Fatalf("order on the single node: %d %s", res.Status, res.Body)
-	}
+	g := b.order(t, "order on the single node")
 	b.stop()
 	if _, err := startClusterBroker(t, cfgs[0]); !errors.Is(err, broker.ErrStoreKind) || !strings.Contains(err.Error(), "orphans") {
 		t.Fatalf("a single node's data dir started as a cluster node: %v", err)
@@ -555,7 +525,7 @@ func TestSingleNodeDataDirNotTurnedIntoClusterNode(t *testing.T) {
 	for _, n := range nodes {
 		n.b.stop()
 	}
-	_, err = startClusterBroker(t, func() config.Config {
+	_, err := startClusterBroker(t, func() config.Config {
 		c := config.Default()
 		c.DataDir, c.HTTPAddr, c.PseudonymKey = nodes[0].cfg.DataDir, "127.0.0.1:0", nodes[0].cfg.PseudonymKey
 		return c

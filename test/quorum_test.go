@@ -32,6 +32,17 @@ func quorumBroker(t *testing.T, c *natsCluster, dir string, grace time.Duration)
 	})
 }
 
+// order takes a new order (orderMaker's) from the prescriber on b and
+// fails the test (naming it what) unless it is answered 200.
+func (b *testBroker) order(t *testing.T, what string) *fhirgen.Generated {
+	t.Helper()
+	g := orderMaker(t)()
+	if res := b.post(b.token(auth.RolePrescriber, g.Sender), g.Body); res.Status != 200 {
+		t.Fatalf("%s: %d %s", what, res.Status, res.Body)
+	}
+	return g
+}
+
 // orderMaker makes distinct orders from one prescriber.
 func orderMaker(t *testing.T) func() *fhirgen.Generated {
 	tmpl, err := fhirgen.NewTemplate(fhirgen.Order4Items)
