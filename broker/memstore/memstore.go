@@ -40,6 +40,7 @@ type Store struct {
 	failReads, failWrites error
 	failNext              int // reads of prescriptions and events still to fail with failNextErr
 	failNextErr           error
+	readAsOf              map[string]uint64 // prescription ID -> the sequence its reads show (ReadAsOf)
 	beforeWrite           func(id string)
 	afterWrite            func(id string) error
 	conflicts             int
@@ -100,6 +101,23 @@ func (s *Store) readErr() error {
 		return fmt.Errorf("memstore: read: %w", s.failNextErr)
 	}
 	return nil
+}
+
+// ReadAsOf makes reads of prescription id (Current) show it as it was at
+// seq, whatever was stored since, as a store leader cut off from its
+// majority answers until it steps down (0: reads show the latest again).
+// Writes still compare with the latest.
+func (s *Store) ReadAsOf(id string, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readAsOf == nil {
+		s.readAsOf = map[string]uint64{}
+	}
+	if seq == 0 {
+		delete(s.readAsOf, id)
+		return
+	}
+	s.readAsOf[id] = seq
 }
 
 // FailWrites makes every write return err wrapped (nil: writes work
@@ -252,6 +270,9 @@ func (s *Store) Current(ctx context.Context, id string) (*service.Event, error) 
 	seq, ok := s.last[id]
 	if !ok {
 		return nil, service.ErrNotFound
+	}
+	if at, ok := s.readAsOf[id]; ok {
+		seq = at
 	}
 	return s.decode(int(seq) - 1), nil
 }

@@ -76,7 +76,7 @@ func writeError(err error, id, op, what string) error {
 		return fhir.Errorf(fhir.KindTooLarge, fhir.CodeTooLarge, "the message is too large to store")
 	case errors.Is(err, ErrBusy):
 		return &fhir.Error{Kind: fhir.KindUnavailable, Code: fhir.CodeServiceUnavailable,
-			Diagnostics: fmt.Sprintf("prescription %s is changing too often to %s now; retry", id, what)}
+			Diagnostics: fmt.Sprintf("prescription %s is changing too often to %s now; retry", id, what), Err: err}
 	case errors.Is(err, ErrUnresolved):
 		return &fhir.Error{Kind: fhir.KindUnavailable, Op: op, Code: fhir.CodeServiceUnavailable,
 			Diagnostics: fmt.Sprintf("the store did not confirm the change to prescription %s and could not be asked again: it may have been made; read the prescription before sending it again", id),
@@ -621,6 +621,15 @@ func (l *Lifecycle) releaseQueued(ctx context.Context, p auth.Principal, actor r
 	switch {
 	case errors.Is(err, errSkip), rx.IsNotFound(err):
 		return queueRelease{skip: true}
+	case wrote && errors.Is(err, ErrBusy):
+		// Every compare-and-set was answered as lost, yet one of them may
+		// be this request's own write, stored (answered as a conflict
+		// after a leader change) and decided again from reads that did
+		// not show it yet (a leader cut off from its majority answers
+		// until it steps down): read back, not passed over (seen in a
+		// fault test: released, and handed to nobody).
+		return queueRelease{err: writeError(fmt.Errorf("%w: prescription %s: %w", ErrUnresolved, id, err),
+			id, "store "+rx.EventNominatedRelease, "update"), from: from}
 	case err != nil:
 		return queueRelease{err: err, from: from}
 	}

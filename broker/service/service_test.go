@@ -663,6 +663,42 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("nominated release: its own stored write answered as a conflict, then read as before it until the compare-and-sets run out: not passed over; 503, and its retry hands it over", func(t *testing.T) {
+		e := newEnv(t)
+		a, g := e.accepted(), e.accepted()
+		evs := e.st.Events(g.ShortID)
+		before := evs[len(evs)-1].Seq
+		// g's release is stored and answered as a conflict; from then on
+		// g reads as it was before (a leader cut off from its majority
+		// answers until it steps down): every decision again conflicts.
+		var once atomic.Bool
+		e.st.AfterWrite(func(id string) error {
+			if id == g.ShortID && once.CompareAndSwap(false, true) {
+				e.st.ReadAsOf(id, before)
+				return service.ErrConflict
+			}
+			return nil
+		})
+		e.life.ReadBackFor = time.Millisecond
+		_, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n1", []byte("{}"), 25)
+		e.st.AfterWrite(nil)
+		e.st.ReadAsOf(g.ShortID, 0)
+		if !once.Load() {
+			t.Fatal("no write answered as a conflict: the test does not test it")
+		}
+		wantError(t, err, fhir.KindUnavailable, fhir.CodeServiceUnavailable)
+		if !errors.Is(err, service.ErrReleaseUnresolved) {
+			t.Errorf("error %v, want ErrReleaseUnresolved (not a 200 without %s, which it released)", err, g.ShortID)
+		}
+		if st := e.status(g.ShortID); st != rx.StatusWithDispenser {
+			t.Fatalf("status %s, want with dispenser: the test does not test a stored write", st)
+		}
+		again, err := e.life.ReleaseNominated(e.ctx, pharmacyP, pharmacy, "n1", []byte("{}"), 25)
+		if got := releasedIDs(again); err != nil || !slices.Equal(got, []string{a.ShortID, g.ShortID}) {
+			t.Errorf("retry handed over %v, %v; want %v, both released to it", got, err, []string{a.ShortID, g.ShortID})
+		}
+	})
+
 	t.Run("nominated release: queues that cannot catch up: 503, nothing released", func(t *testing.T) {
 		e := newEnv(t)
 		g := e.accepted()
