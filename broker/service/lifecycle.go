@@ -628,7 +628,8 @@ func (l *Lifecycle) releaseQueued(ctx context.Context, p auth.Principal, actor r
 		// not show it yet (a leader cut off from its majority answers
 		// until it steps down): read back, not passed over (seen in a
 		// fault test: released, and handed to nobody).
-		return queueRelease{err: writeError(fmt.Errorf("%w: prescription %s: %w", ErrUnresolved, id, err),
+		// (err only as text: writeError answers ErrBusy before ErrUnresolved.)
+		return queueRelease{err: writeError(fmt.Errorf("%w: prescription %s: every compare-and-set answered as lost (%v)", ErrUnresolved, id, err),
 			id, "store "+rx.EventNominatedRelease, "update"), from: from}
 	case err != nil:
 		return queueRelease{err: err, from: from}
