@@ -82,6 +82,7 @@ func (s *Store) scanStreamUntil(ctx context.Context, what, stream string, cfg je
 	}()
 	ci := cons.CachedInfo()
 	var delivered uint64 // the consumer sequence of the last delivery
+	made, pause := time.Now(), 20*time.Millisecond
 	// seen is the stream sequence the consumer has read up to: at the
 	// start, the one before its first (what its replica holds before it).
 	seen := ci.Delivered.Stream
@@ -99,6 +100,12 @@ func (s *Store) scanStreamUntil(ctx context.Context, what, stream string, cfg je
 			n = until - seen
 		}
 		batch, err := cons.Fetch(int(min(n, scanBatch)), jetstream.FetchMaxWait(wait))
+		if notServedYet(err, delivered, made) {
+			if err := pauseFor(ctx, &pause); err != nil {
+				return fmt.Errorf("read %s: %w", what, err)
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", what, err)
 		}
@@ -123,6 +130,12 @@ func (s *Store) scanStreamUntil(ctx context.Context, what, stream string, cfg je
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			if got == 0 && notServedYet(err, delivered, made) {
+				if err := pauseFor(ctx, &pause); err != nil {
+					return fmt.Errorf("read %s: %w", what, err)
+				}
+				continue
+			}
 			return fmt.Errorf("read %s: %w", what, err)
 		}
 		if err := ctx.Err(); err != nil {
@@ -135,5 +148,25 @@ func (s *Store) scanStreamUntil(ctx context.Context, what, stream string, cfg je
 			return fmt.Errorf("read %s: %w with %d pending", what, errNoProgress, pending)
 		}
 	}
+	return nil
+}
+
+// notServedYet reports whether a pull's error is "no responders" before
+// the scan's consumer delivered anything, within scanWait of its creation:
+// a consumer made on a cluster is assigned before its node serves it, so
+// its first pulls may find no responder (seen in CI: an R3 log's scan).
+func notServedYet(err error, delivered uint64, made time.Time) bool {
+	return errors.Is(err, nats.ErrNoResponders) && delivered == 0 && time.Since(made) < scanWait
+}
+
+// pauseFor waits *pause (doubled for the next time, up to half a second)
+// or until ctx ends (its error).
+func pauseFor(ctx context.Context, pause *time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(*pause):
+	}
+	*pause = min(2**pause, 500*time.Millisecond)
 	return nil
 }
